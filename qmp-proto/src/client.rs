@@ -1,0 +1,825 @@
+//! [`Client`]: the client-side state machine. Bytes and time in; events, bytes and a deadline out.
+//!
+//! The life of a QMP session, as this file drives it:
+//!
+//! | phase | on | does |
+//! |---|---|---|
+//! | `AwaitGreeting` | greeting | emit `Greeting`, send `qmp_capabilities` (with `oob` if configured and offered) |
+//! | `AwaitGreeting` | anything else / deadline | close: `BadGreeting` / `GreetingTimeout` |
+//! | `Negotiating` | event | emit it (events do arrive before the negotiation reply) |
+//! | `Negotiating` | its reply | `Ready`, then send the queued commands / on error close `NegotiationFailed` |
+//! | `Negotiating` | deadline | close: `NegotiationTimeout` |
+//! | `Ready` | replies, events | route by id / emit |
+//! | any | EOF, transport error, `close()` | close with that cause: every pending command ends with it |
+//!
+//! Guest-agent mode starts in `Ready`. Commands wait in a queue until `Ready`; then at most `max_in_flight`
+//! in-band commands are on the wire, the rest wait in order; OOB commands skip the queue.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::config::{Config, ExecuteOptions, Mode};
+use crate::encode::{encode_arguments, encode_command};
+use crate::error::{ConnectionError, ProtocolViolation, QmpError, UsageError};
+use crate::framer::{Frame, Framer};
+use crate::message::{classify, Greeting, Message, ServerEvent};
+use crate::raw::RawJson;
+use crate::timers::{Timer, TimerTable};
+
+/// Identifies one command sent through [`Client::execute`]. Unique for the life of a [`Client`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub(crate) u64);
+
+impl RequestId {
+    /// The id as it goes on the wire.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What happened, in the order it happened. Returned by [`Client::poll_event`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// The server's greeting (QMP mode).
+    Greeting(Greeting),
+    /// Negotiation succeeded (QMP), or the client was created (guest-agent mode): commands flow from now on.
+    Ready {
+        /// Whether out-of-band execution was negotiated.
+        oob: bool,
+    },
+    /// The reply to a command: its `return` payload, or the server's error. Ends the request.
+    Reply {
+        /// The command.
+        id: RequestId,
+        /// `Ok(return)` or `Err(error)`.
+        result: Result<RawJson, QmpError>,
+    },
+    /// An asynchronous event from the server.
+    Event(ServerEvent),
+    /// A command's deadline passed. Ends the request; its late reply, if any, is swallowed.
+    TimedOut {
+        /// The command.
+        id: RequestId,
+    },
+    /// Server events were dropped because more than `max_queued_events` were waiting to be polled.
+    EventsDropped {
+        /// How many, at this point of the sequence.
+        count: u64,
+    },
+    /// The server sent something wrong; the session goes on.
+    ProtocolViolation(ProtocolViolation),
+    /// The connection is over. Every request not ended yet ends here. Always the last event.
+    Closed(ConnectionError),
+}
+
+/// Where a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting in the queue; not written yet.
+    Queued,
+    /// Written; its reply is awaited.
+    InFlight,
+    /// Written, then cancelled or timed out: its reply will be swallowed.
+    Abandoned,
+}
+
+/// Whose request it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// The user's command.
+    User,
+    /// `qmp_capabilities`, sent by the client itself.
+    Negotiation,
+    /// `guest-sync-delimited` with this nonce.
+    Sync(u32),
+}
+
+#[derive(Debug)]
+struct Request {
+    stage: Stage,
+    purpose: Purpose,
+    oob: bool,
+    deadline: Option<Instant>,
+    /// False for commands that complete when written (guest-agent `guest-shutdown` and the like).
+    expect_reply: bool,
+    /// The encoded command while it is queued.
+    wire: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitGreeting,
+    Negotiating,
+    Ready,
+    Closed,
+}
+
+/// A guest-agent resynchronisation in progress: input is discarded up to the next 0xFF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Resync {
+    id: u64,
+    seen_delimiter: bool,
+}
+
+/// Guest-agent commands that send no reply when they succeed.
+const NO_REPLY_COMMANDS: [&str; 4] = [
+    "guest-shutdown",
+    "guest-suspend-disk",
+    "guest-suspend-ram",
+    "guest-suspend-hybrid",
+];
+
+/// The client state machine. See the [crate docs](crate) for the driving contract and a complete example.
+///
+/// Methods, by kind (the shape of quinn-proto's `Connection`):
+/// - inputs: [`handle_input`](Self::handle_input), [`handle_eof`](Self::handle_eof),
+///   [`handle_timeout`](Self::handle_timeout), [`handle_transport_error`](Self::handle_transport_error);
+/// - commands: [`execute`](Self::execute), [`execute_raw`](Self::execute_raw), [`guest_sync`](Self::guest_sync),
+///   [`cancel`](Self::cancel), [`close`](Self::close);
+/// - outputs, in this order after every input or command: [`poll_event`](Self::poll_event) until `None`,
+///   [`poll_transmit`](Self::poll_transmit), [`poll_timeout`](Self::poll_timeout);
+/// - getters: [`greeting`](Self::greeting), [`is_ready`](Self::is_ready), [`oob_enabled`](Self::oob_enabled),
+///   [`in_flight`](Self::in_flight), [`pending`](Self::pending), [`connection_error`](Self::connection_error).
+#[derive(Debug)]
+pub struct Client {
+    config: Config,
+    phase: Phase,
+    framer: Framer,
+    greeting: Option<Greeting>,
+    oob_enabled: bool,
+    next_id: u64,
+    requests: HashMap<u64, Request>,
+    /// In-band requests in send order (ids whose request is gone or no longer queued are skipped lazily).
+    queue: VecDeque<u64>,
+    /// In-band requests written and not answered yet, abandoned ones included (QEMU still holds them).
+    in_flight: usize,
+    /// Whether `qmp_capabilities` asked for `oob`.
+    oob_requested: bool,
+    handshake_deadline: Option<Instant>,
+    resync: Option<Resync>,
+    timers: TimerTable,
+    events: VecDeque<ClientEvent>,
+    queued_server_events: usize,
+    transmit: Vec<u8>,
+    closed: Option<ConnectionError>,
+}
+
+impl Client {
+    /// A client at the start of a connection. `now` starts the handshake deadline (QMP mode).
+    /// In guest-agent mode the client is ready at once and the first event is [`ClientEvent::Ready`].
+    pub fn new(config: Config, now: Instant) -> Self {
+        let mut client = Client {
+            framer: Framer::new(config.max_message_size),
+            phase: Phase::AwaitGreeting,
+            greeting: None,
+            oob_enabled: false,
+            next_id: 1,
+            requests: HashMap::new(),
+            queue: VecDeque::new(),
+            in_flight: 0,
+            oob_requested: false,
+            handshake_deadline: None,
+            resync: None,
+            timers: TimerTable::default(),
+            events: VecDeque::new(),
+            queued_server_events: 0,
+            transmit: Vec::new(),
+            closed: None,
+            config,
+        };
+        match client.config.mode {
+            Mode::Qmp => {
+                if let Some(timeout) = client.config.handshake_timeout {
+                    let at = now.checked_add(timeout).unwrap_or(now);
+                    client.handshake_deadline = Some(at);
+                    client.timers.set(at, Timer::Handshake);
+                }
+            }
+            Mode::GuestAgent => client.become_ready(),
+        }
+        client
+    }
+
+    // ----- inputs -------------------------------------------------------------------------------------------
+
+    /// Feeds bytes read from the server. Any split of the stream into calls gives the same events.
+    pub fn handle_input(&mut self, bytes: &[u8]) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let mut framer = std::mem::replace(&mut self.framer, Framer::new(1));
+        framer.feed(bytes, |frame| self.on_frame(frame));
+        self.framer = framer;
+    }
+
+    /// The server closed its side of the stream. Closes the session (`Eof` or `EofMidMessage`).
+    pub fn handle_eof(&mut self) {
+        let cause = if self.framer.in_message() {
+            ConnectionError::EofMidMessage {
+                buffered: self.framer.buffered() as u64,
+            }
+        } else {
+            ConnectionError::Eof
+        };
+        self.close_with(cause);
+    }
+
+    /// The transport failed (a read or write error). Closes the session with that cause.
+    pub fn handle_transport_error(&mut self, description: impl Into<String>) {
+        self.close_with(ConnectionError::Transport(description.into()));
+    }
+
+    /// Fires every deadline at or before `now`. Calling it early, late or more than once is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.expired(now) {
+            match timer {
+                Timer::Handshake => {
+                    let cause = if self.phase == Phase::AwaitGreeting {
+                        ConnectionError::GreetingTimeout
+                    } else {
+                        ConnectionError::NegotiationTimeout
+                    };
+                    self.close_with(cause);
+                    return;
+                }
+                Timer::Command(id) => self.expire(id),
+            }
+        }
+    }
+
+    // ----- commands ------------------------------------------------------------------------------------------
+
+    /// Queues a command. `args` is anything that serializes to a JSON object, or `None::<()>` / `()` for none.
+    ///
+    /// Returns at once; the command goes on the wire when the session is ready and a slot is free (or at once
+    /// for OOB). Errors are the caller's ([`UsageError`]): nothing was queued.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use qmp_proto::{Client, Config, ExecuteOptions};
+    /// let mut client = Client::new(Config::guest_agent(), Instant::now());
+    /// let id = client.execute("guest-sync", Some(&serde_json::json!({"id": 7})), ExecuteOptions::new()).unwrap();
+    /// let mut out = Vec::new();
+    /// client.poll_transmit(&mut out);
+    /// assert_eq!(out, format!(r#"{{"execute":"guest-sync","arguments":{{"id":7}},"id":{id}}}"#).as_bytes());
+    /// ```
+    pub fn execute<A: Serialize + ?Sized>(
+        &mut self,
+        command: &str,
+        args: Option<&A>,
+        opts: ExecuteOptions,
+    ) -> Result<RequestId, UsageError> {
+        let args = match args {
+            Some(args) => encode_arguments(args)?,
+            None => None,
+        };
+        self.execute_encoded(command, args.as_deref(), opts)
+    }
+
+    /// Like [`execute`](Self::execute), with arguments already serialized as a JSON object (or `None`).
+    pub fn execute_raw(
+        &mut self,
+        command: &str,
+        args: Option<&RawJson>,
+        opts: ExecuteOptions,
+    ) -> Result<RequestId, UsageError> {
+        let args = match args.map(RawJson::as_bytes) {
+            None | Some(b"{}") => None,
+            Some(b) if b.first() == Some(&b'{') => Some(b),
+            Some(b) => {
+                return Err(UsageError::InvalidArguments(format!(
+                    "got {}",
+                    String::from_utf8_lossy(&b[..b.len().min(40)])
+                )))
+            }
+        };
+        self.execute_encoded(command, args, opts)
+    }
+
+    fn execute_encoded(
+        &mut self,
+        command: &str,
+        args: Option<&[u8]>,
+        opts: ExecuteOptions,
+    ) -> Result<RequestId, UsageError> {
+        self.check_open()?;
+        if command.is_empty() {
+            return Err(UsageError::EmptyCommand);
+        }
+        if opts.oob {
+            if self.config.mode == Mode::GuestAgent {
+                return Err(UsageError::OobInGuestAgentMode);
+            }
+            if !self.oob_enabled {
+                return Err(UsageError::OobNotNegotiated);
+            }
+        }
+        self.check_room()?;
+        let expect_reply = opts.expect_reply.unwrap_or_else(|| {
+            !(self.config.mode == Mode::GuestAgent && NO_REPLY_COMMANDS.contains(&command))
+        });
+        let id = self.take_id();
+        let mut wire = Vec::with_capacity(command.len() + args.map_or(0, <[u8]>::len) + 40);
+        encode_command(&mut wire, command, args, id, opts.oob);
+        self.add_request(id, Purpose::User, opts, expect_reply, wire);
+        Ok(RequestId(id))
+    }
+
+    /// Guest-agent mode: resynchronises the stream with `guest-sync-delimited`.
+    ///
+    /// Waits until no other command is on the wire, then writes a 0xFF byte (which resets the agent's parser)
+    /// and `guest-sync-delimited` with `nonce`; discards everything the agent sends up to its 0xFF marker
+    /// (stale replies, the parse error the 0xFF provokes), and ends with a [`ClientEvent::Reply`] carrying the
+    /// nonce once the agent echoes it. Other commands wait until then. Pick a fresh random `nonce` each time
+    /// (the core has no randomness of its own), and a deadline: an agent that is not running never answers.
+    pub fn guest_sync(
+        &mut self,
+        nonce: u32,
+        opts: ExecuteOptions,
+    ) -> Result<RequestId, UsageError> {
+        self.check_open()?;
+        if self.config.mode != Mode::GuestAgent {
+            return Err(UsageError::NotGuestAgent);
+        }
+        self.check_room()?;
+        let id = self.take_id();
+        let mut wire = vec![0xFF];
+        let args = format!("{{\"id\":{nonce}}}");
+        encode_command(
+            &mut wire,
+            "guest-sync-delimited",
+            Some(args.as_bytes()),
+            id,
+            false,
+        );
+        self.add_request(
+            id,
+            Purpose::Sync(nonce),
+            ExecuteOptions { oob: false, ..opts },
+            true,
+            wire,
+        );
+        Ok(RequestId(id))
+    }
+
+    /// Gives up on a command. If it was still queued, it is never sent; if it is on the wire, its reply will
+    /// be swallowed. Returns false if the request had already ended (no event is produced either way).
+    pub fn cancel(&mut self, id: RequestId) -> bool {
+        let Some(req) = self.requests.get_mut(&id.0) else {
+            return false;
+        };
+        if let Some(at) = req.deadline.take() {
+            self.timers.cancel(at, Timer::Command(id.0));
+        }
+        match req.stage {
+            Stage::Abandoned => false,
+            Stage::Queued => {
+                self.requests.remove(&id.0);
+                true
+            }
+            Stage::InFlight => {
+                req.stage = Stage::Abandoned;
+                if self.resync.map(|r| r.id) == Some(id.0) {
+                    self.resync = None;
+                }
+                true
+            }
+        }
+    }
+
+    /// Closes the session locally (cause [`ConnectionError::Local`]). Pending commands end with it.
+    pub fn close(&mut self) {
+        self.close_with(ConnectionError::Local);
+    }
+
+    // ----- outputs -------------------------------------------------------------------------------------------
+
+    /// The next event, or `None` when there is nothing more until the next input or call.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        let ev = self.events.pop_front()?;
+        if matches!(
+            ev,
+            ClientEvent::Event(_) | ClientEvent::ProtocolViolation(_)
+        ) {
+            self.queued_server_events -= 1;
+        }
+        Some(ev)
+    }
+
+    /// Appends every whole command ready to go to `out`. Returns the number of bytes appended.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
+        let n = self.transmit.len();
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.transmit);
+        } else {
+            out.append(&mut self.transmit);
+        }
+        n
+    }
+
+    /// The earliest deadline: call [`handle_timeout`](Self::handle_timeout) when it has passed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // ----- getters -------------------------------------------------------------------------------------------
+
+    /// The greeting, once received (QMP mode).
+    pub fn greeting(&self) -> Option<&Greeting> {
+        self.greeting.as_ref()
+    }
+
+    /// Negotiation is done (always true in guest-agent mode until closed).
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+
+    /// Whether the session is over.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Whether out-of-band execution was negotiated.
+    pub fn oob_enabled(&self) -> bool {
+        self.oob_enabled
+    }
+
+    /// In-band commands on the wire now (cancelled ones still awaiting their reply included).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Requests not ended yet (queued or on the wire), excluding cancelled or timed-out ones.
+    pub fn pending(&self) -> usize {
+        self.requests
+            .values()
+            .filter(|r| r.stage != Stage::Abandoned && r.purpose != Purpose::Negotiation)
+            .count()
+    }
+
+    /// Why the session ended, once it has. Sticky.
+    pub fn connection_error(&self) -> Option<&ConnectionError> {
+        self.closed.as_ref()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ----- internals -----------------------------------------------------------------------------------------
+
+    fn check_open(&self) -> Result<(), UsageError> {
+        match &self.closed {
+            Some(cause) => Err(UsageError::Closed(cause.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn check_room(&self) -> Result<(), UsageError> {
+        if self.requests.len() >= self.config.max_pending {
+            return Err(UsageError::QueueFull {
+                limit: self.config.max_pending,
+            });
+        }
+        Ok(())
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn add_request(
+        &mut self,
+        id: u64,
+        purpose: Purpose,
+        opts: ExecuteOptions,
+        expect_reply: bool,
+        wire: Vec<u8>,
+    ) {
+        if let Some(at) = opts.deadline {
+            self.timers.set(at, Timer::Command(id));
+        }
+        let (oob, deadline) = (opts.oob, opts.deadline);
+        self.requests.insert(
+            id,
+            Request {
+                stage: Stage::Queued,
+                purpose,
+                oob,
+                deadline,
+                expect_reply,
+                wire,
+            },
+        );
+        if opts.oob {
+            self.send(id);
+        } else {
+            self.queue.push_back(id);
+            self.pump();
+        }
+    }
+
+    /// Moves queued in-band commands onto the wire while the flow-control rules allow.
+    fn pump(&mut self) {
+        if self.phase != Phase::Ready {
+            return;
+        }
+        while let Some(&id) = self.queue.front() {
+            let Some(req) = self.requests.get(&id) else {
+                self.queue.pop_front();
+                continue;
+            };
+            if req.stage != Stage::Queued {
+                self.queue.pop_front();
+                continue;
+            }
+            let sync = matches!(req.purpose, Purpose::Sync(_));
+            // A resync runs alone: it waits for an empty pipe, and nothing follows it until it ends.
+            if self.resync.is_some()
+                || self.in_flight >= self.config.max_in_flight
+                || (sync && self.in_flight > 0)
+            {
+                return;
+            }
+            self.queue.pop_front();
+            self.send(id);
+        }
+    }
+
+    /// Writes one command.
+    fn send(&mut self, id: u64) {
+        let Some(req) = self.requests.get_mut(&id) else {
+            return;
+        };
+        self.transmit.append(&mut req.wire);
+        if !req.expect_reply {
+            if let Some(at) = req.deadline {
+                self.timers.cancel(at, Timer::Command(id));
+            }
+            self.requests.remove(&id);
+            self.events.push_back(ClientEvent::Reply {
+                id: RequestId(id),
+                result: Ok(empty_object()),
+            });
+            return;
+        }
+        req.stage = Stage::InFlight;
+        if !req.oob {
+            self.in_flight += 1;
+        }
+        if let Purpose::Sync(_) = req.purpose {
+            self.resync = Some(Resync {
+                id,
+                seen_delimiter: false,
+            });
+        }
+    }
+
+    /// Negotiation is done (or not needed): commands may flow.
+    fn become_ready(&mut self) {
+        self.phase = Phase::Ready;
+        if let Some(at) = self.handshake_deadline.take() {
+            self.timers.cancel(at, Timer::Handshake);
+        }
+        self.events.push_back(ClientEvent::Ready {
+            oob: self.oob_enabled,
+        });
+        self.pump();
+    }
+
+    /// Answers the greeting with `qmp_capabilities`, enabling `oob` when configured and offered.
+    fn negotiate(&mut self, greeting: &Greeting) {
+        self.oob_requested =
+            self.config.enable_oob && greeting.capabilities.iter().any(|c| c == "oob");
+        let id = self.take_id();
+        let args: Option<&[u8]> = if self.oob_requested {
+            Some(br#"{"enable":["oob"]}"#)
+        } else {
+            None
+        };
+        encode_command(&mut self.transmit, "qmp_capabilities", args, id, false);
+        let req = Request {
+            stage: Stage::InFlight,
+            purpose: Purpose::Negotiation,
+            oob: false,
+            deadline: None,
+            expect_reply: true,
+            wire: Vec::new(),
+        };
+        self.requests.insert(id, req);
+        self.in_flight += 1;
+        self.phase = Phase::Negotiating;
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let discarding = self.resync.is_some_and(|r| !r.seen_delimiter);
+        match frame {
+            Frame::Delimiter => {
+                if let Some(r) = self.resync.as_mut() {
+                    r.seen_delimiter = true;
+                }
+            }
+            _ if discarding => {}
+            Frame::Message(bytes) => self.on_message(classify(bytes)),
+            Frame::Oversized { len } if self.phase == Phase::AwaitGreeting => {
+                self.close_with(ConnectionError::BadGreeting(format!(
+                    "a message of {len} bytes, over the limit"
+                )));
+            }
+            Frame::Oversized { len } => {
+                let limit = self.config.max_message_size;
+                self.push_report(ClientEvent::ProtocolViolation(
+                    ProtocolViolation::Oversized { len, limit },
+                ));
+            }
+            Frame::Truncated { len } => {
+                self.push_report(ClientEvent::ProtocolViolation(
+                    ProtocolViolation::Truncated { len },
+                ));
+            }
+        }
+    }
+
+    fn on_message(&mut self, msg: Message) {
+        if self.phase == Phase::AwaitGreeting && self.config.mode == Mode::Qmp {
+            match msg {
+                Message::Greeting(g) => {
+                    self.negotiate(&g);
+                    self.greeting = Some(g.clone());
+                    self.events.push_back(ClientEvent::Greeting(g));
+                }
+                other => self.close_with(ConnectionError::BadGreeting(describe(&other))),
+            }
+            return;
+        }
+        match msg {
+            Message::Greeting(_) => self.push_report(ClientEvent::ProtocolViolation(
+                ProtocolViolation::UnexpectedGreeting,
+            )),
+            Message::Event(ev) => self.push_report(ClientEvent::Event(ev)),
+            Message::Return { id, value } => self.on_reply(id, Ok(value)),
+            Message::Error { id, error } => self.on_reply(id, Err(error)),
+            Message::NotUnderstood { bytes, reason } => self.push_report(
+                ClientEvent::ProtocolViolation(ProtocolViolation::NotUnderstood { bytes, reason }),
+            ),
+        }
+    }
+
+    /// Routes a reply to its request by id.
+    fn on_reply(&mut self, id: Option<RawJson>, result: Result<RawJson, QmpError>) {
+        let Some(raw_id) = id else {
+            let violation = match result {
+                Ok(value) => ProtocolViolation::IdlessReply { value },
+                Err(e) => ProtocolViolation::IdlessError(e),
+            };
+            self.push_report(ClientEvent::ProtocolViolation(violation));
+            return;
+        };
+        let key = std::str::from_utf8(raw_id.as_bytes())
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok());
+        let Some((key, req)) = key.and_then(|k| self.requests.get(&k).map(|r| (k, r))) else {
+            self.push_report(ClientEvent::ProtocolViolation(
+                ProtocolViolation::UnknownId { id: raw_id },
+            ));
+            return;
+        };
+        if req.stage == Stage::Queued {
+            self.push_report(ClientEvent::ProtocolViolation(
+                ProtocolViolation::UnknownId { id: raw_id },
+            ));
+            return;
+        }
+        if let (Purpose::Sync(nonce), Stage::InFlight, Ok(value)) =
+            (req.purpose, req.stage, &result)
+        {
+            if value.raw_str().trim().parse::<u64>().ok() != Some(u64::from(nonce)) {
+                // A stale delimited reply (an earlier client's sync): wait for the next marker.
+                self.resync = Some(Resync {
+                    id: key,
+                    seen_delimiter: false,
+                });
+                return;
+            }
+        }
+        let Some(req) = self.requests.remove(&key) else {
+            return;
+        };
+        if !req.oob {
+            self.in_flight -= 1;
+        }
+        if let Some(at) = req.deadline {
+            self.timers.cancel(at, Timer::Command(key));
+        }
+        if self.resync.map(|r| r.id) == Some(key) {
+            self.resync = None;
+        }
+        match (req.stage, req.purpose) {
+            (Stage::Abandoned, _) => {}
+            (_, Purpose::Negotiation) => match result {
+                Ok(_) => {
+                    self.oob_enabled = self.oob_requested;
+                    self.become_ready();
+                    return;
+                }
+                Err(e) => {
+                    self.close_with(ConnectionError::NegotiationFailed(e));
+                    return;
+                }
+            },
+            (_, Purpose::User | Purpose::Sync(_)) => {
+                self.events.push_back(ClientEvent::Reply {
+                    id: RequestId(key),
+                    result,
+                });
+            }
+        }
+        self.pump();
+    }
+
+    /// A command's deadline passed.
+    fn expire(&mut self, id: u64) {
+        let Some(req) = self.requests.get_mut(&id) else {
+            return;
+        };
+        req.deadline = None;
+        match req.stage {
+            Stage::Abandoned => return,
+            Stage::Queued => {
+                self.requests.remove(&id);
+            }
+            Stage::InFlight => {
+                req.stage = Stage::Abandoned;
+                if self.resync.map(|r| r.id) == Some(id) {
+                    self.resync = None;
+                }
+            }
+        }
+        self.events
+            .push_back(ClientEvent::TimedOut { id: RequestId(id) });
+        self.pump();
+    }
+
+    /// Queues a server event or a violation report, or counts it as dropped when too many are waiting.
+    fn push_report(&mut self, ev: ClientEvent) {
+        if self.queued_server_events < self.config.max_queued_events {
+            self.queued_server_events += 1;
+            self.events.push_back(ev);
+            return;
+        }
+        match self.events.back_mut() {
+            Some(ClientEvent::EventsDropped { count }) => *count += 1,
+            _ => self
+                .events
+                .push_back(ClientEvent::EventsDropped { count: 1 }),
+        }
+    }
+
+    /// Ends the session. Sticky: the first cause wins. Every request still pending ends with it.
+    fn close_with(&mut self, cause: ConnectionError) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.phase = Phase::Closed;
+        self.requests.clear();
+        self.queue.clear();
+        self.timers.clear();
+        self.in_flight = 0;
+        self.resync = None;
+        self.transmit.clear();
+        self.handshake_deadline = None;
+        self.closed = Some(cause.clone());
+        self.events.push_back(ClientEvent::Closed(cause));
+    }
+}
+
+/// A short description of an unexpected first message.
+fn describe(msg: &Message) -> String {
+    match msg {
+        Message::Greeting(_) => "a greeting".into(),
+        Message::Return { value, .. } => format!("a reply ({value:?})"),
+        Message::Error { error, .. } => format!("an error ({error})"),
+        Message::Event(e) => format!("an event ({})", e.name),
+        Message::NotUnderstood { reason, .. } => reason.clone(),
+    }
+}
+
+fn empty_object() -> RawJson {
+    RawJson::from_valid(Bytes::from_static(b"{}"))
+}

@@ -1,0 +1,105 @@
+//! A sans-IO implementation of the QEMU Machine Protocol (QMP) and the QEMU Guest Agent protocol (QGA).
+//!
+//! This crate is the protocol and nothing else: no sockets, no async runtime, no threads, no clock. A
+//! [`Client`] takes the bytes you read and the time you pass in, and gives back events, bytes to write and the
+//! next deadline. The adapters `qmp-tokio`, `qmp-smol` and `qmp-blocking` drive it over real sockets; use this
+//! crate directly to embed QMP in your own I/O loop, or to test against it without any I/O at all.
+//!
+//! # What it does for you
+//! - **Framing by JSON value**, not by line: CRLF (QMP), LF (qemu-ga), `pretty=on` multi-line output and
+//!   0xFF-delimited guest-agent replies all work; any split of the input gives the same events.
+//! - **Negotiation**: the greeting is answered with `qmp_capabilities` (enabling `oob` when offered and
+//!   configured); commands you issue earlier wait until it succeeds; events that arrive before its reply are
+//!   delivered as events.
+//! - **Ids and routing**: every command gets a small integer id (cheap for QEMU to read); replies are routed by
+//!   id; replies nobody waits for (cancelled, timed out) are swallowed; unknown ones are reported.
+//! - **Flow control**: at most 8 in-band commands on the wire (QEMU's own queue length), OOB bypasses it.
+//! - **Deadlines** for the handshake and for each command, on the caller's clock.
+//! - **Bounds** on message size, pending commands and undrained events; overflow is reported, never absorbed.
+//! - **Guest agent**: no greeting, `guest-sync-delimited` resynchronisation, commands that never reply.
+//!
+//! # The driving contract
+//! After **every** input ([`Client::handle_input`], [`Client::handle_eof`], [`Client::handle_timeout`]) and every
+//! call ([`Client::execute`], [`Client::cancel`], [`Client::guest_sync`], [`Client::close`]):
+//! 1. drain [`Client::poll_event`] until it returns `None`;
+//! 2. call [`Client::poll_transmit`] and write everything it gave you;
+//! 3. re-arm your timer from [`Client::poll_timeout`], and call `handle_timeout` when it fires.
+//!
+//! Nothing happens between calls: the client never blocks, reads a clock or allocates without bound.
+//!
+//! # Errors
+//! Three tiers (see [`error`]): [`QmpError`] arrives in a [`ClientEvent::Reply`] when the server rejects one
+//! command; [`UsageError`] is returned at once when a call is wrong and nothing was sent; [`ConnectionError`]
+//! arrives once in [`ClientEvent::Closed`] and is sticky. [`ProtocolViolation`]s (a malformed message, an unknown
+//! id, an id-less error) are reported as events and the session goes on.
+//!
+//! # Example: a whole client over a `UnixStream`
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use std::os::unix::net::UnixStream;
+//! use std::time::{Duration, Instant};
+//! use qmp_proto::{Client, ClientEvent, Config, ExecuteOptions};
+//!
+//! let mut sock = UnixStream::connect("/tmp/qmp.sock")?;
+//! let mut client = Client::new(Config::qmp(), Instant::now());
+//! let mut query = None;
+//! let (mut buf, mut out) = (vec![0u8; 64 * 1024], Vec::new());
+//! 'session: loop {
+//!     // 1. drain events
+//!     while let Some(event) = client.poll_event() {
+//!         match event {
+//!             ClientEvent::Ready { .. } => {
+//!                 let opts = ExecuteOptions::new().deadline(Instant::now() + Duration::from_secs(5));
+//!                 query = Some(client.execute("query-version", None::<&()>, opts)?);
+//!             }
+//!             ClientEvent::Reply { id, result } if Some(id) == query => {
+//!                 println!("version: {}", result?);
+//!                 client.close();
+//!             }
+//!             ClientEvent::Closed(cause) => {
+//!                 println!("closed: {cause}");
+//!                 break 'session;
+//!             }
+//!             other => println!("{other:?}"),
+//!         }
+//!     }
+//!     // 2. transmit
+//!     client.poll_transmit(&mut out);
+//!     sock.write_all(&out)?;
+//!     out.clear();
+//!     // 3. wait for input until the next deadline
+//!     let now = Instant::now();
+//!     match client.poll_timeout() {
+//!         Some(at) if at <= now => { client.handle_timeout(now); continue; }
+//!         Some(at) => sock.set_read_timeout(Some(at - now))?,
+//!         None => sock.set_read_timeout(None)?,
+//!     }
+//!     match sock.read(&mut buf) {
+//!         Ok(0) => client.handle_eof(),
+//!         Ok(n) => client.handle_input(&buf[..n]),
+//!         Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+//!             client.handle_timeout(Instant::now())
+//!         }
+//!         Err(e) => client.handle_transport_error(e.to_string()),
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod client;
+mod config;
+pub mod encode;
+pub mod error;
+pub mod framer;
+pub mod message;
+mod raw;
+mod timers;
+
+pub use client::{Client, ClientEvent, RequestId};
+pub use config::{Config, ExecuteOptions, Mode};
+pub use error::{ConnectionError, ProtocolViolation, QmpError, UsageError};
+pub use message::{Greeting, ServerEvent, Timestamp, Version};
+pub use raw::RawJson;
