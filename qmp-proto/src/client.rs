@@ -132,12 +132,8 @@ struct Resync {
 }
 
 /// Guest-agent commands that send no reply when they succeed.
-const NO_REPLY_COMMANDS: [&str; 4] = [
-    "guest-shutdown",
-    "guest-suspend-disk",
-    "guest-suspend-ram",
-    "guest-suspend-hybrid",
-];
+const NO_REPLY_COMMANDS: [&str; 4] =
+    ["guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"];
 
 /// The client state machine. See the [crate docs](crate) for the driving contract and a complete example.
 ///
@@ -225,9 +221,7 @@ impl Client {
     /// The server closed its side of the stream. Closes the session (`Eof` or `EofMidMessage`).
     pub fn handle_eof(&mut self) {
         let cause = if self.framer.in_message() {
-            ConnectionError::EofMidMessage {
-                buffered: self.framer.buffered() as u64,
-            }
+            ConnectionError::EofMidMessage { buffered: self.framer.buffered() as u64 }
         } else {
             ConnectionError::Eof
         };
@@ -325,9 +319,9 @@ impl Client {
             }
         }
         self.check_room()?;
-        let expect_reply = opts.expect_reply.unwrap_or_else(|| {
-            !(self.config.mode == Mode::GuestAgent && NO_REPLY_COMMANDS.contains(&command))
-        });
+        let expect_reply = opts
+            .expect_reply
+            .unwrap_or_else(|| !(self.config.mode == Mode::GuestAgent && NO_REPLY_COMMANDS.contains(&command)));
         let id = self.take_id();
         let mut wire = Vec::with_capacity(command.len() + args.map_or(0, <[u8]>::len) + 40);
         encode_command(&mut wire, command, args, id, opts.oob);
@@ -342,11 +336,7 @@ impl Client {
     /// (stale replies, the parse error the 0xFF provokes), and ends with a [`ClientEvent::Reply`] carrying the
     /// nonce once the agent echoes it. Other commands wait until then. Pick a fresh random `nonce` each time
     /// (the core has no randomness of its own), and a deadline: an agent that is not running never answers.
-    pub fn guest_sync(
-        &mut self,
-        nonce: u32,
-        opts: ExecuteOptions,
-    ) -> Result<RequestId, UsageError> {
+    pub fn guest_sync(&mut self, nonce: u32, opts: ExecuteOptions) -> Result<RequestId, UsageError> {
         self.check_open()?;
         if self.config.mode != Mode::GuestAgent {
             return Err(UsageError::NotGuestAgent);
@@ -355,20 +345,8 @@ impl Client {
         let id = self.take_id();
         let mut wire = vec![0xFF];
         let args = format!("{{\"id\":{nonce}}}");
-        encode_command(
-            &mut wire,
-            "guest-sync-delimited",
-            Some(args.as_bytes()),
-            id,
-            false,
-        );
-        self.add_request(
-            id,
-            Purpose::Sync(nonce),
-            ExecuteOptions { oob: false, ..opts },
-            true,
-            wire,
-        );
+        encode_command(&mut wire, "guest-sync-delimited", Some(args.as_bytes()), id, false);
+        self.add_request(id, Purpose::Sync(nonce), ExecuteOptions { oob: false, ..opts }, true, wire);
         Ok(RequestId(id))
     }
 
@@ -407,10 +385,7 @@ impl Client {
     /// The next event, or `None` when there is nothing more until the next input or call.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         let ev = self.events.pop_front()?;
-        if matches!(
-            ev,
-            ClientEvent::Event(_) | ClientEvent::ProtocolViolation(_)
-        ) {
+        if matches!(ev, ClientEvent::Event(_) | ClientEvent::ProtocolViolation(_)) {
             self.queued_server_events -= 1;
         }
         Some(ev)
@@ -461,10 +436,7 @@ impl Client {
 
     /// Requests not ended yet (queued or on the wire), excluding cancelled or timed-out ones.
     pub fn pending(&self) -> usize {
-        self.requests
-            .values()
-            .filter(|r| r.stage != Stage::Abandoned && r.purpose != Purpose::Negotiation)
-            .count()
+        self.requests.values().filter(|r| r.stage != Stage::Abandoned && r.purpose != Purpose::Negotiation).count()
     }
 
     /// Why the session ended, once it has. Sticky.
@@ -488,9 +460,7 @@ impl Client {
 
     fn check_room(&self) -> Result<(), UsageError> {
         if self.requests.len() >= self.config.max_pending {
-            return Err(UsageError::QueueFull {
-                limit: self.config.max_pending,
-            });
+            return Err(UsageError::QueueFull { limit: self.config.max_pending });
         }
         Ok(())
     }
@@ -501,29 +471,12 @@ impl Client {
         id
     }
 
-    fn add_request(
-        &mut self,
-        id: u64,
-        purpose: Purpose,
-        opts: ExecuteOptions,
-        expect_reply: bool,
-        wire: Vec<u8>,
-    ) {
+    fn add_request(&mut self, id: u64, purpose: Purpose, opts: ExecuteOptions, expect_reply: bool, wire: Vec<u8>) {
         if let Some(at) = opts.deadline {
             self.timers.set(at, Timer::Command(id));
         }
         let (oob, deadline) = (opts.oob, opts.deadline);
-        self.requests.insert(
-            id,
-            Request {
-                stage: Stage::Queued,
-                purpose,
-                oob,
-                deadline,
-                expect_reply,
-                wire,
-            },
-        );
+        self.requests.insert(id, Request { stage: Stage::Queued, purpose, oob, deadline, expect_reply, wire });
         if opts.oob {
             self.send(id);
         } else {
@@ -548,10 +501,7 @@ impl Client {
             }
             let sync = matches!(req.purpose, Purpose::Sync(_));
             // A resync runs alone: it waits for an empty pipe, and nothing follows it until it ends.
-            if self.resync.is_some()
-                || self.in_flight >= self.config.max_in_flight
-                || (sync && self.in_flight > 0)
-            {
+            if self.resync.is_some() || self.in_flight >= self.config.max_in_flight || (sync && self.in_flight > 0) {
                 return;
             }
             self.queue.pop_front();
@@ -570,10 +520,7 @@ impl Client {
                 self.timers.cancel(at, Timer::Command(id));
             }
             self.requests.remove(&id);
-            self.events.push_back(ClientEvent::Reply {
-                id: RequestId(id),
-                result: Ok(empty_object()),
-            });
+            self.events.push_back(ClientEvent::Reply { id: RequestId(id), result: Ok(empty_object()) });
             return;
         }
         req.stage = Stage::InFlight;
@@ -581,10 +528,7 @@ impl Client {
             self.in_flight += 1;
         }
         if let Purpose::Sync(_) = req.purpose {
-            self.resync = Some(Resync {
-                id,
-                seen_delimiter: false,
-            });
+            self.resync = Some(Resync { id, seen_delimiter: false });
         }
     }
 
@@ -594,22 +538,15 @@ impl Client {
         if let Some(at) = self.handshake_deadline.take() {
             self.timers.cancel(at, Timer::Handshake);
         }
-        self.events.push_back(ClientEvent::Ready {
-            oob: self.oob_enabled,
-        });
+        self.events.push_back(ClientEvent::Ready { oob: self.oob_enabled });
         self.pump();
     }
 
     /// Answers the greeting with `qmp_capabilities`, enabling `oob` when configured and offered.
     fn negotiate(&mut self, greeting: &Greeting) {
-        self.oob_requested =
-            self.config.enable_oob && greeting.capabilities.iter().any(|c| c == "oob");
+        self.oob_requested = self.config.enable_oob && greeting.capabilities.iter().any(|c| c == "oob");
         let id = self.take_id();
-        let args: Option<&[u8]> = if self.oob_requested {
-            Some(br#"{"enable":["oob"]}"#)
-        } else {
-            None
-        };
+        let args: Option<&[u8]> = if self.oob_requested { Some(br#"{"enable":["oob"]}"#) } else { None };
         encode_command(&mut self.transmit, "qmp_capabilities", args, id, false);
         let req = Request {
             stage: Stage::InFlight,
@@ -638,20 +575,14 @@ impl Client {
             _ if discarding => {}
             Frame::Message(bytes) => self.on_message(classify(bytes)),
             Frame::Oversized { len } if self.phase == Phase::AwaitGreeting => {
-                self.close_with(ConnectionError::BadGreeting(format!(
-                    "a message of {len} bytes, over the limit"
-                )));
+                self.close_with(ConnectionError::BadGreeting(format!("a message of {len} bytes, over the limit")));
             }
             Frame::Oversized { len } => {
                 let limit = self.config.max_message_size;
-                self.push_report(ClientEvent::ProtocolViolation(
-                    ProtocolViolation::Oversized { len, limit },
-                ));
+                self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::Oversized { len, limit }));
             }
             Frame::Truncated { len } => {
-                self.push_report(ClientEvent::ProtocolViolation(
-                    ProtocolViolation::Truncated { len },
-                ));
+                self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::Truncated { len }));
             }
         }
     }
@@ -669,15 +600,15 @@ impl Client {
             return;
         }
         match msg {
-            Message::Greeting(_) => self.push_report(ClientEvent::ProtocolViolation(
-                ProtocolViolation::UnexpectedGreeting,
-            )),
+            Message::Greeting(_) => {
+                self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::UnexpectedGreeting))
+            }
             Message::Event(ev) => self.push_report(ClientEvent::Event(ev)),
             Message::Return { id, value } => self.on_reply(id, Ok(value)),
             Message::Error { id, error } => self.on_reply(id, Err(error)),
-            Message::NotUnderstood { bytes, reason } => self.push_report(
-                ClientEvent::ProtocolViolation(ProtocolViolation::NotUnderstood { bytes, reason }),
-            ),
+            Message::NotUnderstood { bytes, reason } => {
+                self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::NotUnderstood { bytes, reason }))
+            }
         }
     }
 
@@ -691,30 +622,19 @@ impl Client {
             self.push_report(ClientEvent::ProtocolViolation(violation));
             return;
         };
-        let key = std::str::from_utf8(raw_id.as_bytes())
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok());
+        let key = std::str::from_utf8(raw_id.as_bytes()).ok().and_then(|s| s.parse::<u64>().ok());
         let Some((key, req)) = key.and_then(|k| self.requests.get(&k).map(|r| (k, r))) else {
-            self.push_report(ClientEvent::ProtocolViolation(
-                ProtocolViolation::UnknownId { id: raw_id },
-            ));
+            self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::UnknownId { id: raw_id }));
             return;
         };
         if req.stage == Stage::Queued {
-            self.push_report(ClientEvent::ProtocolViolation(
-                ProtocolViolation::UnknownId { id: raw_id },
-            ));
+            self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::UnknownId { id: raw_id }));
             return;
         }
-        if let (Purpose::Sync(nonce), Stage::InFlight, Ok(value)) =
-            (req.purpose, req.stage, &result)
-        {
+        if let (Purpose::Sync(nonce), Stage::InFlight, Ok(value)) = (req.purpose, req.stage, &result) {
             if value.raw_str().trim().parse::<u64>().ok() != Some(u64::from(nonce)) {
                 // A stale delimited reply (an earlier client's sync): wait for the next marker.
-                self.resync = Some(Resync {
-                    id: key,
-                    seen_delimiter: false,
-                });
+                self.resync = Some(Resync { id: key, seen_delimiter: false });
                 return;
             }
         }
@@ -744,10 +664,7 @@ impl Client {
                 }
             },
             (_, Purpose::User | Purpose::Sync(_)) => {
-                self.events.push_back(ClientEvent::Reply {
-                    id: RequestId(key),
-                    result,
-                });
+                self.events.push_back(ClientEvent::Reply { id: RequestId(key), result });
             }
         }
         self.pump();
@@ -771,8 +688,7 @@ impl Client {
                 }
             }
         }
-        self.events
-            .push_back(ClientEvent::TimedOut { id: RequestId(id) });
+        self.events.push_back(ClientEvent::TimedOut { id: RequestId(id) });
         self.pump();
     }
 
@@ -785,9 +701,7 @@ impl Client {
         }
         match self.events.back_mut() {
             Some(ClientEvent::EventsDropped { count }) => *count += 1,
-            _ => self
-                .events
-                .push_back(ClientEvent::EventsDropped { count: 1 }),
+            _ => self.events.push_back(ClientEvent::EventsDropped { count: 1 }),
         }
     }
 

@@ -57,12 +57,7 @@ impl Config {
     /// The guest agent protocol, with the same limits. There is no handshake to time out; use
     /// [`Client::guest_sync`](crate::Client::guest_sync) with a deadline to check that an agent is listening.
     pub fn guest_agent() -> Self {
-        Config {
-            mode: Mode::GuestAgent,
-            handshake_timeout: None,
-            enable_oob: false,
-            ..Config::qmp()
-        }
+        Config { mode: Mode::GuestAgent, handshake_timeout: None, enable_oob: false, ..Config::qmp() }
     }
 
     /// The largest message accepted from the server, in bytes. Larger ones are skipped and reported.

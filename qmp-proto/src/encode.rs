@@ -12,26 +12,20 @@ use crate::error::UsageError;
 /// Serializes `args` as a command's `arguments`. `None` when there are none (`null`, `()`, `None` or `{}`),
 /// so the member can be omitted; an error when they are not a JSON object.
 pub fn encode_arguments<A: Serialize + ?Sized>(args: &A) -> Result<Option<Vec<u8>>, UsageError> {
-    let bytes =
-        serde_json::to_vec(args).map_err(|e| UsageError::InvalidArguments(e.to_string()))?;
+    let bytes = serde_json::to_vec(args).map_err(|e| UsageError::InvalidArguments(e.to_string()))?;
     match bytes.as_slice() {
         b"null" | b"{}" => Ok(None),
         [b'{', ..] => Ok(Some(bytes)),
-        _ => Err(UsageError::InvalidArguments(format!(
-            "got {}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
-        ))),
+        _ => {
+            Err(UsageError::InvalidArguments(format!("got {}", String::from_utf8_lossy(&bytes[..bytes.len().min(40)]))))
+        }
     }
 }
 
 /// Appends one command to `out`: `{"execute":NAME[,"arguments":ARGS],"id":ID}` (`exec-oob` when `oob`).
 /// `args` must come from [`encode_arguments`].
 pub fn encode_command(out: &mut Vec<u8>, name: &str, args: Option<&[u8]>, id: u64, oob: bool) {
-    out.extend_from_slice(if oob {
-        b"{\"exec-oob\":"
-    } else {
-        b"{\"execute\":"
-    });
+    out.extend_from_slice(if oob { b"{\"exec-oob\":" } else { b"{\"execute\":" });
     write_string(out, name);
     if let Some(args) = args {
         out.extend_from_slice(b",\"arguments\":");
@@ -44,9 +38,7 @@ pub fn encode_command(out: &mut Vec<u8>, name: &str, args: Option<&[u8]>, id: u6
 
 /// Writes `s` as a JSON string; command names are plain ASCII, so escaping is the rare path.
 fn write_string(out: &mut Vec<u8>, s: &str) {
-    let plain = s
-        .bytes()
-        .all(|b| b >= 0x20 && b < 0x7f && b != b'"' && b != b'\\');
+    let plain = s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
     if plain {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -83,19 +75,13 @@ mod tests {
 
     #[test]
     fn compact_forms() {
-        assert_eq!(
-            cmd("query-status", None, 3, false),
-            r#"{"execute":"query-status","id":3}"#
-        );
+        assert_eq!(cmd("query-status", None, 3, false), r#"{"execute":"query-status","id":3}"#);
         assert_eq!(
             cmd("query-yank", None, 18446744073709551615, true),
             r#"{"exec-oob":"query-yank","id":18446744073709551615}"#
         );
         let args = encode_arguments(&serde_json::json!({"node-name": "n0"})).unwrap();
-        assert_eq!(
-            cmd("x", args.as_deref(), 0, false),
-            r#"{"execute":"x","arguments":{"node-name":"n0"},"id":0}"#
-        );
+        assert_eq!(cmd("x", args.as_deref(), 0, false), r#"{"execute":"x","arguments":{"node-name":"n0"},"id":0}"#);
         assert_eq!(cmd("a\"b", None, 1, false), r#"{"execute":"a\"b","id":1}"#);
     }
 

@@ -39,11 +39,7 @@ impl QmpError {
             desc: Option<String>,
         }
         let body: Body = raw.deserialize().unwrap_or_default();
-        QmpError {
-            class: body.class.unwrap_or_default(),
-            desc: body.desc.unwrap_or_default(),
-            raw,
-        }
+        QmpError { class: body.class.unwrap_or_default(), desc: body.desc.unwrap_or_default(), raw }
     }
 }
 
@@ -58,9 +54,7 @@ pub enum UsageError {
     #[error("empty command name")]
     EmptyCommand,
     /// Out-of-band execution was asked for, but OOB has not been negotiated on this connection (yet).
-    #[error(
-        "out-of-band execution needs the oob capability, which this session has not negotiated"
-    )]
+    #[error("out-of-band execution needs the oob capability, which this session has not negotiated")]
     OobNotNegotiated,
     /// Out-of-band execution is not a thing in guest-agent mode.
     #[error("out-of-band execution is not available in guest-agent mode")]
@@ -162,16 +156,9 @@ impl std::fmt::Display for ProtocolViolation {
             Self::IdlessReply { value } => write!(f, "reply without id: {value:?}"),
             Self::IdlessError(e) => write!(f, "error without id: {e}"),
             Self::NotUnderstood { reason, bytes } => {
-                write!(
-                    f,
-                    "message not understood ({reason}); {} bytes",
-                    bytes.len()
-                )
+                write!(f, "message not understood ({reason}); {} bytes", bytes.len())
             }
-            Self::Oversized { len, limit } => write!(
-                f,
-                "message of {len} bytes over the {limit}-byte limit skipped"
-            ),
+            Self::Oversized { len, limit } => write!(f, "message of {len} bytes over the {limit}-byte limit skipped"),
             Self::Truncated { len } => write!(f, "message cut short by 0xFF after {len} bytes"),
             Self::UnexpectedGreeting => write!(f, "unexpected greeting"),
         }

@@ -217,10 +217,7 @@ impl Framer {
                     }
                 }
                 State::Token => {
-                    match input[i..]
-                        .iter()
-                        .position(|&b| matches!(CLASS[b as usize], SPACE | DELIM | OPEN | QUOTE))
-                    {
+                    match input[i..].iter().position(|&b| matches!(CLASS[b as usize], SPACE | DELIM | OPEN | QUOTE)) {
                         None => i = n,
                         Some(k) => {
                             i += k;
@@ -321,21 +318,14 @@ mod tests {
         let input = b"{\"a\": 1}\r\n{\"b\": \"}\"}\n{\r\n    \"return\": {\r\n    }\r\n}\r\n";
         assert_eq!(
             frames(1024, &[input]),
-            vec![
-                msg("{\"a\": 1}"),
-                msg("{\"b\": \"}\"}"),
-                msg("{\r\n    \"return\": {\r\n    }\r\n}")
-            ]
+            vec![msg("{\"a\": 1}"), msg("{\"b\": \"}\"}"), msg("{\r\n    \"return\": {\r\n    }\r\n}")]
         );
     }
 
     #[test]
     fn escapes_and_nested_brackets_in_strings() {
         let input = br#"{"a": "x\"}{[\\", "b": [1, {"c": "]"}]}"#;
-        assert_eq!(
-            frames(1024, &[input]),
-            vec![msg(std::str::from_utf8(input).unwrap())]
-        );
+        assert_eq!(frames(1024, &[input]), vec![msg(std::str::from_utf8(input).unwrap())]);
     }
 
     #[test]
@@ -343,23 +333,14 @@ mod tests {
         let out = frames(1024, &[b"\xff{\"return\": 1}\n{\"x\": \xff{}"]);
         assert_eq!(
             out,
-            vec![
-                Frame::Delimiter,
-                msg("{\"return\": 1}"),
-                Frame::Truncated { len: 6 },
-                Frame::Delimiter,
-                msg("{}")
-            ]
+            vec![Frame::Delimiter, msg("{\"return\": 1}"), Frame::Truncated { len: 6 }, Frame::Delimiter, msg("{}")]
         );
     }
 
     #[test]
     fn garbage_tokens_are_framed() {
         let out = frames(1024, &[b"garbage{} 12 \"s\" }"]);
-        assert_eq!(
-            out,
-            vec![msg("garbage"), msg("{}"), msg("12"), msg("\"s\"")]
-        );
+        assert_eq!(out, vec![msg("garbage"), msg("{}"), msg("12"), msg("\"s\"")]);
         // The trailing "}" token has no terminator yet: it waits, like QEMU's lexer.
     }
 
@@ -375,22 +356,13 @@ mod tests {
                 f.feed(c, |fr| out.push(fr));
                 assert!(f.buffered() <= 50);
             }
-            assert_eq!(
-                out,
-                vec![
-                    Frame::Oversized {
-                        len: big.len() as u64
-                    },
-                    msg("{\"return\": 2}")
-                ]
-            );
+            assert_eq!(out, vec![Frame::Oversized { len: big.len() as u64 }, msg("{\"return\": 2}")]);
         }
     }
 
     #[test]
     fn byte_at_a_time_matches_whole() {
-        let input: &[u8] =
-            b" {\"a\":[1,2,{\"b\":\"\\\\\"}]}\r\n\xff{\"c\":\"\\u00e9\"}\ninf {\"d\":inf}";
+        let input: &[u8] = b" {\"a\":[1,2,{\"b\":\"\\\\\"}]}\r\n\xff{\"c\":\"\\u00e9\"}\ninf {\"d\":inf}";
         let whole = frames(1024, &[input]);
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
         assert_eq!(frames(1024, &bytes), whole);

@@ -104,9 +104,7 @@ impl Timestamp {
     /// The time as a [`std::time::SystemTime`], or `None` for QEMU's "no time" marker (-1/-1) or out-of-range values.
     pub fn to_system_time(self) -> Option<std::time::SystemTime> {
         let secs = u64::try_from(self.seconds).ok()?;
-        let micros = u32::try_from(self.microseconds)
-            .ok()
-            .filter(|m| *m < 1_000_000)?;
+        let micros = u32::try_from(self.microseconds).ok().filter(|m| *m < 1_000_000)?;
         std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, micros * 1000))
     }
 }
@@ -180,39 +178,21 @@ pub fn classify(bytes: Bytes) -> Message {
                 },
                 capabilities: g.capabilities,
             }),
-            Err(e) => Message::NotUnderstood {
-                reason: format!("greeting of the wrong shape: {e}"),
-                bytes,
-            },
+            Err(e) => Message::NotUnderstood { reason: format!("greeting of the wrong shape: {e}"), bytes },
         };
     }
     if let Some(name) = env.event {
-        let timestamp = env
-            .timestamp
-            .and_then(|t| serde_json::from_str::<Timestamp>(t.get()).ok());
-        return Message::Event(ServerEvent {
-            name: name.into_owned(),
-            data: env.data.map(slice),
-            timestamp,
-        });
+        let timestamp = env.timestamp.and_then(|t| serde_json::from_str::<Timestamp>(t.get()).ok());
+        return Message::Event(ServerEvent { name: name.into_owned(), data: env.data.map(slice), timestamp });
     }
     let id = env.id.map(slice);
     if let Some(value) = env.ret {
-        return Message::Return {
-            id,
-            value: slice(value),
-        };
+        return Message::Return { id, value: slice(value) };
     }
     if let Some(body) = env.error {
-        return Message::Error {
-            id,
-            error: QmpError::from_body(slice(body)),
-        };
+        return Message::Error { id, error: QmpError::from_body(slice(body)) };
     }
-    Message::NotUnderstood {
-        bytes,
-        reason: "object with none of QMP, event, return, error".into(),
-    }
+    Message::NotUnderstood { bytes, reason: "object with none of QMP, event, return, error".into() }
 }
 
 #[cfg(test)]
@@ -228,42 +208,28 @@ mod tests {
         let m = c(
             r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": "Debian"}, "capabilities": ["oob"]}}"#,
         );
-        let Message::Greeting(g) = m else {
-            panic!("{m:?}")
-        };
+        let Message::Greeting(g) = m else { panic!("{m:?}") };
         assert_eq!(g.version.to_string(), "10.0.2 (Debian)");
         assert_eq!(g.capabilities, vec!["oob".to_string()]);
     }
 
     #[test]
     fn replies_in_any_key_order_and_null_id() {
-        let Message::Return { id, value } = c(r#"{"id": 7, "return": {"a": [1]}}"#) else {
-            panic!()
-        };
+        let Message::Return { id, value } = c(r#"{"id": 7, "return": {"a": [1]}}"#) else { panic!() };
         assert_eq!(id.unwrap().raw_str(), "7");
         assert_eq!(value.raw_str(), r#"{"a": [1]}"#);
-        let Message::Return { id, .. } = c(r#"{"return": {}, "id": null}"#) else {
-            panic!()
-        };
+        let Message::Return { id, .. } = c(r#"{"return": {}, "id": null}"#) else { panic!() };
         assert_eq!(id.unwrap().raw_str(), "null");
-        let Message::Return { id, .. } = c(r#"{"return": {}}"#) else {
-            panic!()
-        };
+        let Message::Return { id, .. } = c(r#"{"return": {}}"#) else { panic!() };
         assert!(id.is_none());
-        let Message::Return { value, .. } = c(r#"{"return": null}"#) else {
-            panic!()
-        };
+        let Message::Return { value, .. } = c(r#"{"return": null}"#) else { panic!() };
         assert_eq!(value.raw_str(), "null");
     }
 
     #[test]
     fn error_reply() {
-        let m = c(
-            r#"{"id": 1, "error": {"class": "CommandNotFound", "desc": "The command x has not been found"}}"#,
-        );
-        let Message::Error { id, error } = m else {
-            panic!()
-        };
+        let m = c(r#"{"id": 1, "error": {"class": "CommandNotFound", "desc": "The command x has not been found"}}"#);
+        let Message::Error { id, error } = m else { panic!() };
         assert_eq!(id.unwrap().raw_str(), "1");
         assert_eq!(error.class, "CommandNotFound");
         assert_eq!(error.desc, "The command x has not been found");
@@ -271,29 +237,16 @@ mod tests {
 
     #[test]
     fn event_with_microseconds() {
-        let m =
-            c(r#"{"timestamp": {"seconds": 1700000000, "microseconds": 123456}, "event": "STOP"}"#);
+        let m = c(r#"{"timestamp": {"seconds": 1700000000, "microseconds": 123456}, "event": "STOP"}"#);
         let Message::Event(e) = m else { panic!() };
         assert_eq!(e.name, "STOP");
         assert!(e.data.is_none());
-        assert_eq!(
-            e.timestamp,
-            Some(Timestamp {
-                seconds: 1700000000,
-                microseconds: 123456
-            })
-        );
+        assert_eq!(e.timestamp, Some(Timestamp { seconds: 1700000000, microseconds: 123456 }));
     }
 
     #[test]
     fn not_understood() {
-        for s in [
-            r#"{"return": {}, "id": inf}"#,
-            "garbage",
-            "[1]",
-            r#"{"x": 1}"#,
-            r#"{"QMP": 1}"#,
-        ] {
+        for s in [r#"{"return": {}, "id": inf}"#, "garbage", "[1]", r#"{"x": 1}"#, r#"{"QMP": 1}"#] {
             assert!(matches!(c(s), Message::NotUnderstood { .. }), "{s}");
         }
     }
