@@ -1,0 +1,165 @@
+//! [`Client`]: a blocking QMP connection. Each call runs the driver until its answer arrives.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use qmp_proto::{Config, ExecuteOptions, Greeting, ProtocolViolation, RawJson, ServerEvent};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::driver::Driver;
+use crate::error::Error;
+use crate::options::Options;
+use crate::transport::Transport;
+
+/// A blocking QMP client over any [`Transport`] (a `UnixStream` or `TcpStream` by default).
+///
+/// ```no_run
+/// use qmp_blocking::{Client, Options};
+/// use serde_json::{json, Value};
+///
+/// let mut qmp = Client::connect_unix("/run/qemu/vm0.qmp", Options::default())?;
+/// println!("QEMU {}", qmp.greeting().version);
+/// let status: Value = qmp.execute("query-status", ())?;
+/// qmp.execute::<Value>("stop", ())?;
+/// while let Some(event) = qmp.next_event(Some(std::time::Duration::from_secs(1)))? {
+///     println!("{} {:?}", event.name, event.data);
+/// }
+/// match qmp.execute::<Value>("no-such-command", ()) {
+///     Err(qmp_blocking::Error::Qmp(e)) => assert_eq!(e.class, "CommandNotFound"),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), qmp_blocking::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Client<S = UnixStream> {
+    driver: Driver<S>,
+    options: Options,
+}
+
+impl Client<UnixStream> {
+    /// Connects to a QMP unix socket and completes the handshake within the connect timeout.
+    pub fn connect_unix(path: impl AsRef<Path>, options: Options) -> Result<Self, Error> {
+        Self::from_stream(UnixStream::connect(path)?, options)
+    }
+}
+
+impl Client<TcpStream> {
+    /// Connects to a QMP TCP socket (`-qmp tcp:host:port,server=on`) and completes the handshake.
+    pub fn connect_tcp(addr: impl ToSocketAddrs, options: Options) -> Result<Self, Error> {
+        let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address");
+        for addr in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&addr, options.connect_timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    return Self::from_stream(stream, options);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(Error::Connect(last))
+    }
+}
+
+impl<S: Transport> Client<S> {
+    /// Runs QMP over an already connected stream: waits for the greeting and negotiates.
+    pub fn from_stream(stream: S, options: Options) -> Result<Self, Error> {
+        let core = qmp_proto::Client::new(options.to_config(Config::qmp()), Instant::now());
+        let mut driver = Driver::new(stream, core, options.event_buffer);
+        driver.handshake()?;
+        Ok(Client { driver, options })
+    }
+
+    /// The server's greeting (QEMU version and offered capabilities).
+    pub fn greeting(&self) -> &Greeting {
+        // A Client exists only after a successful handshake, which stores the greeting.
+        self.driver.core.greeting().expect("greeting present after handshake")
+    }
+
+    /// Whether out-of-band execution was negotiated.
+    pub fn oob_enabled(&self) -> bool {
+        self.driver.core.oob_enabled()
+    }
+
+    /// Runs a command and deserializes its `return` value into `T`. Pass `()` for no arguments, or anything
+    /// that serializes to a JSON object. Commands that return nothing answer `{}`: use `serde_json::Value` or
+    /// `serde::de::IgnoredAny` as `T`.
+    pub fn execute<T: DeserializeOwned>(&mut self, command: &str, args: impl Serialize) -> Result<T, Error> {
+        let raw = self.run(command, &args, ExecuteOptions::new(), self.options.command_timeout)?;
+        Ok(raw.deserialize()?)
+    }
+
+    /// Runs a command with raw JSON arguments and returns the raw `return` value.
+    pub fn execute_raw(&mut self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
+        let opts = self.deadline(ExecuteOptions::new(), self.options.command_timeout);
+        let id = self.driver.core.execute_raw(command, args, opts)?;
+        self.driver.wait(id)
+    }
+
+    /// Runs a command out of band (`exec-oob`); needs OOB negotiated and a command that allows it.
+    pub fn execute_oob<T: DeserializeOwned>(&mut self, command: &str, args: impl Serialize) -> Result<T, Error> {
+        let raw = self.run(command, &args, ExecuteOptions::new().oob(), self.options.command_timeout)?;
+        Ok(raw.deserialize()?)
+    }
+
+    /// Runs a command with its own timeout (`None`: wait forever), overriding the default.
+    pub fn execute_with_timeout<T: DeserializeOwned>(
+        &mut self,
+        command: &str,
+        args: impl Serialize,
+        timeout: Option<Duration>,
+    ) -> Result<T, Error> {
+        Ok(self.run(command, &args, ExecuteOptions::new(), timeout)?.deserialize()?)
+    }
+
+    fn run(
+        &mut self,
+        command: &str,
+        args: &impl Serialize,
+        opts: ExecuteOptions,
+        timeout: Option<Duration>,
+    ) -> Result<RawJson, Error> {
+        let opts = self.deadline(opts, timeout);
+        let id = self.driver.core.execute(command, Some(args), opts)?;
+        self.driver.wait(id)
+    }
+
+    fn deadline(&self, opts: ExecuteOptions, timeout: Option<Duration>) -> ExecuteOptions {
+        opts.deadline_opt(timeout.map(|t| Instant::now() + t))
+    }
+
+    /// The next event: a buffered one at once, else waits up to `timeout` (`None`: forever) for one.
+    /// `Ok(None)` on timeout; after the connection ends, buffered events still come out, then the cause.
+    pub fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<ServerEvent>, Error> {
+        self.driver.next_event(timeout)
+    }
+
+    /// Events dropped so far because the buffer was full (see [`Options::event_buffer`]).
+    pub fn dropped_events(&self) -> u64 {
+        self.driver.dropped_events
+    }
+
+    /// Takes the protocol violations seen so far (the most recent 64): malformed messages, unknown ids, id-less
+    /// errors. The session survived each of them.
+    pub fn take_violations(&mut self) -> Vec<ProtocolViolation> {
+        self.driver.violations.drain(..).collect()
+    }
+
+    /// Why the connection ended, if it has.
+    pub fn connection_error(&self) -> Option<&qmp_proto::ConnectionError> {
+        self.driver.closed.as_ref()
+    }
+
+    /// The underlying stream (for example to pass file descriptors over a unix socket).
+    pub fn stream(&self) -> &S {
+        &self.driver.stream
+    }
+
+    /// Closes the session and returns the stream.
+    pub fn close(mut self) -> S {
+        self.driver.close();
+        self.driver.stream
+    }
+}

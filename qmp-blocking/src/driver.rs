@@ -1,0 +1,182 @@
+//! The driver: one loop that moves bytes and time between a [`Transport`] and the `qmp-proto` core.
+//!
+//! It holds no protocol logic. Each turn follows the core's contract: drain events into local state (replies by
+//! id, events into a bounded buffer), write what the core wants written, then read with a timeout that ends at
+//! the earliest of the core's deadline and the caller's.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::ErrorKind;
+use std::time::{Duration, Instant};
+
+use qmp_proto::{ClientEvent, ConnectionError, ProtocolViolation, QmpError, RawJson, RequestId, ServerEvent};
+
+use crate::error::Error;
+use crate::transport::Transport;
+
+/// How one request ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Reply(Result<RawJson, QmpError>),
+    TimedOut,
+}
+
+/// Protocol violations kept for inspection; older ones are dropped beyond this.
+const KEPT_VIOLATIONS: usize = 64;
+
+#[derive(Debug)]
+pub(crate) struct Driver<S> {
+    pub(crate) stream: S,
+    pub(crate) core: qmp_proto::Client,
+    read_buf: Vec<u8>,
+    write_buf: Vec<u8>,
+    pub(crate) ready: bool,
+    pub(crate) outcomes: HashMap<RequestId, Outcome>,
+    pub(crate) events: VecDeque<ServerEvent>,
+    event_capacity: usize,
+    pub(crate) dropped_events: u64,
+    pub(crate) violations: VecDeque<ProtocolViolation>,
+    pub(crate) closed: Option<ConnectionError>,
+}
+
+impl<S: Transport> Driver<S> {
+    pub(crate) fn new(stream: S, core: qmp_proto::Client, event_capacity: usize) -> Self {
+        Driver {
+            stream,
+            core,
+            read_buf: vec![0; 64 * 1024],
+            write_buf: Vec::new(),
+            ready: false,
+            outcomes: HashMap::new(),
+            events: VecDeque::new(),
+            event_capacity,
+            dropped_events: 0,
+            violations: VecDeque::new(),
+            closed: None,
+        }
+    }
+
+    /// Runs the loop until `done` holds, the connection closes, or `deadline` passes. Returns whether `done` held.
+    pub(crate) fn run_until(&mut self, deadline: Option<Instant>, mut done: impl FnMut(&Self) -> bool) -> bool {
+        loop {
+            self.drain();
+            if done(self) {
+                return true;
+            }
+            if self.closed.is_some() {
+                return false;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| d <= now) {
+                return false;
+            }
+            let wake = match (self.core.poll_timeout(), deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(at) = wake {
+                if at <= now {
+                    self.core.handle_timeout(now);
+                    continue;
+                }
+            }
+            self.read_once(wake.map(|at| at - now));
+        }
+    }
+
+    /// Moves the core's outputs into local state and writes what it has to send.
+    fn drain(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                ClientEvent::Greeting(_) => {}
+                ClientEvent::Ready { .. } => self.ready = true,
+                ClientEvent::Reply { id, result } => {
+                    self.outcomes.insert(id, Outcome::Reply(result));
+                }
+                ClientEvent::TimedOut { id } => {
+                    self.outcomes.insert(id, Outcome::TimedOut);
+                }
+                ClientEvent::Event(ev) => {
+                    if self.events.len() < self.event_capacity {
+                        self.events.push_back(ev);
+                    } else {
+                        self.dropped_events += 1;
+                    }
+                }
+                ClientEvent::EventsDropped { count } => self.dropped_events += count,
+                ClientEvent::ProtocolViolation(v) => {
+                    if self.violations.len() == KEPT_VIOLATIONS {
+                        self.violations.pop_front();
+                    }
+                    self.violations.push_back(v);
+                }
+                ClientEvent::Closed(cause) => self.closed = Some(cause),
+                _ => {}
+            }
+        }
+        self.core.poll_transmit(&mut self.write_buf);
+        if !self.write_buf.is_empty() {
+            let result = self.stream.write_all(&self.write_buf).and_then(|()| self.stream.flush());
+            self.write_buf.clear();
+            if let Err(e) = result {
+                self.core.handle_transport_error(e.to_string());
+                self.drain();
+            }
+        }
+    }
+
+    /// One read, bounded by `timeout`.
+    fn read_once(&mut self, timeout: Option<Duration>) {
+        // A zero timeout means "block forever" to std; never pass one.
+        let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
+        if let Err(e) = self.stream.set_read_timeout(timeout) {
+            self.core.handle_transport_error(e.to_string());
+            return;
+        }
+        match self.stream.read(&mut self.read_buf) {
+            Ok(0) => self.core.handle_eof(),
+            Ok(n) => self.core.handle_input(&self.read_buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                self.core.handle_timeout(Instant::now())
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => self.core.handle_transport_error(e.to_string()),
+        }
+    }
+
+    /// Drives until the handshake is done.
+    pub(crate) fn handshake(&mut self) -> Result<(), Error> {
+        if self.run_until(None, |d| d.ready) {
+            return Ok(());
+        }
+        Err(Error::Connection(self.closed.clone().unwrap_or(ConnectionError::Local)))
+    }
+
+    /// Drives until request `id` ends, and returns its reply.
+    pub(crate) fn wait(&mut self, id: RequestId) -> Result<RawJson, Error> {
+        self.run_until(None, |d| d.outcomes.contains_key(&id));
+        match self.outcomes.remove(&id) {
+            Some(Outcome::Reply(Ok(raw))) => Ok(raw),
+            Some(Outcome::Reply(Err(e))) => Err(Error::Qmp(e)),
+            Some(Outcome::TimedOut) => Err(Error::TimedOut),
+            None => Err(Error::Connection(self.closed.clone().unwrap_or(ConnectionError::Local))),
+        }
+    }
+
+    /// The next buffered event, reading for up to `timeout` if there is none.
+    pub(crate) fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<ServerEvent>, Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.run_until(deadline, |d| !d.events.is_empty());
+        match self.events.pop_front() {
+            Some(ev) => Ok(Some(ev)),
+            None => match &self.closed {
+                Some(cause) => Err(Error::Connection(cause.clone())),
+                None => Ok(None),
+            },
+        }
+    }
+
+    pub(crate) fn close(&mut self) {
+        self.core.close();
+        self.drain();
+    }
+}
