@@ -1,0 +1,41 @@
+//! Integration tests for the qmp-rs workspace, and the support code they share.
+//!
+//! The test files in `tests/tests/` drive the workspace's client crates against two kinds of peer:
+//!
+//! - **Real QEMU processes**, started on a private temporary unix socket and killed when the test ends:
+//!   qemu-storage-daemon (10.x, and 7.2 where installed), `qemu-system-x86_64 -M none`, and qemu-ga. See
+//!   [`servers`]. A test that needs a binary which is not installed prints a loud `SKIPPED:` line and returns,
+//!   unless `QMP_TEST_REQUIRE_ALL=1` is set (CI sets it), in which case a missing binary fails the test. A
+//!   binary that is installed but fails to start always fails the test.
+//! - **A scripted fake server** ([`fake_server`]) that plays a fixed list of steps — greet, answer, flood,
+//!   go silent, hang up mid-message — and records what the client sent, for behaviour no real QEMU shows on
+//!   demand.
+//!
+//! This library depends on nothing from the workspace itself, so the support code builds and its own tests run
+//! even while the protocol crates change.
+//!
+//! ```no_run
+//! use qmp_tests::{require, servers::QemuServer};
+//!
+//! # fn test() {
+//! let server = require!(QemuServer::storage_daemon());
+//! let stream = server.connect().expect("connect");
+//! // ... read the greeting, negotiate, run commands ...
+//! # drop(stream);
+//! # }
+//! ```
+//!
+//! Environment variables read by this crate:
+//!
+//! | variable | meaning |
+//! | --- | --- |
+//! | `QMP_TEST_QSD` | qemu-storage-daemon 10.x (default `/usr/local/bin/qemu-storage-daemon-10`, else `qemu-storage-daemon` on `PATH`) |
+//! | `QMP_TEST_QSD72` | qemu-storage-daemon 7.x (default `/usr/bin/qemu-storage-daemon` when its `--version` says 7.x) |
+//! | `QMP_TEST_QEMU_SYSTEM` | qemu-system binary (default `qemu-system-x86_64`) |
+//! | `QMP_TEST_QGA` | qemu-ga binary (default `qemu-ga`) |
+//! | `QMP_TEST_REQUIRE_ALL` | `1`: a missing binary fails the test instead of skipping it |
+
+#![warn(missing_docs)]
+
+pub mod fake_server;
+pub mod servers;
