@@ -8,7 +8,9 @@ use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use qmp_proto::{ClientEvent, ConnectionError, ProtocolViolation, QmpError, RawJson, RequestId, ServerEvent};
+use qmp_proto::{
+    ClientEvent, ConnectionError, ProtocolViolation, QmpError, RawJson, RequestError, RequestId, ServerEvent,
+};
 
 use crate::error::Error;
 use crate::transport::Transport;
@@ -17,6 +19,7 @@ use crate::transport::Transport;
 #[derive(Debug)]
 pub(crate) enum Outcome {
     Reply(Result<RawJson, QmpError>),
+    Failed(RequestError),
     TimedOut,
 }
 
@@ -92,6 +95,9 @@ impl<S: Transport> Driver<S> {
                 ClientEvent::Reply { id, result } => {
                     self.outcomes.insert(id, Outcome::Reply(result));
                 }
+                ClientEvent::Failed { id, error } => {
+                    self.outcomes.insert(id, Outcome::Failed(error));
+                }
                 ClientEvent::TimedOut { id } => {
                     self.outcomes.insert(id, Outcome::TimedOut);
                 }
@@ -157,6 +163,7 @@ impl<S: Transport> Driver<S> {
         match self.outcomes.remove(&id) {
             Some(Outcome::Reply(Ok(raw))) => Ok(raw),
             Some(Outcome::Reply(Err(e))) => Err(Error::Qmp(e)),
+            Some(Outcome::Failed(e)) => Err(Error::Request(e)),
             Some(Outcome::TimedOut) => Err(Error::TimedOut),
             None => Err(Error::Connection(self.closed.clone().unwrap_or(ConnectionError::Local))),
         }

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::config::{Config, ExecuteOptions, Mode};
 use crate::encode::{encode_arguments, encode_command};
-use crate::error::{ConnectionError, ProtocolViolation, QmpError, UsageError};
+use crate::error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
 use crate::framer::{Frame, Framer};
 use crate::message::{classify, Greeting, Message, ServerEvent};
 use crate::raw::RawJson;
@@ -63,6 +63,13 @@ pub enum ClientEvent {
         id: RequestId,
         /// `Ok(return)` or `Err(error)`.
         result: Result<RawJson, QmpError>,
+    },
+    /// The request failed on this side (for example its reply was over the size limit). Ends the request.
+    Failed {
+        /// The command.
+        id: RequestId,
+        /// Why.
+        error: RequestError,
     },
     /// An asynchronous event from the server.
     Event(ServerEvent),
@@ -574,12 +581,23 @@ impl Client {
             }
             _ if discarding => {}
             Frame::Message(bytes) => self.on_message(classify(bytes)),
-            Frame::Oversized { len } if self.phase == Phase::AwaitGreeting => {
+            Frame::Oversized { len, .. } if self.phase == Phase::AwaitGreeting => {
                 self.close_with(ConnectionError::BadGreeting(format!("a message of {len} bytes, over the limit")));
             }
-            Frame::Oversized { len } => {
+            Frame::Oversized { len, id } => {
                 let limit = self.config.max_message_size;
-                self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::Oversized { len, limit }));
+                // A reply we can attribute ends its command now, rather than at its deadline.
+                match id.and_then(|id| self.take_sent(id)) {
+                    Some((key, req)) if req.stage == Stage::InFlight && req.purpose != Purpose::Negotiation => {
+                        let error = RequestError::ReplyTooLarge { len, limit };
+                        self.events.push_back(ClientEvent::Failed { id: RequestId(key), error });
+                        self.pump();
+                    }
+                    Some(_) => self.pump(),
+                    None => {
+                        self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::Oversized { len, limit }))
+                    }
+                }
             }
             Frame::Truncated { len } => {
                 self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::Truncated { len }));
@@ -638,18 +656,9 @@ impl Client {
                 return;
             }
         }
-        let Some(req) = self.requests.remove(&key) else {
+        let Some((key, req)) = self.take_sent(key) else {
             return;
         };
-        if !req.oob {
-            self.in_flight -= 1;
-        }
-        if let Some(at) = req.deadline {
-            self.timers.cancel(at, Timer::Command(key));
-        }
-        if self.resync.map(|r| r.id) == Some(key) {
-            self.resync = None;
-        }
         match (req.stage, req.purpose) {
             (Stage::Abandoned, _) => {}
             (_, Purpose::Negotiation) => match result {
@@ -668,6 +677,24 @@ impl Client {
             }
         }
         self.pump();
+    }
+
+    /// Removes a request that is on the wire (answered now), freeing its slot, timer and resync state.
+    fn take_sent(&mut self, key: u64) -> Option<(u64, Request)> {
+        if self.requests.get(&key)?.stage == Stage::Queued {
+            return None;
+        }
+        let req = self.requests.remove(&key)?;
+        if !req.oob {
+            self.in_flight -= 1;
+        }
+        if let Some(at) = req.deadline {
+            self.timers.cancel(at, Timer::Command(key));
+        }
+        if self.resync.map(|r| r.id) == Some(key) {
+            self.resync = None;
+        }
+        Some((key, req))
     }
 
     /// A command's deadline passed.

@@ -73,6 +73,22 @@ pub enum UsageError {
     Closed(ConnectionError),
 }
 
+/// A single request failed on the client side; the session goes on. Arrives in
+/// [`ClientEvent::Failed`](crate::ClientEvent::Failed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The reply was longer than the maximum message size; it was skipped unread. Raise
+    /// [`Config::max_message_size`](crate::Config::max_message_size) to receive it.
+    #[error("reply of {len} bytes exceeds the {limit}-byte message limit")]
+    ReplyTooLarge {
+        /// The reply's length in bytes.
+        len: u64,
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
 /// Why the connection ended. Sticky: once it happened, every later call reports the same cause.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -30,6 +30,9 @@ pub enum Frame {
     Oversized {
         /// Length of the whole value in bytes.
         len: u64,
+        /// The integer id of a reply, when the value ends with an `"id": N` member (QEMU writes the id last in
+        /// success replies), so that the command it answers can be ended instead of waiting for a timeout.
+        id: Option<u64>,
     },
     /// A value cut short by a 0xFF byte; its bytes (possibly incomplete if it was also oversized) are dropped.
     Truncated {
@@ -88,7 +91,12 @@ pub struct Framer {
     /// The unfinished value is over the limit and its bytes are being dropped.
     discarding: bool,
     max_message_size: usize,
+    /// The last bytes of a value being discarded, to find a trailing `"id": N` member.
+    tail: Vec<u8>,
 }
+
+/// Bytes of an oversized value's end kept to find its id.
+const TAIL: usize = 48;
 
 impl Framer {
     /// A framer that reports values longer than `max_message_size` bytes as [`Frame::Oversized`].
@@ -100,6 +108,7 @@ impl Framer {
             value_len: 0,
             discarding: false,
             max_message_size: max_message_size.max(1),
+            tail: Vec::with_capacity(TAIL * 2),
         }
     }
 
@@ -229,7 +238,7 @@ impl Framer {
             }
             // Enforce the limit on the value scanned so far (its bytes in `input` run from `start` to `i`).
             if self.state != State::Between && !self.discarding {
-                self.check_limit(&mut start, i);
+                self.check_limit(input, &mut start, i);
             }
         }
         if self.state != State::Between {
@@ -243,11 +252,16 @@ impl Framer {
         self.depth = 0;
         let len = self.value_len + (end - start) as u64;
         let too_long = self.discarding || len > self.max_message_size as u64;
+        if too_long && !self.discarding {
+            self.begin_discard(&input[start..end]);
+        } else if too_long {
+            push_tail(&mut self.tail, &input[start..end]);
+        }
         self.value_len = 0;
         self.discarding = false;
         if too_long {
-            self.partial.clear();
-            emit(Frame::Oversized { len });
+            emit(Frame::Oversized { len, id: trailing_id(&self.tail) });
+            self.tail.clear();
             return;
         }
         let frame = if self.partial.is_empty() {
@@ -267,33 +281,71 @@ impl Framer {
         self.value_len = 0;
         self.discarding = false;
         self.partial.clear();
+        self.tail.clear();
         emit(Frame::Truncated { len });
     }
 
     /// Switches to discarding when the unfinished value has grown past the limit.
-    fn check_limit(&mut self, start: &mut usize, i: usize) {
+    fn check_limit(&mut self, input: &[u8], start: &mut usize, i: usize) {
         let len = self.value_len + (i - *start) as u64;
         if len > self.max_message_size as u64 {
-            self.discarding = true;
-            self.partial.clear();
+            self.begin_discard(&input[*start..i]);
             self.value_len = len;
             *start = i;
         }
+    }
+
+    /// Drops the buffered part of the value (`partial` followed by `recent`), keeping only its last bytes.
+    fn begin_discard(&mut self, recent: &[u8]) {
+        self.discarding = true;
+        self.tail.clear();
+        push_tail(&mut self.tail, &self.partial);
+        push_tail(&mut self.tail, recent);
+        self.partial.clear();
     }
 
     /// Keeps the unfinished tail `input[start..end]` for the next call (or only counts it, when discarding).
     fn keep(&mut self, input: &[u8], start: usize, end: usize) {
         self.value_len += (end - start) as u64;
         if self.discarding {
-            return;
-        }
-        if self.value_len > self.max_message_size as u64 {
-            self.discarding = true;
-            self.partial.clear();
+            push_tail(&mut self.tail, &input[start..end]);
+        } else if self.value_len > self.max_message_size as u64 {
+            self.begin_discard(&input[start..end]);
         } else {
             self.partial.extend_from_slice(&input[start..end]);
         }
     }
+}
+
+/// Appends `bytes` to `tail`, keeping only the last [`TAIL`] bytes.
+fn push_tail(tail: &mut Vec<u8>, bytes: &[u8]) {
+    let bytes = &bytes[bytes.len().saturating_sub(TAIL)..];
+    let excess = (tail.len() + bytes.len()).saturating_sub(TAIL);
+    tail.drain(..excess.min(tail.len()));
+    tail.extend_from_slice(bytes);
+}
+
+/// The id of a value that ends with `, "id": N }` (or `{ "id": N }`), N a non-negative integer.
+///
+/// The last byte is the top-level `}` and the byte before it (spaces aside) is a digit, which cannot end a
+/// string or a nested value: so N is a member of the top-level object, and so is the key `"id"` before it.
+fn trailing_id(tail: &[u8]) -> Option<u64> {
+    fn trim_end(s: &[u8]) -> &[u8] {
+        let n = s.iter().rposition(|b| !b" \t\r\n".contains(b)).map_or(0, |p| p + 1);
+        &s[..n]
+    }
+    let s = trim_end(tail).strip_suffix(b"}")?;
+    let s = trim_end(s);
+    let digits = s.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let (s, number) = s.split_at(s.len() - digits);
+    let s = trim_end(trim_end(s).strip_suffix(b":")?).strip_suffix(b"\"id\"")?;
+    if !matches!(trim_end(s).last(), Some(b',' | b'{')) {
+        return None;
+    }
+    std::str::from_utf8(number).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -356,8 +408,30 @@ mod tests {
                 f.feed(c, |fr| out.push(fr));
                 assert!(f.buffered() <= 50);
             }
-            assert_eq!(out, vec![Frame::Oversized { len: big.len() as u64 }, msg("{\"return\": 2}")]);
+            assert_eq!(out, vec![Frame::Oversized { len: big.len() as u64, id: None }, msg("{\"return\": 2}")]);
         }
+    }
+
+    #[test]
+    fn oversized_reply_keeps_its_trailing_id() {
+        let big = format!("{{\"return\": \"{}\", \"id\": 42}}", "x".repeat(200));
+        let tricky = format!("{{\"return\": {{\"id\": 7}}, \"x\": \"{}\"}}", "y".repeat(200));
+        let input = format!("{big}\r\n{tricky}\r\n");
+        for chunk in [1usize, 5, 64, 10_000] {
+            let chunks: Vec<&[u8]> = input.as_bytes().chunks(chunk).collect();
+            assert_eq!(
+                frames(100, &chunks),
+                vec![
+                    Frame::Oversized { len: big.len() as u64, id: Some(42) },
+                    Frame::Oversized { len: tricky.len() as u64, id: None }
+                ],
+                "chunk {chunk}"
+            );
+        }
+        assert_eq!(trailing_id(b"{\"id\": 3}"), Some(3));
+        assert_eq!(trailing_id(b"x\\\"id\": 3}"), None);
+        assert_eq!(trailing_id(b"[1, {\"id\": 3}}"), None);
+        assert_eq!(trailing_id(b", \"id\": \"3\"}"), None);
     }
 
     #[test]

@@ -100,6 +100,6 @@ mod timers;
 
 pub use client::{Client, ClientEvent, RequestId};
 pub use config::{Config, ExecuteOptions, Mode};
-pub use error::{ConnectionError, ProtocolViolation, QmpError, UsageError};
+pub use error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
 pub use message::{Greeting, ServerEvent, Timestamp, Version};
 pub use raw::RawJson;
