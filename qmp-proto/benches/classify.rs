@@ -1,1 +1,474 @@
-fn main() {}
+//! Framing plus classification versus `serde_json::Value`, on the same bytes, in the same run.
+//!
+//! Run it with
+//!
+//! ```text
+//! cargo bench -p qmp-proto                 # everything, about 15-30 s
+//! cargo bench -p qmp-proto -- --quick      # fewer samples
+//! ```
+//!
+//! This is a plain `harness = false` binary (no criterion): each measurement warms up, then takes several
+//! samples (each one call, or a batch of calls when one call is short) and reports the **median**. Every
+//! line compares, on the same input bytes:
+//!
+//! - `framer+classify`: [`Framer::feed`] over the whole buffer, [`classify`] on every frame;
+//! - `client`: [`Client::handle_input`] in 64 KiB reads, draining [`Client::poll_event`] and
+//!   [`Client::poll_transmit`] after each read, as an adapter does (QMP mode, negotiated; replies match
+//!   commands really executed, so they are routed, not reported as unknown);
+//! - `Value`: `serde_json::from_slice::<serde_json::Value>` on each message (pre-split, so this baseline does
+//!   no framing at all);
+//!
+//! and prints the throughput of each and the ratio `ours / Value`. Inputs:
+//!
+//! - `10 MiB reply`: a deterministic synthesized `{"return": [...], "id": 2}\r\n` made of query-block-like and
+//!   query-qmp-schema-like entries (nested objects, arrays, short strings, numbers, booleans), in QEMU's
+//!   `", "` / `": "` spacing;
+//! - `schema reply`: the real query-qmp-schema reply recorded from qemu-storage-daemon 10.0.2
+//!   (`../../shared/corpus/qsd-query-qmp-schema.json` relative to this crate, read at run time, decoded as
+//!   latin-1), with its id `"schema"` replaced by the numeric id the client assigns; if the file is absent a
+//!   synthesized schema-like reply of similar size is used and the output says so;
+//! - `events`: 100 000 `JOB_STATUS_CHANGE` events (`{"timestamp": {...}, "event": ..., "data": {...}}\r\n`);
+//! - `replies`: 100 000 `{"return": {}, "id": N}\r\n` replies.
+//!
+//! Then the O(n) check: a structured reply of 1 MiB and of 4 MiB fed to the framer one byte per `feed` call
+//! versus in one call (plus classification), printing the cost per byte of each and the ratios; linear
+//! behaviour shows as the same cost per byte at 1 MiB and 4 MiB.
+//!
+//! Targets (issue "Foundation"): framing plus classification at least 1 GB/s and 5x `Value` on the 10 MiB reply
+//! and on the schema; at least 2x `Value` on small events and replies; O(n) one byte at a time.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use qmp_proto::framer::{Frame, Framer};
+use qmp_proto::message::{classify, Message};
+use qmp_proto::{Client, ClientEvent, Config, ExecuteOptions};
+
+/// The id the first command of a negotiated QMP client gets (`qmp_capabilities` took 1).
+const FIRST_ID: u64 = 2;
+/// Read size for the end-to-end client measurement.
+const READ: usize = 64 * 1024;
+const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n{\"return\": {}, \"id\": 1}\r\n";
+
+// ----- measurement --------------------------------------------------------------------------------------------
+
+struct Opts {
+    /// Samples per measurement.
+    samples: usize,
+    /// Minimum duration of one sample (short calls are batched up to it).
+    min_sample: Duration,
+}
+
+/// Median time of one call of `run(setup())`; `setup` is not timed.
+fn measure<S, R>(opts: &Opts, mut setup: impl FnMut() -> S, mut run: impl FnMut(S) -> R) -> Duration {
+    // Warm-up, and a first estimate to size the batches.
+    let mut once = Duration::MAX;
+    for _ in 0..2 {
+        let s = setup();
+        let t = Instant::now();
+        black_box(run(s));
+        once = once.min(t.elapsed());
+    }
+    let batch = (opts.min_sample.as_nanos() / once.as_nanos().max(1)).clamp(1, 100_000) as usize;
+    let mut times: Vec<Duration> = (0..opts.samples)
+        .map(|_| {
+            let states: Vec<S> = (0..batch).map(|_| setup()).collect();
+            let t = Instant::now();
+            for s in states {
+                black_box(run(s));
+            }
+            t.elapsed() / batch as u32
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn mb_s(bytes: usize, t: Duration) -> f64 {
+    bytes as f64 / t.as_secs_f64() / 1e6
+}
+
+// ----- the three contenders -----------------------------------------------------------------------------------
+
+/// Frames `input` in one `feed` call and classifies every frame. Returns the number of messages classified as
+/// something other than `NotUnderstood`.
+fn frame_and_classify(input: &[u8], max: usize) -> usize {
+    let mut framer = Framer::new(max);
+    let mut ok = 0;
+    framer.feed(input, |frame| {
+        if let Frame::Message(bytes) = frame {
+            if !matches!(black_box(classify(bytes)), Message::NotUnderstood { .. }) {
+                ok += 1;
+            }
+        }
+    });
+    ok
+}
+
+/// A negotiated QMP client with `commands` commands executed (in flight or queued), and the transmit buffer
+/// drained.
+fn ready_client(commands: usize, max_message_size: usize) -> Client {
+    let config = Config::qmp().max_message_size(max_message_size).max_pending(commands + 16);
+    let mut client = Client::new(config, Instant::now());
+    client.handle_input(GREETING);
+    while client.poll_event().is_some() {}
+    assert!(client.is_ready());
+    for _ in 0..commands {
+        client.execute("query-status", None::<&()>, ExecuteOptions::new()).expect("execute");
+    }
+    let mut out = Vec::new();
+    client.poll_transmit(&mut out);
+    client
+}
+
+/// Feeds `input` in reads of `READ` bytes, draining events and transmit after each, as an adapter would.
+/// Returns (replies, events) delivered.
+fn drive_client(mut client: Client, input: &[u8]) -> (usize, usize) {
+    let (mut replies, mut events) = (0, 0);
+    let mut out = Vec::new();
+    for chunk in input.chunks(READ) {
+        client.handle_input(chunk);
+        while let Some(ev) = client.poll_event() {
+            match black_box(ev) {
+                ClientEvent::Reply { result: Ok(_), .. } => replies += 1,
+                ClientEvent::Event(_) => events += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        client.poll_transmit(&mut out);
+        out.clear();
+    }
+    (replies, events)
+}
+
+/// Parses every message into a `serde_json::Value`.
+fn value_parse(messages: &[&[u8]]) -> usize {
+    messages
+        .iter()
+        .map(|m| black_box(serde_json::from_slice::<serde_json::Value>(m).expect("valid JSON")).is_object() as usize)
+        .sum()
+}
+
+// ----- inputs -------------------------------------------------------------------------------------------------
+
+/// xorshift64*: deterministic, good enough to vary the data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+const WORDS: &[&str] = &[
+    "str",
+    "int",
+    "bool",
+    "number",
+    "null",
+    "node-name",
+    "device",
+    "job-id",
+    "filename",
+    "driver",
+    "qcow2",
+    "raw",
+    "file",
+    "auto-finalize",
+    "backing",
+    "cache",
+    "direct",
+    "no-flush",
+    "discard",
+    "unmap",
+    "ignore",
+    "detect-zeroes",
+    "off",
+    "on",
+    "speed",
+    "granularity",
+    "buf-size",
+    "on-source-error",
+    "report",
+    "stop",
+    "enospc",
+    "sync",
+    "full",
+    "top",
+    "none",
+    "incremental",
+    "bitmap",
+    "format",
+    "virtual-size",
+    "actual-size",
+    "dirty-flag",
+];
+
+/// One query-block-like entry.
+fn block_entry(r: &mut Rng, out: &mut String) {
+    use std::fmt::Write;
+    let n = r.below(64);
+    let ro = r.below(2) == 1;
+    write!(
+        out,
+        "{{\"io-status\": \"ok\", \"device\": \"drive-virtio-disk{n}\", \"locked\": false, \"removable\": {ro}, \
+         \"inserted\": {{\"iops_rd\": 0, \"detect_zeroes\": \"{dz}\", \"image\": {{\"virtual-size\": {vs}, \
+         \"filename\": \"/var/lib/libvirt/images/vm{n}-{fid}.qcow2\", \"cluster-size\": 65536, \"format\": \"qcow2\", \
+         \"actual-size\": {asz}, \"format-specific\": {{\"type\": \"qcow2\", \"data\": {{\"compat\": \"1.1\", \
+         \"compression-type\": \"zlib\", \"lazy-refcounts\": false, \"refcount-bits\": 16, \"corrupt\": false, \
+         \"extended-l2\": false}}}}, \"dirty-flag\": false}}, \"iops_wr\": 0, \"ro\": {ro}, \"node-name\": \"#block{nn}\", \
+         \"backing_file_depth\": 0, \"drv\": \"qcow2\", \"iops\": 0, \"bps_wr\": 0, \"write_threshold\": 0, \
+         \"encrypted\": false, \"bps\": 0, \"bps_rd\": 0, \"cache\": {{\"no-flush\": false, \"direct\": true, \
+         \"writeback\": true}}, \"file\": \"/var/lib/libvirt/images/vm{n}-{fid}.qcow2\"}}, \"qdev\": \
+         \"/machine/peripheral/virtio-disk{n}/virtio-backend\", \"type\": \"unknown\"}}",
+        dz = r.pick(&["off", "on", "unmap"]),
+        vs = r.below(1 << 40),
+        fid = r.below(100_000),
+        asz = r.below(1 << 34),
+        nn = r.below(1000),
+    )
+    .expect("write to String");
+}
+
+/// One query-qmp-schema-like entry (an object type, an enum, a command or an event).
+fn schema_entry(r: &mut Rng, id: usize, out: &mut String) {
+    use std::fmt::Write;
+    match r.below(4) {
+        0 => {
+            write!(out, "{{\"name\": \"{id}\", \"members\": [").expect("write");
+            for k in 0..1 + r.below(8) {
+                if k > 0 {
+                    out.push_str(", ");
+                }
+                let (name, ty) = (r.pick(WORDS), r.below(600));
+                if r.below(3) == 0 {
+                    write!(out, "{{\"name\": \"{name}\", \"default\": null, \"type\": \"{ty}\"}}").expect("write");
+                } else {
+                    write!(out, "{{\"name\": \"{name}\", \"type\": \"{ty}\"}}").expect("write");
+                }
+            }
+            out.push_str("], \"meta-type\": \"object\"}");
+        }
+        1 => {
+            write!(out, "{{\"name\": \"{id}\", \"meta-type\": \"enum\", \"members\": [").expect("write");
+            let k = 2 + r.below(6);
+            let names: Vec<&str> = (0..k).map(|_| r.pick(WORDS)).collect();
+            for (j, w) in names.iter().enumerate() {
+                write!(out, "{}{{\"name\": \"{w}\"}}", if j > 0 { ", " } else { "" }).expect("write");
+            }
+            out.push_str("], \"values\": [");
+            for (j, w) in names.iter().enumerate() {
+                write!(out, "{}\"{w}\"", if j > 0 { ", " } else { "" }).expect("write");
+            }
+            out.push_str("]}");
+        }
+        2 => write!(
+            out,
+            "{{\"name\": \"{}-{}\", \"ret-type\": \"{}\", \"meta-type\": \"command\", \"arg-type\": \"{}\"}}",
+            r.pick(WORDS),
+            r.pick(WORDS),
+            r.below(600),
+            r.below(600)
+        )
+        .expect("write"),
+        _ => write!(
+            out,
+            "{{\"name\": \"{}_{}\", \"meta-type\": \"event\", \"arg-type\": \"{}\", \"features\": [\"deprecated\"]}}",
+            r.pick(WORDS).to_uppercase().replace('-', "_"),
+            r.below(10),
+            r.below(600)
+        )
+        .expect("write"),
+    }
+}
+
+/// A `{"return": [...], "id": FIRST_ID}\r\n` reply of at least `size` bytes (and at most a few hundred more).
+fn structured_reply(size: usize, schema_only: bool, seed: u64) -> Vec<u8> {
+    let mut r = Rng(seed);
+    let mut out = String::with_capacity(size + 4096);
+    out.push_str("{\"return\": [");
+    let mut id = 0;
+    while out.len() + 20 < size {
+        if id > 0 {
+            out.push_str(", ");
+        }
+        if !schema_only && r.below(2) == 0 {
+            block_entry(&mut r, &mut out);
+        } else {
+            schema_entry(&mut r, id, &mut out);
+        }
+        id += 1;
+    }
+    out.push_str(&format!("], \"id\": {FIRST_ID}}}\r\n"));
+    out.into_bytes()
+}
+
+/// The recorded query-qmp-schema reply with its id made numeric, or a synthesized stand-in. The flag says
+/// whether it is the real one.
+fn schema_reply() -> (Vec<u8>, bool) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/qsd-query-qmp-schema.json");
+    let real = std::fs::read(path).ok().and_then(|file| {
+        let doc: serde_json::Value = serde_json::from_slice(&file).ok()?;
+        let recv = doc["steps"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| s["recv"].as_str())
+            .filter(|s| s.starts_with("{\"return\": ["))
+            .max_by_key(|s| s.len())?;
+        // The corpus maps bytes to characters one-to-one (latin-1).
+        let bytes: Vec<u8> = recv.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect::<Option<_>>()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let text = text.strip_suffix(", \"id\": \"schema\"}\r\n")?;
+        Some(format!("{text}, \"id\": {FIRST_ID}}}\r\n").into_bytes())
+    });
+    match real {
+        Some(bytes) => (bytes, true),
+        None => (structured_reply(116_877, true, 7), false),
+    }
+}
+
+fn events(n: usize) -> Vec<u8> {
+    let statuses = ["created", "running", "paused", "ready", "waiting", "pending", "aborting", "concluded"];
+    let mut out = String::with_capacity(n * 140);
+    for i in 0..n {
+        out.push_str(&format!(
+            "{{\"timestamp\": {{\"seconds\": {}, \"microseconds\": {}}}, \"event\": \"JOB_STATUS_CHANGE\", \
+             \"data\": {{\"status\": \"{}\", \"id\": \"job{}\"}}}}\r\n",
+            1_700_000_000 + i / 1000,
+            (i * 7919) % 1_000_000,
+            statuses[i % statuses.len()],
+            i % 16
+        ));
+    }
+    out.into_bytes()
+}
+
+fn replies(n: usize) -> Vec<u8> {
+    let mut out = String::with_capacity(n * 32);
+    for i in 0..n {
+        out.push_str(&format!("{{\"return\": {{}}, \"id\": {}}}\r\n", FIRST_ID + i as u64));
+    }
+    out.into_bytes()
+}
+
+/// Splits a buffer of CRLF-terminated single-line messages (for the `Value` baseline only).
+fn split_lines(buf: &[u8]) -> Vec<&[u8]> {
+    buf.split_inclusive(|&b| b == b'\n').collect()
+}
+
+// ----- the report ---------------------------------------------------------------------------------------------
+
+/// Kind of input: one large reply (reported in MB/s) or many small messages (reported in messages/s).
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Large,
+    Small { replies: bool },
+}
+
+fn compare(opts: &Opts, name: &str, input: &[u8], kind: Kind) {
+    let messages = split_lines(input);
+    let count = messages.len();
+    let max = input.len() + 1;
+    // Sanity: everything is understood and delivered, so the timings below are of the real path.
+    assert_eq!(frame_and_classify(input, max), count, "{name}: not every message classified");
+    let commands = match kind {
+        Kind::Large => 1,
+        Kind::Small { replies } => usize::from(replies) * count,
+    };
+    let delivered = drive_client(ready_client(commands, max), input);
+    assert_eq!(delivered.0 + delivered.1, count, "{name}: not every message delivered by the client");
+    assert_eq!(value_parse(&messages), count);
+
+    let ours = measure(opts, || (), |()| frame_and_classify(input, max));
+    let client = measure(opts, || ready_client(commands, max), |c| drive_client(c, input));
+    let value = measure(opts, || (), |()| value_parse(&messages));
+
+    let rate = |t: Duration| match kind {
+        Kind::Large => format!("{:8.1} MB/s", mb_s(input.len(), t)),
+        Kind::Small { .. } => {
+            format!("{:6.2} M msg/s ({:6.1} MB/s)", count as f64 / t.as_secs_f64() / 1e6, mb_s(input.len(), t))
+        }
+    };
+    let ratio = |t: Duration| value.as_secs_f64() / t.as_secs_f64();
+    println!("{name} ({} bytes, {count} message{}):", input.len(), if count == 1 { "" } else { "s" });
+    println!("  framer+classify {}   {:5.2}x Value", rate(ours), ratio(ours));
+    println!("  client          {}   {:5.2}x Value", rate(client), ratio(client));
+    println!("  Value           {}", rate(value));
+}
+
+fn byte_at_a_time(opts: &Opts) {
+    println!("O(n) check: framer+classify, one byte per feed() vs one feed() of everything:");
+    let mut per_byte = Vec::new();
+    for mib in [1usize, 4] {
+        let input = structured_reply(mib << 20, false, 11);
+        let max = input.len() + 1;
+        let one = |input: &[u8]| {
+            let mut framer = Framer::new(max);
+            let mut n = 0;
+            for b in input.chunks(1) {
+                framer.feed(b, |frame| {
+                    if let Frame::Message(bytes) = frame {
+                        n += matches!(classify(bytes), Message::Return { .. }) as usize;
+                    }
+                });
+            }
+            n
+        };
+        assert_eq!(one(&input), 1);
+        let bytewise = measure(opts, || (), |()| one(&input));
+        let whole = measure(opts, || (), |()| frame_and_classify(&input, max));
+        let ns = |t: Duration| t.as_nanos() as f64 / input.len() as f64;
+        println!(
+            "  {mib} MiB: byte at a time {:6.2} ns/byte ({:7.1} ms), whole {:5.2} ns/byte: {:4.1}x the cost of one feed",
+            ns(bytewise),
+            bytewise.as_secs_f64() * 1e3,
+            ns(whole),
+            ns(bytewise) / ns(whole)
+        );
+        per_byte.push(ns(bytewise));
+    }
+    println!(
+        "  per-byte cost, 4 MiB vs 1 MiB, one byte at a time: {:.2}x (1.00 = linear; quadratic would be 4x)",
+        per_byte[1] / per_byte[0]
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else we ignore except `--quick`.
+    let quick = std::env::args().any(|a| a == "--quick");
+    let opts = if quick {
+        Opts { samples: 5, min_sample: Duration::from_millis(5) }
+    } else {
+        Opts { samples: 11, min_sample: Duration::from_millis(20) }
+    };
+    let started = Instant::now();
+
+    let big = structured_reply(10 << 20, false, 1);
+    compare(&opts, "10 MiB structured reply", &big, Kind::Large);
+
+    let (schema, real) = schema_reply();
+    let name = if real {
+        "query-qmp-schema reply (recorded, qemu-storage-daemon 10.0.2)"
+    } else {
+        println!(
+            "NOTE: ../../shared/corpus/qsd-query-qmp-schema.json not found: using a SYNTHESIZED schema-like reply"
+        );
+        "query-qmp-schema reply (synthesized stand-in)"
+    };
+    compare(&opts, name, &schema, Kind::Large);
+
+    compare(&opts, "events", &events(100_000), Kind::Small { replies: false });
+    compare(&opts, "replies", &replies(100_000), Kind::Small { replies: true });
+
+    byte_at_a_time(&opts);
+    println!("(total {:.1} s)", started.elapsed().as_secs_f64());
+}

@@ -108,7 +108,7 @@ impl Framer {
             value_len: 0,
             discarding: false,
             max_message_size: max_message_size.max(1),
-            tail: Vec::with_capacity(TAIL * 2),
+            tail: Vec::new(),
         }
     }
 

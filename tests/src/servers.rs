@@ -419,10 +419,17 @@ impl Drop for QemuServer {
 /// The skip line is written straight to the process's stderr, so `cargo test` shows it without
 /// `--nocapture`.
 pub fn available(result: Result<QemuServer, StartError>) -> Option<QemuServer> {
-    decide(result, require_all())
+    decide(result, require_all(), |line| {
+        // Straight to the process's stderr: libtest captures only the print macros.
+        let _ = writeln!(io::stderr().lock(), "{line}");
+    })
 }
 
-fn decide(result: Result<QemuServer, StartError>, require_all: bool) -> Option<QemuServer> {
+fn decide(
+    result: Result<QemuServer, StartError>,
+    require_all: bool,
+    report_skip: impl FnOnce(&str),
+) -> Option<QemuServer> {
     match result {
         Ok(server) => Some(server),
         Err(StartError::Failed(failure)) => panic!("{failure}"),
@@ -431,8 +438,7 @@ fn decide(result: Result<QemuServer, StartError>, require_all: bool) -> Option<Q
                 panic!("{missing}, and {REQUIRE_ALL_ENV}=1 makes a missing server a failure");
             }
             let test = thread::current().name().unwrap_or("<unnamed>").to_owned();
-            let mut err = io::stderr().lock();
-            let _ = writeln!(err, "SKIPPED: {test}: {missing}");
+            report_skip(&format!("SKIPPED: {test}: {missing}"));
             None
         }
     }
@@ -743,14 +749,19 @@ mod tests {
     #[test]
     fn skip_when_missing_returns_none() {
         let missing = Unavailable { kind: ServerKind::GuestAgent, reason: "test".into() };
-        assert!(decide(Err(missing.into()), false).is_none());
+        let mut line = String::new();
+        assert!(decide(Err(missing.into()), false, |l| line = l.to_owned()).is_none());
+        assert_eq!(
+            line,
+            "SKIPPED: servers::tests::skip_when_missing_returns_none: qemu-ga not installed: test (set QMP_TEST_QGA)"
+        );
     }
 
     #[test]
     #[should_panic(expected = "QMP_TEST_REQUIRE_ALL=1 makes a missing server a failure")]
     fn require_all_turns_a_skip_into_a_failure() {
         let missing = Unavailable { kind: ServerKind::GuestAgent, reason: "test".into() };
-        decide(Err(missing.into()), true);
+        decide(Err(missing.into()), true, |_| panic!("must not skip"));
     }
 
     #[test]
@@ -764,7 +775,7 @@ mod tests {
         assert!(failure.reason.contains("exit status: 3"), "{}", failure.reason);
         assert!(failure.stderr.contains("boom: bad option"), "{}", failure.stderr);
         assert!(err.to_string().contains("boom: bad option"));
-        let panic = std::panic::catch_unwind(|| decide(Err(err), false)).unwrap_err();
+        let panic = std::panic::catch_unwind(|| decide(Err(err), false, |_| ())).unwrap_err();
         let message = panic.downcast_ref::<String>().expect("string panic");
         assert!(message.contains("boom: bad option"), "{message}");
     }
