@@ -34,13 +34,27 @@
 //! id, an id-less error) are reported as events and the session goes on.
 //!
 //! # Example: a whole client over a `UnixStream`
-//! ```no_run
+//! The server here is a thread playing QEMU's part over a socket pair; point the same loop at
+//! `UnixStream::connect("/path/to/qmp.sock")` to talk to a real QEMU.
+//! ```
 //! use std::io::{Read, Write};
 //! use std::os::unix::net::UnixStream;
 //! use std::time::{Duration, Instant};
 //! use qmp_proto::{Client, ClientEvent, Config, ExecuteOptions};
 //!
-//! let mut sock = UnixStream::connect("/tmp/qmp.sock")?;
+//! let (mut sock, mut qemu) = UnixStream::pair()?;
+//! std::thread::spawn(move || -> std::io::Result<()> {
+//!     let mut buf = [0u8; 4096];
+//!     qemu.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \
+//!                     \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n")?;
+//!     qemu.read(&mut buf)?; // {"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":1}
+//!     qemu.write_all(b"{\"return\": {}, \"id\": 1}\r\n")?;
+//!     qemu.read(&mut buf)?; // {"execute":"query-status","id":2}
+//!     qemu.write_all(b"{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": \"RESUME\"}\r\n\
+//!                      {\"return\": {\"status\": \"running\", \"running\": true}, \"id\": 2}\r\n")?;
+//!     Ok(()) // dropping the socket is EOF
+//! });
+//!
 //! let mut client = Client::new(Config::qmp(), Instant::now());
 //! let mut query = None;
 //! let (mut buf, mut out) = (vec![0u8; 64 * 1024], Vec::new());
@@ -48,13 +62,16 @@
 //!     // 1. drain events
 //!     while let Some(event) = client.poll_event() {
 //!         match event {
-//!             ClientEvent::Ready { .. } => {
+//!             ClientEvent::Ready { oob } => {
+//!                 assert!(oob);
 //!                 let opts = ExecuteOptions::new().deadline(Instant::now() + Duration::from_secs(5));
-//!                 query = Some(client.execute("query-version", None::<&()>, opts)?);
+//!                 query = Some(client.execute("query-status", None::<&()>, opts)?);
 //!             }
-//!             ClientEvent::Reply { id, result } if Some(id) == query => {
-//!                 println!("version: {}", result?);
-//!                 client.close();
+//!             ClientEvent::Event(ev) => assert_eq!(ev.name, "RESUME"),
+//!             ClientEvent::Reply { id, result } => {
+//!                 assert_eq!(Some(id), query);
+//!                 let status: serde_json::Value = result?.deserialize()?;
+//!                 assert_eq!(status["status"], "running");
 //!             }
 //!             ClientEvent::Closed(cause) => {
 //!                 println!("closed: {cause}");
@@ -70,7 +87,10 @@
 //!     // 3. wait for input until the next deadline
 //!     let now = Instant::now();
 //!     match client.poll_timeout() {
-//!         Some(at) if at <= now => { client.handle_timeout(now); continue; }
+//!         Some(at) if at <= now => {
+//!             client.handle_timeout(now);
+//!             continue;
+//!         }
 //!         Some(at) => sock.set_read_timeout(Some(at - now))?,
 //!         None => sock.set_read_timeout(None)?,
 //!     }
