@@ -16,6 +16,10 @@
 //! - qemu-ga is started with `-t DIR` (its state directory) inside the server's temporary directory. Without
 //!   it, qemu-ga keeps its state in `/var/run/qga.state`: unprivileged, `guest-file-open` then fails with
 //!   "failed to commit persistent state to disk", and as root parallel agents would share one state file.
+//! - **qemu-ga 7.2 exits** (status 0, nothing on stderr) when a client closes its connection with a reply
+//!   still unread: the kernel reports ECONNRESET to qemu-ga's next read, which it treats as fatal. Every later
+//!   connect is refused. Read every reply before closing a qemu-ga connection (`-r` does not help: the agent
+//!   then waits for the socket path to reappear and still refuses connections). QMP servers survive the same.
 //! - The socket accepts connections before QEMU has finished starting: a SIGTERM sent at once can kill
 //!   qemu-system before its handlers are installed (silently, nothing on stderr). Read the greeting first
 //!   when a test needs a fully started server.
