@@ -121,6 +121,8 @@ struct Request {
     expect_reply: bool,
     /// The encoded command while it is queued.
     wire: Vec<u8>,
+    /// Whether a file descriptor goes with it (its wire starts with the space byte that carries it).
+    pass_fd: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +177,10 @@ pub struct Client {
     queued_server_events: usize,
     transmit: Vec<u8>,
     closed: Option<ConnectionError>,
+    /// The last command written that passes a file descriptor: the next waits while it is pending.
+    fd_in_flight: Option<u64>,
+    /// Offsets in `transmit` of the bytes that carry a file descriptor, and their commands.
+    transmit_fds: Vec<(usize, u64)>,
 }
 
 impl Client {
@@ -198,6 +204,8 @@ impl Client {
             queued_server_events: 0,
             transmit: Vec::new(),
             closed: None,
+            fd_in_flight: None,
+            transmit_fds: Vec::new(),
             config,
         };
         match client.config.mode {
@@ -325,12 +333,18 @@ impl Client {
                 return Err(UsageError::OobNotNegotiated);
             }
         }
+        if opts.pass_fd && opts.oob {
+            return Err(UsageError::InvalidArguments("a command passing a file descriptor runs in-band".into()));
+        }
         self.check_room()?;
         let expect_reply = opts
             .expect_reply
             .unwrap_or_else(|| !(self.config.mode == Mode::GuestAgent && NO_REPLY_COMMANDS.contains(&command)));
         let id = self.take_id();
         let mut wire = Vec::with_capacity(command.len() + args.map_or(0, <[u8]>::len) + 40);
+        if opts.pass_fd {
+            wire.push(b' '); // QEMU skips whitespace; this byte carries the descriptor
+        }
         encode_command(&mut wire, command, args, id, opts.oob);
         self.add_request(id, Purpose::User, opts, expect_reply, wire);
         Ok(RequestId(id))
@@ -353,7 +367,7 @@ impl Client {
         let mut wire = vec![0xFF];
         let args = format!("{{\"id\":{nonce}}}");
         encode_command(&mut wire, "guest-sync-delimited", Some(args.as_bytes()), id, false);
-        self.add_request(id, Purpose::Sync(nonce), ExecuteOptions { oob: false, ..opts }, true, wire);
+        self.add_request(id, Purpose::Sync(nonce), ExecuteOptions { oob: false, pass_fd: false, ..opts }, true, wire);
         Ok(RequestId(id))
     }
 
@@ -399,7 +413,17 @@ impl Client {
     }
 
     /// Appends every whole command ready to go to `out`. Returns the number of bytes appended.
+    /// Commands sent with [`ExecuteOptions::pass_fd`] need [`poll_transmit_with_fds`](Self::poll_transmit_with_fds).
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
+        self.poll_transmit_with_fds(out, &mut Vec::new())
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit), and appends to `fds`, for each command sent with
+    /// [`ExecuteOptions::pass_fd`], the offset in `out` of the one byte its file descriptor must be sent with
+    /// (write everything before it, then that byte with the descriptor attached, then the rest).
+    pub fn poll_transmit_with_fds(&mut self, out: &mut Vec<u8>, fds: &mut Vec<(usize, RequestId)>) -> usize {
+        let base = out.len();
+        fds.extend(self.transmit_fds.drain(..).map(|(at, id)| (base + at, RequestId(id))));
         let n = self.transmit.len();
         if out.is_empty() {
             std::mem::swap(out, &mut self.transmit);
@@ -482,8 +506,8 @@ impl Client {
         if let Some(at) = opts.deadline {
             self.timers.set(at, Timer::Command(id));
         }
-        let (oob, deadline) = (opts.oob, opts.deadline);
-        self.requests.insert(id, Request { stage: Stage::Queued, purpose, oob, deadline, expect_reply, wire });
+        let (oob, deadline, pass_fd) = (opts.oob, opts.deadline, opts.pass_fd);
+        self.requests.insert(id, Request { stage: Stage::Queued, purpose, oob, deadline, expect_reply, wire, pass_fd });
         if opts.oob {
             self.send(id);
         } else {
@@ -507,6 +531,11 @@ impl Client {
                 continue;
             }
             let sync = matches!(req.purpose, Purpose::Sync(_));
+            let pass_fd = req.pass_fd;
+            // One descriptor-passing command at a time: QEMU would hand the next descriptor to this one.
+            if pass_fd && self.fd_in_flight.is_some_and(|f| self.requests.contains_key(&f)) {
+                return;
+            }
             // A resync runs alone: it waits for an empty pipe, and nothing follows it until it ends.
             if self.resync.is_some() || self.in_flight >= self.config.max_in_flight || (sync && self.in_flight > 0) {
                 return;
@@ -521,6 +550,10 @@ impl Client {
         let Some(req) = self.requests.get_mut(&id) else {
             return;
         };
+        if req.pass_fd {
+            self.transmit_fds.push((self.transmit.len(), id));
+            self.fd_in_flight = Some(id);
+        }
         self.transmit.append(&mut req.wire);
         if !req.expect_reply {
             if let Some(at) = req.deadline {
@@ -562,6 +595,7 @@ impl Client {
             deadline: None,
             expect_reply: true,
             wire: Vec::new(),
+            pass_fd: false,
         };
         self.requests.insert(id, req);
         self.in_flight += 1;
@@ -744,6 +778,7 @@ impl Client {
         self.in_flight = 0;
         self.resync = None;
         self.transmit.clear();
+        self.transmit_fds.clear();
         self.handshake_deadline = None;
         self.closed = Some(cause.clone());
         self.events.push_back(ClientEvent::Closed(cause));

@@ -140,6 +140,7 @@ pub struct ExecuteOptions {
     pub(crate) oob: bool,
     pub(crate) deadline: Option<Instant>,
     pub(crate) expect_reply: Option<bool>,
+    pub(crate) pass_fd: bool,
 }
 
 impl ExecuteOptions {
@@ -171,6 +172,17 @@ impl ExecuteOptions {
     /// `guest-suspend-hybrid`). A command that expects no reply completes (with `{}`) when it is written.
     pub fn expect_reply(mut self, expect: bool) -> Self {
         self.expect_reply = Some(expect);
+        self
+    }
+
+    /// The command takes a file descriptor that the adapter passes with it (`getfd`, `add-fd`, over SCM_RIGHTS
+    /// on a unix socket). The command goes on the wire behind one space byte, the byte the descriptor must be
+    /// attached to: [`Client::poll_transmit_with_fds`](crate::Client::poll_transmit_with_fds) says where it is.
+    /// QEMU keeps only the latest descriptor received and, with OOB negotiated, reads ahead of the command it
+    /// runs, so at most one such command is on the wire at a time: the next waits (in order) for its reply.
+    /// In-band only.
+    pub fn pass_fd(mut self) -> Self {
+        self.pass_fd = true;
         self
     }
 }
