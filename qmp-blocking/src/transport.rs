@@ -24,3 +24,9 @@ impl Transport for TcpStream {
         TcpStream::set_read_timeout(self, timeout)
     }
 }
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        (**self).set_read_timeout(timeout)
+    }
+}
