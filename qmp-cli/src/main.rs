@@ -123,7 +123,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     break;
                 }
                 let Some(event) = session.next_event(wait)? else { continue };
-                if names.is_empty() || names.iter().any(|n| *n == event.name) {
+                if names.is_empty() || names.contains(&event.name) {
                     print_event(&event);
                     seen += 1;
                 }
