@@ -1,0 +1,449 @@
+//! The driver task: the only owner of the socket and the `qmp-proto` core. It moves bytes, time and requests
+//! between them and holds no protocol logic.
+//!
+//! One future, polled by tokio (the shape of quinn's connection driver). Each turn it takes, in this order:
+//! cancellations and close requests (so a dropped caller's queued command is withdrawn before it can be written),
+//! new requests, the timer, input, and then writes what the core wants written. After every call into the core it
+//! follows the core's contract: drain `poll_event` (replies to their callers' oneshots, events to the broadcast
+//! channel), take `poll_transmit_with_fds` into the output buffer, re-arm the timer from `poll_timeout`.
+//!
+//! File descriptors ride on the one byte the core marks for them: everything before it is written first, then that
+//! byte with the descriptor attached (SCM_RIGHTS), then the rest; the bytes and the descriptor stay in order.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use qmp_proto::{ClientEvent, ConnectionError, Greeting, RawJson, RequestId, UsageError};
+use tokio::io::ReadBuf;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Sleep;
+use tracing::{debug, trace};
+
+use crate::error::Error;
+use crate::events::EventItem;
+use crate::handle::{Args, Control, Op, Request, Shared, KEPT_VIOLATIONS};
+use crate::transport::Transport;
+
+/// Bytes read from the socket at once.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Turns of the loop in one poll before the task yields to others.
+const TURNS_PER_POLL: usize = 64;
+
+/// What the handshake ended with: the greeting (QMP) and whether OOB was negotiated.
+#[derive(Debug)]
+pub(crate) struct Ready {
+    pub(crate) greeting: Option<Greeting>,
+    pub(crate) oob: bool,
+}
+
+/// A command the driver is waiting on for a caller.
+#[derive(Debug)]
+struct Call {
+    ticket: u64,
+    reply: oneshot::Sender<Result<RawJson, Error>>,
+}
+
+pub(crate) struct Driver<T> {
+    io: T,
+    core: qmp_proto::Client,
+    requests: mpsc::Receiver<Request>,
+    control: mpsc::UnboundedReceiver<Control>,
+    /// A request the core had no room for; retried before any new one is taken.
+    stalled: Option<Request>,
+    calls: HashMap<RequestId, Call>,
+    tickets: HashMap<u64, RequestId>,
+    /// Descriptors of submitted commands, until the core puts their byte on the wire.
+    fds: HashMap<RequestId, OwnedFd>,
+    out: Vec<u8>,
+    written: usize,
+    /// Offsets in `out` of the bytes that carry a descriptor, in order.
+    fd_marks: VecDeque<(usize, OwnedFd)>,
+    fd_scratch: Vec<(usize, RequestId)>,
+    needs_flush: bool,
+    read_buf: Box<[u8]>,
+    read_done: bool,
+    timer: Pin<Box<Sleep>>,
+    armed: Option<std::time::Instant>,
+    greeting: Option<Greeting>,
+    ready: Option<oneshot::Sender<Result<Ready, ConnectionError>>>,
+    events: Option<broadcast::Sender<EventItem>>,
+    shared: Arc<Shared>,
+    state: watch::Sender<Option<ConnectionError>>,
+    handles_gone: bool,
+    closed: bool,
+}
+
+impl<T> std::fmt::Debug for Driver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("core", &self.core).field("calls", &self.calls.len()).finish_non_exhaustive()
+    }
+}
+
+/// The channels a new driver talks through.
+pub(crate) struct Wiring {
+    pub(crate) requests: mpsc::Receiver<Request>,
+    pub(crate) control: mpsc::UnboundedReceiver<Control>,
+    pub(crate) ready: oneshot::Sender<Result<Ready, ConnectionError>>,
+    pub(crate) events: broadcast::Sender<EventItem>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) state: watch::Sender<Option<ConnectionError>>,
+}
+
+impl<T: Transport> Driver<T> {
+    pub(crate) fn new(io: T, core: qmp_proto::Client, wiring: Wiring) -> Self {
+        let mut driver = Driver {
+            io,
+            core,
+            requests: wiring.requests,
+            control: wiring.control,
+            stalled: None,
+            calls: HashMap::new(),
+            tickets: HashMap::new(),
+            fds: HashMap::new(),
+            out: Vec::new(),
+            written: 0,
+            fd_marks: VecDeque::new(),
+            fd_scratch: Vec::new(),
+            needs_flush: false,
+            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            read_done: false,
+            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            armed: None,
+            greeting: None,
+            ready: Some(wiring.ready),
+            events: Some(wiring.events),
+            shared: wiring.shared,
+            state: wiring.state,
+            handles_gone: false,
+            closed: false,
+        };
+        // The core may have something already: guest-agent mode is ready at once, QMP arms the handshake deadline.
+        driver.after_core();
+        driver
+    }
+
+    /// The core's contract, after every call into it: drain events, take what to send, re-arm the timer.
+    fn after_core(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            self.on_event(event);
+        }
+        self.core.poll_transmit_with_fds(&mut self.out, &mut self.fd_scratch);
+        for (at, id) in self.fd_scratch.drain(..) {
+            // The descriptor is there unless its caller left after the core chose to send (then the command goes
+            // without one, QEMU refuses it, and the reply is swallowed).
+            if let Some(fd) = self.fds.remove(&id) {
+                self.fd_marks.push_back((at, fd));
+            }
+        }
+        let next = self.core.poll_timeout();
+        if next != self.armed {
+            self.armed = next;
+            if let Some(at) = next {
+                self.timer.as_mut().reset(tokio::time::Instant::from_std(at));
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: ClientEvent) {
+        match event {
+            ClientEvent::Greeting(greeting) => {
+                debug!(version = %greeting.version, capabilities = ?greeting.capabilities, "QMP greeting");
+                self.greeting = Some(greeting);
+            }
+            ClientEvent::Ready { oob } => {
+                debug!(oob, "session ready");
+                if let Some(tx) = self.ready.take() {
+                    let _ = tx.send(Ok(Ready { greeting: self.greeting.take(), oob }));
+                }
+            }
+            ClientEvent::Reply { id, result } => self.answer(id, result.map_err(Error::Qmp)),
+            ClientEvent::TimedOut { id } => {
+                debug!(%id, "command timed out");
+                self.answer(id, Err(Error::TimedOut));
+            }
+            ClientEvent::Event(ev) => {
+                if let Some(tx) = &self.events {
+                    // No subscriber is not an error; a slow one lags, it never blocks this task.
+                    let _ = tx.send(EventItem::Event(ev));
+                }
+            }
+            ClientEvent::EventsDropped { count } => {
+                debug!(count, "events dropped by the core");
+                if let Some(tx) = &self.events {
+                    let _ = tx.send(EventItem::Lagged(count));
+                }
+            }
+            ClientEvent::ProtocolViolation(violation) => {
+                debug!(%violation, "protocol violation (session continues)");
+                let mut kept = self.shared.violations.lock().unwrap_or_else(|p| p.into_inner());
+                if kept.len() == KEPT_VIOLATIONS {
+                    kept.pop_front();
+                }
+                kept.push_back(violation);
+            }
+            ClientEvent::Closed(cause) => self.on_closed(cause),
+            other => debug!(event = ?other, "unhandled core event"),
+        }
+    }
+
+    /// Hands a result to the caller waiting for request `id`, if it still waits.
+    fn answer(&mut self, id: RequestId, result: Result<RawJson, Error>) {
+        self.fds.remove(&id);
+        if let Some(call) = self.calls.remove(&id) {
+            self.tickets.remove(&call.ticket);
+            // A caller that left in the meantime is fine: the core has ended the request either way.
+            let _ = call.reply.send(result);
+        }
+    }
+
+    fn on_closed(&mut self, cause: ConnectionError) {
+        debug!(%cause, pending = self.calls.len(), "connection closed");
+        self.closed = true;
+        for (_, call) in self.calls.drain() {
+            let _ = call.reply.send(Err(Error::Connection(cause.clone())));
+        }
+        self.tickets.clear();
+        self.fds.clear();
+        self.fd_marks.clear();
+        if let Some(req) = self.stalled.take() {
+            let _ = req.reply.send(Err(Error::Connection(cause.clone())));
+        }
+        if let Some(tx) = self.ready.take() {
+            let _ = tx.send(Err(cause.clone()));
+        }
+        // Subscribers read what was sent, then their streams end.
+        self.events = None;
+        self.shared.events.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.state.send_replace(Some(cause));
+    }
+
+    /// Gives a request to the core, or parks it when the core has no room.
+    fn submit(&mut self, req: Request) {
+        if req.reply.is_closed() {
+            trace!(ticket = req.ticket, "request dropped by its caller before it was taken");
+            return;
+        }
+        let result = match &req.op {
+            Op::Execute { name, args, opts, .. } => match args {
+                Args::None => self.core.execute(name, None::<&()>, *opts),
+                Args::Value(value) => self.core.execute(name, Some(&**value), *opts),
+                Args::Raw(raw) => self.core.execute_raw(name, Some(raw), *opts),
+            },
+            Op::Sync { nonce, opts } => self.core.guest_sync(*nonce, *opts),
+        };
+        match result {
+            Ok(id) => {
+                let Request { op, ticket, reply } = req;
+                if let Op::Execute { fd: Some(fd), .. } = op {
+                    self.fds.insert(id, fd);
+                }
+                self.calls.insert(id, Call { ticket, reply });
+                self.tickets.insert(ticket, id);
+            }
+            Err(UsageError::QueueFull { .. }) => {
+                self.stalled = Some(req);
+                return;
+            }
+            Err(e) => {
+                let _ = req.reply.send(Err(e.into()));
+            }
+        }
+        self.after_core();
+    }
+
+    fn on_control(&mut self, control: Control) {
+        match control {
+            Control::Cancel(ticket) => {
+                if let Some(id) = self.tickets.remove(&ticket) {
+                    trace!(%id, "caller dropped its future: cancelling");
+                    self.calls.remove(&id);
+                    self.fds.remove(&id);
+                    self.core.cancel(id);
+                    self.after_core();
+                } else if self.stalled.as_ref().is_some_and(|r| r.ticket == ticket) {
+                    self.stalled = None;
+                }
+            }
+            Control::Close => {
+                debug!("close requested");
+                self.core.close();
+                self.after_core();
+            }
+        }
+    }
+
+    fn poll_control(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while !self.closed {
+            match self.control.poll_recv(cx) {
+                Poll::Ready(Some(control)) => {
+                    self.on_control(control);
+                    progress = true;
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        progress
+    }
+
+    fn poll_requests(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(req) = self.stalled.take() {
+            self.submit(req);
+            if self.stalled.is_some() {
+                return false;
+            }
+        }
+        let mut progress = false;
+        while !self.closed && !self.handles_gone && self.stalled.is_none() {
+            match self.requests.poll_recv(cx) {
+                Poll::Ready(Some(req)) => {
+                    self.submit(req);
+                    progress = true;
+                }
+                Poll::Ready(None) => {
+                    debug!("every handle dropped: closing");
+                    self.handles_gone = true;
+                    self.core.close();
+                    self.after_core();
+                    progress = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        progress
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.armed.is_none() || self.timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.armed = None;
+        self.core.handle_timeout(tokio::time::Instant::now().into_std());
+        self.after_core();
+        true
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.read_done || self.closed {
+            return false;
+        }
+        let mut buf = ReadBuf::new(&mut self.read_buf);
+        match self.io.poll_read(cx, &mut buf) {
+            Poll::Pending => return false,
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len();
+                if n == 0 {
+                    debug!("server closed the connection");
+                    self.read_done = true;
+                    self.core.handle_eof();
+                } else {
+                    trace!(target: "qmp_tokio::wire", "<- {}", String::from_utf8_lossy(&self.read_buf[..n]));
+                    self.core.handle_input(&self.read_buf[..n]);
+                }
+            }
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Poll::Ready(Err(e)) => {
+                debug!(error = %e, "read failed");
+                self.read_done = true;
+                self.core.handle_transport_error(e.to_string());
+            }
+        }
+        self.after_core();
+        true
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while self.written < self.out.len() && !self.closed {
+            let next_fd = self.fd_marks.front().map(|(at, _)| *at);
+            let result = match self.fd_marks.front() {
+                Some((at, fd)) if *at == self.written => self.io.poll_write_fd(cx, self.out[*at], fd.as_fd()),
+                _ => self.io.poll_write(cx, &self.out[self.written..next_fd.unwrap_or(self.out.len())]),
+            };
+            match result {
+                Poll::Pending => break,
+                Poll::Ready(Ok(0)) => {
+                    self.write_failed(io::ErrorKind::WriteZero.into());
+                    return true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    if next_fd == Some(self.written) {
+                        self.fd_marks.pop_front();
+                        debug!("file descriptor passed");
+                    }
+                    trace!(target: "qmp_tokio::wire", "-> {}", String::from_utf8_lossy(&self.out[self.written..self.written + n]));
+                    self.written += n;
+                    self.needs_flush = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => {
+                    self.write_failed(e);
+                    return true;
+                }
+            }
+        }
+        if self.written == self.out.len() && self.written > 0 {
+            self.out.clear();
+            self.written = 0;
+        }
+        if self.needs_flush && !self.closed {
+            match self.io.poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => {
+                    self.write_failed(e);
+                    return true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        progress
+    }
+
+    fn write_failed(&mut self, e: io::Error) {
+        debug!(error = %e, "write failed");
+        self.core.handle_transport_error(e.to_string());
+        self.after_core();
+    }
+
+    /// After the end: refuse what is still queued for us, then let the task finish (dropping the socket).
+    fn finish(&mut self) {
+        self.requests.close();
+        let cause = self.core.connection_error().cloned().unwrap_or(ConnectionError::Local);
+        while let Ok(req) = self.requests.try_recv() {
+            let _ = req.reply.send(Err(Error::Connection(cause.clone())));
+        }
+        debug!("driver finished");
+    }
+}
+
+impl<T: Transport> Future for Driver<T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        for _ in 0..TURNS_PER_POLL {
+            let mut progress = this.poll_control(cx);
+            progress |= this.poll_requests(cx);
+            progress |= this.poll_timer(cx);
+            progress |= this.poll_read(cx);
+            progress |= this.poll_write(cx);
+            if this.closed {
+                this.finish();
+                return Poll::Ready(());
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Still busy (a flood of input, say): let other tasks run, and come back at once.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

@@ -1,0 +1,46 @@
+//! Starting a connection: wires a new [`Driver`] to a [`Handle`], spawns it on the current tokio runtime, and waits
+//! for the handshake (QMP greeting and negotiation; nothing in guest-agent mode).
+
+use std::sync::{Arc, Mutex};
+
+use qmp_proto::{Config, ConnectionError};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::debug;
+
+use crate::driver::{Driver, Ready, Wiring};
+use crate::error::Error;
+use crate::handle::{Handle, Shared};
+use crate::options::Options;
+use crate::transport::Transport;
+
+/// Requests that may wait for the driver to take them; beyond this, callers wait for room.
+const REQUEST_QUEUE: usize = 256;
+
+/// Spawns the driver over `io` and waits until the session is ready.
+///
+/// Cancel-safe: dropping the future drops the handle, and the driver then closes the connection.
+pub(crate) async fn start<T: Transport>(
+    io: T,
+    base: Config,
+    options: Options,
+    fd_passing: bool,
+) -> Result<(Handle, Ready), Error> {
+    let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE);
+    let (control_tx, control) = mpsc::unbounded_channel();
+    let (ready_tx, ready) = oneshot::channel();
+    let (events, _) = broadcast::channel(options.event_buffer);
+    let (state_tx, state) = watch::channel(None);
+    let shared = Arc::new(Shared { events: Mutex::new(Some(events.clone())), violations: Mutex::default() });
+    let core = qmp_proto::Client::new(options.to_config(base), tokio::time::Instant::now().into_std());
+    let wiring = Wiring { requests, control, ready: ready_tx, events, shared: Arc::clone(&shared), state: state_tx };
+    debug!(mode = ?core.config().mode(), fd_passing, "starting connection driver");
+    tokio::spawn(Driver::new(io, core, wiring));
+    let handle = Handle::new(requests_tx, control_tx, state, shared, options, fd_passing);
+    match ready.await {
+        Ok(Ok(ready)) => Ok((handle, ready)),
+        Ok(Err(cause)) => Err(Error::Connection(cause)),
+        Err(_) => Err(Error::Connection(
+            handle.connection_error().unwrap_or(ConnectionError::Transport("the driver task stopped".into())),
+        )),
+    }
+}
