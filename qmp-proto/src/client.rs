@@ -352,10 +352,11 @@ impl Client {
 
     /// Guest-agent mode: resynchronises the stream with `guest-sync-delimited`.
     ///
-    /// Waits until no other command is on the wire, then writes a 0xFF byte (which resets the agent's parser)
-    /// and `guest-sync-delimited` with `nonce`; discards everything the agent sends up to its 0xFF marker
-    /// (stale replies, the parse error the 0xFF provokes), and ends with a [`ClientEvent::Reply`] carrying the
-    /// nonce once the agent echoes it. Other commands wait until then. Pick a fresh random `nonce` each time
+    /// Waits until no other command is on the wire (cancelled and timed-out ones aside: their replies, if they
+    /// ever come, precede the marker), then writes a 0xFF byte (which resets the agent's parser) and
+    /// `guest-sync-delimited` with `nonce`; discards everything the agent sends up to its 0xFF marker (stale
+    /// replies, the parse error the 0xFF provokes, an earlier sync's delimited reply), and ends with a
+    /// [`ClientEvent::Reply`] carrying the nonce once the agent echoes it. Other commands wait until then. Pick a fresh random `nonce` each time
     /// (the core has no randomness of its own), and a deadline: an agent that is not running never answers.
     pub fn guest_sync(&mut self, nonce: u32, opts: ExecuteOptions) -> Result<RequestId, UsageError> {
         self.check_open()?;
@@ -381,19 +382,21 @@ impl Client {
             self.timers.cancel(at, Timer::Command(id.0));
         }
         match req.stage {
-            Stage::Abandoned => false,
+            Stage::Abandoned => return false,
             Stage::Queued => {
                 self.requests.remove(&id.0);
-                true
             }
             Stage::InFlight => {
                 req.stage = Stage::Abandoned;
                 if self.resync.map(|r| r.id) == Some(id.0) {
                     self.resync = None;
                 }
-                true
             }
         }
+        // What this command held back may go now: a resync waits for the pipe to empty and blocks the queue
+        // behind it, whether it is on the wire or waiting at the head of the queue.
+        self.pump();
+        true
     }
 
     /// Closes the session locally (cause [`ConnectionError::Local`]). Pending commands end with it.
@@ -532,6 +535,9 @@ impl Client {
             }
             let sync = matches!(req.purpose, Purpose::Sync(_));
             let pass_fd = req.pass_fd;
+            if sync && self.in_flight > 0 && self.resync.is_none() {
+                self.forget_abandoned();
+            }
             // One descriptor-passing command at a time: QEMU would hand the next descriptor to this one.
             if pass_fd && self.fd_in_flight.is_some_and(|f| self.requests.contains_key(&f)) {
                 return;
@@ -543,6 +549,18 @@ impl Client {
             self.queue.pop_front();
             self.send(id);
         }
+    }
+
+    /// Before a resync: when every in-band command on the wire was abandoned (cancelled or timed out), stops
+    /// waiting for their replies. The agent writes them before it reads the sync's 0xFF, so they would be
+    /// discarded anyway; and an agent that crashed or restarted never writes them, which would otherwise hold
+    /// the sync (the very means to recover from that) back forever.
+    fn forget_abandoned(&mut self) {
+        if self.requests.values().any(|r| r.stage == Stage::InFlight && !r.oob) {
+            return;
+        }
+        self.requests.retain(|_, r| r.stage != Stage::Abandoned);
+        self.in_flight = 0;
     }
 
     /// Writes one command.
@@ -614,7 +632,20 @@ impl Client {
                 }
             }
             _ if discarding => {}
-            Frame::Message(bytes) => self.on_message(classify(bytes)),
+            Frame::Message(bytes) => {
+                let msg = classify(bytes);
+                if let Some(r) = self.resync.as_mut() {
+                    // After a marker, anything but a reply to the sync is stale (an earlier client's delimited
+                    // reply): discard it and wait for the next marker.
+                    if !matches!(&msg, Message::Return { id: Some(id), .. } | Message::Error { id: Some(id), .. }
+                        if wire_id(id) == Some(r.id))
+                    {
+                        r.seen_delimiter = false;
+                        return;
+                    }
+                }
+                self.on_message(msg)
+            }
             Frame::Oversized { len, .. } if self.phase == Phase::AwaitGreeting => {
                 self.close_with(ConnectionError::BadGreeting(format!("a message of {len} bytes, over the limit")));
             }
@@ -674,7 +705,7 @@ impl Client {
             self.push_report(ClientEvent::ProtocolViolation(violation));
             return;
         };
-        let key = std::str::from_utf8(raw_id.as_bytes()).ok().and_then(|s| s.parse::<u64>().ok());
+        let key = wire_id(&raw_id);
         let Some((key, req)) = key.and_then(|k| self.requests.get(&k).map(|r| (k, r))) else {
             self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::UnknownId { id: raw_id }));
             return;
@@ -783,6 +814,11 @@ impl Client {
         self.closed = Some(cause.clone());
         self.events.push_back(ClientEvent::Closed(cause));
     }
+}
+
+/// The id of a reply, when it is one this client could have sent (a plain integer).
+fn wire_id(id: &RawJson) -> Option<u64> {
+    std::str::from_utf8(id.as_bytes()).ok()?.parse().ok()
 }
 
 /// A short description of an unexpected first message.
