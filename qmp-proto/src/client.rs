@@ -303,7 +303,9 @@ impl Client {
         opts: ExecuteOptions,
     ) -> Result<RequestId, UsageError> {
         let args = match args.map(RawJson::as_bytes) {
-            None | Some(b"{}") => None,
+            None => None,
+            // A valid object made of braces and whitespace only is `{}`, however spaced: no arguments.
+            Some(b) if b.iter().all(|c| matches!(c, b'{' | b'}' | b' ' | b'\t' | b'\r' | b'\n')) => None,
             Some(b) if b.first() == Some(&b'{') => Some(b),
             Some(b) => {
                 return Err(UsageError::InvalidArguments(format!(

@@ -85,7 +85,7 @@ impl std::fmt::Display for Version {
 pub struct ServerEvent {
     /// Event name, for example `JOB_STATUS_CHANGE`.
     pub name: String,
-    /// The `data` member, when present.
+    /// The `data` member, when present (`Some` even when it is `null`).
     pub data: Option<RawJson>,
     /// When QEMU emitted it; `None` if the member was missing or malformed.
     pub timestamp: Option<Timestamp>,
@@ -120,7 +120,7 @@ struct Envelope<'a> {
     error: Option<&'a RawValue>,
     #[serde(borrow, default)]
     event: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     timestamp: Option<&'a RawValue>,
