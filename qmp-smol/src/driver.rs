@@ -1,0 +1,572 @@
+//! The driver: one future that owns the socket and the `qmp-proto` core, and moves bytes, time and requests
+//! between them. Handles only send it requests; it holds no protocol logic and never waits on a subscriber.
+//!
+//! Each turn takes, in this order: cancellations and close requests (so a dropped caller's queued command is
+//! withdrawn before it can be written), new requests, input, the timer, and then writes what the core wants
+//! written. After **every** call into the core it follows the core's contract: drain `poll_event` (replies to
+//! their callers, events to the broadcast channel), take `poll_transmit_with_fds` into the output buffer, and
+//! re-arm the timer from `poll_timeout`.
+//!
+//! Writes go out whole: a command is either not on the wire at all or entirely on it (a local close finishes the
+//! batch being written before shutting the socket down). File descriptors ride on the one byte the core marks
+//! for them: everything before it is written first, then that byte with the descriptor attached, then the rest.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_core::Stream;
+use qmp_proto::{ClientEvent, ConnectionError, RawJson, RequestId, UsageError};
+
+use crate::error::Error;
+use crate::events::EventItem;
+use crate::runtime::{AsyncTimer, Runtime};
+use crate::shared::{Args, Control, Op, ReplyTx, Request, Shared};
+use crate::transport::Transport;
+
+/// The future that runs a connection: it owns the socket and the protocol state, and ends when the session
+/// does. The convenience constructors spawn it for you; with [`Qmp::with_driver`](crate::Qmp::with_driver)
+/// you spawn it yourself, on any executor. Dropping it ends the session (every pending call fails).
+#[must_use = "the connection makes no progress unless its driver is polled (spawn it)"]
+pub struct Driver {
+    inner: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Driver")
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl Driver {
+    pub(crate) fn new<T: Transport>(conn: Conn<T>, span: tracing::Span) -> Self {
+        Driver { inner: Box::pin(tracing::Instrument::instrument(conn, span)) }
+    }
+
+    /// The boxed future, to hand to [`Runtime::spawn`].
+    pub(crate) fn into_inner(self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        self.inner
+    }
+}
+
+/// Bytes read at once.
+const READ_BUFFER: usize = 64 * 1024;
+/// Turns of the loop in one poll before yielding to other tasks.
+const TURNS_PER_POLL: usize = 64;
+/// Longest excerpt of wire traffic in one TRACE record.
+const TRACE_EXCERPT: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// The session is over; finish the batch being written (`flush`, local close only) and shut down.
+    Closing {
+        flush: bool,
+    },
+    Done,
+}
+
+/// A caller waiting for request `id`.
+#[derive(Debug)]
+struct Call {
+    ticket: u64,
+    reply: ReplyTx,
+}
+
+/// The connection state the driver future owns.
+pub(crate) struct Conn<T> {
+    io: T,
+    core: qmp_proto::Client,
+    shared: Arc<Shared>,
+    requests: Pin<Box<async_channel::Receiver<Request>>>,
+    control: Pin<Box<async_channel::Receiver<Control>>>,
+    /// A request the core had no room for; retried before any new one is taken.
+    stalled: Option<Request>,
+    events: async_broadcast::Sender<EventItem>,
+    runtime: Arc<dyn Runtime>,
+    timer: Option<Pin<Box<dyn AsyncTimer>>>,
+    armed: Option<Instant>,
+    read_buf: Box<[u8]>,
+    /// Bytes to write; `out[..written]` are on the wire.
+    out: Vec<u8>,
+    written: usize,
+    /// Ends of the batches in `out` not completely written (each batch holds whole messages).
+    batch_ends: VecDeque<usize>,
+    /// Where the batch being written starts.
+    batch_start: usize,
+    needs_flush: bool,
+    calls: HashMap<RequestId, Call>,
+    tickets: HashMap<u64, RequestId>,
+    /// Descriptors of submitted commands, until the core puts their byte on the wire.
+    fds: HashMap<RequestId, OwnedFd>,
+    /// Offsets in `out` of the bytes that carry a descriptor, in order.
+    fd_marks: VecDeque<(usize, OwnedFd)>,
+    fd_scratch: Vec<(usize, RequestId)>,
+    phase: Phase,
+}
+
+impl<T> fmt::Debug for Conn<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn").field("core", &self.core).field("phase", &self.phase).finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> Conn<T> {
+    pub(crate) fn new(
+        io: T,
+        core: qmp_proto::Client,
+        shared: Arc<Shared>,
+        requests: async_channel::Receiver<Request>,
+        control: async_channel::Receiver<Control>,
+        events: async_broadcast::Sender<EventItem>,
+        runtime: Arc<dyn Runtime>,
+    ) -> Self {
+        let mut conn = Conn {
+            io,
+            core,
+            shared,
+            requests: Box::pin(requests),
+            control: Box::pin(control),
+            stalled: None,
+            events,
+            runtime,
+            timer: None,
+            armed: None,
+            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            out: Vec::new(),
+            written: 0,
+            batch_ends: VecDeque::new(),
+            batch_start: 0,
+            needs_flush: false,
+            calls: HashMap::new(),
+            tickets: HashMap::new(),
+            fds: HashMap::new(),
+            fd_marks: VecDeque::new(),
+            fd_scratch: Vec::new(),
+            phase: Phase::Running,
+        };
+        // Guest-agent mode is ready at once; QMP has armed its handshake deadline.
+        conn.after_core();
+        conn
+    }
+
+    // ----- the core's outputs -----------------------------------------------------------------------------
+
+    /// The core's contract, after every call into it: drain events, take what to send (the timer is re-armed
+    /// from `poll_timeout` in [`poll_timer`](Self::poll_timer), later in the same turn).
+    fn after_core(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            self.on_event(event);
+        }
+        let before = self.out.len();
+        self.core.poll_transmit_with_fds(&mut self.out, &mut self.fd_scratch);
+        for (at, id) in self.fd_scratch.drain(..) {
+            // The descriptor is there unless its caller left after the core chose to send (then the command goes
+            // without one, QEMU refuses it, and the reply is swallowed).
+            if let Some(fd) = self.fds.remove(&id) {
+                self.fd_marks.push_back((at, fd));
+            }
+        }
+        if self.out.len() > before {
+            if tracing::enabled!(tracing::Level::TRACE) {
+                tracing::trace!(bytes = self.out.len() - before, "-> {}", excerpt(&self.out[before..]));
+            }
+            self.batch_ends.push_back(self.out.len());
+        }
+    }
+
+    fn on_event(&mut self, event: ClientEvent) {
+        match event {
+            ClientEvent::Greeting(g) => {
+                tracing::debug!(version = %g.version, capabilities = ?g.capabilities, "QMP greeting");
+                self.shared.set_greeting(g);
+            }
+            ClientEvent::Ready { oob } => {
+                tracing::debug!(oob, "session ready");
+                self.shared.set_ready(oob);
+            }
+            ClientEvent::Reply { id, result } => self.answer(id, result.map_err(Error::Qmp)),
+            ClientEvent::TimedOut { id } => {
+                tracing::debug!(%id, "command timed out");
+                self.answer(id, Err(Error::TimedOut));
+            }
+            ClientEvent::Event(ev) => {
+                tracing::trace!(name = %ev.name, "event");
+                // Never waits: in overflow mode a full channel drops its oldest event and tells the laggards;
+                // with no subscriber the event is dropped.
+                let _ = self.events.try_broadcast(EventItem::Event(ev));
+            }
+            ClientEvent::EventsDropped { count } => {
+                tracing::debug!(count, "events dropped by the core");
+                let _ = self.events.try_broadcast(EventItem::Lagged(count));
+            }
+            ClientEvent::ProtocolViolation(violation) => {
+                tracing::debug!(%violation, "protocol violation (session continues)");
+                self.shared.push_violation(violation);
+            }
+            ClientEvent::Closed(cause) => self.on_closed(cause),
+            other => tracing::debug!(event = ?other, "unhandled core event"),
+        }
+    }
+
+    /// Hands a result to the caller waiting for request `id`, if it still waits.
+    fn answer(&mut self, id: RequestId, result: Result<RawJson, Error>) {
+        self.fds.remove(&id);
+        if let Some(call) = self.calls.remove(&id) {
+            self.tickets.remove(&call.ticket);
+            // A caller that left in the meantime is fine: the core has ended the request either way.
+            let _ = call.reply.try_send(result);
+        }
+    }
+
+    fn on_closed(&mut self, cause: ConnectionError) {
+        tracing::debug!(%cause, pending = self.calls.len(), "connection closed");
+        self.shared.set_closed(cause.clone());
+        for (_, call) in self.calls.drain() {
+            let _ = call.reply.try_send(Err(Error::Connection(cause.clone())));
+        }
+        self.tickets.clear();
+        self.fds.clear();
+        if let Some(req) = self.stalled.take() {
+            let _ = req.reply.try_send(Err(Error::Connection(cause.clone())));
+        }
+        // Subscribers read what was sent, then their streams end.
+        self.events.close();
+        // Later calls fail at once; requests already queued are refused here.
+        self.requests.close();
+        while let Ok(req) = self.requests.try_recv() {
+            let _ = req.reply.try_send(Err(Error::Connection(cause.clone())));
+        }
+        let flush = cause == ConnectionError::Local;
+        let keep = if flush && self.written > self.batch_start {
+            // Finish the batch being written; drop the ones not started (their callers were told "closed").
+            self.batch_ends.front().copied().unwrap_or(self.written)
+        } else {
+            self.written
+        };
+        self.out.truncate(keep);
+        self.fd_marks.retain(|(at, _)| *at < keep);
+        self.phase = Phase::Closing { flush };
+    }
+
+    // ----- inputs ------------------------------------------------------------------------------------------
+
+    /// Gives a request to the core, or parks it when the core has no room.
+    fn submit(&mut self, req: Request) {
+        if req.reply.is_closed() {
+            tracing::trace!(ticket = req.ticket, "request dropped by its caller before it was taken");
+            return;
+        }
+        let result = match &req.op {
+            Op::Execute { name, args, opts, .. } => match args {
+                Args::None => self.core.execute(name, None::<&()>, *opts),
+                Args::Value(value) => self.core.execute(name, Some(&**value), *opts),
+                Args::Raw(raw) => self.core.execute_raw(name, Some(raw), *opts),
+            },
+            Op::Sync { nonce, opts } => {
+                tracing::debug!(nonce, "guest-sync-delimited");
+                self.core.guest_sync(*nonce, *opts)
+            }
+        };
+        match result {
+            Ok(id) => {
+                let Request { op, ticket, reply } = req;
+                if let Op::Execute { fd: Some(fd), .. } = op {
+                    self.fds.insert(id, fd);
+                }
+                self.calls.insert(id, Call { ticket, reply });
+                self.tickets.insert(ticket, id);
+            }
+            Err(UsageError::QueueFull { .. }) => {
+                self.stalled = Some(req);
+                return;
+            }
+            Err(e) => {
+                let _ = req.reply.try_send(Err(e.into()));
+            }
+        }
+        self.after_core();
+    }
+
+    fn on_control(&mut self, control: Control) {
+        match control {
+            Control::Cancel(ticket) => {
+                if let Some(id) = self.tickets.remove(&ticket) {
+                    tracing::trace!(%id, "caller dropped its future: cancelling");
+                    self.calls.remove(&id);
+                    self.fds.remove(&id);
+                    self.core.cancel(id);
+                    self.after_core();
+                } else if self.stalled.as_ref().is_some_and(|r| r.ticket == ticket) {
+                    self.stalled = None;
+                }
+            }
+            Control::Close => {
+                tracing::debug!("close requested");
+                self.core.close();
+                self.after_core();
+            }
+        }
+    }
+
+    // ----- one turn ----------------------------------------------------------------------------------------
+
+    fn poll_control(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while self.phase == Phase::Running {
+            match self.control.as_mut().poll_next(cx) {
+                Poll::Ready(Some(control)) => {
+                    self.on_control(control);
+                    progress = true;
+                }
+                // Handles hold both senders; the request channel tells when they are all gone.
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        progress
+    }
+
+    fn poll_requests(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(req) = self.stalled.take() {
+            self.submit(req);
+            if self.stalled.is_some() {
+                return false;
+            }
+        }
+        let mut progress = false;
+        while self.phase == Phase::Running && self.stalled.is_none() {
+            match self.requests.as_mut().poll_next(cx) {
+                Poll::Ready(Some(req)) => {
+                    self.submit(req);
+                    progress = true;
+                }
+                Poll::Ready(None) => {
+                    tracing::debug!("every handle dropped: closing");
+                    self.core.close();
+                    self.after_core();
+                    return true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        progress
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.phase != Phase::Running {
+            return false;
+        }
+        match Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf) {
+            Poll::Pending => return false,
+            Poll::Ready(Ok(0)) => {
+                tracing::debug!("server closed the connection");
+                self.core.handle_eof();
+            }
+            Poll::Ready(Ok(n)) => {
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    tracing::trace!(bytes = n, "<- {}", excerpt(&self.read_buf[..n]));
+                }
+                self.core.handle_input(&self.read_buf[..n]);
+            }
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "read failed");
+                self.core.handle_transport_error(e.to_string());
+            }
+        }
+        self.after_core();
+        true
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.phase != Phase::Running {
+            return false;
+        }
+        let Some(at) = self.core.poll_timeout() else {
+            return false;
+        };
+        if at <= Instant::now() {
+            self.armed = None;
+            self.core.handle_timeout(Instant::now());
+            self.after_core();
+            return true;
+        }
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if self.armed != Some(at) {
+                    timer.as_mut().reset(at);
+                }
+                timer
+            }
+            None => self.timer.insert(self.runtime.new_timer(at)),
+        };
+        self.armed = Some(at);
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        // A fired timer is re-armed before it is polled again; the instant it was armed for has passed.
+        self.armed = None;
+        self.core.handle_timeout(Instant::now().max(at));
+        self.after_core();
+        true
+    }
+
+    /// Writes what is buffered: up to the next descriptor mark, then the marked byte with its descriptor.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while self.written < self.out.len() && self.phase != Phase::Done {
+            let next_fd = self.fd_marks.front().map(|(at, _)| *at);
+            let result = match self.fd_marks.front() {
+                Some((at, fd)) if *at == self.written => self.io.poll_write_fd(cx, self.out[*at], fd.as_fd()),
+                _ => Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..next_fd.unwrap_or(self.out.len())]),
+            };
+            match result {
+                Poll::Pending => return progress,
+                Poll::Ready(Ok(0)) => {
+                    self.write_failed(io::ErrorKind::WriteZero.into());
+                    return true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    if next_fd == Some(self.written) {
+                        self.fd_marks.pop_front();
+                        tracing::debug!("file descriptor passed");
+                    }
+                    self.wrote(n);
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => {
+                    self.write_failed(e);
+                    return true;
+                }
+            }
+        }
+        if self.needs_flush && self.phase == Phase::Running {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => {
+                    self.write_failed(e);
+                    return true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        progress
+    }
+
+    fn wrote(&mut self, n: usize) {
+        self.written += n;
+        while let Some(&end) = self.batch_ends.front().filter(|&&end| end <= self.written) {
+            self.batch_start = end;
+            self.batch_ends.pop_front();
+        }
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+            self.batch_start = 0;
+            self.batch_ends.clear();
+            self.needs_flush = true;
+        }
+    }
+
+    fn write_failed(&mut self, e: io::Error) {
+        tracing::debug!(error = %e, "write failed");
+        if self.phase == Phase::Running {
+            self.core.handle_transport_error(e.to_string());
+            self.after_core();
+        }
+        // Nothing more can be written.
+        self.out.clear();
+        self.written = 0;
+        self.fd_marks.clear();
+    }
+
+    /// After the end: finish the batch being written (local close), then shut the stream down.
+    fn poll_closing(&mut self, cx: &mut Context<'_>, flush: bool) -> bool {
+        if flush && self.written < self.out.len() {
+            self.poll_write(cx);
+            if self.written < self.out.len() {
+                return false;
+            }
+        }
+        if Pin::new(&mut self.io).poll_close(cx).is_pending() {
+            return false;
+        }
+        self.phase = Phase::Done;
+        true
+    }
+}
+
+impl<T: Transport> Future for Conn<T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        for _ in 0..TURNS_PER_POLL {
+            let progress = match this.phase {
+                Phase::Running => {
+                    // `|`, not `||`: every source is polled, so every source has registered its waker.
+                    this.poll_control(cx)
+                        | this.poll_requests(cx)
+                        | this.poll_read(cx)
+                        | this.poll_timer(cx)
+                        | this.poll_write(cx)
+                }
+                Phase::Closing { flush } => this.poll_closing(cx, flush),
+                Phase::Done => {
+                    tracing::debug!("driver finished");
+                    this.shared.set_finished();
+                    return Poll::Ready(());
+                }
+            };
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Still busy (a flood of input, say): let other tasks run, and come back at once.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<T> Drop for Conn<T> {
+    fn drop(&mut self) {
+        if self.phase != Phase::Done {
+            // Dropped before the session ended (the executor shut down, or the user dropped the driver).
+            tracing::debug!("driver dropped while the session was open");
+            let cause = ConnectionError::Transport("the connection's driver was dropped".into());
+            self.shared.set_closed(cause.clone());
+            for (_, call) in self.calls.drain() {
+                let _ = call.reply.try_send(Err(Error::Connection(cause.clone())));
+            }
+            self.events.close();
+            self.requests.close();
+            self.control.close();
+        }
+        self.shared.set_finished();
+    }
+}
+
+/// Wire bytes for a TRACE record: lossy UTF-8, cut at [`TRACE_EXCERPT`].
+fn excerpt(bytes: &[u8]) -> String {
+    let cut = bytes.len().min(TRACE_EXCERPT);
+    let mut s = String::from_utf8_lossy(&bytes[..cut]).into_owned();
+    if cut < bytes.len() {
+        s.push_str("...");
+    }
+    s
+}

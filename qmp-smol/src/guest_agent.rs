@@ -1,0 +1,156 @@
+//! [`GuestAgent`]: the guest-agent handle (qemu-ga), synchronised with `guest-sync-delimited` on connect.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_io::{AsyncRead, AsyncWrite};
+use qmp_proto::{Config, ConnectionError, RawJson};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::connecting::Connecting;
+use crate::driver::Driver;
+use crate::error::Error;
+use crate::handle::{self, Handle};
+use crate::options::Options;
+use crate::runtime::Runtime;
+use crate::shared::Op;
+use crate::transport::{Plain, Transport};
+
+/// A guest-agent connection. The agent's socket is a byte pipe that may hold a previous client's leftovers,
+/// so connecting runs the `guest-sync-delimited` handshake (with a random nonce) before anything else.
+/// Clone it freely: all clones share one driver.
+///
+/// ```no_run
+/// # #[cfg(feature = "smol")]
+/// # fn main() -> Result<(), qmp_smol::Error> { smol::block_on(async {
+/// use qmp_smol::{GuestAgent, Options};
+/// let ga = GuestAgent::connect_unix("/run/qemu/vm0.qga", Options::default()).await?;
+/// let info: serde_json::Value = ga.execute("guest-info", ()).await?;
+/// println!("agent {}", info["version"]);
+/// # Ok(()) }) }
+/// # #[cfg(not(feature = "smol"))] fn main() {}
+/// ```
+#[derive(Debug, Clone)]
+pub struct GuestAgent {
+    inner: Arc<Handle>,
+}
+
+impl GuestAgent {
+    /// Builds a guest-agent connection over `io` without spawning anything: spawn the [`Driver`], then await
+    /// the [`Connecting`], which synchronises within [`Options::connect_timeout`].
+    pub fn with_driver<S>(io: S, options: Options, runtime: impl Runtime) -> (Connecting<GuestAgent>, Driver)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        Self::start(Plain(io), options, Arc::new(runtime))
+    }
+
+    pub(crate) fn start<T: Transport>(
+        io: T,
+        options: Options,
+        runtime: Arc<dyn Runtime>,
+    ) -> (Connecting<GuestAgent>, Driver) {
+        let (handle, driver) = handle::start(io, options, Config::guest_agent(), runtime);
+        let connecting = Connecting::new(async move {
+            let agent = GuestAgent { inner: Arc::new(handle) };
+            agent.sync(agent.inner.options.connect_timeout).await?;
+            Ok(agent)
+        });
+        (connecting, driver)
+    }
+
+    /// Speaks the guest-agent protocol over an already connected stream, synchronising first.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropped before it returns, the half-made connection is closed.
+    #[cfg(any(feature = "smol", feature = "async-std"))]
+    pub async fn from_stream<S>(io: S, options: Options) -> Result<GuestAgent, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        Self::spawn(Plain(io), options).await
+    }
+
+    #[cfg(any(feature = "smol", feature = "async-std"))]
+    pub(crate) async fn spawn<T: Transport>(io: T, options: Options) -> Result<GuestAgent, Error> {
+        let runtime = options.runtime_or_default();
+        let (connecting, driver) = Self::start(io, options, runtime.clone());
+        runtime.spawn(driver.into_inner());
+        connecting.await
+    }
+
+    /// Resynchronises with `guest-sync-delimited` and a fresh random nonce, discarding stale input. Other
+    /// commands wait until it ends.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropped, the sync is cancelled (its reply, if any, is swallowed).
+    pub async fn sync(&self, timeout: Duration) -> Result<(), Error> {
+        let opts = self.inner.opts(Some(timeout));
+        self.inner.call(Op::Sync { nonce: random_nonce(), opts }).await.map(drop)
+    }
+
+    /// Runs a command and deserializes its `return` value. Commands that never reply on success
+    /// (`guest-shutdown`, `guest-suspend-*`) resolve as soon as they are written, with `{}`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe. Dropping the future never leaves part of a command on the wire and never shifts replies: a
+    /// command not written yet is withdrawn, one already written runs and its reply is discarded.
+    pub async fn execute<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
+        let opts = self.inner.opts(self.inner.options.command_timeout);
+        Ok(self.inner.call(self.inner.execute_op(command, &args, opts, None)?).await?.deserialize()?)
+    }
+
+    /// Runs a command with raw JSON arguments and returns the raw `return` value.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, like [`execute`](Self::execute).
+    pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
+        let opts = self.inner.opts(self.inner.options.command_timeout);
+        self.inner.call(Handle::raw_op(command, args, opts)).await
+    }
+
+    /// Runs a command with its own timeout (`None`: wait forever).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, like [`execute`](Self::execute).
+    pub async fn execute_with_timeout<T: DeserializeOwned>(
+        &self,
+        command: &str,
+        args: impl Serialize,
+        timeout: Option<Duration>,
+    ) -> Result<T, Error> {
+        let opts = self.inner.opts(timeout);
+        Ok(self.inner.call(self.inner.execute_op(command, &args, opts, None)?).await?.deserialize()?)
+    }
+
+    /// Closes the session (pending commands fail with [`ConnectionError::Local`]) and waits for the driver.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, like [`Qmp::close`](crate::Qmp::close).
+    pub async fn close(&self) {
+        self.inner.close().await
+    }
+
+    /// Waits until the session ends and returns why.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits.
+    pub async fn closed(&self) -> ConnectionError {
+        self.inner.closed().await
+    }
+
+    /// Why the session ended, if it has.
+    pub fn connection_error(&self) -> Option<ConnectionError> {
+        self.inner.connection_error()
+    }
+}
+
+/// A nonce from std's per-process random hasher keys, mixed with the time: no extra dependency needed.
+fn random_nonce() -> u32 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    (h.finish() >> 33) as u32
+}

@@ -1,0 +1,154 @@
+//! [`Handle`]: the part of [`Qmp`](crate::Qmp) and [`GuestAgent`](crate::GuestAgent) that talks to the driver.
+//! It never touches the socket, which is what makes every call cancel safe.
+//!
+//! A call puts a [`Request`] (with a one-shot for the reply) on the request channel and waits on a [`Waiter`].
+//! When the waiting future is dropped, the waiter closes its one-shot (a driver that has not taken the request
+//! yet then skips it unseen) and sends [`Control::Cancel`], which the driver reads before any new request: the
+//! command is withdrawn from the core if still queued, and its reply swallowed if it was on the wire.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use qmp_proto::{ConnectionError, ExecuteOptions, RawJson};
+use serde::Serialize;
+
+use crate::driver::{Conn, Driver};
+use crate::error::Error;
+use crate::events::Events;
+use crate::options::Options;
+use crate::runtime::Runtime;
+use crate::shared::{Args, Control, Op, Request, Shared};
+use crate::transport::Transport;
+
+/// The sending half of a connection, shared by every clone of a `Qmp` or `GuestAgent`.
+#[derive(Debug)]
+pub(crate) struct Handle {
+    pub(crate) shared: Arc<Shared>,
+    /// When the last handle goes, the request channel closes and the driver ends the session.
+    requests: async_channel::Sender<Request>,
+    control: async_channel::Sender<Control>,
+    pub(crate) options: Options,
+    pub(crate) fd_passing: bool,
+}
+
+impl Handle {
+    /// Sends `op` to the driver and waits for its answer. Cancel safe: see the module docs.
+    pub(crate) async fn call(&self, op: Op) -> Result<RawJson, Error> {
+        let ticket = self.shared.ticket();
+        let (reply, rx) = async_channel::bounded(1);
+        // Unbounded: never waits. Room in the core is the driver's business (it stops taking requests).
+        if self.requests.try_send(Request { op, ticket, reply }).is_err() {
+            return Err(self.shared.gone());
+        }
+        Waiter { rx, ticket, handle: self, armed: true }.wait().await
+    }
+
+    /// An `Execute` op from serializable arguments.
+    pub(crate) fn execute_op(
+        &self,
+        command: &str,
+        args: &impl Serialize,
+        opts: ExecuteOptions,
+        fd: Option<OwnedFd>,
+    ) -> Result<Op, Error> {
+        let args = serde_json::value::to_raw_value(args)
+            .map_err(|e| Error::Usage(qmp_proto::UsageError::InvalidArguments(e.to_string())))?;
+        Ok(Op::Execute { name: command.to_owned(), args: Args::Value(args), opts, fd })
+    }
+
+    /// An `Execute` op with raw arguments.
+    pub(crate) fn raw_op(command: &str, args: Option<&RawJson>, opts: ExecuteOptions) -> Op {
+        Op::Execute {
+            name: command.to_owned(),
+            args: args.map_or(Args::None, |a| Args::Raw(a.clone())),
+            opts,
+            fd: None,
+        }
+    }
+
+    /// Options for one command with a timeout from now on.
+    pub(crate) fn opts(&self, timeout: Option<Duration>) -> ExecuteOptions {
+        ExecuteOptions::new().deadline_opt(timeout.and_then(|t| Instant::now().checked_add(t)))
+    }
+
+    pub(crate) fn connection_error(&self) -> Option<ConnectionError> {
+        self.shared.closed().cloned()
+    }
+
+    /// Asks the driver to close, then waits until it has stopped.
+    pub(crate) async fn close(&self) {
+        let _ = self.control.try_send(Control::Close);
+        self.shared.wait_until(Shared::is_finished).await;
+    }
+
+    /// Waits until the session has ended, and returns why.
+    pub(crate) async fn closed(&self) -> ConnectionError {
+        self.shared.wait_until(|s| s.closed().is_some() || s.is_finished()).await;
+        self.shared.cause()
+    }
+
+    pub(crate) fn events(&self, names: Option<Arc<[String]>>) -> Events {
+        Events::new(self.shared.events.activate_cloned(), names)
+    }
+}
+
+/// Lives across the wait for one reply; dropped before the reply came, it cancels the command.
+struct Waiter<'a> {
+    rx: async_channel::Receiver<Result<RawJson, Error>>,
+    ticket: u64,
+    handle: &'a Handle,
+    armed: bool,
+}
+
+impl Waiter<'_> {
+    async fn wait(mut self) -> Result<RawJson, Error> {
+        let answer = self.rx.recv().await;
+        self.armed = false;
+        // The driver answers every request it accepted; a closed channel means the driver itself is gone.
+        answer.unwrap_or_else(|_| Err(self.handle.shared.gone()))
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // Close the one-shot first: a driver that has not taken the request yet then skips it.
+            self.rx.close();
+            tracing::trace!(ticket = self.ticket, "call dropped before its reply; cancelling");
+            let _ = self.handle.control.try_send(Control::Cancel(self.ticket));
+        }
+    }
+}
+
+/// Numbers connections in the tracing spans.
+static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Builds a connection: the driver future (not spawned) and the first handle.
+pub(crate) fn start<T: Transport>(
+    io: T,
+    options: Options,
+    base: qmp_proto::Config,
+    runtime: Arc<dyn Runtime>,
+) -> (Handle, Driver) {
+    let (mut events_tx, events_rx) = async_broadcast::broadcast(options.event_buffer);
+    events_tx.set_overflow(true);
+    events_tx.set_await_active(false);
+    let shared = Arc::new(Shared::new(events_rx.deactivate()));
+    let (requests_tx, requests) = async_channel::unbounded();
+    let (control_tx, control) = async_channel::unbounded();
+    let fd_passing = T::FD_PASSING;
+    let core = qmp_proto::Client::new(options.to_config(base), Instant::now());
+    let mode = match core.config().mode() {
+        qmp_proto::Mode::Qmp => "qmp",
+        qmp_proto::Mode::GuestAgent => "qga",
+    };
+    let id = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = tracing::debug_span!("qmp_smol", conn = id, mode);
+    let conn = span.in_scope(|| {
+        tracing::debug!(fd_passing, "starting connection driver");
+        Conn::new(io, core, Arc::clone(&shared), requests, control, events_tx, runtime)
+    });
+    let handle = Handle { shared, requests: requests_tx, control: control_tx, options, fd_passing };
+    (handle, Driver::new(conn, span))
+}

@@ -1,0 +1,274 @@
+//! [`Qmp`]: a QMP connection handle. Cheap to clone, `Send + Sync`; every clone talks to the same driver.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_io::{AsyncRead, AsyncWrite};
+use qmp_proto::{Config, ConnectionError, Greeting, ProtocolViolation, RawJson};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::connecting::Connecting;
+use crate::driver::Driver;
+use crate::error::Error;
+use crate::events::Events;
+use crate::handle::{self, Handle};
+use crate::options::Options;
+use crate::runtime::Runtime;
+use crate::shared::Op;
+use crate::transport::{self, Plain, Transport};
+
+/// A QMP connection. `Clone + Send + Sync`: share it between tasks, every clone uses the same connection.
+///
+/// One driver future owns the socket; the methods only send it requests and wait. The connection closes when
+/// [`close`](Self::close) is called, when the server hangs up, or when the last clone is dropped.
+///
+/// ```no_run
+/// # #[cfg(feature = "smol")]
+/// # fn main() -> Result<(), qmp_smol::Error> { smol::block_on(async {
+/// use qmp_smol::{Options, Qmp};
+/// use serde_json::Value;
+///
+/// let qmp = Qmp::connect_unix("/run/qemu/vm0.qmp", Options::default()).await?;
+/// let status: Value = qmp.execute("query-status", ()).await?;
+/// let (a, b) = futures_lite::future::zip(
+///     qmp.execute::<Value>("query-version", ()),
+///     qmp.execute::<Value>("query-kvm", ()),
+/// )
+/// .await;
+/// # Ok(()) }) }
+/// # #[cfg(not(feature = "smol"))] fn main() {}
+/// ```
+#[derive(Clone)]
+pub struct Qmp {
+    inner: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Qmp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qmp")
+            .field("version", &self.inner.shared.greeting().map(|g| &g.version))
+            .field("oob", &self.oob_enabled())
+            .field("closed", &self.inner.connection_error())
+            .finish()
+    }
+}
+
+/// What `add-fd` answers: where QEMU filed the descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct AddFdInfo {
+    /// The fd set (given, or allocated by QEMU).
+    #[serde(rename = "fdset-id")]
+    pub fdset_id: u64,
+    /// The descriptor's number inside QEMU (what `/dev/fdset/N` opens resolve to).
+    pub fd: i64,
+}
+
+impl Qmp {
+    /// Builds a connection over `io` without spawning anything: spawn the [`Driver`] on your executor, then
+    /// await the [`Connecting`] for the handle. `runtime` provides the driver's timer (its `spawn` is not
+    /// used). This is the entry point when no runtime feature is enabled.
+    pub fn with_driver<S>(io: S, options: Options, runtime: impl Runtime) -> (Connecting<Qmp>, Driver)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        Self::start(Plain(io), options, Arc::new(runtime))
+    }
+
+    pub(crate) fn start<T: Transport>(io: T, options: Options, runtime: Arc<dyn Runtime>) -> (Connecting<Qmp>, Driver) {
+        let (handle, driver) = handle::start(io, options, Config::qmp(), runtime);
+        let connecting = Connecting::new(async move {
+            handle.shared.wait_until(|s| s.is_ready() || s.closed().is_some()).await;
+            if handle.shared.is_ready() && handle.shared.greeting().is_some() {
+                Ok(Qmp { inner: Arc::new(handle) })
+            } else {
+                Err(handle.shared.gone())
+            }
+        });
+        (connecting, driver)
+    }
+
+    /// Speaks QMP over any connected byte stream (TLS, vsock, a pipe, a socket of any runtime): spawns the driver
+    /// on the runtime of [`Options::runtime`] and completes the handshake within [`Options::connect_timeout`].
+    /// File descriptors cannot be passed over it; use [`from_unix_stream`](Self::from_unix_stream) for that.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropped before it returns, the half-made connection is closed.
+    #[cfg(any(feature = "smol", feature = "async-std"))]
+    pub async fn from_stream<S>(io: S, options: Options) -> Result<Qmp, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        Self::spawn(Plain(io), options).await
+    }
+
+    #[cfg(any(feature = "smol", feature = "async-std"))]
+    pub(crate) async fn spawn<T: Transport>(io: T, options: Options) -> Result<Qmp, Error> {
+        let runtime = options.runtime_or_default();
+        let (connecting, driver) = Self::start(io, options, runtime.clone());
+        runtime.spawn(driver.into_inner());
+        connecting.await
+    }
+
+    /// The server's greeting (QEMU version and offered capabilities).
+    pub fn greeting(&self) -> &Greeting {
+        // A Qmp exists only once the driver has recorded the greeting (checked in `start`).
+        self.inner.shared.greeting().expect("greeting recorded before the handshake completes")
+    }
+
+    /// Whether out-of-band execution was negotiated.
+    pub fn oob_enabled(&self) -> bool {
+        self.inner.shared.oob()
+    }
+
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.inner
+    }
+
+    async fn run<T: DeserializeOwned>(&self, op: Result<Op, Error>) -> Result<T, Error> {
+        Ok(self.handle().call(op?).await?.deserialize()?)
+    }
+
+    /// Runs a command and deserializes its `return` value into `T`. Pass `()` for no arguments, or anything that
+    /// serializes to a JSON object. Commands that return nothing answer `{}`: use `serde_json::Value` or
+    /// `serde::de::IgnoredAny` as `T`. The deadline is [`Options::command_timeout`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe. Dropping the future never leaves part of a command on the wire and never shifts replies: a
+    /// command not written yet is withdrawn, one already written runs and its reply is discarded.
+    pub async fn execute<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
+        let opts = self.handle().opts(self.handle().options.command_timeout);
+        self.run(self.handle().execute_op(command, &args, opts, None)).await
+    }
+
+    /// Runs a command with raw JSON arguments (an object, or `None`) and returns the raw `return` value.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, like [`execute`](Self::execute).
+    pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
+        let opts = self.handle().opts(self.handle().options.command_timeout);
+        self.handle().call(Handle::raw_op(command, args, opts)).await
+    }
+
+    /// Runs a command out of band (`exec-oob`): it may overtake in-band commands still running. Needs OOB
+    /// negotiated ([`oob_enabled`](Self::oob_enabled)) and a command QEMU allows out of band (`query-yank`,
+    /// `migrate-pause`, ...).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, like [`execute`](Self::execute).
+    pub async fn execute_oob<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
+        let opts = self.handle().opts(self.handle().options.command_timeout).oob();
+        self.run(self.handle().execute_op(command, &args, opts, None)).await
+    }
+
+    /// Runs a command with its own timeout (`None`: wait forever) instead of [`Options::command_timeout`]. On
+    /// timeout it fails with [`Error::TimedOut`] and its late reply is swallowed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, like [`execute`](Self::execute).
+    pub async fn execute_with_timeout<T: DeserializeOwned>(
+        &self,
+        command: &str,
+        args: impl Serialize,
+        timeout: Option<Duration>,
+    ) -> Result<T, Error> {
+        let opts = self.handle().opts(timeout);
+        self.run(self.handle().execute_op(command, &args, opts, None)).await
+    }
+
+    /// Runs a command that takes a file descriptor (`getfd`, `add-fd`), passing a duplicate of `fd` with it over
+    /// SCM_RIGHTS. The descriptor is written right before the command, in order with everything else on the
+    /// socket; only one such command is on the wire at a time (QEMU keeps only the latest descriptor it
+    /// received). Needs a unix socket ([`connect_unix`](Self::connect_unix),
+    /// [`from_unix_stream`](Self::from_unix_stream), [`Listener::accept`](crate::Listener::accept)); otherwise
+    /// fails with [`Error::FdPassing`] and sends nothing.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, like [`execute`](Self::execute). If the descriptor was already written, QEMU keeps it under
+    /// the command's name or fd set as if the call had completed.
+    pub async fn execute_with_fd<T: DeserializeOwned>(
+        &self,
+        command: &str,
+        args: impl Serialize,
+        fd: impl AsFd,
+    ) -> Result<T, Error> {
+        if !self.handle().fd_passing {
+            return Err(Error::FdPassing(transport::unsupported()));
+        }
+        let fd = fd.as_fd().try_clone_to_owned().map_err(Error::FdPassing)?;
+        let opts = self.handle().opts(self.handle().options.command_timeout).pass_fd();
+        self.run(self.handle().execute_op(command, &args, opts, Some(fd))).await
+    }
+
+    /// Passes `fd` to QEMU under `name` (`getfd`), for commands that take an fd name (`add_client`,
+    /// `netdev_add` with `fd=NAME`, ...). Release it with `closefd`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, like [`execute_with_fd`](Self::execute_with_fd).
+    pub async fn send_fd(&self, name: &str, fd: impl AsFd) -> Result<(), Error> {
+        #[derive(Serialize)]
+        struct GetFd<'a> {
+            fdname: &'a str,
+        }
+        self.execute_with_fd::<serde::de::IgnoredAny>("getfd", GetFd { fdname: name }, fd).await.map(drop)
+    }
+
+    /// Adds `fd` to an fd set (`add-fd`): to `fdset_id`, or a new set when `None`; `opaque` is a free-form note
+    /// shown by `query-fdsets`. Block devices can then open `/dev/fdset/ID`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, like [`execute_with_fd`](Self::execute_with_fd).
+    pub async fn add_fd(&self, fd: impl AsFd, fdset_id: Option<u64>, opaque: Option<&str>) -> Result<AddFdInfo, Error> {
+        #[derive(Serialize)]
+        struct AddFd<'a> {
+            #[serde(rename = "fdset-id", skip_serializing_if = "Option::is_none")]
+            fdset_id: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            opaque: Option<&'a str>,
+        }
+        self.execute_with_fd("add-fd", AddFd { fdset_id, opaque }, fd).await
+    }
+
+    /// A new subscription to the server's events, from now on. Every subscription gets every event; one that falls
+    /// more than [`Options::event_buffer`] behind gets [`EventItem::Lagged`](crate::EventItem::Lagged) in place of
+    /// what it lost. Nobody reading events never slows commands down.
+    pub fn events(&self) -> Events {
+        self.handle().events(None)
+    }
+
+    /// Like [`events`](Self::events), only the events with one of these names (for example `["JOB_STATUS_CHANGE"]`).
+    pub fn events_named(&self, names: &[&str]) -> Events {
+        self.handle().events(Some(names.iter().map(|n| (*n).to_owned()).collect()))
+    }
+
+    /// Takes the protocol violations seen so far (the most recent 64): malformed messages, unknown ids, id-less
+    /// errors, oversized messages. The session survived each of them.
+    pub fn take_violations(&self) -> Vec<ProtocolViolation> {
+        self.handle().shared.take_violations()
+    }
+
+    /// Closes the connection and waits until the driver has stopped. Commands still pending end with
+    /// [`ConnectionError::Local`]; later calls fail with it too. A command being written is finished first (the
+    /// server never sees half a command), then the socket is shut down.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the close is requested at the first poll and happens even if the future is dropped.
+    pub async fn close(&self) {
+        self.handle().close().await
+    }
+
+    /// Waits until the connection is over and returns why (the server hung up, a timeout in the handshake, a
+    /// transport error, or [`close`](Self::close)).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits.
+    pub async fn closed(&self) -> ConnectionError {
+        self.handle().closed().await
+    }
+
+    /// Why the connection ended, if it has.
+    pub fn connection_error(&self) -> Option<ConnectionError> {
+        self.handle().connection_error()
+    }
+}

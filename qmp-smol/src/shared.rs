@@ -1,0 +1,171 @@
+//! What the user's handles and the driver share: the request channel's message types, and the connection's
+//! state (greeting, readiness, the sticky close cause) with one wake-up [`Event`] for anyone waiting on it.
+//!
+//! Handles never touch the socket or the core: they send a [`Request`] and wait on a one-shot reply channel;
+//! cancellations and close requests go on a separate [`Control`] channel that the driver always reads first.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use event_listener::Event;
+use qmp_proto::{ConnectionError, ExecuteOptions, Greeting, ProtocolViolation, RawJson};
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+use crate::events::EventItem;
+
+/// Where a call's outcome goes: a bounded(1) channel used as a one-shot.
+pub(crate) type ReplyTx = async_channel::Sender<Result<RawJson, Error>>;
+
+/// A command's arguments, serialized by the caller (so the driver never runs user `Serialize` code).
+#[derive(Debug)]
+pub(crate) enum Args {
+    None,
+    Value(Box<RawValue>),
+    Raw(RawJson),
+}
+
+/// What a request asks the driver to do.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// Run a command; with a descriptor, it rides on the byte the core marks for it.
+    Execute { name: String, args: Args, opts: ExecuteOptions, fd: Option<OwnedFd> },
+    /// `guest-sync-delimited` with this nonce.
+    Sync { nonce: u32, opts: ExecuteOptions },
+}
+
+/// One call: the operation, the caller's ticket (to cancel it by), and where the answer goes.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) op: Op,
+    pub(crate) ticket: u64,
+    pub(crate) reply: ReplyTx,
+}
+
+/// Messages that must reach the driver at once, even while it takes no new requests (sent from `Drop`).
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// The caller with this ticket went away.
+    Cancel(u64),
+    /// Close the connection ([`ConnectionError::Local`]).
+    Close,
+}
+
+/// Protocol violations kept for [`take_violations`](crate::Qmp::take_violations); older ones are dropped.
+pub(crate) const KEPT_VIOLATIONS: usize = 64;
+
+/// Connection state, written by the driver, read by the handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) events: async_broadcast::InactiveReceiver<EventItem>,
+    greeting: OnceLock<Greeting>,
+    ready: AtomicBool,
+    oob: AtomicBool,
+    closed: OnceLock<ConnectionError>,
+    finished: AtomicBool,
+    state: Event,
+    next_ticket: AtomicU64,
+    violations: Mutex<VecDeque<ProtocolViolation>>,
+}
+
+impl Shared {
+    pub(crate) fn new(events: async_broadcast::InactiveReceiver<EventItem>) -> Self {
+        Shared {
+            events,
+            greeting: OnceLock::new(),
+            ready: AtomicBool::new(false),
+            oob: AtomicBool::new(false),
+            closed: OnceLock::new(),
+            finished: AtomicBool::new(false),
+            state: Event::new(),
+            next_ticket: AtomicU64::new(0),
+            violations: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub(crate) fn ticket(&self) -> u64 {
+        self.next_ticket.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn greeting(&self) -> Option<&Greeting> {
+        self.greeting.get()
+    }
+
+    pub(crate) fn set_greeting(&self, greeting: Greeting) {
+        let _ = self.greeting.set(greeting);
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn oob(&self) -> bool {
+        self.oob.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_ready(&self, oob: bool) {
+        self.oob.store(oob, Ordering::Release);
+        self.ready.store(true, Ordering::Release);
+        self.state.notify(usize::MAX);
+    }
+
+    pub(crate) fn closed(&self) -> Option<&ConnectionError> {
+        self.closed.get()
+    }
+
+    /// Records why the session ended (the first cause wins) and wakes every waiter.
+    pub(crate) fn set_closed(&self, cause: ConnectionError) {
+        let _ = self.closed.set(cause);
+        self.state.notify(usize::MAX);
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// The driver has stopped: the socket is closed.
+    pub(crate) fn set_finished(&self) {
+        self.finished.store(true, Ordering::Release);
+        self.state.notify(usize::MAX);
+    }
+
+    /// The cause to report when the driver cannot be reached.
+    pub(crate) fn gone(&self) -> Error {
+        Error::Connection(self.cause())
+    }
+
+    /// Why the session ended; a transport error if the driver stopped without saying.
+    pub(crate) fn cause(&self) -> ConnectionError {
+        self.closed()
+            .cloned()
+            .unwrap_or_else(|| ConnectionError::Transport("the connection's driver stopped (was it spawned?)".into()))
+    }
+
+    pub(crate) fn push_violation(&self, v: ProtocolViolation) {
+        let mut kept = self.violations.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == KEPT_VIOLATIONS {
+            kept.pop_front();
+        }
+        kept.push_back(v);
+    }
+
+    pub(crate) fn take_violations(&self) -> Vec<ProtocolViolation> {
+        self.violations.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect()
+    }
+
+    /// Waits until `done` holds. Checks, listens, checks again: no wake-up is missed.
+    pub(crate) async fn wait_until(&self, done: impl Fn(&Shared) -> bool) {
+        loop {
+            if done(self) {
+                return;
+            }
+            let listener = self.state.listen();
+            if done(self) {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
