@@ -126,6 +126,21 @@ impl GuestAgent {
         Ok(self.inner.call(self.inner.execute_op(command, &args, opts, None)?).await?.deserialize()?)
     }
 
+    /// Sends a command that the agent does not answer (any command, not only the ones it never answers on
+    /// success); returns once it is handed to the connection for writing.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropped before it returned, the command may or may not have been sent (never in part).
+    pub async fn execute_no_reply(&self, command: &str, args: impl Serialize) -> Result<(), Error> {
+        let opts = qmp_proto::ExecuteOptions::new().expect_reply(false);
+        self.inner.call(self.inner.execute_op(command, &args, opts, None)?).await.map(drop)
+    }
+
+    /// Takes the protocol violations seen so far (the most recent 64).
+    pub fn take_violations(&self) -> Vec<qmp_proto::ProtocolViolation> {
+        self.inner.shared.take_violations()
+    }
+
     /// Closes the session (pending commands fail with [`ConnectionError::Local`]) and waits for the driver.
     ///
     /// # Cancel safety
@@ -145,6 +160,11 @@ impl GuestAgent {
     /// Why the session ended, if it has.
     pub fn connection_error(&self) -> Option<ConnectionError> {
         self.inner.connection_error()
+    }
+
+    #[cfg(feature = "qapi")]
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.inner
     }
 }
 

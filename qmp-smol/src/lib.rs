@@ -126,12 +126,12 @@ mod handle;
 #[cfg(any(feature = "smol", feature = "async-std"))]
 mod net;
 mod options;
-#[cfg(feature = "qapi")]
-mod qapi;
 mod qmp;
 mod runtime;
 mod shared;
 mod transport;
+#[cfg(feature = "qapi")]
+mod typed;
 
 pub use connecting::Connecting;
 pub use driver::Driver;
@@ -145,8 +145,10 @@ pub use qmp::{AddFdInfo, Qmp};
 pub use qmp_proto::{
     ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, ServerEvent, Timestamp, UsageError, Version,
 };
+/// Typed commands and events (feature `qapi`): the adapter-neutral [`qmp_qapi`] crate, with `qapi_qmp`,
+/// `qapi_qga` and `qapi_spec` inside.
 #[cfg(feature = "qapi")]
-pub use qmp_qapi;
+pub use qmp_qapi as qapi;
 #[cfg(feature = "async-std")]
 pub use runtime::AsyncStd;
 #[cfg(feature = "smol")]
