@@ -1,0 +1,424 @@
+//! A sequence of operations against one client (execute, execute OOB, guest-sync, cancel, server input, timeout
+//! at a time, EOF, close), with the invariants checked after every step:
+//! - in-band commands on the wire never exceed `max_in_flight`;
+//! - every request ends exactly once (reply, error, timeout, cancel or close), and `pending()` agrees;
+//! - a deadline never fires early, and every deadline at or before `now` has fired after `handle_timeout(now)`;
+//! - nothing happens after `Closed`, which comes once, last, and ends every request;
+//! - transmitted bytes are whole JSON commands, each written once, in-band ones in the order they were issued,
+//!   never one that was cancelled or timed out before it went out.
+//!
+//! Input: a `Setup`, then operations decoded with `Arbitrary` until the input runs out; `Op::Input { len }`
+//! takes the next `len` bytes as server input. `scripts/gen-fuzz-seeds` writes this format: keep the variant
+//! order of `Op` and `Name` in step with it.
+#![no_main]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use arbitrary::{Arbitrary, Unstructured};
+use libfuzzer_sys::fuzz_target;
+use qmp_fuzz::parse_commands;
+use qmp_proto::{Client, ClientEvent, Config, ExecuteOptions, Mode, RequestId, UsageError};
+
+#[derive(Arbitrary, Debug)]
+struct Setup {
+    guest_agent: bool,
+    max_in_flight: u8,
+    max_pending: u8,
+    max_queued_events: u8,
+    enable_oob: bool,
+    handshake_ms: Option<u16>,
+    /// 0: the default (10 MiB); otherwise this many bytes plus 16.
+    max_message_size: u8,
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Name {
+    QueryStatus,
+    /// No reply on success in guest-agent mode.
+    GuestShutdown,
+    /// Rejected: empty.
+    Empty,
+    /// Needs escaping.
+    Quoted,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Execute {
+        name: Name,
+        args: bool,
+        pass_fd: bool,
+        deadline_ms: Option<u16>,
+        expect_reply: Option<bool>,
+    },
+    ExecuteOob {
+        deadline_ms: Option<u16>,
+    },
+    GuestSync {
+        nonce: u16,
+        deadline_ms: Option<u16>,
+    },
+    /// Cancels the `which`-th request issued (modulo their number).
+    Cancel {
+        which: u8,
+    },
+    /// The next `len` bytes of the fuzz input, as server bytes.
+    Input {
+        len: u16,
+    },
+    /// A greeting, offering `oob` or not.
+    Greeting {
+        oob: bool,
+    },
+    /// A reply to the `which`-th id written (modulo their number; past it, an id never written), split in two
+    /// reads at `split`.
+    Reply {
+        which: u8,
+        error: bool,
+        split: u8,
+    },
+    /// A guest-sync-delimited reply (0xFF, then the nonce of the `which`-th sync, or a stale one).
+    SyncReply {
+        which: u8,
+        stale: bool,
+    },
+    Event,
+    /// `handle_timeout` at this many ms after the start (time may go backwards: that must be harmless).
+    Timeout {
+        at_ms: u16,
+    },
+    Eof,
+    Close,
+    TransportError,
+}
+
+#[derive(Debug)]
+struct Open {
+    deadline: Option<Instant>,
+    expect_reply: bool,
+}
+
+struct Harness {
+    client: Client,
+    mode: Mode,
+    base: Instant,
+    max_in_flight: usize,
+    /// Requests issued and not ended, by id.
+    open: BTreeMap<u64, Open>,
+    /// Every request id issued, in order.
+    issued: Vec<RequestId>,
+    /// Nonces of the sync requests, by id.
+    syncs: BTreeMap<u64, u16>,
+    /// Ids written so far, in order (qmp_capabilities included).
+    written: Vec<u64>,
+    written_set: BTreeSet<u64>,
+    /// Requests that ended before they were written: they must never be.
+    never_written: BTreeSet<u64>,
+    last_in_band: u64,
+    /// Requests that pass a file descriptor, and the last of them written.
+    fd_requests: BTreeSet<u64>,
+    last_fd_written: Option<u64>,
+    handshake: Option<Instant>,
+    ready: bool,
+    closed: bool,
+}
+
+fn at(base: Instant, ms: Option<u16>) -> Option<Instant> {
+    ms.map(|ms| base + Duration::from_millis(ms.into()))
+}
+
+impl Harness {
+    fn issue(&mut self, result: Result<RequestId, UsageError>, deadline: Option<Instant>, expect_reply: bool) {
+        match result {
+            Ok(id) => {
+                assert!(!self.closed, "a closed client accepted a command");
+                assert!(self.issued.last().is_none_or(|last| *last < id), "ids must increase");
+                assert!(!self.written_set.contains(&id.as_u64()), "id {id} reused");
+                self.issued.push(id);
+                self.open.insert(id.as_u64(), Open { deadline, expect_reply });
+            }
+            Err(UsageError::Closed(_)) => assert!(self.closed, "Closed error on an open client"),
+            Err(UsageError::QueueFull { .. } | UsageError::EmptyCommand | UsageError::OobNotNegotiated) => {}
+            Err(UsageError::OobInGuestAgentMode | UsageError::NotGuestAgent) => {}
+            Err(e) => panic!("unexpected usage error {e}"),
+        }
+    }
+
+    fn ended(&mut self, id: RequestId, now: Option<Instant>) -> Open {
+        let open = self.open.remove(&id.as_u64()).unwrap_or_else(|| panic!("request {id} ended twice or never began"));
+        if let Some(now) = now {
+            assert!(open.deadline.is_some_and(|d| d <= now), "request {id} timed out early");
+        }
+        if !self.written_set.contains(&id.as_u64()) {
+            self.never_written.insert(id.as_u64());
+        }
+        open
+    }
+
+    /// Takes the output and drains the events after a step, and checks every invariant. Output first: a
+    /// command can be written and end in the same step (one that expects no reply, or a timeout right after).
+    fn check(&mut self, now: Option<Instant>) {
+        let (mut out, mut fds) = (Vec::new(), Vec::new());
+        self.client.poll_transmit_with_fds(&mut out, &mut fds);
+        // Closing drops whatever was not written yet.
+        assert!(!self.closed || out.is_empty(), "bytes written after Closed");
+        // Each descriptor rides on a space byte right before its command.
+        let mut fd_at = fds.iter().map(|(at, id)| (*at, id.as_u64())).collect::<BTreeMap<_, _>>();
+        let mut fd_written = Vec::new();
+        for cmd in parse_commands(&out, self.mode == Mode::GuestAgent) {
+            if let Some(at) = cmd.start.checked_sub(1) {
+                assert_eq!(fd_at.remove(&at), cmd.space.then_some(cmd.id), "descriptor offsets");
+            }
+            assert_eq!(cmd.space, self.fd_requests.contains(&cmd.id), "a space byte exactly before fd commands");
+            if cmd.space {
+                fd_written.push(cmd.id);
+            }
+            if cmd.oob {
+                assert!(self.client.oob_enabled(), "exec-oob written without oob negotiated");
+            } else if cmd.name != "qmp_capabilities" {
+                assert!(cmd.id > self.last_in_band, "in-band command {} overtook {}", self.last_in_band, cmd.id);
+                self.last_in_band = cmd.id;
+            }
+            if cmd.name == "qmp_capabilities" {
+                assert!(!self.ready && self.mode == Mode::Qmp, "qmp_capabilities out of place");
+            }
+            self.written.push(cmd.id);
+        }
+        assert!(fd_at.is_empty(), "descriptor offsets not before a command: {fd_at:?}");
+        while let Some(ev) = self.client.poll_event() {
+            assert!(!self.closed, "event after Closed: {ev:?}");
+            match ev {
+                ClientEvent::Reply { id, result } => {
+                    let open = self.ended(id, None);
+                    if !open.expect_reply {
+                        assert_eq!(result.expect("a no-reply command succeeds").raw_str(), "{}");
+                    }
+                }
+                ClientEvent::TimedOut { id } => {
+                    self.ended(id, now);
+                }
+                ClientEvent::Failed { id, .. } => {
+                    self.ended(id, None);
+                }
+                ClientEvent::Ready { .. } => {
+                    assert!(!self.ready, "Ready twice");
+                    self.ready = true;
+                }
+                ClientEvent::Closed(_) => {
+                    self.closed = true;
+                    for id in std::mem::take(&mut self.open).into_keys() {
+                        if !self.written_set.contains(&id) {
+                            self.never_written.insert(id);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // One descriptor-passing command on the wire at a time: each written one has ended before the next
+        // (one that expects no reply ends as it is written).
+        for id in fd_written {
+            if let Some(prev) = self.last_fd_written {
+                assert!(!self.open.contains_key(&prev), "fd command {id} written while {prev} is pending");
+            }
+            self.last_fd_written = Some(id);
+        }
+        if self.closed {
+            assert_eq!(self.client.poll_timeout(), None, "a deadline after Closed");
+            assert_eq!(self.client.pending(), 0);
+            assert_eq!(self.client.in_flight(), 0);
+        }
+        assert!(self.client.in_flight() <= self.max_in_flight, "{} in flight", self.client.in_flight());
+        assert_eq!(self.client.pending(), self.open.len(), "pending() disagrees: open {:?}", self.open);
+        if !self.closed {
+            // The next deadline is exactly the earliest one still armed.
+            let earliest = self.open.values().filter_map(|o| o.deadline);
+            let handshake = self.handshake.filter(|_| !self.ready);
+            assert_eq!(self.client.poll_timeout(), earliest.chain(handshake).min(), "poll_timeout");
+            if let Some(now) = now {
+                assert!(self.client.poll_timeout().is_none_or(|t| t > now), "a deadline at or before now is armed");
+            }
+        }
+    }
+
+    /// The id a reply goes to: one written, or one never written.
+    fn reply_id(&self, which: u8) -> u64 {
+        match self.written.len() {
+            0 => 1000 + u64::from(which),
+            n if usize::from(which) < 2 * n => self.written[usize::from(which) % n],
+            _ => 1000 + u64::from(which),
+        }
+    }
+}
+
+fn input(client: &mut Client, bytes: &[u8], split: u8) {
+    let split = usize::from(split).min(bytes.len());
+    client.handle_input(&bytes[..split]);
+    client.handle_input(&bytes[split..]);
+}
+
+fn run(data: &[u8]) -> arbitrary::Result<()> {
+    let mut u = Unstructured::new(data);
+    let setup = Setup::arbitrary(&mut u)?;
+    let base = Instant::now();
+    let mut config = if setup.guest_agent { Config::guest_agent() } else { Config::qmp() };
+    config = config
+        .max_in_flight(usize::from(setup.max_in_flight % 10))
+        .max_pending(usize::from(setup.max_pending % 20))
+        .max_queued_events(usize::from(setup.max_queued_events % 8))
+        .enable_oob(setup.enable_oob);
+    if setup.max_message_size != 0 {
+        config = config.max_message_size(usize::from(setup.max_message_size) + 16);
+    }
+    let mut handshake = None;
+    if !setup.guest_agent {
+        config = config.handshake_timeout(setup.handshake_ms.map(|ms| Duration::from_millis(ms.into())));
+        handshake = at(base, setup.handshake_ms);
+    }
+    let max_in_flight = config.get_max_in_flight();
+    let mode = config.mode();
+    let mut h = Harness {
+        client: Client::new(config, base),
+        mode,
+        base,
+        max_in_flight,
+        open: BTreeMap::new(),
+        issued: Vec::new(),
+        syncs: BTreeMap::new(),
+        written: Vec::new(),
+        written_set: BTreeSet::new(),
+        never_written: BTreeSet::new(),
+        last_in_band: 0,
+        fd_requests: BTreeSet::new(),
+        last_fd_written: None,
+        handshake,
+        ready: false,
+        closed: false,
+    };
+    h.check(None);
+    // QMP_FUZZ_TRACE=1 prints the setup and each operation (to read a crash).
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let trace = *TRACE.get_or_init(|| std::env::var_os("QMP_FUZZ_TRACE").is_some());
+    if trace {
+        eprintln!("{setup:?}");
+    }
+    while !u.is_empty() {
+        let op = Op::arbitrary(&mut u)?;
+        if trace {
+            eprintln!("{op:?}");
+        }
+        let mut now = None;
+        match op {
+            Op::Execute { name, args, pass_fd, deadline_ms, expect_reply } => {
+                let name = match name {
+                    Name::QueryStatus => "query-status",
+                    Name::GuestShutdown => "guest-shutdown",
+                    Name::Empty => "",
+                    Name::Quoted => "x\"\\\u{e9}\n",
+                };
+                let deadline = at(h.base, deadline_ms);
+                let mut opts = ExecuteOptions::new().deadline_opt(deadline);
+                if let Some(e) = expect_reply {
+                    opts = opts.expect_reply(e);
+                }
+                if pass_fd {
+                    opts = opts.pass_fd();
+                }
+                let expect = expect_reply.unwrap_or(!(mode == Mode::GuestAgent && name == "guest-shutdown"));
+                let arguments = serde_json::json!({"a": [1, "\u{1F600}", null], "b": {}});
+                let r = h.client.execute(name, args.then_some(&arguments), opts);
+                if let Ok(id) = r {
+                    if pass_fd {
+                        h.fd_requests.insert(id.as_u64());
+                    }
+                }
+                h.issue(r, deadline, expect);
+            }
+            Op::ExecuteOob { deadline_ms } => {
+                let deadline = at(h.base, deadline_ms);
+                let r = h.client.execute("query-yank", None::<&()>, ExecuteOptions::new().oob().deadline_opt(deadline));
+                if r.is_ok() {
+                    assert!(h.client.oob_enabled());
+                }
+                h.issue(r, deadline, true);
+            }
+            Op::GuestSync { nonce, deadline_ms } => {
+                let deadline = at(h.base, deadline_ms);
+                let r = h.client.guest_sync(nonce.into(), ExecuteOptions::new().deadline_opt(deadline));
+                if let Ok(id) = r {
+                    h.syncs.insert(id.as_u64(), nonce);
+                }
+                h.issue(r, deadline, true);
+            }
+            Op::Cancel { which } => {
+                if !h.issued.is_empty() {
+                    let id = h.issued[usize::from(which) % h.issued.len()];
+                    let was_open = h.open.contains_key(&id.as_u64());
+                    assert_eq!(h.client.cancel(id), was_open, "cancel({id}) disagrees with the request's life");
+                    if was_open {
+                        h.ended(id, None);
+                    }
+                }
+            }
+            Op::Input { len } => {
+                let bytes = u.bytes(usize::from(len).min(u.len()))?;
+                h.client.handle_input(bytes);
+            }
+            Op::Greeting { oob } => {
+                let caps = if oob { r#"["oob"]"# } else { "[]" };
+                let g = format!(
+                    r#"{{"QMP": {{"version": {{"qemu": {{"micro": 2, "minor": 0, "major": 10}}, "package": ""}}, "capabilities": {caps}}}}}"#
+                );
+                h.client.handle_input(format!("{g}\r\n").as_bytes());
+            }
+            Op::Reply { which, error, split } => {
+                let id = h.reply_id(which);
+                let msg = if error {
+                    format!(r#"{{"id": {id}, "error": {{"class": "GenericError", "desc": "no"}}}}"#)
+                } else {
+                    format!(r#"{{"return": {{}}, "id": {id}}}"#)
+                };
+                input(&mut h.client, format!("{msg}\r\n").as_bytes(), split);
+            }
+            Op::SyncReply { which, stale } => {
+                let syncs: Vec<_> = h.syncs.iter().map(|(id, n)| (*id, *n)).collect();
+                let (id, nonce) = if syncs.is_empty() { (999, 0) } else { syncs[usize::from(which) % syncs.len()] };
+                let value = if stale { u64::from(nonce) + 70_000 } else { u64::from(nonce) };
+                h.client.handle_input(format!("\u{1}\n\u{ff}{{\"return\": {value}, \"id\": {id}}}\n").as_bytes());
+            }
+            Op::Event => {
+                h.client.handle_input(br#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "STOP"}"#);
+                h.client.handle_input(b"\r\n");
+            }
+            Op::Timeout { at_ms } => {
+                let t = h.base + Duration::from_millis(at_ms.into());
+                h.client.handle_timeout(t);
+                now = Some(t);
+            }
+            Op::Eof => h.client.handle_eof(),
+            Op::Close => h.client.close(),
+            Op::TransportError => h.client.handle_transport_error("reset"),
+        }
+        h.check(now);
+        if h.closed {
+            // Nothing happens after Closed, whatever the caller does.
+            h.client.handle_input(br#"{"return": {}, "id": 1}"#);
+            h.client.handle_timeout(h.base + Duration::from_secs(100_000));
+            h.client.handle_eof();
+            let r = h.client.execute("query-status", None::<&()>, ExecuteOptions::new());
+            assert!(matches!(r, Err(UsageError::Closed(_))), "execute after Closed: {r:?}");
+            h.check(None);
+        }
+    }
+    // End of input: the server goes away; every request must have ended.
+    h.client.handle_eof();
+    h.check(None);
+    assert!(h.closed, "EOF did not close");
+    assert!(h.open.is_empty(), "requests never ended: {:?}", h.open);
+    Ok(())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let _ = run(data);
+});
