@@ -236,7 +236,7 @@ impl Client {
     /// The server closed its side of the stream. Closes the session (`Eof` or `EofMidMessage`).
     pub fn handle_eof(&mut self) {
         let cause = if self.framer.in_message() {
-            ConnectionError::EofMidMessage { buffered: self.framer.buffered() as u64 }
+            ConnectionError::EofMidMessage { buffered: self.framer.message_len() }
         } else {
             ConnectionError::Eof
         };
@@ -655,7 +655,11 @@ impl Client {
                 let limit = self.config.max_message_size;
                 // A reply we can attribute ends its command now, rather than at its deadline.
                 match id.and_then(|id| self.take_sent(id)) {
-                    Some((key, req)) if req.stage == Stage::InFlight && req.purpose != Purpose::Negotiation => {
+                    Some((_, req)) if req.purpose == Purpose::Negotiation => {
+                        let why = format!("the qmp_capabilities reply of {len} bytes is over the {limit}-byte limit");
+                        self.close_with(ConnectionError::BadGreeting(why));
+                    }
+                    Some((key, req)) if req.stage == Stage::InFlight => {
                         let error = RequestError::ReplyTooLarge { len, limit };
                         self.events.push_back(ClientEvent::Failed { id: RequestId(key), error });
                         self.pump();

@@ -122,6 +122,15 @@ impl Framer {
         self.partial.len()
     }
 
+    /// Bytes of the unfinished value received so far, those dropped for being over the limit included.
+    pub fn message_len(&self) -> u64 {
+        if self.in_message() {
+            self.value_len
+        } else {
+            0
+        }
+    }
+
     /// Scans `input` and calls `emit` for every frame that ends in it, in order. Whatever is left of an
     /// unfinished value is kept (or counted, when it is over the limit) for the next call.
     pub fn feed(&mut self, input: &[u8], mut emit: impl FnMut(Frame)) {

@@ -397,13 +397,14 @@ fn oversized_message_is_skipped_and_reported_and_the_next_works() {
         assert_eq!(frames[1], Frame::Oversized { len: big_err_len, id: None });
         assert!(matches!(&frames[2], Frame::Message(m) if m.len() == 23));
     }
-    // An oversized message cut by EOF: the EOF reports at most the limit buffered.
+    // An oversized message cut by EOF: the EOF reports every byte of it that arrived, though the client kept
+    // none of them.
     let mut client = Client::new(Config::guest_agent().max_message_size(limit), d.base);
     client.handle_input(&big.as_bytes()[..600]);
     client.handle_eof();
     let evs = common::drain(&mut client);
     let Some(Ev::Closed(ConnectionError::EofMidMessage { buffered })) = evs.last() else { panic!("{evs:?}") };
-    assert!(*buffered <= limit as u64);
+    assert_eq!(*buffered, 600);
 }
 
 #[test]
@@ -411,6 +412,18 @@ fn oversized_greeting_is_a_bad_greeting() {
     let mut d = Driver::new(Config::qmp().max_message_size(32));
     let evs = d.input(greeting(true));
     assert!(matches!(evs.as_slice(), [Ev::Closed(ConnectionError::BadGreeting(_))]), "{evs:?}");
+}
+
+#[test]
+fn oversized_negotiation_reply_closes_at_once() {
+    let mut d = Driver::new(Config::qmp().max_message_size(256));
+    d.input(greeting(true));
+    let reply = format!(r#"{{"return": {{"x": "{}"}}, "id": 1}}"#, "y".repeat(300));
+    let evs = d.input(format!("{reply}\r\n"));
+    assert!(
+        matches!(evs.as_slice(), [Ev::Closed(ConnectionError::BadGreeting(why))] if why.contains("qmp_capabilities")),
+        "{evs:?}"
+    );
 }
 
 // ----- deadlines and cancellation --------------------------------------------------------------------------
