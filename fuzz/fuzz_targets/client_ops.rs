@@ -139,8 +139,12 @@ impl Harness {
                 self.open.insert(id.as_u64(), Open { deadline, expect_reply });
             }
             Err(UsageError::Closed(_)) => assert!(self.closed, "Closed error on an open client"),
-            Err(UsageError::QueueFull { .. } | UsageError::EmptyCommand | UsageError::OobNotNegotiated) => {}
-            Err(UsageError::OobInGuestAgentMode | UsageError::NotGuestAgent) => {}
+            Err(UsageError::OobNotNegotiated) => assert!(self.mode == Mode::Qmp && !self.client.oob_enabled()),
+            Err(UsageError::OobInGuestAgentMode) => assert_eq!(self.mode, Mode::GuestAgent),
+            Err(UsageError::NotGuestAgent) => assert_eq!(self.mode, Mode::Qmp),
+            // Cancelled and timed-out requests still awaiting their reply count too: `open` is a lower bound.
+            Err(UsageError::QueueFull { limit }) => assert!(self.open.len() <= limit),
+            Err(UsageError::EmptyCommand) => {}
             Err(e) => panic!("unexpected usage error {e}"),
         }
     }
