@@ -3,39 +3,42 @@
 //! Run it with
 //!
 //! ```text
-//! cargo bench -p qmp-proto                 # everything, about 15-30 s
+//! cargo bench -p qmp-proto                 # everything, about 20-40 s
 //! cargo bench -p qmp-proto -- --quick      # fewer samples
 //! ```
 //!
-//! This is a plain `harness = false` binary (no criterion): each measurement warms up, then takes several
-//! samples (each one call, or a batch of calls when one call is short) and reports the **median**. Every
-//! line compares, on the same input bytes:
+//! A plain `harness = false` binary (no criterion). Every measurement warms up, sizes its batches so that a
+//! sample lasts at least 20 ms, then takes 11 samples of each contender **in turns** (one of each, then again,
+//! so that a change in machine load falls on all of them alike) and reports each one's **median**. On each
+//! input it compares:
 //!
-//! - `framer+classify`: [`Framer::feed`] over the whole buffer, [`classify`] on every frame;
+//! - `framer+classify`: [`Framer::feed`] over the whole buffer and [`classify`] on every frame;
 //! - `client`: [`Client::handle_input`] in 64 KiB reads, draining [`Client::poll_event`] and
-//!   [`Client::poll_transmit`] after each read, as an adapter does (QMP mode, negotiated; replies match
-//!   commands really executed, so they are routed, not reported as unknown);
+//!   [`Client::poll_transmit`] after each read as an adapter does. QMP mode, negotiated; replies answer commands
+//!   really executed (just before, untimed), so they are routed, not reported as unknown: the 100 000 replies
+//!   go to 100 clients of 1 000 commands each, a realistic size for the table of pending commands;
 //! - `Value`: `serde_json::from_slice::<serde_json::Value>` on each message (pre-split, so this baseline does
 //!   no framing at all);
 //!
-//! and prints the throughput of each and the ratio `ours / Value`. Inputs:
+//! and prints the throughput of each and the ratio `Value time / our time` ("5.00x Value" is five times as
+//! fast). Inputs:
 //!
-//! - `10 MiB reply`: a deterministic synthesized `{"return": [...], "id": 2}\r\n` made of query-block-like and
-//!   query-qmp-schema-like entries (nested objects, arrays, short strings, numbers, booleans), in QEMU's
-//!   `", "` / `": "` spacing;
-//! - `schema reply`: the real query-qmp-schema reply recorded from qemu-storage-daemon 10.0.2
-//!   (`../../shared/corpus/qsd-query-qmp-schema.json` relative to this crate, read at run time, decoded as
-//!   latin-1), with its id `"schema"` replaced by the numeric id the client assigns; if the file is absent a
-//!   synthesized schema-like reply of similar size is used and the output says so;
+//! - `10 MiB structured reply`: a deterministic synthesized `{"return": [...], "id": 2}\r\n` made of
+//!   query-block-like and query-qmp-schema-like entries (nested objects, arrays, short strings, numbers,
+//!   booleans), with QEMU's `", "` and `": "` spacing;
+//! - `query-qmp-schema reply`: the real reply recorded from qemu-storage-daemon 10.0.2
+//!   (`../../shared/corpus/qsd-query-qmp-schema.json` from this crate's directory, read at run time, decoded as
+//!   latin-1), with its id `"schema"` made the numeric id the client assigns; if the file is absent, a
+//!   synthesized schema-like reply of the same size is used and the output says so;
 //! - `events`: 100 000 `JOB_STATUS_CHANGE` events (`{"timestamp": {...}, "event": ..., "data": {...}}\r\n`);
 //! - `replies`: 100 000 `{"return": {}, "id": N}\r\n` replies.
 //!
-//! Then the O(n) check: a structured reply of 1 MiB and of 4 MiB fed to the framer one byte per `feed` call
-//! versus in one call (plus classification), printing the cost per byte of each and the ratios; linear
-//! behaviour shows as the same cost per byte at 1 MiB and 4 MiB.
+//! Then the O(n) check: structured replies of 1 MiB and of 4 MiB fed to a framer one byte per `feed` call,
+//! versus in one call, each followed by classification. It prints the cost per byte of each and their
+//! ratios; linear behaviour shows as the same cost per byte at 1 MiB and at 4 MiB.
 //!
-//! Targets (issue "Foundation"): framing plus classification at least 1 GB/s and 5x `Value` on the 10 MiB reply
-//! and on the schema; at least 2x `Value` on small events and replies; O(n) one byte at a time.
+//! Targets (issue "Foundation"): framing plus classification at least 1 GB/s and 5x `Value` on the 10 MiB
+//! reply and on the schema; at least 2x `Value` on small events and replies; O(n) one byte at a time.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -48,6 +51,8 @@ use qmp_proto::{Client, ClientEvent, Config, ExecuteOptions};
 const FIRST_ID: u64 = 2;
 /// Read size for the end-to-end client measurement.
 const READ: usize = 64 * 1024;
+/// Commands per client in the end-to-end measurement of replies.
+const ROUND: usize = 1000;
 const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n{\"return\": {}, \"id\": 1}\r\n";
 
 // ----- measurement --------------------------------------------------------------------------------------------
@@ -59,29 +64,45 @@ struct Opts {
     min_sample: Duration,
 }
 
-/// Median time of one call of `run(setup())`; `setup` is not timed.
-fn measure<S, R>(opts: &Opts, mut setup: impl FnMut() -> S, mut run: impl FnMut(S) -> R) -> Duration {
-    // Warm-up, and a first estimate to size the batches.
-    let mut once = Duration::MAX;
-    for _ in 0..2 {
-        let s = setup();
+/// A contender: given `n`, prepares `n` runs (not timed), times them, and returns the time they took.
+type Contender<'a> = Box<dyn FnMut(usize) -> Duration + 'a>;
+
+/// A contender that times `run(setup())`.
+fn timed<'a, S, R>(mut setup: impl FnMut() -> S + 'a, mut run: impl FnMut(S) -> R + 'a) -> Contender<'a> {
+    Box::new(move |n| {
+        let states: Vec<S> = (0..n).map(|_| setup()).collect();
         let t = Instant::now();
-        black_box(run(s));
-        once = once.min(t.elapsed());
-    }
-    let batch = (opts.min_sample.as_nanos() / once.as_nanos().max(1)).clamp(1, 100_000) as usize;
-    let mut times: Vec<Duration> = (0..opts.samples)
-        .map(|_| {
-            let states: Vec<S> = (0..batch).map(|_| setup()).collect();
-            let t = Instant::now();
-            for s in states {
-                black_box(run(s));
-            }
-            t.elapsed() / batch as u32
+        for s in states {
+            black_box(run(s));
+        }
+        t.elapsed()
+    })
+}
+
+/// The median time of one run of each contender. Samples are taken in turns (one of each, then again), so a
+/// change in machine load falls on all of them alike.
+fn race(opts: &Opts, contenders: &mut [Contender<'_>]) -> Vec<Duration> {
+    // Warm up, and size the batches so that a sample takes about `min_sample`.
+    let batches: Vec<usize> = contenders
+        .iter_mut()
+        .map(|run| {
+            let once = (0..2).map(|_| run(1)).min().unwrap_or_default();
+            (opts.min_sample.as_nanos() / once.as_nanos().max(1)).clamp(1, 100_000) as usize
         })
         .collect();
-    times.sort();
-    times[times.len() / 2]
+    let mut samples = vec![Vec::with_capacity(opts.samples); contenders.len()];
+    for _ in 0..opts.samples {
+        for ((run, &n), times) in contenders.iter_mut().zip(&batches).zip(&mut samples) {
+            times.push(run(n) / n as u32);
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut times| {
+            times.sort();
+            times[times.len() / 2]
+        })
+        .collect()
 }
 
 fn mb_s(bytes: usize, t: Duration) -> f64 {
@@ -105,8 +126,7 @@ fn frame_and_classify(input: &[u8], max: usize) -> usize {
     ok
 }
 
-/// A negotiated QMP client with `commands` commands executed (in flight or queued), and the transmit buffer
-/// drained.
+/// A negotiated QMP client with `commands` commands executed (in flight or queued), its transmit buffer drained.
 fn ready_client(commands: usize, max_message_size: usize) -> Client {
     let config = Config::qmp().max_message_size(max_message_size).max_pending(commands + 16);
     let mut client = Client::new(config, Instant::now());
@@ -121,24 +141,40 @@ fn ready_client(commands: usize, max_message_size: usize) -> Client {
     client
 }
 
-/// Feeds `input` in reads of `READ` bytes, draining events and transmit after each, as an adapter would.
-/// Returns (replies, events) delivered.
-fn drive_client(mut client: Client, input: &[u8]) -> (usize, usize) {
-    let (mut replies, mut events) = (0, 0);
+/// Feeds `input` to `client` in reads of `READ` bytes, draining events and transmit after each read, as an
+/// adapter does. Returns the number of replies and events delivered.
+fn drive_client(mut client: Client, input: &[u8]) -> usize {
+    let mut delivered = 0;
     let mut out = Vec::new();
     for chunk in input.chunks(READ) {
         client.handle_input(chunk);
         while let Some(ev) = client.poll_event() {
             match black_box(ev) {
-                ClientEvent::Reply { result: Ok(_), .. } => replies += 1,
-                ClientEvent::Event(_) => events += 1,
+                ClientEvent::Reply { result: Ok(_), .. } | ClientEvent::Event(_) => delivered += 1,
                 other => panic!("unexpected {other:?}"),
             }
         }
         client.poll_transmit(&mut out);
         out.clear();
     }
-    (replies, events)
+    delivered
+}
+
+/// The client contender: each round of input goes to a fresh client that executed `commands` commands just
+/// before (untimed, so its state is as warm as a real client's), and only the feeding is timed.
+fn client_contender<'a>(rounds: &'a [&'a [u8]], commands: usize, max: usize) -> Contender<'a> {
+    Box::new(move |n| {
+        let mut total = Duration::ZERO;
+        for _ in 0..n {
+            for round in rounds {
+                let client = ready_client(commands, max);
+                let t = Instant::now();
+                black_box(drive_client(client, round));
+                total += t.elapsed();
+            }
+        }
+        total
+    })
 }
 
 /// Parses every message into a `serde_json::Value`.
@@ -352,10 +388,11 @@ fn events(n: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Replies to rounds of `ROUND` commands: ids `FIRST_ID..FIRST_ID + ROUND`, again and again.
 fn replies(n: usize) -> Vec<u8> {
     let mut out = String::with_capacity(n * 32);
     for i in 0..n {
-        out.push_str(&format!("{{\"return\": {{}}, \"id\": {}}}\r\n", FIRST_ID + i as u64));
+        out.push_str(&format!("{{\"return\": {{}}, \"id\": {}}}\r\n", FIRST_ID + (i % ROUND) as u64));
     }
     out.into_bytes()
 }
@@ -378,20 +415,38 @@ fn compare(opts: &Opts, name: &str, input: &[u8], kind: Kind) {
     let messages = split_lines(input);
     let count = messages.len();
     let max = input.len() + 1;
+    // The client's input: replies come in rounds, each for a client that executed the round's commands (so
+    // that its table of pending commands stays as small as a real one); events and large replies in one go.
+    let (rounds, commands): (Vec<&[u8]>, usize) = match kind {
+        Kind::Large => (vec![input], 1),
+        Kind::Small { replies: false } => (vec![input], 0),
+        Kind::Small { replies: true } => {
+            let rounds = messages
+                .chunks(ROUND)
+                .map(|round| {
+                    let start = round[0].as_ptr() as usize - input.as_ptr() as usize;
+                    let len: usize = round.iter().map(|m| m.len()).sum();
+                    &input[start..start + len]
+                })
+                .collect();
+            (rounds, ROUND)
+        }
+    };
     // Sanity: everything is understood and delivered, so the timings below are of the real path.
     assert_eq!(frame_and_classify(input, max), count, "{name}: not every message classified");
-    let commands = match kind {
-        Kind::Large => 1,
-        Kind::Small { replies } => usize::from(replies) * count,
-    };
-    let delivered = drive_client(ready_client(commands, max), input);
-    assert_eq!(delivered.0 + delivered.1, count, "{name}: not every message delivered by the client");
+    let delivered: usize = rounds.iter().map(|round| drive_client(ready_client(commands, max), round)).sum();
+    assert_eq!(delivered, count, "{name}: not every message delivered by the client");
     assert_eq!(value_parse(&messages), count);
 
-    let ours = measure(opts, || (), |()| frame_and_classify(input, max));
-    let client = measure(opts, || ready_client(commands, max), |c| drive_client(c, input));
-    let value = measure(opts, || (), |()| value_parse(&messages));
-
+    let times = race(
+        opts,
+        &mut [
+            timed(|| (), |()| frame_and_classify(input, max)),
+            client_contender(&rounds, commands, max),
+            timed(|| (), |()| value_parse(&messages)),
+        ],
+    );
+    let (ours, client, value) = (times[0], times[1], times[2]);
     let rate = |t: Duration| match kind {
         Kind::Large => format!("{:8.1} MB/s", mb_s(input.len(), t)),
         Kind::Small { .. } => {
@@ -424,8 +479,9 @@ fn byte_at_a_time(opts: &Opts) {
             n
         };
         assert_eq!(one(&input), 1);
-        let bytewise = measure(opts, || (), |()| one(&input));
-        let whole = measure(opts, || (), |()| frame_and_classify(&input, max));
+        let times =
+            race(opts, &mut [timed(|| (), |()| one(&input)), timed(|| (), |()| frame_and_classify(&input, max))]);
+        let (bytewise, whole) = (times[0], times[1]);
         let ns = |t: Duration| t.as_nanos() as f64 / input.len() as f64;
         println!(
             "  {mib} MiB: byte at a time {:6.2} ns/byte ({:7.1} ms), whole {:5.2} ns/byte: {:4.1}x the cost of one feed",

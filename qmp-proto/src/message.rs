@@ -1,8 +1,10 @@
 //! Classification: what one framed server message is.
 //!
-//! One serde pass reads the message into a struct of optional borrowed fields ([`RawValue`] for every payload),
+//! One pass reads the message into a struct of optional borrowed fields (the raw JSON text of every payload),
 //! never an untagged enum, so one unexpected member never hides the rest, and routing a reply costs no
-//! `Value` tree. Payloads come out as [`RawJson`] slices of the message's own buffer.
+//! `Value` tree. Payloads come out as [`RawJson`] slices of the message's own buffer. Messages written the
+//! way QEMU writes them are read by a hand-written fast path (serde still reads the nested payloads); any
+//! other goes through serde, and the two give the same answer.
 //!
 //! Shapes, checked in this order (the member that decides is in brackets):
 //! greeting (`QMP`), event (`event`), success reply (`return`), error reply (`error`). Anything else, including
@@ -155,20 +157,23 @@ struct VersionTriple {
 
 /// Classifies one framed message. Never panics, whatever the bytes.
 pub fn classify(bytes: Bytes) -> Message {
-    let env: Envelope<'_> = match serde_json::from_slice(&bytes) {
-        Ok(env) => env,
-        Err(e) => {
-            let reason = if bytes.first() == Some(&b'{') {
-                format!("invalid message: {e}")
-            } else {
-                format!("not a JSON object: {e}")
-            };
-            return Message::NotUnderstood { bytes, reason };
-        }
+    let members = match read_members(&bytes) {
+        Some(members) => members,
+        None => match serde_json::from_slice::<Envelope<'_>>(&bytes) {
+            Ok(env) => Members::from(env),
+            Err(e) => {
+                let reason = if bytes.first() == Some(&b'{') {
+                    format!("invalid message: {e}")
+                } else {
+                    format!("not a JSON object: {e}")
+                };
+                return Message::NotUnderstood { bytes, reason };
+            }
+        },
     };
-    let slice = |raw: &RawValue| RawJson::from_valid(bytes.slice_ref(raw.get().as_bytes()));
-    if let Some(body) = env.qmp {
-        return match serde_json::from_str::<GreetingBody>(body.get()) {
+    let slice = |raw: &str| RawJson::from_valid(bytes.slice_ref(raw.as_bytes()));
+    if let Some(body) = members.qmp {
+        return match serde_json::from_str::<GreetingBody>(body) {
             Ok(g) => Message::Greeting(Greeting {
                 version: Version {
                     major: g.version.qemu.major,
@@ -181,18 +186,210 @@ pub fn classify(bytes: Bytes) -> Message {
             Err(e) => Message::NotUnderstood { reason: format!("greeting of the wrong shape: {e}"), bytes },
         };
     }
-    if let Some(name) = env.event {
-        let timestamp = env.timestamp.and_then(|t| serde_json::from_str::<Timestamp>(t.get()).ok());
-        return Message::Event(ServerEvent { name: name.into_owned(), data: env.data.map(slice), timestamp });
+    if let Some(name) = members.event {
+        let timestamp = members
+            .timestamp
+            .and_then(|t| qemu_timestamp(t.as_bytes()).or_else(|| serde_json::from_str::<Timestamp>(t).ok()));
+        return Message::Event(ServerEvent { name: name.into_owned(), data: members.data.map(slice), timestamp });
     }
-    let id = env.id.map(slice);
-    if let Some(value) = env.ret {
+    let id = members.id.map(slice);
+    if let Some(value) = members.ret {
         return Message::Return { id, value: slice(value) };
     }
-    if let Some(body) = env.error {
+    if let Some(body) = members.error {
         return Message::Error { id, error: QmpError::from_body(slice(body)) };
     }
     Message::NotUnderstood { bytes, reason: "object with none of QMP, event, return, error".into() }
+}
+
+// ----- the fast path ------------------------------------------------------------------------------------------
+//
+// serde's generic map machinery costs more than the reading itself on small messages, so messages written the
+// way QEMU writes them are read by hand: the object's keys here, simple member values (short plain strings,
+// integers, literals, empty objects and arrays, timestamps) here, other values by serde. Anything unusual
+// (escaped or non-ASCII keys, repeated members, syntax errors, ...) makes the fast path give up, and the
+// message goes through serde from the start: so when the fast path gives an answer, it is serde's answer.
+
+/// The members a server message may have: the JSON text of each, borrowed from the message.
+#[derive(Debug, Default, PartialEq)]
+struct Members<'a> {
+    qmp: Option<&'a str>,
+    ret: Option<&'a str>,
+    error: Option<&'a str>,
+    event: Option<Cow<'a, str>>,
+    data: Option<&'a str>,
+    timestamp: Option<&'a str>,
+    id: Option<&'a str>,
+}
+
+impl<'a> From<Envelope<'a>> for Members<'a> {
+    fn from(env: Envelope<'a>) -> Self {
+        Members {
+            qmp: env.qmp.map(RawValue::get),
+            ret: env.ret.map(RawValue::get),
+            error: env.error.map(RawValue::get),
+            event: env.event,
+            data: env.data.map(RawValue::get),
+            timestamp: env.timestamp.map(RawValue::get),
+            id: env.id.map(RawValue::get),
+        }
+    }
+}
+
+/// Reads the members of a message by hand; `None` when it cannot tell them exactly as serde would.
+fn read_members(bytes: &[u8]) -> Option<Members<'_>> {
+    let mut members = Members::default();
+    let mut seen = 0u8;
+    let mut p = skip_ws(bytes, 0);
+    if bytes.get(p) != Some(&b'{') {
+        return None;
+    }
+    p = skip_ws(bytes, p + 1);
+    if bytes.get(p) == Some(&b'}') {
+        return (skip_ws(bytes, p + 1) == bytes.len()).then_some(members);
+    }
+    loop {
+        // A key in plain ASCII (no escapes): its text is its value.
+        let key_end = plain_string_end(bytes, p)?;
+        let key = &bytes[p + 1..key_end - 1];
+        p = skip_ws(bytes, key_end);
+        if bytes.get(p) != Some(&b':') {
+            return None;
+        }
+        p = skip_ws(bytes, p + 1);
+        let (value, end) = member_value(bytes, p, key == b"timestamp")?;
+        p = end;
+        // Members that serde reads as `Option<&RawValue>` take `null` for absent; those read with `present`
+        // (return, data, id) keep it.
+        let not_null = (value != "null").then_some(value);
+        let bit = match key {
+            b"QMP" => set(&mut members.qmp, not_null, 1),
+            b"return" => set(&mut members.ret, Some(value), 2),
+            b"error" => set(&mut members.error, not_null, 4),
+            b"event" => {
+                // Only a plain string (or null): an escaped name would need unescaping.
+                members.event = match not_null {
+                    None => None,
+                    Some(v) if plain_string_end(v.as_bytes(), 0) == Some(v.len()) => {
+                        Some(Cow::Borrowed(&v[1..v.len() - 1]))
+                    }
+                    Some(_) => return None,
+                };
+                8
+            }
+            b"data" => set(&mut members.data, Some(value), 16),
+            b"timestamp" => set(&mut members.timestamp, not_null, 32),
+            b"id" => set(&mut members.id, Some(value), 64),
+            _ => 0,
+        };
+        if seen & bit != 0 {
+            return None; // a repeated member: serde reports it
+        }
+        seen |= bit;
+        p = skip_ws(bytes, p);
+        match bytes.get(p) {
+            Some(b',') => p = skip_ws(bytes, p + 1),
+            Some(b'}') => return (skip_ws(bytes, p + 1) == bytes.len()).then_some(members),
+            _ => return None,
+        }
+    }
+}
+
+/// Stores a member and returns its bit.
+fn set<'a>(slot: &mut Option<&'a str>, value: Option<&'a str>, bit: u8) -> u8 {
+    *slot = value;
+    bit
+}
+
+/// The JSON value at `bytes[p..]`: its text and where it ends. Simple values are read here, others by serde;
+/// `None` when the value is not valid JSON.
+fn member_value(bytes: &[u8], p: usize, timestamp: bool) -> Option<(&str, usize)> {
+    let end = match bytes.get(p)? {
+        b'"' => plain_string_end(bytes, p),
+        b'-' | b'0'..=b'9' => integer_end(bytes, p),
+        b't' => bytes[p..].starts_with(b"true").then_some(p + 4),
+        b'f' => bytes[p..].starts_with(b"false").then_some(p + 5),
+        b'n' => bytes[p..].starts_with(b"null").then_some(p + 4),
+        b'{' if timestamp => timestamp_end(bytes, p),
+        b'{' | b'[' => {
+            let close = skip_ws(bytes, p + 1);
+            (bytes.get(close) == Some(&(bytes[p] + 2))).then_some(close + 1) // "{}" or "[]"
+        }
+        _ => None,
+    };
+    if let Some(end) = end {
+        return Some((std::str::from_utf8(&bytes[p..end]).ok()?, end));
+    }
+    let raw = <&RawValue>::deserialize(&mut serde_json::Deserializer::from_slice(&bytes[p..])).ok()?.get();
+    Some((raw, raw.as_ptr() as usize - bytes.as_ptr() as usize + raw.len()))
+}
+
+/// The end of a string at `bytes[p..]` made of printable ASCII without escapes, or `None`.
+fn plain_string_end(bytes: &[u8], p: usize) -> Option<usize> {
+    if bytes.get(p) != Some(&b'"') {
+        return None;
+    }
+    let len = bytes[p + 1..].iter().position(|&b| !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\')?;
+    (bytes[p + 1 + len] == b'"').then_some(p + len + 2)
+}
+
+/// The end of a JSON integer (`-?(0|[1-9][0-9]*)`) at `bytes[p..]`, or `None` if there is none or a fraction
+/// or exponent follows (a number serde reads otherwise).
+fn integer_end(bytes: &[u8], p: usize) -> Option<usize> {
+    let start = p + usize::from(bytes.get(p) == Some(&b'-'));
+    let digits = bytes.get(start..)?.iter().take_while(|b| b.is_ascii_digit()).count();
+    let end = start + digits;
+    let valid = digits == 1 || (digits > 1 && bytes[start] != b'0');
+    (valid && !matches!(bytes.get(end), Some(b'.' | b'e' | b'E'))).then_some(end)
+}
+
+/// The end of a timestamp written exactly as QEMU writes it, `{"seconds": S, "microseconds": M}`, or `None`.
+fn timestamp_end(bytes: &[u8], p: usize) -> Option<usize> {
+    const SECONDS: &[u8] = b"{\"seconds\": ";
+    const MICROSECONDS: &[u8] = b", \"microseconds\": ";
+    let q = p + SECONDS.len();
+    if !bytes[p..].starts_with(SECONDS) {
+        return None;
+    }
+    let q = integer_end(bytes, q)?;
+    if !bytes[q..].starts_with(MICROSECONDS) {
+        return None;
+    }
+    let q = integer_end(bytes, q + MICROSECONDS.len())?;
+    (bytes.get(q) == Some(&b'}')).then_some(q + 1)
+}
+
+/// The position of the first byte at or after `p` that is not JSON whitespace.
+fn skip_ws(bytes: &[u8], mut p: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\t' | b'\r') = bytes.get(p) {
+        p += 1;
+    }
+    p
+}
+
+/// The value of a timestamp written exactly as QEMU writes it, when serde would read the same; `None` for
+/// anything else (which serde then reads).
+fn qemu_timestamp(raw: &[u8]) -> Option<Timestamp> {
+    let rest = raw.strip_prefix(b"{\"seconds\": ")?;
+    let (seconds, rest) = small_int(rest)?;
+    let rest = rest.strip_prefix(b", \"microseconds\": ")?;
+    let (microseconds, rest) = small_int(rest)?;
+    (rest == b"}").then_some(Timestamp { seconds, microseconds })
+}
+
+/// A JSON integer of at most 18 digits at the start of `s`, and what follows it; `None` for anything serde
+/// would not read as that `i64`: more digits, a fraction or exponent, and `-0` (a float for serde_json).
+fn small_int(s: &[u8]) -> Option<(i64, &[u8])> {
+    let end = integer_end(s, 0)?;
+    let (negative, digits) = match s[..end].strip_prefix(b"-") {
+        Some(digits) => (true, digits),
+        None => (false, &s[..end]),
+    };
+    if digits.len() > 18 || (negative && digits == b"0") {
+        return None;
+    }
+    let value = digits.iter().fold(0i64, |v, &d| v * 10 + i64::from(d - b'0'));
+    Some((if negative { -value } else { value }, &s[end..]))
 }
 
 #[cfg(test)]
@@ -242,6 +439,80 @@ mod tests {
         assert_eq!(e.name, "STOP");
         assert!(e.data.is_none());
         assert_eq!(e.timestamp, Some(Timestamp { seconds: 1700000000, microseconds: 123456 }));
+    }
+
+    /// The fast path gives serde's answer or none, on QEMU's messages and on mutations of them.
+    #[test]
+    fn fast_path_agrees_with_serde() {
+        let bases: &[&str] = &[
+            r#"{"return": {}, "id": 12}"#,
+            r#"{"timestamp": {"seconds": 1700000000, "microseconds": 123456}, "event": "JOB_STATUS_CHANGE", "data": {"status": "running", "id": "job0"}}"#,
+            r#"{"timestamp": {"seconds": -1, "microseconds": -1}, "event": "STOP"}"#,
+            r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": ""}, "capabilities": ["oob"]}}"#,
+            r#"{"id": "x", "error": {"class": "GenericError", "desc": "d\u00e9j\u00e0"}}"#,
+            r#"{"return": [1, -0, 2.5, true, false, null, "\"", []], "id": null, "x": [{}]}"#,
+            "{\r\n    \"return\": {\r\n    }, \"data\": null, \"timestamp\": null\r\n}",
+        ];
+        let alphabet: &[&[u8]] = &[
+            b"",
+            b" ",
+            b"\"",
+            b"\\",
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b",",
+            b":",
+            b"0",
+            b"-",
+            b".",
+            b"e",
+            b"1",
+            b"n",
+            b"\x7f",
+            b"\x01",
+            b"\xc3\xa9",
+            b"\xff",
+            b"\"id\": 1, ",
+            b"\"event\": \"E\", ",
+            b"\"data\": null, ",
+        ];
+        let mut checked = 0;
+        for base in bases {
+            let base = base.as_bytes();
+            let mut variants = vec![base.to_vec()];
+            for at in 0..=base.len() {
+                for piece in alphabet {
+                    for cut in 0..2 {
+                        let mut v = base[..at].to_vec();
+                        v.extend_from_slice(piece);
+                        v.extend_from_slice(&base[(at + cut).min(base.len())..]);
+                        variants.push(v);
+                    }
+                }
+            }
+            for v in &variants {
+                let serde = serde_json::from_slice::<Envelope<'_>>(v).map(Members::from);
+                if let Some(fast) = read_members(v) {
+                    checked += 1;
+                    assert_eq!(Ok(&fast), serde.as_ref().map_err(|_| ()), "{}", String::from_utf8_lossy(v));
+                }
+                if let Some(raw) = serde.as_ref().ok().and_then(|m| m.timestamp) {
+                    let fast = qemu_timestamp(raw.as_bytes());
+                    assert!(fast.is_none() || fast == serde_json::from_str(raw).ok(), "{raw}");
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+        for (raw, want) in [
+            (r#"{"seconds": -0, "microseconds": 1}"#, None),
+            (r#"{"seconds": 1e3, "microseconds": 1}"#, None),
+            (r#"{"seconds": 1234567890123456789, "microseconds": 1}"#, None),
+            (r#"{"seconds": -5, "microseconds": 0}"#, Some(Timestamp { seconds: -5, microseconds: 0 })),
+        ] {
+            assert_eq!(qemu_timestamp(raw.as_bytes()), want, "{raw}");
+        }
     }
 
     #[test]
