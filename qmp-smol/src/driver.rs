@@ -392,6 +392,9 @@ impl<T: Transport> Conn<T> {
         true
     }
 
+    /// Fires the core's deadlines. The timer is only moved earlier, never later: command deadlines mostly
+    /// arrive in increasing order, so a timer armed for the oldest one fires (harmlessly) early at worst, and is
+    /// then re-armed, instead of being reset for every command.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
         if self.phase != Phase::Running {
             return false;
@@ -400,27 +403,31 @@ impl<T: Transport> Conn<T> {
             return false;
         };
         if at <= Instant::now() {
-            self.armed = None;
             self.core.handle_timeout(Instant::now());
             self.after_core();
             return true;
         }
-        let timer = match &mut self.timer {
-            Some(timer) => {
-                if self.armed != Some(at) {
-                    timer.as_mut().reset(at);
-                }
-                timer
+        let target = match (self.armed, &mut self.timer) {
+            (Some(armed), Some(_)) if armed <= at => armed,
+            (_, Some(timer)) => {
+                timer.as_mut().reset(at);
+                at
             }
-            None => self.timer.insert(self.runtime.new_timer(at)),
+            (_, None) => {
+                self.timer = Some(self.runtime.new_timer(at));
+                at
+            }
         };
-        self.armed = Some(at);
+        self.armed = Some(target);
+        let Some(timer) = self.timer.as_mut() else {
+            return false;
+        };
         if timer.as_mut().poll(cx).is_pending() {
             return false;
         }
         // A fired timer is re-armed before it is polled again; the instant it was armed for has passed.
         self.armed = None;
-        self.core.handle_timeout(Instant::now().max(at));
+        self.core.handle_timeout(Instant::now().max(target));
         self.after_core();
         true
     }

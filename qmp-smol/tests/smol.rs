@@ -5,3 +5,18 @@ mod common;
 mod suite;
 
 crate::suite!(common::Smol);
+
+/// smol's own unix stream (async-net) through `from_stream`.
+#[test]
+fn smol_native_unix_stream() {
+    use qmp_smol::Qmp;
+    use qmp_tests::{require, servers::QemuServer};
+    let server = require!(QemuServer::storage_daemon());
+    common::run::<common::Smol, _>(std::time::Duration::from_secs(30), async move {
+        let stream = smol::net::unix::UnixStream::connect(server.socket_path()).await.expect("connect");
+        let qmp = Qmp::from_stream(stream, qmp_smol::Options::default()).await.expect("handshake");
+        let v: serde_json::Value = qmp.execute("query-version", ()).await.expect("query-version");
+        assert_eq!(v["qemu"]["major"], 10);
+        qmp.close().await;
+    });
+}

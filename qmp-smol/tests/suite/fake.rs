@@ -172,3 +172,36 @@ pub fn pending_limit_makes_callers_wait<R: Rt>() {
         qmp.close().await;
     });
 }
+
+pub fn timeouts_fire_in_deadline_order<R: Rt>() {
+    let server = FakeServer::spawn(vec![Step::SendGreeting, Step::AnswerNegotiation, Step::Silence]);
+    let path = server.socket_path().to_owned();
+    run::<R, _>(LIMIT, async move {
+        let qmp = Qmp::connect_unix(&path, R::options()).await.expect("connect");
+        // A long deadline first: the timer is armed for it; shorter ones after it must still fire on time.
+        let long = {
+            let qmp = qmp.clone();
+            R::spawn(async move { qmp.execute_with_timeout::<Value>("long", (), Some(Duration::from_secs(30))).await })
+        };
+        R::sleep(Duration::from_millis(20)).await;
+        for ms in [300u64, 150, 50] {
+            let started = Instant::now();
+            match qmp.execute_with_timeout::<Value>("short", (), Some(Duration::from_millis(ms))).await {
+                Err(Error::TimedOut) => {}
+                other => panic!("{other:?}"),
+            }
+            let took = started.elapsed();
+            assert!(took >= Duration::from_millis(ms), "{ms} ms deadline fired after {took:?}");
+            assert!(took < Duration::from_millis(ms + 2000), "{ms} ms deadline fired after {took:?}");
+        }
+        // Two at once: both end, the shorter first.
+        let (a, b) = futures_lite::future::zip(
+            qmp.execute_with_timeout::<Value>("a", (), Some(Duration::from_millis(200))),
+            qmp.execute_with_timeout::<Value>("b", (), Some(Duration::from_millis(100))),
+        )
+        .await;
+        assert!(matches!((a, b), (Err(Error::TimedOut), Err(Error::TimedOut))));
+        qmp.close().await;
+        assert!(matches!(long.await, Err(Error::Connection(ConnectionError::Local))));
+    });
+}

@@ -37,6 +37,7 @@ macro_rules! suite {
             fake::event_flood_with_a_stalled_subscriber,
             fake::garbage_is_reported_and_the_session_survives,
             fake::pending_limit_makes_callers_wait,
+            fake::timeouts_fire_in_deadline_order,
         );
     };
     (@tests $rt:ty; $($module:ident :: $name:ident),* $(,)?) => {
