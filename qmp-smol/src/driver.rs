@@ -58,6 +58,7 @@ impl Driver {
     }
 
     /// The boxed future, to hand to [`Runtime::spawn`].
+    #[cfg(any(feature = "smol", feature = "async-std"))]
     pub(crate) fn into_inner(self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         self.inner
     }
@@ -67,6 +68,8 @@ impl Driver {
 const READ_BUFFER: usize = 64 * 1024;
 /// Turns of the loop in one poll before yielding to other tasks.
 const TURNS_PER_POLL: usize = 64;
+/// The tracing target of wire traffic (TRACE), so it can be switched on alone: `qmp_smol::wire=trace`.
+const WIRE: &str = "qmp_smol::wire";
 /// Longest excerpt of wire traffic in one TRACE record.
 const TRACE_EXCERPT: usize = 4096;
 
@@ -183,7 +186,8 @@ impl<T: Transport> Conn<T> {
         }
         if self.out.len() > before {
             if tracing::enabled!(tracing::Level::TRACE) {
-                tracing::trace!(bytes = self.out.len() - before, "-> {}", excerpt(&self.out[before..]));
+                let bytes = self.out.len() - before;
+                tracing::trace!(target: WIRE, bytes, "-> {}", excerpt(&self.out[before..]));
             }
             self.batch_ends.push_back(self.out.len());
         }
@@ -378,7 +382,7 @@ impl<T: Transport> Conn<T> {
             }
             Poll::Ready(Ok(n)) => {
                 if tracing::enabled!(tracing::Level::TRACE) {
-                    tracing::trace!(bytes = n, "<- {}", excerpt(&self.read_buf[..n]));
+                    tracing::trace!(target: WIRE, bytes = n, "<- {}", excerpt(&self.read_buf[..n]));
                 }
                 self.core.handle_input(&self.read_buf[..n]);
             }

@@ -23,6 +23,10 @@ use crate::transport::{Plain, Transport};
 /// so connecting runs the `guest-sync-delimited` handshake (with a random nonce) before anything else.
 /// Clone it freely: all clones share one driver.
 ///
+/// qemu-ga 7.2 exits when a client closes its connection while a reply is still unread (the kernel reports
+/// ECONNRESET to its next read): before [`close`](Self::close), let the calls you started finish, or expect the
+/// agent to be gone (a call dropped or timed out on the wire leaves its reply unread until it arrives).
+///
 /// ```no_run
 /// # #[cfg(feature = "smol")]
 /// # fn main() -> Result<(), qmp_smol::Error> { smol::block_on(async {

@@ -20,7 +20,8 @@
 //! - Errors come in the core's tiers: [`Error::Qmp`] (the server rejected this command), [`Error::Usage`]
 //!   (the call was wrong, nothing sent), [`Error::TimedOut`] (this command only), [`Error::Connection`]
 //!   (over, sticky).
-//! - Logging through `tracing`: wire traffic at TRACE, connection lifecycle at DEBUG; nothing is printed.
+//! - Logging through `tracing`: wire traffic at TRACE (target `qmp_smol::wire`), connection lifecycle at DEBUG
+//!   (in a `qmp_smol` span per connection); nothing is printed.
 //!
 //! # Runtimes
 //! Features pick the runtime that spawns the driver and times it: `smol` (default) and `async-std` (deprecated
