@@ -293,12 +293,12 @@ pub fn dropped_futures_never_desync<R: Rt>() {
         let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         // Many tasks each start calls and drop some of them at different points: before the first poll, right
         // after it (the request is queued), or after a short wait (on the wire, or answered and unread).
-        let tasks: Vec<_> = (0..16u64)
+        let tasks: Vec<_> = (0..32u64)
             .map(|task| {
                 let qmp = qmp.clone();
                 R::spawn(async move {
                     let mut state = task.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-                    for i in 0..40 {
+                    for i in 0..100 {
                         state ^= state << 13;
                         state ^= state >> 7;
                         state ^= state << 17;
