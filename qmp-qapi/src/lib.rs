@@ -24,15 +24,20 @@
 //!
 //! # Versions
 //! `qapi-qmp` 0.15 carries QEMU 9.1's schema and `qapi-qga` 0.13 its guest-agent schema. Replies of other QEMU
-//! versions deserialize as long as the members the schema marks as required are there: a newer QEMU's extra
-//! members are ignored, but a member the schema requires and an older or newer QEMU does not send fails with
-//! [`serde_json::Error`] (the adapters report it as a decode error; the untyped `execute` still works).
-//! Checked against real servers by `qmp-tokio`'s tests: `query-version`, `query-status`, `query-commands`,
-//! `query-block-jobs`, `query-yank`, `query-fdsets`, `add-fd` and the `STOP`/`RESUME` events on
-//! qemu-system-x86_64 7.2, `query-version`, `query-named-block-nodes`, `blockdev-add` and `JOB_STATUS_CHANGE`
-//! on qemu-storage-daemon 10.0, and `guest-info`, `guest-ping` and `guest-get-time` on qemu-ga 7.2 all
-//! deserialized. One known gap: an event whose timestamp is QEMU's "no clock" marker (-1, -1) does not fit
-//! `qapi-spec`'s unsigned `Timestamp`, so [`qmp_event`] fails for it; the raw event is still there.
+//! versions deserialize as long as they fit that schema: a newer QEMU's extra members are ignored, but a member the
+//! schema requires and the server does not send, or an enum value the schema no longer (or not yet) has, fails
+//! with a [`serde_json::Error`] (the adapters report a decode error; the untyped `execute` of the same command
+//! still works). Checked against real servers by `qmp-tokio`'s tests:
+//!
+//! | server | deserialized | failed |
+//! |---|---|---|
+//! | qemu-system-x86_64 7.2 (`-M none`) | `query-version`, `query-status`, `query-commands`, `query-qmp-schema`, `query-kvm`, `query-yank` (OOB), `query-fdsets`, `query-block-jobs`, `query-chardev`, `query-name`, `query-iothreads`, `query-current-machine`, `query-migrate-parameters`, and 40 more argument-less queries; `STOP`/`RESUME` events | `query-machines` (missing `acpi`, added in 8.0), `query-migrate-capabilities` (unknown variant `compress`, removed in 9.1), `query-sev` (missing `sev-type`, added in 9.1) |
+//! | qemu-storage-daemon 10.0 | `query-version`, `query-qmp-schema`, `query-commands`, `query-named-block-nodes`, `query-block-jobs`, `query-block-exports`, every other argument-less query it has; `JOB_STATUS_CHANGE` events | none found |
+//! | qemu-storage-daemon 7.2 | every argument-less query it has | none found |
+//! | qemu-ga 7.2 | `guest-ping`, `guest-info`, `guest-get-time`, `guest-sync` | none found |
+//!
+//! One more gap: an event whose timestamp is QEMU's "no clock" marker (-1, -1) does not fit `qapi-spec`'s
+//! unsigned `Timestamp`, so [`qmp_event`] fails for it; the raw event is still there.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

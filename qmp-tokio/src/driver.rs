@@ -163,6 +163,10 @@ impl<T: Transport> Driver<T> {
                 }
             }
             ClientEvent::Reply { id, result } => self.answer(id, result.map_err(Error::Qmp)),
+            ClientEvent::Failed { id, error } => {
+                debug!(%id, %error, "command failed");
+                self.answer(id, Err(Error::Request(error)));
+            }
             ClientEvent::TimedOut { id } => {
                 debug!(%id, "command timed out");
                 self.answer(id, Err(Error::TimedOut));

@@ -72,7 +72,7 @@ impl Events {
     }
 
     fn wanted(&self, ev: &ServerEvent) -> bool {
-        self.names.as_ref().map_or(true, |names| names.contains(&ev.name))
+        self.names.as_ref().is_none_or(|names| names.contains(&ev.name))
     }
 }
 

@@ -119,7 +119,8 @@ pub use listener::Listener;
 pub use options::Options;
 pub use qmp::{AddFdInfo, Qmp};
 pub use qmp_proto::{
-    ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, ServerEvent, Timestamp, UsageError, Version,
+    ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError,
+    Version,
 };
 /// Typed commands and events (feature `qapi`): the adapter-neutral [`qmp_qapi`] crate, with `qapi_qmp`,
 /// `qapi_qga` and `qapi_spec` inside.

@@ -10,7 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 /// Options for tests against real servers: generous command timeout, short connect timeout.
 pub fn options() -> qmp_tokio::Options {
-    qmp_tokio::Options::default().connect_timeout(Duration::from_secs(10)).command_timeout(Some(Duration::from_secs(30)))
+    qmp_tokio::Options::default()
+        .connect_timeout(Duration::from_secs(10))
+        .command_timeout(Some(Duration::from_secs(30)))
 }
 
 /// A QEMU 10 greeting offering `oob`.
@@ -20,15 +22,23 @@ pub const GREETING: &str = r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor":
 pub struct Peer {
     pub io: DuplexStream,
     buf: Vec<u8>,
+    /// 0xFF bytes seen between the client's values (guest-agent resynchronisation).
+    pub sync_bytes: usize,
 }
 
 impl Peer {
     /// A connected pair: the client's end and the server's.
     pub fn pair() -> (DuplexStream, Peer) {
         let (client, server) = tokio::io::duplex(1 << 20);
-        (client, Peer { io: server, buf: Vec::new() })
+        (client, Peer { io: server, buf: Vec::new(), sync_bytes: 0 })
     }
 
+    /// Writes raw bytes.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.io.write_all(bytes).await.expect("peer write");
+    }
+
+    /// Writes `text` and CRLF.
     pub async fn send(&mut self, text: &str) {
         self.io.write_all(text.as_bytes()).await.expect("peer write");
         self.io.write_all(b"\r\n").await.expect("peer write");
@@ -37,7 +47,8 @@ impl Peer {
     /// The next command the client sent; `None` at EOF.
     pub async fn recv(&mut self) -> Option<Value> {
         loop {
-            let start = self.buf.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(self.buf.len());
+            let start = self.buf.iter().position(|b| !b.is_ascii_whitespace() && *b != 0xFF).unwrap_or(self.buf.len());
+            self.sync_bytes += self.buf[..start].iter().filter(|b| **b == 0xFF).count();
             self.buf.drain(..start);
             let mut values = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
             match values.next() {
