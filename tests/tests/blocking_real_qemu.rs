@@ -219,10 +219,12 @@ fn guest_agent_sync_info_ping() {
 fn guest_agent_second_connection_resyncs() {
     let server = require!(QemuServer::guest_agent());
     {
-        // Leave a half-written command behind, as a crashed client would.
+        // Leave a half-written command behind, as a crashed client would: the agent's parser is stuck in it
+        // until the sync's 0xFF resets it. (A complete command left unanswered would make qemu-ga 7.2 exit on
+        // the reset connection when it writes the reply: see qmp-tests' guest-agent notes.)
         use std::io::Write;
         let mut raw = server.connect().expect("raw connect");
-        raw.write_all(br#"{"execute":"guest-ping","id":"stale"}{"execute":"guest-in"#).expect("write");
+        raw.write_all(br#"{"execute":"guest-in"#).expect("write");
     }
     let mut ga = GuestAgent::connect_unix(server.socket_path(), opts()).expect("sync discards leftovers");
     let ping: Value = ga.execute("guest-ping", ()).expect("guest-ping");
