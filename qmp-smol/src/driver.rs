@@ -22,13 +22,15 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_core::Stream;
-use qmp_proto::{ClientEvent, ConnectionError, RawJson, RequestId, UsageError};
+use qmp_proto::{ConnectionError, RequestId};
 
 use crate::error::Error;
 use crate::events::EventItem;
 use crate::runtime::{AsyncTimer, Runtime};
-use crate::shared::{Args, Control, Op, ReplyTx, Request, Shared};
+use crate::shared::{Control, ReplyTx, Request, Shared};
 use crate::transport::Transport;
+
+mod dispatch;
 
 /// The future that runs a connection: it owns the socket and the protocol state, and ends when the session
 /// does. The convenience constructors spawn it for you; with [`Qmp::with_driver`](crate::Qmp::with_driver)
@@ -165,166 +167,6 @@ impl<T: Transport> Conn<T> {
         // Guest-agent mode is ready at once; QMP has armed its handshake deadline.
         conn.after_core();
         conn
-    }
-
-    // ----- the core's outputs -----------------------------------------------------------------------------
-
-    /// The core's contract, after every call into it: drain events, take what to send (the timer is re-armed
-    /// from `poll_timeout` in [`poll_timer`](Self::poll_timer), later in the same turn).
-    fn after_core(&mut self) {
-        while let Some(event) = self.core.poll_event() {
-            self.on_event(event);
-        }
-        let before = self.out.len();
-        self.core.poll_transmit_with_fds(&mut self.out, &mut self.fd_scratch);
-        for (at, id) in self.fd_scratch.drain(..) {
-            // The descriptor is there unless its caller left after the core chose to send (then the command goes
-            // without one, QEMU refuses it, and the reply is swallowed).
-            if let Some(fd) = self.fds.remove(&id) {
-                self.fd_marks.push_back((at, fd));
-            }
-        }
-        if self.out.len() > before {
-            if tracing::enabled!(tracing::Level::TRACE) {
-                let bytes = self.out.len() - before;
-                tracing::trace!(target: WIRE, bytes, "-> {}", excerpt(&self.out[before..]));
-            }
-            self.batch_ends.push_back(self.out.len());
-        }
-    }
-
-    fn on_event(&mut self, event: ClientEvent) {
-        match event {
-            ClientEvent::Greeting(g) => {
-                tracing::debug!(version = %g.version, capabilities = ?g.capabilities, "QMP greeting");
-                self.shared.set_greeting(g);
-            }
-            ClientEvent::Ready { oob } => {
-                tracing::debug!(oob, "session ready");
-                self.shared.set_ready(oob);
-            }
-            ClientEvent::Reply { id, result } => self.answer(id, result.map_err(Error::Qmp)),
-            ClientEvent::TimedOut { id } => {
-                tracing::debug!(%id, "command timed out");
-                self.answer(id, Err(Error::TimedOut));
-            }
-            ClientEvent::Event(ev) => {
-                tracing::trace!(name = %ev.name, "event");
-                // Never waits: in overflow mode a full channel drops its oldest event and tells the laggards;
-                // with no subscriber the event is dropped.
-                let _ = self.events.try_broadcast(EventItem::Event(ev));
-            }
-            ClientEvent::EventsDropped { count } => {
-                tracing::debug!(count, "events dropped by the core");
-                let _ = self.events.try_broadcast(EventItem::Lagged(count));
-            }
-            ClientEvent::ProtocolViolation(violation) => {
-                tracing::debug!(%violation, "protocol violation (session continues)");
-                self.shared.push_violation(violation);
-            }
-            ClientEvent::Closed(cause) => self.on_closed(cause),
-            other => tracing::debug!(event = ?other, "unhandled core event"),
-        }
-    }
-
-    /// Hands a result to the caller waiting for request `id`, if it still waits.
-    fn answer(&mut self, id: RequestId, result: Result<RawJson, Error>) {
-        self.fds.remove(&id);
-        if let Some(call) = self.calls.remove(&id) {
-            self.tickets.remove(&call.ticket);
-            // A caller that left in the meantime is fine: the core has ended the request either way.
-            let _ = call.reply.try_send(result);
-        }
-    }
-
-    fn on_closed(&mut self, cause: ConnectionError) {
-        tracing::debug!(%cause, pending = self.calls.len(), "connection closed");
-        self.shared.set_closed(cause.clone());
-        for (_, call) in self.calls.drain() {
-            let _ = call.reply.try_send(Err(Error::Connection(cause.clone())));
-        }
-        self.tickets.clear();
-        self.fds.clear();
-        if let Some(req) = self.stalled.take() {
-            let _ = req.reply.try_send(Err(Error::Connection(cause.clone())));
-        }
-        // Subscribers read what was sent, then their streams end.
-        self.events.close();
-        // Later calls fail at once; requests already queued are refused here.
-        self.requests.close();
-        while let Ok(req) = self.requests.try_recv() {
-            let _ = req.reply.try_send(Err(Error::Connection(cause.clone())));
-        }
-        let flush = cause == ConnectionError::Local;
-        let keep = if flush && self.written > self.batch_start {
-            // Finish the batch being written; drop the ones not started (their callers were told "closed").
-            self.batch_ends.front().copied().unwrap_or(self.written)
-        } else {
-            self.written
-        };
-        self.out.truncate(keep);
-        self.fd_marks.retain(|(at, _)| *at < keep);
-        self.phase = Phase::Closing { flush };
-    }
-
-    // ----- inputs ------------------------------------------------------------------------------------------
-
-    /// Gives a request to the core, or parks it when the core has no room.
-    fn submit(&mut self, req: Request) {
-        if req.reply.is_closed() {
-            tracing::trace!(ticket = req.ticket, "request dropped by its caller before it was taken");
-            return;
-        }
-        let result = match &req.op {
-            Op::Execute { name, args, opts, .. } => match args {
-                Args::None => self.core.execute(name, None::<&()>, *opts),
-                Args::Value(value) => self.core.execute(name, Some(&**value), *opts),
-                Args::Raw(raw) => self.core.execute_raw(name, Some(raw), *opts),
-            },
-            Op::Sync { nonce, opts } => {
-                tracing::debug!(nonce, "guest-sync-delimited");
-                self.core.guest_sync(*nonce, *opts)
-            }
-        };
-        match result {
-            Ok(id) => {
-                let Request { op, ticket, reply } = req;
-                if let Op::Execute { fd: Some(fd), .. } = op {
-                    self.fds.insert(id, fd);
-                }
-                self.calls.insert(id, Call { ticket, reply });
-                self.tickets.insert(ticket, id);
-            }
-            Err(UsageError::QueueFull { .. }) => {
-                self.stalled = Some(req);
-                return;
-            }
-            Err(e) => {
-                let _ = req.reply.try_send(Err(e.into()));
-            }
-        }
-        self.after_core();
-    }
-
-    fn on_control(&mut self, control: Control) {
-        match control {
-            Control::Cancel(ticket) => {
-                if let Some(id) = self.tickets.remove(&ticket) {
-                    tracing::trace!(%id, "caller dropped its future: cancelling");
-                    self.calls.remove(&id);
-                    self.fds.remove(&id);
-                    self.core.cancel(id);
-                    self.after_core();
-                } else if self.stalled.as_ref().is_some_and(|r| r.ticket == ticket) {
-                    self.stalled = None;
-                }
-            }
-            Control::Close => {
-                tracing::debug!("close requested");
-                self.core.close();
-                self.after_core();
-            }
-        }
     }
 
     // ----- one turn ----------------------------------------------------------------------------------------
