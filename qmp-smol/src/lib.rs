@@ -11,17 +11,22 @@
 //!   [`from_stream`](Qmp::from_stream) (any `AsyncRead + AsyncWrite`: TLS, vsock, a pipe),
 //!   [`from_unix_stream`](Qmp::from_unix_stream), or a [`Listener`] when QEMU connects to you.
 //!   [`execute`](Qmp::execute), [`execute_raw`](Qmp::execute_raw), [`execute_oob`](Qmp::execute_oob),
-//!   [`execute_with_timeout`](Qmp::execute_with_timeout), [`send_fd`](Qmp::send_fd) (SCM_RIGHTS),
-//!   [`close`](Qmp::close), [`closed`](Qmp::closed), [`connection_error`](Qmp::connection_error).
+//!   [`execute_with_timeout`](Qmp::execute_with_timeout), [`send_fd`](Qmp::send_fd) and
+//!   [`add_fd`](Qmp::add_fd) (SCM_RIGHTS), [`close`](Qmp::close), [`closed`](Qmp::closed),
+//!   [`connection_error`](Qmp::connection_error).
 //! - Events: [`Qmp::events`] / [`Qmp::events_named`] give a [`Stream`](futures_core::Stream) per subscriber;
-//!   each gets every event, a slow one gets an [`EventItem::Lagged`] marker instead of unbounded memory, and the reader
-//!   never waits for anyone (see [`events`] for the exact semantics).
+//!   each gets every event, a slow one gets an [`EventItem::Lagged`] marker instead of unbounded memory, and
+//!   the reader never waits for anyone (see [`events`] for the exact semantics).
 //! - [`GuestAgent`]: qemu-ga, synchronised with `guest-sync-delimited` on connect.
 //! - Errors come in the core's tiers: [`Error::Qmp`] (the server rejected this command), [`Error::Usage`]
 //!   (the call was wrong, nothing sent), [`Error::TimedOut`] (this command only), [`Error::Connection`]
 //!   (over, sticky).
 //! - Logging through `tracing`: wire traffic at TRACE (target `qmp_smol::wire`), connection lifecycle at DEBUG
 //!   (in a `qmp_smol` span per connection); nothing is printed.
+//!
+//! - Typed commands and events (feature `qapi`): `execute_typed` takes any command struct of the `qapi-qmp` /
+//!   `qapi-qga` crates (re-exported as `qmp_smol::qapi`) and returns its typed result;
+//!   `EventItem::to_qapi` gives the typed `qapi_qmp::Event`.
 //!
 //! # Runtimes
 //! Features pick the runtime that spawns the driver and times it: `smol` (default) and `async-std` (deprecated
