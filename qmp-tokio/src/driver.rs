@@ -7,6 +7,10 @@
 //! follows the core's contract: drain `poll_event` (replies to their callers' oneshots, events to the broadcast
 //! channel), take `poll_transmit_with_fds` into the output buffer, re-arm the timer from `poll_timeout`.
 //!
+//! When the session ends on our side (close, every handle dropped, a handshake timeout), the driver shuts the
+//! write half down and reads (discarding) until the server closes too, for at most [`CLOSE_LINGER`]: closing a
+//! socket with unread input resets the connection, and qemu-ga 7.2 exits on a reset.
+//!
 //! File descriptors ride on the one byte the core marks for them: everything before it is written first, then that
 //! byte with the descriptor attached (SCM_RIGHTS), then the rest; the bytes and the descriptor stay in order.
 
@@ -17,6 +21,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use qmp_proto::{ClientEvent, ConnectionError, Greeting, RawJson, RequestId, UsageError};
 use tokio::io::ReadBuf;
@@ -34,6 +39,11 @@ const READ_BUFFER: usize = 64 * 1024;
 
 /// Turns of the loop in one poll before the task yields to others.
 const TURNS_PER_POLL: usize = 64;
+
+/// After a local close, how long the driver keeps reading (and discarding) what the server still sends, until
+/// the server closes its side too. Closing with unread input makes the kernel reset the connection, and
+/// qemu-ga 7.2 exits on that reset.
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// What the handshake ended with: the greeting (QMP) and whether OOB was negotiated.
 #[derive(Debug)]
@@ -77,6 +87,10 @@ pub(crate) struct Driver<T> {
     state: watch::Sender<Option<ConnectionError>>,
     handles_gone: bool,
     closed: bool,
+    /// Closing: the write half is shut down.
+    shut_down: bool,
+    /// Closing: the deadline of the linger.
+    linger: Option<Pin<Box<Sleep>>>,
 }
 
 impl<T> std::fmt::Debug for Driver<T> {
@@ -122,6 +136,8 @@ impl<T: Transport> Driver<T> {
             state: wiring.state,
             handles_gone: false,
             closed: false,
+            shut_down: false,
+            linger: None,
         };
         // The core may have something already: guest-agent mode is ready at once, QMP arms the handshake deadline.
         driver.after_core();
@@ -416,14 +432,46 @@ impl<T: Transport> Driver<T> {
         self.after_core();
     }
 
-    /// After the end: refuse what is still queued for us, then let the task finish (dropping the socket).
-    fn finish(&mut self) {
+    /// After the end: refuse what is still queued for us.
+    fn refuse_requests(&mut self) {
         self.requests.close();
         let cause = self.core.connection_error().cloned().unwrap_or(ConnectionError::Local);
         while let Ok(req) = self.requests.try_recv() {
             let _ = req.reply.send(Err(Error::Connection(cause.clone())));
         }
-        debug!("driver finished");
+    }
+
+    /// After the end, unless the server already closed: shut the write half down, then read and discard until
+    /// the server closes too (or [`CLOSE_LINGER`] passes), so the socket is never closed with unread input.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.read_done {
+            return Poll::Ready(());
+        }
+        if !self.shut_down {
+            if let Poll::Ready(result) = self.io.poll_shutdown(cx) {
+                trace!(?result, "write half shut down");
+                self.shut_down = true;
+            }
+        }
+        if self.shut_down {
+            for _ in 0..TURNS_PER_POLL {
+                let mut buf = ReadBuf::new(&mut self.read_buf);
+                match self.io.poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                        trace!(target: "qmp_tokio::wire", "<- (discarded) {}", String::from_utf8_lossy(buf.filled()));
+                    }
+                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Poll::Ready(_) => return Poll::Ready(()),
+                    Poll::Pending => break,
+                }
+            }
+        }
+        let linger = self.linger.get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_LINGER)));
+        if linger.as_mut().poll(cx).is_ready() {
+            debug!("the server did not close its side in time");
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 
@@ -433,16 +481,20 @@ impl<T: Transport> Future for Driver<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         for _ in 0..TURNS_PER_POLL {
+            if this.closed {
+                this.refuse_requests();
+                let done = this.poll_linger(cx);
+                if done.is_ready() {
+                    debug!("driver finished");
+                }
+                return done;
+            }
             let mut progress = this.poll_control(cx);
             progress |= this.poll_requests(cx);
             progress |= this.poll_timer(cx);
             progress |= this.poll_read(cx);
             progress |= this.poll_write(cx);
-            if this.closed {
-                this.finish();
-                return Poll::Ready(());
-            }
-            if !progress {
+            if !progress && !this.closed {
                 return Poll::Pending;
             }
         }

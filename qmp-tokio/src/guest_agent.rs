@@ -144,9 +144,11 @@ impl GuestAgent {
     }
 
     /// Closes the connection and waits until it is closed; pending commands end with [`ConnectionError::Local`].
+    /// The write half is shut down first and the agent's remaining output read until it closes its side (at most
+    /// 1 s): qemu-ga 7.2 exits when a client's close resets the connection with a reply still unread.
     ///
     /// # Cancel safety
-    /// Cancel-safe: the close is requested at the first poll.
+    /// Cancel-safe: the close is requested at the first poll and completes even if the future is dropped.
     pub async fn close(&self) {
         self.handle.close().await
     }

@@ -138,9 +138,12 @@ impl Handle {
         cause.unwrap_or_else(|| ConnectionError::Transport("the driver task stopped".into()))
     }
 
+    /// Closes, and waits until the driver has finished with the socket.
     pub(crate) async fn close(&self) {
         let _ = self.control.send(Control::Close);
-        self.closed().await;
+        let mut state = self.state.clone();
+        // The driver drops the sender when it ends.
+        while state.changed().await.is_ok() {}
     }
 
     pub(crate) fn events(&self, names: Option<Arc<[String]>>) -> Events {

@@ -262,10 +262,12 @@ impl Qmp {
     }
 
     /// Closes the connection and waits until it is closed. Commands still pending end with
-    /// [`ConnectionError::Local`]; later calls fail with it too.
+    /// [`ConnectionError::Local`] at once; later calls fail with it too. The socket is closed gracefully: the
+    /// write half is shut down, and what the server still sends is read and discarded until it closes its side
+    /// (at most 1 s), so the server never sees a reset.
     ///
     /// # Cancel safety
-    /// Cancel-safe: the close is requested at the first poll and happens even if the future is dropped.
+    /// Cancel-safe: the close is requested at the first poll and completes even if the future is dropped.
     pub async fn close(&self) {
         self.handle().close().await
     }

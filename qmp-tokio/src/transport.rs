@@ -16,6 +16,8 @@ pub(crate) trait Transport: Send + Unpin + 'static {
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>>;
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Shuts the write half down (the peer reads EOF).
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Writes the one byte `byte` with `fd` attached. Returns how many bytes were written (0 or 1).
     fn poll_write_fd(&mut self, cx: &mut Context<'_>, byte: u8, fd: BorrowedFd<'_>) -> Poll<io::Result<usize>>;
 }
@@ -37,6 +39,10 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for Plain<S> 
         Pin::new(&mut self.0).poll_flush(cx)
     }
 
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
     fn poll_write_fd(&mut self, _: &mut Context<'_>, _: u8, _: BorrowedFd<'_>) -> Poll<io::Result<usize>> {
         Poll::Ready(Err(io::Error::new(io::ErrorKind::Unsupported, "file descriptors need a unix socket")))
     }
@@ -53,6 +59,10 @@ impl Transport for UnixStream {
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(self).poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_shutdown(cx)
     }
 
     fn poll_write_fd(&mut self, cx: &mut Context<'_>, byte: u8, fd: BorrowedFd<'_>) -> Poll<io::Result<usize>> {

@@ -239,6 +239,12 @@ async fn send_fd_and_add_fd() {
     let again = qmp.execute::<Value>("closefd", json!({"fdname": "named0"})).await.unwrap_err();
     assert!(matches!(&again, Error::Qmp(e) if e.desc.contains("not found")), "{again}");
 
+    // Slow in-band commands alongside: QEMU's monitor thread reads ahead while its main loop is busy.
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let qmp = qmp.clone();
+        slow.push(tokio::spawn(async move { qmp.execute::<Vec<Value>>("query-qmp-schema", ()).await.unwrap().len() }));
+    }
     let mut tasks = Vec::new();
     for i in 0..6u64 {
         let qmp = qmp.clone();
@@ -254,6 +260,9 @@ async fn send_fd_and_add_fd() {
     for task in tasks {
         let (info, path) = task.await.unwrap();
         assert_eq!(fd_target(pid, info.fd), path, "fd set {} holds the file its caller passed", info.fdset_id);
+    }
+    for task in slow {
+        assert!(task.await.unwrap() > 100);
     }
     let sets: Vec<Value> = qmp.execute("query-fdsets", ()).await.unwrap();
     assert_eq!(sets.len(), 6, "{sets:?}");
@@ -338,4 +347,55 @@ async fn options_are_applied() {
     assert!(matches!(result, Err(Error::Request(qmp_tokio::RequestError::ReplyTooLarge { .. }))), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
     qmp.execute::<Value>("query-version", ()).await.unwrap();
+}
+
+/// The QEMU behaviour behind the one-descriptor-at-a-time rule, shown without the adapter: with OOB negotiated,
+/// three `add-fd`s pipelined by hand, each behind its own descriptor, do not each get their own descriptor
+/// (qemu-system 7.2: the first got the last file, the others got none: the monitor thread reads ahead of the
+/// main loop that runs the commands, and each descriptor received replaces the one before). The same sequence
+/// through the adapter,
+/// in `send_fd_and_add_fd`, files every descriptor where its caller asked.
+#[test]
+fn qemu_keeps_only_the_latest_descriptor_when_commands_are_pipelined() {
+    use std::io::{BufRead, BufReader, IoSlice, Write};
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsFd;
+
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+
+    let server = require!(QemuServer::system());
+    let stream = server.connect().unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut read = || {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    read();
+    writer.write_all(br#"{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}"#).unwrap();
+    assert_eq!(read(), json!({"return": {}}));
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<_> = (0..3).map(|i| std::fs::File::create(dir.path().join(format!("f{i}"))).unwrap()).collect();
+    // A slow command first keeps QEMU's main loop busy while its monitor thread reads ahead.
+    writer.write_all(br#"{"execute":"query-qmp-schema","id":"slow"}"#).unwrap();
+    for (i, file) in files.iter().enumerate() {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let fds = [file.as_fd()];
+        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+        rustix::net::sendmsg(&writer, &[IoSlice::new(b" ")], &mut control, SendFlags::empty()).unwrap();
+        writer
+            .write_all(format!(r#"{{"execute":"add-fd","arguments":{{"fdset-id":{}}},"id":{i}}}"#, 200 + i).as_bytes())
+            .unwrap();
+    }
+    assert_eq!(read()["id"], "slow");
+    let replies: Vec<Value> = (0..3).map(|_| read()).collect();
+    let filed: Vec<(u64, PathBuf)> = replies
+        .iter()
+        .filter_map(|r| Some((r["return"]["fdset-id"].as_u64()?, fd_target(server.pid(), r["return"]["fd"].as_i64()?))))
+        .collect();
+    let own = filed.iter().filter(|(set, path)| *path == dir.path().join(format!("f{}", set - 200))).count();
+    assert!(own < 3, "every pipelined add-fd got its own descriptor after all: {replies:?} {filed:?}");
 }
