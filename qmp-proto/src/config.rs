@@ -185,4 +185,9 @@ impl ExecuteOptions {
         self.pass_fd = true;
         self
     }
+
+    /// The deadline, if any (adapters that hold a command back before handing it to the core honour it too).
+    pub fn get_deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
 }
