@@ -1,13 +1,14 @@
 //! [`Error`]: everything a call can fail with, in the core's three tiers plus I/O, decoding and fd passing (the
 //! same variants as `qmp-tokio`'s).
 
-use qmp_proto::{ConnectionError, QmpError, UsageError};
+use qmp_proto::{ConnectionError, QmpError, RequestError, UsageError};
 
 /// Why a call failed.
 ///
 /// - [`Error::Qmp`]: the server rejected this command; the connection is fine.
 /// - [`Error::Usage`]: the call was wrong (bad arguments, OOB not negotiated, too many pending); nothing was sent.
 /// - [`Error::TimedOut`]: this command got no reply in time; its late reply will be ignored.
+/// - [`Error::Request`]: this command failed on the client side (its reply was over the size limit).
 /// - [`Error::Decode`]: the reply arrived but did not fit the requested type.
 /// - [`Error::Connection`]: the connection is over; every later call returns the same cause.
 /// - [`Error::Connect`]: the socket could not be opened at all.
@@ -21,6 +22,9 @@ pub enum Error {
     /// The caller misused the API; the session is intact.
     #[error(transparent)]
     Usage(UsageError),
+    /// The command failed on this side, for example its reply was over the size limit.
+    #[error(transparent)]
+    Request(#[from] RequestError),
     /// The command's deadline passed.
     #[error("command timed out")]
     TimedOut,

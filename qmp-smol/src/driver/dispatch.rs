@@ -48,6 +48,10 @@ impl<T: Transport> Conn<T> {
                 self.shared.set_ready(oob);
             }
             ClientEvent::Reply { id, result } => self.answer(id, result.map_err(Error::Qmp)),
+            ClientEvent::Failed { id, error } => {
+                tracing::debug!(%id, %error, "command failed");
+                self.answer(id, Err(Error::Request(error)));
+            }
             ClientEvent::TimedOut { id } => {
                 tracing::debug!(%id, "command timed out");
                 self.answer(id, Err(Error::TimedOut));
