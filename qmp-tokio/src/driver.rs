@@ -157,7 +157,16 @@ impl<T: Transport> Driver<T> {
                 self.fd_marks.push_back((at, fd));
             }
         }
-        let next = self.core.poll_timeout();
+        self.rearm();
+    }
+
+    /// Arms the timer for the earliest deadline: the core's, or the stalled request's.
+    fn rearm(&mut self) {
+        let stalled = self.stalled.as_ref().and_then(Request::deadline);
+        let next = match (self.core.poll_timeout(), stalled) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if next != self.armed {
             self.armed = next;
             if let Some(at) = next {
@@ -267,7 +276,9 @@ impl<T: Transport> Driver<T> {
                 self.tickets.insert(ticket, id);
             }
             Err(UsageError::QueueFull { .. }) => {
+                // Backpressure: the request waits (honouring its deadline) and no new one is taken meanwhile.
                 self.stalled = Some(req);
+                self.rearm();
                 return;
             }
             Err(e) => {
@@ -344,7 +355,14 @@ impl<T: Transport> Driver<T> {
             return false;
         }
         self.armed = None;
-        self.core.handle_timeout(tokio::time::Instant::now().into_std());
+        let now = tokio::time::Instant::now().into_std();
+        if self.stalled.as_ref().and_then(Request::deadline).is_some_and(|at| at <= now) {
+            if let Some(req) = self.stalled.take() {
+                debug!("command timed out waiting for room");
+                let _ = req.reply.send(Err(Error::TimedOut));
+            }
+        }
+        self.core.handle_timeout(now);
         self.after_core();
         true
     }

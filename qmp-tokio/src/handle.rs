@@ -50,6 +50,15 @@ pub(crate) struct Request {
     pub(crate) reply: oneshot::Sender<Result<RawJson, Error>>,
 }
 
+impl Request {
+    /// The command's deadline, if it has one.
+    pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
+        match &self.op {
+            Op::Execute { opts, .. } | Op::Sync { opts, .. } => opts.get_deadline(),
+        }
+    }
+}
+
 /// Messages that must reach the driver without waiting for room (sent from `Drop`).
 #[derive(Debug)]
 pub(crate) enum Control {

@@ -418,3 +418,64 @@ async fn connect_tcp() {
     assert_eq!(qmp.execute::<Value>("query-status", ()).await.unwrap(), json!({}));
     server.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn beyond_max_pending_calls_wait_for_room_and_keep_their_deadline() {
+    let (qmp, mut peer) = connected(Options::default().max_pending(2).max_in_flight(8)).await;
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let qmp = qmp.clone();
+        tasks.push(tokio::spawn(async move { qmp.execute::<Value>("q", json!({ "n": i })).await }));
+    }
+    // Only two reach the wire; the others wait for room instead of failing.
+    let first = peer.recv().await.unwrap();
+    let second = peer.recv().await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(100), peer.recv()).await.is_err());
+    peer.reply(&first, &first["arguments"].to_string()).await;
+    peer.reply(&second, &second["arguments"].to_string()).await;
+    for _ in 0..3 {
+        let cmd = peer.recv().await.unwrap();
+        peer.reply(&cmd, &cmd["arguments"].to_string()).await;
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap().unwrap(), json!({ "n": i }));
+    }
+
+    // A server that answers nothing: the two on the wire time out and stay pending (their replies may still
+    // come), so the third waits for room until its own deadline.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let qmp = qmp.clone();
+        tasks.push(tokio::spawn(async move {
+            qmp.execute_with_timeout::<Value>("hang", (), Some(Duration::from_secs(5))).await
+        }));
+    }
+    for task in tasks {
+        assert!(matches!(task.await.unwrap(), Err(Error::TimedOut)));
+    }
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+}
+
+#[test]
+fn handles_are_clone_send_sync_and_futures_send() {
+    fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+    fn send<T: Send>(_: &T) {}
+    clone_send_sync::<Qmp>();
+    clone_send_sync::<GuestAgent>();
+    fn send_unpin<T: Send + Unpin + 'static>() {}
+    send_unpin::<qmp_tokio::Events>();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (io, _peer) = Peer::pair();
+    let connect = Qmp::from_stream(io, Options::default());
+    send(&connect);
+    drop(connect);
+    drop(rt);
+    fn execute_is_send(qmp: &Qmp) {
+        send(&qmp.execute::<Value>("x", ()));
+        send(&qmp.execute_oob::<Value>("x", ()));
+        send(&qmp.send_fd("x", std::io::stdin()));
+        send(&qmp.close());
+    }
+    let _ = execute_is_send;
+}
