@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use qmp_proto::{Config, ExecuteOptions, Greeting, ProtocolViolation, RawJson, ServerEvent};
+use qmp_proto::{Config, ExecuteOptions, Greeting, ProtocolViolation, RawJson, RequestId, ServerEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -13,6 +13,11 @@ use crate::driver::Driver;
 use crate::error::Error;
 use crate::options::Options;
 use crate::transport::Transport;
+
+/// A command sent with [`Client::submit`]; [`Client::wait`] collects its reply.
+#[derive(Debug)]
+#[must_use = "collect the reply with Client::wait, or give it up with Client::cancel"]
+pub struct Pending(RequestId);
 
 /// A blocking QMP client over any [`Transport`] (a `UnixStream` or `TcpStream` by default).
 ///
@@ -112,6 +117,42 @@ impl<S: Transport> Client<S> {
         timeout: Option<Duration>,
     ) -> Result<T, Error> {
         Ok(self.run(command, &args, ExecuteOptions::new(), timeout)?.deserialize()?)
+    }
+
+    /// Sends a command without waiting for its reply, so that several can be on the wire at once (QEMU works
+    /// on up to 8 when OOB is negotiated; more wait here, in order). Collect each reply with
+    /// [`wait`](Self::wait), in any order, or give it up with [`cancel`](Self::cancel); a reply never collected
+    /// is kept until the client is dropped.
+    ///
+    /// ```no_run
+    /// # let mut qmp = qmp_blocking::Client::connect_unix("/tmp/qmp.sock", Default::default())?;
+    /// let pending: Vec<_> = ["query-status", "query-version", "query-block"]
+    ///     .into_iter()
+    ///     .map(|cmd| qmp.submit(cmd, ()))
+    ///     .collect::<Result<_, _>>()?;
+    /// for p in pending {
+    ///     println!("{}", qmp.wait(p)?);
+    /// }
+    /// # Ok::<(), qmp_blocking::Error>(())
+    /// ```
+    pub fn submit(&mut self, command: &str, args: impl Serialize) -> Result<Pending, Error> {
+        let opts = self.deadline(ExecuteOptions::new(), self.options.command_timeout);
+        let id = self.driver.core.execute(command, Some(&args), opts)?;
+        self.driver.flush();
+        Ok(Pending(id))
+    }
+
+    /// Waits for the reply of a command sent with [`submit`](Self::submit).
+    pub fn wait(&mut self, pending: Pending) -> Result<RawJson, Error> {
+        self.driver.wait(pending.0)
+    }
+
+    /// Gives up on a command sent with [`submit`](Self::submit): its reply, whenever it comes, is dropped.
+    pub fn cancel(&mut self, pending: Pending) {
+        if !self.driver.core.cancel(pending.0) {
+            self.driver.outcomes.remove(&pending.0);
+        }
+        self.driver.flush();
     }
 
     fn run(

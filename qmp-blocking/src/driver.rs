@@ -86,6 +86,11 @@ impl<S: Transport> Driver<S> {
         }
     }
 
+    /// Writes what the core has to send now (and takes in its pending events).
+    pub(crate) fn flush(&mut self) {
+        self.drain();
+    }
+
     /// Moves the core's outputs into local state and writes what it has to send.
     fn drain(&mut self) {
         while let Some(event) = self.core.poll_event() {

@@ -33,7 +33,7 @@ mod guest_agent;
 mod options;
 mod transport;
 
-pub use client::Client;
+pub use client::{Client, Pending};
 pub use error::Error;
 pub use guest_agent::GuestAgent;
 pub use options::Options;

@@ -237,3 +237,22 @@ fn qmp_client_on_a_guest_agent_socket_times_out() {
     let res = Client::connect_unix(server.socket_path(), opts().connect_timeout(Duration::from_millis(300)));
     assert!(matches!(res, Err(Error::Connection(ConnectionError::GreetingTimeout))), "{res:?}");
 }
+
+#[test]
+fn qsd10_submit_many_then_wait_in_any_order() {
+    let server = require!(QemuServer::storage_daemon());
+    let mut qmp = Client::connect_unix(server.socket_path(), opts()).expect("connect");
+    // Unknown command names come back in the error text: each reply says whose it is.
+    let pending: Vec<_> = (0..20).map(|i| qmp.submit(&format!("no-such-{i}"), ()).expect("submit")).collect();
+    let mut pending: Vec<_> = pending.into_iter().enumerate().collect();
+    let (_, skipped) = pending.remove(7);
+    qmp.cancel(skipped);
+    for (i, p) in pending.into_iter().rev() {
+        match qmp.wait(p) {
+            Err(Error::Qmp(e)) => assert!(e.desc.contains(&format!("no-such-{i} ")), "{i}: {}", e.desc),
+            other => panic!("{i}: {other:?}"),
+        }
+    }
+    let _: Value = qmp.execute("query-version", ()).expect("still in sync");
+    assert!(qmp.take_violations().is_empty());
+}
