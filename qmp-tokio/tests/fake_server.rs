@@ -45,8 +45,15 @@ async fn flood_with_a_stalled_subscriber() {
     let mut server = FakeServer::spawn(vec![
         Step::SendGreeting,
         Step::AnswerNegotiation,
-        Step::Flood { count: 200_000, event: event("BLOCK_JOB_READY", Some(r#"{"device": "j0"}"#)) },
-        Step::ReplyTo { ret: r#""after the flood""#.into() },
+        // The flood answers the command, so it starts after the subscription: the events, then the reply.
+        Step::respond(|cmd| {
+            let one = event("BLOCK_JOB_READY", Some(r#"{"device": "j0"}"#));
+            let mut bytes = one.repeat(200_000);
+            bytes.extend_from_slice(
+                format!("{{\"return\": \"after the flood\", \"id\": {}}}\r\n", cmd["id"]).as_bytes(),
+            );
+            bytes
+        }),
         Step::Silence,
     ]);
     let qmp = Qmp::connect_unix(server.socket_path(), Options::default().event_buffer(64)).await.unwrap();
@@ -66,4 +73,48 @@ async fn flood_with_a_stalled_subscriber() {
     assert!(seen <= 64 + 1, "{seen}");
     qmp.close().await;
     server.join().unwrap();
+}
+
+/// `Listener::accept_guest_agent`: the peer connects to us (as QEMU does for a guest agent channel whose chardev
+/// has `server=off`) and answers the sync and a command.
+#[tokio::test]
+async fn listener_accepts_a_guest_agent_channel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let listener = qmp_tokio::Listener::bind(dir.path().join("qga.sock")).unwrap();
+    let path = listener.path().to_owned();
+    let agent = tokio::spawn(async move {
+        let mut sock = tokio::net::UnixStream::connect(path).await.unwrap();
+        let mut buf = Vec::new();
+        let mut answered = 0;
+        while answered < 2 {
+            let mut chunk = [0u8; 1024];
+            let n = sock.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            buf.extend(chunk[..n].iter().filter(|b| **b != 0xFF));
+            let mut values = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
+            let mut consumed = 0;
+            while let Some(Ok(cmd)) = values.next() {
+                consumed = values.byte_offset();
+                let reply = match cmd["execute"].as_str() {
+                    Some("guest-sync-delimited") => {
+                        format!("\u{ff}{{\"return\": {}, \"id\": {}}}\n", cmd["arguments"]["id"], cmd["id"])
+                    }
+                    _ => format!("{{\"return\": {{\"version\": \"fake\"}}, \"id\": {}}}\n", cmd["id"]),
+                };
+                let bytes: Vec<u8> = reply.chars().map(|c| if c == '\u{ff}' { 0xFF } else { c as u8 }).collect();
+                sock.write_all(&bytes).await.unwrap();
+                answered += 1;
+            }
+            buf.drain(..consumed);
+        }
+        // Read until the client closes.
+        while sock.read(&mut [0u8; 64]).await.unwrap() > 0 {}
+    });
+    let ga = listener.accept_guest_agent(Options::default()).await.unwrap();
+    let info: Value = ga.execute("guest-info", ()).await.unwrap();
+    assert_eq!(info["version"], "fake");
+    ga.close().await;
+    agent.await.unwrap();
 }
