@@ -1,0 +1,104 @@
+//! The same round trips through each adapter: sequential calls from one caller, and 8 in flight (8 tasks
+//! calling at once for the async adapters, a window of 8 `submit`s for the blocking one).
+
+use std::path::Path;
+use std::time::Instant;
+
+/// Round trips through `qmp-blocking`; returns the seconds `n` of them took.
+pub fn blocking(path: &Path, n: usize, window: usize) -> f64 {
+    let mut qmp = qmp_blocking::Client::connect_unix(path, Default::default()).expect("connect");
+    let start = Instant::now();
+    if window == 1 {
+        for _ in 0..n {
+            qmp.execute_raw("query-version", None).expect("query-version");
+        }
+    } else {
+        let mut pending = std::collections::VecDeque::new();
+        for _ in 0..n {
+            if pending.len() == window {
+                qmp.wait(pending.pop_front().expect("non-empty")).expect("reply");
+            }
+            pending.push_back(qmp.submit("query-version", ()).expect("submit"));
+        }
+        for p in pending {
+            qmp.wait(p).expect("reply");
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    qmp.close();
+    secs
+}
+
+/// Round trips through `qmp-tokio`, `tasks` callers at once, on the current runtime.
+pub async fn tokio(path: &Path, n: usize, tasks: usize) -> f64 {
+    let qmp = qmp_tokio::Qmp::connect_unix(path, Default::default()).await.expect("connect");
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let qmp = qmp.clone();
+            let count = share(n, tasks, t);
+            tokio::spawn(async move {
+                for _ in 0..count {
+                    qmp.execute_raw("query-version", None).await.expect("query-version");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("task");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    qmp.close().await;
+    secs
+}
+
+/// A caller's work, to spawn.
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// A spawned task to wait for.
+pub type Joiner = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// Spawns a caller on the runtime under test.
+pub type Spawn<'a> = &'a (dyn Fn(Task) -> Joiner + Sync);
+
+/// Round trips through `qmp-smol` on the runtime `options` picks, spawning callers with `spawn`.
+pub async fn smol(path: &Path, n: usize, tasks: usize, options: qmp_smol::Options, spawn: Spawn<'_>) -> f64 {
+    let qmp = qmp_smol::Qmp::connect_unix(path, options).await.expect("connect");
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let qmp = qmp.clone();
+            let count = share(n, tasks, t);
+            spawn(Box::pin(async move {
+                for _ in 0..count {
+                    qmp.execute_raw("query-version", None).await.expect("query-version");
+                }
+            }))
+        })
+        .collect();
+    for h in handles {
+        h.await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    qmp.close().await;
+    secs
+}
+
+/// How many of `n` calls task `t` of `tasks` makes.
+fn share(n: usize, tasks: usize, t: usize) -> usize {
+    n / tasks + usize::from(t < n % tasks)
+}
+
+/// A qmp-smol runtime that spawns on one `smol::Executor`, run by the calling thread's `block_on` (which also
+/// drives the reactor): the driver, the callers and the socket's readiness all on one thread, as a smol
+/// program that cares about latency runs them.
+#[derive(Debug)]
+pub struct OneExecutor(pub std::sync::Arc<smol::Executor<'static>>);
+
+impl qmp_smol::Runtime for OneExecutor {
+    fn new_timer(&self, at: Instant) -> std::pin::Pin<Box<dyn qmp_smol::AsyncTimer>> {
+        qmp_smol::Smol.new_timer(at)
+    }
+
+    fn spawn(&self, future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+        self.0.spawn(future).detach();
+    }
+}

@@ -1,0 +1,127 @@
+//! The floors: minimal hand-written QMP loops over each socket type, with no framing, routing or timers.
+//!
+//! They send the same bytes as the adapters (`{"execute":"query-version","id":N}`, N counting up from 2 as the
+//! adapters' ids do after `qmp_capabilities`, since QEMU's cost grows with every command byte), enable OOB as
+//! the adapters do, and count replies by their CRLF ends (every `query-version` reply is one line). The pacing
+//! lives in [`Pacer`]; each floor is only its socket's read and write calls around it.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Instant;
+
+const NEGOTIATE: &[u8] = br#"{"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":1}"#;
+
+/// Keeps `window` commands in flight until `n` have been answered.
+struct Pacer {
+    n: usize,
+    window: usize,
+    sent: usize,
+    lines: usize,
+    prev_cr: bool,
+    start: Option<Instant>,
+}
+
+impl Pacer {
+    fn new(n: usize, window: usize) -> Self {
+        Pacer { n, window, sent: 0, lines: 0, prev_cr: false, start: None }
+    }
+
+    /// Takes in what was read; returns the bytes to write next (empty: nothing yet, keep reading).
+    /// The first two lines are the greeting and the negotiation reply; the clock starts after them.
+    fn on_read(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut got = chunk.windows(2).filter(|w| w == b"\r\n").count();
+        if self.prev_cr && chunk.first() == Some(&b'\n') {
+            got += 1;
+        }
+        self.prev_cr = chunk.last() == Some(&b'\r');
+        let before = self.lines;
+        self.lines += got;
+        let mut out = Vec::new();
+        if before < 2 && self.lines >= 2 {
+            self.start = Some(Instant::now());
+            while self.sent < self.window.min(self.n) {
+                self.push(&mut out);
+            }
+            return out;
+        }
+        for _ in 0..self.lines.saturating_sub(2).min(got) {
+            if self.sent < self.n {
+                self.push(&mut out);
+            }
+        }
+        out
+    }
+
+    fn push(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(format!(r#"{{"execute":"query-version","id":{}}}"#, self.sent + 2).as_bytes());
+        self.sent += 1;
+    }
+
+    fn finished(&self) -> bool {
+        self.lines >= self.n + 2
+    }
+
+    fn seconds(&self) -> f64 {
+        self.start.map_or(0.0, |s| s.elapsed().as_secs_f64())
+    }
+}
+
+/// Round trips over a std `UnixStream`, `window` in flight; returns the seconds `n` of them took.
+pub fn std_floor(path: &Path, n: usize, window: usize) -> f64 {
+    let mut s = UnixStream::connect(path).expect("connect");
+    let (mut buf, mut pacer) = (vec![0u8; 64 * 1024], Pacer::new(n, window));
+    s.write_all(NEGOTIATE).expect("write");
+    while !pacer.finished() {
+        let k = s.read(&mut buf).expect("read");
+        assert!(k > 0, "EOF");
+        s.write_all(&pacer.on_read(&buf[..k])).expect("write");
+    }
+    pacer.seconds()
+}
+
+/// The same loop over tokio's `UnixStream`.
+pub async fn tokio_floor(path: &Path, n: usize, window: usize) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(path).await.expect("connect");
+    let (mut buf, mut pacer) = (vec![0u8; 64 * 1024], Pacer::new(n, window));
+    s.write_all(NEGOTIATE).await.expect("write");
+    while !pacer.finished() {
+        let k = s.read(&mut buf).await.expect("read");
+        assert!(k > 0, "EOF");
+        s.write_all(&pacer.on_read(&buf[..k])).await.expect("write");
+    }
+    pacer.seconds()
+}
+
+/// The same loop over async-io's `Async<UnixStream>` (the socket qmp-smol uses under smol and async-std).
+pub async fn async_io_floor(path: &Path, n: usize, window: usize) -> f64 {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let mut s = async_io::Async::<UnixStream>::connect(path).await.expect("connect");
+    let (mut buf, mut pacer) = (vec![0u8; 64 * 1024], Pacer::new(n, window));
+    s.write_all(NEGOTIATE).await.expect("write");
+    while !pacer.finished() {
+        let k = s.read(&mut buf).await.expect("read");
+        assert!(k > 0, "EOF");
+        s.write_all(&pacer.on_read(&buf[..k])).await.expect("write");
+    }
+    pacer.seconds()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pacer;
+
+    #[test]
+    fn paces_a_window_and_counts_split_crlf_once() {
+        let mut p = Pacer::new(3, 2);
+        assert!(p.on_read(b"{greeting}\r").is_empty());
+        let first = p.on_read(b"\n{negotiated}\r\n");
+        assert_eq!(first, br#"{"execute":"query-version","id":2}{"execute":"query-version","id":3}"#);
+        assert_eq!(p.on_read(b"{r}\r\n"), br#"{"execute":"query-version","id":4}"#);
+        assert!(p.on_read(b"{r}\r\n{r}\r").is_empty());
+        assert!(!p.finished());
+        assert!(p.on_read(b"\n").is_empty());
+        assert!(p.finished());
+    }
+}

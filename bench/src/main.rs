@@ -1,0 +1,110 @@
+//! Round trips of `query-version` on one qemu-storage-daemon, sequential and with 8 in flight, through every
+//! adapter and through a raw-socket floor of the same socket type, in the same run. Prints commands/s and the
+//! ratio of each adapter to its floor.
+//!
+//! ```sh
+//! cargo run --release -p qmp-bench --bin roundtrip -- [ROUND_TRIPS [ROUNDS]]   # defaults: 4000 5
+//! ```
+//! Rounds interleave floor and adapter runs and the best of each is kept: on a shared machine noise only ever
+//! slows a run down. The daemon comes from `qmp-tests` (`QMP_TEST_QSD`, default qemu-storage-daemon 10).
+
+mod adapters;
+mod floor;
+
+use std::path::Path;
+
+use qmp_tests::servers::QemuServer;
+
+/// One timed run: the seconds `n` round trips took.
+type Run<'a> = Box<dyn Fn() -> f64 + 'a>;
+
+/// One row of the table: what, and its best seconds for `n` round trips.
+struct Row {
+    name: &'static str,
+    floor: &'static str,
+    window: usize,
+    best: f64,
+    floor_best: f64,
+}
+
+fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(4000);
+    let rounds: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let server = QemuServer::storage_daemon().expect("start qemu-storage-daemon");
+    let path = server.socket_path().to_owned();
+    println!("{} round trips of query-version per run, best of {rounds} rounds, {}", n, server.binary().display());
+
+    let current = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let smol_spawn = |f: adapters::Task| -> adapters::Joiner { Box::pin(smol::spawn(f)) };
+    let async_std_spawn = |f: adapters::Task| -> adapters::Joiner { Box::pin(async_std::task::spawn(f)) };
+
+    let mut rows = Vec::new();
+    for window in [1, 8] {
+        let p: &Path = &path;
+        let std_floor = || floor::std_floor(p, n, window);
+        let tokio_cur_floor = || current.block_on(floor::tokio_floor(p, n, window));
+        let tokio_multi_floor = || multi.block_on(floor::tokio_floor(p, n, window));
+        let aio_floor = || smol::block_on(floor::async_io_floor(p, n, window));
+        let cases: Vec<(&'static str, &'static str, Run<'_>, Run<'_>)> = vec![
+            ("qmp-blocking", "std UnixStream", Box::new(|| adapters::blocking(p, n, window)), Box::new(std_floor)),
+            (
+                "qmp-tokio (current_thread)",
+                "tokio UnixStream",
+                Box::new(|| current.block_on(adapters::tokio(p, n, window))),
+                Box::new(tokio_cur_floor),
+            ),
+            (
+                "qmp-tokio (multi_thread, 2)",
+                "tokio UnixStream",
+                Box::new(|| multi.block_on(adapters::tokio(p, n, window))),
+                Box::new(tokio_multi_floor),
+            ),
+            (
+                "qmp-smol (smol)",
+                "async-io UnixStream",
+                Box::new(|| {
+                    let opts = qmp_smol::Options::default().runtime(qmp_smol::Smol);
+                    smol::block_on(adapters::smol(p, n, window, opts, &smol_spawn))
+                }),
+                Box::new(aio_floor),
+            ),
+            (
+                "qmp-smol (smol, one executor)",
+                "async-io UnixStream",
+                Box::new(|| {
+                    let ex = std::sync::Arc::new(smol::Executor::new());
+                    let opts = qmp_smol::Options::default().runtime(adapters::OneExecutor(ex.clone()));
+                    let on_ex = ex.clone();
+                    let spawn = move |f: adapters::Task| -> adapters::Joiner { Box::pin(on_ex.spawn(f)) };
+                    smol::block_on(ex.run(adapters::smol(p, n, window, opts, &spawn)))
+                }),
+                Box::new(aio_floor),
+            ),
+            (
+                "qmp-smol (async-std)",
+                "async-io UnixStream",
+                Box::new(|| {
+                    let opts = qmp_smol::Options::default().runtime(qmp_smol::AsyncStd);
+                    async_std::task::block_on(adapters::smol(p, n, window, opts, &async_std_spawn))
+                }),
+                Box::new(aio_floor),
+            ),
+        ];
+        for (name, floor_name, adapter, floor) in cases {
+            let (mut best, mut floor_best) = (f64::MAX, f64::MAX);
+            for _ in 0..rounds {
+                floor_best = floor_best.min(floor());
+                best = best.min(adapter());
+            }
+            rows.push(Row { name, floor: floor_name, window, best, floor_best });
+        }
+    }
+
+    println!("\n| adapter | in flight | adapter cmds/s | floor | floor cmds/s | ratio |");
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        let (a, f) = (n as f64 / r.best, n as f64 / r.floor_best);
+        println!("| {} | {} | {a:.0} | {} | {f:.0} | {:.2}x |", r.name, r.window, r.floor, a / f);
+    }
+}
