@@ -411,7 +411,8 @@ enum Kind {
     Small { replies: bool },
 }
 
-fn compare(opts: &Opts, name: &str, input: &[u8], kind: Kind) {
+/// Measures one input; returns the framer+classify throughput in MB/s and its ratio to `Value`.
+fn compare(opts: &Opts, name: &str, input: &[u8], kind: Kind) -> (f64, f64) {
     let messages = split_lines(input);
     let count = messages.len();
     let max = input.len() + 1;
@@ -458,44 +459,63 @@ fn compare(opts: &Opts, name: &str, input: &[u8], kind: Kind) {
     println!("  framer+classify {}   {:5.2}x Value", rate(ours), ratio(ours));
     println!("  client          {}   {:5.2}x Value", rate(client), ratio(client));
     println!("  Value           {}", rate(value));
+    (mb_s(input.len(), ours), ratio(ours))
 }
 
-fn byte_at_a_time(opts: &Opts) {
+/// The O(n) check; returns the ratio of the per-byte costs, one byte at a time, at 4 MiB and at 1 MiB.
+fn byte_at_a_time(opts: &Opts) -> f64 {
     println!("O(n) check: framer+classify, one byte per feed() vs one feed() of everything:");
+    /// Feeds `input` one byte per call, classifying the frames; returns the number of replies.
+    fn bytewise(input: &[u8]) -> usize {
+        let mut framer = Framer::new(input.len() + 1);
+        let mut n = 0;
+        for b in input.chunks(1) {
+            framer.feed(b, |frame| {
+                if let Frame::Message(bytes) = frame {
+                    n += matches!(classify(bytes), Message::Return { .. }) as usize;
+                }
+            });
+        }
+        n
+    }
+    let inputs: Vec<(usize, Vec<u8>)> =
+        [1usize, 4].iter().map(|&mib| (mib, structured_reply(mib << 20, false, 11))).collect();
+    for (_, input) in &inputs {
+        assert_eq!(bytewise(input), 1);
+    }
+    // All four in one race, so that the 1 MiB and 4 MiB runs see the same machine.
+    let mut contenders = Vec::new();
+    for (_, input) in &inputs {
+        contenders.push(timed(|| (), |()| bytewise(input)));
+        contenders.push(timed(|| (), |()| frame_and_classify(input, input.len() + 1)));
+    }
+    let times = race(opts, &mut contenders);
     let mut per_byte = Vec::new();
-    for mib in [1usize, 4] {
-        let input = structured_reply(mib << 20, false, 11);
-        let max = input.len() + 1;
-        let one = |input: &[u8]| {
-            let mut framer = Framer::new(max);
-            let mut n = 0;
-            for b in input.chunks(1) {
-                framer.feed(b, |frame| {
-                    if let Frame::Message(bytes) = frame {
-                        n += matches!(classify(bytes), Message::Return { .. }) as usize;
-                    }
-                });
-            }
-            n
-        };
-        assert_eq!(one(&input), 1);
-        let times =
-            race(opts, &mut [timed(|| (), |()| one(&input)), timed(|| (), |()| frame_and_classify(&input, max))]);
-        let (bytewise, whole) = (times[0], times[1]);
+    for ((mib, input), t) in inputs.iter().zip(times.chunks(2)) {
         let ns = |t: Duration| t.as_nanos() as f64 / input.len() as f64;
         println!(
             "  {mib} MiB: byte at a time {:6.2} ns/byte ({:7.1} ms), whole {:5.2} ns/byte: {:4.1}x the cost of one feed",
-            ns(bytewise),
-            bytewise.as_secs_f64() * 1e3,
-            ns(whole),
-            ns(bytewise) / ns(whole)
+            ns(t[0]),
+            t[0].as_secs_f64() * 1e3,
+            ns(t[1]),
+            ns(t[0]) / ns(t[1])
         );
-        per_byte.push(ns(bytewise));
+        per_byte.push(ns(t[0]));
     }
+    let growth = per_byte[1] / per_byte[0];
     println!(
-        "  per-byte cost, 4 MiB vs 1 MiB, one byte at a time: {:.2}x (1.00 = linear; quadratic would be 4x)",
-        per_byte[1] / per_byte[0]
+        "  per-byte cost, 4 MiB vs 1 MiB, one byte at a time: {growth:.2}x (1.00 = linear; quadratic would be 4x)"
     );
+    growth
+}
+
+/// The number of CPUs and, where the system tells, the load average over the last minute.
+fn machine_load() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    match std::fs::read_to_string("/proc/loadavg") {
+        Ok(avg) => format!("{cpus} CPUs, load average {}", avg.split_whitespace().next().unwrap_or("?")),
+        Err(_) => format!("{cpus} CPUs"),
+    }
 }
 
 fn main() {
@@ -507,9 +527,11 @@ fn main() {
         Opts { samples: 11, min_sample: Duration::from_millis(20) }
     };
     let started = Instant::now();
+    // Other work on the machine slows both sides, not always alike: say how busy it was.
+    println!("machine: {}", machine_load());
 
     let big = structured_reply(10 << 20, false, 1);
-    compare(&opts, "10 MiB structured reply", &big, Kind::Large);
+    let big = compare(&opts, "10 MiB structured reply", &big, Kind::Large);
 
     let (schema, real) = schema_reply();
     let name = if real {
@@ -520,11 +542,25 @@ fn main() {
         );
         "query-qmp-schema reply (synthesized stand-in)"
     };
-    compare(&opts, name, &schema, Kind::Large);
+    let schema = compare(&opts, name, &schema, Kind::Large);
 
-    compare(&opts, "events", &events(100_000), Kind::Small { replies: false });
-    compare(&opts, "replies", &replies(100_000), Kind::Small { replies: true });
+    let events = compare(&opts, "events", &events(100_000), Kind::Small { replies: false });
+    let replies = compare(&opts, "replies", &replies(100_000), Kind::Small { replies: true });
 
-    byte_at_a_time(&opts);
-    println!("(total {:.1} s)", started.elapsed().as_secs_f64());
+    let growth = byte_at_a_time(&opts);
+
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!("targets (framer+classify):");
+    for (name, (mb_s, ratio)) in [("10 MiB reply", big), ("schema reply", schema)] {
+        println!(
+            "  {name}: >= 1000 MB/s {} ({mb_s:.0}), >= 5x Value {} ({ratio:.2}x)",
+            verdict(mb_s >= 1000.0),
+            verdict(ratio >= 5.0)
+        );
+    }
+    for (name, (_, ratio)) in [("events", events), ("replies", replies)] {
+        println!("  {name}: >= 2x Value {} ({ratio:.2}x)", verdict(ratio >= 2.0));
+    }
+    println!("  one byte at a time: O(n) {} ({growth:.2}x per byte from 1 to 4 MiB)", verdict(growth < 2.0));
+    println!("(total {:.1} s; machine: {})", started.elapsed().as_secs_f64(), machine_load());
 }

@@ -171,9 +171,9 @@ pub fn classify(bytes: Bytes) -> Message {
             }
         },
     };
-    let slice = |raw: &str| RawJson::from_valid(bytes.slice_ref(raw.as_bytes()));
+    let slice = |raw: &[u8]| RawJson::from_valid(bytes.slice_ref(raw));
     if let Some(body) = members.qmp {
-        return match serde_json::from_str::<GreetingBody>(body) {
+        return match serde_json::from_str::<GreetingBody>(std::str::from_utf8(body).unwrap_or_default()) {
             Ok(g) => Message::Greeting(Greeting {
                 version: Version {
                     major: g.version.qemu.major,
@@ -187,9 +187,8 @@ pub fn classify(bytes: Bytes) -> Message {
         };
     }
     if let Some(name) = members.event {
-        let timestamp = members
-            .timestamp
-            .and_then(|t| qemu_timestamp(t.as_bytes()).or_else(|| serde_json::from_str::<Timestamp>(t).ok()));
+        let timestamp =
+            members.timestamp.and_then(|t| qemu_timestamp(t).or_else(|| serde_json::from_slice::<Timestamp>(t).ok()));
         return Message::Event(ServerEvent { name: name.into_owned(), data: members.data.map(slice), timestamp });
     }
     let id = members.id.map(slice);
@@ -210,28 +209,29 @@ pub fn classify(bytes: Bytes) -> Message {
 // (escaped or non-ASCII keys, repeated members, syntax errors, ...) makes the fast path give up, and the
 // message goes through serde from the start: so when the fast path gives an answer, it is serde's answer.
 
-/// The members a server message may have: the JSON text of each, borrowed from the message.
+/// The members a server message may have: the JSON text of each (valid UTF-8), borrowed from the message.
 #[derive(Debug, Default, PartialEq)]
 struct Members<'a> {
-    qmp: Option<&'a str>,
-    ret: Option<&'a str>,
-    error: Option<&'a str>,
+    qmp: Option<&'a [u8]>,
+    ret: Option<&'a [u8]>,
+    error: Option<&'a [u8]>,
     event: Option<Cow<'a, str>>,
-    data: Option<&'a str>,
-    timestamp: Option<&'a str>,
-    id: Option<&'a str>,
+    data: Option<&'a [u8]>,
+    timestamp: Option<&'a [u8]>,
+    id: Option<&'a [u8]>,
 }
 
 impl<'a> From<Envelope<'a>> for Members<'a> {
     fn from(env: Envelope<'a>) -> Self {
+        let text = |raw: &'a RawValue| raw.get().as_bytes();
         Members {
-            qmp: env.qmp.map(RawValue::get),
-            ret: env.ret.map(RawValue::get),
-            error: env.error.map(RawValue::get),
+            qmp: env.qmp.map(text),
+            ret: env.ret.map(text),
+            error: env.error.map(text),
             event: env.event,
-            data: env.data.map(RawValue::get),
-            timestamp: env.timestamp.map(RawValue::get),
-            id: env.id.map(RawValue::get),
+            data: env.data.map(text),
+            timestamp: env.timestamp.map(text),
+            id: env.id.map(text),
         }
     }
 }
@@ -261,7 +261,7 @@ fn read_members(bytes: &[u8]) -> Option<Members<'_>> {
         p = end;
         // Members that serde reads as `Option<&RawValue>` take `null` for absent; those read with `present`
         // (return, data, id) keep it.
-        let not_null = (value != "null").then_some(value);
+        let not_null = (value != b"null").then_some(value);
         let bit = match key {
             b"QMP" => set(&mut members.qmp, not_null, 1),
             b"return" => set(&mut members.ret, Some(value), 2),
@@ -270,8 +270,8 @@ fn read_members(bytes: &[u8]) -> Option<Members<'_>> {
                 // Only a plain string (or null): an escaped name would need unescaping.
                 members.event = match not_null {
                     None => None,
-                    Some(v) if plain_string_end(v.as_bytes(), 0) == Some(v.len()) => {
-                        Some(Cow::Borrowed(&v[1..v.len() - 1]))
+                    Some(v) if plain_string_end(v, 0) == Some(v.len()) => {
+                        Some(Cow::Borrowed(std::str::from_utf8(&v[1..v.len() - 1]).ok()?))
                     }
                     Some(_) => return None,
                 };
@@ -296,14 +296,14 @@ fn read_members(bytes: &[u8]) -> Option<Members<'_>> {
 }
 
 /// Stores a member and returns its bit.
-fn set<'a>(slot: &mut Option<&'a str>, value: Option<&'a str>, bit: u8) -> u8 {
+fn set<'a>(slot: &mut Option<&'a [u8]>, value: Option<&'a [u8]>, bit: u8) -> u8 {
     *slot = value;
     bit
 }
 
 /// The JSON value at `bytes[p..]`: its text and where it ends. Simple values are read here, others by serde;
 /// `None` when the value is not valid JSON.
-fn member_value(bytes: &[u8], p: usize, timestamp: bool) -> Option<(&str, usize)> {
+fn member_value(bytes: &[u8], p: usize, timestamp: bool) -> Option<(&[u8], usize)> {
     let end = match bytes.get(p)? {
         b'"' => plain_string_end(bytes, p),
         b'-' | b'0'..=b'9' => integer_end(bytes, p),
@@ -318,9 +318,9 @@ fn member_value(bytes: &[u8], p: usize, timestamp: bool) -> Option<(&str, usize)
         _ => None,
     };
     if let Some(end) = end {
-        return Some((std::str::from_utf8(&bytes[p..end]).ok()?, end));
+        return Some((&bytes[p..end], end)); // ASCII
     }
-    let raw = <&RawValue>::deserialize(&mut serde_json::Deserializer::from_slice(&bytes[p..])).ok()?.get();
+    let raw = <&RawValue>::deserialize(&mut serde_json::Deserializer::from_slice(&bytes[p..])).ok()?.get().as_bytes();
     Some((raw, raw.as_ptr() as usize - bytes.as_ptr() as usize + raw.len()))
 }
 
@@ -499,8 +499,12 @@ mod tests {
                     assert_eq!(Ok(&fast), serde.as_ref().map_err(|_| ()), "{}", String::from_utf8_lossy(v));
                 }
                 if let Some(raw) = serde.as_ref().ok().and_then(|m| m.timestamp) {
-                    let fast = qemu_timestamp(raw.as_bytes());
-                    assert!(fast.is_none() || fast == serde_json::from_str(raw).ok(), "{raw}");
+                    let fast = qemu_timestamp(raw);
+                    assert!(
+                        fast.is_none() || fast == serde_json::from_slice(raw).ok(),
+                        "{}",
+                        String::from_utf8_lossy(raw)
+                    );
                 }
             }
         }
