@@ -475,6 +475,13 @@ impl Client {
         self.requests.values().filter(|r| r.stage != Stage::Abandoned && r.purpose != Purpose::Negotiation).count()
     }
 
+    /// Commands cancelled or timed out on the wire whose reply has not come yet. Until it does, each still
+    /// holds one of the [`max_pending`](Config::max_pending) places (and, in-band, an in-flight slot): QEMU is
+    /// still working on it.
+    pub fn abandoned(&self) -> usize {
+        self.requests.values().filter(|r| r.stage == Stage::Abandoned).count()
+    }
+
     /// Why the session ended, once it has. Sticky.
     pub fn connection_error(&self) -> Option<&ConnectionError> {
         self.closed.as_ref()
@@ -494,8 +501,11 @@ impl Client {
         }
     }
 
+    /// Room for one more request: pending and abandoned ones (still awaiting their reply) count, the
+    /// client's own `qmp_capabilities` does not.
     fn check_room(&self) -> Result<(), UsageError> {
-        if self.requests.len() >= self.config.max_pending {
+        let own = usize::from(self.phase == Phase::Negotiating);
+        if self.requests.len() - own >= self.config.max_pending {
             return Err(UsageError::QueueFull { limit: self.config.max_pending });
         }
         Ok(())

@@ -297,8 +297,9 @@ impl Model {
                 self.ids.insert(id.as_u64(), id);
             }
             Err(UsageError::Closed(cause)) => assert_eq!(Some(cause), self.closed.as_ref(), "sticky cause"),
-            Err(UsageError::QueueFull { .. }) => {
-                assert!(self.d.client.pending() > 0 || self.d.client.in_flight() > 0);
+            Err(UsageError::QueueFull { limit }) => {
+                // Full means every place is taken, by a live request or by an abandoned one awaiting its reply.
+                assert_eq!(self.d.client.pending() + self.d.client.abandoned(), *limit);
             }
             Err(UsageError::OobNotNegotiated) => assert!(oob && !self.d.client.oob_enabled()),
             Err(UsageError::OobInGuestAgentMode) => assert!(oob && self.mode == Mode::GuestAgent),
