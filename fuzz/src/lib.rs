@@ -117,7 +117,10 @@ pub fn parse_commands(mut bytes: &[u8], allow_ff: bool) -> Vec<Command> {
             "transmit does not start a JSON object: {:?}",
             String::from_utf8_lossy(bytes)
         );
-        let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<serde_json::Value>();
+        // Arguments may nest deeper than serde_json's default limit of 128 (QEMU takes 1024).
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        de.disable_recursion_limit();
+        let mut stream = de.into_iter::<serde_json::Value>();
         let value = match stream.next() {
             Some(Ok(v)) => v,
             other => panic!("transmit is not whole JSON: {other:?} in {:?}", String::from_utf8_lossy(bytes)),
