@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::driver::Driver;
-use crate::error::Error;
 use crate::options::Options;
 use crate::transport::Transport;
+use crate::Error;
 
 /// A command sent with [`Client::submit`]; [`Client::wait`] collects its reply.
 #[derive(Debug)]

@@ -12,8 +12,8 @@ use qmp_proto::{
     ClientEvent, ConnectionError, ProtocolViolation, QmpError, RawJson, RequestError, RequestId, ServerEvent,
 };
 
-use crate::error::Error;
 use crate::transport::Transport;
+use crate::Error;
 
 /// How one request ended.
 #[derive(Debug)]

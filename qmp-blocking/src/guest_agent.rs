@@ -1,19 +1,18 @@
 //! [`GuestAgent`]: a blocking client for the QEMU guest agent (qemu-ga), synchronised on connect.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use qmp_proto::adapter::random_nonce;
 use qmp_proto::{Config, ExecuteOptions, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::driver::Driver;
-use crate::error::Error;
 use crate::options::Options;
 use crate::transport::Transport;
+use crate::Error;
 
 /// A blocking guest-agent client. The agent's socket is a byte pipe that may hold a previous client's leftovers,
 /// so connecting runs the `guest-sync-delimited` handshake before anything else.
@@ -80,11 +79,4 @@ impl<S: Transport> GuestAgent<S> {
         self.driver.close();
         self.driver.stream
     }
-}
-
-/// A nonce from std's per-process random hasher keys, mixed with the time: no extra dependency needed.
-fn random_nonce() -> u32 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    (h.finish() >> 33) as u32
 }

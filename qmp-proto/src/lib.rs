@@ -18,6 +18,10 @@
 //! - **Bounds** on message size, pending commands and undrained events; overflow is reported, never absorbed.
 //! - **Guest agent**: no greeting, `guest-sync-delimited` resynchronisation, commands that never reply.
 //!
+//! # For adapters
+//! [`adapter`] holds what the adapters share and re-export under their own names (their `Error`, ...): plain
+//! types and helpers, no I/O, nothing the state machine uses.
+//!
 //! # The driving contract
 //! After **every** input ([`Client::handle_input`], [`Client::handle_eof`], [`Client::handle_timeout`]) and every
 //! call ([`Client::execute`], [`Client::cancel`], [`Client::guest_sync`], [`Client::close`]):
@@ -109,6 +113,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod adapter;
 mod client;
 mod config;
 pub mod encode;

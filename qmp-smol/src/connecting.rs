@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::error::Error;
+use crate::Error;
 
 /// A connection completing its handshake (QMP greeting and negotiation, or the guest agent's sync). Resolves
 /// to the handle once the session is ready, or to the error that ended it. Its [`Driver`](crate::Driver) must

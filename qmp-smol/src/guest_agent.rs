@@ -1,23 +1,22 @@
 //! [`GuestAgent`]: the guest-agent handle (qemu-ga), synchronised with `guest-sync-delimited` on connect.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_io::{AsyncRead, AsyncWrite};
+use qmp_proto::adapter::random_nonce;
 use qmp_proto::{Config, ConnectionError, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::connecting::Connecting;
 use crate::driver::Driver;
-use crate::error::Error;
 use crate::handle::{self, Handle};
 use crate::options::Options;
 use crate::runtime::Runtime;
 use crate::shared::Op;
 use crate::transport::{Plain, Transport};
+use crate::Error;
 
 /// A guest-agent connection. The agent's socket is a byte pipe that may hold a previous client's leftovers,
 /// so connecting runs the `guest-sync-delimited` handshake (with a random nonce) before anything else.
@@ -170,11 +169,4 @@ impl GuestAgent {
     pub(crate) fn handle(&self) -> &Handle {
         &self.inner
     }
-}
-
-/// A nonce from std's per-process random hasher keys, mixed with the time: no extra dependency needed.
-fn random_nonce() -> u32 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    (h.finish() >> 33) as u32
 }

@@ -14,12 +14,12 @@ use qmp_proto::{ConnectionError, ExecuteOptions, RawJson};
 use serde::Serialize;
 
 use crate::driver::{Conn, Driver};
-use crate::error::Error;
 use crate::events::Events;
 use crate::options::Options;
 use crate::runtime::Runtime;
 use crate::shared::{Args, Control, Op, Request, Shared};
 use crate::transport::Transport;
+use crate::Error;
 
 /// The sending half of a connection, shared by every clone of a `Qmp` or `GuestAgent`.
 #[derive(Debug)]

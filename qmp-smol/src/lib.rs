@@ -125,7 +125,6 @@
 
 mod connecting;
 mod driver;
-mod error;
 pub mod events;
 mod guest_agent;
 mod handle;
@@ -141,13 +140,13 @@ mod typed;
 
 pub use connecting::Connecting;
 pub use driver::Driver;
-pub use error::Error;
 pub use events::{EventItem, Events};
 pub use guest_agent::GuestAgent;
 #[cfg(any(feature = "smol", feature = "async-std"))]
 pub use net::Listener;
 pub use options::Options;
-pub use qmp::{AddFdInfo, Qmp};
+pub use qmp::Qmp;
+pub use qmp_proto::adapter::{AddFdInfo, Error};
 pub use qmp_proto::{
     ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, ServerEvent, Timestamp, UsageError, Version,
 };

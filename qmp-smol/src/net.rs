@@ -16,11 +16,11 @@ use std::time::Instant;
 
 use async_io::Async;
 
-use crate::error::Error;
 use crate::guest_agent::GuestAgent;
 use crate::options::Options;
 use crate::qmp::Qmp;
 use crate::transport::Plain;
+use crate::Error;
 
 impl Qmp {
     /// Connects to a QMP unix socket (`-qmp unix:S,server=on,wait=off`) and completes the handshake within

@@ -5,19 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_io::{AsyncRead, AsyncWrite};
+use qmp_proto::adapter::AddFdInfo;
 use qmp_proto::{Config, ConnectionError, Greeting, ProtocolViolation, RawJson};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::connecting::Connecting;
 use crate::driver::Driver;
-use crate::error::Error;
 use crate::events::Events;
 use crate::handle::{self, Handle};
 use crate::options::Options;
 use crate::runtime::Runtime;
 use crate::shared::Op;
 use crate::transport::{self, Plain, Transport};
+use crate::Error;
 
 /// A QMP connection. `Clone + Send + Sync`: share it between tasks, every clone uses the same connection.
 ///
@@ -53,16 +54,6 @@ impl std::fmt::Debug for Qmp {
             .field("closed", &self.inner.connection_error())
             .finish()
     }
-}
-
-/// What `add-fd` answers: where QEMU filed the descriptor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub struct AddFdInfo {
-    /// The fd set (given, or allocated by QEMU).
-    #[serde(rename = "fdset-id")]
-    pub fdset_id: u64,
-    /// The descriptor's number inside QEMU (what `/dev/fdset/N` opens resolve to).
-    pub fd: i64,
 }
 
 impl Qmp {

@@ -1,22 +1,21 @@
 //! [`GuestAgent`]: a client for the QEMU guest agent (qemu-ga), synchronised on connect.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use qmp_proto::adapter::random_nonce;
 use qmp_proto::{Config, ConnectionError, ExecuteOptions, ProtocolViolation, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 
-use crate::error::Error;
 use crate::handle::{deadline, Args, Handle, Op};
 use crate::options::Options;
 use crate::start::start;
 use crate::transport::{Plain, Transport};
+use crate::Error;
 
 /// A guest-agent connection. `Clone + Send + Sync`, like [`Qmp`](crate::Qmp).
 ///
@@ -170,11 +169,4 @@ impl GuestAgent {
     pub(crate) fn handle_for_typed(&self) -> &Handle {
         &self.handle
     }
-}
-
-/// A nonce from std's per-process random hasher keys, mixed with the time: no extra dependency needed.
-fn random_nonce() -> u32 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    (h.finish() >> 33) as u32
 }

@@ -100,7 +100,6 @@
 #![deny(missing_docs)]
 
 mod driver;
-mod error;
 mod events;
 mod guest_agent;
 mod handle;
@@ -112,12 +111,12 @@ mod transport;
 #[cfg(feature = "qapi")]
 mod typed;
 
-pub use error::Error;
 pub use events::{EventItem, Events};
 pub use guest_agent::GuestAgent;
 pub use listener::Listener;
 pub use options::Options;
-pub use qmp::{AddFdInfo, Qmp};
+pub use qmp::Qmp;
+pub use qmp_proto::adapter::{AddFdInfo, Error};
 pub use qmp_proto::{
     ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError,
     Version,

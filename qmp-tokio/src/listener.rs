@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
 
-use crate::error::Error;
 use crate::guest_agent::GuestAgent;
 use crate::options::Options;
 use crate::qmp::Qmp;
+use crate::Error;
 
 /// A unix socket that QEMU connects to. Each accepted connection is a full [`Qmp`] (or [`GuestAgent`]) client, with
 /// file descriptor passing.

@@ -8,10 +8,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::debug;
 
 use crate::driver::{Driver, Ready, Wiring};
-use crate::error::Error;
 use crate::handle::{Handle, Shared};
 use crate::options::Options;
 use crate::transport::Transport;
+use crate::Error;
 
 /// Requests that may wait for the driver to take them; beyond this, callers wait for room.
 const REQUEST_QUEUE: usize = 256;

@@ -4,9 +4,9 @@
 
 use qmp_qapi::Command;
 
-use crate::error::Error;
 use crate::guest_agent::GuestAgent;
 use crate::qmp::Qmp;
+use crate::Error;
 
 impl Qmp {
     /// Runs a typed command from `qapi-qmp` and returns its typed result (`C::Ok`; `Empty` for commands that
