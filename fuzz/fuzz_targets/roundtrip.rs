@@ -61,6 +61,14 @@ fn value(u: &mut Unstructured, depth: u32) -> arbitrary::Result<Value> {
     })
 }
 
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Checks one command's encoding, by the encoder and through a client.
 fn command(name: &str, args: &Value, args_text: &str, id: u64, oob: bool) {
     let encoded = encode_arguments(args);
@@ -181,8 +189,14 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
         }
         None => {
             let v = value(&mut u, 0)?;
-            let text = if flags & 1 == 0 { serde_json::to_string(&v) } else { serde_json::to_string_pretty(&v) };
-            (v, text.expect("a Value serializes"))
+            let compact = serde_json::to_string(&v).expect("a Value serializes");
+            // Pretty text indents each level: deep values would make megabytes of it (and slow runs).
+            let text = if flags & 1 == 0 || depth(&v) > 32 {
+                compact
+            } else {
+                serde_json::to_string_pretty(&v).expect("a Value serializes")
+            };
+            (v, text)
         }
     };
     // Commands: the value as arguments, and wrapped in an object, under a name taken from the value or the input.
