@@ -7,12 +7,13 @@
 //! [`Qmp::from_unix_stream`], or goes through [`Qmp::from_stream`] as is.
 
 use std::future::Future;
+use std::io::ErrorKind;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_io::Async;
 
@@ -89,12 +90,32 @@ impl GuestAgent {
 }
 
 /// Connects to a unix socket within the connect timeout.
+///
+/// While the server's listen backlog is full (QEMU and qemu-ga listen with a backlog of 1 and stop accepting
+/// while they serve a client, so this happens right after another client leaves), a non-blocking connect fails
+/// with EAGAIN, which async-io reports as `NotConnected`; nothing was queued. A blocking connect would wait for
+/// room, and so does this: it tries again, backing off from 1 ms to 50 ms, until the deadline.
 async fn connect_unix(path: &Path, options: &Options) -> Result<Async<UnixStream>, Error> {
     tracing::debug!(path = %path.display(), "connecting to unix socket");
     let deadline = Instant::now() + options.connect_timeout;
-    match until(options.runtime_or_default().new_timer(deadline), Async::<UnixStream>::connect(path)).await {
+    let runtime = options.runtime_or_default();
+    let attempts = async {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match Async::<UnixStream>::connect(path).await {
+                Err(e) if matches!(e.kind(), ErrorKind::NotConnected | ErrorKind::WouldBlock) => {
+                    tracing::debug!(?pause, "the listen backlog is full; trying again");
+                    let mut timer = runtime.new_timer(Instant::now() + pause);
+                    std::future::poll_fn(|cx| timer.as_mut().poll(cx)).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                result => return result,
+            }
+        }
+    };
+    match until(runtime.new_timer(deadline), attempts).await {
         Some(result) => result.map_err(Error::Connect),
-        None => Err(Error::Connect(std::io::ErrorKind::TimedOut.into())),
+        None => Err(Error::Connect(ErrorKind::TimedOut.into())),
     }
 }
 

@@ -1,0 +1,70 @@
+//! One behavioural suite, every adapter: the same scenarios run against `qmp-blocking`, `qmp-tokio`, `qmp-smol`
+//! under smol and `qmp-smol` under async-std.
+//!
+//! - `behaviour/harness.rs`: the [`Adapter`](harness::Adapter) trait the scenarios drive, and the normalized
+//!   results they assert on.
+//! - `behaviour/blocking_adapter.rs`, `behaviour/async_adapters.rs`: the trait implemented for each crate and runtime.
+//! - `behaviour/real.rs` (real QEMU), `behaviour/scripted.rs` (the scripted misbehaving server),
+//!   `behaviour/cancel.rs` (randomized cancellation): the scenarios, each a function generic over the adapter.
+//!
+//! [`behaviour_suite!`] turns every scenario into a `#[test]` in a module per adapter, so
+//! `cargo test -p qmp-tests --test behaviour smol::` runs one adapter and `cargo test -p qmp-tests --test
+//! behaviour flood` one scenario everywhere. Tests needing a QEMU binary that is not installed print `SKIPPED:`
+//! (or fail under `QMP_TEST_REQUIRE_ALL=1`).
+
+#[path = "behaviour/async_adapters.rs"]
+mod async_adapters;
+#[path = "behaviour/blocking_adapter.rs"]
+mod blocking_adapter;
+#[path = "behaviour/cancel.rs"]
+mod cancel;
+#[path = "behaviour/harness.rs"]
+mod harness;
+#[path = "behaviour/real.rs"]
+mod real;
+#[path = "behaviour/scripted.rs"]
+mod scripted;
+
+/// Generates, in module `$name`, one `#[test]` per scenario for the adapter `$adapter`.
+macro_rules! behaviour_suite {
+    ($name:ident, $adapter:ty) => {
+        behaviour_suite!(@tests $name, $adapter;
+            real::qsd10_query_version_typed,
+            real::qsd10_events_interleaved_with_replies,
+            real::qsd10_many_tasks_every_reply_to_its_caller,
+            real::qsys_oob_overtakes_in_band,
+            real::qsys_without_oob_exec_oob_is_a_usage_error,
+            real::qsys_pretty_monitor,
+            real::qga_sync_info_ping,
+            real::second_client_gets_no_greeting,
+            scripted::garbage_bytes_session_survives,
+            scripted::message_cut_off_by_eof,
+            scripted::disconnect_mid_reply_every_pending_call_ends_once,
+            scripted::flood_of_a_million_events_stalled_subscriber,
+            scripted::silence_greeting_timeout,
+            scripted::silence_negotiation_timeout,
+            scripted::silence_command_timeout_late_reply_swallowed,
+            scripted::line_of_64_mib_over_the_limit,
+            scripted::connect_waits_while_the_backlog_is_full,
+            cancel::dropped_calls_never_tear_or_misroute,
+        );
+    };
+    (@tests $name:ident, $adapter:ty; $($module:ident :: $scenario:ident),* $(,)?) => {
+        mod $name {
+            $(
+                #[test]
+                fn $scenario() {
+                    crate::harness::run_scenario::<$adapter>(
+                        stringify!($scenario),
+                        crate::$module::$scenario::<$adapter>,
+                    );
+                }
+            )*
+        }
+    };
+}
+
+behaviour_suite!(blocking, crate::blocking_adapter::Blocking);
+behaviour_suite!(tokio, crate::async_adapters::Async<crate::async_adapters::Tokio>);
+behaviour_suite!(smol, crate::async_adapters::Async<crate::async_adapters::Smol>);
+behaviour_suite!(async_std, crate::async_adapters::Async<crate::async_adapters::AsyncStd>);
