@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use qmp_proto::{Config, ExecuteOptions, Greeting, ProtocolViolation, RawJson, RequestId, ServerEvent};
+use qmp_proto::{ExecuteOptions, Greeting, Mode, ProtocolViolation, RawJson, RequestId, ServerEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -56,7 +56,7 @@ impl Client<TcpStream> {
     pub fn connect_tcp(addr: impl ToSocketAddrs, options: Options) -> Result<Self, Error> {
         let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address");
         for addr in addr.to_socket_addrs()? {
-            match TcpStream::connect_timeout(&addr, options.connect_timeout) {
+            match TcpStream::connect_timeout(&addr, options.get_connect_timeout()) {
                 Ok(stream) => {
                     stream.set_nodelay(true)?;
                     return Self::from_stream(stream, options);
@@ -71,8 +71,8 @@ impl Client<TcpStream> {
 impl<S: Transport> Client<S> {
     /// Runs QMP over an already connected stream: waits for the greeting and negotiates.
     pub fn from_stream(stream: S, options: Options) -> Result<Self, Error> {
-        let core = qmp_proto::Client::new(options.to_config(Config::qmp()), Instant::now());
-        let mut driver = Driver::new(stream, core, options.event_buffer);
+        let core = qmp_proto::Client::new(options.to_config(Mode::Qmp), Instant::now());
+        let mut driver = Driver::new(stream, core, options.get_event_buffer());
         driver.handshake()?;
         Ok(Client { driver, options })
     }
@@ -92,20 +92,20 @@ impl<S: Transport> Client<S> {
     /// that serializes to a JSON object. Commands that return nothing answer `{}`: use `serde_json::Value` or
     /// `serde::de::IgnoredAny` as `T`.
     pub fn execute<T: DeserializeOwned>(&mut self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let raw = self.run(command, &args, ExecuteOptions::new(), self.options.command_timeout)?;
+        let raw = self.run(command, &args, ExecuteOptions::new(), self.options.get_command_timeout())?;
         Ok(raw.deserialize()?)
     }
 
     /// Runs a command with raw JSON arguments and returns the raw `return` value.
     pub fn execute_raw(&mut self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
-        let opts = self.deadline(ExecuteOptions::new(), self.options.command_timeout);
+        let opts = self.deadline(ExecuteOptions::new(), self.options.get_command_timeout());
         let id = self.driver.core.execute_raw(command, args, opts)?;
         self.driver.wait(id)
     }
 
     /// Runs a command out of band (`exec-oob`); needs OOB negotiated and a command that allows it.
     pub fn execute_oob<T: DeserializeOwned>(&mut self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let raw = self.run(command, &args, ExecuteOptions::new().oob(), self.options.command_timeout)?;
+        let raw = self.run(command, &args, ExecuteOptions::new().oob(), self.options.get_command_timeout())?;
         Ok(raw.deserialize()?)
     }
 
@@ -136,7 +136,7 @@ impl<S: Transport> Client<S> {
     /// # Ok::<(), qmp_blocking::Error>(())
     /// ```
     pub fn submit(&mut self, command: &str, args: impl Serialize) -> Result<Pending, Error> {
-        let opts = self.deadline(ExecuteOptions::new(), self.options.command_timeout);
+        let opts = self.deadline(ExecuteOptions::new(), self.options.get_command_timeout());
         let id = self.driver.core.execute(command, Some(&args), opts)?;
         self.driver.flush();
         Ok(Pending(id))

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use qmp_proto::adapter::random_nonce;
-use qmp_proto::{Config, ExecuteOptions, RawJson};
+use qmp_proto::{ExecuteOptions, Mode, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -41,9 +41,9 @@ impl GuestAgent<UnixStream> {
 impl<S: Transport> GuestAgent<S> {
     /// Speaks the guest-agent protocol over an already connected stream, synchronising first.
     pub fn from_stream(stream: S, options: Options) -> Result<Self, Error> {
-        let core = qmp_proto::Client::new(options.to_config(Config::guest_agent()), Instant::now());
-        let mut agent = GuestAgent { driver: Driver::new(stream, core, options.event_buffer), options };
-        agent.sync(agent.options.connect_timeout)?;
+        let core = qmp_proto::Client::new(options.to_config(Mode::GuestAgent), Instant::now());
+        let mut agent = GuestAgent { driver: Driver::new(stream, core, options.get_event_buffer()), options };
+        agent.sync(agent.options.get_connect_timeout())?;
         Ok(agent)
     }
 
@@ -57,14 +57,14 @@ impl<S: Transport> GuestAgent<S> {
     /// Runs a command and deserializes its `return` value. Commands that never reply on success
     /// (`guest-shutdown`, `guest-suspend-*`) return as soon as they are written, with `{}`.
     pub fn execute<T: DeserializeOwned>(&mut self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = ExecuteOptions::new().deadline_opt(self.options.command_timeout.map(|t| Instant::now() + t));
+        let opts = ExecuteOptions::new().deadline_opt(self.options.get_command_timeout().map(|t| Instant::now() + t));
         let id = self.driver.core.execute(command, Some(&args), opts)?;
         Ok(self.driver.wait(id)?.deserialize()?)
     }
 
     /// Runs a command with raw JSON arguments and returns the raw `return` value.
     pub fn execute_raw(&mut self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
-        let opts = ExecuteOptions::new().deadline_opt(self.options.command_timeout.map(|t| Instant::now() + t));
+        let opts = ExecuteOptions::new().deadline_opt(self.options.get_command_timeout().map(|t| Instant::now() + t));
         let id = self.driver.core.execute_raw(command, args, opts)?;
         self.driver.wait(id)
     }

@@ -1,5 +1,5 @@
-//! The vocabulary every adapter shares: the [`Error`] a call fails with, and the small helpers each adapter would
-//! otherwise write again ([`random_nonce`], [`AddFdInfo`]).
+//! The vocabulary every adapter shares: the connection settings ([`Options`]), the [`Error`] a call fails with,
+//! and the small helpers each adapter would otherwise write again ([`random_nonce`], [`AddFdInfo`]).
 //!
 //! Nothing here does I/O or is used by the state machine; `qmp-blocking`, `qmp-tokio` and `qmp-smol` re-export
 //! these types under their own names (`qmp_tokio::Error`, ...), the way quinn re-exports quinn-proto's
@@ -8,10 +8,162 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::{ConnectionError, QmpError, RequestError, UsageError};
+use crate::{Config, ConnectionError, Mode, QmpError, RequestError, UsageError};
+
+/// Server events the core may hold between two drains. Every adapter drains after each read, so this only has
+/// to cover the events of one read buffer (64 KiB); it is a safety bound, not the buffer of
+/// [`Options::event_buffer`].
+const CORE_EVENT_QUEUE: usize = 64 * 1024;
+
+/// Connection settings, the same in every adapter. `Options::default()` suits most uses.
+///
+/// `X` holds the settings only one adapter has; `()` for `qmp-blocking` and `qmp-tokio`, the runtime for
+/// `qmp-smol` (set with [`runtime`](Self::runtime)). Each adapter names its own as `Options`
+/// (`qmp_tokio::Options`, ...).
+///
+/// ```
+/// use std::time::Duration;
+/// use qmp_proto::adapter::Options;
+/// let opts: Options = Options::default()
+///     .connect_timeout(Duration::from_secs(2))
+///     .command_timeout(Some(Duration::from_secs(60)))
+///     .event_buffer(4096)
+///     .oob(false);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Options<X = ()> {
+    connect_timeout: Duration,
+    command_timeout: Option<Duration>,
+    max_message_size: usize,
+    oob: bool,
+    event_buffer: usize,
+    max_in_flight: usize,
+    max_pending: usize,
+    extension: X,
+}
+
+impl<X: Default> Default for Options<X> {
+    fn default() -> Self {
+        Options {
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Some(Duration::from_secs(30)),
+            max_message_size: 10 << 20,
+            oob: true,
+            event_buffer: 1024,
+            max_in_flight: 8,
+            max_pending: 1024,
+            extension: X::default(),
+        }
+    }
+}
+
+/// An adapter's own settings ([`Options`]' `X`) that include the runtime to run on, so that
+/// [`Options::runtime`] can set it: `qmp-smol`'s, for any of its runtimes `R`.
+pub trait RuntimeSetting<R> {
+    /// Makes `runtime` the one to run on.
+    fn set_runtime(&mut self, runtime: R);
+}
+
+impl<X> Options<X> {
+    /// Time allowed for connecting, the greeting and negotiation (QMP), or the first `guest-sync-delimited` (QGA).
+    /// QEMU greets a second client only after the first disconnects: this is what stops the wait. Default 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Default deadline of each command (`None`: wait forever). Default 30 s. Override it per call with
+    /// `execute_with_timeout`.
+    pub fn command_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Largest accepted server message; larger ones are skipped and reported. Default 10 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Negotiate out-of-band execution when the server offers it. Default true.
+    pub fn oob(mut self, enable: bool) -> Self {
+        self.oob = enable;
+        self
+    }
+
+    /// How many events may wait to be read, at least 1. Default 1024.
+    ///
+    /// - `qmp-blocking`: events kept until `Client::next_event` takes them; newer ones are dropped and counted.
+    /// - `qmp-tokio`, `qmp-smol`: events each subscriber of `Qmp::events` may fall behind by; beyond that its oldest
+    ///   unread events are dropped and it gets `EventItem::Lagged`.
+    pub fn event_buffer(mut self, events: usize) -> Self {
+        self.event_buffer = events.max(1);
+        self
+    }
+
+    /// In-band commands on the wire at once. Default 8 (QEMU's queue length).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    /// Commands accepted by the connection at once (queued or on the wire), at least 1. Default 1024. Beyond
+    /// that, `qmp-tokio`'s and `qmp-smol`'s `execute` waits for room instead of failing; `qmp-blocking`'s
+    /// `submit` fails with [`UsageError::QueueFull`].
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.max_pending = n.max(1);
+        self
+    }
+
+    /// `qmp-smol`: the runtime that spawns the driver and provides its timer. Default: `qmp_smol::default_runtime`
+    /// (smol when its feature is on, else async-std). Set it to `AsyncStd` when both features are on and the
+    /// program runs on async-std, or to your own `Runtime`. Adapters without a runtime setting do not have it.
+    pub fn runtime<R>(mut self, runtime: R) -> Self
+    where
+        X: RuntimeSetting<R>,
+    {
+        self.extension.set_runtime(runtime);
+        self
+    }
+
+    /// The connect timeout ([`connect_timeout`](Self::connect_timeout)).
+    pub fn get_connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The default command deadline ([`command_timeout`](Self::command_timeout)).
+    pub fn get_command_timeout(&self) -> Option<Duration> {
+        self.command_timeout
+    }
+
+    /// The event buffer's length ([`event_buffer`](Self::event_buffer)).
+    pub fn get_event_buffer(&self) -> usize {
+        self.event_buffer
+    }
+
+    /// The adapter's own settings.
+    pub fn extension(&self) -> &X {
+        &self.extension
+    }
+
+    /// The core's [`Config`] for `mode` with these limits. The core's own event queue is a fixed safety bound:
+    /// adapters drain it after every read into their event buffer.
+    pub fn to_config(&self, mode: Mode) -> Config {
+        let base = match mode {
+            Mode::Qmp => Config::qmp().handshake_timeout(Some(self.connect_timeout)),
+            Mode::GuestAgent => Config::guest_agent(),
+        };
+        base.max_message_size(self.max_message_size)
+            .enable_oob(self.oob)
+            .max_in_flight(self.max_in_flight)
+            .max_pending(self.max_pending)
+            .max_queued_events(CORE_EVENT_QUEUE)
+    }
+}
 
 /// Why a call failed.
 ///

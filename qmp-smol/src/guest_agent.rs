@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_io::{AsyncRead, AsyncWrite};
 use qmp_proto::adapter::random_nonce;
-use qmp_proto::{Config, ConnectionError, RawJson};
+use qmp_proto::{ConnectionError, Mode, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -56,10 +56,10 @@ impl GuestAgent {
         options: Options,
         runtime: Arc<dyn Runtime>,
     ) -> (Connecting<GuestAgent>, Driver) {
-        let (handle, driver) = handle::start(io, options, Config::guest_agent(), runtime);
+        let (handle, driver) = handle::start(io, options, Mode::GuestAgent, runtime);
         let connecting = Connecting::new(async move {
             let agent = GuestAgent { inner: Arc::new(handle) };
-            agent.sync(agent.inner.options.connect_timeout).await?;
+            agent.sync(agent.inner.options.get_connect_timeout()).await?;
             Ok(agent)
         });
         (connecting, driver)
@@ -79,7 +79,7 @@ impl GuestAgent {
 
     #[cfg(any(feature = "smol", feature = "async-std"))]
     pub(crate) async fn spawn<T: Transport>(io: T, options: Options) -> Result<GuestAgent, Error> {
-        let runtime = options.runtime_or_default();
+        let runtime = options.extension().or_default();
         let (connecting, driver) = Self::start(io, options, runtime.clone());
         runtime.spawn(driver.into_inner());
         connecting.await
@@ -102,7 +102,7 @@ impl GuestAgent {
     /// Cancel safe. Dropping the future never leaves part of a command on the wire and never shifts replies: a
     /// command not written yet is withdrawn, one already written runs and its reply is discarded.
     pub async fn execute<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = self.inner.opts(self.inner.options.command_timeout);
+        let opts = self.inner.opts(self.inner.options.get_command_timeout());
         Ok(self.inner.call(self.inner.execute_op(command, &args, opts, None)?).await?.deserialize()?)
     }
 
@@ -111,7 +111,7 @@ impl GuestAgent {
     /// # Cancel safety
     /// Cancel safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
-        let opts = self.inner.opts(self.inner.options.command_timeout);
+        let opts = self.inner.opts(self.inner.options.get_command_timeout());
         self.inner.call(Handle::raw_op(command, args, opts)).await
     }
 

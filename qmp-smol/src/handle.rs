@@ -128,17 +128,17 @@ static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 pub(crate) fn start<T: Transport>(
     io: T,
     options: Options,
-    base: qmp_proto::Config,
+    mode: qmp_proto::Mode,
     runtime: Arc<dyn Runtime>,
 ) -> (Handle, Driver) {
-    let (mut events_tx, events_rx) = async_broadcast::broadcast(options.event_buffer);
+    let (mut events_tx, events_rx) = async_broadcast::broadcast(options.get_event_buffer());
     events_tx.set_overflow(true);
     events_tx.set_await_active(false);
     let shared = Arc::new(Shared::new(events_rx.deactivate()));
     let (requests_tx, requests) = async_channel::unbounded();
     let (control_tx, control) = async_channel::unbounded();
     let fd_passing = T::FD_PASSING;
-    let core = qmp_proto::Client::new(options.to_config(base), Instant::now());
+    let core = qmp_proto::Client::new(options.to_config(mode), Instant::now());
     let mode = match core.config().mode() {
         qmp_proto::Mode::Qmp => "qmp",
         qmp_proto::Mode::GuestAgent => "qga",

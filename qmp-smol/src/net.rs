@@ -97,8 +97,8 @@ impl GuestAgent {
 /// room, and so does this: it tries again, backing off from 1 ms to 50 ms, until the deadline.
 async fn connect_unix(path: &Path, options: &Options) -> Result<Async<UnixStream>, Error> {
     tracing::debug!(path = %path.display(), "connecting to unix socket");
-    let deadline = Instant::now() + options.connect_timeout;
-    let runtime = options.runtime_or_default();
+    let deadline = Instant::now() + options.get_connect_timeout();
+    let runtime = options.extension().or_default();
     let attempts = async {
         let mut pause = Duration::from_millis(1);
         loop {
@@ -124,8 +124,8 @@ async fn connect_tcp<A>(addr: A, options: &Options) -> Result<Async<TcpStream>, 
 where
     A: ToSocketAddrs + Send + 'static,
 {
-    let deadline = Instant::now() + options.connect_timeout;
-    let runtime = options.runtime_or_default();
+    let deadline = Instant::now() + options.get_connect_timeout();
+    let runtime = options.extension().or_default();
     let addrs = blocking::unblock(move || addr.to_socket_addrs().map(Vec::from_iter)).await.map_err(Error::Connect)?;
     let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to connect to");
     for addr in addrs {

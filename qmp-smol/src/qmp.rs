@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_io::{AsyncRead, AsyncWrite};
 use qmp_proto::adapter::AddFdInfo;
-use qmp_proto::{Config, ConnectionError, Greeting, ProtocolViolation, RawJson};
+use qmp_proto::{ConnectionError, Greeting, Mode, ProtocolViolation, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -68,7 +68,7 @@ impl Qmp {
     }
 
     pub(crate) fn start<T: Transport>(io: T, options: Options, runtime: Arc<dyn Runtime>) -> (Connecting<Qmp>, Driver) {
-        let (handle, driver) = handle::start(io, options, Config::qmp(), runtime);
+        let (handle, driver) = handle::start(io, options, Mode::Qmp, runtime);
         let connecting = Connecting::new(async move {
             handle.shared.wait_until(|s| s.is_ready() || s.closed().is_some()).await;
             if handle.shared.is_ready() && handle.shared.greeting().is_some() {
@@ -96,7 +96,7 @@ impl Qmp {
 
     #[cfg(any(feature = "smol", feature = "async-std"))]
     pub(crate) async fn spawn<T: Transport>(io: T, options: Options) -> Result<Qmp, Error> {
-        let runtime = options.runtime_or_default();
+        let runtime = options.extension().or_default();
         let (connecting, driver) = Self::start(io, options, runtime.clone());
         runtime.spawn(driver.into_inner());
         connecting.await
@@ -129,7 +129,7 @@ impl Qmp {
     /// Cancel safe. Dropping the future never leaves part of a command on the wire and never shifts replies: a
     /// command not written yet is withdrawn, one already written runs and its reply is discarded.
     pub async fn execute<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = self.handle().opts(self.handle().options.command_timeout);
+        let opts = self.handle().opts(self.handle().options.get_command_timeout());
         self.run(self.handle().execute_op(command, &args, opts, None)).await
     }
 
@@ -138,7 +138,7 @@ impl Qmp {
     /// # Cancel safety
     /// Cancel safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
-        let opts = self.handle().opts(self.handle().options.command_timeout);
+        let opts = self.handle().opts(self.handle().options.get_command_timeout());
         self.handle().call(Handle::raw_op(command, args, opts)).await
     }
 
@@ -149,7 +149,7 @@ impl Qmp {
     /// # Cancel safety
     /// Cancel safe, like [`execute`](Self::execute).
     pub async fn execute_oob<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = self.handle().opts(self.handle().options.command_timeout).oob();
+        let opts = self.handle().opts(self.handle().options.get_command_timeout()).oob();
         self.run(self.handle().execute_op(command, &args, opts, None)).await
     }
 
@@ -188,7 +188,7 @@ impl Qmp {
             return Err(Error::FdPassing(transport::unsupported()));
         }
         let fd = fd.as_fd().try_clone_to_owned().map_err(Error::FdPassing)?;
-        let opts = self.handle().opts(self.handle().options.command_timeout).pass_fd();
+        let opts = self.handle().opts(self.handle().options.get_command_timeout()).pass_fd();
         self.run(self.handle().execute_op(command, &args, opts, Some(fd))).await
     }
 

@@ -57,7 +57,7 @@ impl GuestAgent {
 }
 
 async fn typed<C: Command>(handle: &Handle, command: C, oob: bool) -> Result<C::Ok, Error> {
-    let mut opts = handle.opts(handle.options.command_timeout);
+    let mut opts = handle.opts(handle.options.get_command_timeout());
     if oob {
         opts = opts.oob();
     }

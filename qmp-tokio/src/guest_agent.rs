@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qmp_proto::adapter::random_nonce;
-use qmp_proto::{Config, ConnectionError, ExecuteOptions, ProtocolViolation, RawJson};
+use qmp_proto::{ConnectionError, ExecuteOptions, Mode, ProtocolViolation, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -49,7 +49,7 @@ impl GuestAgent {
     /// # Cancel safety
     /// Cancel-safe: dropped before it returns, the half-made connection is closed.
     pub async fn connect_unix(path: impl AsRef<Path>, options: Options) -> Result<Self, Error> {
-        let stream = tokio::time::timeout(options.connect_timeout, UnixStream::connect(path.as_ref()))
+        let stream = tokio::time::timeout(options.get_connect_timeout(), UnixStream::connect(path.as_ref()))
             .await
             .map_err(|_| Error::Connect(std::io::ErrorKind::TimedOut.into()))?
             .map_err(Error::Connect)?;
@@ -76,8 +76,8 @@ impl GuestAgent {
     }
 
     async fn start<T: Transport>(io: T, options: Options) -> Result<Self, Error> {
-        let timeout = options.connect_timeout;
-        let (handle, _) = start(io, Config::guest_agent(), options, false).await?;
+        let timeout = options.get_connect_timeout();
+        let (handle, _) = start(io, Mode::GuestAgent, options, false).await?;
         let agent = GuestAgent { handle: Arc::new(handle) };
         agent.sync(timeout).await?;
         Ok(agent)
@@ -100,7 +100,7 @@ impl GuestAgent {
     /// Cancel-safe. Dropping the future never leaves part of a command on the wire: a command not written yet is
     /// withdrawn, one already written runs and its reply is discarded.
     pub async fn execute<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        self.execute_with_timeout(command, args, self.handle.options.command_timeout).await
+        self.execute_with_timeout(command, args, self.handle.options.get_command_timeout()).await
     }
 
     /// Runs a command with its own timeout (`None`: wait forever).
@@ -122,7 +122,7 @@ impl GuestAgent {
     /// # Cancel safety
     /// Cancel-safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
-        let opts = self.handle.opts(self.handle.options.command_timeout);
+        let opts = self.handle.opts(self.handle.options.get_command_timeout());
         let args = args.map_or(Args::None, |a| Args::Raw(a.clone()));
         self.handle.call(Op::Execute { name: command.to_owned(), args, opts, fd: None }).await
     }

@@ -1,10 +1,7 @@
 //! [`Options`]: connection settings shared by [`Qmp`](crate::Qmp) and [`GuestAgent`](crate::GuestAgent).
 
-use std::time::Duration;
-
-use qmp_proto::Config;
-
-/// Connection settings, the same as `qmp-blocking`'s. `Options::default()` suits most uses.
+/// Connection settings: [`qmp_proto::adapter::Options`], the same in every adapter. `Options::default()` suits
+/// most uses.
 ///
 /// ```
 /// use std::time::Duration;
@@ -14,92 +11,4 @@ use qmp_proto::Config;
 ///     .event_buffer(4096)
 ///     .oob(false);
 /// ```
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub(crate) connect_timeout: Duration,
-    pub(crate) command_timeout: Option<Duration>,
-    pub(crate) max_message_size: usize,
-    pub(crate) oob: bool,
-    pub(crate) event_buffer: usize,
-    pub(crate) max_in_flight: usize,
-    pub(crate) max_pending: usize,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            connect_timeout: Duration::from_secs(10),
-            command_timeout: Some(Duration::from_secs(30)),
-            max_message_size: 10 << 20,
-            oob: true,
-            event_buffer: 1024,
-            max_in_flight: 8,
-            max_pending: 1024,
-        }
-    }
-}
-
-/// Server events the core may hold between two drains. The driver drains after every read, so this only has to
-/// cover the events of one read buffer (64 KiB); it is a safety bound, not the subscribers' buffer.
-const CORE_EVENT_QUEUE: usize = 64 * 1024;
-
-impl Options {
-    /// Time allowed for connecting, the greeting and negotiation (QMP), or the first `guest-sync-delimited` (QGA).
-    /// QEMU greets a second client only after the first disconnects: this is what stops the wait. Default 10 s.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Default deadline of each command (`None`: wait forever). Default 30 s. Override it per call with
-    /// [`Qmp::execute_with_timeout`](crate::Qmp::execute_with_timeout).
-    pub fn command_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.command_timeout = timeout;
-        self
-    }
-
-    /// Largest accepted server message; larger ones are skipped and reported. Default 10 MiB.
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
-        self
-    }
-
-    /// Negotiate out-of-band execution when the server offers it. Default true.
-    pub fn oob(mut self, enable: bool) -> Self {
-        self.oob = enable;
-        self
-    }
-
-    /// Events each subscriber of [`Qmp::events`](crate::Qmp::events) may fall behind by; beyond that its oldest
-    /// unread events are dropped and it gets [`EventItem::Lagged`](crate::EventItem::Lagged). Default 1024.
-    pub fn event_buffer(mut self, events: usize) -> Self {
-        self.event_buffer = events.max(1);
-        self
-    }
-
-    /// In-band commands on the wire at once. Default 8 (QEMU's queue length).
-    pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n;
-        self
-    }
-
-    /// Commands accepted by the connection at once (queued or on the wire). Beyond that, `execute` waits for room
-    /// instead of failing. Default 1024.
-    pub fn max_pending(mut self, n: usize) -> Self {
-        self.max_pending = n.max(1);
-        self
-    }
-
-    pub(crate) fn to_config(&self, base: Config) -> Config {
-        let config = base
-            .max_message_size(self.max_message_size)
-            .enable_oob(self.oob)
-            .max_in_flight(self.max_in_flight)
-            .max_pending(self.max_pending)
-            .max_queued_events(CORE_EVENT_QUEUE);
-        match config.mode() {
-            qmp_proto::Mode::Qmp => config.handshake_timeout(Some(self.connect_timeout)),
-            _ => config,
-        }
-    }
-}
+pub type Options = qmp_proto::adapter::Options<()>;

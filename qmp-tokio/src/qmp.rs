@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qmp_proto::adapter::AddFdInfo;
-use qmp_proto::{Config, ConnectionError, Greeting, ProtocolViolation, RawJson};
+use qmp_proto::{ConnectionError, Greeting, Mode, ProtocolViolation, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -65,7 +65,7 @@ impl Qmp {
     pub async fn connect_unix(path: impl AsRef<Path>, options: Options) -> Result<Self, Error> {
         let path = path.as_ref();
         tracing::debug!(path = %path.display(), "connecting to QMP unix socket");
-        let stream = tokio::time::timeout(options.connect_timeout, UnixStream::connect(path))
+        let stream = tokio::time::timeout(options.get_connect_timeout(), UnixStream::connect(path))
             .await
             .map_err(|_| Error::Connect(std::io::ErrorKind::TimedOut.into()))?
             .map_err(Error::Connect)?;
@@ -77,7 +77,7 @@ impl Qmp {
     /// # Cancel safety
     /// Cancel-safe, like [`connect_unix`](Self::connect_unix).
     pub async fn connect_tcp(addr: impl ToSocketAddrs, options: Options) -> Result<Self, Error> {
-        let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(options.get_connect_timeout(), TcpStream::connect(addr))
             .await
             .map_err(|_| Error::Connect(std::io::ErrorKind::TimedOut.into()))?
             .map_err(Error::Connect)?;
@@ -108,7 +108,7 @@ impl Qmp {
     }
 
     async fn start<T: Transport>(io: T, options: Options, fd_passing: bool) -> Result<Self, Error> {
-        let (handle, ready) = start(io, Config::qmp(), options, fd_passing).await?;
+        let (handle, ready) = start(io, Mode::Qmp, options, fd_passing).await?;
         // A QMP session is ready only after its greeting.
         let greeting = ready.greeting.ok_or(Error::Connection(ConnectionError::BadGreeting("none".into())))?;
         Ok(Qmp { inner: Arc::new(Inner { handle, greeting, oob: ready.oob }) })
@@ -140,7 +140,7 @@ impl Qmp {
     /// Cancel-safe. Dropping the future never leaves part of a command on the wire and never shifts replies: a
     /// command not written yet is withdrawn, one already written runs and its reply is discarded.
     pub async fn execute<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = self.handle().opts(self.handle().options.command_timeout);
+        let opts = self.handle().opts(self.handle().options.get_command_timeout());
         self.run(self.handle().execute_op(command, &args, opts, None)).await
     }
 
@@ -149,7 +149,7 @@ impl Qmp {
     /// # Cancel safety
     /// Cancel-safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
-        let opts = self.handle().opts(self.handle().options.command_timeout);
+        let opts = self.handle().opts(self.handle().options.get_command_timeout());
         let args = args.map_or(Args::None, |a| Args::Raw(a.clone()));
         self.handle().call(Op::Execute { name: command.to_owned(), args, opts, fd: None }).await
     }
@@ -161,7 +161,7 @@ impl Qmp {
     /// # Cancel safety
     /// Cancel-safe, like [`execute`](Self::execute).
     pub async fn execute_oob<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = self.handle().opts(self.handle().options.command_timeout).oob();
+        let opts = self.handle().opts(self.handle().options.get_command_timeout()).oob();
         self.run(self.handle().execute_op(command, &args, opts, None)).await
     }
 
@@ -201,7 +201,7 @@ impl Qmp {
             )));
         }
         let fd = fd.as_fd().try_clone_to_owned().map_err(Error::FdPassing)?;
-        let opts = self.handle().opts(self.handle().options.command_timeout).pass_fd();
+        let opts = self.handle().opts(self.handle().options.get_command_timeout()).pass_fd();
         self.run(self.handle().execute_op(command, &args, opts, Some(fd))).await
     }
 

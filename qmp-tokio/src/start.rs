@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use qmp_proto::{Config, ConnectionError};
+use qmp_proto::{ConnectionError, Mode};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::debug;
 
@@ -21,17 +21,17 @@ const REQUEST_QUEUE: usize = 256;
 /// Cancel-safe: dropping the future drops the handle, and the driver then closes the connection.
 pub(crate) async fn start<T: Transport>(
     io: T,
-    base: Config,
+    mode: Mode,
     options: Options,
     fd_passing: bool,
 ) -> Result<(Handle, Ready), Error> {
     let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE);
     let (control_tx, control) = mpsc::unbounded_channel();
     let (ready_tx, ready) = oneshot::channel();
-    let (events, _) = broadcast::channel(options.event_buffer);
+    let (events, _) = broadcast::channel(options.get_event_buffer());
     let (state_tx, state) = watch::channel(None);
     let shared = Arc::new(Shared { events: Mutex::new(Some(events.clone())), violations: Mutex::default() });
-    let core = qmp_proto::Client::new(options.to_config(base), tokio::time::Instant::now().into_std());
+    let core = qmp_proto::Client::new(options.to_config(mode), tokio::time::Instant::now().into_std());
     let wiring = Wiring { requests, control, ready: ready_tx, events, shared: Arc::clone(&shared), state: state_tx };
     debug!(mode = ?core.config().mode(), fd_passing, "starting connection driver");
     tokio::spawn(Driver::new(io, core, wiring));

@@ -44,7 +44,7 @@ impl Qmp {
         oob: bool,
     ) -> Result<qmp_proto::RawJson, Error> {
         let handle = self.handle_for_typed();
-        let mut opts = handle.opts(handle.options.command_timeout);
+        let mut opts = handle.opts(handle.options.get_command_timeout());
         if oob {
             opts = opts.oob();
         }
@@ -66,7 +66,7 @@ impl GuestAgent {
     /// Cancel-safe, like [`execute`](Self::execute).
     pub async fn execute_typed<C: Command>(&self, command: C) -> Result<C::Ok, Error> {
         let handle = self.handle_for_typed();
-        let opts = handle.opts(handle.options.command_timeout);
+        let opts = handle.opts(handle.options.get_command_timeout());
         let raw = handle.call(handle.execute_op(qmp_qapi::name(&command), &command, opts, None)?).await?;
         Ok(qmp_qapi::decode::<C>(&raw)?)
     }
