@@ -39,3 +39,9 @@
 
 pub mod fake_server;
 pub mod servers;
+
+/// The README's examples, compiled as doc tests of this crate so that they cannot rot (they are `no_run`: they
+/// need a QEMU listening on the paths they name).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;
