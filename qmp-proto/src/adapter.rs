@@ -1,5 +1,6 @@
 //! The vocabulary every adapter shares: the connection settings ([`Options`]), the [`Error`] a call fails with,
-//! and the small helpers each adapter would otherwise write again ([`random_nonce`], [`AddFdInfo`]).
+//! the items of an event stream ([`EventItem`]), and the small helpers each adapter would otherwise write again
+//! ([`random_nonce`], [`AddFdInfo`]).
 //!
 //! Nothing here does I/O or is used by the state machine; `qmp-blocking`, `qmp-tokio` and `qmp-smol` re-export
 //! these types under their own names (`qmp_tokio::Error`, ...), the way quinn re-exports quinn-proto's
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::{Config, ConnectionError, Mode, QmpError, RequestError, UsageError};
+use crate::{Config, ConnectionError, Mode, QmpError, RequestError, ServerEvent, UsageError};
 
 /// Server events the core may hold between two drains. Every adapter drains after each read, so this only has
 /// to cover the events of one read buffer (64 KiB); it is a safety bound, not the buffer of
@@ -99,7 +100,7 @@ impl<X> Options<X> {
     ///
     /// - `qmp-blocking`: events kept until `Client::next_event` takes them; newer ones are dropped and counted.
     /// - `qmp-tokio`, `qmp-smol`: events each subscriber of `Qmp::events` may fall behind by; beyond that its oldest
-    ///   unread events are dropped and it gets `EventItem::Lagged`.
+    ///   unread events are dropped and it gets [`EventItem::Lagged`].
     pub fn event_buffer(mut self, events: usize) -> Self {
         self.event_buffer = events.max(1);
         self
@@ -212,6 +213,30 @@ impl From<UsageError> for Error {
         match e {
             UsageError::Closed(cause) => Error::Connection(cause),
             other => Error::Usage(other),
+        }
+    }
+}
+
+/// One item of an async adapter's event stream (`qmp_tokio::Events`, `qmp_smol::Events`).
+///
+/// With their `qapi` feature, `qmp_qapi::EventItemExt::to_qapi` gives the typed event.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum EventItem {
+    /// A server event.
+    Event(ServerEvent),
+    /// This many events were lost before the next item: the subscriber fell behind (or, rarely, the connection
+    /// dropped them before any subscriber could see them). With a name filter, the count covers events of every
+    /// name.
+    Lagged(u64),
+}
+
+impl EventItem {
+    /// The event, unless this is a lag marker.
+    pub fn event(&self) -> Option<&ServerEvent> {
+        match self {
+            EventItem::Event(ev) => Some(ev),
+            EventItem::Lagged(_) => None,
         }
     }
 }

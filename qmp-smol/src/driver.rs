@@ -24,11 +24,11 @@ use std::time::Instant;
 use futures_core::Stream;
 use qmp_proto::{ConnectionError, RequestId};
 
-use crate::events::EventItem;
 use crate::runtime::{AsyncTimer, Runtime};
 use crate::shared::{Control, ReplyTx, Request, Shared};
 use crate::transport::Transport;
 use crate::Error;
+use crate::EventItem;
 
 mod dispatch;
 

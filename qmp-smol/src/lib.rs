@@ -26,7 +26,7 @@
 //!
 //! - Typed commands and events (feature `qapi`): `execute_typed` takes any command struct of the `qapi-qmp` /
 //!   `qapi-qga` crates (re-exported as `qmp_smol::qapi`) and returns its typed result;
-//!   `EventItem::to_qapi` gives the typed `qapi_qmp::Event`.
+//!   `qapi::EventItemExt::to_qapi` gives the typed `qapi_qmp::Event` of an [`EventItem`].
 //!
 //! # Runtimes
 //! Features pick the runtime that spawns the driver and times it: `smol` (default) and `async-std` (deprecated
@@ -140,13 +140,13 @@ mod typed;
 
 pub use connecting::Connecting;
 pub use driver::Driver;
-pub use events::{EventItem, Events};
+pub use events::Events;
 pub use guest_agent::GuestAgent;
 #[cfg(any(feature = "smol", feature = "async-std"))]
 pub use net::Listener;
 pub use options::Options;
 pub use qmp::Qmp;
-pub use qmp_proto::adapter::{AddFdInfo, Error};
+pub use qmp_proto::adapter::{AddFdInfo, Error, EventItem};
 pub use qmp_proto::{
     ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, ServerEvent, Timestamp, UsageError, Version,
 };

@@ -13,8 +13,8 @@ use event_listener::Event;
 use qmp_proto::{ConnectionError, ExecuteOptions, Greeting, ProtocolViolation, RawJson};
 use serde_json::value::RawValue;
 
-use crate::events::EventItem;
 use crate::Error;
+use crate::EventItem;
 
 /// Where a call's outcome goes: a bounded(1) channel used as a one-shot.
 pub(crate) type ReplyTx = async_channel::Sender<Result<RawJson, Error>>;

@@ -1,7 +1,7 @@
 //! Typed commands (feature `qapi`): any [`qapi_spec::Command`](qmp_qapi::Command) of the `qapi-qmp` / `qapi-qga`
 //! crates in, its typed result out. The conversions live in the adapter-neutral [`qmp_qapi`] crate (see its docs
 //! for the QEMU versions whose replies were checked); this file only routes them through the connection. Typed
-//! events: [`EventItem::to_qapi`](crate::EventItem::to_qapi).
+//! events: [`EventItemExt::to_qapi`](qmp_qapi::EventItemExt::to_qapi).
 
 use qmp_qapi::Command;
 

@@ -29,10 +29,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Sleep;
 use tracing::{debug, trace};
 
-use crate::events::EventItem;
 use crate::handle::{Args, Control, Op, Request, Shared, KEPT_VIOLATIONS};
 use crate::transport::Transport;
 use crate::Error;
+use crate::EventItem;
 
 /// Bytes read from the socket at once.
 const READ_BUFFER: usize = 64 * 1024;

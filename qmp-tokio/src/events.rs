@@ -8,39 +8,11 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use futures_core::Stream;
+use qmp_proto::adapter::EventItem;
 use qmp_proto::ServerEvent;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
-
-/// One item of an [`Events`] stream.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum EventItem {
-    /// A server event.
-    Event(ServerEvent),
-    /// This many events were lost before the next item: the subscriber fell behind (or, rarely, the connection
-    /// dropped them before any subscriber could see them). With a name filter, the count covers events of every
-    /// name.
-    Lagged(u64),
-}
-
-impl EventItem {
-    /// The event, unless this is a lag marker.
-    pub fn event(&self) -> Option<&ServerEvent> {
-        match self {
-            EventItem::Event(ev) => Some(ev),
-            EventItem::Lagged(_) => None,
-        }
-    }
-
-    /// The event as the typed [`qapi_qmp::Event`](qmp_qapi::qapi_qmp::Event) (see [`qmp_qapi::qmp_event`]), unless
-    /// this is a lag marker.
-    #[cfg(feature = "qapi")]
-    pub fn to_qapi(&self) -> Option<Result<qmp_qapi::qapi_qmp::Event, serde_json::Error>> {
-        self.event().map(qmp_qapi::qmp_event)
-    }
-}
 
 /// A stream of [`EventItem`]s from one connection; from [`Qmp::events`](crate::Qmp::events) or
 /// [`Qmp::events_named`](crate::Qmp::events_named). It sees the events that arrive after it was created, and ends

@@ -20,9 +20,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::events::{EventItem, Events};
+use crate::events::Events;
 use crate::options::Options;
 use crate::Error;
+use crate::EventItem;
 
 /// Protocol violations kept for [`Handle::take_violations`]; older ones are dropped beyond this.
 pub(crate) const KEPT_VIOLATIONS: usize = 64;

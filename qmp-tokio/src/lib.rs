@@ -21,7 +21,7 @@
 //! - Logging through [`tracing`]: the connection's lifecycle at DEBUG, the bytes on the wire at TRACE (target
 //!   `qmp_tokio::wire`). Nothing is printed.
 //! - Feature `qapi`: typed commands and events from the `qapi-qmp` / `qapi-qga` crates ([`Qmp::execute_typed`],
-//!   [`EventItem::to_qapi`]), through the adapter-neutral [`qmp_qapi`] crate (re-exported as [`qapi`]).
+//!   [`qapi::EventItemExt::to_qapi`]), through the adapter-neutral [`qmp_qapi`] crate (re-exported as [`qapi`]).
 //!
 //! # Example
 //! Start a QEMU to talk to, for example
@@ -111,12 +111,12 @@ mod transport;
 #[cfg(feature = "qapi")]
 mod typed;
 
-pub use events::{EventItem, Events};
+pub use events::Events;
 pub use guest_agent::GuestAgent;
 pub use listener::Listener;
 pub use options::Options;
 pub use qmp::Qmp;
-pub use qmp_proto::adapter::{AddFdInfo, Error};
+pub use qmp_proto::adapter::{AddFdInfo, Error, EventItem};
 pub use qmp_proto::{
     ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError,
     Version,

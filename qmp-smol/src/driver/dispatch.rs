@@ -5,10 +5,10 @@
 use qmp_proto::{ClientEvent, ConnectionError, RawJson, RequestId, UsageError};
 
 use super::{excerpt, Call, Conn, Phase, WIRE};
-use crate::events::EventItem;
 use crate::shared::{Args, Control, Op, Request};
 use crate::transport::Transport;
 use crate::Error;
+use crate::EventItem;
 
 impl<T: Transport> Conn<T> {
     // ----- the core's outputs -----------------------------------------------------------------------------

@@ -551,7 +551,7 @@ pub fn with_driver_spawned_by_hand<R: Rt>() {
 }
 
 pub fn typed_commands_and_events<R: Rt>() {
-    use qmp_smol::qapi::qapi_qmp;
+    use qmp_smol::qapi::{qapi_qmp, EventItemExt};
     let qsd = require!(QemuServer::storage_daemon());
     let system = require!(QemuServer::system());
     let ga = require!(QemuServer::guest_agent());
