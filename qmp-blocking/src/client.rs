@@ -185,7 +185,7 @@ impl<S: Transport> Client<S> {
     /// Takes the protocol violations seen so far (the most recent 64): malformed messages, unknown ids, id-less
     /// errors. The session survived each of them.
     pub fn take_violations(&mut self) -> Vec<ProtocolViolation> {
-        self.driver.violations.drain(..).collect()
+        self.driver.violations.take()
     }
 
     /// Why the connection ended, if it has.

@@ -8,9 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use qmp_proto::{
-    ClientEvent, ConnectionError, ProtocolViolation, QmpError, RawJson, RequestError, RequestId, ServerEvent,
-};
+use qmp_proto::adapter::Violations;
+use qmp_proto::{ClientEvent, ConnectionError, QmpError, RawJson, RequestError, RequestId, ServerEvent};
 
 use crate::transport::Transport;
 use crate::Error;
@@ -23,9 +22,6 @@ pub(crate) enum Outcome {
     TimedOut,
 }
 
-/// Protocol violations kept for inspection; older ones are dropped beyond this.
-const KEPT_VIOLATIONS: usize = 64;
-
 #[derive(Debug)]
 pub(crate) struct Driver<S> {
     pub(crate) stream: S,
@@ -37,7 +33,7 @@ pub(crate) struct Driver<S> {
     pub(crate) events: VecDeque<ServerEvent>,
     event_capacity: usize,
     pub(crate) dropped_events: u64,
-    pub(crate) violations: VecDeque<ProtocolViolation>,
+    pub(crate) violations: Violations,
     pub(crate) closed: Option<ConnectionError>,
 }
 
@@ -53,7 +49,7 @@ impl<S: Transport> Driver<S> {
             events: VecDeque::new(),
             event_capacity,
             dropped_events: 0,
-            violations: VecDeque::new(),
+            violations: Violations::default(),
             closed: None,
         }
     }
@@ -114,12 +110,7 @@ impl<S: Transport> Driver<S> {
                     }
                 }
                 ClientEvent::EventsDropped { count } => self.dropped_events += count,
-                ClientEvent::ProtocolViolation(v) => {
-                    if self.violations.len() == KEPT_VIOLATIONS {
-                        self.violations.pop_front();
-                    }
-                    self.violations.push_back(v);
-                }
+                ClientEvent::ProtocolViolation(v) => self.violations.push(v),
                 ClientEvent::Closed(cause) => self.closed = Some(cause),
                 _ => {}
             }

@@ -1,6 +1,7 @@
 //! The vocabulary every adapter shares: the connection settings ([`Options`]), the [`Error`] a call fails with,
-//! the items of an event stream ([`EventItem`]), and the small helpers each adapter would otherwise write again
-//! ([`random_nonce`], [`AddFdInfo`]).
+//! the items of an event stream ([`EventItem`]), a call handed from a handle to the task that owns the core
+//! ([`Command`]), the protocol violations kept for the user ([`Violations`]), and the small helpers each adapter
+//! would otherwise write again ([`random_nonce`], [`AddFdInfo`]).
 //!
 //! Nothing here does I/O or is used by the state machine; `qmp-blocking`, `qmp-tokio` and `qmp-smol` re-export
 //! these types under their own names (`qmp_tokio::Error`, ...), the way quinn re-exports quinn-proto's
@@ -8,12 +9,17 @@
 //! sentence per adapter.
 
 use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
-use crate::{Config, ConnectionError, Mode, QmpError, RequestError, ServerEvent, UsageError};
+use crate::{
+    Client, Config, ConnectionError, ExecuteOptions, Mode, ProtocolViolation, QmpError, RawJson, RequestError,
+    RequestId, ServerEvent, UsageError,
+};
 
 /// Server events the core may hold between two drains. Every adapter drains after each read, so this only has
 /// to cover the events of one read buffer (64 KiB); it is a safety bound, not the buffer of
@@ -238,6 +244,97 @@ impl EventItem {
             EventItem::Event(ev) => Some(ev),
             EventItem::Lagged(_) => None,
         }
+    }
+}
+
+/// A call on the core, made in two places: a handle builds it (serializing the arguments there, so the task that
+/// owns the [`Client`] never runs user `Serialize` code), and that task [`submit`](Self::submit)s it when the
+/// core has room. The async adapters send these from their handles to their driver task.
+#[derive(Debug)]
+pub struct Command(Call);
+
+#[derive(Debug)]
+enum Call {
+    Execute { name: String, args: Args, opts: ExecuteOptions },
+    GuestSync { nonce: u32, opts: ExecuteOptions },
+}
+
+/// A command's arguments, serialized by the caller.
+#[derive(Debug)]
+enum Args {
+    None,
+    Value(Box<RawValue>),
+    Raw(RawJson),
+}
+
+impl Command {
+    /// `command` with arguments that serialize to a JSON object (`()` for none), for
+    /// [`Client::execute`]. Fails with [`UsageError::InvalidArguments`] when they do not serialize.
+    pub fn new(command: &str, args: &impl Serialize, opts: ExecuteOptions) -> Result<Self, Error> {
+        let args = serde_json::value::to_raw_value(args)
+            .map_err(|e| Error::Usage(UsageError::InvalidArguments(e.to_string())))?;
+        Ok(Command(Call::Execute { name: command.to_owned(), args: Args::Value(args), opts }))
+    }
+
+    /// `command` with raw JSON arguments (an object, or `None`), for [`Client::execute_raw`].
+    pub fn raw(command: &str, args: Option<&RawJson>, opts: ExecuteOptions) -> Self {
+        let args = args.map_or(Args::None, |a| Args::Raw(a.clone()));
+        Command(Call::Execute { name: command.to_owned(), args, opts })
+    }
+
+    /// `guest-sync-delimited` with `nonce`, for [`Client::guest_sync`].
+    pub fn guest_sync(nonce: u32, opts: ExecuteOptions) -> Self {
+        Command(Call::GuestSync { nonce, opts })
+    }
+
+    /// The command's deadline, if it has one (to honour it while the command waits for room in the core).
+    pub fn deadline(&self) -> Option<Instant> {
+        match &self.0 {
+            Call::Execute { opts, .. } | Call::GuestSync { opts, .. } => opts.get_deadline(),
+        }
+    }
+
+    /// The nonce, if this is a `guest-sync-delimited`.
+    pub fn guest_sync_nonce(&self) -> Option<u32> {
+        match self.0 {
+            Call::GuestSync { nonce, .. } => Some(nonce),
+            Call::Execute { .. } => None,
+        }
+    }
+
+    /// Hands the command to `core`: its request id, or why the core refused it ([`UsageError::QueueFull`]: no
+    /// room yet, try again later).
+    pub fn submit(&self, core: &mut Client) -> Result<RequestId, UsageError> {
+        match &self.0 {
+            Call::Execute { name, args, opts } => match args {
+                Args::None => core.execute(name, None::<&()>, *opts),
+                Args::Value(value) => core.execute(name, Some(&**value), *opts),
+                Args::Raw(raw) => core.execute_raw(name, Some(raw), *opts),
+            },
+            Call::GuestSync { nonce, opts } => core.guest_sync(*nonce, *opts),
+        }
+    }
+}
+
+/// The protocol violations an adapter keeps for its `take_violations`: the most recent [`Violations::KEPT`].
+#[derive(Debug, Default)]
+pub struct Violations(VecDeque<ProtocolViolation>);
+
+impl Violations {
+    /// How many are kept; older ones are dropped.
+    pub const KEPT: usize = 64;
+
+    /// Keeps `violation`, dropping the oldest one beyond [`KEPT`](Self::KEPT).
+    pub fn push(&mut self, violation: ProtocolViolation) {
+        if self.0.len() == Self::KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back(violation);
+    }
+
+    /// Takes the kept violations, oldest first.
+    pub fn take(&mut self) -> Vec<ProtocolViolation> {
+        self.0.drain(..).collect()
     }
 }
 

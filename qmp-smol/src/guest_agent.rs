@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_io::{AsyncRead, AsyncWrite};
-use qmp_proto::adapter::random_nonce;
+use qmp_proto::adapter::{random_nonce, Command};
 use qmp_proto::{ConnectionError, Mode, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -14,7 +14,6 @@ use crate::driver::Driver;
 use crate::handle::{self, Handle};
 use crate::options::Options;
 use crate::runtime::Runtime;
-use crate::shared::Op;
 use crate::transport::{Plain, Transport};
 use crate::Error;
 
@@ -92,7 +91,7 @@ impl GuestAgent {
     /// Cancel safe: dropped, the sync is cancelled (its reply, if any, is swallowed).
     pub async fn sync(&self, timeout: Duration) -> Result<(), Error> {
         let opts = self.inner.opts(Some(timeout));
-        self.inner.call(Op::Sync { nonce: random_nonce(), opts }).await.map(drop)
+        self.inner.call(Command::guest_sync(random_nonce(), opts).into()).await.map(drop)
     }
 
     /// Runs a command and deserializes its `return` value. Commands that never reply on success

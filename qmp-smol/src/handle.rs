@@ -10,6 +10,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use qmp_proto::adapter::Command;
 use qmp_proto::{ConnectionError, ExecuteOptions, RawJson};
 use serde::Serialize;
 
@@ -17,7 +18,7 @@ use crate::driver::{Conn, Driver};
 use crate::events::Events;
 use crate::options::Options;
 use crate::runtime::Runtime;
-use crate::shared::{Args, Control, Op, Request, Shared};
+use crate::shared::{Control, Op, Request, Shared};
 use crate::transport::Transport;
 use crate::Error;
 
@@ -52,19 +53,12 @@ impl Handle {
         opts: ExecuteOptions,
         fd: Option<OwnedFd>,
     ) -> Result<Op, Error> {
-        let args = serde_json::value::to_raw_value(args)
-            .map_err(|e| Error::Usage(qmp_proto::UsageError::InvalidArguments(e.to_string())))?;
-        Ok(Op::Execute { name: command.to_owned(), args: Args::Value(args), opts, fd })
+        Ok(Op { command: Command::new(command, args, opts)?, fd })
     }
 
     /// An `Execute` op with raw arguments.
     pub(crate) fn raw_op(command: &str, args: Option<&RawJson>, opts: ExecuteOptions) -> Op {
-        Op::Execute {
-            name: command.to_owned(),
-            args: args.map_or(Args::None, |a| Args::Raw(a.clone())),
-            opts,
-            fd: None,
-        }
+        Command::raw(command, args, opts).into()
     }
 
     /// Options for one command with a timeout from now on.

@@ -4,14 +4,13 @@
 //! Handles never touch the socket or the core: they send a [`Request`] and wait on a one-shot reply channel;
 //! cancellations and close requests go on a separate [`Control`] channel that the driver always reads first.
 
-use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use event_listener::Event;
-use qmp_proto::{ConnectionError, ExecuteOptions, Greeting, ProtocolViolation, RawJson};
-use serde_json::value::RawValue;
+use qmp_proto::adapter::{Command, Violations};
+use qmp_proto::{ConnectionError, Greeting, ProtocolViolation, RawJson};
 
 use crate::Error;
 use crate::EventItem;
@@ -19,21 +18,18 @@ use crate::EventItem;
 /// Where a call's outcome goes: a bounded(1) channel used as a one-shot.
 pub(crate) type ReplyTx = async_channel::Sender<Result<RawJson, Error>>;
 
-/// A command's arguments, serialized by the caller (so the driver never runs user `Serialize` code).
+/// What a request asks the driver to do: a command (or `guest-sync-delimited`), and the descriptor that rides
+/// on the byte the core marks for it.
 #[derive(Debug)]
-pub(crate) enum Args {
-    None,
-    Value(Box<RawValue>),
-    Raw(RawJson),
+pub(crate) struct Op {
+    pub(crate) command: Command,
+    pub(crate) fd: Option<OwnedFd>,
 }
 
-/// What a request asks the driver to do.
-#[derive(Debug)]
-pub(crate) enum Op {
-    /// Run a command; with a descriptor, it rides on the byte the core marks for it.
-    Execute { name: String, args: Args, opts: ExecuteOptions, fd: Option<OwnedFd> },
-    /// `guest-sync-delimited` with this nonce.
-    Sync { nonce: u32, opts: ExecuteOptions },
+impl From<Command> for Op {
+    fn from(command: Command) -> Op {
+        Op { command, fd: None }
+    }
 }
 
 /// One call: the operation, the caller's ticket (to cancel it by), and where the answer goes.
@@ -53,9 +49,6 @@ pub(crate) enum Control {
     Close,
 }
 
-/// Protocol violations kept for [`take_violations`](crate::Qmp::take_violations); older ones are dropped.
-pub(crate) const KEPT_VIOLATIONS: usize = 64;
-
 /// Connection state, written by the driver, read by the handles.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -67,7 +60,7 @@ pub(crate) struct Shared {
     finished: AtomicBool,
     state: Event,
     next_ticket: AtomicU64,
-    violations: Mutex<VecDeque<ProtocolViolation>>,
+    violations: Mutex<Violations>,
 }
 
 impl Shared {
@@ -81,7 +74,7 @@ impl Shared {
             finished: AtomicBool::new(false),
             state: Event::new(),
             next_ticket: AtomicU64::new(0),
-            violations: Mutex::new(VecDeque::new()),
+            violations: Mutex::default(),
         }
     }
 
@@ -144,15 +137,11 @@ impl Shared {
     }
 
     pub(crate) fn push_violation(&self, v: ProtocolViolation) {
-        let mut kept = self.violations.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() == KEPT_VIOLATIONS {
-            kept.pop_front();
-        }
-        kept.push_back(v);
+        self.violations.lock().unwrap_or_else(|e| e.into_inner()).push(v);
     }
 
     pub(crate) fn take_violations(&self) -> Vec<ProtocolViolation> {
-        self.violations.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect()
+        self.violations.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Waits until `done` holds. Checks, listens, checks again: no wake-up is missed.

@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Sleep;
 use tracing::{debug, trace};
 
-use crate::handle::{Args, Control, Op, Request, Shared, KEPT_VIOLATIONS};
+use crate::handle::{Control, Request, Shared};
 use crate::transport::Transport;
 use crate::Error;
 use crate::EventItem;
@@ -210,11 +210,7 @@ impl<T: Transport> Driver<T> {
             }
             ClientEvent::ProtocolViolation(violation) => {
                 debug!(%violation, "protocol violation (session continues)");
-                let mut kept = self.shared.violations.lock().unwrap_or_else(|p| p.into_inner());
-                if kept.len() == KEPT_VIOLATIONS {
-                    kept.pop_front();
-                }
-                kept.push_back(violation);
+                self.shared.violations.lock().unwrap_or_else(|p| p.into_inner()).push(violation);
             }
             ClientEvent::Closed(cause) => self.on_closed(cause),
             other => debug!(event = ?other, "unhandled core event"),
@@ -258,18 +254,10 @@ impl<T: Transport> Driver<T> {
             trace!(ticket = req.ticket, "request dropped by its caller before it was taken");
             return;
         }
-        let result = match &req.op {
-            Op::Execute { name, args, opts, .. } => match args {
-                Args::None => self.core.execute(name, None::<&()>, *opts),
-                Args::Value(value) => self.core.execute(name, Some(&**value), *opts),
-                Args::Raw(raw) => self.core.execute_raw(name, Some(raw), *opts),
-            },
-            Op::Sync { nonce, opts } => self.core.guest_sync(*nonce, *opts),
-        };
-        match result {
+        match req.op.command.submit(&mut self.core) {
             Ok(id) => {
                 let Request { op, ticket, reply } = req;
-                if let Op::Execute { fd: Some(fd), .. } = op {
+                if let Some(fd) = op.fd {
                     self.fds.insert(id, fd);
                 }
                 self.calls.insert(id, Call { ticket, reply });

@@ -4,14 +4,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qmp_proto::adapter::random_nonce;
+use qmp_proto::adapter::{random_nonce, Command};
 use qmp_proto::{ConnectionError, ExecuteOptions, Mode, ProtocolViolation, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 
-use crate::handle::{deadline, Args, Handle, Op};
+use crate::handle::{deadline, Handle};
 use crate::options::Options;
 use crate::start::start;
 use crate::transport::{Plain, Transport};
@@ -90,7 +90,7 @@ impl GuestAgent {
     /// Cancel-safe: dropped, the sync is abandoned and later commands go on.
     pub async fn sync(&self, timeout: Duration) -> Result<(), Error> {
         let opts = ExecuteOptions::new().deadline_opt(deadline(Some(timeout)));
-        self.handle.call(Op::Sync { nonce: random_nonce(), opts }).await.map(drop)
+        self.handle.call(Command::guest_sync(random_nonce(), opts).into()).await.map(drop)
     }
 
     /// Runs a command and deserializes its `return` value. Commands that never reply on success
@@ -123,8 +123,7 @@ impl GuestAgent {
     /// Cancel-safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
         let opts = self.handle.opts(self.handle.options.get_command_timeout());
-        let args = args.map_or(Args::None, |a| Args::Raw(a.clone()));
-        self.handle.call(Op::Execute { name: command.to_owned(), args, opts, fd: None }).await
+        self.handle.call(Command::raw(command, args, opts).into()).await
     }
 
     /// Sends a command that the agent does not answer (any command, not only the ones it never answers on

@@ -6,7 +6,6 @@
 //! which cancels the command in the core: never sent if it was still queued, its reply swallowed if it was on the
 //! wire. A request whose caller left before the driver took it off the channel is skipped unseen.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
@@ -15,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use qmp_proto::adapter::{Command, Violations};
 use qmp_proto::{ConnectionError, ExecuteOptions, ProtocolViolation, RawJson};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::events::Events;
@@ -25,22 +24,17 @@ use crate::options::Options;
 use crate::Error;
 use crate::EventItem;
 
-/// Protocol violations kept for [`Handle::take_violations`]; older ones are dropped beyond this.
-pub(crate) const KEPT_VIOLATIONS: usize = 64;
-
-/// A command's arguments, serialized by the caller (so the driver never runs user `Serialize` code).
+/// What a request asks the driver to do: a command, and the descriptor that rides with it.
 #[derive(Debug)]
-pub(crate) enum Args {
-    None,
-    Value(Box<RawValue>),
-    Raw(RawJson),
+pub(crate) struct Op {
+    pub(crate) command: Command,
+    pub(crate) fd: Option<OwnedFd>,
 }
 
-/// What a request asks the driver to do.
-#[derive(Debug)]
-pub(crate) enum Op {
-    Execute { name: String, args: Args, opts: ExecuteOptions, fd: Option<OwnedFd> },
-    Sync { nonce: u32, opts: ExecuteOptions },
+impl From<Command> for Op {
+    fn from(command: Command) -> Op {
+        Op { command, fd: None }
+    }
 }
 
 /// One call: the operation, the caller's ticket (to cancel it by), and where the answer goes.
@@ -54,9 +48,7 @@ pub(crate) struct Request {
 impl Request {
     /// The command's deadline, if it has one.
     pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
-        match &self.op {
-            Op::Execute { opts, .. } | Op::Sync { opts, .. } => opts.get_deadline(),
-        }
+        self.op.command.deadline()
     }
 }
 
@@ -74,7 +66,7 @@ pub(crate) enum Control {
 pub(crate) struct Shared {
     /// The event channel, for new subscribers; `None` once the connection is over.
     pub(crate) events: Mutex<Option<broadcast::Sender<EventItem>>>,
-    pub(crate) violations: Mutex<VecDeque<ProtocolViolation>>,
+    pub(crate) violations: Mutex<Violations>,
 }
 
 /// The sending half of a connection, shared by every clone of a `Qmp` or `GuestAgent`.
@@ -120,9 +112,7 @@ impl Handle {
         opts: ExecuteOptions,
         fd: Option<OwnedFd>,
     ) -> Result<Op, Error> {
-        let args = serde_json::value::to_raw_value(args)
-            .map_err(|e| Error::Usage(qmp_proto::UsageError::InvalidArguments(e.to_string())))?;
-        Ok(Op::Execute { name: command.to_owned(), args: Args::Value(args), opts, fd })
+        Ok(Op { command: Command::new(command, args, opts)?, fd })
     }
 
     /// Options for one command with a timeout from now on tokio's clock (paused in tests).
@@ -162,7 +152,7 @@ impl Handle {
     }
 
     pub(crate) fn take_violations(&self) -> Vec<ProtocolViolation> {
-        self.shared.violations.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect()
+        self.shared.violations.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qmp_proto::adapter::AddFdInfo;
+use qmp_proto::adapter::{AddFdInfo, Command};
 use qmp_proto::{ConnectionError, Greeting, Mode, ProtocolViolation, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs, UnixStream};
 
 use crate::events::Events;
-use crate::handle::{Args, Handle, Op};
+use crate::handle::{Handle, Op};
 use crate::options::Options;
 use crate::start::start;
 use crate::transport::{Plain, Transport};
@@ -150,8 +150,7 @@ impl Qmp {
     /// Cancel-safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
         let opts = self.handle().opts(self.handle().options.get_command_timeout());
-        let args = args.map_or(Args::None, |a| Args::Raw(a.clone()));
-        self.handle().call(Op::Execute { name: command.to_owned(), args, opts, fd: None }).await
+        self.handle().call(Command::raw(command, args, opts).into()).await
     }
 
     /// Runs a command out of band (`exec-oob`): it may overtake in-band commands still running. Needs OOB

@@ -5,7 +5,7 @@
 use qmp_proto::{ClientEvent, ConnectionError, RawJson, RequestId, UsageError};
 
 use super::{excerpt, Call, Conn, Phase, WIRE};
-use crate::shared::{Args, Control, Op, Request};
+use crate::shared::{Control, Request};
 use crate::transport::Transport;
 use crate::Error;
 use crate::EventItem;
@@ -123,21 +123,13 @@ impl<T: Transport> Conn<T> {
             tracing::trace!(ticket = req.ticket, "request dropped by its caller before it was taken");
             return;
         }
-        let result = match &req.op {
-            Op::Execute { name, args, opts, .. } => match args {
-                Args::None => self.core.execute(name, None::<&()>, *opts),
-                Args::Value(value) => self.core.execute(name, Some(&**value), *opts),
-                Args::Raw(raw) => self.core.execute_raw(name, Some(raw), *opts),
-            },
-            Op::Sync { nonce, opts } => {
-                tracing::debug!(nonce, "guest-sync-delimited");
-                self.core.guest_sync(*nonce, *opts)
-            }
-        };
-        match result {
+        if let Some(nonce) = req.op.command.guest_sync_nonce() {
+            tracing::debug!(nonce, "guest-sync-delimited");
+        }
+        match req.op.command.submit(&mut self.core) {
             Ok(id) => {
                 let Request { op, ticket, reply } = req;
-                if let Op::Execute { fd: Some(fd), .. } = op {
+                if let Some(fd) = op.fd {
                     self.fds.insert(id, fd);
                 }
                 self.calls.insert(id, Call { ticket, reply });
