@@ -91,7 +91,7 @@ impl GuestAgent {
     /// Cancel safe: dropped, the sync is cancelled (its reply, if any, is swallowed).
     pub async fn sync(&self, timeout: Duration) -> Result<(), Error> {
         let opts = self.inner.opts(Some(timeout));
-        self.inner.call(Command::guest_sync(random_nonce(), opts).into()).await.map(drop)
+        self.inner.call(Command::guest_sync(random_nonce(), opts)).await.map(drop)
     }
 
     /// Runs a command and deserializes its `return` value. Commands that never reply on success
@@ -102,7 +102,7 @@ impl GuestAgent {
     /// command not written yet is withdrawn, one already written runs and its reply is discarded.
     pub async fn execute<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
         let opts = self.inner.opts(self.inner.options.get_command_timeout());
-        Ok(self.inner.call(self.inner.execute_op(command, &args, opts, None)?).await?.deserialize()?)
+        Ok(self.inner.call(Command::new(command, &args, opts)?).await?.deserialize()?)
     }
 
     /// Runs a command with raw JSON arguments and returns the raw `return` value.
@@ -111,7 +111,7 @@ impl GuestAgent {
     /// Cancel safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
         let opts = self.inner.opts(self.inner.options.get_command_timeout());
-        self.inner.call(Handle::raw_op(command, args, opts)).await
+        self.inner.call(Command::raw(command, args, opts)).await
     }
 
     /// Runs a command with its own timeout (`None`: wait forever).
@@ -125,7 +125,7 @@ impl GuestAgent {
         timeout: Option<Duration>,
     ) -> Result<T, Error> {
         let opts = self.inner.opts(timeout);
-        Ok(self.inner.call(self.inner.execute_op(command, &args, opts, None)?).await?.deserialize()?)
+        Ok(self.inner.call(Command::new(command, &args, opts)?).await?.deserialize()?)
     }
 
     /// Sends a command that the agent does not answer (any command, not only the ones it never answers on
@@ -135,7 +135,7 @@ impl GuestAgent {
     /// Cancel safe: dropped before it returned, the command may or may not have been sent (never in part).
     pub async fn execute_no_reply(&self, command: &str, args: impl Serialize) -> Result<(), Error> {
         let opts = qmp_proto::ExecuteOptions::new().expect_reply(false);
-        self.inner.call(self.inner.execute_op(command, &args, opts, None)?).await.map(drop)
+        self.inner.call(Command::new(command, &args, opts)?).await.map(drop)
     }
 
     /// Takes the protocol violations seen so far (the most recent 64).

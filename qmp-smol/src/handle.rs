@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 
 use qmp_proto::adapter::Command;
 use qmp_proto::{ConnectionError, ExecuteOptions, RawJson};
-use serde::Serialize;
 
 use crate::driver::{Conn, Driver};
 use crate::events::Events;
 use crate::options::Options;
 use crate::runtime::Runtime;
-use crate::shared::{Control, Op, Request, Shared};
+use crate::shared::{Control, Request, Shared};
 use crate::transport::Transport;
 use crate::Error;
 
@@ -34,31 +33,20 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
-    /// Sends `op` to the driver and waits for its answer. Cancel safe: see the module docs.
-    pub(crate) async fn call(&self, op: Op) -> Result<RawJson, Error> {
+    /// Sends `command` to the driver and waits for its answer. Cancel safe: see the module docs.
+    pub(crate) async fn call(&self, command: Command) -> Result<RawJson, Error> {
+        self.call_with_fd(command, None).await
+    }
+
+    /// Like [`call`](Self::call), with a descriptor to pass with the command.
+    pub(crate) async fn call_with_fd(&self, command: Command, fd: Option<OwnedFd>) -> Result<RawJson, Error> {
         let ticket = self.shared.ticket();
         let (reply, rx) = async_channel::bounded(1);
         // Unbounded: never waits. Room in the core is the driver's business (it stops taking requests).
-        if self.requests.try_send(Request { op, ticket, reply }).is_err() {
+        if self.requests.try_send(Request { command, fd, ticket, reply }).is_err() {
             return Err(self.shared.gone());
         }
         Waiter { rx, ticket, handle: self, armed: true }.wait().await
-    }
-
-    /// An `Execute` op from serializable arguments.
-    pub(crate) fn execute_op(
-        &self,
-        command: &str,
-        args: &impl Serialize,
-        opts: ExecuteOptions,
-        fd: Option<OwnedFd>,
-    ) -> Result<Op, Error> {
-        Ok(Op { command: Command::new(command, args, opts)?, fd })
-    }
-
-    /// An `Execute` op with raw arguments.
-    pub(crate) fn raw_op(command: &str, args: Option<&RawJson>, opts: ExecuteOptions) -> Op {
-        Command::raw(command, args, opts).into()
     }
 
     /// Options for one command with a timeout from now on.

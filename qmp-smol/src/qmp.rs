@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_io::{AsyncRead, AsyncWrite};
-use qmp_proto::adapter::AddFdInfo;
+use qmp_proto::adapter::{AddFdInfo, Command};
 use qmp_proto::{ConnectionError, Greeting, Mode, ProtocolViolation, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,7 +16,6 @@ use crate::events::Events;
 use crate::handle::{self, Handle};
 use crate::options::Options;
 use crate::runtime::Runtime;
-use crate::shared::Op;
 use crate::transport::{self, Plain, Transport};
 use crate::Error;
 
@@ -117,8 +116,8 @@ impl Qmp {
         &self.inner
     }
 
-    async fn run<T: DeserializeOwned>(&self, op: Result<Op, Error>) -> Result<T, Error> {
-        Ok(self.handle().call(op?).await?.deserialize()?)
+    async fn run<T: DeserializeOwned>(&self, command: Result<Command, Error>) -> Result<T, Error> {
+        Ok(self.handle().call(command?).await?.deserialize()?)
     }
 
     /// Runs a command and deserializes its `return` value into `T`. Pass `()` for no arguments, or anything that
@@ -130,7 +129,7 @@ impl Qmp {
     /// command not written yet is withdrawn, one already written runs and its reply is discarded.
     pub async fn execute<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
         let opts = self.handle().opts(self.handle().options.get_command_timeout());
-        self.run(self.handle().execute_op(command, &args, opts, None)).await
+        self.run(Command::new(command, &args, opts)).await
     }
 
     /// Runs a command with raw JSON arguments (an object, or `None`) and returns the raw `return` value.
@@ -139,7 +138,7 @@ impl Qmp {
     /// Cancel safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
         let opts = self.handle().opts(self.handle().options.get_command_timeout());
-        self.handle().call(Handle::raw_op(command, args, opts)).await
+        self.handle().call(Command::raw(command, args, opts)).await
     }
 
     /// Runs a command out of band (`exec-oob`): it may overtake in-band commands still running. Needs OOB
@@ -150,7 +149,7 @@ impl Qmp {
     /// Cancel safe, like [`execute`](Self::execute).
     pub async fn execute_oob<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
         let opts = self.handle().opts(self.handle().options.get_command_timeout()).oob();
-        self.run(self.handle().execute_op(command, &args, opts, None)).await
+        self.run(Command::new(command, &args, opts)).await
     }
 
     /// Runs a command with its own timeout (`None`: wait forever) instead of [`Options::command_timeout`]. On
@@ -165,7 +164,7 @@ impl Qmp {
         timeout: Option<Duration>,
     ) -> Result<T, Error> {
         let opts = self.handle().opts(timeout);
-        self.run(self.handle().execute_op(command, &args, opts, None)).await
+        self.run(Command::new(command, &args, opts)).await
     }
 
     /// Runs a command that takes a file descriptor (`getfd`, `add-fd`), passing a duplicate of `fd` with it over
@@ -189,7 +188,8 @@ impl Qmp {
         }
         let fd = fd.as_fd().try_clone_to_owned().map_err(Error::FdPassing)?;
         let opts = self.handle().opts(self.handle().options.get_command_timeout()).pass_fd();
-        self.run(self.handle().execute_op(command, &args, opts, Some(fd))).await
+        let command = Command::new(command, &args, opts)?;
+        Ok(self.handle().call_with_fd(command, Some(fd)).await?.deserialize()?)
     }
 
     /// Passes `fd` to QEMU under `name` (`getfd`), for commands that take an fd name (`add_client`,

@@ -18,24 +18,12 @@ use crate::EventItem;
 /// Where a call's outcome goes: a bounded(1) channel used as a one-shot.
 pub(crate) type ReplyTx = async_channel::Sender<Result<RawJson, Error>>;
 
-/// What a request asks the driver to do: a command (or `guest-sync-delimited`), and the descriptor that rides
-/// on the byte the core marks for it.
-#[derive(Debug)]
-pub(crate) struct Op {
-    pub(crate) command: Command,
-    pub(crate) fd: Option<OwnedFd>,
-}
-
-impl From<Command> for Op {
-    fn from(command: Command) -> Op {
-        Op { command, fd: None }
-    }
-}
-
-/// One call: the operation, the caller's ticket (to cancel it by), and where the answer goes.
+/// One call: the command (with the descriptor that rides on the byte the core marks for it), the caller's ticket
+/// (to cancel it by), and where the answer goes.
 #[derive(Debug)]
 pub(crate) struct Request {
-    pub(crate) op: Op,
+    pub(crate) command: Command,
+    pub(crate) fd: Option<OwnedFd>,
     pub(crate) ticket: u64,
     pub(crate) reply: ReplyTx,
 }

@@ -61,6 +61,6 @@ async fn typed<C: Command>(handle: &Handle, command: C, oob: bool) -> Result<C::
     if oob {
         opts = opts.oob();
     }
-    let raw = handle.call(handle.execute_op(qmp_qapi::name(&command), &command, opts, None)?).await?;
+    let raw = handle.call(qmp_proto::adapter::Command::new(qmp_qapi::name(&command), &command, opts)?).await?;
     Ok(qmp_qapi::decode::<C>(&raw)?)
 }

@@ -254,10 +254,10 @@ impl<T: Transport> Driver<T> {
             trace!(ticket = req.ticket, "request dropped by its caller before it was taken");
             return;
         }
-        match req.op.command.submit(&mut self.core) {
+        match req.command.submit(&mut self.core) {
             Ok(id) => {
-                let Request { op, ticket, reply } = req;
-                if let Some(fd) = op.fd {
+                let Request { fd, ticket, reply, .. } = req;
+                if let Some(fd) = fd {
                     self.fds.insert(id, fd);
                 }
                 self.calls.insert(id, Call { ticket, reply });

@@ -90,7 +90,7 @@ impl GuestAgent {
     /// Cancel-safe: dropped, the sync is abandoned and later commands go on.
     pub async fn sync(&self, timeout: Duration) -> Result<(), Error> {
         let opts = ExecuteOptions::new().deadline_opt(deadline(Some(timeout)));
-        self.handle.call(Command::guest_sync(random_nonce(), opts).into()).await.map(drop)
+        self.handle.call(Command::guest_sync(random_nonce(), opts)).await.map(drop)
     }
 
     /// Runs a command and deserializes its `return` value. Commands that never reply on success
@@ -113,8 +113,8 @@ impl GuestAgent {
         args: impl Serialize,
         timeout: Option<Duration>,
     ) -> Result<T, Error> {
-        let op = self.handle.execute_op(command, &args, self.handle.opts(timeout), None)?;
-        Ok(self.handle.call(op).await?.deserialize()?)
+        let command = Command::new(command, &args, self.handle.opts(timeout))?;
+        Ok(self.handle.call(command).await?.deserialize()?)
     }
 
     /// Runs a command with raw JSON arguments and returns the raw `return` value.
@@ -123,7 +123,7 @@ impl GuestAgent {
     /// Cancel-safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
         let opts = self.handle.opts(self.handle.options.get_command_timeout());
-        self.handle.call(Command::raw(command, args, opts).into()).await
+        self.handle.call(Command::raw(command, args, opts)).await
     }
 
     /// Sends a command that the agent does not answer (any command, not only the ones it never answers on
@@ -133,7 +133,7 @@ impl GuestAgent {
     /// Cancel-safe: dropped before it returned, the command may or may not have been sent.
     pub async fn execute_no_reply(&self, command: &str, args: impl Serialize) -> Result<(), Error> {
         let opts = ExecuteOptions::new().expect_reply(false);
-        self.handle.call(self.handle.execute_op(command, &args, opts, None)?).await.map(drop)
+        self.handle.call(Command::new(command, &args, opts)?).await.map(drop)
     }
 
     /// Takes the protocol violations seen so far (the most recent 64).

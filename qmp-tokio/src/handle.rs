@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use qmp_proto::adapter::{Command, Violations};
 use qmp_proto::{ConnectionError, ExecuteOptions, ProtocolViolation, RawJson};
-use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::events::Events;
@@ -24,23 +23,12 @@ use crate::options::Options;
 use crate::Error;
 use crate::EventItem;
 
-/// What a request asks the driver to do: a command, and the descriptor that rides with it.
-#[derive(Debug)]
-pub(crate) struct Op {
-    pub(crate) command: Command,
-    pub(crate) fd: Option<OwnedFd>,
-}
-
-impl From<Command> for Op {
-    fn from(command: Command) -> Op {
-        Op { command, fd: None }
-    }
-}
-
-/// One call: the operation, the caller's ticket (to cancel it by), and where the answer goes.
+/// One call: the command (with the descriptor that rides on the byte the core marks for it), the caller's ticket
+/// (to cancel it by), and where the answer goes.
 #[derive(Debug)]
 pub(crate) struct Request {
-    pub(crate) op: Op,
+    pub(crate) command: Command,
+    pub(crate) fd: Option<OwnedFd>,
     pub(crate) ticket: u64,
     pub(crate) reply: oneshot::Sender<Result<RawJson, Error>>,
 }
@@ -48,7 +36,7 @@ pub(crate) struct Request {
 impl Request {
     /// The command's deadline, if it has one.
     pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
-        self.op.command.deadline()
+        self.command.deadline()
     }
 }
 
@@ -93,26 +81,20 @@ impl Handle {
         Handle { requests, control, state, shared, options, fd_passing, next_ticket: AtomicU64::new(0) }
     }
 
-    /// Sends `op` to the driver and waits for its answer. Cancel-safe: see the module docs.
-    pub(crate) async fn call(&self, op: Op) -> Result<RawJson, Error> {
+    /// Sends `command` to the driver and waits for its answer. Cancel-safe: see the module docs.
+    pub(crate) async fn call(&self, command: Command) -> Result<RawJson, Error> {
+        self.call_with_fd(command, None).await
+    }
+
+    /// Like [`call`](Self::call), with a descriptor to pass with the command.
+    pub(crate) async fn call_with_fd(&self, command: Command, fd: Option<OwnedFd>) -> Result<RawJson, Error> {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         // `send` is cancel-safe: dropped while waiting for room, nothing was queued.
-        if self.requests.send(Request { op, ticket, reply }).await.is_err() {
+        if self.requests.send(Request { command, fd, ticket, reply }).await.is_err() {
             return Err(self.closed_error());
         }
         Waiter { rx: Some(rx), ticket, handle: self }.await
-    }
-
-    /// An `Execute` op from serializable arguments.
-    pub(crate) fn execute_op(
-        &self,
-        command: &str,
-        args: &impl Serialize,
-        opts: ExecuteOptions,
-        fd: Option<OwnedFd>,
-    ) -> Result<Op, Error> {
-        Ok(Op { command: Command::new(command, args, opts)?, fd })
     }
 
     /// Options for one command with a timeout from now on tokio's clock (paused in tests).

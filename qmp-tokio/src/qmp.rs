@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs, UnixStream};
 
 use crate::events::Events;
-use crate::handle::{Handle, Op};
+use crate::handle::Handle;
 use crate::options::Options;
 use crate::start::start;
 use crate::transport::{Plain, Transport};
@@ -128,8 +128,8 @@ impl Qmp {
         &self.inner.handle
     }
 
-    async fn run<T: DeserializeOwned>(&self, op: Result<Op, Error>) -> Result<T, Error> {
-        Ok(self.handle().call(op?).await?.deserialize()?)
+    async fn run<T: DeserializeOwned>(&self, command: Result<Command, Error>) -> Result<T, Error> {
+        Ok(self.handle().call(command?).await?.deserialize()?)
     }
 
     /// Runs a command and deserializes its `return` value into `T`. Pass `()` for no arguments, or anything that
@@ -141,7 +141,7 @@ impl Qmp {
     /// command not written yet is withdrawn, one already written runs and its reply is discarded.
     pub async fn execute<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
         let opts = self.handle().opts(self.handle().options.get_command_timeout());
-        self.run(self.handle().execute_op(command, &args, opts, None)).await
+        self.run(Command::new(command, &args, opts)).await
     }
 
     /// Runs a command with raw JSON arguments (an object, or `None`) and returns the raw `return` value.
@@ -150,7 +150,7 @@ impl Qmp {
     /// Cancel-safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
         let opts = self.handle().opts(self.handle().options.get_command_timeout());
-        self.handle().call(Command::raw(command, args, opts).into()).await
+        self.handle().call(Command::raw(command, args, opts)).await
     }
 
     /// Runs a command out of band (`exec-oob`): it may overtake in-band commands still running. Needs OOB
@@ -161,7 +161,7 @@ impl Qmp {
     /// Cancel-safe, like [`execute`](Self::execute).
     pub async fn execute_oob<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
         let opts = self.handle().opts(self.handle().options.get_command_timeout()).oob();
-        self.run(self.handle().execute_op(command, &args, opts, None)).await
+        self.run(Command::new(command, &args, opts)).await
     }
 
     /// Runs a command with its own timeout (`None`: wait forever) instead of [`Options::command_timeout`].
@@ -175,7 +175,7 @@ impl Qmp {
         timeout: Option<Duration>,
     ) -> Result<T, Error> {
         let opts = self.handle().opts(timeout);
-        self.run(self.handle().execute_op(command, &args, opts, None)).await
+        self.run(Command::new(command, &args, opts)).await
     }
 
     /// Runs a command that takes a file descriptor (`getfd`, `add-fd`), passing a duplicate of `fd` with it over
@@ -201,7 +201,8 @@ impl Qmp {
         }
         let fd = fd.as_fd().try_clone_to_owned().map_err(Error::FdPassing)?;
         let opts = self.handle().opts(self.handle().options.get_command_timeout()).pass_fd();
-        self.run(self.handle().execute_op(command, &args, opts, Some(fd))).await
+        let command = Command::new(command, &args, opts)?;
+        Ok(self.handle().call_with_fd(command, Some(fd)).await?.deserialize()?)
     }
 
     /// Passes `fd` to QEMU under `name` (`getfd`), for commands that take an fd name (`add_client`,

@@ -48,7 +48,7 @@ impl Qmp {
         if oob {
             opts = opts.oob();
         }
-        handle.call(handle.execute_op(name, args, opts, None)?).await
+        handle.call(qmp_proto::adapter::Command::new(name, args, opts)?).await
     }
 }
 
@@ -67,7 +67,7 @@ impl GuestAgent {
     pub async fn execute_typed<C: Command>(&self, command: C) -> Result<C::Ok, Error> {
         let handle = self.handle_for_typed();
         let opts = handle.opts(handle.options.get_command_timeout());
-        let raw = handle.call(handle.execute_op(qmp_qapi::name(&command), &command, opts, None)?).await?;
+        let raw = handle.call(qmp_proto::adapter::Command::new(qmp_qapi::name(&command), &command, opts)?).await?;
         Ok(qmp_qapi::decode::<C>(&raw)?)
     }
 }

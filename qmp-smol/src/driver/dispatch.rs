@@ -123,13 +123,13 @@ impl<T: Transport> Conn<T> {
             tracing::trace!(ticket = req.ticket, "request dropped by its caller before it was taken");
             return;
         }
-        if let Some(nonce) = req.op.command.guest_sync_nonce() {
+        if let Some(nonce) = req.command.guest_sync_nonce() {
             tracing::debug!(nonce, "guest-sync-delimited");
         }
-        match req.op.command.submit(&mut self.core) {
+        match req.command.submit(&mut self.core) {
             Ok(id) => {
-                let Request { op, ticket, reply } = req;
-                if let Some(fd) = op.fd {
+                let Request { fd, ticket, reply, .. } = req;
+                if let Some(fd) = fd {
                     self.fds.insert(id, fd);
                 }
                 self.calls.insert(id, Call { ticket, reply });
