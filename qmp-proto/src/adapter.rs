@@ -1,7 +1,8 @@
 //! The vocabulary every adapter shares: the connection settings ([`Options`]), the [`Error`] a call fails with,
 //! the items of an event stream ([`EventItem`]), a call handed from a handle to the task that owns the core
-//! ([`Command`]), the protocol violations kept for the user ([`Violations`]), and the small helpers each adapter
-//! would otherwise write again ([`random_nonce`], [`AddFdInfo`]).
+//! ([`Command`]) and that task's record of who waits for what ([`Callers`]), the protocol violations kept for the
+//! user ([`Violations`]), and the small helpers each adapter would otherwise write again ([`random_nonce`],
+//! [`AddFdInfo`]).
 //!
 //! Nothing here does I/O or is used by the state machine; `qmp-blocking`, `qmp-tokio` and `qmp-smol` re-export
 //! these types under their own names (`qmp_tokio::Error`, ...), the way quinn re-exports quinn-proto's
@@ -9,7 +10,7 @@
 //! sentence per adapter.
 
 use std::collections::hash_map::RandomState;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
@@ -316,6 +317,73 @@ impl Command {
     }
 }
 
+/// The callers a driver task answers: for each request the core accepted, where its answer goes (`R`, a one-shot
+/// sender), the caller's ticket to cancel it by, and the file descriptor `F` that goes with the command until the
+/// core puts the command's marked byte on the wire.
+#[derive(Debug)]
+pub struct Callers<R, F> {
+    calls: HashMap<RequestId, (u64, R)>,
+    tickets: HashMap<u64, RequestId>,
+    fds: HashMap<RequestId, F>,
+}
+
+impl<R, F> Default for Callers<R, F> {
+    fn default() -> Self {
+        Callers { calls: HashMap::new(), tickets: HashMap::new(), fds: HashMap::new() }
+    }
+}
+
+impl<R, F> Callers<R, F> {
+    /// Records that the caller with `ticket` waits for request `id` at `reply`, with the descriptor `fd`.
+    pub fn insert(&mut self, id: RequestId, ticket: u64, reply: R, fd: Option<F>) {
+        if let Some(fd) = fd {
+            self.fds.insert(id, fd);
+        }
+        self.calls.insert(id, (ticket, reply));
+        self.tickets.insert(ticket, id);
+    }
+
+    /// Request `id` has ended: forgets it and returns where its answer goes, if a caller still waits.
+    pub fn answer(&mut self, id: RequestId) -> Option<R> {
+        self.fds.remove(&id);
+        let (ticket, reply) = self.calls.remove(&id)?;
+        self.tickets.remove(&ticket);
+        Some(reply)
+    }
+
+    /// The caller with `ticket` went away: forgets its request and returns the request's id (to
+    /// [`Client::cancel`]), if the core had accepted it.
+    pub fn cancel(&mut self, ticket: u64) -> Option<RequestId> {
+        let id = self.tickets.remove(&ticket)?;
+        self.calls.remove(&id);
+        self.fds.remove(&id);
+        Some(id)
+    }
+
+    /// Takes the descriptor of request `id`, when the core puts its byte on the wire
+    /// ([`Client::poll_transmit_with_fds`]). `None` if its caller went away meanwhile.
+    pub fn take_fd(&mut self, id: RequestId) -> Option<F> {
+        self.fds.remove(&id)
+    }
+
+    /// The session is over: forgets every request and returns where their answers go.
+    pub fn drain(&mut self) -> impl Iterator<Item = R> + '_ {
+        self.tickets.clear();
+        self.fds.clear();
+        self.calls.drain().map(|(_, (_, reply))| reply)
+    }
+
+    /// How many callers wait.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether no caller waits.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+}
+
 /// The protocol violations an adapter keeps for its `take_violations`: the most recent [`Violations::KEPT`].
 #[derive(Debug, Default)]
 pub struct Violations(VecDeque<ProtocolViolation>);
@@ -355,4 +423,94 @@ pub fn random_nonce() -> u32 {
     let mut h = RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     (h.finish() >> 33) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_closed_is_the_connection_error() {
+        assert!(matches!(Error::from(UsageError::Closed(ConnectionError::Local)), Error::Connection(_)));
+        assert!(matches!(Error::from(UsageError::EmptyCommand), Error::Usage(UsageError::EmptyCommand)));
+    }
+
+    #[test]
+    fn options_to_config() {
+        let opts: Options = Options::default().max_message_size(5).max_in_flight(3).max_pending(0).event_buffer(0);
+        assert_eq!(opts.get_event_buffer(), 1);
+        for mode in [Mode::Qmp, Mode::GuestAgent] {
+            let config = opts.to_config(mode);
+            assert_eq!(config.mode(), mode);
+            assert_eq!(config.get_max_message_size(), 5);
+            assert_eq!(config.get_max_in_flight(), 3);
+            assert_eq!(config.get_max_pending(), 1);
+            assert_eq!(config.get_max_queued_events(), CORE_EVENT_QUEUE);
+        }
+    }
+
+    #[derive(Debug, Default, PartialEq)]
+    struct Runtime(Option<&'static str>);
+
+    impl RuntimeSetting<&'static str> for Runtime {
+        fn set_runtime(&mut self, runtime: &'static str) {
+            self.0 = Some(runtime);
+        }
+    }
+
+    #[test]
+    fn an_extension_takes_its_runtime() {
+        let opts = Options::<Runtime>::default().runtime("smol").oob(false);
+        assert_eq!(opts.extension(), &Runtime(Some("smol")));
+    }
+
+    #[test]
+    fn violations_keep_the_latest() {
+        let mut kept = Violations::default();
+        for len in 0..Violations::KEPT as u64 + 10 {
+            kept.push(ProtocolViolation::Oversized { len, limit: 0 });
+        }
+        let taken = kept.take();
+        assert_eq!(taken.len(), Violations::KEPT);
+        assert!(matches!(taken[0], ProtocolViolation::Oversized { len: 10, .. }), "{:?}", taken[0]);
+        assert!(kept.take().is_empty());
+    }
+
+    #[test]
+    fn callers_forget_a_request_once() {
+        let mut core = Client::new(Config::qmp(), Instant::now());
+        let mut ids = (0..3).map(|_| core.execute("query-status", None::<&()>, ExecuteOptions::new()).unwrap());
+        let (a, b, c) = (ids.next().unwrap(), ids.next().unwrap(), ids.next().unwrap());
+        let mut callers = Callers::default();
+        callers.insert(a, 10, "a", Some('A'));
+        callers.insert(b, 11, "b", None);
+        callers.insert(c, 12, "c", Some('C'));
+        assert_eq!(callers.len(), 3);
+        assert_eq!(callers.take_fd(a), Some('A'));
+        assert_eq!(callers.answer(a), Some("a"));
+        assert_eq!(callers.answer(a), None);
+        assert_eq!(callers.cancel(11), Some(b));
+        assert_eq!(callers.answer(b), None);
+        assert_eq!(callers.drain().collect::<Vec<_>>(), ["c"]);
+        assert!(callers.is_empty());
+        assert_eq!(callers.take_fd(c), None);
+        assert_eq!(callers.cancel(12), None);
+    }
+
+    #[test]
+    fn a_command_is_submitted_as_built() {
+        let mut core = Client::new(Config::guest_agent(), Instant::now());
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let sync = Command::guest_sync(7, ExecuteOptions::new().deadline(deadline));
+        assert_eq!((sync.guest_sync_nonce(), sync.deadline()), (Some(7), Some(deadline)));
+        sync.submit(&mut core).unwrap();
+        let ping = Command::new("guest-ping", &(), ExecuteOptions::new()).unwrap();
+        assert_eq!((ping.guest_sync_nonce(), ping.deadline()), (None, None));
+        ping.submit(&mut core).unwrap();
+        let mut out = Vec::new();
+        core.poll_transmit(&mut out);
+        let out = String::from_utf8_lossy(&out);
+        // The ping waits for the sync to end.
+        assert!(out.contains("\"guest-sync-delimited\"") && out.contains("{\"id\":7}"), "{out}");
+    }
 }

@@ -11,7 +11,7 @@
 //! batch being written before shutting the socket down). File descriptors ride on the one byte the core marks
 //! for them: everything before it is written first, then that byte with the descriptor attached, then the rest.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_core::Stream;
+use qmp_proto::adapter::Callers;
 use qmp_proto::{ConnectionError, RequestId};
 
 use crate::runtime::{AsyncTimer, Runtime};
@@ -85,13 +86,6 @@ enum Phase {
     Done,
 }
 
-/// A caller waiting for request `id`.
-#[derive(Debug)]
-struct Call {
-    ticket: u64,
-    reply: ReplyTx,
-}
-
 /// The connection state the driver future owns.
 pub(crate) struct Conn<T> {
     io: T,
@@ -114,10 +108,8 @@ pub(crate) struct Conn<T> {
     /// Where the batch being written starts.
     batch_start: usize,
     needs_flush: bool,
-    calls: HashMap<RequestId, Call>,
-    tickets: HashMap<u64, RequestId>,
-    /// Descriptors of submitted commands, until the core puts their byte on the wire.
-    fds: HashMap<RequestId, OwnedFd>,
+    /// Callers of submitted commands, with their descriptors until the core puts their byte on the wire.
+    calls: Callers<ReplyTx, OwnedFd>,
     /// Offsets in `out` of the bytes that carry a descriptor, in order.
     fd_marks: VecDeque<(usize, OwnedFd)>,
     fd_scratch: Vec<(usize, RequestId)>,
@@ -157,9 +149,7 @@ impl<T: Transport> Conn<T> {
             batch_ends: VecDeque::new(),
             batch_start: 0,
             needs_flush: false,
-            calls: HashMap::new(),
-            tickets: HashMap::new(),
-            fds: HashMap::new(),
+            calls: Callers::default(),
             fd_marks: VecDeque::new(),
             fd_scratch: Vec::new(),
             phase: Phase::Running,
@@ -403,8 +393,8 @@ impl<T> Drop for Conn<T> {
             tracing::debug!("driver dropped while the session was open");
             let cause = ConnectionError::Transport("the connection's driver was dropped".into());
             self.shared.set_closed(cause.clone());
-            for (_, call) in self.calls.drain() {
-                let _ = call.reply.try_send(Err(Error::Connection(cause.clone())));
+            for reply in self.calls.drain() {
+                let _ = reply.try_send(Err(Error::Connection(cause.clone())));
             }
             self.events.close();
             self.requests.close();

@@ -14,7 +14,7 @@
 //! File descriptors ride on the one byte the core marks for them: everything before it is written first, then that
 //! byte with the descriptor attached (SCM_RIGHTS), then the rest; the bytes and the descriptor stay in order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use qmp_proto::adapter::Callers;
 use qmp_proto::{ClientEvent, ConnectionError, Greeting, RawJson, RequestId, UsageError};
 use tokio::io::ReadBuf;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -52,13 +53,6 @@ pub(crate) struct Ready {
     pub(crate) oob: bool,
 }
 
-/// A command the driver is waiting on for a caller.
-#[derive(Debug)]
-struct Call {
-    ticket: u64,
-    reply: oneshot::Sender<Result<RawJson, Error>>,
-}
-
 pub(crate) struct Driver<T> {
     io: T,
     core: qmp_proto::Client,
@@ -66,10 +60,8 @@ pub(crate) struct Driver<T> {
     control: mpsc::UnboundedReceiver<Control>,
     /// A request the core had no room for; retried before any new one is taken.
     stalled: Option<Request>,
-    calls: HashMap<RequestId, Call>,
-    tickets: HashMap<u64, RequestId>,
-    /// Descriptors of submitted commands, until the core puts their byte on the wire.
-    fds: HashMap<RequestId, OwnedFd>,
+    /// Callers of submitted commands, with their descriptors until the core puts their byte on the wire.
+    calls: Callers<oneshot::Sender<Result<RawJson, Error>>, OwnedFd>,
     out: Vec<u8>,
     written: usize,
     /// Offsets in `out` of the bytes that carry a descriptor, in order.
@@ -117,9 +109,7 @@ impl<T: Transport> Driver<T> {
             requests: wiring.requests,
             control: wiring.control,
             stalled: None,
-            calls: HashMap::new(),
-            tickets: HashMap::new(),
-            fds: HashMap::new(),
+            calls: Callers::default(),
             out: Vec::new(),
             written: 0,
             fd_marks: VecDeque::new(),
@@ -153,7 +143,7 @@ impl<T: Transport> Driver<T> {
         for (at, id) in self.fd_scratch.drain(..) {
             // The descriptor is there unless its caller left after the core chose to send (then the command goes
             // without one, QEMU refuses it, and the reply is swallowed).
-            if let Some(fd) = self.fds.remove(&id) {
+            if let Some(fd) = self.calls.take_fd(id) {
                 self.fd_marks.push_back((at, fd));
             }
         }
@@ -219,22 +209,18 @@ impl<T: Transport> Driver<T> {
 
     /// Hands a result to the caller waiting for request `id`, if it still waits.
     fn answer(&mut self, id: RequestId, result: Result<RawJson, Error>) {
-        self.fds.remove(&id);
-        if let Some(call) = self.calls.remove(&id) {
-            self.tickets.remove(&call.ticket);
+        if let Some(reply) = self.calls.answer(id) {
             // A caller that left in the meantime is fine: the core has ended the request either way.
-            let _ = call.reply.send(result);
+            let _ = reply.send(result);
         }
     }
 
     fn on_closed(&mut self, cause: ConnectionError) {
         debug!(%cause, pending = self.calls.len(), "connection closed");
         self.closed = true;
-        for (_, call) in self.calls.drain() {
-            let _ = call.reply.send(Err(Error::Connection(cause.clone())));
+        for reply in self.calls.drain() {
+            let _ = reply.send(Err(Error::Connection(cause.clone())));
         }
-        self.tickets.clear();
-        self.fds.clear();
         self.fd_marks.clear();
         if let Some(req) = self.stalled.take() {
             let _ = req.reply.send(Err(Error::Connection(cause.clone())));
@@ -257,11 +243,7 @@ impl<T: Transport> Driver<T> {
         match req.command.submit(&mut self.core) {
             Ok(id) => {
                 let Request { fd, ticket, reply, .. } = req;
-                if let Some(fd) = fd {
-                    self.fds.insert(id, fd);
-                }
-                self.calls.insert(id, Call { ticket, reply });
-                self.tickets.insert(ticket, id);
+                self.calls.insert(id, ticket, reply, fd);
             }
             Err(UsageError::QueueFull { .. }) => {
                 // Backpressure: the request waits (honouring its deadline) and no new one is taken meanwhile.
@@ -279,10 +261,8 @@ impl<T: Transport> Driver<T> {
     fn on_control(&mut self, control: Control) {
         match control {
             Control::Cancel(ticket) => {
-                if let Some(id) = self.tickets.remove(&ticket) {
+                if let Some(id) = self.calls.cancel(ticket) {
                     trace!(%id, "caller dropped its future: cancelling");
-                    self.calls.remove(&id);
-                    self.fds.remove(&id);
                     self.core.cancel(id);
                     self.after_core();
                 } else if self.stalled.as_ref().is_some_and(|r| r.ticket == ticket) {

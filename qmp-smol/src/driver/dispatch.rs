@@ -4,7 +4,7 @@
 
 use qmp_proto::{ClientEvent, ConnectionError, RawJson, RequestId, UsageError};
 
-use super::{excerpt, Call, Conn, Phase, WIRE};
+use super::{excerpt, Conn, Phase, WIRE};
 use crate::shared::{Control, Request};
 use crate::transport::Transport;
 use crate::Error;
@@ -24,7 +24,7 @@ impl<T: Transport> Conn<T> {
         for (at, id) in self.fd_scratch.drain(..) {
             // The descriptor is there unless its caller left after the core chose to send (then the command goes
             // without one, QEMU refuses it, and the reply is swallowed).
-            if let Some(fd) = self.fds.remove(&id) {
+            if let Some(fd) = self.calls.take_fd(id) {
                 self.fd_marks.push_back((at, fd));
             }
         }
@@ -77,22 +77,18 @@ impl<T: Transport> Conn<T> {
 
     /// Hands a result to the caller waiting for request `id`, if it still waits.
     fn answer(&mut self, id: RequestId, result: Result<RawJson, Error>) {
-        self.fds.remove(&id);
-        if let Some(call) = self.calls.remove(&id) {
-            self.tickets.remove(&call.ticket);
+        if let Some(reply) = self.calls.answer(id) {
             // A caller that left in the meantime is fine: the core has ended the request either way.
-            let _ = call.reply.try_send(result);
+            let _ = reply.try_send(result);
         }
     }
 
     fn on_closed(&mut self, cause: ConnectionError) {
         tracing::debug!(%cause, pending = self.calls.len(), "connection closed");
         self.shared.set_closed(cause.clone());
-        for (_, call) in self.calls.drain() {
-            let _ = call.reply.try_send(Err(Error::Connection(cause.clone())));
+        for reply in self.calls.drain() {
+            let _ = reply.try_send(Err(Error::Connection(cause.clone())));
         }
-        self.tickets.clear();
-        self.fds.clear();
         if let Some(req) = self.stalled.take() {
             let _ = req.reply.try_send(Err(Error::Connection(cause.clone())));
         }
@@ -129,11 +125,7 @@ impl<T: Transport> Conn<T> {
         match req.command.submit(&mut self.core) {
             Ok(id) => {
                 let Request { fd, ticket, reply, .. } = req;
-                if let Some(fd) = fd {
-                    self.fds.insert(id, fd);
-                }
-                self.calls.insert(id, Call { ticket, reply });
-                self.tickets.insert(ticket, id);
+                self.calls.insert(id, ticket, reply, fd);
             }
             Err(UsageError::QueueFull { .. }) => {
                 self.stalled = Some(req);
@@ -149,10 +141,8 @@ impl<T: Transport> Conn<T> {
     pub(super) fn on_control(&mut self, control: Control) {
         match control {
             Control::Cancel(ticket) => {
-                if let Some(id) = self.tickets.remove(&ticket) {
+                if let Some(id) = self.calls.cancel(ticket) {
                     tracing::trace!(%id, "caller dropped its future: cancelling");
-                    self.calls.remove(&id);
-                    self.fds.remove(&id);
                     self.core.cancel(id);
                     self.after_core();
                 } else if self.stalled.as_ref().is_some_and(|r| r.ticket == ticket) {
