@@ -1,8 +1,8 @@
 //! The vocabulary every adapter shares: the connection settings ([`Options`]), the [`Error`] a call fails with,
 //! the items of an event stream ([`EventItem`]), a call handed from a handle to the task that owns the core
 //! ([`Command`]) and that task's record of who waits for what ([`Callers`]), the protocol violations kept for the
-//! user ([`Violations`]), and the small helpers each adapter would otherwise write again ([`random_nonce`],
-//! [`AddFdInfo`]).
+//! user ([`Violations`]), and the small helpers each adapter would otherwise write again ([`random_nonce`], the
+//! file descriptor commands' [`GetFdArgs`], [`AddFdArgs`] and [`AddFdInfo`], [`fd_passing_unsupported`]).
 //!
 //! Nothing here does I/O or is used by the state machine; `qmp-blocking`, `qmp-tokio` and `qmp-smol` re-export
 //! these types under their own names (`qmp_tokio::Error`, ...), the way quinn re-exports quinn-proto's
@@ -406,6 +406,24 @@ impl Violations {
     }
 }
 
+/// The arguments of `getfd`: the name QEMU files the passed descriptor under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GetFdArgs<'a> {
+    /// The name, for commands that take an fd name (`add_client`, `netdev_add` with `fd=NAME`, ...).
+    pub fdname: &'a str,
+}
+
+/// The arguments of `add-fd`: the fd set to add the passed descriptor to, and a note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AddFdArgs<'a> {
+    /// The fd set; `None`: a new one.
+    #[serde(rename = "fdset-id", skip_serializing_if = "Option::is_none")]
+    pub fdset_id: Option<u64>,
+    /// A free-form note shown by `query-fdsets`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opaque: Option<&'a str>,
+}
+
 /// What `add-fd` answers: where QEMU filed the descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct AddFdInfo {
@@ -414,6 +432,12 @@ pub struct AddFdInfo {
     pub fdset_id: u64,
     /// The descriptor's number inside QEMU (what `/dev/fdset/N` opens resolve to).
     pub fd: i64,
+}
+
+/// The error of passing a file descriptor over a transport that cannot (`ErrorKind::Unsupported`), for
+/// [`Error::FdPassing`].
+pub fn fd_passing_unsupported() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Unsupported, "file descriptors can only be passed over a unix socket")
 }
 
 /// A fresh nonce for `guest-sync-delimited` ([`Client::guest_sync`](crate::Client::guest_sync)): std's

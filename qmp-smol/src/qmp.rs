@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_io::{AsyncRead, AsyncWrite};
-use qmp_proto::adapter::{AddFdInfo, Command};
+use qmp_proto::adapter::{fd_passing_unsupported, AddFdArgs, AddFdInfo, Command, GetFdArgs};
 use qmp_proto::{ConnectionError, Greeting, Mode, ProtocolViolation, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,7 +16,7 @@ use crate::events::Events;
 use crate::handle::{self, Handle};
 use crate::options::Options;
 use crate::runtime::Runtime;
-use crate::transport::{self, Plain, Transport};
+use crate::transport::{Plain, Transport};
 use crate::Error;
 
 /// A QMP connection. `Clone + Send + Sync`: share it between tasks, every clone uses the same connection.
@@ -184,7 +184,7 @@ impl Qmp {
         fd: impl AsFd,
     ) -> Result<T, Error> {
         if !self.handle().fd_passing {
-            return Err(Error::FdPassing(transport::unsupported()));
+            return Err(Error::FdPassing(fd_passing_unsupported()));
         }
         let fd = fd.as_fd().try_clone_to_owned().map_err(Error::FdPassing)?;
         let opts = self.handle().opts(self.handle().options.get_command_timeout()).pass_fd();
@@ -198,11 +198,7 @@ impl Qmp {
     /// # Cancel safety
     /// Cancel safe, like [`execute_with_fd`](Self::execute_with_fd).
     pub async fn send_fd(&self, name: &str, fd: impl AsFd) -> Result<(), Error> {
-        #[derive(Serialize)]
-        struct GetFd<'a> {
-            fdname: &'a str,
-        }
-        self.execute_with_fd::<serde::de::IgnoredAny>("getfd", GetFd { fdname: name }, fd).await.map(drop)
+        self.execute_with_fd::<serde::de::IgnoredAny>("getfd", GetFdArgs { fdname: name }, fd).await.map(drop)
     }
 
     /// Adds `fd` to an fd set (`add-fd`): to `fdset_id`, or a new set when `None`; `opaque` is a free-form note
@@ -211,14 +207,7 @@ impl Qmp {
     /// # Cancel safety
     /// Cancel safe, like [`execute_with_fd`](Self::execute_with_fd).
     pub async fn add_fd(&self, fd: impl AsFd, fdset_id: Option<u64>, opaque: Option<&str>) -> Result<AddFdInfo, Error> {
-        #[derive(Serialize)]
-        struct AddFd<'a> {
-            #[serde(rename = "fdset-id", skip_serializing_if = "Option::is_none")]
-            fdset_id: Option<u64>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            opaque: Option<&'a str>,
-        }
-        self.execute_with_fd("add-fd", AddFd { fdset_id, opaque }, fd).await
+        self.execute_with_fd("add-fd", AddFdArgs { fdset_id, opaque }, fd).await
     }
 
     /// A new subscription to the server's events, from now on. Every subscription gets every event; one that falls

@@ -50,13 +50,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for Plain<S> 
     const FD_PASSING: bool = false;
 
     fn poll_write_fd(&mut self, _: &mut Context<'_>, _: u8, _: BorrowedFd<'_>) -> Poll<io::Result<usize>> {
-        Poll::Ready(Err(unsupported()))
+        Poll::Ready(Err(qmp_proto::adapter::fd_passing_unsupported()))
     }
-}
-
-/// The error for fd passing on a stream that cannot.
-pub(crate) fn unsupported() -> io::Error {
-    io::Error::new(io::ErrorKind::Unsupported, "file descriptors can only be passed over a unix socket")
 }
 
 #[cfg(any(feature = "smol", feature = "async-std"))]
