@@ -246,6 +246,15 @@ impl EventItem {
             EventItem::Lagged(_) => None,
         }
     }
+
+    /// Whether a subscriber that wants only the events named `names` (`None`: every event) gets this item. Lag
+    /// markers always pass.
+    pub fn passes(&self, names: Option<&[String]>) -> bool {
+        match (self, names) {
+            (EventItem::Event(ev), Some(names)) => names.contains(&ev.name),
+            _ => true,
+        }
+    }
 }
 
 /// A call on the core, made in two places: a handle builds it (serializing the arguments there, so the task that
@@ -486,6 +495,15 @@ mod tests {
     fn an_extension_takes_its_runtime() {
         let opts = Options::<Runtime>::default().runtime("smol").oob(false);
         assert_eq!(opts.extension(), &Runtime(Some("smol")));
+    }
+
+    #[test]
+    fn event_filter() {
+        let stop = ServerEvent { name: "STOP".into(), data: None, timestamp: None };
+        let names = ["RESUME".to_owned()];
+        assert!(EventItem::Event(stop.clone()).passes(None));
+        assert!(!EventItem::Event(stop).passes(Some(&names)));
+        assert!(EventItem::Lagged(3).passes(Some(&names)));
     }
 
     #[test]

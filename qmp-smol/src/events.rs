@@ -18,7 +18,6 @@ use std::task::{Context, Poll};
 use async_broadcast::RecvError;
 use futures_core::Stream;
 use qmp_proto::adapter::EventItem;
-use qmp_proto::ServerEvent;
 
 /// A stream of [`EventItem`]s from one connection; from [`Qmp::events`](crate::Qmp::events) or
 /// [`Qmp::events_named`](crate::Qmp::events_named). See the [module docs](self) for the lag semantics.
@@ -53,13 +52,6 @@ impl Events {
     pub fn buffered(&self) -> usize {
         self.rx.len()
     }
-
-    fn wanted(&self, ev: &ServerEvent) -> bool {
-        match &self.names {
-            None => true,
-            Some(names) => names.contains(&ev.name),
-        }
-    }
 }
 
 impl Stream for Events {
@@ -74,7 +66,7 @@ impl Stream for Events {
             return Poll::Ready(match item {
                 None | Some(Err(RecvError::Closed)) => None,
                 Some(Err(RecvError::Overflowed(n))) => Some(EventItem::Lagged(n)),
-                Some(Ok(EventItem::Event(ev))) if !self.wanted(&ev) => continue,
+                Some(Ok(item)) if !item.passes(self.names.as_deref()) => continue,
                 Some(Ok(item)) => Some(item),
             });
         }

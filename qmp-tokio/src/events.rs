@@ -9,7 +9,6 @@ use std::task::{ready, Context, Poll};
 
 use futures_core::Stream;
 use qmp_proto::adapter::EventItem;
-use qmp_proto::ServerEvent;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
@@ -42,10 +41,6 @@ impl Events {
     pub async fn recv(&mut self) -> Option<EventItem> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
-
-    fn wanted(&self, ev: &ServerEvent) -> bool {
-        self.names.as_ref().is_none_or(|names| names.contains(&ev.name))
-    }
 }
 
 impl Stream for Events {
@@ -61,7 +56,7 @@ impl Stream for Events {
                     self.inner = None;
                     return Poll::Ready(None);
                 }
-                Some(Ok(EventItem::Event(ev))) if !self.wanted(&ev) => continue,
+                Some(Ok(item)) if !item.passes(self.names.as_deref()) => continue,
                 Some(Ok(item)) => return Poll::Ready(Some(item)),
                 Some(Err(BroadcastStreamRecvError::Lagged(n))) => return Poll::Ready(Some(EventItem::Lagged(n))),
             }
