@@ -49,10 +49,7 @@ impl GuestAgent {
     /// # Cancel safety
     /// Cancel-safe: dropped before it returns, the half-made connection is closed.
     pub async fn connect_unix(path: impl AsRef<Path>, options: Options) -> Result<Self, Error> {
-        let stream = tokio::time::timeout(options.get_connect_timeout(), UnixStream::connect(path.as_ref()))
-            .await
-            .map_err(|_| Error::Connect(std::io::ErrorKind::TimedOut.into()))?
-            .map_err(Error::Connect)?;
+        let stream = crate::start::connect_unix(path.as_ref(), &options).await?;
         Self::from_unix_stream(stream, options).await
     }
 

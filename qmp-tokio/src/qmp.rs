@@ -65,10 +65,7 @@ impl Qmp {
     pub async fn connect_unix(path: impl AsRef<Path>, options: Options) -> Result<Self, Error> {
         let path = path.as_ref();
         tracing::debug!(path = %path.display(), "connecting to QMP unix socket");
-        let stream = tokio::time::timeout(options.get_connect_timeout(), UnixStream::connect(path))
-            .await
-            .map_err(|_| Error::Connect(std::io::ErrorKind::TimedOut.into()))?
-            .map_err(Error::Connect)?;
+        let stream = crate::start::connect_unix(path, &options).await?;
         Self::from_unix_stream(stream, options).await
     }
 

@@ -44,3 +44,27 @@ pub(crate) async fn start<T: Transport>(
         )),
     }
 }
+
+/// Connects to a unix socket within the connect timeout, waiting for room while the listen backlog is full.
+///
+/// Right after a client leaves, QEMU's and qemu-ga's listen queue can be full for a moment; a non-blocking
+/// connect then fails with EAGAIN (`WouldBlock`) and nothing was queued. A blocking connect would wait for
+/// room, and so does this: it tries again, backing off from 1 ms to 50 ms, until the deadline.
+pub(crate) async fn connect_unix(path: &std::path::Path, options: &Options) -> Result<tokio::net::UnixStream, Error> {
+    let attempts = async {
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match tokio::net::UnixStream::connect(path).await {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    debug!(?pause, "the listen backlog is full; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+                other => return other.map_err(Error::Connect),
+            }
+        }
+    };
+    tokio::time::timeout(options.get_connect_timeout(), attempts)
+        .await
+        .map_err(|_| Error::Connect(std::io::ErrorKind::TimedOut.into()))?
+}

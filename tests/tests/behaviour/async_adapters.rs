@@ -383,12 +383,6 @@ fn tokio_options(opts: &SuiteOpts) -> qmp_tokio::Options {
 
 impl Flavor for Tokio {
     const NAME: &'static str = "qmp-tokio";
-    const KNOWN_ISSUES: &'static [(&'static str, &'static str)] = &[(
-        "connect_waits_while_the_backlog_is_full",
-        "Qmp::connect_unix and GuestAgent::connect_unix fail at once with Connect(WouldBlock) when the listen \
-         backlog is full (tokio's non-blocking unix connect gets EAGAIN) instead of waiting for room within the \
-         connect timeout",
-    )];
 
     crate_methods!(qmp_tokio, tokio_types);
 
