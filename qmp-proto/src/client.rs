@@ -16,6 +16,7 @@
 //! in-band commands are on the wire, the rest wait in order; OOB commands skip the queue.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -140,6 +141,27 @@ struct Resync {
     seen_delimiter: bool,
 }
 
+/// Hashes request ids. They are the client's own small counters, not attacker-chosen, so one multiplication
+/// (which spreads them over the high bits the table probes with) replaces SipHash on the reply path.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// Guest-agent commands that send no reply when they succeed.
 const NO_REPLY_COMMANDS: [&str; 4] =
     ["guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"];
@@ -163,7 +185,7 @@ pub struct Client {
     greeting: Option<Greeting>,
     oob_enabled: bool,
     next_id: u64,
-    requests: HashMap<u64, Request>,
+    requests: HashMap<u64, Request, BuildHasherDefault<IdHasher>>,
     /// In-band requests in send order (ids whose request is gone or no longer queued are skipped lazily).
     queue: VecDeque<u64>,
     /// In-band requests written and not answered yet, abandoned ones included (QEMU still holds them).
@@ -193,7 +215,7 @@ impl Client {
             greeting: None,
             oob_enabled: false,
             next_id: 1,
-            requests: HashMap::new(),
+            requests: HashMap::default(),
             queue: VecDeque::new(),
             in_flight: 0,
             oob_requested: false,
@@ -762,10 +784,12 @@ impl Client {
 
     /// Removes a request that is on the wire (answered now), freeing its slot, timer and resync state.
     fn take_sent(&mut self, key: u64) -> Option<(u64, Request)> {
-        if self.requests.get(&key)?.stage == Stage::Queued {
+        let req = self.requests.remove(&key)?;
+        if req.stage == Stage::Queued {
+            // Not sent, so not answered: a bogus id (rare). Put it back untouched.
+            self.requests.insert(key, req);
             return None;
         }
-        let req = self.requests.remove(&key)?;
         if !req.oob {
             self.in_flight -= 1;
         }
