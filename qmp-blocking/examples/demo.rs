@@ -5,61 +5,15 @@
 //! ```
 //!
 //! Shows the greeting and version, a few commands (one typed, one raw), events from a block job arriving
-//! around its reply, and a typed server error. The binary is `$QMP_DEMO_QSD`, else
+//! around its reply, and a typed server error. The binary is `$QMP_TEST_QSD`, else
 //! `/usr/local/bin/qemu-storage-daemon-10` when present, else `qemu-storage-daemon` from `PATH`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use qmp_blocking::{Client, Error, Options};
+use qmp_tests::servers::QemuServer;
 use serde::Deserialize;
 use serde_json::{json, Value};
-
-/// The daemon, killed and its socket removed when dropped.
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start_daemon() -> Result<(Daemon, PathBuf), Box<dyn std::error::Error>> {
-    let binary = std::env::var("QMP_DEMO_QSD").unwrap_or_else(|_| {
-        let v10 = "/usr/local/bin/qemu-storage-daemon-10";
-        if Path::new(v10).exists() {
-            v10.into()
-        } else {
-            "qemu-storage-daemon".into()
-        }
-    });
-    let dir = std::env::temp_dir().join(format!("qmp-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let socket = dir.join("qmp.sock");
-    let child = Command::new(&binary)
-        .arg("--chardev")
-        .arg(format!("socket,path={},server=on,wait=off,id=c0", socket.display()))
-        .args(["--monitor", "chardev=c0"])
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start {binary}: {e} (is qemu-utils installed?)"))?;
-    let daemon = Daemon { child, dir };
-    let start = Instant::now();
-    while !socket.exists() {
-        if start.elapsed() > Duration::from_secs(10) {
-            return Err(format!("{binary} did not create its socket within 10 s").into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    println!("started {binary} on {}", socket.display());
-    Ok((daemon, socket))
-}
 
 #[derive(Debug, Deserialize)]
 struct VersionInfo {
@@ -75,7 +29,11 @@ struct Triple {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (_daemon, socket) = start_daemon()?;
+    // A throwaway daemon on a socket in a fresh temporary directory, killed when `daemon` is dropped (the
+    // workspace's test support starts it; any qemu-storage-daemon with a QMP monitor would do).
+    let daemon = QemuServer::storage_daemon()?;
+    let socket = daemon.socket_path().to_owned();
+    println!("started {} on {}", daemon.binary().display(), socket.display());
     let mut qmp = Client::connect_unix(&socket, Options::default())?;
     let greeting = qmp.greeting();
     println!("greeting: QEMU {}, capabilities {:?}", greeting.version, greeting.capabilities);
