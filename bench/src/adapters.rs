@@ -59,9 +59,18 @@ pub type Joiner = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>
 /// Spawns a caller on the runtime under test.
 pub type Spawn<'a> = &'a (dyn Fn(Task) -> Joiner + Sync);
 
-/// Round trips through `qmp-smol` on the runtime `options` picks, spawning callers with `spawn`.
-pub async fn smol(path: &Path, n: usize, tasks: usize, options: qmp_smol::Options, spawn: Spawn<'_>) -> f64 {
-    let qmp = qmp_smol::Qmp::connect_unix(path, options).await.expect("connect");
+/// Round trips through `qmp-smol` on `runtime`, spawning callers with `spawn`.
+pub async fn smol<S: qmp_smol::Spawn>(
+    path: &Path,
+    n: usize,
+    tasks: usize,
+    runtime: qmp_smol::OnAsyncIo<S>,
+    spawn: Spawn<'_>,
+) -> f64 {
+    let stream = async_io::Async::new(std::os::unix::net::UnixStream::connect(path).expect("connect")).expect("async");
+    let qmp = qmp_async::Qmp::from_transport(qmp_smol::Unix(stream), Default::default(), runtime)
+        .await
+        .expect("connect");
     let start = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
@@ -87,18 +96,14 @@ fn share(n: usize, tasks: usize, t: usize) -> usize {
     n / tasks + usize::from(t < n % tasks)
 }
 
-/// A qmp-smol runtime that spawns on one `smol::Executor`, run by the calling thread's `block_on` (which also
+/// A qmp-smol executor that spawns on one `smol::Executor`, run by the calling thread's `block_on` (which also
 /// drives the reactor): the driver, the callers and the socket's readiness all on one thread, as a smol
 /// program that cares about latency runs them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct OneExecutor(pub std::sync::Arc<smol::Executor<'static>>);
 
-impl qmp_smol::Runtime for OneExecutor {
-    fn new_timer(&self, at: Instant) -> std::pin::Pin<Box<dyn qmp_smol::AsyncTimer>> {
-        qmp_smol::Smol.new_timer(at)
-    }
-
-    fn spawn(&self, future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+impl qmp_smol::Spawn for OneExecutor {
+    fn spawn(&self, future: impl std::future::Future<Output = ()> + Send + 'static) {
         self.0.spawn(future).detach();
     }
 }

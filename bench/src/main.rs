@@ -64,8 +64,7 @@ fn main() {
                 "qmp-smol (smol)",
                 "async-io UnixStream",
                 Box::new(|| {
-                    let opts = qmp_smol::Options::default().runtime(qmp_smol::Smol);
-                    smol::block_on(adapters::smol(p, n, window, opts, &smol_spawn))
+                    smol::block_on(adapters::smol(p, n, window, qmp_smol::Smol::default(), &smol_spawn))
                 }),
                 Box::new(aio_floor),
             ),
@@ -74,10 +73,10 @@ fn main() {
                 "async-io UnixStream",
                 Box::new(|| {
                     let ex = std::sync::Arc::new(smol::Executor::new());
-                    let opts = qmp_smol::Options::default().runtime(adapters::OneExecutor(ex.clone()));
+                    let runtime = qmp_smol::OnAsyncIo(adapters::OneExecutor(ex.clone()));
                     let on_ex = ex.clone();
                     let spawn = move |f: adapters::Task| -> adapters::Joiner { Box::pin(on_ex.spawn(f)) };
-                    smol::block_on(ex.run(adapters::smol(p, n, window, opts, &spawn)))
+                    smol::block_on(ex.run(adapters::smol(p, n, window, runtime, &spawn)))
                 }),
                 Box::new(aio_floor),
             ),
@@ -85,8 +84,8 @@ fn main() {
                 "qmp-smol (async-std)",
                 "async-io UnixStream",
                 Box::new(|| {
-                    let opts = qmp_smol::Options::default().runtime(qmp_smol::AsyncStd);
-                    async_std::task::block_on(adapters::smol(p, n, window, opts, &async_std_spawn))
+                    let runtime = qmp_smol::AsyncStd::default();
+                    async_std::task::block_on(adapters::smol(p, n, window, runtime, &async_std_spawn))
                 }),
                 Box::new(aio_floor),
             ),

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::driver::Driver;
-use crate::options::Options;
+use crate::Options;
 use crate::transport::Transport;
 use crate::Error;
 

@@ -8,11 +8,18 @@ use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use qmp_proto::adapter::Violations;
+use qmp_proto::adapter::{is_hangup, Violations};
 use qmp_proto::{ClientEvent, ConnectionError, QmpError, RawJson, RequestError, RequestId, ServerEvent};
 
 use crate::transport::Transport;
 use crate::Error;
+
+/// Bytes read at once, through a buffer on the stack (the core keeps what it needs).
+const READ_CHUNK: usize = 16 * 1024;
+/// An output buffer larger than this is given back once written.
+const KEEP_OUTPUT: usize = 16 * 1024;
+/// After a write finds the server gone, how long a read may take to collect what it sent before hanging up.
+const HANGUP_READ: Duration = Duration::from_millis(100);
 
 /// How one request ended.
 #[derive(Debug)]
@@ -26,7 +33,6 @@ pub(crate) enum Outcome {
 pub(crate) struct Driver<S> {
     pub(crate) stream: S,
     pub(crate) core: qmp_proto::Client,
-    read_buf: Vec<u8>,
     write_buf: Vec<u8>,
     pub(crate) ready: bool,
     pub(crate) outcomes: HashMap<RequestId, Outcome>,
@@ -42,7 +48,6 @@ impl<S: Transport> Driver<S> {
         Driver {
             stream,
             core,
-            read_buf: vec![0; 64 * 1024],
             write_buf: Vec::new(),
             ready: false,
             outcomes: HashMap::new(),
@@ -118,9 +123,20 @@ impl<S: Transport> Driver<S> {
         self.core.poll_transmit(&mut self.write_buf);
         if !self.write_buf.is_empty() {
             let result = self.stream.write_all(&self.write_buf).and_then(|()| self.stream.flush());
-            self.write_buf.clear();
+            if self.write_buf.capacity() > KEEP_OUTPUT {
+                self.write_buf = Vec::new();
+            } else {
+                self.write_buf.clear();
+            }
             if let Err(e) = result {
-                self.core.handle_transport_error(e.to_string());
+                if is_hangup(e.kind()) {
+                    // The server hung up: what it sent before is still readable, and its end of the stream is
+                    // the cause (the same error as when no write was pending).
+                    self.read_once(Some(HANGUP_READ));
+                }
+                if self.closed.is_none() && !self.core.is_closed() {
+                    self.core.handle_transport_error(e.to_string());
+                }
                 self.drain();
             }
         }
@@ -134,9 +150,11 @@ impl<S: Transport> Driver<S> {
             self.core.handle_transport_error(e.to_string());
             return;
         }
-        match self.stream.read(&mut self.read_buf) {
+        let mut buf = [0u8; READ_CHUNK];
+        match self.stream.read(&mut buf) {
             Ok(0) => self.core.handle_eof(),
-            Ok(n) => self.core.handle_input(&self.read_buf[..n]),
+            Ok(n) => self.core.handle_input(&buf[..n]),
+            Err(e) if is_hangup(e.kind()) => self.core.handle_eof(),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 self.core.handle_timeout(Instant::now())
             }
@@ -182,4 +200,11 @@ impl<S: Transport> Driver<S> {
         self.core.close();
         self.drain();
     }
+}
+
+/// A fresh nonce for `guest-sync-delimited`: std's per-process random hasher keys (each hasher differs). The core
+/// takes the nonce it is given; randomness is the caller's, as the clock is.
+pub(crate) fn random_nonce() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    (std::collections::hash_map::RandomState::new().build_hasher().finish() >> 32) as u32
 }

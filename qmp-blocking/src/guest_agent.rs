@@ -4,13 +4,12 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use qmp_proto::adapter::random_nonce;
 use qmp_proto::{ExecuteOptions, Mode, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::driver::Driver;
-use crate::options::Options;
+use crate::driver::{random_nonce, Driver};
+use crate::Options;
 use crate::transport::Transport;
 use crate::Error;
 

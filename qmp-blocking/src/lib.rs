@@ -29,12 +29,13 @@
 mod client;
 mod driver;
 mod guest_agent;
-mod options;
 mod transport;
 
 pub use client::{Client, Pending};
 pub use guest_agent::GuestAgent;
-pub use options::Options;
-pub use qmp_proto::adapter::Error;
-pub use qmp_proto::{ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, ServerEvent, Timestamp, Version};
+pub use qmp_proto::adapter::{Error, Options};
+pub use qmp_proto::{
+    ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError,
+    Version,
+};
 pub use transport::Transport;

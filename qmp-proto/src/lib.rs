@@ -19,7 +19,7 @@
 //! - **Guest agent**: no greeting, `guest-sync-delimited` resynchronisation, commands that never reply.
 //!
 //! # For adapters
-//! [`adapter`] holds what the adapters share and re-export under their own names (their `Error`, ...): plain
+//! [`adapter`] holds what every adapter shares and re-exports (the connection `Options`, the `Error`): plain
 //! types and helpers, no I/O, nothing the state machine uses.
 //!
 //! # The driving contract

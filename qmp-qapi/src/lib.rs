@@ -46,8 +46,6 @@ pub use qapi_qga;
 #[cfg(feature = "qmp")]
 pub use qapi_qmp;
 pub use qapi_spec::{self, Command, Empty, Event};
-#[cfg(feature = "qmp")]
-use qmp_proto::adapter::EventItem;
 use qmp_proto::{RawJson, ServerEvent};
 
 /// The command's wire name (`C::NAME`), for example `"query-version"`.
@@ -105,22 +103,6 @@ pub fn qmp_event(event: &ServerEvent) -> Result<qapi_qmp::Event, serde_json::Err
     }
     json.push('}');
     serde_json::from_str(&json)
-}
-
-/// The typed event of an async adapter's [`EventItem`] (`qmp_tokio::EventItem`, `qmp_smol::EventItem`, with
-/// their `qapi` feature): `use qmp_tokio::qapi::EventItemExt;` (or `qmp_smol`'s) puts
-/// [`to_qapi`](EventItemExt::to_qapi) in scope.
-#[cfg(feature = "qmp")]
-pub trait EventItemExt {
-    /// The event as the typed [`qapi_qmp::Event`] (see [`qmp_event`]), unless this is a lag marker.
-    fn to_qapi(&self) -> Option<Result<qapi_qmp::Event, serde_json::Error>>;
-}
-
-#[cfg(feature = "qmp")]
-impl EventItemExt for EventItem {
-    fn to_qapi(&self) -> Option<Result<qapi_qmp::Event, serde_json::Error>> {
-        self.event().map(qmp_event)
-    }
 }
 
 #[cfg(test)]

@@ -1,38 +1,17 @@
-//! An async client for QMP (the QEMU Machine Protocol) and the QEMU guest agent over `futures-io`, for smol and
-//! async-std alike.
+//! An async client for QMP (the QEMU Machine Protocol) and the QEMU guest agent on smol and async-std.
 //!
-//! The protocol (framing, negotiation, ids, flow control, timeouts) lives in [`qmp_proto`]; this crate moves
-//! bytes and time between a socket and it. One [`Driver`] future owns the socket and the protocol state; the
-//! handles ([`Qmp`], [`GuestAgent`], both `Clone + Send + Sync`) only send it requests and wait for replies,
-//! so every call is **cancel safe**: dropping a future never leaves half a command on the wire and never
-//! hands a reply to the wrong caller.
-//!
-//! - [`Qmp`]: [`connect_unix`](Qmp::connect_unix), [`connect_tcp`](Qmp::connect_tcp),
-//!   [`from_stream`](Qmp::from_stream) (any `AsyncRead + AsyncWrite`: TLS, vsock, a pipe),
-//!   [`from_unix_stream`](Qmp::from_unix_stream), or a [`Listener`] when QEMU connects to you.
-//!   [`execute`](Qmp::execute), [`execute_raw`](Qmp::execute_raw), [`execute_oob`](Qmp::execute_oob),
-//!   [`execute_with_timeout`](Qmp::execute_with_timeout), [`send_fd`](Qmp::send_fd) and
-//!   [`add_fd`](Qmp::add_fd) (SCM_RIGHTS), [`close`](Qmp::close), [`closed`](Qmp::closed),
-//!   [`connection_error`](Qmp::connection_error).
-//! - Events: [`Qmp::events`] / [`Qmp::events_named`] give a [`Stream`](futures_core::Stream) per subscriber;
-//!   each gets every event, a slow one gets an [`EventItem::Lagged`] marker instead of unbounded memory, and
-//!   the reader never waits for anyone (see [`events`] for the exact semantics).
-//! - [`GuestAgent`]: qemu-ga, synchronised with `guest-sync-delimited` on connect.
-//! - Errors come in the core's tiers: [`Error::Qmp`] (the server rejected this command), [`Error::Usage`]
-//!   (the call was wrong, nothing sent), [`Error::TimedOut`] (this command only), [`Error::Connection`]
-//!   (over, sticky).
-//! - Logging through `tracing`: wire traffic at TRACE (target `qmp_smol::wire`), connection lifecycle at DEBUG
-//!   (in a `qmp_smol` span per connection); nothing is printed.
-//!
-//! - Typed commands and events (feature `qapi`): `execute_typed` takes any command struct of the `qapi-qmp` /
-//!   `qapi-qga` crates (re-exported as `qmp_smol::qapi`) and returns its typed result;
-//!   `qapi::EventItemExt::to_qapi` gives the typed `qapi_qmp::Event` of an [`EventItem`].
+//! The protocol lives in the sans-IO core `qmp_proto`, the connection machinery (one driver per connection,
+//! cancel-safe handles, event streams, the typed layer) in the runtime-neutral [`qmp_async`]; this crate is the
+//! async-io part only: the runtime ([`OnAsyncIo`]: async-io's clock and timers, tasks spawned by [`Smol`] or
+//! [`AsyncStd`]) and its transports (unix and TCP sockets, SCM_RIGHTS on unix sockets, pipes, any futures-io
+//! stream). [`Qmp`], [`GuestAgent`] and [`Listener`] are qmp-async's types on that runtime; their documentation
+//! is there.
 //!
 //! # Runtimes
-//! Features pick the runtime that spawns the driver and times it: `smol` (default) and `async-std` (deprecated
-//! upstream, still supported). Both run their sockets on the async-io reactor, which the socket helpers use.
-//! With both features on, [`Options::runtime`] chooses (smol by default). With neither, implement [`Runtime`]
-//! for your executor and use [`Qmp::with_driver`], which returns the driver for you to spawn.
+//! Features pick the executor: `smol` (default) and `async-std` (deprecated upstream, still supported). Both run
+//! on the async-io reactor. The top-level [`Qmp`], [`GuestAgent`] and [`Listener`] run on smol when its feature
+//! is on, else on async-std; [`async_std`](mod@crate::async_std) names them on async-std. For another executor
+//! over async-io, implement [`Spawn`] and use `qmp_async::Qmp<OnAsyncIo<YourSpawn>>`.
 //!
 //! # Example: smol
 //! ```no_run
@@ -51,7 +30,7 @@
 //! smol::block_on(async {
 //!     // qemu-system-x86_64 -M none -display none -qmp unix:/tmp/qmp.sock,server=on,wait=off
 //!     let qmp = Qmp::connect_unix("/tmp/qmp.sock", Options::default()).await?;
-//!     println!("QEMU {}", qmp.greeting().version);
+//!     println!("QEMU {}", qmp.greeting().version_string());
 //!
 //!     // Events: subscribe first, then read them in another task.
 //!     let mut events = qmp.events();
@@ -92,11 +71,13 @@
 //! # #[cfg(feature = "async-std")]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use qmp_smol::{AsyncStd, GuestAgent, Options, Qmp};
+//! use qmp_smol::async_std::{GuestAgent, Qmp};
+//! use qmp_smol::Options;
 //!
 //! async_std::task::block_on(async {
-//!     // With both features on, pick async-std explicitly; with only `async-std` it is the default.
-//!     let options = Options::default().runtime(AsyncStd).command_timeout(Some(Duration::from_secs(5)));
+//!     // `qmp_smol::async_std` names the handles on async-std (the top-level ones run on smol when its
+//!     // feature is on).
+//!     let options = Options::default().command_timeout(Some(Duration::from_secs(5)));
 //!
 //!     let qmp = Qmp::connect_unix("/tmp/qmp.sock", options.clone()).await?;
 //!     let version: serde_json::Value = qmp.execute("query-version", ()).await?;
@@ -118,44 +99,53 @@
 //!     Ok::<(), Box<dyn std::error::Error>>(())
 //! })
 //! # }
-//! # #[cfg(not(feature = "async-std"))] fn main() {}
-//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod connecting;
-mod driver;
-pub mod events;
-mod guest_agent;
-mod handle;
-#[cfg(any(feature = "smol", feature = "async-std"))]
-mod net;
-mod options;
-mod qmp;
 mod runtime;
-mod shared;
 mod transport;
-#[cfg(feature = "qapi")]
-mod typed;
 
-pub use connecting::Connecting;
-pub use driver::Driver;
-pub use events::Events;
-pub use guest_agent::GuestAgent;
-#[cfg(any(feature = "smol", feature = "async-std"))]
-pub use net::Listener;
-pub use options::Options;
-pub use qmp::Qmp;
-pub use qmp_proto::adapter::{AddFdInfo, Error, EventItem};
-pub use qmp_proto::{
-    ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, ServerEvent, Timestamp, UsageError, Version,
+pub use qmp_async::events;
+pub use qmp_async::{
+    AddFdInfo, ConnectionError, Connecting, Driver, Error, EventItem, Events, Greeting, Options, ProtocolViolation,
+    QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError, Version,
 };
-/// Typed commands and events (feature `qapi`): the adapter-neutral [`qmp_qapi`] crate, with `qapi_qmp`,
-/// `qapi_qga` and `qapi_spec` inside.
+/// Typed commands and events (feature `qapi`), with `qapi_qmp`, `qapi_qga` and `qapi_spec` inside.
 #[cfg(feature = "qapi")]
-pub use qmp_qapi as qapi;
+pub use qmp_async::qapi;
 #[cfg(feature = "async-std")]
-pub use runtime::AsyncStd;
+pub use runtime::{AsyncStd, AsyncStdExecutor};
+pub use runtime::{AsyncIoTimer, OnAsyncIo, Spawn};
 #[cfg(feature = "smol")]
-pub use runtime::Smol;
-pub use runtime::{default_runtime, AsyncTimer, Runtime};
+pub use runtime::{Smol, SmolExecutor};
+pub use transport::{Io, Pipes, Unix};
+
+/// The runtime of the top-level handles: smol when its feature is on, else async-std.
+#[cfg(feature = "smol")]
+pub type DefaultRuntime = Smol;
+/// The runtime of the top-level handles: smol when its feature is on, else async-std.
+#[cfg(all(feature = "async-std", not(feature = "smol")))]
+pub type DefaultRuntime = AsyncStd;
+
+/// A QMP connection ([`qmp_async::Qmp`]) on the default runtime.
+#[cfg(any(feature = "smol", feature = "async-std"))]
+pub type Qmp = qmp_async::Qmp<DefaultRuntime>;
+/// A guest-agent connection ([`qmp_async::GuestAgent`]) on the default runtime.
+#[cfg(any(feature = "smol", feature = "async-std"))]
+pub type GuestAgent = qmp_async::GuestAgent<DefaultRuntime>;
+/// A unix socket QEMU connects to ([`qmp_async::Listener`]) on the default runtime.
+#[cfg(any(feature = "smol", feature = "async-std"))]
+pub type Listener = qmp_async::Listener<DefaultRuntime>;
+
+/// The handles on async-std (feature `async-std`).
+#[cfg(feature = "async-std")]
+pub mod async_std {
+    use super::AsyncStd;
+
+    /// A QMP connection ([`qmp_async::Qmp`]) on async-std.
+    pub type Qmp = qmp_async::Qmp<AsyncStd>;
+    /// A guest-agent connection ([`qmp_async::GuestAgent`]) on async-std.
+    pub type GuestAgent = qmp_async::GuestAgent<AsyncStd>;
+    /// A unix socket QEMU connects to ([`qmp_async::Listener`]) on async-std.
+    pub type Listener = qmp_async::Listener<AsyncStd>;
+}

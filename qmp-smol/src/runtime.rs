@@ -1,136 +1,142 @@
-//! [`Runtime`]: the little an executor must provide to run a connection — a timer and a way to spawn the
-//! driver — and the built-in implementations for smol and async-std (quinn's runtime glue, in miniature).
-//!
-//! The protocol needs no runtime at all (it is [`qmp_proto`]); the driver needs a clock to wake it at the
-//! core's next deadline, and the convenience constructors need to spawn the driver. Everything else (channels,
-//! broadcast, wake-ups) is runtime-neutral.
+//! [`OnAsyncIo`]: qmp-async's [`Runtime`] and [`Net`] on the async-io reactor, which smol and async-std share.
+//! Timers and sockets are async-io's under both; only the way tasks are spawned differs ([`Spawn`]): [`Smol`]
+//! and [`AsyncStd`] are the two built in, and any other executor over async-io is one `Spawn` impl away.
 
 use std::fmt;
 use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-/// An async executor and timer source. Implement it to run connections on an executor this crate has no
-/// feature for; [`Smol`] and [`AsyncStd`] are provided behind the features of the same names.
-pub trait Runtime: Send + Sync + fmt::Debug + 'static {
-    /// A timer that fires at `at`.
-    fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>>;
-    /// Runs `future` to completion in the background (used to spawn the connection's driver).
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>);
+use async_io::Async;
+use futures_io::{AsyncRead, AsyncWrite};
+use qmp_async::{Net, Runtime, Streams, Timer};
+
+use crate::transport::{Io, Pipes, Unix};
+
+/// How an executor over async-io runs the connection's driver. With `Default` too, the runtime has the socket
+/// helpers (`connect_unix`, ...); without, connect yourself and use `Qmp::from_transport`.
+pub trait Spawn: Clone + Send + Sync + Unpin + fmt::Debug + 'static {
+    /// Runs `future` to completion in the background.
+    fn spawn(&self, future: impl Future<Output = ()> + Send + 'static);
 }
 
-/// A resettable one-shot timer, as the driver uses it: armed for one instant at a time.
-pub trait AsyncTimer: Send + fmt::Debug + 'static {
-    /// Re-arms the timer for `at`, forgetting the previous instant.
-    fn reset(self: Pin<&mut Self>, at: Instant);
-    /// `Ready` once the armed instant has passed.
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
-}
+/// A runtime on the async-io reactor whose tasks `S` spawns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnAsyncIo<S>(pub S);
 
-/// The runtime used when [`Options::runtime`](crate::Options::runtime) was not set: [`Smol`] when the `smol`
-/// feature is on, else [`AsyncStd`] when the `async-std` feature is on, else none.
-pub fn default_runtime() -> Option<Arc<dyn Runtime>> {
-    #[cfg(any(feature = "smol", feature = "async-std"))]
-    return Some(builtin());
-    #[cfg(not(any(feature = "smol", feature = "async-std")))]
-    return None;
-}
+/// smol: tasks on smol's global executor (`smol::spawn`, detached).
+#[cfg(feature = "smol")]
+pub type Smol = OnAsyncIo<SmolExecutor>;
 
-/// The runtime of the enabled features: smol first.
-#[cfg(any(feature = "smol", feature = "async-std"))]
-pub(crate) fn builtin() -> Arc<dyn Runtime> {
-    #[cfg(feature = "smol")]
-    return Arc::new(Smol);
-    #[cfg(all(feature = "async-std", not(feature = "smol")))]
-    return Arc::new(AsyncStd);
-}
+/// async-std (deprecated upstream, still supported): tasks on `async_std::task::spawn`.
+#[cfg(feature = "async-std")]
+pub type AsyncStd = OnAsyncIo<AsyncStdExecutor>;
 
-/// smol: `async-io` timers, tasks on smol's global executor (`smol::spawn`, detached).
+/// smol's global executor.
 #[cfg(feature = "smol")]
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Smol;
+pub struct SmolExecutor;
 
 #[cfg(feature = "smol")]
-impl Runtime for Smol {
-    fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>> {
-        Box::pin(SmolTimer(async_io::Timer::at(at)))
-    }
-
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+impl Spawn for SmolExecutor {
+    fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
         smol::spawn(future).detach();
     }
 }
 
-#[cfg(feature = "smol")]
-#[derive(Debug)]
-struct SmolTimer(async_io::Timer);
-
-#[cfg(feature = "smol")]
-impl AsyncTimer for SmolTimer {
-    fn reset(mut self: Pin<&mut Self>, at: Instant) {
-        self.0.set_at(at);
-    }
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.0).poll(cx).map(drop)
-    }
-}
-
-/// async-std: `async_std::task::sleep` timers and `async_std::task::spawn`. async-std is deprecated upstream
-/// (its authors point to smol); it keeps working here behind its feature.
+/// async-std's executor.
 #[cfg(feature = "async-std")]
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AsyncStd;
+pub struct AsyncStdExecutor;
 
 #[cfg(feature = "async-std")]
-impl Runtime for AsyncStd {
-    fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>> {
-        Box::pin(AsyncStdTimer(sleep_until(at)))
-    }
-
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+impl Spawn for AsyncStdExecutor {
+    fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
         // Dropping async-std's JoinHandle detaches the task.
         drop(async_std::task::spawn(future));
     }
 }
 
-#[cfg(feature = "async-std")]
-type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+impl<S: Spawn> Runtime for OnAsyncIo<S> {
+    type Timer = AsyncIoTimer;
 
-#[cfg(feature = "async-std")]
-fn sleep_until(at: Instant) -> Sleep {
-    Box::pin(async_std::task::sleep(at.saturating_duration_since(Instant::now())))
-}
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 
-#[cfg(feature = "async-std")]
-struct AsyncStdTimer(Sleep);
+    fn timer(&self, at: Instant) -> AsyncIoTimer {
+        AsyncIoTimer(async_io::Timer::at(at))
+    }
 
-#[cfg(feature = "async-std")]
-impl fmt::Debug for AsyncStdTimer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AsyncStdTimer")
+    fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        self.0.spawn(future)
     }
 }
 
-#[cfg(feature = "async-std")]
-impl AsyncTimer for AsyncStdTimer {
+/// An [`async_io::Timer`] as qmp-async's [`Timer`].
+#[derive(Debug)]
+pub struct AsyncIoTimer(async_io::Timer);
+
+impl Timer for AsyncIoTimer {
     fn reset(mut self: Pin<&mut Self>, at: Instant) {
-        self.0 = sleep_until(at);
+        self.0.set_at(at);
     }
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0.as_mut().poll(cx)
+    fn poll_fire(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(drop)
     }
 }
 
-impl<R: Runtime + ?Sized> Runtime for Arc<R> {
-    fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>> {
-        (**self).new_timer(at)
+impl<S: Spawn + Default> Net for OnAsyncIo<S> {
+    type UnixStream = Unix;
+    type TcpStream = Io<Async<TcpStream>>;
+    type UnixListener = Async<UnixListener>;
+    type Pipes = Pipes;
+
+    async fn connect_unix(&self, path: &Path) -> io::Result<Unix> {
+        Async::<UnixStream>::connect(path).await.map(Unix)
     }
 
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
-        (**self).spawn(future)
+    async fn resolve<A: ToSocketAddrs + Send + 'static>(&self, addr: A) -> io::Result<Vec<SocketAddr>> {
+        blocking::unblock(move || addr.to_socket_addrs().map(Vec::from_iter)).await
+    }
+
+    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<Io<Async<TcpStream>>> {
+        let stream = Async::<TcpStream>::connect(addr).await?;
+        stream.get_ref().set_nodelay(true)?;
+        Ok(Io(stream))
+    }
+
+    fn unix_from_std(&self, stream: UnixStream) -> io::Result<Unix> {
+        Async::new(stream).map(Unix)
+    }
+
+    fn pipes(&self, read: OwnedFd, write: OwnedFd) -> io::Result<Pipes> {
+        Pipes::new(read, write)
+    }
+
+    fn bind_unix(&self, path: &Path) -> io::Result<Async<UnixListener>> {
+        Async::<UnixListener>::bind(path)
+    }
+
+    async fn accept_unix(&self, listener: &Async<UnixListener>) -> io::Result<Unix> {
+        let (stream, _) = listener.accept().await?;
+        Ok(Unix(stream))
+    }
+}
+
+/// Any futures-io stream (a smol or async-std socket, TLS, a joined pair of pipes) for
+/// [`Qmp::from_stream`](crate::Qmp::from_stream).
+impl<S: Spawn, T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Streams<T> for OnAsyncIo<S> {
+    type Transport = Io<T>;
+
+    fn transport(stream: T) -> Io<T> {
+        Io(stream)
     }
 }

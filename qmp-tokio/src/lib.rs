@@ -1,27 +1,18 @@
 //! An async [tokio] client for QMP (the QEMU Machine Protocol) and the QEMU guest agent.
 //!
-//! The protocol itself (framing, negotiation, ids, flow control, timeouts) lives in the sans-IO core
-//! [`qmp_proto`]; this crate only moves bytes, time and requests between a socket and it. One driver task per
-//! connection owns the socket and the core; [`Qmp`] and [`GuestAgent`] handles (`Clone + Send + Sync`) send it
-//! requests over a channel and wait for their answers. That is what makes every call cancel-safe: dropping a
-//! future never leaves half a command on the wire and never hands a reply to the wrong caller.
+//! The protocol lives in the sans-IO core `qmp_proto`, the connection machinery (one driver task per
+//! connection, cancel-safe handles, event streams, the typed layer) in the runtime-neutral [`qmp_async`]; this
+//! crate is tokio's part only: the [`Tokio`] runtime (tokio's clock, timer and spawn) and its transports (unix
+//! and TCP sockets, SCM_RIGHTS on unix sockets, pipes, any `AsyncRead + AsyncWrite`). [`Qmp`], [`GuestAgent`]
+//! and [`Listener`] are qmp-async's types on tokio; their documentation is there.
 //!
 //! - [`Qmp`]: [`connect_unix`](Qmp::connect_unix), [`connect_tcp`](Qmp::connect_tcp),
-//!   [`from_stream`](Qmp::from_stream) (any `AsyncRead + AsyncWrite`: TLS, vsock, a pipe), or [`Listener`] when
-//!   QEMU connects to us. [`execute`](Qmp::execute), [`execute_raw`](Qmp::execute_raw),
-//!   [`execute_oob`](Qmp::execute_oob), [`execute_with_timeout`](Qmp::execute_with_timeout), many at once from
-//!   many tasks (pipelined, at most 8 on the wire as QEMU wants).
-//! - Events: [`Qmp::events`] is a `Stream` per subscriber; every subscriber gets every event (or only some names,
-//!   [`Qmp::events_named`]); a subscriber that falls behind gets [`EventItem::Lagged`] instead of growing memory,
-//!   and commands keep working when nobody reads events.
-//! - File descriptors: [`Qmp::send_fd`] (`getfd`), [`Qmp::add_fd`] (`add-fd`) and [`Qmp::execute_with_fd`] pass a
-//!   descriptor over SCM_RIGHTS on unix sockets, in order with the command that takes it.
-//! - [`GuestAgent`]: qemu-ga, synchronised with `guest-sync-delimited` on connect; commands that never reply.
+//!   [`from_stream`](Qmp::from_stream) (any tokio stream: TLS, vsock, `tokio::io::join(read, write)`),
+//!   [`from_unix_stream`](Qmp::from_unix_stream), [`from_pipes`](Qmp::from_pipes),
+//!   [`spawn_stdio`](Qmp::spawn_stdio) (a QEMU with `-qmp stdio`), or [`Listener`] when QEMU connects to us.
+//! - Events: [`Qmp::events`] is a `Stream` per subscriber; the first one also gets the events of the handshake.
 //! - Time is tokio's ([`tokio::time`]): tests can run with paused time.
-//! - Logging through [`tracing`]: the connection's lifecycle at DEBUG, the bytes on the wire at TRACE (target
-//!   `qmp_tokio::wire`). Nothing is printed.
-//! - Feature `qapi`: typed commands and events from the `qapi-qmp` / `qapi-qga` crates ([`Qmp::execute_typed`],
-//!   [`qapi::EventItemExt::to_qapi`]), through the adapter-neutral [`qmp_qapi`] crate (re-exported as [`qapi`]).
+//! - Feature `qapi`: typed commands and events (`execute_typed`, `EventItem::to_qapi`).
 //!
 //! # Example
 //! Start a QEMU to talk to, for example
@@ -44,7 +35,7 @@
 //! #[tokio::main]
 //! async fn main() -> Result<(), qmp_tokio::Error> {
 //!     let qmp = Qmp::connect_unix("/tmp/qmp.sock", Options::default()).await?;
-//!     println!("connected to QEMU {} (oob: {})", qmp.greeting().version, qmp.oob_enabled());
+//!     println!("connected to QEMU {} (oob: {})", qmp.greeting().version_string(), qmp.oob_enabled());
 //!
 //!     // Events: subscribe before acting; every subscriber sees every event.
 //!     let mut events = qmp.events_named(&["STOP", "RESUME"]);
@@ -96,32 +87,29 @@
 //!
 //! Errors come in the core's tiers: [`Error::Qmp`] (the server rejected this command), [`Error::Usage`] (the call
 //! was wrong, nothing sent), [`Error::TimedOut`] (this command only), [`Error::Connection`] (over, sticky).
+//! Errors come in the core's tiers, the same in every adapter: [`Error::Qmp`] (the server rejected this
+//! command), [`Error::Usage`] (the call was wrong, nothing sent), [`Error::TimedOut`] (this command only),
+//! [`Error::Connection`] (over, sticky).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod driver;
-mod events;
-mod guest_agent;
-mod handle;
-mod listener;
-mod options;
-mod qmp;
-mod start;
+mod runtime;
 mod transport;
-#[cfg(feature = "qapi")]
-mod typed;
 
-pub use events::Events;
-pub use guest_agent::GuestAgent;
-pub use listener::Listener;
-pub use options::Options;
-pub use qmp::Qmp;
-pub use qmp_proto::adapter::{AddFdInfo, Error, EventItem};
-pub use qmp_proto::{
-    ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError,
-    Version,
+pub use qmp_async::events;
+pub use qmp_async::{
+    AddFdInfo, ConnectionError, Connecting, Driver, Error, EventItem, Events, Greeting, Options, ProtocolViolation,
+    QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError, Version,
 };
-/// Typed commands and events (feature `qapi`): the adapter-neutral [`qmp_qapi`] crate, with `qapi_qmp`,
-/// `qapi_qga` and `qapi_spec` inside.
+/// Typed commands and events (feature `qapi`), with `qapi_qmp`, `qapi_qga` and `qapi_spec` inside.
 #[cfg(feature = "qapi")]
-pub use qmp_qapi as qapi;
+pub use qmp_async::qapi;
+pub use runtime::{Tokio, TokioTimer};
+pub use transport::{Io, Pipes, Unix};
+
+/// A QMP connection on tokio ([`qmp_async::Qmp`]).
+pub type Qmp = qmp_async::Qmp<Tokio>;
+/// A guest-agent connection on tokio ([`qmp_async::GuestAgent`]).
+pub type GuestAgent = qmp_async::GuestAgent<Tokio>;
+/// A unix socket QEMU connects to, on tokio ([`qmp_async::Listener`]).
+pub type Listener = qmp_async::Listener<Tokio>;

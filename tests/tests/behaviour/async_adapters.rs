@@ -447,14 +447,19 @@ impl Flavor for Smol {
     }
 
     fn connect(path: PathBuf, opts: SuiteOpts) -> BoxFuture<Result<qmp_smol::Qmp, Failure>> {
-        let options = smol_options(&opts).runtime(qmp_smol::Smol);
+        let options = smol_options(&opts);
         Box::pin(async move { qmp_smol::Qmp::connect_unix(path, options).await.map_err(smol_types::failure) })
     }
 
     fn agent_connect(path: PathBuf, opts: SuiteOpts) -> BoxFuture<Result<qmp_smol::GuestAgent, Failure>> {
-        let options = smol_options(&opts).runtime(qmp_smol::Smol);
+        let options = smol_options(&opts);
         Box::pin(async move { qmp_smol::GuestAgent::connect_unix(path, options).await.map_err(smol_types::failure) })
     }
+}
+
+/// `qmp-smol`'s handles on async-std.
+mod on_async_std {
+    pub use qmp_smol::async_std::{GuestAgent, Qmp};
 }
 
 /// `qmp-smol` under async-std: `async_std::task::{block_on, spawn, sleep}`.
@@ -464,7 +469,7 @@ pub struct AsyncStd;
 impl Flavor for AsyncStd {
     const NAME: &'static str = "qmp-smol (async-std)";
 
-    crate_methods!(qmp_smol, smol_types);
+    crate_methods!(on_async_std, smol_types);
 
     fn block_on<T>(f: impl Future<Output = T>) -> T {
         async_std::task::block_on(f)
@@ -478,13 +483,13 @@ impl Flavor for AsyncStd {
         Box::pin(async_std::task::sleep(d))
     }
 
-    fn connect(path: PathBuf, opts: SuiteOpts) -> BoxFuture<Result<qmp_smol::Qmp, Failure>> {
-        let options = smol_options(&opts).runtime(qmp_smol::AsyncStd);
-        Box::pin(async move { qmp_smol::Qmp::connect_unix(path, options).await.map_err(smol_types::failure) })
+    fn connect(path: PathBuf, opts: SuiteOpts) -> BoxFuture<Result<on_async_std::Qmp, Failure>> {
+        let options = smol_options(&opts);
+        Box::pin(async move { on_async_std::Qmp::connect_unix(path, options).await.map_err(smol_types::failure) })
     }
 
-    fn agent_connect(path: PathBuf, opts: SuiteOpts) -> BoxFuture<Result<qmp_smol::GuestAgent, Failure>> {
-        let options = smol_options(&opts).runtime(qmp_smol::AsyncStd);
-        Box::pin(async move { qmp_smol::GuestAgent::connect_unix(path, options).await.map_err(smol_types::failure) })
+    fn agent_connect(path: PathBuf, opts: SuiteOpts) -> BoxFuture<Result<on_async_std::GuestAgent, Failure>> {
+        let options = smol_options(&opts);
+        Box::pin(async move { on_async_std::GuestAgent::connect_unix(path, options).await.map_err(smol_types::failure) })
     }
 }

@@ -1,22 +1,23 @@
 //! [`Qmp`]: a QMP connection handle. Cheap to clone, `Send + Sync`; every clone talks to the same driver.
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_io::{AsyncRead, AsyncWrite};
-use qmp_proto::adapter::{fd_passing_unsupported, AddFdArgs, AddFdInfo, Command, GetFdArgs};
+use qmp_proto::adapter::Options;
 use qmp_proto::{ConnectionError, Greeting, Mode, ProtocolViolation, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::command::{AddFdArgs, AddFdInfo, Command, GetFdArgs};
 use crate::connecting::Connecting;
 use crate::driver::Driver;
 use crate::events::Events;
 use crate::handle::{self, Handle};
-use crate::options::Options;
-use crate::runtime::Runtime;
-use crate::transport::{Plain, Transport};
+use crate::runtime::{Runtime, Streams};
+use crate::transport::{fd_passing_unsupported, Transport};
 use crate::Error;
 
 /// A QMP connection. `Clone + Send + Sync`: share it between tasks, every clone uses the same connection.
@@ -24,29 +25,34 @@ use crate::Error;
 /// One driver future owns the socket; the methods only send it requests and wait. The connection closes when
 /// [`close`](Self::close) is called, when the server hangs up, or when the last clone is dropped.
 ///
+/// `R` is the [`Runtime`] it runs on: `qmp_tokio::Qmp` and `qmp_smol::Qmp` name it for you, and add
+/// `connect_unix`, `connect_tcp` and `from_stream` for their sockets.
+///
 /// ```no_run
-/// # #[cfg(feature = "smol")]
-/// # fn main() -> Result<(), qmp_smol::Error> { smol::block_on(async {
-/// use qmp_smol::{Options, Qmp};
+/// # async fn example<R: qmp_async::Runtime>(qmp: qmp_async::Qmp<R>) -> Result<(), qmp_async::Error> {
 /// use serde_json::Value;
 ///
-/// let qmp = Qmp::connect_unix("/run/qemu/vm0.qmp", Options::default()).await?;
 /// let status: Value = qmp.execute("query-status", ()).await?;
 /// let (a, b) = futures_lite::future::zip(
 ///     qmp.execute::<Value>("query-version", ()),
 ///     qmp.execute::<Value>("query-kvm", ()),
 /// )
 /// .await;
-/// # Ok(()) }) }
-/// # #[cfg(not(feature = "smol"))] fn main() {}
+/// # Ok(()) }
 /// ```
-#[derive(Clone)]
-pub struct Qmp {
-    inner: Arc<Handle>,
+pub struct Qmp<R> {
+    inner: Arc<Handle<R>>,
+    _runtime: PhantomData<fn() -> R>,
 }
 
-impl std::fmt::Debug for Qmp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<R> Clone for Qmp<R> {
+    fn clone(&self) -> Self {
+        Qmp { inner: Arc::clone(&self.inner), _runtime: PhantomData }
+    }
+}
+
+impl<R: Runtime> fmt::Debug for Qmp<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Qmp")
             .field("version", &self.inner.shared.greeting().map(|g| &g.version))
             .field("oob", &self.oob_enabled())
@@ -55,23 +61,17 @@ impl std::fmt::Debug for Qmp {
     }
 }
 
-impl Qmp {
-    /// Builds a connection over `io` without spawning anything: spawn the [`Driver`] on your executor, then
-    /// await the [`Connecting`] for the handle. `runtime` provides the driver's timer (its `spawn` is not
-    /// used). This is the entry point when no runtime feature is enabled.
-    pub fn with_driver<S>(io: S, options: Options, runtime: impl Runtime) -> (Connecting<Qmp>, Driver)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        Self::start(Plain(io), options, Arc::new(runtime))
-    }
-
-    pub(crate) fn start<T: Transport>(io: T, options: Options, runtime: Arc<dyn Runtime>) -> (Connecting<Qmp>, Driver) {
-        let (handle, driver) = handle::start(io, options, Mode::Qmp, runtime);
+impl<R: Runtime> Qmp<R> {
+    /// Builds a connection over `transport` without spawning anything: spawn the [`Driver`] on your executor,
+    /// then await the [`Connecting`] for the handle. `runtime` provides the driver's clock and timer (its `spawn`
+    /// is not used). This is the entry point for an executor without an adapter crate.
+    pub fn with_driver<T: Transport>(transport: T, options: Options, runtime: R) -> (Connecting<Qmp<R>>, Driver) {
+        let config = options.to_config(Mode::Qmp);
+        let (handle, driver) = handle::start(transport, options, config, runtime);
         let connecting = Connecting::new(async move {
             handle.shared.wait_until(|s| s.is_ready() || s.closed().is_some()).await;
             if handle.shared.is_ready() && handle.shared.greeting().is_some() {
-                Ok(Qmp { inner: Arc::new(handle) })
+                Ok(Qmp { inner: Arc::new(handle), _runtime: PhantomData })
             } else {
                 Err(handle.shared.gone())
             }
@@ -79,26 +79,29 @@ impl Qmp {
         (connecting, driver)
     }
 
-    /// Speaks QMP over any connected byte stream (TLS, vsock, a pipe, a socket of any runtime): spawns the driver
-    /// on the runtime of [`Options::runtime`] and completes the handshake within [`Options::connect_timeout`].
-    /// File descriptors cannot be passed over it; use [`from_unix_stream`](Self::from_unix_stream) for that.
+    /// Speaks QMP over `transport`: spawns the driver on `runtime` and completes the handshake within
+    /// [`Options::connect_timeout`].
     ///
     /// # Cancel safety
     /// Cancel safe: dropped before it returns, the half-made connection is closed.
-    #[cfg(any(feature = "smol", feature = "async-std"))]
-    pub async fn from_stream<S>(io: S, options: Options) -> Result<Qmp, Error>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        Self::spawn(Plain(io), options).await
+    pub async fn from_transport<T: Transport>(transport: T, options: Options, runtime: R) -> Result<Qmp<R>, Error> {
+        let (connecting, driver) = Self::with_driver(transport, options, runtime.clone());
+        runtime.spawn(driver);
+        connecting.await
     }
 
-    #[cfg(any(feature = "smol", feature = "async-std"))]
-    pub(crate) async fn spawn<T: Transport>(io: T, options: Options) -> Result<Qmp, Error> {
-        let runtime = options.extension().or_default();
-        let (connecting, driver) = Self::start(io, options, runtime.clone());
-        runtime.spawn(driver.into_inner());
-        connecting.await
+    /// Speaks QMP over any connected byte stream of the runtime (TLS, vsock, a child's joined stdio, the two
+    /// FIFOs of `-qmp pipe:NAME`): spawns the driver and completes the handshake within
+    /// [`Options::connect_timeout`]. File descriptors can be passed only if the stream is a unix socket that the
+    /// runtime adapter knows as one.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropped before it returns, the half-made connection is closed.
+    pub async fn from_stream<S>(stream: S, options: Options) -> Result<Qmp<R>, Error>
+    where
+        R: Streams<S> + Default,
+    {
+        Self::from_transport(R::transport(stream), options, R::default()).await
     }
 
     /// The server's greeting (QEMU version and offered capabilities).
@@ -112,7 +115,7 @@ impl Qmp {
         self.inner.shared.oob()
     }
 
-    pub(crate) fn handle(&self) -> &Handle {
+    pub(crate) fn handle(&self) -> &Handle<R> {
         &self.inner
     }
 
@@ -128,7 +131,7 @@ impl Qmp {
     /// Cancel safe. Dropping the future never leaves part of a command on the wire and never shifts replies: a
     /// command not written yet is withdrawn, one already written runs and its reply is discarded.
     pub async fn execute<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = self.handle().opts(self.handle().options.get_command_timeout());
+        let opts = self.handle().default_opts();
         self.run(Command::new(command, &args, opts)).await
     }
 
@@ -137,7 +140,7 @@ impl Qmp {
     /// # Cancel safety
     /// Cancel safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
-        let opts = self.handle().opts(self.handle().options.get_command_timeout());
+        let opts = self.handle().default_opts();
         self.handle().call(Command::raw(command, args, opts)).await
     }
 
@@ -148,7 +151,7 @@ impl Qmp {
     /// # Cancel safety
     /// Cancel safe, like [`execute`](Self::execute).
     pub async fn execute_oob<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = self.handle().opts(self.handle().options.get_command_timeout()).oob();
+        let opts = self.handle().default_opts().oob();
         self.run(Command::new(command, &args, opts)).await
     }
 
@@ -171,7 +174,7 @@ impl Qmp {
     /// SCM_RIGHTS. The descriptor is written right before the command, in order with everything else on the
     /// socket; only one such command is on the wire at a time (QEMU keeps only the latest descriptor it
     /// received). Needs a unix socket ([`connect_unix`](Self::connect_unix),
-    /// [`from_unix_stream`](Self::from_unix_stream), [`Listener::accept`](crate::Listener::accept)); otherwise
+    /// [`Listener::accept`](crate::Listener::accept)); otherwise
     /// fails with [`Error::FdPassing`] and sends nothing.
     ///
     /// # Cancel safety
@@ -187,7 +190,7 @@ impl Qmp {
             return Err(Error::FdPassing(fd_passing_unsupported()));
         }
         let fd = fd.as_fd().try_clone_to_owned().map_err(Error::FdPassing)?;
-        let opts = self.handle().opts(self.handle().options.get_command_timeout()).pass_fd();
+        let opts = self.handle().default_opts().pass_fd();
         let command = Command::new(command, &args, opts)?;
         Ok(self.handle().call_with_fd(command, Some(fd)).await?.deserialize()?)
     }
@@ -210,9 +213,10 @@ impl Qmp {
         self.execute_with_fd("add-fd", AddFdArgs { fdset_id, opaque }, fd).await
     }
 
-    /// A new subscription to the server's events, from now on. Every subscription gets every event; one that falls
-    /// more than [`Options::event_buffer`] behind gets [`EventItem::Lagged`](crate::EventItem::Lagged) in place of
-    /// what it lost. Nobody reading events never slows commands down.
+    /// A new subscription to the server's events. The first subscription gets every event since the connection
+    /// started (those of the handshake included); later ones, every event from their subscription on. One that
+    /// falls more than [`Options::event_buffer`] behind gets [`EventItem::Lagged`](crate::EventItem::Lagged) in
+    /// place of what it lost. Nobody reading events never slows commands down. See [`events`](crate::events).
     pub fn events(&self) -> Events {
         self.handle().events(None)
     }
@@ -220,6 +224,12 @@ impl Qmp {
     /// Like [`events`](Self::events), only the events with one of these names (for example `["JOB_STATUS_CHANGE"]`).
     pub fn events_named(&self, names: &[&str]) -> Events {
         self.handle().events(Some(names.iter().map(|n| (*n).to_owned()).collect()))
+    }
+
+    /// Events that no subscriber could receive: published while nobody was subscribed (after the first
+    /// subscriber, which gets every event since the connection started, went away). See [`events`](crate::events).
+    pub fn unobserved_events(&self) -> u64 {
+        self.handle().shared.unobserved()
     }
 
     /// Takes the protocol violations seen so far (the most recent 64): malformed messages, unknown ids, id-less

@@ -1,20 +1,21 @@
 //! [`GuestAgent`]: the guest-agent handle (qemu-ga), synchronised with `guest-sync-delimited` on connect.
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_io::{AsyncRead, AsyncWrite};
-use qmp_proto::adapter::{random_nonce, Command};
+use qmp_proto::adapter::Options;
 use qmp_proto::{ConnectionError, Mode, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::command::{random_nonce, Command};
 use crate::connecting::Connecting;
 use crate::driver::Driver;
 use crate::handle::{self, Handle};
-use crate::options::Options;
-use crate::runtime::Runtime;
-use crate::transport::{Plain, Transport};
+use crate::runtime::{Runtime, Streams};
+use crate::transport::Transport;
 use crate::Error;
 
 /// A guest-agent connection. The agent's socket is a byte pipe that may hold a previous client's leftovers,
@@ -25,63 +26,72 @@ use crate::Error;
 /// ECONNRESET to its next read): before [`close`](Self::close), let the calls you started finish, or expect the
 /// agent to be gone (a call dropped or timed out on the wire leaves its reply unread until it arrives).
 ///
+/// `R` is the [`Runtime`] it runs on: `qmp_tokio::GuestAgent` and `qmp_smol::GuestAgent` name it for you.
+///
 /// ```no_run
-/// # #[cfg(feature = "smol")]
-/// # fn main() -> Result<(), qmp_smol::Error> { smol::block_on(async {
-/// use qmp_smol::{GuestAgent, Options};
-/// let ga = GuestAgent::connect_unix("/run/qemu/vm0.qga", Options::default()).await?;
+/// # async fn example<R: qmp_async::Runtime>(ga: qmp_async::GuestAgent<R>) -> Result<(), qmp_async::Error> {
 /// let info: serde_json::Value = ga.execute("guest-info", ()).await?;
 /// println!("agent {}", info["version"]);
-/// # Ok(()) }) }
-/// # #[cfg(not(feature = "smol"))] fn main() {}
+/// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
-pub struct GuestAgent {
-    inner: Arc<Handle>,
+pub struct GuestAgent<R> {
+    inner: Arc<Handle<R>>,
+    _runtime: PhantomData<fn() -> R>,
 }
 
-impl GuestAgent {
-    /// Builds a guest-agent connection over `io` without spawning anything: spawn the [`Driver`], then await
-    /// the [`Connecting`], which synchronises within [`Options::connect_timeout`].
-    pub fn with_driver<S>(io: S, options: Options, runtime: impl Runtime) -> (Connecting<GuestAgent>, Driver)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        Self::start(Plain(io), options, Arc::new(runtime))
+impl<R> Clone for GuestAgent<R> {
+    fn clone(&self) -> Self {
+        GuestAgent { inner: Arc::clone(&self.inner), _runtime: PhantomData }
     }
+}
 
-    pub(crate) fn start<T: Transport>(
-        io: T,
+impl<R: Runtime> fmt::Debug for GuestAgent<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestAgent").field("closed", &self.inner.connection_error()).finish()
+    }
+}
+
+impl<R: Runtime> GuestAgent<R> {
+    /// Builds a guest-agent connection over `transport` without spawning anything: spawn the [`Driver`], then
+    /// await the [`Connecting`], which synchronises within [`Options::connect_timeout`].
+    pub fn with_driver<T: Transport>(
+        transport: T,
         options: Options,
-        runtime: Arc<dyn Runtime>,
-    ) -> (Connecting<GuestAgent>, Driver) {
-        let (handle, driver) = handle::start(io, options, Mode::GuestAgent, runtime);
+        runtime: R,
+    ) -> (Connecting<GuestAgent<R>>, Driver) {
+        let config = options.to_config(Mode::GuestAgent);
+        let (handle, driver) = handle::start(transport, options, config, runtime);
         let connecting = Connecting::new(async move {
-            let agent = GuestAgent { inner: Arc::new(handle) };
+            let agent = GuestAgent { inner: Arc::new(handle), _runtime: PhantomData };
             agent.sync(agent.inner.options.get_connect_timeout()).await?;
             Ok(agent)
         });
         (connecting, driver)
     }
 
-    /// Speaks the guest-agent protocol over an already connected stream, synchronising first.
+    /// Speaks the guest-agent protocol over `transport`: spawns the driver on `runtime` and synchronises.
     ///
     /// # Cancel safety
     /// Cancel safe: dropped before it returns, the half-made connection is closed.
-    #[cfg(any(feature = "smol", feature = "async-std"))]
-    pub async fn from_stream<S>(io: S, options: Options) -> Result<GuestAgent, Error>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        Self::spawn(Plain(io), options).await
+    pub async fn from_transport<T: Transport>(
+        transport: T,
+        options: Options,
+        runtime: R,
+    ) -> Result<GuestAgent<R>, Error> {
+        let (connecting, driver) = Self::with_driver(transport, options, runtime.clone());
+        runtime.spawn(driver);
+        connecting.await
     }
 
-    #[cfg(any(feature = "smol", feature = "async-std"))]
-    pub(crate) async fn spawn<T: Transport>(io: T, options: Options) -> Result<GuestAgent, Error> {
-        let runtime = options.extension().or_default();
-        let (connecting, driver) = Self::start(io, options, runtime.clone());
-        runtime.spawn(driver.into_inner());
-        connecting.await
+    /// Speaks the guest-agent protocol over any connected byte stream of the runtime, synchronising first.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropped before it returns, the half-made connection is closed.
+    pub async fn from_stream<S>(stream: S, options: Options) -> Result<GuestAgent<R>, Error>
+    where
+        R: Streams<S> + Default,
+    {
+        Self::from_transport(R::transport(stream), options, R::default()).await
     }
 
     /// Resynchronises with `guest-sync-delimited` and a fresh random nonce, discarding stale input. Other
@@ -101,7 +111,7 @@ impl GuestAgent {
     /// Cancel safe. Dropping the future never leaves part of a command on the wire and never shifts replies: a
     /// command not written yet is withdrawn, one already written runs and its reply is discarded.
     pub async fn execute<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = self.inner.opts(self.inner.options.get_command_timeout());
+        let opts = self.inner.default_opts();
         Ok(self.inner.call(Command::new(command, &args, opts)?).await?.deserialize()?)
     }
 
@@ -110,7 +120,7 @@ impl GuestAgent {
     /// # Cancel safety
     /// Cancel safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
-        let opts = self.inner.opts(self.inner.options.get_command_timeout());
+        let opts = self.inner.default_opts();
         self.inner.call(Command::raw(command, args, opts)).await
     }
 
@@ -165,7 +175,7 @@ impl GuestAgent {
     }
 
     #[cfg(feature = "qapi")]
-    pub(crate) fn handle(&self) -> &Handle {
+    pub(crate) fn handle(&self) -> &Handle<R> {
         &self.inner
     }
 }

@@ -1,15 +1,21 @@
-//! The driver: one future that owns the socket and the `qmp-proto` core, and moves bytes, time and requests
+//! The driver: one future that owns the transport and the `qmp-proto` core, and moves bytes, time and requests
 //! between them. Handles only send it requests; it holds no protocol logic and never waits on a subscriber.
 //!
 //! Each turn takes, in this order: cancellations and close requests (so a dropped caller's queued command is
 //! withdrawn before it can be written), new requests, input, the timer, and then writes what the core wants
 //! written. After **every** call into the core it follows the core's contract: drain `poll_event` (replies to
-//! their callers, events to the broadcast channel), take `poll_transmit_with_fds` into the output buffer, and
-//! re-arm the timer from `poll_timeout`.
+//! their callers, events to the subscribers), take `poll_transmit_with_fds` into the output buffer, and re-arm
+//! the timer from `poll_timeout` (and from the deadlines of requests waiting for room in the core).
 //!
 //! Writes go out whole: a command is either not on the wire at all or entirely on it (a local close finishes the
-//! batch being written before shutting the socket down). File descriptors ride on the one byte the core marks
-//! for them: everything before it is written first, then that byte with the descriptor attached, then the rest.
+//! batch being written before shutting the write half down). File descriptors ride on the one byte the core
+//! marks for them: everything before it is written first, then that byte with the descriptor attached, then the
+//! rest. After the session ends, the driver shuts its write half down and reads (discarding) until the server
+//! closes too, for at most [`CLOSE_LINGER`]: closing with unread input makes the kernel reset the connection,
+//! and qemu-ga 7.2 exits on that reset.
+//!
+//! Memory: nothing is allocated ahead of need. Input is read through a buffer on the stack (the core keeps what
+//! it needs), the output buffer grows with what is written and is given back after a large write.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -19,23 +25,22 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_core::Stream;
-use qmp_proto::adapter::Callers;
-use qmp_proto::{ConnectionError, RequestId};
+use qmp_proto::RequestId;
 
-use crate::runtime::{AsyncTimer, Runtime};
+use crate::callers::Callers;
+use crate::events::Publisher;
+use crate::runtime::{Runtime, Timer};
 use crate::shared::{Control, ReplyTx, Request, Shared};
 use crate::transport::Transport;
-use crate::Error;
-use crate::EventItem;
 
 mod dispatch;
 
-/// The future that runs a connection: it owns the socket and the protocol state, and ends when the session
-/// does. The convenience constructors spawn it for you; with [`Qmp::with_driver`](crate::Qmp::with_driver)
-/// you spawn it yourself, on any executor. Dropping it ends the session (every pending call fails).
+/// The future that runs a connection: it owns the transport and the protocol state, and ends when the session
+/// does. The convenience constructors spawn it for you; with [`Qmp::with_driver`](crate::Qmp::with_driver) you
+/// spawn it yourself, on any executor. Dropping it ends the session (every pending call fails).
 #[must_use = "the connection makes no progress unless its driver is polled (spawn it)"]
 pub struct Driver {
     inner: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -56,50 +61,47 @@ impl Future for Driver {
 }
 
 impl Driver {
-    pub(crate) fn new<T: Transport>(conn: Conn<T>, span: tracing::Span) -> Self {
+    pub(crate) fn new<T: Transport, R: Runtime>(conn: Conn<T, R>, span: tracing::Span) -> Self {
         Driver { inner: Box::pin(tracing::Instrument::instrument(conn, span)) }
-    }
-
-    /// The boxed future, to hand to [`Runtime::spawn`].
-    #[cfg(any(feature = "smol", feature = "async-std"))]
-    pub(crate) fn into_inner(self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        self.inner
     }
 }
 
-/// Bytes read at once.
-const READ_BUFFER: usize = 64 * 1024;
+/// Bytes read at once, through a buffer on the stack.
+const READ_CHUNK: usize = 16 * 1024;
+/// An output buffer larger than this is given back once written.
+const KEEP_OUTPUT: usize = 16 * 1024;
 /// Turns of the loop in one poll before yielding to other tasks.
 const TURNS_PER_POLL: usize = 64;
-/// The tracing target of wire traffic (TRACE), so it can be switched on alone: `qmp_smol::wire=trace`.
-const WIRE: &str = "qmp_smol::wire";
+/// After the session ends, how long the driver keeps reading (and discarding) what the server still sends, until
+/// the server closes its side too.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// The tracing target of wire traffic (TRACE), so it can be switched on alone: `qmp::wire=trace`.
+const WIRE: &str = "qmp::wire";
 /// Longest excerpt of wire traffic in one TRACE record.
 const TRACE_EXCERPT: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
-    /// The session is over; finish the batch being written (`flush`, local close only) and shut down.
-    Closing {
-        flush: bool,
-    },
+    /// The session is over; finish the batch being written (`flush`, local close only), shut the write half
+    /// down, read until the server closes (or the linger ends).
+    Closing { flush: bool },
     Done,
 }
 
 /// The connection state the driver future owns.
-pub(crate) struct Conn<T> {
+pub(crate) struct Conn<T, R: Runtime> {
     io: T,
     core: qmp_proto::Client,
     shared: Arc<Shared>,
     requests: Pin<Box<async_channel::Receiver<Request>>>,
     control: Pin<Box<async_channel::Receiver<Control>>>,
-    /// A request the core had no room for; retried before any new one is taken.
-    stalled: Option<Request>,
-    events: async_broadcast::Sender<EventItem>,
-    runtime: Arc<dyn Runtime>,
-    timer: Option<Pin<Box<dyn AsyncTimer>>>,
+    /// Requests the core had no room for, in order; their deadlines hold while they wait.
+    waiting: VecDeque<Request>,
+    events: Publisher,
+    runtime: R,
+    timer: Option<Pin<Box<R::Timer>>>,
     armed: Option<Instant>,
-    read_buf: Box<[u8]>,
     /// Bytes to write; `out[..written]` are on the wire.
     out: Vec<u8>,
     written: usize,
@@ -108,29 +110,34 @@ pub(crate) struct Conn<T> {
     /// Where the batch being written starts.
     batch_start: usize,
     needs_flush: bool,
+    /// A write failed: reported once reading has shown whether the server hung up (then the end of the stream
+    /// is the cause, the same as when no write was pending).
+    write_error: Option<io::Error>,
     /// Callers of submitted commands, with their descriptors until the core puts their byte on the wire.
     calls: Callers<ReplyTx, OwnedFd>,
     /// Offsets in `out` of the bytes that carry a descriptor, in order.
     fd_marks: VecDeque<(usize, OwnedFd)>,
     fd_scratch: Vec<(usize, RequestId)>,
     phase: Phase,
+    shut_down: bool,
+    linger: Option<Pin<Box<R::Timer>>>,
 }
 
-impl<T> fmt::Debug for Conn<T> {
+impl<T, R: Runtime> fmt::Debug for Conn<T, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn").field("core", &self.core).field("phase", &self.phase).finish_non_exhaustive()
     }
 }
 
-impl<T: Transport> Conn<T> {
+impl<T: Transport, R: Runtime> Conn<T, R> {
     pub(crate) fn new(
         io: T,
         core: qmp_proto::Client,
         shared: Arc<Shared>,
         requests: async_channel::Receiver<Request>,
         control: async_channel::Receiver<Control>,
-        events: async_broadcast::Sender<EventItem>,
-        runtime: Arc<dyn Runtime>,
+        events: Publisher,
+        runtime: R,
     ) -> Self {
         let mut conn = Conn {
             io,
@@ -138,23 +145,25 @@ impl<T: Transport> Conn<T> {
             shared,
             requests: Box::pin(requests),
             control: Box::pin(control),
-            stalled: None,
+            waiting: VecDeque::new(),
             events,
             runtime,
             timer: None,
             armed: None,
-            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             out: Vec::new(),
             written: 0,
             batch_ends: VecDeque::new(),
             batch_start: 0,
             needs_flush: false,
+            write_error: None,
             calls: Callers::default(),
             fd_marks: VecDeque::new(),
             fd_scratch: Vec::new(),
             phase: Phase::Running,
+            shut_down: false,
+            linger: None,
         };
-        // Guest-agent mode is ready at once; QMP has armed its handshake deadline.
+        // The core may already have something to say (guest-agent mode without a handshake is ready at once).
         conn.after_core();
         conn
     }
@@ -177,17 +186,16 @@ impl<T: Transport> Conn<T> {
     }
 
     fn poll_requests(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(req) = self.stalled.take() {
-            self.submit(req);
-            if self.stalled.is_some() {
-                return false;
-            }
-        }
-        let mut progress = false;
-        while self.phase == Phase::Running && self.stalled.is_none() {
+        let mut progress = self.submit_waiting();
+        while self.phase == Phase::Running {
             match self.requests.as_mut().poll_next(cx) {
                 Poll::Ready(Some(req)) => {
-                    self.submit(req);
+                    if self.waiting.is_empty() {
+                        self.submit(req);
+                    } else {
+                        // Order is kept: behind the ones already waiting.
+                        self.waiting.push_back(req);
+                    }
                     progress = true;
                 }
                 Poll::Ready(None) => {
@@ -202,45 +210,59 @@ impl<T: Transport> Conn<T> {
         progress
     }
 
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.phase != Phase::Running {
-            return false;
+            return Poll::Pending;
         }
-        match Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf) {
-            Poll::Pending => return false,
+        let mut buf = [0u8; READ_CHUNK];
+        match self.io.poll_read(cx, &mut buf) {
+            Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(0)) => {
                 tracing::debug!("server closed the connection");
                 self.core.handle_eof();
             }
             Poll::Ready(Ok(n)) => {
                 if tracing::enabled!(tracing::Level::TRACE) {
-                    tracing::trace!(target: WIRE, bytes = n, "<- {}", excerpt(&self.read_buf[..n]));
+                    tracing::trace!(target: WIRE, bytes = n, "<- {}", excerpt(&buf[..n]));
                 }
-                self.core.handle_input(&self.read_buf[..n]);
+                self.core.handle_input(&buf[..n]);
             }
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => return Poll::Ready(()),
+            Poll::Ready(Err(e)) if qmp_proto::adapter::is_hangup(e.kind()) => {
+                tracing::debug!(error = %e, "server hung up");
+                self.core.handle_eof();
+            }
             Poll::Ready(Err(e)) => {
                 tracing::debug!(error = %e, "read failed");
                 self.core.handle_transport_error(e.to_string());
             }
         }
         self.after_core();
-        true
+        Poll::Ready(())
     }
 
-    /// Fires the core's deadlines. The timer is only moved earlier, never later: command deadlines mostly
+    /// The earliest deadline: the core's, or that of a request waiting for room.
+    fn next_deadline(&self) -> Option<Instant> {
+        let waiting = self.waiting.iter().filter_map(Request::deadline).min();
+        match (self.core.poll_timeout(), waiting) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires the deadlines that passed. The timer is only moved earlier, never later: command deadlines mostly
     /// arrive in increasing order, so a timer armed for the oldest one fires (harmlessly) early at worst, and is
     /// then re-armed, instead of being reset for every command.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
         if self.phase != Phase::Running {
             return false;
         }
-        let Some(at) = self.core.poll_timeout() else {
+        let Some(at) = self.next_deadline() else {
             return false;
         };
-        if at <= Instant::now() {
-            self.core.handle_timeout(Instant::now());
-            self.after_core();
+        let now = self.runtime.now();
+        if at <= now {
+            self.fire(now);
             return true;
         }
         let target = match (self.armed, &mut self.timer) {
@@ -250,7 +272,7 @@ impl<T: Transport> Conn<T> {
                 at
             }
             (_, None) => {
-                self.timer = Some(self.runtime.new_timer(at));
+                self.timer = Some(Box::pin(self.runtime.timer(at)));
                 at
             }
         };
@@ -258,29 +280,34 @@ impl<T: Transport> Conn<T> {
         let Some(timer) = self.timer.as_mut() else {
             return false;
         };
-        if timer.as_mut().poll(cx).is_pending() {
+        if timer.as_mut().poll_fire(cx).is_pending() {
             return false;
         }
         // A fired timer is re-armed before it is polled again; the instant it was armed for has passed.
         self.armed = None;
-        self.core.handle_timeout(Instant::now().max(target));
-        self.after_core();
+        self.fire(self.runtime.now().max(target));
         true
+    }
+
+    fn fire(&mut self, now: Instant) {
+        self.expire_waiting(now);
+        self.core.handle_timeout(now);
+        self.after_core();
     }
 
     /// Writes what is buffered: up to the next descriptor mark, then the marked byte with its descriptor.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
-        while self.written < self.out.len() && self.phase != Phase::Done {
+        while self.written < self.out.len() && self.write_error.is_none() {
             let next_fd = self.fd_marks.front().map(|(at, _)| *at);
             let result = match self.fd_marks.front() {
-                Some((at, fd)) if *at == self.written => self.io.poll_write_fd(cx, self.out[*at], fd.as_fd()),
-                _ => Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..next_fd.unwrap_or(self.out.len())]),
+                Some((at, fd)) if *at == self.written => self.io.poll_write_with_fd(cx, self.out[*at], fd.as_fd()),
+                _ => self.io.poll_write(cx, &self.out[self.written..next_fd.unwrap_or(self.out.len())]),
             };
             match result {
                 Poll::Pending => return progress,
                 Poll::Ready(Ok(0)) => {
-                    self.write_failed(io::ErrorKind::WriteZero.into());
+                    self.write_error = Some(io::ErrorKind::WriteZero.into());
                     return true;
                 }
                 Poll::Ready(Ok(n)) => {
@@ -293,16 +320,17 @@ impl<T: Transport> Conn<T> {
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(e)) => {
-                    self.write_failed(e);
+                    tracing::debug!(error = %e, "write failed");
+                    self.write_error = Some(e);
                     return true;
                 }
             }
         }
-        if self.needs_flush && self.phase == Phase::Running {
-            match Pin::new(&mut self.io).poll_flush(cx) {
+        if self.needs_flush && self.write_error.is_none() {
+            match self.io.poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.needs_flush = false,
                 Poll::Ready(Err(e)) => {
-                    self.write_failed(e);
+                    self.write_error = Some(e);
                     return true;
                 }
                 Poll::Pending => {}
@@ -318,7 +346,11 @@ impl<T: Transport> Conn<T> {
             self.batch_ends.pop_front();
         }
         if self.written == self.out.len() {
-            self.out.clear();
+            if self.out.capacity() > KEEP_OUTPUT {
+                self.out = Vec::new();
+            } else {
+                self.out.clear();
+            }
             self.written = 0;
             self.batch_start = 0;
             self.batch_ends.clear();
@@ -326,10 +358,18 @@ impl<T: Transport> Conn<T> {
         }
     }
 
-    fn write_failed(&mut self, e: io::Error) {
-        tracing::debug!(error = %e, "write failed");
+    /// A write failed and reading has nothing more to say: the failure is the cause, unless it is a hang-up (then
+    /// the server's end of the stream is, as if read).
+    fn report_write_error(&mut self) {
+        let Some(e) = self.write_error.take() else {
+            return;
+        };
         if self.phase == Phase::Running {
-            self.core.handle_transport_error(e.to_string());
+            if qmp_proto::adapter::is_hangup(e.kind()) {
+                self.core.handle_eof();
+            } else {
+                self.core.handle_transport_error(e.to_string());
+            }
             self.after_core();
         }
         // Nothing more can be written.
@@ -338,23 +378,48 @@ impl<T: Transport> Conn<T> {
         self.fd_marks.clear();
     }
 
-    /// After the end: finish the batch being written (local close), then shut the stream down.
+    /// After the end: finish the batch being written (local close), shut the write half down, then read and
+    /// discard until the server closes too (or [`CLOSE_LINGER`] passes).
     fn poll_closing(&mut self, cx: &mut Context<'_>, flush: bool) -> bool {
-        if flush && self.written < self.out.len() {
+        if flush && self.written < self.out.len() && self.write_error.is_none() {
             self.poll_write(cx);
-            if self.written < self.out.len() {
+            if self.written < self.out.len() && self.write_error.is_none() {
                 return false;
             }
         }
-        if Pin::new(&mut self.io).poll_close(cx).is_pending() {
-            return false;
+        if !self.shut_down {
+            if self.io.poll_shutdown(cx).is_pending() {
+                return false;
+            }
+            tracing::trace!("write half shut down");
+            self.shut_down = true;
         }
-        self.phase = Phase::Done;
-        true
+        let mut buf = [0u8; READ_CHUNK];
+        for _ in 0..TURNS_PER_POLL {
+            match self.io.poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    tracing::trace!(target: WIRE, bytes = n, "<- (discarded) {}", excerpt(&buf[..n]));
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(_) => {
+                    self.phase = Phase::Done;
+                    return true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        let runtime = &self.runtime;
+        let linger = self.linger.get_or_insert_with(|| Box::pin(runtime.timer(runtime.now() + CLOSE_LINGER)));
+        if linger.as_mut().poll_fire(cx).is_ready() {
+            tracing::debug!("the server did not close its side in time");
+            self.phase = Phase::Done;
+            return true;
+        }
+        false
     }
 }
 
-impl<T: Transport> Future for Conn<T> {
+impl<T: Transport, R: Runtime> Future for Conn<T, R> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -362,12 +427,15 @@ impl<T: Transport> Future for Conn<T> {
         for _ in 0..TURNS_PER_POLL {
             let progress = match this.phase {
                 Phase::Running => {
+                    let write_failed = this.write_error.is_some();
                     // `|`, not `||`: every source is polled, so every source has registered its waker.
-                    this.poll_control(cx)
-                        | this.poll_requests(cx)
-                        | this.poll_read(cx)
-                        | this.poll_timer(cx)
-                        | this.poll_write(cx)
+                    let progress = this.poll_control(cx) | this.poll_requests(cx);
+                    let read = this.poll_read(cx);
+                    if write_failed && read.is_pending() {
+                        // A write failed last turn and reading since has not ended the session.
+                        this.report_write_error();
+                    }
+                    progress | read.is_ready() | write_failed | this.poll_timer(cx) | this.poll_write(cx)
                 }
                 Phase::Closing { flush } => this.poll_closing(cx, flush),
                 Phase::Done => {
@@ -386,15 +454,18 @@ impl<T: Transport> Future for Conn<T> {
     }
 }
 
-impl<T> Drop for Conn<T> {
+impl<T, R: Runtime> Drop for Conn<T, R> {
     fn drop(&mut self) {
         if self.phase != Phase::Done {
             // Dropped before the session ended (the executor shut down, or the user dropped the driver).
             tracing::debug!("driver dropped while the session was open");
-            let cause = ConnectionError::Transport("the connection's driver was dropped".into());
+            let cause = qmp_proto::ConnectionError::Transport("the connection's driver was dropped".into());
             self.shared.set_closed(cause.clone());
             for reply in self.calls.drain() {
-                let _ = reply.try_send(Err(Error::Connection(cause.clone())));
+                let _ = reply.try_send(Err(crate::Error::Connection(cause.clone())));
+            }
+            for req in self.waiting.drain(..) {
+                let _ = req.reply.try_send(Err(crate::Error::Connection(cause.clone())));
             }
             self.events.close();
             self.requests.close();

@@ -1,16 +1,19 @@
 //! What the driver does with the core's outputs and with the handles' requests: replies to their callers,
-//! events to the broadcast channel, bytes (and descriptor marks) to the output buffer, requests and
-//! cancellations to the core. No I/O here; the polling of the sources is in the parent module.
+//! events to the subscribers, bytes (and descriptor marks) to the output buffer, requests and cancellations to
+//! the core. No I/O here; the polling of the sources is in the parent module.
+
+use std::time::Instant;
 
 use qmp_proto::{ClientEvent, ConnectionError, RawJson, RequestId, UsageError};
 
 use super::{excerpt, Conn, Phase, WIRE};
+use crate::events::EventItem;
+use crate::runtime::Runtime;
 use crate::shared::{Control, Request};
 use crate::transport::Transport;
 use crate::Error;
-use crate::EventItem;
 
-impl<T: Transport> Conn<T> {
+impl<T: Transport, R: Runtime> Conn<T, R> {
     // ----- the core's outputs -----------------------------------------------------------------------------
 
     /// The core's contract, after every call into it: drain events, take what to send (the timer is re-armed
@@ -40,7 +43,7 @@ impl<T: Transport> Conn<T> {
     fn on_event(&mut self, event: ClientEvent) {
         match event {
             ClientEvent::Greeting(g) => {
-                tracing::debug!(version = %g.version, capabilities = ?g.capabilities, "QMP greeting");
+                tracing::debug!(capabilities = ?g.capabilities, "QMP greeting");
                 self.shared.set_greeting(g);
             }
             ClientEvent::Ready { oob } => {
@@ -58,13 +61,12 @@ impl<T: Transport> Conn<T> {
             }
             ClientEvent::Event(ev) => {
                 tracing::trace!(name = %ev.name, "event");
-                // Never waits: in overflow mode a full channel drops its oldest event and tells the laggards;
-                // with no subscriber the event is dropped.
-                let _ = self.events.try_broadcast(EventItem::Event(ev));
+                // Never waits: a full channel drops its oldest event and tells the laggards.
+                self.events.publish(EventItem::Event(ev), &self.shared);
             }
             ClientEvent::EventsDropped { count } => {
                 tracing::debug!(count, "events dropped by the core");
-                let _ = self.events.try_broadcast(EventItem::Lagged(count));
+                self.events.publish(EventItem::Lagged(count), &self.shared);
             }
             ClientEvent::ProtocolViolation(violation) => {
                 tracing::debug!(%violation, "protocol violation (session continues)");
@@ -89,10 +91,9 @@ impl<T: Transport> Conn<T> {
         for reply in self.calls.drain() {
             let _ = reply.try_send(Err(Error::Connection(cause.clone())));
         }
-        if let Some(req) = self.stalled.take() {
+        for req in self.waiting.drain(..) {
             let _ = req.reply.try_send(Err(Error::Connection(cause.clone())));
         }
-        // Subscribers read what was sent, then their streams end.
         self.events.close();
         // Later calls fail at once; requests already queued are refused here.
         self.requests.close();
@@ -113,7 +114,7 @@ impl<T: Transport> Conn<T> {
 
     // ----- inputs ------------------------------------------------------------------------------------------
 
-    /// Gives a request to the core, or parks it when the core has no room.
+    /// Gives a request to the core, or keeps it waiting (in order) when the core has no room.
     pub(super) fn submit(&mut self, req: Request) {
         if req.reply.is_closed() {
             tracing::trace!(ticket = req.ticket, "request dropped by its caller before it was taken");
@@ -128,7 +129,7 @@ impl<T: Transport> Conn<T> {
                 self.calls.insert(id, ticket, reply, fd);
             }
             Err(UsageError::QueueFull { .. }) => {
-                self.stalled = Some(req);
+                self.waiting.push_front(req);
                 return;
             }
             Err(e) => {
@@ -138,6 +139,38 @@ impl<T: Transport> Conn<T> {
         self.after_core();
     }
 
+    /// Submits waiting requests while the core has room. Returns whether any was taken.
+    pub(super) fn submit_waiting(&mut self) -> bool {
+        let mut progress = false;
+        while self.phase == Phase::Running {
+            let Some(req) = self.waiting.pop_front() else {
+                break;
+            };
+            let before = self.waiting.len();
+            self.submit(req);
+            if self.waiting.len() > before {
+                // Put back in front: still no room.
+                break;
+            }
+            progress = true;
+        }
+        progress
+    }
+
+    /// Ends the waiting requests whose deadline passed with [`Error::TimedOut`]: a request never handed to the
+    /// core keeps its deadline all the same.
+    pub(super) fn expire_waiting(&mut self, now: Instant) {
+        self.waiting.retain(|req| {
+            if req.deadline().is_some_and(|at| at <= now) {
+                tracing::debug!(ticket = req.ticket, "command timed out before the connection had room for it");
+                let _ = req.reply.try_send(Err(Error::TimedOut));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
     pub(super) fn on_control(&mut self, control: Control) {
         match control {
             Control::Cancel(ticket) => {
@@ -145,8 +178,8 @@ impl<T: Transport> Conn<T> {
                     tracing::trace!(%id, "caller dropped its future: cancelling");
                     self.core.cancel(id);
                     self.after_core();
-                } else if self.stalled.as_ref().is_some_and(|r| r.ticket == ticket) {
-                    self.stalled = None;
+                } else {
+                    self.waiting.retain(|r| r.ticket != ticket);
                 }
             }
             Control::Close => {

@@ -5,17 +5,22 @@
 //! When the waiting future is dropped, the waiter closes its one-shot (a driver that has not taken the request
 //! yet then skips it unseen) and sends [`Control::Cancel`], which the driver reads before any new request: the
 //! command is withdrawn from the core if still queued, and its reply swallowed if it was on the wire.
+//!
+//! The request channel is unbounded on purpose: every request in it belongs to a caller that is waiting for its
+//! answer (there is no fire-and-forget call), so it never holds more than the callers' own futures do, and an
+//! unbounded channel allocates nothing until it is used. Room in the core is the driver's business: it keeps
+//! requests the core has no room for in order, honouring their deadlines while they wait.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use qmp_proto::adapter::Command;
-use qmp_proto::{ConnectionError, ExecuteOptions, RawJson};
+use qmp_proto::adapter::Options;
+use qmp_proto::{ConnectionError, ExecuteOptions, Mode, RawJson};
 
+use crate::command::Command;
 use crate::driver::{Conn, Driver};
-use crate::events::Events;
-use crate::options::Options;
+use crate::events::{Events, Publisher};
 use crate::runtime::Runtime;
 use crate::shared::{Control, Request, Shared};
 use crate::transport::Transport;
@@ -23,16 +28,17 @@ use crate::Error;
 
 /// The sending half of a connection, shared by every clone of a `Qmp` or `GuestAgent`.
 #[derive(Debug)]
-pub(crate) struct Handle {
+pub(crate) struct Handle<R> {
     pub(crate) shared: Arc<Shared>,
     /// When the last handle goes, the request channel closes and the driver ends the session.
     requests: async_channel::Sender<Request>,
     control: async_channel::Sender<Control>,
     pub(crate) options: Options,
     pub(crate) fd_passing: bool,
+    pub(crate) runtime: R,
 }
 
-impl Handle {
+impl<R: Runtime> Handle<R> {
     /// Sends `command` to the driver and waits for its answer. Cancel safe: see the module docs.
     pub(crate) async fn call(&self, command: Command) -> Result<RawJson, Error> {
         self.call_with_fd(command, None).await
@@ -42,16 +48,20 @@ impl Handle {
     pub(crate) async fn call_with_fd(&self, command: Command, fd: Option<OwnedFd>) -> Result<RawJson, Error> {
         let ticket = self.shared.ticket();
         let (reply, rx) = async_channel::bounded(1);
-        // Unbounded: never waits. Room in the core is the driver's business (it stops taking requests).
         if self.requests.try_send(Request { command, fd, ticket, reply }).is_err() {
             return Err(self.shared.gone());
         }
-        Waiter { rx, ticket, handle: self, armed: true }.wait().await
+        Waiter { rx, ticket, control: &self.control, shared: &self.shared, armed: true }.wait().await
     }
 
-    /// Options for one command with a timeout from now on.
+    /// Options for one command with a timeout from now on (the runtime's clock).
     pub(crate) fn opts(&self, timeout: Option<Duration>) -> ExecuteOptions {
-        ExecuteOptions::new().deadline_opt(timeout.and_then(|t| Instant::now().checked_add(t)))
+        ExecuteOptions::new().deadline_opt(timeout.and_then(|t| self.runtime.now().checked_add(t)))
+    }
+
+    /// Options for `command` with the configured command timeout.
+    pub(crate) fn default_opts(&self) -> ExecuteOptions {
+        self.opts(self.options.get_command_timeout())
     }
 
     pub(crate) fn connection_error(&self) -> Option<ConnectionError> {
@@ -71,7 +81,7 @@ impl Handle {
     }
 
     pub(crate) fn events(&self, names: Option<Arc<[String]>>) -> Events {
-        Events::new(self.shared.events.activate_cloned(), names)
+        Events::new(&self.shared, names)
     }
 }
 
@@ -79,7 +89,8 @@ impl Handle {
 struct Waiter<'a> {
     rx: async_channel::Receiver<Result<RawJson, Error>>,
     ticket: u64,
-    handle: &'a Handle,
+    control: &'a async_channel::Sender<Control>,
+    shared: &'a Shared,
     armed: bool,
 }
 
@@ -88,7 +99,7 @@ impl Waiter<'_> {
         let answer = self.rx.recv().await;
         self.armed = false;
         // The driver answers every request it accepted; a closed channel means the driver itself is gone.
-        answer.unwrap_or_else(|_| Err(self.handle.shared.gone()))
+        answer.unwrap_or_else(|_| Err(self.shared.gone()))
     }
 }
 
@@ -98,7 +109,7 @@ impl Drop for Waiter<'_> {
             // Close the one-shot first: a driver that has not taken the request yet then skips it.
             self.rx.close();
             tracing::trace!(ticket = self.ticket, "call dropped before its reply; cancelling");
-            let _ = self.handle.control.try_send(Control::Cancel(self.ticket));
+            let _ = self.control.try_send(Control::Cancel(self.ticket));
         }
     }
 }
@@ -107,30 +118,28 @@ impl Drop for Waiter<'_> {
 static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Builds a connection: the driver future (not spawned) and the first handle.
-pub(crate) fn start<T: Transport>(
+pub(crate) fn start<T: Transport, R: Runtime>(
     io: T,
     options: Options,
-    mode: qmp_proto::Mode,
-    runtime: Arc<dyn Runtime>,
-) -> (Handle, Driver) {
-    let (mut events_tx, events_rx) = async_broadcast::broadcast(options.get_event_buffer());
-    events_tx.set_overflow(true);
-    events_tx.set_await_active(false);
-    let shared = Arc::new(Shared::new(events_rx.deactivate()));
+    config: qmp_proto::Config,
+    runtime: R,
+) -> (Handle<R>, Driver) {
+    let (publisher, first, later) = Publisher::new(options.get_event_buffer());
+    let shared = Arc::new(Shared::new(first, later));
     let (requests_tx, requests) = async_channel::unbounded();
     let (control_tx, control) = async_channel::unbounded();
-    let fd_passing = T::FD_PASSING;
-    let core = qmp_proto::Client::new(options.to_config(mode), Instant::now());
-    let mode = match core.config().mode() {
-        qmp_proto::Mode::Qmp => "qmp",
-        qmp_proto::Mode::GuestAgent => "qga",
+    let fd_passing = io.can_pass_fds();
+    let mode = match config.mode() {
+        Mode::Qmp => "qmp",
+        Mode::GuestAgent => "qga",
     };
+    let core = qmp_proto::Client::new(config, runtime.now());
     let id = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let span = tracing::debug_span!("qmp_smol", conn = id, mode);
+    let span = tracing::debug_span!("qmp", conn = id, mode);
     let conn = span.in_scope(|| {
         tracing::debug!(fd_passing, "starting connection driver");
-        Conn::new(io, core, Arc::clone(&shared), requests, control, events_tx, runtime)
+        Conn::new(io, core, Arc::clone(&shared), requests, control, publisher, runtime.clone())
     });
-    let handle = Handle { shared, requests: requests_tx, control: control_tx, options, fd_passing };
+    let handle = Handle { shared, requests: requests_tx, control: control_tx, options, fd_passing, runtime };
     (handle, Driver::new(conn, span))
 }

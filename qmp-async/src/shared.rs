@@ -1,5 +1,6 @@
 //! What the user's handles and the driver share: the request channel's message types, and the connection's
-//! state (greeting, readiness, the sticky close cause) with one wake-up [`Event`] for anyone waiting on it.
+//! state (greeting, readiness, the sticky close cause, the event subscriptions) with one wake-up [`Event`] for
+//! anyone waiting on it.
 //!
 //! Handles never touch the socket or the core: they send a [`Request`] and wait on a one-shot reply channel;
 //! cancellations and close requests go on a separate [`Control`] channel that the driver always reads first.
@@ -7,13 +8,15 @@
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 use event_listener::Event;
-use qmp_proto::adapter::{Command, Violations};
+use qmp_proto::adapter::Violations;
 use qmp_proto::{ConnectionError, Greeting, ProtocolViolation, RawJson};
 
+use crate::command::Command;
+use crate::events::EventItem;
 use crate::Error;
-use crate::EventItem;
 
 /// Where a call's outcome goes: a bounded(1) channel used as a one-shot.
 pub(crate) type ReplyTx = async_channel::Sender<Result<RawJson, Error>>;
@@ -28,6 +31,13 @@ pub(crate) struct Request {
     pub(crate) reply: ReplyTx,
 }
 
+impl Request {
+    /// The command's deadline, which holds while it waits for room in the core too.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.command.deadline()
+    }
+}
+
 /// Messages that must reach the driver at once, even while it takes no new requests (sent from `Drop`).
 #[derive(Debug)]
 pub(crate) enum Control {
@@ -40,7 +50,11 @@ pub(crate) enum Control {
 /// Connection state, written by the driver, read by the handles.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) events: async_broadcast::InactiveReceiver<EventItem>,
+    /// The receiver that has held every event since the start, for the first subscriber.
+    first_subscriber: Mutex<Option<async_broadcast::Receiver<EventItem>>>,
+    /// Later subscribers are cloned from this one: they see events from their subscription on.
+    later_subscribers: async_broadcast::InactiveReceiver<EventItem>,
+    unobserved: AtomicU64,
     greeting: OnceLock<Greeting>,
     ready: AtomicBool,
     oob: AtomicBool,
@@ -52,9 +66,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(events: async_broadcast::InactiveReceiver<EventItem>) -> Self {
+    pub(crate) fn new(
+        first_subscriber: async_broadcast::Receiver<EventItem>,
+        later_subscribers: async_broadcast::InactiveReceiver<EventItem>,
+    ) -> Self {
         Shared {
-            events,
+            first_subscriber: Mutex::new(Some(first_subscriber)),
+            later_subscribers,
+            unobserved: AtomicU64::new(0),
             greeting: OnceLock::new(),
             ready: AtomicBool::new(false),
             oob: AtomicBool::new(false),
@@ -64,6 +83,21 @@ impl Shared {
             next_ticket: AtomicU64::new(0),
             violations: Mutex::default(),
         }
+    }
+
+    /// A receiver for a new subscriber: the one kept since the start for the first, a fresh one after that.
+    pub(crate) fn subscribe(&self) -> async_broadcast::Receiver<EventItem> {
+        let first = self.first_subscriber.lock().unwrap_or_else(|e| e.into_inner()).take();
+        first.unwrap_or_else(|| self.later_subscribers.activate_cloned())
+    }
+
+    /// Events no subscriber could receive.
+    pub(crate) fn unobserved(&self) -> u64 {
+        self.unobserved.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_unobserved(&self, n: u64) {
+        self.unobserved.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn ticket(&self) -> u64 {

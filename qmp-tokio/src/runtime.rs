@@ -1,0 +1,99 @@
+//! [`Tokio`]: qmp-async's [`Runtime`] and [`Net`] on tokio. The clock is [`tokio::time`]'s, so tests that pause or
+//! advance time (`#[tokio::test(start_paused = true)]`) drive the connection's deadlines too.
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use qmp_async::{Net, Runtime, Streams, Timer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixListener, UnixStream};
+
+use crate::transport::{Io, Pipes, Unix};
+
+/// The tokio runtime: the driver is spawned on the current runtime (`tokio::spawn`), so connect from within one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tokio;
+
+impl Runtime for Tokio {
+    type Timer = TokioTimer;
+
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    fn timer(&self, at: Instant) -> TokioTimer {
+        TokioTimer(Box::pin(tokio::time::sleep_until(at.into())))
+    }
+
+    fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(future);
+    }
+}
+
+/// A [`tokio::time::Sleep`] as qmp-async's [`Timer`].
+#[derive(Debug)]
+pub struct TokioTimer(Pin<Box<tokio::time::Sleep>>);
+
+impl Timer for TokioTimer {
+    fn reset(mut self: Pin<&mut Self>, at: Instant) {
+        self.0.as_mut().reset(at.into());
+    }
+
+    fn poll_fire(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl Net for Tokio {
+    type UnixStream = Unix;
+    type TcpStream = Io<TcpStream>;
+    type UnixListener = UnixListener;
+    type Pipes = Pipes;
+
+    async fn connect_unix(&self, path: &Path) -> io::Result<Unix> {
+        UnixStream::connect(path).await.map(Unix)
+    }
+
+    async fn resolve<A: ToSocketAddrs + Send + 'static>(&self, addr: A) -> io::Result<Vec<SocketAddr>> {
+        tokio::task::spawn_blocking(move || addr.to_socket_addrs().map(Vec::from_iter)).await?
+    }
+
+    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<Io<TcpStream>> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Io(stream))
+    }
+
+    fn unix_from_std(&self, stream: std::os::unix::net::UnixStream) -> io::Result<Unix> {
+        stream.set_nonblocking(true)?;
+        UnixStream::from_std(stream).map(Unix)
+    }
+
+    fn pipes(&self, read: OwnedFd, write: OwnedFd) -> io::Result<Pipes> {
+        Pipes::new(read, write)
+    }
+
+    fn bind_unix(&self, path: &Path) -> io::Result<UnixListener> {
+        UnixListener::bind(path)
+    }
+
+    async fn accept_unix(&self, listener: &UnixListener) -> io::Result<Unix> {
+        listener.accept().await.map(|(stream, _)| Unix(stream))
+    }
+}
+
+/// Any tokio stream (TLS, vsock, a duplex, `tokio::io::join(read, write)`) for
+/// [`Qmp::from_stream`](crate::Qmp::from_stream).
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Streams<S> for Tokio {
+    type Transport = Io<S>;
+
+    fn transport(stream: S) -> Io<S> {
+        Io(stream)
+    }
+}
