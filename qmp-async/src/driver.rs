@@ -75,8 +75,8 @@ const TURNS_PER_POLL: usize = 64;
 /// After the session ends, how long the driver keeps reading (and discarding) what the server still sends, until
 /// the server closes its side too.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
-/// The tracing target of wire traffic (TRACE), so it can be switched on alone: `qmp::wire=trace`.
-const WIRE: &str = "qmp::wire";
+/// The tracing target of wire traffic (TRACE), so it can be switched on alone: `qmp_async::wire=trace`.
+const WIRE: &str = "qmp_async::wire";
 /// Longest excerpt of wire traffic in one TRACE record.
 const TRACE_EXCERPT: usize = 4096;
 

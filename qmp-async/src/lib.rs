@@ -31,7 +31,7 @@
 //! - Errors come in the core's tiers, the same in every adapter: [`Error::Qmp`] (the server rejected this
 //!   command), [`Error::Usage`] (the call was wrong, nothing sent), [`Error::TimedOut`] (this command only),
 //!   [`Error::Connection`] (over, sticky).
-//! - Logging through `tracing`: wire traffic at TRACE (target `qmp::wire`), connection lifecycle at DEBUG (in a
+//! - Logging through `tracing`: wire traffic at TRACE (target `qmp_async::wire`), connection lifecycle at DEBUG (in a
 //!   `qmp` span per connection); nothing is printed.
 //! - Feature `qapi`: typed commands from the `qapi-qmp` / `qapi-qga` crates (`execute_typed`, re-exported as
 //!   [`qapi`]) and typed events (`EventItem::to_qapi`).

@@ -12,12 +12,13 @@ crate::suite!(common::AsyncStd);
 #[test]
 fn async_std_native_unix_streams() {
     use async_std::os::unix::net::UnixStream;
-    use qmp_smol::{GuestAgent, Options, Qmp};
+    use qmp_smol::async_std::{GuestAgent, Qmp};
+    use qmp_smol::Options;
     use qmp_tests::{require, servers::QemuServer};
     let system = require!(QemuServer::system());
     let ga = require!(QemuServer::guest_agent());
     common::run::<common::AsyncStd, _>(std::time::Duration::from_secs(30), async move {
-        let options = Options::default().runtime(qmp_smol::AsyncStd);
+        let options = Options::default();
         let stream = UnixStream::connect(system.socket_path()).await.expect("connect");
         let qmp = Qmp::from_stream(stream, options.clone()).await.expect("handshake");
         let v: serde_json::Value = qmp.execute("query-version", ()).await.expect("query-version");

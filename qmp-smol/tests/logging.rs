@@ -1,4 +1,4 @@
-//! Logging goes through `tracing` only: wire traffic at TRACE (target `qmp_smol::wire`), the connection's
+//! Logging goes through `tracing` only: wire traffic at TRACE (target `qmp_async::wire`), the connection's
 //! lifecycle at DEBUG. A process-wide subscriber records what a session emits (its own test binary, since the
 //! global subscriber can be set once).
 #![cfg(feature = "smol")]
@@ -87,7 +87,7 @@ fn wire_at_trace_lifecycle_at_debug() {
         qmp.close().await;
     });
     let events = recorder.events.lock().unwrap().clone();
-    let wire: Vec<_> = events.iter().filter(|(_, target, _)| target == "qmp_smol::wire").collect();
+    let wire: Vec<_> = events.iter().filter(|(_, target, _)| target == "qmp_async::wire").collect();
     assert!(wire.iter().all(|(level, _, _)| *level == Level::TRACE), "{wire:?}");
     assert!(wire.iter().any(|(_, _, m)| m.starts_with("-> ") && m.contains("query-version")), "{wire:?}");
     assert!(wire.iter().any(|(_, _, m)| m.starts_with("<- ") && m.contains("\"QMP\"")), "{wire:?}");

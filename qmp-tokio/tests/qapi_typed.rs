@@ -7,7 +7,7 @@ mod common;
 use common::options;
 use qmp_tests::require;
 use qmp_tests::servers::QemuServer;
-use qmp_tokio::qapi::{qapi_qga, qapi_qmp, EventItemExt};
+use qmp_tokio::qapi::{qapi_qga, qapi_qmp};
 use qmp_tokio::{Error, GuestAgent, Qmp};
 
 #[tokio::test]

@@ -27,8 +27,9 @@ mod scripted;
 
 /// Generates, in module `$name`, one `#[test]` per scenario for the adapter `$adapter`.
 macro_rules! behaviour_suite {
-    ($name:ident, $adapter:ty) => {
+    ($name:ident, $adapter:ty $(; $($extra_module:ident :: $extra:ident),* $(,)?)?) => {
         behaviour_suite!(@tests $name, $adapter;
+            $($($extra_module::$extra,)*)?
             real::qsd10_query_version_typed,
             real::qsd10_events_interleaved_with_replies,
             real::qsd10_many_tasks_every_reply_to_its_caller,
@@ -39,6 +40,8 @@ macro_rules! behaviour_suite {
             real::second_client_gets_no_greeting,
             scripted::garbage_bytes_session_survives,
             scripted::message_cut_off_by_eof,
+            scripted::events_before_the_negotiation_reply_reach_the_first_subscriber,
+            scripted::hang_up_mid_reply_with_a_command_unread,
             scripted::disconnect_mid_reply_every_pending_call_ends_once,
             scripted::flood_of_a_million_events_stalled_subscriber,
             scripted::silence_greeting_timeout,
@@ -65,6 +68,10 @@ macro_rules! behaviour_suite {
 }
 
 behaviour_suite!(blocking, crate::blocking_adapter::Blocking);
-behaviour_suite!(tokio, crate::async_adapters::Async<crate::async_adapters::Tokio>);
-behaviour_suite!(smol, crate::async_adapters::Async<crate::async_adapters::Smol>);
-behaviour_suite!(async_std, crate::async_adapters::Async<crate::async_adapters::AsyncStd>);
+// Async only: a blocking `submit` beyond `max_pending` fails at once (QueueFull) instead of waiting for room.
+behaviour_suite!(tokio, crate::async_adapters::Async<crate::async_adapters::Tokio>;
+    scripted::held_back_call_keeps_its_deadline);
+behaviour_suite!(smol, crate::async_adapters::Async<crate::async_adapters::Smol>;
+    scripted::held_back_call_keeps_its_deadline);
+behaviour_suite!(async_std, crate::async_adapters::Async<crate::async_adapters::AsyncStd>;
+    scripted::held_back_call_keeps_its_deadline);

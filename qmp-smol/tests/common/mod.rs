@@ -20,11 +20,24 @@ pub trait Rt: 'static {
     fn spawn<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> BoxFuture<T>;
     /// Sleeps.
     fn sleep(d: Duration) -> BoxFuture<()>;
-    /// Options whose runtime is this one.
-    fn options() -> Options;
+    /// The qmp-smol runtime the handles run on.
+    type Net: qmp_async::Net + qmp_async::Streams<async_io::Async<std::os::unix::net::UnixStream>>;
+    /// Default options (the runtime is the handle type's).
+    fn options() -> Options {
+        Options::default()
+    }
     /// This runtime, for `with_driver`.
-    fn runtime() -> std::sync::Arc<dyn qmp_smol::Runtime>;
+    fn runtime() -> Self::Net {
+        Self::Net::default()
+    }
 }
+
+/// The handles on `R`'s runtime.
+pub type Qmp<R> = qmp_async::Qmp<<R as Rt>::Net>;
+/// The guest-agent handle on `R`'s runtime.
+pub type GuestAgent<R> = qmp_async::GuestAgent<<R as Rt>::Net>;
+/// The listener on `R`'s runtime.
+pub type Listener<R> = qmp_async::Listener<<R as Rt>::Net>;
 
 /// smol: `smol::block_on`, `smol::spawn`, async-io timers.
 pub struct Smol;
@@ -46,13 +59,7 @@ impl Rt for Smol {
         })
     }
 
-    fn options() -> Options {
-        Options::default().runtime(qmp_smol::Smol)
-    }
-
-    fn runtime() -> std::sync::Arc<dyn qmp_smol::Runtime> {
-        std::sync::Arc::new(qmp_smol::Smol)
-    }
+    type Net = qmp_smol::Smol;
 }
 
 /// async-std: `async_std::task::{block_on, spawn, sleep}`.
@@ -73,13 +80,7 @@ impl Rt for AsyncStd {
         Box::pin(async_std::task::sleep(d))
     }
 
-    fn options() -> Options {
-        Options::default().runtime(qmp_smol::AsyncStd)
-    }
-
-    fn runtime() -> std::sync::Arc<dyn qmp_smol::Runtime> {
-        std::sync::Arc::new(qmp_smol::AsyncStd)
-    }
+    type Net = qmp_smol::AsyncStd;
 }
 
 /// Runs `f` on `R`, failing the test if it takes longer than `limit`.

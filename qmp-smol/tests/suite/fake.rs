@@ -3,11 +3,11 @@
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use qmp_smol::{ConnectionError, Error, EventItem, ProtocolViolation, Qmp};
+use qmp_smol::{ConnectionError, Error, EventItem, ProtocolViolation};
 use qmp_tests::fake_server::{event, reply, FakeConfig, FakeServer, Step};
 use serde_json::Value;
 
-use crate::common::{run, Rt};
+use crate::common::{run, Qmp, Rt};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -31,7 +31,7 @@ pub fn late_reply_is_swallowed<R: Rt>() {
     ]);
     let path = server.socket_path().to_owned();
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(&path, R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(&path, R::options()).await.expect("connect");
         let started = Instant::now();
         match qmp.execute_with_timeout::<Value>("slow", (), Some(Duration::from_millis(200))).await {
             Err(Error::TimedOut) => {}
@@ -57,7 +57,7 @@ pub fn disconnect_mid_reply_ends_every_call_once<R: Rt>() {
         Step::Close,
     ]);
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         let calls: Vec<_> = (0..3)
             .map(|i| {
                 let qmp = qmp.clone();
@@ -90,7 +90,7 @@ pub fn event_flood_with_a_stalled_subscriber<R: Rt>() {
         ],
     );
     run::<R, _>(Duration::from_secs(300), async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options().event_buffer(64)).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options().event_buffer(64)).await.expect("connect");
         let mut stalled = qmp.events();
         let mut counting = qmp.events();
         let counter = R::spawn(async move {
@@ -135,7 +135,7 @@ pub fn garbage_is_reported_and_the_session_survives<R: Rt>() {
         Step::Silence,
     ]);
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         let fine: Value = qmp.execute("x", ()).await.expect("the session survives");
         assert_eq!(fine["fine"], true);
         let violations = qmp.take_violations();
@@ -155,7 +155,7 @@ pub fn pending_limit_makes_callers_wait<R: Rt>() {
     let server = FakeServer::spawn(script);
     run::<R, _>(LIMIT, async move {
         let options = R::options().max_pending(2).max_in_flight(1);
-        let qmp = Qmp::connect_unix(server.socket_path(), options).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), options).await.expect("connect");
         let calls: Vec<_> = (0..CALLS)
             .map(|i| {
                 let qmp = qmp.clone();
@@ -177,7 +177,7 @@ pub fn timeouts_fire_in_deadline_order<R: Rt>() {
     let server = FakeServer::spawn(vec![Step::SendGreeting, Step::AnswerNegotiation, Step::Silence]);
     let path = server.socket_path().to_owned();
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(&path, R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(&path, R::options()).await.expect("connect");
         // A long deadline first: the timer is armed for it; shorter ones after it must still fire on time.
         let long = {
             let qmp = qmp.clone();

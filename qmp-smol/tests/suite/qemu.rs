@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use qmp_smol::{ConnectionError, Error, EventItem, GuestAgent, Listener, Qmp};
+use qmp_smol::{ConnectionError, Error, EventItem};
 use qmp_tests::require;
 use qmp_tests::servers::{self, QemuServer, ServerKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::common::{run, Rt};
+use crate::common::{run, GuestAgent, Listener, Qmp, Rt};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -37,7 +37,7 @@ struct Status {
 
 /// The error a command gets when QEMU does not know it: its description names the command, so a reply can be
 /// traced to the call that got it.
-async fn echo(qmp: &Qmp, tag: &str) -> String {
+async fn echo<N: qmp_async::Runtime>(qmp: &qmp_async::Qmp<N>, tag: &str) -> String {
     match qmp.execute::<Value>(&format!("no-such-command-{tag}"), ()).await {
         Err(Error::Qmp(e)) => {
             assert_eq!(e.class, "CommandNotFound", "{e}");
@@ -54,7 +54,7 @@ fn echoed(tag: &str) -> String {
 pub fn query_version_storage_daemon_10<R: Rt>() {
     let server = require!(QemuServer::storage_daemon());
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         assert_eq!(qmp.greeting().version.major, 10);
         assert!(qmp.oob_enabled(), "qemu-storage-daemon 10 offers oob");
         let v: VersionInfo = qmp.execute("query-version", ()).await.expect("query-version");
@@ -71,7 +71,7 @@ pub fn query_version_storage_daemon_10<R: Rt>() {
 pub fn query_version_system_72<R: Rt>() {
     let server = require!(QemuServer::system());
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         assert_eq!(qmp.greeting().version.major, 7);
         let v: VersionInfo = qmp.execute("query-version", ()).await.expect("query-version");
         assert_eq!((v.qemu.major, v.qemu.minor), (7, 2));
@@ -85,7 +85,7 @@ pub fn query_version_system_72<R: Rt>() {
 pub fn pretty_monitor<R: Rt>() {
     let server = require!(QemuServer::storage_daemon_pretty());
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         let v: VersionInfo = qmp.execute("query-version", ()).await.expect("query-version");
         assert_eq!(v.qemu.major, 10);
         assert!(echo(&qmp, "pretty").await.contains("no-such-command-pretty"));
@@ -96,7 +96,7 @@ pub fn pretty_monitor<R: Rt>() {
 pub fn concurrent_commands_from_many_tasks<R: Rt>() {
     let server = require!(QemuServer::storage_daemon());
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         let tasks: Vec<_> = (0..32)
             .map(|task| {
                 let qmp = qmp.clone();
@@ -123,7 +123,7 @@ pub fn concurrent_commands_from_many_tasks<R: Rt>() {
 pub fn events_reach_every_subscriber<R: Rt>() {
     let server = require!(QemuServer::system());
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         let mut all = qmp.events();
         let mut also = qmp.events();
         let mut resumes = qmp.events_named(&["RESUME"]);
@@ -155,7 +155,7 @@ pub fn events_reach_every_subscriber<R: Rt>() {
 pub fn slow_subscriber_lags_and_commands_go_on<R: Rt>() {
     let server = require!(QemuServer::system());
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options().event_buffer(4)).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options().event_buffer(4)).await.expect("connect");
         let mut stalled = qmp.events();
         let mut fast = qmp.events();
         for _ in 0..10 {
@@ -188,7 +188,7 @@ pub fn slow_subscriber_lags_and_commands_go_on<R: Rt>() {
 pub fn oob_commands_and_overtaking<R: Rt>() {
     let server = require!(QemuServer::system());
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         assert!(qmp.oob_enabled());
         let yank: Value = qmp.execute_oob("query-yank", ()).await.expect("query-yank");
         assert!(yank.is_array(), "{yank}");
@@ -229,7 +229,7 @@ pub fn oob_commands_and_overtaking<R: Rt>() {
 pub fn oob_refused_when_not_negotiated<R: Rt>() {
     let server = require!(QemuServer::system());
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options().oob(false)).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options().oob(false)).await.expect("connect");
         assert!(!qmp.oob_enabled());
         match qmp.execute_oob::<Value>("query-yank", ()).await {
             Err(Error::Usage(qmp_smol::UsageError::OobNotNegotiated)) => {}
@@ -244,7 +244,7 @@ pub fn oob_refused_when_not_negotiated<R: Rt>() {
 pub fn command_timeout_then_session_goes_on<R: Rt>() {
     let server = require!(QemuServer::storage_daemon());
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         // A deadline that has passed before the reply can come: the call ends with TimedOut, the late reply is
         // swallowed, and the next call gets its own reply.
         for i in 0..20 {
@@ -267,10 +267,10 @@ pub fn command_timeout_then_session_goes_on<R: Rt>() {
 pub fn greeting_timeout_for_a_second_client<R: Rt>() {
     let server = require!(QemuServer::storage_daemon());
     run::<R, _>(LIMIT, async move {
-        let first = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let first = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         let started = Instant::now();
         let second =
-            Qmp::connect_unix(server.socket_path(), R::options().connect_timeout(Duration::from_millis(300))).await;
+            Qmp::<R>::connect_unix(server.socket_path(), R::options().connect_timeout(Duration::from_millis(300))).await;
         match second {
             Err(Error::Connection(ConnectionError::GreetingTimeout)) => {}
             other => panic!("{other:?}"),
@@ -285,7 +285,7 @@ pub fn greeting_timeout_for_a_second_client<R: Rt>() {
 pub fn dropped_futures_never_desync<R: Rt>() {
     let server = require!(QemuServer::storage_daemon());
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         // Many tasks each start calls and drop some of them at different points: before the first poll, right
         // after it (the request is queued), or after a short wait (on the wire, or answered and unread).
         let tasks: Vec<_> = (0..32u64)
@@ -339,7 +339,7 @@ pub fn dropped_futures_never_desync<R: Rt>() {
 pub fn guest_agent_sync_and_commands<R: Rt>() {
     let server = require!(QemuServer::guest_agent());
     run::<R, _>(LIMIT, async move {
-        let ga = GuestAgent::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let ga = GuestAgent::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         let _: Value = ga.execute("guest-ping", ()).await.expect("guest-ping");
         let info: Value = ga.execute("guest-info", ()).await.expect("guest-info");
         assert!(info["version"].as_str().is_some_and(|v| v.starts_with('7')), "{info}");
@@ -366,7 +366,7 @@ pub fn guest_agent_sync_and_commands<R: Rt>() {
         assert_eq!(ga.execute_raw("guest-sync", Some(&args)).await.expect("guest-sync").raw_str(), "42");
         // Every reply was read: qemu-ga survives the close, and a second client synchronises too.
         ga.close().await;
-        let again = GuestAgent::connect_unix(server.socket_path(), R::options()).await.expect("reconnect");
+        let again = GuestAgent::<R>::connect_unix(server.socket_path(), R::options()).await.expect("reconnect");
         let _: Value = again.execute("guest-ping", ()).await.expect("guest-ping");
         again.close().await;
     });
@@ -375,7 +375,7 @@ pub fn guest_agent_sync_and_commands<R: Rt>() {
 pub fn send_fd_and_add_fd<R: Rt>() {
     let server = require!(QemuServer::system());
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         let file = tempfile::tempfile().expect("temp file");
         qmp.send_fd("fd-a", &file).await.expect("getfd");
         qmp.send_fd("fd-b", &file).await.expect("getfd");
@@ -417,7 +417,7 @@ pub fn fd_passing_needs_a_unix_socket<R: Rt>() {
     run::<R, _>(LIMIT, async move {
         // A unix socket handed in as a plain stream cannot pass descriptors: the call fails and sends nothing.
         let stream = async_io::Async::<std::os::unix::net::UnixStream>::connect(server.socket_path()).await.unwrap();
-        let qmp = Qmp::from_stream(stream, R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::from_stream(stream, R::options()).await.expect("connect");
         let file = tempfile::tempfile().unwrap();
         match qmp.send_fd("x", &file).await {
             Err(Error::FdPassing(e)) => assert_eq!(e.kind(), std::io::ErrorKind::Unsupported),
@@ -427,7 +427,7 @@ pub fn fd_passing_needs_a_unix_socket<R: Rt>() {
         qmp.close().await;
         // The same socket through from_unix_stream can.
         let std_stream = std::os::unix::net::UnixStream::connect(server.socket_path()).unwrap();
-        let qmp = Qmp::from_unix_stream(std_stream, R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::from_unix_stream(std_stream, R::options()).await.expect("connect");
         qmp.send_fd("y", &file).await.expect("getfd");
         qmp.close().await;
     });
@@ -436,7 +436,7 @@ pub fn fd_passing_needs_a_unix_socket<R: Rt>() {
 pub fn close_and_closed<R: Rt>() {
     let server = require!(QemuServer::storage_daemon());
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         let other = qmp.clone();
         let watcher = R::spawn(async move { other.closed().await });
         let mut events = qmp.events();
@@ -450,7 +450,7 @@ pub fn close_and_closed<R: Rt>() {
         }
         assert!(events.next().await.is_none());
         // The server is free again: a new client gets a greeting at once.
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("reconnect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("reconnect");
         let _: Value = qmp.execute("query-version", ()).await.expect("query-version");
         qmp.close().await;
     });
@@ -459,7 +459,7 @@ pub fn close_and_closed<R: Rt>() {
 pub fn server_quits<R: Rt>() {
     let mut server = require!(QemuServer::system());
     run::<R, _>(LIMIT, async {
-        let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         let mut events = qmp.events();
         let _: Value = qmp.execute("quit", ()).await.expect("quit is answered before the end");
         assert_eq!(qmp.closed().await, ConnectionError::Eof);
@@ -480,7 +480,7 @@ pub fn dropping_every_handle_closes<R: Rt>() {
     let server = require!(QemuServer::storage_daemon());
     run::<R, _>(LIMIT, async move {
         for _ in 0..3 {
-            let qmp = Qmp::connect_unix(server.socket_path(), R::options()).await.expect("connect");
+            let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
             let clone = qmp.clone();
             let _: Value = clone.execute("query-version", ()).await.expect("query-version");
             drop(qmp);
@@ -494,7 +494,7 @@ pub fn listener_accepts_qemu<R: Rt>() {
     let Some(binary) = locate_or_skip(ServerKind::System) else { return };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("listen.sock");
-    let listener = Listener::bind(&path).expect("bind");
+    let listener = Listener::<R>::bind(&path).expect("bind");
     assert_eq!(listener.path(), path);
     let chardev = format!("socket,id=c,path={}", path.display());
     let child = spawn_qemu(&binary, &["-chardev", &chardev, "-mon", "chardev=c,mode=control"]);
@@ -518,7 +518,7 @@ pub fn tcp_connect<R: Rt>() {
     run::<R, _>(LIMIT, async move {
         let deadline = Instant::now() + Duration::from_secs(10);
         let qmp = loop {
-            match Qmp::connect_tcp(format!("127.0.0.1:{port}"), R::options()).await {
+            match Qmp::<R>::connect_tcp(format!("127.0.0.1:{port}"), R::options()).await {
                 Ok(qmp) => break qmp,
                 Err(Error::Connect(e)) if Instant::now() < deadline => {
                     let _ = e;
@@ -540,7 +540,7 @@ pub fn with_driver_spawned_by_hand<R: Rt>() {
     let server = require!(QemuServer::storage_daemon());
     run::<R, _>(LIMIT, async move {
         let stream = async_io::Async::<std::os::unix::net::UnixStream>::connect(server.socket_path()).await.unwrap();
-        let (connecting, driver) = Qmp::with_driver(stream, qmp_smol::Options::default(), R::runtime());
+        let (connecting, driver) = Qmp::<R>::with_driver(qmp_smol::Unix(stream), qmp_smol::Options::default(), R::runtime());
         let finished = R::spawn(driver);
         let qmp = connecting.await.expect("handshake");
         let v: VersionInfo = qmp.execute("query-version", ()).await.expect("query-version");
@@ -551,17 +551,17 @@ pub fn with_driver_spawned_by_hand<R: Rt>() {
 }
 
 pub fn typed_commands_and_events<R: Rt>() {
-    use qmp_smol::qapi::{qapi_qmp, EventItemExt};
+    use qmp_smol::qapi::qapi_qmp;
     let qsd = require!(QemuServer::storage_daemon());
     let system = require!(QemuServer::system());
     let ga = require!(QemuServer::guest_agent());
     run::<R, _>(LIMIT, async move {
-        let qmp = Qmp::connect_unix(qsd.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(qsd.socket_path(), R::options()).await.expect("connect");
         let version = qmp.execute_typed(qapi_qmp::query_version {}).await.expect("typed query-version");
         assert_eq!(version.qemu.major, 10);
         qmp.close().await;
 
-        let qmp = Qmp::connect_unix(system.socket_path(), R::options()).await.expect("connect");
+        let qmp = Qmp::<R>::connect_unix(system.socket_path(), R::options()).await.expect("connect");
         let status = qmp.execute_typed(&qapi_qmp::query_status {}).await.expect("typed query-status");
         assert!(status.running);
         let mut events = qmp.events();
@@ -571,7 +571,7 @@ pub fn typed_commands_and_events<R: Rt>() {
         assert!(matches!(item.to_qapi(), Some(Ok(qapi_qmp::Event::STOP { .. }))), "{item:?}");
         qmp.close().await;
 
-        let agent = GuestAgent::connect_unix(ga.socket_path(), R::options()).await.expect("connect");
+        let agent = GuestAgent::<R>::connect_unix(ga.socket_path(), R::options()).await.expect("connect");
         let info = agent.execute_typed(qmp_smol::qapi::qapi_qga::guest_info {}).await.expect("typed guest-info");
         assert!(info.version.starts_with('7'));
         agent.close().await;

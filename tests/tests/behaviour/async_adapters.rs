@@ -373,12 +373,7 @@ static TOKIO: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 });
 
 fn tokio_options(opts: &SuiteOpts) -> qmp_tokio::Options {
-    qmp_tokio::Options::default()
-        .connect_timeout(opts.connect_timeout)
-        .command_timeout(opts.command_timeout)
-        .oob(opts.oob)
-        .event_buffer(opts.event_buffer)
-        .max_message_size(opts.max_message_size)
+    opts.options()
 }
 
 impl Flavor for Tokio {
@@ -415,12 +410,7 @@ impl Flavor for Tokio {
 // ----- qmp-smol under smol and under async-std ---------------------------------------------------------------------
 
 fn smol_options(opts: &SuiteOpts) -> qmp_smol::Options {
-    qmp_smol::Options::default()
-        .connect_timeout(opts.connect_timeout)
-        .command_timeout(opts.command_timeout)
-        .oob(opts.oob)
-        .event_buffer(opts.event_buffer)
-        .max_message_size(opts.max_message_size)
+    opts.options()
 }
 
 /// `qmp-smol` under smol: `smol::block_on`, smol's global executor, async-io timers.

@@ -60,12 +60,7 @@ impl Conn {
 }
 
 fn options(opts: &SuiteOpts) -> Options {
-    Options::default()
-        .connect_timeout(opts.connect_timeout)
-        .command_timeout(opts.command_timeout)
-        .oob(opts.oob)
-        .event_buffer(opts.event_buffer)
-        .max_message_size(opts.max_message_size)
+    opts.options()
 }
 
 fn run<T: DeserializeOwned>(client: &mut Client, call: &Call, timeout: Option<Duration>) -> Result<T, Failure> {

@@ -29,6 +29,8 @@ pub struct SuiteOpts {
     pub oob: bool,
     pub event_buffer: usize,
     pub max_message_size: usize,
+    pub max_in_flight: usize,
+    pub max_pending: usize,
 }
 
 impl Default for SuiteOpts {
@@ -39,6 +41,8 @@ impl Default for SuiteOpts {
             oob: true,
             event_buffer: 1024,
             max_message_size: 10 << 20,
+            max_in_flight: 8,
+            max_pending: 1024,
         }
     }
 }
@@ -57,6 +61,28 @@ impl SuiteOpts {
     pub fn event_buffer(mut self, events: usize) -> Self {
         self.event_buffer = events;
         self
+    }
+
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.max_pending = n;
+        self
+    }
+
+    /// These settings on any adapter's `Options` (they all share one type).
+    pub fn options(&self) -> qmp_blocking::Options {
+        qmp_blocking::Options::default()
+            .connect_timeout(self.connect_timeout)
+            .command_timeout(self.command_timeout)
+            .oob(self.oob)
+            .event_buffer(self.event_buffer)
+            .max_message_size(self.max_message_size)
+            .max_in_flight(self.max_in_flight)
+            .max_pending(self.max_pending)
     }
 }
 

@@ -9,7 +9,7 @@ use qmp_proto::{ConnectionError, ProtocolViolation, RequestError};
 use qmp_tests::fake_server::{event, greeting_qemu10, reply, FakeConfig, FakeServer, Step};
 use serde_json::{json, Value};
 
-use crate::harness::{heavy, rss_bytes, Adapter, Call, Failure, Next, SuiteOpts};
+use crate::harness::{heavy, rss_bytes, Adapter, Call, DropAt, Failure, Next, SuiteOpts};
 
 fn id_of(msg: &Value) -> u64 {
     msg["id"].as_u64().unwrap_or_else(|| panic!("an integer id in {msg}"))
@@ -75,6 +75,92 @@ pub fn message_cut_off_by_eof<A: Adapter>() {
         Err(Failure::Disconnected(cause)) => assert_eq!(cause, expected, "sticky"),
         other => panic!("{other:?}"),
     }
+    A::close(conn);
+    server.join().expect("script ran to its end");
+}
+
+/// Events between `qmp_capabilities` and its reply (QEMU sends them whenever they happen) reach the first
+/// subscriber, even though it could only subscribe once connecting had returned: none is lost, none is mistaken
+/// for the reply.
+pub fn events_before_the_negotiation_reply_reach_the_first_subscriber<A: Adapter>() {
+    let mut server = FakeServer::spawn(vec![
+        Step::SendGreeting,
+        Step::respond(|msg| {
+            assert_eq!(msg["execute"], "qmp_capabilities", "{msg}");
+            let mut out = Vec::new();
+            for n in 0..3 {
+                out.extend(event("EARLY", Some(&format!("{{\"n\": {n}}}"))));
+            }
+            out.extend(reply("{}", Some(&id_of(msg).to_string())));
+            out
+        }),
+        Step::reply_to(r#"{"after": true}"#),
+        Step::Silence,
+    ]);
+    let conn = A::connect(server.socket_path(), &SuiteOpts::default()).expect("connect");
+    let mut sub = A::subscribe(&conn);
+    let after: Value = A::execute(&conn, Call::new("after")).expect("a command after the events");
+    assert_eq!(after, json!({"after": true}));
+    for n in 0..3 {
+        match A::next_event(&conn, &mut sub, Duration::from_secs(5)) {
+            Next::Event(ev) => {
+                assert_eq!(ev.name, "EARLY", "{}", A::NAME);
+                assert_eq!(ev.data.expect("data").deserialize::<Value>().unwrap(), json!({"n": n}));
+            }
+            other => panic!("{}: event {n} of the handshake: {other:?}", A::NAME),
+        }
+    }
+    A::close(conn);
+    server.join().expect("script ran to its end");
+}
+
+/// The server answers half a reply and hangs up with the client's next command unread (the kernel then resets
+/// the connection): every adapter reports the same cause, the end of the stream with the count of bytes of the
+/// cut message, whether its next read or its next write notices first.
+pub fn hang_up_mid_reply_with_a_command_unread<A: Adapter>() {
+    const CUT: &str = r#"{"return": {"half": "#;
+    let mut server = FakeServer::spawn(script(vec![
+        Step::ReadMessage,
+        Step::Sleep(Duration::from_millis(200)),
+        Step::send(CUT),
+        Step::Close,
+    ]));
+    let conn = A::connect(server.socket_path(), &SuiteOpts::default()).expect("connect");
+    // Two calls: the second is written while (or after) the server hangs up with it unread.
+    let results = A::tasks(&conn, vec![vec![Call::new("first")], vec![Call::new("second")]]);
+    let expected = ConnectionError::EofMidMessage { buffered: CUT.len() as u64 };
+    for done in results.iter().flatten() {
+        match done.result.as_ref().expect("not given up") {
+            Err(Failure::Disconnected(cause)) => assert_eq!(cause, &expected, "{}", A::NAME),
+            other => panic!("{}: {other:?}", A::NAME),
+        }
+    }
+    assert_eq!(A::closed(&conn, Duration::from_secs(10)), Some(expected), "{}", A::NAME);
+    A::close(conn);
+    server.join().expect("script ran to its end");
+}
+
+/// A call held back because the connection has no room (`max_pending`) keeps its own deadline: it times out on
+/// time, while the calls ahead of it (no deadline) still wait for a server that never answers. Async adapters
+/// only: a blocking `submit` beyond `max_pending` fails at once with `QueueFull` instead of waiting.
+pub fn held_back_call_keeps_its_deadline<A: Adapter>() {
+    let mut server = FakeServer::spawn(script(vec![Step::Silence]));
+    let opts = SuiteOpts { command_timeout: None, ..SuiteOpts::default() }.max_in_flight(1).max_pending(1);
+    let conn = A::connect(server.socket_path(), &opts).expect("connect");
+    let never = |name: &str| Call::new(name.to_owned()).drop_at(DropAt::After(Duration::from_secs(4)));
+    let start = Instant::now();
+    let results = A::tasks(
+        &conn,
+        vec![vec![never("ahead-1")], vec![never("ahead-2")], vec![Call::new("held").timeout(Duration::from_secs(1))]],
+    );
+    let held = results.iter().flatten().find(|d| d.result.as_ref().is_some_and(|r| r.is_err()));
+    match held.and_then(|d| d.result.as_ref()) {
+        Some(Err(Failure::TimedOut)) => {}
+        other => panic!("{}: the held-back call: {other:?} ({results:?})", A::NAME),
+    }
+    let given_up = results.iter().flatten().filter(|d| d.result.is_none()).count();
+    assert_eq!(given_up, 2, "{}: the two calls ahead wait for the silent server: {results:?}", A::NAME);
+    assert!(start.elapsed() >= Duration::from_secs(4), "the calls ahead were given up after 4 s");
     A::close(conn);
     server.join().expect("script ran to its end");
 }
