@@ -157,7 +157,9 @@ pub fn event_digest(ev: &ClientEvent) -> (bool, u64) {
         (&e.class, &e.desc, e.raw.as_bytes()).hash(h);
     };
     match ev {
-        ClientEvent::Greeting(g) => (&g.version, &g.capabilities).hash(&mut h),
+        ClientEvent::Greeting(g) => {
+            (&g.version, g.raw_version.as_ref().map(RawJson::as_bytes), &g.capabilities).hash(&mut h)
+        }
         ClientEvent::Ready { oob } => oob.hash(&mut h),
         ClientEvent::Reply { id, result: Ok(v) } => (id, v.as_bytes()).hash(&mut h),
         ClientEvent::Reply { id, result: Err(e) } => {

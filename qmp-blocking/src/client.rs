@@ -26,7 +26,7 @@ pub struct Pending(RequestId);
 /// use serde_json::{json, Value};
 ///
 /// let mut qmp = Client::connect_unix("/run/qemu/vm0.qmp", Options::default())?;
-/// println!("QEMU {}", qmp.greeting().version);
+/// println!("QEMU {}", qmp.greeting().version_string());
 /// let status: Value = qmp.execute("query-status", ())?;
 /// qmp.execute::<Value>("stop", ())?;
 /// while let Some(event) = qmp.next_event(Some(std::time::Duration::from_secs(1)))? {

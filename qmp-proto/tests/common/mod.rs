@@ -90,10 +90,7 @@ impl Ev {
 /// Normalizes one event. Panics on a variant these tests do not know yet (so a new one gets looked at).
 pub fn norm(ev: ClientEvent) -> Ev {
     match ev {
-        ClientEvent::Greeting(g) => Ev::Greeting {
-            version: format!("{}.{}.{}", g.version.major, g.version.minor, g.version.micro),
-            caps: g.capabilities,
-        },
+        ClientEvent::Greeting(g) => Ev::Greeting { version: g.version_string(), caps: g.capabilities },
         ClientEvent::Ready { oob } => Ev::Ready { oob },
         ClientEvent::Reply { id, result: Ok(raw) } => Ev::ReplyOk { id: id.as_u64(), raw: raw.raw_str().to_owned() },
         ClientEvent::Reply { id, result: Err(e) } => {
