@@ -727,8 +727,11 @@ impl Client {
             Message::Event(ev) => self.push_report(ClientEvent::Event(ev)),
             Message::Return { id, value } => self.on_reply(id, Ok(value)),
             Message::Error { id, error } => self.on_reply(id, Err(error)),
-            Message::NotUnderstood { bytes, reason } => {
-                self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::NotUnderstood { bytes, reason }))
+            Message::NotJson { bytes, reason } => {
+                self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::NotJson { bytes, reason }))
+            }
+            Message::UnknownShape { bytes, id, reason } => {
+                self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::UnknownShape { bytes, id, reason }))
             }
         }
     }
@@ -868,7 +871,7 @@ fn describe(msg: &Message) -> String {
         Message::Return { value, .. } => format!("a reply ({value:?})"),
         Message::Error { error, .. } => format!("an error ({error})"),
         Message::Event(e) => format!("an event ({})", e.name),
-        Message::NotUnderstood { reason, .. } => reason.clone(),
+        Message::NotJson { reason, .. } | Message::UnknownShape { reason, .. } => reason.clone(),
     }
 }
 

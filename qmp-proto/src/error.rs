@@ -142,11 +142,22 @@ pub enum ProtocolViolation {
     },
     /// An error without an id: QEMU raises these before it reads the id (JSON parse errors, non-object input).
     IdlessError(QmpError),
-    /// A message that is not JSON, or JSON of an unknown shape.
-    NotUnderstood {
+    /// A message that is not valid JSON (QEMU writes `inf` for an id of `1e400`). Its command, if it was a
+    /// reply, cannot be told: it ends at its deadline.
+    NotJson {
         /// The message.
         bytes: Bytes,
-        /// Why.
+        /// What the JSON parser said.
+        reason: String,
+    },
+    /// Valid JSON of a shape this client does not know (not an object, or an object with none of `QMP`,
+    /// `event`, `return`, `error`, or one of those of the wrong type).
+    UnknownShape {
+        /// The message.
+        bytes: Bytes,
+        /// Its `id` member, exactly as sent, when it is an object that has one.
+        id: Option<RawJson>,
+        /// Why it was not understood.
         reason: String,
     },
     /// A message over the maximum message size. Its bytes were skipped, not buffered.
@@ -171,8 +182,12 @@ impl std::fmt::Display for ProtocolViolation {
             Self::UnknownId { id } => write!(f, "reply with unknown id {id}"),
             Self::IdlessReply { value } => write!(f, "reply without id: {value:?}"),
             Self::IdlessError(e) => write!(f, "error without id: {e}"),
-            Self::NotUnderstood { reason, bytes } => {
-                write!(f, "message not understood ({reason}); {} bytes", bytes.len())
+            Self::NotJson { reason, bytes } => write!(f, "message of {} bytes is not JSON ({reason})", bytes.len()),
+            Self::UnknownShape { reason, bytes, id: Some(id) } => {
+                write!(f, "message of {} bytes with id {id} has an unknown shape ({reason})", bytes.len())
+            }
+            Self::UnknownShape { reason, bytes, id: None } => {
+                write!(f, "message of {} bytes has an unknown shape ({reason})", bytes.len())
             }
             Self::Oversized { len, limit } => write!(f, "message of {len} bytes over the {limit}-byte limit skipped"),
             Self::Truncated { len } => write!(f, "message cut short by 0xFF after {len} bytes"),

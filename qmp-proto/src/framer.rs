@@ -15,7 +15,7 @@
 //!   [`Frame::Delimiter`]; an unfinished value before it is reported as [`Frame::Truncated`].
 //! - **Garbage is framed too.** A top-level token that does not start an object, array or string (QEMU never
 //!   sends one, a broken peer might) runs to the next whitespace, 0xFF, `{`, `[` or `"`, and is handed on as a
-//!   message so that classification can report it as not understood.
+//!   message so that classification can report it as not JSON.
 //!
 //! Speed: inside objects and arrays the input is scanned 64 bytes at a time. One pass over a block (which
 //! the compiler vectorizes) marks its quotes and brackets as bits of three words; a prefix XOR of the quote

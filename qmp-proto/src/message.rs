@@ -7,8 +7,9 @@
 //! other goes through serde, and the two give the same answer.
 //!
 //! Shapes, checked in this order (the member that decides is in brackets):
-//! greeting (`QMP`), event (`event`), success reply (`return`), error reply (`error`). Anything else, including
-//! text that is not JSON at all (QEMU can write `"id": inf`), is [`Message::NotUnderstood`].
+//! greeting (`QMP`), event (`event`), success reply (`return`), error reply (`error`). Valid JSON of any other
+//! shape is [`Message::UnknownShape`]; text that is not JSON at all (QEMU can write `"id": inf`) is
+//! [`Message::NotJson`].
 
 use std::borrow::Cow;
 
@@ -41,10 +42,20 @@ pub enum Message {
     },
     /// An asynchronous event.
     Event(ServerEvent),
-    /// Valid JSON of an unknown shape, or invalid JSON.
-    NotUnderstood {
+    /// Text that is not valid JSON (QEMU writes `inf` for an id of `1e400`).
+    NotJson {
         /// The whole message.
         bytes: Bytes,
+        /// What the JSON parser said.
+        reason: String,
+    },
+    /// Valid JSON of a shape this crate does not know (not an object, a greeting without `capabilities`, an
+    /// object with none of the members that decide, a member of the wrong type).
+    UnknownShape {
+        /// The whole message.
+        bytes: Bytes,
+        /// Its `id` member, exactly as sent, when it is an object that has one.
+        id: Option<RawJson>,
         /// Why it was not understood.
         reason: String,
     },
@@ -185,14 +196,7 @@ pub fn classify(bytes: Bytes) -> Message {
         Some(members) => members,
         None => match serde_json::from_slice::<Envelope<'_>>(&bytes) {
             Ok(env) => Members::from(env),
-            Err(e) => {
-                let reason = if bytes.first() == Some(&b'{') {
-                    format!("invalid message: {e}")
-                } else {
-                    format!("not a JSON object: {e}")
-                };
-                return Message::NotUnderstood { bytes, reason };
-            }
+            Err(e) => return unreadable(bytes, &e),
         },
     };
     let slice = |raw: &[u8]| RawJson::from_valid(bytes.slice_ref(raw));
@@ -203,7 +207,10 @@ pub fn classify(bytes: Bytes) -> Message {
                 raw_version: g.version.map(|v| slice(v.get().as_bytes())),
                 capabilities: g.capabilities.iter().filter_map(|c| serde_json::from_str(c.get()).ok()).collect(),
             }),
-            Err(e) => Message::NotUnderstood { reason: format!("greeting of the wrong shape: {e}"), bytes },
+            Err(e) => {
+                let id = members.id.map(slice);
+                Message::UnknownShape { id, reason: format!("greeting of the wrong shape: {e}"), bytes }
+            }
         };
     }
     if let Some(name) = members.event {
@@ -218,7 +225,30 @@ pub fn classify(bytes: Bytes) -> Message {
     if let Some(body) = members.error {
         return Message::Error { id, error: QmpError::from_body(slice(body)) };
     }
-    Message::NotUnderstood { bytes, reason: "object with none of QMP, event, return, error".into() }
+    let reason = "object with none of QMP, event, return, error".to_owned();
+    Message::UnknownShape { bytes, id, reason }
+}
+
+/// A message serde could not read as an envelope: text that is not JSON, or JSON of another shape.
+fn unreadable(bytes: Bytes, error: &serde_json::Error) -> Message {
+    // `RawValue` checks syntax without building anything, and without serde's recursion limit.
+    if serde_json::from_slice::<&RawValue>(&bytes).is_err() {
+        return Message::NotJson { reason: format!("not valid JSON: {error}"), bytes };
+    }
+    /// The `id` of an object whose other members serde could not read.
+    #[derive(Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow, default, deserialize_with = "present")]
+        id: Option<&'a RawValue>,
+    }
+    let id = serde_json::from_slice::<IdOnly<'_>>(&bytes).ok().and_then(|m| m.id);
+    let id = id.map(|raw| RawJson::from_valid(bytes.slice_ref(raw.get().as_bytes())));
+    let reason = if bytes.first() == Some(&b'{') {
+        format!("object of an unknown shape: {error}")
+    } else {
+        format!("not a JSON object: {error}")
+    };
+    Message::UnknownShape { bytes, id, reason }
 }
 
 /// A greeting's `version` member, when it has today's shape; `None` for any other (the caller keeps the text).
@@ -594,9 +624,37 @@ mod tests {
     }
 
     #[test]
-    fn not_understood() {
-        for s in [r#"{"return": {}, "id": inf}"#, "garbage", "[1]", r#"{"x": 1}"#, r#"{"QMP": 1}"#] {
-            assert!(matches!(c(s), Message::NotUnderstood { .. }), "{s}");
+    fn not_json() {
+        for s in [r#"{"return": {}, "id": inf}"#, "garbage", "[1, garbage", r#"{"id": 1, "x": 1"#, "{\"a\": \"\u{1}\"}"]
+        {
+            let m = c(s);
+            assert!(matches!(&m, Message::NotJson { bytes, reason } if bytes == s && !reason.is_empty()), "{s}: {m:?}");
         }
+    }
+
+    #[test]
+    fn unknown_shape_keeps_the_id() {
+        let cases = [
+            ("[1]", None),
+            ("12", None),
+            (r#""s""#, None),
+            (r#"{"x": 1}"#, None),
+            (r#"{"x": 1, "id": "a"}"#, Some(r#""a""#)),
+            (r#"{"id": null}"#, Some("null")),
+            (r#"{"QMP": 1, "id": 5}"#, Some("5")),
+            (r#"{"event": 7, "id": {"k": [1]}}"#, Some(r#"{"k": [1]}"#)),
+            (r#"{"return": 1, "return": 2, "id": 3}"#, Some("3")),
+            (r#"{"id": 1, "id": 2}"#, None),
+        ];
+        for (s, want) in cases {
+            let m = c(s);
+            let Message::UnknownShape { bytes, id, reason } = m else { panic!("{s}: {m:?}") };
+            assert_eq!(bytes, s.as_bytes(), "{s}");
+            assert_eq!(id.as_ref().map(RawJson::raw_str), want, "{s}");
+            assert!(!reason.is_empty());
+        }
+        // Deeper than serde's recursion limit is still valid JSON.
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        assert!(matches!(c(&deep), Message::UnknownShape { .. }));
     }
 }

@@ -228,7 +228,8 @@ impl Model {
                 | Ev::UnknownId { .. }
                 | Ev::IdlessReply { .. }
                 | Ev::IdlessError { .. }
-                | Ev::NotUnderstood { .. }
+                | Ev::NotJson { .. }
+                | Ev::UnknownShape { .. }
                 | Ev::UnexpectedGreeting
                 | Ev::Oversized { .. }
                 | Ev::Truncated { .. } => self.reports_seen += 1,

@@ -305,17 +305,58 @@ fn reply_to_a_queued_command_is_unknown() {
 }
 
 #[test]
-fn id_inf_is_not_understood_and_the_session_survives() {
+fn id_inf_is_not_json_and_the_session_survives() {
     let mut d = qmp_ready();
     let a = d.exec("query-version", opts());
     for bad in ["{\"return\": {}, \"id\": inf}\r\n", "{\"return\": {}, \"id\": -inf}\r\n"] {
         let evs = d.input(bad);
-        let [Ev::NotUnderstood { bytes, reason }] = evs.as_slice() else { panic!("{evs:?}") };
+        let [Ev::NotJson { bytes, reason }] = evs.as_slice() else { panic!("{evs:?}") };
         assert_eq!(bytes.as_slice(), bad.trim_end().as_bytes());
-        assert!(reason.contains("invalid"), "{reason}");
+        assert!(reason.contains("not valid JSON"), "{reason}");
     }
     assert!(!d.client.is_closed());
     assert_eq!(d.input(ret(a.as_u64(), "{}")), [ok(a, "{}")]);
+}
+
+/// Text that is not JSON and JSON of an unknown shape are told apart (the latter with its id), whatever the
+/// split of the input, and the session goes on.
+#[test]
+fn not_json_and_unknown_shape_are_told_apart() {
+    let input = "{\"id\": 1e400x}\r\n[1, 2]\r\n{\"id\": 7, \"retrun\": {}}\r\n{\"event\": 1}\r\n";
+    for chunk in [input.len(), 1, 5] {
+        let mut d = qmp_ready();
+        let a = d.exec("query-version", opts());
+        let mut evs = Vec::new();
+        for piece in input.as_bytes().chunks(chunk) {
+            evs.extend(d.input(piece));
+        }
+        let shapes: Vec<_> = evs
+            .iter()
+            .map(|e| match e {
+                Ev::NotJson { bytes, .. } => ("not-json", common::lossy(bytes), None),
+                Ev::UnknownShape { bytes, id, .. } => ("unknown-shape", common::lossy(bytes), id.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                ("not-json", "{\"id\": 1e400x}".to_owned(), None),
+                ("unknown-shape", "[1, 2]".to_owned(), None),
+                ("unknown-shape", "{\"id\": 7, \"retrun\": {}}".to_owned(), Some("7".to_owned())),
+                ("unknown-shape", "{\"event\": 1}".to_owned(), None),
+            ],
+            "chunks of {chunk}"
+        );
+        assert_eq!(d.input(ret(a.as_u64(), "{}")), [ok(a, "{}")]);
+    }
+    let shown = qmp_proto::ProtocolViolation::UnknownShape {
+        bytes: bytes::Bytes::from_static(b"{\"id\": 7}"),
+        id: Some(RawJson::from_json("7").unwrap()),
+        reason: "no return".into(),
+    }
+    .to_string();
+    assert!(shown.contains("id 7") && shown.contains("no return"), "{shown}");
 }
 
 #[test]

@@ -56,8 +56,13 @@ pub enum Ev {
         class: String,
         desc: String,
     },
-    NotUnderstood {
+    NotJson {
         bytes: Vec<u8>,
+        reason: String,
+    },
+    UnknownShape {
+        bytes: Vec<u8>,
+        id: Option<String>,
         reason: String,
     },
     Oversized {
@@ -111,7 +116,10 @@ pub fn norm(ev: ClientEvent) -> Ev {
             ProtocolViolation::UnknownId { id } => Ev::UnknownId { id: id.raw_str().to_owned() },
             ProtocolViolation::IdlessReply { value } => Ev::IdlessReply { value: value.raw_str().to_owned() },
             ProtocolViolation::IdlessError(e) => Ev::IdlessError { class: e.class, desc: e.desc },
-            ProtocolViolation::NotUnderstood { bytes, reason } => Ev::NotUnderstood { bytes: bytes.to_vec(), reason },
+            ProtocolViolation::NotJson { bytes, reason } => Ev::NotJson { bytes: bytes.to_vec(), reason },
+            ProtocolViolation::UnknownShape { bytes, id, reason } => {
+                Ev::UnknownShape { bytes: bytes.to_vec(), id: id.map(|id| id.raw_str().to_owned()), reason }
+            }
             ProtocolViolation::Oversized { len, limit } => Ev::Oversized { len, limit },
             ProtocolViolation::Truncated { len } => Ev::Truncated { len },
             ProtocolViolation::UnexpectedGreeting => Ev::UnexpectedGreeting,
