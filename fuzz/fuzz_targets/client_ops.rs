@@ -1,7 +1,9 @@
 //! A sequence of operations against one client (execute, execute OOB, guest-sync, cancel, server input, timeout
 //! at a time, EOF, close), with the invariants checked after every step:
 //! - in-band commands on the wire never exceed `max_in_flight`;
-//! - every request ends exactly once (reply, error, timeout, cancel or close), and `pending()` agrees;
+//! - every request ends exactly once (reply, error, timeout, cancel or close), and `pending()` agrees; a
+//!   written command answered only on failure never times out (its deadline ends it as a success) and, when
+//!   the server goes away (EOF, transport error), ends as a success before `Closed`;
 //! - a deadline never fires early, and every deadline at or before `now` has fired after `handle_timeout(now)`;
 //! - nothing happens after `Closed`, which comes once, last, and ends every request;
 //! - transmitted bytes are whole JSON commands, each written once, in-band ones in the order they were issued,
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use qmp_fuzz::parse_commands;
-use qmp_proto::{Client, ClientEvent, Config, ExecuteOptions, Mode, RequestId, UsageError};
+use qmp_proto::{Client, ClientEvent, Config, ConnectionError, ExecuteOptions, Mode, RequestId, UsageError};
 
 #[derive(Arbitrary, Debug)]
 struct Setup {
@@ -187,20 +189,22 @@ impl Harness {
             if cmd.name == "qmp_capabilities" {
                 assert!(!self.ready && self.mode == Mode::Qmp, "qmp_capabilities out of place");
             }
+            assert!(!self.never_written.contains(&cmd.id), "command {} written after it ended", cmd.id);
+            assert!(self.written_set.insert(cmd.id), "command {} written twice", cmd.id);
             self.written.push(cmd.id);
         }
         assert!(fd_at.is_empty(), "descriptor offsets not before a command: {fd_at:?}");
         while let Some(ev) = self.client.poll_event() {
             assert!(!self.closed, "event after Closed: {ev:?}");
             match ev {
-                ClientEvent::Reply { id, result } => {
+                ClientEvent::Reply { id, .. } => {
                     let open = self.ended(id, None);
-                    if !open.expect_reply {
-                        assert_eq!(result.expect("a no-reply command succeeds").raw_str(), "{}");
-                    }
+                    assert!(open.expect_reply || self.written_set.contains(&id.as_u64()), "{id} ended unwritten");
                 }
                 ClientEvent::TimedOut { id } => {
-                    self.ended(id, now);
+                    let open = self.ended(id, now);
+                    let written = self.written_set.contains(&id.as_u64());
+                    assert!(open.expect_reply || !written, "written no-reply command {id} timed out");
                 }
                 ClientEvent::Failed { id, .. } => {
                     self.ended(id, None);
@@ -209,7 +213,15 @@ impl Harness {
                     assert!(!self.ready, "Ready twice");
                     self.ready = true;
                 }
-                ClientEvent::Closed(_) => {
+                ClientEvent::Closed(cause) => {
+                    if matches!(
+                        cause,
+                        ConnectionError::Eof | ConnectionError::EofMidMessage { .. } | ConnectionError::Transport(_)
+                    ) {
+                        let silent =
+                            self.open.iter().filter(|(id, o)| !o.expect_reply && self.written_set.contains(id));
+                        assert_eq!(silent.count(), 0, "a written no-reply command outlived the server");
+                    }
                     self.closed = true;
                     for id in std::mem::take(&mut self.open).into_keys() {
                         if !self.written_set.contains(&id) {

@@ -10,10 +10,15 @@
 //! | `Negotiating` | its reply | `Ready`, then send the queued commands / on error close `NegotiationFailed` |
 //! | `Negotiating` | deadline | close: `NegotiationTimeout` |
 //! | `Ready` | replies, events | route by id / emit |
+//! | any | EOF, transport error | written commands answered only on failure succeed; then as below |
 //! | any | EOF, transport error, `close()` | close with that cause: every pending command ends with it |
 //!
 //! Guest-agent mode starts in `Ready`. Commands wait in a queue until `Ready`; then at most `max_in_flight`
 //! in-band commands are on the wire, the rest wait in order; OOB commands skip the queue.
+//!
+//! A command answered only on failure (`guest-shutdown`, `guest-suspend-*`, or
+//! [`ExecuteOptions::expect_reply(false)`](crate::ExecuteOptions::expect_reply)) holds no in-flight slot once
+//! written: its error reply ends it as `Err`; EOF, a transport error or its deadline (the grace period) as `Ok({})`.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -74,7 +79,8 @@ pub enum ClientEvent {
     },
     /// An asynchronous event from the server.
     Event(ServerEvent),
-    /// A command's deadline passed. Ends the request; its late reply, if any, is swallowed.
+    /// A command's deadline passed. Ends the request; its late reply, if any, is swallowed. (Not for a written
+    /// command answered only on failure: its deadline is a grace period and ends it with a successful `Reply`.)
     TimedOut {
         /// The command.
         id: RequestId,
@@ -86,7 +92,9 @@ pub enum ClientEvent {
     },
     /// The server sent something wrong; the session goes on.
     ProtocolViolation(ProtocolViolation),
-    /// The connection is over. Every request not ended yet ends here. Always the last event.
+    /// The connection is over. Every request not ended yet ends here. Always the last event. When the server
+    /// went away (EOF, transport error), written commands answered only on failure have just ended with a
+    /// successful `Reply` (see [`ExecuteOptions::expect_reply`]).
     Closed(ConnectionError),
 }
 
@@ -118,12 +126,25 @@ struct Request {
     purpose: Purpose,
     oob: bool,
     deadline: Option<Instant>,
-    /// False for commands that complete when written (guest-agent `guest-shutdown` and the like).
+    /// False for commands answered only when they fail (guest-agent `guest-shutdown` and the like): once
+    /// written, an error reply, EOF or the deadline ends them, and they hold no in-flight slot.
     expect_reply: bool,
     /// The encoded command while it is queued.
     wire: Vec<u8>,
     /// Whether a file descriptor goes with it (its wire starts with the space byte that carries it).
     pass_fd: bool,
+}
+
+impl Request {
+    /// Whether it takes one of the `max_in_flight` slots while on the wire: in-band commands that are answered.
+    fn holds_slot(&self) -> bool {
+        !self.oob && self.expect_reply
+    }
+
+    /// Written, and answered only if it fails.
+    fn awaits_failure(&self) -> bool {
+        self.stage == Stage::InFlight && !self.expect_reply
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,10 +182,6 @@ impl Hasher for IdHasher {
         self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
-
-/// Guest-agent commands that send no reply when they succeed.
-const NO_REPLY_COMMANDS: [&str; 4] =
-    ["guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"];
 
 /// The client state machine. See the [crate docs](crate) for the driving contract and a complete example.
 ///
@@ -361,9 +378,7 @@ impl Client {
             return Err(UsageError::InvalidArguments("a command passing a file descriptor runs in-band".into()));
         }
         self.check_room()?;
-        let expect_reply = opts
-            .expect_reply
-            .unwrap_or_else(|| !(self.config.mode == Mode::GuestAgent && NO_REPLY_COMMANDS.contains(&command)));
+        let expect_reply = opts.expect_reply.unwrap_or_else(|| !self.config.replies_only_on_failure(command));
         let id = self.take_id();
         let mut wire = Vec::with_capacity(command.len() + args.map_or(0, <[u8]>::len) + 40);
         if opts.pass_fd {
@@ -407,7 +422,12 @@ impl Client {
         }
         match req.stage {
             Stage::Abandoned => return false,
+            // Not written yet; or written and answered only on failure, so there is nothing to wait for (a
+            // late error reply is reported as an unknown id).
             Stage::Queued => {
+                self.requests.remove(&id.0);
+            }
+            Stage::InFlight if !req.expect_reply => {
                 self.requests.remove(&id.0);
             }
             Stage::InFlight => {
@@ -590,7 +610,7 @@ impl Client {
     /// discarded anyway; and an agent that crashed or restarted never writes them, which would otherwise hold
     /// the sync (the very means to recover from that) back forever.
     fn forget_abandoned(&mut self) {
-        if self.requests.values().any(|r| r.stage == Stage::InFlight && !r.oob) {
+        if self.requests.values().any(|r| r.stage == Stage::InFlight && r.holds_slot()) {
             return;
         }
         self.requests.retain(|_, r| r.stage != Stage::Abandoned);
@@ -607,16 +627,8 @@ impl Client {
             self.fd_in_flight = Some(id);
         }
         self.transmit.append(&mut req.wire);
-        if !req.expect_reply {
-            if let Some(at) = req.deadline {
-                self.timers.cancel(at, Timer::Command(id));
-            }
-            self.requests.remove(&id);
-            self.events.push_back(ClientEvent::Reply { id: RequestId(id), result: Ok(empty_object()) });
-            return;
-        }
         req.stage = Stage::InFlight;
-        if !req.oob {
+        if req.holds_slot() {
             self.in_flight += 1;
         }
         if let Purpose::Sync(_) = req.purpose {
@@ -665,6 +677,12 @@ impl Client {
                     r.seen_delimiter = true;
                 }
             }
+            Frame::Message(bytes) if discarding => {
+                // Only a command answered on failure makes a discarded message worth reading.
+                if self.requests.values().any(Request::awaits_failure) {
+                    self.on_discarded(classify(bytes));
+                }
+            }
             _ if discarding => {}
             Frame::Message(bytes) => {
                 let msg = classify(bytes);
@@ -675,6 +693,7 @@ impl Client {
                         if wire_id(id) == Some(r.id))
                     {
                         r.seen_delimiter = false;
+                        self.on_discarded(msg);
                         return;
                     }
                 }
@@ -736,6 +755,19 @@ impl Client {
         }
     }
 
+    /// A message a resync discards. The agent answered commands written before the sync's 0xFF first, so a
+    /// reply to a command answered only on failure is still its answer: it ends it. Anything else is dropped.
+    fn on_discarded(&mut self, msg: Message) {
+        let (id, result) = match msg {
+            Message::Return { id: Some(id), value } => (id, Ok(value)),
+            Message::Error { id: Some(id), error } => (id, Err(error)),
+            _ => return,
+        };
+        if wire_id(&id).and_then(|k| self.requests.get(&k)).is_some_and(Request::awaits_failure) {
+            self.on_reply(Some(id), result);
+        }
+    }
+
     /// Routes a reply to its request by id.
     fn on_reply(&mut self, id: Option<RawJson>, result: Result<RawJson, QmpError>) {
         let Some(raw_id) = id else {
@@ -793,7 +825,7 @@ impl Client {
             self.requests.insert(key, req);
             return None;
         }
-        if !req.oob {
+        if req.holds_slot() {
             self.in_flight -= 1;
         }
         if let Some(at) = req.deadline {
@@ -813,6 +845,13 @@ impl Client {
         req.deadline = None;
         match req.stage {
             Stage::Abandoned => return,
+            // For a command answered only on failure, the deadline is the grace period: no error by then
+            // means it succeeded.
+            Stage::InFlight if !req.expect_reply => {
+                self.requests.remove(&id);
+                self.events.push_back(ClientEvent::Reply { id: RequestId(id), result: Ok(empty_object()) });
+                return;
+            }
             Stage::Queued => {
                 self.requests.remove(&id);
             }
@@ -846,6 +885,16 @@ impl Client {
             return;
         }
         self.phase = Phase::Closed;
+        if matches!(cause, ConnectionError::Eof | ConnectionError::EofMidMessage { .. } | ConnectionError::Transport(_))
+        {
+            // The agent went away (it powers off or suspends) without reporting a failure: success.
+            let mut succeeded: Vec<u64> =
+                self.requests.iter().filter(|(_, r)| r.awaits_failure()).map(|(id, _)| *id).collect();
+            succeeded.sort_unstable();
+            for id in succeeded {
+                self.events.push_back(ClientEvent::Reply { id: RequestId(id), result: Ok(empty_object()) });
+            }
+        }
         self.requests.clear();
         self.queue.clear();
         self.timers.clear();

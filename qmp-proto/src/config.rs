@@ -2,6 +2,20 @@
 
 use std::time::{Duration, Instant};
 
+/// The grace period to give a command answered only on failure (see [`Config::replies_only_on_failure`]) as its
+/// deadline, when the caller has no better one: 2 seconds.
+///
+/// qemu-ga runs `guest-shutdown` and `guest-suspend-*` by starting a helper (`shutdown`, `systemctl suspend`,
+/// `pm-suspend`, ...) and waiting for it; it writes a reply only when that fails, and on success the guest
+/// goes down or to sleep with nothing written. So silence means success, but only after the helper had time to
+/// fail: the client ends such a command with an error reply if one comes, and otherwise with success when the
+/// agent closes the connection or when the deadline (this grace period) passes.
+pub const DEFAULT_NO_REPLY_GRACE: Duration = Duration::from_secs(2);
+
+/// Guest-agent commands that send no reply when they succeed (`success-response: false` in qga's schema).
+const REPLY_ONLY_ON_FAILURE: [&str; 4] =
+    ["guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"];
+
 /// Which protocol the peer speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -125,6 +139,14 @@ impl Config {
     pub fn get_max_queued_events(&self) -> usize {
         self.max_queued_events
     }
+
+    /// Whether the server answers `command` only when it fails: in guest-agent mode, `guest-shutdown`,
+    /// `guest-suspend-disk`, `guest-suspend-ram` and `guest-suspend-hybrid` (the default of
+    /// [`ExecuteOptions::expect_reply`]). Adapters give such a command [`DEFAULT_NO_REPLY_GRACE`] as its
+    /// deadline when the caller set none, since there the deadline is the grace period for an error to come.
+    pub fn replies_only_on_failure(&self, command: &str) -> bool {
+        self.mode == Mode::GuestAgent && REPLY_ONLY_ON_FAILURE.contains(&command)
+    }
 }
 
 /// Options for one command.
@@ -156,6 +178,8 @@ impl ExecuteOptions {
     }
 
     /// End the command with [`ClientEvent::TimedOut`](crate::ClientEvent::TimedOut) if no reply came by `deadline`.
+    /// For a command answered only on failure (see [`expect_reply`](Self::expect_reply)) that has been written,
+    /// the deadline is the grace period instead: passing it ends the command as a success.
     pub fn deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
         self
@@ -167,9 +191,16 @@ impl ExecuteOptions {
         self
     }
 
-    /// Whether the server answers this command. By default every command is answered, except, in guest-agent
-    /// mode, those that send nothing on success (`guest-shutdown`, `guest-suspend-disk`, `guest-suspend-ram`,
-    /// `guest-suspend-hybrid`). A command that expects no reply completes (with `{}`) when it is written.
+    /// Whether the server answers this command on success. By default every command is, except, in guest-agent
+    /// mode, those that reply only on failure ([`Config::replies_only_on_failure`]: `guest-shutdown`,
+    /// `guest-suspend-disk`, `guest-suspend-ram`, `guest-suspend-hybrid`).
+    ///
+    /// Once written, a command that expects no reply ends with the first of: a reply carrying its id (an error
+    /// is [`ClientEvent::Reply`](crate::ClientEvent::Reply) with `Err`); the server closing the connection (EOF
+    /// or a transport error: `Reply` with `Ok({})`, before `Closed`); its deadline (`Reply` with `Ok({})`, not
+    /// `TimedOut`: pick it as the grace period, for example [`DEFAULT_NO_REPLY_GRACE`]). Without a deadline it
+    /// waits for one of the other two. It holds no in-flight slot and does not hold back a `guest_sync`. Before
+    /// it is written it is like any command (its deadline then ends it with `TimedOut`).
     pub fn expect_reply(mut self, expect: bool) -> Self {
         self.expect_reply = Some(expect);
         self

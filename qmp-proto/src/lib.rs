@@ -16,7 +16,8 @@
 //! - **Flow control**: at most 8 in-band commands on the wire (QEMU's own queue length), OOB bypasses it.
 //! - **Deadlines** for the handshake and for each command, on the caller's clock.
 //! - **Bounds** on message size, pending commands and undrained events; overflow is reported, never absorbed.
-//! - **Guest agent**: no greeting, `guest-sync-delimited` resynchronisation, commands that never reply.
+//! - **Guest agent**: no greeting, `guest-sync-delimited` resynchronisation, commands that reply only when they
+//!   fail (an error ends them; EOF or their deadline, the grace period, ends them as a success).
 //!
 //! # For adapters
 //! [`adapter`] holds what the adapters share and re-export under their own names (their `Error`, ...): plain
@@ -124,7 +125,7 @@ mod raw;
 mod timers;
 
 pub use client::{Client, ClientEvent, RequestId};
-pub use config::{Config, ExecuteOptions, Mode};
+pub use config::{Config, ExecuteOptions, Mode, DEFAULT_NO_REPLY_GRACE};
 pub use error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
 pub use message::{Greeting, ServerEvent, Timestamp, Version};
 pub use raw::RawJson;

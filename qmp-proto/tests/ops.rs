@@ -3,7 +3,8 @@
 //! - `in_flight() <= max_in_flight`, and it equals the in-band commands the server holds unanswered (QMP; in
 //!   guest-agent mode, those sent since the last resync);
 //! - every request ends exactly once (`Reply`, `TimedOut`, `Failed`, a successful `cancel`, or `Closed`), and
-//!   `pending()` counts exactly the requests not ended;
+//!   `pending()` counts exactly the requests not ended; a written command answered only on failure ends with
+//!   its error, at its deadline (as a success) or, as a success before `Closed`, at EOF;
 //! - a command cancelled or timed out while queued is never transmitted; no command is transmitted twice;
 //! - every server event or violation is delivered or counted in `EventsDropped` (QMP);
 //! - `Closed` comes once and nothing follows it; later calls fail with the same sticky cause.
@@ -25,7 +26,11 @@ enum Op {
     ExecuteOob {
         deadline: Option<u64>,
     },
-    ExecuteNoReply,
+    ExecuteNoReply {
+        deadline: Option<u64>,
+    },
+    /// The server reports the failure of one of the written commands answered only on failure.
+    FailSilent(usize),
     GuestSync {
         deadline: Option<u64>,
     },
@@ -56,7 +61,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => deadline.clone().prop_map(|deadline| Op::Execute { deadline }),
         2 => deadline.clone().prop_map(|deadline| Op::ExecuteOob { deadline }),
-        1 => Just(Op::ExecuteNoReply),
+        1 => deadline.clone().prop_map(|deadline| Op::ExecuteNoReply { deadline }),
+        1 => any::<usize>().prop_map(Op::FailSilent),
         1 => deadline.prop_map(|deadline| Op::GuestSync { deadline }),
         2 => any::<usize>().prop_map(Op::Cancel),
         10 => (any::<usize>(), prop::bool::weighted(0.15), any::<usize>())
@@ -124,6 +130,10 @@ struct Model {
     transmitted: HashMap<u64, usize>,
     held: Vec<Held>,
     answered: Vec<u64>,
+    /// Commands answered only on failure that were written, with their deadline (ms of virtual time).
+    silent: Vec<(u64, Option<std::time::Instant>)>,
+    /// Commands answered only on failure, by id, with their deadline.
+    silent_issued: HashMap<u64, Option<std::time::Instant>>,
     /// Events processed so far in `d.log`, commands processed so far in `d.sent`.
     log_seen: usize,
     sent_seen: usize,
@@ -154,6 +164,8 @@ impl Model {
             transmitted: HashMap::new(),
             held: Vec::new(),
             answered: Vec::new(),
+            silent: Vec::new(),
+            silent_issued: HashMap::new(),
             log_seen: 0,
             sent_seen: 0,
             closed: None,
@@ -195,7 +207,9 @@ impl Model {
                 self.held.iter_mut().for_each(|h| h.stale = true);
             }
             let no_reply = ["guest-shutdown", "quit-no-reply"].contains(&cmd.name.as_str());
-            if !no_reply {
+            if no_reply {
+                self.silent.push((cmd.id, self.silent_issued[&cmd.id]));
+            } else {
                 self.held.push(Held { id: cmd.id, oob: cmd.oob, nonce, stale: false });
             }
         }
@@ -208,6 +222,17 @@ impl Model {
                 let life = self.life.get_mut(&id).unwrap_or_else(|| panic!("{ev:?} for an id never issued"));
                 assert_eq!(*life, Life::Open, "request {id} ended twice: {ev:?}");
                 *life = Life::Ended;
+                if let Some(at) = self.silent.iter().position(|(s, _)| *s == id) {
+                    // Written and answered only on failure: an error, or a success at its deadline or EOF.
+                    let (_, deadline) = self.silent.remove(at);
+                    assert!(!matches!(ev, Ev::TimedOut { .. }), "written silent command {id} timed out");
+                    if let Ev::ReplyOk { raw, .. } = &ev {
+                        assert_eq!(raw, "{}");
+                        let at_deadline = deadline.is_some_and(|d| d <= self.d.now);
+                        let eof = self.d.client.is_closed();
+                        assert!(at_deadline || eof, "silent command {id} succeeded before its deadline or EOF");
+                    }
+                }
                 if matches!(ev, Ev::TimedOut { .. }) && !self.transmitted.contains_key(&id) {
                     self.ended_unsent.push(id);
                 }
@@ -215,6 +240,10 @@ impl Model {
             }
             match ev {
                 Ev::Closed(cause) => {
+                    if matches!(cause, ConnectionError::Eof | ConnectionError::EofMidMessage { .. }) {
+                        let open: Vec<_> = self.silent.iter().filter(|(id, _)| self.life[id] == Life::Open).collect();
+                        assert!(open.is_empty(), "silent commands {open:?} not ended before EOF closed");
+                    }
                     for life in self.life.values_mut() {
                         *life = Life::Ended;
                     }
@@ -337,13 +366,27 @@ impl Model {
                 let r = self.d.client.execute("query-yank", None::<&()>, self.deadline(*deadline).oob());
                 self.issue(r, true);
             }
-            Op::ExecuteNoReply => {
+            Op::ExecuteNoReply { deadline } => {
+                let opts = self.deadline(*deadline);
                 let (name, opts) = match self.mode {
-                    Mode::GuestAgent => ("guest-shutdown", ExecuteOptions::new()),
-                    Mode::Qmp => ("quit-no-reply", ExecuteOptions::new().expect_reply(false)),
+                    Mode::GuestAgent => ("guest-shutdown", opts),
+                    Mode::Qmp => ("quit-no-reply", opts.expect_reply(false)),
                 };
                 let r = self.d.client.execute(name, None::<&()>, opts);
+                if let Ok(id) = &r {
+                    self.silent_issued.insert(id.as_u64(), opts.get_deadline());
+                }
                 self.issue(r, false);
+            }
+            Op::FailSilent(ix) => {
+                let open: Vec<u64> =
+                    self.silent.iter().map(|(id, _)| *id).filter(|id| self.life[id] == Life::Open).collect();
+                if open.is_empty() {
+                    return;
+                }
+                let id = open[ix % open.len()];
+                self.feed(err(id, "GenericError", "no shutdown").as_bytes(), None);
+                assert_eq!(self.life[&id], Life::Ended, "the error ended silent command {id}");
             }
             Op::GuestSync { deadline } => {
                 let nonce = 1000 + self.issued.len() as u32;

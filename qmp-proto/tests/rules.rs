@@ -774,46 +774,158 @@ fn guest_agent_is_ready_at_construction() {
     assert!(matches!(Client::new(Config::qmp(), d.base).guest_sync(1, opts()), Err(UsageError::NotGuestAgent)));
 }
 
-#[test]
-fn guest_shutdown_completes_when_written() {
-    let mut d = ga();
-    let p = d.exec("guest-ping", opts());
-    let s = d.exec_args("guest-shutdown", &json!({"mode": "powerdown"}), opts().deadline(d.deadline(1_000)));
-    assert_eq!(d.log[1..], [ok(s, "{}")], "Reply Ok {{}} as soon as it is written");
-    assert_eq!(d.last_sent("guest-shutdown").args, Some(json!({"mode": "powerdown"})));
-    assert_eq!(d.client.in_flight(), 1, "only guest-ping awaits a reply");
-    assert_eq!(d.client.pending(), 1);
-    assert!(d.at(2_000).is_empty(), "no TimedOut for a completed command");
-    assert!(!d.cancel(s));
-    for name in ["guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"] {
-        let id = d.exec(name, opts());
-        assert_eq!(d.log.last(), Some(&ok(id, "{}")));
+/// `{"id": ID, "error": ...}` as qemu-ga writes it (LF only).
+fn ga_err(id: RequestId, desc: &str) -> String {
+    err(id.as_u64(), "GenericError", desc).replace("\r\n", "\n")
+}
+
+fn err_ev(id: RequestId, desc: &str) -> Ev {
+    Ev::ReplyErr {
+        id: id.as_u64(),
+        class: "GenericError".into(),
+        desc: desc.into(),
+        raw: format!(r#"{{"class": "GenericError", "desc": "{desc}"}}"#),
     }
-    // expect_reply overrides the default, both ways, in both modes.
-    let x = d.exec("guest-ping", opts().expect_reply(false));
-    assert_eq!(d.log.last(), Some(&ok(x, "{}")));
-    let y = d.exec("guest-shutdown", opts().expect_reply(true));
-    assert_eq!(d.log.last(), Some(&ok(x, "{}")));
-    assert_eq!(
-        d.input(format!("{{\"return\": {{}}, \"id\": {}}}\n{{\"return\": {{}}, \"id\": {}}}\n", p, y)),
-        [ok(p, "{}"), ok(y, "{}")]
-    );
-    let mut q = qmp_ready();
-    let z = q.exec("quit", opts().expect_reply(false));
-    assert_eq!(q.log, [ok(z, "{}")]);
-    let w = q.exec("guest-shutdown", opts());
-    assert!(q.log.len() == 1 && q.client.pending() == 1, "QMP has no no-reply commands by default");
-    assert_eq!(q.input(ret(w.as_u64(), "{}")), [ok(w, "{}")]);
 }
 
 #[test]
-fn guest_no_reply_command_queued_behind_the_limit_completes_when_written() {
+fn replies_only_on_failure_names_the_silent_guest_agent_commands() {
+    let ga = Config::guest_agent();
+    for name in ["guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"] {
+        assert!(ga.replies_only_on_failure(name), "{name}");
+        assert!(!Config::qmp().replies_only_on_failure(name), "QMP has none: {name}");
+    }
+    for name in ["guest-ping", "guest-sync-delimited", "guest-shutdownx", ""] {
+        assert!(!ga.replies_only_on_failure(name), "{name}");
+    }
+    assert_eq!(qmp_proto::DEFAULT_NO_REPLY_GRACE, std::time::Duration::from_secs(2));
+}
+
+/// Written, `guest-shutdown` waits; an error reply with its id ends it as `Err`, whatever the split.
+#[test]
+fn guest_shutdown_error_reply_ends_it() {
+    let mut d = ga();
+    let s = d.exec_args("guest-shutdown", &json!({"mode": "powerdown"}), opts().deadline(d.deadline(2_000)));
+    assert_eq!(d.last_sent("guest-shutdown").args, Some(json!({"mode": "powerdown"})));
+    assert_eq!(d.log.len(), 1, "nothing ends it when written: {:?}", d.log);
+    assert_eq!(d.client.pending(), 1);
+    assert_eq!(d.client.in_flight(), 0, "it holds no in-flight slot");
+    let input = ga_err(s, "failed to execute shutdown");
+    for chunk in [input.len(), 1, 9] {
+        let mut d = ga();
+        let s = d.exec("guest-shutdown", opts().deadline(d.deadline(2_000)));
+        let mut evs = Vec::new();
+        for piece in input.as_bytes().chunks(chunk) {
+            evs.extend(d.input(piece));
+        }
+        assert_eq!(evs, [err_ev(s, "failed to execute shutdown")], "chunks of {chunk}");
+        assert_eq!(d.client.pending(), 0);
+        assert_eq!(d.timeout, None, "its deadline is disarmed");
+        assert!(d.at(5_000).is_empty());
+    }
+}
+
+/// EOF (or a transport error) ends a written silent command as a success, before `Closed`; other pending
+/// requests end with the connection's error, and a silent command not written yet is not a success.
+#[test]
+fn guest_shutdown_succeeds_when_the_agent_goes_away() {
+    for transport_error in [false, true] {
+        let mut d = Driver::new(Config::guest_agent().max_in_flight(1));
+        let p = d.exec("guest-ping", opts());
+        let s = d.exec("guest-shutdown", opts());
+        let r = d.exec("guest-suspend-ram", opts());
+        assert_eq!(d.sent.len(), 1, "both wait behind guest-ping");
+        assert_eq!(d.input(format!("{{\"return\": {{}}, \"id\": {p}}}\n")), [ok(p, "{}")]);
+        assert_eq!(d.sent.len(), 3, "neither takes a slot: both are written at once");
+        let q = d.exec("guest-info", opts());
+        assert_eq!(d.sent.len(), 4);
+        let _queued = d.exec("guest-ping", opts());
+        assert_eq!(d.sent.len(), 4, "guest-info holds the slot");
+        let evs = if transport_error {
+            d.client.handle_transport_error("reset");
+            d.pump()
+        } else {
+            d.eof()
+        };
+        let cause = if transport_error { ConnectionError::Transport("reset".into()) } else { ConnectionError::Eof };
+        assert_eq!(evs, [ok(s, "{}"), ok(r, "{}"), Ev::Closed(cause)], "{q:?} ends with Closed");
+    }
+    // A local close is not the agent going away.
+    let mut d = ga();
+    d.exec("guest-shutdown", opts());
+    d.client.close();
+    assert_eq!(d.pump(), [Ev::Closed(ConnectionError::Local)]);
+    // Nor is a silent command that never went out a success.
     let mut d = Driver::new(Config::guest_agent().max_in_flight(1));
-    let p = d.exec("guest-ping", opts());
-    let s = d.exec("guest-shutdown", opts());
-    assert_eq!(d.log.len(), 1, "guest-shutdown waits its turn");
-    assert_eq!(d.input(format!("{{\"return\": {{}}, \"id\": {p}}}\n")), [ok(p, "{}"), ok(s, "{}")]);
-    assert_eq!(d.sent.last().map(|c| c.name.as_str()), Some("guest-shutdown"));
+    d.exec("guest-ping", opts());
+    d.exec("guest-shutdown", opts());
+    assert_eq!(d.eof(), [Ev::Closed(ConnectionError::Eof)]);
+}
+
+/// For a written silent command the deadline is the grace period: it ends as a success, not `TimedOut`.
+/// Before it is written, its deadline is an ordinary one.
+#[test]
+fn guest_shutdown_deadline_is_the_grace_period() {
+    let mut d = ga();
+    let s = d.exec("guest-suspend-disk", opts().deadline(d.deadline(2_000)));
+    let forever = d.exec("guest-suspend-hybrid", opts());
+    assert!(d.at(1_999).is_empty());
+    assert_eq!(d.at(2_000), [ok(s, "{}")]);
+    assert!(!d.cancel(s), "already ended");
+    // A late error for it is a reply nobody waits for.
+    assert_eq!(d.input(ga_err(s, "late")), [Ev::UnknownId { id: s.as_u64().to_string() }]);
+    assert!(d.at(1_000_000).is_empty(), "no deadline: waits for an error or EOF");
+    assert_eq!(d.client.pending(), 1);
+    assert!(d.cancel(forever), "cancel ends it");
+    assert_eq!(d.client.pending(), 0);
+
+    let mut d = Driver::new(Config::guest_agent().max_in_flight(1));
+    d.exec("guest-ping", opts());
+    let s = d.exec("guest-shutdown", opts().deadline(d.deadline(100)));
+    assert_eq!(d.at(100), [Ev::TimedOut { id: s.as_u64() }], "never written: timed out");
+    assert_eq!(d.sent.len(), 1);
+}
+
+/// `expect_reply` overrides the default both ways, in both modes; a silent command that does get a success
+/// reply ends with it.
+#[test]
+fn expect_reply_overrides_the_default() {
+    let mut d = ga();
+    let x = d.exec("guest-ping", opts().expect_reply(false));
+    let y = d.exec("guest-shutdown", opts().expect_reply(true));
+    assert_eq!(d.client.in_flight(), 1, "only guest-shutdown, which now expects a reply, holds a slot");
+    assert_eq!(
+        d.input(format!("{{\"return\": {{}}, \"id\": {x}}}\n{{\"return\": {{}}, \"id\": {y}}}\n")),
+        [ok(x, "{}"), ok(y, "{}")]
+    );
+    let mut q = qmp_ready();
+    let z = q.exec("quit", opts().expect_reply(false));
+    assert!(q.log.is_empty());
+    let w = q.exec("guest-shutdown", opts());
+    assert_eq!(q.client.in_flight(), 1, "QMP has no silent commands by default");
+    assert_eq!(q.input(format!("{}{}", ret(z.as_u64(), "{}"), ret(w.as_u64(), "{}"))), [ok(z, "{}"), ok(w, "{}")]);
+}
+
+/// A pending silent command does not hold back a resync, and its error reply, written by the agent before the
+/// sync's marker, still ends it.
+#[test]
+fn guest_sync_does_not_wait_for_a_silent_command_and_routes_its_error() {
+    for chunk in [usize::MAX, 1, 4] {
+        let mut d = ga();
+        let s = d.exec("guest-shutdown", opts());
+        let sync = d.client.guest_sync(77, opts()).expect("guest_sync");
+        d.pump();
+        assert_eq!(d.last_sent("guest-sync-delimited").id, sync.as_u64(), "written at once");
+        let mut input = ga_err(s, "no shutdown").into_bytes();
+        input.extend_from_slice(idless_err("JSON parse error, stray '\\uFFFD'").replace("\r\n", "\n").as_bytes());
+        input.push(0xFF);
+        input.extend_from_slice(format!("{{\"return\": 77, \"id\": {sync}}}\n").as_bytes());
+        let mut evs = Vec::new();
+        for piece in input.chunks(chunk.min(input.len())) {
+            evs.extend(d.input(piece));
+        }
+        assert_eq!(evs, [err_ev(s, "no shutdown"), ok(sync, "77")], "chunks of {chunk}");
+    }
 }
 
 /// Stale bytes before the sync's 0xFF marker, the id-less error the client's own 0xFF provokes, and a stale
