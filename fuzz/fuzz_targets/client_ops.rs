@@ -29,6 +29,7 @@ struct Setup {
     max_pending: u8,
     max_queued_events: u8,
     enable_oob: bool,
+    /// QMP: the handshake deadline. Guest agent: `Some` syncs on connect (nonce 4242) with that deadline.
     handshake_ms: Option<u16>,
     /// 0: the default (10 MiB); otherwise this many bytes plus 16.
     max_message_size: u8,
@@ -125,6 +126,9 @@ struct Harness {
     ready: bool,
     closed: bool,
 }
+
+/// The nonce of the connect-time sync (guest-agent mode with a handshake deadline).
+const CONNECT_NONCE: u32 = 4242;
 
 fn at(base: Instant, ms: Option<u16>) -> Option<Instant> {
     ms.map(|ms| base + Duration::from_millis(ms.into()))
@@ -287,11 +291,13 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
     if setup.max_message_size != 0 {
         config = config.max_message_size(usize::from(setup.max_message_size) + 16);
     }
-    let mut handshake = None;
-    if !setup.guest_agent {
-        config = config.handshake_timeout(setup.handshake_ms.map(|ms| Duration::from_millis(ms.into())));
-        handshake = at(base, setup.handshake_ms);
+    let sync_on_connect = setup.guest_agent && setup.handshake_ms.is_some();
+    if sync_on_connect {
+        config = config.sync_on_connect(CONNECT_NONCE);
     }
+    config = config.handshake_timeout(setup.handshake_ms.map(|ms| Duration::from_millis(ms.into())));
+    // Without a connect-time sync, guest-agent mode has no handshake.
+    let handshake = at(base, setup.handshake_ms).filter(|_| !setup.guest_agent || sync_on_connect);
     let max_in_flight = config.get_max_in_flight();
     let mode = config.mode();
     let mut h = Harness {
@@ -312,6 +318,10 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
         ready: false,
         closed: false,
     };
+    if sync_on_connect {
+        // The client's own sync (id 1): `SyncReply` answers it like the user's.
+        h.syncs.insert(1, CONNECT_NONCE as u16);
+    }
     h.check(None);
     // QMP_FUZZ_TRACE=1 prints the setup and each operation (to read a crash).
     static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

@@ -13,7 +13,16 @@
 //! | any | EOF, transport error | written commands answered only on failure succeed; then as below |
 //! | any | EOF, transport error, `close()` | close with that cause: every pending command ends with it |
 //!
-//! Guest-agent mode starts in `Ready`. Commands wait in a queue until `Ready`; then at most `max_in_flight`
+//! Guest-agent mode starts in `Ready`, or, with [`Config::sync_on_connect`], in `Syncing`:
+//!
+//! | phase | on | does |
+//! |---|---|---|
+//! | `Syncing` | (at creation) | send 0xFF and `guest-sync-delimited`; discard input up to the agent's 0xFF |
+//! | `Syncing` | reply echoing the nonce | `Ready`, then send the queued commands |
+//! | `Syncing` | a stale delimited reply | discard it, wait for the next marker |
+//! | `Syncing` | error reply / deadline | close: `SyncFailed` / `SyncTimeout` |
+//!
+//! Commands wait in a queue until `Ready`; then at most `max_in_flight`
 //! in-band commands are on the wire, the rest wait in order; OOB commands skip the queue.
 //!
 //! A command answered only on failure (`guest-shutdown`, `guest-suspend-*`, or
@@ -58,7 +67,8 @@ impl std::fmt::Display for RequestId {
 pub enum ClientEvent {
     /// The server's greeting (QMP mode).
     Greeting(Greeting),
-    /// Negotiation succeeded (QMP), or the client was created (guest-agent mode): commands flow from now on.
+    /// Negotiation succeeded (QMP); in guest-agent mode, the client was created, or, with
+    /// [`Config::sync_on_connect`], the agent echoed the nonce. Commands flow from now on.
     Ready {
         /// Whether out-of-band execution was negotiated.
         oob: bool,
@@ -118,6 +128,23 @@ enum Purpose {
     Negotiation,
     /// `guest-sync-delimited` with this nonce.
     Sync(u32),
+    /// `guest-sync-delimited` with this nonce, sent by the client itself at the start ([`Config::sync_on_connect`]).
+    ConnectSync(u32),
+}
+
+impl Purpose {
+    /// The nonce of a `guest-sync-delimited`.
+    fn sync_nonce(self) -> Option<u32> {
+        match self {
+            Purpose::Sync(nonce) | Purpose::ConnectSync(nonce) => Some(nonce),
+            Purpose::User | Purpose::Negotiation => None,
+        }
+    }
+
+    /// The client's own requests (handshake steps): not the user's, not counted as pending.
+    fn is_handshake(self) -> bool {
+        matches!(self, Purpose::Negotiation | Purpose::ConnectSync(_))
+    }
 }
 
 #[derive(Debug)]
@@ -151,6 +178,8 @@ impl Request {
 enum Phase {
     AwaitGreeting,
     Negotiating,
+    /// Guest agent: the connect-time `guest-sync-delimited` is on the wire.
+    Syncing,
     Ready,
     Closed,
 }
@@ -223,8 +252,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client at the start of a connection. `now` starts the handshake deadline (QMP mode).
-    /// In guest-agent mode the client is ready at once and the first event is [`ClientEvent::Ready`].
+    /// A client at the start of a connection. `now` starts the handshake deadline (QMP mode, or guest-agent
+    /// mode with [`Config::sync_on_connect`]). In guest-agent mode without it the client is ready at once and the
+    /// first event is [`ClientEvent::Ready`].
     pub fn new(config: Config, now: Instant) -> Self {
         let mut client = Client {
             framer: Framer::new(config.max_message_size),
@@ -247,17 +277,23 @@ impl Client {
             transmit_fds: Vec::new(),
             config,
         };
-        match client.config.mode {
-            Mode::Qmp => {
-                if let Some(timeout) = client.config.handshake_timeout {
-                    let at = now.checked_add(timeout).unwrap_or(now);
-                    client.handshake_deadline = Some(at);
-                    client.timers.set(at, Timer::Handshake);
-                }
+        match (client.config.mode, client.config.sync_on_connect) {
+            (Mode::Qmp, _) => client.arm_handshake(now),
+            (Mode::GuestAgent, Some(nonce)) => {
+                client.arm_handshake(now);
+                client.sync_on_connect(nonce);
             }
-            Mode::GuestAgent => client.become_ready(),
+            (Mode::GuestAgent, None) => client.become_ready(),
         }
         client
+    }
+
+    fn arm_handshake(&mut self, now: Instant) {
+        if let Some(timeout) = self.config.handshake_timeout {
+            let at = now.checked_add(timeout).unwrap_or(now);
+            self.handshake_deadline = Some(at);
+            self.timers.set(at, Timer::Handshake);
+        }
     }
 
     // ----- inputs -------------------------------------------------------------------------------------------
@@ -292,10 +328,10 @@ impl Client {
         while let Some(timer) = self.timers.expired(now) {
             match timer {
                 Timer::Handshake => {
-                    let cause = if self.phase == Phase::AwaitGreeting {
-                        ConnectionError::GreetingTimeout
-                    } else {
-                        ConnectionError::NegotiationTimeout
+                    let cause = match self.phase {
+                        Phase::AwaitGreeting => ConnectionError::GreetingTimeout,
+                        Phase::Syncing => ConnectionError::SyncTimeout,
+                        _ => ConnectionError::NegotiationTimeout,
                     };
                     self.close_with(cause);
                     return;
@@ -404,9 +440,8 @@ impl Client {
         }
         self.check_room()?;
         let id = self.take_id();
-        let mut wire = vec![0xFF];
-        let args = format!("{{\"id\":{nonce}}}");
-        encode_command(&mut wire, "guest-sync-delimited", Some(args.as_bytes()), id, false);
+        let mut wire = Vec::new();
+        encode_sync(&mut wire, nonce, id);
         self.add_request(id, Purpose::Sync(nonce), ExecuteOptions { oob: false, pass_fd: false, ..opts }, true, wire);
         Ok(RequestId(id))
     }
@@ -492,7 +527,8 @@ impl Client {
         self.greeting.as_ref()
     }
 
-    /// Negotiation is done (always true in guest-agent mode until closed).
+    /// Negotiation is done (QMP), or the connect-time sync is (guest-agent mode; at once without it). False
+    /// once closed.
     pub fn is_ready(&self) -> bool {
         self.phase == Phase::Ready
     }
@@ -514,7 +550,7 @@ impl Client {
 
     /// Requests not ended yet (queued or on the wire), excluding cancelled or timed-out ones.
     pub fn pending(&self) -> usize {
-        self.requests.values().filter(|r| r.stage != Stage::Abandoned && r.purpose != Purpose::Negotiation).count()
+        self.requests.values().filter(|r| r.stage != Stage::Abandoned && !r.purpose.is_handshake()).count()
     }
 
     /// Commands cancelled or timed out on the wire whose reply has not come yet. Until it does, each still
@@ -544,9 +580,9 @@ impl Client {
     }
 
     /// Room for one more request: pending and abandoned ones (still awaiting their reply) count, the
-    /// client's own `qmp_capabilities` does not.
+    /// client's own `qmp_capabilities` or connect-time sync does not.
     fn check_room(&self) -> Result<(), UsageError> {
-        let own = usize::from(self.phase == Phase::Negotiating);
+        let own = usize::from(matches!(self.phase, Phase::Negotiating | Phase::Syncing));
         if self.requests.len() - own >= self.config.max_pending {
             return Err(UsageError::QueueFull { limit: self.config.max_pending });
         }
@@ -666,6 +702,25 @@ impl Client {
         self.phase = Phase::Negotiating;
     }
 
+    /// Guest agent: writes the connect-time `guest-sync-delimited`; `Ready` waits for its reply.
+    fn sync_on_connect(&mut self, nonce: u32) {
+        let id = self.take_id();
+        encode_sync(&mut self.transmit, nonce, id);
+        let req = Request {
+            stage: Stage::InFlight,
+            purpose: Purpose::ConnectSync(nonce),
+            oob: false,
+            deadline: None,
+            expect_reply: true,
+            wire: Vec::new(),
+            pass_fd: false,
+        };
+        self.requests.insert(id, req);
+        self.in_flight += 1;
+        self.resync = Some(Resync { id, seen_delimiter: false });
+        self.phase = Phase::Syncing;
+    }
+
     fn on_frame(&mut self, frame: Frame) {
         if self.phase == Phase::Closed {
             return;
@@ -709,6 +764,10 @@ impl Client {
                     Some((_, req)) if req.purpose == Purpose::Negotiation => {
                         let why = format!("the qmp_capabilities reply of {len} bytes is over the {limit}-byte limit");
                         self.close_with(ConnectionError::BadGreeting(why));
+                    }
+                    Some((_, req)) if matches!(req.purpose, Purpose::ConnectSync(_)) => {
+                        let why = format!("its reply of {len} bytes is over the {limit}-byte limit");
+                        self.close_with(ConnectionError::SyncFailed(why));
                     }
                     Some((key, req)) if req.stage == Stage::InFlight => {
                         let error = RequestError::ReplyTooLarge { len, limit };
@@ -787,7 +846,7 @@ impl Client {
             self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::UnknownId { id: raw_id }));
             return;
         }
-        if let (Purpose::Sync(nonce), Stage::InFlight, Ok(value)) = (req.purpose, req.stage, &result) {
+        if let (Some(nonce), Stage::InFlight, Ok(value)) = (req.purpose.sync_nonce(), req.stage, &result) {
             if value.raw_str().trim().parse::<u64>().ok() != Some(u64::from(nonce)) {
                 // A stale delimited reply (an earlier client's sync): wait for the next marker.
                 self.resync = Some(Resync { id: key, seen_delimiter: false });
@@ -810,6 +869,13 @@ impl Client {
                     return;
                 }
             },
+            (_, Purpose::ConnectSync(_)) => {
+                match result {
+                    Ok(_) => self.become_ready(),
+                    Err(e) => self.close_with(ConnectionError::SyncFailed(e.to_string())),
+                }
+                return;
+            }
             (_, Purpose::User | Purpose::Sync(_)) => {
                 self.events.push_back(ClientEvent::Reply { id: RequestId(key), result });
             }
@@ -906,6 +972,13 @@ impl Client {
         self.closed = Some(cause.clone());
         self.events.push_back(ClientEvent::Closed(cause));
     }
+}
+
+/// Appends a 0xFF byte (which resets the agent's parser) and `guest-sync-delimited` with `nonce`.
+fn encode_sync(out: &mut Vec<u8>, nonce: u32, id: u64) {
+    out.push(0xFF);
+    let args = format!("{{\"id\":{nonce}}}");
+    encode_command(out, "guest-sync-delimited", Some(args.as_bytes()), id, false);
 }
 
 /// The id of a reply, when it is one this client could have sent (a plain integer).

@@ -52,6 +52,8 @@ pub struct Config {
     pub(crate) max_queued_events: usize,
     pub(crate) handshake_timeout: Option<Duration>,
     pub(crate) enable_oob: bool,
+    /// Guest-agent mode: the nonce of the `guest-sync-delimited` sent first thing.
+    pub(crate) sync_on_connect: Option<u32>,
 }
 
 impl Config {
@@ -65,13 +67,31 @@ impl Config {
             max_queued_events: 1024,
             handshake_timeout: Some(Duration::from_secs(10)),
             enable_oob: true,
+            sync_on_connect: None,
         }
     }
 
-    /// The guest agent protocol, with the same limits. There is no handshake to time out; use
-    /// [`Client::guest_sync`](crate::Client::guest_sync) with a deadline to check that an agent is listening.
+    /// The guest agent protocol, with the same limits. There is no greeting: the client is ready at once,
+    /// unless [`sync_on_connect`](Self::sync_on_connect) makes it check first that an agent is listening (and
+    /// flush what an earlier client left in the channel), within the 10 s handshake deadline.
     pub fn guest_agent() -> Self {
-        Config { mode: Mode::GuestAgent, handshake_timeout: None, enable_oob: false, ..Config::qmp() }
+        Config { mode: Mode::GuestAgent, enable_oob: false, ..Config::qmp() }
+    }
+
+    /// Guest-agent mode: start the session with `guest-sync-delimited` carrying `nonce`, as
+    /// [`Client::guest_sync`](crate::Client::guest_sync) does (a 0xFF byte first, then everything the agent
+    /// sends before its 0xFF marker discarded). [`ClientEvent::Ready`](crate::ClientEvent::Ready) comes only once
+    /// the agent echoes `nonce`; commands issued before then wait. If the
+    /// [`handshake_timeout`](Self::handshake_timeout) passes first, the session closes with
+    /// [`ConnectionError::SyncTimeout`](crate::ConnectionError::SyncTimeout); an error reply closes it with
+    /// [`ConnectionError::SyncFailed`](crate::ConnectionError::SyncFailed).
+    ///
+    /// The virtio-serial channel of a guest agent keeps what an earlier client left unread, and an agent that is
+    /// not running never answers: this is the way to start on a clean, live channel. Pass a fresh random nonce
+    /// each time (the core has no randomness of its own). Ignored in QMP mode.
+    pub fn sync_on_connect(mut self, nonce: u32) -> Self {
+        self.sync_on_connect = Some(nonce);
+        self
     }
 
     /// The largest message accepted from the server, in bytes. Larger ones are skipped and reported.
@@ -100,8 +120,10 @@ impl Config {
         self
     }
 
-    /// Deadline for the greeting and the capabilities negotiation together, from [`Client::new`](crate::Client::new).
-    /// `None` waits forever (not recommended: a second client on a QMP socket gets no greeting at all).
+    /// Deadline for the greeting and the capabilities negotiation together (QMP), or for the connect-time sync
+    /// ([`sync_on_connect`](Self::sync_on_connect), guest-agent mode; without it there is no handshake), from
+    /// [`Client::new`](crate::Client::new). Default 10 s. `None` waits forever (not recommended: a second client
+    /// on a QMP socket gets no greeting at all, and an agent that is not running never answers).
     pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.handshake_timeout = timeout;
         self

@@ -115,9 +115,15 @@ pub enum ConnectionError {
     /// The server rejected `qmp_capabilities`.
     #[error("capabilities negotiation failed: {0}")]
     NegotiationFailed(QmpError),
-    /// The guest agent did not answer `guest-sync-delimited` with the expected value.
+    /// The guest agent answered the connect-time `guest-sync-delimited`
+    /// ([`Config::sync_on_connect`](crate::Config::sync_on_connect)) with an error, or with a reply over the
+    /// message size limit.
     #[error("guest-sync-delimited failed: {0}")]
     SyncFailed(String),
+    /// The guest agent did not echo the connect-time `guest-sync-delimited` nonce before the handshake deadline
+    /// (is the agent running in the guest? is the channel the agent's?).
+    #[error("the guest agent did not answer guest-sync-delimited before the deadline")]
+    SyncTimeout,
     /// The local side closed the connection.
     #[error("closed locally")]
     Local,

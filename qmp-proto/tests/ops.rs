@@ -145,8 +145,23 @@ struct Model {
 
 impl Model {
     fn new(mode: Mode, max_in_flight: usize, max_pending: usize, max_events: usize, offer_oob: bool) -> Self {
+        Self::with_sync(mode, max_in_flight, max_pending, max_events, offer_oob, false)
+    }
+
+    /// `sync_on_connect`: guest-agent mode starts with the client's own sync (nonce 999, id 1, 20 s deadline).
+    fn with_sync(
+        mode: Mode,
+        max_in_flight: usize,
+        max_pending: usize,
+        max_events: usize,
+        offer_oob: bool,
+        sync_on_connect: bool,
+    ) -> Self {
         let base = match mode {
             Mode::Qmp => Config::qmp().handshake_timeout(Some(Duration::from_secs(20))),
+            Mode::GuestAgent if sync_on_connect => {
+                Config::guest_agent().sync_on_connect(999).handshake_timeout(Some(Duration::from_secs(20)))
+            }
             Mode::GuestAgent => Config::guest_agent(),
         };
         let config = base.max_in_flight(max_in_flight).max_pending(max_pending).max_queued_events(max_events);
@@ -195,6 +210,8 @@ impl Model {
             assert!(!self.ended_unsent.contains(&cmd.id), "command {} transmitted after it ended in the queue", cmd.id);
             if cmd.name == "qmp_capabilities" {
                 assert_eq!(self.mode, Mode::Qmp);
+            } else if cmd.name == "guest-sync-delimited" && cmd.id == 1 && !self.life.contains_key(&1) {
+                assert_eq!(self.mode, Mode::GuestAgent, "the connect-time sync");
             } else {
                 assert!(self.life.contains_key(&cmd.id), "transmitted an id never issued: {cmd:?}");
             }
@@ -435,8 +452,9 @@ impl Model {
             }
             Op::StaleSync(ix) => {
                 // Only while the sync is live: a reply with its id is its answer once the client gave up on it.
-                let syncs: Vec<&Held> =
-                    self.held.iter().filter(|h| h.nonce.is_some() && self.life[&h.id] == Life::Open).collect();
+                // The connect-time sync is not the test's request: it is live until Ready.
+                let live = |h: &&Held| self.life.get(&h.id).map_or(!self.d.client.is_ready(), |l| *l == Life::Open);
+                let syncs: Vec<&Held> = self.held.iter().filter(|h| h.nonce.is_some()).filter(live).collect();
                 if syncs.is_empty() {
                     return;
                 }
@@ -559,7 +577,19 @@ impl Model {
 }
 
 fn run(mode: Mode, max_in_flight: usize, max_pending: usize, max_events: usize, offer_oob: bool, ops: &[Op]) {
-    let mut m = Model::new(mode, max_in_flight, max_pending, max_events, offer_oob);
+    run_with_sync(mode, max_in_flight, max_pending, max_events, offer_oob, false, ops)
+}
+
+fn run_with_sync(
+    mode: Mode,
+    max_in_flight: usize,
+    max_pending: usize,
+    max_events: usize,
+    offer_oob: bool,
+    sync_on_connect: bool,
+    ops: &[Op],
+) {
+    let mut m = Model::with_sync(mode, max_in_flight, max_pending, max_events, offer_oob, sync_on_connect);
     for op in ops {
         m.apply(op);
     }
@@ -592,9 +622,18 @@ proptest! {
     fn guest_agent_operation_sequences_keep_invariants(
         max_in_flight in 1usize..5,
         max_pending in 2usize..12,
+        sync_on_connect in any::<bool>(),
+        answer_sync_first in prop::bool::weighted(0.75),
+        cut in any::<usize>(),
         ops in ops(),
     ) {
-        run(Mode::GuestAgent, max_in_flight, max_pending, 4, false, &ops);
+        // With a connect-time sync, mostly answer it first, so that most sequences get past it.
+        let mut all = Vec::new();
+        if sync_on_connect && answer_sync_first {
+            all.push(Op::Reply { pick: 0, error: false, cut });
+        }
+        all.extend(ops);
+        run_with_sync(Mode::GuestAgent, max_in_flight, max_pending, 4, false, sync_on_connect, &all);
     }
 }
 

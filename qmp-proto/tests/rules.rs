@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{err, event, greeting, idless_err, ret, Driver, Ev};
 use qmp_proto::framer::{Frame, Framer};
 use qmp_proto::{Client, ClientEvent, Config, ConnectionError, ExecuteOptions, RawJson, RequestId, UsageError};
@@ -1097,6 +1099,109 @@ fn guest_sync_ignores_a_stale_delimited_reply_with_a_foreign_id() {
     input.push(0xFF);
     input.extend_from_slice(format!("{{\"return\": 7, \"id\": {s}}}\n").as_bytes());
     assert_eq!(d.input(&input), [ok(s, "7")]);
+}
+
+// ----- guest agent: sync on connect -------------------------------------------------------------------------
+
+fn ga_synced(nonce: u32) -> Driver {
+    Driver::new(Config::guest_agent().sync_on_connect(nonce))
+}
+
+/// The agent's answer to the client's own 0xFF and sync: the id-less parse error the 0xFF provokes, then the
+/// delimited reply.
+fn sync_answer(nonce: u32, id: u64) -> Vec<u8> {
+    let mut b = idless_err("JSON parse error, stray '\\uFFFD'").replace("\r\n", "\n").into_bytes();
+    b.push(0xFF);
+    b.extend_from_slice(format!("{{\"return\": {nonce}, \"id\": {id}}}\n").as_bytes());
+    b
+}
+
+/// The sync goes out first thing; `Ready` and the commands issued meanwhile wait for the echoed nonce,
+/// whatever the split of the agent's answer (stale bytes and a stale delimited reply before it included).
+#[test]
+fn sync_on_connect_sends_the_sync_and_ready_waits_for_its_reply() {
+    let nonce = 31_337;
+    let mut input = b"{\"return\": {}, \"id\": 99}\n".to_vec(); // left by an earlier client
+    input.push(0xFF);
+    input.extend_from_slice(b"{\"return\": 5, \"id\": 1}\n"); // an earlier client's sync, also id 1
+    input.extend_from_slice(&sync_answer(nonce, 1));
+    for chunk in [usize::MAX, 1, 3, 17] {
+        let mut d = ga_synced(nonce);
+        assert!(d.log.is_empty(), "no Ready yet: {:?}", d.log);
+        assert!(!d.client.is_ready());
+        let mut expect = vec![0xFF];
+        expect.extend_from_slice(br#"{"execute":"guest-sync-delimited","arguments":{"id":31337},"id":1}"#);
+        assert_eq!(d.wire, expect);
+        assert_eq!(d.timeout, Some(d.deadline(10_000)), "the default handshake deadline");
+        assert_eq!((d.client.pending(), d.client.in_flight()), (0, 1), "the client's own request");
+        let p = d.exec("guest-ping", opts());
+        assert_eq!(d.sent.len(), 1, "commands wait for the sync");
+        let mut evs = Vec::new();
+        for piece in input.chunks(chunk.min(input.len())) {
+            evs.extend(d.input(piece));
+        }
+        assert_eq!(evs, [Ev::Ready { oob: false }], "chunks of {chunk}");
+        assert!(d.client.is_ready());
+        assert_eq!(d.timeout, None, "the handshake deadline is disarmed");
+        assert_eq!(d.sent.last().map(|c| (c.name.as_str(), c.id)), Some(("guest-ping", p.as_u64())));
+        assert_eq!(d.input(format!("{{\"return\": {{}}, \"id\": {p}}}\n")), [ok(p, "{}")]);
+    }
+}
+
+#[test]
+fn sync_on_connect_times_out_at_the_handshake_deadline() {
+    let mut d = Driver::new(Config::guest_agent().sync_on_connect(7).handshake_timeout(Some(Duration::from_secs(3))));
+    let p = d.exec("guest-ping", opts());
+    assert!(d.at(2_999).is_empty());
+    assert_eq!(d.at(3_000), [Ev::Closed(ConnectionError::SyncTimeout)]);
+    assert!(!d.client.cancel(p), "ended by Closed");
+    assert_eq!(d.sent.len(), 1, "the waiting command never went out");
+    // No deadline: waits for ever.
+    let mut d = Driver::new(Config::guest_agent().sync_on_connect(7).handshake_timeout(None));
+    assert_eq!(d.timeout, None);
+    assert!(d.at(1_000_000_000).is_empty());
+    assert_eq!(d.input(sync_answer(7, 1)), [Ev::Ready { oob: false }]);
+}
+
+#[test]
+fn sync_on_connect_error_or_oversized_reply_closes() {
+    let mut d = ga_synced(7);
+    let mut input = vec![0xFF];
+    input.extend_from_slice(err(1, "CommandNotFound", "no sync").replace("\r\n", "\n").as_bytes());
+    assert_eq!(d.input(input), [Ev::Closed(ConnectionError::SyncFailed("CommandNotFound: no sync".into()))]);
+    let mut d = Driver::new(Config::guest_agent().sync_on_connect(7).max_message_size(40));
+    let mut input = vec![0xFF];
+    input.extend_from_slice(format!("{{\"return\": 7, \"pad\": \"{}\", \"id\": 1}}\n", "x".repeat(50)).as_bytes());
+    let evs = d.input(input);
+    assert!(
+        matches!(evs.as_slice(), [Ev::Closed(ConnectionError::SyncFailed(why))] if why.contains("over")),
+        "{evs:?}"
+    );
+}
+
+/// Without `sync_on_connect` nothing changes: ready at once, no deadline (though the config has one).
+#[test]
+fn guest_agent_without_sync_on_connect_is_ready_at_once() {
+    let d = ga();
+    assert_eq!(d.timeout, None);
+    assert!(d.wire.is_empty());
+    // QMP mode ignores it.
+    let mut q = Driver::new(Config::qmp().sync_on_connect(5));
+    assert!(q.wire.is_empty());
+    q.handshake(false);
+}
+
+/// The connect-time sync is the client's own: it takes no `max_pending` place, and a user's `guest_sync`
+/// issued meanwhile runs after `Ready`.
+#[test]
+fn sync_on_connect_takes_no_pending_place() {
+    let mut d = Driver::new(Config::guest_agent().sync_on_connect(1).max_pending(1));
+    let s = d.client.guest_sync(2, opts()).expect("room for one");
+    d.pump();
+    assert!(matches!(d.client.execute("x", None::<&()>, opts()), Err(UsageError::QueueFull { limit: 1 })));
+    assert_eq!(d.input(sync_answer(1, 1)), [Ev::Ready { oob: false }]);
+    assert_eq!(d.last_sent("guest-sync-delimited").id, s.as_u64());
+    assert_eq!(d.input(sync_answer(2, s.as_u64())), [ok(s, "2")]);
 }
 
 // ----- misc ------------------------------------------------------------------------------------------------
