@@ -39,7 +39,7 @@ use serde::Serialize;
 use crate::config::{Config, ExecuteOptions, Mode};
 use crate::encode::{encode_arguments, encode_command};
 use crate::error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
-use crate::framer::{Frame, Framer};
+use crate::framer::{Frame, Framer, KEEP_CAPACITY};
 use crate::message::{classify, Greeting, Message, ServerEvent};
 use crate::raw::RawJson;
 use crate::timers::{Timer, TimerTable};
@@ -487,7 +487,10 @@ impl Client {
 
     /// The next event, or `None` when there is nothing more until the next input or call.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        let ev = self.events.pop_front()?;
+        let Some(ev) = self.events.pop_front() else {
+            self.release_idle_memory();
+            return None;
+        };
         if matches!(ev, ClientEvent::Event(_) | ClientEvent::ProtocolViolation(_)) {
             self.queued_server_events -= 1;
         }
@@ -511,6 +514,10 @@ impl Client {
             std::mem::swap(out, &mut self.transmit);
         } else {
             out.append(&mut self.transmit);
+        }
+        // Keep a small buffer for the next commands, not one a big command (or the caller's) grew.
+        if self.transmit.capacity() > KEEP_CAPACITY {
+            self.transmit = Vec::new();
         }
         n
     }
@@ -565,12 +572,34 @@ impl Client {
         self.closed.as_ref()
     }
 
+    /// Bytes of buffer the client holds for a server message split across reads (the framer's capacity): 0
+    /// until one is, and at most 64 KiB ([`framer::KEEP_CAPACITY`](crate::framer::KEEP_CAPACITY)) between
+    /// messages, whatever size the largest message had. For watching memory; there is nothing to tune.
+    pub fn buffered_capacity(&self) -> usize {
+        self.framer.capacity()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     // ----- internals -----------------------------------------------------------------------------------------
+
+    /// Once the events are drained: frees the queues and the request table if a burst left them big and they
+    /// are empty now, so that an idle client is small whatever it went through.
+    fn release_idle_memory(&mut self) {
+        const KEEP_ENTRIES: usize = 64;
+        if self.events.capacity() > KEEP_ENTRIES {
+            self.events = VecDeque::new();
+        }
+        if self.queue.is_empty() && self.queue.capacity() > KEEP_ENTRIES {
+            self.queue = VecDeque::new();
+        }
+        if self.requests.is_empty() && self.requests.capacity() > KEEP_ENTRIES {
+            self.requests = HashMap::default();
+        }
+    }
 
     fn check_open(&self) -> Result<(), UsageError> {
         match &self.closed {

@@ -1204,6 +1204,40 @@ fn sync_on_connect_takes_no_pending_place() {
     assert_eq!(d.input(sync_answer(2, s.as_u64())), [ok(s, "2")]);
 }
 
+// ----- memory ------------------------------------------------------------------------------------------------
+
+/// A 9 MiB reply split across reads needs a 9 MiB buffer while it arrives; once it is out, the client keeps
+/// less than 64 KiB, whatever the split. Whole, it needs no buffer at all.
+#[test]
+fn a_big_reply_does_not_pin_its_buffer() {
+    let payload = format!("\"{}\"", "x".repeat(9 << 20));
+    for chunk in [usize::MAX, 65_536, 4_093] {
+        let mut d = qmp_ready();
+        assert_eq!(d.client.buffered_capacity(), 0, "idle: nothing buffered");
+        let a = d.exec("guest-file-read", opts());
+        let input = ret(a.as_u64(), &payload);
+        let mut peak = 0;
+        let mut evs = Vec::new();
+        for piece in input.as_bytes().chunks(chunk.min(input.len())) {
+            evs.extend(d.input(piece));
+            peak = peak.max(d.client.buffered_capacity());
+        }
+        assert!(matches!(&evs[..], [Ev::ReplyOk { id, raw }] if *id == a.as_u64() && raw.len() == payload.len()));
+        if chunk != usize::MAX {
+            assert!(peak >= 9 << 20, "chunks of {chunk}: peak {peak}");
+        }
+        assert!(d.client.buffered_capacity() < 64 * 1024, "chunks of {chunk}: {}", d.client.buffered_capacity());
+        let b = d.exec("query-status", opts());
+        assert_eq!(d.input_bytewise(ret(b.as_u64(), "{}")), [ok(b, "{}")]);
+    }
+    // Byte by byte, a reply just over the 64 KiB kept.
+    let mut d = qmp_ready();
+    let a = d.exec("x", opts());
+    let evs = d.input_bytewise(ret(a.as_u64(), &format!("\"{}\"", "y".repeat(100_000))));
+    assert_eq!(evs.len(), 1);
+    assert_eq!(d.client.buffered_capacity(), 0);
+}
+
 // ----- misc ------------------------------------------------------------------------------------------------
 
 #[test]
