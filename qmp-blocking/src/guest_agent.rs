@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use qmp_proto::adapter::random_nonce;
-use qmp_proto::{ExecuteOptions, Mode, RawJson};
+use qmp_proto::{ExecuteOptions, Mode, RawJson, DEFAULT_NO_REPLY_GRACE};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -54,19 +54,30 @@ impl<S: Transport> GuestAgent<S> {
         self.driver.wait(id).map(drop)
     }
 
-    /// Runs a command and deserializes its `return` value. Commands that never reply on success
-    /// (`guest-shutdown`, `guest-suspend-*`) return as soon as they are written, with `{}`.
+    /// Runs a command and deserializes its `return` value. Commands that reply only when they fail
+    /// (`guest-shutdown`, `guest-suspend-*`) return their error, or `{}` once the agent closes the connection or
+    /// [`DEFAULT_NO_REPLY_GRACE`] (2 s, or the command timeout if shorter) passed without one.
     pub fn execute<T: DeserializeOwned>(&mut self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = ExecuteOptions::new().deadline_opt(self.options.get_command_timeout().map(|t| Instant::now() + t));
+        let opts = self.options_for(command);
         let id = self.driver.core.execute(command, Some(&args), opts)?;
         Ok(self.driver.wait(id)?.deserialize()?)
     }
 
     /// Runs a command with raw JSON arguments and returns the raw `return` value.
     pub fn execute_raw(&mut self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
-        let opts = ExecuteOptions::new().deadline_opt(self.options.get_command_timeout().map(|t| Instant::now() + t));
+        let opts = self.options_for(command);
         let id = self.driver.core.execute_raw(command, args, opts)?;
         self.driver.wait(id)
+    }
+
+    /// The command timeout as the deadline; for a command answered only on failure, the grace period for its
+    /// error to come (the command timeout when it is shorter).
+    fn options_for(&self, command: &str) -> ExecuteOptions {
+        let mut timeout = self.options.get_command_timeout();
+        if self.driver.core.config().replies_only_on_failure(command) {
+            timeout = Some(timeout.map_or(DEFAULT_NO_REPLY_GRACE, |t| t.min(DEFAULT_NO_REPLY_GRACE)));
+        }
+        ExecuteOptions::new().deadline_opt(timeout.map(|t| Instant::now() + t))
     }
 
     /// Why the connection ended, if it has.
