@@ -945,6 +945,7 @@ impl Client {
             Stage::InFlight if !req.expect_reply => {
                 self.requests.remove(&id);
                 self.events.push_back(ClientEvent::Reply { id: RequestId(id), result: Ok(empty_object()) });
+                self.pump(); // a descriptor-passing command may have waited for it
                 return;
             }
             Stage::Queued => {
