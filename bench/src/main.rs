@@ -63,9 +63,7 @@ fn main() {
             (
                 "qmp-smol (smol)",
                 "async-io UnixStream",
-                Box::new(|| {
-                    smol::block_on(adapters::smol(p, n, window, qmp_smol::Smol::default(), &smol_spawn))
-                }),
+                Box::new(|| smol::block_on(adapters::smol(p, n, window, qmp_smol::Smol::default(), &smol_spawn))),
                 Box::new(aio_floor),
             ),
             (

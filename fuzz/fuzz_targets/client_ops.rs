@@ -1,7 +1,9 @@
 //! A sequence of operations against one client (execute, execute OOB, guest-sync, cancel, server input, timeout
 //! at a time, EOF, close), with the invariants checked after every step:
 //! - in-band commands on the wire never exceed `max_in_flight`;
-//! - every request ends exactly once (reply, error, timeout, cancel or close), and `pending()` agrees;
+//! - every request ends exactly once (reply, error, timeout, cancel or close), and `pending()` agrees; a
+//!   written command answered only on failure never times out (its deadline ends it as a success) and, when
+//!   the server goes away (EOF, transport error), ends as a success before `Closed`;
 //! - a deadline never fires early, and every deadline at or before `now` has fired after `handle_timeout(now)`;
 //! - nothing happens after `Closed`, which comes once, last, and ends every request;
 //! - transmitted bytes are whole JSON commands, each written once, in-band ones in the order they were issued,
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use qmp_fuzz::parse_commands;
-use qmp_proto::{Client, ClientEvent, Config, ExecuteOptions, Mode, RequestId, UsageError};
+use qmp_proto::{Client, ClientEvent, Config, ConnectionError, ExecuteOptions, Mode, RequestId, UsageError};
 
 #[derive(Arbitrary, Debug)]
 struct Setup {
@@ -27,6 +29,7 @@ struct Setup {
     max_pending: u8,
     max_queued_events: u8,
     enable_oob: bool,
+    /// QMP: the handshake deadline. Guest agent: `Some` syncs on connect (nonce 4242) with that deadline.
     handshake_ms: Option<u16>,
     /// 0: the default (10 MiB); otherwise this many bytes plus 16.
     max_message_size: u8,
@@ -124,6 +127,9 @@ struct Harness {
     closed: bool,
 }
 
+/// The nonce of the connect-time sync (guest-agent mode with a handshake deadline).
+const CONNECT_NONCE: u32 = 4242;
+
 fn at(base: Instant, ms: Option<u16>) -> Option<Instant> {
     ms.map(|ms| base + Duration::from_millis(ms.into()))
 }
@@ -187,20 +193,22 @@ impl Harness {
             if cmd.name == "qmp_capabilities" {
                 assert!(!self.ready && self.mode == Mode::Qmp, "qmp_capabilities out of place");
             }
+            assert!(!self.never_written.contains(&cmd.id), "command {} written after it ended", cmd.id);
+            assert!(self.written_set.insert(cmd.id), "command {} written twice", cmd.id);
             self.written.push(cmd.id);
         }
         assert!(fd_at.is_empty(), "descriptor offsets not before a command: {fd_at:?}");
         while let Some(ev) = self.client.poll_event() {
             assert!(!self.closed, "event after Closed: {ev:?}");
             match ev {
-                ClientEvent::Reply { id, result } => {
+                ClientEvent::Reply { id, .. } => {
                     let open = self.ended(id, None);
-                    if !open.expect_reply {
-                        assert_eq!(result.expect("a no-reply command succeeds").raw_str(), "{}");
-                    }
+                    assert!(open.expect_reply || self.written_set.contains(&id.as_u64()), "{id} ended unwritten");
                 }
                 ClientEvent::TimedOut { id } => {
-                    self.ended(id, now);
+                    let open = self.ended(id, now);
+                    let written = self.written_set.contains(&id.as_u64());
+                    assert!(open.expect_reply || !written, "written no-reply command {id} timed out");
                 }
                 ClientEvent::Failed { id, .. } => {
                     self.ended(id, None);
@@ -209,7 +217,15 @@ impl Harness {
                     assert!(!self.ready, "Ready twice");
                     self.ready = true;
                 }
-                ClientEvent::Closed(_) => {
+                ClientEvent::Closed(cause) => {
+                    if matches!(
+                        cause,
+                        ConnectionError::Eof | ConnectionError::EofMidMessage { .. } | ConnectionError::Transport(_)
+                    ) {
+                        let silent =
+                            self.open.iter().filter(|(id, o)| !o.expect_reply && self.written_set.contains(id));
+                        assert_eq!(silent.count(), 0, "a written no-reply command outlived the server");
+                    }
                     self.closed = true;
                     for id in std::mem::take(&mut self.open).into_keys() {
                         if !self.written_set.contains(&id) {
@@ -275,11 +291,13 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
     if setup.max_message_size != 0 {
         config = config.max_message_size(usize::from(setup.max_message_size) + 16);
     }
-    let mut handshake = None;
-    if !setup.guest_agent {
-        config = config.handshake_timeout(setup.handshake_ms.map(|ms| Duration::from_millis(ms.into())));
-        handshake = at(base, setup.handshake_ms);
+    let sync_on_connect = setup.guest_agent && setup.handshake_ms.is_some();
+    if sync_on_connect {
+        config = config.sync_on_connect(CONNECT_NONCE);
     }
+    config = config.handshake_timeout(setup.handshake_ms.map(|ms| Duration::from_millis(ms.into())));
+    // Without a connect-time sync, guest-agent mode has no handshake.
+    let handshake = at(base, setup.handshake_ms).filter(|_| !setup.guest_agent || sync_on_connect);
     let max_in_flight = config.get_max_in_flight();
     let mode = config.mode();
     let mut h = Harness {
@@ -300,6 +318,10 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
         ready: false,
         closed: false,
     };
+    if sync_on_connect {
+        // The client's own sync (id 1): `SyncReply` answers it like the user's.
+        h.syncs.insert(1, CONNECT_NONCE as u16);
+    }
     h.check(None);
     // QMP_FUZZ_TRACE=1 prints the setup and each operation (to read a crash).
     static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

@@ -67,7 +67,9 @@ pub fn message_len(ev: &ClientEvent) -> Option<usize> {
     match ev {
         ClientEvent::Reply { result: Ok(v), .. } => Some(v.as_bytes().len()),
         ClientEvent::Reply { result: Err(e), .. } => Some(e.raw.as_bytes().len()),
-        ClientEvent::ProtocolViolation(ProtocolViolation::NotUnderstood { bytes, .. }) => Some(bytes.len()),
+        ClientEvent::ProtocolViolation(
+            ProtocolViolation::NotJson { bytes, .. } | ProtocolViolation::UnknownShape { bytes, .. },
+        ) => Some(bytes.len()),
         ClientEvent::ProtocolViolation(ProtocolViolation::UnknownId { id }) => Some(id.as_bytes().len()),
         ClientEvent::ProtocolViolation(ProtocolViolation::IdlessReply { value }) => Some(value.as_bytes().len()),
         ClientEvent::ProtocolViolation(ProtocolViolation::IdlessError(e)) => Some(e.raw.as_bytes().len()),
@@ -157,7 +159,9 @@ pub fn event_digest(ev: &ClientEvent) -> (bool, u64) {
         (&e.class, &e.desc, e.raw.as_bytes()).hash(h);
     };
     match ev {
-        ClientEvent::Greeting(g) => (&g.version, &g.capabilities).hash(&mut h),
+        ClientEvent::Greeting(g) => {
+            (&g.version, g.raw_version.as_ref().map(RawJson::as_bytes), &g.capabilities).hash(&mut h)
+        }
         ClientEvent::Ready { oob } => oob.hash(&mut h),
         ClientEvent::Reply { id, result: Ok(v) } => (id, v.as_bytes()).hash(&mut h),
         ClientEvent::Reply { id, result: Err(e) } => {
@@ -173,7 +177,10 @@ pub fn event_digest(ev: &ClientEvent) -> (bool, u64) {
                 ProtocolViolation::UnknownId { id } => id.as_bytes().hash(&mut h),
                 ProtocolViolation::IdlessReply { value } => value.as_bytes().hash(&mut h),
                 ProtocolViolation::IdlessError(e) => error(&mut h, e),
-                ProtocolViolation::NotUnderstood { bytes, reason } => (&bytes[..], reason).hash(&mut h),
+                ProtocolViolation::NotJson { bytes, reason } => (&bytes[..], reason).hash(&mut h),
+                ProtocolViolation::UnknownShape { bytes, id, reason } => {
+                    (&bytes[..], id.as_ref().map(RawJson::as_bytes), reason).hash(&mut h)
+                }
                 ProtocolViolation::Oversized { len, limit } => (len, limit).hash(&mut h),
                 ProtocolViolation::Truncated { len } => len.hash(&mut h),
                 other => format!("{other:?}").hash(&mut h),

@@ -59,7 +59,11 @@ impl<R: Net> Qmp<R> {
     ///
     /// # Cancel safety
     /// Cancel safe: dropped before it returns, the half-made connection is closed.
-    pub async fn from_pipes(read: impl Into<OwnedFd>, write: impl Into<OwnedFd>, options: Options) -> Result<Qmp<R>, Error> {
+    pub async fn from_pipes(
+        read: impl Into<OwnedFd>,
+        write: impl Into<OwnedFd>,
+        options: Options,
+    ) -> Result<Qmp<R>, Error> {
         let runtime = R::default();
         let pipes = runtime.pipes(read.into(), write.into()).map_err(Error::Connect)?;
         Self::from_transport(pipes, options, runtime).await
@@ -185,7 +189,9 @@ async fn connect_unix<R: Net>(runtime: &R, path: &Path, options: &Options) -> Re
 fn explain_unix_error(path: &Path, e: io::Error) -> io::Error {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => io::Error::new(e.kind(), format!("{} is a directory, not a socket", path.display())),
+        Ok(meta) if meta.is_dir() => {
+            io::Error::new(e.kind(), format!("{} is a directory, not a socket", path.display()))
+        }
         Ok(meta) if !meta.file_type().is_socket() => {
             io::Error::new(e.kind(), format!("{} is not a socket", path.display()))
         }

@@ -27,13 +27,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_core::Stream;
 use qmp_proto::RequestId;
 
 use crate::callers::Callers;
 use crate::events::Publisher;
+use crate::mailbox::Mail;
 use crate::runtime::{Runtime, Timer};
-use crate::shared::{Control, ReplyTx, Request, Shared};
+use crate::shared::{ReplyTx, Request, Shared};
 use crate::transport::Transport;
 
 mod dispatch;
@@ -85,7 +85,9 @@ enum Phase {
     Running,
     /// The session is over; finish the batch being written (`flush`, local close only), shut the write half
     /// down, read until the server closes (or the linger ends).
-    Closing { flush: bool },
+    Closing {
+        flush: bool,
+    },
     Done,
 }
 
@@ -94,8 +96,6 @@ pub(crate) struct Conn<T, R: Runtime> {
     io: T,
     core: qmp_proto::Client,
     shared: Arc<Shared>,
-    requests: Pin<Box<async_channel::Receiver<Request>>>,
-    control: Pin<Box<async_channel::Receiver<Control>>>,
     /// Requests the core had no room for, in order; their deadlines hold while they wait.
     waiting: VecDeque<Request>,
     events: Publisher,
@@ -130,21 +130,11 @@ impl<T, R: Runtime> fmt::Debug for Conn<T, R> {
 }
 
 impl<T: Transport, R: Runtime> Conn<T, R> {
-    pub(crate) fn new(
-        io: T,
-        core: qmp_proto::Client,
-        shared: Arc<Shared>,
-        requests: async_channel::Receiver<Request>,
-        control: async_channel::Receiver<Control>,
-        events: Publisher,
-        runtime: R,
-    ) -> Self {
+    pub(crate) fn new(io: T, core: qmp_proto::Client, shared: Arc<Shared>, events: Publisher, runtime: R) -> Self {
         let mut conn = Conn {
             io,
             core,
             shared,
-            requests: Box::pin(requests),
-            control: Box::pin(control),
             waiting: VecDeque::new(),
             events,
             runtime,
@@ -170,42 +160,24 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
 
     // ----- one turn ----------------------------------------------------------------------------------------
 
-    fn poll_control(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = false;
-        while self.phase == Phase::Running {
-            match self.control.as_mut().poll_next(cx) {
-                Poll::Ready(Some(control)) => {
-                    self.on_control(control);
-                    progress = true;
-                }
-                // Handles hold both senders; the request channel tells when they are all gone.
-                Poll::Ready(None) | Poll::Pending => break,
-            }
-        }
-        progress
-    }
-
-    fn poll_requests(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Takes what the handles sent: control messages first (so a dropped caller's queued command is withdrawn
+    /// before it can be written), then requests in order.
+    fn poll_mailbox(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = self.submit_waiting();
         while self.phase == Phase::Running {
-            match self.requests.as_mut().poll_next(cx) {
-                Poll::Ready(Some(req)) => {
-                    if self.waiting.is_empty() {
-                        self.submit(req);
-                    } else {
-                        // Order is kept: behind the ones already waiting.
-                        self.waiting.push_back(req);
-                    }
-                    progress = true;
-                }
-                Poll::Ready(None) => {
+            match self.shared.mailbox.poll_next(cx) {
+                Poll::Ready(Mail::Control(control)) => self.on_control(control),
+                Poll::Ready(Mail::Request(req)) if self.waiting.is_empty() => self.submit(req),
+                // Order is kept: behind the ones already waiting for room.
+                Poll::Ready(Mail::Request(req)) => self.waiting.push_back(req),
+                Poll::Ready(Mail::Orphaned) => {
                     tracing::debug!("every handle dropped: closing");
                     self.core.close();
                     self.after_core();
-                    return true;
                 }
                 Poll::Pending => break,
             }
+            progress = true;
         }
         progress
     }
@@ -429,7 +401,7 @@ impl<T: Transport, R: Runtime> Future for Conn<T, R> {
                 Phase::Running => {
                     let write_failed = this.write_error.is_some();
                     // `|`, not `||`: every source is polled, so every source has registered its waker.
-                    let progress = this.poll_control(cx) | this.poll_requests(cx);
+                    let progress = this.poll_mailbox(cx);
                     let read = this.poll_read(cx);
                     if write_failed && read.is_pending() {
                         // A write failed last turn and reading since has not ended the session.
@@ -464,12 +436,11 @@ impl<T, R: Runtime> Drop for Conn<T, R> {
             for reply in self.calls.drain() {
                 let _ = reply.try_send(Err(crate::Error::Connection(cause.clone())));
             }
-            for req in self.waiting.drain(..) {
+            let queued = self.shared.mailbox.close();
+            for req in self.waiting.drain(..).chain(queued) {
                 let _ = req.reply.try_send(Err(crate::Error::Connection(cause.clone())));
             }
             self.events.close();
-            self.requests.close();
-            self.control.close();
         }
         self.shared.set_finished();
     }

@@ -59,12 +59,16 @@ impl<R: Runtime> GuestAgent<R> {
         options: Options,
         runtime: R,
     ) -> (Connecting<GuestAgent<R>>, Driver) {
-        let config = options.to_config(Mode::GuestAgent);
+        // The core syncs by itself (`guest-sync-delimited` with this nonce) and is ready after the echo.
+        let config = options.to_config(Mode::GuestAgent).sync_on_connect(random_nonce());
         let (handle, driver) = handle::start(transport, options, config, runtime);
         let connecting = Connecting::new(async move {
-            let agent = GuestAgent { inner: Arc::new(handle), _runtime: PhantomData };
-            agent.sync(agent.inner.options.get_connect_timeout()).await?;
-            Ok(agent)
+            handle.shared.wait_until(|s| s.is_ready() || s.closed().is_some()).await;
+            if handle.shared.is_ready() {
+                Ok(GuestAgent { inner: Arc::new(handle), _runtime: PhantomData })
+            } else {
+                Err(handle.shared.gone())
+            }
         });
         (connecting, driver)
     }
@@ -104,14 +108,15 @@ impl<R: Runtime> GuestAgent<R> {
         self.inner.call(Command::guest_sync(random_nonce(), opts)).await.map(drop)
     }
 
-    /// Runs a command and deserializes its `return` value. Commands that never reply on success
-    /// (`guest-shutdown`, `guest-suspend-*`) resolve as soon as they are written, with `{}`.
+    /// Runs a command and deserializes its `return` value. Commands the agent answers only when they fail
+    /// (`guest-shutdown`, `guest-suspend-*`) return that error ([`Error::Qmp`], e.g. the command is disabled),
+    /// or `{}` once the agent goes away or stays silent for [`Options::no_reply_grace`] (2 s by default).
     ///
     /// # Cancel safety
     /// Cancel safe. Dropping the future never leaves part of a command on the wire and never shifts replies: a
     /// command not written yet is withdrawn, one already written runs and its reply is discarded.
     pub async fn execute<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = self.inner.default_opts();
+        let opts = self.inner.opts_for(command);
         Ok(self.inner.call(Command::new(command, &args, opts)?).await?.deserialize()?)
     }
 
@@ -120,7 +125,7 @@ impl<R: Runtime> GuestAgent<R> {
     /// # Cancel safety
     /// Cancel safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
-        let opts = self.inner.default_opts();
+        let opts = self.inner.opts_for(command);
         self.inner.call(Command::raw(command, args, opts)).await
     }
 
@@ -138,13 +143,15 @@ impl<R: Runtime> GuestAgent<R> {
         Ok(self.inner.call(Command::new(command, &args, opts)?).await?.deserialize()?)
     }
 
-    /// Sends a command that the agent does not answer (any command, not only the ones it never answers on
-    /// success); returns once it is handed to the connection for writing.
+    /// Runs any command as one the agent answers only when it fails: its error is returned as
+    /// [`Error::Qmp`]; it succeeds when the agent goes away or stays silent for
+    /// [`Options::no_reply_grace`] (2 s by default). `guest-shutdown` and `guest-suspend-*` are run this way by
+    /// [`execute`](Self::execute) already.
     ///
     /// # Cancel safety
     /// Cancel safe: dropped before it returned, the command may or may not have been sent (never in part).
     pub async fn execute_no_reply(&self, command: &str, args: impl Serialize) -> Result<(), Error> {
-        let opts = qmp_proto::ExecuteOptions::new().expect_reply(false);
+        let opts = self.inner.opts(Some(self.inner.options.get_no_reply_grace())).expect_reply(false);
         self.inner.call(Command::new(command, &args, opts)?).await.map(drop)
     }
 

@@ -1,15 +1,15 @@
 //! [`Handle`]: the part of [`Qmp`](crate::Qmp) and [`GuestAgent`](crate::GuestAgent) that talks to the driver.
 //! It never touches the socket, which is what makes every call cancel safe.
 //!
-//! A call puts a [`Request`] (with a one-shot for the reply) on the request channel and waits on a [`Waiter`].
+//! A call puts a [`Request`] (with a one-shot for the reply) in the connection's mailbox and waits on a [`Waiter`].
 //! When the waiting future is dropped, the waiter closes its one-shot (a driver that has not taken the request
 //! yet then skips it unseen) and sends [`Control::Cancel`], which the driver reads before any new request: the
 //! command is withdrawn from the core if still queued, and its reply swallowed if it was on the wire.
 //!
-//! The request channel is unbounded on purpose: every request in it belongs to a caller that is waiting for its
-//! answer (there is no fire-and-forget call), so it never holds more than the callers' own futures do, and an
-//! unbounded channel allocates nothing until it is used. Room in the core is the driver's business: it keeps
-//! requests the core has no room for in order, honouring their deadlines while they wait.
+//! The mailbox has no bound of its own on purpose: every request in it belongs to a caller that is waiting for its
+//! answer (there is no fire-and-forget call), so it never holds more than the callers' own futures do. Room in
+//! the core is the driver's business: it keeps requests the core has no room for in order, honouring their
+//! deadlines while they wait.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -30,10 +30,9 @@ use crate::Error;
 #[derive(Debug)]
 pub(crate) struct Handle<R> {
     pub(crate) shared: Arc<Shared>,
-    /// When the last handle goes, the request channel closes and the driver ends the session.
-    requests: async_channel::Sender<Request>,
-    control: async_channel::Sender<Control>,
     pub(crate) options: Options,
+    /// The core's settings, for the rules that pick a command's deadline.
+    config: qmp_proto::Config,
     pub(crate) fd_passing: bool,
     pub(crate) runtime: R,
 }
@@ -48,10 +47,10 @@ impl<R: Runtime> Handle<R> {
     pub(crate) async fn call_with_fd(&self, command: Command, fd: Option<OwnedFd>) -> Result<RawJson, Error> {
         let ticket = self.shared.ticket();
         let (reply, rx) = async_channel::bounded(1);
-        if self.requests.try_send(Request { command, fd, ticket, reply }).is_err() {
+        if self.shared.mailbox.send(Request { command, fd, ticket, reply }).is_err() {
             return Err(self.shared.gone());
         }
-        Waiter { rx, ticket, control: &self.control, shared: &self.shared, armed: true }.wait().await
+        Waiter { rx, ticket, shared: &self.shared, armed: true }.wait().await
     }
 
     /// Options for one command with a timeout from now on (the runtime's clock).
@@ -59,9 +58,10 @@ impl<R: Runtime> Handle<R> {
         ExecuteOptions::new().deadline_opt(timeout.and_then(|t| self.runtime.now().checked_add(t)))
     }
 
-    /// Options for `command` with the configured command timeout.
-    pub(crate) fn default_opts(&self) -> ExecuteOptions {
-        self.opts(self.options.get_command_timeout())
+    /// Options for `command` with its deadline from [`Options::timeout_for`] (the command timeout, or the grace
+    /// period of a command the agent answers only on failure).
+    pub(crate) fn opts_for(&self, command: &str) -> ExecuteOptions {
+        self.opts(self.options.timeout_for(&self.config, command))
     }
 
     pub(crate) fn connection_error(&self) -> Option<ConnectionError> {
@@ -70,7 +70,7 @@ impl<R: Runtime> Handle<R> {
 
     /// Asks the driver to close, then waits until it has stopped.
     pub(crate) async fn close(&self) {
-        let _ = self.control.try_send(Control::Close);
+        self.shared.mailbox.control(Control::Close);
         self.shared.wait_until(Shared::is_finished).await;
     }
 
@@ -85,11 +85,17 @@ impl<R: Runtime> Handle<R> {
     }
 }
 
+/// When the last handle goes, the driver ends the session.
+impl<R> Drop for Handle<R> {
+    fn drop(&mut self) {
+        self.shared.mailbox.orphan();
+    }
+}
+
 /// Lives across the wait for one reply; dropped before the reply came, it cancels the command.
 struct Waiter<'a> {
     rx: async_channel::Receiver<Result<RawJson, Error>>,
     ticket: u64,
-    control: &'a async_channel::Sender<Control>,
     shared: &'a Shared,
     armed: bool,
 }
@@ -109,7 +115,7 @@ impl Drop for Waiter<'_> {
             // Close the one-shot first: a driver that has not taken the request yet then skips it.
             self.rx.close();
             tracing::trace!(ticket = self.ticket, "call dropped before its reply; cancelling");
-            let _ = self.control.try_send(Control::Cancel(self.ticket));
+            self.shared.mailbox.control(Control::Cancel(self.ticket));
         }
     }
 }
@@ -126,20 +132,18 @@ pub(crate) fn start<T: Transport, R: Runtime>(
 ) -> (Handle<R>, Driver) {
     let (publisher, first, later) = Publisher::new(options.get_event_buffer());
     let shared = Arc::new(Shared::new(first, later));
-    let (requests_tx, requests) = async_channel::unbounded();
-    let (control_tx, control) = async_channel::unbounded();
     let fd_passing = io.can_pass_fds();
     let mode = match config.mode() {
         Mode::Qmp => "qmp",
         Mode::GuestAgent => "qga",
     };
-    let core = qmp_proto::Client::new(config, runtime.now());
+    let core = qmp_proto::Client::new(config.clone(), runtime.now());
     let id = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let span = tracing::debug_span!("qmp", conn = id, mode);
     let conn = span.in_scope(|| {
         tracing::debug!(fd_passing, "starting connection driver");
-        Conn::new(io, core, Arc::clone(&shared), requests, control, publisher, runtime.clone())
+        Conn::new(io, core, Arc::clone(&shared), publisher, runtime.clone())
     });
-    let handle = Handle { shared, requests: requests_tx, control: control_tx, options, fd_passing, runtime };
+    let handle = Handle { shared, options, config, fd_passing, runtime };
     (handle, Driver::new(conn, span))
 }

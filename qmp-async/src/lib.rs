@@ -46,6 +46,7 @@ mod driver;
 pub mod events;
 mod guest_agent;
 mod handle;
+mod mailbox;
 mod qmp;
 mod runtime;
 mod shared;
@@ -62,8 +63,8 @@ pub use guest_agent::GuestAgent;
 pub use qmp::Qmp;
 pub use qmp_proto::adapter::{Error, Options};
 pub use qmp_proto::{
-    ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, RequestError, ServerEvent, Timestamp,
-    UsageError, Version,
+    ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError,
+    Version,
 };
 /// Typed commands and events (feature `qapi`): the adapter-neutral [`qmp_qapi`] crate, with `qapi_qmp`,
 /// `qapi_qga` and `qapi_spec` inside.

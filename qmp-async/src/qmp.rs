@@ -131,7 +131,7 @@ impl<R: Runtime> Qmp<R> {
     /// Cancel safe. Dropping the future never leaves part of a command on the wire and never shifts replies: a
     /// command not written yet is withdrawn, one already written runs and its reply is discarded.
     pub async fn execute<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = self.handle().default_opts();
+        let opts = self.handle().opts_for(command);
         self.run(Command::new(command, &args, opts)).await
     }
 
@@ -140,7 +140,7 @@ impl<R: Runtime> Qmp<R> {
     /// # Cancel safety
     /// Cancel safe, like [`execute`](Self::execute).
     pub async fn execute_raw(&self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
-        let opts = self.handle().default_opts();
+        let opts = self.handle().opts_for(command);
         self.handle().call(Command::raw(command, args, opts)).await
     }
 
@@ -151,7 +151,7 @@ impl<R: Runtime> Qmp<R> {
     /// # Cancel safety
     /// Cancel safe, like [`execute`](Self::execute).
     pub async fn execute_oob<T: DeserializeOwned>(&self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = self.handle().default_opts().oob();
+        let opts = self.handle().opts_for(command).oob();
         self.run(Command::new(command, &args, opts)).await
     }
 
@@ -190,7 +190,7 @@ impl<R: Runtime> Qmp<R> {
             return Err(Error::FdPassing(fd_passing_unsupported()));
         }
         let fd = fd.as_fd().try_clone_to_owned().map_err(Error::FdPassing)?;
-        let opts = self.handle().default_opts().pass_fd();
+        let opts = self.handle().opts_for(command).pass_fd();
         let command = Command::new(command, &args, opts)?;
         Ok(self.handle().call_with_fd(command, Some(fd)).await?.deserialize()?)
     }

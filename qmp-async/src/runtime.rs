@@ -99,10 +99,7 @@ pub trait Net: Runtime + Default {
     fn bind_unix(&self, path: &Path) -> io::Result<Self::UnixListener>;
 
     /// Waits for a connection on `listener`. Cancel safe: dropped while waiting, no connection is lost.
-    fn accept_unix(
-        &self,
-        listener: &Self::UnixListener,
-    ) -> impl Future<Output = io::Result<Self::UnixStream>> + Send;
+    fn accept_unix(&self, listener: &Self::UnixListener) -> impl Future<Output = io::Result<Self::UnixStream>> + Send;
 }
 
 /// How a runtime turns its own byte streams into a [`Transport`]: `S` is any stream of that runtime (a TLS

@@ -2,8 +2,8 @@
 //! state (greeting, readiness, the sticky close cause, the event subscriptions) with one wake-up [`Event`] for
 //! anyone waiting on it.
 //!
-//! Handles never touch the socket or the core: they send a [`Request`] and wait on a one-shot reply channel;
-//! cancellations and close requests go on a separate [`Control`] channel that the driver always reads first.
+//! Handles never touch the socket or the core: they put a [`Request`] in the [`Mailbox`] and wait on a one-shot
+//! reply channel; cancellations and close requests go in as [`Control`] messages, which the driver reads first.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +16,7 @@ use qmp_proto::{ConnectionError, Greeting, ProtocolViolation, RawJson};
 
 use crate::command::Command;
 use crate::events::EventItem;
+use crate::mailbox::Mailbox;
 use crate::Error;
 
 /// Where a call's outcome goes: a bounded(1) channel used as a one-shot.
@@ -50,6 +51,8 @@ pub(crate) enum Control {
 /// Connection state, written by the driver, read by the handles.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    /// Requests and control messages from the handles to the driver.
+    pub(crate) mailbox: Mailbox,
     /// The receiver that has held every event since the start, for the first subscriber.
     first_subscriber: Mutex<Option<async_broadcast::Receiver<EventItem>>>,
     /// Later subscribers are cloned from this one: they see events from their subscription on.
@@ -71,6 +74,7 @@ impl Shared {
         later_subscribers: async_broadcast::InactiveReceiver<EventItem>,
     ) -> Self {
         Shared {
+            mailbox: Mailbox::default(),
             first_subscriber: Mutex::new(Some(first_subscriber)),
             later_subscribers,
             unobserved: AtomicU64::new(0),

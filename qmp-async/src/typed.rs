@@ -5,9 +5,9 @@
 
 use qmp_qapi::Command;
 
-use crate::guest_agent::GuestAgent;
 use crate::command;
 use crate::events::EventItem;
+use crate::guest_agent::GuestAgent;
 use crate::handle::Handle;
 use crate::qmp::Qmp;
 use crate::runtime::Runtime;
@@ -59,7 +59,7 @@ impl<R: Runtime> GuestAgent<R> {
 }
 
 async fn typed<C: Command, R: Runtime>(handle: &Handle<R>, command: C, oob: bool) -> Result<C::Ok, Error> {
-    let mut opts = handle.default_opts();
+    let mut opts = handle.opts_for(C::NAME);
     if oob {
         opts = opts.oob();
     }

@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("started {} on {}", daemon.binary().display(), socket.display());
     let mut qmp = Client::connect_unix(&socket, Options::default())?;
     let greeting = qmp.greeting();
-    println!("greeting: QEMU {}, capabilities {:?}", greeting.version, greeting.capabilities);
+    println!("greeting: QEMU {}, capabilities {:?}", greeting.version_string(), greeting.capabilities);
     println!("oob negotiated: {}", qmp.oob_enabled());
 
     // A typed reply.

@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::driver::Driver;
-use crate::Options;
 use crate::transport::Transport;
 use crate::Error;
+use crate::Options;
 
 /// A command sent with [`Client::submit`]; [`Client::wait`] collects its reply.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub struct Pending(RequestId);
 /// use serde_json::{json, Value};
 ///
 /// let mut qmp = Client::connect_unix("/run/qemu/vm0.qmp", Options::default())?;
-/// println!("QEMU {}", qmp.greeting().version);
+/// println!("QEMU {}", qmp.greeting().version_string());
 /// let status: Value = qmp.execute("query-status", ())?;
 /// qmp.execute::<Value>("stop", ())?;
 /// while let Some(event) = qmp.next_event(Some(std::time::Duration::from_secs(1)))? {

@@ -9,9 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::driver::{random_nonce, Driver};
-use crate::Options;
 use crate::transport::Transport;
 use crate::Error;
+use crate::Options;
 
 /// A blocking guest-agent client. The agent's socket is a byte pipe that may hold a previous client's leftovers,
 /// so connecting runs the `guest-sync-delimited` handshake before anything else.
@@ -53,19 +53,26 @@ impl<S: Transport> GuestAgent<S> {
         self.driver.wait(id).map(drop)
     }
 
-    /// Runs a command and deserializes its `return` value. Commands that never reply on success
-    /// (`guest-shutdown`, `guest-suspend-*`) return as soon as they are written, with `{}`.
+    /// Runs a command and deserializes its `return` value. Commands that reply only when they fail
+    /// (`guest-shutdown`, `guest-suspend-*`) return their error, or `{}` once the agent closes the connection or
+    /// [`Options::no_reply_grace`] (2 s by default, or the command timeout if shorter) passed without one.
     pub fn execute<T: DeserializeOwned>(&mut self, command: &str, args: impl Serialize) -> Result<T, Error> {
-        let opts = ExecuteOptions::new().deadline_opt(self.options.get_command_timeout().map(|t| Instant::now() + t));
+        let opts = self.options_for(command);
         let id = self.driver.core.execute(command, Some(&args), opts)?;
         Ok(self.driver.wait(id)?.deserialize()?)
     }
 
     /// Runs a command with raw JSON arguments and returns the raw `return` value.
     pub fn execute_raw(&mut self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
-        let opts = ExecuteOptions::new().deadline_opt(self.options.get_command_timeout().map(|t| Instant::now() + t));
+        let opts = self.options_for(command);
         let id = self.driver.core.execute_raw(command, args, opts)?;
         self.driver.wait(id)
+    }
+
+    /// The command's deadline ([`Options::timeout_for`]: the grace period for a command answered only on failure).
+    fn options_for(&self, command: &str) -> ExecuteOptions {
+        let timeout = self.options.timeout_for(self.driver.core.config(), command);
+        ExecuteOptions::new().deadline_opt(timeout.map(|t| Instant::now() + t))
     }
 
     /// Why the connection ended, if it has.

@@ -44,7 +44,7 @@ impl Session {
     /// A one-line description of the peer.
     pub fn describe(&self) -> String {
         match self {
-            Session::Qmp(c) => format!("QEMU {}", c.greeting().version),
+            Session::Qmp(c) => format!("QEMU {}", c.greeting().version_string()),
             Session::Agent(_) => "guest agent".into(),
         }
     }

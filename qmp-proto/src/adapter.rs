@@ -9,7 +9,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::{Config, ConnectionError, Mode, ProtocolViolation, QmpError, RequestError, UsageError};
+use crate::{
+    Config, ConnectionError, Mode, ProtocolViolation, QmpError, RequestError, UsageError, DEFAULT_NO_REPLY_GRACE,
+};
 
 /// Server events the core may hold between two drains. Every adapter drains after each read, so this only has
 /// to cover the events of one read buffer (64 KiB); it is a safety bound, not the buffer of
@@ -31,6 +33,7 @@ const CORE_EVENT_QUEUE: usize = 64 * 1024;
 pub struct Options {
     connect_timeout: Duration,
     command_timeout: Option<Duration>,
+    no_reply_grace: Duration,
     max_message_size: usize,
     oob: bool,
     event_buffer: usize,
@@ -43,6 +46,7 @@ impl Default for Options {
         Options {
             connect_timeout: Duration::from_secs(10),
             command_timeout: Some(Duration::from_secs(30)),
+            no_reply_grace: DEFAULT_NO_REPLY_GRACE,
             max_message_size: 10 << 20,
             oob: true,
             event_buffer: 1024,
@@ -64,6 +68,15 @@ impl Options {
     /// `execute_with_timeout`.
     pub fn command_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.command_timeout = timeout;
+        self
+    }
+
+    /// Guest agent: how long a command that the agent answers only when it fails (`guest-shutdown`,
+    /// `guest-suspend-*`) waits for that error before it counts as done. Default
+    /// [`DEFAULT_NO_REPLY_GRACE`] (2 s): qemu-ga runs the shutdown or suspend helper and answers only if it
+    /// fails, which takes a moment; the agent going away ends the wait at once, as success.
+    pub fn no_reply_grace(mut self, grace: Duration) -> Self {
+        self.no_reply_grace = grace;
         self
     }
 
@@ -113,6 +126,21 @@ impl Options {
         self.command_timeout
     }
 
+    /// The grace period of commands answered only on failure ([`no_reply_grace`](Self::no_reply_grace)).
+    pub fn get_no_reply_grace(&self) -> Duration {
+        self.no_reply_grace
+    }
+
+    /// The time `command` may take under `config`: the command timeout, or, for a command the server answers
+    /// only when it fails ([`Config::replies_only_on_failure`]), the grace period (the command timeout when it
+    /// is shorter). Every adapter takes a command's deadline from here.
+    pub fn timeout_for(&self, config: &Config, command: &str) -> Option<Duration> {
+        if config.replies_only_on_failure(command) {
+            return Some(self.command_timeout.map_or(self.no_reply_grace, |t| t.min(self.no_reply_grace)));
+        }
+        self.command_timeout
+    }
+
     /// The event buffer's length ([`event_buffer`](Self::event_buffer)).
     pub fn get_event_buffer(&self) -> usize {
         self.event_buffer
@@ -123,7 +151,7 @@ impl Options {
     pub fn to_config(&self, mode: Mode) -> Config {
         let base = match mode {
             Mode::Qmp => Config::qmp().handshake_timeout(Some(self.connect_timeout)),
-            Mode::GuestAgent => Config::guest_agent(),
+            Mode::GuestAgent => Config::guest_agent().handshake_timeout(Some(self.connect_timeout)),
         };
         base.max_message_size(self.max_message_size)
             .enable_oob(self.oob)

@@ -10,10 +10,24 @@
 //! | `Negotiating` | its reply | `Ready`, then send the queued commands / on error close `NegotiationFailed` |
 //! | `Negotiating` | deadline | close: `NegotiationTimeout` |
 //! | `Ready` | replies, events | route by id / emit |
+//! | any | EOF, transport error | written commands answered only on failure succeed; then as below |
 //! | any | EOF, transport error, `close()` | close with that cause: every pending command ends with it |
 //!
-//! Guest-agent mode starts in `Ready`. Commands wait in a queue until `Ready`; then at most `max_in_flight`
+//! Guest-agent mode starts in `Ready`, or, with [`Config::sync_on_connect`], in `Syncing`:
+//!
+//! | phase | on | does |
+//! |---|---|---|
+//! | `Syncing` | (at creation) | send 0xFF and `guest-sync-delimited`; discard input up to the agent's 0xFF |
+//! | `Syncing` | reply echoing the nonce | `Ready`, then send the queued commands |
+//! | `Syncing` | a stale delimited reply | discard it, wait for the next marker |
+//! | `Syncing` | error reply / deadline | close: `SyncFailed` / `SyncTimeout` |
+//!
+//! Commands wait in a queue until `Ready`; then at most `max_in_flight`
 //! in-band commands are on the wire, the rest wait in order; OOB commands skip the queue.
+//!
+//! A command answered only on failure (`guest-shutdown`, `guest-suspend-*`, or
+//! [`ExecuteOptions::expect_reply(false)`](crate::ExecuteOptions::expect_reply)) holds no in-flight slot once
+//! written: its error reply ends it as `Err`; EOF, a transport error or its deadline (the grace period) as `Ok({})`.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -25,7 +39,7 @@ use serde::Serialize;
 use crate::config::{Config, ExecuteOptions, Mode};
 use crate::encode::{encode_arguments, encode_command};
 use crate::error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
-use crate::framer::{Frame, Framer};
+use crate::framer::{Frame, Framer, KEEP_CAPACITY};
 use crate::message::{classify, Greeting, Message, ServerEvent};
 use crate::raw::RawJson;
 use crate::timers::{Timer, TimerTable};
@@ -53,7 +67,8 @@ impl std::fmt::Display for RequestId {
 pub enum ClientEvent {
     /// The server's greeting (QMP mode).
     Greeting(Greeting),
-    /// Negotiation succeeded (QMP), or the client was created (guest-agent mode): commands flow from now on.
+    /// Negotiation succeeded (QMP); in guest-agent mode, the client was created, or, with
+    /// [`Config::sync_on_connect`], the agent echoed the nonce. Commands flow from now on.
     Ready {
         /// Whether out-of-band execution was negotiated.
         oob: bool,
@@ -74,7 +89,8 @@ pub enum ClientEvent {
     },
     /// An asynchronous event from the server.
     Event(ServerEvent),
-    /// A command's deadline passed. Ends the request; its late reply, if any, is swallowed.
+    /// A command's deadline passed. Ends the request; its late reply, if any, is swallowed. (Not for a written
+    /// command answered only on failure: its deadline is a grace period and ends it with a successful `Reply`.)
     TimedOut {
         /// The command.
         id: RequestId,
@@ -86,7 +102,9 @@ pub enum ClientEvent {
     },
     /// The server sent something wrong; the session goes on.
     ProtocolViolation(ProtocolViolation),
-    /// The connection is over. Every request not ended yet ends here. Always the last event.
+    /// The connection is over. Every request not ended yet ends here. Always the last event. When the server
+    /// went away (EOF, transport error), written commands answered only on failure have just ended with a
+    /// successful `Reply` (see [`ExecuteOptions::expect_reply`]).
     Closed(ConnectionError),
 }
 
@@ -110,6 +128,23 @@ enum Purpose {
     Negotiation,
     /// `guest-sync-delimited` with this nonce.
     Sync(u32),
+    /// `guest-sync-delimited` with this nonce, sent by the client itself at the start ([`Config::sync_on_connect`]).
+    ConnectSync(u32),
+}
+
+impl Purpose {
+    /// The nonce of a `guest-sync-delimited`.
+    fn sync_nonce(self) -> Option<u32> {
+        match self {
+            Purpose::Sync(nonce) | Purpose::ConnectSync(nonce) => Some(nonce),
+            Purpose::User | Purpose::Negotiation => None,
+        }
+    }
+
+    /// The client's own requests (handshake steps): not the user's, not counted as pending.
+    fn is_handshake(self) -> bool {
+        matches!(self, Purpose::Negotiation | Purpose::ConnectSync(_))
+    }
 }
 
 #[derive(Debug)]
@@ -118,7 +153,8 @@ struct Request {
     purpose: Purpose,
     oob: bool,
     deadline: Option<Instant>,
-    /// False for commands that complete when written (guest-agent `guest-shutdown` and the like).
+    /// False for commands answered only when they fail (guest-agent `guest-shutdown` and the like): once
+    /// written, an error reply, EOF or the deadline ends them, and they hold no in-flight slot.
     expect_reply: bool,
     /// The encoded command while it is queued.
     wire: Vec<u8>,
@@ -126,10 +162,24 @@ struct Request {
     pass_fd: bool,
 }
 
+impl Request {
+    /// Whether it takes one of the `max_in_flight` slots while on the wire: in-band commands that are answered.
+    fn holds_slot(&self) -> bool {
+        !self.oob && self.expect_reply
+    }
+
+    /// Written, and answered only if it fails.
+    fn awaits_failure(&self) -> bool {
+        self.stage == Stage::InFlight && !self.expect_reply
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     AwaitGreeting,
     Negotiating,
+    /// Guest agent: the connect-time `guest-sync-delimited` is on the wire.
+    Syncing,
     Ready,
     Closed,
 }
@@ -161,10 +211,6 @@ impl Hasher for IdHasher {
         self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
-
-/// Guest-agent commands that send no reply when they succeed.
-const NO_REPLY_COMMANDS: [&str; 4] =
-    ["guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"];
 
 /// The client state machine. See the [crate docs](crate) for the driving contract and a complete example.
 ///
@@ -206,8 +252,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client at the start of a connection. `now` starts the handshake deadline (QMP mode).
-    /// In guest-agent mode the client is ready at once and the first event is [`ClientEvent::Ready`].
+    /// A client at the start of a connection. `now` starts the handshake deadline (QMP mode, or guest-agent
+    /// mode with [`Config::sync_on_connect`]). In guest-agent mode without it the client is ready at once and the
+    /// first event is [`ClientEvent::Ready`].
     pub fn new(config: Config, now: Instant) -> Self {
         let mut client = Client {
             framer: Framer::new(config.max_message_size),
@@ -230,17 +277,23 @@ impl Client {
             transmit_fds: Vec::new(),
             config,
         };
-        match client.config.mode {
-            Mode::Qmp => {
-                if let Some(timeout) = client.config.handshake_timeout {
-                    let at = now.checked_add(timeout).unwrap_or(now);
-                    client.handshake_deadline = Some(at);
-                    client.timers.set(at, Timer::Handshake);
-                }
+        match (client.config.mode, client.config.sync_on_connect) {
+            (Mode::Qmp, _) => client.arm_handshake(now),
+            (Mode::GuestAgent, Some(nonce)) => {
+                client.arm_handshake(now);
+                client.sync_on_connect(nonce);
             }
-            Mode::GuestAgent => client.become_ready(),
+            (Mode::GuestAgent, None) => client.become_ready(),
         }
         client
+    }
+
+    fn arm_handshake(&mut self, now: Instant) {
+        if let Some(timeout) = self.config.handshake_timeout {
+            let at = now.checked_add(timeout).unwrap_or(now);
+            self.handshake_deadline = Some(at);
+            self.timers.set(at, Timer::Handshake);
+        }
     }
 
     // ----- inputs -------------------------------------------------------------------------------------------
@@ -275,10 +328,10 @@ impl Client {
         while let Some(timer) = self.timers.expired(now) {
             match timer {
                 Timer::Handshake => {
-                    let cause = if self.phase == Phase::AwaitGreeting {
-                        ConnectionError::GreetingTimeout
-                    } else {
-                        ConnectionError::NegotiationTimeout
+                    let cause = match self.phase {
+                        Phase::AwaitGreeting => ConnectionError::GreetingTimeout,
+                        Phase::Syncing => ConnectionError::SyncTimeout,
+                        _ => ConnectionError::NegotiationTimeout,
                     };
                     self.close_with(cause);
                     return;
@@ -361,9 +414,7 @@ impl Client {
             return Err(UsageError::InvalidArguments("a command passing a file descriptor runs in-band".into()));
         }
         self.check_room()?;
-        let expect_reply = opts
-            .expect_reply
-            .unwrap_or_else(|| !(self.config.mode == Mode::GuestAgent && NO_REPLY_COMMANDS.contains(&command)));
+        let expect_reply = opts.expect_reply.unwrap_or_else(|| !self.config.replies_only_on_failure(command));
         let id = self.take_id();
         let mut wire = Vec::with_capacity(command.len() + args.map_or(0, <[u8]>::len) + 40);
         if opts.pass_fd {
@@ -389,9 +440,8 @@ impl Client {
         }
         self.check_room()?;
         let id = self.take_id();
-        let mut wire = vec![0xFF];
-        let args = format!("{{\"id\":{nonce}}}");
-        encode_command(&mut wire, "guest-sync-delimited", Some(args.as_bytes()), id, false);
+        let mut wire = Vec::new();
+        encode_sync(&mut wire, nonce, id);
         self.add_request(id, Purpose::Sync(nonce), ExecuteOptions { oob: false, pass_fd: false, ..opts }, true, wire);
         Ok(RequestId(id))
     }
@@ -407,7 +457,12 @@ impl Client {
         }
         match req.stage {
             Stage::Abandoned => return false,
+            // Not written yet; or written and answered only on failure, so there is nothing to wait for (a
+            // late error reply is reported as an unknown id).
             Stage::Queued => {
+                self.requests.remove(&id.0);
+            }
+            Stage::InFlight if !req.expect_reply => {
                 self.requests.remove(&id.0);
             }
             Stage::InFlight => {
@@ -432,7 +487,10 @@ impl Client {
 
     /// The next event, or `None` when there is nothing more until the next input or call.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        let ev = self.events.pop_front()?;
+        let Some(ev) = self.events.pop_front() else {
+            self.release_idle_memory();
+            return None;
+        };
         if matches!(ev, ClientEvent::Event(_) | ClientEvent::ProtocolViolation(_)) {
             self.queued_server_events -= 1;
         }
@@ -457,6 +515,10 @@ impl Client {
         } else {
             out.append(&mut self.transmit);
         }
+        // Keep a small buffer for the next commands, not one a big command (or the caller's) grew.
+        if self.transmit.capacity() > KEEP_CAPACITY {
+            self.transmit = Vec::new();
+        }
         n
     }
 
@@ -472,7 +534,8 @@ impl Client {
         self.greeting.as_ref()
     }
 
-    /// Negotiation is done (always true in guest-agent mode until closed).
+    /// Negotiation is done (QMP), or the connect-time sync is (guest-agent mode; at once without it). False
+    /// once closed.
     pub fn is_ready(&self) -> bool {
         self.phase == Phase::Ready
     }
@@ -494,7 +557,7 @@ impl Client {
 
     /// Requests not ended yet (queued or on the wire), excluding cancelled or timed-out ones.
     pub fn pending(&self) -> usize {
-        self.requests.values().filter(|r| r.stage != Stage::Abandoned && r.purpose != Purpose::Negotiation).count()
+        self.requests.values().filter(|r| r.stage != Stage::Abandoned && !r.purpose.is_handshake()).count()
     }
 
     /// Commands cancelled or timed out on the wire whose reply has not come yet. Until it does, each still
@@ -509,12 +572,34 @@ impl Client {
         self.closed.as_ref()
     }
 
+    /// Bytes of buffer the client holds for a server message split across reads (the framer's capacity): 0
+    /// until one is, and at most 64 KiB ([`framer::KEEP_CAPACITY`](crate::framer::KEEP_CAPACITY)) between
+    /// messages, whatever size the largest message had. For watching memory; there is nothing to tune.
+    pub fn buffered_capacity(&self) -> usize {
+        self.framer.capacity()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     // ----- internals -----------------------------------------------------------------------------------------
+
+    /// Once the events are drained: frees the queues and the request table if a burst left them big and they
+    /// are empty now, so that an idle client is small whatever it went through.
+    fn release_idle_memory(&mut self) {
+        const KEEP_ENTRIES: usize = 64;
+        if self.events.capacity() > KEEP_ENTRIES {
+            self.events = VecDeque::new();
+        }
+        if self.queue.is_empty() && self.queue.capacity() > KEEP_ENTRIES {
+            self.queue = VecDeque::new();
+        }
+        if self.requests.is_empty() && self.requests.capacity() > KEEP_ENTRIES {
+            self.requests = HashMap::default();
+        }
+    }
 
     fn check_open(&self) -> Result<(), UsageError> {
         match &self.closed {
@@ -524,9 +609,9 @@ impl Client {
     }
 
     /// Room for one more request: pending and abandoned ones (still awaiting their reply) count, the
-    /// client's own `qmp_capabilities` does not.
+    /// client's own `qmp_capabilities` or connect-time sync does not.
     fn check_room(&self) -> Result<(), UsageError> {
-        let own = usize::from(self.phase == Phase::Negotiating);
+        let own = usize::from(matches!(self.phase, Phase::Negotiating | Phase::Syncing));
         if self.requests.len() - own >= self.config.max_pending {
             return Err(UsageError::QueueFull { limit: self.config.max_pending });
         }
@@ -590,7 +675,7 @@ impl Client {
     /// discarded anyway; and an agent that crashed or restarted never writes them, which would otherwise hold
     /// the sync (the very means to recover from that) back forever.
     fn forget_abandoned(&mut self) {
-        if self.requests.values().any(|r| r.stage == Stage::InFlight && !r.oob) {
+        if self.requests.values().any(|r| r.stage == Stage::InFlight && r.holds_slot()) {
             return;
         }
         self.requests.retain(|_, r| r.stage != Stage::Abandoned);
@@ -607,16 +692,8 @@ impl Client {
             self.fd_in_flight = Some(id);
         }
         self.transmit.append(&mut req.wire);
-        if !req.expect_reply {
-            if let Some(at) = req.deadline {
-                self.timers.cancel(at, Timer::Command(id));
-            }
-            self.requests.remove(&id);
-            self.events.push_back(ClientEvent::Reply { id: RequestId(id), result: Ok(empty_object()) });
-            return;
-        }
         req.stage = Stage::InFlight;
-        if !req.oob {
+        if req.holds_slot() {
             self.in_flight += 1;
         }
         if let Purpose::Sync(_) = req.purpose {
@@ -654,6 +731,25 @@ impl Client {
         self.phase = Phase::Negotiating;
     }
 
+    /// Guest agent: writes the connect-time `guest-sync-delimited`; `Ready` waits for its reply.
+    fn sync_on_connect(&mut self, nonce: u32) {
+        let id = self.take_id();
+        encode_sync(&mut self.transmit, nonce, id);
+        let req = Request {
+            stage: Stage::InFlight,
+            purpose: Purpose::ConnectSync(nonce),
+            oob: false,
+            deadline: None,
+            expect_reply: true,
+            wire: Vec::new(),
+            pass_fd: false,
+        };
+        self.requests.insert(id, req);
+        self.in_flight += 1;
+        self.resync = Some(Resync { id, seen_delimiter: false });
+        self.phase = Phase::Syncing;
+    }
+
     fn on_frame(&mut self, frame: Frame) {
         if self.phase == Phase::Closed {
             return;
@@ -663,6 +759,12 @@ impl Client {
             Frame::Delimiter => {
                 if let Some(r) = self.resync.as_mut() {
                     r.seen_delimiter = true;
+                }
+            }
+            Frame::Message(bytes) if discarding => {
+                // Only a command answered on failure makes a discarded message worth reading.
+                if self.requests.values().any(Request::awaits_failure) {
+                    self.on_discarded(classify(bytes));
                 }
             }
             _ if discarding => {}
@@ -675,6 +777,7 @@ impl Client {
                         if wire_id(id) == Some(r.id))
                     {
                         r.seen_delimiter = false;
+                        self.on_discarded(msg);
                         return;
                     }
                 }
@@ -690,6 +793,10 @@ impl Client {
                     Some((_, req)) if req.purpose == Purpose::Negotiation => {
                         let why = format!("the qmp_capabilities reply of {len} bytes is over the {limit}-byte limit");
                         self.close_with(ConnectionError::BadGreeting(why));
+                    }
+                    Some((_, req)) if matches!(req.purpose, Purpose::ConnectSync(_)) => {
+                        let why = format!("its reply of {len} bytes is over the {limit}-byte limit");
+                        self.close_with(ConnectionError::SyncFailed(why));
                     }
                     Some((key, req)) if req.stage == Stage::InFlight => {
                         let error = RequestError::ReplyTooLarge { len, limit };
@@ -727,9 +834,25 @@ impl Client {
             Message::Event(ev) => self.push_report(ClientEvent::Event(ev)),
             Message::Return { id, value } => self.on_reply(id, Ok(value)),
             Message::Error { id, error } => self.on_reply(id, Err(error)),
-            Message::NotUnderstood { bytes, reason } => {
-                self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::NotUnderstood { bytes, reason }))
+            Message::NotJson { bytes, reason } => {
+                self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::NotJson { bytes, reason }))
             }
+            Message::UnknownShape { bytes, id, reason } => {
+                self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::UnknownShape { bytes, id, reason }))
+            }
+        }
+    }
+
+    /// A message a resync discards. The agent answered commands written before the sync's 0xFF first, so a
+    /// reply to a command answered only on failure is still its answer: it ends it. Anything else is dropped.
+    fn on_discarded(&mut self, msg: Message) {
+        let (id, result) = match msg {
+            Message::Return { id: Some(id), value } => (id, Ok(value)),
+            Message::Error { id: Some(id), error } => (id, Err(error)),
+            _ => return,
+        };
+        if wire_id(&id).and_then(|k| self.requests.get(&k)).is_some_and(Request::awaits_failure) {
+            self.on_reply(Some(id), result);
         }
     }
 
@@ -752,7 +875,7 @@ impl Client {
             self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::UnknownId { id: raw_id }));
             return;
         }
-        if let (Purpose::Sync(nonce), Stage::InFlight, Ok(value)) = (req.purpose, req.stage, &result) {
+        if let (Some(nonce), Stage::InFlight, Ok(value)) = (req.purpose.sync_nonce(), req.stage, &result) {
             if value.raw_str().trim().parse::<u64>().ok() != Some(u64::from(nonce)) {
                 // A stale delimited reply (an earlier client's sync): wait for the next marker.
                 self.resync = Some(Resync { id: key, seen_delimiter: false });
@@ -775,6 +898,13 @@ impl Client {
                     return;
                 }
             },
+            (_, Purpose::ConnectSync(_)) => {
+                match result {
+                    Ok(_) => self.become_ready(),
+                    Err(e) => self.close_with(ConnectionError::SyncFailed(e.to_string())),
+                }
+                return;
+            }
             (_, Purpose::User | Purpose::Sync(_)) => {
                 self.events.push_back(ClientEvent::Reply { id: RequestId(key), result });
             }
@@ -790,7 +920,7 @@ impl Client {
             self.requests.insert(key, req);
             return None;
         }
-        if !req.oob {
+        if req.holds_slot() {
             self.in_flight -= 1;
         }
         if let Some(at) = req.deadline {
@@ -810,6 +940,14 @@ impl Client {
         req.deadline = None;
         match req.stage {
             Stage::Abandoned => return,
+            // For a command answered only on failure, the deadline is the grace period: no error by then
+            // means it succeeded.
+            Stage::InFlight if !req.expect_reply => {
+                self.requests.remove(&id);
+                self.events.push_back(ClientEvent::Reply { id: RequestId(id), result: Ok(empty_object()) });
+                self.pump(); // a descriptor-passing command may have waited for it
+                return;
+            }
             Stage::Queued => {
                 self.requests.remove(&id);
             }
@@ -843,6 +981,16 @@ impl Client {
             return;
         }
         self.phase = Phase::Closed;
+        if matches!(cause, ConnectionError::Eof | ConnectionError::EofMidMessage { .. } | ConnectionError::Transport(_))
+        {
+            // The agent went away (it powers off or suspends) without reporting a failure: success.
+            let mut succeeded: Vec<u64> =
+                self.requests.iter().filter(|(_, r)| r.awaits_failure()).map(|(id, _)| *id).collect();
+            succeeded.sort_unstable();
+            for id in succeeded {
+                self.events.push_back(ClientEvent::Reply { id: RequestId(id), result: Ok(empty_object()) });
+            }
+        }
         self.requests.clear();
         self.queue.clear();
         self.timers.clear();
@@ -854,6 +1002,13 @@ impl Client {
         self.closed = Some(cause.clone());
         self.events.push_back(ClientEvent::Closed(cause));
     }
+}
+
+/// Appends a 0xFF byte (which resets the agent's parser) and `guest-sync-delimited` with `nonce`.
+fn encode_sync(out: &mut Vec<u8>, nonce: u32, id: u64) {
+    out.push(0xFF);
+    let args = format!("{{\"id\":{nonce}}}");
+    encode_command(out, "guest-sync-delimited", Some(args.as_bytes()), id, false);
 }
 
 /// The id of a reply, when it is one this client could have sent (a plain integer).
@@ -868,7 +1023,7 @@ fn describe(msg: &Message) -> String {
         Message::Return { value, .. } => format!("a reply ({value:?})"),
         Message::Error { error, .. } => format!("an error ({error})"),
         Message::Event(e) => format!("an event ({})", e.name),
-        Message::NotUnderstood { reason, .. } => reason.clone(),
+        Message::NotJson { reason, .. } | Message::UnknownShape { reason, .. } => reason.clone(),
     }
 }
 

@@ -2,6 +2,20 @@
 
 use std::time::{Duration, Instant};
 
+/// The grace period to give a command answered only on failure (see [`Config::replies_only_on_failure`]) as its
+/// deadline, when the caller has no better one: 2 seconds.
+///
+/// qemu-ga runs `guest-shutdown` and `guest-suspend-*` by starting a helper (`shutdown`, `systemctl suspend`,
+/// `pm-suspend`, ...) and waiting for it; it writes a reply only when that fails, and on success the guest
+/// goes down or to sleep with nothing written. So silence means success, but only after the helper had time to
+/// fail: the client ends such a command with an error reply if one comes, and otherwise with success when the
+/// agent closes the connection or when the deadline (this grace period) passes.
+pub const DEFAULT_NO_REPLY_GRACE: Duration = Duration::from_secs(2);
+
+/// Guest-agent commands that send no reply when they succeed (`success-response: false` in qga's schema).
+const REPLY_ONLY_ON_FAILURE: [&str; 4] =
+    ["guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"];
+
 /// Which protocol the peer speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -38,6 +52,8 @@ pub struct Config {
     pub(crate) max_queued_events: usize,
     pub(crate) handshake_timeout: Option<Duration>,
     pub(crate) enable_oob: bool,
+    /// Guest-agent mode: the nonce of the `guest-sync-delimited` sent first thing.
+    pub(crate) sync_on_connect: Option<u32>,
 }
 
 impl Config {
@@ -51,13 +67,31 @@ impl Config {
             max_queued_events: 1024,
             handshake_timeout: Some(Duration::from_secs(10)),
             enable_oob: true,
+            sync_on_connect: None,
         }
     }
 
-    /// The guest agent protocol, with the same limits. There is no handshake to time out; use
-    /// [`Client::guest_sync`](crate::Client::guest_sync) with a deadline to check that an agent is listening.
+    /// The guest agent protocol, with the same limits. There is no greeting: the client is ready at once,
+    /// unless [`sync_on_connect`](Self::sync_on_connect) makes it check first that an agent is listening (and
+    /// flush what an earlier client left in the channel), within the 10 s handshake deadline.
     pub fn guest_agent() -> Self {
-        Config { mode: Mode::GuestAgent, handshake_timeout: None, enable_oob: false, ..Config::qmp() }
+        Config { mode: Mode::GuestAgent, enable_oob: false, ..Config::qmp() }
+    }
+
+    /// Guest-agent mode: start the session with `guest-sync-delimited` carrying `nonce`, as
+    /// [`Client::guest_sync`](crate::Client::guest_sync) does (a 0xFF byte first, then everything the agent
+    /// sends before its 0xFF marker discarded). [`ClientEvent::Ready`](crate::ClientEvent::Ready) comes only once
+    /// the agent echoes `nonce`; commands issued before then wait. If the
+    /// [`handshake_timeout`](Self::handshake_timeout) passes first, the session closes with
+    /// [`ConnectionError::SyncTimeout`](crate::ConnectionError::SyncTimeout); an error reply closes it with
+    /// [`ConnectionError::SyncFailed`](crate::ConnectionError::SyncFailed).
+    ///
+    /// The virtio-serial channel of a guest agent keeps what an earlier client left unread, and an agent that is
+    /// not running never answers: this is the way to start on a clean, live channel. Pass a fresh random nonce
+    /// each time (the core has no randomness of its own). Ignored in QMP mode.
+    pub fn sync_on_connect(mut self, nonce: u32) -> Self {
+        self.sync_on_connect = Some(nonce);
+        self
     }
 
     /// The largest message accepted from the server, in bytes. Larger ones are skipped and reported.
@@ -86,8 +120,10 @@ impl Config {
         self
     }
 
-    /// Deadline for the greeting and the capabilities negotiation together, from [`Client::new`](crate::Client::new).
-    /// `None` waits forever (not recommended: a second client on a QMP socket gets no greeting at all).
+    /// Deadline for the greeting and the capabilities negotiation together (QMP), or for the connect-time sync
+    /// ([`sync_on_connect`](Self::sync_on_connect), guest-agent mode; without it there is no handshake), from
+    /// [`Client::new`](crate::Client::new). Default 10 s. `None` waits forever (not recommended: a second client
+    /// on a QMP socket gets no greeting at all, and an agent that is not running never answers).
     pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -125,6 +161,14 @@ impl Config {
     pub fn get_max_queued_events(&self) -> usize {
         self.max_queued_events
     }
+
+    /// Whether the server answers `command` only when it fails: in guest-agent mode, `guest-shutdown`,
+    /// `guest-suspend-disk`, `guest-suspend-ram` and `guest-suspend-hybrid` (the default of
+    /// [`ExecuteOptions::expect_reply`]). Adapters give such a command [`DEFAULT_NO_REPLY_GRACE`] as its
+    /// deadline when the caller set none, since there the deadline is the grace period for an error to come.
+    pub fn replies_only_on_failure(&self, command: &str) -> bool {
+        self.mode == Mode::GuestAgent && REPLY_ONLY_ON_FAILURE.contains(&command)
+    }
 }
 
 /// Options for one command.
@@ -156,6 +200,8 @@ impl ExecuteOptions {
     }
 
     /// End the command with [`ClientEvent::TimedOut`](crate::ClientEvent::TimedOut) if no reply came by `deadline`.
+    /// For a command answered only on failure (see [`expect_reply`](Self::expect_reply)) that has been written,
+    /// the deadline is the grace period instead: passing it ends the command as a success.
     pub fn deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
         self
@@ -167,9 +213,16 @@ impl ExecuteOptions {
         self
     }
 
-    /// Whether the server answers this command. By default every command is answered, except, in guest-agent
-    /// mode, those that send nothing on success (`guest-shutdown`, `guest-suspend-disk`, `guest-suspend-ram`,
-    /// `guest-suspend-hybrid`). A command that expects no reply completes (with `{}`) when it is written.
+    /// Whether the server answers this command on success. By default every command is, except, in guest-agent
+    /// mode, those that reply only on failure ([`Config::replies_only_on_failure`]: `guest-shutdown`,
+    /// `guest-suspend-disk`, `guest-suspend-ram`, `guest-suspend-hybrid`).
+    ///
+    /// Once written, a command that expects no reply ends with the first of: a reply carrying its id (an error
+    /// is [`ClientEvent::Reply`](crate::ClientEvent::Reply) with `Err`); the server closing the connection (EOF
+    /// or a transport error: `Reply` with `Ok({})`, before `Closed`); its deadline (`Reply` with `Ok({})`, not
+    /// `TimedOut`: pick it as the grace period, for example [`DEFAULT_NO_REPLY_GRACE`]). Without a deadline it
+    /// waits for one of the other two. It holds no in-flight slot and does not hold back a `guest_sync`. Before
+    /// it is written it is like any command (its deadline then ends it with `TimedOut`).
     pub fn expect_reply(mut self, expect: bool) -> Self {
         self.expect_reply = Some(expect);
         self

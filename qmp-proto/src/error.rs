@@ -115,9 +115,15 @@ pub enum ConnectionError {
     /// The server rejected `qmp_capabilities`.
     #[error("capabilities negotiation failed: {0}")]
     NegotiationFailed(QmpError),
-    /// The guest agent did not answer `guest-sync-delimited` with the expected value.
+    /// The guest agent answered the connect-time `guest-sync-delimited`
+    /// ([`Config::sync_on_connect`](crate::Config::sync_on_connect)) with an error, or with a reply over the
+    /// message size limit.
     #[error("guest-sync-delimited failed: {0}")]
     SyncFailed(String),
+    /// The guest agent did not echo the connect-time `guest-sync-delimited` nonce before the handshake deadline
+    /// (is the agent running in the guest? is the channel the agent's?).
+    #[error("the guest agent did not answer guest-sync-delimited before the deadline")]
+    SyncTimeout,
     /// The local side closed the connection.
     #[error("closed locally")]
     Local,
@@ -142,11 +148,22 @@ pub enum ProtocolViolation {
     },
     /// An error without an id: QEMU raises these before it reads the id (JSON parse errors, non-object input).
     IdlessError(QmpError),
-    /// A message that is not JSON, or JSON of an unknown shape.
-    NotUnderstood {
+    /// A message that is not valid JSON (QEMU writes `inf` for an id of `1e400`). Its command, if it was a
+    /// reply, cannot be told: it ends at its deadline.
+    NotJson {
         /// The message.
         bytes: Bytes,
-        /// Why.
+        /// What the JSON parser said.
+        reason: String,
+    },
+    /// Valid JSON of a shape this client does not know (not an object, or an object with none of `QMP`,
+    /// `event`, `return`, `error`, or one of those of the wrong type).
+    UnknownShape {
+        /// The message.
+        bytes: Bytes,
+        /// Its `id` member, exactly as sent, when it is an object that has one.
+        id: Option<RawJson>,
+        /// Why it was not understood.
         reason: String,
     },
     /// A message over the maximum message size. Its bytes were skipped, not buffered.
@@ -171,8 +188,12 @@ impl std::fmt::Display for ProtocolViolation {
             Self::UnknownId { id } => write!(f, "reply with unknown id {id}"),
             Self::IdlessReply { value } => write!(f, "reply without id: {value:?}"),
             Self::IdlessError(e) => write!(f, "error without id: {e}"),
-            Self::NotUnderstood { reason, bytes } => {
-                write!(f, "message not understood ({reason}); {} bytes", bytes.len())
+            Self::NotJson { reason, bytes } => write!(f, "message of {} bytes is not JSON ({reason})", bytes.len()),
+            Self::UnknownShape { reason, bytes, id: Some(id) } => {
+                write!(f, "message of {} bytes with id {id} has an unknown shape ({reason})", bytes.len())
+            }
+            Self::UnknownShape { reason, bytes, id: None } => {
+                write!(f, "message of {} bytes has an unknown shape ({reason})", bytes.len())
             }
             Self::Oversized { len, limit } => write!(f, "message of {len} bytes over the {limit}-byte limit skipped"),
             Self::Truncated { len } => write!(f, "message cut short by 0xFF after {len} bytes"),

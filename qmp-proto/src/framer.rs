@@ -11,11 +11,15 @@
 //! - **Bounded.** A value longer than the configured maximum is not buffered: its bytes are dropped as they are
 //!   scanned and one [`Frame::Oversized`] is reported when it ends. The framer never holds more than the
 //!   maximum message size.
+//! - **Small when idle.** The buffer for a value split across [`Framer::feed`] calls starts empty (no
+//!   allocation) and grows on demand. A message that ends within one call is copied out without it. Once a
+//!   message that needed more than [`KEEP_CAPACITY`] of buffer is out, the buffer goes with it (the message
+//!   owns it), so a 9 MiB reply does not pin 9 MiB for the life of the connection; smaller buffers are reused.
 //! - **0xFF resynchronises.** 0xFF never occurs in QEMU's JSON output. Anywhere in the stream it yields
 //!   [`Frame::Delimiter`]; an unfinished value before it is reported as [`Frame::Truncated`].
 //! - **Garbage is framed too.** A top-level token that does not start an object, array or string (QEMU never
 //!   sends one, a broken peer might) runs to the next whitespace, 0xFF, `{`, `[` or `"`, and is handed on as a
-//!   message so that classification can report it as not understood.
+//!   message so that classification can report it as not JSON.
 //!
 //! Speed: inside objects and arrays the input is scanned 64 bytes at a time. One pass over a block (which
 //! the compiler vectorizes) marks its quotes and brackets as bits of three words; a prefix XOR of the quote
@@ -105,6 +109,10 @@ pub struct Framer {
 /// Bytes of an oversized value's end kept to find its id.
 const TAIL: usize = 48;
 
+/// The largest buffer the framer keeps for the next message once a message is out (64 KiB): a larger one
+/// leaves with the message it held.
+pub const KEEP_CAPACITY: usize = 64 * 1024;
+
 impl Framer {
     /// A framer that reports values longer than `max_message_size` bytes as [`Frame::Oversized`].
     pub fn new(max_message_size: usize) -> Self {
@@ -127,6 +135,12 @@ impl Framer {
     /// Bytes currently buffered for an unfinished value. Never more than the maximum message size.
     pub fn buffered(&self) -> usize {
         self.partial.len()
+    }
+
+    /// Bytes of buffer allocated for unfinished values (its capacity): 0 until a value is split across
+    /// [`feed`](Self::feed) calls, and at most [`KEEP_CAPACITY`] between messages.
+    pub fn capacity(&self) -> usize {
+        self.partial.capacity()
     }
 
     /// Bytes of the unfinished value received so far, those dropped for being over the limit included.
@@ -344,7 +358,13 @@ impl Framer {
             copy(&input[start..end])
         } else {
             self.partial.extend_from_slice(&input[start..end]);
-            self.partial.split().freeze()
+            if self.partial.capacity() > KEEP_CAPACITY {
+                // A big buffer leaves with its message: the framer starts again from nothing.
+                std::mem::take(&mut self.partial).freeze()
+            } else {
+                // The rest of a small buffer is reused for the next message.
+                self.partial.split().freeze()
+            }
         };
         emit(Frame::Message(frame));
     }
@@ -356,7 +376,7 @@ impl Framer {
         self.depth = 0;
         self.value_len = 0;
         self.discarding = false;
-        self.partial.clear();
+        self.drop_partial();
         self.tail.clear();
         emit(Frame::Truncated { len });
     }
@@ -377,7 +397,16 @@ impl Framer {
         self.tail.clear();
         push_tail(&mut self.tail, &self.partial);
         push_tail(&mut self.tail, recent);
-        self.partial.clear();
+        self.drop_partial();
+    }
+
+    /// Empties the buffer of an unfinished value that will not be a message, freeing it if it is big.
+    fn drop_partial(&mut self) {
+        if self.partial.capacity() > KEEP_CAPACITY {
+            self.partial = BytesMut::new();
+        } else {
+            self.partial.clear();
+        }
     }
 
     /// Keeps the unfinished tail `input[start..end]` for the next call (or only counts it, when discarding).
@@ -664,6 +693,49 @@ mod tests {
                 assert_eq!(run(&chunks), want, "round {round}, max {max}, chunks of {size}");
             }
         }
+    }
+
+    /// The buffer starts unallocated, grows for a big message split across calls, and leaves with it; after
+    /// a truncated or oversized one it is given back too.
+    #[test]
+    fn buffer_starts_empty_and_a_big_one_leaves_with_its_message() {
+        let mut f = Framer::new(16 << 20);
+        assert_eq!(f.capacity(), 0);
+        f.feed(b"{\"return\": 1}\r\n", |_| {});
+        assert_eq!(f.capacity(), 0, "a message within one call needs no buffer");
+        let big = format!("{{\"return\": \"{}\", \"id\": 1}}\r\n{{\"retu", "x".repeat(9 << 20));
+        let mut out = Vec::new();
+        let mut peak = 0;
+        for chunk in big.as_bytes().chunks(65_536) {
+            f.feed(chunk, |fr| out.push(fr));
+            peak = peak.max(f.capacity());
+        }
+        assert!(peak >= 9 << 20, "{peak}");
+        assert!(matches!(&out[..], [Frame::Message(m)] if m.len() == big.len() - 8), "{}", out.len());
+        assert!(f.capacity() < KEEP_CAPACITY, "{} kept after the big message", f.capacity());
+        assert_eq!(f.buffered(), 6, "the next message's start");
+        f.feed(b"rn\": 2}", |fr| out.push(fr));
+        assert_eq!(out.last(), Some(&msg("{\"return\": 2}")));
+        // Small messages split across calls reuse a small buffer.
+        for _ in 0..100 {
+            f.feed(b"{\"return\":", |_| {});
+            f.feed(b" 3}", |_| {});
+            assert!(f.capacity() <= KEEP_CAPACITY);
+        }
+        // A big value cut short by 0xFF, or over the limit, gives its buffer back too.
+        let mut f = Framer::new(1 << 20);
+        let half = format!("{{\"return\": \"{}", "y".repeat(200_000));
+        for chunk in half.as_bytes().chunks(4096) {
+            f.feed(chunk, |_| {});
+        }
+        assert!(f.capacity() > KEEP_CAPACITY);
+        f.feed(b"\xff", |_| {});
+        assert!(f.capacity() <= KEEP_CAPACITY, "{} after truncation", f.capacity());
+        let mut f = Framer::new(100_000);
+        for chunk in half.as_bytes().chunks(4096) {
+            f.feed(chunk, |_| {});
+        }
+        assert!(f.capacity() <= KEEP_CAPACITY, "{} while discarding", f.capacity());
     }
 
     #[test]

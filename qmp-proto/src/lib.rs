@@ -14,9 +14,13 @@
 //! - **Ids and routing**: every command gets a small integer id (cheap for QEMU to read); replies are routed by
 //!   id; replies nobody waits for (cancelled, timed out) are swallowed; unknown ones are reported.
 //! - **Flow control**: at most 8 in-band commands on the wire (QEMU's own queue length), OOB bypasses it.
-//! - **Deadlines** for the handshake and for each command, on the caller's clock.
+//! - **Deadlines** for the handshake (greeting and negotiation, or the guest agent's connect-time sync) and for
+//!   each command, on the caller's clock.
 //! - **Bounds** on message size, pending commands and undrained events; overflow is reported, never absorbed.
-//! - **Guest agent**: no greeting, `guest-sync-delimited` resynchronisation, commands that never reply.
+//! - **Guest agent**: no greeting; `guest-sync-delimited` resynchronisation, on demand
+//!   ([`Client::guest_sync`]) or first thing ([`Config::sync_on_connect`]: `Ready` once the agent echoed the
+//!   nonce you pass, within the handshake deadline); commands that reply only when they fail (an error ends
+//!   them; EOF or their deadline, the grace period, ends them as a success: [`DEFAULT_NO_REPLY_GRACE`]).
 //!
 //! # For adapters
 //! [`adapter`] holds what every adapter shares and re-exports (the connection `Options`, the `Error`): plain
@@ -124,7 +128,7 @@ mod raw;
 mod timers;
 
 pub use client::{Client, ClientEvent, RequestId};
-pub use config::{Config, ExecuteOptions, Mode};
+pub use config::{Config, ExecuteOptions, Mode, DEFAULT_NO_REPLY_GRACE};
 pub use error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
 pub use message::{Greeting, ServerEvent, Timestamp, Version};
 pub use raw::RawJson;

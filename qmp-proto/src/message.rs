@@ -7,8 +7,9 @@
 //! other goes through serde, and the two give the same answer.
 //!
 //! Shapes, checked in this order (the member that decides is in brackets):
-//! greeting (`QMP`), event (`event`), success reply (`return`), error reply (`error`). Anything else, including
-//! text that is not JSON at all (QEMU can write `"id": inf`), is [`Message::NotUnderstood`].
+//! greeting (`QMP`), event (`event`), success reply (`return`), error reply (`error`). Valid JSON of any other
+//! shape is [`Message::UnknownShape`]; text that is not JSON at all (QEMU can write `"id": inf`) is
+//! [`Message::NotJson`].
 
 use std::borrow::Cow;
 
@@ -41,22 +42,52 @@ pub enum Message {
     },
     /// An asynchronous event.
     Event(ServerEvent),
-    /// Valid JSON of an unknown shape, or invalid JSON.
-    NotUnderstood {
+    /// Text that is not valid JSON (QEMU writes `inf` for an id of `1e400`).
+    NotJson {
         /// The whole message.
         bytes: Bytes,
+        /// What the JSON parser said.
+        reason: String,
+    },
+    /// Valid JSON of a shape this crate does not know (not an object, a greeting without `capabilities`, an
+    /// object with none of the members that decide, a member of the wrong type).
+    UnknownShape {
+        /// The whole message.
+        bytes: Bytes,
+        /// Its `id` member, exactly as sent, when it is an object that has one.
+        id: Option<RawJson>,
         /// Why it was not understood.
         reason: String,
     },
 }
 
-/// The server's greeting.
+/// The server's greeting: `{"QMP": {"version": ..., "capabilities": [...]}}`.
+///
+/// Only the `capabilities` array is required. Old servers and the QMP wiki show greetings without a
+/// `version`, or with the version as a string (`{"qemu": "0.12.5", "package": ""}`); those are accepted, with
+/// [`version`](Self::version) `None` and the member as sent in [`raw_version`](Self::raw_version).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Greeting {
-    /// QEMU's version.
-    pub version: Version,
-    /// Capabilities the server offers (today only `oob` exists; unknown ones are kept, not rejected).
+    /// QEMU's version, when the greeting gives it in today's shape
+    /// (`{"qemu": {"major": M, "minor": N, "micro": P}, "package": "..."}`).
+    pub version: Option<Version>,
+    /// The `version` member exactly as sent, whenever it is present (whatever its shape).
+    pub raw_version: Option<RawJson>,
+    /// Capabilities the server offers (today only `oob` exists; unknown ones are kept, not rejected). Entries
+    /// that are not strings are left out.
     pub capabilities: Vec<String>,
+}
+
+impl Greeting {
+    /// The version for printing: `10.0.2` when it was given in today's shape, else the `version` member's JSON
+    /// text as sent, else `unknown`. ([`Version`]'s `Display` adds the package string.)
+    pub fn version_string(&self) -> String {
+        match (&self.version, &self.raw_version) {
+            (Some(v), _) => format!("{}.{}.{}", v.major, v.minor, v.micro),
+            (None, Some(raw)) => raw.raw_str().to_owned(),
+            (None, None) => "unknown".to_owned(),
+        }
+    }
 }
 
 /// A QEMU version as the greeting gives it.
@@ -135,17 +166,21 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
     <&'de RawValue>::deserialize(d).map(Some)
 }
 
+/// The `QMP` member of a greeting: only `capabilities` is required, `version` is read separately.
 #[derive(Deserialize)]
-struct GreetingBody {
-    version: VersionBody,
-    capabilities: Vec<String>,
+struct GreetingBody<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    capabilities: Vec<&'a RawValue>,
 }
 
+/// A version in today's shape.
 #[derive(Deserialize)]
-struct VersionBody {
+struct VersionBody<'a> {
     qemu: VersionTriple,
-    #[serde(default)]
-    package: String,
+    #[serde(borrow, default)]
+    package: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -161,29 +196,21 @@ pub fn classify(bytes: Bytes) -> Message {
         Some(members) => members,
         None => match serde_json::from_slice::<Envelope<'_>>(&bytes) {
             Ok(env) => Members::from(env),
-            Err(e) => {
-                let reason = if bytes.first() == Some(&b'{') {
-                    format!("invalid message: {e}")
-                } else {
-                    format!("not a JSON object: {e}")
-                };
-                return Message::NotUnderstood { bytes, reason };
-            }
+            Err(e) => return unreadable(bytes, &e),
         },
     };
     let slice = |raw: &[u8]| RawJson::from_valid(bytes.slice_ref(raw));
     if let Some(body) = members.qmp {
-        return match serde_json::from_str::<GreetingBody>(std::str::from_utf8(body).unwrap_or_default()) {
+        return match serde_json::from_str::<GreetingBody<'_>>(std::str::from_utf8(body).unwrap_or_default()) {
             Ok(g) => Message::Greeting(Greeting {
-                version: Version {
-                    major: g.version.qemu.major,
-                    minor: g.version.qemu.minor,
-                    micro: g.version.qemu.micro,
-                    package: g.version.package,
-                },
-                capabilities: g.capabilities,
+                version: g.version.and_then(parse_version),
+                raw_version: g.version.map(|v| slice(v.get().as_bytes())),
+                capabilities: g.capabilities.iter().filter_map(|c| serde_json::from_str(c.get()).ok()).collect(),
             }),
-            Err(e) => Message::NotUnderstood { reason: format!("greeting of the wrong shape: {e}"), bytes },
+            Err(e) => {
+                let id = members.id.map(slice);
+                Message::UnknownShape { id, reason: format!("greeting of the wrong shape: {e}"), bytes }
+            }
         };
     }
     if let Some(name) = members.event {
@@ -198,7 +225,38 @@ pub fn classify(bytes: Bytes) -> Message {
     if let Some(body) = members.error {
         return Message::Error { id, error: QmpError::from_body(slice(body)) };
     }
-    Message::NotUnderstood { bytes, reason: "object with none of QMP, event, return, error".into() }
+    let reason = "object with none of QMP, event, return, error".to_owned();
+    Message::UnknownShape { bytes, id, reason }
+}
+
+/// A message serde could not read as an envelope: text that is not JSON, or JSON of another shape.
+fn unreadable(bytes: Bytes, error: &serde_json::Error) -> Message {
+    // `RawValue` checks syntax without building anything, and without serde's recursion limit.
+    if serde_json::from_slice::<&RawValue>(&bytes).is_err() {
+        return Message::NotJson { reason: format!("not valid JSON: {error}"), bytes };
+    }
+    /// The `id` of an object whose other members serde could not read.
+    #[derive(Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow, default, deserialize_with = "present")]
+        id: Option<&'a RawValue>,
+    }
+    let id = serde_json::from_slice::<IdOnly<'_>>(&bytes).ok().and_then(|m| m.id);
+    let id = id.map(|raw| RawJson::from_valid(bytes.slice_ref(raw.get().as_bytes())));
+    let reason = if bytes.first() == Some(&b'{') {
+        format!("object of an unknown shape: {error}")
+    } else {
+        format!("not a JSON object: {error}")
+    };
+    Message::UnknownShape { bytes, id, reason }
+}
+
+/// A greeting's `version` member, when it has today's shape; `None` for any other (the caller keeps the text).
+fn parse_version(raw: &RawValue) -> Option<Version> {
+    let body: VersionBody<'_> = serde_json::from_str(raw.get()).ok()?;
+    let package = body.package.and_then(|p| serde_json::from_str::<String>(p.get()).ok()).unwrap_or_default();
+    let VersionTriple { major, minor, micro } = body.qemu;
+    Some(Version { major, minor, micro, package })
 }
 
 // ----- the fast path ------------------------------------------------------------------------------------------
@@ -406,8 +464,54 @@ mod tests {
             r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": "Debian"}, "capabilities": ["oob"]}}"#,
         );
         let Message::Greeting(g) = m else { panic!("{m:?}") };
-        assert_eq!(g.version.to_string(), "10.0.2 (Debian)");
+        assert_eq!(g.version.as_ref().map(ToString::to_string).as_deref(), Some("10.0.2 (Debian)"));
+        assert_eq!(g.version_string(), "10.0.2");
+        assert_eq!(
+            g.raw_version.as_ref().map(RawJson::raw_str),
+            Some(r#"{"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": "Debian"}"#)
+        );
         assert_eq!(g.capabilities, vec!["oob".to_string()]);
+    }
+
+    /// Greetings of old servers and of the QMP wiki: no version, a version string, any other version shape.
+    #[test]
+    fn greetings_of_any_version_shape() {
+        let cases = [
+            (r#"{"QMP": {"capabilities": []}}"#, None, None, "unknown"),
+            (
+                r#"{"QMP": {"version": {"qemu": "0.12.5", "package": ""}, "capabilities": []}}"#,
+                None,
+                Some(r#"{"qemu": "0.12.5", "package": ""}"#),
+                r#"{"qemu": "0.12.5", "package": ""}"#,
+            ),
+            (r#"{"QMP": {"version": "1.0", "capabilities": ["oob", 7]}}"#, None, Some(r#""1.0""#), r#""1.0""#),
+            (r#"{"QMP": {"version": null, "capabilities": []}}"#, None, Some("null"), "null"),
+            (
+                r#"{"QMP": {"capabilities": [], "version": {"package": 1, "qemu": {"major": 7, "minor": 2, "micro": 22}}}}"#,
+                Some("7.2.22"),
+                Some(r#"{"package": 1, "qemu": {"major": 7, "minor": 2, "micro": 22}}"#),
+                "7.2.22",
+            ),
+        ];
+        for (text, version, raw, printed) in cases {
+            let m = c(text);
+            let Message::Greeting(g) = m else { panic!("{text}: {m:?}") };
+            assert_eq!(
+                g.version.as_ref().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro)).as_deref(),
+                version,
+                "{text}"
+            );
+            assert_eq!(g.raw_version.as_ref().map(RawJson::raw_str), raw, "{text}");
+            assert_eq!(g.version_string(), printed, "{text}");
+        }
+        let Message::Greeting(g) = c(r#"{"QMP": {"version": "1.0", "capabilities": ["oob", 7, "x"]}}"#) else {
+            panic!()
+        };
+        assert_eq!(g.capabilities, ["oob", "x"]);
+        // No capabilities array: not a greeting.
+        for text in [r#"{"QMP": {"version": "1.0"}}"#, r#"{"QMP": {"capabilities": {}}}"#, r#"{"QMP": []}"#] {
+            assert!(!matches!(c(text), Message::Greeting(_)), "{text}");
+        }
     }
 
     #[test]
@@ -520,9 +624,37 @@ mod tests {
     }
 
     #[test]
-    fn not_understood() {
-        for s in [r#"{"return": {}, "id": inf}"#, "garbage", "[1]", r#"{"x": 1}"#, r#"{"QMP": 1}"#] {
-            assert!(matches!(c(s), Message::NotUnderstood { .. }), "{s}");
+    fn not_json() {
+        for s in [r#"{"return": {}, "id": inf}"#, "garbage", "[1, garbage", r#"{"id": 1, "x": 1"#, "{\"a\": \"\u{1}\"}"]
+        {
+            let m = c(s);
+            assert!(matches!(&m, Message::NotJson { bytes, reason } if bytes == s && !reason.is_empty()), "{s}: {m:?}");
         }
+    }
+
+    #[test]
+    fn unknown_shape_keeps_the_id() {
+        let cases = [
+            ("[1]", None),
+            ("12", None),
+            (r#""s""#, None),
+            (r#"{"x": 1}"#, None),
+            (r#"{"x": 1, "id": "a"}"#, Some(r#""a""#)),
+            (r#"{"id": null}"#, Some("null")),
+            (r#"{"QMP": 1, "id": 5}"#, Some("5")),
+            (r#"{"event": 7, "id": {"k": [1]}}"#, Some(r#"{"k": [1]}"#)),
+            (r#"{"return": 1, "return": 2, "id": 3}"#, Some("3")),
+            (r#"{"id": 1, "id": 2}"#, None),
+        ];
+        for (s, want) in cases {
+            let m = c(s);
+            let Message::UnknownShape { bytes, id, reason } = m else { panic!("{s}: {m:?}") };
+            assert_eq!(bytes, s.as_bytes(), "{s}");
+            assert_eq!(id.as_ref().map(RawJson::raw_str), want, "{s}");
+            assert!(!reason.is_empty());
+        }
+        // Deeper than serde's recursion limit is still valid JSON.
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        assert!(matches!(c(&deep), Message::UnknownShape { .. }));
     }
 }

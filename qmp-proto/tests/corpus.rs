@@ -208,7 +208,8 @@ fn kinds(events: &[Ev]) -> Vec<&'static str> {
             Ev::UnknownId { .. } => "unknown-id",
             Ev::IdlessReply { .. } => "idless-reply",
             Ev::IdlessError { .. } => "idless-error",
-            Ev::NotUnderstood { .. } => "not-understood",
+            Ev::NotJson { .. } => "not-json",
+            Ev::UnknownShape { .. } => "unknown-shape",
             Ev::Oversized { .. } => "oversized",
             Ev::Truncated { .. } => "truncated",
             Ev::UnexpectedGreeting => "unexpected-greeting",
@@ -264,7 +265,7 @@ fn every_transcript_frames_cleanly() {
             t.name
         );
         // Only the `inf` ids are not JSON.
-        let not_understood = ev.iter().filter(|e| matches!(e, Ev::NotUnderstood { .. })).count();
+        let not_understood = ev.iter().filter(|e| matches!(e, Ev::NotJson { .. } | Ev::UnknownShape { .. })).count();
         assert_eq!(not_understood, if t.name == "qsd-id-inf" { 2 } else { 0 }, "{}: {ev:?}", t.name);
         match t.config().mode() {
             qmp_proto::Mode::Qmp => {
@@ -344,14 +345,14 @@ fn qsd_query_qmp_schema_one_big_reply() {
 }
 
 #[test]
-fn qsd_id_inf_is_not_understood_and_the_session_survives() {
+fn qsd_id_inf_is_not_json_and_the_session_survives() {
     let r = replay_whole(transcript("qsd-id-inf"));
     let ev = &r.events;
-    assert_eq!(kinds(ev), ["greeting", "idless-reply", "not-understood", "not-understood", "unknown-id", "closed"]);
-    let Ev::NotUnderstood { bytes, reason } = &ev[2] else { unreachable!() };
+    assert_eq!(kinds(ev), ["greeting", "idless-reply", "not-json", "not-json", "unknown-id", "closed"]);
+    let Ev::NotJson { bytes, reason } = &ev[2] else { unreachable!() };
     assert!(lossy(bytes).ends_with(r#""id": inf}"#), "{}", lossy(bytes));
     assert!(!reason.is_empty());
-    let Ev::NotUnderstood { bytes, .. } = &ev[3] else { unreachable!() };
+    let Ev::NotJson { bytes, .. } = &ev[3] else { unreachable!() };
     assert!(lossy(bytes).ends_with(r#""id": -inf}"#), "{}", lossy(bytes));
     // The next message is still classified normally, and only the final EOF closes the session.
     assert_eq!(ev[4], Ev::UnknownId { id: "\"after\"".into() });

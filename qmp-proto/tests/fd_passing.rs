@@ -95,3 +95,22 @@ fn descriptor_commands_are_in_band_only() {
     let err = c.execute("getfd", None::<&()>, ExecuteOptions::new().pass_fd().oob()).unwrap_err();
     assert!(matches!(err, UsageError::InvalidArguments(_)), "{err}");
 }
+
+/// A descriptor-passing command answered only on failure holds the next one back until it ends; its grace
+/// deadline ending it lets the next go.
+#[test]
+fn a_silent_descriptor_command_releases_the_next_at_its_deadline() {
+    let base = Instant::now();
+    let mut c = ready();
+    let at = base + Duration::from_secs(2);
+    let silent = ExecuteOptions::new().pass_fd().expect_reply(false).deadline(at);
+    let a = c.execute("add-fd", Some(&serde_json::json!({"fdset-id": 1})), silent).unwrap();
+    let b = c.execute("add-fd", Some(&serde_json::json!({"fdset-id": 2})), ExecuteOptions::new().pass_fd()).unwrap();
+    let (_, fds) = transmit(&mut c);
+    assert_eq!(fds.iter().map(|f| f.1).collect::<Vec<_>>(), [a]);
+    c.handle_timeout(at);
+    let ev = c.poll_event();
+    assert!(matches!(ev, Some(ClientEvent::Reply { id, result: Ok(_) }) if id == a), "{ev:?}");
+    let (_, fds) = transmit(&mut c);
+    assert_eq!(fds.iter().map(|f| f.1).collect::<Vec<_>>(), [b]);
+}

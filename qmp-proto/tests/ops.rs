@@ -3,7 +3,8 @@
 //! - `in_flight() <= max_in_flight`, and it equals the in-band commands the server holds unanswered (QMP; in
 //!   guest-agent mode, those sent since the last resync);
 //! - every request ends exactly once (`Reply`, `TimedOut`, `Failed`, a successful `cancel`, or `Closed`), and
-//!   `pending()` counts exactly the requests not ended;
+//!   `pending()` counts exactly the requests not ended; a written command answered only on failure ends with
+//!   its error, at its deadline (as a success) or, as a success before `Closed`, at EOF;
 //! - a command cancelled or timed out while queued is never transmitted; no command is transmitted twice;
 //! - every server event or violation is delivered or counted in `EventsDropped` (QMP);
 //! - `Closed` comes once and nothing follows it; later calls fail with the same sticky cause.
@@ -25,7 +26,11 @@ enum Op {
     ExecuteOob {
         deadline: Option<u64>,
     },
-    ExecuteNoReply,
+    ExecuteNoReply {
+        deadline: Option<u64>,
+    },
+    /// The server reports the failure of one of the written commands answered only on failure.
+    FailSilent(usize),
     GuestSync {
         deadline: Option<u64>,
     },
@@ -56,7 +61,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => deadline.clone().prop_map(|deadline| Op::Execute { deadline }),
         2 => deadline.clone().prop_map(|deadline| Op::ExecuteOob { deadline }),
-        1 => Just(Op::ExecuteNoReply),
+        1 => deadline.clone().prop_map(|deadline| Op::ExecuteNoReply { deadline }),
+        1 => any::<usize>().prop_map(Op::FailSilent),
         1 => deadline.prop_map(|deadline| Op::GuestSync { deadline }),
         2 => any::<usize>().prop_map(Op::Cancel),
         10 => (any::<usize>(), prop::bool::weighted(0.15), any::<usize>())
@@ -124,6 +130,10 @@ struct Model {
     transmitted: HashMap<u64, usize>,
     held: Vec<Held>,
     answered: Vec<u64>,
+    /// Commands answered only on failure that were written, with their deadline (ms of virtual time).
+    silent: Vec<(u64, Option<std::time::Instant>)>,
+    /// Commands answered only on failure, by id, with their deadline.
+    silent_issued: HashMap<u64, Option<std::time::Instant>>,
     /// Events processed so far in `d.log`, commands processed so far in `d.sent`.
     log_seen: usize,
     sent_seen: usize,
@@ -135,8 +145,23 @@ struct Model {
 
 impl Model {
     fn new(mode: Mode, max_in_flight: usize, max_pending: usize, max_events: usize, offer_oob: bool) -> Self {
+        Self::with_sync(mode, max_in_flight, max_pending, max_events, offer_oob, false)
+    }
+
+    /// `sync_on_connect`: guest-agent mode starts with the client's own sync (nonce 999, id 1, 20 s deadline).
+    fn with_sync(
+        mode: Mode,
+        max_in_flight: usize,
+        max_pending: usize,
+        max_events: usize,
+        offer_oob: bool,
+        sync_on_connect: bool,
+    ) -> Self {
         let base = match mode {
             Mode::Qmp => Config::qmp().handshake_timeout(Some(Duration::from_secs(20))),
+            Mode::GuestAgent if sync_on_connect => {
+                Config::guest_agent().sync_on_connect(999).handshake_timeout(Some(Duration::from_secs(20)))
+            }
             Mode::GuestAgent => Config::guest_agent(),
         };
         let config = base.max_in_flight(max_in_flight).max_pending(max_pending).max_queued_events(max_events);
@@ -154,6 +179,8 @@ impl Model {
             transmitted: HashMap::new(),
             held: Vec::new(),
             answered: Vec::new(),
+            silent: Vec::new(),
+            silent_issued: HashMap::new(),
             log_seen: 0,
             sent_seen: 0,
             closed: None,
@@ -183,6 +210,8 @@ impl Model {
             assert!(!self.ended_unsent.contains(&cmd.id), "command {} transmitted after it ended in the queue", cmd.id);
             if cmd.name == "qmp_capabilities" {
                 assert_eq!(self.mode, Mode::Qmp);
+            } else if cmd.name == "guest-sync-delimited" && cmd.id == 1 && !self.life.contains_key(&1) {
+                assert_eq!(self.mode, Mode::GuestAgent, "the connect-time sync");
             } else {
                 assert!(self.life.contains_key(&cmd.id), "transmitted an id never issued: {cmd:?}");
             }
@@ -195,7 +224,9 @@ impl Model {
                 self.held.iter_mut().for_each(|h| h.stale = true);
             }
             let no_reply = ["guest-shutdown", "quit-no-reply"].contains(&cmd.name.as_str());
-            if !no_reply {
+            if no_reply {
+                self.silent.push((cmd.id, self.silent_issued[&cmd.id]));
+            } else {
                 self.held.push(Held { id: cmd.id, oob: cmd.oob, nonce, stale: false });
             }
         }
@@ -208,6 +239,17 @@ impl Model {
                 let life = self.life.get_mut(&id).unwrap_or_else(|| panic!("{ev:?} for an id never issued"));
                 assert_eq!(*life, Life::Open, "request {id} ended twice: {ev:?}");
                 *life = Life::Ended;
+                if let Some(at) = self.silent.iter().position(|(s, _)| *s == id) {
+                    // Written and answered only on failure: an error, or a success at its deadline or EOF.
+                    let (_, deadline) = self.silent.remove(at);
+                    assert!(!matches!(ev, Ev::TimedOut { .. }), "written silent command {id} timed out");
+                    if let Ev::ReplyOk { raw, .. } = &ev {
+                        assert_eq!(raw, "{}");
+                        let at_deadline = deadline.is_some_and(|d| d <= self.d.now);
+                        let eof = self.d.client.is_closed();
+                        assert!(at_deadline || eof, "silent command {id} succeeded before its deadline or EOF");
+                    }
+                }
                 if matches!(ev, Ev::TimedOut { .. }) && !self.transmitted.contains_key(&id) {
                     self.ended_unsent.push(id);
                 }
@@ -215,6 +257,10 @@ impl Model {
             }
             match ev {
                 Ev::Closed(cause) => {
+                    if matches!(cause, ConnectionError::Eof | ConnectionError::EofMidMessage { .. }) {
+                        let open: Vec<_> = self.silent.iter().filter(|(id, _)| self.life[id] == Life::Open).collect();
+                        assert!(open.is_empty(), "silent commands {open:?} not ended before EOF closed");
+                    }
                     for life in self.life.values_mut() {
                         *life = Life::Ended;
                     }
@@ -228,7 +274,8 @@ impl Model {
                 | Ev::UnknownId { .. }
                 | Ev::IdlessReply { .. }
                 | Ev::IdlessError { .. }
-                | Ev::NotUnderstood { .. }
+                | Ev::NotJson { .. }
+                | Ev::UnknownShape { .. }
                 | Ev::UnexpectedGreeting
                 | Ev::Oversized { .. }
                 | Ev::Truncated { .. } => self.reports_seen += 1,
@@ -336,13 +383,27 @@ impl Model {
                 let r = self.d.client.execute("query-yank", None::<&()>, self.deadline(*deadline).oob());
                 self.issue(r, true);
             }
-            Op::ExecuteNoReply => {
+            Op::ExecuteNoReply { deadline } => {
+                let opts = self.deadline(*deadline);
                 let (name, opts) = match self.mode {
-                    Mode::GuestAgent => ("guest-shutdown", ExecuteOptions::new()),
-                    Mode::Qmp => ("quit-no-reply", ExecuteOptions::new().expect_reply(false)),
+                    Mode::GuestAgent => ("guest-shutdown", opts),
+                    Mode::Qmp => ("quit-no-reply", opts.expect_reply(false)),
                 };
                 let r = self.d.client.execute(name, None::<&()>, opts);
+                if let Ok(id) = &r {
+                    self.silent_issued.insert(id.as_u64(), opts.get_deadline());
+                }
                 self.issue(r, false);
+            }
+            Op::FailSilent(ix) => {
+                let open: Vec<u64> =
+                    self.silent.iter().map(|(id, _)| *id).filter(|id| self.life[id] == Life::Open).collect();
+                if open.is_empty() {
+                    return;
+                }
+                let id = open[ix % open.len()];
+                self.feed(err(id, "GenericError", "no shutdown").as_bytes(), None);
+                assert_eq!(self.life[&id], Life::Ended, "the error ended silent command {id}");
             }
             Op::GuestSync { deadline } => {
                 let nonce = 1000 + self.issued.len() as u32;
@@ -391,8 +452,9 @@ impl Model {
             }
             Op::StaleSync(ix) => {
                 // Only while the sync is live: a reply with its id is its answer once the client gave up on it.
-                let syncs: Vec<&Held> =
-                    self.held.iter().filter(|h| h.nonce.is_some() && self.life[&h.id] == Life::Open).collect();
+                // The connect-time sync is not the test's request: it is live until Ready.
+                let live = |h: &&Held| self.life.get(&h.id).map_or(!self.d.client.is_ready(), |l| *l == Life::Open);
+                let syncs: Vec<&Held> = self.held.iter().filter(|h| h.nonce.is_some()).filter(live).collect();
                 if syncs.is_empty() {
                     return;
                 }
@@ -515,7 +577,19 @@ impl Model {
 }
 
 fn run(mode: Mode, max_in_flight: usize, max_pending: usize, max_events: usize, offer_oob: bool, ops: &[Op]) {
-    let mut m = Model::new(mode, max_in_flight, max_pending, max_events, offer_oob);
+    run_with_sync(mode, max_in_flight, max_pending, max_events, offer_oob, false, ops)
+}
+
+fn run_with_sync(
+    mode: Mode,
+    max_in_flight: usize,
+    max_pending: usize,
+    max_events: usize,
+    offer_oob: bool,
+    sync_on_connect: bool,
+    ops: &[Op],
+) {
+    let mut m = Model::with_sync(mode, max_in_flight, max_pending, max_events, offer_oob, sync_on_connect);
     for op in ops {
         m.apply(op);
     }
@@ -548,9 +622,18 @@ proptest! {
     fn guest_agent_operation_sequences_keep_invariants(
         max_in_flight in 1usize..5,
         max_pending in 2usize..12,
+        sync_on_connect in any::<bool>(),
+        answer_sync_first in prop::bool::weighted(0.75),
+        cut in any::<usize>(),
         ops in ops(),
     ) {
-        run(Mode::GuestAgent, max_in_flight, max_pending, 4, false, &ops);
+        // With a connect-time sync, mostly answer it first, so that most sequences get past it.
+        let mut all = Vec::new();
+        if sync_on_connect && answer_sync_first {
+            all.push(Op::Reply { pick: 0, error: false, cut });
+        }
+        all.extend(ops);
+        run_with_sync(Mode::GuestAgent, max_in_flight, max_pending, 4, false, sync_on_connect, &all);
     }
 }
 

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{err, event, greeting, idless_err, ret, Driver, Ev};
 use qmp_proto::framer::{Frame, Framer};
 use qmp_proto::{Client, ClientEvent, Config, ConnectionError, ExecuteOptions, RawJson, RequestId, UsageError};
@@ -41,7 +43,8 @@ fn greeting_is_answered_with_capabilities_enabling_oob() {
     assert_eq!(evs, [Ev::Greeting { version: "10.0.2".into(), caps: vec!["oob".into()] }]);
     assert_eq!(d.wire, br#"{"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":1}"#);
     let g = d.client.greeting().expect("greeting kept");
-    assert_eq!((g.version.major, g.version.minor, g.version.micro), (10, 0, 2));
+    let v = g.version.as_ref().expect("version in today's shape");
+    assert_eq!((v.major, v.minor, v.micro), (10, 0, 2));
     assert!(!d.client.is_ready() && !d.client.oob_enabled());
     let evs = d.input(ret(1, "{}"));
     assert_eq!(evs, [Ev::Ready { oob: true }]);
@@ -81,6 +84,39 @@ fn unknown_capabilities_are_tolerated() {
         [Ev::Greeting { version: "99.1.0".into(), caps: vec!["future".into(), "oob".into()] }]
     );
     assert_eq!(d.sent[0].args, Some(json!({"enable": ["oob"]})));
+}
+
+/// Old servers and the QMP wiki: no version, a version string; the session negotiates and runs all the same,
+/// whatever the split of the input.
+#[test]
+fn greetings_without_todays_version_are_accepted() {
+    let cases = [
+        (r#"{"QMP": {"capabilities": []}}"#, "unknown"),
+        (
+            r#"{"QMP": {"version": {"qemu": "0.12.5", "package": ""}, "capabilities": []}}"#,
+            r#"{"qemu": "0.12.5", "package": ""}"#,
+        ),
+        (r#"{"QMP": {"version": [0, 13], "capabilities": ["oob"]}}"#, "[0, 13]"),
+    ];
+    for (g, printed) in cases {
+        let input = format!(
+            "{g}
+"
+        );
+        for chunk in [input.len(), 1, 7] {
+            let mut d = Driver::new(Config::qmp());
+            let mut evs = Vec::new();
+            for piece in input.as_bytes().chunks(chunk) {
+                evs.extend(d.input(piece));
+            }
+            let [Ev::Greeting { version, .. }] = evs.as_slice() else { panic!("{g}: {evs:?}") };
+            assert_eq!(version, printed, "{g}");
+            assert_eq!(d.client.greeting().map(|g| g.version_string()).as_deref(), Some(printed));
+            let neg = d.last_sent("qmp_capabilities").id;
+            assert_eq!(d.input(ret(neg, "{}")).len(), 1, "{g}");
+            assert!(d.client.is_ready(), "{g}, chunks of {chunk}");
+        }
+    }
 }
 
 #[test]
@@ -194,6 +230,8 @@ fn non_greeting_first_message_closes_with_bad_greeting() {
         "[1, 2]\r\n".to_owned(),
         "garbage\r\n".to_owned(),
         "{\"QMP\": 1}\r\n".to_owned(),
+        "{\"QMP\": {\"version\": \"1.0\"}}\r\n".to_owned(),
+        "{\"QMP\": {\"capabilities\": \"oob\"}}\r\n".to_owned(),
     ];
     for first in firsts {
         let mut d = Driver::new(Config::qmp());
@@ -269,17 +307,58 @@ fn reply_to_a_queued_command_is_unknown() {
 }
 
 #[test]
-fn id_inf_is_not_understood_and_the_session_survives() {
+fn id_inf_is_not_json_and_the_session_survives() {
     let mut d = qmp_ready();
     let a = d.exec("query-version", opts());
     for bad in ["{\"return\": {}, \"id\": inf}\r\n", "{\"return\": {}, \"id\": -inf}\r\n"] {
         let evs = d.input(bad);
-        let [Ev::NotUnderstood { bytes, reason }] = evs.as_slice() else { panic!("{evs:?}") };
+        let [Ev::NotJson { bytes, reason }] = evs.as_slice() else { panic!("{evs:?}") };
         assert_eq!(bytes.as_slice(), bad.trim_end().as_bytes());
-        assert!(reason.contains("invalid"), "{reason}");
+        assert!(reason.contains("not valid JSON"), "{reason}");
     }
     assert!(!d.client.is_closed());
     assert_eq!(d.input(ret(a.as_u64(), "{}")), [ok(a, "{}")]);
+}
+
+/// Text that is not JSON and JSON of an unknown shape are told apart (the latter with its id), whatever the
+/// split of the input, and the session goes on.
+#[test]
+fn not_json_and_unknown_shape_are_told_apart() {
+    let input = "{\"id\": 1e400x}\r\n[1, 2]\r\n{\"id\": 7, \"retrun\": {}}\r\n{\"event\": 1}\r\n";
+    for chunk in [input.len(), 1, 5] {
+        let mut d = qmp_ready();
+        let a = d.exec("query-version", opts());
+        let mut evs = Vec::new();
+        for piece in input.as_bytes().chunks(chunk) {
+            evs.extend(d.input(piece));
+        }
+        let shapes: Vec<_> = evs
+            .iter()
+            .map(|e| match e {
+                Ev::NotJson { bytes, .. } => ("not-json", common::lossy(bytes), None),
+                Ev::UnknownShape { bytes, id, .. } => ("unknown-shape", common::lossy(bytes), id.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                ("not-json", "{\"id\": 1e400x}".to_owned(), None),
+                ("unknown-shape", "[1, 2]".to_owned(), None),
+                ("unknown-shape", "{\"id\": 7, \"retrun\": {}}".to_owned(), Some("7".to_owned())),
+                ("unknown-shape", "{\"event\": 1}".to_owned(), None),
+            ],
+            "chunks of {chunk}"
+        );
+        assert_eq!(d.input(ret(a.as_u64(), "{}")), [ok(a, "{}")]);
+    }
+    let shown = qmp_proto::ProtocolViolation::UnknownShape {
+        bytes: bytes::Bytes::from_static(b"{\"id\": 7}"),
+        id: Some(RawJson::from_json("7").unwrap()),
+        reason: "no return".into(),
+    }
+    .to_string();
+    assert!(shown.contains("id 7") && shown.contains("no return"), "{shown}");
 }
 
 #[test]
@@ -697,46 +776,158 @@ fn guest_agent_is_ready_at_construction() {
     assert!(matches!(Client::new(Config::qmp(), d.base).guest_sync(1, opts()), Err(UsageError::NotGuestAgent)));
 }
 
-#[test]
-fn guest_shutdown_completes_when_written() {
-    let mut d = ga();
-    let p = d.exec("guest-ping", opts());
-    let s = d.exec_args("guest-shutdown", &json!({"mode": "powerdown"}), opts().deadline(d.deadline(1_000)));
-    assert_eq!(d.log[1..], [ok(s, "{}")], "Reply Ok {{}} as soon as it is written");
-    assert_eq!(d.last_sent("guest-shutdown").args, Some(json!({"mode": "powerdown"})));
-    assert_eq!(d.client.in_flight(), 1, "only guest-ping awaits a reply");
-    assert_eq!(d.client.pending(), 1);
-    assert!(d.at(2_000).is_empty(), "no TimedOut for a completed command");
-    assert!(!d.cancel(s));
-    for name in ["guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"] {
-        let id = d.exec(name, opts());
-        assert_eq!(d.log.last(), Some(&ok(id, "{}")));
+/// `{"id": ID, "error": ...}` as qemu-ga writes it (LF only).
+fn ga_err(id: RequestId, desc: &str) -> String {
+    err(id.as_u64(), "GenericError", desc).replace("\r\n", "\n")
+}
+
+fn err_ev(id: RequestId, desc: &str) -> Ev {
+    Ev::ReplyErr {
+        id: id.as_u64(),
+        class: "GenericError".into(),
+        desc: desc.into(),
+        raw: format!(r#"{{"class": "GenericError", "desc": "{desc}"}}"#),
     }
-    // expect_reply overrides the default, both ways, in both modes.
-    let x = d.exec("guest-ping", opts().expect_reply(false));
-    assert_eq!(d.log.last(), Some(&ok(x, "{}")));
-    let y = d.exec("guest-shutdown", opts().expect_reply(true));
-    assert_eq!(d.log.last(), Some(&ok(x, "{}")));
-    assert_eq!(
-        d.input(format!("{{\"return\": {{}}, \"id\": {}}}\n{{\"return\": {{}}, \"id\": {}}}\n", p, y)),
-        [ok(p, "{}"), ok(y, "{}")]
-    );
-    let mut q = qmp_ready();
-    let z = q.exec("quit", opts().expect_reply(false));
-    assert_eq!(q.log, [ok(z, "{}")]);
-    let w = q.exec("guest-shutdown", opts());
-    assert!(q.log.len() == 1 && q.client.pending() == 1, "QMP has no no-reply commands by default");
-    assert_eq!(q.input(ret(w.as_u64(), "{}")), [ok(w, "{}")]);
 }
 
 #[test]
-fn guest_no_reply_command_queued_behind_the_limit_completes_when_written() {
+fn replies_only_on_failure_names_the_silent_guest_agent_commands() {
+    let ga = Config::guest_agent();
+    for name in ["guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"] {
+        assert!(ga.replies_only_on_failure(name), "{name}");
+        assert!(!Config::qmp().replies_only_on_failure(name), "QMP has none: {name}");
+    }
+    for name in ["guest-ping", "guest-sync-delimited", "guest-shutdownx", ""] {
+        assert!(!ga.replies_only_on_failure(name), "{name}");
+    }
+    assert_eq!(qmp_proto::DEFAULT_NO_REPLY_GRACE, std::time::Duration::from_secs(2));
+}
+
+/// Written, `guest-shutdown` waits; an error reply with its id ends it as `Err`, whatever the split.
+#[test]
+fn guest_shutdown_error_reply_ends_it() {
+    let mut d = ga();
+    let s = d.exec_args("guest-shutdown", &json!({"mode": "powerdown"}), opts().deadline(d.deadline(2_000)));
+    assert_eq!(d.last_sent("guest-shutdown").args, Some(json!({"mode": "powerdown"})));
+    assert_eq!(d.log.len(), 1, "nothing ends it when written: {:?}", d.log);
+    assert_eq!(d.client.pending(), 1);
+    assert_eq!(d.client.in_flight(), 0, "it holds no in-flight slot");
+    let input = ga_err(s, "failed to execute shutdown");
+    for chunk in [input.len(), 1, 9] {
+        let mut d = ga();
+        let s = d.exec("guest-shutdown", opts().deadline(d.deadline(2_000)));
+        let mut evs = Vec::new();
+        for piece in input.as_bytes().chunks(chunk) {
+            evs.extend(d.input(piece));
+        }
+        assert_eq!(evs, [err_ev(s, "failed to execute shutdown")], "chunks of {chunk}");
+        assert_eq!(d.client.pending(), 0);
+        assert_eq!(d.timeout, None, "its deadline is disarmed");
+        assert!(d.at(5_000).is_empty());
+    }
+}
+
+/// EOF (or a transport error) ends a written silent command as a success, before `Closed`; other pending
+/// requests end with the connection's error, and a silent command not written yet is not a success.
+#[test]
+fn guest_shutdown_succeeds_when_the_agent_goes_away() {
+    for transport_error in [false, true] {
+        let mut d = Driver::new(Config::guest_agent().max_in_flight(1));
+        let p = d.exec("guest-ping", opts());
+        let s = d.exec("guest-shutdown", opts());
+        let r = d.exec("guest-suspend-ram", opts());
+        assert_eq!(d.sent.len(), 1, "both wait behind guest-ping");
+        assert_eq!(d.input(format!("{{\"return\": {{}}, \"id\": {p}}}\n")), [ok(p, "{}")]);
+        assert_eq!(d.sent.len(), 3, "neither takes a slot: both are written at once");
+        let q = d.exec("guest-info", opts());
+        assert_eq!(d.sent.len(), 4);
+        let _queued = d.exec("guest-ping", opts());
+        assert_eq!(d.sent.len(), 4, "guest-info holds the slot");
+        let evs = if transport_error {
+            d.client.handle_transport_error("reset");
+            d.pump()
+        } else {
+            d.eof()
+        };
+        let cause = if transport_error { ConnectionError::Transport("reset".into()) } else { ConnectionError::Eof };
+        assert_eq!(evs, [ok(s, "{}"), ok(r, "{}"), Ev::Closed(cause)], "{q:?} ends with Closed");
+    }
+    // A local close is not the agent going away.
+    let mut d = ga();
+    d.exec("guest-shutdown", opts());
+    d.client.close();
+    assert_eq!(d.pump(), [Ev::Closed(ConnectionError::Local)]);
+    // Nor is a silent command that never went out a success.
     let mut d = Driver::new(Config::guest_agent().max_in_flight(1));
-    let p = d.exec("guest-ping", opts());
-    let s = d.exec("guest-shutdown", opts());
-    assert_eq!(d.log.len(), 1, "guest-shutdown waits its turn");
-    assert_eq!(d.input(format!("{{\"return\": {{}}, \"id\": {p}}}\n")), [ok(p, "{}"), ok(s, "{}")]);
-    assert_eq!(d.sent.last().map(|c| c.name.as_str()), Some("guest-shutdown"));
+    d.exec("guest-ping", opts());
+    d.exec("guest-shutdown", opts());
+    assert_eq!(d.eof(), [Ev::Closed(ConnectionError::Eof)]);
+}
+
+/// For a written silent command the deadline is the grace period: it ends as a success, not `TimedOut`.
+/// Before it is written, its deadline is an ordinary one.
+#[test]
+fn guest_shutdown_deadline_is_the_grace_period() {
+    let mut d = ga();
+    let s = d.exec("guest-suspend-disk", opts().deadline(d.deadline(2_000)));
+    let forever = d.exec("guest-suspend-hybrid", opts());
+    assert!(d.at(1_999).is_empty());
+    assert_eq!(d.at(2_000), [ok(s, "{}")]);
+    assert!(!d.cancel(s), "already ended");
+    // A late error for it is a reply nobody waits for.
+    assert_eq!(d.input(ga_err(s, "late")), [Ev::UnknownId { id: s.as_u64().to_string() }]);
+    assert!(d.at(1_000_000).is_empty(), "no deadline: waits for an error or EOF");
+    assert_eq!(d.client.pending(), 1);
+    assert!(d.cancel(forever), "cancel ends it");
+    assert_eq!(d.client.pending(), 0);
+
+    let mut d = Driver::new(Config::guest_agent().max_in_flight(1));
+    d.exec("guest-ping", opts());
+    let s = d.exec("guest-shutdown", opts().deadline(d.deadline(100)));
+    assert_eq!(d.at(100), [Ev::TimedOut { id: s.as_u64() }], "never written: timed out");
+    assert_eq!(d.sent.len(), 1);
+}
+
+/// `expect_reply` overrides the default both ways, in both modes; a silent command that does get a success
+/// reply ends with it.
+#[test]
+fn expect_reply_overrides_the_default() {
+    let mut d = ga();
+    let x = d.exec("guest-ping", opts().expect_reply(false));
+    let y = d.exec("guest-shutdown", opts().expect_reply(true));
+    assert_eq!(d.client.in_flight(), 1, "only guest-shutdown, which now expects a reply, holds a slot");
+    assert_eq!(
+        d.input(format!("{{\"return\": {{}}, \"id\": {x}}}\n{{\"return\": {{}}, \"id\": {y}}}\n")),
+        [ok(x, "{}"), ok(y, "{}")]
+    );
+    let mut q = qmp_ready();
+    let z = q.exec("quit", opts().expect_reply(false));
+    assert!(q.log.is_empty());
+    let w = q.exec("guest-shutdown", opts());
+    assert_eq!(q.client.in_flight(), 1, "QMP has no silent commands by default");
+    assert_eq!(q.input(format!("{}{}", ret(z.as_u64(), "{}"), ret(w.as_u64(), "{}"))), [ok(z, "{}"), ok(w, "{}")]);
+}
+
+/// A pending silent command does not hold back a resync, and its error reply, written by the agent before the
+/// sync's marker, still ends it.
+#[test]
+fn guest_sync_does_not_wait_for_a_silent_command_and_routes_its_error() {
+    for chunk in [usize::MAX, 1, 4] {
+        let mut d = ga();
+        let s = d.exec("guest-shutdown", opts());
+        let sync = d.client.guest_sync(77, opts()).expect("guest_sync");
+        d.pump();
+        assert_eq!(d.last_sent("guest-sync-delimited").id, sync.as_u64(), "written at once");
+        let mut input = ga_err(s, "no shutdown").into_bytes();
+        input.extend_from_slice(idless_err("JSON parse error, stray '\\uFFFD'").replace("\r\n", "\n").as_bytes());
+        input.push(0xFF);
+        input.extend_from_slice(format!("{{\"return\": 77, \"id\": {sync}}}\n").as_bytes());
+        let mut evs = Vec::new();
+        for piece in input.chunks(chunk.min(input.len())) {
+            evs.extend(d.input(piece));
+        }
+        assert_eq!(evs, [err_ev(s, "no shutdown"), ok(sync, "77")], "chunks of {chunk}");
+    }
 }
 
 /// Stale bytes before the sync's 0xFF marker, the id-less error the client's own 0xFF provokes, and a stale
@@ -908,6 +1099,143 @@ fn guest_sync_ignores_a_stale_delimited_reply_with_a_foreign_id() {
     input.push(0xFF);
     input.extend_from_slice(format!("{{\"return\": 7, \"id\": {s}}}\n").as_bytes());
     assert_eq!(d.input(&input), [ok(s, "7")]);
+}
+
+// ----- guest agent: sync on connect -------------------------------------------------------------------------
+
+fn ga_synced(nonce: u32) -> Driver {
+    Driver::new(Config::guest_agent().sync_on_connect(nonce))
+}
+
+/// The agent's answer to the client's own 0xFF and sync: the id-less parse error the 0xFF provokes, then the
+/// delimited reply.
+fn sync_answer(nonce: u32, id: u64) -> Vec<u8> {
+    let mut b = idless_err("JSON parse error, stray '\\uFFFD'").replace("\r\n", "\n").into_bytes();
+    b.push(0xFF);
+    b.extend_from_slice(format!("{{\"return\": {nonce}, \"id\": {id}}}\n").as_bytes());
+    b
+}
+
+/// The sync goes out first thing; `Ready` and the commands issued meanwhile wait for the echoed nonce,
+/// whatever the split of the agent's answer (stale bytes and a stale delimited reply before it included).
+#[test]
+fn sync_on_connect_sends_the_sync_and_ready_waits_for_its_reply() {
+    let nonce = 31_337;
+    let mut input = b"{\"return\": {}, \"id\": 99}\n".to_vec(); // left by an earlier client
+    input.push(0xFF);
+    input.extend_from_slice(b"{\"return\": 5, \"id\": 1}\n"); // an earlier client's sync, also id 1
+    input.extend_from_slice(&sync_answer(nonce, 1));
+    for chunk in [usize::MAX, 1, 3, 17] {
+        let mut d = ga_synced(nonce);
+        assert!(d.log.is_empty(), "no Ready yet: {:?}", d.log);
+        assert!(!d.client.is_ready());
+        let mut expect = vec![0xFF];
+        expect.extend_from_slice(br#"{"execute":"guest-sync-delimited","arguments":{"id":31337},"id":1}"#);
+        assert_eq!(d.wire, expect);
+        assert_eq!(d.timeout, Some(d.deadline(10_000)), "the default handshake deadline");
+        assert_eq!((d.client.pending(), d.client.in_flight()), (0, 1), "the client's own request");
+        let p = d.exec("guest-ping", opts());
+        assert_eq!(d.sent.len(), 1, "commands wait for the sync");
+        let mut evs = Vec::new();
+        for piece in input.chunks(chunk.min(input.len())) {
+            evs.extend(d.input(piece));
+        }
+        assert_eq!(evs, [Ev::Ready { oob: false }], "chunks of {chunk}");
+        assert!(d.client.is_ready());
+        assert_eq!(d.timeout, None, "the handshake deadline is disarmed");
+        assert_eq!(d.sent.last().map(|c| (c.name.as_str(), c.id)), Some(("guest-ping", p.as_u64())));
+        assert_eq!(d.input(format!("{{\"return\": {{}}, \"id\": {p}}}\n")), [ok(p, "{}")]);
+    }
+}
+
+#[test]
+fn sync_on_connect_times_out_at_the_handshake_deadline() {
+    let mut d = Driver::new(Config::guest_agent().sync_on_connect(7).handshake_timeout(Some(Duration::from_secs(3))));
+    let p = d.exec("guest-ping", opts());
+    assert!(d.at(2_999).is_empty());
+    assert_eq!(d.at(3_000), [Ev::Closed(ConnectionError::SyncTimeout)]);
+    assert!(!d.client.cancel(p), "ended by Closed");
+    assert_eq!(d.sent.len(), 1, "the waiting command never went out");
+    // No deadline: waits for ever.
+    let mut d = Driver::new(Config::guest_agent().sync_on_connect(7).handshake_timeout(None));
+    assert_eq!(d.timeout, None);
+    assert!(d.at(1_000_000_000).is_empty());
+    assert_eq!(d.input(sync_answer(7, 1)), [Ev::Ready { oob: false }]);
+}
+
+#[test]
+fn sync_on_connect_error_or_oversized_reply_closes() {
+    let mut d = ga_synced(7);
+    let mut input = vec![0xFF];
+    input.extend_from_slice(err(1, "CommandNotFound", "no sync").replace("\r\n", "\n").as_bytes());
+    assert_eq!(d.input(input), [Ev::Closed(ConnectionError::SyncFailed("CommandNotFound: no sync".into()))]);
+    let mut d = Driver::new(Config::guest_agent().sync_on_connect(7).max_message_size(40));
+    let mut input = vec![0xFF];
+    input.extend_from_slice(format!("{{\"return\": 7, \"pad\": \"{}\", \"id\": 1}}\n", "x".repeat(50)).as_bytes());
+    let evs = d.input(input);
+    assert!(
+        matches!(evs.as_slice(), [Ev::Closed(ConnectionError::SyncFailed(why))] if why.contains("over")),
+        "{evs:?}"
+    );
+}
+
+/// Without `sync_on_connect` nothing changes: ready at once, no deadline (though the config has one).
+#[test]
+fn guest_agent_without_sync_on_connect_is_ready_at_once() {
+    let d = ga();
+    assert_eq!(d.timeout, None);
+    assert!(d.wire.is_empty());
+    // QMP mode ignores it.
+    let mut q = Driver::new(Config::qmp().sync_on_connect(5));
+    assert!(q.wire.is_empty());
+    q.handshake(false);
+}
+
+/// The connect-time sync is the client's own: it takes no `max_pending` place, and a user's `guest_sync`
+/// issued meanwhile runs after `Ready`.
+#[test]
+fn sync_on_connect_takes_no_pending_place() {
+    let mut d = Driver::new(Config::guest_agent().sync_on_connect(1).max_pending(1));
+    let s = d.client.guest_sync(2, opts()).expect("room for one");
+    d.pump();
+    assert!(matches!(d.client.execute("x", None::<&()>, opts()), Err(UsageError::QueueFull { limit: 1 })));
+    assert_eq!(d.input(sync_answer(1, 1)), [Ev::Ready { oob: false }]);
+    assert_eq!(d.last_sent("guest-sync-delimited").id, s.as_u64());
+    assert_eq!(d.input(sync_answer(2, s.as_u64())), [ok(s, "2")]);
+}
+
+// ----- memory ------------------------------------------------------------------------------------------------
+
+/// A 9 MiB reply split across reads needs a 9 MiB buffer while it arrives; once it is out, the client keeps
+/// less than 64 KiB, whatever the split. Whole, it needs no buffer at all.
+#[test]
+fn a_big_reply_does_not_pin_its_buffer() {
+    let payload = format!("\"{}\"", "x".repeat(9 << 20));
+    for chunk in [usize::MAX, 65_536, 4_093] {
+        let mut d = qmp_ready();
+        assert_eq!(d.client.buffered_capacity(), 0, "idle: nothing buffered");
+        let a = d.exec("guest-file-read", opts());
+        let input = ret(a.as_u64(), &payload);
+        let mut peak = 0;
+        let mut evs = Vec::new();
+        for piece in input.as_bytes().chunks(chunk.min(input.len())) {
+            evs.extend(d.input(piece));
+            peak = peak.max(d.client.buffered_capacity());
+        }
+        assert!(matches!(&evs[..], [Ev::ReplyOk { id, raw }] if *id == a.as_u64() && raw.len() == payload.len()));
+        if chunk != usize::MAX {
+            assert!(peak >= 9 << 20, "chunks of {chunk}: peak {peak}");
+        }
+        assert!(d.client.buffered_capacity() < 64 * 1024, "chunks of {chunk}: {}", d.client.buffered_capacity());
+        let b = d.exec("query-status", opts());
+        assert_eq!(d.input_bytewise(ret(b.as_u64(), "{}")), [ok(b, "{}")]);
+    }
+    // Byte by byte, a reply just over the 64 KiB kept.
+    let mut d = qmp_ready();
+    let a = d.exec("x", opts());
+    let evs = d.input_bytewise(ret(a.as_u64(), &format!("\"{}\"", "y".repeat(100_000))));
+    assert_eq!(evs.len(), 1);
+    assert_eq!(d.client.buffered_capacity(), 0);
 }
 
 // ----- misc ------------------------------------------------------------------------------------------------

@@ -106,16 +106,16 @@ mod runtime;
 mod transport;
 
 pub use qmp_async::events;
-pub use qmp_async::{
-    AddFdInfo, ConnectionError, Connecting, Driver, Error, EventItem, Events, Greeting, Options, ProtocolViolation,
-    QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError, Version,
-};
 /// Typed commands and events (feature `qapi`), with `qapi_qmp`, `qapi_qga` and `qapi_spec` inside.
 #[cfg(feature = "qapi")]
 pub use qmp_async::qapi;
+pub use qmp_async::{
+    AddFdInfo, Connecting, ConnectionError, Driver, Error, EventItem, Events, Greeting, Options, ProtocolViolation,
+    QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError, Version,
+};
+pub use runtime::{AsyncIoTimer, OnAsyncIo, Spawn};
 #[cfg(feature = "async-std")]
 pub use runtime::{AsyncStd, AsyncStdExecutor};
-pub use runtime::{AsyncIoTimer, OnAsyncIo, Spawn};
 #[cfg(feature = "smol")]
 pub use runtime::{Smol, SmolExecutor};
 pub use transport::{Io, Pipes, Unix};

@@ -97,13 +97,13 @@ mod runtime;
 mod transport;
 
 pub use qmp_async::events;
-pub use qmp_async::{
-    AddFdInfo, ConnectionError, Connecting, Driver, Error, EventItem, Events, Greeting, Options, ProtocolViolation,
-    QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError, Version,
-};
 /// Typed commands and events (feature `qapi`), with `qapi_qmp`, `qapi_qga` and `qapi_spec` inside.
 #[cfg(feature = "qapi")]
 pub use qmp_async::qapi;
+pub use qmp_async::{
+    AddFdInfo, Connecting, ConnectionError, Driver, Error, EventItem, Events, Greeting, Options, ProtocolViolation,
+    QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError, Version,
+};
 pub use runtime::{Tokio, TokioTimer};
 pub use transport::{Io, Pipes, Unix};
 

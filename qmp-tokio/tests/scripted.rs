@@ -40,7 +40,7 @@ async fn negotiation_timeout() {
 async fn command_timeout_then_the_late_reply_is_swallowed() {
     let (qmp, mut peer) = connected(Options::default()).await;
     assert!(qmp.oob_enabled());
-    assert_eq!(qmp.greeting().version.major, 10);
+    assert_eq!(qmp.greeting().version.as_ref().expect("the greeting\'s version").major, 10);
     let started = Instant::now();
     let slow = qmp.execute_with_timeout::<Value>("query-status", (), Some(Duration::from_secs(2)));
     let (result, cmd) = tokio::join!(slow, peer.recv());
@@ -296,7 +296,12 @@ async fn protocol_violations_are_reported_and_the_session_goes_on() {
     let violations = qmp.take_violations();
     assert!(violations.iter().any(|v| matches!(v, ProtocolViolation::UnknownId { .. })), "{violations:?}");
     assert!(violations.iter().any(|v| matches!(v, ProtocolViolation::IdlessError(_))), "{violations:?}");
-    assert!(violations.iter().any(|v| matches!(v, ProtocolViolation::NotUnderstood { .. })), "{violations:?}");
+    assert!(
+        violations
+            .iter()
+            .any(|v| matches!(v, ProtocolViolation::NotJson { .. } | ProtocolViolation::UnknownShape { .. })),
+        "{violations:?}"
+    );
     assert!(qmp.take_violations().is_empty(), "taken");
 }
 
@@ -359,7 +364,7 @@ async fn guest_agent_sync_and_commands_without_reply() {
     let agent = agent.expect("synchronised");
 
     let shutdown = agent.execute::<Value>("guest-shutdown", json!({"mode": "powerdown"})).await.unwrap();
-    assert_eq!(shutdown, json!({}), "no reply expected: done once sent");
+    assert_eq!(shutdown, json!({}), "no error within the grace period: done");
     agent.execute_no_reply("guest-fstrim", ()).await.unwrap();
     let ping = agent.execute::<Value>("guest-ping", ());
     let script = async {
@@ -381,7 +386,7 @@ async fn guest_agent_that_never_answers_times_out() {
     let started = Instant::now();
     let err =
         GuestAgent::from_stream(io, Options::default().connect_timeout(Duration::from_secs(4))).await.unwrap_err();
-    assert!(matches!(err, Error::TimedOut), "{err}");
+    assert!(matches!(err, Error::Connection(ConnectionError::SyncTimeout)), "{err}");
     assert_eq!(started.elapsed(), Duration::from_secs(4));
 }
 

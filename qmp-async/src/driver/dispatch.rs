@@ -91,15 +91,12 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
         for reply in self.calls.drain() {
             let _ = reply.try_send(Err(Error::Connection(cause.clone())));
         }
-        for req in self.waiting.drain(..) {
+        // Later calls fail at once; requests already queued are refused here.
+        let queued = self.shared.mailbox.close();
+        for req in self.waiting.drain(..).chain(queued) {
             let _ = req.reply.try_send(Err(Error::Connection(cause.clone())));
         }
         self.events.close();
-        // Later calls fail at once; requests already queued are refused here.
-        self.requests.close();
-        while let Ok(req) = self.requests.try_recv() {
-            let _ = req.reply.try_send(Err(Error::Connection(cause.clone())));
-        }
         let flush = cause == ConnectionError::Local;
         let keep = if flush && self.written > self.batch_start {
             // Finish the batch being written; drop the ones not started (their callers were told "closed").

@@ -56,8 +56,13 @@ pub enum Ev {
         class: String,
         desc: String,
     },
-    NotUnderstood {
+    NotJson {
         bytes: Vec<u8>,
+        reason: String,
+    },
+    UnknownShape {
+        bytes: Vec<u8>,
+        id: Option<String>,
         reason: String,
     },
     Oversized {
@@ -90,10 +95,7 @@ impl Ev {
 /// Normalizes one event. Panics on a variant these tests do not know yet (so a new one gets looked at).
 pub fn norm(ev: ClientEvent) -> Ev {
     match ev {
-        ClientEvent::Greeting(g) => Ev::Greeting {
-            version: format!("{}.{}.{}", g.version.major, g.version.minor, g.version.micro),
-            caps: g.capabilities,
-        },
+        ClientEvent::Greeting(g) => Ev::Greeting { version: g.version_string(), caps: g.capabilities },
         ClientEvent::Ready { oob } => Ev::Ready { oob },
         ClientEvent::Reply { id, result: Ok(raw) } => Ev::ReplyOk { id: id.as_u64(), raw: raw.raw_str().to_owned() },
         ClientEvent::Reply { id, result: Err(e) } => {
@@ -114,7 +116,10 @@ pub fn norm(ev: ClientEvent) -> Ev {
             ProtocolViolation::UnknownId { id } => Ev::UnknownId { id: id.raw_str().to_owned() },
             ProtocolViolation::IdlessReply { value } => Ev::IdlessReply { value: value.raw_str().to_owned() },
             ProtocolViolation::IdlessError(e) => Ev::IdlessError { class: e.class, desc: e.desc },
-            ProtocolViolation::NotUnderstood { bytes, reason } => Ev::NotUnderstood { bytes: bytes.to_vec(), reason },
+            ProtocolViolation::NotJson { bytes, reason } => Ev::NotJson { bytes: bytes.to_vec(), reason },
+            ProtocolViolation::UnknownShape { bytes, id, reason } => {
+                Ev::UnknownShape { bytes: bytes.to_vec(), id: id.map(|id| id.raw_str().to_owned()), reason }
+            }
             ProtocolViolation::Oversized { len, limit } => Ev::Oversized { len, limit },
             ProtocolViolation::Truncated { len } => Ev::Truncated { len },
             ProtocolViolation::UnexpectedGreeting => Ev::UnexpectedGreeting,

@@ -55,12 +55,18 @@ pub fn query_version_storage_daemon_10<R: Rt>() {
     let server = require!(QemuServer::storage_daemon());
     run::<R, _>(LIMIT, async move {
         let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
-        assert_eq!(qmp.greeting().version.major, 10);
+        assert_eq!(qmp.greeting().version.as_ref().expect("the greeting\'s version").major, 10);
         assert!(qmp.oob_enabled(), "qemu-storage-daemon 10 offers oob");
         let v: VersionInfo = qmp.execute("query-version", ()).await.expect("query-version");
         assert_eq!(v.qemu.major, 10);
-        assert_eq!((v.qemu.minor, v.qemu.micro), (qmp.greeting().version.minor, qmp.greeting().version.micro));
-        assert_eq!(v.package.trim(), qmp.greeting().version.package.trim());
+        assert_eq!(
+            (v.qemu.minor, v.qemu.micro),
+            (
+                qmp.greeting().version.as_ref().expect("the greeting\'s version").minor,
+                qmp.greeting().version.as_ref().expect("the greeting\'s version").micro
+            )
+        );
+        assert_eq!(v.package.trim(), qmp.greeting().version.as_ref().expect("the greeting\'s version").package.trim());
         let raw = qmp.execute_raw("query-version", None).await.expect("raw");
         assert!(raw.raw_str().contains("\"major\": 10"), "{raw}");
         assert!(qmp.take_violations().is_empty());
@@ -72,7 +78,7 @@ pub fn query_version_system_72<R: Rt>() {
     let server = require!(QemuServer::system());
     run::<R, _>(LIMIT, async move {
         let qmp = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
-        assert_eq!(qmp.greeting().version.major, 7);
+        assert_eq!(qmp.greeting().version.as_ref().expect("the greeting\'s version").major, 7);
         let v: VersionInfo = qmp.execute("query-version", ()).await.expect("query-version");
         assert_eq!((v.qemu.major, v.qemu.minor), (7, 2));
         let status: Status = qmp.execute("query-status", ()).await.expect("query-status");
@@ -270,7 +276,8 @@ pub fn greeting_timeout_for_a_second_client<R: Rt>() {
         let first = Qmp::<R>::connect_unix(server.socket_path(), R::options()).await.expect("connect");
         let started = Instant::now();
         let second =
-            Qmp::<R>::connect_unix(server.socket_path(), R::options().connect_timeout(Duration::from_millis(300))).await;
+            Qmp::<R>::connect_unix(server.socket_path(), R::options().connect_timeout(Duration::from_millis(300)))
+                .await;
         match second {
             Err(Error::Connection(ConnectionError::GreetingTimeout)) => {}
             other => panic!("{other:?}"),
@@ -500,7 +507,7 @@ pub fn listener_accepts_qemu<R: Rt>() {
     let child = spawn_qemu(&binary, &["-chardev", &chardev, "-mon", "chardev=c,mode=control"]);
     run::<R, _>(LIMIT, async move {
         let qmp = listener.accept(R::options()).await.expect("accept");
-        assert_eq!(qmp.greeting().version.major, 7);
+        assert_eq!(qmp.greeting().version.as_ref().expect("the greeting\'s version").major, 7);
         let status: Status = qmp.execute("query-status", ()).await.expect("query-status");
         assert_eq!(status.status, "running");
         let file = tempfile::tempfile().unwrap();
@@ -540,7 +547,8 @@ pub fn with_driver_spawned_by_hand<R: Rt>() {
     let server = require!(QemuServer::storage_daemon());
     run::<R, _>(LIMIT, async move {
         let stream = async_io::Async::<std::os::unix::net::UnixStream>::connect(server.socket_path()).await.unwrap();
-        let (connecting, driver) = Qmp::<R>::with_driver(qmp_smol::Unix(stream), qmp_smol::Options::default(), R::runtime());
+        let (connecting, driver) =
+            Qmp::<R>::with_driver(qmp_smol::Unix(stream), qmp_smol::Options::default(), R::runtime());
         let finished = R::spawn(driver);
         let qmp = connecting.await.expect("handshake");
         let v: VersionInfo = qmp.execute("query-version", ()).await.expect("query-version");

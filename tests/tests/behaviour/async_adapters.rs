@@ -480,6 +480,8 @@ impl Flavor for AsyncStd {
 
     fn agent_connect(path: PathBuf, opts: SuiteOpts) -> BoxFuture<Result<on_async_std::GuestAgent, Failure>> {
         let options = smol_options(&opts);
-        Box::pin(async move { on_async_std::GuestAgent::connect_unix(path, options).await.map_err(smol_types::failure) })
+        Box::pin(
+            async move { on_async_std::GuestAgent::connect_unix(path, options).await.map_err(smol_types::failure) },
+        )
     }
 }

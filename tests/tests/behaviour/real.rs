@@ -38,15 +38,19 @@ pub fn qsd10_query_version_typed<A: Adapter>() {
     let server = require!(QemuServer::storage_daemon());
     let conn = A::connect(server.socket_path(), &SuiteOpts::default()).expect("connect");
     let greeting = A::greeting(&conn);
-    assert_eq!(greeting.version.major, 10);
+    assert_eq!(greeting.version.as_ref().expect("the greeting\'s version").major, 10);
     assert!(greeting.capabilities.iter().any(|c| c == "oob"), "{greeting:?}");
     assert!(A::oob_enabled(&conn), "oob is negotiated when offered");
     let v: VersionInfo = A::execute(&conn, Call::new("query-version")).expect("query-version");
     assert_eq!(
         (v.qemu.major, v.qemu.minor, v.qemu.micro),
-        (greeting.version.major, greeting.version.minor, greeting.version.micro)
+        (
+            greeting.version.as_ref().expect("the greeting\'s version").major,
+            greeting.version.as_ref().expect("the greeting\'s version").minor,
+            greeting.version.as_ref().expect("the greeting\'s version").micro
+        )
     );
-    assert_eq!(v.package.trim(), greeting.version.package.trim());
+    assert_eq!(v.package.trim(), greeting.version.as_ref().expect("the greeting\'s version").package.trim());
     assert_echo(&A::execute::<Value>(&conn, echo("qsd10")), "qsd10", A::NAME);
     // A reply that does not fit the requested type is the caller's problem, not the session's.
     assert!(matches!(A::execute::<Vec<String>>(&conn, Call::new("query-version")), Err(Failure::Other(_))));
@@ -200,7 +204,7 @@ pub fn qsys_pretty_monitor<A: Adapter>() {
     let server = require!(QemuServer::system_pretty());
     let conn = A::connect(server.socket_path(), &SuiteOpts::default()).expect("connect");
     let v: VersionInfo = A::execute(&conn, Call::new("query-version")).expect("query-version");
-    assert_eq!(v.qemu.major, A::greeting(&conn).version.major);
+    assert_eq!(v.qemu.major, A::greeting(&conn).version.as_ref().expect("the greeting\'s version").major);
     assert_echo(&A::execute::<Value>(&conn, echo("pretty")), "pretty", A::NAME);
     let mut sub = A::subscribe(&conn);
     for (command, event) in [("stop", "STOP"), ("cont", "RESUME"), ("stop", "STOP"), ("cont", "RESUME")] {

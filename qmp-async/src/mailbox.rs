@@ -1,0 +1,124 @@
+//! [`Mailbox`]: how handles reach the driver. Requests in order, and control messages (a caller went away, close)
+//! that the driver reads before any new request, behind one lock and one waker.
+//!
+//! It replaces two unbounded channels: the memory benchmark (`bench/src/memory.rs`) showed their shared state and
+//! the first block of slots a channel allocates on its first message (about 5 KiB together) staying for the life
+//! of every idle connection. Here an idle connection holds two empty queues; a queue that grew is given back
+//! once the driver has emptied it. Every request in it belongs to a caller waiting for its answer, so it never
+//! holds more than the callers' own futures do.
+
+use std::collections::VecDeque;
+use std::mem;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use crate::shared::{Control, Request};
+
+/// A queue that grew beyond this is given back once emptied.
+const KEEP: usize = 8;
+
+/// The handles' side and the driver's side of one connection's requests.
+#[derive(Debug, Default)]
+pub(crate) struct Mailbox {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    requests: VecDeque<Request>,
+    controls: VecDeque<Control>,
+    /// The last handle went away: the driver closes the session.
+    orphaned: bool,
+    /// The driver takes nothing more: sending fails.
+    closed: bool,
+    driver: Option<Waker>,
+}
+
+/// What the driver takes from the mailbox in one go.
+#[derive(Debug)]
+pub(crate) enum Mail {
+    Control(Control),
+    Request(Request),
+    /// Every handle is gone.
+    Orphaned,
+}
+
+impl Mailbox {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `change` and wakes the driver.
+    fn deliver<T>(&self, change: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut inner = self.lock();
+        let out = change(&mut inner);
+        let waker = inner.driver.take();
+        drop(inner);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        out
+    }
+
+    /// Queues a request; gives it back when the driver takes nothing more.
+    pub(crate) fn send(&self, request: Request) -> Result<(), Request> {
+        self.deliver(|inner| {
+            if inner.closed {
+                return Err(request);
+            }
+            inner.requests.push_back(request);
+            Ok(())
+        })
+    }
+
+    /// Queues a control message (ignored once the driver takes nothing more).
+    pub(crate) fn control(&self, control: Control) {
+        self.deliver(|inner| {
+            if !inner.closed {
+                inner.controls.push_back(control);
+            }
+        })
+    }
+
+    /// The last handle went away.
+    pub(crate) fn orphan(&self) {
+        self.deliver(|inner| inner.orphaned = true)
+    }
+
+    /// The driver's next message: control messages first, then requests in order. `Pending` registers the
+    /// driver's waker.
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Mail> {
+        let mut inner = self.lock();
+        if let Some(control) = inner.controls.pop_front() {
+            shrink_if_empty(&mut inner.controls);
+            return Poll::Ready(Mail::Control(control));
+        }
+        if let Some(request) = inner.requests.pop_front() {
+            shrink_if_empty(&mut inner.requests);
+            return Poll::Ready(Mail::Request(request));
+        }
+        if inner.orphaned && !inner.closed {
+            inner.closed = true;
+            return Poll::Ready(Mail::Orphaned);
+        }
+        if !inner.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            inner.driver = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// The driver takes nothing more: later sends fail; returns the requests still queued, to refuse.
+    pub(crate) fn close(&self) -> VecDeque<Request> {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.controls = VecDeque::new();
+        inner.driver = None;
+        mem::take(&mut inner.requests)
+    }
+}
+
+fn shrink_if_empty<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() && queue.capacity() > KEEP {
+        *queue = VecDeque::new();
+    }
+}
