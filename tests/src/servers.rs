@@ -65,6 +65,11 @@ pub const QSD10_DEFAULT: &str = "/usr/local/bin/qemu-storage-daemon-10";
 /// Where the QEMU 7.x storage daemon is looked for (Debian bookworm's qemu-system-x86 installs it).
 pub const QSD72_DEFAULT: &str = "/usr/bin/qemu-storage-daemon";
 
+/// The guest agent's commands that shut down or suspend the machine it runs on (answered only on failure).
+/// [`ServerKind::GuestAgentPowerDisabled`] disables all of them: tests must never run one that could succeed.
+pub const POWER_COMMANDS: [&str; 4] =
+    ["guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"];
+
 /// Which server a [`QemuServer`] runs, and how it was configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -81,17 +86,21 @@ pub enum ServerKind {
     SystemPretty,
     /// qemu-ga listening on a unix socket (no greeting, no negotiation, `\n` line endings).
     GuestAgent,
+    /// qemu-ga with every power command disabled (`-b guest-shutdown,guest-suspend-*`): each of them is refused
+    /// with an error, so the rule "replies only on failure" can be tested without risking the host.
+    GuestAgentPowerDisabled,
 }
 
 impl ServerKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ServerKind; 6] = [
+    pub const ALL: [ServerKind; 7] = [
         ServerKind::StorageDaemon,
         ServerKind::StorageDaemonPretty,
         ServerKind::StorageDaemon72,
         ServerKind::System,
         ServerKind::SystemPretty,
         ServerKind::GuestAgent,
+        ServerKind::GuestAgentPowerDisabled,
     ];
 
     /// Human-readable name of the program, as used in skip messages (`"qemu-ga"`, ...).
@@ -100,7 +109,7 @@ impl ServerKind {
             ServerKind::StorageDaemon | ServerKind::StorageDaemonPretty => "qemu-storage-daemon 10",
             ServerKind::StorageDaemon72 => "qemu-storage-daemon 7.x",
             ServerKind::System | ServerKind::SystemPretty => "qemu-system-x86_64",
-            ServerKind::GuestAgent => "qemu-ga",
+            ServerKind::GuestAgent | ServerKind::GuestAgentPowerDisabled => "qemu-ga",
         }
     }
 
@@ -110,13 +119,13 @@ impl ServerKind {
             ServerKind::StorageDaemon | ServerKind::StorageDaemonPretty => "QMP_TEST_QSD",
             ServerKind::StorageDaemon72 => "QMP_TEST_QSD72",
             ServerKind::System | ServerKind::SystemPretty => "QMP_TEST_QEMU_SYSTEM",
-            ServerKind::GuestAgent => "QMP_TEST_QGA",
+            ServerKind::GuestAgent | ServerKind::GuestAgentPowerDisabled => "QMP_TEST_QGA",
         }
     }
 
     /// True for qemu-ga: no greeting, no `qmp_capabilities`.
     pub fn is_guest_agent(self) -> bool {
-        self == ServerKind::GuestAgent
+        matches!(self, ServerKind::GuestAgent | ServerKind::GuestAgentPowerDisabled)
     }
 
     /// True when the server pretty-prints (multi-line messages).
@@ -196,9 +205,9 @@ impl ServerKind {
                 "-mon".into(),
                 "chardev=m,mode=control,pretty=on".into(),
             ],
-            ServerKind::GuestAgent => {
+            ServerKind::GuestAgent | ServerKind::GuestAgentPowerDisabled => {
                 // qemu-ga options are plain getopt: no comma escaping.
-                return vec![
+                let mut args: Vec<OsString> = vec![
                     "-m".into(),
                     "unix-listen".into(),
                     "-p".into(),
@@ -208,6 +217,11 @@ impl ServerKind {
                     "-f".into(),
                     dir.join("qemu-ga.pid").into_os_string(),
                 ];
+                if self == ServerKind::GuestAgentPowerDisabled {
+                    args.push("-b".into());
+                    args.push(POWER_COMMANDS.join(",").into());
+                }
+                return args;
             }
         };
         strs.into_iter().map(OsString::from).collect()
@@ -223,6 +237,7 @@ impl fmt::Display for ServerKind {
             ServerKind::System => "qemu-system-x86_64",
             ServerKind::SystemPretty => "qemu-system-x86_64 (pretty)",
             ServerKind::GuestAgent => "qemu-ga",
+            ServerKind::GuestAgentPowerDisabled => "qemu-ga (power commands disabled)",
         };
         f.write_str(s)
     }
@@ -346,6 +361,11 @@ impl QemuServer {
     /// where DIR is the server's temporary directory.
     pub fn guest_agent() -> Result<QemuServer, StartError> {
         QemuServer::start(ServerKind::GuestAgent)
+    }
+
+    /// qemu-ga with every power command disabled ([`ServerKind::GuestAgentPowerDisabled`]).
+    pub fn guest_agent_power_disabled() -> Result<QemuServer, StartError> {
+        QemuServer::start(ServerKind::GuestAgentPowerDisabled)
     }
 
     /// Finds the binary for `kind` and starts it; returns once a probe connection has been served (greeting and
@@ -529,7 +549,7 @@ fn locate_with(kind: ServerKind, configured: Option<OsString>) -> Result<PathBuf
         }
         ServerKind::System | ServerKind::SystemPretty => find_program(Path::new("qemu-system-x86_64"))
             .ok_or_else(|| missing("no qemu-system-x86_64 on PATH".to_owned())),
-        ServerKind::GuestAgent => {
+        ServerKind::GuestAgent | ServerKind::GuestAgentPowerDisabled => {
             find_program(Path::new("qemu-ga")).ok_or_else(|| missing("no qemu-ga on PATH".to_owned()))
         }
     }

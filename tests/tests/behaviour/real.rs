@@ -250,6 +250,30 @@ pub fn qga_sync_info_ping<A: Adapter>() {
     A::agent_close(again);
 }
 
+/// The agent's power commands (answered only when they fail) come back as the agent's error when it refuses
+/// them (here: disabled with `-b`), at once, not after the grace period; the agent stays up and the next
+/// command works. (Their success, the agent going away or staying silent, is covered against the scripted peer:
+/// a real one would shut this host down.)
+pub fn qga_power_commands_refused_are_errors<A: Adapter>() {
+    let server = require!(QemuServer::guest_agent_power_disabled());
+    let agent = A::agent_connect(server.socket_path(), &SuiteOpts::default()).expect("connect and sync");
+    for command in qmp_tests::servers::POWER_COMMANDS {
+        let args = if command == "guest-shutdown" { json!({"mode": "powerdown"}) } else { Value::Null };
+        let started = Instant::now();
+        match A::agent_execute::<Value>(&agent, Call::new(command).args(args)) {
+            Err(Failure::Qmp(e)) => {
+                assert_eq!(e.class, "CommandNotFound", "{}: {command}: {e}", A::NAME);
+                assert_eq!(e.desc, format!("Command {command} has been disabled"), "{}", A::NAME);
+            }
+            other => panic!("{}: {command}: {other:?}", A::NAME),
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "{command}: the refusal ends the call, not the grace");
+    }
+    let pong: Value = A::agent_execute(&agent, Call::new("guest-ping")).expect("the agent is still there");
+    assert_eq!(pong, json!({}));
+    A::agent_close(agent);
+}
+
 /// QEMU greets a second client only once the first has gone: the second one's connect timeout fires
 /// (GreetingTimeout), the first is unaffected, and after it leaves a new client connects at once.
 pub fn second_client_gets_no_greeting<A: Adapter>() {

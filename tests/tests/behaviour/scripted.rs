@@ -82,6 +82,31 @@ pub fn message_cut_off_by_eof<A: Adapter>() {
     server.join().expect("script ran to its end");
 }
 
+/// Greetings as old servers and the protocol's wiki page show them (no version; a version given as a string)
+/// are accepted: the version is reported as unknown or raw, and the session works.
+pub fn old_greetings_are_accepted<A: Adapter>() {
+    let greetings = [
+        (r#"{"QMP": {"capabilities": []}}"#, "unknown"),
+        (r#"{"QMP": {"version": {"qemu": "0.12.5", "package": ""}, "capabilities": []}}"#, "0.12.5"),
+    ];
+    for (greeting, shown) in greetings {
+        let mut server = FakeServer::spawn(vec![
+            Step::send(&format!("{greeting}\r\n")),
+            Step::AnswerNegotiation,
+            Step::reply_to(r#"{"old": true}"#),
+            Step::Silence,
+        ]);
+        let conn = A::connect(server.socket_path(), &SuiteOpts::default()).expect("an old greeting is accepted");
+        let seen = A::greeting(&conn);
+        assert!(seen.version.is_none(), "{}: {seen:?}", A::NAME);
+        assert!(seen.version_string().contains(shown), "{}: {}", A::NAME, seen.version_string());
+        let old: Value = A::execute(&conn, Call::new("query-old")).expect("commands work");
+        assert_eq!(old, json!({"old": true}));
+        A::close(conn);
+        server.join().expect("script ran to its end");
+    }
+}
+
 /// Events between `qmp_capabilities` and its reply (QEMU sends them whenever they happen) reach the first
 /// subscriber, even though it could only subscribe once connecting had returned: none is lost, none is mistaken
 /// for the reply.
