@@ -1,8 +1,10 @@
 //! [`Client`]: a blocking QMP connection. Each call runs the driver until its answer arrives.
 
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use qmp_proto::{ExecuteOptions, Greeting, Mode, ProtocolViolation, RawJson, RequestId, ServerEvent};
@@ -12,7 +14,7 @@ use serde::Serialize;
 use crate::driver::Driver;
 use crate::transport::Transport;
 use crate::Error;
-use crate::Options;
+use crate::{Options, Pipes};
 
 /// A command sent with [`Client::submit`]; [`Client::wait`] collects its reply.
 #[derive(Debug)]
@@ -65,6 +67,30 @@ impl Client<TcpStream> {
             }
         }
         Err(Error::Connect(last))
+    }
+}
+
+impl Client<Pipes> {
+    /// Runs QMP over two pipes: `read` carries QEMU's output, `write` its input (`-qmp pipe:NAME`: open
+    /// `NAME.out` to read and `NAME.in` to write).
+    pub fn from_pipes(read: impl Into<OwnedFd>, write: impl Into<OwnedFd>, options: Options) -> Result<Self, Error> {
+        Self::from_stream(Pipes::new(read, write)?, options)
+    }
+
+    /// Starts `command` (a QEMU command line with `-qmp stdio`) with its stdin and stdout piped to a new
+    /// connection, and completes the handshake. Returns the child too: waiting for it is the caller's.
+    ///
+    /// ```no_run
+    /// let mut qemu = std::process::Command::new("qemu-system-x86_64");
+    /// qemu.args(["-M", "none", "-display", "none", "-qmp", "stdio"]);
+    /// let (mut child, mut qmp) = qmp_blocking::Client::spawn_stdio(qemu, Default::default())?;
+    /// qmp.execute::<serde_json::Value>("quit", ())?;
+    /// child.wait()?;
+    /// # Ok::<(), qmp_blocking::Error>(())
+    /// ```
+    pub fn spawn_stdio(mut command: Command, options: Options) -> Result<(Child, Self), Error> {
+        let (child, pipes) = Pipes::spawn(&mut command)?;
+        Ok((child, Self::from_stream(pipes, options)?))
     }
 }
 

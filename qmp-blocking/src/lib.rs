@@ -29,10 +29,12 @@
 mod client;
 mod driver;
 mod guest_agent;
+mod pipes;
 mod transport;
 
 pub use client::{Client, Pending};
 pub use guest_agent::GuestAgent;
+pub use pipes::Pipes;
 pub use qmp_proto::adapter::{Error, Options};
 pub use qmp_proto::{
     ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError,

@@ -37,6 +37,8 @@ macro_rules! behaviour_suite {
             real::qsys_without_oob_exec_oob_is_a_usage_error,
             real::qsys_pretty_monitor,
             real::qga_sync_info_ping,
+            real::qsys_monitor_on_stdio,
+            real::qsys_monitor_on_fifos,
             real::qga_power_commands_refused_are_errors,
             real::second_client_gets_no_greeting,
             scripted::garbage_bytes_session_survives,

@@ -9,8 +9,10 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
@@ -52,6 +54,8 @@ pub trait Flavor: 'static {
     fn sleep(d: Duration) -> BoxFuture<()>;
 
     fn connect(path: PathBuf, opts: SuiteOpts) -> BoxFuture<Result<Self::Qmp, Failure>>;
+    fn connect_pipes(read: OwnedFd, write: OwnedFd, opts: SuiteOpts) -> BoxFuture<Result<Self::Qmp, Failure>>;
+    fn spawn_stdio(command: Command, opts: SuiteOpts) -> BoxFuture<Result<(Child, Self::Qmp), Failure>>;
     fn greeting(qmp: &Self::Qmp) -> Greeting;
     fn oob_enabled(qmp: &Self::Qmp) -> bool;
     /// The call as a future that owns what it needs (its [`DropAt`] is the caller's business).
@@ -112,6 +116,14 @@ impl<F: Flavor> Adapter for Async<F> {
 
     fn connect(path: &Path, opts: &SuiteOpts) -> Result<F::Qmp, Failure> {
         run::<F, _>("connect", F::connect(path.to_owned(), opts.clone()))
+    }
+
+    fn connect_pipes(read: OwnedFd, write: OwnedFd, opts: &SuiteOpts) -> Result<F::Qmp, Failure> {
+        run::<F, _>("connect over pipes", F::connect_pipes(read, write, opts.clone()))
+    }
+
+    fn spawn_stdio(command: Command, opts: &SuiteOpts) -> Result<(Child, F::Qmp), Failure> {
+        run::<F, _>("spawn with stdio", F::spawn_stdio(command, opts.clone()))
     }
 
     fn greeting(conn: &F::Qmp) -> Greeting {
@@ -362,6 +374,23 @@ macro_rules! crate_types {
 crate_types!(tokio_types, qmp_tokio, |_| None);
 crate_types!(smol_types, qmp_smol, |events| Some(events.buffered()));
 
+/// `connect_pipes` and `spawn_stdio` for a flavor whose handle is `qmp_async::Qmp<$net>`.
+macro_rules! pipe_methods {
+    ($net:ty, $types:ident) => {
+        fn connect_pipes(read: OwnedFd, write: OwnedFd, opts: SuiteOpts) -> BoxFuture<Result<Self::Qmp, Failure>> {
+            Box::pin(async move {
+                qmp_async::Qmp::<$net>::from_pipes(read, write, opts.options()).await.map_err($types::failure)
+            })
+        }
+
+        fn spawn_stdio(command: Command, opts: SuiteOpts) -> BoxFuture<Result<(Child, Self::Qmp), Failure>> {
+            Box::pin(async move {
+                qmp_async::Qmp::<$net>::spawn_stdio(command, opts.options()).await.map_err($types::failure)
+            })
+        }
+    };
+}
+
 // ----- qmp-tokio on a tokio multi-thread runtime -------------------------------------------------------------------
 
 /// `qmp-tokio` on a two-worker multi-thread runtime shared by every tokio test.
@@ -380,6 +409,7 @@ impl Flavor for Tokio {
     const NAME: &'static str = "qmp-tokio";
 
     crate_methods!(qmp_tokio, tokio_types);
+    pipe_methods!(qmp_tokio::Tokio, tokio_types);
 
     fn block_on<T>(f: impl Future<Output = T>) -> T {
         TOKIO.block_on(f)
@@ -421,6 +451,7 @@ impl Flavor for Smol {
     const NAME: &'static str = "qmp-smol (smol)";
 
     crate_methods!(qmp_smol, smol_types);
+    pipe_methods!(qmp_smol::Smol, smol_types);
 
     fn block_on<T>(f: impl Future<Output = T>) -> T {
         smol::block_on(f)
@@ -460,6 +491,7 @@ impl Flavor for AsyncStd {
     const NAME: &'static str = "qmp-smol (async-std)";
 
     crate_methods!(on_async_std, smol_types);
+    pipe_methods!(qmp_smol::AsyncStd, smol_types);
 
     fn block_on<T>(f: impl Future<Output = T>) -> T {
         async_std::task::block_on(f)

@@ -10,13 +10,15 @@
 //! [`Next::Lagged`].
 
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use qmp_blocking::{Client, Error, GuestAgent, Options, Pending};
+use qmp_blocking::{Client, Error, GuestAgent, Options, Pending, Pipes, Transport};
 use qmp_proto::{ConnectionError, Greeting, ProtocolViolation, ServerEvent};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -44,9 +46,21 @@ pub struct Blocking;
 #[derive(Debug)]
 pub struct Conn(Mutex<State>);
 
+/// A unix socket or a pair of pipes.
+pub trait Stream: Transport + Send + std::fmt::Debug {}
+
+impl<S: Transport + Send + std::fmt::Debug> Stream for S {}
+
+/// A connection over any transport.
+fn conn(stream: Box<dyn Stream>, opts: &SuiteOpts) -> Result<Conn, Failure> {
+    let client = Client::from_stream(stream, options(opts)).map_err(failure)?;
+    Ok(Conn(Mutex::new(State { client, stash: VecDeque::new(), reported_drops: 0 })))
+}
+
 #[derive(Debug)]
 pub struct State {
-    client: Client,
+    /// Over a unix socket or a pair of pipes.
+    client: Client<Box<dyn Stream>>,
     /// Events read while waiting for the end of the connection ([`Adapter::closed`]), not yet taken.
     stash: VecDeque<ServerEvent>,
     /// The client's drop counter as last reported.
@@ -63,7 +77,11 @@ fn options(opts: &SuiteOpts) -> Options {
     opts.options()
 }
 
-fn run<T: DeserializeOwned>(client: &mut Client, call: &Call, timeout: Option<Duration>) -> Result<T, Failure> {
+fn run<T: DeserializeOwned>(
+    client: &mut Client<Box<dyn Stream>>,
+    call: &Call,
+    timeout: Option<Duration>,
+) -> Result<T, Failure> {
     let result = match (call.oob, timeout) {
         (true, None) => client.execute_oob(&call.command, &call.args),
         (false, None) => client.execute(&call.command, &call.args),
@@ -107,7 +125,7 @@ fn run_in_batch(conn: &Conn, call: &Call) -> Option<Result<Value, Failure>> {
 }
 
 /// The raw reply of a submitted command, as a `Value`.
-fn wait(client: &mut Client, pending: Pending) -> Result<Value, Failure> {
+fn wait(client: &mut Client<Box<dyn Stream>>, pending: Pending) -> Result<Value, Failure> {
     let raw = client.wait(pending).map_err(failure)?;
     raw.deserialize().map_err(|e| Failure::Other(e.to_string()))
 }
@@ -120,8 +138,17 @@ impl Adapter for Blocking {
     type Agent = Mutex<GuestAgent>;
 
     fn connect(path: &Path, opts: &SuiteOpts) -> Result<Conn, Failure> {
-        let client = Client::connect_unix(path, options(opts)).map_err(failure)?;
-        Ok(Conn(Mutex::new(State { client, stash: VecDeque::new(), reported_drops: 0 })))
+        let stream = UnixStream::connect(path).map_err(|e| Failure::Connect(e.kind()))?;
+        conn(Box::new(stream), opts)
+    }
+
+    fn connect_pipes(read: OwnedFd, write: OwnedFd, opts: &SuiteOpts) -> Result<Conn, Failure> {
+        conn(Box::new(Pipes::new(read, write).map_err(|e| Failure::Connect(e.kind()))?), opts)
+    }
+
+    fn spawn_stdio(mut command: Command, opts: &SuiteOpts) -> Result<(Child, Conn), Failure> {
+        let (child, pipes) = Pipes::spawn(&mut command).map_err(|e| Failure::Connect(e.kind()))?;
+        Ok((child, conn(Box::new(pipes), opts)?))
     }
 
     fn greeting(conn: &Conn) -> Greeting {

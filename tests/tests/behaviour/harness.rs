@@ -10,7 +10,9 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -207,6 +209,10 @@ pub trait Adapter: 'static {
     type Agent: Send + Sync;
 
     fn connect(path: &Path, opts: &SuiteOpts) -> Result<Self::Conn, Failure>;
+    /// QMP over two pipes: `read` carries the server's output, `write` its input.
+    fn connect_pipes(read: OwnedFd, write: OwnedFd, opts: &SuiteOpts) -> Result<Self::Conn, Failure>;
+    /// Starts `command` with its monitor on stdio and connects to it.
+    fn spawn_stdio(command: Command, opts: &SuiteOpts) -> Result<(Child, Self::Conn), Failure>;
     fn greeting(conn: &Self::Conn) -> Greeting;
     fn oob_enabled(conn: &Self::Conn) -> bool;
     /// Runs one call to its end (its [`DropAt`] is ignored) and deserializes the `return` value.

@@ -1,11 +1,14 @@
 //! Scenarios against real servers started by the tests: qemu-storage-daemon 10, `qemu-system-x86_64 -M none`
 //! (with and without OOB, and with a pretty-printing monitor) and qemu-ga.
 
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use qmp_proto::{ConnectionError, UsageError};
 use qmp_tests::require;
-use qmp_tests::servers::QemuServer;
+use qmp_tests::servers::{self, QemuServer, ServerKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -272,6 +275,69 @@ pub fn qga_power_commands_refused_are_errors<A: Adapter>() {
     let pong: Value = A::agent_execute(&agent, Call::new("guest-ping")).expect("the agent is still there");
     assert_eq!(pong, json!({}));
     A::agent_close(agent);
+}
+
+/// The qemu-system binary, or `None` (skipped loudly) when it is not installed and not required.
+fn system_binary() -> Option<PathBuf> {
+    match servers::locate(ServerKind::System) {
+        Ok(path) => Some(path),
+        Err(missing) if !servers::require_all() => {
+            eprintln!("SKIPPED: {missing}");
+            None
+        }
+        Err(missing) => panic!("{missing}"),
+    }
+}
+
+/// `qemu-system-x86_64 -M none` with `extra` arguments, its stderr discarded.
+fn system_command(binary: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(binary);
+    command.args(["-M", "none", "-display", "none", "-nodefaults"]).args(extra).stderr(Stdio::null());
+    command
+}
+
+/// A session that ends with `quit`: the reply, then the end of the stream, then the process exits cleanly.
+fn query_then_quit<A: Adapter>(conn: A::Conn, child: &mut Child, how: &str) {
+    assert_eq!(A::greeting(&conn).version.as_ref().map(|v| v.major), Some(7), "{}: {how}", A::NAME);
+    let v: VersionInfo = A::execute(&conn, Call::new("query-version")).expect("query-version");
+    assert_eq!(v.qemu.major, 7);
+    let _: Value = A::execute(&conn, Call::new("quit")).expect("quit");
+    assert_eq!(A::closed(&conn, Duration::from_secs(10)), Some(ConnectionError::Eof), "{}: {how}", A::NAME);
+    A::close(conn);
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{}: {how}: {status}", A::NAME);
+}
+
+/// A QEMU started by the adapter with its monitor on stdio (`-qmp stdio`).
+pub fn qsys_monitor_on_stdio<A: Adapter>() {
+    let Some(binary) = system_binary() else { return };
+    let command = system_command(&binary, &["-qmp", "stdio"]);
+    let (mut child, conn) = A::spawn_stdio(command, &SuiteOpts::default()).expect("spawn with the monitor on stdio");
+    query_then_quit::<A>(conn, &mut child, "-qmp stdio");
+}
+
+/// A QEMU whose monitor is on two FIFOs (`-qmp pipe:NAME`: it reads `NAME.in` and writes `NAME.out`).
+pub fn qsys_monitor_on_fifos<A: Adapter>() {
+    let Some(binary) = system_binary() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("monitor");
+    let (fifo_in, fifo_out) = (base.with_extension("in"), base.with_extension("out"));
+    for fifo in [&fifo_in, &fifo_out] {
+        let mode = rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR;
+        rustix::fs::mknodat(rustix::fs::CWD, fifo, rustix::fs::FileType::Fifo, mode, 0).expect("mkfifo");
+    }
+    let pipe_arg = format!("pipe:{}", base.display());
+    let mut child = system_command(&binary, &["-qmp", &pipe_arg]).stdin(Stdio::null()).spawn().expect("spawn");
+    // Opening a FIFO waits for the other end: QEMU opens both of its ends read-write as it starts.
+    let (opened_tx, opened) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let read = std::fs::File::open(&fifo_out).map(OwnedFd::from);
+        let write = std::fs::OpenOptions::new().write(true).open(&fifo_in).map(OwnedFd::from);
+        let _ = opened_tx.send(read.and_then(|r| write.map(|w| (r, w))));
+    });
+    let (read, write) = opened.recv_timeout(Duration::from_secs(20)).expect("QEMU opened its FIFOs").expect("open");
+    let conn = A::connect_pipes(read, write, &SuiteOpts::default()).expect("connect over the FIFOs");
+    query_then_quit::<A>(conn, &mut child, "-qmp pipe:");
 }
 
 /// QEMU greets a second client only once the first has gone: the second one's connect timeout fires
