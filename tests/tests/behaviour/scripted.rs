@@ -91,7 +91,7 @@ pub fn old_greetings_are_accepted<A: Adapter>() {
     ];
     for (greeting, shown) in greetings {
         let mut server = FakeServer::spawn(vec![
-            Step::send(&format!("{greeting}\r\n")),
+            Step::send(format!("{greeting}\r\n")),
             Step::AnswerNegotiation,
             Step::reply_to(r#"{"old": true}"#),
             Step::Silence,
