@@ -68,8 +68,9 @@ pub async fn smol<S: qmp_smol::Spawn>(
     spawn: Spawn<'_>,
 ) -> f64 {
     let stream = async_io::Async::new(std::os::unix::net::UnixStream::connect(path).expect("connect")).expect("async");
-    let qmp =
-        qmp_async::Qmp::from_transport(qmp_smol::Unix(stream), Default::default(), runtime).await.expect("connect");
+    let qmp = qmp_async::Qmp::from_transport(qmp_smol::Unix::new(stream), Default::default(), runtime)
+        .await
+        .expect("connect");
     let start = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|t| {

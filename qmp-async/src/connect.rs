@@ -15,6 +15,7 @@ use qmp_proto::adapter::Options;
 use crate::guest_agent::GuestAgent;
 use crate::qmp::Qmp;
 use crate::runtime::{sleep, until, Net};
+use crate::session::{self, Session};
 use crate::Error;
 
 impl<R: Net> Qmp<R> {
@@ -24,9 +25,7 @@ impl<R: Net> Qmp<R> {
     /// # Cancel safety
     /// Cancel safe: dropped before it returns, the half-made connection is closed.
     pub async fn connect_unix(path: impl AsRef<Path>, options: Options) -> Result<Qmp<R>, Error> {
-        let runtime = R::default();
-        let stream = connect_unix(&runtime, path.as_ref(), &options).await?;
-        Self::from_transport(stream, options, runtime).await
+        over_unix_socket(path.as_ref(), options).await
     }
 
     /// Connects to a QMP TCP socket (`-qmp tcp:host:port,server=on,wait=off`), resolving `addr` off the
@@ -34,13 +33,8 @@ impl<R: Net> Qmp<R> {
     ///
     /// # Cancel safety
     /// Cancel safe: dropped before it returns, the half-made connection is closed.
-    pub async fn connect_tcp<A>(addr: A, options: Options) -> Result<Qmp<R>, Error>
-    where
-        A: ToSocketAddrs + Send + 'static,
-    {
-        let runtime = R::default();
-        let stream = connect_tcp(&runtime, addr, &options).await?;
-        Self::from_transport(stream, options, runtime).await
+    pub async fn connect_tcp<A: ToSocketAddrs + Send + 'static>(addr: A, options: Options) -> Result<Qmp<R>, Error> {
+        over_tcp(addr, options).await
     }
 
     /// Runs QMP over a connected std unix stream (registered with the runtime), with file descriptor passing.
@@ -49,9 +43,7 @@ impl<R: Net> Qmp<R> {
     /// # Cancel safety
     /// Cancel safe: dropped before it returns, the half-made connection is closed.
     pub async fn from_unix_stream(stream: std::os::unix::net::UnixStream, options: Options) -> Result<Qmp<R>, Error> {
-        let runtime = R::default();
-        let stream = runtime.unix_from_std(stream).map_err(Error::Connect)?;
-        Self::from_transport(stream, options, runtime).await
+        session::over_unix_stream(stream, options).await
     }
 
     /// Runs QMP over two pipes: `read` carries QEMU's output, `write` its input. For `-qmp pipe:NAME`, open
@@ -64,9 +56,7 @@ impl<R: Net> Qmp<R> {
         write: impl Into<OwnedFd>,
         options: Options,
     ) -> Result<Qmp<R>, Error> {
-        let runtime = R::default();
-        let pipes = runtime.pipes(read.into(), write.into()).map_err(Error::Connect)?;
-        Self::from_transport(pipes, options, runtime).await
+        session::over_pipes(read.into(), write.into(), options).await
     }
 
     /// Starts `command` (a QEMU command line with `-qmp stdio`, or `-chardev stdio,id=c -mon chardev=c`) with its
@@ -87,9 +77,8 @@ impl<R: Net> Qmp<R> {
     /// Cancel safe: dropped before it returns, the connection is closed (QEMU reads the end of its input and,
     /// with `-qmp stdio`, quits).
     pub async fn spawn_stdio(mut command: Command, options: Options) -> Result<(Child, Qmp<R>), Error> {
-        let (child, pipes) = spawn_piped(&mut command)?;
-        let qmp = Self::from_pipes(pipes.0, pipes.1, options).await?;
-        Ok((child, qmp))
+        let (child, (read, write)) = spawn_piped(&mut command)?;
+        Ok((child, session::over_pipes(read, write, options).await?))
     }
 }
 
@@ -109,9 +98,7 @@ impl<R: Net> GuestAgent<R> {
     /// # Cancel safety
     /// Cancel safe: dropped before it returns, the half-made connection is closed.
     pub async fn connect_unix(path: impl AsRef<Path>, options: Options) -> Result<GuestAgent<R>, Error> {
-        let runtime = R::default();
-        let stream = connect_unix(&runtime, path.as_ref(), &options).await?;
-        Self::from_transport(stream, options, runtime).await
+        over_unix_socket(path.as_ref(), options).await
     }
 
     /// Connects to an agent over TCP (a `-chardev socket,host=...,port=...` on the host end of its channel).
@@ -122,9 +109,7 @@ impl<R: Net> GuestAgent<R> {
     where
         A: ToSocketAddrs + Send + 'static,
     {
-        let runtime = R::default();
-        let stream = connect_tcp(&runtime, addr, &options).await?;
-        Self::from_transport(stream, options, runtime).await
+        over_tcp(addr, options).await
     }
 
     /// Speaks the guest-agent protocol over a connected std unix stream (registered with the runtime).
@@ -135,9 +120,7 @@ impl<R: Net> GuestAgent<R> {
         stream: std::os::unix::net::UnixStream,
         options: Options,
     ) -> Result<GuestAgent<R>, Error> {
-        let runtime = R::default();
-        let stream = runtime.unix_from_std(stream).map_err(Error::Connect)?;
-        Self::from_transport(stream, options, runtime).await
+        session::over_unix_stream(stream, options).await
     }
 
     /// Speaks the guest-agent protocol over two pipes (`read` carries the agent's output), for example the
@@ -150,10 +133,25 @@ impl<R: Net> GuestAgent<R> {
         write: impl Into<OwnedFd>,
         options: Options,
     ) -> Result<GuestAgent<R>, Error> {
-        let runtime = R::default();
-        let pipes = runtime.pipes(read.into(), write.into()).map_err(Error::Connect)?;
-        Self::from_transport(pipes, options, runtime).await
+        session::over_pipes(read.into(), write.into(), options).await
     }
+}
+
+/// A session over a unix socket connected within the connect timeout.
+async fn over_unix_socket<S: Session<R>, R: Net>(path: &Path, options: Options) -> Result<S, Error> {
+    let runtime = R::default();
+    let stream = connect_unix(&runtime, path, &options).await?;
+    session::spawn(stream, options, runtime).await
+}
+
+/// A session over TCP, connected within the connect timeout.
+async fn over_tcp<S: Session<R>, R: Net, A: ToSocketAddrs + Send + 'static>(
+    addr: A,
+    options: Options,
+) -> Result<S, Error> {
+    let runtime = R::default();
+    let stream = connect_tcp(&runtime, addr, &options).await?;
+    session::spawn(stream, options, runtime).await
 }
 
 /// Connects to a unix socket within the connect timeout.
@@ -269,7 +267,7 @@ impl<R: Net> Listener<R> {
     pub async fn accept(&self, options: Options) -> Result<Qmp<R>, Error> {
         let stream = self.runtime.accept_unix(&self.inner).await.map_err(Error::Connect)?;
         tracing::debug!(path = %self.path.display(), "accepted a connection");
-        Qmp::from_transport(stream, options, self.runtime.clone()).await
+        session::spawn(stream, options, self.runtime.clone()).await
     }
 
     /// Waits for a guest agent channel to connect (a `virtserialport` whose chardev has `server=off`), then
@@ -280,6 +278,6 @@ impl<R: Net> Listener<R> {
     pub async fn accept_guest_agent(&self, options: Options) -> Result<GuestAgent<R>, Error> {
         let stream = self.runtime.accept_unix(&self.inner).await.map_err(Error::Connect)?;
         tracing::debug!(path = %self.path.display(), "accepted a connection");
-        GuestAgent::from_transport(stream, options, self.runtime.clone()).await
+        session::spawn(stream, options, self.runtime.clone()).await
     }
 }

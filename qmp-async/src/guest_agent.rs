@@ -1,20 +1,21 @@
 //! [`GuestAgent`]: the guest-agent handle (qemu-ga), synchronised with `guest-sync-delimited` on connect.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use qmp_proto::adapter::Options;
-use qmp_proto::{ConnectionError, Mode, RawJson};
+use qmp_proto::{Config, ConnectionError, Mode, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::command::{random_nonce, Command};
 use crate::connecting::Connecting;
 use crate::driver::Driver;
-use crate::handle::{self, Handle};
+use crate::handle::Handle;
 use crate::runtime::{Runtime, Streams};
+use crate::session::{self, Session};
+use crate::shared::Shared;
 use crate::transport::Transport;
 use crate::Error;
 
@@ -34,20 +35,29 @@ use crate::Error;
 /// println!("agent {}", info["version"]);
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct GuestAgent<R> {
     inner: Arc<Handle<R>>,
-    _runtime: PhantomData<fn() -> R>,
-}
-
-impl<R> Clone for GuestAgent<R> {
-    fn clone(&self) -> Self {
-        GuestAgent { inner: Arc::clone(&self.inner), _runtime: PhantomData }
-    }
 }
 
 impl<R: Runtime> fmt::Debug for GuestAgent<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GuestAgent").field("closed", &self.inner.connection_error()).finish()
+    }
+}
+
+/// The core syncs by itself (`guest-sync-delimited` with a fresh random nonce) and is ready after the echo.
+impl<R: Runtime> Session<R> for GuestAgent<R> {
+    fn config(options: &Options) -> Config {
+        options.to_config(Mode::GuestAgent).sync_on_connect(random_nonce())
+    }
+
+    fn established(shared: &Shared) -> bool {
+        shared.is_ready()
+    }
+
+    fn from_handle(inner: Arc<Handle<R>>) -> Self {
+        GuestAgent { inner }
     }
 }
 
@@ -59,18 +69,7 @@ impl<R: Runtime> GuestAgent<R> {
         options: Options,
         runtime: R,
     ) -> (Connecting<GuestAgent<R>>, Driver) {
-        // The core syncs by itself (`guest-sync-delimited` with this nonce) and is ready after the echo.
-        let config = options.to_config(Mode::GuestAgent).sync_on_connect(random_nonce());
-        let (handle, driver) = handle::start(transport, options, config, runtime);
-        let connecting = Connecting::new(async move {
-            handle.shared.wait_until(|s| s.is_ready() || s.closed().is_some()).await;
-            if handle.shared.is_ready() {
-                Ok(GuestAgent { inner: Arc::new(handle), _runtime: PhantomData })
-            } else {
-                Err(handle.shared.gone())
-            }
-        });
-        (connecting, driver)
+        session::with_driver(transport, options, runtime)
     }
 
     /// Speaks the guest-agent protocol over `transport`: spawns the driver on `runtime` and synchronises.
@@ -82,9 +81,7 @@ impl<R: Runtime> GuestAgent<R> {
         options: Options,
         runtime: R,
     ) -> Result<GuestAgent<R>, Error> {
-        let (connecting, driver) = Self::with_driver(transport, options, runtime.clone());
-        runtime.spawn(driver);
-        connecting.await
+        session::spawn(transport, options, runtime).await
     }
 
     /// Speaks the guest-agent protocol over any connected byte stream of the runtime, synchronising first.
@@ -95,7 +92,7 @@ impl<R: Runtime> GuestAgent<R> {
     where
         R: Streams<S> + Default,
     {
-        Self::from_transport(R::transport(stream), options, R::default()).await
+        session::spawn(R::transport(stream), options, R::default()).await
     }
 
     /// Resynchronises with `guest-sync-delimited` and a fresh random nonce, discarding stale input. Other

@@ -49,6 +49,7 @@ mod handle;
 mod mailbox;
 mod qmp;
 mod runtime;
+mod session;
 mod shared;
 mod transport;
 #[cfg(feature = "qapi")]
@@ -71,4 +72,4 @@ pub use qmp_proto::{
 #[cfg(feature = "qapi")]
 pub use qmp_qapi as qapi;
 pub use runtime::{Net, Runtime, Streams, Timer};
-pub use transport::{fd_passing_unsupported, Transport};
+pub use transport::{fd_passing_unsupported, send_byte_with_fd, Duplex, Io, NoFds, SendFd, Transport};

@@ -1,13 +1,12 @@
 //! [`Qmp`]: a QMP connection handle. Cheap to clone, `Send + Sync`; every clone talks to the same driver.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use qmp_proto::adapter::Options;
-use qmp_proto::{ConnectionError, Greeting, Mode, ProtocolViolation, RawJson};
+use qmp_proto::{Config, ConnectionError, Greeting, Mode, ProtocolViolation, RawJson};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -15,8 +14,10 @@ use crate::command::{AddFdArgs, AddFdInfo, Command, GetFdArgs};
 use crate::connecting::Connecting;
 use crate::driver::Driver;
 use crate::events::Events;
-use crate::handle::{self, Handle};
+use crate::handle::Handle;
 use crate::runtime::{Runtime, Streams};
+use crate::session::{self, Session};
+use crate::shared::Shared;
 use crate::transport::{fd_passing_unsupported, Transport};
 use crate::Error;
 
@@ -40,15 +41,9 @@ use crate::Error;
 /// .await;
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct Qmp<R> {
     inner: Arc<Handle<R>>,
-    _runtime: PhantomData<fn() -> R>,
-}
-
-impl<R> Clone for Qmp<R> {
-    fn clone(&self) -> Self {
-        Qmp { inner: Arc::clone(&self.inner), _runtime: PhantomData }
-    }
 }
 
 impl<R: Runtime> fmt::Debug for Qmp<R> {
@@ -61,22 +56,26 @@ impl<R: Runtime> fmt::Debug for Qmp<R> {
     }
 }
 
+impl<R: Runtime> Session<R> for Qmp<R> {
+    fn config(options: &Options) -> Config {
+        options.to_config(Mode::Qmp)
+    }
+
+    fn established(shared: &Shared) -> bool {
+        shared.is_ready() && shared.greeting().is_some()
+    }
+
+    fn from_handle(inner: Arc<Handle<R>>) -> Self {
+        Qmp { inner }
+    }
+}
+
 impl<R: Runtime> Qmp<R> {
     /// Builds a connection over `transport` without spawning anything: spawn the [`Driver`] on your executor,
     /// then await the [`Connecting`] for the handle. `runtime` provides the driver's clock and timer (its `spawn`
     /// is not used). This is the entry point for an executor without an adapter crate.
     pub fn with_driver<T: Transport>(transport: T, options: Options, runtime: R) -> (Connecting<Qmp<R>>, Driver) {
-        let config = options.to_config(Mode::Qmp);
-        let (handle, driver) = handle::start(transport, options, config, runtime);
-        let connecting = Connecting::new(async move {
-            handle.shared.wait_until(|s| s.is_ready() || s.closed().is_some()).await;
-            if handle.shared.is_ready() && handle.shared.greeting().is_some() {
-                Ok(Qmp { inner: Arc::new(handle), _runtime: PhantomData })
-            } else {
-                Err(handle.shared.gone())
-            }
-        });
-        (connecting, driver)
+        session::with_driver(transport, options, runtime)
     }
 
     /// Speaks QMP over `transport`: spawns the driver on `runtime` and completes the handshake within
@@ -85,9 +84,7 @@ impl<R: Runtime> Qmp<R> {
     /// # Cancel safety
     /// Cancel safe: dropped before it returns, the half-made connection is closed.
     pub async fn from_transport<T: Transport>(transport: T, options: Options, runtime: R) -> Result<Qmp<R>, Error> {
-        let (connecting, driver) = Self::with_driver(transport, options, runtime.clone());
-        runtime.spawn(driver);
-        connecting.await
+        session::spawn(transport, options, runtime).await
     }
 
     /// Speaks QMP over any connected byte stream of the runtime (TLS, vsock, a child's joined stdio, the two
@@ -101,7 +98,7 @@ impl<R: Runtime> Qmp<R> {
     where
         R: Streams<S> + Default,
     {
-        Self::from_transport(R::transport(stream), options, R::default()).await
+        session::spawn(R::transport(stream), options, R::default()).await
     }
 
     /// The server's greeting (QEMU version and offered capabilities).

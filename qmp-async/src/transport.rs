@@ -1,12 +1,21 @@
 //! [`Transport`]: what the driver needs from a byte stream. Reads, writes, a flush, a shutdown of the write half,
 //! and, where the stream is a unix socket, writing one byte with a file descriptor attached (SCM_RIGHTS).
 //!
-//! The runtime adapters implement it for their sockets and for any stream of their runtime; a read half and a
-//! write half (a child's stdio, the two FIFOs of `-qmp pipe:NAME`) are joined into one stream first.
+//! It is implemented here, once, over the runtime-neutral `futures-io` traits: [`Io`] for any stream (with
+//! descriptor passing when its [`SendFd`] policy can, as a unix socket's does) and [`Duplex`] for a read half and
+//! a write half (a child's stdio, the two FIFOs of `-qmp pipe:NAME`). A runtime adapter brings its streams to
+//! these (tokio's through `tokio-util`'s compat layer) and writes only how its unix socket sends a descriptor,
+//! around [`send_byte_with_fd`].
 
-use std::io;
+use std::io::{self, IoSlice};
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
+use std::pin::Pin;
 use std::task::{Context, Poll};
+
+use futures_io::{AsyncRead, AsyncWrite};
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
 /// A byte stream the driver owns. Every method follows the `poll` contract: `Pending` registers the waker.
 pub trait Transport: Send + Unpin + 'static {
@@ -38,4 +47,144 @@ pub trait Transport: Send + Unpin + 'static {
 /// [`Error::FdPassing`](crate::Error::FdPassing).
 pub fn fd_passing_unsupported() -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, "file descriptors can only be passed over a unix socket")
+}
+
+/// How a stream `S` sends one byte with a file descriptor attached: [`NoFds`] for streams that cannot, an
+/// adapter's unix-socket policy for those that can.
+pub trait SendFd<S>: Send + Unpin + 'static {
+    /// Whether descriptors can be passed at all (true unless the policy is [`NoFds`]).
+    const CAN_PASS_FDS: bool = true;
+
+    /// Writes `byte` with `fd` attached on `stream` (see [`Transport::poll_write_with_fd`]).
+    fn poll_send(stream: &mut S, cx: &mut Context<'_>, byte: u8, fd: BorrowedFd<'_>) -> Poll<io::Result<usize>>;
+}
+
+/// The policy of streams that cannot pass descriptors.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoFds;
+
+impl<S> SendFd<S> for NoFds {
+    const CAN_PASS_FDS: bool = false;
+
+    fn poll_send(_: &mut S, _: &mut Context<'_>, _: u8, _: BorrowedFd<'_>) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(fd_passing_unsupported()))
+    }
+}
+
+/// Any futures-io stream as a [`Transport`]; `F` says how it passes descriptors ([`NoFds`] by default).
+pub struct Io<S, F = NoFds> {
+    stream: S,
+    _fds: PhantomData<fn() -> F>,
+}
+
+impl<S: std::fmt::Debug, F> std::fmt::Debug for Io<S, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Io").field(&self.stream).finish()
+    }
+}
+
+impl<S, F> Io<S, F> {
+    /// Wraps `stream`.
+    pub fn new(stream: S) -> Self {
+        Io { stream, _fds: PhantomData }
+    }
+
+    /// The stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+}
+
+impl<S, F> Transport for Io<S, F>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: SendFd<S>,
+{
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_close(cx)
+    }
+
+    fn can_pass_fds(&self) -> bool {
+        F::CAN_PASS_FDS
+    }
+
+    fn poll_write_with_fd(&mut self, cx: &mut Context<'_>, byte: u8, fd: BorrowedFd<'_>) -> Poll<io::Result<usize>> {
+        F::poll_send(&mut self.stream, cx, byte, fd)
+    }
+}
+
+/// A read half and a write half as one [`Transport`]. Shutting down closes the write half (the peer reads the
+/// end of its input) and reading goes on.
+#[derive(Debug)]
+pub struct Duplex<R, W> {
+    read: R,
+    write: Option<W>,
+}
+
+impl<R, W> Duplex<R, W> {
+    /// Joins `read` and `write`.
+    pub fn new(read: R, write: W) -> Self {
+        Duplex { read, write: Some(write) }
+    }
+
+    fn writer(&mut self) -> io::Result<Pin<&mut W>>
+    where
+        W: Unpin,
+    {
+        self.write.as_mut().map(Pin::new).ok_or_else(|| io::ErrorKind::BrokenPipe.into())
+    }
+}
+
+impl<R, W> Transport for Duplex<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.writer()?.poll_write(cx, buf)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.writer()?.poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.write = None;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Sends `byte` with `fd` attached (SCM_RIGHTS) on the unix socket `socket`, without blocking and without
+/// SIGPIPE, through rustix's safe `sendmsg`: the one system call every adapter's unix [`SendFd`] policy makes.
+/// `WouldBlock` means: wait until the socket is writable and try again.
+pub fn send_byte_with_fd(socket: BorrowedFd<'_>, byte: u8, fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("control message buffer too small for one descriptor"));
+    }
+    let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+    loop {
+        match rustix::net::sendmsg(socket, &[IoSlice::new(&[byte])], &mut control, flags) {
+            Err(rustix::io::Errno::INTR) => continue,
+            result => return result.map_err(io::Error::from),
+        }
+    }
 }

@@ -110,15 +110,15 @@ pub use qmp_async::events;
 #[cfg(feature = "qapi")]
 pub use qmp_async::qapi;
 pub use qmp_async::{
-    AddFdInfo, Connecting, ConnectionError, Driver, Error, EventItem, Events, Greeting, Options, ProtocolViolation,
-    QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError, Version,
+    AddFdInfo, Connecting, ConnectionError, Driver, Duplex, Error, EventItem, Events, Greeting, Io, Options,
+    ProtocolViolation, QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError, Version,
 };
 pub use runtime::{AsyncIoTimer, OnAsyncIo, Spawn};
 #[cfg(feature = "async-std")]
 pub use runtime::{AsyncStd, AsyncStdExecutor};
 #[cfg(feature = "smol")]
 pub use runtime::{Smol, SmolExecutor};
-pub use transport::{Io, Pipes, Unix};
+pub use transport::{Pipes, Unix, UnixFds};
 
 /// The runtime of the top-level handles: smol when its feature is on, else async-std.
 #[cfg(feature = "smol")]

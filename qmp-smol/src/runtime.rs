@@ -15,9 +15,9 @@ use std::time::Instant;
 
 use async_io::Async;
 use futures_io::{AsyncRead, AsyncWrite};
-use qmp_async::{Net, Runtime, Streams, Timer};
+use qmp_async::{Io, Net, Runtime, Streams, Timer};
 
-use crate::transport::{Io, Pipes, Unix};
+use crate::transport::{pipes, Pipes, Unix};
 
 /// How an executor over async-io runs the connection's driver. With `Default` too, the runtime has the socket
 /// helpers (`connect_unix`, ...); without, connect yourself and use `Qmp::from_transport`.
@@ -100,7 +100,7 @@ impl<S: Spawn + Default> Net for OnAsyncIo<S> {
     type Pipes = Pipes;
 
     async fn connect_unix(&self, path: &Path) -> io::Result<Unix> {
-        Async::<UnixStream>::connect(path).await.map(Unix)
+        Async::<UnixStream>::connect(path).await.map(Io::new)
     }
 
     async fn resolve<A: ToSocketAddrs + Send + 'static>(&self, addr: A) -> io::Result<Vec<SocketAddr>> {
@@ -110,15 +110,15 @@ impl<S: Spawn + Default> Net for OnAsyncIo<S> {
     async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<Io<Async<TcpStream>>> {
         let stream = Async::<TcpStream>::connect(addr).await?;
         stream.get_ref().set_nodelay(true)?;
-        Ok(Io(stream))
+        Ok(Io::new(stream))
     }
 
     fn unix_from_std(&self, stream: UnixStream) -> io::Result<Unix> {
-        Async::new(stream).map(Unix)
+        Async::new(stream).map(Io::new)
     }
 
     fn pipes(&self, read: OwnedFd, write: OwnedFd) -> io::Result<Pipes> {
-        Pipes::new(read, write)
+        pipes(read, write)
     }
 
     fn bind_unix(&self, path: &Path) -> io::Result<Async<UnixListener>> {
@@ -127,7 +127,7 @@ impl<S: Spawn + Default> Net for OnAsyncIo<S> {
 
     async fn accept_unix(&self, listener: &Async<UnixListener>) -> io::Result<Unix> {
         let (stream, _) = listener.accept().await?;
-        Ok(Unix(stream))
+        Ok(Io::new(stream))
     }
 }
 
@@ -137,6 +137,6 @@ impl<S: Spawn, T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Streams<T> fo
     type Transport = Io<T>;
 
     fn transport(stream: T) -> Io<T> {
-        Io(stream)
+        Io::new(stream)
     }
 }

@@ -105,7 +105,7 @@ pub use qmp_async::{
     QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError, Version,
 };
 pub use runtime::{Tokio, TokioTimer};
-pub use transport::{Io, Pipes, Unix};
+pub use transport::{Io, Pipes, Unix, UnixFds};
 
 /// A QMP connection on tokio ([`qmp_async::Qmp`]).
 pub type Qmp = qmp_async::Qmp<Tokio>;

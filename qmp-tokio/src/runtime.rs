@@ -14,7 +14,7 @@ use qmp_async::{Net, Runtime, Streams, Timer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 
-use crate::transport::{Io, Pipes, Unix};
+use crate::transport::{io, pipes, unix, Io, Pipes, Unix};
 
 /// The tokio runtime: the driver is spawned on the current runtime (`tokio::spawn`), so connect from within one.
 #[derive(Debug, Clone, Copy, Default)]
@@ -57,7 +57,7 @@ impl Net for Tokio {
     type Pipes = Pipes;
 
     async fn connect_unix(&self, path: &Path) -> io::Result<Unix> {
-        UnixStream::connect(path).await.map(Unix)
+        UnixStream::connect(path).await.map(unix)
     }
 
     async fn resolve<A: ToSocketAddrs + Send + 'static>(&self, addr: A) -> io::Result<Vec<SocketAddr>> {
@@ -67,16 +67,16 @@ impl Net for Tokio {
     async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<Io<TcpStream>> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Io(stream))
+        Ok(io(stream))
     }
 
     fn unix_from_std(&self, stream: std::os::unix::net::UnixStream) -> io::Result<Unix> {
         stream.set_nonblocking(true)?;
-        UnixStream::from_std(stream).map(Unix)
+        UnixStream::from_std(stream).map(unix)
     }
 
     fn pipes(&self, read: OwnedFd, write: OwnedFd) -> io::Result<Pipes> {
-        Pipes::new(read, write)
+        pipes(read, write)
     }
 
     fn bind_unix(&self, path: &Path) -> io::Result<UnixListener> {
@@ -84,7 +84,7 @@ impl Net for Tokio {
     }
 
     async fn accept_unix(&self, listener: &UnixListener) -> io::Result<Unix> {
-        listener.accept().await.map(|(stream, _)| Unix(stream))
+        listener.accept().await.map(|(stream, _)| unix(stream))
     }
 }
 
@@ -94,6 +94,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Streams<S> for Tokio {
     type Transport = Io<S>;
 
     fn transport(stream: S) -> Io<S> {
-        Io(stream)
+        io(stream)
     }
 }

@@ -295,7 +295,7 @@ impl Drop for Child {
 /// `-chardev socket,server=off`: QEMU connects to our `Listener`.
 #[tokio::test]
 async fn qemu_connects_to_our_listener() {
-    let Some(binary) = locate_or_skip(ServerKind::System) else { return };
+    let Some(binary) = servers::locate_or_skip(ServerKind::System) else { return };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("listen.sock");
     let listener = Listener::bind(&path).unwrap();
@@ -332,17 +332,6 @@ async fn qemu_connects_to_our_listener() {
     // SHUTDOWN came before the reply to quit.
     let ev = events.recv().await.unwrap();
     assert!(matches!(ev, EventItem::Event(ref e) if e.name == "SHUTDOWN"), "{ev:?}");
-}
-
-fn locate_or_skip(kind: ServerKind) -> Option<PathBuf> {
-    match servers::locate(kind) {
-        Ok(path) => Some(path),
-        Err(missing) if !servers::require_all() => {
-            eprintln!("SKIPPED: {missing}");
-            None
-        }
-        Err(missing) => panic!("{missing}"),
-    }
 }
 
 #[tokio::test]

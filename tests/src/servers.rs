@@ -555,6 +555,20 @@ fn locate_with(kind: ServerKind, configured: Option<OsString>) -> Result<PathBuf
     }
 }
 
+/// The binary for `kind`, or `None` after a loud `SKIPPED:` line when it is not installed and not required
+/// ([`require_all`]); under `QMP_TEST_REQUIRE_ALL=1` a missing binary panics. For tests that start a server
+/// themselves with arguments of their own.
+pub fn locate_or_skip(kind: ServerKind) -> Option<PathBuf> {
+    match locate(kind) {
+        Ok(path) => Some(path),
+        Err(missing) if !require_all() => {
+            eprintln!("SKIPPED: {missing}");
+            None
+        }
+        Err(missing) => panic!("{missing}"),
+    }
+}
+
 /// Resolves a program name like a shell would: a name containing `/` is taken as a path; a bare name is
 /// searched on `PATH`, then in the sbin directories (qemu-ga lives in `/usr/sbin`, which a non-root `PATH`
 /// often lacks). Only executable regular files qualify.

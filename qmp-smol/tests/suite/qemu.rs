@@ -498,7 +498,7 @@ pub fn dropping_every_handle_closes<R: Rt>() {
 }
 
 pub fn listener_accepts_qemu<R: Rt>() {
-    let Some(binary) = locate_or_skip(ServerKind::System) else { return };
+    let Some(binary) = servers::locate_or_skip(ServerKind::System) else { return };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("listen.sock");
     let listener = Listener::<R>::bind(&path).expect("bind");
@@ -518,7 +518,7 @@ pub fn listener_accepts_qemu<R: Rt>() {
 }
 
 pub fn tcp_connect<R: Rt>() {
-    let Some(binary) = locate_or_skip(ServerKind::System) else { return };
+    let Some(binary) = servers::locate_or_skip(ServerKind::System) else { return };
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let qmp_arg = format!("tcp:127.0.0.1:{port},server=on,wait=off");
     let child = spawn_qemu(&binary, &["-qmp", &qmp_arg]);
@@ -548,7 +548,7 @@ pub fn with_driver_spawned_by_hand<R: Rt>() {
     run::<R, _>(LIMIT, async move {
         let stream = async_io::Async::<std::os::unix::net::UnixStream>::connect(server.socket_path()).await.unwrap();
         let (connecting, driver) =
-            Qmp::<R>::with_driver(qmp_smol::Unix(stream), qmp_smol::Options::default(), R::runtime());
+            Qmp::<R>::with_driver(qmp_smol::Unix::new(stream), qmp_smol::Options::default(), R::runtime());
         let finished = R::spawn(driver);
         let qmp = connecting.await.expect("handshake");
         let v: VersionInfo = qmp.execute("query-version", ()).await.expect("query-version");
@@ -587,17 +587,6 @@ pub fn typed_commands_and_events<R: Rt>() {
 }
 
 // ----- helpers for servers the tests crate does not start -------------------------------------------------------
-
-fn locate_or_skip(kind: ServerKind) -> Option<std::path::PathBuf> {
-    match servers::locate(kind) {
-        Ok(path) => Some(path),
-        Err(missing) if !servers::require_all() => {
-            eprintln!("SKIPPED: {missing}");
-            None
-        }
-        Err(missing) => panic!("{missing}"),
-    }
-}
 
 /// A qemu-system child killed on drop.
 struct Killed(Child);

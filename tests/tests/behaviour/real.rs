@@ -2,7 +2,7 @@
 //! (with and without OOB, and with a pretty-printing monitor) and qemu-ga.
 
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -277,18 +277,6 @@ pub fn qga_power_commands_refused_are_errors<A: Adapter>() {
     A::agent_close(agent);
 }
 
-/// The qemu-system binary, or `None` (skipped loudly) when it is not installed and not required.
-fn system_binary() -> Option<PathBuf> {
-    match servers::locate(ServerKind::System) {
-        Ok(path) => Some(path),
-        Err(missing) if !servers::require_all() => {
-            eprintln!("SKIPPED: {missing}");
-            None
-        }
-        Err(missing) => panic!("{missing}"),
-    }
-}
-
 /// `qemu-system-x86_64 -M none` with `extra` arguments, its stderr discarded.
 fn system_command(binary: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(binary);
@@ -310,7 +298,7 @@ fn query_then_quit<A: Adapter>(conn: A::Conn, child: &mut Child, how: &str) {
 
 /// A QEMU started by the adapter with its monitor on stdio (`-qmp stdio`).
 pub fn qsys_monitor_on_stdio<A: Adapter>() {
-    let Some(binary) = system_binary() else { return };
+    let Some(binary) = servers::locate_or_skip(ServerKind::System) else { return };
     let command = system_command(&binary, &["-qmp", "stdio"]);
     let (mut child, conn) = A::spawn_stdio(command, &SuiteOpts::default()).expect("spawn with the monitor on stdio");
     query_then_quit::<A>(conn, &mut child, "-qmp stdio");
@@ -318,7 +306,7 @@ pub fn qsys_monitor_on_stdio<A: Adapter>() {
 
 /// A QEMU whose monitor is on two FIFOs (`-qmp pipe:NAME`: it reads `NAME.in` and writes `NAME.out`).
 pub fn qsys_monitor_on_fifos<A: Adapter>() {
-    let Some(binary) = system_binary() else { return };
+    let Some(binary) = servers::locate_or_skip(ServerKind::System) else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().join("monitor");
     let (fifo_in, fifo_out) = (base.with_extension("in"), base.with_extension("out"));
