@@ -11,8 +11,10 @@
 //! - **Negotiation**: the greeting is answered with `qmp_capabilities` (enabling `oob` when offered and
 //!   configured); commands you issue earlier wait until it succeeds; events that arrive before its reply are
 //!   delivered as events.
-//! - **Ids and routing**: every command gets a small integer id (cheap for QEMU to read); replies are routed by
-//!   id; replies nobody waits for (cancelled, timed out) are swallowed; unknown ones are reported.
+//! - **Ids and routing**: every command gets the smallest integer id not in use (cheap for QEMU to read: one
+//!   digit while fewer than 10 commands are alive, however long the connection lives); replies are routed by
+//!   id; replies nobody waits for (cancelled, timed out) are swallowed, and their ids stay reserved until they
+//!   come ([`Client::abandoned`]); unknown ones are reported. A [`RequestId`] stays unique for the client's life.
 //! - **Flow control**: at most 8 in-band commands on the wire (QEMU's own queue length), OOB bypasses it.
 //! - **Deadlines** for the handshake (greeting and negotiation, or the guest agent's connect-time sync) and for
 //!   each command, on the caller's clock.
@@ -120,6 +122,7 @@
 pub mod adapter;
 mod client;
 mod config;
+mod ids;
 pub mod encode;
 pub mod error;
 pub mod framer;
