@@ -397,8 +397,9 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                 let expect = expect_reply.unwrap_or(!(mode == Mode::GuestAgent && name == "guest-shutdown"));
                 let arguments = serde_json::json!({"a": [1, "\u{1F600}", null], "b": {}});
                 let r = h.client.execute(name, args.then_some(&arguments), opts);
-                h.issue(r.clone(), deadline, expect);
-                if let Ok(id) = r {
+                let ok = r.as_ref().ok().copied();
+                h.issue(r, deadline, expect);
+                if let Some(id) = ok {
                     if pass_fd {
                         h.fd_requests.insert(id.as_u64());
                     }
@@ -415,8 +416,9 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
             Op::GuestSync { nonce, deadline_ms } => {
                 let deadline = at(h.base, deadline_ms);
                 let r = h.client.guest_sync(nonce.into(), ExecuteOptions::new().deadline_opt(deadline));
-                h.issue(r.clone(), deadline, true);
-                if let Ok(id) = r {
+                let ok = r.as_ref().ok().copied();
+                h.issue(r, deadline, true);
+                if let Some(id) = ok {
                     h.syncs.insert(id.as_u64(), nonce);
                 }
             }

@@ -254,6 +254,8 @@ pub struct Client {
     ids: IdPool,
     /// Requests issued so far (the serial of the last one).
     issued: u64,
+    /// [`Client::close_gracefully`] was called: no new commands; closes once the pending ones have ended.
+    closing: bool,
     requests: HashMap<u64, Request, BuildHasherDefault<IdHasher>>,
     /// In-band requests in send order (ids whose request is gone or no longer queued are skipped lazily).
     queue: VecDeque<u64>,
@@ -286,6 +288,7 @@ impl Client {
             oob_enabled: false,
             ids: IdPool::default(),
             issued: 0,
+            closing: false,
             requests: HashMap::default(),
             queue: VecDeque::new(),
             in_flight: 0,
@@ -322,7 +325,13 @@ impl Client {
 
     // ----- inputs -------------------------------------------------------------------------------------------
 
-    /// Feeds bytes read from the server. Any split of the stream into calls gives the same events.
+    /// Feeds bytes read from the server. Any split of the stream into calls gives the same events, so the read
+    /// buffer may have any size (one byte works; 64 KiB is a good size: the client keeps a message split
+    /// across reads itself, bounded by [`Config::max_message_size`]).
+    ///
+    /// Several calls may come before the events are drained: replies wait in order (at most one per pending
+    /// command), server events and violation reports up to [`Config::max_queued_events`], past which they are
+    /// dropped and counted ([`ClientEvent::EventsDropped`]). Drain after each read to lose none.
     pub fn handle_input(&mut self, bytes: &[u8]) {
         if self.phase == Phase::Closed {
             return;
@@ -330,6 +339,7 @@ impl Client {
         let mut framer = std::mem::replace(&mut self.framer, Framer::new(1));
         framer.feed(bytes, |frame| self.on_frame(frame));
         self.framer = framer;
+        self.finish_closing();
     }
 
     /// The server closed its side of the stream. Closes the session (`Eof` or `EofMidMessage`).
@@ -362,24 +372,29 @@ impl Client {
                 }
                 Timer::Command(id) => self.expire(id),
             }
+            self.finish_closing();
         }
     }
 
     // ----- commands ------------------------------------------------------------------------------------------
 
-    /// Queues a command. `args` is anything that serializes to a JSON object, or `None::<()>` / `()` for none.
+    /// Queues a command. `args` is `Some(&value)` for anything that serializes to a JSON object; for a command
+    /// without arguments use [`execute_no_args`](Self::execute_no_args) (or pass `None::<&()>`).
     ///
     /// Returns at once; the command goes on the wire when the session is ready and a slot is free (or at once
-    /// for OOB). Errors are the caller's ([`UsageError`]): nothing was queued.
+    /// for OOB). Errors are the caller's ([`UsageError`]): nothing was queued. It may be called at any time,
+    /// also while bytes from an earlier [`poll_transmit`](Self::poll_transmit) are still unwritten.
     ///
     /// ```
     /// # use std::time::Instant;
     /// # use qmp_proto::{Client, Config, ExecuteOptions};
     /// let mut client = Client::new(Config::guest_agent(), Instant::now());
     /// let id = client.execute("guest-sync", Some(&serde_json::json!({"id": 7})), ExecuteOptions::new()).unwrap();
+    /// let ping = client.execute_no_args("guest-ping", ExecuteOptions::new()).unwrap();
     /// let mut out = Vec::new();
     /// client.poll_transmit(&mut out);
-    /// assert_eq!(out, format!(r#"{{"execute":"guest-sync","arguments":{{"id":7}},"id":{id}}}"#).as_bytes());
+    /// let expected = format!(r#"{{"execute":"guest-sync","arguments":{{"id":7}},"id":{id}}}{{"execute":"guest-ping","id":{ping}}}"#);
+    /// assert_eq!(out, expected.as_bytes());
     /// ```
     pub fn execute<A: Serialize + ?Sized>(
         &mut self,
@@ -392,6 +407,11 @@ impl Client {
             None => None,
         };
         self.execute_encoded(command, args.as_deref(), opts)
+    }
+
+    /// [`execute`](Self::execute) for a command without arguments.
+    pub fn execute_no_args(&mut self, command: &str, opts: ExecuteOptions) -> Result<RequestId, UsageError> {
+        self.execute_encoded(command, None, opts)
     }
 
     /// Like [`execute`](Self::execute), with arguments already serialized as a JSON object (or `None`).
@@ -438,6 +458,7 @@ impl Client {
             return Err(UsageError::InvalidArguments("a command passing a file descriptor runs in-band".into()));
         }
         self.check_room()?;
+        let opts = self.default_deadline(opts)?;
         let expect_reply = opts.expect_reply.unwrap_or_else(|| !self.config.replies_only_on_failure(command));
         let rid = self.take_id();
         let mut wire = Vec::with_capacity(command.len() + args.map_or(0, <[u8]>::len) + 40);
@@ -463,6 +484,7 @@ impl Client {
             return Err(UsageError::NotGuestAgent);
         }
         self.check_room()?;
+        let opts = self.default_deadline(opts)?;
         let rid = self.take_id();
         let mut wire = Vec::new();
         encode_sync(&mut wire, nonce, rid.wire);
@@ -501,12 +523,45 @@ impl Client {
         // What this command held back may go now: a resync waits for the pipe to empty and blocks the queue
         // behind it, whether it is on the wire or waiting at the head of the queue.
         self.pump();
+        self.finish_closing();
         true
     }
 
-    /// Closes the session locally (cause [`ConnectionError::Local`]). Pending commands end with it.
+    /// Closes the session locally, at once (cause [`ConnectionError::Local`]): every command not ended yet ends
+    /// with [`ClientEvent::Closed`], and bytes not yet taken by [`poll_transmit`](Self::poll_transmit) are
+    /// dropped (commands accepted but not written never go out). Bytes already taken are yours: write them or
+    /// not. To send a last command and then close, use [`close_gracefully`](Self::close_gracefully).
     pub fn close(&mut self) {
         self.close_with(ConnectionError::Local);
+    }
+
+    /// Closes the session once every command accepted so far has ended: new commands are refused
+    /// ([`UsageError::Closing`]); queued ones still go out; their replies, deadlines and cancellations end them
+    /// as usual, events keep coming; when no command is left, the session closes with
+    /// [`ConnectionError::Local`] (at once if none is pending). Then write what `poll_transmit` gave you and
+    /// close the socket. A server that never answers holds it open: give commands deadlines
+    /// ([`Config::command_timeout`]), or call [`close`](Self::close) to stop waiting.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use qmp_proto::{Client, ClientEvent, Config, ConnectionError, ExecuteOptions, UsageError};
+    /// let mut client = Client::new(Config::guest_agent(), Instant::now());
+    /// let id = client.execute_no_args("guest-ping", ExecuteOptions::new()).unwrap();
+    /// client.close_gracefully();
+    /// assert!(matches!(client.execute_no_args("guest-info", ExecuteOptions::new()), Err(UsageError::Closing)));
+    /// let mut out = Vec::new();
+    /// client.poll_transmit(&mut out); // the ping still goes out
+    /// assert!(out.starts_with(br#"{"execute":"guest-ping""#));
+    /// client.handle_input(format!("{{\"return\": {{}}, \"id\": {id}}}\n").as_bytes());
+    /// assert!(matches!(client.poll_event(), Some(ClientEvent::Ready { .. })));
+    /// assert!(matches!(client.poll_event(), Some(ClientEvent::Reply { result: Ok(_), .. })));
+    /// assert!(matches!(client.poll_event(), Some(ClientEvent::Closed(ConnectionError::Local))));
+    /// ```
+    pub fn close_gracefully(&mut self) {
+        if self.phase != Phase::Closed {
+            self.closing = true;
+            self.finish_closing();
+        }
     }
 
     // ----- outputs -------------------------------------------------------------------------------------------
@@ -525,6 +580,24 @@ impl Client {
 
     /// Appends every whole command ready to go to `out`. Returns the number of bytes appended.
     /// Commands sent with [`ExecuteOptions::pass_fd`] need [`poll_transmit_with_fds`](Self::poll_transmit_with_fds).
+    ///
+    /// When `out` is empty the client swaps buffers instead of copying: you get its buffer, it keeps yours (and
+    /// its capacity, up to 64 KiB). Partial writes are fine: keep the unwritten tail at the front of `out` and
+    /// go on calling `execute` and `poll_transmit`; new commands are appended behind it, whole.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use qmp_proto::{Client, Config, ExecuteOptions};
+    /// let mut client = Client::new(Config::guest_agent(), Instant::now());
+    /// let mut out = Vec::new();
+    /// client.execute_no_args("guest-ping", ExecuteOptions::new()).unwrap();
+    /// client.poll_transmit(&mut out);
+    /// let written = 10; // the socket took only 10 bytes
+    /// out.drain(..written);
+    /// client.execute_no_args("guest-info", ExecuteOptions::new()).unwrap();
+    /// client.poll_transmit(&mut out); // appended behind the unwritten tail
+    /// assert_eq!(out, br#":"guest-ping","id":1}{"execute":"guest-info","id":2}"#);
+    /// ```
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
         self.poll_transmit_with_fds(out, &mut Vec::new())
     }
@@ -639,7 +712,24 @@ impl Client {
     fn check_open(&self) -> Result<(), UsageError> {
         match &self.closed {
             Some(cause) => Err(UsageError::Closed(cause.clone())),
+            None if self.closing => Err(UsageError::Closing),
             None => Ok(()),
+        }
+    }
+
+    /// After a graceful close: closes once no accepted command is left (abandoned ones are not waited for).
+    fn finish_closing(&mut self) {
+        if self.closing && self.phase != Phase::Closed && self.pending() == 0 {
+            self.close_with(ConnectionError::Local);
+        }
+    }
+
+    /// Applies [`Config::command_timeout`] to options without a deadline.
+    fn default_deadline(&self, opts: ExecuteOptions) -> Result<ExecuteOptions, UsageError> {
+        match (self.config.command_timeout, opts.deadline, opts.now) {
+            (Some(timeout), None, Some(now)) => Ok(opts.deadline(now.checked_add(timeout).unwrap_or(now))),
+            (Some(_), None, None) => Err(UsageError::NoClock),
+            _ => Ok(opts),
         }
     }
 

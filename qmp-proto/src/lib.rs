@@ -37,6 +37,17 @@
 //!
 //! Nothing happens between calls: the client never blocks, reads a clock or allocates without bound.
 //!
+//! What the contract allows (the example `examples/mio_many.rs` in this crate does all of it, for many
+//! connections on one thread):
+//! - a read buffer of any size: input may be split anywhere;
+//! - several `handle_input` calls before draining, up to [`Config::max_queued_events`] server events;
+//! - `execute` and `poll_transmit` while bytes of an earlier `poll_transmit` are still unwritten (after a
+//!   partial write): keep the tail in front, new commands are appended behind it;
+//! - one deadline set for many clients: each client's [`Client::poll_timeout`] is its earliest deadline;
+//! - a default command deadline: [`Config::command_timeout`] with [`ExecuteOptions::now`];
+//! - two closes: [`Client::close`] now (unwritten commands are dropped), [`Client::close_gracefully`] once the
+//!   commands accepted so far have ended.
+//!
 //! # Errors
 //! Three tiers (see [`error`]): [`QmpError`] arrives in a [`ClientEvent::Reply`] when the server rejects one
 //! command; [`UsageError`] is returned at once when a call is wrong and nothing was sent; [`ConnectionError`]
@@ -59,9 +70,9 @@
 //!                     \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n")?;
 //!     qemu.read(&mut buf)?; // {"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":1}
 //!     qemu.write_all(b"{\"return\": {}, \"id\": 1}\r\n")?;
-//!     qemu.read(&mut buf)?; // {"execute":"query-status","id":2}
+//!     qemu.read(&mut buf)?; // {"execute":"query-status","id":1}: qmp_capabilities' id is free again
 //!     qemu.write_all(b"{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": \"RESUME\"}\r\n\
-//!                      {\"return\": {\"status\": \"running\", \"running\": true}, \"id\": 2}\r\n")?;
+//!                      {\"return\": {\"status\": \"running\", \"running\": true}, \"id\": 1}\r\n")?;
 //!     Ok(()) // dropping the socket is EOF
 //! });
 //!
@@ -75,7 +86,7 @@
 //!             ClientEvent::Ready { oob } => {
 //!                 assert!(oob);
 //!                 let opts = ExecuteOptions::new().deadline(Instant::now() + Duration::from_secs(5));
-//!                 query = Some(client.execute("query-status", None::<&()>, opts)?);
+//!                 query = Some(client.execute_no_args("query-status", opts)?);
 //!             }
 //!             ClientEvent::Event(ev) => assert_eq!(ev.name, "RESUME"),
 //!             ClientEvent::Reply { id, result } => {
