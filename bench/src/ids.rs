@@ -57,7 +57,11 @@ fn main() {
     let t = Instant::now();
     let done = start.len() * rounds * n;
     let secs = run(&mut qmp, total.saturating_sub(done), 8);
-    println!("{} more commands on the same connection, 8 in flight, in {secs:.0} s ({:.0} s in all)", total - done, t.elapsed().as_secs_f64());
+    println!(
+        "{} more commands on the same connection, 8 in flight, in {secs:.0} s ({:.0} s in all)",
+        total - done,
+        t.elapsed().as_secs_f64()
+    );
     let after: Vec<[f64; 3]> = windows.iter().map(|&w| measure(&mut qmp, &path, n, rounds, w)).collect();
     qmp.close();
 

@@ -59,7 +59,12 @@ pub fn run(paths: &[PathBuf], commands: usize, in_flight: usize) -> io::Result<R
 
 /// [`run`], calling `all_live` once, when every connection has had its first reply (the bench reads the
 /// process's memory there).
-pub fn run_with(paths: &[PathBuf], commands: usize, in_flight: usize, mut all_live: impl FnMut()) -> io::Result<Report> {
+pub fn run_with(
+    paths: &[PathBuf],
+    commands: usize,
+    in_flight: usize,
+    mut all_live: impl FnMut(),
+) -> io::Result<Report> {
     let mut all_live_called = false;
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(paths.len());
@@ -164,12 +169,15 @@ fn service(conn: &mut Connection, in_flight: usize) -> io::Result<()> {
             ClientEvent::Ready { .. } if conn.to_issue == 0 => conn.client.close_gracefully(),
             ClientEvent::Ready { .. } => issue(conn, in_flight)?,
             ClientEvent::Reply { result, .. } => {
-                let version: serde_json::Value = result.map_err(io::Error::other)?.deserialize().map_err(io::Error::other)?;
+                let version: serde_json::Value =
+                    result.map_err(io::Error::other)?.deserialize().map_err(io::Error::other)?;
                 conn.majors.push(version["qemu"]["major"].as_u64().unwrap_or(0));
                 conn.replies += 1;
                 issue(conn, 1)?;
             }
-            ClientEvent::TimedOut { id } => return Err(io::Error::new(io::ErrorKind::TimedOut, format!("command {id}"))),
+            ClientEvent::TimedOut { id } => {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("command {id}")))
+            }
             ClientEvent::Closed(ConnectionError::Local) => conn.done = true,
             ClientEvent::Closed(cause) => return Err(io::Error::other(cause)),
             _ => {} // greeting, server events

@@ -726,9 +726,10 @@ impl Client {
 
     /// Applies [`Config::command_timeout`] to options without a deadline.
     fn default_deadline(&self, opts: ExecuteOptions) -> Result<ExecuteOptions, UsageError> {
-        match (self.config.command_timeout, opts.deadline, opts.now) {
-            (Some(timeout), None, Some(now)) => Ok(opts.deadline(now.checked_add(timeout).unwrap_or(now))),
-            (Some(_), None, None) => Err(UsageError::NoClock),
+        match (opts.from_now, opts.deadline, self.config.command_timeout) {
+            (true, Some(now), Some(timeout)) => Ok(opts.deadline(now.checked_add(timeout).unwrap_or(now))),
+            (true, _, None) => Ok(ExecuteOptions { deadline: None, from_now: false, ..opts }),
+            (false, None, Some(_)) => Err(UsageError::NoClock),
             _ => Ok(opts),
         }
     }
@@ -766,7 +767,14 @@ impl Client {
         Some(req)
     }
 
-    fn add_request(&mut self, rid: RequestId, purpose: Purpose, opts: ExecuteOptions, expect_reply: bool, wire: Vec<u8>) {
+    fn add_request(
+        &mut self,
+        rid: RequestId,
+        purpose: Purpose,
+        opts: ExecuteOptions,
+        expect_reply: bool,
+        wire: Vec<u8>,
+    ) {
         let id = rid.wire;
         if let Some(at) = opts.deadline {
             self.timers.set(at, Timer::Command(id));

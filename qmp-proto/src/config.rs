@@ -214,7 +214,9 @@ pub struct ExecuteOptions {
     pub(crate) deadline: Option<Instant>,
     pub(crate) expect_reply: Option<bool>,
     pub(crate) pass_fd: bool,
-    pub(crate) now: Option<Instant>,
+    /// `deadline` holds the time the command was issued ([`now`](Self::now)), not a deadline: the client adds
+    /// [`Config::command_timeout`]. (One field for both keeps the options small.)
+    pub(crate) from_now: bool,
 }
 
 impl ExecuteOptions {
@@ -234,19 +236,28 @@ impl ExecuteOptions {
     /// the deadline is the grace period instead: passing it ends the command as a success.
     pub fn deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
+        self.from_now = false;
         self
     }
 
     /// The current time, for the core that has no clock: with [`Config::command_timeout`] set and no
-    /// [`deadline`](Self::deadline), the command's deadline is `now` plus that timeout.
+    /// [`deadline`](Self::deadline), the command's deadline is `now` plus that timeout. An explicit deadline,
+    /// set before or after, wins.
     pub fn now(mut self, now: Instant) -> Self {
-        self.now = Some(now);
+        if self.deadline.is_none() || self.from_now {
+            self.deadline = Some(now);
+            self.from_now = true;
+        }
         self
     }
 
-    /// Same as [`deadline`](Self::deadline), taking an `Option`.
+    /// Same as [`deadline`](Self::deadline), taking an `Option` (`None` sets no deadline, and leaves a
+    /// [`now`](Self::now) in place for the default one).
     pub fn deadline_opt(mut self, deadline: Option<Instant>) -> Self {
-        self.deadline = deadline;
+        if deadline.is_some() || !self.from_now {
+            self.deadline = deadline;
+            self.from_now = false;
+        }
         self
     }
 
@@ -278,6 +289,6 @@ impl ExecuteOptions {
 
     /// The deadline, if any (adapters that hold a command back before handing it to the core honour it too).
     pub fn get_deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.deadline.filter(|_| !self.from_now)
     }
 }

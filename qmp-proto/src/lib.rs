@@ -133,10 +133,10 @@
 pub mod adapter;
 mod client;
 mod config;
-mod ids;
 pub mod encode;
 pub mod error;
 pub mod framer;
+mod ids;
 pub mod message;
 mod raw;
 mod timers;

@@ -42,6 +42,15 @@ fn command_timeout_starts_from_the_now_passed() {
     assert!(d.at(599).is_empty());
     assert_eq!(d.at(600), [Ev::TimedOut { id: a.as_u64() }]);
     assert_eq!(d.at(2_000), [Ev::TimedOut { id: b.as_u64() }]);
+    // Whatever the order of the builder calls, an explicit deadline wins and `get_deadline` is only ever one.
+    let (now, at) = (d.deadline(0), d.deadline(7));
+    assert_eq!(opts().deadline(at).now(now).get_deadline(), Some(at));
+    assert_eq!(opts().now(now).deadline(at).get_deadline(), Some(at));
+    assert_eq!(opts().now(now).deadline_opt(None).get_deadline(), None);
+    let c = d.client.execute_no_args("query-kvm", opts().now(d.deadline(3_000)).deadline_opt(None)).expect("now kept");
+    d.pump();
+    assert_eq!(d.timeout, Some(d.deadline(3_500)));
+    assert_eq!(d.at(3_500), [Ev::TimedOut { id: c.as_u64() }]);
     // Without a configured timeout, `now` alone sets no deadline.
     let mut d = Driver::new(Config::guest_agent());
     d.client.execute_no_args("guest-ping", opts().now(d.deadline(0))).expect("execute");
