@@ -8,6 +8,7 @@
 //! ```
 //! The million commands go through the same `qmp-blocking` client, 8 in flight. Each measurement interleaves
 //! the client and both floors and keeps the best of ROUNDS runs (noise on a shared machine only slows runs).
+//! A monitor serves one client at a time, so the floors run on a second daemon of the same binary.
 
 #[allow(dead_code)] // the floors the roundtrip binary uses as well
 mod floor;
@@ -47,10 +48,12 @@ fn measure(qmp: &mut qmp_blocking::Client, path: &std::path::Path, n: usize, rou
 fn main() {
     let arg = |i: usize, default: usize| std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let (n, rounds, total) = (arg(1, 4000), arg(2, 5), arg(3, 1_000_000));
+    // A monitor serves one client at a time: the long-lived connection has its daemon, the floors another.
     let server = QemuServer::storage_daemon().expect("start qemu-storage-daemon");
-    let path = server.socket_path().to_owned();
+    let floor_server = QemuServer::storage_daemon().expect("start qemu-storage-daemon");
+    let path = floor_server.socket_path().to_owned();
     println!("{n} round trips of query-version per run, best of {rounds} rounds, {}", server.binary().display());
-    let mut qmp = qmp_blocking::Client::connect_unix(&path, Default::default()).expect("connect");
+    let mut qmp = qmp_blocking::Client::connect_unix(server.socket_path(), Default::default()).expect("connect");
 
     let windows = [1, 8];
     let start: Vec<[f64; 3]> = windows.iter().map(|&w| measure(&mut qmp, &path, n, rounds, w)).collect();

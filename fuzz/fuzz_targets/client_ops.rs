@@ -198,6 +198,15 @@ impl Harness {
         let mut fd_at = fds.iter().map(|(at, id)| (*at, id.as_u64())).collect::<BTreeMap<_, _>>();
         let mut fd_written = Vec::new();
         for cmd in parse_commands(&out, self.mode == Mode::GuestAgent) {
+            if cmd.name == "qmp_capabilities" {
+                assert!(!self.ready && self.mode == Mode::Qmp, "qmp_capabilities out of place");
+                // The client's own request takes the smallest free id when the greeting comes: a new life.
+                assert!(!self.open.contains_key(&cmd.id), "qmp_capabilities took live id {}", cmd.id);
+                assert!(!self.late.contains(&cmd.id), "qmp_capabilities took id {} a late reply may carry", cmd.id);
+                self.never_written.remove(&cmd.id);
+                self.written_set.remove(&cmd.id);
+                self.fd_requests.remove(&cmd.id);
+            }
             if let Some(at) = cmd.start.checked_sub(1) {
                 assert_eq!(fd_at.remove(&at), cmd.space.then_some(cmd.id), "descriptor offsets");
             }
@@ -219,9 +228,6 @@ impl Harness {
                 // It goes out alone, after every abandoned reply came or was given up on: the agent answers
                 // them before it reads the sync, so their ids are free from here on.
                 self.late.clear();
-            }
-            if cmd.name == "qmp_capabilities" {
-                assert!(!self.ready && self.mode == Mode::Qmp, "qmp_capabilities out of place");
             }
             assert!(!self.never_written.contains(&cmd.id), "command {} written after it ended", cmd.id);
             assert!(self.written_set.insert(cmd.id), "command {} written twice", cmd.id);
