@@ -197,6 +197,7 @@ impl Harness {
         // Each descriptor rides on a space byte right before its command.
         let mut fd_at = fds.iter().map(|(at, id)| (*at, id.as_u64())).collect::<BTreeMap<_, _>>();
         let mut fd_written = Vec::new();
+        let mut sync_written = false;
         for cmd in parse_commands(&out, self.mode == Mode::GuestAgent) {
             if cmd.name == "qmp_capabilities" {
                 assert!(!self.ready && self.mode == Mode::Qmp, "qmp_capabilities out of place");
@@ -226,8 +227,9 @@ impl Harness {
             }
             if cmd.name == "guest-sync-delimited" {
                 // It goes out alone, after every abandoned reply came or was given up on: the agent answers
-                // them before it reads the sync, so their ids are free from here on.
-                self.late.clear();
+                // them before it reads the sync, so their ids are free from here on (cleared after this step's
+                // events: a command that timed out in this step, before the sync went out, is among them).
+                sync_written = true;
             }
             assert!(!self.never_written.contains(&cmd.id), "command {} written after it ended", cmd.id);
             assert!(self.written_set.insert(cmd.id), "command {} written twice", cmd.id);
@@ -280,6 +282,9 @@ impl Harness {
                 }
                 _ => {}
             }
+        }
+        if sync_written {
+            self.late.clear();
         }
         // One descriptor-passing command on the wire at a time: each written one has ended before the next
         // (one that expects no reply ends as it is written).
