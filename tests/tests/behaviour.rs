@@ -72,10 +72,11 @@ macro_rules! behaviour_suite {
 }
 
 behaviour_suite!(blocking, crate::blocking_adapter::Blocking);
-// Async only: a blocking `submit` beyond `max_pending` fails at once (QueueFull) instead of waiting for room.
+// Async only: a blocking `submit` beyond `max_pending` fails at once (QueueFull) instead of waiting for room, and
+// a blocking `close` hands the stream back instead of lingering.
 behaviour_suite!(tokio, crate::async_adapters::Async<crate::async_adapters::Tokio>;
-    scripted::held_back_call_keeps_its_deadline);
+    scripted::held_back_call_keeps_its_deadline, real::qga_close_with_a_reply_unread_keeps_the_agent);
 behaviour_suite!(smol, crate::async_adapters::Async<crate::async_adapters::Smol>;
-    scripted::held_back_call_keeps_its_deadline);
+    scripted::held_back_call_keeps_its_deadline, real::qga_close_with_a_reply_unread_keeps_the_agent);
 behaviour_suite!(async_std, crate::async_adapters::Async<crate::async_adapters::AsyncStd>;
-    scripted::held_back_call_keeps_its_deadline);
+    scripted::held_back_call_keeps_its_deadline, real::qga_close_with_a_reply_unread_keeps_the_agent);

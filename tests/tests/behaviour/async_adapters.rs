@@ -245,6 +245,12 @@ impl<F: Flavor> Adapter for Async<F> {
         run::<F, _>(&call.command.clone(), F::agent_execute(agent, &call))
     }
 
+    fn agent_give_up(agent: &F::Agent, call: Call) {
+        let mut call_future = F::agent_execute::<Value>(agent, &call);
+        let first_poll = run::<F, _>("first poll", future::poll_once(&mut call_future));
+        assert!(first_poll.is_none(), "{}: the reply cannot have come yet", F::NAME);
+    }
+
     fn agent_close(agent: F::Agent) {
         run::<F, _>("guest agent close", F::agent_close(&agent));
     }

@@ -290,6 +290,12 @@ impl Adapter for Blocking {
         agent.execute(&call.command, &call.args).map_err(failure)
     }
 
+    fn agent_give_up(agent: &Mutex<GuestAgent>, call: Call) {
+        let mut agent = agent.lock().unwrap_or_else(|p| p.into_inner());
+        let given_up = agent.execute_with_timeout::<Value>(&call.command, &call.args, Some(Duration::ZERO));
+        assert!(matches!(given_up, Err(Error::TimedOut)), "{given_up:?}");
+    }
+
     fn agent_close(agent: Mutex<GuestAgent>) {
         let agent = agent.into_inner().unwrap_or_else(|p| p.into_inner());
         let stream: UnixStream = agent.close();

@@ -236,6 +236,9 @@ pub trait Adapter: 'static {
 
     fn agent_connect(path: &Path, opts: &SuiteOpts) -> Result<Self::Agent, Failure>;
     fn agent_execute<T: DeserializeOwned + Send + 'static>(agent: &Self::Agent, call: Call) -> Result<T, Failure>;
+    /// Starts a call on the agent and gives up on it at once (async: the future is dropped after its first poll,
+    /// so the command is on the wire and its reply will come unread; blocking: a zero timeout).
+    fn agent_give_up(agent: &Self::Agent, call: Call);
     fn agent_close(agent: Self::Agent);
 }
 
