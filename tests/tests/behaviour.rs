@@ -4,7 +4,7 @@
 //! - `behaviour/harness.rs`: the [`Adapter`](harness::Adapter) trait the scenarios drive, and the normalized
 //!   results they assert on.
 //! - `behaviour/blocking_adapter.rs`, `behaviour/async_adapters.rs`: the trait implemented for each crate and runtime.
-//! - `behaviour/real.rs` (real QEMU), `behaviour/scripted.rs` (the scripted misbehaving server),
+//! - `behaviour/jobs.rs` (`run_job` / `watch_job` against a real storage daemon), `behaviour/real.rs` (real QEMU), `behaviour/scripted.rs` (the scripted misbehaving server),
 //!   `behaviour/cancel.rs` (randomized cancellation): the scenarios, each a function generic over the adapter.
 //!
 //! [`behaviour_suite!`] turns every scenario into a `#[test]` in a module per adapter, so
@@ -20,6 +20,8 @@ mod blocking_adapter;
 mod cancel;
 #[path = "behaviour/harness.rs"]
 mod harness;
+#[path = "behaviour/jobs.rs"]
+mod jobs;
 #[path = "behaviour/real.rs"]
 mod real;
 #[path = "behaviour/scripted.rs"]
@@ -30,6 +32,12 @@ macro_rules! behaviour_suite {
     ($name:ident, $adapter:ty $(; $($extra_module:ident :: $extra:ident),* $(,)?)?) => {
         behaviour_suite!(@tests $name, $adapter;
             $($($extra_module::$extra,)*)?
+            jobs::job_blockdev_create_succeeds,
+            jobs::job_blockdev_create_fails,
+            jobs::job_backup_progress_rises_to_total,
+            jobs::job_mirror_ready_then_completed,
+            jobs::job_mirror_cancelled,
+            jobs::job_watched_from_a_second_monitor,
             real::qsd10_query_version_typed,
             real::qsd10_events_interleaved_with_replies,
             real::qsd10_many_tasks_every_reply_to_its_caller,
