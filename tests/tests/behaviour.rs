@@ -38,6 +38,8 @@ macro_rules! behaviour_suite {
             jobs::job_mirror_ready_then_completed,
             jobs::job_mirror_cancelled,
             jobs::job_watched_from_a_second_monitor,
+            jobs::job_deadline_cancels_the_job,
+            jobs::job_connection_loss_ends_the_runner,
             real::qsd10_query_version_typed,
             real::qsd10_events_interleaved_with_replies,
             real::qsd10_many_tasks_every_reply_to_its_caller,
@@ -78,8 +80,8 @@ macro_rules! behaviour_suite {
 behaviour_suite!(blocking, crate::blocking_adapter::Blocking);
 // Async only: a blocking `submit` beyond `max_pending` fails at once (QueueFull) instead of waiting for room.
 behaviour_suite!(tokio, crate::async_adapters::Async<crate::async_adapters::Tokio>;
-    scripted::held_back_call_keeps_its_deadline);
+    scripted::held_back_call_keeps_its_deadline, jobs::job_dropped_runner_cancels_the_job);
 behaviour_suite!(smol, crate::async_adapters::Async<crate::async_adapters::Smol>;
-    scripted::held_back_call_keeps_its_deadline);
+    scripted::held_back_call_keeps_its_deadline, jobs::job_dropped_runner_cancels_the_job);
 behaviour_suite!(async_std, crate::async_adapters::Async<crate::async_adapters::AsyncStd>;
-    scripted::held_back_call_keeps_its_deadline);
+    scripted::held_back_call_keeps_its_deadline, jobs::job_dropped_runner_cancels_the_job);

@@ -78,6 +78,14 @@ pub trait Flavor: 'static {
         opts: JobOptions,
         on_update: &mut JobCallback<'_>,
     ) -> Result<JobOutcome, JobError>;
+    /// `run_job`, dropped after `after` unless it ended first.
+    fn run_job_dropped_after(
+        qmp: &Self::Qmp,
+        command: &str,
+        args: Value,
+        opts: JobOptions,
+        after: Duration,
+    ) -> Option<Result<JobOutcome, JobError>>;
     fn agent_connect(path: PathBuf, opts: SuiteOpts) -> BoxFuture<Result<Self::Agent, Failure>>;
     fn agent_execute<T: DeserializeOwned + Send + 'static>(
         agent: &Self::Agent,
@@ -261,6 +269,16 @@ impl<F: Flavor> Adapter for Async<F> {
         F::watch_job(conn, id, opts, on_update)
     }
 
+    fn run_job_dropped_after(
+        conn: &F::Qmp,
+        command: &str,
+        args: Value,
+        opts: JobOptions,
+        after: Duration,
+    ) -> Option<Result<JobOutcome, JobError>> {
+        F::run_job_dropped_after(conn, command, args, opts, after)
+    }
+
     fn agent_connect(path: &Path, opts: &SuiteOpts) -> Result<F::Agent, Failure> {
         run::<F, _>("guest agent connect", F::agent_connect(path.to_owned(), opts.clone()))
     }
@@ -322,6 +340,22 @@ macro_rules! crate_methods {
             on_update: &mut JobCallback<'_>,
         ) -> Result<JobOutcome, JobError> {
             Self::block_on(qmp.watch_job(id, opts, on_update))
+        }
+
+        fn run_job_dropped_after(
+            qmp: &$krate::Qmp,
+            command: &str,
+            args: Value,
+            opts: JobOptions,
+            after: Duration,
+        ) -> Option<Result<JobOutcome, JobError>> {
+            Self::block_on(future::or(
+                async { Some(qmp.run_job(command, args, opts, |_| qmp_blocking::jobs::JobAction::Continue).await) },
+                async {
+                    Self::sleep(after).await;
+                    None
+                },
+            ))
         }
 
         fn events(qmp: &$krate::Qmp) -> Box<dyn Subscription> {

@@ -270,6 +270,16 @@ impl Adapter for Blocking {
         conn.lock().client.watch_job(id, opts, on_update)
     }
 
+    fn run_job_dropped_after(
+        _conn: &Conn,
+        _command: &str,
+        _args: Value,
+        _opts: JobOptions,
+        _after: Duration,
+    ) -> Option<Result<JobOutcome, JobError>> {
+        unreachable!("a blocking call has no future to drop")
+    }
+
     fn agent_connect(path: &Path, opts: &SuiteOpts) -> Result<Mutex<GuestAgent>, Failure> {
         Ok(Mutex::new(GuestAgent::connect_unix(path, options(opts)).map_err(failure)?))
     }

@@ -248,6 +248,15 @@ pub trait Adapter: 'static {
         on_update: &mut JobCallback<'_>,
     ) -> Result<JobOutcome, JobError>;
 
+    /// Async adapters: `run_job`, its future dropped after `after` unless it ended first (`Some`: it did).
+    fn run_job_dropped_after(
+        conn: &Self::Conn,
+        command: &str,
+        args: Value,
+        opts: JobOptions,
+        after: Duration,
+    ) -> Option<Result<JobOutcome, JobError>>;
+
     fn agent_connect(path: &Path, opts: &SuiteOpts) -> Result<Self::Agent, Failure>;
     fn agent_execute<T: DeserializeOwned + Send + 'static>(agent: &Self::Agent, call: Call) -> Result<T, Failure>;
     fn agent_close(agent: Self::Agent);

@@ -250,3 +250,66 @@ pub fn job_watched_from_a_second_monitor<A: Adapter>() {
     A::close(watcher);
     A::close(owner);
 }
+
+/// A job that outlives its deadline is cancelled, waited for and dismissed: TimedOut with its outcome.
+pub fn job_deadline_cancels_the_job<A: Adapter>() {
+    let server = require!(QemuServer::storage_daemon());
+    let conn = A::connect(server.socket_path(), &SuiteOpts::default()).expect("connect");
+    add_file_node::<A>(&conn, server.dir(), "src", 64 * MIB);
+    add_null_node::<A>(&conn, "dst", 64 * MIB);
+    let args = json!({"job-id": "mirror2", "device": "src", "target": "dst", "sync": "full", "speed": MIB});
+    let start = std::time::Instant::now();
+    let opts = fast().timeout(Some(Duration::from_millis(300)));
+    match A::run_job(&conn, "blockdev-mirror", args, opts, &mut |_| JobAction::Continue) {
+        Err(JobError::TimedOut(outcome)) => {
+            assert!(outcome.cancelled, "{outcome:?}");
+            assert_eq!(outcome.status, JobStatus::Null, "{outcome:?}");
+        }
+        other => panic!("{}: expected TimedOut, got {other:?}", A::NAME),
+    }
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(5), "{took:?}");
+    assert!(query_jobs::<A>(&conn).is_empty(), "cancelled and dismissed");
+    A::close(conn);
+}
+
+/// The server going away in the middle of a job ends the runner with the connection error.
+pub fn job_connection_loss_ends_the_runner<A: Adapter>() {
+    let server = require!(QemuServer::storage_daemon());
+    let conn = A::connect(server.socket_path(), &SuiteOpts::default()).expect("connect");
+    add_file_node::<A>(&conn, server.dir(), "src", 64 * MIB);
+    add_null_node::<A>(&conn, "dst", 64 * MIB);
+    let server = Mutex::new(server);
+    let args = json!({"job-id": "backup2", "device": "src", "target": "dst", "sync": "full", "speed": MIB});
+    let kill_when_running = |u: &JobUpdate| {
+        if u.status == JobStatus::Running && u.current > 0 {
+            server.lock().unwrap().kill().expect("kill the storage daemon");
+        }
+        JobAction::Continue
+    };
+    match A::run_job(&conn, "blockdev-backup", args, fast(), &mut { kill_when_running }) {
+        Err(JobError::Connection(qmp_blocking::Error::Connection(_))) => {}
+        other => panic!("{}: expected the connection error, got {other:?}", A::NAME),
+    }
+}
+
+/// Async adapters: dropping `run_job`'s future cancels the job (a task sends job-cancel and dismisses it).
+pub fn job_dropped_runner_cancels_the_job<A: Adapter>() {
+    let server = require!(QemuServer::storage_daemon());
+    let conn = A::connect(server.socket_path(), &SuiteOpts::default()).expect("connect");
+    add_file_node::<A>(&conn, server.dir(), "src", 64 * MIB);
+    add_null_node::<A>(&conn, "dst", 64 * MIB);
+    let args = json!({"job-id": "mirror3", "device": "src", "target": "dst", "sync": "full", "speed": MIB});
+    let ended = A::run_job_dropped_after(&conn, "blockdev-mirror", args, fast(), Duration::from_millis(300));
+    assert!(ended.is_none(), "{}: the job cannot end within 300 ms: {ended:?}", A::NAME);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let jobs = query_jobs::<A>(&conn);
+        if jobs.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}: the job is still there: {jobs:?}", A::NAME);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    A::close(conn);
+}
