@@ -46,7 +46,8 @@ impl<R: Runtime> Qmp<R> {
     /// Not cancel safe in the sense of "nothing happens": dropping the future **cancels the job**. A task spawned
     /// on the runtime sends `job-cancel`, waits for the job to end and dismisses it (if
     /// [`JobOptions::dismiss`]), within [`CANCEL_GRACE`](super::options::CANCEL_GRACE). The connection itself is
-    /// never left in a bad state.
+    /// never left in a bad state. Drop it where the runtime can spawn (inside the runtime, for tokio); elsewhere
+    /// the job is left running (and a warning logged).
     pub async fn run_job<F>(
         &self,
         command: &str,
@@ -173,9 +174,14 @@ impl<R: Runtime> Drop for CancelOnDrop<R> {
         let mut tracker = JobTracker::watch(&self.id, options, qmp.handle().runtime.now());
         tracker.cancel();
         let runtime = qmp.handle().runtime.clone();
-        runtime.spawn(async move {
+        let cleanup = async move {
             let result = drive(&qmp, tracker, events, |_| JobAction::Continue).await;
             tracing::debug!(?result, "job cancelled after its runner was dropped");
-        });
+        };
+        // A runtime that cannot spawn here (tokio outside its context) panics: never from a destructor.
+        let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.spawn(cleanup)));
+        if spawned.is_err() {
+            tracing::warn!(job = %self.id, "could not spawn the task that cancels the job; it goes on running");
+        }
     }
 }
