@@ -27,6 +27,8 @@
 //!   the first subscriber gets every event since the connection started, a slow one gets an
 //!   [`EventItem::Lagged`] marker instead of unbounded memory, and the reader never waits for anyone (see
 //!   [`events`]).
+//! - Jobs: [`Qmp::run_job`] starts a QEMU job and follows it to its end (status, progress, complete or cancel,
+//!   error, dismissal) in one call; [`Qmp::watch_job`] follows someone else's (see [`jobs`]).
 //! - [`GuestAgent`]: qemu-ga, synchronised with `guest-sync-delimited` on connect.
 //! - Errors come in the core's tiers, the same in every adapter: [`Error::Qmp`] (the server rejected this
 //!   command), [`Error::Usage`] (the call was wrong, nothing sent), [`Error::TimedOut`] (this command only),
@@ -46,6 +48,7 @@ mod driver;
 pub mod events;
 mod guest_agent;
 mod handle;
+pub mod jobs;
 mod mailbox;
 mod qmp;
 mod runtime;

@@ -7,6 +7,8 @@
 //! - [`Client`]: QMP over a unix socket ([`Client::connect_unix`]), TCP ([`Client::connect_tcp`]) or any
 //!   [`Transport`] ([`Client::from_stream`]).
 //! - [`GuestAgent`]: the guest agent, synchronised with `guest-sync-delimited` on connect.
+//! - Jobs: [`Client::run_job`] starts a QEMU job and follows it to its end in one call; [`Client::watch_job`]
+//!   follows someone else's (see [`jobs`]).
 //! - Events are buffered (bounded, see [`Options::event_buffer`]) while you run commands, and taken with
 //!   [`Client::next_event`].
 //!
@@ -29,6 +31,7 @@
 mod client;
 mod driver;
 mod guest_agent;
+mod job_runner;
 mod pipes;
 mod transport;
 
@@ -41,3 +44,13 @@ pub use qmp_proto::{
     Version,
 };
 pub use transport::Transport;
+
+/// Jobs to the end in one call ([`Client::run_job`], [`Client::watch_job`]): the vocabulary, shared with the
+/// async adapters (the logic is `qmp-async`'s sans-IO [`JobTracker`](jobs::JobTracker); `qmp-async` brings no
+/// async runtime along).
+pub mod jobs {
+    pub use qmp_async::jobs::{
+        JobAction, JobCommand, JobError, JobOptions, JobOutcome, JobStatus, JobStep, JobTracker, JobUpdate,
+        CANCEL_GRACE,
+    };
+}

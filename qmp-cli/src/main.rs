@@ -6,14 +6,19 @@
 //! qmp -s /run/vm.qmp exec device_del '{"id": "nic0"}'
 //! qmp -s /run/vm.qmp events --name JOB_STATUS_CHANGE --count 4
 //! qmp -s /run/vm.qmp shell
+//! qmp -s /run/vm.qmp job run blockdev-backup job-id=j0 device=n0 target=n1 sync=full
+//! qmp -s /run/vm.qmp job list
 //! qmp --ga -s /run/vm.qga exec guest-info
 //! qmp demo
 //! ```
 //!
-//! Exit status: 0 success, 1 the server rejected the command, 2 usage error, 3 connection error or timeout.
+//! Exit status: 0 success, 1 the server rejected the command (or the job failed), 2 usage error, 3 connection
+//! error or timeout.
 
 mod args;
 mod demo;
+mod job;
+mod job_display;
 mod output;
 mod session;
 mod shell;
@@ -76,6 +81,9 @@ enum Command {
     /// Interactive shell: one command per line (`name key=value ...` or a JSON object); events are shown as
     /// they arrive between commands. End with Ctrl-D.
     Shell,
+    /// QEMU jobs: run one to its end with a progress bar, list, watch, cancel, complete.
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Start a throwaway qemu-storage-daemon and show a short session with it.
     Demo,
 }
@@ -131,6 +139,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Shell => shell::run(&mut session, cli.compact),
+        Command::Job(command) => job::run(&mut session, command, cli.compact),
         Command::Demo => unreachable!("handled above"),
     }
 }

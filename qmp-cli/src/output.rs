@@ -33,6 +33,8 @@ pub fn event_json(event: &ServerEvent) -> Value {
 pub enum Failure {
     /// The server rejected the command (exit 1).
     Server(qmp_blocking::QmpError),
+    /// A job failed, with QEMU's error, or does not exist (exit 1).
+    Job(String),
     /// The command line was wrong (exit 2).
     Usage(String),
     /// The connection failed, closed or timed out (exit 3).
@@ -42,7 +44,7 @@ pub enum Failure {
 impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
-            Failure::Server(_) => 1,
+            Failure::Server(_) | Failure::Job(_) => 1,
             Failure::Usage(_) => 2,
             Failure::Connection(_) => 3,
         })
@@ -53,7 +55,7 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Server(e) => write!(f, "{}: {}", e.class, e.desc),
-            Failure::Usage(s) | Failure::Connection(s) => f.write_str(s),
+            Failure::Job(s) | Failure::Usage(s) | Failure::Connection(s) => f.write_str(s),
         }
     }
 }

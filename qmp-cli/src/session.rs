@@ -60,6 +60,14 @@ impl Session {
         })
     }
 
+    /// The QMP client (jobs are QMP only).
+    pub fn qmp(&mut self) -> Result<&mut Client<Box<dyn Transport>>, Failure> {
+        match self {
+            Session::Qmp(c) => Ok(c),
+            Session::Agent(_) => Err(Failure::Usage("the guest agent runs no jobs".into())),
+        }
+    }
+
     pub fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<ServerEvent>, Failure> {
         match self {
             Session::Qmp(c) => Ok(c.next_event(timeout)?),

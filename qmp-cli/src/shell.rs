@@ -46,7 +46,7 @@ pub fn run(session: &mut Session, compact: bool) -> Result<(), Failure> {
             Ok((name, args, oob)) => match session.execute(&name, args.as_ref(), oob) {
                 Ok(value) => print_value(&value, compact),
                 Err(Failure::Server(e)) => eprintln!("error: {}: {}", e.class, e.desc),
-                Err(Failure::Usage(msg)) => eprintln!("error: {msg}"),
+                Err(Failure::Usage(msg) | Failure::Job(msg)) => eprintln!("error: {msg}"),
                 Err(fatal @ Failure::Connection(_)) => {
                     drain_events(session).ok();
                     return Err(fatal);

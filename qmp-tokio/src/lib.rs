@@ -97,6 +97,8 @@ mod runtime;
 mod transport;
 
 pub use qmp_async::events;
+/// Jobs to the end in one call (`Qmp::run_job`, `Qmp::watch_job`): see [`qmp_async::jobs`].
+pub use qmp_async::jobs;
 /// Typed commands and events (feature `qapi`), with `qapi_qmp`, `qapi_qga` and `qapi_spec` inside.
 #[cfg(feature = "qapi")]
 pub use qmp_async::qapi;
