@@ -21,6 +21,9 @@
 //! # Ok::<(), qmp_blocking::Error>(())
 //! ```
 //!
+//! - Feature `qapi`: typed commands ([`Client::execute_typed`], [`GuestAgent::execute_typed`]) with the types of
+//!   [`qmp_qapi`], which hold for every QEMU from 7.2 to 10.0, and [`Client::server_schema`].
+//!
 //! Errors come in the core's tiers: [`Error::Qmp`] (the server rejected this command), [`Error::Usage`] (the call
 //! was wrong, nothing sent), [`Error::TimedOut`] (this command only), [`Error::Connection`] (over, sticky).
 #![forbid(unsafe_code)]
@@ -30,6 +33,8 @@ mod client;
 mod driver;
 mod guest_agent;
 mod transport;
+#[cfg(feature = "qapi")]
+mod typed;
 
 pub use client::{Client, Pending};
 pub use guest_agent::GuestAgent;
@@ -39,3 +44,7 @@ pub use qmp_proto::{
     Version,
 };
 pub use transport::Transport;
+
+/// Typed commands and events (feature `qapi`): the adapter-neutral [`qmp_qapi`] crate.
+#[cfg(feature = "qapi")]
+pub use qmp_qapi as qapi;

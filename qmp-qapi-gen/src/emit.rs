@@ -183,7 +183,7 @@ impl<'a> Emitter<'a> {
     }
 
     fn member_doc(&mut self, indent: &str, m: &MMember) {
-        let mut notes = vec![format!("`{}`", m.member.name)];
+        let mut notes = vec![format!("`{}`.", m.member.name)];
         if let Some(p) = self.presence_doc(&m.present) {
             notes.push(format!("{p}."));
         }
@@ -252,7 +252,7 @@ impl<'a> Emitter<'a> {
                 let _ = write!(self.out, "qapi_enum! {{\n{docs}    pub enum {ident} {{\n");
                 let variants = self.variants[name].clone();
                 for (v, (wire, vident)) in values.iter().zip(variants) {
-                    let mut notes = vec![format!("`{wire}`")];
+                    let mut notes = vec![format!("`{wire}`.")];
                     if let Some(p) = self.presence_doc(&v.present) {
                         notes.push(format!("{p}."));
                     }

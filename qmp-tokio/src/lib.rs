@@ -97,7 +97,7 @@ mod runtime;
 mod transport;
 
 pub use qmp_async::events;
-/// Typed commands and events (feature `qapi`), with `qapi_qmp`, `qapi_qga` and `qapi_spec` inside.
+/// Typed commands and events (feature `qapi`): `qmp_qapi`, with its `qmp` and `qga` modules inside.
 #[cfg(feature = "qapi")]
 pub use qmp_async::qapi;
 pub use qmp_async::{

@@ -10,11 +10,11 @@ use crate::support::*;
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestAgentCommandInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `enabled`
+    /// `enabled`.
     pub enabled: bool,
-    /// `success-response`
+    /// `success-response`.
     #[serde(rename = "success-response")]
     pub success_response: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -27,9 +27,9 @@ pub struct GuestAgentCommandInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestAgentInfo {
-    /// `version`
+    /// `version`.
     pub version: String,
-    /// `supported_commands`
+    /// `supported_commands`.
     pub supported_commands: Vec<GuestAgentCommandInfo>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -41,7 +41,7 @@ pub struct GuestAgentInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestAuthorizedKeys {
-    /// `keys`
+    /// `keys`.
     pub keys: Vec<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -53,13 +53,13 @@ pub struct GuestAuthorizedKeys {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LINUX)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestCCWAddress {
-    /// `cssid`
+    /// `cssid`.
     pub cssid: i64,
-    /// `ssid`
+    /// `ssid`.
     pub ssid: i64,
-    /// `subchno`
+    /// `subchno`.
     pub subchno: i64,
-    /// `devno`
+    /// `devno`.
     pub devno: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -80,7 +80,7 @@ pub struct GuestCpuStats {
 /// The common members of [`GuestCpuStats`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestCpuStatsBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: GuestCpuStatsType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -105,7 +105,7 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
     pub enum GuestCpuStatsType {
-        /// `linux`
+        /// `linux`.
         Linux = "linux",
     }
 }
@@ -124,7 +124,7 @@ pub struct GuestDeviceId {
 /// The common members of [`GuestDeviceId`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestDeviceIdBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: GuestDeviceType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -149,10 +149,10 @@ qapi_union!(GuestDeviceId, GuestDeviceIdBase, GuestDeviceIdBranch, type_, GuestD
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_WIN32`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestDeviceIdPCI {
-    /// `vendor-id`
+    /// `vendor-id`.
     #[serde(rename = "vendor-id")]
     pub vendor_id: u16,
-    /// `device-id`
+    /// `device-id`.
     #[serde(rename = "device-id")]
     pub device_id: u16,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -165,16 +165,16 @@ pub struct GuestDeviceIdPCI {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_WIN32`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestDeviceInfo {
-    /// `driver-name`
+    /// `driver-name`.
     #[serde(rename = "driver-name")]
     pub driver_name: String,
-    /// `driver-date`
+    /// `driver-date`.
     #[serde(rename = "driver-date", default, skip_serializing_if = "Option::is_none")]
     pub driver_date: Option<i64>,
-    /// `driver-version`
+    /// `driver-version`.
     #[serde(rename = "driver-version", default, skip_serializing_if = "Option::is_none")]
     pub driver_version: Option<String>,
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<GuestDeviceId>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -187,7 +187,7 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_WIN32`.
     pub enum GuestDeviceType {
-        /// `pci`
+        /// `pci`.
         Pci = "pci",
     }
 }
@@ -197,25 +197,25 @@ qapi_enum! {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LINUX)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestDiskAddress {
-    /// `pci-controller`
+    /// `pci-controller`.
     #[serde(rename = "pci-controller")]
     pub pci_controller: GuestPCIAddress,
-    /// `bus-type`
+    /// `bus-type`.
     #[serde(rename = "bus-type")]
     pub bus_type: GuestDiskBusType,
-    /// `bus`
+    /// `bus`.
     pub bus: i64,
-    /// `target`
+    /// `target`.
     pub target: i64,
-    /// `unit`
+    /// `unit`.
     pub unit: i64,
-    /// `serial`
+    /// `serial`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
-    /// `dev`
+    /// `dev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
-    /// `ccw-address`
+    /// `ccw-address`.
     #[serde(rename = "ccw-address", default, skip_serializing_if = "Option::is_none")]
     pub ccw_address: Option<GuestCCWAddress>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -228,45 +228,45 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LINUX)`.
     pub enum GuestDiskBusType {
-        /// `ide`
+        /// `ide`.
         Ide = "ide",
-        /// `fdc`
+        /// `fdc`.
         Fdc = "fdc",
-        /// `scsi`
+        /// `scsi`.
         Scsi = "scsi",
-        /// `virtio`
+        /// `virtio`.
         Virtio = "virtio",
-        /// `xen`
+        /// `xen`.
         Xen = "xen",
-        /// `usb`
+        /// `usb`.
         Usb = "usb",
-        /// `uml`
+        /// `uml`.
         Uml = "uml",
-        /// `sata`
+        /// `sata`.
         Sata = "sata",
-        /// `sd`
+        /// `sd`.
         Sd = "sd",
-        /// `unknown`
+        /// `unknown`.
         Unknown = "unknown",
-        /// `ieee1394`
+        /// `ieee1394`.
         Ieee1394 = "ieee1394",
-        /// `ssa`
+        /// `ssa`.
         Ssa = "ssa",
-        /// `fibre`
+        /// `fibre`.
         Fibre = "fibre",
-        /// `raid`
+        /// `raid`.
         Raid = "raid",
-        /// `iscsi`
+        /// `iscsi`.
         Iscsi = "iscsi",
-        /// `sas`
+        /// `sas`.
         Sas = "sas",
-        /// `mmc`
+        /// `mmc`.
         Mmc = "mmc",
-        /// `virtual`
+        /// `virtual`.
         Virtual = "virtual",
-        /// `file-backed-virtual`
+        /// `file-backed-virtual`.
         FileBackedVirtual = "file-backed-virtual",
-        /// `nvme`
+        /// `nvme`.
         Nvme = "nvme",
     }
 }
@@ -276,20 +276,20 @@ qapi_enum! {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LIBUDEV)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestDiskInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `partition`
+    /// `partition`.
     pub partition: bool,
-    /// `dependencies`
+    /// `dependencies`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dependencies: Option<Vec<String>>,
-    /// `address`
+    /// `address`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<GuestDiskAddress>,
-    /// `alias`
+    /// `alias`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
-    /// `smart`
+    /// `smart`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smart: Option<GuestDiskSmart>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -311,7 +311,7 @@ pub struct GuestDiskSmart {
 /// The common members of [`GuestDiskSmart`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestDiskSmartBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: GuestDiskBusType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -336,55 +336,55 @@ qapi_union!(GuestDiskSmart, GuestDiskSmartBase, GuestDiskSmartBranch, type_, Gue
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct GuestDiskStats {
-    /// `read-sectors`
+    /// `read-sectors`.
     #[serde(rename = "read-sectors", default, skip_serializing_if = "Option::is_none")]
     pub read_sectors: Option<u64>,
-    /// `read-ios`
+    /// `read-ios`.
     #[serde(rename = "read-ios", default, skip_serializing_if = "Option::is_none")]
     pub read_ios: Option<u64>,
-    /// `read-merges`
+    /// `read-merges`.
     #[serde(rename = "read-merges", default, skip_serializing_if = "Option::is_none")]
     pub read_merges: Option<u64>,
-    /// `write-sectors`
+    /// `write-sectors`.
     #[serde(rename = "write-sectors", default, skip_serializing_if = "Option::is_none")]
     pub write_sectors: Option<u64>,
-    /// `write-ios`
+    /// `write-ios`.
     #[serde(rename = "write-ios", default, skip_serializing_if = "Option::is_none")]
     pub write_ios: Option<u64>,
-    /// `write-merges`
+    /// `write-merges`.
     #[serde(rename = "write-merges", default, skip_serializing_if = "Option::is_none")]
     pub write_merges: Option<u64>,
-    /// `discard-sectors`
+    /// `discard-sectors`.
     #[serde(rename = "discard-sectors", default, skip_serializing_if = "Option::is_none")]
     pub discard_sectors: Option<u64>,
-    /// `discard-ios`
+    /// `discard-ios`.
     #[serde(rename = "discard-ios", default, skip_serializing_if = "Option::is_none")]
     pub discard_ios: Option<u64>,
-    /// `discard-merges`
+    /// `discard-merges`.
     #[serde(rename = "discard-merges", default, skip_serializing_if = "Option::is_none")]
     pub discard_merges: Option<u64>,
-    /// `flush-ios`
+    /// `flush-ios`.
     #[serde(rename = "flush-ios", default, skip_serializing_if = "Option::is_none")]
     pub flush_ios: Option<u64>,
-    /// `read-ticks`
+    /// `read-ticks`.
     #[serde(rename = "read-ticks", default, skip_serializing_if = "Option::is_none")]
     pub read_ticks: Option<u64>,
-    /// `write-ticks`
+    /// `write-ticks`.
     #[serde(rename = "write-ticks", default, skip_serializing_if = "Option::is_none")]
     pub write_ticks: Option<u64>,
-    /// `discard-ticks`
+    /// `discard-ticks`.
     #[serde(rename = "discard-ticks", default, skip_serializing_if = "Option::is_none")]
     pub discard_ticks: Option<u64>,
-    /// `flush-ticks`
+    /// `flush-ticks`.
     #[serde(rename = "flush-ticks", default, skip_serializing_if = "Option::is_none")]
     pub flush_ticks: Option<u64>,
-    /// `ios-pgr`
+    /// `ios-pgr`.
     #[serde(rename = "ios-pgr", default, skip_serializing_if = "Option::is_none")]
     pub ios_pgr: Option<u64>,
-    /// `total-ticks`
+    /// `total-ticks`.
     #[serde(rename = "total-ticks", default, skip_serializing_if = "Option::is_none")]
     pub total_ticks: Option<u64>,
-    /// `weight-ticks`
+    /// `weight-ticks`.
     #[serde(rename = "weight-ticks", default, skip_serializing_if = "Option::is_none")]
     pub weight_ticks: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -397,13 +397,13 @@ pub struct GuestDiskStats {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestDiskStatsInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `major`
+    /// `major`.
     pub major: u64,
-    /// `minor`
+    /// `minor`.
     pub minor: u64,
-    /// `stats`
+    /// `stats`.
     pub stats: GuestDiskStats,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -415,7 +415,7 @@ pub struct GuestDiskStatsInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestExec {
-    /// `pid`
+    /// `pid`.
     pub pid: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -441,15 +441,15 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum GuestExecCaptureOutputMode {
-        /// `none` Since 10.0 (not in 7.2).
+        /// `none`. Since 10.0 (not in 7.2).
         None = "none",
-        /// `stdout` Since 10.0 (not in 7.2).
+        /// `stdout`. Since 10.0 (not in 7.2).
         Stdout = "stdout",
-        /// `stderr` Since 10.0 (not in 7.2).
+        /// `stderr`. Since 10.0 (not in 7.2).
         Stderr = "stderr",
-        /// `separated` Since 10.0 (not in 7.2).
+        /// `separated`. Since 10.0 (not in 7.2).
         Separated = "separated",
-        /// `merged` Since 10.0 (not in 7.2). Only when built with `not(CONFIG_WIN32)`.
+        /// `merged`. Since 10.0 (not in 7.2). Only when built with `not(CONFIG_WIN32)`.
         Merged = "merged",
     }
 }
@@ -459,24 +459,24 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestExecStatus {
-    /// `exited`
+    /// `exited`.
     pub exited: bool,
-    /// `exitcode`
+    /// `exitcode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exitcode: Option<i64>,
-    /// `signal`
+    /// `signal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i64>,
-    /// `out-data`
+    /// `out-data`.
     #[serde(rename = "out-data", default, skip_serializing_if = "Option::is_none")]
     pub out_data: Option<String>,
-    /// `err-data`
+    /// `err-data`.
     #[serde(rename = "err-data", default, skip_serializing_if = "Option::is_none")]
     pub err_data: Option<String>,
-    /// `out-truncated`
+    /// `out-truncated`.
     #[serde(rename = "out-truncated", default, skip_serializing_if = "Option::is_none")]
     pub out_truncated: Option<bool>,
-    /// `err-truncated`
+    /// `err-truncated`.
     #[serde(rename = "err-truncated", default, skip_serializing_if = "Option::is_none")]
     pub err_truncated: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -489,12 +489,12 @@ pub struct GuestExecStatus {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestFileRead {
-    /// `count`
+    /// `count`.
     pub count: i64,
-    /// `buf-b64`
+    /// `buf-b64`.
     #[serde(rename = "buf-b64")]
     pub buf_b64: String,
-    /// `eof`
+    /// `eof`.
     pub eof: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -506,9 +506,9 @@ pub struct GuestFileRead {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestFileSeek {
-    /// `position`
+    /// `position`.
     pub position: i64,
-    /// `eof`
+    /// `eof`.
     pub eof: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -534,9 +534,9 @@ qapi_alternate!(GuestFileWhence { Value: integer, Name: string });
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestFileWrite {
-    /// `count`
+    /// `count`.
     pub count: i64,
-    /// `eof`
+    /// `eof`.
     pub eof: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -548,23 +548,23 @@ pub struct GuestFileWrite {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LINUX)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestFilesystemInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `mountpoint`
+    /// `mountpoint`.
     pub mountpoint: String,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: String,
-    /// `used-bytes`
+    /// `used-bytes`.
     #[serde(rename = "used-bytes", default, skip_serializing_if = "Option::is_none")]
     pub used_bytes: Option<u64>,
-    /// `total-bytes`
+    /// `total-bytes`.
     #[serde(rename = "total-bytes", default, skip_serializing_if = "Option::is_none")]
     pub total_bytes: Option<u64>,
-    /// `total-bytes-privileged` Since 10.0 (not in 7.2).
+    /// `total-bytes-privileged`. Since 10.0 (not in 7.2).
     #[serde(rename = "total-bytes-privileged", default, skip_serializing_if = "Option::is_none")]
     pub total_bytes_privileged: Option<u64>,
-    /// `disk`
+    /// `disk`.
     pub disk: Vec<GuestDiskAddress>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -576,7 +576,7 @@ pub struct GuestFilesystemInfo {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSTRIM)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestFilesystemTrimResponse {
-    /// `paths`
+    /// `paths`.
     pub paths: Vec<GuestFilesystemTrimResult>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -588,15 +588,15 @@ pub struct GuestFilesystemTrimResponse {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSTRIM)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestFilesystemTrimResult {
-    /// `path`
+    /// `path`.
     pub path: String,
-    /// `trimmed`
+    /// `trimmed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trimmed: Option<i64>,
-    /// `minimum`
+    /// `minimum`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum: Option<i64>,
-    /// `error`
+    /// `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -609,9 +609,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSFREEZE)`.
     pub enum GuestFsfreezeStatus {
-        /// `thawed`
+        /// `thawed`.
         Thawed = "thawed",
-        /// `frozen`
+        /// `frozen`.
         Frozen = "frozen",
     }
 }
@@ -621,7 +621,7 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestHostName {
-    /// `host-name`
+    /// `host-name`.
     #[serde(rename = "host-name")]
     pub host_name: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -634,13 +634,13 @@ pub struct GuestHostName {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, HAVE_GETIFADDRS)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestIpAddress {
-    /// `ip-address`
+    /// `ip-address`.
     #[serde(rename = "ip-address")]
     pub ip_address: String,
-    /// `ip-address-type`
+    /// `ip-address-type`.
     #[serde(rename = "ip-address-type")]
     pub ip_address_type: GuestIpAddressType,
-    /// `prefix`
+    /// `prefix`.
     pub prefix: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -652,9 +652,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, HAVE_GETIFADDRS)`.
     pub enum GuestIpAddressType {
-        /// `ipv4`
+        /// `ipv4`.
         Ipv4 = "ipv4",
-        /// `ipv6`
+        /// `ipv6`.
         Ipv6 = "ipv6",
     }
 }
@@ -664,32 +664,32 @@ qapi_enum! {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestLinuxCpuStats {
-    /// `cpu`
+    /// `cpu`.
     pub cpu: i64,
-    /// `user`
+    /// `user`.
     pub user: u64,
-    /// `nice`
+    /// `nice`.
     pub nice: u64,
-    /// `system`
+    /// `system`.
     pub system: u64,
-    /// `idle`
+    /// `idle`.
     pub idle: u64,
-    /// `iowait`
+    /// `iowait`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iowait: Option<u64>,
-    /// `irq`
+    /// `irq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub irq: Option<u64>,
-    /// `softirq`
+    /// `softirq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub softirq: Option<u64>,
-    /// `steal`
+    /// `steal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steal: Option<u64>,
-    /// `guest`
+    /// `guest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<u64>,
-    /// `guestnice`
+    /// `guestnice`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guestnice: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -702,11 +702,11 @@ pub struct GuestLinuxCpuStats {
 /// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_GETLOADAVG`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestLoadAverage {
-    /// `load1m` Since 10.0 (not in 7.2).
+    /// `load1m`. Since 10.0 (not in 7.2).
     pub load1m: Number,
-    /// `load5m` Since 10.0 (not in 7.2).
+    /// `load5m`. Since 10.0 (not in 7.2).
     pub load5m: Number,
-    /// `load15m` Since 10.0 (not in 7.2).
+    /// `load15m`. Since 10.0 (not in 7.2).
     pub load15m: Number,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -718,12 +718,12 @@ pub struct GuestLoadAverage {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_LINUX, CONFIG_WIN32)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestLogicalProcessor {
-    /// `logical-id`
+    /// `logical-id`.
     #[serde(rename = "logical-id")]
     pub logical_id: i64,
-    /// `online`
+    /// `online`.
     pub online: bool,
-    /// `can-offline`
+    /// `can-offline`.
     #[serde(rename = "can-offline", default, skip_serializing_if = "Option::is_none")]
     pub can_offline: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -736,12 +736,12 @@ pub struct GuestLogicalProcessor {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestMemoryBlock {
-    /// `phys-index`
+    /// `phys-index`.
     #[serde(rename = "phys-index")]
     pub phys_index: u64,
-    /// `online`
+    /// `online`.
     pub online: bool,
-    /// `can-offline`
+    /// `can-offline`.
     #[serde(rename = "can-offline", default, skip_serializing_if = "Option::is_none")]
     pub can_offline: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -754,7 +754,7 @@ pub struct GuestMemoryBlock {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestMemoryBlockInfo {
-    /// `size`
+    /// `size`.
     pub size: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -766,12 +766,12 @@ pub struct GuestMemoryBlockInfo {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestMemoryBlockResponse {
-    /// `phys-index`
+    /// `phys-index`.
     #[serde(rename = "phys-index")]
     pub phys_index: u64,
-    /// `response`
+    /// `response`.
     pub response: GuestMemoryBlockResponseType,
-    /// `error-code`
+    /// `error-code`.
     #[serde(rename = "error-code", default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -784,13 +784,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
     pub enum GuestMemoryBlockResponseType {
-        /// `success`
+        /// `success`.
         Success = "success",
-        /// `not-found`
+        /// `not-found`.
         NotFound = "not-found",
-        /// `operation-not-supported`
+        /// `operation-not-supported`.
         OperationNotSupported = "operation-not-supported",
-        /// `operation-failed`
+        /// `operation-failed`.
         OperationFailed = "operation-failed",
     }
 }
@@ -800,78 +800,78 @@ qapi_enum! {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LIBUDEV)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestNVMeSmart {
-    /// `critical-warning`
+    /// `critical-warning`.
     #[serde(rename = "critical-warning")]
     pub critical_warning: i64,
-    /// `temperature`
+    /// `temperature`.
     pub temperature: i64,
-    /// `available-spare`
+    /// `available-spare`.
     #[serde(rename = "available-spare")]
     pub available_spare: i64,
-    /// `available-spare-threshold`
+    /// `available-spare-threshold`.
     #[serde(rename = "available-spare-threshold")]
     pub available_spare_threshold: i64,
-    /// `percentage-used`
+    /// `percentage-used`.
     #[serde(rename = "percentage-used")]
     pub percentage_used: i64,
-    /// `data-units-read-lo`
+    /// `data-units-read-lo`.
     #[serde(rename = "data-units-read-lo")]
     pub data_units_read_lo: u64,
-    /// `data-units-read-hi`
+    /// `data-units-read-hi`.
     #[serde(rename = "data-units-read-hi")]
     pub data_units_read_hi: u64,
-    /// `data-units-written-lo`
+    /// `data-units-written-lo`.
     #[serde(rename = "data-units-written-lo")]
     pub data_units_written_lo: u64,
-    /// `data-units-written-hi`
+    /// `data-units-written-hi`.
     #[serde(rename = "data-units-written-hi")]
     pub data_units_written_hi: u64,
-    /// `host-read-commands-lo`
+    /// `host-read-commands-lo`.
     #[serde(rename = "host-read-commands-lo")]
     pub host_read_commands_lo: u64,
-    /// `host-read-commands-hi`
+    /// `host-read-commands-hi`.
     #[serde(rename = "host-read-commands-hi")]
     pub host_read_commands_hi: u64,
-    /// `host-write-commands-lo`
+    /// `host-write-commands-lo`.
     #[serde(rename = "host-write-commands-lo")]
     pub host_write_commands_lo: u64,
-    /// `host-write-commands-hi`
+    /// `host-write-commands-hi`.
     #[serde(rename = "host-write-commands-hi")]
     pub host_write_commands_hi: u64,
-    /// `controller-busy-time-lo`
+    /// `controller-busy-time-lo`.
     #[serde(rename = "controller-busy-time-lo")]
     pub controller_busy_time_lo: u64,
-    /// `controller-busy-time-hi`
+    /// `controller-busy-time-hi`.
     #[serde(rename = "controller-busy-time-hi")]
     pub controller_busy_time_hi: u64,
-    /// `power-cycles-lo`
+    /// `power-cycles-lo`.
     #[serde(rename = "power-cycles-lo")]
     pub power_cycles_lo: u64,
-    /// `power-cycles-hi`
+    /// `power-cycles-hi`.
     #[serde(rename = "power-cycles-hi")]
     pub power_cycles_hi: u64,
-    /// `power-on-hours-lo`
+    /// `power-on-hours-lo`.
     #[serde(rename = "power-on-hours-lo")]
     pub power_on_hours_lo: u64,
-    /// `power-on-hours-hi`
+    /// `power-on-hours-hi`.
     #[serde(rename = "power-on-hours-hi")]
     pub power_on_hours_hi: u64,
-    /// `unsafe-shutdowns-lo`
+    /// `unsafe-shutdowns-lo`.
     #[serde(rename = "unsafe-shutdowns-lo")]
     pub unsafe_shutdowns_lo: u64,
-    /// `unsafe-shutdowns-hi`
+    /// `unsafe-shutdowns-hi`.
     #[serde(rename = "unsafe-shutdowns-hi")]
     pub unsafe_shutdowns_hi: u64,
-    /// `media-errors-lo`
+    /// `media-errors-lo`.
     #[serde(rename = "media-errors-lo")]
     pub media_errors_lo: u64,
-    /// `media-errors-hi`
+    /// `media-errors-hi`.
     #[serde(rename = "media-errors-hi")]
     pub media_errors_hi: u64,
-    /// `number-of-error-log-entries-lo`
+    /// `number-of-error-log-entries-lo`.
     #[serde(rename = "number-of-error-log-entries-lo")]
     pub number_of_error_log_entries_lo: u64,
-    /// `number-of-error-log-entries-hi`
+    /// `number-of-error-log-entries-hi`.
     #[serde(rename = "number-of-error-log-entries-hi")]
     pub number_of_error_log_entries_hi: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -884,15 +884,15 @@ pub struct GuestNVMeSmart {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, HAVE_GETIFADDRS)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestNetworkInterface {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `hardware-address`
+    /// `hardware-address`.
     #[serde(rename = "hardware-address", default, skip_serializing_if = "Option::is_none")]
     pub hardware_address: Option<String>,
-    /// `ip-addresses`
+    /// `ip-addresses`.
     #[serde(rename = "ip-addresses", default, skip_serializing_if = "Option::is_none")]
     pub ip_addresses: Option<Vec<GuestIpAddress>>,
-    /// `statistics`
+    /// `statistics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statistics: Option<GuestNetworkInterfaceStat>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -905,28 +905,28 @@ pub struct GuestNetworkInterface {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, HAVE_GETIFADDRS)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestNetworkInterfaceStat {
-    /// `rx-bytes`
+    /// `rx-bytes`.
     #[serde(rename = "rx-bytes")]
     pub rx_bytes: u64,
-    /// `rx-packets`
+    /// `rx-packets`.
     #[serde(rename = "rx-packets")]
     pub rx_packets: u64,
-    /// `rx-errs`
+    /// `rx-errs`.
     #[serde(rename = "rx-errs")]
     pub rx_errs: u64,
-    /// `rx-dropped`
+    /// `rx-dropped`.
     #[serde(rename = "rx-dropped")]
     pub rx_dropped: u64,
-    /// `tx-bytes`
+    /// `tx-bytes`.
     #[serde(rename = "tx-bytes")]
     pub tx_bytes: u64,
-    /// `tx-packets`
+    /// `tx-packets`.
     #[serde(rename = "tx-packets")]
     pub tx_packets: u64,
-    /// `tx-errs`
+    /// `tx-errs`.
     #[serde(rename = "tx-errs")]
     pub tx_errs: u64,
-    /// `tx-dropped`
+    /// `tx-dropped`.
     #[serde(rename = "tx-dropped")]
     pub tx_dropped: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -939,49 +939,49 @@ pub struct GuestNetworkInterfaceStat {
 /// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestNetworkRoute {
-    /// `iface` Since 10.0 (not in 7.2).
+    /// `iface`. Since 10.0 (not in 7.2).
     pub iface: String,
-    /// `destination` Since 10.0 (not in 7.2).
+    /// `destination`. Since 10.0 (not in 7.2).
     pub destination: String,
-    /// `metric` Since 10.0 (not in 7.2).
+    /// `metric`. Since 10.0 (not in 7.2).
     pub metric: i64,
-    /// `gateway` Since 10.0 (not in 7.2).
+    /// `gateway`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
-    /// `mask` Since 10.0 (not in 7.2).
+    /// `mask`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<String>,
-    /// `irtt` Since 10.0 (not in 7.2).
+    /// `irtt`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub irtt: Option<i64>,
-    /// `flags` Since 10.0 (not in 7.2).
+    /// `flags`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags: Option<u64>,
-    /// `refcnt` Since 10.0 (not in 7.2).
+    /// `refcnt`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refcnt: Option<i64>,
-    /// `use` Since 10.0 (not in 7.2).
+    /// `use`. Since 10.0 (not in 7.2).
     #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
     pub use_: Option<i64>,
-    /// `window` Since 10.0 (not in 7.2).
+    /// `window`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<i64>,
-    /// `mtu` Since 10.0 (not in 7.2).
+    /// `mtu`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<i64>,
-    /// `desprefixlen` Since 10.0 (not in 7.2).
+    /// `desprefixlen`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desprefixlen: Option<String>,
-    /// `source` Since 10.0 (not in 7.2).
+    /// `source`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// `srcprefixlen` Since 10.0 (not in 7.2).
+    /// `srcprefixlen`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub srcprefixlen: Option<String>,
-    /// `nexthop` Since 10.0 (not in 7.2).
+    /// `nexthop`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nexthop: Option<String>,
-    /// `version` Since 10.0 (not in 7.2).
+    /// `version`. Since 10.0 (not in 7.2).
     pub version: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -993,34 +993,34 @@ pub struct GuestNetworkRoute {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct GuestOSInfo {
-    /// `kernel-release`
+    /// `kernel-release`.
     #[serde(rename = "kernel-release", default, skip_serializing_if = "Option::is_none")]
     pub kernel_release: Option<String>,
-    /// `kernel-version`
+    /// `kernel-version`.
     #[serde(rename = "kernel-version", default, skip_serializing_if = "Option::is_none")]
     pub kernel_version: Option<String>,
-    /// `machine`
+    /// `machine`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `name`
+    /// `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `pretty-name`
+    /// `pretty-name`.
     #[serde(rename = "pretty-name", default, skip_serializing_if = "Option::is_none")]
     pub pretty_name: Option<String>,
-    /// `version`
+    /// `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// `version-id`
+    /// `version-id`.
     #[serde(rename = "version-id", default, skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
-    /// `variant`
+    /// `variant`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    /// `variant-id`
+    /// `variant-id`.
     #[serde(rename = "variant-id", default, skip_serializing_if = "Option::is_none")]
     pub variant_id: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1033,13 +1033,13 @@ pub struct GuestOSInfo {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LINUX)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestPCIAddress {
-    /// `domain`
+    /// `domain`.
     pub domain: i64,
-    /// `bus`
+    /// `bus`.
     pub bus: i64,
-    /// `slot`
+    /// `slot`.
     pub slot: i64,
-    /// `function`
+    /// `function`.
     pub function: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1051,10 +1051,10 @@ pub struct GuestPCIAddress {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestTimezone {
-    /// `zone`
+    /// `zone`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
-    /// `offset`
+    /// `offset`.
     pub offset: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1066,12 +1066,12 @@ pub struct GuestTimezone {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, HAVE_UTMPX)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestUser {
-    /// `user`
+    /// `user`.
     pub user: String,
-    /// `login-time`
+    /// `login-time`.
     #[serde(rename = "login-time")]
     pub login_time: Number,
-    /// `domain`
+    /// `domain`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1084,11 +1084,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QGASeek {
-        /// `set`
+        /// `set`.
         Set = "set",
-        /// `cur`
+        /// `cur`.
         Cur = "cur",
-        /// `end`
+        /// `end`.
         End = "end",
     }
 }
@@ -1102,18 +1102,18 @@ pub mod commands {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestExec {
-    /// `path`
+    /// `path`.
     pub path: String,
-    /// `arg`
+    /// `arg`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arg: Option<Vec<String>>,
-    /// `env`
+    /// `env`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<String>>,
-    /// `input-data`
+    /// `input-data`.
     #[serde(rename = "input-data", default, skip_serializing_if = "Option::is_none")]
     pub input_data: Option<String>,
-    /// `capture-output` Its type differs between releases (7.2 `bool`, 10.0 `GuestExecCaptureOutput`).
+    /// `capture-output`. Its type differs between releases (7.2 `bool`, 10.0 `GuestExecCaptureOutput`).
     #[serde(rename = "capture-output", default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub capture_output: Option<Value>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1133,7 +1133,7 @@ impl Command for GuestExec {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestExecStatus {
-    /// `pid`
+    /// `pid`.
     pub pid: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1152,7 +1152,7 @@ impl Command for GuestExecStatus {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestFileClose {
-    /// `handle`
+    /// `handle`.
     pub handle: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1171,7 +1171,7 @@ impl Command for GuestFileClose {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestFileFlush {
-    /// `handle`
+    /// `handle`.
     pub handle: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1190,9 +1190,9 @@ impl Command for GuestFileFlush {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestFileOpen {
-    /// `path`
+    /// `path`.
     pub path: String,
-    /// `mode`
+    /// `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1212,9 +1212,9 @@ impl Command for GuestFileOpen {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestFileRead {
-    /// `handle`
+    /// `handle`.
     pub handle: i64,
-    /// `count`
+    /// `count`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1234,11 +1234,11 @@ impl Command for GuestFileRead {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestFileSeek {
-    /// `handle`
+    /// `handle`.
     pub handle: i64,
-    /// `offset`
+    /// `offset`.
     pub offset: i64,
-    /// `whence`
+    /// `whence`.
     pub whence: super::GuestFileWhence,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1257,12 +1257,12 @@ impl Command for GuestFileSeek {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestFileWrite {
-    /// `handle`
+    /// `handle`.
     pub handle: i64,
-    /// `buf-b64`
+    /// `buf-b64`.
     #[serde(rename = "buf-b64")]
     pub buf_b64: String,
-    /// `count`
+    /// `count`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1299,7 +1299,7 @@ impl Command for GuestFsfreezeFreeze {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSFREEZE)`.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct GuestFsfreezeFreezeList {
-    /// `mountpoints`
+    /// `mountpoints`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mountpoints: Option<Vec<String>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1353,7 +1353,7 @@ impl Command for GuestFsfreezeThaw {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSTRIM)`.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct GuestFstrim {
-    /// `minimum`
+    /// `minimum`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1679,7 +1679,7 @@ impl Command for GuestPing {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestSetMemoryBlocks {
-    /// `mem-blks`
+    /// `mem-blks`.
     #[serde(rename = "mem-blks")]
     pub mem_blks: Vec<super::GuestMemoryBlock>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1699,7 +1699,7 @@ impl Command for GuestSetMemoryBlocks {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct GuestSetTime {
-    /// `time`
+    /// `time`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1719,11 +1719,11 @@ impl Command for GuestSetTime {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LINUX, CONFIG_FREEBSD)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestSetUserPassword {
-    /// `username`
+    /// `username`.
     pub username: String,
-    /// `password`
+    /// `password`.
     pub password: String,
-    /// `crypted`
+    /// `crypted`.
     pub crypted: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1742,7 +1742,7 @@ impl Command for GuestSetUserPassword {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestSetVcpus {
-    /// `vcpus`
+    /// `vcpus`.
     pub vcpus: Vec<super::GuestLogicalProcessor>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1761,7 +1761,7 @@ impl Command for GuestSetVcpus {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct GuestShutdown {
-    /// `mode`
+    /// `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1781,11 +1781,11 @@ impl Command for GuestShutdown {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestSshAddAuthorizedKeys {
-    /// `username`
+    /// `username`.
     pub username: String,
-    /// `keys`
+    /// `keys`.
     pub keys: Vec<String>,
-    /// `reset`
+    /// `reset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1805,7 +1805,7 @@ impl Command for GuestSshAddAuthorizedKeys {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestSshGetAuthorizedKeys {
-    /// `username`
+    /// `username`.
     pub username: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1824,9 +1824,9 @@ impl Command for GuestSshGetAuthorizedKeys {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestSshRemoveAuthorizedKeys {
-    /// `username`
+    /// `username`.
     pub username: String,
-    /// `keys`
+    /// `keys`.
     pub keys: Vec<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1896,7 +1896,7 @@ impl Command for GuestSuspendRam {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestSync {
-    /// `id`
+    /// `id`.
     pub id: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1915,7 +1915,7 @@ impl Command for GuestSync {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestSyncDelimited {
-    /// `id`
+    /// `id`.
     pub id: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]

@@ -10,17 +10,17 @@ use crate::support::*;
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ACPIOSTInfo {
-    /// `device`
+    /// `device`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `slot`
+    /// `slot`.
     pub slot: String,
-    /// `slot-type`
+    /// `slot-type`.
     #[serde(rename = "slot-type")]
     pub slot_type: ACPISlotType,
-    /// `source`
+    /// `source`.
     pub source: i64,
-    /// `status`
+    /// `status`.
     pub status: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -32,9 +32,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum ACPISlotType {
-        /// `DIMM`
+        /// `DIMM`.
         Dimm = "DIMM",
-        /// `CPU`
+        /// `CPU`.
         Cpu = "CPU",
     }
 }
@@ -44,9 +44,9 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_AF_XDP`.
     pub enum AFXDPMode {
-        /// `native` Since 10.0 (not in 7.2).
+        /// `native`. Since 10.0 (not in 7.2).
         Native = "native",
-        /// `skb` Since 10.0 (not in 7.2).
+        /// `skb`. Since 10.0 (not in 7.2).
         Skb = "skb",
     }
 }
@@ -66,7 +66,7 @@ pub struct Abort {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AbortWrapper {
-    /// `data`
+    /// `data`.
     pub data: Abort,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -78,10 +78,10 @@ pub struct AbortWrapper {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AcpiGenericInitiatorProperties {
-    /// `pci-dev` Since 10.0 (not in 7.2).
+    /// `pci-dev`. Since 10.0 (not in 7.2).
     #[serde(rename = "pci-dev")]
     pub pci_dev: String,
-    /// `node` Since 10.0 (not in 7.2).
+    /// `node`. Since 10.0 (not in 7.2).
     pub node: u32,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -93,10 +93,10 @@ pub struct AcpiGenericInitiatorProperties {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AcpiGenericPortProperties {
-    /// `pci-bus` Since 10.0 (not in 7.2).
+    /// `pci-bus`. Since 10.0 (not in 7.2).
     #[serde(rename = "pci-bus")]
     pub pci_bus: String,
-    /// `node` Since 10.0 (not in 7.2).
+    /// `node`. Since 10.0 (not in 7.2).
     pub node: u32,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -108,31 +108,31 @@ pub struct AcpiGenericPortProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AcpiTableOptions {
-    /// `sig`
+    /// `sig`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<String>,
-    /// `rev`
+    /// `rev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rev: Option<u8>,
-    /// `oem_id`
+    /// `oem_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oem_id: Option<String>,
-    /// `oem_table_id`
+    /// `oem_table_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oem_table_id: Option<String>,
-    /// `oem_rev`
+    /// `oem_rev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oem_rev: Option<u32>,
-    /// `asl_compiler_id`
+    /// `asl_compiler_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asl_compiler_id: Option<String>,
-    /// `asl_compiler_rev`
+    /// `asl_compiler_rev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asl_compiler_rev: Option<u32>,
-    /// `file`
+    /// `file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
-    /// `data`
+    /// `data`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -145,9 +145,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum ActionCompletionMode {
-        /// `individual`
+        /// `individual`.
         Individual = "individual",
-        /// `grouped`
+        /// `grouped`.
         Grouped = "grouped",
     }
 }
@@ -157,10 +157,10 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AddfdInfo {
-    /// `fdset-id`
+    /// `fdset-id`.
     #[serde(rename = "fdset-id")]
     pub fdset_id: i64,
-    /// `fd`
+    /// `fd`.
     pub fd: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -172,18 +172,18 @@ pub struct AddfdInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AnnounceParameters {
-    /// `initial`
+    /// `initial`.
     pub initial: i64,
-    /// `max`
+    /// `max`.
     pub max: i64,
-    /// `rounds`
+    /// `rounds`.
     pub rounds: i64,
-    /// `step`
+    /// `step`.
     pub step: i64,
-    /// `interfaces`
+    /// `interfaces`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interfaces: Option<Vec<String>>,
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -196,19 +196,19 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum AudioFormat {
-        /// `u8`
+        /// `u8`.
         U8 = "u8",
-        /// `s8`
+        /// `s8`.
         S8 = "s8",
-        /// `u16`
+        /// `u16`.
         U16 = "u16",
-        /// `s16`
+        /// `s16`.
         S16 = "s16",
-        /// `u32`
+        /// `u32`.
         U32 = "u32",
-        /// `s32`
+        /// `s32`.
         S32 = "s32",
-        /// `f32`
+        /// `f32`.
         F32 = "f32",
     }
 }
@@ -227,11 +227,11 @@ pub struct Audiodev {
 /// The common members of [`Audiodev`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AudiodevBase {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `driver`
+    /// `driver`.
     pub driver: AudiodevDriver,
-    /// `timer-period`
+    /// `timer-period`.
     #[serde(rename = "timer-period", default, skip_serializing_if = "Option::is_none")]
     pub timer_period: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -280,13 +280,13 @@ qapi_union!(Audiodev, AudiodevBase, AudiodevBranch, driver, AudiodevDriver { Non
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevAlsaOptions {
-    /// `in`
+    /// `in`.
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub in_: Option<AudiodevAlsaPerDirectionOptions>,
-    /// `out`
+    /// `out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<AudiodevAlsaPerDirectionOptions>,
-    /// `threshold`
+    /// `threshold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -299,34 +299,34 @@ pub struct AudiodevAlsaOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevAlsaPerDirectionOptions {
-    /// `mixing-engine`
+    /// `mixing-engine`.
     #[serde(rename = "mixing-engine", default, skip_serializing_if = "Option::is_none")]
     pub mixing_engine: Option<bool>,
-    /// `fixed-settings`
+    /// `fixed-settings`.
     #[serde(rename = "fixed-settings", default, skip_serializing_if = "Option::is_none")]
     pub fixed_settings: Option<bool>,
-    /// `frequency`
+    /// `frequency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<u32>,
-    /// `channels`
+    /// `channels`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<u32>,
-    /// `voices`
+    /// `voices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voices: Option<u32>,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<AudioFormat>,
-    /// `buffer-length`
+    /// `buffer-length`.
     #[serde(rename = "buffer-length", default, skip_serializing_if = "Option::is_none")]
     pub buffer_length: Option<u32>,
-    /// `dev`
+    /// `dev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
-    /// `period-length`
+    /// `period-length`.
     #[serde(rename = "period-length", default, skip_serializing_if = "Option::is_none")]
     pub period_length: Option<u32>,
-    /// `try-poll`
+    /// `try-poll`.
     #[serde(rename = "try-poll", default, skip_serializing_if = "Option::is_none")]
     pub try_poll: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -339,10 +339,10 @@ pub struct AudiodevAlsaPerDirectionOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevCoreaudioOptions {
-    /// `in`
+    /// `in`.
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub in_: Option<AudiodevCoreaudioPerDirectionOptions>,
-    /// `out`
+    /// `out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<AudiodevCoreaudioPerDirectionOptions>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -355,28 +355,28 @@ pub struct AudiodevCoreaudioOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevCoreaudioPerDirectionOptions {
-    /// `mixing-engine`
+    /// `mixing-engine`.
     #[serde(rename = "mixing-engine", default, skip_serializing_if = "Option::is_none")]
     pub mixing_engine: Option<bool>,
-    /// `fixed-settings`
+    /// `fixed-settings`.
     #[serde(rename = "fixed-settings", default, skip_serializing_if = "Option::is_none")]
     pub fixed_settings: Option<bool>,
-    /// `frequency`
+    /// `frequency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<u32>,
-    /// `channels`
+    /// `channels`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<u32>,
-    /// `voices`
+    /// `voices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voices: Option<u32>,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<AudioFormat>,
-    /// `buffer-length`
+    /// `buffer-length`.
     #[serde(rename = "buffer-length", default, skip_serializing_if = "Option::is_none")]
     pub buffer_length: Option<u32>,
-    /// `buffer-count`
+    /// `buffer-count`.
     #[serde(rename = "buffer-count", default, skip_serializing_if = "Option::is_none")]
     pub buffer_count: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -389,13 +389,13 @@ pub struct AudiodevCoreaudioPerDirectionOptions {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevDBusOptions {
-    /// `in` Since 10.0 (not in 7.2).
+    /// `in`. Since 10.0 (not in 7.2).
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub in_: Option<AudiodevPerDirectionOptions>,
-    /// `out` Since 10.0 (not in 7.2).
+    /// `out`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<AudiodevPerDirectionOptions>,
-    /// `nsamples` Since 10.0 (not in 7.2).
+    /// `nsamples`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nsamples: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -408,31 +408,31 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum AudiodevDriver {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `alsa` Only when built with `CONFIG_AUDIO_ALSA`.
+        /// `alsa`. Only when built with `CONFIG_AUDIO_ALSA`.
         Alsa = "alsa",
-        /// `coreaudio` Only when built with `CONFIG_AUDIO_COREAUDIO`.
+        /// `coreaudio`. Only when built with `CONFIG_AUDIO_COREAUDIO`.
         Coreaudio = "coreaudio",
-        /// `dbus` Only when built with `CONFIG_DBUS_DISPLAY`.
+        /// `dbus`. Only when built with `CONFIG_DBUS_DISPLAY`.
         Dbus = "dbus",
-        /// `dsound` Only when built with `CONFIG_AUDIO_DSOUND`.
+        /// `dsound`. Only when built with `CONFIG_AUDIO_DSOUND`.
         Dsound = "dsound",
-        /// `jack` Only when built with `CONFIG_AUDIO_JACK`.
+        /// `jack`. Only when built with `CONFIG_AUDIO_JACK`.
         Jack = "jack",
-        /// `oss` Only when built with `CONFIG_AUDIO_OSS`.
+        /// `oss`. Only when built with `CONFIG_AUDIO_OSS`.
         Oss = "oss",
-        /// `pa` Only when built with `CONFIG_AUDIO_PA`.
+        /// `pa`. Only when built with `CONFIG_AUDIO_PA`.
         Pa = "pa",
-        /// `pipewire` Since 10.0 (not in 7.2). Only when built with `CONFIG_AUDIO_PIPEWIRE`.
+        /// `pipewire`. Since 10.0 (not in 7.2). Only when built with `CONFIG_AUDIO_PIPEWIRE`.
         Pipewire = "pipewire",
-        /// `sdl` Only when built with `CONFIG_AUDIO_SDL`.
+        /// `sdl`. Only when built with `CONFIG_AUDIO_SDL`.
         Sdl = "sdl",
-        /// `sndio` Only when built with `CONFIG_AUDIO_SNDIO`.
+        /// `sndio`. Only when built with `CONFIG_AUDIO_SNDIO`.
         Sndio = "sndio",
-        /// `spice` Only when built with `CONFIG_SPICE`.
+        /// `spice`. Only when built with `CONFIG_SPICE`.
         Spice = "spice",
-        /// `wav`
+        /// `wav`.
         Wav = "wav",
     }
 }
@@ -442,13 +442,13 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevDsoundOptions {
-    /// `in`
+    /// `in`.
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub in_: Option<AudiodevPerDirectionOptions>,
-    /// `out`
+    /// `out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<AudiodevPerDirectionOptions>,
-    /// `latency`
+    /// `latency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -461,10 +461,10 @@ pub struct AudiodevDsoundOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevGenericOptions {
-    /// `in`
+    /// `in`.
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub in_: Option<AudiodevPerDirectionOptions>,
-    /// `out`
+    /// `out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<AudiodevPerDirectionOptions>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -477,10 +477,10 @@ pub struct AudiodevGenericOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevJackOptions {
-    /// `in`
+    /// `in`.
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub in_: Option<AudiodevJackPerDirectionOptions>,
-    /// `out`
+    /// `out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<AudiodevJackPerDirectionOptions>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -493,40 +493,40 @@ pub struct AudiodevJackOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevJackPerDirectionOptions {
-    /// `mixing-engine`
+    /// `mixing-engine`.
     #[serde(rename = "mixing-engine", default, skip_serializing_if = "Option::is_none")]
     pub mixing_engine: Option<bool>,
-    /// `fixed-settings`
+    /// `fixed-settings`.
     #[serde(rename = "fixed-settings", default, skip_serializing_if = "Option::is_none")]
     pub fixed_settings: Option<bool>,
-    /// `frequency`
+    /// `frequency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<u32>,
-    /// `channels`
+    /// `channels`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<u32>,
-    /// `voices`
+    /// `voices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voices: Option<u32>,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<AudioFormat>,
-    /// `buffer-length`
+    /// `buffer-length`.
     #[serde(rename = "buffer-length", default, skip_serializing_if = "Option::is_none")]
     pub buffer_length: Option<u32>,
-    /// `server-name`
+    /// `server-name`.
     #[serde(rename = "server-name", default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
-    /// `client-name`
+    /// `client-name`.
     #[serde(rename = "client-name", default, skip_serializing_if = "Option::is_none")]
     pub client_name: Option<String>,
-    /// `connect-ports`
+    /// `connect-ports`.
     #[serde(rename = "connect-ports", default, skip_serializing_if = "Option::is_none")]
     pub connect_ports: Option<String>,
-    /// `start-server`
+    /// `start-server`.
     #[serde(rename = "start-server", default, skip_serializing_if = "Option::is_none")]
     pub start_server: Option<bool>,
-    /// `exact-name`
+    /// `exact-name`.
     #[serde(rename = "exact-name", default, skip_serializing_if = "Option::is_none")]
     pub exact_name: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -539,19 +539,19 @@ pub struct AudiodevJackPerDirectionOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevOssOptions {
-    /// `in`
+    /// `in`.
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub in_: Option<AudiodevOssPerDirectionOptions>,
-    /// `out`
+    /// `out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<AudiodevOssPerDirectionOptions>,
-    /// `try-mmap`
+    /// `try-mmap`.
     #[serde(rename = "try-mmap", default, skip_serializing_if = "Option::is_none")]
     pub try_mmap: Option<bool>,
-    /// `exclusive`
+    /// `exclusive`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclusive: Option<bool>,
-    /// `dsp-policy`
+    /// `dsp-policy`.
     #[serde(rename = "dsp-policy", default, skip_serializing_if = "Option::is_none")]
     pub dsp_policy: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -564,34 +564,34 @@ pub struct AudiodevOssOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevOssPerDirectionOptions {
-    /// `mixing-engine`
+    /// `mixing-engine`.
     #[serde(rename = "mixing-engine", default, skip_serializing_if = "Option::is_none")]
     pub mixing_engine: Option<bool>,
-    /// `fixed-settings`
+    /// `fixed-settings`.
     #[serde(rename = "fixed-settings", default, skip_serializing_if = "Option::is_none")]
     pub fixed_settings: Option<bool>,
-    /// `frequency`
+    /// `frequency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<u32>,
-    /// `channels`
+    /// `channels`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<u32>,
-    /// `voices`
+    /// `voices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voices: Option<u32>,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<AudioFormat>,
-    /// `buffer-length`
+    /// `buffer-length`.
     #[serde(rename = "buffer-length", default, skip_serializing_if = "Option::is_none")]
     pub buffer_length: Option<u32>,
-    /// `dev`
+    /// `dev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
-    /// `buffer-count`
+    /// `buffer-count`.
     #[serde(rename = "buffer-count", default, skip_serializing_if = "Option::is_none")]
     pub buffer_count: Option<u32>,
-    /// `try-poll`
+    /// `try-poll`.
     #[serde(rename = "try-poll", default, skip_serializing_if = "Option::is_none")]
     pub try_poll: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -604,13 +604,13 @@ pub struct AudiodevOssPerDirectionOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevPaOptions {
-    /// `in`
+    /// `in`.
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub in_: Option<AudiodevPaPerDirectionOptions>,
-    /// `out`
+    /// `out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<AudiodevPaPerDirectionOptions>,
-    /// `server`
+    /// `server`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -623,34 +623,34 @@ pub struct AudiodevPaOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevPaPerDirectionOptions {
-    /// `mixing-engine`
+    /// `mixing-engine`.
     #[serde(rename = "mixing-engine", default, skip_serializing_if = "Option::is_none")]
     pub mixing_engine: Option<bool>,
-    /// `fixed-settings`
+    /// `fixed-settings`.
     #[serde(rename = "fixed-settings", default, skip_serializing_if = "Option::is_none")]
     pub fixed_settings: Option<bool>,
-    /// `frequency`
+    /// `frequency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<u32>,
-    /// `channels`
+    /// `channels`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<u32>,
-    /// `voices`
+    /// `voices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voices: Option<u32>,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<AudioFormat>,
-    /// `buffer-length`
+    /// `buffer-length`.
     #[serde(rename = "buffer-length", default, skip_serializing_if = "Option::is_none")]
     pub buffer_length: Option<u32>,
-    /// `name`
+    /// `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `stream-name`
+    /// `stream-name`.
     #[serde(rename = "stream-name", default, skip_serializing_if = "Option::is_none")]
     pub stream_name: Option<String>,
-    /// `latency`
+    /// `latency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -663,25 +663,25 @@ pub struct AudiodevPaPerDirectionOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevPerDirectionOptions {
-    /// `mixing-engine`
+    /// `mixing-engine`.
     #[serde(rename = "mixing-engine", default, skip_serializing_if = "Option::is_none")]
     pub mixing_engine: Option<bool>,
-    /// `fixed-settings`
+    /// `fixed-settings`.
     #[serde(rename = "fixed-settings", default, skip_serializing_if = "Option::is_none")]
     pub fixed_settings: Option<bool>,
-    /// `frequency`
+    /// `frequency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<u32>,
-    /// `channels`
+    /// `channels`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<u32>,
-    /// `voices`
+    /// `voices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voices: Option<u32>,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<AudioFormat>,
-    /// `buffer-length`
+    /// `buffer-length`.
     #[serde(rename = "buffer-length", default, skip_serializing_if = "Option::is_none")]
     pub buffer_length: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -694,10 +694,10 @@ pub struct AudiodevPerDirectionOptions {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevPipewireOptions {
-    /// `in` Since 10.0 (not in 7.2).
+    /// `in`. Since 10.0 (not in 7.2).
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub in_: Option<AudiodevPipewirePerDirectionOptions>,
-    /// `out` Since 10.0 (not in 7.2).
+    /// `out`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<AudiodevPipewirePerDirectionOptions>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -710,34 +710,34 @@ pub struct AudiodevPipewireOptions {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevPipewirePerDirectionOptions {
-    /// `mixing-engine` Since 10.0 (not in 7.2).
+    /// `mixing-engine`. Since 10.0 (not in 7.2).
     #[serde(rename = "mixing-engine", default, skip_serializing_if = "Option::is_none")]
     pub mixing_engine: Option<bool>,
-    /// `fixed-settings` Since 10.0 (not in 7.2).
+    /// `fixed-settings`. Since 10.0 (not in 7.2).
     #[serde(rename = "fixed-settings", default, skip_serializing_if = "Option::is_none")]
     pub fixed_settings: Option<bool>,
-    /// `frequency` Since 10.0 (not in 7.2).
+    /// `frequency`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<u32>,
-    /// `channels` Since 10.0 (not in 7.2).
+    /// `channels`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<u32>,
-    /// `voices` Since 10.0 (not in 7.2).
+    /// `voices`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voices: Option<u32>,
-    /// `format` Since 10.0 (not in 7.2).
+    /// `format`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<AudioFormat>,
-    /// `buffer-length` Since 10.0 (not in 7.2).
+    /// `buffer-length`. Since 10.0 (not in 7.2).
     #[serde(rename = "buffer-length", default, skip_serializing_if = "Option::is_none")]
     pub buffer_length: Option<u32>,
-    /// `name` Since 10.0 (not in 7.2).
+    /// `name`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `stream-name` Since 10.0 (not in 7.2).
+    /// `stream-name`. Since 10.0 (not in 7.2).
     #[serde(rename = "stream-name", default, skip_serializing_if = "Option::is_none")]
     pub stream_name: Option<String>,
-    /// `latency` Since 10.0 (not in 7.2).
+    /// `latency`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -750,10 +750,10 @@ pub struct AudiodevPipewirePerDirectionOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevSdlOptions {
-    /// `in`
+    /// `in`.
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub in_: Option<AudiodevSdlPerDirectionOptions>,
-    /// `out`
+    /// `out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<AudiodevSdlPerDirectionOptions>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -766,28 +766,28 @@ pub struct AudiodevSdlOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevSdlPerDirectionOptions {
-    /// `mixing-engine`
+    /// `mixing-engine`.
     #[serde(rename = "mixing-engine", default, skip_serializing_if = "Option::is_none")]
     pub mixing_engine: Option<bool>,
-    /// `fixed-settings`
+    /// `fixed-settings`.
     #[serde(rename = "fixed-settings", default, skip_serializing_if = "Option::is_none")]
     pub fixed_settings: Option<bool>,
-    /// `frequency`
+    /// `frequency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<u32>,
-    /// `channels`
+    /// `channels`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<u32>,
-    /// `voices`
+    /// `voices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voices: Option<u32>,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<AudioFormat>,
-    /// `buffer-length`
+    /// `buffer-length`.
     #[serde(rename = "buffer-length", default, skip_serializing_if = "Option::is_none")]
     pub buffer_length: Option<u32>,
-    /// `buffer-count`
+    /// `buffer-count`.
     #[serde(rename = "buffer-count", default, skip_serializing_if = "Option::is_none")]
     pub buffer_count: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -800,16 +800,16 @@ pub struct AudiodevSdlPerDirectionOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevSndioOptions {
-    /// `in`
+    /// `in`.
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub in_: Option<AudiodevPerDirectionOptions>,
-    /// `out`
+    /// `out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<AudiodevPerDirectionOptions>,
-    /// `dev`
+    /// `dev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
-    /// `latency`
+    /// `latency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -822,13 +822,13 @@ pub struct AudiodevSndioOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AudiodevWavOptions {
-    /// `in`
+    /// `in`.
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub in_: Option<AudiodevPerDirectionOptions>,
-    /// `out`
+    /// `out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<AudiodevPerDirectionOptions>,
-    /// `path`
+    /// `path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -841,9 +841,9 @@ pub struct AudiodevWavOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuthZListFileProperties {
-    /// `filename`
+    /// `filename`.
     pub filename: String,
-    /// `refresh`
+    /// `refresh`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -856,10 +856,10 @@ pub struct AuthZListFileProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AuthZListProperties {
-    /// `policy`
+    /// `policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<QAuthZListPolicy>,
-    /// `rules`
+    /// `rules`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<Vec<QAuthZListRule>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -872,7 +872,7 @@ pub struct AuthZListProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuthZPAMProperties {
-    /// `service`
+    /// `service`.
     pub service: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -884,7 +884,7 @@ pub struct AuthZPAMProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuthZSimpleProperties {
-    /// `identity`
+    /// `identity`.
     pub identity: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -896,44 +896,44 @@ pub struct AuthZSimpleProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackupCommon {
-    /// `job-id`
+    /// `job-id`.
     #[serde(rename = "job-id", default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `sync`
+    /// `sync`.
     pub sync: MirrorSyncMode,
-    /// `speed`
+    /// `speed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed: Option<i64>,
-    /// `bitmap`
+    /// `bitmap`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitmap: Option<String>,
-    /// `bitmap-mode`
+    /// `bitmap-mode`.
     #[serde(rename = "bitmap-mode", default, skip_serializing_if = "Option::is_none")]
     pub bitmap_mode: Option<BitmapSyncMode>,
-    /// `compress`
+    /// `compress`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compress: Option<bool>,
-    /// `on-source-error`
+    /// `on-source-error`.
     #[serde(rename = "on-source-error", default, skip_serializing_if = "Option::is_none")]
     pub on_source_error: Option<BlockdevOnError>,
-    /// `on-target-error`
+    /// `on-target-error`.
     #[serde(rename = "on-target-error", default, skip_serializing_if = "Option::is_none")]
     pub on_target_error: Option<BlockdevOnError>,
-    /// `auto-finalize`
+    /// `auto-finalize`.
     #[serde(rename = "auto-finalize", default, skip_serializing_if = "Option::is_none")]
     pub auto_finalize: Option<bool>,
-    /// `auto-dismiss`
+    /// `auto-dismiss`.
     #[serde(rename = "auto-dismiss", default, skip_serializing_if = "Option::is_none")]
     pub auto_dismiss: Option<bool>,
-    /// `filter-node-name`
+    /// `filter-node-name`.
     #[serde(rename = "filter-node-name", default, skip_serializing_if = "Option::is_none")]
     pub filter_node_name: Option<String>,
-    /// `discard-source` Since 10.0 (not in 7.2).
+    /// `discard-source`. Since 10.0 (not in 7.2).
     #[serde(rename = "discard-source", default, skip_serializing_if = "Option::is_none")]
     pub discard_source: Option<bool>,
-    /// `x-perf` Features: `unstable`.
+    /// `x-perf`. Features: `unstable`.
     #[serde(rename = "x-perf", default, skip_serializing_if = "Option::is_none")]
     pub x_perf: Option<BackupPerf>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -946,16 +946,16 @@ pub struct BackupCommon {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct BackupPerf {
-    /// `use-copy-range`
+    /// `use-copy-range`.
     #[serde(rename = "use-copy-range", default, skip_serializing_if = "Option::is_none")]
     pub use_copy_range: Option<bool>,
-    /// `max-workers`
+    /// `max-workers`.
     #[serde(rename = "max-workers", default, skip_serializing_if = "Option::is_none")]
     pub max_workers: Option<i64>,
-    /// `max-chunk`
+    /// `max-chunk`.
     #[serde(rename = "max-chunk", default, skip_serializing_if = "Option::is_none")]
     pub max_chunk: Option<i64>,
-    /// `min-cluster-size` Since 10.0 (not in 7.2).
+    /// `min-cluster-size`. Since 10.0 (not in 7.2).
     #[serde(rename = "min-cluster-size", default, skip_serializing_if = "Option::is_none")]
     pub min_cluster_size: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -968,7 +968,7 @@ pub struct BackupPerf {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BalloonInfo {
-    /// `actual`
+    /// `actual`.
     pub actual: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -980,15 +980,15 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BiosAtaTranslation {
-        /// `auto`
+        /// `auto`.
         Auto = "auto",
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `lba`
+        /// `lba`.
         Lba = "lba",
-        /// `large`
+        /// `large`.
         Large = "large",
-        /// `rechs`
+        /// `rechs`.
         Rechs = "rechs",
     }
 }
@@ -998,11 +998,11 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BitmapMigrationBitmapAlias {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `alias`
+    /// `alias`.
     pub alias: String,
-    /// `transform`
+    /// `transform`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<BitmapMigrationBitmapAliasTransform>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1015,7 +1015,7 @@ pub struct BitmapMigrationBitmapAlias {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct BitmapMigrationBitmapAliasTransform {
-    /// `persistent`
+    /// `persistent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1028,12 +1028,12 @@ pub struct BitmapMigrationBitmapAliasTransform {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BitmapMigrationNodeAlias {
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name")]
     pub node_name: String,
-    /// `alias`
+    /// `alias`.
     pub alias: String,
-    /// `bitmaps`
+    /// `bitmaps`.
     pub bitmaps: Vec<BitmapMigrationBitmapAlias>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1045,11 +1045,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BitmapSyncMode {
-        /// `on-success`
+        /// `on-success`.
         OnSuccess = "on-success",
-        /// `never`
+        /// `never`.
         Never = "never",
-        /// `always`
+        /// `always`.
         Always = "always",
     }
 }
@@ -1059,101 +1059,101 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlkdebugEvent {
-        /// `l1_update`
+        /// `l1_update`.
         L1Update = "l1_update",
-        /// `l1_grow_alloc_table`
+        /// `l1_grow_alloc_table`.
         L1GrowAllocTable = "l1_grow_alloc_table",
-        /// `l1_grow_write_table`
+        /// `l1_grow_write_table`.
         L1GrowWriteTable = "l1_grow_write_table",
-        /// `l1_grow_activate_table`
+        /// `l1_grow_activate_table`.
         L1GrowActivateTable = "l1_grow_activate_table",
-        /// `l2_load`
+        /// `l2_load`.
         L2Load = "l2_load",
-        /// `l2_update`
+        /// `l2_update`.
         L2Update = "l2_update",
-        /// `l2_update_compressed`
+        /// `l2_update_compressed`.
         L2UpdateCompressed = "l2_update_compressed",
-        /// `l2_alloc_cow_read`
+        /// `l2_alloc_cow_read`.
         L2AllocCowRead = "l2_alloc_cow_read",
-        /// `l2_alloc_write`
+        /// `l2_alloc_write`.
         L2AllocWrite = "l2_alloc_write",
-        /// `read_aio`
+        /// `read_aio`.
         ReadAio = "read_aio",
-        /// `read_backing_aio`
+        /// `read_backing_aio`.
         ReadBackingAio = "read_backing_aio",
-        /// `read_compressed`
+        /// `read_compressed`.
         ReadCompressed = "read_compressed",
-        /// `write_aio`
+        /// `write_aio`.
         WriteAio = "write_aio",
-        /// `write_compressed`
+        /// `write_compressed`.
         WriteCompressed = "write_compressed",
-        /// `vmstate_load`
+        /// `vmstate_load`.
         VmstateLoad = "vmstate_load",
-        /// `vmstate_save`
+        /// `vmstate_save`.
         VmstateSave = "vmstate_save",
-        /// `cow_read`
+        /// `cow_read`.
         CowRead = "cow_read",
-        /// `cow_write`
+        /// `cow_write`.
         CowWrite = "cow_write",
-        /// `reftable_load`
+        /// `reftable_load`.
         ReftableLoad = "reftable_load",
-        /// `reftable_grow`
+        /// `reftable_grow`.
         ReftableGrow = "reftable_grow",
-        /// `reftable_update`
+        /// `reftable_update`.
         ReftableUpdate = "reftable_update",
-        /// `refblock_load`
+        /// `refblock_load`.
         RefblockLoad = "refblock_load",
-        /// `refblock_update`
+        /// `refblock_update`.
         RefblockUpdate = "refblock_update",
-        /// `refblock_update_part`
+        /// `refblock_update_part`.
         RefblockUpdatePart = "refblock_update_part",
-        /// `refblock_alloc`
+        /// `refblock_alloc`.
         RefblockAlloc = "refblock_alloc",
-        /// `refblock_alloc_hookup`
+        /// `refblock_alloc_hookup`.
         RefblockAllocHookup = "refblock_alloc_hookup",
-        /// `refblock_alloc_write`
+        /// `refblock_alloc_write`.
         RefblockAllocWrite = "refblock_alloc_write",
-        /// `refblock_alloc_write_blocks`
+        /// `refblock_alloc_write_blocks`.
         RefblockAllocWriteBlocks = "refblock_alloc_write_blocks",
-        /// `refblock_alloc_write_table`
+        /// `refblock_alloc_write_table`.
         RefblockAllocWriteTable = "refblock_alloc_write_table",
-        /// `refblock_alloc_switch_table`
+        /// `refblock_alloc_switch_table`.
         RefblockAllocSwitchTable = "refblock_alloc_switch_table",
-        /// `cluster_alloc`
+        /// `cluster_alloc`.
         ClusterAlloc = "cluster_alloc",
-        /// `cluster_alloc_bytes`
+        /// `cluster_alloc_bytes`.
         ClusterAllocBytes = "cluster_alloc_bytes",
-        /// `cluster_free`
+        /// `cluster_free`.
         ClusterFree = "cluster_free",
-        /// `flush_to_os`
+        /// `flush_to_os`.
         FlushToOs = "flush_to_os",
-        /// `flush_to_disk`
+        /// `flush_to_disk`.
         FlushToDisk = "flush_to_disk",
-        /// `pwritev_rmw_head`
+        /// `pwritev_rmw_head`.
         PwritevRmwHead = "pwritev_rmw_head",
-        /// `pwritev_rmw_after_head`
+        /// `pwritev_rmw_after_head`.
         PwritevRmwAfterHead = "pwritev_rmw_after_head",
-        /// `pwritev_rmw_tail`
+        /// `pwritev_rmw_tail`.
         PwritevRmwTail = "pwritev_rmw_tail",
-        /// `pwritev_rmw_after_tail`
+        /// `pwritev_rmw_after_tail`.
         PwritevRmwAfterTail = "pwritev_rmw_after_tail",
-        /// `pwritev`
+        /// `pwritev`.
         Pwritev = "pwritev",
-        /// `pwritev_zero`
+        /// `pwritev_zero`.
         PwritevZero = "pwritev_zero",
-        /// `pwritev_done`
+        /// `pwritev_done`.
         PwritevDone = "pwritev_done",
-        /// `empty_image_prepare`
+        /// `empty_image_prepare`.
         EmptyImagePrepare = "empty_image_prepare",
-        /// `l1_shrink_write_table`
+        /// `l1_shrink_write_table`.
         L1ShrinkWriteTable = "l1_shrink_write_table",
-        /// `l1_shrink_free_l2_clusters`
+        /// `l1_shrink_free_l2_clusters`.
         L1ShrinkFreeL2Clusters = "l1_shrink_free_l2_clusters",
-        /// `cor_write`
+        /// `cor_write`.
         CorWrite = "cor_write",
-        /// `cluster_alloc_space`
+        /// `cluster_alloc_space`.
         ClusterAllocSpace = "cluster_alloc_space",
-        /// `none`
+        /// `none`.
         None = "none",
     }
 }
@@ -1163,17 +1163,17 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlkdebugIOType {
-        /// `read`
+        /// `read`.
         Read = "read",
-        /// `write`
+        /// `write`.
         Write = "write",
-        /// `write-zeroes`
+        /// `write-zeroes`.
         WriteZeroes = "write-zeroes",
-        /// `discard`
+        /// `discard`.
         Discard = "discard",
-        /// `flush`
+        /// `flush`.
         Flush = "flush",
-        /// `block-status`
+        /// `block-status`.
         BlockStatus = "block-status",
     }
 }
@@ -1183,24 +1183,24 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlkdebugInjectErrorOptions {
-    /// `event`
+    /// `event`.
     pub event: BlkdebugEvent,
-    /// `state`
+    /// `state`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<i64>,
-    /// `iotype`
+    /// `iotype`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iotype: Option<BlkdebugIOType>,
-    /// `errno`
+    /// `errno`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno: Option<i64>,
-    /// `sector`
+    /// `sector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sector: Option<i64>,
-    /// `once`
+    /// `once`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub once: Option<bool>,
-    /// `immediately`
+    /// `immediately`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub immediately: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1213,12 +1213,12 @@ pub struct BlkdebugInjectErrorOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlkdebugSetStateOptions {
-    /// `event`
+    /// `event`.
     pub event: BlkdebugEvent,
-    /// `state`
+    /// `state`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<i64>,
-    /// `new_state`
+    /// `new_state`.
     pub new_state: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1230,9 +1230,9 @@ pub struct BlkdebugSetStateOptions {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockChildInfo {
-    /// `name` Since 10.0 (not in 7.2).
+    /// `name`. Since 10.0 (not in 7.2).
     pub name: String,
-    /// `info` Since 10.0 (not in 7.2).
+    /// `info`. Since 10.0 (not in 7.2).
     pub info: BlockGraphInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1244,88 +1244,88 @@ pub struct BlockChildInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockDeviceInfo {
-    /// `file`
+    /// `file`.
     pub file: String,
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    /// `ro`
+    /// `ro`.
     pub ro: bool,
-    /// `drv`
+    /// `drv`.
     pub drv: String,
-    /// `backing_file`
+    /// `backing_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backing_file: Option<String>,
-    /// `backing_file_depth`
+    /// `backing_file_depth`.
     pub backing_file_depth: i64,
-    /// `active` Since 10.0 (not in 7.2).
+    /// `active`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
-    /// `encrypted`
+    /// `encrypted`.
     pub encrypted: bool,
-    /// `detect_zeroes`
+    /// `detect_zeroes`.
     pub detect_zeroes: BlockdevDetectZeroesOptions,
-    /// `bps`
+    /// `bps`.
     pub bps: i64,
-    /// `bps_rd`
+    /// `bps_rd`.
     pub bps_rd: i64,
-    /// `bps_wr`
+    /// `bps_wr`.
     pub bps_wr: i64,
-    /// `iops`
+    /// `iops`.
     pub iops: i64,
-    /// `iops_rd`
+    /// `iops_rd`.
     pub iops_rd: i64,
-    /// `iops_wr`
+    /// `iops_wr`.
     pub iops_wr: i64,
-    /// `image`
+    /// `image`.
     pub image: ImageInfo,
-    /// `bps_max`
+    /// `bps_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bps_max: Option<i64>,
-    /// `bps_rd_max`
+    /// `bps_rd_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bps_rd_max: Option<i64>,
-    /// `bps_wr_max`
+    /// `bps_wr_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bps_wr_max: Option<i64>,
-    /// `iops_max`
+    /// `iops_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_max: Option<i64>,
-    /// `iops_rd_max`
+    /// `iops_rd_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_rd_max: Option<i64>,
-    /// `iops_wr_max`
+    /// `iops_wr_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_wr_max: Option<i64>,
-    /// `bps_max_length`
+    /// `bps_max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bps_max_length: Option<i64>,
-    /// `bps_rd_max_length`
+    /// `bps_rd_max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bps_rd_max_length: Option<i64>,
-    /// `bps_wr_max_length`
+    /// `bps_wr_max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bps_wr_max_length: Option<i64>,
-    /// `iops_max_length`
+    /// `iops_max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_max_length: Option<i64>,
-    /// `iops_rd_max_length`
+    /// `iops_rd_max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_rd_max_length: Option<i64>,
-    /// `iops_wr_max_length`
+    /// `iops_wr_max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_wr_max_length: Option<i64>,
-    /// `iops_size`
+    /// `iops_size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_size: Option<i64>,
-    /// `group`
+    /// `group`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// `cache`
+    /// `cache`.
     pub cache: BlockdevCacheInfo,
-    /// `write_threshold`
+    /// `write_threshold`.
     pub write_threshold: i64,
-    /// `dirty-bitmaps`
+    /// `dirty-bitmaps`.
     #[serde(rename = "dirty-bitmaps", default, skip_serializing_if = "Option::is_none")]
     pub dirty_bitmaps: Option<Vec<BlockDirtyInfo>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1338,11 +1338,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockDeviceIoStatus {
-        /// `ok`
+        /// `ok`.
         Ok = "ok",
-        /// `failed`
+        /// `failed`.
         Failed = "failed",
-        /// `nospace`
+        /// `nospace`.
         Nospace = "nospace",
     }
 }
@@ -1352,89 +1352,89 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockDeviceStats {
-    /// `rd_bytes`
+    /// `rd_bytes`.
     pub rd_bytes: i64,
-    /// `wr_bytes`
+    /// `wr_bytes`.
     pub wr_bytes: i64,
-    /// `zone_append_bytes` Since 10.0 (not in 7.2).
+    /// `zone_append_bytes`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_append_bytes: Option<i64>,
-    /// `unmap_bytes`
+    /// `unmap_bytes`.
     pub unmap_bytes: i64,
-    /// `rd_operations`
+    /// `rd_operations`.
     pub rd_operations: i64,
-    /// `wr_operations`
+    /// `wr_operations`.
     pub wr_operations: i64,
-    /// `zone_append_operations` Since 10.0 (not in 7.2).
+    /// `zone_append_operations`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_append_operations: Option<i64>,
-    /// `flush_operations`
+    /// `flush_operations`.
     pub flush_operations: i64,
-    /// `unmap_operations`
+    /// `unmap_operations`.
     pub unmap_operations: i64,
-    /// `rd_total_time_ns`
+    /// `rd_total_time_ns`.
     pub rd_total_time_ns: i64,
-    /// `wr_total_time_ns`
+    /// `wr_total_time_ns`.
     pub wr_total_time_ns: i64,
-    /// `zone_append_total_time_ns` Since 10.0 (not in 7.2).
+    /// `zone_append_total_time_ns`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_append_total_time_ns: Option<i64>,
-    /// `flush_total_time_ns`
+    /// `flush_total_time_ns`.
     pub flush_total_time_ns: i64,
-    /// `unmap_total_time_ns`
+    /// `unmap_total_time_ns`.
     pub unmap_total_time_ns: i64,
-    /// `wr_highest_offset`
+    /// `wr_highest_offset`.
     pub wr_highest_offset: i64,
-    /// `rd_merged`
+    /// `rd_merged`.
     pub rd_merged: i64,
-    /// `wr_merged`
+    /// `wr_merged`.
     pub wr_merged: i64,
-    /// `zone_append_merged` Since 10.0 (not in 7.2).
+    /// `zone_append_merged`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_append_merged: Option<i64>,
-    /// `unmap_merged`
+    /// `unmap_merged`.
     pub unmap_merged: i64,
-    /// `idle_time_ns`
+    /// `idle_time_ns`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_time_ns: Option<i64>,
-    /// `failed_rd_operations`
+    /// `failed_rd_operations`.
     pub failed_rd_operations: i64,
-    /// `failed_wr_operations`
+    /// `failed_wr_operations`.
     pub failed_wr_operations: i64,
-    /// `failed_zone_append_operations` Since 10.0 (not in 7.2).
+    /// `failed_zone_append_operations`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_zone_append_operations: Option<i64>,
-    /// `failed_flush_operations`
+    /// `failed_flush_operations`.
     pub failed_flush_operations: i64,
-    /// `failed_unmap_operations`
+    /// `failed_unmap_operations`.
     pub failed_unmap_operations: i64,
-    /// `invalid_rd_operations`
+    /// `invalid_rd_operations`.
     pub invalid_rd_operations: i64,
-    /// `invalid_wr_operations`
+    /// `invalid_wr_operations`.
     pub invalid_wr_operations: i64,
-    /// `invalid_zone_append_operations` Since 10.0 (not in 7.2).
+    /// `invalid_zone_append_operations`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalid_zone_append_operations: Option<i64>,
-    /// `invalid_flush_operations`
+    /// `invalid_flush_operations`.
     pub invalid_flush_operations: i64,
-    /// `invalid_unmap_operations`
+    /// `invalid_unmap_operations`.
     pub invalid_unmap_operations: i64,
-    /// `account_invalid`
+    /// `account_invalid`.
     pub account_invalid: bool,
-    /// `account_failed`
+    /// `account_failed`.
     pub account_failed: bool,
-    /// `timed_stats`
+    /// `timed_stats`.
     pub timed_stats: Vec<BlockDeviceTimedStats>,
-    /// `rd_latency_histogram`
+    /// `rd_latency_histogram`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rd_latency_histogram: Option<BlockLatencyHistogramInfo>,
-    /// `wr_latency_histogram`
+    /// `wr_latency_histogram`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wr_latency_histogram: Option<BlockLatencyHistogramInfo>,
-    /// `zone_append_latency_histogram` Since 10.0 (not in 7.2).
+    /// `zone_append_latency_histogram`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_append_latency_histogram: Option<BlockLatencyHistogramInfo>,
-    /// `flush_latency_histogram`
+    /// `flush_latency_histogram`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flush_latency_histogram: Option<BlockLatencyHistogramInfo>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1447,40 +1447,40 @@ pub struct BlockDeviceStats {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockDeviceTimedStats {
-    /// `interval_length`
+    /// `interval_length`.
     pub interval_length: i64,
-    /// `min_rd_latency_ns`
+    /// `min_rd_latency_ns`.
     pub min_rd_latency_ns: i64,
-    /// `max_rd_latency_ns`
+    /// `max_rd_latency_ns`.
     pub max_rd_latency_ns: i64,
-    /// `avg_rd_latency_ns`
+    /// `avg_rd_latency_ns`.
     pub avg_rd_latency_ns: i64,
-    /// `min_wr_latency_ns`
+    /// `min_wr_latency_ns`.
     pub min_wr_latency_ns: i64,
-    /// `max_wr_latency_ns`
+    /// `max_wr_latency_ns`.
     pub max_wr_latency_ns: i64,
-    /// `avg_wr_latency_ns`
+    /// `avg_wr_latency_ns`.
     pub avg_wr_latency_ns: i64,
-    /// `min_zone_append_latency_ns` Since 10.0 (not in 7.2).
+    /// `min_zone_append_latency_ns`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_zone_append_latency_ns: Option<i64>,
-    /// `max_zone_append_latency_ns` Since 10.0 (not in 7.2).
+    /// `max_zone_append_latency_ns`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_zone_append_latency_ns: Option<i64>,
-    /// `avg_zone_append_latency_ns` Since 10.0 (not in 7.2).
+    /// `avg_zone_append_latency_ns`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg_zone_append_latency_ns: Option<i64>,
-    /// `min_flush_latency_ns`
+    /// `min_flush_latency_ns`.
     pub min_flush_latency_ns: i64,
-    /// `max_flush_latency_ns`
+    /// `max_flush_latency_ns`.
     pub max_flush_latency_ns: i64,
-    /// `avg_flush_latency_ns`
+    /// `avg_flush_latency_ns`.
     pub avg_flush_latency_ns: i64,
-    /// `avg_rd_queue_depth`
+    /// `avg_rd_queue_depth`.
     pub avg_rd_queue_depth: Number,
-    /// `avg_wr_queue_depth`
+    /// `avg_wr_queue_depth`.
     pub avg_wr_queue_depth: Number,
-    /// `avg_zone_append_queue_depth` Since 10.0 (not in 7.2).
+    /// `avg_zone_append_queue_depth`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg_zone_append_queue_depth: Option<Number>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1493,9 +1493,9 @@ pub struct BlockDeviceTimedStats {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockDirtyBitmap {
-    /// `node`
+    /// `node`.
     pub node: String,
-    /// `name`
+    /// `name`.
     pub name: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1507,17 +1507,17 @@ pub struct BlockDirtyBitmap {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockDirtyBitmapAdd {
-    /// `node`
+    /// `node`.
     pub node: String,
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `granularity`
+    /// `granularity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub granularity: Option<u32>,
-    /// `persistent`
+    /// `persistent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent: Option<bool>,
-    /// `disabled`
+    /// `disabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1530,7 +1530,7 @@ pub struct BlockDirtyBitmapAdd {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockDirtyBitmapAddWrapper {
-    /// `data`
+    /// `data`.
     pub data: BlockDirtyBitmapAdd,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1542,11 +1542,11 @@ pub struct BlockDirtyBitmapAddWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockDirtyBitmapMerge {
-    /// `node`
+    /// `node`.
     pub node: String,
-    /// `target`
+    /// `target`.
     pub target: String,
-    /// `bitmaps`
+    /// `bitmaps`.
     pub bitmaps: Vec<BlockDirtyBitmapOrStr>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1558,7 +1558,7 @@ pub struct BlockDirtyBitmapMerge {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockDirtyBitmapMergeWrapper {
-    /// `data`
+    /// `data`.
     pub data: BlockDirtyBitmapMerge,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1584,7 +1584,7 @@ qapi_alternate!(BlockDirtyBitmapOrStr { Local: string, External: object });
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockDirtyBitmapSha256 {
-    /// `sha256`
+    /// `sha256`.
     pub sha256: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1596,7 +1596,7 @@ pub struct BlockDirtyBitmapSha256 {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockDirtyBitmapWrapper {
-    /// `data`
+    /// `data`.
     pub data: BlockDirtyBitmap,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1608,20 +1608,20 @@ pub struct BlockDirtyBitmapWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockDirtyInfo {
-    /// `name`
+    /// `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `count`
+    /// `count`.
     pub count: i64,
-    /// `granularity`
+    /// `granularity`.
     pub granularity: u32,
-    /// `recording`
+    /// `recording`.
     pub recording: bool,
-    /// `busy`
+    /// `busy`.
     pub busy: bool,
-    /// `persistent`
+    /// `persistent`.
     pub persistent: bool,
-    /// `inconsistent`
+    /// `inconsistent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inconsistent: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1634,11 +1634,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockErrorAction {
-        /// `ignore`
+        /// `ignore`.
         Ignore = "ignore",
-        /// `report`
+        /// `report`.
         Report = "report",
-        /// `stop`
+        /// `stop`.
         Stop = "stop",
     }
 }
@@ -1648,15 +1648,15 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockExportInfo {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: BlockExportType,
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name")]
     pub node_name: String,
-    /// `shutting-down`
+    /// `shutting-down`.
     #[serde(rename = "shutting-down")]
     pub shutting_down: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1678,27 +1678,27 @@ pub struct BlockExportOptions {
 /// The common members of [`BlockExportOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockExportOptionsBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: BlockExportType,
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `fixed-iothread`
+    /// `fixed-iothread`.
     #[serde(rename = "fixed-iothread", default, skip_serializing_if = "Option::is_none")]
     pub fixed_iothread: Option<bool>,
-    /// `iothread`
+    /// `iothread`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iothread: Option<String>,
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name")]
     pub node_name: String,
-    /// `writable`
+    /// `writable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writable: Option<bool>,
-    /// `writethrough`
+    /// `writethrough`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writethrough: Option<bool>,
-    /// `allow-inactive` Since 10.0 (not in 7.2).
+    /// `allow-inactive`. Since 10.0 (not in 7.2).
     #[serde(rename = "allow-inactive", default, skip_serializing_if = "Option::is_none")]
     pub allow_inactive: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1729,12 +1729,12 @@ qapi_union!(BlockExportOptions, BlockExportOptionsBase, BlockExportOptionsBranch
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_FUSE`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockExportOptionsFuse {
-    /// `mountpoint`
+    /// `mountpoint`.
     pub mountpoint: String,
-    /// `growable`
+    /// `growable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub growable: Option<bool>,
-    /// `allow-other`
+    /// `allow-other`.
     #[serde(rename = "allow-other", default, skip_serializing_if = "Option::is_none")]
     pub allow_other: Option<FuseExportAllowOther>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1747,16 +1747,16 @@ pub struct BlockExportOptionsFuse {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct BlockExportOptionsNbd {
-    /// `name`
+    /// `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `description`
+    /// `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// `bitmaps`
+    /// `bitmaps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitmaps: Option<Vec<BlockDirtyBitmapOrStr>>,
-    /// `allocation-depth`
+    /// `allocation-depth`.
     #[serde(rename = "allocation-depth", default, skip_serializing_if = "Option::is_none")]
     pub allocation_depth: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1769,10 +1769,10 @@ pub struct BlockExportOptionsNbd {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct BlockExportOptionsNbdBase {
-    /// `name`
+    /// `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `description`
+    /// `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1785,18 +1785,18 @@ pub struct BlockExportOptionsNbdBase {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockExportOptionsVduseBlk {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `num-queues`
+    /// `num-queues`.
     #[serde(rename = "num-queues", default, skip_serializing_if = "Option::is_none")]
     pub num_queues: Option<u16>,
-    /// `queue-size`
+    /// `queue-size`.
     #[serde(rename = "queue-size", default, skip_serializing_if = "Option::is_none")]
     pub queue_size: Option<u16>,
-    /// `logical-block-size`
+    /// `logical-block-size`.
     #[serde(rename = "logical-block-size", default, skip_serializing_if = "Option::is_none")]
     pub logical_block_size: Option<u64>,
-    /// `serial`
+    /// `serial`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1809,12 +1809,12 @@ pub struct BlockExportOptionsVduseBlk {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockExportOptionsVhostUserBlk {
-    /// `addr`
+    /// `addr`.
     pub addr: SocketAddress,
-    /// `logical-block-size`
+    /// `logical-block-size`.
     #[serde(rename = "logical-block-size", default, skip_serializing_if = "Option::is_none")]
     pub logical_block_size: Option<u64>,
-    /// `num-queues`
+    /// `num-queues`.
     #[serde(rename = "num-queues", default, skip_serializing_if = "Option::is_none")]
     pub num_queues: Option<u16>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1827,9 +1827,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockExportRemoveMode {
-        /// `safe`
+        /// `safe`.
         Safe = "safe",
-        /// `hard`
+        /// `hard`.
         Hard = "hard",
     }
 }
@@ -1839,13 +1839,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockExportType {
-        /// `nbd`
+        /// `nbd`.
         Nbd = "nbd",
-        /// `vhost-user-blk` Only when built with `CONFIG_VHOST_USER_BLK_SERVER`.
+        /// `vhost-user-blk`. Only when built with `CONFIG_VHOST_USER_BLK_SERVER`.
         VhostUserBlk = "vhost-user-blk",
-        /// `fuse` Only when built with `CONFIG_FUSE`.
+        /// `fuse`. Only when built with `CONFIG_FUSE`.
         Fuse = "fuse",
-        /// `vduse-blk` Only when built with `CONFIG_VDUSE_BLK_EXPORT`.
+        /// `vduse-blk`. Only when built with `CONFIG_VDUSE_BLK_EXPORT`.
         VduseBlk = "vduse-blk",
     }
 }
@@ -1855,44 +1855,44 @@ qapi_enum! {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockGraphInfo {
-    /// `filename` Since 10.0 (not in 7.2).
+    /// `filename`. Since 10.0 (not in 7.2).
     pub filename: String,
-    /// `format` Since 10.0 (not in 7.2).
+    /// `format`. Since 10.0 (not in 7.2).
     pub format: String,
-    /// `dirty-flag` Since 10.0 (not in 7.2).
+    /// `dirty-flag`. Since 10.0 (not in 7.2).
     #[serde(rename = "dirty-flag", default, skip_serializing_if = "Option::is_none")]
     pub dirty_flag: Option<bool>,
-    /// `actual-size` Since 10.0 (not in 7.2).
+    /// `actual-size`. Since 10.0 (not in 7.2).
     #[serde(rename = "actual-size", default, skip_serializing_if = "Option::is_none")]
     pub actual_size: Option<i64>,
-    /// `virtual-size` Since 10.0 (not in 7.2).
+    /// `virtual-size`. Since 10.0 (not in 7.2).
     #[serde(rename = "virtual-size")]
     pub virtual_size: i64,
-    /// `cluster-size` Since 10.0 (not in 7.2).
+    /// `cluster-size`. Since 10.0 (not in 7.2).
     #[serde(rename = "cluster-size", default, skip_serializing_if = "Option::is_none")]
     pub cluster_size: Option<i64>,
-    /// `encrypted` Since 10.0 (not in 7.2).
+    /// `encrypted`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypted: Option<bool>,
-    /// `compressed` Since 10.0 (not in 7.2).
+    /// `compressed`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compressed: Option<bool>,
-    /// `backing-filename` Since 10.0 (not in 7.2).
+    /// `backing-filename`. Since 10.0 (not in 7.2).
     #[serde(rename = "backing-filename", default, skip_serializing_if = "Option::is_none")]
     pub backing_filename: Option<String>,
-    /// `full-backing-filename` Since 10.0 (not in 7.2).
+    /// `full-backing-filename`. Since 10.0 (not in 7.2).
     #[serde(rename = "full-backing-filename", default, skip_serializing_if = "Option::is_none")]
     pub full_backing_filename: Option<String>,
-    /// `backing-filename-format` Since 10.0 (not in 7.2).
+    /// `backing-filename-format`. Since 10.0 (not in 7.2).
     #[serde(rename = "backing-filename-format", default, skip_serializing_if = "Option::is_none")]
     pub backing_filename_format: Option<String>,
-    /// `snapshots` Since 10.0 (not in 7.2).
+    /// `snapshots`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshots: Option<Vec<SnapshotInfo>>,
-    /// `format-specific` Since 10.0 (not in 7.2).
+    /// `format-specific`. Since 10.0 (not in 7.2).
     #[serde(rename = "format-specific", default, skip_serializing_if = "Option::is_none")]
     pub format_specific: Option<ImageInfoSpecific>,
-    /// `children` Since 10.0 (not in 7.2).
+    /// `children`. Since 10.0 (not in 7.2).
     pub children: Vec<BlockChildInfo>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -1904,64 +1904,64 @@ pub struct BlockGraphInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockIOThrottle {
-    /// `device` Features: `deprecated`.
+    /// `device`. Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `bps`
+    /// `bps`.
     pub bps: i64,
-    /// `bps_rd`
+    /// `bps_rd`.
     pub bps_rd: i64,
-    /// `bps_wr`
+    /// `bps_wr`.
     pub bps_wr: i64,
-    /// `iops`
+    /// `iops`.
     pub iops: i64,
-    /// `iops_rd`
+    /// `iops_rd`.
     pub iops_rd: i64,
-    /// `iops_wr`
+    /// `iops_wr`.
     pub iops_wr: i64,
-    /// `bps_max`
+    /// `bps_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bps_max: Option<i64>,
-    /// `bps_rd_max`
+    /// `bps_rd_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bps_rd_max: Option<i64>,
-    /// `bps_wr_max`
+    /// `bps_wr_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bps_wr_max: Option<i64>,
-    /// `iops_max`
+    /// `iops_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_max: Option<i64>,
-    /// `iops_rd_max`
+    /// `iops_rd_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_rd_max: Option<i64>,
-    /// `iops_wr_max`
+    /// `iops_wr_max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_wr_max: Option<i64>,
-    /// `bps_max_length`
+    /// `bps_max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bps_max_length: Option<i64>,
-    /// `bps_rd_max_length`
+    /// `bps_rd_max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bps_rd_max_length: Option<i64>,
-    /// `bps_wr_max_length`
+    /// `bps_wr_max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bps_wr_max_length: Option<i64>,
-    /// `iops_max_length`
+    /// `iops_max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_max_length: Option<i64>,
-    /// `iops_rd_max_length`
+    /// `iops_rd_max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_rd_max_length: Option<i64>,
-    /// `iops_wr_max_length`
+    /// `iops_wr_max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_wr_max_length: Option<i64>,
-    /// `iops_size`
+    /// `iops_size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops_size: Option<i64>,
-    /// `group`
+    /// `group`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -1974,25 +1974,25 @@ pub struct BlockIOThrottle {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockInfo {
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `qdev`
+    /// `qdev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qdev: Option<String>,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: String,
-    /// `removable`
+    /// `removable`.
     pub removable: bool,
-    /// `locked`
+    /// `locked`.
     pub locked: bool,
-    /// `inserted`
+    /// `inserted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inserted: Option<BlockDeviceInfo>,
-    /// `tray_open`
+    /// `tray_open`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tray_open: Option<bool>,
-    /// `io-status`
+    /// `io-status`.
     #[serde(rename = "io-status", default, skip_serializing_if = "Option::is_none")]
     pub io_status: Option<BlockDeviceIoStatus>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2014,9 +2014,9 @@ pub struct BlockJobChangeOptions {
 /// The common members of [`BlockJobChangeOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobChangeOptionsBase {
-    /// `id` Since 10.0 (not in 7.2).
+    /// `id`. Since 10.0 (not in 7.2).
     pub id: String,
-    /// `type` Since 10.0 (not in 7.2).
+    /// `type`. Since 10.0 (not in 7.2).
     #[serde(rename = "type")]
     pub type_: JobType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2041,7 +2041,7 @@ qapi_union!(BlockJobChangeOptions, BlockJobChangeOptionsBase, BlockJobChangeOpti
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobChangeOptionsMirror {
-    /// `copy-mode` Since 10.0 (not in 7.2).
+    /// `copy-mode`. Since 10.0 (not in 7.2).
     #[serde(rename = "copy-mode")]
     pub copy_mode: MirrorCopyMode,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2063,35 +2063,35 @@ pub struct BlockJobInfo {
 /// The common members of [`BlockJobInfo`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobInfoBase {
-    /// `type` Its type differs between releases (7.2 `str`, 10.0 `JobType`).
+    /// `type`. Its type differs between releases (7.2 `str`, 10.0 `JobType`).
     #[serde(rename = "type")]
     pub type_: JobType,
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `len`
+    /// `len`.
     pub len: i64,
-    /// `offset`
+    /// `offset`.
     pub offset: i64,
-    /// `busy`
+    /// `busy`.
     pub busy: bool,
-    /// `paused`
+    /// `paused`.
     pub paused: bool,
-    /// `speed`
+    /// `speed`.
     pub speed: i64,
-    /// `io-status`
+    /// `io-status`.
     #[serde(rename = "io-status")]
     pub io_status: BlockDeviceIoStatus,
-    /// `ready`
+    /// `ready`.
     pub ready: bool,
-    /// `status`
+    /// `status`.
     pub status: JobStatus,
-    /// `auto-finalize`
+    /// `auto-finalize`.
     #[serde(rename = "auto-finalize")]
     pub auto_finalize: bool,
-    /// `auto-dismiss`
+    /// `auto-dismiss`.
     #[serde(rename = "auto-dismiss")]
     pub auto_dismiss: bool,
-    /// `error`
+    /// `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2116,7 +2116,7 @@ qapi_union!(BlockJobInfo, BlockJobInfoBase, BlockJobInfoBranch, type_, JobType {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobInfoMirror {
-    /// `actively-synced` Since 10.0 (not in 7.2).
+    /// `actively-synced`. Since 10.0 (not in 7.2).
     #[serde(rename = "actively-synced")]
     pub actively_synced: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2129,9 +2129,9 @@ pub struct BlockJobInfoMirror {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockLatencyHistogramInfo {
-    /// `boundaries`
+    /// `boundaries`.
     pub boundaries: Vec<u64>,
-    /// `bins`
+    /// `bins`.
     pub bins: Vec<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -2143,12 +2143,12 @@ pub struct BlockLatencyHistogramInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockMeasureInfo {
-    /// `required`
+    /// `required`.
     pub required: i64,
-    /// `fully-allocated`
+    /// `fully-allocated`.
     #[serde(rename = "fully-allocated")]
     pub fully_allocated: i64,
-    /// `bitmaps`
+    /// `bitmaps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitmaps: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2161,41 +2161,41 @@ pub struct BlockMeasureInfo {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockNodeInfo {
-    /// `filename` Since 10.0 (not in 7.2).
+    /// `filename`. Since 10.0 (not in 7.2).
     pub filename: String,
-    /// `format` Since 10.0 (not in 7.2).
+    /// `format`. Since 10.0 (not in 7.2).
     pub format: String,
-    /// `dirty-flag` Since 10.0 (not in 7.2).
+    /// `dirty-flag`. Since 10.0 (not in 7.2).
     #[serde(rename = "dirty-flag", default, skip_serializing_if = "Option::is_none")]
     pub dirty_flag: Option<bool>,
-    /// `actual-size` Since 10.0 (not in 7.2).
+    /// `actual-size`. Since 10.0 (not in 7.2).
     #[serde(rename = "actual-size", default, skip_serializing_if = "Option::is_none")]
     pub actual_size: Option<i64>,
-    /// `virtual-size` Since 10.0 (not in 7.2).
+    /// `virtual-size`. Since 10.0 (not in 7.2).
     #[serde(rename = "virtual-size")]
     pub virtual_size: i64,
-    /// `cluster-size` Since 10.0 (not in 7.2).
+    /// `cluster-size`. Since 10.0 (not in 7.2).
     #[serde(rename = "cluster-size", default, skip_serializing_if = "Option::is_none")]
     pub cluster_size: Option<i64>,
-    /// `encrypted` Since 10.0 (not in 7.2).
+    /// `encrypted`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypted: Option<bool>,
-    /// `compressed` Since 10.0 (not in 7.2).
+    /// `compressed`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compressed: Option<bool>,
-    /// `backing-filename` Since 10.0 (not in 7.2).
+    /// `backing-filename`. Since 10.0 (not in 7.2).
     #[serde(rename = "backing-filename", default, skip_serializing_if = "Option::is_none")]
     pub backing_filename: Option<String>,
-    /// `full-backing-filename` Since 10.0 (not in 7.2).
+    /// `full-backing-filename`. Since 10.0 (not in 7.2).
     #[serde(rename = "full-backing-filename", default, skip_serializing_if = "Option::is_none")]
     pub full_backing_filename: Option<String>,
-    /// `backing-filename-format` Since 10.0 (not in 7.2).
+    /// `backing-filename-format`. Since 10.0 (not in 7.2).
     #[serde(rename = "backing-filename-format", default, skip_serializing_if = "Option::is_none")]
     pub backing_filename_format: Option<String>,
-    /// `snapshots` Since 10.0 (not in 7.2).
+    /// `snapshots`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshots: Option<Vec<SnapshotInfo>>,
-    /// `format-specific` Since 10.0 (not in 7.2).
+    /// `format-specific`. Since 10.0 (not in 7.2).
     #[serde(rename = "format-specific", default, skip_serializing_if = "Option::is_none")]
     pub format_specific: Option<ImageInfoSpecific>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2208,13 +2208,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockPermission {
-        /// `consistent-read`
+        /// `consistent-read`.
         ConsistentRead = "consistent-read",
-        /// `write`
+        /// `write`.
         Write = "write",
-        /// `write-unchanged`
+        /// `write-unchanged`.
         WriteUnchanged = "write-unchanged",
-        /// `resize`
+        /// `resize`.
         Resize = "resize",
     }
 }
@@ -2224,24 +2224,24 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockStats {
-    /// `device`
+    /// `device`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `qdev`
+    /// `qdev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qdev: Option<String>,
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    /// `stats`
+    /// `stats`.
     pub stats: BlockDeviceStats,
-    /// `driver-specific`
+    /// `driver-specific`.
     #[serde(rename = "driver-specific", default, skip_serializing_if = "Option::is_none")]
     pub driver_specific: Option<BlockStatsSpecific>,
-    /// `parent`
+    /// `parent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Box<BlockStats>>,
-    /// `backing`
+    /// `backing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backing: Option<Box<BlockStats>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2263,7 +2263,7 @@ pub struct BlockStatsSpecific {
 /// The common members of [`BlockStatsSpecific`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockStatsSpecificBase {
-    /// `driver`
+    /// `driver`.
     pub driver: BlockdevDriver,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -2291,13 +2291,13 @@ qapi_union!(BlockStatsSpecific, BlockStatsSpecificBase, BlockStatsSpecificBranch
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockStatsSpecificFile {
-    /// `discard-nb-ok`
+    /// `discard-nb-ok`.
     #[serde(rename = "discard-nb-ok")]
     pub discard_nb_ok: u64,
-    /// `discard-nb-failed`
+    /// `discard-nb-failed`.
     #[serde(rename = "discard-nb-failed")]
     pub discard_nb_failed: u64,
-    /// `discard-bytes-ok`
+    /// `discard-bytes-ok`.
     #[serde(rename = "discard-bytes-ok")]
     pub discard_bytes_ok: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2310,13 +2310,13 @@ pub struct BlockStatsSpecificFile {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockStatsSpecificNvme {
-    /// `completion-errors`
+    /// `completion-errors`.
     #[serde(rename = "completion-errors")]
     pub completion_errors: u64,
-    /// `aligned-accesses`
+    /// `aligned-accesses`.
     #[serde(rename = "aligned-accesses")]
     pub aligned_accesses: u64,
-    /// `unaligned-accesses`
+    /// `unaligned-accesses`.
     #[serde(rename = "unaligned-accesses")]
     pub unaligned_accesses: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2329,11 +2329,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockdevAioOptions {
-        /// `threads`
+        /// `threads`.
         Threads = "threads",
-        /// `native`
+        /// `native`.
         Native = "native",
-        /// `io_uring` Only when built with `CONFIG_LINUX_IO_URING`.
+        /// `io_uring`. Only when built with `CONFIG_LINUX_IO_URING`.
         IoUring = "io_uring",
     }
 }
@@ -2352,7 +2352,7 @@ pub struct BlockdevAmendOptions {
 /// The common members of [`BlockdevAmendOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevAmendOptionsBase {
-    /// `driver`
+    /// `driver`.
     pub driver: BlockdevDriver,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -2378,21 +2378,21 @@ qapi_union!(BlockdevAmendOptions, BlockdevAmendOptionsBase, BlockdevAmendOptions
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevAmendOptionsLUKS {
-    /// `state`
+    /// `state`.
     pub state: QCryptoBlockLUKSKeyslotState,
-    /// `new-secret`
+    /// `new-secret`.
     #[serde(rename = "new-secret", default, skip_serializing_if = "Option::is_none")]
     pub new_secret: Option<String>,
-    /// `old-secret`
+    /// `old-secret`.
     #[serde(rename = "old-secret", default, skip_serializing_if = "Option::is_none")]
     pub old_secret: Option<String>,
-    /// `keyslot`
+    /// `keyslot`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyslot: Option<i64>,
-    /// `iter-time`
+    /// `iter-time`.
     #[serde(rename = "iter-time", default, skip_serializing_if = "Option::is_none")]
     pub iter_time: Option<i64>,
-    /// `secret`
+    /// `secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2405,7 +2405,7 @@ pub struct BlockdevAmendOptionsLUKS {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct BlockdevAmendOptionsQcow2 {
-    /// `encrypt`
+    /// `encrypt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypt: Option<QCryptoBlockAmendOptions>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2418,47 +2418,47 @@ pub struct BlockdevAmendOptionsQcow2 {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevBackup {
-    /// `job-id`
+    /// `job-id`.
     #[serde(rename = "job-id", default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `sync`
+    /// `sync`.
     pub sync: MirrorSyncMode,
-    /// `speed`
+    /// `speed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed: Option<i64>,
-    /// `bitmap`
+    /// `bitmap`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitmap: Option<String>,
-    /// `bitmap-mode`
+    /// `bitmap-mode`.
     #[serde(rename = "bitmap-mode", default, skip_serializing_if = "Option::is_none")]
     pub bitmap_mode: Option<BitmapSyncMode>,
-    /// `compress`
+    /// `compress`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compress: Option<bool>,
-    /// `on-source-error`
+    /// `on-source-error`.
     #[serde(rename = "on-source-error", default, skip_serializing_if = "Option::is_none")]
     pub on_source_error: Option<BlockdevOnError>,
-    /// `on-target-error`
+    /// `on-target-error`.
     #[serde(rename = "on-target-error", default, skip_serializing_if = "Option::is_none")]
     pub on_target_error: Option<BlockdevOnError>,
-    /// `auto-finalize`
+    /// `auto-finalize`.
     #[serde(rename = "auto-finalize", default, skip_serializing_if = "Option::is_none")]
     pub auto_finalize: Option<bool>,
-    /// `auto-dismiss`
+    /// `auto-dismiss`.
     #[serde(rename = "auto-dismiss", default, skip_serializing_if = "Option::is_none")]
     pub auto_dismiss: Option<bool>,
-    /// `filter-node-name`
+    /// `filter-node-name`.
     #[serde(rename = "filter-node-name", default, skip_serializing_if = "Option::is_none")]
     pub filter_node_name: Option<String>,
-    /// `discard-source` Since 10.0 (not in 7.2).
+    /// `discard-source`. Since 10.0 (not in 7.2).
     #[serde(rename = "discard-source", default, skip_serializing_if = "Option::is_none")]
     pub discard_source: Option<bool>,
-    /// `x-perf` Features: `unstable`.
+    /// `x-perf`. Features: `unstable`.
     #[serde(rename = "x-perf", default, skip_serializing_if = "Option::is_none")]
     pub x_perf: Option<BackupPerf>,
-    /// `target`
+    /// `target`.
     pub target: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -2470,7 +2470,7 @@ pub struct BlockdevBackup {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevBackupWrapper {
-    /// `data`
+    /// `data`.
     pub data: BlockdevBackup,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -2482,11 +2482,11 @@ pub struct BlockdevBackupWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCacheInfo {
-    /// `writeback`
+    /// `writeback`.
     pub writeback: bool,
-    /// `direct`
+    /// `direct`.
     pub direct: bool,
-    /// `no-flush`
+    /// `no-flush`.
     #[serde(rename = "no-flush")]
     pub no_flush: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2499,10 +2499,10 @@ pub struct BlockdevCacheInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct BlockdevCacheOptions {
-    /// `direct`
+    /// `direct`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct: Option<bool>,
-    /// `no-flush`
+    /// `no-flush`.
     #[serde(rename = "no-flush", default, skip_serializing_if = "Option::is_none")]
     pub no_flush: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2515,11 +2515,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockdevChangeReadOnlyMode {
-        /// `retain`
+        /// `retain`.
         Retain = "retain",
-        /// `read-only`
+        /// `read-only`.
         ReadOnly = "read-only",
-        /// `read-write`
+        /// `read-write`.
         ReadWrite = "read-write",
     }
 }
@@ -2538,7 +2538,7 @@ pub struct BlockdevCreateOptions {
 /// The common members of [`BlockdevCreateOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsBase {
-    /// `driver`
+    /// `driver`.
     pub driver: BlockdevDriver,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -2588,17 +2588,17 @@ qapi_union!(BlockdevCreateOptions, BlockdevCreateOptionsBase, BlockdevCreateOpti
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsFile {
-    /// `filename`
+    /// `filename`.
     pub filename: String,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `preallocation`
+    /// `preallocation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preallocation: Option<PreallocMode>,
-    /// `nocow`
+    /// `nocow`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nocow: Option<bool>,
-    /// `extent-size-hint`
+    /// `extent-size-hint`.
     #[serde(rename = "extent-size-hint", default, skip_serializing_if = "Option::is_none")]
     pub extent_size_hint: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2611,11 +2611,11 @@ pub struct BlockdevCreateOptionsFile {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsGluster {
-    /// `location`
+    /// `location`.
     pub location: BlockdevOptionsGluster,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `preallocation`
+    /// `preallocation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preallocation: Option<PreallocMode>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2628,36 +2628,36 @@ pub struct BlockdevCreateOptionsGluster {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsLUKS {
-    /// `key-secret`
+    /// `key-secret`.
     #[serde(rename = "key-secret", default, skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<String>,
-    /// `cipher-alg` Its type differs between releases (7.2 `QCryptoCipherAlgorithm`, 10.0 `QCryptoCipherAlgo`).
+    /// `cipher-alg`. Its type differs between releases (7.2 `QCryptoCipherAlgorithm`, 10.0 `QCryptoCipherAlgo`).
     #[serde(rename = "cipher-alg", default, skip_serializing_if = "Option::is_none")]
     pub cipher_alg: Option<QCryptoCipherAlgo>,
-    /// `cipher-mode`
+    /// `cipher-mode`.
     #[serde(rename = "cipher-mode", default, skip_serializing_if = "Option::is_none")]
     pub cipher_mode: Option<QCryptoCipherMode>,
-    /// `ivgen-alg` Its type differs between releases (7.2 `QCryptoIVGenAlgorithm`, 10.0 `QCryptoIVGenAlgo`).
+    /// `ivgen-alg`. Its type differs between releases (7.2 `QCryptoIVGenAlgorithm`, 10.0 `QCryptoIVGenAlgo`).
     #[serde(rename = "ivgen-alg", default, skip_serializing_if = "Option::is_none")]
     pub ivgen_alg: Option<QCryptoIVGenAlgo>,
-    /// `ivgen-hash-alg` Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
+    /// `ivgen-hash-alg`. Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
     #[serde(rename = "ivgen-hash-alg", default, skip_serializing_if = "Option::is_none")]
     pub ivgen_hash_alg: Option<QCryptoHashAlgo>,
-    /// `hash-alg` Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
+    /// `hash-alg`. Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
     #[serde(rename = "hash-alg", default, skip_serializing_if = "Option::is_none")]
     pub hash_alg: Option<QCryptoHashAlgo>,
-    /// `iter-time`
+    /// `iter-time`.
     #[serde(rename = "iter-time", default, skip_serializing_if = "Option::is_none")]
     pub iter_time: Option<i64>,
-    /// `file`
+    /// `file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<BlockdevRef>,
-    /// `header` Since 10.0 (not in 7.2).
+    /// `header`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<BlockdevRef>,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `preallocation`
+    /// `preallocation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preallocation: Option<PreallocMode>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2670,9 +2670,9 @@ pub struct BlockdevCreateOptionsLUKS {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsNfs {
-    /// `location`
+    /// `location`.
     pub location: BlockdevOptionsNfs,
-    /// `size`
+    /// `size`.
     pub size: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -2684,11 +2684,11 @@ pub struct BlockdevCreateOptionsNfs {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsParallels {
-    /// `file`
+    /// `file`.
     pub file: BlockdevRef,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `cluster-size`
+    /// `cluster-size`.
     #[serde(rename = "cluster-size", default, skip_serializing_if = "Option::is_none")]
     pub cluster_size: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2701,14 +2701,14 @@ pub struct BlockdevCreateOptionsParallels {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsQcow {
-    /// `file`
+    /// `file`.
     pub file: BlockdevRef,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `backing-file`
+    /// `backing-file`.
     #[serde(rename = "backing-file", default, skip_serializing_if = "Option::is_none")]
     pub backing_file: Option<String>,
-    /// `encrypt`
+    /// `encrypt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypt: Option<QCryptoBlockCreateOptions>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2721,44 +2721,44 @@ pub struct BlockdevCreateOptionsQcow {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsQcow2 {
-    /// `file`
+    /// `file`.
     pub file: BlockdevRef,
-    /// `data-file`
+    /// `data-file`.
     #[serde(rename = "data-file", default, skip_serializing_if = "Option::is_none")]
     pub data_file: Option<BlockdevRef>,
-    /// `data-file-raw`
+    /// `data-file-raw`.
     #[serde(rename = "data-file-raw", default, skip_serializing_if = "Option::is_none")]
     pub data_file_raw: Option<bool>,
-    /// `extended-l2`
+    /// `extended-l2`.
     #[serde(rename = "extended-l2", default, skip_serializing_if = "Option::is_none")]
     pub extended_l2: Option<bool>,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `version`
+    /// `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<BlockdevQcow2Version>,
-    /// `backing-file`
+    /// `backing-file`.
     #[serde(rename = "backing-file", default, skip_serializing_if = "Option::is_none")]
     pub backing_file: Option<String>,
-    /// `backing-fmt`
+    /// `backing-fmt`.
     #[serde(rename = "backing-fmt", default, skip_serializing_if = "Option::is_none")]
     pub backing_fmt: Option<BlockdevDriver>,
-    /// `encrypt`
+    /// `encrypt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypt: Option<QCryptoBlockCreateOptions>,
-    /// `cluster-size`
+    /// `cluster-size`.
     #[serde(rename = "cluster-size", default, skip_serializing_if = "Option::is_none")]
     pub cluster_size: Option<u64>,
-    /// `preallocation`
+    /// `preallocation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preallocation: Option<PreallocMode>,
-    /// `lazy-refcounts`
+    /// `lazy-refcounts`.
     #[serde(rename = "lazy-refcounts", default, skip_serializing_if = "Option::is_none")]
     pub lazy_refcounts: Option<bool>,
-    /// `refcount-bits`
+    /// `refcount-bits`.
     #[serde(rename = "refcount-bits", default, skip_serializing_if = "Option::is_none")]
     pub refcount_bits: Option<i64>,
-    /// `compression-type`
+    /// `compression-type`.
     #[serde(rename = "compression-type", default, skip_serializing_if = "Option::is_none")]
     pub compression_type: Option<Qcow2CompressionType>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2771,20 +2771,20 @@ pub struct BlockdevCreateOptionsQcow2 {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsQed {
-    /// `file`
+    /// `file`.
     pub file: BlockdevRef,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `backing-file`
+    /// `backing-file`.
     #[serde(rename = "backing-file", default, skip_serializing_if = "Option::is_none")]
     pub backing_file: Option<String>,
-    /// `backing-fmt`
+    /// `backing-fmt`.
     #[serde(rename = "backing-fmt", default, skip_serializing_if = "Option::is_none")]
     pub backing_fmt: Option<BlockdevDriver>,
-    /// `cluster-size`
+    /// `cluster-size`.
     #[serde(rename = "cluster-size", default, skip_serializing_if = "Option::is_none")]
     pub cluster_size: Option<u64>,
-    /// `table-size`
+    /// `table-size`.
     #[serde(rename = "table-size", default, skip_serializing_if = "Option::is_none")]
     pub table_size: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2797,14 +2797,14 @@ pub struct BlockdevCreateOptionsQed {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsRbd {
-    /// `location`
+    /// `location`.
     pub location: BlockdevOptionsRbd,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `cluster-size`
+    /// `cluster-size`.
     #[serde(rename = "cluster-size", default, skip_serializing_if = "Option::is_none")]
     pub cluster_size: Option<u64>,
-    /// `encrypt`
+    /// `encrypt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypt: Option<RbdEncryptionCreateOptions>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2817,9 +2817,9 @@ pub struct BlockdevCreateOptionsRbd {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsSsh {
-    /// `location`
+    /// `location`.
     pub location: BlockdevOptionsSsh,
-    /// `size`
+    /// `size`.
     pub size: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -2831,11 +2831,11 @@ pub struct BlockdevCreateOptionsSsh {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsVdi {
-    /// `file`
+    /// `file`.
     pub file: BlockdevRef,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `preallocation`
+    /// `preallocation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preallocation: Option<PreallocMode>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2848,20 +2848,20 @@ pub struct BlockdevCreateOptionsVdi {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsVhdx {
-    /// `file`
+    /// `file`.
     pub file: BlockdevRef,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `log-size`
+    /// `log-size`.
     #[serde(rename = "log-size", default, skip_serializing_if = "Option::is_none")]
     pub log_size: Option<u64>,
-    /// `block-size`
+    /// `block-size`.
     #[serde(rename = "block-size", default, skip_serializing_if = "Option::is_none")]
     pub block_size: Option<u64>,
-    /// `subformat`
+    /// `subformat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subformat: Option<BlockdevVhdxSubformat>,
-    /// `block-state-zero`
+    /// `block-state-zero`.
     #[serde(rename = "block-state-zero", default, skip_serializing_if = "Option::is_none")]
     pub block_state_zero: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2874,29 +2874,29 @@ pub struct BlockdevCreateOptionsVhdx {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsVmdk {
-    /// `file`
+    /// `file`.
     pub file: BlockdevRef,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `extents`
+    /// `extents`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extents: Option<Vec<BlockdevRef>>,
-    /// `subformat`
+    /// `subformat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subformat: Option<BlockdevVmdkSubformat>,
-    /// `backing-file`
+    /// `backing-file`.
     #[serde(rename = "backing-file", default, skip_serializing_if = "Option::is_none")]
     pub backing_file: Option<String>,
-    /// `adapter-type`
+    /// `adapter-type`.
     #[serde(rename = "adapter-type", default, skip_serializing_if = "Option::is_none")]
     pub adapter_type: Option<BlockdevVmdkAdapterType>,
-    /// `hwversion`
+    /// `hwversion`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hwversion: Option<String>,
-    /// `toolsversion`
+    /// `toolsversion`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toolsversion: Option<String>,
-    /// `zeroed-grain`
+    /// `zeroed-grain`.
     #[serde(rename = "zeroed-grain", default, skip_serializing_if = "Option::is_none")]
     pub zeroed_grain: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2909,14 +2909,14 @@ pub struct BlockdevCreateOptionsVmdk {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreateOptionsVpc {
-    /// `file`
+    /// `file`.
     pub file: BlockdevRef,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `subformat`
+    /// `subformat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subformat: Option<BlockdevVpcSubformat>,
-    /// `force-size`
+    /// `force-size`.
     #[serde(rename = "force-size", default, skip_serializing_if = "Option::is_none")]
     pub force_size: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -2929,11 +2929,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockdevDetectZeroesOptions {
-        /// `off`
+        /// `off`.
         Off = "off",
-        /// `on`
+        /// `on`.
         On = "on",
-        /// `unmap`
+        /// `unmap`.
         Unmap = "unmap",
     }
 }
@@ -2943,9 +2943,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockdevDiscardOptions {
-        /// `ignore`
+        /// `ignore`.
         Ignore = "ignore",
-        /// `unmap`
+        /// `unmap`.
         Unmap = "unmap",
     }
 }
@@ -2955,99 +2955,99 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockdevDriver {
-        /// `blkdebug`
+        /// `blkdebug`.
         Blkdebug = "blkdebug",
-        /// `blklogwrites`
+        /// `blklogwrites`.
         Blklogwrites = "blklogwrites",
-        /// `blkreplay`
+        /// `blkreplay`.
         Blkreplay = "blkreplay",
-        /// `blkverify`
+        /// `blkverify`.
         Blkverify = "blkverify",
-        /// `bochs`
+        /// `bochs`.
         Bochs = "bochs",
-        /// `cloop`
+        /// `cloop`.
         Cloop = "cloop",
-        /// `compress`
+        /// `compress`.
         Compress = "compress",
-        /// `copy-before-write`
+        /// `copy-before-write`.
         CopyBeforeWrite = "copy-before-write",
-        /// `copy-on-read`
+        /// `copy-on-read`.
         CopyOnRead = "copy-on-read",
-        /// `dmg`
+        /// `dmg`.
         Dmg = "dmg",
-        /// `file`
+        /// `file`.
         File = "file",
-        /// `snapshot-access`
+        /// `snapshot-access`.
         SnapshotAccess = "snapshot-access",
-        /// `ftp`
+        /// `ftp`.
         Ftp = "ftp",
-        /// `ftps`
+        /// `ftps`.
         Ftps = "ftps",
-        /// `gluster` Features: `deprecated`.
+        /// `gluster`. Features: `deprecated`.
         Gluster = "gluster",
-        /// `host_cdrom` Only when built with `HAVE_HOST_BLOCK_DEVICE`.
+        /// `host_cdrom`. Only when built with `HAVE_HOST_BLOCK_DEVICE`.
         HostCdrom = "host_cdrom",
-        /// `host_device` Only when built with `HAVE_HOST_BLOCK_DEVICE`.
+        /// `host_device`. Only when built with `HAVE_HOST_BLOCK_DEVICE`.
         HostDevice = "host_device",
-        /// `http`
+        /// `http`.
         Http = "http",
-        /// `https`
+        /// `https`.
         Https = "https",
-        /// `io_uring` Only when built with `CONFIG_BLKIO`.
+        /// `io_uring`. Only when built with `CONFIG_BLKIO`.
         IoUring = "io_uring",
-        /// `iscsi`
+        /// `iscsi`.
         Iscsi = "iscsi",
-        /// `luks`
+        /// `luks`.
         Luks = "luks",
-        /// `nbd`
+        /// `nbd`.
         Nbd = "nbd",
-        /// `nfs`
+        /// `nfs`.
         Nfs = "nfs",
-        /// `null-aio`
+        /// `null-aio`.
         NullAio = "null-aio",
-        /// `null-co`
+        /// `null-co`.
         NullCo = "null-co",
-        /// `nvme`
+        /// `nvme`.
         Nvme = "nvme",
-        /// `nvme-io_uring` Only when built with `CONFIG_BLKIO`.
+        /// `nvme-io_uring`. Only when built with `CONFIG_BLKIO`.
         NvmeIoUring = "nvme-io_uring",
-        /// `parallels`
+        /// `parallels`.
         Parallels = "parallels",
-        /// `preallocate`
+        /// `preallocate`.
         Preallocate = "preallocate",
-        /// `qcow`
+        /// `qcow`.
         Qcow = "qcow",
-        /// `qcow2`
+        /// `qcow2`.
         Qcow2 = "qcow2",
-        /// `qed`
+        /// `qed`.
         Qed = "qed",
-        /// `quorum`
+        /// `quorum`.
         Quorum = "quorum",
-        /// `raw`
+        /// `raw`.
         Raw = "raw",
-        /// `rbd`
+        /// `rbd`.
         Rbd = "rbd",
-        /// `replication` Only when built with `CONFIG_REPLICATION`.
+        /// `replication`. Only when built with `CONFIG_REPLICATION`.
         Replication = "replication",
-        /// `ssh`
+        /// `ssh`.
         Ssh = "ssh",
-        /// `throttle`
+        /// `throttle`.
         Throttle = "throttle",
-        /// `vdi`
+        /// `vdi`.
         Vdi = "vdi",
-        /// `vhdx`
+        /// `vhdx`.
         Vhdx = "vhdx",
-        /// `virtio-blk-vfio-pci` Only when built with `CONFIG_BLKIO`.
+        /// `virtio-blk-vfio-pci`. Only when built with `CONFIG_BLKIO`.
         VirtioBlkVfioPci = "virtio-blk-vfio-pci",
-        /// `virtio-blk-vhost-user` Only when built with `CONFIG_BLKIO`.
+        /// `virtio-blk-vhost-user`. Only when built with `CONFIG_BLKIO`.
         VirtioBlkVhostUser = "virtio-blk-vhost-user",
-        /// `virtio-blk-vhost-vdpa` Only when built with `CONFIG_BLKIO`.
+        /// `virtio-blk-vhost-vdpa`. Only when built with `CONFIG_BLKIO`.
         VirtioBlkVhostVdpa = "virtio-blk-vhost-vdpa",
-        /// `vmdk`
+        /// `vmdk`.
         Vmdk = "vmdk",
-        /// `vpc`
+        /// `vpc`.
         Vpc = "vpc",
-        /// `vvfat`
+        /// `vvfat`.
         Vvfat = "vvfat",
     }
 }
@@ -3057,15 +3057,15 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockdevOnError {
-        /// `report`
+        /// `report`.
         Report = "report",
-        /// `ignore`
+        /// `ignore`.
         Ignore = "ignore",
-        /// `enospc`
+        /// `enospc`.
         Enospc = "enospc",
-        /// `stop`
+        /// `stop`.
         Stop = "stop",
-        /// `auto`
+        /// `auto`.
         Auto = "auto",
     }
 }
@@ -3084,30 +3084,30 @@ pub struct BlockdevOptions {
 /// The common members of [`BlockdevOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsBase {
-    /// `driver`
+    /// `driver`.
     pub driver: BlockdevDriver,
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    /// `discard`
+    /// `discard`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discard: Option<BlockdevDiscardOptions>,
-    /// `cache`
+    /// `cache`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<BlockdevCacheOptions>,
-    /// `active` Since 10.0 (not in 7.2).
+    /// `active`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
-    /// `read-only`
+    /// `read-only`.
     #[serde(rename = "read-only", default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
-    /// `auto-read-only`
+    /// `auto-read-only`.
     #[serde(rename = "auto-read-only", default, skip_serializing_if = "Option::is_none")]
     pub auto_read_only: Option<bool>,
-    /// `force-share`
+    /// `force-share`.
     #[serde(rename = "force-share", default, skip_serializing_if = "Option::is_none")]
     pub force_share: Option<bool>,
-    /// `detect-zeroes`
+    /// `detect-zeroes`.
     #[serde(rename = "detect-zeroes", default, skip_serializing_if = "Option::is_none")]
     pub detect_zeroes: Option<BlockdevDetectZeroesOptions>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3224,39 +3224,39 @@ qapi_union!(BlockdevOptions, BlockdevOptionsBase, BlockdevOptionsBranch, driver,
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsBlkdebug {
-    /// `image`
+    /// `image`.
     pub image: Box<BlockdevRef>,
-    /// `config`
+    /// `config`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
-    /// `align`
+    /// `align`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub align: Option<i64>,
-    /// `max-transfer`
+    /// `max-transfer`.
     #[serde(rename = "max-transfer", default, skip_serializing_if = "Option::is_none")]
     pub max_transfer: Option<i32>,
-    /// `opt-write-zero`
+    /// `opt-write-zero`.
     #[serde(rename = "opt-write-zero", default, skip_serializing_if = "Option::is_none")]
     pub opt_write_zero: Option<i32>,
-    /// `max-write-zero`
+    /// `max-write-zero`.
     #[serde(rename = "max-write-zero", default, skip_serializing_if = "Option::is_none")]
     pub max_write_zero: Option<i32>,
-    /// `opt-discard`
+    /// `opt-discard`.
     #[serde(rename = "opt-discard", default, skip_serializing_if = "Option::is_none")]
     pub opt_discard: Option<i32>,
-    /// `max-discard`
+    /// `max-discard`.
     #[serde(rename = "max-discard", default, skip_serializing_if = "Option::is_none")]
     pub max_discard: Option<i32>,
-    /// `inject-error`
+    /// `inject-error`.
     #[serde(rename = "inject-error", default, skip_serializing_if = "Option::is_none")]
     pub inject_error: Option<Vec<BlkdebugInjectErrorOptions>>,
-    /// `set-state`
+    /// `set-state`.
     #[serde(rename = "set-state", default, skip_serializing_if = "Option::is_none")]
     pub set_state: Option<Vec<BlkdebugSetStateOptions>>,
-    /// `take-child-perms`
+    /// `take-child-perms`.
     #[serde(rename = "take-child-perms", default, skip_serializing_if = "Option::is_none")]
     pub take_child_perms: Option<Vec<BlockPermission>>,
-    /// `unshare-child-perms`
+    /// `unshare-child-perms`.
     #[serde(rename = "unshare-child-perms", default, skip_serializing_if = "Option::is_none")]
     pub unshare_child_perms: Option<Vec<BlockPermission>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3269,17 +3269,17 @@ pub struct BlockdevOptionsBlkdebug {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsBlklogwrites {
-    /// `file`
+    /// `file`.
     pub file: Box<BlockdevRef>,
-    /// `log`
+    /// `log`.
     pub log: Box<BlockdevRef>,
-    /// `log-sector-size`
+    /// `log-sector-size`.
     #[serde(rename = "log-sector-size", default, skip_serializing_if = "Option::is_none")]
     pub log_sector_size: Option<u32>,
-    /// `log-append`
+    /// `log-append`.
     #[serde(rename = "log-append", default, skip_serializing_if = "Option::is_none")]
     pub log_append: Option<bool>,
-    /// `log-super-update-interval`
+    /// `log-super-update-interval`.
     #[serde(rename = "log-super-update-interval", default, skip_serializing_if = "Option::is_none")]
     pub log_super_update_interval: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3292,7 +3292,7 @@ pub struct BlockdevOptionsBlklogwrites {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsBlkreplay {
-    /// `image`
+    /// `image`.
     pub image: Box<BlockdevRef>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -3304,9 +3304,9 @@ pub struct BlockdevOptionsBlkreplay {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsBlkverify {
-    /// `test`
+    /// `test`.
     pub test: Box<BlockdevRef>,
-    /// `raw`
+    /// `raw`.
     pub raw: Box<BlockdevRef>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -3318,20 +3318,20 @@ pub struct BlockdevOptionsBlkverify {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsCbw {
-    /// `file`
+    /// `file`.
     pub file: Box<BlockdevRef>,
-    /// `target`
+    /// `target`.
     pub target: Box<BlockdevRef>,
-    /// `bitmap`
+    /// `bitmap`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitmap: Option<BlockDirtyBitmap>,
-    /// `on-cbw-error`
+    /// `on-cbw-error`.
     #[serde(rename = "on-cbw-error", default, skip_serializing_if = "Option::is_none")]
     pub on_cbw_error: Option<OnCbwError>,
-    /// `cbw-timeout`
+    /// `cbw-timeout`.
     #[serde(rename = "cbw-timeout", default, skip_serializing_if = "Option::is_none")]
     pub cbw_timeout: Option<u32>,
-    /// `min-cluster-size` Since 10.0 (not in 7.2).
+    /// `min-cluster-size`. Since 10.0 (not in 7.2).
     #[serde(rename = "min-cluster-size", default, skip_serializing_if = "Option::is_none")]
     pub min_cluster_size: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3344,9 +3344,9 @@ pub struct BlockdevOptionsCbw {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsCor {
-    /// `file`
+    /// `file`.
     pub file: Box<BlockdevRef>,
-    /// `bottom`
+    /// `bottom`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bottom: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3359,24 +3359,24 @@ pub struct BlockdevOptionsCor {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsCurlBase {
-    /// `url`
+    /// `url`.
     pub url: String,
-    /// `readahead`
+    /// `readahead`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readahead: Option<i64>,
-    /// `timeout`
+    /// `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<i64>,
-    /// `username`
+    /// `username`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// `password-secret`
+    /// `password-secret`.
     #[serde(rename = "password-secret", default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<String>,
-    /// `proxy-username`
+    /// `proxy-username`.
     #[serde(rename = "proxy-username", default, skip_serializing_if = "Option::is_none")]
     pub proxy_username: Option<String>,
-    /// `proxy-password-secret`
+    /// `proxy-password-secret`.
     #[serde(rename = "proxy-password-secret", default, skip_serializing_if = "Option::is_none")]
     pub proxy_password_secret: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3389,24 +3389,24 @@ pub struct BlockdevOptionsCurlBase {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsCurlFtp {
-    /// `url`
+    /// `url`.
     pub url: String,
-    /// `readahead`
+    /// `readahead`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readahead: Option<i64>,
-    /// `timeout`
+    /// `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<i64>,
-    /// `username`
+    /// `username`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// `password-secret`
+    /// `password-secret`.
     #[serde(rename = "password-secret", default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<String>,
-    /// `proxy-username`
+    /// `proxy-username`.
     #[serde(rename = "proxy-username", default, skip_serializing_if = "Option::is_none")]
     pub proxy_username: Option<String>,
-    /// `proxy-password-secret`
+    /// `proxy-password-secret`.
     #[serde(rename = "proxy-password-secret", default, skip_serializing_if = "Option::is_none")]
     pub proxy_password_secret: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3419,27 +3419,27 @@ pub struct BlockdevOptionsCurlFtp {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsCurlFtps {
-    /// `url`
+    /// `url`.
     pub url: String,
-    /// `readahead`
+    /// `readahead`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readahead: Option<i64>,
-    /// `timeout`
+    /// `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<i64>,
-    /// `username`
+    /// `username`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// `password-secret`
+    /// `password-secret`.
     #[serde(rename = "password-secret", default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<String>,
-    /// `proxy-username`
+    /// `proxy-username`.
     #[serde(rename = "proxy-username", default, skip_serializing_if = "Option::is_none")]
     pub proxy_username: Option<String>,
-    /// `proxy-password-secret`
+    /// `proxy-password-secret`.
     #[serde(rename = "proxy-password-secret", default, skip_serializing_if = "Option::is_none")]
     pub proxy_password_secret: Option<String>,
-    /// `sslverify`
+    /// `sslverify`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sslverify: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3452,30 +3452,30 @@ pub struct BlockdevOptionsCurlFtps {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsCurlHttp {
-    /// `url`
+    /// `url`.
     pub url: String,
-    /// `readahead`
+    /// `readahead`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readahead: Option<i64>,
-    /// `timeout`
+    /// `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<i64>,
-    /// `username`
+    /// `username`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// `password-secret`
+    /// `password-secret`.
     #[serde(rename = "password-secret", default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<String>,
-    /// `proxy-username`
+    /// `proxy-username`.
     #[serde(rename = "proxy-username", default, skip_serializing_if = "Option::is_none")]
     pub proxy_username: Option<String>,
-    /// `proxy-password-secret`
+    /// `proxy-password-secret`.
     #[serde(rename = "proxy-password-secret", default, skip_serializing_if = "Option::is_none")]
     pub proxy_password_secret: Option<String>,
-    /// `cookie`
+    /// `cookie`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
-    /// `cookie-secret`
+    /// `cookie-secret`.
     #[serde(rename = "cookie-secret", default, skip_serializing_if = "Option::is_none")]
     pub cookie_secret: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3488,33 +3488,33 @@ pub struct BlockdevOptionsCurlHttp {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsCurlHttps {
-    /// `url`
+    /// `url`.
     pub url: String,
-    /// `readahead`
+    /// `readahead`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readahead: Option<i64>,
-    /// `timeout`
+    /// `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<i64>,
-    /// `username`
+    /// `username`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// `password-secret`
+    /// `password-secret`.
     #[serde(rename = "password-secret", default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<String>,
-    /// `proxy-username`
+    /// `proxy-username`.
     #[serde(rename = "proxy-username", default, skip_serializing_if = "Option::is_none")]
     pub proxy_username: Option<String>,
-    /// `proxy-password-secret`
+    /// `proxy-password-secret`.
     #[serde(rename = "proxy-password-secret", default, skip_serializing_if = "Option::is_none")]
     pub proxy_password_secret: Option<String>,
-    /// `cookie`
+    /// `cookie`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
-    /// `sslverify`
+    /// `sslverify`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sslverify: Option<bool>,
-    /// `cookie-secret`
+    /// `cookie-secret`.
     #[serde(rename = "cookie-secret", default, skip_serializing_if = "Option::is_none")]
     pub cookie_secret: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3527,24 +3527,24 @@ pub struct BlockdevOptionsCurlHttps {
 /// In every input release (7.2, 10.0). Features: `dynamic-auto-read-only`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsFile {
-    /// `filename`
+    /// `filename`.
     pub filename: String,
-    /// `pr-manager`
+    /// `pr-manager`.
     #[serde(rename = "pr-manager", default, skip_serializing_if = "Option::is_none")]
     pub pr_manager: Option<String>,
-    /// `locking`
+    /// `locking`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locking: Option<OnOffAuto>,
-    /// `aio`
+    /// `aio`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aio: Option<BlockdevAioOptions>,
-    /// `aio-max-batch`
+    /// `aio-max-batch`.
     #[serde(rename = "aio-max-batch", default, skip_serializing_if = "Option::is_none")]
     pub aio_max_batch: Option<i64>,
-    /// `drop-cache` Only when built with `CONFIG_LINUX`.
+    /// `drop-cache`. Only when built with `CONFIG_LINUX`.
     #[serde(rename = "drop-cache", default, skip_serializing_if = "Option::is_none")]
     pub drop_cache: Option<bool>,
-    /// `x-check-cache-dropped` Features: `unstable`.
+    /// `x-check-cache-dropped`. Features: `unstable`.
     #[serde(rename = "x-check-cache-dropped", default, skip_serializing_if = "Option::is_none")]
     pub x_check_cache_dropped: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3557,9 +3557,9 @@ pub struct BlockdevOptionsFile {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsGenericCOWFormat {
-    /// `file`
+    /// `file`.
     pub file: Box<BlockdevRef>,
-    /// `backing`
+    /// `backing`.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub backing: Option<Box<BlockdevRefOrNull>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3572,7 +3572,7 @@ pub struct BlockdevOptionsGenericCOWFormat {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsGenericFormat {
-    /// `file`
+    /// `file`.
     pub file: Box<BlockdevRef>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -3584,16 +3584,16 @@ pub struct BlockdevOptionsGenericFormat {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsGluster {
-    /// `volume`
+    /// `volume`.
     pub volume: String,
-    /// `path`
+    /// `path`.
     pub path: String,
-    /// `server`
+    /// `server`.
     pub server: Vec<SocketAddress>,
-    /// `debug`
+    /// `debug`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debug: Option<i64>,
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3606,7 +3606,7 @@ pub struct BlockdevOptionsGluster {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_BLKIO`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsIoUring {
-    /// `filename`
+    /// `filename`.
     pub filename: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -3618,28 +3618,28 @@ pub struct BlockdevOptionsIoUring {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsIscsi {
-    /// `transport`
+    /// `transport`.
     pub transport: IscsiTransport,
-    /// `portal`
+    /// `portal`.
     pub portal: String,
-    /// `target`
+    /// `target`.
     pub target: String,
-    /// `lun`
+    /// `lun`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lun: Option<i64>,
-    /// `user`
+    /// `user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// `password-secret`
+    /// `password-secret`.
     #[serde(rename = "password-secret", default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<String>,
-    /// `initiator-name`
+    /// `initiator-name`.
     #[serde(rename = "initiator-name", default, skip_serializing_if = "Option::is_none")]
     pub initiator_name: Option<String>,
-    /// `header-digest`
+    /// `header-digest`.
     #[serde(rename = "header-digest", default, skip_serializing_if = "Option::is_none")]
     pub header_digest: Option<IscsiHeaderDigest>,
-    /// `timeout`
+    /// `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3652,12 +3652,12 @@ pub struct BlockdevOptionsIscsi {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsLUKS {
-    /// `file`
+    /// `file`.
     pub file: Box<BlockdevRef>,
-    /// `key-secret`
+    /// `key-secret`.
     #[serde(rename = "key-secret", default, skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<String>,
-    /// `header` Since 10.0 (not in 7.2).
+    /// `header`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<Box<BlockdevRef>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3670,9 +3670,9 @@ pub struct BlockdevOptionsLUKS {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsNVMe {
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `namespace`
+    /// `namespace`.
     pub namespace: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -3684,24 +3684,24 @@ pub struct BlockdevOptionsNVMe {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsNbd {
-    /// `server`
+    /// `server`.
     pub server: SocketAddress,
-    /// `export`
+    /// `export`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<String>,
-    /// `tls-creds`
+    /// `tls-creds`.
     #[serde(rename = "tls-creds", default, skip_serializing_if = "Option::is_none")]
     pub tls_creds: Option<String>,
-    /// `tls-hostname`
+    /// `tls-hostname`.
     #[serde(rename = "tls-hostname", default, skip_serializing_if = "Option::is_none")]
     pub tls_hostname: Option<String>,
-    /// `x-dirty-bitmap` Features: `unstable`.
+    /// `x-dirty-bitmap`. Features: `unstable`.
     #[serde(rename = "x-dirty-bitmap", default, skip_serializing_if = "Option::is_none")]
     pub x_dirty_bitmap: Option<String>,
-    /// `reconnect-delay`
+    /// `reconnect-delay`.
     #[serde(rename = "reconnect-delay", default, skip_serializing_if = "Option::is_none")]
     pub reconnect_delay: Option<u32>,
-    /// `open-timeout`
+    /// `open-timeout`.
     #[serde(rename = "open-timeout", default, skip_serializing_if = "Option::is_none")]
     pub open_timeout: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3714,26 +3714,26 @@ pub struct BlockdevOptionsNbd {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsNfs {
-    /// `server`
+    /// `server`.
     pub server: NFSServer,
-    /// `path`
+    /// `path`.
     pub path: String,
-    /// `user`
+    /// `user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<i64>,
-    /// `group`
+    /// `group`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<i64>,
-    /// `tcp-syn-count`
+    /// `tcp-syn-count`.
     #[serde(rename = "tcp-syn-count", default, skip_serializing_if = "Option::is_none")]
     pub tcp_syn_count: Option<i64>,
-    /// `readahead-size`
+    /// `readahead-size`.
     #[serde(rename = "readahead-size", default, skip_serializing_if = "Option::is_none")]
     pub readahead_size: Option<i64>,
-    /// `page-cache-size`
+    /// `page-cache-size`.
     #[serde(rename = "page-cache-size", default, skip_serializing_if = "Option::is_none")]
     pub page_cache_size: Option<i64>,
-    /// `debug`
+    /// `debug`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debug: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3746,13 +3746,13 @@ pub struct BlockdevOptionsNfs {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct BlockdevOptionsNull {
-    /// `size`
+    /// `size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
-    /// `latency-ns`
+    /// `latency-ns`.
     #[serde(rename = "latency-ns", default, skip_serializing_if = "Option::is_none")]
     pub latency_ns: Option<u64>,
-    /// `read-zeroes`
+    /// `read-zeroes`.
     #[serde(rename = "read-zeroes", default, skip_serializing_if = "Option::is_none")]
     pub read_zeroes: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3765,7 +3765,7 @@ pub struct BlockdevOptionsNull {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_BLKIO`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsNvmeIoUring {
-    /// `path`
+    /// `path`.
     pub path: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -3777,12 +3777,12 @@ pub struct BlockdevOptionsNvmeIoUring {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsPreallocate {
-    /// `file`
+    /// `file`.
     pub file: Box<BlockdevRef>,
-    /// `prealloc-align`
+    /// `prealloc-align`.
     #[serde(rename = "prealloc-align", default, skip_serializing_if = "Option::is_none")]
     pub prealloc_align: Option<i64>,
-    /// `prealloc-size`
+    /// `prealloc-size`.
     #[serde(rename = "prealloc-size", default, skip_serializing_if = "Option::is_none")]
     pub prealloc_size: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3795,12 +3795,12 @@ pub struct BlockdevOptionsPreallocate {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsQcow {
-    /// `file`
+    /// `file`.
     pub file: Box<BlockdevRef>,
-    /// `backing`
+    /// `backing`.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub backing: Option<Box<BlockdevRefOrNull>>,
-    /// `encrypt`
+    /// `encrypt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypt: Option<BlockdevQcowEncryption>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3813,48 +3813,48 @@ pub struct BlockdevOptionsQcow {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsQcow2 {
-    /// `file`
+    /// `file`.
     pub file: Box<BlockdevRef>,
-    /// `backing`
+    /// `backing`.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub backing: Option<Box<BlockdevRefOrNull>>,
-    /// `lazy-refcounts`
+    /// `lazy-refcounts`.
     #[serde(rename = "lazy-refcounts", default, skip_serializing_if = "Option::is_none")]
     pub lazy_refcounts: Option<bool>,
-    /// `pass-discard-request`
+    /// `pass-discard-request`.
     #[serde(rename = "pass-discard-request", default, skip_serializing_if = "Option::is_none")]
     pub pass_discard_request: Option<bool>,
-    /// `pass-discard-snapshot`
+    /// `pass-discard-snapshot`.
     #[serde(rename = "pass-discard-snapshot", default, skip_serializing_if = "Option::is_none")]
     pub pass_discard_snapshot: Option<bool>,
-    /// `pass-discard-other`
+    /// `pass-discard-other`.
     #[serde(rename = "pass-discard-other", default, skip_serializing_if = "Option::is_none")]
     pub pass_discard_other: Option<bool>,
-    /// `discard-no-unref` Since 10.0 (not in 7.2).
+    /// `discard-no-unref`. Since 10.0 (not in 7.2).
     #[serde(rename = "discard-no-unref", default, skip_serializing_if = "Option::is_none")]
     pub discard_no_unref: Option<bool>,
-    /// `overlap-check`
+    /// `overlap-check`.
     #[serde(rename = "overlap-check", default, skip_serializing_if = "Option::is_none")]
     pub overlap_check: Option<Qcow2OverlapChecks>,
-    /// `cache-size`
+    /// `cache-size`.
     #[serde(rename = "cache-size", default, skip_serializing_if = "Option::is_none")]
     pub cache_size: Option<i64>,
-    /// `l2-cache-size`
+    /// `l2-cache-size`.
     #[serde(rename = "l2-cache-size", default, skip_serializing_if = "Option::is_none")]
     pub l2_cache_size: Option<i64>,
-    /// `l2-cache-entry-size`
+    /// `l2-cache-entry-size`.
     #[serde(rename = "l2-cache-entry-size", default, skip_serializing_if = "Option::is_none")]
     pub l2_cache_entry_size: Option<i64>,
-    /// `refcount-cache-size`
+    /// `refcount-cache-size`.
     #[serde(rename = "refcount-cache-size", default, skip_serializing_if = "Option::is_none")]
     pub refcount_cache_size: Option<i64>,
-    /// `cache-clean-interval`
+    /// `cache-clean-interval`.
     #[serde(rename = "cache-clean-interval", default, skip_serializing_if = "Option::is_none")]
     pub cache_clean_interval: Option<i64>,
-    /// `encrypt`
+    /// `encrypt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypt: Option<BlockdevQcow2Encryption>,
-    /// `data-file`
+    /// `data-file`.
     #[serde(rename = "data-file", default, skip_serializing_if = "Option::is_none")]
     pub data_file: Option<Box<BlockdevRef>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3867,18 +3867,18 @@ pub struct BlockdevOptionsQcow2 {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsQuorum {
-    /// `blkverify`
+    /// `blkverify`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blkverify: Option<bool>,
-    /// `children`
+    /// `children`.
     pub children: Vec<BlockdevRef>,
-    /// `vote-threshold`
+    /// `vote-threshold`.
     #[serde(rename = "vote-threshold")]
     pub vote_threshold: i64,
-    /// `rewrite-corrupted`
+    /// `rewrite-corrupted`.
     #[serde(rename = "rewrite-corrupted", default, skip_serializing_if = "Option::is_none")]
     pub rewrite_corrupted: Option<bool>,
-    /// `read-pattern`
+    /// `read-pattern`.
     #[serde(rename = "read-pattern", default, skip_serializing_if = "Option::is_none")]
     pub read_pattern: Option<QuorumReadPattern>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3891,12 +3891,12 @@ pub struct BlockdevOptionsQuorum {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsRaw {
-    /// `file`
+    /// `file`.
     pub file: Box<BlockdevRef>,
-    /// `offset`
+    /// `offset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<i64>,
-    /// `size`
+    /// `size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3909,32 +3909,32 @@ pub struct BlockdevOptionsRaw {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsRbd {
-    /// `pool`
+    /// `pool`.
     pub pool: String,
-    /// `namespace`
+    /// `namespace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// `image`
+    /// `image`.
     pub image: String,
-    /// `conf`
+    /// `conf`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conf: Option<String>,
-    /// `snapshot`
+    /// `snapshot`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
-    /// `encrypt`
+    /// `encrypt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypt: Option<RbdEncryptionOptions>,
-    /// `user`
+    /// `user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// `auth-client-required`
+    /// `auth-client-required`.
     #[serde(rename = "auth-client-required", default, skip_serializing_if = "Option::is_none")]
     pub auth_client_required: Option<Vec<RbdAuthMode>>,
-    /// `key-secret`
+    /// `key-secret`.
     #[serde(rename = "key-secret", default, skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<String>,
-    /// `server`
+    /// `server`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<Vec<InetSocketAddressBase>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3947,11 +3947,11 @@ pub struct BlockdevOptionsRbd {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_REPLICATION`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsReplication {
-    /// `file`
+    /// `file`.
     pub file: Box<BlockdevRef>,
-    /// `mode`
+    /// `mode`.
     pub mode: ReplicationMode,
-    /// `top-id`
+    /// `top-id`.
     #[serde(rename = "top-id", default, skip_serializing_if = "Option::is_none")]
     pub top_id: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3964,14 +3964,14 @@ pub struct BlockdevOptionsReplication {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsSsh {
-    /// `server`
+    /// `server`.
     pub server: InetSocketAddress,
-    /// `path`
+    /// `path`.
     pub path: String,
-    /// `user`
+    /// `user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// `host-key-check`
+    /// `host-key-check`.
     #[serde(rename = "host-key-check", default, skip_serializing_if = "Option::is_none")]
     pub host_key_check: Option<SshHostKeyCheck>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -3984,10 +3984,10 @@ pub struct BlockdevOptionsSsh {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsThrottle {
-    /// `throttle-group`
+    /// `throttle-group`.
     #[serde(rename = "throttle-group")]
     pub throttle_group: String,
-    /// `file`
+    /// `file`.
     pub file: Box<BlockdevRef>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -3999,18 +3999,18 @@ pub struct BlockdevOptionsThrottle {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsVVFAT {
-    /// `dir`
+    /// `dir`.
     pub dir: String,
-    /// `fat-type`
+    /// `fat-type`.
     #[serde(rename = "fat-type", default, skip_serializing_if = "Option::is_none")]
     pub fat_type: Option<i64>,
-    /// `floppy`
+    /// `floppy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub floppy: Option<bool>,
-    /// `label`
+    /// `label`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
-    /// `rw`
+    /// `rw`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rw: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -4023,7 +4023,7 @@ pub struct BlockdevOptionsVVFAT {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_BLKIO`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsVirtioBlkVfioPci {
-    /// `path`
+    /// `path`.
     pub path: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4035,7 +4035,7 @@ pub struct BlockdevOptionsVirtioBlkVfioPci {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_BLKIO`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsVirtioBlkVhostUser {
-    /// `path`
+    /// `path`.
     pub path: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4047,7 +4047,7 @@ pub struct BlockdevOptionsVirtioBlkVhostUser {
 /// In every input release (7.2, 10.0). Features: `fdset`. Only when QEMU is built with `CONFIG_BLKIO`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevOptionsVirtioBlkVhostVdpa {
-    /// `path`
+    /// `path`.
     pub path: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4068,7 +4068,7 @@ pub struct BlockdevQcow2Encryption {
 /// The common members of [`BlockdevQcow2Encryption`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevQcow2EncryptionBase {
-    /// `format`
+    /// `format`.
     pub format: BlockdevQcow2EncryptionFormat,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4094,9 +4094,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockdevQcow2EncryptionFormat {
-        /// `aes`
+        /// `aes`.
         Aes = "aes",
-        /// `luks`
+        /// `luks`.
         Luks = "luks",
     }
 }
@@ -4106,9 +4106,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockdevQcow2Version {
-        /// `v2`
+        /// `v2`.
         V2 = "v2",
-        /// `v3`
+        /// `v3`.
         V3 = "v3",
     }
 }
@@ -4127,7 +4127,7 @@ pub struct BlockdevQcowEncryption {
 /// The common members of [`BlockdevQcowEncryption`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevQcowEncryptionBase {
-    /// `format`
+    /// `format`.
     pub format: BlockdevQcowEncryptionFormat,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4151,7 +4151,7 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockdevQcowEncryptionFormat {
-        /// `aes`
+        /// `aes`.
         Aes = "aes",
     }
 }
@@ -4191,9 +4191,9 @@ qapi_alternate!(BlockdevRefOrNull { Definition: object, Reference: string, Null:
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevSnapshot {
-    /// `node`
+    /// `node`.
     pub node: String,
-    /// `overlay`
+    /// `overlay`.
     pub overlay: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4205,9 +4205,9 @@ pub struct BlockdevSnapshot {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevSnapshotInternal {
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `name`
+    /// `name`.
     pub name: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4219,7 +4219,7 @@ pub struct BlockdevSnapshotInternal {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevSnapshotInternalWrapper {
-    /// `data`
+    /// `data`.
     pub data: BlockdevSnapshotInternal,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4231,22 +4231,22 @@ pub struct BlockdevSnapshotInternalWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevSnapshotSync {
-    /// `device`
+    /// `device`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    /// `snapshot-file`
+    /// `snapshot-file`.
     #[serde(rename = "snapshot-file")]
     pub snapshot_file: String,
-    /// `snapshot-node-name`
+    /// `snapshot-node-name`.
     #[serde(rename = "snapshot-node-name", default, skip_serializing_if = "Option::is_none")]
     pub snapshot_node_name: Option<String>,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
-    /// `mode`
+    /// `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<NewImageMode>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -4259,7 +4259,7 @@ pub struct BlockdevSnapshotSync {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevSnapshotSyncWrapper {
-    /// `data`
+    /// `data`.
     pub data: BlockdevSnapshotSync,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4271,7 +4271,7 @@ pub struct BlockdevSnapshotSyncWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevSnapshotWrapper {
-    /// `data`
+    /// `data`.
     pub data: BlockdevSnapshot,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4283,9 +4283,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockdevVhdxSubformat {
-        /// `dynamic`
+        /// `dynamic`.
         Dynamic = "dynamic",
-        /// `fixed`
+        /// `fixed`.
         Fixed = "fixed",
     }
 }
@@ -4295,13 +4295,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockdevVmdkAdapterType {
-        /// `ide`
+        /// `ide`.
         Ide = "ide",
-        /// `buslogic`
+        /// `buslogic`.
         Buslogic = "buslogic",
-        /// `lsilogic`
+        /// `lsilogic`.
         Lsilogic = "lsilogic",
-        /// `legacyESX`
+        /// `legacyESX`.
         LegacyESX = "legacyESX",
     }
 }
@@ -4311,15 +4311,15 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockdevVmdkSubformat {
-        /// `monolithicSparse`
+        /// `monolithicSparse`.
         MonolithicSparse = "monolithicSparse",
-        /// `monolithicFlat`
+        /// `monolithicFlat`.
         MonolithicFlat = "monolithicFlat",
-        /// `twoGbMaxExtentSparse`
+        /// `twoGbMaxExtentSparse`.
         TwoGbMaxExtentSparse = "twoGbMaxExtentSparse",
-        /// `twoGbMaxExtentFlat`
+        /// `twoGbMaxExtentFlat`.
         TwoGbMaxExtentFlat = "twoGbMaxExtentFlat",
-        /// `streamOptimized`
+        /// `streamOptimized`.
         StreamOptimized = "streamOptimized",
     }
 }
@@ -4329,9 +4329,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum BlockdevVpcSubformat {
-        /// `dynamic`
+        /// `dynamic`.
         Dynamic = "dynamic",
-        /// `fixed`
+        /// `fixed`.
         Fixed = "fixed",
     }
 }
@@ -4341,25 +4341,25 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct BootConfiguration {
-    /// `order`
+    /// `order`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<String>,
-    /// `once`
+    /// `once`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub once: Option<String>,
-    /// `menu`
+    /// `menu`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub menu: Option<bool>,
-    /// `splash`
+    /// `splash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub splash: Option<String>,
-    /// `splash-time`
+    /// `splash-time`.
     #[serde(rename = "splash-time", default, skip_serializing_if = "Option::is_none")]
     pub splash_time: Option<i64>,
-    /// `reboot-timeout`
+    /// `reboot-timeout`.
     #[serde(rename = "reboot-timeout", default, skip_serializing_if = "Option::is_none")]
     pub reboot_timeout: Option<i64>,
-    /// `strict`
+    /// `strict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -4372,13 +4372,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum COLOExitReason {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `request`
+        /// `request`.
         Request = "request",
-        /// `error`
+        /// `error`.
         Error = "error",
-        /// `processing`
+        /// `processing`.
         Processing = "processing",
     }
 }
@@ -4388,19 +4388,19 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum COLOMessage {
-        /// `checkpoint-ready`
+        /// `checkpoint-ready`.
         CheckpointReady = "checkpoint-ready",
-        /// `checkpoint-request`
+        /// `checkpoint-request`.
         CheckpointRequest = "checkpoint-request",
-        /// `checkpoint-reply`
+        /// `checkpoint-reply`.
         CheckpointReply = "checkpoint-reply",
-        /// `vmstate-send`
+        /// `vmstate-send`.
         VmstateSend = "vmstate-send",
-        /// `vmstate-size`
+        /// `vmstate-size`.
         VmstateSize = "vmstate-size",
-        /// `vmstate-received`
+        /// `vmstate-received`.
         VmstateReceived = "vmstate-received",
-        /// `vmstate-loaded`
+        /// `vmstate-loaded`.
         VmstateLoaded = "vmstate-loaded",
     }
 }
@@ -4410,11 +4410,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum COLOMode {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `primary`
+        /// `primary`.
         Primary = "primary",
-        /// `secondary`
+        /// `secondary`.
         Secondary = "secondary",
     }
 }
@@ -4424,12 +4424,12 @@ qapi_enum! {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_REPLICATION`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct COLOStatus {
-    /// `mode`
+    /// `mode`.
     pub mode: COLOMode,
-    /// `last-mode`
+    /// `last-mode`.
     #[serde(rename = "last-mode")]
     pub last_mode: COLOMode,
-    /// `reason`
+    /// `reason`.
     pub reason: COLOExitReason,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4441,7 +4441,7 @@ pub struct COLOStatus {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CXLFMWProperties {
-    /// `cxl-fmw`
+    /// `cxl-fmw`.
     #[serde(rename = "cxl-fmw")]
     pub cxl_fmw: Vec<CXLFixedMemoryWindowOptions>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -4454,12 +4454,12 @@ pub struct CXLFMWProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CXLFixedMemoryWindowOptions {
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `interleave-granularity`
+    /// `interleave-granularity`.
     #[serde(rename = "interleave-granularity", default, skip_serializing_if = "Option::is_none")]
     pub interleave_granularity: Option<u64>,
-    /// `targets`
+    /// `targets`.
     pub targets: Vec<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4471,10 +4471,10 @@ pub struct CXLFixedMemoryWindowOptions {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CXLUncorErrorRecord {
-    /// `type` Since 10.0 (not in 7.2).
+    /// `type`. Since 10.0 (not in 7.2).
     #[serde(rename = "type")]
     pub type_: CxlUncorErrorType,
-    /// `header` Since 10.0 (not in 7.2).
+    /// `header`. Since 10.0 (not in 7.2).
     pub header: Vec<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4486,13 +4486,13 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum CacheLevelAndType {
-        /// `l1d` Since 10.0 (not in 7.2).
+        /// `l1d`. Since 10.0 (not in 7.2).
         L1d = "l1d",
-        /// `l1i` Since 10.0 (not in 7.2).
+        /// `l1i`. Since 10.0 (not in 7.2).
         L1i = "l1i",
-        /// `l2` Since 10.0 (not in 7.2).
+        /// `l2`. Since 10.0 (not in 7.2).
         L2 = "l2",
-        /// `l3` Since 10.0 (not in 7.2).
+        /// `l3`. Since 10.0 (not in 7.2).
         L3 = "l3",
     }
 }
@@ -4502,10 +4502,10 @@ qapi_enum! {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CanHostSocketcanProperties {
-    /// `if`
+    /// `if`.
     #[serde(rename = "if")]
     pub if_: String,
-    /// `canbus`
+    /// `canbus`.
     pub canbus: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4526,7 +4526,7 @@ pub struct ChardevBackend {
 /// The common members of [`ChardevBackend`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevBackendBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: ChardevBackendKind,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -4595,7 +4595,7 @@ qapi_union!(ChardevBackend, ChardevBackendBase, ChardevBackendBranch, type_, Cha
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevBackendInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4607,51 +4607,51 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum ChardevBackendKind {
-        /// `file`
+        /// `file`.
         File = "file",
-        /// `serial` Only when built with `HAVE_CHARDEV_SERIAL`.
+        /// `serial`. Only when built with `HAVE_CHARDEV_SERIAL`.
         Serial = "serial",
-        /// `parallel` Only when built with `HAVE_CHARDEV_PARALLEL`.
+        /// `parallel`. Only when built with `HAVE_CHARDEV_PARALLEL`.
         Parallel = "parallel",
-        /// `pipe`
+        /// `pipe`.
         Pipe = "pipe",
-        /// `socket`
+        /// `socket`.
         Socket = "socket",
-        /// `udp`
+        /// `udp`.
         Udp = "udp",
-        /// `pty`
+        /// `pty`.
         Pty = "pty",
-        /// `null`
+        /// `null`.
         Null = "null",
-        /// `mux`
+        /// `mux`.
         Mux = "mux",
-        /// `hub` Since 10.0 (not in 7.2).
+        /// `hub`. Since 10.0 (not in 7.2).
         Hub = "hub",
-        /// `msmouse`
+        /// `msmouse`.
         Msmouse = "msmouse",
-        /// `wctablet`
+        /// `wctablet`.
         Wctablet = "wctablet",
-        /// `braille` Only when built with `CONFIG_BRLAPI`.
+        /// `braille`. Only when built with `CONFIG_BRLAPI`.
         Braille = "braille",
-        /// `testdev`
+        /// `testdev`.
         Testdev = "testdev",
-        /// `stdio`
+        /// `stdio`.
         Stdio = "stdio",
-        /// `console` Only when built with `CONFIG_WIN32`.
+        /// `console`. Only when built with `CONFIG_WIN32`.
         Console = "console",
-        /// `spicevmc` Only when built with `CONFIG_SPICE`.
+        /// `spicevmc`. Only when built with `CONFIG_SPICE`.
         Spicevmc = "spicevmc",
-        /// `spiceport` Only when built with `CONFIG_SPICE`.
+        /// `spiceport`. Only when built with `CONFIG_SPICE`.
         Spiceport = "spiceport",
-        /// `qemu-vdagent` Only when built with `CONFIG_SPICE_PROTOCOL`.
+        /// `qemu-vdagent`. Only when built with `CONFIG_SPICE_PROTOCOL`.
         QemuVdagent = "qemu-vdagent",
-        /// `dbus` Only when built with `CONFIG_DBUS_DISPLAY`.
+        /// `dbus`. Only when built with `CONFIG_DBUS_DISPLAY`.
         Dbus = "dbus",
-        /// `vc`
+        /// `vc`.
         Vc = "vc",
-        /// `ringbuf`
+        /// `ringbuf`.
         Ringbuf = "ringbuf",
-        /// `memory` Features: `deprecated`.
+        /// `memory`. Features: `deprecated`.
         Memory = "memory",
     }
 }
@@ -4661,10 +4661,10 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChardevCommon {
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend`
+    /// `logappend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -4677,7 +4677,7 @@ pub struct ChardevCommon {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevCommonWrapper {
-    /// `data`
+    /// `data`.
     pub data: ChardevCommon,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4689,13 +4689,13 @@ pub struct ChardevCommonWrapper {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_DBUS_DISPLAY`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevDBus {
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend`
+    /// `logappend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `name`
+    /// `name`.
     pub name: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4707,7 +4707,7 @@ pub struct ChardevDBus {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_DBUS_DISPLAY`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevDBusWrapper {
-    /// `data`
+    /// `data`.
     pub data: ChardevDBus,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4719,18 +4719,18 @@ pub struct ChardevDBusWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevFile {
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend`
+    /// `logappend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `in`
+    /// `in`.
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub in_: Option<String>,
-    /// `out`
+    /// `out`.
     pub out: String,
-    /// `append`
+    /// `append`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub append: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -4743,7 +4743,7 @@ pub struct ChardevFile {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevFileWrapper {
-    /// `data`
+    /// `data`.
     pub data: ChardevFile,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4755,13 +4755,13 @@ pub struct ChardevFileWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevHostdev {
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend`
+    /// `logappend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `device`
+    /// `device`.
     pub device: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4773,7 +4773,7 @@ pub struct ChardevHostdev {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevHostdevWrapper {
-    /// `data`
+    /// `data`.
     pub data: ChardevHostdev,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4785,13 +4785,13 @@ pub struct ChardevHostdevWrapper {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevHub {
-    /// `logfile` Since 10.0 (not in 7.2).
+    /// `logfile`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend` Since 10.0 (not in 7.2).
+    /// `logappend`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `chardevs` Since 10.0 (not in 7.2).
+    /// `chardevs`. Since 10.0 (not in 7.2).
     pub chardevs: Vec<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4803,7 +4803,7 @@ pub struct ChardevHub {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevHubWrapper {
-    /// `data` Since 10.0 (not in 7.2).
+    /// `data`. Since 10.0 (not in 7.2).
     pub data: ChardevHub,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4815,11 +4815,11 @@ pub struct ChardevHubWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevInfo {
-    /// `label`
+    /// `label`.
     pub label: String,
-    /// `filename`
+    /// `filename`.
     pub filename: String,
-    /// `frontend-open`
+    /// `frontend-open`.
     #[serde(rename = "frontend-open")]
     pub frontend_open: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -4832,13 +4832,13 @@ pub struct ChardevInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevMux {
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend`
+    /// `logappend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `chardev`
+    /// `chardev`.
     pub chardev: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4850,7 +4850,7 @@ pub struct ChardevMux {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevMuxWrapper {
-    /// `data`
+    /// `data`.
     pub data: ChardevMux,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4862,13 +4862,13 @@ pub struct ChardevMuxWrapper {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChardevPty {
-    /// `logfile` Since 10.0 (not in 7.2).
+    /// `logfile`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend` Since 10.0 (not in 7.2).
+    /// `logappend`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `path` Since 10.0 (not in 7.2).
+    /// `path`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -4881,7 +4881,7 @@ pub struct ChardevPty {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevPtyWrapper {
-    /// `data` Since 10.0 (not in 7.2).
+    /// `data`. Since 10.0 (not in 7.2).
     pub data: ChardevPty,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4893,16 +4893,16 @@ pub struct ChardevPtyWrapper {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE_PROTOCOL`.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChardevQemuVDAgent {
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend`
+    /// `logappend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `mouse`
+    /// `mouse`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mouse: Option<bool>,
-    /// `clipboard`
+    /// `clipboard`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clipboard: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -4915,7 +4915,7 @@ pub struct ChardevQemuVDAgent {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE_PROTOCOL`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevQemuVDAgentWrapper {
-    /// `data`
+    /// `data`.
     pub data: ChardevQemuVDAgent,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4927,7 +4927,7 @@ pub struct ChardevQemuVDAgentWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChardevReturn {
-    /// `pty`
+    /// `pty`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pty: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -4940,13 +4940,13 @@ pub struct ChardevReturn {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChardevRingbuf {
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend`
+    /// `logappend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `size`
+    /// `size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -4959,7 +4959,7 @@ pub struct ChardevRingbuf {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevRingbufWrapper {
-    /// `data`
+    /// `data`.
     pub data: ChardevRingbuf,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -4971,42 +4971,42 @@ pub struct ChardevRingbufWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevSocket {
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend`
+    /// `logappend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `addr`
+    /// `addr`.
     pub addr: SocketAddressLegacy,
-    /// `tls-creds`
+    /// `tls-creds`.
     #[serde(rename = "tls-creds", default, skip_serializing_if = "Option::is_none")]
     pub tls_creds: Option<String>,
-    /// `tls-authz`
+    /// `tls-authz`.
     #[serde(rename = "tls-authz", default, skip_serializing_if = "Option::is_none")]
     pub tls_authz: Option<String>,
-    /// `server`
+    /// `server`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<bool>,
-    /// `wait`
+    /// `wait`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,
-    /// `nodelay`
+    /// `nodelay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodelay: Option<bool>,
-    /// `telnet`
+    /// `telnet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telnet: Option<bool>,
-    /// `tn3270`
+    /// `tn3270`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tn3270: Option<bool>,
-    /// `websocket`
+    /// `websocket`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<bool>,
-    /// `reconnect` Features: `deprecated`.
+    /// `reconnect`. Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconnect: Option<i64>,
-    /// `reconnect-ms` Since 10.0 (not in 7.2).
+    /// `reconnect-ms`. Since 10.0 (not in 7.2).
     #[serde(rename = "reconnect-ms", default, skip_serializing_if = "Option::is_none")]
     pub reconnect_ms: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5019,7 +5019,7 @@ pub struct ChardevSocket {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevSocketWrapper {
-    /// `data`
+    /// `data`.
     pub data: ChardevSocket,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5031,13 +5031,13 @@ pub struct ChardevSocketWrapper {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevSpiceChannel {
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend`
+    /// `logappend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5050,7 +5050,7 @@ pub struct ChardevSpiceChannel {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevSpiceChannelWrapper {
-    /// `data`
+    /// `data`.
     pub data: ChardevSpiceChannel,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5062,13 +5062,13 @@ pub struct ChardevSpiceChannelWrapper {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevSpicePort {
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend`
+    /// `logappend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `fqdn`
+    /// `fqdn`.
     pub fqdn: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5080,7 +5080,7 @@ pub struct ChardevSpicePort {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevSpicePortWrapper {
-    /// `data`
+    /// `data`.
     pub data: ChardevSpicePort,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5092,13 +5092,13 @@ pub struct ChardevSpicePortWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChardevStdio {
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend`
+    /// `logappend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `signal`
+    /// `signal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5111,7 +5111,7 @@ pub struct ChardevStdio {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevStdioWrapper {
-    /// `data`
+    /// `data`.
     pub data: ChardevStdio,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5123,15 +5123,15 @@ pub struct ChardevStdioWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevUdp {
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend`
+    /// `logappend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `remote`
+    /// `remote`.
     pub remote: SocketAddressLegacy,
-    /// `local`
+    /// `local`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<SocketAddressLegacy>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5144,7 +5144,7 @@ pub struct ChardevUdp {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevUdpWrapper {
-    /// `data`
+    /// `data`.
     pub data: ChardevUdp,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5156,22 +5156,22 @@ pub struct ChardevUdpWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChardevVC {
-    /// `logfile`
+    /// `logfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logfile: Option<String>,
-    /// `logappend`
+    /// `logappend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logappend: Option<bool>,
-    /// `width`
+    /// `width`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width: Option<i64>,
-    /// `height`
+    /// `height`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<i64>,
-    /// `cols`
+    /// `cols`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cols: Option<i64>,
-    /// `rows`
+    /// `rows`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5184,7 +5184,7 @@ pub struct ChardevVC {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevVCWrapper {
-    /// `data`
+    /// `data`.
     pub data: ChardevVC,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5196,27 +5196,27 @@ pub struct ChardevVCWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ColoCompareProperties {
-    /// `primary_in`
+    /// `primary_in`.
     pub primary_in: String,
-    /// `secondary_in`
+    /// `secondary_in`.
     pub secondary_in: String,
-    /// `outdev`
+    /// `outdev`.
     pub outdev: String,
-    /// `iothread`
+    /// `iothread`.
     pub iothread: String,
-    /// `notify_dev`
+    /// `notify_dev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_dev: Option<String>,
-    /// `compare_timeout`
+    /// `compare_timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare_timeout: Option<u64>,
-    /// `expired_scan_cycle`
+    /// `expired_scan_cycle`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired_scan_cycle: Option<u32>,
-    /// `max_queue_size`
+    /// `max_queue_size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_size: Option<u32>,
-    /// `vnet_hdr_support`
+    /// `vnet_hdr_support`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vnet_hdr_support: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5229,7 +5229,7 @@ pub struct ColoCompareProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommandInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5241,9 +5241,9 @@ pub struct CommandInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommandLineOptionInfo {
-    /// `option`
+    /// `option`.
     pub option: String,
-    /// `parameters`
+    /// `parameters`.
     pub parameters: Vec<CommandLineParameterInfo>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5255,15 +5255,15 @@ pub struct CommandLineOptionInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommandLineParameterInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: CommandLineParameterType,
-    /// `help`
+    /// `help`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
-    /// `default`
+    /// `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5276,13 +5276,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum CommandLineParameterType {
-        /// `string`
+        /// `string`.
         String = "string",
-        /// `boolean`
+        /// `boolean`.
         Boolean = "boolean",
-        /// `number`
+        /// `number`.
         Number = "number",
-        /// `size`
+        /// `size`.
         Size = "size",
     }
 }
@@ -5292,16 +5292,16 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct CompatPolicy {
-    /// `deprecated-input`
+    /// `deprecated-input`.
     #[serde(rename = "deprecated-input", default, skip_serializing_if = "Option::is_none")]
     pub deprecated_input: Option<CompatPolicyInput>,
-    /// `deprecated-output`
+    /// `deprecated-output`.
     #[serde(rename = "deprecated-output", default, skip_serializing_if = "Option::is_none")]
     pub deprecated_output: Option<CompatPolicyOutput>,
-    /// `unstable-input`
+    /// `unstable-input`.
     #[serde(rename = "unstable-input", default, skip_serializing_if = "Option::is_none")]
     pub unstable_input: Option<CompatPolicyInput>,
-    /// `unstable-output`
+    /// `unstable-output`.
     #[serde(rename = "unstable-output", default, skip_serializing_if = "Option::is_none")]
     pub unstable_output: Option<CompatPolicyOutput>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5314,11 +5314,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum CompatPolicyInput {
-        /// `accept`
+        /// `accept`.
         Accept = "accept",
-        /// `reject`
+        /// `reject`.
         Reject = "reject",
-        /// `crash`
+        /// `crash`.
         Crash = "crash",
     }
 }
@@ -5328,9 +5328,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum CompatPolicyOutput {
-        /// `accept`
+        /// `accept`.
         Accept = "accept",
-        /// `hide`
+        /// `hide`.
         Hide = "hide",
     }
 }
@@ -5340,12 +5340,12 @@ qapi_enum! {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CompatProperty {
-    /// `qom-type` Since 10.0 (not in 7.2).
+    /// `qom-type`. Since 10.0 (not in 7.2).
     #[serde(rename = "qom-type")]
     pub qom_type: String,
-    /// `property` Since 10.0 (not in 7.2).
+    /// `property`. Since 10.0 (not in 7.2).
     pub property: String,
-    /// `value` Since 10.0 (not in 7.2).
+    /// `value`. Since 10.0 (not in 7.2).
     pub value: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5357,17 +5357,17 @@ pub struct CompatProperty {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CompressionStats {
-    /// `pages`
+    /// `pages`.
     pub pages: i64,
-    /// `busy`
+    /// `busy`.
     pub busy: i64,
-    /// `busy-rate`
+    /// `busy-rate`.
     #[serde(rename = "busy-rate")]
     pub busy_rate: Number,
-    /// `compressed-size`
+    /// `compressed-size`.
     #[serde(rename = "compressed-size")]
     pub compressed_size: i64,
-    /// `compression-rate`
+    /// `compression-rate`.
     #[serde(rename = "compression-rate")]
     pub compression_rate: Number,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5380,23 +5380,23 @@ pub struct CompressionStats {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(TARGET_PPC, TARGET_ARM, TARGET_I386, TARGET_S390X, TARGET_MIPS, TARGET_LOONGARCH64, TARGET_RISCV)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CpuDefinitionInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `migration-safe`
+    /// `migration-safe`.
     #[serde(rename = "migration-safe", default, skip_serializing_if = "Option::is_none")]
     pub migration_safe: Option<bool>,
-    /// `static`
+    /// `static`.
     #[serde(rename = "static")]
     pub static_: bool,
-    /// `unavailable-features`
+    /// `unavailable-features`.
     #[serde(rename = "unavailable-features", default, skip_serializing_if = "Option::is_none")]
     pub unavailable_features: Option<Vec<String>>,
-    /// `typename`
+    /// `typename`.
     pub typename: String,
-    /// `alias-of`
+    /// `alias-of`.
     #[serde(rename = "alias-of", default, skip_serializing_if = "Option::is_none")]
     pub alias_of: Option<String>,
-    /// `deprecated`
+    /// `deprecated`.
     pub deprecated: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5417,19 +5417,19 @@ pub struct CpuInfoFast {
 /// The common members of [`CpuInfoFast`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CpuInfoFastBase {
-    /// `cpu-index`
+    /// `cpu-index`.
     #[serde(rename = "cpu-index")]
     pub cpu_index: i64,
-    /// `qom-path`
+    /// `qom-path`.
     #[serde(rename = "qom-path")]
     pub qom_path: String,
-    /// `thread-id`
+    /// `thread-id`.
     #[serde(rename = "thread-id")]
     pub thread_id: i64,
-    /// `props`
+    /// `props`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub props: Option<CpuInstanceProperties>,
-    /// `target`
+    /// `target`.
     pub target: SysEmuTarget,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5453,13 +5453,13 @@ qapi_union!(CpuInfoFast, CpuInfoFastBase, CpuInfoFastBranch, target, SysEmuTarge
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CpuInfoS390 {
-    /// `cpu-state` Its type differs between releases (7.2 `CpuS390State`, 10.0 `S390CpuState`).
+    /// `cpu-state`. Its type differs between releases (7.2 `CpuS390State`, 10.0 `S390CpuState`).
     #[serde(rename = "cpu-state")]
     pub cpu_state: S390CpuState,
-    /// `dedicated` Since 10.0 (not in 7.2).
+    /// `dedicated`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedicated: Option<bool>,
-    /// `entitlement` Since 10.0 (not in 7.2).
+    /// `entitlement`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entitlement: Option<S390CpuEntitlement>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5472,31 +5472,31 @@ pub struct CpuInfoS390 {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct CpuInstanceProperties {
-    /// `node-id`
+    /// `node-id`.
     #[serde(rename = "node-id", default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<i64>,
-    /// `drawer-id` Since 10.0 (not in 7.2).
+    /// `drawer-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "drawer-id", default, skip_serializing_if = "Option::is_none")]
     pub drawer_id: Option<i64>,
-    /// `book-id` Since 10.0 (not in 7.2).
+    /// `book-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "book-id", default, skip_serializing_if = "Option::is_none")]
     pub book_id: Option<i64>,
-    /// `socket-id`
+    /// `socket-id`.
     #[serde(rename = "socket-id", default, skip_serializing_if = "Option::is_none")]
     pub socket_id: Option<i64>,
-    /// `die-id`
+    /// `die-id`.
     #[serde(rename = "die-id", default, skip_serializing_if = "Option::is_none")]
     pub die_id: Option<i64>,
-    /// `cluster-id`
+    /// `cluster-id`.
     #[serde(rename = "cluster-id", default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<i64>,
-    /// `module-id` Since 10.0 (not in 7.2).
+    /// `module-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "module-id", default, skip_serializing_if = "Option::is_none")]
     pub module_id: Option<i64>,
-    /// `core-id`
+    /// `core-id`.
     #[serde(rename = "core-id", default, skip_serializing_if = "Option::is_none")]
     pub core_id: Option<i64>,
-    /// `thread-id`
+    /// `thread-id`.
     #[serde(rename = "thread-id", default, skip_serializing_if = "Option::is_none")]
     pub thread_id: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5509,7 +5509,7 @@ pub struct CpuInstanceProperties {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_S390X`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CpuModelBaselineInfo {
-    /// `model`
+    /// `model`.
     pub model: CpuModelInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5521,9 +5521,9 @@ pub struct CpuModelBaselineInfo {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_S390X`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CpuModelCompareInfo {
-    /// `result`
+    /// `result`.
     pub result: CpuModelCompareResult,
-    /// `responsible-properties`
+    /// `responsible-properties`.
     #[serde(rename = "responsible-properties")]
     pub responsible_properties: Vec<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5536,13 +5536,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum CpuModelCompareResult {
-        /// `incompatible`
+        /// `incompatible`.
         Incompatible = "incompatible",
-        /// `identical`
+        /// `identical`.
         Identical = "identical",
-        /// `superset`
+        /// `superset`.
         Superset = "superset",
-        /// `subset`
+        /// `subset`.
         Subset = "subset",
     }
 }
@@ -5552,9 +5552,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(TARGET_S390X, TARGET_I386, TARGET_ARM, TARGET_LOONGARCH64, TARGET_RISCV)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CpuModelExpansionInfo {
-    /// `model`
+    /// `model`.
     pub model: CpuModelInfo,
-    /// `deprecated-props` Since 10.0 (not in 7.2). Only when built with `TARGET_S390X`.
+    /// `deprecated-props`. Since 10.0 (not in 7.2). Only when built with `TARGET_S390X`.
     #[serde(rename = "deprecated-props", default, skip_serializing_if = "Option::is_none")]
     pub deprecated_props: Option<Vec<String>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5567,9 +5567,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum CpuModelExpansionType {
-        /// `static`
+        /// `static`.
         Static = "static",
-        /// `full`
+        /// `full`.
         Full = "full",
     }
 }
@@ -5579,9 +5579,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CpuModelInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `props`
+    /// `props`.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub props: Option<Value>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5594,7 +5594,7 @@ pub struct CpuModelInfo {
 /// Since 10.0 (not in 7.2). Only when QEMU is built with `all(TARGET_S390X, CONFIG_KVM)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CpuPolarizationInfo {
-    /// `polarization` Since 10.0 (not in 7.2).
+    /// `polarization`. Since 10.0 (not in 7.2).
     pub polarization: S390CpuPolarization,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5606,15 +5606,15 @@ qapi_enum! {
     ///
     /// Until 7.2 (not in 10.0).
     pub enum CpuS390State {
-        /// `uninitialized` Until 7.2 (not in 10.0).
+        /// `uninitialized`. Until 7.2 (not in 10.0).
         Uninitialized = "uninitialized",
-        /// `stopped` Until 7.2 (not in 10.0).
+        /// `stopped`. Until 7.2 (not in 10.0).
         Stopped = "stopped",
-        /// `check-stop` Until 7.2 (not in 10.0).
+        /// `check-stop`. Until 7.2 (not in 10.0).
         CheckStop = "check-stop",
-        /// `operating` Until 7.2 (not in 10.0).
+        /// `operating`. Until 7.2 (not in 10.0).
         Operating = "operating",
-        /// `load` Until 7.2 (not in 10.0).
+        /// `load`. Until 7.2 (not in 10.0).
         Load = "load",
     }
 }
@@ -5624,23 +5624,23 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum CpuTopologyLevel {
-        /// `thread` Since 10.0 (not in 7.2).
+        /// `thread`. Since 10.0 (not in 7.2).
         Thread = "thread",
-        /// `core` Since 10.0 (not in 7.2).
+        /// `core`. Since 10.0 (not in 7.2).
         Core = "core",
-        /// `module` Since 10.0 (not in 7.2).
+        /// `module`. Since 10.0 (not in 7.2).
         Module = "module",
-        /// `cluster` Since 10.0 (not in 7.2).
+        /// `cluster`. Since 10.0 (not in 7.2).
         Cluster = "cluster",
-        /// `die` Since 10.0 (not in 7.2).
+        /// `die`. Since 10.0 (not in 7.2).
         Die = "die",
-        /// `socket` Since 10.0 (not in 7.2).
+        /// `socket`. Since 10.0 (not in 7.2).
         Socket = "socket",
-        /// `book` Since 10.0 (not in 7.2).
+        /// `book`. Since 10.0 (not in 7.2).
         Book = "book",
-        /// `drawer` Since 10.0 (not in 7.2).
+        /// `drawer`. Since 10.0 (not in 7.2).
         Drawer = "drawer",
-        /// `default` Since 10.0 (not in 7.2).
+        /// `default`. Since 10.0 (not in 7.2).
         Default = "default",
     }
 }
@@ -5650,13 +5650,13 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct CryptodevBackendProperties {
-    /// `queues`
+    /// `queues`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues: Option<u32>,
-    /// `throttle-bps` Since 10.0 (not in 7.2).
+    /// `throttle-bps`. Since 10.0 (not in 7.2).
     #[serde(rename = "throttle-bps", default, skip_serializing_if = "Option::is_none")]
     pub throttle_bps: Option<u64>,
-    /// `throttle-ops` Since 10.0 (not in 7.2).
+    /// `throttle-ops`. Since 10.0 (not in 7.2).
     #[serde(rename = "throttle-ops", default, skip_serializing_if = "Option::is_none")]
     pub throttle_ops: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5669,16 +5669,16 @@ pub struct CryptodevBackendProperties {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VHOST_CRYPTO`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CryptodevVhostUserProperties {
-    /// `queues`
+    /// `queues`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues: Option<u32>,
-    /// `throttle-bps` Since 10.0 (not in 7.2).
+    /// `throttle-bps`. Since 10.0 (not in 7.2).
     #[serde(rename = "throttle-bps", default, skip_serializing_if = "Option::is_none")]
     pub throttle_bps: Option<u64>,
-    /// `throttle-ops` Since 10.0 (not in 7.2).
+    /// `throttle-ops`. Since 10.0 (not in 7.2).
     #[serde(rename = "throttle-ops", default, skip_serializing_if = "Option::is_none")]
     pub throttle_ops: Option<u64>,
-    /// `chardev`
+    /// `chardev`.
     pub chardev: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5690,7 +5690,7 @@ pub struct CryptodevVhostUserProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CurrentMachineParams {
-    /// `wakeup-suspend-support`
+    /// `wakeup-suspend-support`.
     #[serde(rename = "wakeup-suspend-support")]
     pub wakeup_suspend_support: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5703,19 +5703,19 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum CxlCorErrorType {
-        /// `cache-data-ecc` Since 10.0 (not in 7.2).
+        /// `cache-data-ecc`. Since 10.0 (not in 7.2).
         CacheDataEcc = "cache-data-ecc",
-        /// `mem-data-ecc` Since 10.0 (not in 7.2).
+        /// `mem-data-ecc`. Since 10.0 (not in 7.2).
         MemDataEcc = "mem-data-ecc",
-        /// `crc-threshold` Since 10.0 (not in 7.2).
+        /// `crc-threshold`. Since 10.0 (not in 7.2).
         CrcThreshold = "crc-threshold",
-        /// `retry-threshold` Since 10.0 (not in 7.2).
+        /// `retry-threshold`. Since 10.0 (not in 7.2).
         RetryThreshold = "retry-threshold",
-        /// `cache-poison-received` Since 10.0 (not in 7.2).
+        /// `cache-poison-received`. Since 10.0 (not in 7.2).
         CachePoisonReceived = "cache-poison-received",
-        /// `mem-poison-received` Since 10.0 (not in 7.2).
+        /// `mem-poison-received`. Since 10.0 (not in 7.2).
         MemPoisonReceived = "mem-poison-received",
-        /// `physical` Since 10.0 (not in 7.2).
+        /// `physical`. Since 10.0 (not in 7.2).
         Physical = "physical",
     }
 }
@@ -5725,9 +5725,9 @@ qapi_enum! {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CxlDynamicCapacityExtent {
-    /// `offset` Since 10.0 (not in 7.2).
+    /// `offset`. Since 10.0 (not in 7.2).
     pub offset: u64,
-    /// `len` Since 10.0 (not in 7.2).
+    /// `len`. Since 10.0 (not in 7.2).
     pub len: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -5739,13 +5739,13 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum CxlEventLog {
-        /// `informational` Since 10.0 (not in 7.2).
+        /// `informational`. Since 10.0 (not in 7.2).
         Informational = "informational",
-        /// `warning` Since 10.0 (not in 7.2).
+        /// `warning`. Since 10.0 (not in 7.2).
         Warning = "warning",
-        /// `failure` Since 10.0 (not in 7.2).
+        /// `failure`. Since 10.0 (not in 7.2).
         Failure = "failure",
-        /// `fatal` Since 10.0 (not in 7.2).
+        /// `fatal`. Since 10.0 (not in 7.2).
         Fatal = "fatal",
     }
 }
@@ -5755,9 +5755,9 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum CxlExtentRemovalPolicy {
-        /// `tag-based` Since 10.0 (not in 7.2).
+        /// `tag-based`. Since 10.0 (not in 7.2).
         TagBased = "tag-based",
-        /// `prescriptive` Since 10.0 (not in 7.2).
+        /// `prescriptive`. Since 10.0 (not in 7.2).
         Prescriptive = "prescriptive",
     }
 }
@@ -5767,13 +5767,13 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum CxlExtentSelectionPolicy {
-        /// `free` Since 10.0 (not in 7.2).
+        /// `free`. Since 10.0 (not in 7.2).
         Free = "free",
-        /// `contiguous` Since 10.0 (not in 7.2).
+        /// `contiguous`. Since 10.0 (not in 7.2).
         Contiguous = "contiguous",
-        /// `prescriptive` Since 10.0 (not in 7.2).
+        /// `prescriptive`. Since 10.0 (not in 7.2).
         Prescriptive = "prescriptive",
-        /// `enable-shared-access` Since 10.0 (not in 7.2).
+        /// `enable-shared-access`. Since 10.0 (not in 7.2).
         EnableSharedAccess = "enable-shared-access",
     }
 }
@@ -5783,35 +5783,35 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum CxlUncorErrorType {
-        /// `cache-data-parity` Since 10.0 (not in 7.2).
+        /// `cache-data-parity`. Since 10.0 (not in 7.2).
         CacheDataParity = "cache-data-parity",
-        /// `cache-address-parity` Since 10.0 (not in 7.2).
+        /// `cache-address-parity`. Since 10.0 (not in 7.2).
         CacheAddressParity = "cache-address-parity",
-        /// `cache-be-parity` Since 10.0 (not in 7.2).
+        /// `cache-be-parity`. Since 10.0 (not in 7.2).
         CacheBeParity = "cache-be-parity",
-        /// `cache-data-ecc` Since 10.0 (not in 7.2).
+        /// `cache-data-ecc`. Since 10.0 (not in 7.2).
         CacheDataEcc = "cache-data-ecc",
-        /// `mem-data-parity` Since 10.0 (not in 7.2).
+        /// `mem-data-parity`. Since 10.0 (not in 7.2).
         MemDataParity = "mem-data-parity",
-        /// `mem-address-parity` Since 10.0 (not in 7.2).
+        /// `mem-address-parity`. Since 10.0 (not in 7.2).
         MemAddressParity = "mem-address-parity",
-        /// `mem-be-parity` Since 10.0 (not in 7.2).
+        /// `mem-be-parity`. Since 10.0 (not in 7.2).
         MemBeParity = "mem-be-parity",
-        /// `mem-data-ecc` Since 10.0 (not in 7.2).
+        /// `mem-data-ecc`. Since 10.0 (not in 7.2).
         MemDataEcc = "mem-data-ecc",
-        /// `reinit-threshold` Since 10.0 (not in 7.2).
+        /// `reinit-threshold`. Since 10.0 (not in 7.2).
         ReinitThreshold = "reinit-threshold",
-        /// `rsvd-encoding` Since 10.0 (not in 7.2).
+        /// `rsvd-encoding`. Since 10.0 (not in 7.2).
         RsvdEncoding = "rsvd-encoding",
-        /// `poison-received` Since 10.0 (not in 7.2).
+        /// `poison-received`. Since 10.0 (not in 7.2).
         PoisonReceived = "poison-received",
-        /// `receiver-overflow` Since 10.0 (not in 7.2).
+        /// `receiver-overflow`. Since 10.0 (not in 7.2).
         ReceiverOverflow = "receiver-overflow",
-        /// `internal` Since 10.0 (not in 7.2).
+        /// `internal`. Since 10.0 (not in 7.2).
         Internal = "internal",
-        /// `cxl-ide-tx` Since 10.0 (not in 7.2).
+        /// `cxl-ide-tx`. Since 10.0 (not in 7.2).
         CxlIdeTx = "cxl-ide-tx",
-        /// `cxl-ide-rx` Since 10.0 (not in 7.2).
+        /// `cxl-ide-rx`. Since 10.0 (not in 7.2).
         CxlIdeRx = "cxl-ide-rx",
     }
 }
@@ -5821,9 +5821,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DBusVMStateProperties {
-    /// `addr`
+    /// `addr`.
     pub addr: String,
-    /// `id-list`
+    /// `id-list`.
     #[serde(rename = "id-list", default, skip_serializing_if = "Option::is_none")]
     pub id_list: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5836,9 +5836,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum DataFormat {
-        /// `utf8`
+        /// `utf8`.
         Utf8 = "utf8",
-        /// `base64`
+        /// `base64`.
         Base64 = "base64",
     }
 }
@@ -5848,13 +5848,13 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DirtyLimitInfo {
-    /// `cpu-index`
+    /// `cpu-index`.
     #[serde(rename = "cpu-index")]
     pub cpu_index: i64,
-    /// `limit-rate`
+    /// `limit-rate`.
     #[serde(rename = "limit-rate")]
     pub limit_rate: u64,
-    /// `current-rate`
+    /// `current-rate`.
     #[serde(rename = "current-rate")]
     pub current_rate: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5867,26 +5867,26 @@ pub struct DirtyLimitInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DirtyRateInfo {
-    /// `dirty-rate`
+    /// `dirty-rate`.
     #[serde(rename = "dirty-rate", default, skip_serializing_if = "Option::is_none")]
     pub dirty_rate: Option<i64>,
-    /// `status`
+    /// `status`.
     pub status: DirtyRateStatus,
-    /// `start-time`
+    /// `start-time`.
     #[serde(rename = "start-time")]
     pub start_time: i64,
-    /// `calc-time`
+    /// `calc-time`.
     #[serde(rename = "calc-time")]
     pub calc_time: i64,
-    /// `calc-time-unit` Since 10.0 (not in 7.2).
+    /// `calc-time-unit`. Since 10.0 (not in 7.2).
     #[serde(rename = "calc-time-unit", default, skip_serializing_if = "Option::is_none")]
     pub calc_time_unit: Option<TimeUnit>,
-    /// `sample-pages`
+    /// `sample-pages`.
     #[serde(rename = "sample-pages")]
     pub sample_pages: u64,
-    /// `mode`
+    /// `mode`.
     pub mode: DirtyRateMeasureMode,
-    /// `vcpu-dirty-rate`
+    /// `vcpu-dirty-rate`.
     #[serde(rename = "vcpu-dirty-rate", default, skip_serializing_if = "Option::is_none")]
     pub vcpu_dirty_rate: Option<Vec<DirtyRateVcpu>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5899,11 +5899,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum DirtyRateMeasureMode {
-        /// `page-sampling`
+        /// `page-sampling`.
         PageSampling = "page-sampling",
-        /// `dirty-ring`
+        /// `dirty-ring`.
         DirtyRing = "dirty-ring",
-        /// `dirty-bitmap`
+        /// `dirty-bitmap`.
         DirtyBitmap = "dirty-bitmap",
     }
 }
@@ -5913,11 +5913,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum DirtyRateStatus {
-        /// `unstarted`
+        /// `unstarted`.
         Unstarted = "unstarted",
-        /// `measuring`
+        /// `measuring`.
         Measuring = "measuring",
-        /// `measured`
+        /// `measured`.
         Measured = "measured",
     }
 }
@@ -5927,9 +5927,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DirtyRateVcpu {
-    /// `id`
+    /// `id`.
     pub id: i64,
-    /// `dirty-rate`
+    /// `dirty-rate`.
     #[serde(rename = "dirty-rate")]
     pub dirty_rate: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5942,19 +5942,19 @@ pub struct DirtyRateVcpu {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct DisplayCocoa {
-    /// `left-command-key`
+    /// `left-command-key`.
     #[serde(rename = "left-command-key", default, skip_serializing_if = "Option::is_none")]
     pub left_command_key: Option<bool>,
-    /// `full-grab`
+    /// `full-grab`.
     #[serde(rename = "full-grab", default, skip_serializing_if = "Option::is_none")]
     pub full_grab: Option<bool>,
-    /// `swap-opt-cmd`
+    /// `swap-opt-cmd`.
     #[serde(rename = "swap-opt-cmd", default, skip_serializing_if = "Option::is_none")]
     pub swap_opt_cmd: Option<bool>,
-    /// `zoom-to-fit` Since 10.0 (not in 7.2).
+    /// `zoom-to-fit`. Since 10.0 (not in 7.2).
     #[serde(rename = "zoom-to-fit", default, skip_serializing_if = "Option::is_none")]
     pub zoom_to_fit: Option<bool>,
-    /// `zoom-interpolation` Since 10.0 (not in 7.2).
+    /// `zoom-interpolation`. Since 10.0 (not in 7.2).
     #[serde(rename = "zoom-interpolation", default, skip_serializing_if = "Option::is_none")]
     pub zoom_interpolation: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5967,7 +5967,7 @@ pub struct DisplayCocoa {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct DisplayCurses {
-    /// `charset`
+    /// `charset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charset: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -5980,16 +5980,16 @@ pub struct DisplayCurses {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct DisplayDBus {
-    /// `rendernode`
+    /// `rendernode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rendernode: Option<String>,
-    /// `addr`
+    /// `addr`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
-    /// `p2p`
+    /// `p2p`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p2p: Option<bool>,
-    /// `audiodev`
+    /// `audiodev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audiodev: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6002,7 +6002,7 @@ pub struct DisplayDBus {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct DisplayEGLHeadless {
-    /// `rendernode`
+    /// `rendernode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rendernode: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6015,13 +6015,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum DisplayGLMode {
-        /// `off`
+        /// `off`.
         Off = "off",
-        /// `on`
+        /// `on`.
         On = "on",
-        /// `core`
+        /// `core`.
         Core = "core",
-        /// `es`
+        /// `es`.
         Es = "es",
     }
 }
@@ -6031,16 +6031,16 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct DisplayGTK {
-    /// `grab-on-hover`
+    /// `grab-on-hover`.
     #[serde(rename = "grab-on-hover", default, skip_serializing_if = "Option::is_none")]
     pub grab_on_hover: Option<bool>,
-    /// `zoom-to-fit`
+    /// `zoom-to-fit`.
     #[serde(rename = "zoom-to-fit", default, skip_serializing_if = "Option::is_none")]
     pub zoom_to_fit: Option<bool>,
-    /// `show-tabs`
+    /// `show-tabs`.
     #[serde(rename = "show-tabs", default, skip_serializing_if = "Option::is_none")]
     pub show_tabs: Option<bool>,
-    /// `show-menubar`
+    /// `show-menubar`.
     #[serde(rename = "show-menubar", default, skip_serializing_if = "Option::is_none")]
     pub show_menubar: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6062,19 +6062,19 @@ pub struct DisplayOptions {
 /// The common members of [`DisplayOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DisplayOptionsBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: DisplayType,
-    /// `full-screen`
+    /// `full-screen`.
     #[serde(rename = "full-screen", default, skip_serializing_if = "Option::is_none")]
     pub full_screen: Option<bool>,
-    /// `window-close`
+    /// `window-close`.
     #[serde(rename = "window-close", default, skip_serializing_if = "Option::is_none")]
     pub window_close: Option<bool>,
-    /// `show-cursor`
+    /// `show-cursor`.
     #[serde(rename = "show-cursor", default, skip_serializing_if = "Option::is_none")]
     pub show_cursor: Option<bool>,
-    /// `gl`
+    /// `gl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gl: Option<DisplayGLMode>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6109,9 +6109,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum DisplayProtocol {
-        /// `vnc`
+        /// `vnc`.
         Vnc = "vnc",
-        /// `spice`
+        /// `spice`.
         Spice = "spice",
     }
 }
@@ -6130,7 +6130,7 @@ pub struct DisplayReloadOptions {
 /// The common members of [`DisplayReloadOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DisplayReloadOptionsBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: DisplayReloadType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6155,7 +6155,7 @@ qapi_union!(DisplayReloadOptions, DisplayReloadOptionsBase, DisplayReloadOptions
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct DisplayReloadOptionsVNC {
-    /// `tls-certs`
+    /// `tls-certs`.
     #[serde(rename = "tls-certs", default, skip_serializing_if = "Option::is_none")]
     pub tls_certs: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6168,7 +6168,7 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum DisplayReloadType {
-        /// `vnc`
+        /// `vnc`.
         Vnc = "vnc",
     }
 }
@@ -6178,7 +6178,7 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct DisplaySDL {
-    /// `grab-mod`
+    /// `grab-mod`.
     #[serde(rename = "grab-mod", default, skip_serializing_if = "Option::is_none")]
     pub grab_mod: Option<HotKeyMod>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6191,23 +6191,23 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum DisplayType {
-        /// `default`
+        /// `default`.
         Default = "default",
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `gtk` Only when built with `CONFIG_GTK`.
+        /// `gtk`. Only when built with `CONFIG_GTK`.
         Gtk = "gtk",
-        /// `sdl` Only when built with `CONFIG_SDL`.
+        /// `sdl`. Only when built with `CONFIG_SDL`.
         Sdl = "sdl",
-        /// `egl-headless` Only when built with `CONFIG_OPENGL`.
+        /// `egl-headless`. Only when built with `CONFIG_OPENGL`.
         EglHeadless = "egl-headless",
-        /// `curses` Only when built with `CONFIG_CURSES`.
+        /// `curses`. Only when built with `CONFIG_CURSES`.
         Curses = "curses",
-        /// `cocoa` Only when built with `CONFIG_COCOA`.
+        /// `cocoa`. Only when built with `CONFIG_COCOA`.
         Cocoa = "cocoa",
-        /// `spice-app` Only when built with `CONFIG_SPICE`.
+        /// `spice-app`. Only when built with `CONFIG_SPICE`.
         SpiceApp = "spice-app",
-        /// `dbus` Only when built with `CONFIG_DBUS_DISPLAY`.
+        /// `dbus`. Only when built with `CONFIG_DBUS_DISPLAY`.
         Dbus = "dbus",
     }
 }
@@ -6226,7 +6226,7 @@ pub struct DisplayUpdateOptions {
 /// The common members of [`DisplayUpdateOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DisplayUpdateOptionsBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: DisplayUpdateType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6251,7 +6251,7 @@ qapi_union!(DisplayUpdateOptions, DisplayUpdateOptionsBase, DisplayUpdateOptions
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct DisplayUpdateOptionsVNC {
-    /// `addresses`
+    /// `addresses`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addresses: Option<Vec<SocketAddress>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6264,7 +6264,7 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum DisplayUpdateType {
-        /// `vnc`
+        /// `vnc`.
         Vnc = "vnc",
     }
 }
@@ -6274,52 +6274,52 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DriveBackup {
-    /// `job-id`
+    /// `job-id`.
     #[serde(rename = "job-id", default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `sync`
+    /// `sync`.
     pub sync: MirrorSyncMode,
-    /// `speed`
+    /// `speed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed: Option<i64>,
-    /// `bitmap`
+    /// `bitmap`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitmap: Option<String>,
-    /// `bitmap-mode`
+    /// `bitmap-mode`.
     #[serde(rename = "bitmap-mode", default, skip_serializing_if = "Option::is_none")]
     pub bitmap_mode: Option<BitmapSyncMode>,
-    /// `compress`
+    /// `compress`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compress: Option<bool>,
-    /// `on-source-error`
+    /// `on-source-error`.
     #[serde(rename = "on-source-error", default, skip_serializing_if = "Option::is_none")]
     pub on_source_error: Option<BlockdevOnError>,
-    /// `on-target-error`
+    /// `on-target-error`.
     #[serde(rename = "on-target-error", default, skip_serializing_if = "Option::is_none")]
     pub on_target_error: Option<BlockdevOnError>,
-    /// `auto-finalize`
+    /// `auto-finalize`.
     #[serde(rename = "auto-finalize", default, skip_serializing_if = "Option::is_none")]
     pub auto_finalize: Option<bool>,
-    /// `auto-dismiss`
+    /// `auto-dismiss`.
     #[serde(rename = "auto-dismiss", default, skip_serializing_if = "Option::is_none")]
     pub auto_dismiss: Option<bool>,
-    /// `filter-node-name`
+    /// `filter-node-name`.
     #[serde(rename = "filter-node-name", default, skip_serializing_if = "Option::is_none")]
     pub filter_node_name: Option<String>,
-    /// `discard-source` Since 10.0 (not in 7.2).
+    /// `discard-source`. Since 10.0 (not in 7.2).
     #[serde(rename = "discard-source", default, skip_serializing_if = "Option::is_none")]
     pub discard_source: Option<bool>,
-    /// `x-perf` Features: `unstable`.
+    /// `x-perf`. Features: `unstable`.
     #[serde(rename = "x-perf", default, skip_serializing_if = "Option::is_none")]
     pub x_perf: Option<BackupPerf>,
-    /// `target`
+    /// `target`.
     pub target: String,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
-    /// `mode`
+    /// `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<NewImageMode>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6332,7 +6332,7 @@ pub struct DriveBackup {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DriveBackupWrapper {
-    /// `data`
+    /// `data`.
     pub data: DriveBackup,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -6344,52 +6344,52 @@ pub struct DriveBackupWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DriveMirror {
-    /// `job-id`
+    /// `job-id`.
     #[serde(rename = "job-id", default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `target`
+    /// `target`.
     pub target: String,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    /// `replaces`
+    /// `replaces`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
-    /// `sync`
+    /// `sync`.
     pub sync: MirrorSyncMode,
-    /// `mode`
+    /// `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<NewImageMode>,
-    /// `speed`
+    /// `speed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed: Option<i64>,
-    /// `granularity`
+    /// `granularity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub granularity: Option<u32>,
-    /// `buf-size`
+    /// `buf-size`.
     #[serde(rename = "buf-size", default, skip_serializing_if = "Option::is_none")]
     pub buf_size: Option<i64>,
-    /// `on-source-error`
+    /// `on-source-error`.
     #[serde(rename = "on-source-error", default, skip_serializing_if = "Option::is_none")]
     pub on_source_error: Option<BlockdevOnError>,
-    /// `on-target-error`
+    /// `on-target-error`.
     #[serde(rename = "on-target-error", default, skip_serializing_if = "Option::is_none")]
     pub on_target_error: Option<BlockdevOnError>,
-    /// `unmap`
+    /// `unmap`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmap: Option<bool>,
-    /// `copy-mode`
+    /// `copy-mode`.
     #[serde(rename = "copy-mode", default, skip_serializing_if = "Option::is_none")]
     pub copy_mode: Option<MirrorCopyMode>,
-    /// `auto-finalize`
+    /// `auto-finalize`.
     #[serde(rename = "auto-finalize", default, skip_serializing_if = "Option::is_none")]
     pub auto_finalize: Option<bool>,
-    /// `auto-dismiss`
+    /// `auto-dismiss`.
     #[serde(rename = "auto-dismiss", default, skip_serializing_if = "Option::is_none")]
     pub auto_dismiss: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6402,7 +6402,7 @@ pub struct DriveMirror {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DummyBlockCoreForceArrays {
-    /// `unused-block-graph-info` Since 10.0 (not in 7.2).
+    /// `unused-block-graph-info`. Since 10.0 (not in 7.2).
     #[serde(rename = "unused-block-graph-info")]
     pub unused_block_graph_info: Vec<BlockGraphInfo>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6415,7 +6415,7 @@ pub struct DummyBlockCoreForceArrays {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DummyForceArrays {
-    /// `unused`
+    /// `unused`.
     pub unused: Vec<X86CPUFeatureWordInfo>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -6427,7 +6427,7 @@ pub struct DummyForceArrays {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DummyVirtioForceArrays {
-    /// `unused-iothread-vq-mapping` Since 10.0 (not in 7.2).
+    /// `unused-iothread-vq-mapping`. Since 10.0 (not in 7.2).
     #[serde(rename = "unused-iothread-vq-mapping")]
     pub unused_iothread_vq_mapping: Vec<IOThreadVirtQueueMapping>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6440,7 +6440,7 @@ pub struct DummyVirtioForceArrays {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DumpGuestMemoryCapability {
-    /// `formats`
+    /// `formats`.
     pub formats: Vec<DumpGuestMemoryFormat>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -6452,21 +6452,21 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum DumpGuestMemoryFormat {
-        /// `elf`
+        /// `elf`.
         Elf = "elf",
-        /// `kdump-zlib`
+        /// `kdump-zlib`.
         KdumpZlib = "kdump-zlib",
-        /// `kdump-lzo`
+        /// `kdump-lzo`.
         KdumpLzo = "kdump-lzo",
-        /// `kdump-snappy`
+        /// `kdump-snappy`.
         KdumpSnappy = "kdump-snappy",
-        /// `kdump-raw-zlib` Since 10.0 (not in 7.2).
+        /// `kdump-raw-zlib`. Since 10.0 (not in 7.2).
         KdumpRawZlib = "kdump-raw-zlib",
-        /// `kdump-raw-lzo` Since 10.0 (not in 7.2).
+        /// `kdump-raw-lzo`. Since 10.0 (not in 7.2).
         KdumpRawLzo = "kdump-raw-lzo",
-        /// `kdump-raw-snappy` Since 10.0 (not in 7.2).
+        /// `kdump-raw-snappy`. Since 10.0 (not in 7.2).
         KdumpRawSnappy = "kdump-raw-snappy",
-        /// `win-dmp`
+        /// `win-dmp`.
         WinDmp = "win-dmp",
     }
 }
@@ -6476,11 +6476,11 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DumpQueryResult {
-    /// `status`
+    /// `status`.
     pub status: DumpStatus,
-    /// `completed`
+    /// `completed`.
     pub completed: i64,
-    /// `total`
+    /// `total`.
     pub total: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -6492,13 +6492,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum DumpStatus {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `active`
+        /// `active`.
         Active = "active",
-        /// `completed`
+        /// `completed`.
         Completed = "completed",
-        /// `failed`
+        /// `failed`.
         Failed = "failed",
     }
 }
@@ -6508,7 +6508,7 @@ qapi_enum! {
 /// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_EBPF`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EbpfObject {
-    /// `object` Since 10.0 (not in 7.2).
+    /// `object`. Since 10.0 (not in 7.2).
     pub object: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -6520,7 +6520,7 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_EBPF`.
     pub enum EbpfProgramID {
-        /// `rss` Since 10.0 (not in 7.2).
+        /// `rss`. Since 10.0 (not in 7.2).
         Rss = "rss",
     }
 }
@@ -6530,11 +6530,11 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum EndianMode {
-        /// `unspecified` Since 10.0 (not in 7.2).
+        /// `unspecified`. Since 10.0 (not in 7.2).
         Unspecified = "unspecified",
-        /// `little` Since 10.0 (not in 7.2).
+        /// `little`. Since 10.0 (not in 7.2).
         Little = "little",
-        /// `big` Since 10.0 (not in 7.2).
+        /// `big`. Since 10.0 (not in 7.2).
         Big = "big",
     }
 }
@@ -6544,13 +6544,13 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct EventLoopBaseProperties {
-    /// `aio-max-batch`
+    /// `aio-max-batch`.
     #[serde(rename = "aio-max-batch", default, skip_serializing_if = "Option::is_none")]
     pub aio_max_batch: Option<i64>,
-    /// `thread-pool-min`
+    /// `thread-pool-min`.
     #[serde(rename = "thread-pool-min", default, skip_serializing_if = "Option::is_none")]
     pub thread_pool_min: Option<i64>,
-    /// `thread-pool-max`
+    /// `thread-pool-max`.
     #[serde(rename = "thread-pool-max", default, skip_serializing_if = "Option::is_none")]
     pub thread_pool_max: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6563,21 +6563,21 @@ pub struct EventLoopBaseProperties {
 /// Since 10.0 (not in 7.2). Only when QEMU is built with `TARGET_I386`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvtchnInfo {
-    /// `port` Since 10.0 (not in 7.2).
+    /// `port`. Since 10.0 (not in 7.2).
     pub port: u16,
-    /// `vcpu` Since 10.0 (not in 7.2).
+    /// `vcpu`. Since 10.0 (not in 7.2).
     pub vcpu: u32,
-    /// `type` Since 10.0 (not in 7.2).
+    /// `type`. Since 10.0 (not in 7.2).
     #[serde(rename = "type")]
     pub type_: EvtchnPortType,
-    /// `remote-domain` Since 10.0 (not in 7.2).
+    /// `remote-domain`. Since 10.0 (not in 7.2).
     #[serde(rename = "remote-domain")]
     pub remote_domain: String,
-    /// `target` Since 10.0 (not in 7.2).
+    /// `target`. Since 10.0 (not in 7.2).
     pub target: u16,
-    /// `pending` Since 10.0 (not in 7.2).
+    /// `pending`. Since 10.0 (not in 7.2).
     pub pending: bool,
-    /// `masked` Since 10.0 (not in 7.2).
+    /// `masked`. Since 10.0 (not in 7.2).
     pub masked: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -6589,17 +6589,17 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2). Only when QEMU is built with `TARGET_I386`.
     pub enum EvtchnPortType {
-        /// `closed` Since 10.0 (not in 7.2).
+        /// `closed`. Since 10.0 (not in 7.2).
         Closed = "closed",
-        /// `unbound` Since 10.0 (not in 7.2).
+        /// `unbound`. Since 10.0 (not in 7.2).
         Unbound = "unbound",
-        /// `interdomain` Since 10.0 (not in 7.2).
+        /// `interdomain`. Since 10.0 (not in 7.2).
         Interdomain = "interdomain",
-        /// `pirq` Since 10.0 (not in 7.2).
+        /// `pirq`. Since 10.0 (not in 7.2).
         Pirq = "pirq",
-        /// `virq` Since 10.0 (not in 7.2).
+        /// `virq`. Since 10.0 (not in 7.2).
         Virq = "virq",
-        /// `ipi` Since 10.0 (not in 7.2).
+        /// `ipi`. Since 10.0 (not in 7.2).
         Ipi = "ipi",
     }
 }
@@ -6618,9 +6618,9 @@ pub struct ExpirePasswordOptions {
 /// The common members of [`ExpirePasswordOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExpirePasswordOptionsBase {
-    /// `protocol`
+    /// `protocol`.
     pub protocol: DisplayProtocol,
-    /// `time`
+    /// `time`.
     pub time: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -6644,7 +6644,7 @@ qapi_union!(ExpirePasswordOptions, ExpirePasswordOptionsBase, ExpirePasswordOpti
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ExpirePasswordOptionsVnc {
-    /// `display`
+    /// `display`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6657,15 +6657,15 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum FailoverStatus {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `require`
+        /// `require`.
         Require = "require",
-        /// `active`
+        /// `active`.
         Active = "active",
-        /// `completed`
+        /// `completed`.
         Completed = "completed",
-        /// `relaunch`
+        /// `relaunch`.
         Relaunch = "relaunch",
     }
 }
@@ -6675,7 +6675,7 @@ qapi_enum! {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FdSocketAddress {
-    /// `str` Since 10.0 (not in 7.2).
+    /// `str`. Since 10.0 (not in 7.2).
     pub str: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -6687,7 +6687,7 @@ pub struct FdSocketAddress {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FdSocketAddressWrapper {
-    /// `data` Since 10.0 (not in 7.2).
+    /// `data`. Since 10.0 (not in 7.2).
     pub data: FdSocketAddress,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -6699,9 +6699,9 @@ pub struct FdSocketAddressWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FdsetFdInfo {
-    /// `fd`
+    /// `fd`.
     pub fd: i64,
-    /// `opaque`
+    /// `opaque`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opaque: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6714,10 +6714,10 @@ pub struct FdsetFdInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FdsetInfo {
-    /// `fdset-id`
+    /// `fdset-id`.
     #[serde(rename = "fdset-id")]
     pub fdset_id: i64,
-    /// `fds`
+    /// `fds`.
     pub fds: Vec<FdsetFdInfo>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -6729,9 +6729,9 @@ pub struct FdsetInfo {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FileMigrationArgs {
-    /// `filename` Since 10.0 (not in 7.2).
+    /// `filename`. Since 10.0 (not in 7.2).
     pub filename: String,
-    /// `offset` Since 10.0 (not in 7.2).
+    /// `offset`. Since 10.0 (not in 7.2).
     pub offset: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -6743,21 +6743,21 @@ pub struct FileMigrationArgs {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FilterBufferProperties {
-    /// `netdev`
+    /// `netdev`.
     pub netdev: String,
-    /// `queue`
+    /// `queue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<NetFilterDirection>,
-    /// `status`
+    /// `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    /// `position`
+    /// `position`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
-    /// `insert`
+    /// `insert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insert: Option<NetfilterInsert>,
-    /// `interval`
+    /// `interval`.
     pub interval: u32,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -6769,23 +6769,23 @@ pub struct FilterBufferProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FilterDumpProperties {
-    /// `netdev`
+    /// `netdev`.
     pub netdev: String,
-    /// `queue`
+    /// `queue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<NetFilterDirection>,
-    /// `status`
+    /// `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    /// `position`
+    /// `position`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
-    /// `insert`
+    /// `insert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insert: Option<NetfilterInsert>,
-    /// `file`
+    /// `file`.
     pub file: String,
-    /// `maxlen`
+    /// `maxlen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maxlen: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6798,23 +6798,23 @@ pub struct FilterDumpProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FilterMirrorProperties {
-    /// `netdev`
+    /// `netdev`.
     pub netdev: String,
-    /// `queue`
+    /// `queue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<NetFilterDirection>,
-    /// `status`
+    /// `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    /// `position`
+    /// `position`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
-    /// `insert`
+    /// `insert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insert: Option<NetfilterInsert>,
-    /// `outdev`
+    /// `outdev`.
     pub outdev: String,
-    /// `vnet_hdr_support`
+    /// `vnet_hdr_support`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vnet_hdr_support: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6827,27 +6827,27 @@ pub struct FilterMirrorProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FilterRedirectorProperties {
-    /// `netdev`
+    /// `netdev`.
     pub netdev: String,
-    /// `queue`
+    /// `queue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<NetFilterDirection>,
-    /// `status`
+    /// `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    /// `position`
+    /// `position`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
-    /// `insert`
+    /// `insert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insert: Option<NetfilterInsert>,
-    /// `indev`
+    /// `indev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indev: Option<String>,
-    /// `outdev`
+    /// `outdev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outdev: Option<String>,
-    /// `vnet_hdr_support`
+    /// `vnet_hdr_support`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vnet_hdr_support: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6860,21 +6860,21 @@ pub struct FilterRedirectorProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FilterRewriterProperties {
-    /// `netdev`
+    /// `netdev`.
     pub netdev: String,
-    /// `queue`
+    /// `queue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<NetFilterDirection>,
-    /// `status`
+    /// `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    /// `position`
+    /// `position`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
-    /// `insert`
+    /// `insert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insert: Option<NetfilterInsert>,
-    /// `vnet_hdr_support`
+    /// `vnet_hdr_support`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vnet_hdr_support: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -6887,15 +6887,15 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum FloppyDriveType {
-        /// `144`
+        /// `144`.
         V144 = "144",
-        /// `288`
+        /// `288`.
         V288 = "288",
-        /// `120`
+        /// `120`.
         V120 = "120",
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `auto`
+        /// `auto`.
         Auto = "auto",
     }
 }
@@ -6905,11 +6905,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum FuseExportAllowOther {
-        /// `off`
+        /// `off`.
         Off = "off",
-        /// `on`
+        /// `on`.
         On = "on",
-        /// `auto`
+        /// `auto`.
         Auto = "auto",
     }
 }
@@ -6919,11 +6919,11 @@ qapi_enum! {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_ARM`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GICCapability {
-    /// `version`
+    /// `version`.
     pub version: i64,
-    /// `emulated`
+    /// `emulated`.
     pub emulated: bool,
-    /// `kernel`
+    /// `kernel`.
     pub kernel: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -6935,17 +6935,17 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum GrabToggleKeys {
-        /// `ctrl-ctrl`
+        /// `ctrl-ctrl`.
         CtrlCtrl = "ctrl-ctrl",
-        /// `alt-alt`
+        /// `alt-alt`.
         AltAlt = "alt-alt",
-        /// `shift-shift`
+        /// `shift-shift`.
         ShiftShift = "shift-shift",
-        /// `meta-meta`
+        /// `meta-meta`.
         MetaMeta = "meta-meta",
-        /// `scrolllock`
+        /// `scrolllock`.
         Scrolllock = "scrolllock",
-        /// `ctrl-scrolllock`
+        /// `ctrl-scrolllock`.
         CtrlScrolllock = "ctrl-scrolllock",
     }
 }
@@ -6955,15 +6955,15 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum GranuleMode {
-        /// `4k` Since 10.0 (not in 7.2).
+        /// `4k`. Since 10.0 (not in 7.2).
         V4k = "4k",
-        /// `8k` Since 10.0 (not in 7.2).
+        /// `8k`. Since 10.0 (not in 7.2).
         V8k = "8k",
-        /// `16k` Since 10.0 (not in 7.2).
+        /// `16k`. Since 10.0 (not in 7.2).
         V16k = "16k",
-        /// `64k` Since 10.0 (not in 7.2).
+        /// `64k`. Since 10.0 (not in 7.2).
         V64k = "64k",
-        /// `host` Since 10.0 (not in 7.2).
+        /// `host`. Since 10.0 (not in 7.2).
         Host = "host",
     }
 }
@@ -6973,11 +6973,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum GuestPanicAction {
-        /// `pause`
+        /// `pause`.
         Pause = "pause",
-        /// `poweroff`
+        /// `poweroff`.
         Poweroff = "poweroff",
-        /// `run`
+        /// `run`.
         Run = "run",
     }
 }
@@ -6996,7 +6996,7 @@ pub struct GuestPanicInformation {
 /// The common members of [`GuestPanicInformation`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestPanicInformationBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: GuestPanicInformationType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7023,15 +7023,15 @@ qapi_union!(GuestPanicInformation, GuestPanicInformationBase, GuestPanicInformat
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestPanicInformationHyperV {
-    /// `arg1`
+    /// `arg1`.
     pub arg1: u64,
-    /// `arg2`
+    /// `arg2`.
     pub arg2: u64,
-    /// `arg3`
+    /// `arg3`.
     pub arg3: u64,
-    /// `arg4`
+    /// `arg4`.
     pub arg4: u64,
-    /// `arg5`
+    /// `arg5`.
     pub arg5: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7043,15 +7043,15 @@ pub struct GuestPanicInformationHyperV {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestPanicInformationS390 {
-    /// `core`
+    /// `core`.
     pub core: u32,
-    /// `psw-mask`
+    /// `psw-mask`.
     #[serde(rename = "psw-mask")]
     pub psw_mask: u64,
-    /// `psw-addr`
+    /// `psw-addr`.
     #[serde(rename = "psw-addr")]
     pub psw_addr: u64,
-    /// `reason`
+    /// `reason`.
     pub reason: S390CrashReason,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7063,9 +7063,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum GuestPanicInformationType {
-        /// `hyper-v`
+        /// `hyper-v`.
         HyperV = "hyper-v",
-        /// `s390`
+        /// `s390`.
         S390 = "s390",
     }
 }
@@ -7075,7 +7075,7 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuidInfo {
-    /// `guid`
+    /// `guid`.
     pub guid: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7087,11 +7087,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum HmatCacheAssociativity {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `direct`
+        /// `direct`.
         Direct = "direct",
-        /// `complex`
+        /// `complex`.
         Complex = "complex",
     }
 }
@@ -7101,11 +7101,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum HmatCacheWritePolicy {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `write-back`
+        /// `write-back`.
         WriteBack = "write-back",
-        /// `write-through`
+        /// `write-through`.
         WriteThrough = "write-through",
     }
 }
@@ -7115,17 +7115,17 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum HmatLBDataType {
-        /// `access-latency`
+        /// `access-latency`.
         AccessLatency = "access-latency",
-        /// `read-latency`
+        /// `read-latency`.
         ReadLatency = "read-latency",
-        /// `write-latency`
+        /// `write-latency`.
         WriteLatency = "write-latency",
-        /// `access-bandwidth`
+        /// `access-bandwidth`.
         AccessBandwidth = "access-bandwidth",
-        /// `read-bandwidth`
+        /// `read-bandwidth`.
         ReadBandwidth = "read-bandwidth",
-        /// `write-bandwidth`
+        /// `write-bandwidth`.
         WriteBandwidth = "write-bandwidth",
     }
 }
@@ -7135,13 +7135,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum HmatLBMemoryHierarchy {
-        /// `memory`
+        /// `memory`.
         Memory = "memory",
-        /// `first-level`
+        /// `first-level`.
         FirstLevel = "first-level",
-        /// `second-level`
+        /// `second-level`.
         SecondLevel = "second-level",
-        /// `third-level`
+        /// `third-level`.
         ThirdLevel = "third-level",
     }
 }
@@ -7151,13 +7151,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum HostMemPolicy {
-        /// `default`
+        /// `default`.
         Default = "default",
-        /// `preferred`
+        /// `preferred`.
         Preferred = "preferred",
-        /// `bind`
+        /// `bind`.
         Bind = "bind",
-        /// `interleave`
+        /// `interleave`.
         Interleave = "interleave",
     }
 }
@@ -7167,11 +7167,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum HotKeyMod {
-        /// `lctrl-lalt`
+        /// `lctrl-lalt`.
         LctrlLalt = "lctrl-lalt",
-        /// `lshift-lctrl-lalt`
+        /// `lshift-lctrl-lalt`.
         LshiftLctrlLalt = "lshift-lctrl-lalt",
-        /// `rctrl`
+        /// `rctrl`.
         Rctrl = "rctrl",
     }
 }
@@ -7181,15 +7181,15 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HotpluggableCPU {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: String,
-    /// `vcpus-count`
+    /// `vcpus-count`.
     #[serde(rename = "vcpus-count")]
     pub vcpus_count: i64,
-    /// `props`
+    /// `props`.
     pub props: CpuInstanceProperties,
-    /// `qom-path`
+    /// `qom-path`.
     #[serde(rename = "qom-path", default, skip_serializing_if = "Option::is_none")]
     pub qom_path: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7202,7 +7202,7 @@ pub struct HotpluggableCPU {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HumanReadableText {
-    /// `human-readable-text`
+    /// `human-readable-text`.
     #[serde(rename = "human-readable-text")]
     pub human_readable_text: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7215,16 +7215,16 @@ pub struct HumanReadableText {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HvBalloonDeviceInfo {
-    /// `id` Since 10.0 (not in 7.2).
+    /// `id`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `memaddr` Since 10.0 (not in 7.2).
+    /// `memaddr`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memaddr: Option<u64>,
-    /// `max-size` Since 10.0 (not in 7.2).
+    /// `max-size`. Since 10.0 (not in 7.2).
     #[serde(rename = "max-size")]
     pub max_size: u64,
-    /// `memdev` Since 10.0 (not in 7.2).
+    /// `memdev`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memdev: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7237,7 +7237,7 @@ pub struct HvBalloonDeviceInfo {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HvBalloonDeviceInfoWrapper {
-    /// `data` Since 10.0 (not in 7.2).
+    /// `data`. Since 10.0 (not in 7.2).
     pub data: HvBalloonDeviceInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7249,9 +7249,9 @@ pub struct HvBalloonDeviceInfoWrapper {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HvBalloonInfo {
-    /// `committed` Since 10.0 (not in 7.2).
+    /// `committed`. Since 10.0 (not in 7.2).
     pub committed: u64,
-    /// `available` Since 10.0 (not in 7.2).
+    /// `available`. Since 10.0 (not in 7.2).
     pub available: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7263,7 +7263,7 @@ pub struct HvBalloonInfo {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct IOMMUFDProperties {
-    /// `fd` Since 10.0 (not in 7.2).
+    /// `fd`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fd: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7276,21 +7276,21 @@ pub struct IOMMUFDProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IOThreadInfo {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `thread-id`
+    /// `thread-id`.
     #[serde(rename = "thread-id")]
     pub thread_id: i64,
-    /// `poll-max-ns`
+    /// `poll-max-ns`.
     #[serde(rename = "poll-max-ns")]
     pub poll_max_ns: i64,
-    /// `poll-grow`
+    /// `poll-grow`.
     #[serde(rename = "poll-grow")]
     pub poll_grow: i64,
-    /// `poll-shrink`
+    /// `poll-shrink`.
     #[serde(rename = "poll-shrink")]
     pub poll_shrink: i64,
-    /// `aio-max-batch`
+    /// `aio-max-batch`.
     #[serde(rename = "aio-max-batch")]
     pub aio_max_batch: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7303,9 +7303,9 @@ pub struct IOThreadInfo {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IOThreadVirtQueueMapping {
-    /// `iothread` Since 10.0 (not in 7.2).
+    /// `iothread`. Since 10.0 (not in 7.2).
     pub iothread: String,
-    /// `vqs` Since 10.0 (not in 7.2).
+    /// `vqs`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vqs: Option<Vec<u16>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7318,38 +7318,38 @@ pub struct IOThreadVirtQueueMapping {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageCheck {
-    /// `filename`
+    /// `filename`.
     pub filename: String,
-    /// `format`
+    /// `format`.
     pub format: String,
-    /// `check-errors`
+    /// `check-errors`.
     #[serde(rename = "check-errors")]
     pub check_errors: i64,
-    /// `image-end-offset`
+    /// `image-end-offset`.
     #[serde(rename = "image-end-offset", default, skip_serializing_if = "Option::is_none")]
     pub image_end_offset: Option<i64>,
-    /// `corruptions`
+    /// `corruptions`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corruptions: Option<i64>,
-    /// `leaks`
+    /// `leaks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaks: Option<i64>,
-    /// `corruptions-fixed`
+    /// `corruptions-fixed`.
     #[serde(rename = "corruptions-fixed", default, skip_serializing_if = "Option::is_none")]
     pub corruptions_fixed: Option<i64>,
-    /// `leaks-fixed`
+    /// `leaks-fixed`.
     #[serde(rename = "leaks-fixed", default, skip_serializing_if = "Option::is_none")]
     pub leaks_fixed: Option<i64>,
-    /// `total-clusters`
+    /// `total-clusters`.
     #[serde(rename = "total-clusters", default, skip_serializing_if = "Option::is_none")]
     pub total_clusters: Option<i64>,
-    /// `allocated-clusters`
+    /// `allocated-clusters`.
     #[serde(rename = "allocated-clusters", default, skip_serializing_if = "Option::is_none")]
     pub allocated_clusters: Option<i64>,
-    /// `fragmented-clusters`
+    /// `fragmented-clusters`.
     #[serde(rename = "fragmented-clusters", default, skip_serializing_if = "Option::is_none")]
     pub fragmented_clusters: Option<i64>,
-    /// `compressed-clusters`
+    /// `compressed-clusters`.
     #[serde(rename = "compressed-clusters", default, skip_serializing_if = "Option::is_none")]
     pub compressed_clusters: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7362,9 +7362,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum ImageFormat {
-        /// `ppm`
+        /// `ppm`.
         Ppm = "ppm",
-        /// `png`
+        /// `png`.
         Png = "png",
     }
 }
@@ -7374,44 +7374,44 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageInfo {
-    /// `filename`
+    /// `filename`.
     pub filename: String,
-    /// `format`
+    /// `format`.
     pub format: String,
-    /// `dirty-flag`
+    /// `dirty-flag`.
     #[serde(rename = "dirty-flag", default, skip_serializing_if = "Option::is_none")]
     pub dirty_flag: Option<bool>,
-    /// `actual-size`
+    /// `actual-size`.
     #[serde(rename = "actual-size", default, skip_serializing_if = "Option::is_none")]
     pub actual_size: Option<i64>,
-    /// `virtual-size`
+    /// `virtual-size`.
     #[serde(rename = "virtual-size")]
     pub virtual_size: i64,
-    /// `cluster-size`
+    /// `cluster-size`.
     #[serde(rename = "cluster-size", default, skip_serializing_if = "Option::is_none")]
     pub cluster_size: Option<i64>,
-    /// `encrypted`
+    /// `encrypted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypted: Option<bool>,
-    /// `compressed`
+    /// `compressed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compressed: Option<bool>,
-    /// `backing-filename`
+    /// `backing-filename`.
     #[serde(rename = "backing-filename", default, skip_serializing_if = "Option::is_none")]
     pub backing_filename: Option<String>,
-    /// `full-backing-filename`
+    /// `full-backing-filename`.
     #[serde(rename = "full-backing-filename", default, skip_serializing_if = "Option::is_none")]
     pub full_backing_filename: Option<String>,
-    /// `backing-filename-format`
+    /// `backing-filename-format`.
     #[serde(rename = "backing-filename-format", default, skip_serializing_if = "Option::is_none")]
     pub backing_filename_format: Option<String>,
-    /// `snapshots`
+    /// `snapshots`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshots: Option<Vec<SnapshotInfo>>,
-    /// `format-specific`
+    /// `format-specific`.
     #[serde(rename = "format-specific", default, skip_serializing_if = "Option::is_none")]
     pub format_specific: Option<ImageInfoSpecific>,
-    /// `backing-image`
+    /// `backing-image`.
     #[serde(rename = "backing-image", default, skip_serializing_if = "Option::is_none")]
     pub backing_image: Option<Box<ImageInfo>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7433,7 +7433,7 @@ pub struct ImageInfoSpecific {
 /// The common members of [`ImageInfoSpecific`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageInfoSpecificBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: ImageInfoSpecificKind,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7466,7 +7466,7 @@ qapi_union!(ImageInfoSpecific, ImageInfoSpecificBase, ImageInfoSpecificBranch, t
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ImageInfoSpecificFile {
-    /// `extent-size-hint` Since 10.0 (not in 7.2).
+    /// `extent-size-hint`. Since 10.0 (not in 7.2).
     #[serde(rename = "extent-size-hint", default, skip_serializing_if = "Option::is_none")]
     pub extent_size_hint: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7479,7 +7479,7 @@ pub struct ImageInfoSpecificFile {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageInfoSpecificFileWrapper {
-    /// `data` Since 10.0 (not in 7.2).
+    /// `data`. Since 10.0 (not in 7.2).
     pub data: ImageInfoSpecificFile,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7491,15 +7491,15 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum ImageInfoSpecificKind {
-        /// `qcow2`
+        /// `qcow2`.
         Qcow2 = "qcow2",
-        /// `vmdk`
+        /// `vmdk`.
         Vmdk = "vmdk",
-        /// `luks`
+        /// `luks`.
         Luks = "luks",
-        /// `rbd`
+        /// `rbd`.
         Rbd = "rbd",
-        /// `file` Since 10.0 (not in 7.2).
+        /// `file`. Since 10.0 (not in 7.2).
         File = "file",
     }
 }
@@ -7509,7 +7509,7 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageInfoSpecificLUKSWrapper {
-    /// `data`
+    /// `data`.
     pub data: QCryptoBlockInfoLUKS,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7521,33 +7521,33 @@ pub struct ImageInfoSpecificLUKSWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageInfoSpecificQCow2 {
-    /// `compat`
+    /// `compat`.
     pub compat: String,
-    /// `data-file`
+    /// `data-file`.
     #[serde(rename = "data-file", default, skip_serializing_if = "Option::is_none")]
     pub data_file: Option<String>,
-    /// `data-file-raw`
+    /// `data-file-raw`.
     #[serde(rename = "data-file-raw", default, skip_serializing_if = "Option::is_none")]
     pub data_file_raw: Option<bool>,
-    /// `extended-l2`
+    /// `extended-l2`.
     #[serde(rename = "extended-l2", default, skip_serializing_if = "Option::is_none")]
     pub extended_l2: Option<bool>,
-    /// `lazy-refcounts`
+    /// `lazy-refcounts`.
     #[serde(rename = "lazy-refcounts", default, skip_serializing_if = "Option::is_none")]
     pub lazy_refcounts: Option<bool>,
-    /// `corrupt`
+    /// `corrupt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrupt: Option<bool>,
-    /// `refcount-bits`
+    /// `refcount-bits`.
     #[serde(rename = "refcount-bits")]
     pub refcount_bits: i64,
-    /// `encrypt`
+    /// `encrypt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypt: Option<ImageInfoSpecificQCow2Encryption>,
-    /// `bitmaps`
+    /// `bitmaps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitmaps: Option<Vec<Qcow2BitmapInfo>>,
-    /// `compression-type`
+    /// `compression-type`.
     #[serde(rename = "compression-type")]
     pub compression_type: Qcow2CompressionType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7569,7 +7569,7 @@ pub struct ImageInfoSpecificQCow2Encryption {
 /// The common members of [`ImageInfoSpecificQCow2Encryption`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageInfoSpecificQCow2EncryptionMembers {
-    /// `format`
+    /// `format`.
     pub format: BlockdevQcow2EncryptionFormat,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7593,7 +7593,7 @@ qapi_union!(ImageInfoSpecificQCow2Encryption, ImageInfoSpecificQCow2EncryptionMe
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageInfoSpecificQCow2EncryptionBase {
-    /// `format`
+    /// `format`.
     pub format: BlockdevQcow2EncryptionFormat,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7605,7 +7605,7 @@ pub struct ImageInfoSpecificQCow2EncryptionBase {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageInfoSpecificQCow2Wrapper {
-    /// `data`
+    /// `data`.
     pub data: ImageInfoSpecificQCow2,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7617,7 +7617,7 @@ pub struct ImageInfoSpecificQCow2Wrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ImageInfoSpecificRbd {
-    /// `encryption-format`
+    /// `encryption-format`.
     #[serde(rename = "encryption-format", default, skip_serializing_if = "Option::is_none")]
     pub encryption_format: Option<RbdImageEncryptionFormat>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7630,7 +7630,7 @@ pub struct ImageInfoSpecificRbd {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageInfoSpecificRbdWrapper {
-    /// `data`
+    /// `data`.
     pub data: ImageInfoSpecificRbd,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7642,15 +7642,15 @@ pub struct ImageInfoSpecificRbdWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageInfoSpecificVmdk {
-    /// `create-type`
+    /// `create-type`.
     #[serde(rename = "create-type")]
     pub create_type: String,
-    /// `cid`
+    /// `cid`.
     pub cid: i64,
-    /// `parent-cid`
+    /// `parent-cid`.
     #[serde(rename = "parent-cid")]
     pub parent_cid: i64,
-    /// `extents` Its type differs between releases (7.2 `[ImageInfo]`, 10.0 `[VmdkExtentInfo]`).
+    /// `extents`. Its type differs between releases (7.2 `[ImageInfo]`, 10.0 `[VmdkExtentInfo]`).
     pub extents: Value,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7662,7 +7662,7 @@ pub struct ImageInfoSpecificVmdk {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageInfoSpecificVmdkWrapper {
-    /// `data`
+    /// `data`.
     pub data: ImageInfoSpecificVmdk,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7674,26 +7674,26 @@ pub struct ImageInfoSpecificVmdkWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InetSocketAddress {
-    /// `host`
+    /// `host`.
     pub host: String,
-    /// `port`
+    /// `port`.
     pub port: String,
-    /// `numeric`
+    /// `numeric`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numeric: Option<bool>,
-    /// `to`
+    /// `to`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<u16>,
-    /// `ipv4`
+    /// `ipv4`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<bool>,
-    /// `ipv6`
+    /// `ipv6`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<bool>,
-    /// `keep-alive`
+    /// `keep-alive`.
     #[serde(rename = "keep-alive", default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<bool>,
-    /// `mptcp` Only when built with `HAVE_IPPROTO_MPTCP`.
+    /// `mptcp`. Only when built with `HAVE_IPPROTO_MPTCP`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mptcp: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7706,9 +7706,9 @@ pub struct InetSocketAddress {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InetSocketAddressBase {
-    /// `host`
+    /// `host`.
     pub host: String,
-    /// `port`
+    /// `port`.
     pub port: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7720,7 +7720,7 @@ pub struct InetSocketAddressBase {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InetSocketAddressWrapper {
-    /// `data`
+    /// `data`.
     pub data: InetSocketAddress,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7732,9 +7732,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum InputAxis {
-        /// `x`
+        /// `x`.
         X = "x",
-        /// `y`
+        /// `y`.
         Y = "y",
     }
 }
@@ -7744,24 +7744,24 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputBarrierProperties {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `server`
+    /// `server`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
-    /// `port`
+    /// `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<String>,
-    /// `x-origin`
+    /// `x-origin`.
     #[serde(rename = "x-origin", default, skip_serializing_if = "Option::is_none")]
     pub x_origin: Option<String>,
-    /// `y-origin`
+    /// `y-origin`.
     #[serde(rename = "y-origin", default, skip_serializing_if = "Option::is_none")]
     pub y_origin: Option<String>,
-    /// `width`
+    /// `width`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width: Option<String>,
-    /// `height`
+    /// `height`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7774,9 +7774,9 @@ pub struct InputBarrierProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputBtnEvent {
-    /// `button`
+    /// `button`.
     pub button: InputButton,
-    /// `down`
+    /// `down`.
     pub down: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7788,7 +7788,7 @@ pub struct InputBtnEvent {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputBtnEventWrapper {
-    /// `data`
+    /// `data`.
     pub data: InputBtnEvent,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7800,25 +7800,25 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum InputButton {
-        /// `left`
+        /// `left`.
         Left = "left",
-        /// `middle`
+        /// `middle`.
         Middle = "middle",
-        /// `right`
+        /// `right`.
         Right = "right",
-        /// `wheel-up`
+        /// `wheel-up`.
         WheelUp = "wheel-up",
-        /// `wheel-down`
+        /// `wheel-down`.
         WheelDown = "wheel-down",
-        /// `side`
+        /// `side`.
         Side = "side",
-        /// `extra`
+        /// `extra`.
         Extra = "extra",
-        /// `wheel-left`
+        /// `wheel-left`.
         WheelLeft = "wheel-left",
-        /// `wheel-right`
+        /// `wheel-right`.
         WheelRight = "wheel-right",
-        /// `touch` Since 10.0 (not in 7.2).
+        /// `touch`. Since 10.0 (not in 7.2).
         Touch = "touch",
     }
 }
@@ -7837,7 +7837,7 @@ pub struct InputEvent {
 /// The common members of [`InputEvent`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputEventBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: InputEventKind,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7870,15 +7870,15 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum InputEventKind {
-        /// `key`
+        /// `key`.
         Key = "key",
-        /// `btn`
+        /// `btn`.
         Btn = "btn",
-        /// `rel`
+        /// `rel`.
         Rel = "rel",
-        /// `abs`
+        /// `abs`.
         Abs = "abs",
-        /// `mtt` Since 10.0 (not in 7.2).
+        /// `mtt`. Since 10.0 (not in 7.2).
         Mtt = "mtt",
     }
 }
@@ -7888,9 +7888,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputKeyEvent {
-    /// `key`
+    /// `key`.
     pub key: KeyValue,
-    /// `down`
+    /// `down`.
     pub down: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7902,7 +7902,7 @@ pub struct InputKeyEvent {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputKeyEventWrapper {
-    /// `data`
+    /// `data`.
     pub data: InputKeyEvent,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7914,15 +7914,15 @@ pub struct InputKeyEventWrapper {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputLinuxProperties {
-    /// `evdev`
+    /// `evdev`.
     pub evdev: String,
-    /// `grab_all`
+    /// `grab_all`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grab_all: Option<bool>,
-    /// `repeat`
+    /// `repeat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<bool>,
-    /// `grab-toggle`
+    /// `grab-toggle`.
     #[serde(rename = "grab-toggle", default, skip_serializing_if = "Option::is_none")]
     pub grab_toggle: Option<GrabToggleKeys>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -7935,9 +7935,9 @@ pub struct InputLinuxProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputMoveEvent {
-    /// `axis`
+    /// `axis`.
     pub axis: InputAxis,
-    /// `value`
+    /// `value`.
     pub value: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7949,7 +7949,7 @@ pub struct InputMoveEvent {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputMoveEventWrapper {
-    /// `data`
+    /// `data`.
     pub data: InputMoveEvent,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7961,17 +7961,17 @@ pub struct InputMoveEventWrapper {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputMultiTouchEvent {
-    /// `type` Since 10.0 (not in 7.2).
+    /// `type`. Since 10.0 (not in 7.2).
     #[serde(rename = "type")]
     pub type_: InputMultiTouchType,
-    /// `slot` Since 10.0 (not in 7.2).
+    /// `slot`. Since 10.0 (not in 7.2).
     pub slot: i64,
-    /// `tracking-id` Since 10.0 (not in 7.2).
+    /// `tracking-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "tracking-id")]
     pub tracking_id: i64,
-    /// `axis` Since 10.0 (not in 7.2).
+    /// `axis`. Since 10.0 (not in 7.2).
     pub axis: InputAxis,
-    /// `value` Since 10.0 (not in 7.2).
+    /// `value`. Since 10.0 (not in 7.2).
     pub value: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7983,7 +7983,7 @@ pub struct InputMultiTouchEvent {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputMultiTouchEventWrapper {
-    /// `data` Since 10.0 (not in 7.2).
+    /// `data`. Since 10.0 (not in 7.2).
     pub data: InputMultiTouchEvent,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -7995,15 +7995,15 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum InputMultiTouchType {
-        /// `begin` Since 10.0 (not in 7.2).
+        /// `begin`. Since 10.0 (not in 7.2).
         Begin = "begin",
-        /// `update` Since 10.0 (not in 7.2).
+        /// `update`. Since 10.0 (not in 7.2).
         Update = "update",
-        /// `end` Since 10.0 (not in 7.2).
+        /// `end`. Since 10.0 (not in 7.2).
         End = "end",
-        /// `cancel` Since 10.0 (not in 7.2).
+        /// `cancel`. Since 10.0 (not in 7.2).
         Cancel = "cancel",
-        /// `data` Since 10.0 (not in 7.2).
+        /// `data`. Since 10.0 (not in 7.2).
         Data = "data",
     }
 }
@@ -8013,7 +8013,7 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IntWrapper {
-    /// `data`
+    /// `data`.
     pub data: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -8025,9 +8025,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum IoOperationType {
-        /// `read`
+        /// `read`.
         Read = "read",
-        /// `write`
+        /// `write`.
         Write = "write",
     }
 }
@@ -8037,22 +8037,22 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct IothreadProperties {
-    /// `aio-max-batch`
+    /// `aio-max-batch`.
     #[serde(rename = "aio-max-batch", default, skip_serializing_if = "Option::is_none")]
     pub aio_max_batch: Option<i64>,
-    /// `thread-pool-min`
+    /// `thread-pool-min`.
     #[serde(rename = "thread-pool-min", default, skip_serializing_if = "Option::is_none")]
     pub thread_pool_min: Option<i64>,
-    /// `thread-pool-max`
+    /// `thread-pool-max`.
     #[serde(rename = "thread-pool-max", default, skip_serializing_if = "Option::is_none")]
     pub thread_pool_max: Option<i64>,
-    /// `poll-max-ns`
+    /// `poll-max-ns`.
     #[serde(rename = "poll-max-ns", default, skip_serializing_if = "Option::is_none")]
     pub poll_max_ns: Option<i64>,
-    /// `poll-grow`
+    /// `poll-grow`.
     #[serde(rename = "poll-grow", default, skip_serializing_if = "Option::is_none")]
     pub poll_grow: Option<i64>,
-    /// `poll-shrink`
+    /// `poll-shrink`.
     #[serde(rename = "poll-shrink", default, skip_serializing_if = "Option::is_none")]
     pub poll_shrink: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8065,13 +8065,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum IscsiHeaderDigest {
-        /// `crc32c`
+        /// `crc32c`.
         Crc32c = "crc32c",
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `crc32c-none`
+        /// `crc32c-none`.
         Crc32cNone = "crc32c-none",
-        /// `none-crc32c`
+        /// `none-crc32c`.
         NoneCrc32c = "none-crc32c",
     }
 }
@@ -8081,9 +8081,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum IscsiTransport {
-        /// `tcp`
+        /// `tcp`.
         Tcp = "tcp",
-        /// `iser`
+        /// `iser`.
         Iser = "iser",
     }
 }
@@ -8093,21 +8093,21 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum JSONType {
-        /// `string`
+        /// `string`.
         String = "string",
-        /// `number`
+        /// `number`.
         Number = "number",
-        /// `int`
+        /// `int`.
         Int = "int",
-        /// `boolean`
+        /// `boolean`.
         Boolean = "boolean",
-        /// `null`
+        /// `null`.
         Null = "null",
-        /// `object`
+        /// `object`.
         Object = "object",
-        /// `array`
+        /// `array`.
         Array = "array",
-        /// `value`
+        /// `value`.
         Value = "value",
     }
 }
@@ -8117,20 +8117,20 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobInfo {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: JobType,
-    /// `status`
+    /// `status`.
     pub status: JobStatus,
-    /// `current-progress`
+    /// `current-progress`.
     #[serde(rename = "current-progress")]
     pub current_progress: i64,
-    /// `total-progress`
+    /// `total-progress`.
     #[serde(rename = "total-progress")]
     pub total_progress: i64,
-    /// `error`
+    /// `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8143,27 +8143,27 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum JobStatus {
-        /// `undefined`
+        /// `undefined`.
         Undefined = "undefined",
-        /// `created`
+        /// `created`.
         Created = "created",
-        /// `running`
+        /// `running`.
         Running = "running",
-        /// `paused`
+        /// `paused`.
         Paused = "paused",
-        /// `ready`
+        /// `ready`.
         Ready = "ready",
-        /// `standby`
+        /// `standby`.
         Standby = "standby",
-        /// `waiting`
+        /// `waiting`.
         Waiting = "waiting",
-        /// `pending`
+        /// `pending`.
         Pending = "pending",
-        /// `aborting`
+        /// `aborting`.
         Aborting = "aborting",
-        /// `concluded`
+        /// `concluded`.
         Concluded = "concluded",
-        /// `null`
+        /// `null`.
         Null = "null",
     }
 }
@@ -8173,23 +8173,23 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum JobType {
-        /// `commit`
+        /// `commit`.
         Commit = "commit",
-        /// `stream`
+        /// `stream`.
         Stream = "stream",
-        /// `mirror`
+        /// `mirror`.
         Mirror = "mirror",
-        /// `backup`
+        /// `backup`.
         Backup = "backup",
-        /// `create`
+        /// `create`.
         Create = "create",
-        /// `amend`
+        /// `amend`.
         Amend = "amend",
-        /// `snapshot-load`
+        /// `snapshot-load`.
         SnapshotLoad = "snapshot-load",
-        /// `snapshot-save`
+        /// `snapshot-save`.
         SnapshotSave = "snapshot-save",
-        /// `snapshot-delete`
+        /// `snapshot-delete`.
         SnapshotDelete = "snapshot-delete",
     }
 }
@@ -8199,21 +8199,21 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum JobVerb {
-        /// `cancel`
+        /// `cancel`.
         Cancel = "cancel",
-        /// `pause`
+        /// `pause`.
         Pause = "pause",
-        /// `resume`
+        /// `resume`.
         Resume = "resume",
-        /// `set-speed`
+        /// `set-speed`.
         SetSpeed = "set-speed",
-        /// `complete`
+        /// `complete`.
         Complete = "complete",
-        /// `dismiss`
+        /// `dismiss`.
         Dismiss = "dismiss",
-        /// `finalize`
+        /// `finalize`.
         Finalize = "finalize",
-        /// `change` Since 10.0 (not in 7.2).
+        /// `change`. Since 10.0 (not in 7.2).
         Change = "change",
     }
 }
@@ -8232,7 +8232,7 @@ pub struct KeyValue {
 /// The common members of [`KeyValue`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeyValueBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: KeyValueKind,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8259,9 +8259,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum KeyValueKind {
-        /// `number`
+        /// `number`.
         Number = "number",
-        /// `qcode`
+        /// `qcode`.
         Qcode = "qcode",
     }
 }
@@ -8271,9 +8271,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KvmInfo {
-    /// `enabled`
+    /// `enabled`.
     pub enabled: bool,
-    /// `present`
+    /// `present`.
     pub present: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -8285,11 +8285,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum LostTickPolicy {
-        /// `discard`
+        /// `discard`.
         Discard = "discard",
-        /// `delay`
+        /// `delay`.
         Delay = "delay",
-        /// `slew`
+        /// `slew`.
         Slew = "slew",
     }
 }
@@ -8299,35 +8299,35 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MachineInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `alias`
+    /// `alias`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
-    /// `is-default`
+    /// `is-default`.
     #[serde(rename = "is-default", default, skip_serializing_if = "Option::is_none")]
     pub is_default: Option<bool>,
-    /// `cpu-max`
+    /// `cpu-max`.
     #[serde(rename = "cpu-max")]
     pub cpu_max: i64,
-    /// `hotpluggable-cpus`
+    /// `hotpluggable-cpus`.
     #[serde(rename = "hotpluggable-cpus")]
     pub hotpluggable_cpus: bool,
-    /// `numa-mem-supported`
+    /// `numa-mem-supported`.
     #[serde(rename = "numa-mem-supported")]
     pub numa_mem_supported: bool,
-    /// `deprecated`
+    /// `deprecated`.
     pub deprecated: bool,
-    /// `default-cpu-type`
+    /// `default-cpu-type`.
     #[serde(rename = "default-cpu-type", default, skip_serializing_if = "Option::is_none")]
     pub default_cpu_type: Option<String>,
-    /// `default-ram-id`
+    /// `default-ram-id`.
     #[serde(rename = "default-ram-id", default, skip_serializing_if = "Option::is_none")]
     pub default_ram_id: Option<String>,
-    /// `acpi` Since 10.0 (not in 7.2).
+    /// `acpi`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acpi: Option<bool>,
-    /// `compat-props` Since 10.0 (not in 7.2). Features: `unstable`.
+    /// `compat-props`. Since 10.0 (not in 7.2). Features: `unstable`.
     #[serde(rename = "compat-props", default, skip_serializing_if = "Option::is_none")]
     pub compat_props: Option<Vec<CompatProperty>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8340,13 +8340,13 @@ pub struct MachineInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct MainLoopProperties {
-    /// `aio-max-batch`
+    /// `aio-max-batch`.
     #[serde(rename = "aio-max-batch", default, skip_serializing_if = "Option::is_none")]
     pub aio_max_batch: Option<i64>,
-    /// `thread-pool-min`
+    /// `thread-pool-min`.
     #[serde(rename = "thread-pool-min", default, skip_serializing_if = "Option::is_none")]
     pub thread_pool_min: Option<i64>,
-    /// `thread-pool-max`
+    /// `thread-pool-max`.
     #[serde(rename = "thread-pool-max", default, skip_serializing_if = "Option::is_none")]
     pub thread_pool_max: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8359,25 +8359,25 @@ pub struct MainLoopProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MapEntry {
-    /// `start`
+    /// `start`.
     pub start: i64,
-    /// `length`
+    /// `length`.
     pub length: i64,
-    /// `data`
+    /// `data`.
     pub data: bool,
-    /// `zero`
+    /// `zero`.
     pub zero: bool,
-    /// `compressed` Since 10.0 (not in 7.2).
+    /// `compressed`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compressed: Option<bool>,
-    /// `depth`
+    /// `depth`.
     pub depth: i64,
-    /// `present`
+    /// `present`.
     pub present: bool,
-    /// `offset`
+    /// `offset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<i64>,
-    /// `filename`
+    /// `filename`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8390,26 +8390,26 @@ pub struct MapEntry {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Memdev {
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `merge`
+    /// `merge`.
     pub merge: bool,
-    /// `dump`
+    /// `dump`.
     pub dump: bool,
-    /// `prealloc`
+    /// `prealloc`.
     pub prealloc: bool,
-    /// `share`
+    /// `share`.
     pub share: bool,
-    /// `reserve`
+    /// `reserve`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserve: Option<bool>,
-    /// `host-nodes`
+    /// `host-nodes`.
     #[serde(rename = "host-nodes")]
     pub host_nodes: Vec<u16>,
-    /// `policy`
+    /// `policy`.
     pub policy: HostMemPolicy,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -8421,36 +8421,36 @@ pub struct Memdev {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryBackendEpcProperties {
-    /// `dump`
+    /// `dump`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dump: Option<bool>,
-    /// `host-nodes`
+    /// `host-nodes`.
     #[serde(rename = "host-nodes", default, skip_serializing_if = "Option::is_none")]
     pub host_nodes: Option<Vec<u16>>,
-    /// `merge`
+    /// `merge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<bool>,
-    /// `policy`
+    /// `policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<HostMemPolicy>,
-    /// `prealloc`
+    /// `prealloc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prealloc: Option<bool>,
-    /// `prealloc-threads`
+    /// `prealloc-threads`.
     #[serde(rename = "prealloc-threads", default, skip_serializing_if = "Option::is_none")]
     pub prealloc_threads: Option<u32>,
-    /// `prealloc-context`
+    /// `prealloc-context`.
     #[serde(rename = "prealloc-context", default, skip_serializing_if = "Option::is_none")]
     pub prealloc_context: Option<String>,
-    /// `share`
+    /// `share`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share: Option<bool>,
-    /// `reserve`
+    /// `reserve`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserve: Option<bool>,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `x-use-canonical-path-for-ramblock-id`
+    /// `x-use-canonical-path-for-ramblock-id`.
     #[serde(rename = "x-use-canonical-path-for-ramblock-id", default, skip_serializing_if = "Option::is_none")]
     pub x_use_canonical_path_for_ramblock_id: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8463,57 +8463,57 @@ pub struct MemoryBackendEpcProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryBackendFileProperties {
-    /// `dump`
+    /// `dump`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dump: Option<bool>,
-    /// `host-nodes`
+    /// `host-nodes`.
     #[serde(rename = "host-nodes", default, skip_serializing_if = "Option::is_none")]
     pub host_nodes: Option<Vec<u16>>,
-    /// `merge`
+    /// `merge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<bool>,
-    /// `policy`
+    /// `policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<HostMemPolicy>,
-    /// `prealloc`
+    /// `prealloc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prealloc: Option<bool>,
-    /// `prealloc-threads`
+    /// `prealloc-threads`.
     #[serde(rename = "prealloc-threads", default, skip_serializing_if = "Option::is_none")]
     pub prealloc_threads: Option<u32>,
-    /// `prealloc-context`
+    /// `prealloc-context`.
     #[serde(rename = "prealloc-context", default, skip_serializing_if = "Option::is_none")]
     pub prealloc_context: Option<String>,
-    /// `share`
+    /// `share`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share: Option<bool>,
-    /// `reserve`
+    /// `reserve`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserve: Option<bool>,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `x-use-canonical-path-for-ramblock-id`
+    /// `x-use-canonical-path-for-ramblock-id`.
     #[serde(rename = "x-use-canonical-path-for-ramblock-id", default, skip_serializing_if = "Option::is_none")]
     pub x_use_canonical_path_for_ramblock_id: Option<bool>,
-    /// `align`
+    /// `align`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub align: Option<u64>,
-    /// `offset` Since 10.0 (not in 7.2).
+    /// `offset`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
-    /// `discard-data`
+    /// `discard-data`.
     #[serde(rename = "discard-data", default, skip_serializing_if = "Option::is_none")]
     pub discard_data: Option<bool>,
-    /// `mem-path`
+    /// `mem-path`.
     #[serde(rename = "mem-path")]
     pub mem_path: String,
-    /// `pmem` Only when built with `CONFIG_LIBPMEM`.
+    /// `pmem`. Only when built with `CONFIG_LIBPMEM`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pmem: Option<bool>,
-    /// `readonly`
+    /// `readonly`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readonly: Option<bool>,
-    /// `rom` Since 10.0 (not in 7.2).
+    /// `rom`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rom: Option<OnOffAuto>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8526,45 +8526,45 @@ pub struct MemoryBackendFileProperties {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryBackendMemfdProperties {
-    /// `dump`
+    /// `dump`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dump: Option<bool>,
-    /// `host-nodes`
+    /// `host-nodes`.
     #[serde(rename = "host-nodes", default, skip_serializing_if = "Option::is_none")]
     pub host_nodes: Option<Vec<u16>>,
-    /// `merge`
+    /// `merge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<bool>,
-    /// `policy`
+    /// `policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<HostMemPolicy>,
-    /// `prealloc`
+    /// `prealloc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prealloc: Option<bool>,
-    /// `prealloc-threads`
+    /// `prealloc-threads`.
     #[serde(rename = "prealloc-threads", default, skip_serializing_if = "Option::is_none")]
     pub prealloc_threads: Option<u32>,
-    /// `prealloc-context`
+    /// `prealloc-context`.
     #[serde(rename = "prealloc-context", default, skip_serializing_if = "Option::is_none")]
     pub prealloc_context: Option<String>,
-    /// `share`
+    /// `share`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share: Option<bool>,
-    /// `reserve`
+    /// `reserve`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserve: Option<bool>,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `x-use-canonical-path-for-ramblock-id`
+    /// `x-use-canonical-path-for-ramblock-id`.
     #[serde(rename = "x-use-canonical-path-for-ramblock-id", default, skip_serializing_if = "Option::is_none")]
     pub x_use_canonical_path_for_ramblock_id: Option<bool>,
-    /// `hugetlb`
+    /// `hugetlb`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hugetlb: Option<bool>,
-    /// `hugetlbsize`
+    /// `hugetlbsize`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hugetlbsize: Option<u64>,
-    /// `seal`
+    /// `seal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8577,36 +8577,36 @@ pub struct MemoryBackendMemfdProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryBackendProperties {
-    /// `dump`
+    /// `dump`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dump: Option<bool>,
-    /// `host-nodes`
+    /// `host-nodes`.
     #[serde(rename = "host-nodes", default, skip_serializing_if = "Option::is_none")]
     pub host_nodes: Option<Vec<u16>>,
-    /// `merge`
+    /// `merge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<bool>,
-    /// `policy`
+    /// `policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<HostMemPolicy>,
-    /// `prealloc`
+    /// `prealloc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prealloc: Option<bool>,
-    /// `prealloc-threads`
+    /// `prealloc-threads`.
     #[serde(rename = "prealloc-threads", default, skip_serializing_if = "Option::is_none")]
     pub prealloc_threads: Option<u32>,
-    /// `prealloc-context`
+    /// `prealloc-context`.
     #[serde(rename = "prealloc-context", default, skip_serializing_if = "Option::is_none")]
     pub prealloc_context: Option<String>,
-    /// `share`
+    /// `share`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share: Option<bool>,
-    /// `reserve`
+    /// `reserve`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserve: Option<bool>,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `x-use-canonical-path-for-ramblock-id`
+    /// `x-use-canonical-path-for-ramblock-id`.
     #[serde(rename = "x-use-canonical-path-for-ramblock-id", default, skip_serializing_if = "Option::is_none")]
     pub x_use_canonical_path_for_ramblock_id: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8619,36 +8619,36 @@ pub struct MemoryBackendProperties {
 /// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_POSIX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryBackendShmProperties {
-    /// `dump` Since 10.0 (not in 7.2).
+    /// `dump`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dump: Option<bool>,
-    /// `host-nodes` Since 10.0 (not in 7.2).
+    /// `host-nodes`. Since 10.0 (not in 7.2).
     #[serde(rename = "host-nodes", default, skip_serializing_if = "Option::is_none")]
     pub host_nodes: Option<Vec<u16>>,
-    /// `merge` Since 10.0 (not in 7.2).
+    /// `merge`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<bool>,
-    /// `policy` Since 10.0 (not in 7.2).
+    /// `policy`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<HostMemPolicy>,
-    /// `prealloc` Since 10.0 (not in 7.2).
+    /// `prealloc`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prealloc: Option<bool>,
-    /// `prealloc-threads` Since 10.0 (not in 7.2).
+    /// `prealloc-threads`. Since 10.0 (not in 7.2).
     #[serde(rename = "prealloc-threads", default, skip_serializing_if = "Option::is_none")]
     pub prealloc_threads: Option<u32>,
-    /// `prealloc-context` Since 10.0 (not in 7.2).
+    /// `prealloc-context`. Since 10.0 (not in 7.2).
     #[serde(rename = "prealloc-context", default, skip_serializing_if = "Option::is_none")]
     pub prealloc_context: Option<String>,
-    /// `share` Since 10.0 (not in 7.2).
+    /// `share`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share: Option<bool>,
-    /// `reserve` Since 10.0 (not in 7.2).
+    /// `reserve`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserve: Option<bool>,
-    /// `size` Since 10.0 (not in 7.2).
+    /// `size`. Since 10.0 (not in 7.2).
     pub size: u64,
-    /// `x-use-canonical-path-for-ramblock-id` Since 10.0 (not in 7.2).
+    /// `x-use-canonical-path-for-ramblock-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "x-use-canonical-path-for-ramblock-id", default, skip_serializing_if = "Option::is_none")]
     pub x_use_canonical_path_for_ramblock_id: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8670,7 +8670,7 @@ pub struct MemoryDeviceInfo {
 /// The common members of [`MemoryDeviceInfo`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryDeviceInfoBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: MemoryDeviceInfoKind,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8705,17 +8705,17 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum MemoryDeviceInfoKind {
-        /// `dimm`
+        /// `dimm`.
         Dimm = "dimm",
-        /// `nvdimm`
+        /// `nvdimm`.
         Nvdimm = "nvdimm",
-        /// `virtio-pmem`
+        /// `virtio-pmem`.
         VirtioPmem = "virtio-pmem",
-        /// `virtio-mem`
+        /// `virtio-mem`.
         VirtioMem = "virtio-mem",
-        /// `sgx-epc`
+        /// `sgx-epc`.
         SgxEpc = "sgx-epc",
-        /// `hv-balloon` Since 10.0 (not in 7.2).
+        /// `hv-balloon`. Since 10.0 (not in 7.2).
         HvBalloon = "hv-balloon",
     }
 }
@@ -8725,13 +8725,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum MemoryFailureAction {
-        /// `ignore`
+        /// `ignore`.
         Ignore = "ignore",
-        /// `inject`
+        /// `inject`.
         Inject = "inject",
-        /// `fatal`
+        /// `fatal`.
         Fatal = "fatal",
-        /// `reset`
+        /// `reset`.
         Reset = "reset",
     }
 }
@@ -8741,10 +8741,10 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryFailureFlags {
-    /// `action-required`
+    /// `action-required`.
     #[serde(rename = "action-required")]
     pub action_required: bool,
-    /// `recursive`
+    /// `recursive`.
     pub recursive: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -8756,9 +8756,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum MemoryFailureRecipient {
-        /// `hypervisor`
+        /// `hypervisor`.
         Hypervisor = "hypervisor",
-        /// `guest`
+        /// `guest`.
         Guest = "guest",
     }
 }
@@ -8768,10 +8768,10 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryInfo {
-    /// `base-memory`
+    /// `base-memory`.
     #[serde(rename = "base-memory")]
     pub base_memory: u64,
-    /// `plugged-memory`
+    /// `plugged-memory`.
     #[serde(rename = "plugged-memory", default, skip_serializing_if = "Option::is_none")]
     pub plugged_memory: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8784,13 +8784,13 @@ pub struct MemoryInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct MemorySizeConfiguration {
-    /// `size`
+    /// `size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
-    /// `max-size`
+    /// `max-size`.
     #[serde(rename = "max-size", default, skip_serializing_if = "Option::is_none")]
     pub max_size: Option<u64>,
-    /// `slots`
+    /// `slots`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8803,11 +8803,11 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum MigMode {
-        /// `normal` Since 10.0 (not in 7.2).
+        /// `normal`. Since 10.0 (not in 7.2).
         Normal = "normal",
-        /// `cpr-reboot` Since 10.0 (not in 7.2).
+        /// `cpr-reboot`. Since 10.0 (not in 7.2).
         CprReboot = "cpr-reboot",
-        /// `cpr-transfer` Since 10.0 (not in 7.2).
+        /// `cpr-transfer`. Since 10.0 (not in 7.2).
         CprTransfer = "cpr-transfer",
     }
 }
@@ -8817,106 +8817,106 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct MigrateSetParameters {
-    /// `announce-initial`
+    /// `announce-initial`.
     #[serde(rename = "announce-initial", default, skip_serializing_if = "Option::is_none")]
     pub announce_initial: Option<u64>,
-    /// `announce-max`
+    /// `announce-max`.
     #[serde(rename = "announce-max", default, skip_serializing_if = "Option::is_none")]
     pub announce_max: Option<u64>,
-    /// `announce-rounds`
+    /// `announce-rounds`.
     #[serde(rename = "announce-rounds", default, skip_serializing_if = "Option::is_none")]
     pub announce_rounds: Option<u64>,
-    /// `announce-step`
+    /// `announce-step`.
     #[serde(rename = "announce-step", default, skip_serializing_if = "Option::is_none")]
     pub announce_step: Option<u64>,
-    /// `throttle-trigger-threshold`
+    /// `throttle-trigger-threshold`.
     #[serde(rename = "throttle-trigger-threshold", default, skip_serializing_if = "Option::is_none")]
     pub throttle_trigger_threshold: Option<u8>,
-    /// `cpu-throttle-initial`
+    /// `cpu-throttle-initial`.
     #[serde(rename = "cpu-throttle-initial", default, skip_serializing_if = "Option::is_none")]
     pub cpu_throttle_initial: Option<u8>,
-    /// `cpu-throttle-increment`
+    /// `cpu-throttle-increment`.
     #[serde(rename = "cpu-throttle-increment", default, skip_serializing_if = "Option::is_none")]
     pub cpu_throttle_increment: Option<u8>,
-    /// `cpu-throttle-tailslow`
+    /// `cpu-throttle-tailslow`.
     #[serde(rename = "cpu-throttle-tailslow", default, skip_serializing_if = "Option::is_none")]
     pub cpu_throttle_tailslow: Option<bool>,
-    /// `tls-creds`
+    /// `tls-creds`.
     #[serde(rename = "tls-creds", default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub tls_creds: Option<StrOrNull>,
-    /// `tls-hostname`
+    /// `tls-hostname`.
     #[serde(rename = "tls-hostname", default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub tls_hostname: Option<StrOrNull>,
-    /// `tls-authz`
+    /// `tls-authz`.
     #[serde(rename = "tls-authz", default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub tls_authz: Option<StrOrNull>,
-    /// `max-bandwidth`
+    /// `max-bandwidth`.
     #[serde(rename = "max-bandwidth", default, skip_serializing_if = "Option::is_none")]
     pub max_bandwidth: Option<u64>,
-    /// `avail-switchover-bandwidth` Since 10.0 (not in 7.2).
+    /// `avail-switchover-bandwidth`. Since 10.0 (not in 7.2).
     #[serde(rename = "avail-switchover-bandwidth", default, skip_serializing_if = "Option::is_none")]
     pub avail_switchover_bandwidth: Option<u64>,
-    /// `downtime-limit`
+    /// `downtime-limit`.
     #[serde(rename = "downtime-limit", default, skip_serializing_if = "Option::is_none")]
     pub downtime_limit: Option<u64>,
-    /// `x-checkpoint-delay` Features: `unstable`.
+    /// `x-checkpoint-delay`. Features: `unstable`.
     #[serde(rename = "x-checkpoint-delay", default, skip_serializing_if = "Option::is_none")]
     pub x_checkpoint_delay: Option<u32>,
-    /// `multifd-channels`
+    /// `multifd-channels`.
     #[serde(rename = "multifd-channels", default, skip_serializing_if = "Option::is_none")]
     pub multifd_channels: Option<u8>,
-    /// `xbzrle-cache-size`
+    /// `xbzrle-cache-size`.
     #[serde(rename = "xbzrle-cache-size", default, skip_serializing_if = "Option::is_none")]
     pub xbzrle_cache_size: Option<u64>,
-    /// `max-postcopy-bandwidth`
+    /// `max-postcopy-bandwidth`.
     #[serde(rename = "max-postcopy-bandwidth", default, skip_serializing_if = "Option::is_none")]
     pub max_postcopy_bandwidth: Option<u64>,
-    /// `max-cpu-throttle`
+    /// `max-cpu-throttle`.
     #[serde(rename = "max-cpu-throttle", default, skip_serializing_if = "Option::is_none")]
     pub max_cpu_throttle: Option<u8>,
-    /// `multifd-compression`
+    /// `multifd-compression`.
     #[serde(rename = "multifd-compression", default, skip_serializing_if = "Option::is_none")]
     pub multifd_compression: Option<MultiFDCompression>,
-    /// `multifd-zlib-level`
+    /// `multifd-zlib-level`.
     #[serde(rename = "multifd-zlib-level", default, skip_serializing_if = "Option::is_none")]
     pub multifd_zlib_level: Option<u8>,
-    /// `multifd-qatzip-level` Since 10.0 (not in 7.2).
+    /// `multifd-qatzip-level`. Since 10.0 (not in 7.2).
     #[serde(rename = "multifd-qatzip-level", default, skip_serializing_if = "Option::is_none")]
     pub multifd_qatzip_level: Option<u8>,
-    /// `multifd-zstd-level`
+    /// `multifd-zstd-level`.
     #[serde(rename = "multifd-zstd-level", default, skip_serializing_if = "Option::is_none")]
     pub multifd_zstd_level: Option<u8>,
-    /// `block-bitmap-mapping`
+    /// `block-bitmap-mapping`.
     #[serde(rename = "block-bitmap-mapping", default, skip_serializing_if = "Option::is_none")]
     pub block_bitmap_mapping: Option<Vec<BitmapMigrationNodeAlias>>,
-    /// `x-vcpu-dirty-limit-period` Since 10.0 (not in 7.2). Features: `unstable`.
+    /// `x-vcpu-dirty-limit-period`. Since 10.0 (not in 7.2). Features: `unstable`.
     #[serde(rename = "x-vcpu-dirty-limit-period", default, skip_serializing_if = "Option::is_none")]
     pub x_vcpu_dirty_limit_period: Option<u64>,
-    /// `vcpu-dirty-limit` Since 10.0 (not in 7.2).
+    /// `vcpu-dirty-limit`. Since 10.0 (not in 7.2).
     #[serde(rename = "vcpu-dirty-limit", default, skip_serializing_if = "Option::is_none")]
     pub vcpu_dirty_limit: Option<u64>,
-    /// `mode` Since 10.0 (not in 7.2).
+    /// `mode`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<MigMode>,
-    /// `zero-page-detection` Since 10.0 (not in 7.2).
+    /// `zero-page-detection`. Since 10.0 (not in 7.2).
     #[serde(rename = "zero-page-detection", default, skip_serializing_if = "Option::is_none")]
     pub zero_page_detection: Option<ZeroPageDetection>,
-    /// `direct-io` Since 10.0 (not in 7.2).
+    /// `direct-io`. Since 10.0 (not in 7.2).
     #[serde(rename = "direct-io", default, skip_serializing_if = "Option::is_none")]
     pub direct_io: Option<bool>,
-    /// `compress-level` Until 7.2 (not in 10.0).
+    /// `compress-level`. Until 7.2 (not in 10.0).
     #[serde(rename = "compress-level", default, skip_serializing_if = "Option::is_none")]
     pub compress_level: Option<u8>,
-    /// `compress-threads` Until 7.2 (not in 10.0).
+    /// `compress-threads`. Until 7.2 (not in 10.0).
     #[serde(rename = "compress-threads", default, skip_serializing_if = "Option::is_none")]
     pub compress_threads: Option<u8>,
-    /// `compress-wait-thread` Until 7.2 (not in 10.0).
+    /// `compress-wait-thread`. Until 7.2 (not in 10.0).
     #[serde(rename = "compress-wait-thread", default, skip_serializing_if = "Option::is_none")]
     pub compress_wait_thread: Option<bool>,
-    /// `decompress-threads` Until 7.2 (not in 10.0).
+    /// `decompress-threads`. Until 7.2 (not in 10.0).
     #[serde(rename = "decompress-threads", default, skip_serializing_if = "Option::is_none")]
     pub decompress_threads: Option<u8>,
-    /// `block-incremental` Until 7.2 (not in 10.0).
+    /// `block-incremental`. Until 7.2 (not in 10.0).
     #[serde(rename = "block-incremental", default, skip_serializing_if = "Option::is_none")]
     pub block_incremental: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -8938,7 +8938,7 @@ pub struct MigrationAddress {
 /// The common members of [`MigrationAddress`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MigrationAddressBase {
-    /// `transport` Since 10.0 (not in 7.2).
+    /// `transport`. Since 10.0 (not in 7.2).
     pub transport: MigrationAddressType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -8968,13 +8968,13 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum MigrationAddressType {
-        /// `socket` Since 10.0 (not in 7.2).
+        /// `socket`. Since 10.0 (not in 7.2).
         Socket = "socket",
-        /// `exec` Since 10.0 (not in 7.2).
+        /// `exec`. Since 10.0 (not in 7.2).
         Exec = "exec",
-        /// `rdma` Since 10.0 (not in 7.2).
+        /// `rdma`. Since 10.0 (not in 7.2).
         Rdma = "rdma",
-        /// `file` Since 10.0 (not in 7.2).
+        /// `file`. Since 10.0 (not in 7.2).
         File = "file",
     }
 }
@@ -8984,53 +8984,53 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum MigrationCapability {
-        /// `xbzrle`
+        /// `xbzrle`.
         Xbzrle = "xbzrle",
-        /// `rdma-pin-all`
+        /// `rdma-pin-all`.
         RdmaPinAll = "rdma-pin-all",
-        /// `auto-converge`
+        /// `auto-converge`.
         AutoConverge = "auto-converge",
-        /// `zero-blocks` Features: `deprecated`.
+        /// `zero-blocks`. Features: `deprecated`.
         ZeroBlocks = "zero-blocks",
-        /// `events`
+        /// `events`.
         Events = "events",
-        /// `postcopy-ram`
+        /// `postcopy-ram`.
         PostcopyRam = "postcopy-ram",
-        /// `x-colo` Features: `unstable`.
+        /// `x-colo`. Features: `unstable`.
         XColo = "x-colo",
-        /// `release-ram`
+        /// `release-ram`.
         ReleaseRam = "release-ram",
-        /// `return-path`
+        /// `return-path`.
         ReturnPath = "return-path",
-        /// `pause-before-switchover`
+        /// `pause-before-switchover`.
         PauseBeforeSwitchover = "pause-before-switchover",
-        /// `multifd`
+        /// `multifd`.
         Multifd = "multifd",
-        /// `dirty-bitmaps`
+        /// `dirty-bitmaps`.
         DirtyBitmaps = "dirty-bitmaps",
-        /// `postcopy-blocktime`
+        /// `postcopy-blocktime`.
         PostcopyBlocktime = "postcopy-blocktime",
-        /// `late-block-activate`
+        /// `late-block-activate`.
         LateBlockActivate = "late-block-activate",
-        /// `x-ignore-shared` Features: `unstable`.
+        /// `x-ignore-shared`. Features: `unstable`.
         XIgnoreShared = "x-ignore-shared",
-        /// `validate-uuid`
+        /// `validate-uuid`.
         ValidateUuid = "validate-uuid",
-        /// `background-snapshot`
+        /// `background-snapshot`.
         BackgroundSnapshot = "background-snapshot",
-        /// `zero-copy-send`
+        /// `zero-copy-send`.
         ZeroCopySend = "zero-copy-send",
-        /// `postcopy-preempt`
+        /// `postcopy-preempt`.
         PostcopyPreempt = "postcopy-preempt",
-        /// `switchover-ack` Since 10.0 (not in 7.2).
+        /// `switchover-ack`. Since 10.0 (not in 7.2).
         SwitchoverAck = "switchover-ack",
-        /// `dirty-limit` Since 10.0 (not in 7.2).
+        /// `dirty-limit`. Since 10.0 (not in 7.2).
         DirtyLimit = "dirty-limit",
-        /// `mapped-ram` Since 10.0 (not in 7.2).
+        /// `mapped-ram`. Since 10.0 (not in 7.2).
         MappedRam = "mapped-ram",
-        /// `compress` Until 7.2 (not in 10.0).
+        /// `compress`. Until 7.2 (not in 10.0).
         Compress = "compress",
-        /// `block` Until 7.2 (not in 10.0).
+        /// `block`. Until 7.2 (not in 10.0).
         Block = "block",
     }
 }
@@ -9040,9 +9040,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MigrationCapabilityStatus {
-    /// `capability`
+    /// `capability`.
     pub capability: MigrationCapability,
-    /// `state`
+    /// `state`.
     pub state: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -9054,10 +9054,10 @@ pub struct MigrationCapabilityStatus {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MigrationChannel {
-    /// `channel-type` Since 10.0 (not in 7.2).
+    /// `channel-type`. Since 10.0 (not in 7.2).
     #[serde(rename = "channel-type")]
     pub channel_type: MigrationChannelType,
-    /// `addr` Since 10.0 (not in 7.2).
+    /// `addr`. Since 10.0 (not in 7.2).
     pub addr: MigrationAddress,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -9069,9 +9069,9 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum MigrationChannelType {
-        /// `main` Since 10.0 (not in 7.2).
+        /// `main`. Since 10.0 (not in 7.2).
         Main = "main",
-        /// `cpr` Since 10.0 (not in 7.2).
+        /// `cpr`. Since 10.0 (not in 7.2).
         Cpr = "cpr",
     }
 }
@@ -9081,7 +9081,7 @@ qapi_enum! {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MigrationExecCommand {
-    /// `args` Since 10.0 (not in 7.2).
+    /// `args`. Since 10.0 (not in 7.2).
     pub args: Vec<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -9093,58 +9093,58 @@ pub struct MigrationExecCommand {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct MigrationInfo {
-    /// `status`
+    /// `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<MigrationStatus>,
-    /// `ram`
+    /// `ram`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ram: Option<MigrationStats>,
-    /// `vfio`
+    /// `vfio`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vfio: Option<VfioStats>,
-    /// `xbzrle-cache`
+    /// `xbzrle-cache`.
     #[serde(rename = "xbzrle-cache", default, skip_serializing_if = "Option::is_none")]
     pub xbzrle_cache: Option<XBZRLECacheStats>,
-    /// `total-time`
+    /// `total-time`.
     #[serde(rename = "total-time", default, skip_serializing_if = "Option::is_none")]
     pub total_time: Option<i64>,
-    /// `expected-downtime`
+    /// `expected-downtime`.
     #[serde(rename = "expected-downtime", default, skip_serializing_if = "Option::is_none")]
     pub expected_downtime: Option<i64>,
-    /// `downtime`
+    /// `downtime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime: Option<i64>,
-    /// `setup-time`
+    /// `setup-time`.
     #[serde(rename = "setup-time", default, skip_serializing_if = "Option::is_none")]
     pub setup_time: Option<i64>,
-    /// `cpu-throttle-percentage`
+    /// `cpu-throttle-percentage`.
     #[serde(rename = "cpu-throttle-percentage", default, skip_serializing_if = "Option::is_none")]
     pub cpu_throttle_percentage: Option<i64>,
-    /// `error-desc`
+    /// `error-desc`.
     #[serde(rename = "error-desc", default, skip_serializing_if = "Option::is_none")]
     pub error_desc: Option<String>,
-    /// `blocked-reasons`
+    /// `blocked-reasons`.
     #[serde(rename = "blocked-reasons", default, skip_serializing_if = "Option::is_none")]
     pub blocked_reasons: Option<Vec<String>>,
-    /// `postcopy-blocktime`
+    /// `postcopy-blocktime`.
     #[serde(rename = "postcopy-blocktime", default, skip_serializing_if = "Option::is_none")]
     pub postcopy_blocktime: Option<u32>,
-    /// `postcopy-vcpu-blocktime`
+    /// `postcopy-vcpu-blocktime`.
     #[serde(rename = "postcopy-vcpu-blocktime", default, skip_serializing_if = "Option::is_none")]
     pub postcopy_vcpu_blocktime: Option<Vec<u32>>,
-    /// `socket-address`
+    /// `socket-address`.
     #[serde(rename = "socket-address", default, skip_serializing_if = "Option::is_none")]
     pub socket_address: Option<Vec<SocketAddress>>,
-    /// `dirty-limit-throttle-time-per-round` Since 10.0 (not in 7.2).
+    /// `dirty-limit-throttle-time-per-round`. Since 10.0 (not in 7.2).
     #[serde(rename = "dirty-limit-throttle-time-per-round", default, skip_serializing_if = "Option::is_none")]
     pub dirty_limit_throttle_time_per_round: Option<u64>,
-    /// `dirty-limit-ring-full-time` Since 10.0 (not in 7.2).
+    /// `dirty-limit-ring-full-time`. Since 10.0 (not in 7.2).
     #[serde(rename = "dirty-limit-ring-full-time", default, skip_serializing_if = "Option::is_none")]
     pub dirty_limit_ring_full_time: Option<u64>,
-    /// `disk` Until 7.2 (not in 10.0).
+    /// `disk`. Until 7.2 (not in 10.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<MigrationStats>,
-    /// `compression` Until 7.2 (not in 10.0).
+    /// `compression`. Until 7.2 (not in 10.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<CompressionStats>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9157,73 +9157,73 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum MigrationParameter {
-        /// `announce-initial`
+        /// `announce-initial`.
         AnnounceInitial = "announce-initial",
-        /// `announce-max`
+        /// `announce-max`.
         AnnounceMax = "announce-max",
-        /// `announce-rounds`
+        /// `announce-rounds`.
         AnnounceRounds = "announce-rounds",
-        /// `announce-step`
+        /// `announce-step`.
         AnnounceStep = "announce-step",
-        /// `throttle-trigger-threshold`
+        /// `throttle-trigger-threshold`.
         ThrottleTriggerThreshold = "throttle-trigger-threshold",
-        /// `cpu-throttle-initial`
+        /// `cpu-throttle-initial`.
         CpuThrottleInitial = "cpu-throttle-initial",
-        /// `cpu-throttle-increment`
+        /// `cpu-throttle-increment`.
         CpuThrottleIncrement = "cpu-throttle-increment",
-        /// `cpu-throttle-tailslow`
+        /// `cpu-throttle-tailslow`.
         CpuThrottleTailslow = "cpu-throttle-tailslow",
-        /// `tls-creds`
+        /// `tls-creds`.
         TlsCreds = "tls-creds",
-        /// `tls-hostname`
+        /// `tls-hostname`.
         TlsHostname = "tls-hostname",
-        /// `tls-authz`
+        /// `tls-authz`.
         TlsAuthz = "tls-authz",
-        /// `max-bandwidth`
+        /// `max-bandwidth`.
         MaxBandwidth = "max-bandwidth",
-        /// `avail-switchover-bandwidth` Since 10.0 (not in 7.2).
+        /// `avail-switchover-bandwidth`. Since 10.0 (not in 7.2).
         AvailSwitchoverBandwidth = "avail-switchover-bandwidth",
-        /// `downtime-limit`
+        /// `downtime-limit`.
         DowntimeLimit = "downtime-limit",
-        /// `x-checkpoint-delay` Features: `unstable`.
+        /// `x-checkpoint-delay`. Features: `unstable`.
         XCheckpointDelay = "x-checkpoint-delay",
-        /// `multifd-channels`
+        /// `multifd-channels`.
         MultifdChannels = "multifd-channels",
-        /// `xbzrle-cache-size`
+        /// `xbzrle-cache-size`.
         XbzrleCacheSize = "xbzrle-cache-size",
-        /// `max-postcopy-bandwidth`
+        /// `max-postcopy-bandwidth`.
         MaxPostcopyBandwidth = "max-postcopy-bandwidth",
-        /// `max-cpu-throttle`
+        /// `max-cpu-throttle`.
         MaxCpuThrottle = "max-cpu-throttle",
-        /// `multifd-compression`
+        /// `multifd-compression`.
         MultifdCompression = "multifd-compression",
-        /// `multifd-zlib-level`
+        /// `multifd-zlib-level`.
         MultifdZlibLevel = "multifd-zlib-level",
-        /// `multifd-zstd-level`
+        /// `multifd-zstd-level`.
         MultifdZstdLevel = "multifd-zstd-level",
-        /// `multifd-qatzip-level` Since 10.0 (not in 7.2).
+        /// `multifd-qatzip-level`. Since 10.0 (not in 7.2).
         MultifdQatzipLevel = "multifd-qatzip-level",
-        /// `block-bitmap-mapping`
+        /// `block-bitmap-mapping`.
         BlockBitmapMapping = "block-bitmap-mapping",
-        /// `x-vcpu-dirty-limit-period` Since 10.0 (not in 7.2). Features: `unstable`.
+        /// `x-vcpu-dirty-limit-period`. Since 10.0 (not in 7.2). Features: `unstable`.
         XVcpuDirtyLimitPeriod = "x-vcpu-dirty-limit-period",
-        /// `vcpu-dirty-limit` Since 10.0 (not in 7.2).
+        /// `vcpu-dirty-limit`. Since 10.0 (not in 7.2).
         VcpuDirtyLimit = "vcpu-dirty-limit",
-        /// `mode` Since 10.0 (not in 7.2).
+        /// `mode`. Since 10.0 (not in 7.2).
         Mode = "mode",
-        /// `zero-page-detection` Since 10.0 (not in 7.2).
+        /// `zero-page-detection`. Since 10.0 (not in 7.2).
         ZeroPageDetection = "zero-page-detection",
-        /// `direct-io` Since 10.0 (not in 7.2).
+        /// `direct-io`. Since 10.0 (not in 7.2).
         DirectIo = "direct-io",
-        /// `compress-level` Until 7.2 (not in 10.0).
+        /// `compress-level`. Until 7.2 (not in 10.0).
         CompressLevel = "compress-level",
-        /// `compress-threads` Until 7.2 (not in 10.0).
+        /// `compress-threads`. Until 7.2 (not in 10.0).
         CompressThreads = "compress-threads",
-        /// `decompress-threads` Until 7.2 (not in 10.0).
+        /// `decompress-threads`. Until 7.2 (not in 10.0).
         DecompressThreads = "decompress-threads",
-        /// `compress-wait-thread` Until 7.2 (not in 10.0).
+        /// `compress-wait-thread`. Until 7.2 (not in 10.0).
         CompressWaitThread = "compress-wait-thread",
-        /// `block-incremental` Until 7.2 (not in 10.0).
+        /// `block-incremental`. Until 7.2 (not in 10.0).
         BlockIncremental = "block-incremental",
     }
 }
@@ -9233,106 +9233,106 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct MigrationParameters {
-    /// `announce-initial`
+    /// `announce-initial`.
     #[serde(rename = "announce-initial", default, skip_serializing_if = "Option::is_none")]
     pub announce_initial: Option<u64>,
-    /// `announce-max`
+    /// `announce-max`.
     #[serde(rename = "announce-max", default, skip_serializing_if = "Option::is_none")]
     pub announce_max: Option<u64>,
-    /// `announce-rounds`
+    /// `announce-rounds`.
     #[serde(rename = "announce-rounds", default, skip_serializing_if = "Option::is_none")]
     pub announce_rounds: Option<u64>,
-    /// `announce-step`
+    /// `announce-step`.
     #[serde(rename = "announce-step", default, skip_serializing_if = "Option::is_none")]
     pub announce_step: Option<u64>,
-    /// `throttle-trigger-threshold`
+    /// `throttle-trigger-threshold`.
     #[serde(rename = "throttle-trigger-threshold", default, skip_serializing_if = "Option::is_none")]
     pub throttle_trigger_threshold: Option<u8>,
-    /// `cpu-throttle-initial`
+    /// `cpu-throttle-initial`.
     #[serde(rename = "cpu-throttle-initial", default, skip_serializing_if = "Option::is_none")]
     pub cpu_throttle_initial: Option<u8>,
-    /// `cpu-throttle-increment`
+    /// `cpu-throttle-increment`.
     #[serde(rename = "cpu-throttle-increment", default, skip_serializing_if = "Option::is_none")]
     pub cpu_throttle_increment: Option<u8>,
-    /// `cpu-throttle-tailslow`
+    /// `cpu-throttle-tailslow`.
     #[serde(rename = "cpu-throttle-tailslow", default, skip_serializing_if = "Option::is_none")]
     pub cpu_throttle_tailslow: Option<bool>,
-    /// `tls-creds`
+    /// `tls-creds`.
     #[serde(rename = "tls-creds", default, skip_serializing_if = "Option::is_none")]
     pub tls_creds: Option<String>,
-    /// `tls-hostname`
+    /// `tls-hostname`.
     #[serde(rename = "tls-hostname", default, skip_serializing_if = "Option::is_none")]
     pub tls_hostname: Option<String>,
-    /// `tls-authz`
+    /// `tls-authz`.
     #[serde(rename = "tls-authz", default, skip_serializing_if = "Option::is_none")]
     pub tls_authz: Option<String>,
-    /// `max-bandwidth`
+    /// `max-bandwidth`.
     #[serde(rename = "max-bandwidth", default, skip_serializing_if = "Option::is_none")]
     pub max_bandwidth: Option<u64>,
-    /// `avail-switchover-bandwidth` Since 10.0 (not in 7.2).
+    /// `avail-switchover-bandwidth`. Since 10.0 (not in 7.2).
     #[serde(rename = "avail-switchover-bandwidth", default, skip_serializing_if = "Option::is_none")]
     pub avail_switchover_bandwidth: Option<u64>,
-    /// `downtime-limit`
+    /// `downtime-limit`.
     #[serde(rename = "downtime-limit", default, skip_serializing_if = "Option::is_none")]
     pub downtime_limit: Option<u64>,
-    /// `x-checkpoint-delay` Features: `unstable`.
+    /// `x-checkpoint-delay`. Features: `unstable`.
     #[serde(rename = "x-checkpoint-delay", default, skip_serializing_if = "Option::is_none")]
     pub x_checkpoint_delay: Option<u32>,
-    /// `multifd-channels`
+    /// `multifd-channels`.
     #[serde(rename = "multifd-channels", default, skip_serializing_if = "Option::is_none")]
     pub multifd_channels: Option<u8>,
-    /// `xbzrle-cache-size`
+    /// `xbzrle-cache-size`.
     #[serde(rename = "xbzrle-cache-size", default, skip_serializing_if = "Option::is_none")]
     pub xbzrle_cache_size: Option<u64>,
-    /// `max-postcopy-bandwidth`
+    /// `max-postcopy-bandwidth`.
     #[serde(rename = "max-postcopy-bandwidth", default, skip_serializing_if = "Option::is_none")]
     pub max_postcopy_bandwidth: Option<u64>,
-    /// `max-cpu-throttle`
+    /// `max-cpu-throttle`.
     #[serde(rename = "max-cpu-throttle", default, skip_serializing_if = "Option::is_none")]
     pub max_cpu_throttle: Option<u8>,
-    /// `multifd-compression`
+    /// `multifd-compression`.
     #[serde(rename = "multifd-compression", default, skip_serializing_if = "Option::is_none")]
     pub multifd_compression: Option<MultiFDCompression>,
-    /// `multifd-zlib-level`
+    /// `multifd-zlib-level`.
     #[serde(rename = "multifd-zlib-level", default, skip_serializing_if = "Option::is_none")]
     pub multifd_zlib_level: Option<u8>,
-    /// `multifd-qatzip-level` Since 10.0 (not in 7.2).
+    /// `multifd-qatzip-level`. Since 10.0 (not in 7.2).
     #[serde(rename = "multifd-qatzip-level", default, skip_serializing_if = "Option::is_none")]
     pub multifd_qatzip_level: Option<u8>,
-    /// `multifd-zstd-level`
+    /// `multifd-zstd-level`.
     #[serde(rename = "multifd-zstd-level", default, skip_serializing_if = "Option::is_none")]
     pub multifd_zstd_level: Option<u8>,
-    /// `block-bitmap-mapping`
+    /// `block-bitmap-mapping`.
     #[serde(rename = "block-bitmap-mapping", default, skip_serializing_if = "Option::is_none")]
     pub block_bitmap_mapping: Option<Vec<BitmapMigrationNodeAlias>>,
-    /// `x-vcpu-dirty-limit-period` Since 10.0 (not in 7.2). Features: `unstable`.
+    /// `x-vcpu-dirty-limit-period`. Since 10.0 (not in 7.2). Features: `unstable`.
     #[serde(rename = "x-vcpu-dirty-limit-period", default, skip_serializing_if = "Option::is_none")]
     pub x_vcpu_dirty_limit_period: Option<u64>,
-    /// `vcpu-dirty-limit` Since 10.0 (not in 7.2).
+    /// `vcpu-dirty-limit`. Since 10.0 (not in 7.2).
     #[serde(rename = "vcpu-dirty-limit", default, skip_serializing_if = "Option::is_none")]
     pub vcpu_dirty_limit: Option<u64>,
-    /// `mode` Since 10.0 (not in 7.2).
+    /// `mode`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<MigMode>,
-    /// `zero-page-detection` Since 10.0 (not in 7.2).
+    /// `zero-page-detection`. Since 10.0 (not in 7.2).
     #[serde(rename = "zero-page-detection", default, skip_serializing_if = "Option::is_none")]
     pub zero_page_detection: Option<ZeroPageDetection>,
-    /// `direct-io` Since 10.0 (not in 7.2).
+    /// `direct-io`. Since 10.0 (not in 7.2).
     #[serde(rename = "direct-io", default, skip_serializing_if = "Option::is_none")]
     pub direct_io: Option<bool>,
-    /// `compress-level` Until 7.2 (not in 10.0).
+    /// `compress-level`. Until 7.2 (not in 10.0).
     #[serde(rename = "compress-level", default, skip_serializing_if = "Option::is_none")]
     pub compress_level: Option<u8>,
-    /// `compress-threads` Until 7.2 (not in 10.0).
+    /// `compress-threads`. Until 7.2 (not in 10.0).
     #[serde(rename = "compress-threads", default, skip_serializing_if = "Option::is_none")]
     pub compress_threads: Option<u8>,
-    /// `compress-wait-thread` Until 7.2 (not in 10.0).
+    /// `compress-wait-thread`. Until 7.2 (not in 10.0).
     #[serde(rename = "compress-wait-thread", default, skip_serializing_if = "Option::is_none")]
     pub compress_wait_thread: Option<bool>,
-    /// `decompress-threads` Until 7.2 (not in 10.0).
+    /// `decompress-threads`. Until 7.2 (not in 10.0).
     #[serde(rename = "decompress-threads", default, skip_serializing_if = "Option::is_none")]
     pub decompress_threads: Option<u8>,
-    /// `block-incremental` Until 7.2 (not in 10.0).
+    /// `block-incremental`. Until 7.2 (not in 10.0).
     #[serde(rename = "block-incremental", default, skip_serializing_if = "Option::is_none")]
     pub block_incremental: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9345,52 +9345,52 @@ pub struct MigrationParameters {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MigrationStats {
-    /// `transferred`
+    /// `transferred`.
     pub transferred: i64,
-    /// `remaining`
+    /// `remaining`.
     pub remaining: i64,
-    /// `total`
+    /// `total`.
     pub total: i64,
-    /// `duplicate`
+    /// `duplicate`.
     pub duplicate: i64,
-    /// `normal`
+    /// `normal`.
     pub normal: i64,
-    /// `normal-bytes`
+    /// `normal-bytes`.
     #[serde(rename = "normal-bytes")]
     pub normal_bytes: i64,
-    /// `dirty-pages-rate`
+    /// `dirty-pages-rate`.
     #[serde(rename = "dirty-pages-rate")]
     pub dirty_pages_rate: i64,
-    /// `mbps`
+    /// `mbps`.
     pub mbps: Number,
-    /// `dirty-sync-count`
+    /// `dirty-sync-count`.
     #[serde(rename = "dirty-sync-count")]
     pub dirty_sync_count: i64,
-    /// `postcopy-requests`
+    /// `postcopy-requests`.
     #[serde(rename = "postcopy-requests")]
     pub postcopy_requests: i64,
-    /// `page-size`
+    /// `page-size`.
     #[serde(rename = "page-size")]
     pub page_size: i64,
-    /// `multifd-bytes`
+    /// `multifd-bytes`.
     #[serde(rename = "multifd-bytes")]
     pub multifd_bytes: u64,
-    /// `pages-per-second`
+    /// `pages-per-second`.
     #[serde(rename = "pages-per-second")]
     pub pages_per_second: u64,
-    /// `precopy-bytes`
+    /// `precopy-bytes`.
     #[serde(rename = "precopy-bytes")]
     pub precopy_bytes: u64,
-    /// `downtime-bytes`
+    /// `downtime-bytes`.
     #[serde(rename = "downtime-bytes")]
     pub downtime_bytes: u64,
-    /// `postcopy-bytes`
+    /// `postcopy-bytes`.
     #[serde(rename = "postcopy-bytes")]
     pub postcopy_bytes: u64,
-    /// `dirty-sync-missed-zero-copy`
+    /// `dirty-sync-missed-zero-copy`.
     #[serde(rename = "dirty-sync-missed-zero-copy")]
     pub dirty_sync_missed_zero_copy: u64,
-    /// `skipped` Until 7.2 (not in 10.0).
+    /// `skipped`. Until 7.2 (not in 10.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9403,35 +9403,35 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum MigrationStatus {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `setup`
+        /// `setup`.
         Setup = "setup",
-        /// `cancelling`
+        /// `cancelling`.
         Cancelling = "cancelling",
-        /// `cancelled`
+        /// `cancelled`.
         Cancelled = "cancelled",
-        /// `active`
+        /// `active`.
         Active = "active",
-        /// `postcopy-active`
+        /// `postcopy-active`.
         PostcopyActive = "postcopy-active",
-        /// `postcopy-paused`
+        /// `postcopy-paused`.
         PostcopyPaused = "postcopy-paused",
-        /// `postcopy-recover-setup` Since 10.0 (not in 7.2).
+        /// `postcopy-recover-setup`. Since 10.0 (not in 7.2).
         PostcopyRecoverSetup = "postcopy-recover-setup",
-        /// `postcopy-recover`
+        /// `postcopy-recover`.
         PostcopyRecover = "postcopy-recover",
-        /// `completed`
+        /// `completed`.
         Completed = "completed",
-        /// `failed`
+        /// `failed`.
         Failed = "failed",
-        /// `colo`
+        /// `colo`.
         Colo = "colo",
-        /// `pre-switchover`
+        /// `pre-switchover`.
         PreSwitchover = "pre-switchover",
-        /// `device`
+        /// `device`.
         Device = "device",
-        /// `wait-unplug`
+        /// `wait-unplug`.
         WaitUnplug = "wait-unplug",
     }
 }
@@ -9441,9 +9441,9 @@ qapi_enum! {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MigrationThreadInfo {
-    /// `name` Since 10.0 (not in 7.2).
+    /// `name`. Since 10.0 (not in 7.2).
     pub name: String,
-    /// `thread-id` Since 10.0 (not in 7.2).
+    /// `thread-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "thread-id")]
     pub thread_id: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9456,9 +9456,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum MirrorCopyMode {
-        /// `background`
+        /// `background`.
         Background = "background",
-        /// `write-blocking`
+        /// `write-blocking`.
         WriteBlocking = "write-blocking",
     }
 }
@@ -9468,15 +9468,15 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum MirrorSyncMode {
-        /// `top`
+        /// `top`.
         Top = "top",
-        /// `full`
+        /// `full`.
         Full = "full",
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `incremental`
+        /// `incremental`.
         Incremental = "incremental",
-        /// `bitmap`
+        /// `bitmap`.
         Bitmap = "bitmap",
     }
 }
@@ -9486,9 +9486,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum MonitorMode {
-        /// `readline`
+        /// `readline`.
         Readline = "readline",
-        /// `control`
+        /// `control`.
         Control = "control",
     }
 }
@@ -9498,16 +9498,16 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MonitorOptions {
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `mode`
+    /// `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<MonitorMode>,
-    /// `pretty`
+    /// `pretty`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretty: Option<bool>,
-    /// `chardev`
+    /// `chardev`.
     pub chardev: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -9519,13 +9519,13 @@ pub struct MonitorOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MouseInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `index`
+    /// `index`.
     pub index: i64,
-    /// `current`
+    /// `current`.
     pub current: bool,
-    /// `absolute`
+    /// `absolute`.
     pub absolute: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -9537,17 +9537,17 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum MultiFDCompression {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `zlib`
+        /// `zlib`.
         Zlib = "zlib",
-        /// `zstd` Only when built with `CONFIG_ZSTD`.
+        /// `zstd`. Only when built with `CONFIG_ZSTD`.
         Zstd = "zstd",
-        /// `qatzip` Since 10.0 (not in 7.2). Only when built with `CONFIG_QATZIP`.
+        /// `qatzip`. Since 10.0 (not in 7.2). Only when built with `CONFIG_QATZIP`.
         Qatzip = "qatzip",
-        /// `qpl` Since 10.0 (not in 7.2). Only when built with `CONFIG_QPL`.
+        /// `qpl`. Since 10.0 (not in 7.2). Only when built with `CONFIG_QPL`.
         Qpl = "qpl",
-        /// `uadk` Since 10.0 (not in 7.2). Only when built with `CONFIG_UADK`.
+        /// `uadk`. Since 10.0 (not in 7.2). Only when built with `CONFIG_UADK`.
         Uadk = "uadk",
     }
 }
@@ -9557,10 +9557,10 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NFSServer {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: NFSTransport,
-    /// `host`
+    /// `host`.
     pub host: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -9572,7 +9572,7 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum NFSTransport {
-        /// `inet`
+        /// `inet`.
         Inet = "inet",
     }
 }
@@ -9582,7 +9582,7 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NameInfo {
-    /// `name`
+    /// `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9595,18 +9595,18 @@ pub struct NameInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NbdServerAddOptions {
-    /// `name`
+    /// `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `description`
+    /// `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `writable`
+    /// `writable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writable: Option<bool>,
-    /// `bitmap`
+    /// `bitmap`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bitmap: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9619,19 +9619,19 @@ pub struct NbdServerAddOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NbdServerOptions {
-    /// `handshake-max-seconds` Since 10.0 (not in 7.2).
+    /// `handshake-max-seconds`. Since 10.0 (not in 7.2).
     #[serde(rename = "handshake-max-seconds", default, skip_serializing_if = "Option::is_none")]
     pub handshake_max_seconds: Option<u32>,
-    /// `tls-creds`
+    /// `tls-creds`.
     #[serde(rename = "tls-creds", default, skip_serializing_if = "Option::is_none")]
     pub tls_creds: Option<String>,
-    /// `tls-authz`
+    /// `tls-authz`.
     #[serde(rename = "tls-authz", default, skip_serializing_if = "Option::is_none")]
     pub tls_authz: Option<String>,
-    /// `max-connections`
+    /// `max-connections`.
     #[serde(rename = "max-connections", default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
-    /// `addr`
+    /// `addr`.
     pub addr: SocketAddress,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -9643,16 +9643,16 @@ pub struct NbdServerOptions {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NbdServerOptionsBase {
-    /// `handshake-max-seconds` Since 10.0 (not in 7.2).
+    /// `handshake-max-seconds`. Since 10.0 (not in 7.2).
     #[serde(rename = "handshake-max-seconds", default, skip_serializing_if = "Option::is_none")]
     pub handshake_max_seconds: Option<u32>,
-    /// `tls-creds` Since 10.0 (not in 7.2).
+    /// `tls-creds`. Since 10.0 (not in 7.2).
     #[serde(rename = "tls-creds", default, skip_serializing_if = "Option::is_none")]
     pub tls_creds: Option<String>,
-    /// `tls-authz` Since 10.0 (not in 7.2).
+    /// `tls-authz`. Since 10.0 (not in 7.2).
     #[serde(rename = "tls-authz", default, skip_serializing_if = "Option::is_none")]
     pub tls_authz: Option<String>,
-    /// `max-connections` Since 10.0 (not in 7.2).
+    /// `max-connections`. Since 10.0 (not in 7.2).
     #[serde(rename = "max-connections", default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9665,19 +9665,19 @@ pub struct NbdServerOptionsBase {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NbdServerOptionsLegacy {
-    /// `handshake-max-seconds` Since 10.0 (not in 7.2).
+    /// `handshake-max-seconds`. Since 10.0 (not in 7.2).
     #[serde(rename = "handshake-max-seconds", default, skip_serializing_if = "Option::is_none")]
     pub handshake_max_seconds: Option<u32>,
-    /// `tls-creds` Since 10.0 (not in 7.2).
+    /// `tls-creds`. Since 10.0 (not in 7.2).
     #[serde(rename = "tls-creds", default, skip_serializing_if = "Option::is_none")]
     pub tls_creds: Option<String>,
-    /// `tls-authz` Since 10.0 (not in 7.2).
+    /// `tls-authz`. Since 10.0 (not in 7.2).
     #[serde(rename = "tls-authz", default, skip_serializing_if = "Option::is_none")]
     pub tls_authz: Option<String>,
-    /// `max-connections` Since 10.0 (not in 7.2).
+    /// `max-connections`. Since 10.0 (not in 7.2).
     #[serde(rename = "max-connections", default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
-    /// `addr` Since 10.0 (not in 7.2).
+    /// `addr`. Since 10.0 (not in 7.2).
     pub addr: SocketAddressLegacy,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -9689,41 +9689,41 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum NetClientDriver {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `nic`
+        /// `nic`.
         Nic = "nic",
-        /// `user`
+        /// `user`.
         User = "user",
-        /// `tap`
+        /// `tap`.
         Tap = "tap",
-        /// `l2tpv3`
+        /// `l2tpv3`.
         L2tpv3 = "l2tpv3",
-        /// `socket`
+        /// `socket`.
         Socket = "socket",
-        /// `stream`
+        /// `stream`.
         Stream = "stream",
-        /// `dgram`
+        /// `dgram`.
         Dgram = "dgram",
-        /// `vde`
+        /// `vde`.
         Vde = "vde",
-        /// `bridge`
+        /// `bridge`.
         Bridge = "bridge",
-        /// `hubport`
+        /// `hubport`.
         Hubport = "hubport",
-        /// `netmap`
+        /// `netmap`.
         Netmap = "netmap",
-        /// `vhost-user`
+        /// `vhost-user`.
         VhostUser = "vhost-user",
-        /// `vhost-vdpa`
+        /// `vhost-vdpa`.
         VhostVdpa = "vhost-vdpa",
-        /// `af-xdp` Since 10.0 (not in 7.2). Only when built with `CONFIG_AF_XDP`.
+        /// `af-xdp`. Since 10.0 (not in 7.2). Only when built with `CONFIG_AF_XDP`.
         AfXdp = "af-xdp",
-        /// `vmnet-host` Only when built with `CONFIG_VMNET`.
+        /// `vmnet-host`. Only when built with `CONFIG_VMNET`.
         VmnetHost = "vmnet-host",
-        /// `vmnet-shared` Only when built with `CONFIG_VMNET`.
+        /// `vmnet-shared`. Only when built with `CONFIG_VMNET`.
         VmnetShared = "vmnet-shared",
-        /// `vmnet-bridged` Only when built with `CONFIG_VMNET`.
+        /// `vmnet-bridged`. Only when built with `CONFIG_VMNET`.
         VmnetBridged = "vmnet-bridged",
     }
 }
@@ -9733,11 +9733,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum NetFilterDirection {
-        /// `all`
+        /// `all`.
         All = "all",
-        /// `rx`
+        /// `rx`.
         Rx = "rx",
-        /// `tx`
+        /// `tx`.
         Tx = "tx",
     }
 }
@@ -9747,19 +9747,19 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NetLegacyNicOptions {
-    /// `netdev`
+    /// `netdev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netdev: Option<String>,
-    /// `macaddr`
+    /// `macaddr`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub macaddr: Option<String>,
-    /// `model`
+    /// `model`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// `addr`
+    /// `addr`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
-    /// `vectors`
+    /// `vectors`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vectors: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9781,9 +9781,9 @@ pub struct Netdev {
 /// The common members of [`Netdev`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetdevBase {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: NetClientDriver,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9840,24 +9840,24 @@ qapi_union!(Netdev, NetdevBase, NetdevBranch, type_, NetClientDriver { Nic, User
 /// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_AF_XDP`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetdevAFXDPOptions {
-    /// `ifname` Since 10.0 (not in 7.2).
+    /// `ifname`. Since 10.0 (not in 7.2).
     pub ifname: String,
-    /// `mode` Since 10.0 (not in 7.2).
+    /// `mode`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<AFXDPMode>,
-    /// `force-copy` Since 10.0 (not in 7.2).
+    /// `force-copy`. Since 10.0 (not in 7.2).
     #[serde(rename = "force-copy", default, skip_serializing_if = "Option::is_none")]
     pub force_copy: Option<bool>,
-    /// `queues` Since 10.0 (not in 7.2).
+    /// `queues`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues: Option<i64>,
-    /// `start-queue` Since 10.0 (not in 7.2).
+    /// `start-queue`. Since 10.0 (not in 7.2).
     #[serde(rename = "start-queue", default, skip_serializing_if = "Option::is_none")]
     pub start_queue: Option<i64>,
-    /// `inhibit` Since 10.0 (not in 7.2).
+    /// `inhibit`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inhibit: Option<bool>,
-    /// `sock-fds` Since 10.0 (not in 7.2).
+    /// `sock-fds`. Since 10.0 (not in 7.2).
     #[serde(rename = "sock-fds", default, skip_serializing_if = "Option::is_none")]
     pub sock_fds: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9870,10 +9870,10 @@ pub struct NetdevAFXDPOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NetdevBridgeOptions {
-    /// `br`
+    /// `br`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub br: Option<String>,
-    /// `helper`
+    /// `helper`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helper: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9886,10 +9886,10 @@ pub struct NetdevBridgeOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NetdevDgramOptions {
-    /// `local`
+    /// `local`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<SocketAddress>,
-    /// `remote`
+    /// `remote`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<SocketAddress>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9902,9 +9902,9 @@ pub struct NetdevDgramOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetdevHubPortOptions {
-    /// `hubid`
+    /// `hubid`.
     pub hubid: i32,
-    /// `netdev`
+    /// `netdev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netdev: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9917,43 +9917,43 @@ pub struct NetdevHubPortOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetdevL2TPv3Options {
-    /// `src`
+    /// `src`.
     pub src: String,
-    /// `dst`
+    /// `dst`.
     pub dst: String,
-    /// `srcport`
+    /// `srcport`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub srcport: Option<String>,
-    /// `dstport`
+    /// `dstport`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dstport: Option<String>,
-    /// `ipv6`
+    /// `ipv6`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<bool>,
-    /// `udp`
+    /// `udp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp: Option<bool>,
-    /// `cookie64`
+    /// `cookie64`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie64: Option<bool>,
-    /// `counter`
+    /// `counter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counter: Option<bool>,
-    /// `pincounter`
+    /// `pincounter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pincounter: Option<bool>,
-    /// `txcookie`
+    /// `txcookie`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub txcookie: Option<u64>,
-    /// `rxcookie`
+    /// `rxcookie`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rxcookie: Option<u64>,
-    /// `txsession`
+    /// `txsession`.
     pub txsession: u32,
-    /// `rxsession`
+    /// `rxsession`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rxsession: Option<u32>,
-    /// `offset`
+    /// `offset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9966,9 +9966,9 @@ pub struct NetdevL2TPv3Options {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetdevNetmapOptions {
-    /// `ifname`
+    /// `ifname`.
     pub ifname: String,
-    /// `devname`
+    /// `devname`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devname: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -9981,22 +9981,22 @@ pub struct NetdevNetmapOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NetdevSocketOptions {
-    /// `fd`
+    /// `fd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fd: Option<String>,
-    /// `listen`
+    /// `listen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
-    /// `connect`
+    /// `connect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<String>,
-    /// `mcast`
+    /// `mcast`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcast: Option<String>,
-    /// `localaddr`
+    /// `localaddr`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub localaddr: Option<String>,
-    /// `udp`
+    /// `udp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10009,15 +10009,15 @@ pub struct NetdevSocketOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetdevStreamOptions {
-    /// `addr`
+    /// `addr`.
     pub addr: SocketAddress,
-    /// `server`
+    /// `server`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<bool>,
-    /// `reconnect` Since 10.0 (not in 7.2). Features: `deprecated`.
+    /// `reconnect`. Since 10.0 (not in 7.2). Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconnect: Option<i64>,
-    /// `reconnect-ms` Since 10.0 (not in 7.2).
+    /// `reconnect-ms`. Since 10.0 (not in 7.2).
     #[serde(rename = "reconnect-ms", default, skip_serializing_if = "Option::is_none")]
     pub reconnect_ms: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10030,49 +10030,49 @@ pub struct NetdevStreamOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NetdevTapOptions {
-    /// `ifname`
+    /// `ifname`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ifname: Option<String>,
-    /// `fd`
+    /// `fd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fd: Option<String>,
-    /// `fds`
+    /// `fds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fds: Option<String>,
-    /// `script`
+    /// `script`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
-    /// `downscript`
+    /// `downscript`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downscript: Option<String>,
-    /// `br`
+    /// `br`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub br: Option<String>,
-    /// `helper`
+    /// `helper`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helper: Option<String>,
-    /// `sndbuf`
+    /// `sndbuf`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sndbuf: Option<u64>,
-    /// `vnet_hdr`
+    /// `vnet_hdr`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vnet_hdr: Option<bool>,
-    /// `vhost`
+    /// `vhost`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhost: Option<bool>,
-    /// `vhostfd`
+    /// `vhostfd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhostfd: Option<String>,
-    /// `vhostfds`
+    /// `vhostfds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhostfds: Option<String>,
-    /// `vhostforce`
+    /// `vhostforce`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhostforce: Option<bool>,
-    /// `queues`
+    /// `queues`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues: Option<u32>,
-    /// `poll-us`
+    /// `poll-us`.
     #[serde(rename = "poll-us", default, skip_serializing_if = "Option::is_none")]
     pub poll_us: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10085,70 +10085,70 @@ pub struct NetdevTapOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NetdevUserOptions {
-    /// `hostname`
+    /// `hostname`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// `restrict`
+    /// `restrict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restrict: Option<bool>,
-    /// `ipv4`
+    /// `ipv4`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<bool>,
-    /// `ipv6`
+    /// `ipv6`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<bool>,
-    /// `ip`
+    /// `ip`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
-    /// `net`
+    /// `net`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<String>,
-    /// `host`
+    /// `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// `tftp`
+    /// `tftp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tftp: Option<String>,
-    /// `bootfile`
+    /// `bootfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootfile: Option<String>,
-    /// `dhcpstart`
+    /// `dhcpstart`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcpstart: Option<String>,
-    /// `dns`
+    /// `dns`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<String>,
-    /// `dnssearch`
+    /// `dnssearch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dnssearch: Option<Vec<String_>>,
-    /// `domainname`
+    /// `domainname`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domainname: Option<String>,
-    /// `ipv6-prefix`
+    /// `ipv6-prefix`.
     #[serde(rename = "ipv6-prefix", default, skip_serializing_if = "Option::is_none")]
     pub ipv6_prefix: Option<String>,
-    /// `ipv6-prefixlen`
+    /// `ipv6-prefixlen`.
     #[serde(rename = "ipv6-prefixlen", default, skip_serializing_if = "Option::is_none")]
     pub ipv6_prefixlen: Option<i64>,
-    /// `ipv6-host`
+    /// `ipv6-host`.
     #[serde(rename = "ipv6-host", default, skip_serializing_if = "Option::is_none")]
     pub ipv6_host: Option<String>,
-    /// `ipv6-dns`
+    /// `ipv6-dns`.
     #[serde(rename = "ipv6-dns", default, skip_serializing_if = "Option::is_none")]
     pub ipv6_dns: Option<String>,
-    /// `smb`
+    /// `smb`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smb: Option<String>,
-    /// `smbserver`
+    /// `smbserver`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smbserver: Option<String>,
-    /// `hostfwd`
+    /// `hostfwd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostfwd: Option<Vec<String_>>,
-    /// `guestfwd`
+    /// `guestfwd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guestfwd: Option<Vec<String_>>,
-    /// `tftp-server-name`
+    /// `tftp-server-name`.
     #[serde(rename = "tftp-server-name", default, skip_serializing_if = "Option::is_none")]
     pub tftp_server_name: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10161,16 +10161,16 @@ pub struct NetdevUserOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NetdevVdeOptions {
-    /// `sock`
+    /// `sock`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sock: Option<String>,
-    /// `port`
+    /// `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// `group`
+    /// `group`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// `mode`
+    /// `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u16>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10183,12 +10183,12 @@ pub struct NetdevVdeOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetdevVhostUserOptions {
-    /// `chardev`
+    /// `chardev`.
     pub chardev: String,
-    /// `vhostforce`
+    /// `vhostforce`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhostforce: Option<bool>,
-    /// `queues`
+    /// `queues`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10201,16 +10201,16 @@ pub struct NetdevVhostUserOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NetdevVhostVDPAOptions {
-    /// `vhostdev`
+    /// `vhostdev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhostdev: Option<String>,
-    /// `vhostfd`
+    /// `vhostfd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhostfd: Option<String>,
-    /// `queues`
+    /// `queues`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues: Option<i64>,
-    /// `x-svq` Features: `unstable`.
+    /// `x-svq`. Features: `unstable`.
     #[serde(rename = "x-svq", default, skip_serializing_if = "Option::is_none")]
     pub x_svq: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10223,9 +10223,9 @@ pub struct NetdevVhostVDPAOptions {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VMNET`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetdevVmnetBridgedOptions {
-    /// `ifname`
+    /// `ifname`.
     pub ifname: String,
-    /// `isolated`
+    /// `isolated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolated: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10238,19 +10238,19 @@ pub struct NetdevVmnetBridgedOptions {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VMNET`.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NetdevVmnetHostOptions {
-    /// `start-address`
+    /// `start-address`.
     #[serde(rename = "start-address", default, skip_serializing_if = "Option::is_none")]
     pub start_address: Option<String>,
-    /// `end-address`
+    /// `end-address`.
     #[serde(rename = "end-address", default, skip_serializing_if = "Option::is_none")]
     pub end_address: Option<String>,
-    /// `subnet-mask`
+    /// `subnet-mask`.
     #[serde(rename = "subnet-mask", default, skip_serializing_if = "Option::is_none")]
     pub subnet_mask: Option<String>,
-    /// `isolated`
+    /// `isolated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolated: Option<bool>,
-    /// `net-uuid`
+    /// `net-uuid`.
     #[serde(rename = "net-uuid", default, skip_serializing_if = "Option::is_none")]
     pub net_uuid: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10263,19 +10263,19 @@ pub struct NetdevVmnetHostOptions {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VMNET`.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NetdevVmnetSharedOptions {
-    /// `start-address`
+    /// `start-address`.
     #[serde(rename = "start-address", default, skip_serializing_if = "Option::is_none")]
     pub start_address: Option<String>,
-    /// `end-address`
+    /// `end-address`.
     #[serde(rename = "end-address", default, skip_serializing_if = "Option::is_none")]
     pub end_address: Option<String>,
-    /// `subnet-mask`
+    /// `subnet-mask`.
     #[serde(rename = "subnet-mask", default, skip_serializing_if = "Option::is_none")]
     pub subnet_mask: Option<String>,
-    /// `isolated`
+    /// `isolated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolated: Option<bool>,
-    /// `nat66-prefix`
+    /// `nat66-prefix`.
     #[serde(rename = "nat66-prefix", default, skip_serializing_if = "Option::is_none")]
     pub nat66_prefix: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10288,9 +10288,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum NetfilterInsert {
-        /// `before`
+        /// `before`.
         Before = "before",
-        /// `behind`
+        /// `behind`.
         Behind = "behind",
     }
 }
@@ -10300,18 +10300,18 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetfilterProperties {
-    /// `netdev`
+    /// `netdev`.
     pub netdev: String,
-    /// `queue`
+    /// `queue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<NetFilterDirection>,
-    /// `status`
+    /// `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    /// `position`
+    /// `position`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
-    /// `insert`
+    /// `insert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insert: Option<NetfilterInsert>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10324,15 +10324,15 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum NetworkAddressFamily {
-        /// `ipv4`
+        /// `ipv4`.
         Ipv4 = "ipv4",
-        /// `ipv6`
+        /// `ipv6`.
         Ipv6 = "ipv6",
-        /// `unix`
+        /// `unix`.
         Unix = "unix",
-        /// `vsock`
+        /// `vsock`.
         Vsock = "vsock",
-        /// `unknown`
+        /// `unknown`.
         Unknown = "unknown",
     }
 }
@@ -10342,9 +10342,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum NewImageMode {
-        /// `existing`
+        /// `existing`.
         Existing = "existing",
-        /// `absolute-paths`
+        /// `absolute-paths`.
         AbsolutePaths = "absolute-paths",
     }
 }
@@ -10354,11 +10354,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum NotifyVmexitOption {
-        /// `run`
+        /// `run`.
         Run = "run",
-        /// `internal-error`
+        /// `internal-error`.
         InternalError = "internal-error",
-        /// `disable`
+        /// `disable`.
         Disable = "disable",
     }
 }
@@ -10368,31 +10368,31 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NumaCpuOptions {
-    /// `node-id`
+    /// `node-id`.
     #[serde(rename = "node-id", default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<i64>,
-    /// `drawer-id` Since 10.0 (not in 7.2).
+    /// `drawer-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "drawer-id", default, skip_serializing_if = "Option::is_none")]
     pub drawer_id: Option<i64>,
-    /// `book-id` Since 10.0 (not in 7.2).
+    /// `book-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "book-id", default, skip_serializing_if = "Option::is_none")]
     pub book_id: Option<i64>,
-    /// `socket-id`
+    /// `socket-id`.
     #[serde(rename = "socket-id", default, skip_serializing_if = "Option::is_none")]
     pub socket_id: Option<i64>,
-    /// `die-id`
+    /// `die-id`.
     #[serde(rename = "die-id", default, skip_serializing_if = "Option::is_none")]
     pub die_id: Option<i64>,
-    /// `cluster-id`
+    /// `cluster-id`.
     #[serde(rename = "cluster-id", default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<i64>,
-    /// `module-id` Since 10.0 (not in 7.2).
+    /// `module-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "module-id", default, skip_serializing_if = "Option::is_none")]
     pub module_id: Option<i64>,
-    /// `core-id`
+    /// `core-id`.
     #[serde(rename = "core-id", default, skip_serializing_if = "Option::is_none")]
     pub core_id: Option<i64>,
-    /// `thread-id`
+    /// `thread-id`.
     #[serde(rename = "thread-id", default, skip_serializing_if = "Option::is_none")]
     pub thread_id: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10405,11 +10405,11 @@ pub struct NumaCpuOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NumaDistOptions {
-    /// `src`
+    /// `src`.
     pub src: u16,
-    /// `dst`
+    /// `dst`.
     pub dst: u16,
-    /// `val`
+    /// `val`.
     pub val: u8,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -10421,18 +10421,18 @@ pub struct NumaDistOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NumaHmatCacheOptions {
-    /// `node-id`
+    /// `node-id`.
     #[serde(rename = "node-id")]
     pub node_id: u32,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `level`
+    /// `level`.
     pub level: u8,
-    /// `associativity`
+    /// `associativity`.
     pub associativity: HmatCacheAssociativity,
-    /// `policy`
+    /// `policy`.
     pub policy: HmatCacheWritePolicy,
-    /// `line`
+    /// `line`.
     pub line: u16,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -10444,19 +10444,19 @@ pub struct NumaHmatCacheOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NumaHmatLBOptions {
-    /// `initiator`
+    /// `initiator`.
     pub initiator: u16,
-    /// `target`
+    /// `target`.
     pub target: u16,
-    /// `hierarchy`
+    /// `hierarchy`.
     pub hierarchy: HmatLBMemoryHierarchy,
-    /// `data-type`
+    /// `data-type`.
     #[serde(rename = "data-type")]
     pub data_type: HmatLBDataType,
-    /// `latency`
+    /// `latency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<u64>,
-    /// `bandwidth`
+    /// `bandwidth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10469,19 +10469,19 @@ pub struct NumaHmatLBOptions {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct NumaNodeOptions {
-    /// `nodeid`
+    /// `nodeid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodeid: Option<u16>,
-    /// `cpus`
+    /// `cpus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<Vec<u16>>,
-    /// `mem`
+    /// `mem`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mem: Option<u64>,
-    /// `memdev`
+    /// `memdev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memdev: Option<String>,
-    /// `initiator`
+    /// `initiator`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initiator: Option<u16>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10503,7 +10503,7 @@ pub struct NumaOptions {
 /// The common members of [`NumaOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NumaOptionsBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: NumaOptionsType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10536,15 +10536,15 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum NumaOptionsType {
-        /// `node`
+        /// `node`.
         Node = "node",
-        /// `dist`
+        /// `dist`.
         Dist = "dist",
-        /// `cpu`
+        /// `cpu`.
         Cpu = "cpu",
-        /// `hmat-lb`
+        /// `hmat-lb`.
         HmatLb = "hmat-lb",
-        /// `hmat-cache`
+        /// `hmat-cache`.
         HmatCache = "hmat-cache",
     }
 }
@@ -10563,10 +10563,10 @@ pub struct ObjectOptions {
 /// The common members of [`ObjectOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ObjectOptionsBase {
-    /// `qom-type`
+    /// `qom-type`.
     #[serde(rename = "qom-type")]
     pub qom_type: ObjectType,
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -10680,15 +10680,15 @@ qapi_union!(ObjectOptions, ObjectOptionsBase, ObjectOptionsBranch, qom_type, Obj
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ObjectPropertyInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: String,
-    /// `description`
+    /// `description`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// `default-value`
+    /// `default-value`.
     #[serde(rename = "default-value", default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub default_value: Option<Value>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10701,103 +10701,103 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum ObjectType {
-        /// `acpi-generic-initiator` Since 10.0 (not in 7.2).
+        /// `acpi-generic-initiator`. Since 10.0 (not in 7.2).
         AcpiGenericInitiator = "acpi-generic-initiator",
-        /// `acpi-generic-port` Since 10.0 (not in 7.2).
+        /// `acpi-generic-port`. Since 10.0 (not in 7.2).
         AcpiGenericPort = "acpi-generic-port",
-        /// `authz-list`
+        /// `authz-list`.
         AuthzList = "authz-list",
-        /// `authz-listfile`
+        /// `authz-listfile`.
         AuthzListfile = "authz-listfile",
-        /// `authz-pam`
+        /// `authz-pam`.
         AuthzPam = "authz-pam",
-        /// `authz-simple`
+        /// `authz-simple`.
         AuthzSimple = "authz-simple",
-        /// `can-bus`
+        /// `can-bus`.
         CanBus = "can-bus",
-        /// `can-host-socketcan` Only when built with `CONFIG_LINUX`.
+        /// `can-host-socketcan`. Only when built with `CONFIG_LINUX`.
         CanHostSocketcan = "can-host-socketcan",
-        /// `colo-compare`
+        /// `colo-compare`.
         ColoCompare = "colo-compare",
-        /// `cryptodev-backend`
+        /// `cryptodev-backend`.
         CryptodevBackend = "cryptodev-backend",
-        /// `cryptodev-backend-builtin`
+        /// `cryptodev-backend-builtin`.
         CryptodevBackendBuiltin = "cryptodev-backend-builtin",
-        /// `cryptodev-backend-lkcf`
+        /// `cryptodev-backend-lkcf`.
         CryptodevBackendLkcf = "cryptodev-backend-lkcf",
-        /// `cryptodev-vhost-user` Only when built with `CONFIG_VHOST_CRYPTO`.
+        /// `cryptodev-vhost-user`. Only when built with `CONFIG_VHOST_CRYPTO`.
         CryptodevVhostUser = "cryptodev-vhost-user",
-        /// `dbus-vmstate`
+        /// `dbus-vmstate`.
         DbusVmstate = "dbus-vmstate",
-        /// `filter-buffer`
+        /// `filter-buffer`.
         FilterBuffer = "filter-buffer",
-        /// `filter-dump`
+        /// `filter-dump`.
         FilterDump = "filter-dump",
-        /// `filter-mirror`
+        /// `filter-mirror`.
         FilterMirror = "filter-mirror",
-        /// `filter-redirector`
+        /// `filter-redirector`.
         FilterRedirector = "filter-redirector",
-        /// `filter-replay`
+        /// `filter-replay`.
         FilterReplay = "filter-replay",
-        /// `filter-rewriter`
+        /// `filter-rewriter`.
         FilterRewriter = "filter-rewriter",
-        /// `input-barrier`
+        /// `input-barrier`.
         InputBarrier = "input-barrier",
-        /// `input-linux` Only when built with `CONFIG_LINUX`.
+        /// `input-linux`. Only when built with `CONFIG_LINUX`.
         InputLinux = "input-linux",
-        /// `iommufd` Since 10.0 (not in 7.2).
+        /// `iommufd`. Since 10.0 (not in 7.2).
         Iommufd = "iommufd",
-        /// `iothread`
+        /// `iothread`.
         Iothread = "iothread",
-        /// `main-loop`
+        /// `main-loop`.
         MainLoop = "main-loop",
-        /// `memory-backend-epc` Only when built with `CONFIG_LINUX`.
+        /// `memory-backend-epc`. Only when built with `CONFIG_LINUX`.
         MemoryBackendEpc = "memory-backend-epc",
-        /// `memory-backend-file`
+        /// `memory-backend-file`.
         MemoryBackendFile = "memory-backend-file",
-        /// `memory-backend-memfd` Only when built with `CONFIG_LINUX`.
+        /// `memory-backend-memfd`. Only when built with `CONFIG_LINUX`.
         MemoryBackendMemfd = "memory-backend-memfd",
-        /// `memory-backend-ram`
+        /// `memory-backend-ram`.
         MemoryBackendRam = "memory-backend-ram",
-        /// `memory-backend-shm` Since 10.0 (not in 7.2). Only when built with `CONFIG_POSIX`.
+        /// `memory-backend-shm`. Since 10.0 (not in 7.2). Only when built with `CONFIG_POSIX`.
         MemoryBackendShm = "memory-backend-shm",
-        /// `pef-guest`
+        /// `pef-guest`.
         PefGuest = "pef-guest",
-        /// `pr-manager-helper` Only when built with `CONFIG_LINUX`.
+        /// `pr-manager-helper`. Only when built with `CONFIG_LINUX`.
         PrManagerHelper = "pr-manager-helper",
-        /// `qtest`
+        /// `qtest`.
         Qtest = "qtest",
-        /// `rng-builtin`
+        /// `rng-builtin`.
         RngBuiltin = "rng-builtin",
-        /// `rng-egd`
+        /// `rng-egd`.
         RngEgd = "rng-egd",
-        /// `rng-random` Only when built with `CONFIG_POSIX`.
+        /// `rng-random`. Only when built with `CONFIG_POSIX`.
         RngRandom = "rng-random",
-        /// `secret`
+        /// `secret`.
         Secret = "secret",
-        /// `secret_keyring` Only when built with `CONFIG_SECRET_KEYRING`.
+        /// `secret_keyring`. Only when built with `CONFIG_SECRET_KEYRING`.
         SecretKeyring = "secret_keyring",
-        /// `sev-guest`
+        /// `sev-guest`.
         SevGuest = "sev-guest",
-        /// `sev-snp-guest` Since 10.0 (not in 7.2).
+        /// `sev-snp-guest`. Since 10.0 (not in 7.2).
         SevSnpGuest = "sev-snp-guest",
-        /// `thread-context`
+        /// `thread-context`.
         ThreadContext = "thread-context",
-        /// `s390-pv-guest`
+        /// `s390-pv-guest`.
         S390PvGuest = "s390-pv-guest",
-        /// `throttle-group`
+        /// `throttle-group`.
         ThrottleGroup = "throttle-group",
-        /// `tls-creds-anon`
+        /// `tls-creds-anon`.
         TlsCredsAnon = "tls-creds-anon",
-        /// `tls-creds-psk`
+        /// `tls-creds-psk`.
         TlsCredsPsk = "tls-creds-psk",
-        /// `tls-creds-x509`
+        /// `tls-creds-x509`.
         TlsCredsX509 = "tls-creds-x509",
-        /// `tls-cipher-suites`
+        /// `tls-cipher-suites`.
         TlsCipherSuites = "tls-cipher-suites",
-        /// `x-remote-object` Features: `unstable`.
+        /// `x-remote-object`. Features: `unstable`.
         XRemoteObject = "x-remote-object",
-        /// `x-vfio-user-server` Features: `unstable`.
+        /// `x-vfio-user-server`. Features: `unstable`.
         XVfioUserServer = "x-vfio-user-server",
     }
 }
@@ -10807,12 +10807,12 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ObjectTypeInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `abstract`
+    /// `abstract`.
     #[serde(rename = "abstract", default, skip_serializing_if = "Option::is_none")]
     pub abstract_: Option<bool>,
-    /// `parent`
+    /// `parent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -10825,21 +10825,21 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum OffAutoPCIBAR {
-        /// `off`
+        /// `off`.
         Off = "off",
-        /// `auto`
+        /// `auto`.
         Auto = "auto",
-        /// `bar0`
+        /// `bar0`.
         Bar0 = "bar0",
-        /// `bar1`
+        /// `bar1`.
         Bar1 = "bar1",
-        /// `bar2`
+        /// `bar2`.
         Bar2 = "bar2",
-        /// `bar3`
+        /// `bar3`.
         Bar3 = "bar3",
-        /// `bar4`
+        /// `bar4`.
         Bar4 = "bar4",
-        /// `bar5`
+        /// `bar5`.
         Bar5 = "bar5",
     }
 }
@@ -10849,9 +10849,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum OnCbwError {
-        /// `break-guest-write`
+        /// `break-guest-write`.
         BreakGuestWrite = "break-guest-write",
-        /// `break-snapshot`
+        /// `break-snapshot`.
         BreakSnapshot = "break-snapshot",
     }
 }
@@ -10861,11 +10861,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum OnOffAuto {
-        /// `auto`
+        /// `auto`.
         Auto = "auto",
-        /// `on`
+        /// `on`.
         On = "on",
-        /// `off`
+        /// `off`.
         Off = "off",
     }
 }
@@ -10875,11 +10875,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum OnOffSplit {
-        /// `on`
+        /// `on`.
         On = "on",
-        /// `off`
+        /// `off`.
         Off = "off",
-        /// `split`
+        /// `split`.
         Split = "split",
     }
 }
@@ -10889,22 +10889,22 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PCDIMMDeviceInfo {
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `addr`
+    /// `addr`.
     pub addr: i64,
-    /// `size`
+    /// `size`.
     pub size: i64,
-    /// `slot`
+    /// `slot`.
     pub slot: i64,
-    /// `node`
+    /// `node`.
     pub node: i64,
-    /// `memdev`
+    /// `memdev`.
     pub memdev: String,
-    /// `hotplugged`
+    /// `hotplugged`.
     pub hotplugged: bool,
-    /// `hotpluggable`
+    /// `hotpluggable`.
     pub hotpluggable: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -10916,7 +10916,7 @@ pub struct PCDIMMDeviceInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PCDIMMDeviceInfoWrapper {
-    /// `data`
+    /// `data`.
     pub data: PCDIMMDeviceInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -10928,17 +10928,17 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum PCIELinkSpeed {
-        /// `2_5`
+        /// `2_5`.
         V2_5 = "2_5",
-        /// `5`
+        /// `5`.
         V5 = "5",
-        /// `8`
+        /// `8`.
         V8 = "8",
-        /// `16`
+        /// `16`.
         V16 = "16",
-        /// `32` Since 10.0 (not in 7.2).
+        /// `32`. Since 10.0 (not in 7.2).
         V32 = "32",
-        /// `64` Since 10.0 (not in 7.2).
+        /// `64`. Since 10.0 (not in 7.2).
         V64 = "64",
     }
 }
@@ -10948,19 +10948,19 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum PCIELinkWidth {
-        /// `1`
+        /// `1`.
         V1 = "1",
-        /// `2`
+        /// `2`.
         V2 = "2",
-        /// `4`
+        /// `4`.
         V4 = "4",
-        /// `8`
+        /// `8`.
         V8 = "8",
-        /// `12`
+        /// `12`.
         V12 = "12",
-        /// `16`
+        /// `16`.
         V16 = "16",
-        /// `32`
+        /// `32`.
         V32 = "32",
     }
 }
@@ -10970,9 +10970,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PRManagerInfo {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `connected`
+    /// `connected`.
     pub connected: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -10984,13 +10984,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum PanicAction {
-        /// `pause`
+        /// `pause`.
         Pause = "pause",
-        /// `shutdown`
+        /// `shutdown`.
         Shutdown = "shutdown",
-        /// `exit-failure`
+        /// `exit-failure`.
         ExitFailure = "exit-failure",
-        /// `none`
+        /// `none`.
         None = "none",
     }
 }
@@ -11000,9 +11000,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PciBridgeInfo {
-    /// `bus`
+    /// `bus`.
     pub bus: PciBusInfo,
-    /// `devices`
+    /// `devices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<PciDeviceInfo>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -11015,17 +11015,17 @@ pub struct PciBridgeInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PciBusInfo {
-    /// `number`
+    /// `number`.
     pub number: i64,
-    /// `secondary`
+    /// `secondary`.
     pub secondary: i64,
-    /// `subordinate`
+    /// `subordinate`.
     pub subordinate: i64,
-    /// `io_range`
+    /// `io_range`.
     pub io_range: PciMemoryRange,
-    /// `memory_range`
+    /// `memory_range`.
     pub memory_range: PciMemoryRange,
-    /// `prefetchable_range`
+    /// `prefetchable_range`.
     pub prefetchable_range: PciMemoryRange,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11037,10 +11037,10 @@ pub struct PciBusInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PciDeviceClass {
-    /// `desc`
+    /// `desc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desc: Option<String>,
-    /// `class`
+    /// `class`.
     pub class: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11052,14 +11052,14 @@ pub struct PciDeviceClass {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PciDeviceId {
-    /// `device`
+    /// `device`.
     pub device: i64,
-    /// `vendor`
+    /// `vendor`.
     pub vendor: i64,
-    /// `subsystem`
+    /// `subsystem`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subsystem: Option<i64>,
-    /// `subsystem-vendor`
+    /// `subsystem-vendor`.
     #[serde(rename = "subsystem-vendor", default, skip_serializing_if = "Option::is_none")]
     pub subsystem_vendor: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -11072,27 +11072,27 @@ pub struct PciDeviceId {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PciDeviceInfo {
-    /// `bus`
+    /// `bus`.
     pub bus: i64,
-    /// `slot`
+    /// `slot`.
     pub slot: i64,
-    /// `function`
+    /// `function`.
     pub function: i64,
-    /// `class_info`
+    /// `class_info`.
     pub class_info: PciDeviceClass,
-    /// `id`
+    /// `id`.
     pub id: PciDeviceId,
-    /// `irq`
+    /// `irq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub irq: Option<i64>,
-    /// `irq_pin`
+    /// `irq_pin`.
     pub irq_pin: i64,
-    /// `qdev_id`
+    /// `qdev_id`.
     pub qdev_id: String,
-    /// `pci_bridge`
+    /// `pci_bridge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci_bridge: Option<PciBridgeInfo>,
-    /// `regions`
+    /// `regions`.
     pub regions: Vec<PciMemoryRegion>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11104,9 +11104,9 @@ pub struct PciDeviceInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PciInfo {
-    /// `bus`
+    /// `bus`.
     pub bus: i64,
-    /// `devices`
+    /// `devices`.
     pub devices: Vec<PciDeviceInfo>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11118,9 +11118,9 @@ pub struct PciInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PciMemoryRange {
-    /// `base`
+    /// `base`.
     pub base: i64,
-    /// `limit`
+    /// `limit`.
     pub limit: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11132,19 +11132,19 @@ pub struct PciMemoryRange {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PciMemoryRegion {
-    /// `bar`
+    /// `bar`.
     pub bar: i64,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: String,
-    /// `address`
+    /// `address`.
     pub address: i64,
-    /// `size`
+    /// `size`.
     pub size: i64,
-    /// `prefetch`
+    /// `prefetch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefetch: Option<bool>,
-    /// `mem_type_64`
+    /// `mem_type_64`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mem_type_64: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -11157,7 +11157,7 @@ pub struct PciMemoryRegion {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrManagerHelperProperties {
-    /// `path`
+    /// `path`.
     pub path: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11169,13 +11169,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum PreallocMode {
-        /// `off`
+        /// `off`.
         Off = "off",
-        /// `metadata`
+        /// `metadata`.
         Metadata = "metadata",
-        /// `falloc`
+        /// `falloc`.
         Falloc = "falloc",
-        /// `full`
+        /// `full`.
         Full = "full",
     }
 }
@@ -11185,9 +11185,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QAuthZListFormat {
-        /// `exact`
+        /// `exact`.
         Exact = "exact",
-        /// `glob`
+        /// `glob`.
         Glob = "glob",
     }
 }
@@ -11197,9 +11197,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QAuthZListPolicy {
-        /// `deny`
+        /// `deny`.
         Deny = "deny",
-        /// `allow`
+        /// `allow`.
         Allow = "allow",
     }
 }
@@ -11209,12 +11209,12 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QAuthZListRule {
-    /// `match`
+    /// `match`.
     #[serde(rename = "match")]
     pub match_: String,
-    /// `policy`
+    /// `policy`.
     pub policy: QAuthZListPolicy,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<QAuthZListFormat>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -11227,7 +11227,7 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum QCryptoAkCipherAlgo {
-        /// `rsa` Since 10.0 (not in 7.2).
+        /// `rsa`. Since 10.0 (not in 7.2).
         Rsa = "rsa",
     }
 }
@@ -11237,7 +11237,7 @@ qapi_enum! {
     ///
     /// Until 7.2 (not in 10.0).
     pub enum QCryptoAkCipherAlgorithm {
-        /// `rsa` Until 7.2 (not in 10.0).
+        /// `rsa`. Until 7.2 (not in 10.0).
         Rsa = "rsa",
     }
 }
@@ -11247,9 +11247,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QCryptoAkCipherKeyType {
-        /// `public`
+        /// `public`.
         Public = "public",
-        /// `private`
+        /// `private`.
         Private = "private",
     }
 }
@@ -11268,7 +11268,7 @@ pub struct QCryptoAkCipherOptions {
 /// The common members of [`QCryptoAkCipherOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QCryptoAkCipherOptionsBase {
-    /// `alg` Its type differs between releases (7.2 `QCryptoAkCipherAlgorithm`, 10.0 `QCryptoAkCipherAlgo`).
+    /// `alg`. Its type differs between releases (7.2 `QCryptoAkCipherAlgorithm`, 10.0 `QCryptoAkCipherAlgo`).
     pub alg: QCryptoAkCipherAlgo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11292,10 +11292,10 @@ qapi_union!(QCryptoAkCipherOptions, QCryptoAkCipherOptionsBase, QCryptoAkCipherO
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QCryptoAkCipherOptionsRSA {
-    /// `hash-alg` Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
+    /// `hash-alg`. Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
     #[serde(rename = "hash-alg")]
     pub hash_alg: QCryptoHashAlgo,
-    /// `padding-alg` Its type differs between releases (7.2 `QCryptoRSAPaddingAlgorithm`, 10.0 `QCryptoRSAPaddingAlgo`).
+    /// `padding-alg`. Its type differs between releases (7.2 `QCryptoRSAPaddingAlgorithm`, 10.0 `QCryptoRSAPaddingAlgo`).
     #[serde(rename = "padding-alg")]
     pub padding_alg: QCryptoRSAPaddingAlgo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -11317,7 +11317,7 @@ pub struct QCryptoBlockAmendOptions {
 /// The common members of [`QCryptoBlockAmendOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QCryptoBlockAmendOptionsBase {
-    /// `format`
+    /// `format`.
     pub format: QCryptoBlockFormat,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11341,21 +11341,21 @@ qapi_union!(QCryptoBlockAmendOptions, QCryptoBlockAmendOptionsBase, QCryptoBlock
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QCryptoBlockAmendOptionsLUKS {
-    /// `state`
+    /// `state`.
     pub state: QCryptoBlockLUKSKeyslotState,
-    /// `new-secret`
+    /// `new-secret`.
     #[serde(rename = "new-secret", default, skip_serializing_if = "Option::is_none")]
     pub new_secret: Option<String>,
-    /// `old-secret`
+    /// `old-secret`.
     #[serde(rename = "old-secret", default, skip_serializing_if = "Option::is_none")]
     pub old_secret: Option<String>,
-    /// `keyslot`
+    /// `keyslot`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyslot: Option<i64>,
-    /// `iter-time`
+    /// `iter-time`.
     #[serde(rename = "iter-time", default, skip_serializing_if = "Option::is_none")]
     pub iter_time: Option<i64>,
-    /// `secret`
+    /// `secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -11377,7 +11377,7 @@ pub struct QCryptoBlockCreateOptions {
 /// The common members of [`QCryptoBlockCreateOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QCryptoBlockCreateOptionsBase {
-    /// `format`
+    /// `format`.
     pub format: QCryptoBlockFormat,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11403,25 +11403,25 @@ qapi_union!(QCryptoBlockCreateOptions, QCryptoBlockCreateOptionsBase, QCryptoBlo
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct QCryptoBlockCreateOptionsLUKS {
-    /// `key-secret`
+    /// `key-secret`.
     #[serde(rename = "key-secret", default, skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<String>,
-    /// `cipher-alg` Its type differs between releases (7.2 `QCryptoCipherAlgorithm`, 10.0 `QCryptoCipherAlgo`).
+    /// `cipher-alg`. Its type differs between releases (7.2 `QCryptoCipherAlgorithm`, 10.0 `QCryptoCipherAlgo`).
     #[serde(rename = "cipher-alg", default, skip_serializing_if = "Option::is_none")]
     pub cipher_alg: Option<QCryptoCipherAlgo>,
-    /// `cipher-mode`
+    /// `cipher-mode`.
     #[serde(rename = "cipher-mode", default, skip_serializing_if = "Option::is_none")]
     pub cipher_mode: Option<QCryptoCipherMode>,
-    /// `ivgen-alg` Its type differs between releases (7.2 `QCryptoIVGenAlgorithm`, 10.0 `QCryptoIVGenAlgo`).
+    /// `ivgen-alg`. Its type differs between releases (7.2 `QCryptoIVGenAlgorithm`, 10.0 `QCryptoIVGenAlgo`).
     #[serde(rename = "ivgen-alg", default, skip_serializing_if = "Option::is_none")]
     pub ivgen_alg: Option<QCryptoIVGenAlgo>,
-    /// `ivgen-hash-alg` Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
+    /// `ivgen-hash-alg`. Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
     #[serde(rename = "ivgen-hash-alg", default, skip_serializing_if = "Option::is_none")]
     pub ivgen_hash_alg: Option<QCryptoHashAlgo>,
-    /// `hash-alg` Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
+    /// `hash-alg`. Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
     #[serde(rename = "hash-alg", default, skip_serializing_if = "Option::is_none")]
     pub hash_alg: Option<QCryptoHashAlgo>,
-    /// `iter-time`
+    /// `iter-time`.
     #[serde(rename = "iter-time", default, skip_serializing_if = "Option::is_none")]
     pub iter_time: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -11434,9 +11434,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QCryptoBlockFormat {
-        /// `qcow`
+        /// `qcow`.
         Qcow = "qcow",
-        /// `luks`
+        /// `luks`.
         Luks = "luks",
     }
 }
@@ -11455,7 +11455,7 @@ pub struct QCryptoBlockInfo {
 /// The common members of [`QCryptoBlockInfo`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QCryptoBlockInfoMembers {
-    /// `format`
+    /// `format`.
     pub format: QCryptoBlockFormat,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11479,7 +11479,7 @@ qapi_union!(QCryptoBlockInfo, QCryptoBlockInfoMembers, QCryptoBlockInfoBranch, f
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QCryptoBlockInfoBase {
-    /// `format`
+    /// `format`.
     pub format: QCryptoBlockFormat,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11491,33 +11491,33 @@ pub struct QCryptoBlockInfoBase {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QCryptoBlockInfoLUKS {
-    /// `cipher-alg` Its type differs between releases (7.2 `QCryptoCipherAlgorithm`, 10.0 `QCryptoCipherAlgo`).
+    /// `cipher-alg`. Its type differs between releases (7.2 `QCryptoCipherAlgorithm`, 10.0 `QCryptoCipherAlgo`).
     #[serde(rename = "cipher-alg")]
     pub cipher_alg: QCryptoCipherAlgo,
-    /// `cipher-mode`
+    /// `cipher-mode`.
     #[serde(rename = "cipher-mode")]
     pub cipher_mode: QCryptoCipherMode,
-    /// `ivgen-alg` Its type differs between releases (7.2 `QCryptoIVGenAlgorithm`, 10.0 `QCryptoIVGenAlgo`).
+    /// `ivgen-alg`. Its type differs between releases (7.2 `QCryptoIVGenAlgorithm`, 10.0 `QCryptoIVGenAlgo`).
     #[serde(rename = "ivgen-alg")]
     pub ivgen_alg: QCryptoIVGenAlgo,
-    /// `ivgen-hash-alg` Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
+    /// `ivgen-hash-alg`. Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
     #[serde(rename = "ivgen-hash-alg", default, skip_serializing_if = "Option::is_none")]
     pub ivgen_hash_alg: Option<QCryptoHashAlgo>,
-    /// `hash-alg` Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
+    /// `hash-alg`. Its type differs between releases (7.2 `QCryptoHashAlgorithm`, 10.0 `QCryptoHashAlgo`).
     #[serde(rename = "hash-alg")]
     pub hash_alg: QCryptoHashAlgo,
-    /// `detached-header` Since 10.0 (not in 7.2).
+    /// `detached-header`. Since 10.0 (not in 7.2).
     #[serde(rename = "detached-header", default, skip_serializing_if = "Option::is_none")]
     pub detached_header: Option<bool>,
-    /// `payload-offset`
+    /// `payload-offset`.
     #[serde(rename = "payload-offset")]
     pub payload_offset: i64,
-    /// `master-key-iters`
+    /// `master-key-iters`.
     #[serde(rename = "master-key-iters")]
     pub master_key_iters: i64,
-    /// `uuid`
+    /// `uuid`.
     pub uuid: String,
-    /// `slots`
+    /// `slots`.
     pub slots: Vec<QCryptoBlockInfoLUKSSlot>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11529,15 +11529,15 @@ pub struct QCryptoBlockInfoLUKS {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QCryptoBlockInfoLUKSSlot {
-    /// `active`
+    /// `active`.
     pub active: bool,
-    /// `iters`
+    /// `iters`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iters: Option<i64>,
-    /// `stripes`
+    /// `stripes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripes: Option<i64>,
-    /// `key-offset`
+    /// `key-offset`.
     #[serde(rename = "key-offset")]
     pub key_offset: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -11550,9 +11550,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QCryptoBlockLUKSKeyslotState {
-        /// `active`
+        /// `active`.
         Active = "active",
-        /// `inactive`
+        /// `inactive`.
         Inactive = "inactive",
     }
 }
@@ -11571,7 +11571,7 @@ pub struct QCryptoBlockOpenOptions {
 /// The common members of [`QCryptoBlockOpenOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QCryptoBlockOpenOptionsBase {
-    /// `format`
+    /// `format`.
     pub format: QCryptoBlockFormat,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11597,7 +11597,7 @@ qapi_union!(QCryptoBlockOpenOptions, QCryptoBlockOpenOptionsBase, QCryptoBlockOp
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QCryptoBlockOptionsBase {
-    /// `format`
+    /// `format`.
     pub format: QCryptoBlockFormat,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11609,7 +11609,7 @@ pub struct QCryptoBlockOptionsBase {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct QCryptoBlockOptionsLUKS {
-    /// `key-secret`
+    /// `key-secret`.
     #[serde(rename = "key-secret", default, skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -11622,7 +11622,7 @@ pub struct QCryptoBlockOptionsLUKS {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct QCryptoBlockOptionsQCow {
-    /// `key-secret`
+    /// `key-secret`.
     #[serde(rename = "key-secret", default, skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -11635,31 +11635,31 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum QCryptoCipherAlgo {
-        /// `aes-128` Since 10.0 (not in 7.2).
+        /// `aes-128`. Since 10.0 (not in 7.2).
         Aes128 = "aes-128",
-        /// `aes-192` Since 10.0 (not in 7.2).
+        /// `aes-192`. Since 10.0 (not in 7.2).
         Aes192 = "aes-192",
-        /// `aes-256` Since 10.0 (not in 7.2).
+        /// `aes-256`. Since 10.0 (not in 7.2).
         Aes256 = "aes-256",
-        /// `des` Since 10.0 (not in 7.2).
+        /// `des`. Since 10.0 (not in 7.2).
         Des = "des",
-        /// `3des` Since 10.0 (not in 7.2).
+        /// `3des`. Since 10.0 (not in 7.2).
         V3des = "3des",
-        /// `cast5-128` Since 10.0 (not in 7.2).
+        /// `cast5-128`. Since 10.0 (not in 7.2).
         Cast5_128 = "cast5-128",
-        /// `serpent-128` Since 10.0 (not in 7.2).
+        /// `serpent-128`. Since 10.0 (not in 7.2).
         Serpent128 = "serpent-128",
-        /// `serpent-192` Since 10.0 (not in 7.2).
+        /// `serpent-192`. Since 10.0 (not in 7.2).
         Serpent192 = "serpent-192",
-        /// `serpent-256` Since 10.0 (not in 7.2).
+        /// `serpent-256`. Since 10.0 (not in 7.2).
         Serpent256 = "serpent-256",
-        /// `twofish-128` Since 10.0 (not in 7.2).
+        /// `twofish-128`. Since 10.0 (not in 7.2).
         Twofish128 = "twofish-128",
-        /// `twofish-192` Since 10.0 (not in 7.2).
+        /// `twofish-192`. Since 10.0 (not in 7.2).
         Twofish192 = "twofish-192",
-        /// `twofish-256` Since 10.0 (not in 7.2).
+        /// `twofish-256`. Since 10.0 (not in 7.2).
         Twofish256 = "twofish-256",
-        /// `sm4` Since 10.0 (not in 7.2).
+        /// `sm4`. Since 10.0 (not in 7.2).
         Sm4 = "sm4",
     }
 }
@@ -11669,29 +11669,29 @@ qapi_enum! {
     ///
     /// Until 7.2 (not in 10.0).
     pub enum QCryptoCipherAlgorithm {
-        /// `aes-128` Until 7.2 (not in 10.0).
+        /// `aes-128`. Until 7.2 (not in 10.0).
         Aes128 = "aes-128",
-        /// `aes-192` Until 7.2 (not in 10.0).
+        /// `aes-192`. Until 7.2 (not in 10.0).
         Aes192 = "aes-192",
-        /// `aes-256` Until 7.2 (not in 10.0).
+        /// `aes-256`. Until 7.2 (not in 10.0).
         Aes256 = "aes-256",
-        /// `des` Until 7.2 (not in 10.0).
+        /// `des`. Until 7.2 (not in 10.0).
         Des = "des",
-        /// `3des` Until 7.2 (not in 10.0).
+        /// `3des`. Until 7.2 (not in 10.0).
         V3des = "3des",
-        /// `cast5-128` Until 7.2 (not in 10.0).
+        /// `cast5-128`. Until 7.2 (not in 10.0).
         Cast5_128 = "cast5-128",
-        /// `serpent-128` Until 7.2 (not in 10.0).
+        /// `serpent-128`. Until 7.2 (not in 10.0).
         Serpent128 = "serpent-128",
-        /// `serpent-192` Until 7.2 (not in 10.0).
+        /// `serpent-192`. Until 7.2 (not in 10.0).
         Serpent192 = "serpent-192",
-        /// `serpent-256` Until 7.2 (not in 10.0).
+        /// `serpent-256`. Until 7.2 (not in 10.0).
         Serpent256 = "serpent-256",
-        /// `twofish-128` Until 7.2 (not in 10.0).
+        /// `twofish-128`. Until 7.2 (not in 10.0).
         Twofish128 = "twofish-128",
-        /// `twofish-192` Until 7.2 (not in 10.0).
+        /// `twofish-192`. Until 7.2 (not in 10.0).
         Twofish192 = "twofish-192",
-        /// `twofish-256` Until 7.2 (not in 10.0).
+        /// `twofish-256`. Until 7.2 (not in 10.0).
         Twofish256 = "twofish-256",
     }
 }
@@ -11701,13 +11701,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QCryptoCipherMode {
-        /// `ecb`
+        /// `ecb`.
         Ecb = "ecb",
-        /// `cbc`
+        /// `cbc`.
         Cbc = "cbc",
-        /// `xts`
+        /// `xts`.
         Xts = "xts",
-        /// `ctr`
+        /// `ctr`.
         Ctr = "ctr",
     }
 }
@@ -11717,21 +11717,21 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum QCryptoHashAlgo {
-        /// `md5` Since 10.0 (not in 7.2).
+        /// `md5`. Since 10.0 (not in 7.2).
         Md5 = "md5",
-        /// `sha1` Since 10.0 (not in 7.2).
+        /// `sha1`. Since 10.0 (not in 7.2).
         Sha1 = "sha1",
-        /// `sha224` Since 10.0 (not in 7.2).
+        /// `sha224`. Since 10.0 (not in 7.2).
         Sha224 = "sha224",
-        /// `sha256` Since 10.0 (not in 7.2).
+        /// `sha256`. Since 10.0 (not in 7.2).
         Sha256 = "sha256",
-        /// `sha384` Since 10.0 (not in 7.2).
+        /// `sha384`. Since 10.0 (not in 7.2).
         Sha384 = "sha384",
-        /// `sha512` Since 10.0 (not in 7.2).
+        /// `sha512`. Since 10.0 (not in 7.2).
         Sha512 = "sha512",
-        /// `ripemd160` Since 10.0 (not in 7.2).
+        /// `ripemd160`. Since 10.0 (not in 7.2).
         Ripemd160 = "ripemd160",
-        /// `sm3` Since 10.0 (not in 7.2).
+        /// `sm3`. Since 10.0 (not in 7.2).
         Sm3 = "sm3",
     }
 }
@@ -11741,19 +11741,19 @@ qapi_enum! {
     ///
     /// Until 7.2 (not in 10.0).
     pub enum QCryptoHashAlgorithm {
-        /// `md5` Until 7.2 (not in 10.0).
+        /// `md5`. Until 7.2 (not in 10.0).
         Md5 = "md5",
-        /// `sha1` Until 7.2 (not in 10.0).
+        /// `sha1`. Until 7.2 (not in 10.0).
         Sha1 = "sha1",
-        /// `sha224` Until 7.2 (not in 10.0).
+        /// `sha224`. Until 7.2 (not in 10.0).
         Sha224 = "sha224",
-        /// `sha256` Until 7.2 (not in 10.0).
+        /// `sha256`. Until 7.2 (not in 10.0).
         Sha256 = "sha256",
-        /// `sha384` Until 7.2 (not in 10.0).
+        /// `sha384`. Until 7.2 (not in 10.0).
         Sha384 = "sha384",
-        /// `sha512` Until 7.2 (not in 10.0).
+        /// `sha512`. Until 7.2 (not in 10.0).
         Sha512 = "sha512",
-        /// `ripemd160` Until 7.2 (not in 10.0).
+        /// `ripemd160`. Until 7.2 (not in 10.0).
         Ripemd160 = "ripemd160",
     }
 }
@@ -11763,11 +11763,11 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum QCryptoIVGenAlgo {
-        /// `plain` Since 10.0 (not in 7.2).
+        /// `plain`. Since 10.0 (not in 7.2).
         Plain = "plain",
-        /// `plain64` Since 10.0 (not in 7.2).
+        /// `plain64`. Since 10.0 (not in 7.2).
         Plain64 = "plain64",
-        /// `essiv` Since 10.0 (not in 7.2).
+        /// `essiv`. Since 10.0 (not in 7.2).
         Essiv = "essiv",
     }
 }
@@ -11777,11 +11777,11 @@ qapi_enum! {
     ///
     /// Until 7.2 (not in 10.0).
     pub enum QCryptoIVGenAlgorithm {
-        /// `plain` Until 7.2 (not in 10.0).
+        /// `plain`. Until 7.2 (not in 10.0).
         Plain = "plain",
-        /// `plain64` Until 7.2 (not in 10.0).
+        /// `plain64`. Until 7.2 (not in 10.0).
         Plain64 = "plain64",
-        /// `essiv` Until 7.2 (not in 10.0).
+        /// `essiv`. Until 7.2 (not in 10.0).
         Essiv = "essiv",
     }
 }
@@ -11791,9 +11791,9 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum QCryptoRSAPaddingAlgo {
-        /// `raw` Since 10.0 (not in 7.2).
+        /// `raw`. Since 10.0 (not in 7.2).
         Raw = "raw",
-        /// `pkcs1` Since 10.0 (not in 7.2).
+        /// `pkcs1`. Since 10.0 (not in 7.2).
         Pkcs1 = "pkcs1",
     }
 }
@@ -11803,9 +11803,9 @@ qapi_enum! {
     ///
     /// Until 7.2 (not in 10.0).
     pub enum QCryptoRSAPaddingAlgorithm {
-        /// `raw` Until 7.2 (not in 10.0).
+        /// `raw`. Until 7.2 (not in 10.0).
         Raw = "raw",
-        /// `pkcs1` Until 7.2 (not in 10.0).
+        /// `pkcs1`. Until 7.2 (not in 10.0).
         Pkcs1 = "pkcs1",
     }
 }
@@ -11815,9 +11815,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QCryptoSecretFormat {
-        /// `raw`
+        /// `raw`.
         Raw = "raw",
-        /// `base64`
+        /// `base64`.
         Base64 = "base64",
     }
 }
@@ -11827,9 +11827,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QCryptoTLSCredsEndpoint {
-        /// `client`
+        /// `client`.
         Client = "client",
-        /// `server`
+        /// `server`.
         Server = "server",
     }
 }
@@ -11839,9 +11839,9 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum QCryptodevBackendAlgoType {
-        /// `sym` Since 10.0 (not in 7.2).
+        /// `sym`. Since 10.0 (not in 7.2).
         Sym = "sym",
-        /// `asym` Since 10.0 (not in 7.2).
+        /// `asym`. Since 10.0 (not in 7.2).
         Asym = "asym",
     }
 }
@@ -11851,9 +11851,9 @@ qapi_enum! {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QCryptodevBackendClient {
-    /// `queue` Since 10.0 (not in 7.2).
+    /// `queue`. Since 10.0 (not in 7.2).
     pub queue: u32,
-    /// `type` Since 10.0 (not in 7.2).
+    /// `type`. Since 10.0 (not in 7.2).
     #[serde(rename = "type")]
     pub type_: QCryptodevBackendType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -11866,15 +11866,15 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum QCryptodevBackendServiceType {
-        /// `cipher` Since 10.0 (not in 7.2).
+        /// `cipher`. Since 10.0 (not in 7.2).
         Cipher = "cipher",
-        /// `hash` Since 10.0 (not in 7.2).
+        /// `hash`. Since 10.0 (not in 7.2).
         Hash = "hash",
-        /// `mac` Since 10.0 (not in 7.2).
+        /// `mac`. Since 10.0 (not in 7.2).
         Mac = "mac",
-        /// `aead` Since 10.0 (not in 7.2).
+        /// `aead`. Since 10.0 (not in 7.2).
         Aead = "aead",
-        /// `akcipher` Since 10.0 (not in 7.2).
+        /// `akcipher`. Since 10.0 (not in 7.2).
         Akcipher = "akcipher",
     }
 }
@@ -11884,11 +11884,11 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum QCryptodevBackendType {
-        /// `builtin` Since 10.0 (not in 7.2).
+        /// `builtin`. Since 10.0 (not in 7.2).
         Builtin = "builtin",
-        /// `vhost-user` Since 10.0 (not in 7.2).
+        /// `vhost-user`. Since 10.0 (not in 7.2).
         VhostUser = "vhost-user",
-        /// `lkcf` Since 10.0 (not in 7.2).
+        /// `lkcf`. Since 10.0 (not in 7.2).
         Lkcf = "lkcf",
     }
 }
@@ -11898,11 +11898,11 @@ qapi_enum! {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QCryptodevInfo {
-    /// `id` Since 10.0 (not in 7.2).
+    /// `id`. Since 10.0 (not in 7.2).
     pub id: String,
-    /// `service` Since 10.0 (not in 7.2).
+    /// `service`. Since 10.0 (not in 7.2).
     pub service: Vec<QCryptodevBackendServiceType>,
-    /// `client` Since 10.0 (not in 7.2).
+    /// `client`. Since 10.0 (not in 7.2).
     pub client: Vec<QCryptodevBackendClient>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -11914,329 +11914,329 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QKeyCode {
-        /// `unmapped`
+        /// `unmapped`.
         Unmapped = "unmapped",
-        /// `shift`
+        /// `shift`.
         Shift = "shift",
-        /// `shift_r`
+        /// `shift_r`.
         ShiftR = "shift_r",
-        /// `alt`
+        /// `alt`.
         Alt = "alt",
-        /// `alt_r`
+        /// `alt_r`.
         AltR = "alt_r",
-        /// `ctrl`
+        /// `ctrl`.
         Ctrl = "ctrl",
-        /// `ctrl_r`
+        /// `ctrl_r`.
         CtrlR = "ctrl_r",
-        /// `menu`
+        /// `menu`.
         Menu = "menu",
-        /// `esc`
+        /// `esc`.
         Esc = "esc",
-        /// `1`
+        /// `1`.
         V1 = "1",
-        /// `2`
+        /// `2`.
         V2 = "2",
-        /// `3`
+        /// `3`.
         V3 = "3",
-        /// `4`
+        /// `4`.
         V4 = "4",
-        /// `5`
+        /// `5`.
         V5 = "5",
-        /// `6`
+        /// `6`.
         V6 = "6",
-        /// `7`
+        /// `7`.
         V7 = "7",
-        /// `8`
+        /// `8`.
         V8 = "8",
-        /// `9`
+        /// `9`.
         V9 = "9",
-        /// `0`
+        /// `0`.
         V0 = "0",
-        /// `minus`
+        /// `minus`.
         Minus = "minus",
-        /// `equal`
+        /// `equal`.
         Equal = "equal",
-        /// `backspace`
+        /// `backspace`.
         Backspace = "backspace",
-        /// `tab`
+        /// `tab`.
         Tab = "tab",
-        /// `q`
+        /// `q`.
         Q = "q",
-        /// `w`
+        /// `w`.
         W = "w",
-        /// `e`
+        /// `e`.
         E = "e",
-        /// `r`
+        /// `r`.
         R = "r",
-        /// `t`
+        /// `t`.
         T = "t",
-        /// `y`
+        /// `y`.
         Y = "y",
-        /// `u`
+        /// `u`.
         U = "u",
-        /// `i`
+        /// `i`.
         I = "i",
-        /// `o`
+        /// `o`.
         O = "o",
-        /// `p`
+        /// `p`.
         P = "p",
-        /// `bracket_left`
+        /// `bracket_left`.
         BracketLeft = "bracket_left",
-        /// `bracket_right`
+        /// `bracket_right`.
         BracketRight = "bracket_right",
-        /// `ret`
+        /// `ret`.
         Ret = "ret",
-        /// `a`
+        /// `a`.
         A = "a",
-        /// `s`
+        /// `s`.
         S = "s",
-        /// `d`
+        /// `d`.
         D = "d",
-        /// `f`
+        /// `f`.
         F = "f",
-        /// `g`
+        /// `g`.
         G = "g",
-        /// `h`
+        /// `h`.
         H = "h",
-        /// `j`
+        /// `j`.
         J = "j",
-        /// `k`
+        /// `k`.
         K = "k",
-        /// `l`
+        /// `l`.
         L = "l",
-        /// `semicolon`
+        /// `semicolon`.
         Semicolon = "semicolon",
-        /// `apostrophe`
+        /// `apostrophe`.
         Apostrophe = "apostrophe",
-        /// `grave_accent`
+        /// `grave_accent`.
         GraveAccent = "grave_accent",
-        /// `backslash`
+        /// `backslash`.
         Backslash = "backslash",
-        /// `z`
+        /// `z`.
         Z = "z",
-        /// `x`
+        /// `x`.
         X = "x",
-        /// `c`
+        /// `c`.
         C = "c",
-        /// `v`
+        /// `v`.
         V = "v",
-        /// `b`
+        /// `b`.
         B = "b",
-        /// `n`
+        /// `n`.
         N = "n",
-        /// `m`
+        /// `m`.
         M = "m",
-        /// `comma`
+        /// `comma`.
         Comma = "comma",
-        /// `dot`
+        /// `dot`.
         Dot = "dot",
-        /// `slash`
+        /// `slash`.
         Slash = "slash",
-        /// `asterisk`
+        /// `asterisk`.
         Asterisk = "asterisk",
-        /// `spc`
+        /// `spc`.
         Spc = "spc",
-        /// `caps_lock`
+        /// `caps_lock`.
         CapsLock = "caps_lock",
-        /// `f1`
+        /// `f1`.
         F1 = "f1",
-        /// `f2`
+        /// `f2`.
         F2 = "f2",
-        /// `f3`
+        /// `f3`.
         F3 = "f3",
-        /// `f4`
+        /// `f4`.
         F4 = "f4",
-        /// `f5`
+        /// `f5`.
         F5 = "f5",
-        /// `f6`
+        /// `f6`.
         F6 = "f6",
-        /// `f7`
+        /// `f7`.
         F7 = "f7",
-        /// `f8`
+        /// `f8`.
         F8 = "f8",
-        /// `f9`
+        /// `f9`.
         F9 = "f9",
-        /// `f10`
+        /// `f10`.
         F10 = "f10",
-        /// `num_lock`
+        /// `num_lock`.
         NumLock = "num_lock",
-        /// `scroll_lock`
+        /// `scroll_lock`.
         ScrollLock = "scroll_lock",
-        /// `kp_divide`
+        /// `kp_divide`.
         KpDivide = "kp_divide",
-        /// `kp_multiply`
+        /// `kp_multiply`.
         KpMultiply = "kp_multiply",
-        /// `kp_subtract`
+        /// `kp_subtract`.
         KpSubtract = "kp_subtract",
-        /// `kp_add`
+        /// `kp_add`.
         KpAdd = "kp_add",
-        /// `kp_enter`
+        /// `kp_enter`.
         KpEnter = "kp_enter",
-        /// `kp_decimal`
+        /// `kp_decimal`.
         KpDecimal = "kp_decimal",
-        /// `sysrq`
+        /// `sysrq`.
         Sysrq = "sysrq",
-        /// `kp_0`
+        /// `kp_0`.
         Kp0 = "kp_0",
-        /// `kp_1`
+        /// `kp_1`.
         Kp1 = "kp_1",
-        /// `kp_2`
+        /// `kp_2`.
         Kp2 = "kp_2",
-        /// `kp_3`
+        /// `kp_3`.
         Kp3 = "kp_3",
-        /// `kp_4`
+        /// `kp_4`.
         Kp4 = "kp_4",
-        /// `kp_5`
+        /// `kp_5`.
         Kp5 = "kp_5",
-        /// `kp_6`
+        /// `kp_6`.
         Kp6 = "kp_6",
-        /// `kp_7`
+        /// `kp_7`.
         Kp7 = "kp_7",
-        /// `kp_8`
+        /// `kp_8`.
         Kp8 = "kp_8",
-        /// `kp_9`
+        /// `kp_9`.
         Kp9 = "kp_9",
-        /// `less`
+        /// `less`.
         Less = "less",
-        /// `f11`
+        /// `f11`.
         F11 = "f11",
-        /// `f12`
+        /// `f12`.
         F12 = "f12",
-        /// `print`
+        /// `print`.
         Print = "print",
-        /// `home`
+        /// `home`.
         Home = "home",
-        /// `pgup`
+        /// `pgup`.
         Pgup = "pgup",
-        /// `pgdn`
+        /// `pgdn`.
         Pgdn = "pgdn",
-        /// `end`
+        /// `end`.
         End = "end",
-        /// `left`
+        /// `left`.
         Left = "left",
-        /// `up`
+        /// `up`.
         Up = "up",
-        /// `down`
+        /// `down`.
         Down = "down",
-        /// `right`
+        /// `right`.
         Right = "right",
-        /// `insert`
+        /// `insert`.
         Insert = "insert",
-        /// `delete`
+        /// `delete`.
         Delete = "delete",
-        /// `stop`
+        /// `stop`.
         Stop = "stop",
-        /// `again`
+        /// `again`.
         Again = "again",
-        /// `props`
+        /// `props`.
         Props = "props",
-        /// `undo`
+        /// `undo`.
         Undo = "undo",
-        /// `front`
+        /// `front`.
         Front = "front",
-        /// `copy`
+        /// `copy`.
         Copy = "copy",
-        /// `open`
+        /// `open`.
         Open = "open",
-        /// `paste`
+        /// `paste`.
         Paste = "paste",
-        /// `find`
+        /// `find`.
         Find = "find",
-        /// `cut`
+        /// `cut`.
         Cut = "cut",
-        /// `lf`
+        /// `lf`.
         Lf = "lf",
-        /// `help`
+        /// `help`.
         Help = "help",
-        /// `meta_l`
+        /// `meta_l`.
         MetaL = "meta_l",
-        /// `meta_r`
+        /// `meta_r`.
         MetaR = "meta_r",
-        /// `compose`
+        /// `compose`.
         Compose = "compose",
-        /// `pause`
+        /// `pause`.
         Pause = "pause",
-        /// `ro`
+        /// `ro`.
         Ro = "ro",
-        /// `hiragana`
+        /// `hiragana`.
         Hiragana = "hiragana",
-        /// `henkan`
+        /// `henkan`.
         Henkan = "henkan",
-        /// `yen`
+        /// `yen`.
         Yen = "yen",
-        /// `muhenkan`
+        /// `muhenkan`.
         Muhenkan = "muhenkan",
-        /// `katakanahiragana`
+        /// `katakanahiragana`.
         Katakanahiragana = "katakanahiragana",
-        /// `kp_comma`
+        /// `kp_comma`.
         KpComma = "kp_comma",
-        /// `kp_equals`
+        /// `kp_equals`.
         KpEquals = "kp_equals",
-        /// `power`
+        /// `power`.
         Power = "power",
-        /// `sleep`
+        /// `sleep`.
         Sleep = "sleep",
-        /// `wake`
+        /// `wake`.
         Wake = "wake",
-        /// `audionext`
+        /// `audionext`.
         Audionext = "audionext",
-        /// `audioprev`
+        /// `audioprev`.
         Audioprev = "audioprev",
-        /// `audiostop`
+        /// `audiostop`.
         Audiostop = "audiostop",
-        /// `audioplay`
+        /// `audioplay`.
         Audioplay = "audioplay",
-        /// `audiomute`
+        /// `audiomute`.
         Audiomute = "audiomute",
-        /// `volumeup`
+        /// `volumeup`.
         Volumeup = "volumeup",
-        /// `volumedown`
+        /// `volumedown`.
         Volumedown = "volumedown",
-        /// `mediaselect`
+        /// `mediaselect`.
         Mediaselect = "mediaselect",
-        /// `mail`
+        /// `mail`.
         Mail = "mail",
-        /// `calculator`
+        /// `calculator`.
         Calculator = "calculator",
-        /// `computer`
+        /// `computer`.
         Computer = "computer",
-        /// `ac_home`
+        /// `ac_home`.
         AcHome = "ac_home",
-        /// `ac_back`
+        /// `ac_back`.
         AcBack = "ac_back",
-        /// `ac_forward`
+        /// `ac_forward`.
         AcForward = "ac_forward",
-        /// `ac_refresh`
+        /// `ac_refresh`.
         AcRefresh = "ac_refresh",
-        /// `ac_bookmarks`
+        /// `ac_bookmarks`.
         AcBookmarks = "ac_bookmarks",
-        /// `lang1`
+        /// `lang1`.
         Lang1 = "lang1",
-        /// `lang2`
+        /// `lang2`.
         Lang2 = "lang2",
-        /// `f13` Since 10.0 (not in 7.2).
+        /// `f13`. Since 10.0 (not in 7.2).
         F13 = "f13",
-        /// `f14` Since 10.0 (not in 7.2).
+        /// `f14`. Since 10.0 (not in 7.2).
         F14 = "f14",
-        /// `f15` Since 10.0 (not in 7.2).
+        /// `f15`. Since 10.0 (not in 7.2).
         F15 = "f15",
-        /// `f16` Since 10.0 (not in 7.2).
+        /// `f16`. Since 10.0 (not in 7.2).
         F16 = "f16",
-        /// `f17` Since 10.0 (not in 7.2).
+        /// `f17`. Since 10.0 (not in 7.2).
         F17 = "f17",
-        /// `f18` Since 10.0 (not in 7.2).
+        /// `f18`. Since 10.0 (not in 7.2).
         F18 = "f18",
-        /// `f19` Since 10.0 (not in 7.2).
+        /// `f19`. Since 10.0 (not in 7.2).
         F19 = "f19",
-        /// `f20` Since 10.0 (not in 7.2).
+        /// `f20`. Since 10.0 (not in 7.2).
         F20 = "f20",
-        /// `f21` Since 10.0 (not in 7.2).
+        /// `f21`. Since 10.0 (not in 7.2).
         F21 = "f21",
-        /// `f22` Since 10.0 (not in 7.2).
+        /// `f22`. Since 10.0 (not in 7.2).
         F22 = "f22",
-        /// `f23` Since 10.0 (not in 7.2).
+        /// `f23`. Since 10.0 (not in 7.2).
         F23 = "f23",
-        /// `f24` Since 10.0 (not in 7.2).
+        /// `f24`. Since 10.0 (not in 7.2).
         F24 = "f24",
     }
 }
@@ -12246,7 +12246,7 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QKeyCodeWrapper {
-    /// `data`
+    /// `data`.
     pub data: QKeyCode,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -12258,7 +12258,7 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QMPCapability {
-        /// `oob`
+        /// `oob`.
         Oob = "oob",
     }
 }
@@ -12268,15 +12268,15 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QapiErrorClass {
-        /// `GenericError`
+        /// `GenericError`.
         GenericError = "GenericError",
-        /// `CommandNotFound`
+        /// `CommandNotFound`.
         CommandNotFound = "CommandNotFound",
-        /// `DeviceNotActive`
+        /// `DeviceNotActive`.
         DeviceNotActive = "DeviceNotActive",
-        /// `DeviceNotFound`
+        /// `DeviceNotFound`.
         DeviceNotFound = "DeviceNotFound",
-        /// `KVMMissingCap`
+        /// `KVMMissingCap`.
         KVMMissingCap = "KVMMissingCap",
     }
 }
@@ -12286,19 +12286,19 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum QapiVfioMigrationState {
-        /// `stop` Since 10.0 (not in 7.2).
+        /// `stop`. Since 10.0 (not in 7.2).
         Stop = "stop",
-        /// `running` Since 10.0 (not in 7.2).
+        /// `running`. Since 10.0 (not in 7.2).
         Running = "running",
-        /// `stop-copy` Since 10.0 (not in 7.2).
+        /// `stop-copy`. Since 10.0 (not in 7.2).
         StopCopy = "stop-copy",
-        /// `resuming` Since 10.0 (not in 7.2).
+        /// `resuming`. Since 10.0 (not in 7.2).
         Resuming = "resuming",
-        /// `running-p2p` Since 10.0 (not in 7.2).
+        /// `running-p2p`. Since 10.0 (not in 7.2).
         RunningP2p = "running-p2p",
-        /// `pre-copy` Since 10.0 (not in 7.2).
+        /// `pre-copy`. Since 10.0 (not in 7.2).
         PreCopy = "pre-copy",
-        /// `pre-copy-p2p` Since 10.0 (not in 7.2).
+        /// `pre-copy-p2p`. Since 10.0 (not in 7.2).
         PreCopyP2p = "pre-copy-p2p",
     }
 }
@@ -12308,11 +12308,11 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Qcow2BitmapInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `granularity`
+    /// `granularity`.
     pub granularity: u32,
-    /// `flags`
+    /// `flags`.
     pub flags: Vec<Qcow2BitmapInfoFlags>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -12324,9 +12324,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum Qcow2BitmapInfoFlags {
-        /// `in-use`
+        /// `in-use`.
         InUse = "in-use",
-        /// `auto`
+        /// `auto`.
         Auto = "auto",
     }
 }
@@ -12336,9 +12336,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum Qcow2CompressionType {
-        /// `zlib`
+        /// `zlib`.
         Zlib = "zlib",
-        /// `zstd` Only when built with `CONFIG_ZSTD`.
+        /// `zstd`. Only when built with `CONFIG_ZSTD`.
         Zstd = "zstd",
     }
 }
@@ -12348,34 +12348,34 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct Qcow2OverlapCheckFlags {
-    /// `template`
+    /// `template`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<Qcow2OverlapCheckMode>,
-    /// `main-header`
+    /// `main-header`.
     #[serde(rename = "main-header", default, skip_serializing_if = "Option::is_none")]
     pub main_header: Option<bool>,
-    /// `active-l1`
+    /// `active-l1`.
     #[serde(rename = "active-l1", default, skip_serializing_if = "Option::is_none")]
     pub active_l1: Option<bool>,
-    /// `active-l2`
+    /// `active-l2`.
     #[serde(rename = "active-l2", default, skip_serializing_if = "Option::is_none")]
     pub active_l2: Option<bool>,
-    /// `refcount-table`
+    /// `refcount-table`.
     #[serde(rename = "refcount-table", default, skip_serializing_if = "Option::is_none")]
     pub refcount_table: Option<bool>,
-    /// `refcount-block`
+    /// `refcount-block`.
     #[serde(rename = "refcount-block", default, skip_serializing_if = "Option::is_none")]
     pub refcount_block: Option<bool>,
-    /// `snapshot-table`
+    /// `snapshot-table`.
     #[serde(rename = "snapshot-table", default, skip_serializing_if = "Option::is_none")]
     pub snapshot_table: Option<bool>,
-    /// `inactive-l1`
+    /// `inactive-l1`.
     #[serde(rename = "inactive-l1", default, skip_serializing_if = "Option::is_none")]
     pub inactive_l1: Option<bool>,
-    /// `inactive-l2`
+    /// `inactive-l2`.
     #[serde(rename = "inactive-l2", default, skip_serializing_if = "Option::is_none")]
     pub inactive_l2: Option<bool>,
-    /// `bitmap-directory`
+    /// `bitmap-directory`.
     #[serde(rename = "bitmap-directory", default, skip_serializing_if = "Option::is_none")]
     pub bitmap_directory: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12388,13 +12388,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum Qcow2OverlapCheckMode {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `constant`
+        /// `constant`.
         Constant = "constant",
-        /// `cached`
+        /// `cached`.
         Cached = "cached",
-        /// `all`
+        /// `all`.
         All = "all",
     }
 }
@@ -12418,9 +12418,9 @@ qapi_alternate!(Qcow2OverlapChecks { Flags: object, Mode: string });
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QtestProperties {
-    /// `chardev`
+    /// `chardev`.
     pub chardev: String,
-    /// `log`
+    /// `log`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12433,11 +12433,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QuorumOpType {
-        /// `read`
+        /// `read`.
         Read = "read",
-        /// `write`
+        /// `write`.
         Write = "write",
-        /// `flush`
+        /// `flush`.
         Flush = "flush",
     }
 }
@@ -12447,9 +12447,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum QuorumReadPattern {
-        /// `quorum`
+        /// `quorum`.
         Quorum = "quorum",
-        /// `fifo`
+        /// `fifo`.
         Fifo = "fifo",
     }
 }
@@ -12459,9 +12459,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum RbdAuthMode {
-        /// `cephx`
+        /// `cephx`.
         Cephx = "cephx",
-        /// `none`
+        /// `none`.
         None = "none",
     }
 }
@@ -12480,7 +12480,7 @@ pub struct RbdEncryptionCreateOptions {
 /// The common members of [`RbdEncryptionCreateOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RbdEncryptionCreateOptionsBase {
-    /// `format`
+    /// `format`.
     pub format: RbdImageEncryptionFormat,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -12506,10 +12506,10 @@ qapi_union!(RbdEncryptionCreateOptions, RbdEncryptionCreateOptionsBase, RbdEncry
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RbdEncryptionCreateOptionsLUKS {
-    /// `key-secret`
+    /// `key-secret`.
     #[serde(rename = "key-secret")]
     pub key_secret: String,
-    /// `cipher-alg` Its type differs between releases (7.2 `QCryptoCipherAlgorithm`, 10.0 `QCryptoCipherAlgo`).
+    /// `cipher-alg`. Its type differs between releases (7.2 `QCryptoCipherAlgorithm`, 10.0 `QCryptoCipherAlgo`).
     #[serde(rename = "cipher-alg", default, skip_serializing_if = "Option::is_none")]
     pub cipher_alg: Option<QCryptoCipherAlgo>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12522,10 +12522,10 @@ pub struct RbdEncryptionCreateOptionsLUKS {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RbdEncryptionCreateOptionsLUKS2 {
-    /// `key-secret`
+    /// `key-secret`.
     #[serde(rename = "key-secret")]
     pub key_secret: String,
-    /// `cipher-alg` Its type differs between releases (7.2 `QCryptoCipherAlgorithm`, 10.0 `QCryptoCipherAlgo`).
+    /// `cipher-alg`. Its type differs between releases (7.2 `QCryptoCipherAlgorithm`, 10.0 `QCryptoCipherAlgo`).
     #[serde(rename = "cipher-alg", default, skip_serializing_if = "Option::is_none")]
     pub cipher_alg: Option<QCryptoCipherAlgo>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12538,10 +12538,10 @@ pub struct RbdEncryptionCreateOptionsLUKS2 {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RbdEncryptionCreateOptionsLUKSBase {
-    /// `key-secret`
+    /// `key-secret`.
     #[serde(rename = "key-secret")]
     pub key_secret: String,
-    /// `cipher-alg` Its type differs between releases (7.2 `QCryptoCipherAlgorithm`, 10.0 `QCryptoCipherAlgo`).
+    /// `cipher-alg`. Its type differs between releases (7.2 `QCryptoCipherAlgorithm`, 10.0 `QCryptoCipherAlgo`).
     #[serde(rename = "cipher-alg", default, skip_serializing_if = "Option::is_none")]
     pub cipher_alg: Option<QCryptoCipherAlgo>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12563,9 +12563,9 @@ pub struct RbdEncryptionOptions {
 /// The common members of [`RbdEncryptionOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RbdEncryptionOptionsBase {
-    /// `format`
+    /// `format`.
     pub format: RbdImageEncryptionFormat,
-    /// `parent` Since 10.0 (not in 7.2).
+    /// `parent`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Box<RbdEncryptionOptions>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12594,7 +12594,7 @@ qapi_union!(RbdEncryptionOptions, RbdEncryptionOptionsBase, RbdEncryptionOptions
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RbdEncryptionOptionsLUKS {
-    /// `key-secret`
+    /// `key-secret`.
     #[serde(rename = "key-secret")]
     pub key_secret: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12607,7 +12607,7 @@ pub struct RbdEncryptionOptionsLUKS {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RbdEncryptionOptionsLUKS2 {
-    /// `key-secret`
+    /// `key-secret`.
     #[serde(rename = "key-secret")]
     pub key_secret: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12620,7 +12620,7 @@ pub struct RbdEncryptionOptionsLUKS2 {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RbdEncryptionOptionsLUKSAny {
-    /// `key-secret` Since 10.0 (not in 7.2).
+    /// `key-secret`. Since 10.0 (not in 7.2).
     #[serde(rename = "key-secret")]
     pub key_secret: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12633,7 +12633,7 @@ pub struct RbdEncryptionOptionsLUKSAny {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RbdEncryptionOptionsLUKSBase {
-    /// `key-secret`
+    /// `key-secret`.
     #[serde(rename = "key-secret")]
     pub key_secret: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12646,11 +12646,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum RbdImageEncryptionFormat {
-        /// `luks`
+        /// `luks`.
         Luks = "luks",
-        /// `luks2`
+        /// `luks2`.
         Luks2 = "luks2",
-        /// `luks-any` Since 10.0 (not in 7.2).
+        /// `luks-any`. Since 10.0 (not in 7.2).
         LuksAny = "luks-any",
     }
 }
@@ -12660,9 +12660,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum RebootAction {
-        /// `reset`
+        /// `reset`.
         Reset = "reset",
-        /// `shutdown`
+        /// `shutdown`.
         Shutdown = "shutdown",
     }
 }
@@ -12672,9 +12672,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RemoteObjectProperties {
-    /// `fd`
+    /// `fd`.
     pub fd: String,
-    /// `devid`
+    /// `devid`.
     pub devid: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -12686,12 +12686,12 @@ pub struct RemoteObjectProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReplayInfo {
-    /// `mode`
+    /// `mode`.
     pub mode: ReplayMode,
-    /// `filename`
+    /// `filename`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
-    /// `icount`
+    /// `icount`.
     pub icount: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -12703,11 +12703,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum ReplayMode {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `record`
+        /// `record`.
         Record = "record",
-        /// `play`
+        /// `play`.
         Play = "play",
     }
 }
@@ -12717,9 +12717,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_REPLICATION`.
     pub enum ReplicationMode {
-        /// `primary`
+        /// `primary`.
         Primary = "primary",
-        /// `secondary`
+        /// `secondary`.
         Secondary = "secondary",
     }
 }
@@ -12729,9 +12729,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_REPLICATION`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReplicationStatus {
-    /// `error`
+    /// `error`.
     pub error: bool,
-    /// `desc`
+    /// `desc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desc: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12744,10 +12744,10 @@ pub struct ReplicationStatus {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RngEgdProperties {
-    /// `opened` Features: `deprecated`.
+    /// `opened`. Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opened: Option<bool>,
-    /// `chardev`
+    /// `chardev`.
     pub chardev: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -12759,7 +12759,7 @@ pub struct RngEgdProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct RngProperties {
-    /// `opened` Features: `deprecated`.
+    /// `opened`. Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opened: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12772,10 +12772,10 @@ pub struct RngProperties {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_POSIX`.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct RngRandomProperties {
-    /// `opened` Features: `deprecated`.
+    /// `opened`. Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opened: Option<bool>,
-    /// `filename`
+    /// `filename`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12788,15 +12788,15 @@ pub struct RngRandomProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RockerOfDpaFlow {
-    /// `cookie`
+    /// `cookie`.
     pub cookie: u64,
-    /// `hits`
+    /// `hits`.
     pub hits: u64,
-    /// `key`
+    /// `key`.
     pub key: RockerOfDpaFlowKey,
-    /// `mask`
+    /// `mask`.
     pub mask: RockerOfDpaFlowMask,
-    /// `action`
+    /// `action`.
     pub action: RockerOfDpaFlowAction,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -12808,22 +12808,22 @@ pub struct RockerOfDpaFlow {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct RockerOfDpaFlowAction {
-    /// `goto-tbl`
+    /// `goto-tbl`.
     #[serde(rename = "goto-tbl", default, skip_serializing_if = "Option::is_none")]
     pub goto_tbl: Option<u32>,
-    /// `group-id`
+    /// `group-id`.
     #[serde(rename = "group-id", default, skip_serializing_if = "Option::is_none")]
     pub group_id: Option<u32>,
-    /// `tunnel-lport`
+    /// `tunnel-lport`.
     #[serde(rename = "tunnel-lport", default, skip_serializing_if = "Option::is_none")]
     pub tunnel_lport: Option<u32>,
-    /// `vlan-id`
+    /// `vlan-id`.
     #[serde(rename = "vlan-id", default, skip_serializing_if = "Option::is_none")]
     pub vlan_id: Option<u16>,
-    /// `new-vlan-id`
+    /// `new-vlan-id`.
     #[serde(rename = "new-vlan-id", default, skip_serializing_if = "Option::is_none")]
     pub new_vlan_id: Option<u16>,
-    /// `out-pport`
+    /// `out-pport`.
     #[serde(rename = "out-pport", default, skip_serializing_if = "Option::is_none")]
     pub out_pport: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12836,36 +12836,36 @@ pub struct RockerOfDpaFlowAction {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RockerOfDpaFlowKey {
-    /// `priority`
+    /// `priority`.
     pub priority: u32,
-    /// `tbl-id`
+    /// `tbl-id`.
     #[serde(rename = "tbl-id")]
     pub tbl_id: u32,
-    /// `in-pport`
+    /// `in-pport`.
     #[serde(rename = "in-pport", default, skip_serializing_if = "Option::is_none")]
     pub in_pport: Option<u32>,
-    /// `tunnel-id`
+    /// `tunnel-id`.
     #[serde(rename = "tunnel-id", default, skip_serializing_if = "Option::is_none")]
     pub tunnel_id: Option<u32>,
-    /// `vlan-id`
+    /// `vlan-id`.
     #[serde(rename = "vlan-id", default, skip_serializing_if = "Option::is_none")]
     pub vlan_id: Option<u16>,
-    /// `eth-type`
+    /// `eth-type`.
     #[serde(rename = "eth-type", default, skip_serializing_if = "Option::is_none")]
     pub eth_type: Option<u16>,
-    /// `eth-src`
+    /// `eth-src`.
     #[serde(rename = "eth-src", default, skip_serializing_if = "Option::is_none")]
     pub eth_src: Option<String>,
-    /// `eth-dst`
+    /// `eth-dst`.
     #[serde(rename = "eth-dst", default, skip_serializing_if = "Option::is_none")]
     pub eth_dst: Option<String>,
-    /// `ip-proto`
+    /// `ip-proto`.
     #[serde(rename = "ip-proto", default, skip_serializing_if = "Option::is_none")]
     pub ip_proto: Option<u8>,
-    /// `ip-tos`
+    /// `ip-tos`.
     #[serde(rename = "ip-tos", default, skip_serializing_if = "Option::is_none")]
     pub ip_tos: Option<u8>,
-    /// `ip-dst`
+    /// `ip-dst`.
     #[serde(rename = "ip-dst", default, skip_serializing_if = "Option::is_none")]
     pub ip_dst: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12878,25 +12878,25 @@ pub struct RockerOfDpaFlowKey {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct RockerOfDpaFlowMask {
-    /// `in-pport`
+    /// `in-pport`.
     #[serde(rename = "in-pport", default, skip_serializing_if = "Option::is_none")]
     pub in_pport: Option<u32>,
-    /// `tunnel-id`
+    /// `tunnel-id`.
     #[serde(rename = "tunnel-id", default, skip_serializing_if = "Option::is_none")]
     pub tunnel_id: Option<u32>,
-    /// `vlan-id`
+    /// `vlan-id`.
     #[serde(rename = "vlan-id", default, skip_serializing_if = "Option::is_none")]
     pub vlan_id: Option<u16>,
-    /// `eth-src`
+    /// `eth-src`.
     #[serde(rename = "eth-src", default, skip_serializing_if = "Option::is_none")]
     pub eth_src: Option<String>,
-    /// `eth-dst`
+    /// `eth-dst`.
     #[serde(rename = "eth-dst", default, skip_serializing_if = "Option::is_none")]
     pub eth_dst: Option<String>,
-    /// `ip-proto`
+    /// `ip-proto`.
     #[serde(rename = "ip-proto", default, skip_serializing_if = "Option::is_none")]
     pub ip_proto: Option<u8>,
-    /// `ip-tos`
+    /// `ip-tos`.
     #[serde(rename = "ip-tos", default, skip_serializing_if = "Option::is_none")]
     pub ip_tos: Option<u8>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12909,42 +12909,42 @@ pub struct RockerOfDpaFlowMask {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RockerOfDpaGroup {
-    /// `id`
+    /// `id`.
     pub id: u32,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: u8,
-    /// `vlan-id`
+    /// `vlan-id`.
     #[serde(rename = "vlan-id", default, skip_serializing_if = "Option::is_none")]
     pub vlan_id: Option<u16>,
-    /// `pport`
+    /// `pport`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pport: Option<u32>,
-    /// `index`
+    /// `index`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
-    /// `out-pport`
+    /// `out-pport`.
     #[serde(rename = "out-pport", default, skip_serializing_if = "Option::is_none")]
     pub out_pport: Option<u32>,
-    /// `group-id`
+    /// `group-id`.
     #[serde(rename = "group-id", default, skip_serializing_if = "Option::is_none")]
     pub group_id: Option<u32>,
-    /// `set-vlan-id`
+    /// `set-vlan-id`.
     #[serde(rename = "set-vlan-id", default, skip_serializing_if = "Option::is_none")]
     pub set_vlan_id: Option<u16>,
-    /// `pop-vlan`
+    /// `pop-vlan`.
     #[serde(rename = "pop-vlan", default, skip_serializing_if = "Option::is_none")]
     pub pop_vlan: Option<u8>,
-    /// `group-ids`
+    /// `group-ids`.
     #[serde(rename = "group-ids", default, skip_serializing_if = "Option::is_none")]
     pub group_ids: Option<Vec<u32>>,
-    /// `set-eth-src`
+    /// `set-eth-src`.
     #[serde(rename = "set-eth-src", default, skip_serializing_if = "Option::is_none")]
     pub set_eth_src: Option<String>,
-    /// `set-eth-dst`
+    /// `set-eth-dst`.
     #[serde(rename = "set-eth-dst", default, skip_serializing_if = "Option::is_none")]
     pub set_eth_dst: Option<String>,
-    /// `ttl-check`
+    /// `ttl-check`.
     #[serde(rename = "ttl-check", default, skip_serializing_if = "Option::is_none")]
     pub ttl_check: Option<u8>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -12957,18 +12957,18 @@ pub struct RockerOfDpaGroup {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RockerPort {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `enabled`
+    /// `enabled`.
     pub enabled: bool,
-    /// `link-up`
+    /// `link-up`.
     #[serde(rename = "link-up")]
     pub link_up: bool,
-    /// `speed`
+    /// `speed`.
     pub speed: u32,
-    /// `duplex`
+    /// `duplex`.
     pub duplex: RockerPortDuplex,
-    /// `autoneg`
+    /// `autoneg`.
     pub autoneg: RockerPortAutoneg,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -12980,9 +12980,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum RockerPortAutoneg {
-        /// `off`
+        /// `off`.
         Off = "off",
-        /// `on`
+        /// `on`.
         On = "on",
     }
 }
@@ -12992,9 +12992,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum RockerPortDuplex {
-        /// `half`
+        /// `half`.
         Half = "half",
-        /// `full`
+        /// `full`.
         Full = "full",
     }
 }
@@ -13004,11 +13004,11 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RockerSwitch {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `id`
+    /// `id`.
     pub id: u64,
-    /// `ports`
+    /// `ports`.
     pub ports: u32,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -13020,37 +13020,37 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum RunState {
-        /// `debug`
+        /// `debug`.
         Debug = "debug",
-        /// `inmigrate`
+        /// `inmigrate`.
         Inmigrate = "inmigrate",
-        /// `internal-error`
+        /// `internal-error`.
         InternalError = "internal-error",
-        /// `io-error`
+        /// `io-error`.
         IoError = "io-error",
-        /// `paused`
+        /// `paused`.
         Paused = "paused",
-        /// `postmigrate`
+        /// `postmigrate`.
         Postmigrate = "postmigrate",
-        /// `prelaunch`
+        /// `prelaunch`.
         Prelaunch = "prelaunch",
-        /// `finish-migrate`
+        /// `finish-migrate`.
         FinishMigrate = "finish-migrate",
-        /// `restore-vm`
+        /// `restore-vm`.
         RestoreVm = "restore-vm",
-        /// `running`
+        /// `running`.
         Running = "running",
-        /// `save-vm`
+        /// `save-vm`.
         SaveVm = "save-vm",
-        /// `shutdown`
+        /// `shutdown`.
         Shutdown = "shutdown",
-        /// `suspended`
+        /// `suspended`.
         Suspended = "suspended",
-        /// `watchdog`
+        /// `watchdog`.
         Watchdog = "watchdog",
-        /// `guest-panicked`
+        /// `guest-panicked`.
         GuestPanicked = "guest-panicked",
-        /// `colo`
+        /// `colo`.
         Colo = "colo",
     }
 }
@@ -13060,35 +13060,35 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RxFilterInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `promiscuous`
+    /// `promiscuous`.
     pub promiscuous: bool,
-    /// `multicast`
+    /// `multicast`.
     pub multicast: RxState,
-    /// `unicast`
+    /// `unicast`.
     pub unicast: RxState,
-    /// `vlan`
+    /// `vlan`.
     pub vlan: RxState,
-    /// `broadcast-allowed`
+    /// `broadcast-allowed`.
     #[serde(rename = "broadcast-allowed")]
     pub broadcast_allowed: bool,
-    /// `multicast-overflow`
+    /// `multicast-overflow`.
     #[serde(rename = "multicast-overflow")]
     pub multicast_overflow: bool,
-    /// `unicast-overflow`
+    /// `unicast-overflow`.
     #[serde(rename = "unicast-overflow")]
     pub unicast_overflow: bool,
-    /// `main-mac`
+    /// `main-mac`.
     #[serde(rename = "main-mac")]
     pub main_mac: String,
-    /// `vlan-table`
+    /// `vlan-table`.
     #[serde(rename = "vlan-table")]
     pub vlan_table: Vec<i64>,
-    /// `unicast-table`
+    /// `unicast-table`.
     #[serde(rename = "unicast-table")]
     pub unicast_table: Vec<String>,
-    /// `multicast-table`
+    /// `multicast-table`.
     #[serde(rename = "multicast-table")]
     pub multicast_table: Vec<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13101,11 +13101,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum RxState {
-        /// `normal`
+        /// `normal`.
         Normal = "normal",
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `all`
+        /// `all`.
         All = "all",
     }
 }
@@ -13115,13 +13115,13 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum S390CpuEntitlement {
-        /// `auto` Since 10.0 (not in 7.2).
+        /// `auto`. Since 10.0 (not in 7.2).
         Auto = "auto",
-        /// `low` Since 10.0 (not in 7.2).
+        /// `low`. Since 10.0 (not in 7.2).
         Low = "low",
-        /// `medium` Since 10.0 (not in 7.2).
+        /// `medium`. Since 10.0 (not in 7.2).
         Medium = "medium",
-        /// `high` Since 10.0 (not in 7.2).
+        /// `high`. Since 10.0 (not in 7.2).
         High = "high",
     }
 }
@@ -13131,9 +13131,9 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2). Only when QEMU is built with `TARGET_S390X`.
     pub enum S390CpuPolarization {
-        /// `horizontal` Since 10.0 (not in 7.2).
+        /// `horizontal`. Since 10.0 (not in 7.2).
         Horizontal = "horizontal",
-        /// `vertical` Since 10.0 (not in 7.2).
+        /// `vertical`. Since 10.0 (not in 7.2).
         Vertical = "vertical",
     }
 }
@@ -13143,15 +13143,15 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum S390CpuState {
-        /// `uninitialized` Since 10.0 (not in 7.2).
+        /// `uninitialized`. Since 10.0 (not in 7.2).
         Uninitialized = "uninitialized",
-        /// `stopped` Since 10.0 (not in 7.2).
+        /// `stopped`. Since 10.0 (not in 7.2).
         Stopped = "stopped",
-        /// `check-stop` Since 10.0 (not in 7.2).
+        /// `check-stop`. Since 10.0 (not in 7.2).
         CheckStop = "check-stop",
-        /// `operating` Since 10.0 (not in 7.2).
+        /// `operating`. Since 10.0 (not in 7.2).
         Operating = "operating",
-        /// `load` Since 10.0 (not in 7.2).
+        /// `load`. Since 10.0 (not in 7.2).
         Load = "load",
     }
 }
@@ -13161,15 +13161,15 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum S390CrashReason {
-        /// `unknown`
+        /// `unknown`.
         Unknown = "unknown",
-        /// `disabled-wait`
+        /// `disabled-wait`.
         DisabledWait = "disabled-wait",
-        /// `extint-loop`
+        /// `extint-loop`.
         ExtintLoop = "extint-loop",
-        /// `pgmint-loop`
+        /// `pgmint-loop`.
         PgmintLoop = "pgmint-loop",
-        /// `opint-loop`
+        /// `opint-loop`.
         OpintLoop = "opint-loop",
     }
 }
@@ -13179,9 +13179,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SGXEPCSection {
-    /// `node`
+    /// `node`.
     pub node: i64,
-    /// `size`
+    /// `size`.
     pub size: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -13193,17 +13193,17 @@ pub struct SGXEPCSection {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SGXInfo {
-    /// `sgx`
+    /// `sgx`.
     pub sgx: bool,
-    /// `sgx1`
+    /// `sgx1`.
     pub sgx1: bool,
-    /// `sgx2`
+    /// `sgx2`.
     pub sgx2: bool,
-    /// `flc`
+    /// `flc`.
     pub flc: bool,
-    /// `sections`
+    /// `sections`.
     pub sections: Vec<SGXEPCSection>,
-    /// `section-size` Until 7.2 (not in 10.0). Features: `deprecated`.
+    /// `section-size`. Until 7.2 (not in 10.0). Features: `deprecated`.
     #[serde(rename = "section-size", default, skip_serializing_if = "Option::is_none")]
     pub section_size: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13216,34 +13216,34 @@ pub struct SGXInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct SMPConfiguration {
-    /// `cpus`
+    /// `cpus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<i64>,
-    /// `drawers` Since 10.0 (not in 7.2).
+    /// `drawers`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drawers: Option<i64>,
-    /// `books` Since 10.0 (not in 7.2).
+    /// `books`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub books: Option<i64>,
-    /// `sockets`
+    /// `sockets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sockets: Option<i64>,
-    /// `dies`
+    /// `dies`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dies: Option<i64>,
-    /// `clusters`
+    /// `clusters`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clusters: Option<i64>,
-    /// `modules` Since 10.0 (not in 7.2).
+    /// `modules`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modules: Option<i64>,
-    /// `cores`
+    /// `cores`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cores: Option<i64>,
-    /// `threads`
+    /// `threads`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<i64>,
-    /// `maxcpus`
+    /// `maxcpus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maxcpus: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13265,12 +13265,12 @@ pub struct SchemaInfo {
 /// The common members of [`SchemaInfo`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchemaInfoBase {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `meta-type`
+    /// `meta-type`.
     #[serde(rename = "meta-type")]
     pub meta_type: SchemaMetaType,
-    /// `features`
+    /// `features`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Vec<String>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13307,7 +13307,7 @@ qapi_union!(SchemaInfo, SchemaInfoBase, SchemaInfoBranch, meta_type, SchemaMetaT
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchemaInfoAlternate {
-    /// `members`
+    /// `members`.
     pub members: Vec<SchemaInfoAlternateMember>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -13319,7 +13319,7 @@ pub struct SchemaInfoAlternate {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchemaInfoAlternateMember {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13332,7 +13332,7 @@ pub struct SchemaInfoAlternateMember {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchemaInfoArray {
-    /// `element-type`
+    /// `element-type`.
     #[serde(rename = "element-type")]
     pub element_type: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13345,7 +13345,7 @@ pub struct SchemaInfoArray {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchemaInfoBuiltin {
-    /// `json-type`
+    /// `json-type`.
     #[serde(rename = "json-type")]
     pub json_type: JSONType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13358,13 +13358,13 @@ pub struct SchemaInfoBuiltin {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchemaInfoCommand {
-    /// `arg-type`
+    /// `arg-type`.
     #[serde(rename = "arg-type")]
     pub arg_type: String,
-    /// `ret-type`
+    /// `ret-type`.
     #[serde(rename = "ret-type")]
     pub ret_type: String,
-    /// `allow-oob`
+    /// `allow-oob`.
     #[serde(rename = "allow-oob", default, skip_serializing_if = "Option::is_none")]
     pub allow_oob: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13377,9 +13377,9 @@ pub struct SchemaInfoCommand {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchemaInfoEnum {
-    /// `members`
+    /// `members`.
     pub members: Vec<SchemaInfoEnumMember>,
-    /// `values` Features: `deprecated`.
+    /// `values`. Features: `deprecated`.
     pub values: Vec<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -13391,9 +13391,9 @@ pub struct SchemaInfoEnum {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchemaInfoEnumMember {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `features`
+    /// `features`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Vec<String>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13406,7 +13406,7 @@ pub struct SchemaInfoEnumMember {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchemaInfoEvent {
-    /// `arg-type`
+    /// `arg-type`.
     #[serde(rename = "arg-type")]
     pub arg_type: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13419,12 +13419,12 @@ pub struct SchemaInfoEvent {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchemaInfoObject {
-    /// `members`
+    /// `members`.
     pub members: Vec<SchemaInfoObjectMember>,
-    /// `tag`
+    /// `tag`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-    /// `variants`
+    /// `variants`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variants: Option<Vec<SchemaInfoObjectVariant>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13437,15 +13437,15 @@ pub struct SchemaInfoObject {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchemaInfoObjectMember {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: String,
-    /// `default`
+    /// `default`.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
-    /// `features`
+    /// `features`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Vec<String>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13458,9 +13458,9 @@ pub struct SchemaInfoObjectMember {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SchemaInfoObjectVariant {
-    /// `case`
+    /// `case`.
     pub case: String,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13473,19 +13473,19 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum SchemaMetaType {
-        /// `builtin`
+        /// `builtin`.
         Builtin = "builtin",
-        /// `enum`
+        /// `enum`.
         Enum = "enum",
-        /// `array`
+        /// `array`.
         Array = "array",
-        /// `object`
+        /// `object`.
         Object = "object",
-        /// `alternate`
+        /// `alternate`.
         Alternate = "alternate",
-        /// `command`
+        /// `command`.
         Command = "command",
-        /// `event`
+        /// `event`.
         Event = "event",
     }
 }
@@ -13495,16 +13495,16 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct SecretCommonProperties {
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<QCryptoSecretFormat>,
-    /// `keyid`
+    /// `keyid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyid: Option<String>,
-    /// `iv`
+    /// `iv`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iv: Option<String>,
-    /// `loaded` Until 7.2 (not in 10.0). Features: `deprecated`.
+    /// `loaded`. Until 7.2 (not in 10.0). Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loaded: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13517,18 +13517,18 @@ pub struct SecretCommonProperties {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SECRET_KEYRING`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SecretKeyringProperties {
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<QCryptoSecretFormat>,
-    /// `keyid`
+    /// `keyid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyid: Option<String>,
-    /// `iv`
+    /// `iv`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iv: Option<String>,
-    /// `serial`
+    /// `serial`.
     pub serial: i32,
-    /// `loaded` Until 7.2 (not in 10.0). Features: `deprecated`.
+    /// `loaded`. Until 7.2 (not in 10.0). Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loaded: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13541,22 +13541,22 @@ pub struct SecretKeyringProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct SecretProperties {
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<QCryptoSecretFormat>,
-    /// `keyid`
+    /// `keyid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyid: Option<String>,
-    /// `iv`
+    /// `iv`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iv: Option<String>,
-    /// `data`
+    /// `data`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
-    /// `file`
+    /// `file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
-    /// `loaded` Until 7.2 (not in 10.0). Features: `deprecated`.
+    /// `loaded`. Until 7.2 (not in 10.0). Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loaded: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13569,11 +13569,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum SetPasswordAction {
-        /// `keep`
+        /// `keep`.
         Keep = "keep",
-        /// `fail`
+        /// `fail`.
         Fail = "fail",
-        /// `disconnect`
+        /// `disconnect`.
         Disconnect = "disconnect",
     }
 }
@@ -13592,11 +13592,11 @@ pub struct SetPasswordOptions {
 /// The common members of [`SetPasswordOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SetPasswordOptionsBase {
-    /// `protocol`
+    /// `protocol`.
     pub protocol: DisplayProtocol,
-    /// `password`
+    /// `password`.
     pub password: String,
-    /// `connected`
+    /// `connected`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected: Option<SetPasswordAction>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13621,7 +13621,7 @@ qapi_union!(SetPasswordOptions, SetPasswordOptionsBase, SetPasswordOptionsBranch
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct SetPasswordOptionsVnc {
-    /// `display`
+    /// `display`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13634,7 +13634,7 @@ pub struct SetPasswordOptionsVnc {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SevAttestationReport {
-    /// `data`
+    /// `data`.
     pub data: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -13646,17 +13646,17 @@ pub struct SevAttestationReport {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SevCapability {
-    /// `pdh`
+    /// `pdh`.
     pub pdh: String,
-    /// `cert-chain`
+    /// `cert-chain`.
     #[serde(rename = "cert-chain")]
     pub cert_chain: String,
-    /// `cpu0-id`
+    /// `cpu0-id`.
     #[serde(rename = "cpu0-id")]
     pub cpu0_id: String,
-    /// `cbitpos`
+    /// `cbitpos`.
     pub cbitpos: i64,
-    /// `reduced-phys-bits`
+    /// `reduced-phys-bits`.
     #[serde(rename = "reduced-phys-bits")]
     pub reduced_phys_bits: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13669,16 +13669,16 @@ pub struct SevCapability {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SevCommonProperties {
-    /// `sev-device` Since 10.0 (not in 7.2).
+    /// `sev-device`. Since 10.0 (not in 7.2).
     #[serde(rename = "sev-device", default, skip_serializing_if = "Option::is_none")]
     pub sev_device: Option<String>,
-    /// `cbitpos` Since 10.0 (not in 7.2).
+    /// `cbitpos`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cbitpos: Option<u32>,
-    /// `reduced-phys-bits` Since 10.0 (not in 7.2).
+    /// `reduced-phys-bits`. Since 10.0 (not in 7.2).
     #[serde(rename = "reduced-phys-bits")]
     pub reduced_phys_bits: u32,
-    /// `kernel-hashes` Since 10.0 (not in 7.2).
+    /// `kernel-hashes`. Since 10.0 (not in 7.2).
     #[serde(rename = "kernel-hashes", default, skip_serializing_if = "Option::is_none")]
     pub kernel_hashes: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13691,9 +13691,9 @@ pub struct SevCommonProperties {
 /// Since 10.0 (not in 7.2). Only when QEMU is built with `TARGET_I386`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SevGuestInfo {
-    /// `policy` Since 10.0 (not in 7.2).
+    /// `policy`. Since 10.0 (not in 7.2).
     pub policy: u32,
-    /// `handle` Since 10.0 (not in 7.2).
+    /// `handle`. Since 10.0 (not in 7.2).
     pub handle: u32,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -13705,31 +13705,31 @@ pub struct SevGuestInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SevGuestProperties {
-    /// `sev-device`
+    /// `sev-device`.
     #[serde(rename = "sev-device", default, skip_serializing_if = "Option::is_none")]
     pub sev_device: Option<String>,
-    /// `cbitpos`
+    /// `cbitpos`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cbitpos: Option<u32>,
-    /// `reduced-phys-bits`
+    /// `reduced-phys-bits`.
     #[serde(rename = "reduced-phys-bits")]
     pub reduced_phys_bits: u32,
-    /// `kernel-hashes`
+    /// `kernel-hashes`.
     #[serde(rename = "kernel-hashes", default, skip_serializing_if = "Option::is_none")]
     pub kernel_hashes: Option<bool>,
-    /// `dh-cert-file`
+    /// `dh-cert-file`.
     #[serde(rename = "dh-cert-file", default, skip_serializing_if = "Option::is_none")]
     pub dh_cert_file: Option<String>,
-    /// `session-file`
+    /// `session-file`.
     #[serde(rename = "session-file", default, skip_serializing_if = "Option::is_none")]
     pub session_file: Option<String>,
-    /// `policy`
+    /// `policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<u32>,
-    /// `handle`
+    /// `handle`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handle: Option<u32>,
-    /// `legacy-vm-type` Since 10.0 (not in 7.2).
+    /// `legacy-vm-type`. Since 10.0 (not in 7.2).
     #[serde(rename = "legacy-vm-type", default, skip_serializing_if = "Option::is_none")]
     pub legacy_vm_type: Option<OnOffAuto>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13742,9 +13742,9 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2). Only when QEMU is built with `TARGET_I386`.
     pub enum SevGuestType {
-        /// `sev` Since 10.0 (not in 7.2).
+        /// `sev`. Since 10.0 (not in 7.2).
         Sev = "sev",
-        /// `sev-snp` Since 10.0 (not in 7.2).
+        /// `sev-snp`. Since 10.0 (not in 7.2).
         SevSnp = "sev-snp",
     }
 }
@@ -13763,20 +13763,20 @@ pub struct SevInfo {
 /// The common members of [`SevInfo`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SevInfoBase {
-    /// `enabled`
+    /// `enabled`.
     pub enabled: bool,
-    /// `api-major`
+    /// `api-major`.
     #[serde(rename = "api-major")]
     pub api_major: u8,
-    /// `api-minor`
+    /// `api-minor`.
     #[serde(rename = "api-minor")]
     pub api_minor: u8,
-    /// `build-id`
+    /// `build-id`.
     #[serde(rename = "build-id")]
     pub build_id: u8,
-    /// `state`
+    /// `state`.
     pub state: SevState,
-    /// `sev-type` Since 10.0 (not in 7.2).
+    /// `sev-type`. Since 10.0 (not in 7.2).
     #[serde(rename = "sev-type", default, skip_serializing_if = "Option::is_none")]
     pub sev_type: Option<SevGuestType>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13803,7 +13803,7 @@ qapi_union!(SevInfo, SevInfoBase, SevInfoBranch, sev_type, SevGuestType { Sev, S
 /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SevLaunchMeasureInfo {
-    /// `data`
+    /// `data`.
     pub data: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -13815,7 +13815,7 @@ pub struct SevLaunchMeasureInfo {
 /// Since 10.0 (not in 7.2). Only when QEMU is built with `TARGET_I386`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SevSnpGuestInfo {
-    /// `snp-policy` Since 10.0 (not in 7.2).
+    /// `snp-policy`. Since 10.0 (not in 7.2).
     #[serde(rename = "snp-policy")]
     pub snp_policy: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13828,37 +13828,37 @@ pub struct SevSnpGuestInfo {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SevSnpGuestProperties {
-    /// `sev-device` Since 10.0 (not in 7.2).
+    /// `sev-device`. Since 10.0 (not in 7.2).
     #[serde(rename = "sev-device", default, skip_serializing_if = "Option::is_none")]
     pub sev_device: Option<String>,
-    /// `cbitpos` Since 10.0 (not in 7.2).
+    /// `cbitpos`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cbitpos: Option<u32>,
-    /// `reduced-phys-bits` Since 10.0 (not in 7.2).
+    /// `reduced-phys-bits`. Since 10.0 (not in 7.2).
     #[serde(rename = "reduced-phys-bits")]
     pub reduced_phys_bits: u32,
-    /// `kernel-hashes` Since 10.0 (not in 7.2).
+    /// `kernel-hashes`. Since 10.0 (not in 7.2).
     #[serde(rename = "kernel-hashes", default, skip_serializing_if = "Option::is_none")]
     pub kernel_hashes: Option<bool>,
-    /// `policy` Since 10.0 (not in 7.2).
+    /// `policy`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<u64>,
-    /// `guest-visible-workarounds` Since 10.0 (not in 7.2).
+    /// `guest-visible-workarounds`. Since 10.0 (not in 7.2).
     #[serde(rename = "guest-visible-workarounds", default, skip_serializing_if = "Option::is_none")]
     pub guest_visible_workarounds: Option<String>,
-    /// `id-block` Since 10.0 (not in 7.2).
+    /// `id-block`. Since 10.0 (not in 7.2).
     #[serde(rename = "id-block", default, skip_serializing_if = "Option::is_none")]
     pub id_block: Option<String>,
-    /// `id-auth` Since 10.0 (not in 7.2).
+    /// `id-auth`. Since 10.0 (not in 7.2).
     #[serde(rename = "id-auth", default, skip_serializing_if = "Option::is_none")]
     pub id_auth: Option<String>,
-    /// `author-key-enabled` Since 10.0 (not in 7.2).
+    /// `author-key-enabled`. Since 10.0 (not in 7.2).
     #[serde(rename = "author-key-enabled", default, skip_serializing_if = "Option::is_none")]
     pub author_key_enabled: Option<bool>,
-    /// `host-data` Since 10.0 (not in 7.2).
+    /// `host-data`. Since 10.0 (not in 7.2).
     #[serde(rename = "host-data", default, skip_serializing_if = "Option::is_none")]
     pub host_data: Option<String>,
-    /// `vcek-disabled` Since 10.0 (not in 7.2).
+    /// `vcek-disabled`. Since 10.0 (not in 7.2).
     #[serde(rename = "vcek-disabled", default, skip_serializing_if = "Option::is_none")]
     pub vcek_disabled: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13871,17 +13871,17 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
     pub enum SevState {
-        /// `uninit`
+        /// `uninit`.
         Uninit = "uninit",
-        /// `launch-update`
+        /// `launch-update`.
         LaunchUpdate = "launch-update",
-        /// `launch-secret`
+        /// `launch-secret`.
         LaunchSecret = "launch-secret",
-        /// `running`
+        /// `running`.
         Running = "running",
-        /// `send-update`
+        /// `send-update`.
         SendUpdate = "send-update",
-        /// `receive-update`
+        /// `receive-update`.
         ReceiveUpdate = "receive-update",
     }
 }
@@ -13891,9 +13891,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SgxEPC {
-    /// `memdev`
+    /// `memdev`.
     pub memdev: String,
-    /// `node`
+    /// `node`.
     pub node: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -13905,16 +13905,16 @@ pub struct SgxEPC {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SgxEPCDeviceInfo {
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `memaddr`
+    /// `memaddr`.
     pub memaddr: u64,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `node`
+    /// `node`.
     pub node: i64,
-    /// `memdev`
+    /// `memdev`.
     pub memdev: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -13926,7 +13926,7 @@ pub struct SgxEPCDeviceInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SgxEPCDeviceInfoWrapper {
-    /// `data`
+    /// `data`.
     pub data: SgxEPCDeviceInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -13938,7 +13938,7 @@ pub struct SgxEPCDeviceInfoWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SgxEPCProperties {
-    /// `sgx-epc`
+    /// `sgx-epc`.
     #[serde(rename = "sgx-epc")]
     pub sgx_epc: Vec<SgxEPC>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -13951,9 +13951,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum ShutdownAction {
-        /// `poweroff`
+        /// `poweroff`.
         Poweroff = "poweroff",
-        /// `pause`
+        /// `pause`.
         Pause = "pause",
     }
 }
@@ -13963,27 +13963,27 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum ShutdownCause {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `host-error`
+        /// `host-error`.
         HostError = "host-error",
-        /// `host-qmp-quit`
+        /// `host-qmp-quit`.
         HostQmpQuit = "host-qmp-quit",
-        /// `host-qmp-system-reset`
+        /// `host-qmp-system-reset`.
         HostQmpSystemReset = "host-qmp-system-reset",
-        /// `host-signal`
+        /// `host-signal`.
         HostSignal = "host-signal",
-        /// `host-ui`
+        /// `host-ui`.
         HostUi = "host-ui",
-        /// `guest-shutdown`
+        /// `guest-shutdown`.
         GuestShutdown = "guest-shutdown",
-        /// `guest-reset`
+        /// `guest-reset`.
         GuestReset = "guest-reset",
-        /// `guest-panic`
+        /// `guest-panic`.
         GuestPanic = "guest-panic",
-        /// `subsystem-reset`
+        /// `subsystem-reset`.
         SubsystemReset = "subsystem-reset",
-        /// `snapshot-load`
+        /// `snapshot-load`.
         SnapshotLoad = "snapshot-load",
     }
 }
@@ -13993,11 +13993,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum SmbiosEntryPointType {
-        /// `32`
+        /// `32`.
         V32 = "32",
-        /// `64`
+        /// `64`.
         V64 = "64",
-        /// `auto` Since 10.0 (not in 7.2).
+        /// `auto`. Since 10.0 (not in 7.2).
         Auto = "auto",
     }
 }
@@ -14007,9 +14007,9 @@ qapi_enum! {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SmpCacheProperties {
-    /// `cache` Since 10.0 (not in 7.2).
+    /// `cache`. Since 10.0 (not in 7.2).
     pub cache: CacheLevelAndType,
-    /// `topology` Since 10.0 (not in 7.2).
+    /// `topology`. Since 10.0 (not in 7.2).
     pub topology: CpuTopologyLevel,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14021,7 +14021,7 @@ pub struct SmpCacheProperties {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SmpCachePropertiesWrapper {
-    /// `caches` Since 10.0 (not in 7.2).
+    /// `caches`. Since 10.0 (not in 7.2).
     pub caches: Vec<SmpCacheProperties>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14033,26 +14033,26 @@ pub struct SmpCachePropertiesWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotInfo {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `vm-state-size`
+    /// `vm-state-size`.
     #[serde(rename = "vm-state-size")]
     pub vm_state_size: i64,
-    /// `date-sec`
+    /// `date-sec`.
     #[serde(rename = "date-sec")]
     pub date_sec: i64,
-    /// `date-nsec`
+    /// `date-nsec`.
     #[serde(rename = "date-nsec")]
     pub date_nsec: i64,
-    /// `vm-clock-sec`
+    /// `vm-clock-sec`.
     #[serde(rename = "vm-clock-sec")]
     pub vm_clock_sec: i64,
-    /// `vm-clock-nsec`
+    /// `vm-clock-nsec`.
     #[serde(rename = "vm-clock-nsec")]
     pub vm_clock_nsec: i64,
-    /// `icount`
+    /// `icount`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icount: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14074,7 +14074,7 @@ pub struct SocketAddress {
 /// The common members of [`SocketAddress`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SocketAddressBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: SocketAddressType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14114,7 +14114,7 @@ pub struct SocketAddressLegacy {
 /// The common members of [`SocketAddressLegacy`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SocketAddressLegacyBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: SocketAddressType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14145,13 +14145,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum SocketAddressType {
-        /// `inet`
+        /// `inet`.
         Inet = "inet",
-        /// `unix`
+        /// `unix`.
         Unix = "unix",
-        /// `vsock`
+        /// `vsock`.
         Vsock = "vsock",
-        /// `fd`
+        /// `fd`.
         Fd = "fd",
     }
 }
@@ -14161,11 +14161,11 @@ qapi_enum! {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpiceBasicInfo {
-    /// `host`
+    /// `host`.
     pub host: String,
-    /// `port`
+    /// `port`.
     pub port: String,
-    /// `family`
+    /// `family`.
     pub family: NetworkAddressFamily,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14177,22 +14177,22 @@ pub struct SpiceBasicInfo {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpiceChannel {
-    /// `host`
+    /// `host`.
     pub host: String,
-    /// `port`
+    /// `port`.
     pub port: String,
-    /// `family`
+    /// `family`.
     pub family: NetworkAddressFamily,
-    /// `connection-id`
+    /// `connection-id`.
     #[serde(rename = "connection-id")]
     pub connection_id: i64,
-    /// `channel-type`
+    /// `channel-type`.
     #[serde(rename = "channel-type")]
     pub channel_type: i64,
-    /// `channel-id`
+    /// `channel-id`.
     #[serde(rename = "channel-id")]
     pub channel_id: i64,
-    /// `tls`
+    /// `tls`.
     pub tls: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14204,29 +14204,29 @@ pub struct SpiceChannel {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpiceInfo {
-    /// `enabled`
+    /// `enabled`.
     pub enabled: bool,
-    /// `migrated`
+    /// `migrated`.
     pub migrated: bool,
-    /// `host`
+    /// `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// `port`
+    /// `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
-    /// `tls-port`
+    /// `tls-port`.
     #[serde(rename = "tls-port", default, skip_serializing_if = "Option::is_none")]
     pub tls_port: Option<i64>,
-    /// `auth`
+    /// `auth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
-    /// `compiled-version`
+    /// `compiled-version`.
     #[serde(rename = "compiled-version", default, skip_serializing_if = "Option::is_none")]
     pub compiled_version: Option<String>,
-    /// `mouse-mode`
+    /// `mouse-mode`.
     #[serde(rename = "mouse-mode")]
     pub mouse_mode: SpiceQueryMouseMode,
-    /// `channels`
+    /// `channels`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<SpiceChannel>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14239,11 +14239,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
     pub enum SpiceQueryMouseMode {
-        /// `client`
+        /// `client`.
         Client = "client",
-        /// `server`
+        /// `server`.
         Server = "server",
-        /// `unknown`
+        /// `unknown`.
         Unknown = "unknown",
     }
 }
@@ -14253,13 +14253,13 @@ qapi_enum! {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpiceServerInfo {
-    /// `host`
+    /// `host`.
     pub host: String,
-    /// `port`
+    /// `port`.
     pub port: String,
-    /// `family`
+    /// `family`.
     pub family: NetworkAddressFamily,
-    /// `auth`
+    /// `auth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14281,7 +14281,7 @@ pub struct SshHostKeyCheck {
 /// The common members of [`SshHostKeyCheck`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SshHostKeyCheckBase {
-    /// `mode`
+    /// `mode`.
     pub mode: SshHostKeyCheckMode,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14305,11 +14305,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum SshHostKeyCheckHashType {
-        /// `md5`
+        /// `md5`.
         Md5 = "md5",
-        /// `sha1`
+        /// `sha1`.
         Sha1 = "sha1",
-        /// `sha256`
+        /// `sha256`.
         Sha256 = "sha256",
     }
 }
@@ -14319,11 +14319,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum SshHostKeyCheckMode {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `hash`
+        /// `hash`.
         Hash = "hash",
-        /// `known_hosts`
+        /// `known_hosts`.
         KnownHosts = "known_hosts",
     }
 }
@@ -14333,10 +14333,10 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SshHostKeyHash {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: SshHostKeyCheckHashType,
-    /// `hash`
+    /// `hash`.
     pub hash: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14348,9 +14348,9 @@ pub struct SshHostKeyHash {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `value`
+    /// `value`.
     pub value: StatsValue,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14371,9 +14371,9 @@ pub struct StatsFilter {
 /// The common members of [`StatsFilter`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatsFilterBase {
-    /// `target`
+    /// `target`.
     pub target: StatsTarget,
-    /// `providers`
+    /// `providers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub providers: Option<Vec<StatsRequest>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14398,9 +14398,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum StatsProvider {
-        /// `kvm`
+        /// `kvm`.
         Kvm = "kvm",
-        /// `cryptodev` Since 10.0 (not in 7.2).
+        /// `cryptodev`. Since 10.0 (not in 7.2).
         Cryptodev = "cryptodev",
     }
 }
@@ -14410,9 +14410,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatsRequest {
-    /// `provider`
+    /// `provider`.
     pub provider: StatsProvider,
-    /// `names`
+    /// `names`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub names: Option<Vec<String>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14425,12 +14425,12 @@ pub struct StatsRequest {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatsResult {
-    /// `provider`
+    /// `provider`.
     pub provider: StatsProvider,
-    /// `qom-path`
+    /// `qom-path`.
     #[serde(rename = "qom-path", default, skip_serializing_if = "Option::is_none")]
     pub qom_path: Option<String>,
-    /// `stats`
+    /// `stats`.
     pub stats: Vec<Stats>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14442,11 +14442,11 @@ pub struct StatsResult {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatsSchema {
-    /// `provider`
+    /// `provider`.
     pub provider: StatsProvider,
-    /// `target`
+    /// `target`.
     pub target: StatsTarget,
-    /// `stats`
+    /// `stats`.
     pub stats: Vec<StatsSchemaValue>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14458,20 +14458,20 @@ pub struct StatsSchema {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatsSchemaValue {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: StatsType,
-    /// `unit`
+    /// `unit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<StatsUnit>,
-    /// `base`
+    /// `base`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<i8>,
-    /// `exponent`
+    /// `exponent`.
     pub exponent: i16,
-    /// `bucket-size`
+    /// `bucket-size`.
     #[serde(rename = "bucket-size", default, skip_serializing_if = "Option::is_none")]
     pub bucket_size: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14484,11 +14484,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum StatsTarget {
-        /// `vm`
+        /// `vm`.
         Vm = "vm",
-        /// `vcpu`
+        /// `vcpu`.
         Vcpu = "vcpu",
-        /// `cryptodev` Since 10.0 (not in 7.2).
+        /// `cryptodev`. Since 10.0 (not in 7.2).
         Cryptodev = "cryptodev",
     }
 }
@@ -14498,15 +14498,15 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum StatsType {
-        /// `cumulative`
+        /// `cumulative`.
         Cumulative = "cumulative",
-        /// `instant`
+        /// `instant`.
         Instant = "instant",
-        /// `peak`
+        /// `peak`.
         Peak = "peak",
-        /// `linear-histogram`
+        /// `linear-histogram`.
         LinearHistogram = "linear-histogram",
-        /// `log2-histogram`
+        /// `log2-histogram`.
         Log2Histogram = "log2-histogram",
     }
 }
@@ -14516,13 +14516,13 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum StatsUnit {
-        /// `bytes`
+        /// `bytes`.
         Bytes = "bytes",
-        /// `seconds`
+        /// `seconds`.
         Seconds = "seconds",
-        /// `cycles`
+        /// `cycles`.
         Cycles = "cycles",
-        /// `boolean`
+        /// `boolean`.
         Boolean = "boolean",
     }
 }
@@ -14532,7 +14532,7 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct StatsVCPUFilter {
-    /// `vcpus`
+    /// `vcpus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcpus: Option<Vec<String>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14561,11 +14561,11 @@ qapi_alternate!(StatsValue { Scalar: integer, Boolean: boolean, List: array });
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusInfo {
-    /// `running`
+    /// `running`.
     pub running: bool,
-    /// `status`
+    /// `status`.
     pub status: RunState,
-    /// `singlestep` Until 7.2 (not in 10.0).
+    /// `singlestep`. Until 7.2 (not in 10.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub singlestep: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14592,7 +14592,7 @@ qapi_alternate!(StrOrNull { S: string, N: null });
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct String_ {
-    /// `str`
+    /// `str`.
     pub str: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14604,7 +14604,7 @@ pub struct String_ {
 /// Until 7.2 (not in 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StringWrapper {
-    /// `data` Until 7.2 (not in 10.0).
+    /// `data`. Until 7.2 (not in 10.0).
     pub data: String_,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14616,67 +14616,67 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum SysEmuTarget {
-        /// `aarch64`
+        /// `aarch64`.
         Aarch64 = "aarch64",
-        /// `alpha`
+        /// `alpha`.
         Alpha = "alpha",
-        /// `arm`
+        /// `arm`.
         Arm = "arm",
-        /// `avr`
+        /// `avr`.
         Avr = "avr",
-        /// `hppa`
+        /// `hppa`.
         Hppa = "hppa",
-        /// `i386`
+        /// `i386`.
         I386 = "i386",
-        /// `loongarch64`
+        /// `loongarch64`.
         Loongarch64 = "loongarch64",
-        /// `m68k`
+        /// `m68k`.
         M68k = "m68k",
-        /// `microblaze`
+        /// `microblaze`.
         Microblaze = "microblaze",
-        /// `microblazeel`
+        /// `microblazeel`.
         Microblazeel = "microblazeel",
-        /// `mips`
+        /// `mips`.
         Mips = "mips",
-        /// `mips64`
+        /// `mips64`.
         Mips64 = "mips64",
-        /// `mips64el`
+        /// `mips64el`.
         Mips64el = "mips64el",
-        /// `mipsel`
+        /// `mipsel`.
         Mipsel = "mipsel",
-        /// `or1k`
+        /// `or1k`.
         Or1k = "or1k",
-        /// `ppc`
+        /// `ppc`.
         Ppc = "ppc",
-        /// `ppc64`
+        /// `ppc64`.
         Ppc64 = "ppc64",
-        /// `riscv32`
+        /// `riscv32`.
         Riscv32 = "riscv32",
-        /// `riscv64`
+        /// `riscv64`.
         Riscv64 = "riscv64",
-        /// `rx`
+        /// `rx`.
         Rx = "rx",
-        /// `s390x`
+        /// `s390x`.
         S390x = "s390x",
-        /// `sh4`
+        /// `sh4`.
         Sh4 = "sh4",
-        /// `sh4eb`
+        /// `sh4eb`.
         Sh4eb = "sh4eb",
-        /// `sparc`
+        /// `sparc`.
         Sparc = "sparc",
-        /// `sparc64`
+        /// `sparc64`.
         Sparc64 = "sparc64",
-        /// `tricore`
+        /// `tricore`.
         Tricore = "tricore",
-        /// `x86_64`
+        /// `x86_64`.
         X86_64 = "x86_64",
-        /// `xtensa`
+        /// `xtensa`.
         Xtensa = "xtensa",
-        /// `xtensaeb`
+        /// `xtensaeb`.
         Xtensaeb = "xtensaeb",
-        /// `cris` Until 7.2 (not in 10.0).
+        /// `cris`. Until 7.2 (not in 10.0).
         Cris = "cris",
-        /// `nios2` Until 7.2 (not in 10.0).
+        /// `nios2`. Until 7.2 (not in 10.0).
         Nios2 = "nios2",
     }
 }
@@ -14686,7 +14686,7 @@ qapi_enum! {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_TPM`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TPMEmulatorOptions {
-    /// `chardev`
+    /// `chardev`.
     pub chardev: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14698,7 +14698,7 @@ pub struct TPMEmulatorOptions {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_TPM`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TPMEmulatorOptionsWrapper {
-    /// `data`
+    /// `data`.
     pub data: TPMEmulatorOptions,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14710,11 +14710,11 @@ pub struct TPMEmulatorOptionsWrapper {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_TPM`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TPMInfo {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `model`
+    /// `model`.
     pub model: TpmModel,
-    /// `options`
+    /// `options`.
     pub options: TpmTypeOptions,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14726,10 +14726,10 @@ pub struct TPMInfo {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_TPM`.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct TPMPassthroughOptions {
-    /// `path`
+    /// `path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// `cancel-path`
+    /// `cancel-path`.
     #[serde(rename = "cancel-path", default, skip_serializing_if = "Option::is_none")]
     pub cancel_path: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14742,7 +14742,7 @@ pub struct TPMPassthroughOptions {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_TPM`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TPMPassthroughOptionsWrapper {
-    /// `data`
+    /// `data`.
     pub data: TPMPassthroughOptions,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14754,7 +14754,7 @@ pub struct TPMPassthroughOptionsWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TargetInfo {
-    /// `arch`
+    /// `arch`.
     pub arch: SysEmuTarget,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -14766,10 +14766,10 @@ pub struct TargetInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ThreadContextProperties {
-    /// `cpu-affinity`
+    /// `cpu-affinity`.
     #[serde(rename = "cpu-affinity", default, skip_serializing_if = "Option::is_none")]
     pub cpu_affinity: Option<Vec<u16>>,
-    /// `node-affinity`
+    /// `node-affinity`.
     #[serde(rename = "node-affinity", default, skip_serializing_if = "Option::is_none")]
     pub node_affinity: Option<Vec<u16>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14782,64 +14782,64 @@ pub struct ThreadContextProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ThrottleGroupProperties {
-    /// `limits`
+    /// `limits`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ThrottleLimits>,
-    /// `x-iops-total` Features: `unstable`.
+    /// `x-iops-total`. Features: `unstable`.
     #[serde(rename = "x-iops-total", default, skip_serializing_if = "Option::is_none")]
     pub x_iops_total: Option<i64>,
-    /// `x-iops-total-max` Features: `unstable`.
+    /// `x-iops-total-max`. Features: `unstable`.
     #[serde(rename = "x-iops-total-max", default, skip_serializing_if = "Option::is_none")]
     pub x_iops_total_max: Option<i64>,
-    /// `x-iops-total-max-length` Features: `unstable`.
+    /// `x-iops-total-max-length`. Features: `unstable`.
     #[serde(rename = "x-iops-total-max-length", default, skip_serializing_if = "Option::is_none")]
     pub x_iops_total_max_length: Option<i64>,
-    /// `x-iops-read` Features: `unstable`.
+    /// `x-iops-read`. Features: `unstable`.
     #[serde(rename = "x-iops-read", default, skip_serializing_if = "Option::is_none")]
     pub x_iops_read: Option<i64>,
-    /// `x-iops-read-max` Features: `unstable`.
+    /// `x-iops-read-max`. Features: `unstable`.
     #[serde(rename = "x-iops-read-max", default, skip_serializing_if = "Option::is_none")]
     pub x_iops_read_max: Option<i64>,
-    /// `x-iops-read-max-length` Features: `unstable`.
+    /// `x-iops-read-max-length`. Features: `unstable`.
     #[serde(rename = "x-iops-read-max-length", default, skip_serializing_if = "Option::is_none")]
     pub x_iops_read_max_length: Option<i64>,
-    /// `x-iops-write` Features: `unstable`.
+    /// `x-iops-write`. Features: `unstable`.
     #[serde(rename = "x-iops-write", default, skip_serializing_if = "Option::is_none")]
     pub x_iops_write: Option<i64>,
-    /// `x-iops-write-max` Features: `unstable`.
+    /// `x-iops-write-max`. Features: `unstable`.
     #[serde(rename = "x-iops-write-max", default, skip_serializing_if = "Option::is_none")]
     pub x_iops_write_max: Option<i64>,
-    /// `x-iops-write-max-length` Features: `unstable`.
+    /// `x-iops-write-max-length`. Features: `unstable`.
     #[serde(rename = "x-iops-write-max-length", default, skip_serializing_if = "Option::is_none")]
     pub x_iops_write_max_length: Option<i64>,
-    /// `x-bps-total` Features: `unstable`.
+    /// `x-bps-total`. Features: `unstable`.
     #[serde(rename = "x-bps-total", default, skip_serializing_if = "Option::is_none")]
     pub x_bps_total: Option<i64>,
-    /// `x-bps-total-max` Features: `unstable`.
+    /// `x-bps-total-max`. Features: `unstable`.
     #[serde(rename = "x-bps-total-max", default, skip_serializing_if = "Option::is_none")]
     pub x_bps_total_max: Option<i64>,
-    /// `x-bps-total-max-length` Features: `unstable`.
+    /// `x-bps-total-max-length`. Features: `unstable`.
     #[serde(rename = "x-bps-total-max-length", default, skip_serializing_if = "Option::is_none")]
     pub x_bps_total_max_length: Option<i64>,
-    /// `x-bps-read` Features: `unstable`.
+    /// `x-bps-read`. Features: `unstable`.
     #[serde(rename = "x-bps-read", default, skip_serializing_if = "Option::is_none")]
     pub x_bps_read: Option<i64>,
-    /// `x-bps-read-max` Features: `unstable`.
+    /// `x-bps-read-max`. Features: `unstable`.
     #[serde(rename = "x-bps-read-max", default, skip_serializing_if = "Option::is_none")]
     pub x_bps_read_max: Option<i64>,
-    /// `x-bps-read-max-length` Features: `unstable`.
+    /// `x-bps-read-max-length`. Features: `unstable`.
     #[serde(rename = "x-bps-read-max-length", default, skip_serializing_if = "Option::is_none")]
     pub x_bps_read_max_length: Option<i64>,
-    /// `x-bps-write` Features: `unstable`.
+    /// `x-bps-write`. Features: `unstable`.
     #[serde(rename = "x-bps-write", default, skip_serializing_if = "Option::is_none")]
     pub x_bps_write: Option<i64>,
-    /// `x-bps-write-max` Features: `unstable`.
+    /// `x-bps-write-max`. Features: `unstable`.
     #[serde(rename = "x-bps-write-max", default, skip_serializing_if = "Option::is_none")]
     pub x_bps_write_max: Option<i64>,
-    /// `x-bps-write-max-length` Features: `unstable`.
+    /// `x-bps-write-max-length`. Features: `unstable`.
     #[serde(rename = "x-bps-write-max-length", default, skip_serializing_if = "Option::is_none")]
     pub x_bps_write_max_length: Option<i64>,
-    /// `x-iops-size` Features: `unstable`.
+    /// `x-iops-size`. Features: `unstable`.
     #[serde(rename = "x-iops-size", default, skip_serializing_if = "Option::is_none")]
     pub x_iops_size: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14852,61 +14852,61 @@ pub struct ThrottleGroupProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ThrottleLimits {
-    /// `iops-total`
+    /// `iops-total`.
     #[serde(rename = "iops-total", default, skip_serializing_if = "Option::is_none")]
     pub iops_total: Option<i64>,
-    /// `iops-total-max`
+    /// `iops-total-max`.
     #[serde(rename = "iops-total-max", default, skip_serializing_if = "Option::is_none")]
     pub iops_total_max: Option<i64>,
-    /// `iops-total-max-length`
+    /// `iops-total-max-length`.
     #[serde(rename = "iops-total-max-length", default, skip_serializing_if = "Option::is_none")]
     pub iops_total_max_length: Option<i64>,
-    /// `iops-read`
+    /// `iops-read`.
     #[serde(rename = "iops-read", default, skip_serializing_if = "Option::is_none")]
     pub iops_read: Option<i64>,
-    /// `iops-read-max`
+    /// `iops-read-max`.
     #[serde(rename = "iops-read-max", default, skip_serializing_if = "Option::is_none")]
     pub iops_read_max: Option<i64>,
-    /// `iops-read-max-length`
+    /// `iops-read-max-length`.
     #[serde(rename = "iops-read-max-length", default, skip_serializing_if = "Option::is_none")]
     pub iops_read_max_length: Option<i64>,
-    /// `iops-write`
+    /// `iops-write`.
     #[serde(rename = "iops-write", default, skip_serializing_if = "Option::is_none")]
     pub iops_write: Option<i64>,
-    /// `iops-write-max`
+    /// `iops-write-max`.
     #[serde(rename = "iops-write-max", default, skip_serializing_if = "Option::is_none")]
     pub iops_write_max: Option<i64>,
-    /// `iops-write-max-length`
+    /// `iops-write-max-length`.
     #[serde(rename = "iops-write-max-length", default, skip_serializing_if = "Option::is_none")]
     pub iops_write_max_length: Option<i64>,
-    /// `bps-total`
+    /// `bps-total`.
     #[serde(rename = "bps-total", default, skip_serializing_if = "Option::is_none")]
     pub bps_total: Option<i64>,
-    /// `bps-total-max`
+    /// `bps-total-max`.
     #[serde(rename = "bps-total-max", default, skip_serializing_if = "Option::is_none")]
     pub bps_total_max: Option<i64>,
-    /// `bps-total-max-length`
+    /// `bps-total-max-length`.
     #[serde(rename = "bps-total-max-length", default, skip_serializing_if = "Option::is_none")]
     pub bps_total_max_length: Option<i64>,
-    /// `bps-read`
+    /// `bps-read`.
     #[serde(rename = "bps-read", default, skip_serializing_if = "Option::is_none")]
     pub bps_read: Option<i64>,
-    /// `bps-read-max`
+    /// `bps-read-max`.
     #[serde(rename = "bps-read-max", default, skip_serializing_if = "Option::is_none")]
     pub bps_read_max: Option<i64>,
-    /// `bps-read-max-length`
+    /// `bps-read-max-length`.
     #[serde(rename = "bps-read-max-length", default, skip_serializing_if = "Option::is_none")]
     pub bps_read_max_length: Option<i64>,
-    /// `bps-write`
+    /// `bps-write`.
     #[serde(rename = "bps-write", default, skip_serializing_if = "Option::is_none")]
     pub bps_write: Option<i64>,
-    /// `bps-write-max`
+    /// `bps-write-max`.
     #[serde(rename = "bps-write-max", default, skip_serializing_if = "Option::is_none")]
     pub bps_write_max: Option<i64>,
-    /// `bps-write-max-length`
+    /// `bps-write-max-length`.
     #[serde(rename = "bps-write-max-length", default, skip_serializing_if = "Option::is_none")]
     pub bps_write_max_length: Option<i64>,
-    /// `iops-size`
+    /// `iops-size`.
     #[serde(rename = "iops-size", default, skip_serializing_if = "Option::is_none")]
     pub iops_size: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14919,9 +14919,9 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum TimeUnit {
-        /// `second` Since 10.0 (not in 7.2).
+        /// `second`. Since 10.0 (not in 7.2).
         Second = "second",
-        /// `millisecond` Since 10.0 (not in 7.2).
+        /// `millisecond`. Since 10.0 (not in 7.2).
         Millisecond = "millisecond",
     }
 }
@@ -14931,19 +14931,19 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct TlsCredsAnonProperties {
-    /// `verify-peer`
+    /// `verify-peer`.
     #[serde(rename = "verify-peer", default, skip_serializing_if = "Option::is_none")]
     pub verify_peer: Option<bool>,
-    /// `dir`
+    /// `dir`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
-    /// `endpoint`
+    /// `endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<QCryptoTLSCredsEndpoint>,
-    /// `priority`
+    /// `priority`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
-    /// `loaded` Until 7.2 (not in 10.0). Features: `deprecated`.
+    /// `loaded`. Until 7.2 (not in 10.0). Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loaded: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14956,16 +14956,16 @@ pub struct TlsCredsAnonProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct TlsCredsProperties {
-    /// `verify-peer`
+    /// `verify-peer`.
     #[serde(rename = "verify-peer", default, skip_serializing_if = "Option::is_none")]
     pub verify_peer: Option<bool>,
-    /// `dir`
+    /// `dir`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
-    /// `endpoint`
+    /// `endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<QCryptoTLSCredsEndpoint>,
-    /// `priority`
+    /// `priority`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -14978,22 +14978,22 @@ pub struct TlsCredsProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct TlsCredsPskProperties {
-    /// `verify-peer`
+    /// `verify-peer`.
     #[serde(rename = "verify-peer", default, skip_serializing_if = "Option::is_none")]
     pub verify_peer: Option<bool>,
-    /// `dir`
+    /// `dir`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
-    /// `endpoint`
+    /// `endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<QCryptoTLSCredsEndpoint>,
-    /// `priority`
+    /// `priority`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
-    /// `username`
+    /// `username`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// `loaded` Until 7.2 (not in 10.0). Features: `deprecated`.
+    /// `loaded`. Until 7.2 (not in 10.0). Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loaded: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15006,25 +15006,25 @@ pub struct TlsCredsPskProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct TlsCredsX509Properties {
-    /// `verify-peer`
+    /// `verify-peer`.
     #[serde(rename = "verify-peer", default, skip_serializing_if = "Option::is_none")]
     pub verify_peer: Option<bool>,
-    /// `dir`
+    /// `dir`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
-    /// `endpoint`
+    /// `endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<QCryptoTLSCredsEndpoint>,
-    /// `priority`
+    /// `priority`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
-    /// `sanity-check`
+    /// `sanity-check`.
     #[serde(rename = "sanity-check", default, skip_serializing_if = "Option::is_none")]
     pub sanity_check: Option<bool>,
-    /// `passwordid`
+    /// `passwordid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passwordid: Option<String>,
-    /// `loaded` Until 7.2 (not in 10.0). Features: `deprecated`.
+    /// `loaded`. Until 7.2 (not in 10.0). Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loaded: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15037,11 +15037,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_TPM`.
     pub enum TpmModel {
-        /// `tpm-tis`
+        /// `tpm-tis`.
         TpmTis = "tpm-tis",
-        /// `tpm-crb`
+        /// `tpm-crb`.
         TpmCrb = "tpm-crb",
-        /// `tpm-spapr`
+        /// `tpm-spapr`.
         TpmSpapr = "tpm-spapr",
     }
 }
@@ -15051,9 +15051,9 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_TPM`.
     pub enum TpmType {
-        /// `passthrough`
+        /// `passthrough`.
         Passthrough = "passthrough",
-        /// `emulator`
+        /// `emulator`.
         Emulator = "emulator",
     }
 }
@@ -15072,7 +15072,7 @@ pub struct TpmTypeOptions {
 /// The common members of [`TpmTypeOptions`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TpmTypeOptionsBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: TpmType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15099,11 +15099,11 @@ qapi_union!(TpmTypeOptions, TpmTypeOptionsBase, TpmTypeOptionsBranch, type_, Tpm
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TraceEventInfo {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `state`
+    /// `state`.
     pub state: TraceEventState,
-    /// `vcpu` Until 7.2 (not in 10.0).
+    /// `vcpu`. Until 7.2 (not in 10.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcpu: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15116,11 +15116,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum TraceEventState {
-        /// `unavailable`
+        /// `unavailable`.
         Unavailable = "unavailable",
-        /// `disabled`
+        /// `disabled`.
         Disabled = "disabled",
-        /// `enabled`
+        /// `enabled`.
         Enabled = "enabled",
     }
 }
@@ -15139,7 +15139,7 @@ pub struct TransactionAction {
 /// The common members of [`TransactionAction`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TransactionActionBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: TransactionActionKind,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15186,29 +15186,29 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum TransactionActionKind {
-        /// `abort`
+        /// `abort`.
         Abort = "abort",
-        /// `block-dirty-bitmap-add`
+        /// `block-dirty-bitmap-add`.
         BlockDirtyBitmapAdd = "block-dirty-bitmap-add",
-        /// `block-dirty-bitmap-remove`
+        /// `block-dirty-bitmap-remove`.
         BlockDirtyBitmapRemove = "block-dirty-bitmap-remove",
-        /// `block-dirty-bitmap-clear`
+        /// `block-dirty-bitmap-clear`.
         BlockDirtyBitmapClear = "block-dirty-bitmap-clear",
-        /// `block-dirty-bitmap-enable`
+        /// `block-dirty-bitmap-enable`.
         BlockDirtyBitmapEnable = "block-dirty-bitmap-enable",
-        /// `block-dirty-bitmap-disable`
+        /// `block-dirty-bitmap-disable`.
         BlockDirtyBitmapDisable = "block-dirty-bitmap-disable",
-        /// `block-dirty-bitmap-merge`
+        /// `block-dirty-bitmap-merge`.
         BlockDirtyBitmapMerge = "block-dirty-bitmap-merge",
-        /// `blockdev-backup`
+        /// `blockdev-backup`.
         BlockdevBackup = "blockdev-backup",
-        /// `blockdev-snapshot`
+        /// `blockdev-snapshot`.
         BlockdevSnapshot = "blockdev-snapshot",
-        /// `blockdev-snapshot-internal-sync`
+        /// `blockdev-snapshot-internal-sync`.
         BlockdevSnapshotInternalSync = "blockdev-snapshot-internal-sync",
-        /// `blockdev-snapshot-sync`
+        /// `blockdev-snapshot-sync`.
         BlockdevSnapshotSync = "blockdev-snapshot-sync",
-        /// `drive-backup` Features: `deprecated`.
+        /// `drive-backup`. Features: `deprecated`.
         DriveBackup = "drive-backup",
     }
 }
@@ -15218,7 +15218,7 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct TransactionProperties {
-    /// `completion-mode`
+    /// `completion-mode`.
     #[serde(rename = "completion-mode", default, skip_serializing_if = "Option::is_none")]
     pub completion_mode: Option<ActionCompletionMode>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15231,9 +15231,9 @@ pub struct TransactionProperties {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UefiVarStore {
-    /// `version` Since 10.0 (not in 7.2).
+    /// `version`. Since 10.0 (not in 7.2).
     pub version: i64,
-    /// `variables` Since 10.0 (not in 7.2).
+    /// `variables`. Since 10.0 (not in 7.2).
     pub variables: Vec<UefiVariable>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15245,18 +15245,18 @@ pub struct UefiVarStore {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UefiVariable {
-    /// `guid` Since 10.0 (not in 7.2).
+    /// `guid`. Since 10.0 (not in 7.2).
     pub guid: String,
-    /// `name` Since 10.0 (not in 7.2).
+    /// `name`. Since 10.0 (not in 7.2).
     pub name: String,
-    /// `attr` Since 10.0 (not in 7.2).
+    /// `attr`. Since 10.0 (not in 7.2).
     pub attr: i64,
-    /// `data` Since 10.0 (not in 7.2).
+    /// `data`. Since 10.0 (not in 7.2).
     pub data: String,
-    /// `time` Since 10.0 (not in 7.2).
+    /// `time`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
-    /// `digest` Since 10.0 (not in 7.2).
+    /// `digest`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15269,12 +15269,12 @@ pub struct UefiVariable {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnixSocketAddress {
-    /// `path`
+    /// `path`.
     pub path: String,
-    /// `abstract` Only when built with `CONFIG_LINUX`.
+    /// `abstract`. Only when built with `CONFIG_LINUX`.
     #[serde(rename = "abstract", default, skip_serializing_if = "Option::is_none")]
     pub abstract_: Option<bool>,
-    /// `tight` Only when built with `CONFIG_LINUX`.
+    /// `tight`. Only when built with `CONFIG_LINUX`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tight: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15287,7 +15287,7 @@ pub struct UnixSocketAddress {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnixSocketAddressWrapper {
-    /// `data`
+    /// `data`.
     pub data: UnixSocketAddress,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15299,7 +15299,7 @@ pub struct UnixSocketAddressWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UuidInfo {
-    /// `UUID`
+    /// `UUID`.
     #[serde(rename = "UUID")]
     pub uuid: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15312,11 +15312,11 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum VMAppleVirtioBlkVariant {
-        /// `unspecified` Since 10.0 (not in 7.2).
+        /// `unspecified`. Since 10.0 (not in 7.2).
         Unspecified = "unspecified",
-        /// `root` Since 10.0 (not in 7.2).
+        /// `root`. Since 10.0 (not in 7.2).
         Root = "root",
-        /// `aux` Since 10.0 (not in 7.2).
+        /// `aux`. Since 10.0 (not in 7.2).
         Aux = "aux",
     }
 }
@@ -15326,9 +15326,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VersionInfo {
-    /// `qemu`
+    /// `qemu`.
     pub qemu: VersionTriple,
-    /// `package`
+    /// `package`.
     pub package: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15340,11 +15340,11 @@ pub struct VersionInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VersionTriple {
-    /// `major`
+    /// `major`.
     pub major: i64,
-    /// `minor`
+    /// `minor`.
     pub minor: i64,
-    /// `micro`
+    /// `micro`.
     pub micro: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15356,7 +15356,7 @@ pub struct VersionTriple {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VfioStats {
-    /// `transferred`
+    /// `transferred`.
     pub transferred: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15368,9 +15368,9 @@ pub struct VfioStats {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VfioUserServerProperties {
-    /// `socket`
+    /// `socket`.
     pub socket: SocketAddress,
-    /// `device`
+    /// `device`.
     pub device: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15382,9 +15382,9 @@ pub struct VfioUserServerProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VhostDeviceProtocols {
-    /// `protocols`
+    /// `protocols`.
     pub protocols: Vec<String>,
-    /// `unknown-protocols`
+    /// `unknown-protocols`.
     #[serde(rename = "unknown-protocols", default, skip_serializing_if = "Option::is_none")]
     pub unknown_protocols: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15397,38 +15397,38 @@ pub struct VhostDeviceProtocols {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VhostStatus {
-    /// `n-mem-sections`
+    /// `n-mem-sections`.
     #[serde(rename = "n-mem-sections")]
     pub n_mem_sections: i64,
-    /// `n-tmp-sections`
+    /// `n-tmp-sections`.
     #[serde(rename = "n-tmp-sections")]
     pub n_tmp_sections: i64,
-    /// `nvqs`
+    /// `nvqs`.
     pub nvqs: u32,
-    /// `vq-index`
+    /// `vq-index`.
     #[serde(rename = "vq-index")]
     pub vq_index: i64,
-    /// `features`
+    /// `features`.
     pub features: VirtioDeviceFeatures,
-    /// `acked-features`
+    /// `acked-features`.
     #[serde(rename = "acked-features")]
     pub acked_features: VirtioDeviceFeatures,
-    /// `backend-features`
+    /// `backend-features`.
     #[serde(rename = "backend-features")]
     pub backend_features: VirtioDeviceFeatures,
-    /// `protocol-features`
+    /// `protocol-features`.
     #[serde(rename = "protocol-features")]
     pub protocol_features: VhostDeviceProtocols,
-    /// `max-queues`
+    /// `max-queues`.
     #[serde(rename = "max-queues")]
     pub max_queues: u64,
-    /// `backend-cap`
+    /// `backend-cap`.
     #[serde(rename = "backend-cap")]
     pub backend_cap: u64,
-    /// `log-enabled`
+    /// `log-enabled`.
     #[serde(rename = "log-enabled")]
     pub log_enabled: bool,
-    /// `log-size`
+    /// `log-size`.
     #[serde(rename = "log-size")]
     pub log_size: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15441,44 +15441,44 @@ pub struct VhostStatus {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtQueueStatus {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `queue-index`
+    /// `queue-index`.
     #[serde(rename = "queue-index")]
     pub queue_index: u16,
-    /// `inuse`
+    /// `inuse`.
     pub inuse: u32,
-    /// `vring-num`
+    /// `vring-num`.
     #[serde(rename = "vring-num")]
     pub vring_num: u32,
-    /// `vring-num-default`
+    /// `vring-num-default`.
     #[serde(rename = "vring-num-default")]
     pub vring_num_default: u32,
-    /// `vring-align`
+    /// `vring-align`.
     #[serde(rename = "vring-align")]
     pub vring_align: u32,
-    /// `vring-desc`
+    /// `vring-desc`.
     #[serde(rename = "vring-desc")]
     pub vring_desc: u64,
-    /// `vring-avail`
+    /// `vring-avail`.
     #[serde(rename = "vring-avail")]
     pub vring_avail: u64,
-    /// `vring-used`
+    /// `vring-used`.
     #[serde(rename = "vring-used")]
     pub vring_used: u64,
-    /// `last-avail-idx`
+    /// `last-avail-idx`.
     #[serde(rename = "last-avail-idx", default, skip_serializing_if = "Option::is_none")]
     pub last_avail_idx: Option<u16>,
-    /// `shadow-avail-idx`
+    /// `shadow-avail-idx`.
     #[serde(rename = "shadow-avail-idx", default, skip_serializing_if = "Option::is_none")]
     pub shadow_avail_idx: Option<u16>,
-    /// `used-idx`
+    /// `used-idx`.
     #[serde(rename = "used-idx")]
     pub used_idx: u16,
-    /// `signalled-used`
+    /// `signalled-used`.
     #[serde(rename = "signalled-used")]
     pub signalled_used: u16,
-    /// `signalled-used-valid`
+    /// `signalled-used-valid`.
     #[serde(rename = "signalled-used-valid")]
     pub signalled_used_valid: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15491,36 +15491,36 @@ pub struct VirtQueueStatus {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtVhostQueueStatus {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `kick`
+    /// `kick`.
     pub kick: i64,
-    /// `call`
+    /// `call`.
     pub call: i64,
-    /// `desc`
+    /// `desc`.
     pub desc: u64,
-    /// `avail`
+    /// `avail`.
     pub avail: u64,
-    /// `used`
+    /// `used`.
     pub used: u64,
-    /// `num`
+    /// `num`.
     pub num: i64,
-    /// `desc-phys`
+    /// `desc-phys`.
     #[serde(rename = "desc-phys")]
     pub desc_phys: u64,
-    /// `desc-size`
+    /// `desc-size`.
     #[serde(rename = "desc-size")]
     pub desc_size: u32,
-    /// `avail-phys`
+    /// `avail-phys`.
     #[serde(rename = "avail-phys")]
     pub avail_phys: u64,
-    /// `avail-size`
+    /// `avail-size`.
     #[serde(rename = "avail-size")]
     pub avail_size: u32,
-    /// `used-phys`
+    /// `used-phys`.
     #[serde(rename = "used-phys")]
     pub used_phys: u64,
-    /// `used-size`
+    /// `used-size`.
     #[serde(rename = "used-size")]
     pub used_size: u32,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15533,12 +15533,12 @@ pub struct VirtVhostQueueStatus {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtioDeviceFeatures {
-    /// `transports`
+    /// `transports`.
     pub transports: Vec<String>,
-    /// `dev-features`
+    /// `dev-features`.
     #[serde(rename = "dev-features", default, skip_serializing_if = "Option::is_none")]
     pub dev_features: Option<Vec<String>>,
-    /// `unknown-dev-features`
+    /// `unknown-dev-features`.
     #[serde(rename = "unknown-dev-features", default, skip_serializing_if = "Option::is_none")]
     pub unknown_dev_features: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15551,9 +15551,9 @@ pub struct VirtioDeviceFeatures {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtioDeviceStatus {
-    /// `statuses`
+    /// `statuses`.
     pub statuses: Vec<String>,
-    /// `unknown-statuses`
+    /// `unknown-statuses`.
     #[serde(rename = "unknown-statuses", default, skip_serializing_if = "Option::is_none")]
     pub unknown_statuses: Option<u8>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15566,9 +15566,9 @@ pub struct VirtioDeviceStatus {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtioInfo {
-    /// `path`
+    /// `path`.
     pub path: String,
-    /// `name`
+    /// `name`.
     pub name: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15580,25 +15580,25 @@ pub struct VirtioInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtioMEMDeviceInfo {
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `memaddr`
+    /// `memaddr`.
     pub memaddr: u64,
-    /// `requested-size`
+    /// `requested-size`.
     #[serde(rename = "requested-size")]
     pub requested_size: u64,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `max-size`
+    /// `max-size`.
     #[serde(rename = "max-size")]
     pub max_size: u64,
-    /// `block-size`
+    /// `block-size`.
     #[serde(rename = "block-size")]
     pub block_size: u64,
-    /// `node`
+    /// `node`.
     pub node: i64,
-    /// `memdev`
+    /// `memdev`.
     pub memdev: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15610,7 +15610,7 @@ pub struct VirtioMEMDeviceInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtioMEMDeviceInfoWrapper {
-    /// `data`
+    /// `data`.
     pub data: VirtioMEMDeviceInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15622,14 +15622,14 @@ pub struct VirtioMEMDeviceInfoWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtioPMEMDeviceInfo {
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `memaddr`
+    /// `memaddr`.
     pub memaddr: u64,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `memdev`
+    /// `memdev`.
     pub memdev: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15641,7 +15641,7 @@ pub struct VirtioPMEMDeviceInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtioPMEMDeviceInfoWrapper {
-    /// `data`
+    /// `data`.
     pub data: VirtioPMEMDeviceInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15653,15 +15653,15 @@ pub struct VirtioPMEMDeviceInfoWrapper {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtioQueueElement {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `index`
+    /// `index`.
     pub index: u32,
-    /// `descs`
+    /// `descs`.
     pub descs: Vec<VirtioRingDesc>,
-    /// `avail`
+    /// `avail`.
     pub avail: VirtioRingAvail,
-    /// `used`
+    /// `used`.
     pub used: VirtioRingUsed,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15673,11 +15673,11 @@ pub struct VirtioQueueElement {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtioRingAvail {
-    /// `flags`
+    /// `flags`.
     pub flags: u16,
-    /// `idx`
+    /// `idx`.
     pub idx: u16,
-    /// `ring`
+    /// `ring`.
     pub ring: u16,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15689,11 +15689,11 @@ pub struct VirtioRingAvail {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtioRingDesc {
-    /// `addr`
+    /// `addr`.
     pub addr: u64,
-    /// `len`
+    /// `len`.
     pub len: u32,
-    /// `flags`
+    /// `flags`.
     pub flags: Vec<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15705,9 +15705,9 @@ pub struct VirtioRingDesc {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtioRingUsed {
-    /// `flags`
+    /// `flags`.
     pub flags: u16,
-    /// `idx`
+    /// `idx`.
     pub idx: u16,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15719,61 +15719,61 @@ pub struct VirtioRingUsed {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtioStatus {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `device-id`
+    /// `device-id`.
     #[serde(rename = "device-id")]
     pub device_id: u16,
-    /// `vhost-started`
+    /// `vhost-started`.
     #[serde(rename = "vhost-started")]
     pub vhost_started: bool,
-    /// `device-endian`
+    /// `device-endian`.
     #[serde(rename = "device-endian")]
     pub device_endian: String,
-    /// `guest-features`
+    /// `guest-features`.
     #[serde(rename = "guest-features")]
     pub guest_features: VirtioDeviceFeatures,
-    /// `host-features`
+    /// `host-features`.
     #[serde(rename = "host-features")]
     pub host_features: VirtioDeviceFeatures,
-    /// `backend-features`
+    /// `backend-features`.
     #[serde(rename = "backend-features")]
     pub backend_features: VirtioDeviceFeatures,
-    /// `num-vqs`
+    /// `num-vqs`.
     #[serde(rename = "num-vqs")]
     pub num_vqs: i64,
-    /// `status`
+    /// `status`.
     pub status: VirtioDeviceStatus,
-    /// `isr`
+    /// `isr`.
     pub isr: u8,
-    /// `queue-sel`
+    /// `queue-sel`.
     #[serde(rename = "queue-sel")]
     pub queue_sel: u16,
-    /// `vm-running`
+    /// `vm-running`.
     #[serde(rename = "vm-running")]
     pub vm_running: bool,
-    /// `broken`
+    /// `broken`.
     pub broken: bool,
-    /// `disabled`
+    /// `disabled`.
     pub disabled: bool,
-    /// `use-started`
+    /// `use-started`.
     #[serde(rename = "use-started")]
     pub use_started: bool,
-    /// `started`
+    /// `started`.
     pub started: bool,
-    /// `start-on-kick`
+    /// `start-on-kick`.
     #[serde(rename = "start-on-kick")]
     pub start_on_kick: bool,
-    /// `disable-legacy-check`
+    /// `disable-legacy-check`.
     #[serde(rename = "disable-legacy-check")]
     pub disable_legacy_check: bool,
-    /// `bus-name`
+    /// `bus-name`.
     #[serde(rename = "bus-name")]
     pub bus_name: String,
-    /// `use-guest-notifier-mask`
+    /// `use-guest-notifier-mask`.
     #[serde(rename = "use-guest-notifier-mask")]
     pub use_guest_notifier_mask: bool,
-    /// `vhost-dev`
+    /// `vhost-dev`.
     #[serde(rename = "vhost-dev", default, skip_serializing_if = "Option::is_none")]
     pub vhost_dev: Option<VhostStatus>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15786,17 +15786,17 @@ pub struct VirtioStatus {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VmdkExtentInfo {
-    /// `filename` Since 10.0 (not in 7.2).
+    /// `filename`. Since 10.0 (not in 7.2).
     pub filename: String,
-    /// `format` Since 10.0 (not in 7.2).
+    /// `format`. Since 10.0 (not in 7.2).
     pub format: String,
-    /// `virtual-size` Since 10.0 (not in 7.2).
+    /// `virtual-size`. Since 10.0 (not in 7.2).
     #[serde(rename = "virtual-size")]
     pub virtual_size: i64,
-    /// `cluster-size` Since 10.0 (not in 7.2).
+    /// `cluster-size`. Since 10.0 (not in 7.2).
     #[serde(rename = "cluster-size", default, skip_serializing_if = "Option::is_none")]
     pub cluster_size: Option<i64>,
-    /// `compressed` Since 10.0 (not in 7.2).
+    /// `compressed`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compressed: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15809,13 +15809,13 @@ pub struct VmdkExtentInfo {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VncBasicInfo {
-    /// `host`
+    /// `host`.
     pub host: String,
-    /// `service`
+    /// `service`.
     pub service: String,
-    /// `family`
+    /// `family`.
     pub family: NetworkAddressFamily,
-    /// `websocket`
+    /// `websocket`.
     pub websocket: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -15827,18 +15827,18 @@ pub struct VncBasicInfo {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VncClientInfo {
-    /// `host`
+    /// `host`.
     pub host: String,
-    /// `service`
+    /// `service`.
     pub service: String,
-    /// `family`
+    /// `family`.
     pub family: NetworkAddressFamily,
-    /// `websocket`
+    /// `websocket`.
     pub websocket: bool,
-    /// `x509_dname`
+    /// `x509_dname`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x509_dname: Option<String>,
-    /// `sasl_username`
+    /// `sasl_username`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sasl_username: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15851,21 +15851,21 @@ pub struct VncClientInfo {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VncInfo {
-    /// `enabled`
+    /// `enabled`.
     pub enabled: bool,
-    /// `host`
+    /// `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// `family`
+    /// `family`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<NetworkAddressFamily>,
-    /// `service`
+    /// `service`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    /// `auth`
+    /// `auth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
-    /// `clients`
+    /// `clients`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clients: Option<Vec<VncClientInfo>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15878,18 +15878,18 @@ pub struct VncInfo {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VncInfo2 {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `server`
+    /// `server`.
     pub server: Vec<VncServerInfo2>,
-    /// `clients`
+    /// `clients`.
     pub clients: Vec<VncClientInfo>,
-    /// `auth`
+    /// `auth`.
     pub auth: VncPrimaryAuth,
-    /// `vencrypt`
+    /// `vencrypt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vencrypt: Option<VncVencryptSubAuth>,
-    /// `display`
+    /// `display`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15902,23 +15902,23 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
     pub enum VncPrimaryAuth {
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `vnc`
+        /// `vnc`.
         Vnc = "vnc",
-        /// `ra2`
+        /// `ra2`.
         Ra2 = "ra2",
-        /// `ra2ne`
+        /// `ra2ne`.
         Ra2ne = "ra2ne",
-        /// `tight`
+        /// `tight`.
         Tight = "tight",
-        /// `ultra`
+        /// `ultra`.
         Ultra = "ultra",
-        /// `tls`
+        /// `tls`.
         Tls = "tls",
-        /// `vencrypt`
+        /// `vencrypt`.
         Vencrypt = "vencrypt",
-        /// `sasl`
+        /// `sasl`.
         Sasl = "sasl",
     }
 }
@@ -15928,15 +15928,15 @@ qapi_enum! {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VncServerInfo {
-    /// `host`
+    /// `host`.
     pub host: String,
-    /// `service`
+    /// `service`.
     pub service: String,
-    /// `family`
+    /// `family`.
     pub family: NetworkAddressFamily,
-    /// `websocket`
+    /// `websocket`.
     pub websocket: bool,
-    /// `auth`
+    /// `auth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15949,17 +15949,17 @@ pub struct VncServerInfo {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VncServerInfo2 {
-    /// `host`
+    /// `host`.
     pub host: String,
-    /// `service`
+    /// `service`.
     pub service: String,
-    /// `family`
+    /// `family`.
     pub family: NetworkAddressFamily,
-    /// `websocket`
+    /// `websocket`.
     pub websocket: bool,
-    /// `auth`
+    /// `auth`.
     pub auth: VncPrimaryAuth,
-    /// `vencrypt`
+    /// `vencrypt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vencrypt: Option<VncVencryptSubAuth>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -15972,23 +15972,23 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
     pub enum VncVencryptSubAuth {
-        /// `plain`
+        /// `plain`.
         Plain = "plain",
-        /// `tls-none`
+        /// `tls-none`.
         TlsNone = "tls-none",
-        /// `x509-none`
+        /// `x509-none`.
         X509None = "x509-none",
-        /// `tls-vnc`
+        /// `tls-vnc`.
         TlsVnc = "tls-vnc",
-        /// `x509-vnc`
+        /// `x509-vnc`.
         X509Vnc = "x509-vnc",
-        /// `tls-plain`
+        /// `tls-plain`.
         TlsPlain = "tls-plain",
-        /// `x509-plain`
+        /// `x509-plain`.
         X509Plain = "x509-plain",
-        /// `tls-sasl`
+        /// `tls-sasl`.
         TlsSasl = "tls-sasl",
-        /// `x509-sasl`
+        /// `x509-sasl`.
         X509Sasl = "x509-sasl",
     }
 }
@@ -15998,9 +15998,9 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VsockSocketAddress {
-    /// `cid`
+    /// `cid`.
     pub cid: String,
-    /// `port`
+    /// `port`.
     pub port: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16012,7 +16012,7 @@ pub struct VsockSocketAddress {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VsockSocketAddressWrapper {
-    /// `data`
+    /// `data`.
     pub data: VsockSocketAddress,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16024,19 +16024,19 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum WatchdogAction {
-        /// `reset`
+        /// `reset`.
         Reset = "reset",
-        /// `shutdown`
+        /// `shutdown`.
         Shutdown = "shutdown",
-        /// `poweroff`
+        /// `poweroff`.
         Poweroff = "poweroff",
-        /// `pause`
+        /// `pause`.
         Pause = "pause",
-        /// `debug`
+        /// `debug`.
         Debug = "debug",
-        /// `none`
+        /// `none`.
         None = "none",
-        /// `inject-nmi`
+        /// `inject-nmi`.
         InjectNmi = "inject-nmi",
     }
 }
@@ -16046,16 +16046,16 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct X86CPUFeatureWordInfo {
-    /// `cpuid-input-eax`
+    /// `cpuid-input-eax`.
     #[serde(rename = "cpuid-input-eax")]
     pub cpuid_input_eax: i64,
-    /// `cpuid-input-ecx`
+    /// `cpuid-input-ecx`.
     #[serde(rename = "cpuid-input-ecx", default, skip_serializing_if = "Option::is_none")]
     pub cpuid_input_ecx: Option<i64>,
-    /// `cpuid-register`
+    /// `cpuid-register`.
     #[serde(rename = "cpuid-register")]
     pub cpuid_register: X86CPURegister32,
-    /// `features`
+    /// `features`.
     pub features: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16067,21 +16067,21 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum X86CPURegister32 {
-        /// `EAX`
+        /// `EAX`.
         Eax = "EAX",
-        /// `EBX`
+        /// `EBX`.
         Ebx = "EBX",
-        /// `ECX`
+        /// `ECX`.
         Ecx = "ECX",
-        /// `EDX`
+        /// `EDX`.
         Edx = "EDX",
-        /// `ESP`
+        /// `ESP`.
         Esp = "ESP",
-        /// `EBP`
+        /// `EBP`.
         Ebp = "EBP",
-        /// `ESI`
+        /// `ESI`.
         Esi = "ESI",
-        /// `EDI`
+        /// `EDI`.
         Edi = "EDI",
     }
 }
@@ -16091,23 +16091,23 @@ qapi_enum! {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XBZRLECacheStats {
-    /// `cache-size`
+    /// `cache-size`.
     #[serde(rename = "cache-size")]
     pub cache_size: u64,
-    /// `bytes`
+    /// `bytes`.
     pub bytes: i64,
-    /// `pages`
+    /// `pages`.
     pub pages: i64,
-    /// `cache-miss`
+    /// `cache-miss`.
     #[serde(rename = "cache-miss")]
     pub cache_miss: i64,
-    /// `cache-miss-rate`
+    /// `cache-miss-rate`.
     #[serde(rename = "cache-miss-rate")]
     pub cache_miss_rate: Number,
-    /// `encoding-rate`
+    /// `encoding-rate`.
     #[serde(rename = "encoding-rate")]
     pub encoding_rate: Number,
-    /// `overflow`
+    /// `overflow`.
     pub overflow: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16119,9 +16119,9 @@ pub struct XBZRLECacheStats {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XDbgBlockGraph {
-    /// `nodes`
+    /// `nodes`.
     pub nodes: Vec<XDbgBlockGraphNode>,
-    /// `edges`
+    /// `edges`.
     pub edges: Vec<XDbgBlockGraphEdge>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16133,15 +16133,15 @@ pub struct XDbgBlockGraph {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XDbgBlockGraphEdge {
-    /// `parent`
+    /// `parent`.
     pub parent: u64,
-    /// `child`
+    /// `child`.
     pub child: u64,
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `perm`
+    /// `perm`.
     pub perm: Vec<BlockPermission>,
-    /// `shared-perm`
+    /// `shared-perm`.
     #[serde(rename = "shared-perm")]
     pub shared_perm: Vec<BlockPermission>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16154,12 +16154,12 @@ pub struct XDbgBlockGraphEdge {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XDbgBlockGraphNode {
-    /// `id`
+    /// `id`.
     pub id: u64,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: XDbgBlockGraphNodeType,
-    /// `name`
+    /// `name`.
     pub name: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16171,11 +16171,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum XDbgBlockGraphNodeType {
-        /// `block-backend`
+        /// `block-backend`.
         BlockBackend = "block-backend",
-        /// `block-job`
+        /// `block-job`.
         BlockJob = "block-job",
-        /// `block-driver`
+        /// `block-driver`.
         BlockDriver = "block-driver",
     }
 }
@@ -16194,7 +16194,7 @@ pub struct YankInstance {
 /// The common members of [`YankInstance`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct YankInstanceBase {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: YankInstanceType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16221,7 +16221,7 @@ qapi_union!(YankInstance, YankInstanceBase, YankInstanceBranch, type_, YankInsta
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct YankInstanceBlockNode {
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name")]
     pub node_name: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16234,7 +16234,7 @@ pub struct YankInstanceBlockNode {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct YankInstanceChardev {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16246,11 +16246,11 @@ qapi_enum! {
     ///
     /// In every input release (7.2, 10.0).
     pub enum YankInstanceType {
-        /// `block-node`
+        /// `block-node`.
         BlockNode = "block-node",
-        /// `chardev`
+        /// `chardev`.
         Chardev = "chardev",
-        /// `migration`
+        /// `migration`.
         Migration = "migration",
     }
 }
@@ -16260,11 +16260,11 @@ qapi_enum! {
     ///
     /// Since 10.0 (not in 7.2).
     pub enum ZeroPageDetection {
-        /// `none` Since 10.0 (not in 7.2).
+        /// `none`. Since 10.0 (not in 7.2).
         None = "none",
-        /// `legacy` Since 10.0 (not in 7.2).
+        /// `legacy`. Since 10.0 (not in 7.2).
         Legacy = "legacy",
-        /// `multifd` Since 10.0 (not in 7.2).
+        /// `multifd`. Since 10.0 (not in 7.2).
         Multifd = "multifd",
     }
 }
@@ -16278,10 +16278,10 @@ pub mod commands {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct AddFd {
-    /// `fdset-id`
+    /// `fdset-id`.
     #[serde(rename = "fdset-id", default, skip_serializing_if = "Option::is_none")]
     pub fdset_id: Option<i64>,
-    /// `opaque`
+    /// `opaque`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opaque: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16301,14 +16301,14 @@ impl Command for AddFd {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AddClient {
-    /// `protocol`
+    /// `protocol`.
     pub protocol: String,
-    /// `fdname`
+    /// `fdname`.
     pub fdname: String,
-    /// `skipauth`
+    /// `skipauth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipauth: Option<bool>,
-    /// `tls`
+    /// `tls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16342,7 +16342,7 @@ impl Command for AnnounceSelf {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Balloon {
-    /// `value`
+    /// `value`.
     pub value: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16361,42 +16361,42 @@ impl Command for Balloon {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockCommit {
-    /// `job-id`
+    /// `job-id`.
     #[serde(rename = "job-id", default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `base-node`
+    /// `base-node`.
     #[serde(rename = "base-node", default, skip_serializing_if = "Option::is_none")]
     pub base_node: Option<String>,
-    /// `base` Features: `deprecated`.
+    /// `base`. Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
-    /// `top-node`
+    /// `top-node`.
     #[serde(rename = "top-node", default, skip_serializing_if = "Option::is_none")]
     pub top_node: Option<String>,
-    /// `top` Features: `deprecated`.
+    /// `top`. Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top: Option<String>,
-    /// `backing-file`
+    /// `backing-file`.
     #[serde(rename = "backing-file", default, skip_serializing_if = "Option::is_none")]
     pub backing_file: Option<String>,
-    /// `backing-mask-protocol` Since 10.0 (not in 7.2).
+    /// `backing-mask-protocol`. Since 10.0 (not in 7.2).
     #[serde(rename = "backing-mask-protocol", default, skip_serializing_if = "Option::is_none")]
     pub backing_mask_protocol: Option<bool>,
-    /// `speed`
+    /// `speed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed: Option<i64>,
-    /// `on-error`
+    /// `on-error`.
     #[serde(rename = "on-error", default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<super::BlockdevOnError>,
-    /// `filter-node-name`
+    /// `filter-node-name`.
     #[serde(rename = "filter-node-name", default, skip_serializing_if = "Option::is_none")]
     pub filter_node_name: Option<String>,
-    /// `auto-finalize`
+    /// `auto-finalize`.
     #[serde(rename = "auto-finalize", default, skip_serializing_if = "Option::is_none")]
     pub auto_finalize: Option<bool>,
-    /// `auto-dismiss`
+    /// `auto-dismiss`.
     #[serde(rename = "auto-dismiss", default, skip_serializing_if = "Option::is_none")]
     pub auto_dismiss: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16514,9 +16514,9 @@ impl Command for BlockExportAdd {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockExportDel {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `mode`
+    /// `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<super::BlockExportRemoveMode>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16536,9 +16536,9 @@ impl Command for BlockExportDel {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobCancel {
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `force`
+    /// `force`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16572,7 +16572,7 @@ impl Command for BlockJobChange {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobComplete {
-    /// `device`
+    /// `device`.
     pub device: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16591,7 +16591,7 @@ impl Command for BlockJobComplete {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobDismiss {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16610,7 +16610,7 @@ impl Command for BlockJobDismiss {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobFinalize {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16629,7 +16629,7 @@ impl Command for BlockJobFinalize {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobPause {
-    /// `device`
+    /// `device`.
     pub device: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16648,7 +16648,7 @@ impl Command for BlockJobPause {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobResume {
-    /// `device`
+    /// `device`.
     pub device: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16667,9 +16667,9 @@ impl Command for BlockJobResume {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobSetSpeed {
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `speed`
+    /// `speed`.
     pub speed: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16688,21 +16688,21 @@ impl Command for BlockJobSetSpeed {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockLatencyHistogramSet {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `boundaries`
+    /// `boundaries`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boundaries: Option<Vec<u64>>,
-    /// `boundaries-read`
+    /// `boundaries-read`.
     #[serde(rename = "boundaries-read", default, skip_serializing_if = "Option::is_none")]
     pub boundaries_read: Option<Vec<u64>>,
-    /// `boundaries-write`
+    /// `boundaries-write`.
     #[serde(rename = "boundaries-write", default, skip_serializing_if = "Option::is_none")]
     pub boundaries_write: Option<Vec<u64>>,
-    /// `boundaries-zap` Since 10.0 (not in 7.2).
+    /// `boundaries-zap`. Since 10.0 (not in 7.2).
     #[serde(rename = "boundaries-zap", default, skip_serializing_if = "Option::is_none")]
     pub boundaries_zap: Option<Vec<u64>>,
-    /// `boundaries-flush`
+    /// `boundaries-flush`.
     #[serde(rename = "boundaries-flush", default, skip_serializing_if = "Option::is_none")]
     pub boundaries_flush: Option<Vec<u64>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16722,10 +16722,10 @@ impl Command for BlockLatencyHistogramSet {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockSetWriteThreshold {
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name")]
     pub node_name: String,
-    /// `write-threshold`
+    /// `write-threshold`.
     #[serde(rename = "write-threshold")]
     pub write_threshold: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16745,39 +16745,39 @@ impl Command for BlockSetWriteThreshold {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockStream {
-    /// `job-id`
+    /// `job-id`.
     #[serde(rename = "job-id", default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `base`
+    /// `base`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
-    /// `base-node`
+    /// `base-node`.
     #[serde(rename = "base-node", default, skip_serializing_if = "Option::is_none")]
     pub base_node: Option<String>,
-    /// `backing-file`
+    /// `backing-file`.
     #[serde(rename = "backing-file", default, skip_serializing_if = "Option::is_none")]
     pub backing_file: Option<String>,
-    /// `backing-mask-protocol` Since 10.0 (not in 7.2).
+    /// `backing-mask-protocol`. Since 10.0 (not in 7.2).
     #[serde(rename = "backing-mask-protocol", default, skip_serializing_if = "Option::is_none")]
     pub backing_mask_protocol: Option<bool>,
-    /// `bottom`
+    /// `bottom`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bottom: Option<String>,
-    /// `speed`
+    /// `speed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed: Option<i64>,
-    /// `on-error`
+    /// `on-error`.
     #[serde(rename = "on-error", default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<super::BlockdevOnError>,
-    /// `filter-node-name`
+    /// `filter-node-name`.
     #[serde(rename = "filter-node-name", default, skip_serializing_if = "Option::is_none")]
     pub filter_node_name: Option<String>,
-    /// `auto-finalize`
+    /// `auto-finalize`.
     #[serde(rename = "auto-finalize", default, skip_serializing_if = "Option::is_none")]
     pub auto_finalize: Option<bool>,
-    /// `auto-dismiss`
+    /// `auto-dismiss`.
     #[serde(rename = "auto-dismiss", default, skip_serializing_if = "Option::is_none")]
     pub auto_dismiss: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16797,13 +16797,13 @@ impl Command for BlockStream {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockResize {
-    /// `device`
+    /// `device`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    /// `size`
+    /// `size`.
     pub size: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16864,21 +16864,21 @@ impl Command for BlockdevBackup {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevChangeMedium {
-    /// `device` Features: `deprecated`.
+    /// `device`. Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `filename`
+    /// `filename`.
     pub filename: String,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
-    /// `force`
+    /// `force`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
-    /// `read-only-mode`
+    /// `read-only-mode`.
     #[serde(rename = "read-only-mode", default, skip_serializing_if = "Option::is_none")]
     pub read_only_mode: Option<super::BlockdevChangeReadOnlyMode>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16898,10 +16898,10 @@ impl Command for BlockdevChangeMedium {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct BlockdevCloseTray {
-    /// `device` Features: `deprecated`.
+    /// `device`. Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16921,10 +16921,10 @@ impl Command for BlockdevCloseTray {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevCreate {
-    /// `job-id`
+    /// `job-id`.
     #[serde(rename = "job-id")]
     pub job_id: String,
-    /// `options`
+    /// `options`.
     pub options: super::BlockdevCreateOptions,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -16943,7 +16943,7 @@ impl Command for BlockdevCreate {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevDel {
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name")]
     pub node_name: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16963,9 +16963,9 @@ impl Command for BlockdevDel {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevInsertMedium {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name")]
     pub node_name: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -16985,43 +16985,43 @@ impl Command for BlockdevInsertMedium {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevMirror {
-    /// `job-id`
+    /// `job-id`.
     #[serde(rename = "job-id", default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `target`
+    /// `target`.
     pub target: String,
-    /// `replaces`
+    /// `replaces`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
-    /// `sync`
+    /// `sync`.
     pub sync: super::MirrorSyncMode,
-    /// `speed`
+    /// `speed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed: Option<i64>,
-    /// `granularity`
+    /// `granularity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub granularity: Option<u32>,
-    /// `buf-size`
+    /// `buf-size`.
     #[serde(rename = "buf-size", default, skip_serializing_if = "Option::is_none")]
     pub buf_size: Option<i64>,
-    /// `on-source-error`
+    /// `on-source-error`.
     #[serde(rename = "on-source-error", default, skip_serializing_if = "Option::is_none")]
     pub on_source_error: Option<super::BlockdevOnError>,
-    /// `on-target-error`
+    /// `on-target-error`.
     #[serde(rename = "on-target-error", default, skip_serializing_if = "Option::is_none")]
     pub on_target_error: Option<super::BlockdevOnError>,
-    /// `filter-node-name`
+    /// `filter-node-name`.
     #[serde(rename = "filter-node-name", default, skip_serializing_if = "Option::is_none")]
     pub filter_node_name: Option<String>,
-    /// `copy-mode`
+    /// `copy-mode`.
     #[serde(rename = "copy-mode", default, skip_serializing_if = "Option::is_none")]
     pub copy_mode: Option<super::MirrorCopyMode>,
-    /// `auto-finalize`
+    /// `auto-finalize`.
     #[serde(rename = "auto-finalize", default, skip_serializing_if = "Option::is_none")]
     pub auto_finalize: Option<bool>,
-    /// `auto-dismiss`
+    /// `auto-dismiss`.
     #[serde(rename = "auto-dismiss", default, skip_serializing_if = "Option::is_none")]
     pub auto_dismiss: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17041,13 +17041,13 @@ impl Command for BlockdevMirror {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct BlockdevOpenTray {
-    /// `device` Features: `deprecated`.
+    /// `device`. Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `force`
+    /// `force`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17067,7 +17067,7 @@ impl Command for BlockdevOpenTray {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevRemoveMedium {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17086,7 +17086,7 @@ impl Command for BlockdevRemoveMedium {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevReopen {
-    /// `options`
+    /// `options`.
     pub options: Vec<super::BlockdevOptions>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17105,10 +17105,10 @@ impl Command for BlockdevReopen {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevSetActive {
-    /// `node-name` Since 10.0 (not in 7.2).
+    /// `node-name`. Since 10.0 (not in 7.2).
     #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    /// `active` Since 10.0 (not in 7.2).
+    /// `active`. Since 10.0 (not in 7.2).
     pub active: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17141,12 +17141,12 @@ impl Command for BlockdevSnapshot {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockdevSnapshotDeleteInternalSync {
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `name`
+    /// `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17194,16 +17194,16 @@ impl Command for BlockdevSnapshotSync {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CalcDirtyRate {
-    /// `calc-time`
+    /// `calc-time`.
     #[serde(rename = "calc-time")]
     pub calc_time: i64,
-    /// `calc-time-unit` Since 10.0 (not in 7.2).
+    /// `calc-time-unit`. Since 10.0 (not in 7.2).
     #[serde(rename = "calc-time-unit", default, skip_serializing_if = "Option::is_none")]
     pub calc_time_unit: Option<super::TimeUnit>,
-    /// `sample-pages`
+    /// `sample-pages`.
     #[serde(rename = "sample-pages", default, skip_serializing_if = "Option::is_none")]
     pub sample_pages: Option<i64>,
-    /// `mode`
+    /// `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<super::DirtyRateMeasureMode>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17223,7 +17223,7 @@ impl Command for CalcDirtyRate {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct CancelVcpuDirtyLimit {
-    /// `cpu-index`
+    /// `cpu-index`.
     #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
     pub cpu_index: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17243,12 +17243,12 @@ impl Command for CancelVcpuDirtyLimit {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeBackingFile {
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `image-node-name`
+    /// `image-node-name`.
     #[serde(rename = "image-node-name")]
     pub image_node_name: String,
-    /// `backing-file`
+    /// `backing-file`.
     #[serde(rename = "backing-file")]
     pub backing_file: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17268,7 +17268,7 @@ impl Command for ChangeBackingFile {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeVncPassword {
-    /// `password`
+    /// `password`.
     pub password: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17287,9 +17287,9 @@ impl Command for ChangeVncPassword {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevAdd {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `backend`
+    /// `backend`.
     pub backend: super::ChardevBackend,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17308,9 +17308,9 @@ impl Command for ChardevAdd {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevChange {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `backend`
+    /// `backend`.
     pub backend: super::ChardevBackend,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17329,7 +17329,7 @@ impl Command for ChardevChange {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevRemove {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17348,7 +17348,7 @@ impl Command for ChardevRemove {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChardevSendBreak {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17367,17 +17367,17 @@ impl Command for ChardevSendBreak {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClientMigrateInfo {
-    /// `protocol`
+    /// `protocol`.
     pub protocol: String,
-    /// `hostname`
+    /// `hostname`.
     pub hostname: String,
-    /// `port`
+    /// `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
-    /// `tls-port`
+    /// `tls-port`.
     #[serde(rename = "tls-port", default, skip_serializing_if = "Option::is_none")]
     pub tls_port: Option<i64>,
-    /// `cert-subject`
+    /// `cert-subject`.
     #[serde(rename = "cert-subject", default, skip_serializing_if = "Option::is_none")]
     pub cert_subject: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17397,7 +17397,7 @@ impl Command for ClientMigrateInfo {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Closefd {
-    /// `fdname`
+    /// `fdname`.
     pub fdname: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17433,20 +17433,20 @@ impl Command for Cont {
 /// Since 10.0 (not in 7.2). Features: `unstable`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CxlAddDynamicCapacity {
-    /// `path` Since 10.0 (not in 7.2).
+    /// `path`. Since 10.0 (not in 7.2).
     pub path: String,
-    /// `host-id` Since 10.0 (not in 7.2).
+    /// `host-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "host-id")]
     pub host_id: u16,
-    /// `selection-policy` Since 10.0 (not in 7.2).
+    /// `selection-policy`. Since 10.0 (not in 7.2).
     #[serde(rename = "selection-policy")]
     pub selection_policy: super::CxlExtentSelectionPolicy,
-    /// `region` Since 10.0 (not in 7.2).
+    /// `region`. Since 10.0 (not in 7.2).
     pub region: u8,
-    /// `tag` Since 10.0 (not in 7.2).
+    /// `tag`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-    /// `extents` Since 10.0 (not in 7.2).
+    /// `extents`. Since 10.0 (not in 7.2).
     pub extents: Vec<super::CxlDynamicCapacityExtent>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17465,9 +17465,9 @@ impl Command for CxlAddDynamicCapacity {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CxlInjectCorrectableError {
-    /// `path` Since 10.0 (not in 7.2).
+    /// `path`. Since 10.0 (not in 7.2).
     pub path: String,
-    /// `type` Since 10.0 (not in 7.2).
+    /// `type`. Since 10.0 (not in 7.2).
     #[serde(rename = "type")]
     pub type_: super::CxlCorErrorType,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17487,44 +17487,44 @@ impl Command for CxlInjectCorrectableError {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CxlInjectDramEvent {
-    /// `path` Since 10.0 (not in 7.2).
+    /// `path`. Since 10.0 (not in 7.2).
     pub path: String,
-    /// `log` Since 10.0 (not in 7.2).
+    /// `log`. Since 10.0 (not in 7.2).
     pub log: super::CxlEventLog,
-    /// `flags` Since 10.0 (not in 7.2).
+    /// `flags`. Since 10.0 (not in 7.2).
     pub flags: u8,
-    /// `dpa` Since 10.0 (not in 7.2).
+    /// `dpa`. Since 10.0 (not in 7.2).
     pub dpa: u64,
-    /// `descriptor` Since 10.0 (not in 7.2).
+    /// `descriptor`. Since 10.0 (not in 7.2).
     pub descriptor: u8,
-    /// `type` Since 10.0 (not in 7.2).
+    /// `type`. Since 10.0 (not in 7.2).
     #[serde(rename = "type")]
     pub type_: u8,
-    /// `transaction-type` Since 10.0 (not in 7.2).
+    /// `transaction-type`. Since 10.0 (not in 7.2).
     #[serde(rename = "transaction-type")]
     pub transaction_type: u8,
-    /// `channel` Since 10.0 (not in 7.2).
+    /// `channel`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<u8>,
-    /// `rank` Since 10.0 (not in 7.2).
+    /// `rank`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rank: Option<u8>,
-    /// `nibble-mask` Since 10.0 (not in 7.2).
+    /// `nibble-mask`. Since 10.0 (not in 7.2).
     #[serde(rename = "nibble-mask", default, skip_serializing_if = "Option::is_none")]
     pub nibble_mask: Option<u32>,
-    /// `bank-group` Since 10.0 (not in 7.2).
+    /// `bank-group`. Since 10.0 (not in 7.2).
     #[serde(rename = "bank-group", default, skip_serializing_if = "Option::is_none")]
     pub bank_group: Option<u8>,
-    /// `bank` Since 10.0 (not in 7.2).
+    /// `bank`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bank: Option<u8>,
-    /// `row` Since 10.0 (not in 7.2).
+    /// `row`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row: Option<u32>,
-    /// `column` Since 10.0 (not in 7.2).
+    /// `column`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<u16>,
-    /// `correction-mask` Since 10.0 (not in 7.2).
+    /// `correction-mask`. Since 10.0 (not in 7.2).
     #[serde(rename = "correction-mask", default, skip_serializing_if = "Option::is_none")]
     pub correction_mask: Option<Vec<u64>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17544,32 +17544,32 @@ impl Command for CxlInjectDramEvent {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CxlInjectGeneralMediaEvent {
-    /// `path` Since 10.0 (not in 7.2).
+    /// `path`. Since 10.0 (not in 7.2).
     pub path: String,
-    /// `log` Since 10.0 (not in 7.2).
+    /// `log`. Since 10.0 (not in 7.2).
     pub log: super::CxlEventLog,
-    /// `flags` Since 10.0 (not in 7.2).
+    /// `flags`. Since 10.0 (not in 7.2).
     pub flags: u8,
-    /// `dpa` Since 10.0 (not in 7.2).
+    /// `dpa`. Since 10.0 (not in 7.2).
     pub dpa: u64,
-    /// `descriptor` Since 10.0 (not in 7.2).
+    /// `descriptor`. Since 10.0 (not in 7.2).
     pub descriptor: u8,
-    /// `type` Since 10.0 (not in 7.2).
+    /// `type`. Since 10.0 (not in 7.2).
     #[serde(rename = "type")]
     pub type_: u8,
-    /// `transaction-type` Since 10.0 (not in 7.2).
+    /// `transaction-type`. Since 10.0 (not in 7.2).
     #[serde(rename = "transaction-type")]
     pub transaction_type: u8,
-    /// `channel` Since 10.0 (not in 7.2).
+    /// `channel`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<u8>,
-    /// `rank` Since 10.0 (not in 7.2).
+    /// `rank`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rank: Option<u8>,
-    /// `device` Since 10.0 (not in 7.2).
+    /// `device`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<u32>,
-    /// `component-id` Since 10.0 (not in 7.2).
+    /// `component-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "component-id", default, skip_serializing_if = "Option::is_none")]
     pub component_id: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17589,36 +17589,36 @@ impl Command for CxlInjectGeneralMediaEvent {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CxlInjectMemoryModuleEvent {
-    /// `path` Since 10.0 (not in 7.2).
+    /// `path`. Since 10.0 (not in 7.2).
     pub path: String,
-    /// `log` Since 10.0 (not in 7.2).
+    /// `log`. Since 10.0 (not in 7.2).
     pub log: super::CxlEventLog,
-    /// `flags` Since 10.0 (not in 7.2).
+    /// `flags`. Since 10.0 (not in 7.2).
     pub flags: u8,
-    /// `type` Since 10.0 (not in 7.2).
+    /// `type`. Since 10.0 (not in 7.2).
     #[serde(rename = "type")]
     pub type_: u8,
-    /// `health-status` Since 10.0 (not in 7.2).
+    /// `health-status`. Since 10.0 (not in 7.2).
     #[serde(rename = "health-status")]
     pub health_status: u8,
-    /// `media-status` Since 10.0 (not in 7.2).
+    /// `media-status`. Since 10.0 (not in 7.2).
     #[serde(rename = "media-status")]
     pub media_status: u8,
-    /// `additional-status` Since 10.0 (not in 7.2).
+    /// `additional-status`. Since 10.0 (not in 7.2).
     #[serde(rename = "additional-status")]
     pub additional_status: u8,
-    /// `life-used` Since 10.0 (not in 7.2).
+    /// `life-used`. Since 10.0 (not in 7.2).
     #[serde(rename = "life-used")]
     pub life_used: u8,
-    /// `temperature` Since 10.0 (not in 7.2).
+    /// `temperature`. Since 10.0 (not in 7.2).
     pub temperature: i16,
-    /// `dirty-shutdown-count` Since 10.0 (not in 7.2).
+    /// `dirty-shutdown-count`. Since 10.0 (not in 7.2).
     #[serde(rename = "dirty-shutdown-count")]
     pub dirty_shutdown_count: u32,
-    /// `corrected-volatile-error-count` Since 10.0 (not in 7.2).
+    /// `corrected-volatile-error-count`. Since 10.0 (not in 7.2).
     #[serde(rename = "corrected-volatile-error-count")]
     pub corrected_volatile_error_count: u32,
-    /// `corrected-persistent-error-count` Since 10.0 (not in 7.2).
+    /// `corrected-persistent-error-count`. Since 10.0 (not in 7.2).
     #[serde(rename = "corrected-persistent-error-count")]
     pub corrected_persistent_error_count: u32,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17638,11 +17638,11 @@ impl Command for CxlInjectMemoryModuleEvent {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CxlInjectPoison {
-    /// `path` Since 10.0 (not in 7.2).
+    /// `path`. Since 10.0 (not in 7.2).
     pub path: String,
-    /// `start` Since 10.0 (not in 7.2).
+    /// `start`. Since 10.0 (not in 7.2).
     pub start: u64,
-    /// `length` Since 10.0 (not in 7.2).
+    /// `length`. Since 10.0 (not in 7.2).
     pub length: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17661,9 +17661,9 @@ impl Command for CxlInjectPoison {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CxlInjectUncorrectableErrors {
-    /// `path` Since 10.0 (not in 7.2).
+    /// `path`. Since 10.0 (not in 7.2).
     pub path: String,
-    /// `errors` Since 10.0 (not in 7.2).
+    /// `errors`. Since 10.0 (not in 7.2).
     pub errors: Vec<super::CXLUncorErrorRecord>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17682,26 +17682,26 @@ impl Command for CxlInjectUncorrectableErrors {
 /// Since 10.0 (not in 7.2). Features: `unstable`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CxlReleaseDynamicCapacity {
-    /// `path` Since 10.0 (not in 7.2).
+    /// `path`. Since 10.0 (not in 7.2).
     pub path: String,
-    /// `host-id` Since 10.0 (not in 7.2).
+    /// `host-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "host-id")]
     pub host_id: u16,
-    /// `removal-policy` Since 10.0 (not in 7.2).
+    /// `removal-policy`. Since 10.0 (not in 7.2).
     #[serde(rename = "removal-policy")]
     pub removal_policy: super::CxlExtentRemovalPolicy,
-    /// `forced-removal` Since 10.0 (not in 7.2).
+    /// `forced-removal`. Since 10.0 (not in 7.2).
     #[serde(rename = "forced-removal", default, skip_serializing_if = "Option::is_none")]
     pub forced_removal: Option<bool>,
-    /// `sanitize-on-release` Since 10.0 (not in 7.2).
+    /// `sanitize-on-release`. Since 10.0 (not in 7.2).
     #[serde(rename = "sanitize-on-release", default, skip_serializing_if = "Option::is_none")]
     pub sanitize_on_release: Option<bool>,
-    /// `region` Since 10.0 (not in 7.2).
+    /// `region`. Since 10.0 (not in 7.2).
     pub region: u8,
-    /// `tag` Since 10.0 (not in 7.2).
+    /// `tag`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-    /// `extents` Since 10.0 (not in 7.2).
+    /// `extents`. Since 10.0 (not in 7.2).
     pub extents: Vec<super::CxlDynamicCapacityExtent>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17720,7 +17720,7 @@ impl Command for CxlReleaseDynamicCapacity {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceListProperties {
-    /// `typename`
+    /// `typename`.
     pub typename: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17739,7 +17739,7 @@ impl Command for DeviceListProperties {
 /// Since 10.0 (not in 7.2). Features: `unstable`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceSyncConfig {
-    /// `id` Since 10.0 (not in 7.2).
+    /// `id`. Since 10.0 (not in 7.2).
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17758,12 +17758,12 @@ impl Command for DeviceSyncConfig {
 /// In every input release (7.2, 10.0). Features: `json-cli`, `json-cli-hotplug`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceAdd {
-    /// `driver`
+    /// `driver`.
     pub driver: String,
-    /// `bus`
+    /// `bus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bus: Option<String>,
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17783,7 +17783,7 @@ impl Command for DeviceAdd {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceDel {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17858,20 +17858,20 @@ impl Command for DriveMirror {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DumpGuestMemory {
-    /// `paging`
+    /// `paging`.
     pub paging: bool,
-    /// `protocol`
+    /// `protocol`.
     pub protocol: String,
-    /// `detach`
+    /// `detach`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detach: Option<bool>,
-    /// `begin`
+    /// `begin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub begin: Option<i64>,
-    /// `length`
+    /// `length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length: Option<i64>,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<super::DumpGuestMemoryFormat>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17891,7 +17891,7 @@ impl Command for DumpGuestMemory {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_S390X`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DumpSkeys {
-    /// `filename`
+    /// `filename`.
     pub filename: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17910,7 +17910,7 @@ impl Command for DumpSkeys {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_FDT`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Dumpdtb {
-    /// `filename`
+    /// `filename`.
     pub filename: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17929,13 +17929,13 @@ impl Command for Dumpdtb {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct Eject {
-    /// `device` Features: `deprecated`.
+    /// `device`. Features: `deprecated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `force`
+    /// `force`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -17969,9 +17969,9 @@ impl Command for ExpirePassword {
 /// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_WIN32`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GetWin32Socket {
-    /// `info` Since 10.0 (not in 7.2).
+    /// `info`. Since 10.0 (not in 7.2).
     pub info: String,
-    /// `fdname` Since 10.0 (not in 7.2).
+    /// `fdname`. Since 10.0 (not in 7.2).
     pub fdname: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -17990,7 +17990,7 @@ impl Command for GetWin32Socket {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_POSIX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Getfd {
-    /// `fdname`
+    /// `fdname`.
     pub fdname: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18009,10 +18009,10 @@ impl Command for Getfd {
 /// In every input release (7.2, 10.0). Features: `savevm-monitor-nodes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HumanMonitorCommand {
-    /// `command-line`
+    /// `command-line`.
     #[serde(rename = "command-line")]
     pub command_line: String,
-    /// `cpu-index`
+    /// `cpu-index`.
     #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
     pub cpu_index: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -18049,13 +18049,13 @@ impl Command for InjectNmi {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputSendEvent {
-    /// `device`
+    /// `device`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `head`
+    /// `head`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<i64>,
-    /// `events`
+    /// `events`.
     pub events: Vec<super::InputEvent>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18074,7 +18074,7 @@ impl Command for InputSendEvent {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobCancel {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18093,7 +18093,7 @@ impl Command for JobCancel {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobComplete {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18112,7 +18112,7 @@ impl Command for JobComplete {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobDismiss {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18131,7 +18131,7 @@ impl Command for JobDismiss {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobFinalize {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18150,7 +18150,7 @@ impl Command for JobFinalize {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobPause {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18169,7 +18169,7 @@ impl Command for JobPause {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobResume {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18188,13 +18188,13 @@ impl Command for JobResume {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Memsave {
-    /// `val` Its type differs between releases (7.2 `int`, 10.0 `uint64`).
+    /// `val`. Its type differs between releases (7.2 `int`, 10.0 `uint64`).
     pub val: Value,
-    /// `size` Its type differs between releases (7.2 `int`, 10.0 `size`).
+    /// `size`. Its type differs between releases (7.2 `int`, 10.0 `size`).
     pub size: Value,
-    /// `filename`
+    /// `filename`.
     pub filename: String,
-    /// `cpu-index`
+    /// `cpu-index`.
     #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
     pub cpu_index: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -18214,22 +18214,22 @@ impl Command for Memsave {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct Migrate {
-    /// `uri`
+    /// `uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
-    /// `channels` Since 10.0 (not in 7.2).
+    /// `channels`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<super::MigrationChannel>>,
-    /// `detach`
+    /// `detach`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detach: Option<bool>,
-    /// `resume`
+    /// `resume`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<bool>,
-    /// `blk` Until 7.2 (not in 10.0).
+    /// `blk`. Until 7.2 (not in 10.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blk: Option<bool>,
-    /// `inc` Until 7.2 (not in 10.0).
+    /// `inc`. Until 7.2 (not in 10.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inc: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -18249,7 +18249,7 @@ impl Command for Migrate {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MigrateContinue {
-    /// `state`
+    /// `state`.
     pub state: super::MigrationStatus,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18268,13 +18268,13 @@ impl Command for MigrateContinue {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct MigrateIncoming {
-    /// `uri`
+    /// `uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
-    /// `channels` Since 10.0 (not in 7.2).
+    /// `channels`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<super::MigrationChannel>>,
-    /// `exit-on-error` Since 10.0 (not in 7.2).
+    /// `exit-on-error`. Since 10.0 (not in 7.2).
     #[serde(rename = "exit-on-error", default, skip_serializing_if = "Option::is_none")]
     pub exit_on_error: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -18311,7 +18311,7 @@ impl Command for MigratePause {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MigrateRecover {
-    /// `uri`
+    /// `uri`.
     pub uri: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18330,7 +18330,7 @@ impl Command for MigrateRecover {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MigrateSetCapabilities {
-    /// `capabilities`
+    /// `capabilities`.
     pub capabilities: Vec<super::MigrationCapabilityStatus>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18411,9 +18411,9 @@ impl Command for NbdServerAdd {
 /// In every input release (7.2, 10.0). Features: `deprecated`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NbdServerRemove {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `mode`
+    /// `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<super::BlockExportRemoveMode>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -18433,19 +18433,19 @@ impl Command for NbdServerRemove {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NbdServerStart {
-    /// `handshake-max-seconds` Since 10.0 (not in 7.2).
+    /// `handshake-max-seconds`. Since 10.0 (not in 7.2).
     #[serde(rename = "handshake-max-seconds", default, skip_serializing_if = "Option::is_none")]
     pub handshake_max_seconds: Option<u32>,
-    /// `tls-creds`
+    /// `tls-creds`.
     #[serde(rename = "tls-creds", default, skip_serializing_if = "Option::is_none")]
     pub tls_creds: Option<String>,
-    /// `tls-authz`
+    /// `tls-authz`.
     #[serde(rename = "tls-authz", default, skip_serializing_if = "Option::is_none")]
     pub tls_authz: Option<String>,
-    /// `max-connections`
+    /// `max-connections`.
     #[serde(rename = "max-connections", default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
-    /// `addr`
+    /// `addr`.
     pub addr: super::SocketAddressLegacy,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18495,7 +18495,7 @@ impl Command for NetdevAdd {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetdevDel {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18528,7 +18528,7 @@ impl Command for ObjectAdd {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ObjectDel {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18547,11 +18547,11 @@ impl Command for ObjectDel {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pmemsave {
-    /// `val` Its type differs between releases (7.2 `int`, 10.0 `uint64`).
+    /// `val`. Its type differs between releases (7.2 `int`, 10.0 `uint64`).
     pub val: Value,
-    /// `size` Its type differs between releases (7.2 `int`, 10.0 `size`).
+    /// `size`. Its type differs between releases (7.2 `int`, 10.0 `size`).
     pub size: Value,
-    /// `filename`
+    /// `filename`.
     pub filename: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18570,7 +18570,7 @@ impl Command for Pmemsave {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct QmpCapabilities {
-    /// `enable`
+    /// `enable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable: Option<Vec<super::QMPCapability>>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -18590,9 +18590,9 @@ impl Command for QmpCapabilities {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QomGet {
-    /// `path`
+    /// `path`.
     pub path: String,
-    /// `property`
+    /// `property`.
     pub property: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18611,7 +18611,7 @@ impl Command for QomGet {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QomList {
-    /// `path`
+    /// `path`.
     pub path: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18630,7 +18630,7 @@ impl Command for QomList {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QomListProperties {
-    /// `typename`
+    /// `typename`.
     pub typename: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18649,10 +18649,10 @@ impl Command for QomListProperties {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct QomListTypes {
-    /// `implements`
+    /// `implements`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub implements: Option<String>,
-    /// `abstract`
+    /// `abstract`.
     #[serde(rename = "abstract", default, skip_serializing_if = "Option::is_none")]
     pub abstract_: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -18672,11 +18672,11 @@ impl Command for QomListTypes {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QomSet {
-    /// `path`
+    /// `path`.
     pub path: String,
-    /// `property`
+    /// `property`.
     pub property: String,
-    /// `value`
+    /// `value`.
     pub value: Value,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18797,7 +18797,7 @@ impl Command for QueryBlockJobs {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct QueryBlockstats {
-    /// `query-nodes`
+    /// `query-nodes`.
     #[serde(rename = "query-nodes", default, skip_serializing_if = "Option::is_none")]
     pub query_nodes: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -18868,7 +18868,7 @@ impl Command for QueryColoStatus {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct QueryCommandLineOptions {
-    /// `option`
+    /// `option`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub option: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -18922,9 +18922,9 @@ impl Command for QueryCpuDefinitions {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_S390X`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueryCpuModelBaseline {
-    /// `modela`
+    /// `modela`.
     pub modela: super::CpuModelInfo,
-    /// `modelb`
+    /// `modelb`.
     pub modelb: super::CpuModelInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18943,9 +18943,9 @@ impl Command for QueryCpuModelBaseline {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_S390X`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueryCpuModelComparison {
-    /// `modela`
+    /// `modela`.
     pub modela: super::CpuModelInfo,
-    /// `modelb`
+    /// `modelb`.
     pub modelb: super::CpuModelInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -18964,10 +18964,10 @@ impl Command for QueryCpuModelComparison {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `any(TARGET_S390X, TARGET_I386, TARGET_ARM, TARGET_LOONGARCH64, TARGET_RISCV)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueryCpuModelExpansion {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: super::CpuModelExpansionType,
-    /// `model`
+    /// `model`.
     pub model: super::CpuModelInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -19037,7 +19037,7 @@ impl Command for QueryCurrentMachine {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct QueryDirtyRate {
-    /// `calc-time-unit` Since 10.0 (not in 7.2).
+    /// `calc-time-unit`. Since 10.0 (not in 7.2).
     #[serde(rename = "calc-time-unit", default, skip_serializing_if = "Option::is_none")]
     pub calc_time_unit: Option<super::TimeUnit>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -19227,7 +19227,7 @@ impl Command for QueryKvm {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct QueryMachines {
-    /// `compat-props` Since 10.0 (not in 7.2). Features: `unstable`.
+    /// `compat-props`. Since 10.0 (not in 7.2). Features: `unstable`.
     #[serde(rename = "compat-props", default, skip_serializing_if = "Option::is_none")]
     pub compat_props: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -19400,7 +19400,7 @@ impl Command for QueryName {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct QueryNamedBlockNodes {
-    /// `flat`
+    /// `flat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flat: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -19488,7 +19488,7 @@ impl Command for QueryReplay {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueryRocker {
-    /// `name`
+    /// `name`.
     pub name: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -19507,9 +19507,9 @@ impl Command for QueryRocker {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueryRockerOfDpaFlows {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `tbl-id`
+    /// `tbl-id`.
     #[serde(rename = "tbl-id", default, skip_serializing_if = "Option::is_none")]
     pub tbl_id: Option<u32>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -19529,9 +19529,9 @@ impl Command for QueryRockerOfDpaFlows {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueryRockerOfDpaGroups {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `type`
+    /// `type`.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub type_: Option<u8>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -19551,7 +19551,7 @@ impl Command for QueryRockerOfDpaGroups {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueryRockerPorts {
-    /// `name`
+    /// `name`.
     pub name: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -19570,7 +19570,7 @@ impl Command for QueryRockerPorts {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct QueryRxFilter {
-    /// `name`
+    /// `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -19624,7 +19624,7 @@ impl Command for QuerySev {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuerySevAttestationReport {
-    /// `mnonce`
+    /// `mnonce`.
     pub mnonce: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -19742,7 +19742,7 @@ impl Command for QueryStats {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct QueryStatsSchemas {
-    /// `provider`
+    /// `provider`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<super::StatsProvider>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20000,10 +20000,10 @@ impl Command for Quit {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RemoveFd {
-    /// `fdset-id`
+    /// `fdset-id`.
     #[serde(rename = "fdset-id")]
     pub fdset_id: i64,
-    /// `fd`
+    /// `fd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fd: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20023,7 +20023,7 @@ impl Command for RemoveFd {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReplayBreak {
-    /// `icount`
+    /// `icount`.
     pub icount: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -20059,7 +20059,7 @@ impl Command for ReplayDeleteBreak {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReplaySeek {
-    /// `icount`
+    /// `icount`.
     pub icount: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -20078,7 +20078,7 @@ impl Command for ReplaySeek {
 /// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_EBPF`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RequestEbpf {
-    /// `id` Since 10.0 (not in 7.2).
+    /// `id`. Since 10.0 (not in 7.2).
     pub id: super::EbpfProgramID,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -20097,11 +20097,11 @@ impl Command for RequestEbpf {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RingbufRead {
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `size`
+    /// `size`.
     pub size: i64,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<super::DataFormat>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20121,11 +20121,11 @@ impl Command for RingbufRead {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RingbufWrite {
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `data`
+    /// `data`.
     pub data: String,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<super::DataFormat>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20162,15 +20162,15 @@ impl Command for RtcResetReinjection {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_PIXMAN`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Screendump {
-    /// `filename`
+    /// `filename`.
     pub filename: String,
-    /// `device`
+    /// `device`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `head`
+    /// `head`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<i64>,
-    /// `format`
+    /// `format`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<super::ImageFormat>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20190,9 +20190,9 @@ impl Command for Screendump {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SendKey {
-    /// `keys`
+    /// `keys`.
     pub keys: Vec<super::KeyValue>,
-    /// `hold-time`
+    /// `hold-time`.
     #[serde(rename = "hold-time", default, skip_serializing_if = "Option::is_none")]
     pub hold_time: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20212,16 +20212,16 @@ impl Command for SendKey {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct SetAction {
-    /// `reboot`
+    /// `reboot`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<super::RebootAction>,
-    /// `shutdown`
+    /// `shutdown`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown: Option<super::ShutdownAction>,
-    /// `panic`
+    /// `panic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub panic: Option<super::PanicAction>,
-    /// `watchdog`
+    /// `watchdog`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watchdog: Option<super::WatchdogAction>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20241,22 +20241,22 @@ impl Command for SetAction {
 /// Since 10.0 (not in 7.2). Features: `unstable`. Only when QEMU is built with `all(TARGET_S390X, CONFIG_KVM)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SetCpuTopology {
-    /// `core-id` Since 10.0 (not in 7.2).
+    /// `core-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "core-id")]
     pub core_id: u16,
-    /// `socket-id` Since 10.0 (not in 7.2).
+    /// `socket-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "socket-id", default, skip_serializing_if = "Option::is_none")]
     pub socket_id: Option<u16>,
-    /// `book-id` Since 10.0 (not in 7.2).
+    /// `book-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "book-id", default, skip_serializing_if = "Option::is_none")]
     pub book_id: Option<u16>,
-    /// `drawer-id` Since 10.0 (not in 7.2).
+    /// `drawer-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "drawer-id", default, skip_serializing_if = "Option::is_none")]
     pub drawer_id: Option<u16>,
-    /// `entitlement` Since 10.0 (not in 7.2).
+    /// `entitlement`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entitlement: Option<super::S390CpuEntitlement>,
-    /// `dedicated` Since 10.0 (not in 7.2).
+    /// `dedicated`. Since 10.0 (not in 7.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedicated: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20290,10 +20290,10 @@ impl Command for SetNumaNode {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SetVcpuDirtyLimit {
-    /// `cpu-index`
+    /// `cpu-index`.
     #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
     pub cpu_index: Option<i64>,
-    /// `dirty-rate`
+    /// `dirty-rate`.
     #[serde(rename = "dirty-rate")]
     pub dirty_rate: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20313,9 +20313,9 @@ impl Command for SetVcpuDirtyLimit {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SetLink {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `up`
+    /// `up`.
     pub up: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -20348,12 +20348,12 @@ impl Command for SetPassword {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SevInjectLaunchSecret {
-    /// `packet-header`
+    /// `packet-header`.
     #[serde(rename = "packet-header")]
     pub packet_header: String,
-    /// `secret`
+    /// `secret`.
     pub secret: String,
-    /// `gpa`
+    /// `gpa`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpa: Option<u64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20373,12 +20373,12 @@ impl Command for SevInjectLaunchSecret {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotDelete {
-    /// `job-id`
+    /// `job-id`.
     #[serde(rename = "job-id")]
     pub job_id: String,
-    /// `tag`
+    /// `tag`.
     pub tag: String,
-    /// `devices`
+    /// `devices`.
     pub devices: Vec<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -20397,14 +20397,14 @@ impl Command for SnapshotDelete {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotLoad {
-    /// `job-id`
+    /// `job-id`.
     #[serde(rename = "job-id")]
     pub job_id: String,
-    /// `tag`
+    /// `tag`.
     pub tag: String,
-    /// `vmstate`
+    /// `vmstate`.
     pub vmstate: String,
-    /// `devices`
+    /// `devices`.
     pub devices: Vec<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -20423,14 +20423,14 @@ impl Command for SnapshotLoad {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotSave {
-    /// `job-id`
+    /// `job-id`.
     #[serde(rename = "job-id")]
     pub job_id: String,
-    /// `tag`
+    /// `tag`.
     pub tag: String,
-    /// `vmstate`
+    /// `vmstate`.
     pub vmstate: String,
-    /// `devices`
+    /// `devices`.
     pub devices: Vec<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -20517,9 +20517,9 @@ impl Command for SystemWakeup {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TraceEventGetState {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `vcpu` Until 7.2 (not in 10.0).
+    /// `vcpu`. Until 7.2 (not in 10.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcpu: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20539,14 +20539,14 @@ impl Command for TraceEventGetState {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TraceEventSetState {
-    /// `name`
+    /// `name`.
     pub name: String,
-    /// `enable`
+    /// `enable`.
     pub enable: bool,
-    /// `ignore-unavailable`
+    /// `ignore-unavailable`.
     #[serde(rename = "ignore-unavailable", default, skip_serializing_if = "Option::is_none")]
     pub ignore_unavailable: Option<bool>,
-    /// `vcpu` Until 7.2 (not in 10.0).
+    /// `vcpu`. Until 7.2 (not in 10.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcpu: Option<i64>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20566,9 +20566,9 @@ impl Command for TraceEventSetState {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Transaction {
-    /// `actions`
+    /// `actions`.
     pub actions: Vec<super::TransactionAction>,
-    /// `properties`
+    /// `properties`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<super::TransactionProperties>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20588,7 +20588,7 @@ impl Command for Transaction {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WatchdogSetAction {
-    /// `action`
+    /// `action`.
     pub action: super::WatchdogAction,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -20607,15 +20607,15 @@ impl Command for WatchdogSetAction {
 /// In every input release (7.2, 10.0). Features: `unstable`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XBlockdevAmend {
-    /// `job-id`
+    /// `job-id`.
     #[serde(rename = "job-id")]
     pub job_id: String,
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name")]
     pub node_name: String,
-    /// `options`
+    /// `options`.
     pub options: super::BlockdevAmendOptions,
-    /// `force`
+    /// `force`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20635,12 +20635,12 @@ impl Command for XBlockdevAmend {
 /// In every input release (7.2, 10.0). Features: `unstable`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XBlockdevChange {
-    /// `parent`
+    /// `parent`.
     pub parent: String,
-    /// `child`
+    /// `child`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child: Option<String>,
-    /// `node`
+    /// `node`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20660,12 +20660,12 @@ impl Command for XBlockdevChange {
 /// In every input release (7.2, 10.0). Features: `unstable`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XBlockdevSetIothread {
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name")]
     pub node_name: String,
-    /// `iothread`
+    /// `iothread`.
     pub iothread: super::StrOrNull,
-    /// `force`
+    /// `force`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20937,11 +20937,11 @@ impl Command for XQueryVirtio {
 /// In every input release (7.2, 10.0). Features: `unstable`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XQueryVirtioQueueElement {
-    /// `path`
+    /// `path`.
     pub path: String,
-    /// `queue`
+    /// `queue`.
     pub queue: u16,
-    /// `index`
+    /// `index`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<u16>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -20961,9 +20961,9 @@ impl Command for XQueryVirtioQueueElement {
 /// In every input release (7.2, 10.0). Features: `unstable`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XQueryVirtioQueueStatus {
-    /// `path`
+    /// `path`.
     pub path: String,
-    /// `queue`
+    /// `queue`.
     pub queue: u16,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -20982,7 +20982,7 @@ impl Command for XQueryVirtioQueueStatus {
 /// In every input release (7.2, 10.0). Features: `unstable`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XQueryVirtioStatus {
-    /// `path`
+    /// `path`.
     pub path: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21001,9 +21001,9 @@ impl Command for XQueryVirtioStatus {
 /// In every input release (7.2, 10.0). Features: `unstable`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XQueryVirtioVhostQueueStatus {
-    /// `path`
+    /// `path`.
     pub path: String,
-    /// `queue`
+    /// `queue`.
     pub queue: u16,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21039,7 +21039,7 @@ impl Command for XenColoDoCheckpoint {
 /// Since 10.0 (not in 7.2). Only when QEMU is built with `TARGET_I386`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XenEventInject {
-    /// `port` Since 10.0 (not in 7.2).
+    /// `port`. Since 10.0 (not in 7.2).
     pub port: u32,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21075,7 +21075,7 @@ impl Command for XenEventList {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XenLoadDevicesState {
-    /// `filename`
+    /// `filename`.
     pub filename: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21094,9 +21094,9 @@ impl Command for XenLoadDevicesState {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XenSaveDevicesState {
-    /// `filename`
+    /// `filename`.
     pub filename: String,
-    /// `live`
+    /// `live`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21116,7 +21116,7 @@ impl Command for XenSaveDevicesState {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XenSetGlobalDirtyLog {
-    /// `enable`
+    /// `enable`.
     pub enable: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21135,11 +21135,11 @@ impl Command for XenSetGlobalDirtyLog {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_REPLICATION`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct XenSetReplication {
-    /// `enable`
+    /// `enable`.
     pub enable: bool,
-    /// `primary`
+    /// `primary`.
     pub primary: bool,
-    /// `failover`
+    /// `failover`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<bool>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21159,7 +21159,7 @@ impl Command for XenSetReplication {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Yank {
-    /// `instances`
+    /// `instances`.
     pub instances: Vec<super::YankInstance>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21187,7 +21187,7 @@ pub mod events {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AcpiDeviceOst {
-    /// `info`
+    /// `info`.
     pub info: super::ACPIOSTInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21204,7 +21204,7 @@ impl EventData for AcpiDeviceOst {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BalloonChange {
-    /// `actual`
+    /// `actual`.
     pub actual: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21221,7 +21221,7 @@ impl EventData for BalloonChange {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockExportDeleted {
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21238,20 +21238,20 @@ impl EventData for BlockExportDeleted {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockImageCorrupted {
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    /// `msg`
+    /// `msg`.
     pub msg: String,
-    /// `offset`
+    /// `offset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<i64>,
-    /// `size`
+    /// `size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
-    /// `fatal`
+    /// `fatal`.
     pub fatal: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21268,22 +21268,22 @@ impl EventData for BlockImageCorrupted {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockIoError {
-    /// `qom-path` Since 10.0 (not in 7.2).
+    /// `qom-path`. Since 10.0 (not in 7.2).
     #[serde(rename = "qom-path", default, skip_serializing_if = "Option::is_none")]
     pub qom_path: Option<String>,
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    /// `operation`
+    /// `operation`.
     pub operation: super::IoOperationType,
-    /// `action`
+    /// `action`.
     pub action: super::BlockErrorAction,
-    /// `nospace`
+    /// `nospace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nospace: Option<bool>,
-    /// `reason`
+    /// `reason`.
     pub reason: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21300,16 +21300,16 @@ impl EventData for BlockIoError {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobCancelled {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: super::JobType,
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `len`
+    /// `len`.
     pub len: i64,
-    /// `offset`
+    /// `offset`.
     pub offset: i64,
-    /// `speed`
+    /// `speed`.
     pub speed: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21326,18 +21326,18 @@ impl EventData for BlockJobCancelled {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobCompleted {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: super::JobType,
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `len`
+    /// `len`.
     pub len: i64,
-    /// `offset`
+    /// `offset`.
     pub offset: i64,
-    /// `speed`
+    /// `speed`.
     pub speed: i64,
-    /// `error`
+    /// `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21355,11 +21355,11 @@ impl EventData for BlockJobCompleted {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobError {
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `operation`
+    /// `operation`.
     pub operation: super::IoOperationType,
-    /// `action`
+    /// `action`.
     pub action: super::BlockErrorAction,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21376,10 +21376,10 @@ impl EventData for BlockJobError {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobPending {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: super::JobType,
-    /// `id`
+    /// `id`.
     pub id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21396,16 +21396,16 @@ impl EventData for BlockJobPending {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockJobReady {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: super::JobType,
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `len`
+    /// `len`.
     pub len: i64,
-    /// `offset`
+    /// `offset`.
     pub offset: i64,
-    /// `speed`
+    /// `speed`.
     pub speed: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21422,13 +21422,13 @@ impl EventData for BlockJobReady {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockWriteThreshold {
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name")]
     pub node_name: String,
-    /// `amount-exceeded`
+    /// `amount-exceeded`.
     #[serde(rename = "amount-exceeded")]
     pub amount_exceeded: u64,
-    /// `write-threshold`
+    /// `write-threshold`.
     #[serde(rename = "write-threshold")]
     pub write_threshold: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21446,9 +21446,9 @@ impl EventData for BlockWriteThreshold {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ColoExit {
-    /// `mode`
+    /// `mode`.
     pub mode: super::COLOMode,
-    /// `reason`
+    /// `reason`.
     pub reason: super::COLOExitReason,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21465,7 +21465,7 @@ impl EventData for ColoExit {
 /// Since 10.0 (not in 7.2). Features: `unstable`. Only when QEMU is built with `all(TARGET_S390X, CONFIG_KVM)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CpuPolarizationChange {
-    /// `polarization` Since 10.0 (not in 7.2).
+    /// `polarization`. Since 10.0 (not in 7.2).
     pub polarization: super::S390CpuPolarization,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21482,10 +21482,10 @@ impl EventData for CpuPolarizationChange {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceDeleted {
-    /// `device`
+    /// `device`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `path`
+    /// `path`.
     pub path: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21502,11 +21502,11 @@ impl EventData for DeviceDeleted {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceTrayMoved {
-    /// `device`
+    /// `device`.
     pub device: String,
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `tray-open`
+    /// `tray-open`.
     #[serde(rename = "tray-open")]
     pub tray_open: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21524,10 +21524,10 @@ impl EventData for DeviceTrayMoved {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceUnplugGuestError {
-    /// `device`
+    /// `device`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `path`
+    /// `path`.
     pub path: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21544,9 +21544,9 @@ impl EventData for DeviceUnplugGuestError {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DumpCompleted {
-    /// `result`
+    /// `result`.
     pub result: super::DumpQueryResult,
-    /// `error`
+    /// `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21564,7 +21564,7 @@ impl EventData for DumpCompleted {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FailoverNegotiated {
-    /// `device-id`
+    /// `device-id`.
     #[serde(rename = "device-id")]
     pub device_id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21582,9 +21582,9 @@ impl EventData for FailoverNegotiated {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestCrashloaded {
-    /// `action`
+    /// `action`.
     pub action: super::GuestPanicAction,
-    /// `info`
+    /// `info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<super::GuestPanicInformation>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21602,9 +21602,9 @@ impl EventData for GuestCrashloaded {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestPanicked {
-    /// `action`
+    /// `action`.
     pub action: super::GuestPanicAction,
-    /// `info`
+    /// `info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<super::GuestPanicInformation>,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21649,9 +21649,9 @@ impl EventData for HvBalloonStatusReport {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobStatusChange {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `status`
+    /// `status`.
     pub status: super::JobStatus,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21668,12 +21668,12 @@ impl EventData for JobStatusChange {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryDeviceSizeChange {
-    /// `id`
+    /// `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `size`
+    /// `size`.
     pub size: u64,
-    /// `qom-path`
+    /// `qom-path`.
     #[serde(rename = "qom-path")]
     pub qom_path: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21691,11 +21691,11 @@ impl EventData for MemoryDeviceSizeChange {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryFailure {
-    /// `recipient`
+    /// `recipient`.
     pub recipient: super::MemoryFailureRecipient,
-    /// `action`
+    /// `action`.
     pub action: super::MemoryFailureAction,
-    /// `flags`
+    /// `flags`.
     pub flags: super::MemoryFailureFlags,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21712,9 +21712,9 @@ impl EventData for MemoryFailure {
 /// Until 7.2 (not in 10.0). Features: `deprecated`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemUnplugError {
-    /// `device` Until 7.2 (not in 10.0).
+    /// `device`. Until 7.2 (not in 10.0).
     pub device: String,
-    /// `msg` Until 7.2 (not in 10.0).
+    /// `msg`. Until 7.2 (not in 10.0).
     pub msg: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21731,7 +21731,7 @@ impl EventData for MemUnplugError {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Migration {
-    /// `status`
+    /// `status`.
     pub status: super::MigrationStatus,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21748,7 +21748,7 @@ impl EventData for Migration {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MigrationPass {
-    /// `pass`
+    /// `pass`.
     pub pass: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21765,10 +21765,10 @@ impl EventData for MigrationPass {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetdevStreamConnected {
-    /// `netdev-id`
+    /// `netdev-id`.
     #[serde(rename = "netdev-id")]
     pub netdev_id: String,
-    /// `addr`
+    /// `addr`.
     pub addr: super::SocketAddress,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21785,7 +21785,7 @@ impl EventData for NetdevStreamConnected {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetdevStreamDisconnected {
-    /// `netdev-id`
+    /// `netdev-id`.
     #[serde(rename = "netdev-id")]
     pub netdev_id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21803,10 +21803,10 @@ impl EventData for NetdevStreamDisconnected {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetdevVhostUserConnected {
-    /// `netdev-id` Since 10.0 (not in 7.2).
+    /// `netdev-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "netdev-id")]
     pub netdev_id: String,
-    /// `chardev-id` Since 10.0 (not in 7.2).
+    /// `chardev-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "chardev-id")]
     pub chardev_id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21824,7 +21824,7 @@ impl EventData for NetdevVhostUserConnected {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetdevVhostUserDisconnected {
-    /// `netdev-id` Since 10.0 (not in 7.2).
+    /// `netdev-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "netdev-id")]
     pub netdev_id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21842,10 +21842,10 @@ impl EventData for NetdevVhostUserDisconnected {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NicRxFilterChanged {
-    /// `name`
+    /// `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `path`
+    /// `path`.
     pub path: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21877,9 +21877,9 @@ impl EventData for Powerdown {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrManagerStatusChanged {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `connected`
+    /// `connected`.
     pub connected: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -21896,12 +21896,12 @@ impl EventData for PrManagerStatusChanged {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuorumFailure {
-    /// `reference`
+    /// `reference`.
     pub reference: String,
-    /// `sector-num`
+    /// `sector-num`.
     #[serde(rename = "sector-num")]
     pub sector_num: i64,
-    /// `sectors-count`
+    /// `sectors-count`.
     #[serde(rename = "sectors-count")]
     pub sectors_count: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21919,19 +21919,19 @@ impl EventData for QuorumFailure {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuorumReportBad {
-    /// `type`
+    /// `type`.
     #[serde(rename = "type")]
     pub type_: super::QuorumOpType,
-    /// `error`
+    /// `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// `node-name`
+    /// `node-name`.
     #[serde(rename = "node-name")]
     pub node_name: String,
-    /// `sector-num`
+    /// `sector-num`.
     #[serde(rename = "sector-num")]
     pub sector_num: i64,
-    /// `sectors-count`
+    /// `sectors-count`.
     #[serde(rename = "sectors-count")]
     pub sectors_count: i64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21949,15 +21949,15 @@ impl EventData for QuorumReportBad {
 /// Until 7.2 (not in 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RdmaGidStatusChanged {
-    /// `netdev` Until 7.2 (not in 10.0).
+    /// `netdev`. Until 7.2 (not in 10.0).
     pub netdev: String,
-    /// `gid-status` Until 7.2 (not in 10.0).
+    /// `gid-status`. Until 7.2 (not in 10.0).
     #[serde(rename = "gid-status")]
     pub gid_status: bool,
-    /// `subnet-prefix` Until 7.2 (not in 10.0).
+    /// `subnet-prefix`. Until 7.2 (not in 10.0).
     #[serde(rename = "subnet-prefix")]
     pub subnet_prefix: u64,
-    /// `interface-id` Until 7.2 (not in 10.0).
+    /// `interface-id`. Until 7.2 (not in 10.0).
     #[serde(rename = "interface-id")]
     pub interface_id: u64,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -21975,9 +21975,9 @@ impl EventData for RdmaGidStatusChanged {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reset {
-    /// `guest`
+    /// `guest`.
     pub guest: bool,
-    /// `reason`
+    /// `reason`.
     pub reason: super::ShutdownCause,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -22009,9 +22009,9 @@ impl EventData for Resume {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RtcChange {
-    /// `offset`
+    /// `offset`.
     pub offset: i64,
-    /// `qom-path`
+    /// `qom-path`.
     #[serde(rename = "qom-path")]
     pub qom_path: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -22029,9 +22029,9 @@ impl EventData for RtcChange {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Shutdown {
-    /// `guest`
+    /// `guest`.
     pub guest: bool,
-    /// `reason`
+    /// `reason`.
     pub reason: super::ShutdownCause,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -22048,9 +22048,9 @@ impl EventData for Shutdown {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpiceConnected {
-    /// `server`
+    /// `server`.
     pub server: super::SpiceBasicInfo,
-    /// `client`
+    /// `client`.
     pub client: super::SpiceBasicInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -22067,9 +22067,9 @@ impl EventData for SpiceConnected {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpiceDisconnected {
-    /// `server`
+    /// `server`.
     pub server: super::SpiceBasicInfo,
-    /// `client`
+    /// `client`.
     pub client: super::SpiceBasicInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -22086,9 +22086,9 @@ impl EventData for SpiceDisconnected {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpiceInitialized {
-    /// `server`
+    /// `server`.
     pub server: super::SpiceServerInfo,
-    /// `client`
+    /// `client`.
     pub client: super::SpiceChannel,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -22165,7 +22165,7 @@ impl EventData for SuspendDisk {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnplugPrimary {
-    /// `device-id`
+    /// `device-id`.
     #[serde(rename = "device-id")]
     pub device_id: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -22183,13 +22183,13 @@ impl EventData for UnplugPrimary {
 /// Since 10.0 (not in 7.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VfioMigration {
-    /// `device-id` Since 10.0 (not in 7.2).
+    /// `device-id`. Since 10.0 (not in 7.2).
     #[serde(rename = "device-id")]
     pub device_id: String,
-    /// `qom-path` Since 10.0 (not in 7.2).
+    /// `qom-path`. Since 10.0 (not in 7.2).
     #[serde(rename = "qom-path")]
     pub qom_path: String,
-    /// `device-state` Since 10.0 (not in 7.2).
+    /// `device-state`. Since 10.0 (not in 7.2).
     #[serde(rename = "device-state")]
     pub device_state: super::QapiVfioMigrationState,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -22207,16 +22207,16 @@ impl EventData for VfioMigration {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VfuClientHangup {
-    /// `vfu-id`
+    /// `vfu-id`.
     #[serde(rename = "vfu-id")]
     pub vfu_id: String,
-    /// `vfu-qom-path`
+    /// `vfu-qom-path`.
     #[serde(rename = "vfu-qom-path")]
     pub vfu_qom_path: String,
-    /// `dev-id`
+    /// `dev-id`.
     #[serde(rename = "dev-id")]
     pub dev_id: String,
-    /// `dev-qom-path`
+    /// `dev-qom-path`.
     #[serde(rename = "dev-qom-path")]
     pub dev_qom_path: String,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
@@ -22234,9 +22234,9 @@ impl EventData for VfuClientHangup {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VncConnected {
-    /// `server`
+    /// `server`.
     pub server: super::VncServerInfo,
-    /// `client`
+    /// `client`.
     pub client: super::VncBasicInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -22253,9 +22253,9 @@ impl EventData for VncConnected {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VncDisconnected {
-    /// `server`
+    /// `server`.
     pub server: super::VncServerInfo,
-    /// `client`
+    /// `client`.
     pub client: super::VncClientInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -22272,9 +22272,9 @@ impl EventData for VncDisconnected {
 /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VncInitialized {
-    /// `server`
+    /// `server`.
     pub server: super::VncServerInfo,
-    /// `client`
+    /// `client`.
     pub client: super::VncClientInfo,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -22291,9 +22291,9 @@ impl EventData for VncInitialized {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VserportChange {
-    /// `id`
+    /// `id`.
     pub id: String,
-    /// `open`
+    /// `open`.
     pub open: bool,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
@@ -22325,7 +22325,7 @@ impl EventData for Wakeup {
 /// In every input release (7.2, 10.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Watchdog {
-    /// `action`
+    /// `action`.
     pub action: super::WatchdogAction,
     /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
     #[serde(flatten)]
