@@ -437,6 +437,15 @@ impl<'a> Emitter<'a> {
             );
         }
         let _ = writeln!(self.out, "}}\n");
+        let arms: Vec<String> =
+            commands.iter().map(|(n, _)| format!("        \"{n}\" => $crate::{kind}::commands::{},", camel(n))).collect();
+        let _ = writeln!(
+            self.out,
+            "/// Calls `$m! {{ \"wire-name\" => path::to::Command, ... }}` with every {kind} command, for code that\n\
+             /// dispatches on a command's name (a proxy, a logger, a test over every command).\n\
+             #[macro_export]\nmacro_rules! {kind}_commands {{\n    ($m:ident) => {{ $m! {{\n{}\n    }} }};\n}}\n",
+            arms.join("\n")
+        );
         let names: Vec<String> = commands.iter().map(|(n, _)| format!("\"{n}\"")).collect();
         let _ = writeln!(
             self.out,

@@ -1931,6 +1931,58 @@ impl Command for GuestSyncDelimited {
 
 }
 
+/// Calls `$m! { "wire-name" => path::to::Command, ... }` with every qga command, for code that
+/// dispatches on a command's name (a proxy, a logger, a test over every command).
+#[macro_export]
+macro_rules! qga_commands {
+    ($m:ident) => { $m! {
+        "guest-exec" => $crate::qga::commands::GuestExec,
+        "guest-exec-status" => $crate::qga::commands::GuestExecStatus,
+        "guest-file-close" => $crate::qga::commands::GuestFileClose,
+        "guest-file-flush" => $crate::qga::commands::GuestFileFlush,
+        "guest-file-open" => $crate::qga::commands::GuestFileOpen,
+        "guest-file-read" => $crate::qga::commands::GuestFileRead,
+        "guest-file-seek" => $crate::qga::commands::GuestFileSeek,
+        "guest-file-write" => $crate::qga::commands::GuestFileWrite,
+        "guest-fsfreeze-freeze" => $crate::qga::commands::GuestFsfreezeFreeze,
+        "guest-fsfreeze-freeze-list" => $crate::qga::commands::GuestFsfreezeFreezeList,
+        "guest-fsfreeze-status" => $crate::qga::commands::GuestFsfreezeStatus,
+        "guest-fsfreeze-thaw" => $crate::qga::commands::GuestFsfreezeThaw,
+        "guest-fstrim" => $crate::qga::commands::GuestFstrim,
+        "guest-get-cpustats" => $crate::qga::commands::GuestGetCpustats,
+        "guest-get-devices" => $crate::qga::commands::GuestGetDevices,
+        "guest-get-disks" => $crate::qga::commands::GuestGetDisks,
+        "guest-get-diskstats" => $crate::qga::commands::GuestGetDiskstats,
+        "guest-get-fsinfo" => $crate::qga::commands::GuestGetFsinfo,
+        "guest-get-host-name" => $crate::qga::commands::GuestGetHostName,
+        "guest-get-load" => $crate::qga::commands::GuestGetLoad,
+        "guest-get-memory-block-info" => $crate::qga::commands::GuestGetMemoryBlockInfo,
+        "guest-get-memory-blocks" => $crate::qga::commands::GuestGetMemoryBlocks,
+        "guest-get-osinfo" => $crate::qga::commands::GuestGetOsinfo,
+        "guest-get-time" => $crate::qga::commands::GuestGetTime,
+        "guest-get-timezone" => $crate::qga::commands::GuestGetTimezone,
+        "guest-get-users" => $crate::qga::commands::GuestGetUsers,
+        "guest-get-vcpus" => $crate::qga::commands::GuestGetVcpus,
+        "guest-info" => $crate::qga::commands::GuestInfo,
+        "guest-network-get-interfaces" => $crate::qga::commands::GuestNetworkGetInterfaces,
+        "guest-network-get-route" => $crate::qga::commands::GuestNetworkGetRoute,
+        "guest-ping" => $crate::qga::commands::GuestPing,
+        "guest-set-memory-blocks" => $crate::qga::commands::GuestSetMemoryBlocks,
+        "guest-set-time" => $crate::qga::commands::GuestSetTime,
+        "guest-set-user-password" => $crate::qga::commands::GuestSetUserPassword,
+        "guest-set-vcpus" => $crate::qga::commands::GuestSetVcpus,
+        "guest-shutdown" => $crate::qga::commands::GuestShutdown,
+        "guest-ssh-add-authorized-keys" => $crate::qga::commands::GuestSshAddAuthorizedKeys,
+        "guest-ssh-get-authorized-keys" => $crate::qga::commands::GuestSshGetAuthorizedKeys,
+        "guest-ssh-remove-authorized-keys" => $crate::qga::commands::GuestSshRemoveAuthorizedKeys,
+        "guest-suspend-disk" => $crate::qga::commands::GuestSuspendDisk,
+        "guest-suspend-hybrid" => $crate::qga::commands::GuestSuspendHybrid,
+        "guest-suspend-ram" => $crate::qga::commands::GuestSuspendRam,
+        "guest-sync" => $crate::qga::commands::GuestSync,
+        "guest-sync-delimited" => $crate::qga::commands::GuestSyncDelimited,
+    } };
+}
+
 /// The wire names of every command of the merged schema, sorted.
 pub const COMMANDS: &[&str] = &["guest-exec", "guest-exec-status", "guest-file-close", "guest-file-flush", "guest-file-open", "guest-file-read", "guest-file-seek", "guest-file-write", "guest-fsfreeze-freeze", "guest-fsfreeze-freeze-list", "guest-fsfreeze-status", "guest-fsfreeze-thaw", "guest-fstrim", "guest-get-cpustats", "guest-get-devices", "guest-get-disks", "guest-get-diskstats", "guest-get-fsinfo", "guest-get-host-name", "guest-get-load", "guest-get-memory-block-info", "guest-get-memory-blocks", "guest-get-osinfo", "guest-get-time", "guest-get-timezone", "guest-get-users", "guest-get-vcpus", "guest-info", "guest-network-get-interfaces", "guest-network-get-route", "guest-ping", "guest-set-memory-blocks", "guest-set-time", "guest-set-user-password", "guest-set-vcpus", "guest-shutdown", "guest-ssh-add-authorized-keys", "guest-ssh-get-authorized-keys", "guest-ssh-remove-authorized-keys", "guest-suspend-disk", "guest-suspend-hybrid", "guest-suspend-ram", "guest-sync", "guest-sync-delimited"];
 
