@@ -153,7 +153,14 @@ impl<'a> Emitter<'a> {
         Some(format!("Only in {}", list.join(", ")))
     }
 
-    fn item_doc(&mut self, indent: &str, title: String, present: &Presence, features: &[String], cond: &Option<String>) {
+    fn item_doc(
+        &mut self,
+        indent: &str,
+        title: String,
+        present: &Presence,
+        features: &[String],
+        cond: &Option<String>,
+    ) {
         let doc = self.item_doc_text(indent, title, present, features, cond);
         self.out.push_str(&doc);
     }
@@ -173,7 +180,10 @@ impl<'a> Emitter<'a> {
             None => notes.push(format!("In every input release ({}).", self.merged.releases.join(", "))),
         }
         if !features.is_empty() {
-            notes.push(format!("Features: {}.", features.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")));
+            notes.push(format!(
+                "Features: {}.",
+                features.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+            ));
         }
         if let Some(c) = cond {
             notes.push(format!("Only when QEMU is built with `{c}`."));
@@ -188,8 +198,7 @@ impl<'a> Emitter<'a> {
             notes.push(format!("{p}."));
         }
         if let Some(types) = &m.note {
-            let list: Vec<String> =
-                types.iter().map(|(i, t)| format!("{} `{t}`", self.merged.releases[*i])).collect();
+            let list: Vec<String> = types.iter().map(|(i, t)| format!("{} `{t}`", self.merged.releases[*i])).collect();
             notes.push(format!("Its type differs between releases ({}).", list.join(", ")));
         }
         if !m.member.features.is_empty() {
@@ -248,7 +257,8 @@ impl<'a> Emitter<'a> {
         let ident = type_ident(name);
         match &ty.shape {
             MShape::Enum(values) => {
-                let docs = self.item_doc_text("    ", format!("QAPI enum `{name}`."), &ty.present, &ty.features, &ty.cond);
+                let docs =
+                    self.item_doc_text("    ", format!("QAPI enum `{name}`."), &ty.present, &ty.features, &ty.cond);
                 let _ = write!(self.out, "qapi_enum! {{\n{docs}    pub enum {ident} {{\n");
                 let variants = self.variants[name].clone();
                 for (v, (wire, vident)) in values.iter().zip(variants) {
@@ -331,7 +341,13 @@ impl<'a> Emitter<'a> {
                 );
             }
             MShape::Alternate(branches) => {
-                self.item_doc("", format!("QAPI alternate `{name}`: one of several JSON types."), &ty.present, &ty.features, &ty.cond);
+                self.item_doc(
+                    "",
+                    format!("QAPI alternate `{name}`: one of several JSON types."),
+                    &ty.present,
+                    &ty.features,
+                    &ty.cond,
+                );
                 let _ = writeln!(self.out, "#[derive(Clone, Debug, PartialEq)]\npub enum {ident} {{");
                 let idents = unique_idents(branches.iter().map(|b| camel(&b.0)));
                 let mut arms = Vec::new();
@@ -437,8 +453,10 @@ impl<'a> Emitter<'a> {
             );
         }
         let _ = writeln!(self.out, "}}\n");
-        let arms: Vec<String> =
-            commands.iter().map(|(n, _)| format!("        \"{n}\" => $crate::{kind}::commands::{},", camel(n))).collect();
+        let arms: Vec<String> = commands
+            .iter()
+            .map(|(n, _)| format!("        \"{n}\" => $crate::{kind}::commands::{},", camel(n)))
+            .collect();
         let _ = writeln!(
             self.out,
             "/// Calls `$m! {{ \"wire-name\" => path::to::Command, ... }}` with every {kind} command, for code that\n\
@@ -520,7 +538,8 @@ pub fn camel(name: &str) -> String {
         if out.ends_with(|c: char| c.is_ascii_digit()) && word.starts_with(|c: char| c.is_ascii_digit()) {
             out.push('_');
         }
-        let lower = if word.chars().all(|c| !c.is_ascii_lowercase()) { word.to_ascii_lowercase() } else { word.to_owned() };
+        let lower =
+            if word.chars().all(|c| !c.is_ascii_lowercase()) { word.to_ascii_lowercase() } else { word.to_owned() };
         out.push_str(&capitalize(&lower));
     }
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
@@ -555,10 +574,46 @@ pub fn snake(name: &str) -> String {
         out.insert(0, 'm');
     }
     const KEYWORDS: [&str; 40] = [
-        "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for", "if", "impl",
-        "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self", "static", "struct",
-        "super", "trait", "true", "type", "unsafe", "use", "where", "while", "async", "await", "dyn", "abstract",
-        "box", "extra_members",
+        "as",
+        "break",
+        "const",
+        "continue",
+        "crate",
+        "else",
+        "enum",
+        "extern",
+        "false",
+        "fn",
+        "for",
+        "if",
+        "impl",
+        "in",
+        "let",
+        "loop",
+        "match",
+        "mod",
+        "move",
+        "mut",
+        "pub",
+        "ref",
+        "return",
+        "self",
+        "static",
+        "struct",
+        "super",
+        "trait",
+        "true",
+        "type",
+        "unsafe",
+        "use",
+        "where",
+        "while",
+        "async",
+        "await",
+        "dyn",
+        "abstract",
+        "box",
+        "extra_members",
     ];
     if KEYWORDS.contains(&out.as_str()) {
         out.push('_');

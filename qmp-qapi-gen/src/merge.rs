@@ -186,7 +186,10 @@ fn merge_type(defs: &[(usize, &TypeDef)], n: usize, enums: &Enums) -> MType {
             &same_kind
                 .iter()
                 .filter_map(|(i, d)| if let Shape::Struct(m) = &d.shape { Some((*i, m)) } else { None })
-                .collect::<Vec<_>>(), n, enums)),
+                .collect::<Vec<_>>(),
+            n,
+            enums,
+        )),
         Shape::Union { discriminator, .. } => {
             let unions: Vec<(usize, &Vec<Member>, &Vec<(String, String)>)> = same_kind
                 .iter()
@@ -297,7 +300,10 @@ fn merge_type_refs(tys: &[(usize, TypeRef)], enums: &Enums) -> (TypeRef, Option<
     let string_like = names.iter().all(|n| n.as_deref().is_some_and(|n| n == "str" || enums.contains(n)));
     if string_like {
         if let Some(newest_enum) = names.iter().flatten().find(|n| enums.contains(*n)) {
-            return (TypeRef::Named(newest_enum.clone()), Some(tys.iter().rev().map(|(i, t)| (*i, render(t))).collect()));
+            return (
+                TypeRef::Named(newest_enum.clone()),
+                Some(tys.iter().rev().map(|(i, t)| (*i, render(t))).collect()),
+            );
         }
     }
     let widened = if all_in(&SIGNED) {
@@ -330,7 +336,10 @@ fn merge_op(ops: &[(usize, &Operation)], releases: &[(String, Schema)], n: usize
                         Args::Members(m) => (*i, m),
                         Args::Named(_) => unreachable!(),
                     })
-                    .collect::<Vec<_>>(), n, enums)),
+                    .collect::<Vec<_>>(),
+                n,
+                enums,
+            )),
         }
     } else {
         // Resolve named struct arguments to their members; a named union keeps the newest form.

@@ -152,9 +152,10 @@ impl Schema {
                         (k.clone(), ty)
                     })
                     .collect();
-                schema
-                    .types
-                    .insert(name.into(), TypeDef { shape: Shape::Union { base, discriminator, branches }, features, cond });
+                schema.types.insert(
+                    name.into(),
+                    TypeDef { shape: Shape::Union { base, discriminator, branches }, features, cond },
+                );
             } else if let Some(name) = e.get("alternate").and_then(Value::as_str) {
                 let branches = e["data"]
                     .as_object()

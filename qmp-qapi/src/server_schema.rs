@@ -39,10 +39,8 @@ impl ServerSchema {
     /// Reads the reply of `query-qmp-schema` (a JSON array of `SchemaInfo`).
     pub fn from_value(reply: Value) -> Result<ServerSchema, serde_json::Error> {
         let items: Vec<Value> = serde_json::from_value(reply)?;
-        let entries = items
-            .into_iter()
-            .filter_map(|item| Some((item.get("name")?.as_str()?.to_owned(), item)))
-            .collect();
+        let entries =
+            items.into_iter().filter_map(|item| Some((item.get("name")?.as_str()?.to_owned(), item))).collect();
         Ok(ServerSchema { entries })
     }
 
@@ -140,7 +138,10 @@ impl ServerSchema {
             "object" => {
                 let own = entry["members"].as_array()?.iter().find(|m| m["name"] == name);
                 own.or_else(|| {
-                    entry["variants"].as_array()?.iter().find_map(|v| self.member_in(v["type"].as_str()?, name, hops + 1))
+                    entry["variants"]
+                        .as_array()?
+                        .iter()
+                        .find_map(|v| self.member_in(v["type"].as_str()?, name, hops + 1))
                 })
             }
             "array" => self.member_in(entry["element-type"].as_str()?, name, hops + 1),
@@ -159,9 +160,9 @@ impl ServerSchema {
         match entry["meta-type"].as_str() {
             Some("enum") => entry["values"].as_array().is_some_and(|v| v.iter().any(|v| v == value)),
             Some("array") => entry["element-type"].as_str().is_some_and(|t| self.enum_has(t, value, hops + 1)),
-            Some("alternate") => entry["members"]
-                .as_array()
-                .is_some_and(|m| m.iter().any(|m| m["type"].as_str().is_some_and(|t| self.enum_has(t, value, hops + 1)))),
+            Some("alternate") => entry["members"].as_array().is_some_and(|m| {
+                m.iter().any(|m| m["type"].as_str().is_some_and(|t| self.enum_has(t, value, hops + 1)))
+            }),
             _ => false,
         }
     }

@@ -40,7 +40,8 @@ async fn qemu_system_72() {
     qmp.execute_typed(Getfd { fdname: "nothing".into(), extra_members: Default::default() }).await.unwrap_err();
 
     // A server error stays a server error.
-    let err = qmp.execute_typed(Closefd { fdname: "none".into(), extra_members: Default::default() }).await.unwrap_err();
+    let err =
+        qmp.execute_typed(Closefd { fdname: "none".into(), extra_members: Default::default() }).await.unwrap_err();
     assert!(matches!(err, Error::Qmp(_)), "{err}");
 
     // Typed events.

@@ -580,7 +580,8 @@ pub fn typed_commands_and_events<R: Rt>() {
         qmp.close().await;
 
         let agent = GuestAgent::<R>::connect_unix(ga.socket_path(), R::options()).await.expect("connect");
-        let info = agent.execute_typed(qmp_smol::qapi::qga::commands::GuestInfo::default()).await.expect("typed guest-info");
+        let info =
+            agent.execute_typed(qmp_smol::qapi::qga::commands::GuestInfo::default()).await.expect("typed guest-info");
         assert!(info.version.starts_with('7'));
         agent.close().await;
     });

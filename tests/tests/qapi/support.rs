@@ -60,7 +60,6 @@ pub fn unknown_in(debug: &str) -> Option<String> {
 macro_rules! dispatch {
     ($($name:literal => $ty:path,)*) => {
         /// Decodes and re-encodes a reply as the command's result type; `None`: not a command of the schema.
-        #[allow(dead_code)]
         pub fn result(name: &str, raw: &serde_json::Value) -> Option<super::Outcome> {
             match name {
                 $( $name => Some(super::roundtrip::<<$ty as qmp_qapi::Command>::Ok>(raw)), )*
@@ -69,7 +68,6 @@ macro_rules! dispatch {
         }
 
         /// Decodes and re-encodes arguments as the command's struct.
-        #[allow(dead_code)]
         pub fn arguments(name: &str, raw: &serde_json::Value) -> Option<super::Outcome> {
             match name {
                 $( $name => Some(super::roundtrip::<$ty>(raw)), )*
@@ -78,7 +76,6 @@ macro_rules! dispatch {
         }
 
         /// Whether the command can run without arguments (the merged schema requires none).
-        #[allow(dead_code)]
         pub fn takes_no_required_argument(name: &str) -> Option<bool> {
             match name {
                 $( $name => Some(serde_json::from_value::<$ty>(serde_json::json!({})).is_ok()), )*

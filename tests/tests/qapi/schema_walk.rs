@@ -4,11 +4,9 @@
 //! union branch and each alternate branch at least once; each must decode into the generated type without
 //! anything landing in `extra_members` or an `Other` variant, and encode back to the same JSON.
 
-mod qapi_support;
-
 use std::collections::{HashMap, HashSet};
 
-use qapi_support::{qmp_commands, unknown_in, Outcome};
+use crate::support::{qmp_commands, unknown_in, Outcome};
 use qmp_blocking::Client;
 use qmp_tests::require;
 use qmp_tests::servers::QemuServer;
@@ -118,9 +116,8 @@ impl Introspection {
         let width = columns.iter().map(|(_, v)| v.len()).max().unwrap_or(1);
         let Some(tag) = tag else { return (0..width).map(|k| Value::Object(base(k))).collect() };
         // A union: every tag value, with its branch's members.
-        let tag_type = entry["members"].as_array().unwrap().iter().find(|m| m["name"] == tag).unwrap()["type"]
-            .as_str()
-            .unwrap();
+        let tag_type =
+            entry["members"].as_array().unwrap().iter().find(|m| m["name"] == tag).unwrap()["type"].as_str().unwrap();
         let variants: HashMap<&str, &str> = entry["variants"]
             .as_array()
             .unwrap()
@@ -157,9 +154,8 @@ impl Introspection {
 /// Walks one server's introspection; returns what was checked and every failure.
 fn walk(qmp: &mut Client) -> (usize, usize, Vec<String>) {
     let schema: Vec<Value> = qmp.execute("query-qmp-schema", ()).unwrap();
-    let intro = Introspection {
-        entries: schema.iter().map(|e| (e["name"].as_str().unwrap().to_owned(), e.clone())).collect(),
-    };
+    let intro =
+        Introspection { entries: schema.iter().map(|e| (e["name"].as_str().unwrap().to_owned(), e.clone())).collect() };
     let mut failures = Vec::new();
     let mut checked = 0;
     let mut items = 0;

@@ -6,14 +6,12 @@
 //!
 //! Each test prints its row of the table (`--nocapture`): queries tried, answered, decoded, re-encoded equal.
 
-mod qapi_support;
-
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use qapi_support::{qga_commands, qmp_commands, Outcome};
+use crate::support::{qga_commands, qmp_commands, Outcome};
 use qmp_blocking::{Client, Error, GuestAgent, Options};
 use qmp_tests::require;
 use qmp_tests::servers::{QemuServer, ServerKind};
@@ -40,7 +38,7 @@ impl Row {
                 // SevInfo was a struct in 7.2 and is a union on `sev-type` since 9.1: a 7.2 reply has no
                 // discriminator, so `handle` and `policy` (branch members since 9.1) stay in the `Other` branch.
                 let expected = what == "query-sev" && debug.contains("sev_type: None");
-                if let Some(unknown) = qapi_support::unknown_in(&debug).filter(|_| !expected) {
+                if let Some(unknown) = crate::support::unknown_in(&debug).filter(|_| !expected) {
                     self.failures.push(format!("{what}: kept something the schema does not know: {unknown}"));
                 }
             }
@@ -136,7 +134,7 @@ fn check_events(qmp: &mut Client) -> EventRow {
             Err(e) => row.failures.push(format!("event {raw}: {e}")),
             Ok(typed) => {
                 row.decoded += 1;
-                if let Some(unknown) = qapi_support::unknown_in(&format!("{typed:?}")) {
+                if let Some(unknown) = crate::support::unknown_in(&format!("{typed:?}")) {
                     row.failures.push(format!("event {raw}: kept something the schema does not know: {unknown}"));
                 }
                 match qmp_qapi::encode_event(&typed, event.timestamp) {
@@ -173,7 +171,9 @@ fn finish_job(qmp: &mut Client, id: &str) {
 /// with `blockdev-create`, which also emits job events), and a null node.
 fn add_block_nodes(qmp: &mut Client, dir: &Path) {
     run(qmp, "object-add", json!({"qom-type": "secret", "id": "sec0", "data": "hunter2"}));
-    for (file, node, format) in [("raw.img", "raw0", None), ("image.qcow2", "qcow0", Some("qcow2")), ("image.luks", "luks0", Some("luks"))] {
+    for (file, node, format) in
+        [("raw.img", "raw0", None), ("image.qcow2", "qcow0", Some("qcow2")), ("image.luks", "luks0", Some("luks"))]
+    {
         let path = dir.join(file);
         std::fs::File::create(&path).unwrap();
         let file_node = format!("{node}-file");
