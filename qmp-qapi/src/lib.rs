@@ -65,11 +65,14 @@
 mod support;
 mod server_schema;
 
+// The generated modules are checked against the generator's output byte for byte, so rustfmt leaves them alone.
 #[cfg(feature = "qga")]
 #[path = "generated/qga.rs"]
+#[rustfmt::skip]
 pub mod qga;
 #[cfg(feature = "qmp")]
 #[path = "generated/qmp.rs"]
+#[rustfmt::skip]
 pub mod qmp;
 
 use qmp_proto::{RawJson, ServerEvent};

@@ -1097,942 +1097,892 @@ qapi_enum! {
 pub mod commands {
     use super::*;
 
-    /// Guest-agent command `guest-exec`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestExec {
-        /// `path`.
-        pub path: String,
-        /// `arg`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub arg: Option<Vec<String>>,
-        /// `env`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub env: Option<Vec<String>>,
-        /// `input-data`.
-        #[serde(rename = "input-data", default, skip_serializing_if = "Option::is_none")]
-        pub input_data: Option<String>,
-        /// `capture-output`. Its type differs between releases (7.2 `bool`, 10.0 `GuestExecCaptureOutput`).
-        #[serde(
-            rename = "capture-output",
-            default,
-            deserialize_with = "present",
-            skip_serializing_if = "Option::is_none"
-        )]
-        pub capture_output: Option<Value>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestExec {
-        const NAME: &'static str = "guest-exec";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestExec;
-    }
-
-    /// Guest-agent command `guest-exec-status`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestExecStatus {
-        /// `pid`.
-        pub pid: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestExecStatus {
-        const NAME: &'static str = "guest-exec-status";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestExecStatus;
-    }
-
-    /// Guest-agent command `guest-file-close`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestFileClose {
-        /// `handle`.
-        pub handle: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestFileClose {
-        const NAME: &'static str = "guest-file-close";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// Guest-agent command `guest-file-flush`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestFileFlush {
-        /// `handle`.
-        pub handle: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestFileFlush {
-        const NAME: &'static str = "guest-file-flush";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// Guest-agent command `guest-file-open`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestFileOpen {
-        /// `path`.
-        pub path: String,
-        /// `mode`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub mode: Option<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestFileOpen {
-        const NAME: &'static str = "guest-file-open";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = i64;
-    }
-
-    /// Guest-agent command `guest-file-read`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestFileRead {
-        /// `handle`.
-        pub handle: i64,
-        /// `count`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub count: Option<i64>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestFileRead {
-        const NAME: &'static str = "guest-file-read";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestFileRead;
-    }
-
-    /// Guest-agent command `guest-file-seek`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestFileSeek {
-        /// `handle`.
-        pub handle: i64,
-        /// `offset`.
-        pub offset: i64,
-        /// `whence`.
-        pub whence: super::GuestFileWhence,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestFileSeek {
-        const NAME: &'static str = "guest-file-seek";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestFileSeek;
-    }
-
-    /// Guest-agent command `guest-file-write`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestFileWrite {
-        /// `handle`.
-        pub handle: i64,
-        /// `buf-b64`.
-        #[serde(rename = "buf-b64")]
-        pub buf_b64: String,
-        /// `count`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub count: Option<i64>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestFileWrite {
-        const NAME: &'static str = "guest-file-write";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestFileWrite;
-    }
-
-    /// Guest-agent command `guest-fsfreeze-freeze`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSFREEZE)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestFsfreezeFreeze {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestFsfreezeFreeze {
-        const NAME: &'static str = "guest-fsfreeze-freeze";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = i64;
-    }
-
-    /// Guest-agent command `guest-fsfreeze-freeze-list`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSFREEZE)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestFsfreezeFreezeList {
-        /// `mountpoints`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub mountpoints: Option<Vec<String>>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestFsfreezeFreezeList {
-        const NAME: &'static str = "guest-fsfreeze-freeze-list";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = i64;
-    }
-
-    /// Guest-agent command `guest-fsfreeze-status`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSFREEZE)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestFsfreezeStatus {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestFsfreezeStatus {
-        const NAME: &'static str = "guest-fsfreeze-status";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestFsfreezeStatus;
-    }
-
-    /// Guest-agent command `guest-fsfreeze-thaw`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSFREEZE)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestFsfreezeThaw {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestFsfreezeThaw {
-        const NAME: &'static str = "guest-fsfreeze-thaw";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = i64;
-    }
-
-    /// Guest-agent command `guest-fstrim`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSTRIM)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestFstrim {
-        /// `minimum`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub minimum: Option<i64>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestFstrim {
-        const NAME: &'static str = "guest-fstrim";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestFilesystemTrimResponse;
-    }
-
-    /// Guest-agent command `guest-get-cpustats`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetCpustats {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetCpustats {
-        const NAME: &'static str = "guest-get-cpustats";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::GuestCpuStats>;
-    }
-
-    /// Guest-agent command `guest-get-devices`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_WIN32`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetDevices {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetDevices {
-        const NAME: &'static str = "guest-get-devices";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::GuestDeviceInfo>;
-    }
-
-    /// Guest-agent command `guest-get-disks`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LIBUDEV)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetDisks {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetDisks {
-        const NAME: &'static str = "guest-get-disks";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::GuestDiskInfo>;
-    }
-
-    /// Guest-agent command `guest-get-diskstats`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetDiskstats {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetDiskstats {
-        const NAME: &'static str = "guest-get-diskstats";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::GuestDiskStatsInfo>;
-    }
-
-    /// Guest-agent command `guest-get-fsinfo`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LINUX)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetFsinfo {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetFsinfo {
-        const NAME: &'static str = "guest-get-fsinfo";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::GuestFilesystemInfo>;
-    }
-
-    /// Guest-agent command `guest-get-host-name`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetHostName {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetHostName {
-        const NAME: &'static str = "guest-get-host-name";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestHostName;
-    }
-
-    /// Guest-agent command `guest-get-load`.
-    ///
-    /// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_GETLOADAVG`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetLoad {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetLoad {
-        const NAME: &'static str = "guest-get-load";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestLoadAverage;
-    }
-
-    /// Guest-agent command `guest-get-memory-block-info`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetMemoryBlockInfo {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetMemoryBlockInfo {
-        const NAME: &'static str = "guest-get-memory-block-info";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestMemoryBlockInfo;
-    }
-
-    /// Guest-agent command `guest-get-memory-blocks`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetMemoryBlocks {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetMemoryBlocks {
-        const NAME: &'static str = "guest-get-memory-blocks";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::GuestMemoryBlock>;
-    }
-
-    /// Guest-agent command `guest-get-osinfo`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetOsinfo {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetOsinfo {
-        const NAME: &'static str = "guest-get-osinfo";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestOSInfo;
-    }
-
-    /// Guest-agent command `guest-get-time`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetTime {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetTime {
-        const NAME: &'static str = "guest-get-time";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = i64;
-    }
-
-    /// Guest-agent command `guest-get-timezone`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetTimezone {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetTimezone {
-        const NAME: &'static str = "guest-get-timezone";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestTimezone;
-    }
-
-    /// Guest-agent command `guest-get-users`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, HAVE_UTMPX)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetUsers {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetUsers {
-        const NAME: &'static str = "guest-get-users";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::GuestUser>;
-    }
-
-    /// Guest-agent command `guest-get-vcpus`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_LINUX, CONFIG_WIN32)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestGetVcpus {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestGetVcpus {
-        const NAME: &'static str = "guest-get-vcpus";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::GuestLogicalProcessor>;
-    }
-
-    /// Guest-agent command `guest-info`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestInfo {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestInfo {
-        const NAME: &'static str = "guest-info";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestAgentInfo;
-    }
-
-    /// Guest-agent command `guest-network-get-interfaces`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, HAVE_GETIFADDRS)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestNetworkGetInterfaces {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestNetworkGetInterfaces {
-        const NAME: &'static str = "guest-network-get-interfaces";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::GuestNetworkInterface>;
-    }
-
-    /// Guest-agent command `guest-network-get-route`.
-    ///
-    /// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_LINUX`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestNetworkGetRoute {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestNetworkGetRoute {
-        const NAME: &'static str = "guest-network-get-route";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::GuestNetworkRoute>;
-    }
-
-    /// Guest-agent command `guest-ping`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestPing {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestPing {
-        const NAME: &'static str = "guest-ping";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// Guest-agent command `guest-set-memory-blocks`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestSetMemoryBlocks {
-        /// `mem-blks`.
-        #[serde(rename = "mem-blks")]
-        pub mem_blks: Vec<super::GuestMemoryBlock>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestSetMemoryBlocks {
-        const NAME: &'static str = "guest-set-memory-blocks";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::GuestMemoryBlockResponse>;
-    }
-
-    /// Guest-agent command `guest-set-time`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestSetTime {
-        /// `time`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub time: Option<i64>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestSetTime {
-        const NAME: &'static str = "guest-set-time";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// Guest-agent command `guest-set-user-password`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LINUX, CONFIG_FREEBSD)`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestSetUserPassword {
-        /// `username`.
-        pub username: String,
-        /// `password`.
-        pub password: String,
-        /// `crypted`.
-        pub crypted: bool,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestSetUserPassword {
-        const NAME: &'static str = "guest-set-user-password";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// Guest-agent command `guest-set-vcpus`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestSetVcpus {
-        /// `vcpus`.
-        pub vcpus: Vec<super::GuestLogicalProcessor>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestSetVcpus {
-        const NAME: &'static str = "guest-set-vcpus";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = i64;
-    }
-
-    /// Guest-agent command `guest-shutdown`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestShutdown {
-        /// `mode`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub mode: Option<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestShutdown {
-        const NAME: &'static str = "guest-shutdown";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = false;
-        type Ok = Empty;
-    }
-
-    /// Guest-agent command `guest-ssh-add-authorized-keys`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestSshAddAuthorizedKeys {
-        /// `username`.
-        pub username: String,
-        /// `keys`.
-        pub keys: Vec<String>,
-        /// `reset`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub reset: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestSshAddAuthorizedKeys {
-        const NAME: &'static str = "guest-ssh-add-authorized-keys";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// Guest-agent command `guest-ssh-get-authorized-keys`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestSshGetAuthorizedKeys {
-        /// `username`.
-        pub username: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestSshGetAuthorizedKeys {
-        const NAME: &'static str = "guest-ssh-get-authorized-keys";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuestAuthorizedKeys;
-    }
-
-    /// Guest-agent command `guest-ssh-remove-authorized-keys`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestSshRemoveAuthorizedKeys {
-        /// `username`.
-        pub username: String,
-        /// `keys`.
-        pub keys: Vec<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestSshRemoveAuthorizedKeys {
-        const NAME: &'static str = "guest-ssh-remove-authorized-keys";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// Guest-agent command `guest-suspend-disk`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_LINUX, CONFIG_WIN32)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestSuspendDisk {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestSuspendDisk {
-        const NAME: &'static str = "guest-suspend-disk";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = false;
-        type Ok = Empty;
-    }
-
-    /// Guest-agent command `guest-suspend-hybrid`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestSuspendHybrid {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestSuspendHybrid {
-        const NAME: &'static str = "guest-suspend-hybrid";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = false;
-        type Ok = Empty;
-    }
-
-    /// Guest-agent command `guest-suspend-ram`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_LINUX, CONFIG_WIN32)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestSuspendRam {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestSuspendRam {
-        const NAME: &'static str = "guest-suspend-ram";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = false;
-        type Ok = Empty;
-    }
-
-    /// Guest-agent command `guest-sync`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestSync {
-        /// `id`.
-        pub id: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestSync {
-        const NAME: &'static str = "guest-sync";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = i64;
-    }
-
-    /// Guest-agent command `guest-sync-delimited`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestSyncDelimited {
-        /// `id`.
-        pub id: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GuestSyncDelimited {
-        const NAME: &'static str = "guest-sync-delimited";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = i64;
-    }
+/// Guest-agent command `guest-exec`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestExec {
+    /// `path`.
+    pub path: String,
+    /// `arg`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<Vec<String>>,
+    /// `env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    /// `input-data`.
+    #[serde(rename = "input-data", default, skip_serializing_if = "Option::is_none")]
+    pub input_data: Option<String>,
+    /// `capture-output`. Its type differs between releases (7.2 `bool`, 10.0 `GuestExecCaptureOutput`).
+    #[serde(rename = "capture-output", default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub capture_output: Option<Value>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestExec {
+    const NAME: &'static str = "guest-exec";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestExec;
+}
+
+/// Guest-agent command `guest-exec-status`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestExecStatus {
+    /// `pid`.
+    pub pid: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestExecStatus {
+    const NAME: &'static str = "guest-exec-status";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestExecStatus;
+}
+
+/// Guest-agent command `guest-file-close`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestFileClose {
+    /// `handle`.
+    pub handle: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestFileClose {
+    const NAME: &'static str = "guest-file-close";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// Guest-agent command `guest-file-flush`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestFileFlush {
+    /// `handle`.
+    pub handle: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestFileFlush {
+    const NAME: &'static str = "guest-file-flush";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// Guest-agent command `guest-file-open`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestFileOpen {
+    /// `path`.
+    pub path: String,
+    /// `mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestFileOpen {
+    const NAME: &'static str = "guest-file-open";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = i64;
+}
+
+/// Guest-agent command `guest-file-read`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestFileRead {
+    /// `handle`.
+    pub handle: i64,
+    /// `count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestFileRead {
+    const NAME: &'static str = "guest-file-read";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestFileRead;
+}
+
+/// Guest-agent command `guest-file-seek`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestFileSeek {
+    /// `handle`.
+    pub handle: i64,
+    /// `offset`.
+    pub offset: i64,
+    /// `whence`.
+    pub whence: super::GuestFileWhence,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestFileSeek {
+    const NAME: &'static str = "guest-file-seek";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestFileSeek;
+}
+
+/// Guest-agent command `guest-file-write`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestFileWrite {
+    /// `handle`.
+    pub handle: i64,
+    /// `buf-b64`.
+    #[serde(rename = "buf-b64")]
+    pub buf_b64: String,
+    /// `count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestFileWrite {
+    const NAME: &'static str = "guest-file-write";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestFileWrite;
+}
+
+/// Guest-agent command `guest-fsfreeze-freeze`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSFREEZE)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestFsfreezeFreeze {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestFsfreezeFreeze {
+    const NAME: &'static str = "guest-fsfreeze-freeze";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = i64;
+}
+
+/// Guest-agent command `guest-fsfreeze-freeze-list`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSFREEZE)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestFsfreezeFreezeList {
+    /// `mountpoints`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mountpoints: Option<Vec<String>>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestFsfreezeFreezeList {
+    const NAME: &'static str = "guest-fsfreeze-freeze-list";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = i64;
+}
+
+/// Guest-agent command `guest-fsfreeze-status`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSFREEZE)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestFsfreezeStatus {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestFsfreezeStatus {
+    const NAME: &'static str = "guest-fsfreeze-status";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestFsfreezeStatus;
+}
+
+/// Guest-agent command `guest-fsfreeze-thaw`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSFREEZE)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestFsfreezeThaw {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestFsfreezeThaw {
+    const NAME: &'static str = "guest-fsfreeze-thaw";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = i64;
+}
+
+/// Guest-agent command `guest-fstrim`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_FSTRIM)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestFstrim {
+    /// `minimum`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<i64>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestFstrim {
+    const NAME: &'static str = "guest-fstrim";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestFilesystemTrimResponse;
+}
+
+/// Guest-agent command `guest-get-cpustats`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetCpustats {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetCpustats {
+    const NAME: &'static str = "guest-get-cpustats";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::GuestCpuStats>;
+}
+
+/// Guest-agent command `guest-get-devices`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_WIN32`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetDevices {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetDevices {
+    const NAME: &'static str = "guest-get-devices";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::GuestDeviceInfo>;
+}
+
+/// Guest-agent command `guest-get-disks`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LIBUDEV)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetDisks {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetDisks {
+    const NAME: &'static str = "guest-get-disks";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::GuestDiskInfo>;
+}
+
+/// Guest-agent command `guest-get-diskstats`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetDiskstats {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetDiskstats {
+    const NAME: &'static str = "guest-get-diskstats";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::GuestDiskStatsInfo>;
+}
+
+/// Guest-agent command `guest-get-fsinfo`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LINUX)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetFsinfo {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetFsinfo {
+    const NAME: &'static str = "guest-get-fsinfo";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::GuestFilesystemInfo>;
+}
+
+/// Guest-agent command `guest-get-host-name`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetHostName {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetHostName {
+    const NAME: &'static str = "guest-get-host-name";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestHostName;
+}
+
+/// Guest-agent command `guest-get-load`.
+///
+/// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_GETLOADAVG`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetLoad {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetLoad {
+    const NAME: &'static str = "guest-get-load";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestLoadAverage;
+}
+
+/// Guest-agent command `guest-get-memory-block-info`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetMemoryBlockInfo {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetMemoryBlockInfo {
+    const NAME: &'static str = "guest-get-memory-block-info";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestMemoryBlockInfo;
+}
+
+/// Guest-agent command `guest-get-memory-blocks`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetMemoryBlocks {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetMemoryBlocks {
+    const NAME: &'static str = "guest-get-memory-blocks";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::GuestMemoryBlock>;
+}
+
+/// Guest-agent command `guest-get-osinfo`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetOsinfo {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetOsinfo {
+    const NAME: &'static str = "guest-get-osinfo";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestOSInfo;
+}
+
+/// Guest-agent command `guest-get-time`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetTime {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetTime {
+    const NAME: &'static str = "guest-get-time";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = i64;
+}
+
+/// Guest-agent command `guest-get-timezone`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetTimezone {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetTimezone {
+    const NAME: &'static str = "guest-get-timezone";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestTimezone;
+}
+
+/// Guest-agent command `guest-get-users`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, HAVE_UTMPX)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetUsers {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetUsers {
+    const NAME: &'static str = "guest-get-users";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::GuestUser>;
+}
+
+/// Guest-agent command `guest-get-vcpus`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_LINUX, CONFIG_WIN32)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestGetVcpus {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestGetVcpus {
+    const NAME: &'static str = "guest-get-vcpus";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::GuestLogicalProcessor>;
+}
+
+/// Guest-agent command `guest-info`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestInfo {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestInfo {
+    const NAME: &'static str = "guest-info";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestAgentInfo;
+}
+
+/// Guest-agent command `guest-network-get-interfaces`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, HAVE_GETIFADDRS)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestNetworkGetInterfaces {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestNetworkGetInterfaces {
+    const NAME: &'static str = "guest-network-get-interfaces";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::GuestNetworkInterface>;
+}
+
+/// Guest-agent command `guest-network-get-route`.
+///
+/// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_LINUX`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestNetworkGetRoute {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestNetworkGetRoute {
+    const NAME: &'static str = "guest-network-get-route";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::GuestNetworkRoute>;
+}
+
+/// Guest-agent command `guest-ping`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestPing {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestPing {
+    const NAME: &'static str = "guest-ping";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// Guest-agent command `guest-set-memory-blocks`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestSetMemoryBlocks {
+    /// `mem-blks`.
+    #[serde(rename = "mem-blks")]
+    pub mem_blks: Vec<super::GuestMemoryBlock>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestSetMemoryBlocks {
+    const NAME: &'static str = "guest-set-memory-blocks";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::GuestMemoryBlockResponse>;
+}
+
+/// Guest-agent command `guest-set-time`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestSetTime {
+    /// `time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<i64>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestSetTime {
+    const NAME: &'static str = "guest-set-time";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// Guest-agent command `guest-set-user-password`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_WIN32, CONFIG_LINUX, CONFIG_FREEBSD)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestSetUserPassword {
+    /// `username`.
+    pub username: String,
+    /// `password`.
+    pub password: String,
+    /// `crypted`.
+    pub crypted: bool,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestSetUserPassword {
+    const NAME: &'static str = "guest-set-user-password";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// Guest-agent command `guest-set-vcpus`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestSetVcpus {
+    /// `vcpus`.
+    pub vcpus: Vec<super::GuestLogicalProcessor>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestSetVcpus {
+    const NAME: &'static str = "guest-set-vcpus";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = i64;
+}
+
+/// Guest-agent command `guest-shutdown`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestShutdown {
+    /// `mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestShutdown {
+    const NAME: &'static str = "guest-shutdown";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = false;
+    type Ok = Empty;
+}
+
+/// Guest-agent command `guest-ssh-add-authorized-keys`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestSshAddAuthorizedKeys {
+    /// `username`.
+    pub username: String,
+    /// `keys`.
+    pub keys: Vec<String>,
+    /// `reset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestSshAddAuthorizedKeys {
+    const NAME: &'static str = "guest-ssh-add-authorized-keys";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// Guest-agent command `guest-ssh-get-authorized-keys`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestSshGetAuthorizedKeys {
+    /// `username`.
+    pub username: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestSshGetAuthorizedKeys {
+    const NAME: &'static str = "guest-ssh-get-authorized-keys";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuestAuthorizedKeys;
+}
+
+/// Guest-agent command `guest-ssh-remove-authorized-keys`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestSshRemoveAuthorizedKeys {
+    /// `username`.
+    pub username: String,
+    /// `keys`.
+    pub keys: Vec<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestSshRemoveAuthorizedKeys {
+    const NAME: &'static str = "guest-ssh-remove-authorized-keys";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// Guest-agent command `guest-suspend-disk`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_LINUX, CONFIG_WIN32)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestSuspendDisk {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestSuspendDisk {
+    const NAME: &'static str = "guest-suspend-disk";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = false;
+    type Ok = Empty;
+}
+
+/// Guest-agent command `guest-suspend-hybrid`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_LINUX`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestSuspendHybrid {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestSuspendHybrid {
+    const NAME: &'static str = "guest-suspend-hybrid";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = false;
+    type Ok = Empty;
+}
+
+/// Guest-agent command `guest-suspend-ram`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(CONFIG_LINUX, CONFIG_WIN32)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestSuspendRam {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestSuspendRam {
+    const NAME: &'static str = "guest-suspend-ram";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = false;
+    type Ok = Empty;
+}
+
+/// Guest-agent command `guest-sync`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestSync {
+    /// `id`.
+    pub id: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestSync {
+    const NAME: &'static str = "guest-sync";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = i64;
+}
+
+/// Guest-agent command `guest-sync-delimited`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestSyncDelimited {
+    /// `id`.
+    pub id: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GuestSyncDelimited {
+    const NAME: &'static str = "guest-sync-delimited";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = i64;
+}
+
 }
 
 /// Calls `$m! { "wire-name" => path::to::Command, ... }` with every qga command, for code that
 /// dispatches on a command's name (a proxy, a logger, a test over every command).
 #[macro_export]
 macro_rules! qga_commands {
-    ($m:ident) => {
-        $m! {
-            "guest-exec" => $crate::qga::commands::GuestExec,
-            "guest-exec-status" => $crate::qga::commands::GuestExecStatus,
-            "guest-file-close" => $crate::qga::commands::GuestFileClose,
-            "guest-file-flush" => $crate::qga::commands::GuestFileFlush,
-            "guest-file-open" => $crate::qga::commands::GuestFileOpen,
-            "guest-file-read" => $crate::qga::commands::GuestFileRead,
-            "guest-file-seek" => $crate::qga::commands::GuestFileSeek,
-            "guest-file-write" => $crate::qga::commands::GuestFileWrite,
-            "guest-fsfreeze-freeze" => $crate::qga::commands::GuestFsfreezeFreeze,
-            "guest-fsfreeze-freeze-list" => $crate::qga::commands::GuestFsfreezeFreezeList,
-            "guest-fsfreeze-status" => $crate::qga::commands::GuestFsfreezeStatus,
-            "guest-fsfreeze-thaw" => $crate::qga::commands::GuestFsfreezeThaw,
-            "guest-fstrim" => $crate::qga::commands::GuestFstrim,
-            "guest-get-cpustats" => $crate::qga::commands::GuestGetCpustats,
-            "guest-get-devices" => $crate::qga::commands::GuestGetDevices,
-            "guest-get-disks" => $crate::qga::commands::GuestGetDisks,
-            "guest-get-diskstats" => $crate::qga::commands::GuestGetDiskstats,
-            "guest-get-fsinfo" => $crate::qga::commands::GuestGetFsinfo,
-            "guest-get-host-name" => $crate::qga::commands::GuestGetHostName,
-            "guest-get-load" => $crate::qga::commands::GuestGetLoad,
-            "guest-get-memory-block-info" => $crate::qga::commands::GuestGetMemoryBlockInfo,
-            "guest-get-memory-blocks" => $crate::qga::commands::GuestGetMemoryBlocks,
-            "guest-get-osinfo" => $crate::qga::commands::GuestGetOsinfo,
-            "guest-get-time" => $crate::qga::commands::GuestGetTime,
-            "guest-get-timezone" => $crate::qga::commands::GuestGetTimezone,
-            "guest-get-users" => $crate::qga::commands::GuestGetUsers,
-            "guest-get-vcpus" => $crate::qga::commands::GuestGetVcpus,
-            "guest-info" => $crate::qga::commands::GuestInfo,
-            "guest-network-get-interfaces" => $crate::qga::commands::GuestNetworkGetInterfaces,
-            "guest-network-get-route" => $crate::qga::commands::GuestNetworkGetRoute,
-            "guest-ping" => $crate::qga::commands::GuestPing,
-            "guest-set-memory-blocks" => $crate::qga::commands::GuestSetMemoryBlocks,
-            "guest-set-time" => $crate::qga::commands::GuestSetTime,
-            "guest-set-user-password" => $crate::qga::commands::GuestSetUserPassword,
-            "guest-set-vcpus" => $crate::qga::commands::GuestSetVcpus,
-            "guest-shutdown" => $crate::qga::commands::GuestShutdown,
-            "guest-ssh-add-authorized-keys" => $crate::qga::commands::GuestSshAddAuthorizedKeys,
-            "guest-ssh-get-authorized-keys" => $crate::qga::commands::GuestSshGetAuthorizedKeys,
-            "guest-ssh-remove-authorized-keys" => $crate::qga::commands::GuestSshRemoveAuthorizedKeys,
-            "guest-suspend-disk" => $crate::qga::commands::GuestSuspendDisk,
-            "guest-suspend-hybrid" => $crate::qga::commands::GuestSuspendHybrid,
-            "guest-suspend-ram" => $crate::qga::commands::GuestSuspendRam,
-            "guest-sync" => $crate::qga::commands::GuestSync,
-            "guest-sync-delimited" => $crate::qga::commands::GuestSyncDelimited,
-        }
-    };
+    ($m:ident) => { $m! {
+        "guest-exec" => $crate::qga::commands::GuestExec,
+        "guest-exec-status" => $crate::qga::commands::GuestExecStatus,
+        "guest-file-close" => $crate::qga::commands::GuestFileClose,
+        "guest-file-flush" => $crate::qga::commands::GuestFileFlush,
+        "guest-file-open" => $crate::qga::commands::GuestFileOpen,
+        "guest-file-read" => $crate::qga::commands::GuestFileRead,
+        "guest-file-seek" => $crate::qga::commands::GuestFileSeek,
+        "guest-file-write" => $crate::qga::commands::GuestFileWrite,
+        "guest-fsfreeze-freeze" => $crate::qga::commands::GuestFsfreezeFreeze,
+        "guest-fsfreeze-freeze-list" => $crate::qga::commands::GuestFsfreezeFreezeList,
+        "guest-fsfreeze-status" => $crate::qga::commands::GuestFsfreezeStatus,
+        "guest-fsfreeze-thaw" => $crate::qga::commands::GuestFsfreezeThaw,
+        "guest-fstrim" => $crate::qga::commands::GuestFstrim,
+        "guest-get-cpustats" => $crate::qga::commands::GuestGetCpustats,
+        "guest-get-devices" => $crate::qga::commands::GuestGetDevices,
+        "guest-get-disks" => $crate::qga::commands::GuestGetDisks,
+        "guest-get-diskstats" => $crate::qga::commands::GuestGetDiskstats,
+        "guest-get-fsinfo" => $crate::qga::commands::GuestGetFsinfo,
+        "guest-get-host-name" => $crate::qga::commands::GuestGetHostName,
+        "guest-get-load" => $crate::qga::commands::GuestGetLoad,
+        "guest-get-memory-block-info" => $crate::qga::commands::GuestGetMemoryBlockInfo,
+        "guest-get-memory-blocks" => $crate::qga::commands::GuestGetMemoryBlocks,
+        "guest-get-osinfo" => $crate::qga::commands::GuestGetOsinfo,
+        "guest-get-time" => $crate::qga::commands::GuestGetTime,
+        "guest-get-timezone" => $crate::qga::commands::GuestGetTimezone,
+        "guest-get-users" => $crate::qga::commands::GuestGetUsers,
+        "guest-get-vcpus" => $crate::qga::commands::GuestGetVcpus,
+        "guest-info" => $crate::qga::commands::GuestInfo,
+        "guest-network-get-interfaces" => $crate::qga::commands::GuestNetworkGetInterfaces,
+        "guest-network-get-route" => $crate::qga::commands::GuestNetworkGetRoute,
+        "guest-ping" => $crate::qga::commands::GuestPing,
+        "guest-set-memory-blocks" => $crate::qga::commands::GuestSetMemoryBlocks,
+        "guest-set-time" => $crate::qga::commands::GuestSetTime,
+        "guest-set-user-password" => $crate::qga::commands::GuestSetUserPassword,
+        "guest-set-vcpus" => $crate::qga::commands::GuestSetVcpus,
+        "guest-shutdown" => $crate::qga::commands::GuestShutdown,
+        "guest-ssh-add-authorized-keys" => $crate::qga::commands::GuestSshAddAuthorizedKeys,
+        "guest-ssh-get-authorized-keys" => $crate::qga::commands::GuestSshGetAuthorizedKeys,
+        "guest-ssh-remove-authorized-keys" => $crate::qga::commands::GuestSshRemoveAuthorizedKeys,
+        "guest-suspend-disk" => $crate::qga::commands::GuestSuspendDisk,
+        "guest-suspend-hybrid" => $crate::qga::commands::GuestSuspendHybrid,
+        "guest-suspend-ram" => $crate::qga::commands::GuestSuspendRam,
+        "guest-sync" => $crate::qga::commands::GuestSync,
+        "guest-sync-delimited" => $crate::qga::commands::GuestSyncDelimited,
+    } };
 }
 
 /// The wire names of every command of the merged schema, sorted.
-pub const COMMANDS: &[&str] = &[
-    "guest-exec",
-    "guest-exec-status",
-    "guest-file-close",
-    "guest-file-flush",
-    "guest-file-open",
-    "guest-file-read",
-    "guest-file-seek",
-    "guest-file-write",
-    "guest-fsfreeze-freeze",
-    "guest-fsfreeze-freeze-list",
-    "guest-fsfreeze-status",
-    "guest-fsfreeze-thaw",
-    "guest-fstrim",
-    "guest-get-cpustats",
-    "guest-get-devices",
-    "guest-get-disks",
-    "guest-get-diskstats",
-    "guest-get-fsinfo",
-    "guest-get-host-name",
-    "guest-get-load",
-    "guest-get-memory-block-info",
-    "guest-get-memory-blocks",
-    "guest-get-osinfo",
-    "guest-get-time",
-    "guest-get-timezone",
-    "guest-get-users",
-    "guest-get-vcpus",
-    "guest-info",
-    "guest-network-get-interfaces",
-    "guest-network-get-route",
-    "guest-ping",
-    "guest-set-memory-blocks",
-    "guest-set-time",
-    "guest-set-user-password",
-    "guest-set-vcpus",
-    "guest-shutdown",
-    "guest-ssh-add-authorized-keys",
-    "guest-ssh-get-authorized-keys",
-    "guest-ssh-remove-authorized-keys",
-    "guest-suspend-disk",
-    "guest-suspend-hybrid",
-    "guest-suspend-ram",
-    "guest-sync",
-    "guest-sync-delimited",
-];
+pub const COMMANDS: &[&str] = &["guest-exec", "guest-exec-status", "guest-file-close", "guest-file-flush", "guest-file-open", "guest-file-read", "guest-file-seek", "guest-file-write", "guest-fsfreeze-freeze", "guest-fsfreeze-freeze-list", "guest-fsfreeze-status", "guest-fsfreeze-thaw", "guest-fstrim", "guest-get-cpustats", "guest-get-devices", "guest-get-disks", "guest-get-diskstats", "guest-get-fsinfo", "guest-get-host-name", "guest-get-load", "guest-get-memory-block-info", "guest-get-memory-blocks", "guest-get-osinfo", "guest-get-time", "guest-get-timezone", "guest-get-users", "guest-get-vcpus", "guest-info", "guest-network-get-interfaces", "guest-network-get-route", "guest-ping", "guest-set-memory-blocks", "guest-set-time", "guest-set-user-password", "guest-set-vcpus", "guest-shutdown", "guest-ssh-add-authorized-keys", "guest-ssh-get-authorized-keys", "guest-ssh-remove-authorized-keys", "guest-suspend-disk", "guest-suspend-hybrid", "guest-suspend-ram", "guest-sync", "guest-sync-delimited"];
+

@@ -273,13 +273,7 @@ pub enum AudiodevBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    Audiodev,
-    AudiodevBase,
-    AudiodevBranch,
-    driver,
-    AudiodevDriver { None, Alsa, Coreaudio, Dbus, Dsound, Jack, Oss, Pa, Pipewire, Sdl, Sndio, Spice, Wav }
-);
+qapi_union!(Audiodev, AudiodevBase, AudiodevBranch, driver, AudiodevDriver { None, Alsa, Coreaudio, Dbus, Dsound, Jack, Oss, Pa, Pipewire, Sdl, Sndio, Spice, Wav });
 
 /// QAPI struct `AudiodevAlsaOptions`.
 ///
@@ -1728,13 +1722,7 @@ pub enum BlockExportOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    BlockExportOptions,
-    BlockExportOptionsBase,
-    BlockExportOptionsBranch,
-    type_,
-    BlockExportType { Nbd, VhostUserBlk, Fuse, VduseBlk }
-);
+qapi_union!(BlockExportOptions, BlockExportOptionsBase, BlockExportOptionsBranch, type_, BlockExportType { Nbd, VhostUserBlk, Fuse, VduseBlk });
 
 /// QAPI struct `BlockExportOptionsFuse`.
 ///
@@ -2296,13 +2284,7 @@ pub enum BlockStatsSpecificBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    BlockStatsSpecific,
-    BlockStatsSpecificBase,
-    BlockStatsSpecificBranch,
-    driver,
-    BlockdevDriver { File, HostDevice, Nvme }
-);
+qapi_union!(BlockStatsSpecific, BlockStatsSpecificBase, BlockStatsSpecificBranch, driver, BlockdevDriver { File, HostDevice, Nvme });
 
 /// QAPI struct `BlockStatsSpecificFile`.
 ///
@@ -2389,13 +2371,7 @@ pub enum BlockdevAmendOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    BlockdevAmendOptions,
-    BlockdevAmendOptionsBase,
-    BlockdevAmendOptionsBranch,
-    driver,
-    BlockdevDriver { Luks, Qcow2 }
-);
+qapi_union!(BlockdevAmendOptions, BlockdevAmendOptionsBase, BlockdevAmendOptionsBranch, driver, BlockdevDriver { Luks, Qcow2 });
 
 /// QAPI struct `BlockdevAmendOptionsLUKS`.
 ///
@@ -2605,13 +2581,7 @@ pub enum BlockdevCreateOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    BlockdevCreateOptions,
-    BlockdevCreateOptionsBase,
-    BlockdevCreateOptionsBranch,
-    driver,
-    BlockdevDriver { File, Gluster, Luks, Nfs, Parallels, Qcow, Qcow2, Qed, Rbd, Ssh, Vdi, Vhdx, Vmdk, Vpc }
-);
+qapi_union!(BlockdevCreateOptions, BlockdevCreateOptionsBase, BlockdevCreateOptionsBranch, driver, BlockdevDriver { File, Gluster, Luks, Nfs, Parallels, Qcow, Qcow2, Qed, Rbd, Ssh, Vdi, Vhdx, Vmdk, Vpc });
 
 /// QAPI struct `BlockdevCreateOptionsFile`.
 ///
@@ -3247,61 +3217,7 @@ pub enum BlockdevOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    BlockdevOptions,
-    BlockdevOptionsBase,
-    BlockdevOptionsBranch,
-    driver,
-    BlockdevDriver {
-        Blkdebug,
-        Blklogwrites,
-        Blkverify,
-        Blkreplay,
-        Bochs,
-        Cloop,
-        Compress,
-        CopyBeforeWrite,
-        CopyOnRead,
-        Dmg,
-        File,
-        Ftp,
-        Ftps,
-        Gluster,
-        HostCdrom,
-        HostDevice,
-        Http,
-        Https,
-        IoUring,
-        Iscsi,
-        Luks,
-        Nbd,
-        Nfs,
-        NullAio,
-        NullCo,
-        Nvme,
-        NvmeIoUring,
-        Parallels,
-        Preallocate,
-        Qcow2,
-        Qcow,
-        Qed,
-        Quorum,
-        Raw,
-        Rbd,
-        Replication,
-        SnapshotAccess,
-        Ssh,
-        Throttle,
-        Vdi,
-        Vhdx,
-        VirtioBlkVfioPci,
-        VirtioBlkVhostUser,
-        VirtioBlkVhostVdpa,
-        Vmdk,
-        Vpc,
-        Vvfat
-    }
-);
+qapi_union!(BlockdevOptions, BlockdevOptionsBase, BlockdevOptionsBranch, driver, BlockdevDriver { Blkdebug, Blklogwrites, Blkverify, Blkreplay, Bochs, Cloop, Compress, CopyBeforeWrite, CopyOnRead, Dmg, File, Ftp, Ftps, Gluster, HostCdrom, HostDevice, Http, Https, IoUring, Iscsi, Luks, Nbd, Nfs, NullAio, NullCo, Nvme, NvmeIoUring, Parallels, Preallocate, Qcow2, Qcow, Qed, Quorum, Raw, Rbd, Replication, SnapshotAccess, Ssh, Throttle, Vdi, Vhdx, VirtioBlkVfioPci, VirtioBlkVhostUser, VirtioBlkVhostVdpa, Vmdk, Vpc, Vvfat });
 
 /// QAPI struct `BlockdevOptionsBlkdebug`.
 ///
@@ -4171,13 +4087,7 @@ pub enum BlockdevQcow2EncryptionBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    BlockdevQcow2Encryption,
-    BlockdevQcow2EncryptionBase,
-    BlockdevQcow2EncryptionBranch,
-    format,
-    BlockdevQcow2EncryptionFormat { Aes, Luks }
-);
+qapi_union!(BlockdevQcow2Encryption, BlockdevQcow2EncryptionBase, BlockdevQcow2EncryptionBranch, format, BlockdevQcow2EncryptionFormat { Aes, Luks });
 
 qapi_enum! {
     /// QAPI enum `BlockdevQcow2EncryptionFormat`.
@@ -4234,13 +4144,7 @@ pub enum BlockdevQcowEncryptionBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    BlockdevQcowEncryption,
-    BlockdevQcowEncryptionBase,
-    BlockdevQcowEncryptionBranch,
-    format,
-    BlockdevQcowEncryptionFormat { Aes }
-);
+qapi_union!(BlockdevQcowEncryption, BlockdevQcowEncryptionBase, BlockdevQcowEncryptionBranch, format, BlockdevQcowEncryptionFormat { Aes });
 
 qapi_enum! {
     /// QAPI enum `BlockdevQcowEncryptionFormat`.
@@ -4684,37 +4588,7 @@ pub enum ChardevBackendBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    ChardevBackend,
-    ChardevBackendBase,
-    ChardevBackendBranch,
-    type_,
-    ChardevBackendKind {
-        File,
-        Serial,
-        Parallel,
-        Pipe,
-        Socket,
-        Udp,
-        Pty,
-        Null,
-        Mux,
-        Hub,
-        Msmouse,
-        Wctablet,
-        Braille,
-        Testdev,
-        Stdio,
-        Console,
-        Spicevmc,
-        Spiceport,
-        QemuVdagent,
-        Dbus,
-        Vc,
-        Ringbuf,
-        Memory
-    }
-);
+qapi_union!(ChardevBackend, ChardevBackendBase, ChardevBackendBranch, type_, ChardevBackendKind { File, Serial, Parallel, Pipe, Socket, Udp, Pty, Null, Mux, Hub, Msmouse, Wctablet, Braille, Testdev, Stdio, Console, Spicevmc, Spiceport, QemuVdagent, Dbus, Vc, Ringbuf, Memory });
 
 /// QAPI struct `ChardevBackendInfo`.
 ///
@@ -6228,13 +6102,7 @@ pub enum DisplayOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    DisplayOptions,
-    DisplayOptionsBase,
-    DisplayOptionsBranch,
-    type_,
-    DisplayType { Gtk, Cocoa, Curses, EglHeadless, Dbus, Sdl }
-);
+qapi_union!(DisplayOptions, DisplayOptionsBase, DisplayOptionsBranch, type_, DisplayType { Gtk, Cocoa, Curses, EglHeadless, Dbus, Sdl });
 
 qapi_enum! {
     /// QAPI enum `DisplayProtocol`.
@@ -6280,13 +6148,7 @@ pub enum DisplayReloadOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    DisplayReloadOptions,
-    DisplayReloadOptionsBase,
-    DisplayReloadOptionsBranch,
-    type_,
-    DisplayReloadType { Vnc }
-);
+qapi_union!(DisplayReloadOptions, DisplayReloadOptionsBase, DisplayReloadOptionsBranch, type_, DisplayReloadType { Vnc });
 
 /// QAPI struct `DisplayReloadOptionsVNC`.
 ///
@@ -6382,13 +6244,7 @@ pub enum DisplayUpdateOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    DisplayUpdateOptions,
-    DisplayUpdateOptionsBase,
-    DisplayUpdateOptionsBranch,
-    type_,
-    DisplayUpdateType { Vnc }
-);
+qapi_union!(DisplayUpdateOptions, DisplayUpdateOptionsBase, DisplayUpdateOptionsBranch, type_, DisplayUpdateType { Vnc });
 
 /// QAPI struct `DisplayUpdateOptionsVNC`.
 ///
@@ -6781,13 +6637,7 @@ pub enum ExpirePasswordOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    ExpirePasswordOptions,
-    ExpirePasswordOptionsBase,
-    ExpirePasswordOptionsBranch,
-    protocol,
-    DisplayProtocol { Vnc }
-);
+qapi_union!(ExpirePasswordOptions, ExpirePasswordOptionsBase, ExpirePasswordOptionsBranch, protocol, DisplayProtocol { Vnc });
 
 /// QAPI struct `ExpirePasswordOptionsVnc`.
 ///
@@ -7166,13 +7016,7 @@ pub enum GuestPanicInformationBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    GuestPanicInformation,
-    GuestPanicInformationBase,
-    GuestPanicInformationBranch,
-    type_,
-    GuestPanicInformationType { HyperV, S390 }
-);
+qapi_union!(GuestPanicInformation, GuestPanicInformationBase, GuestPanicInformationBranch, type_, GuestPanicInformationType { HyperV, S390 });
 
 /// QAPI struct `GuestPanicInformationHyperV`.
 ///
@@ -7615,13 +7459,7 @@ pub enum ImageInfoSpecificBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    ImageInfoSpecific,
-    ImageInfoSpecificBase,
-    ImageInfoSpecificBranch,
-    type_,
-    ImageInfoSpecificKind { Qcow2, Vmdk, Luks, Rbd, File }
-);
+qapi_union!(ImageInfoSpecific, ImageInfoSpecificBase, ImageInfoSpecificBranch, type_, ImageInfoSpecificKind { Qcow2, Vmdk, Luks, Rbd, File });
 
 /// QAPI struct `ImageInfoSpecificFile`.
 ///
@@ -7748,13 +7586,7 @@ pub enum ImageInfoSpecificQCow2EncryptionBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    ImageInfoSpecificQCow2Encryption,
-    ImageInfoSpecificQCow2EncryptionMembers,
-    ImageInfoSpecificQCow2EncryptionBranch,
-    format,
-    BlockdevQcow2EncryptionFormat { Luks }
-);
+qapi_union!(ImageInfoSpecificQCow2Encryption, ImageInfoSpecificQCow2EncryptionMembers, ImageInfoSpecificQCow2EncryptionBranch, format, BlockdevQcow2EncryptionFormat { Luks });
 
 /// QAPI struct `ImageInfoSpecificQCow2EncryptionBase`.
 ///
@@ -8866,13 +8698,7 @@ pub enum MemoryDeviceInfoBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    MemoryDeviceInfo,
-    MemoryDeviceInfoBase,
-    MemoryDeviceInfoBranch,
-    type_,
-    MemoryDeviceInfoKind { Dimm, Nvdimm, VirtioPmem, VirtioMem, SgxEpc, HvBalloon }
-);
+qapi_union!(MemoryDeviceInfo, MemoryDeviceInfoBase, MemoryDeviceInfoBranch, type_, MemoryDeviceInfoKind { Dimm, Nvdimm, VirtioPmem, VirtioMem, SgxEpc, HvBalloon });
 
 qapi_enum! {
     /// QAPI enum `MemoryDeviceInfoKind`.
@@ -9135,13 +8961,7 @@ pub enum MigrationAddressBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    MigrationAddress,
-    MigrationAddressBase,
-    MigrationAddressBranch,
-    transport,
-    MigrationAddressType { Socket, Exec, Rdma, File }
-);
+qapi_union!(MigrationAddress, MigrationAddressBase, MigrationAddressBranch, transport, MigrationAddressType { Socket, Exec, Rdma, File });
 
 qapi_enum! {
     /// QAPI enum `MigrationAddressType`.
@@ -10013,31 +9833,7 @@ pub enum NetdevBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    Netdev,
-    NetdevBase,
-    NetdevBranch,
-    type_,
-    NetClientDriver {
-        Nic,
-        User,
-        Tap,
-        L2tpv3,
-        Socket,
-        Stream,
-        Dgram,
-        Vde,
-        Bridge,
-        Hubport,
-        Netmap,
-        AfXdp,
-        VhostUser,
-        VhostVdpa,
-        VmnetHost,
-        VmnetShared,
-        VmnetBridged
-    }
-);
+qapi_union!(Netdev, NetdevBase, NetdevBranch, type_, NetClientDriver { Nic, User, Tap, L2tpv3, Socket, Stream, Dgram, Vde, Bridge, Hubport, Netmap, AfXdp, VhostUser, VhostVdpa, VmnetHost, VmnetShared, VmnetBridged });
 
 /// QAPI struct `NetdevAFXDPOptions`.
 ///
@@ -10733,13 +10529,7 @@ pub enum NumaOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    NumaOptions,
-    NumaOptionsBase,
-    NumaOptionsBranch,
-    type_,
-    NumaOptionsType { Node, Dist, Cpu, HmatLb, HmatCache }
-);
+qapi_union!(NumaOptions, NumaOptionsBase, NumaOptionsBranch, type_, NumaOptionsType { Node, Dist, Cpu, HmatLb, HmatCache });
 
 qapi_enum! {
     /// QAPI enum `NumaOptionsType`.
@@ -10883,60 +10673,7 @@ pub enum ObjectOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    ObjectOptions,
-    ObjectOptionsBase,
-    ObjectOptionsBranch,
-    qom_type,
-    ObjectType {
-        AcpiGenericInitiator,
-        AcpiGenericPort,
-        AuthzList,
-        AuthzListfile,
-        AuthzPam,
-        AuthzSimple,
-        CanHostSocketcan,
-        ColoCompare,
-        CryptodevBackend,
-        CryptodevBackendBuiltin,
-        CryptodevBackendLkcf,
-        CryptodevVhostUser,
-        DbusVmstate,
-        FilterBuffer,
-        FilterDump,
-        FilterMirror,
-        FilterRedirector,
-        FilterReplay,
-        FilterRewriter,
-        InputBarrier,
-        InputLinux,
-        Iommufd,
-        Iothread,
-        MainLoop,
-        MemoryBackendEpc,
-        MemoryBackendFile,
-        MemoryBackendMemfd,
-        MemoryBackendRam,
-        MemoryBackendShm,
-        PrManagerHelper,
-        Qtest,
-        RngBuiltin,
-        RngEgd,
-        RngRandom,
-        Secret,
-        SecretKeyring,
-        SevGuest,
-        SevSnpGuest,
-        ThreadContext,
-        ThrottleGroup,
-        TlsCredsAnon,
-        TlsCredsPsk,
-        TlsCredsX509,
-        TlsCipherSuites,
-        XRemoteObject,
-        XVfioUserServer
-    }
-);
+qapi_union!(ObjectOptions, ObjectOptionsBase, ObjectOptionsBranch, qom_type, ObjectType { AcpiGenericInitiator, AcpiGenericPort, AuthzList, AuthzListfile, AuthzPam, AuthzSimple, CanHostSocketcan, ColoCompare, CryptodevBackend, CryptodevBackendBuiltin, CryptodevBackendLkcf, CryptodevVhostUser, DbusVmstate, FilterBuffer, FilterDump, FilterMirror, FilterRedirector, FilterReplay, FilterRewriter, InputBarrier, InputLinux, Iommufd, Iothread, MainLoop, MemoryBackendEpc, MemoryBackendFile, MemoryBackendMemfd, MemoryBackendRam, MemoryBackendShm, PrManagerHelper, Qtest, RngBuiltin, RngEgd, RngRandom, Secret, SecretKeyring, SevGuest, SevSnpGuest, ThreadContext, ThrottleGroup, TlsCredsAnon, TlsCredsPsk, TlsCredsX509, TlsCipherSuites, XRemoteObject, XVfioUserServer });
 
 /// QAPI struct `ObjectPropertyInfo`.
 ///
@@ -11548,13 +11285,7 @@ pub enum QCryptoAkCipherOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    QCryptoAkCipherOptions,
-    QCryptoAkCipherOptionsBase,
-    QCryptoAkCipherOptionsBranch,
-    alg,
-    QCryptoAkCipherAlgo { Rsa }
-);
+qapi_union!(QCryptoAkCipherOptions, QCryptoAkCipherOptionsBase, QCryptoAkCipherOptionsBranch, alg, QCryptoAkCipherAlgo { Rsa });
 
 /// QAPI struct `QCryptoAkCipherOptionsRSA`.
 ///
@@ -11603,13 +11334,7 @@ pub enum QCryptoBlockAmendOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    QCryptoBlockAmendOptions,
-    QCryptoBlockAmendOptionsBase,
-    QCryptoBlockAmendOptionsBranch,
-    format,
-    QCryptoBlockFormat { Luks }
-);
+qapi_union!(QCryptoBlockAmendOptions, QCryptoBlockAmendOptionsBase, QCryptoBlockAmendOptionsBranch, format, QCryptoBlockFormat { Luks });
 
 /// QAPI struct `QCryptoBlockAmendOptionsLUKS`.
 ///
@@ -11671,13 +11396,7 @@ pub enum QCryptoBlockCreateOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    QCryptoBlockCreateOptions,
-    QCryptoBlockCreateOptionsBase,
-    QCryptoBlockCreateOptionsBranch,
-    format,
-    QCryptoBlockFormat { Qcow, Luks }
-);
+qapi_union!(QCryptoBlockCreateOptions, QCryptoBlockCreateOptionsBase, QCryptoBlockCreateOptionsBranch, format, QCryptoBlockFormat { Qcow, Luks });
 
 /// QAPI struct `QCryptoBlockCreateOptionsLUKS`.
 ///
@@ -11871,13 +11590,7 @@ pub enum QCryptoBlockOpenOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    QCryptoBlockOpenOptions,
-    QCryptoBlockOpenOptionsBase,
-    QCryptoBlockOpenOptionsBranch,
-    format,
-    QCryptoBlockFormat { Qcow, Luks }
-);
+qapi_union!(QCryptoBlockOpenOptions, QCryptoBlockOpenOptionsBase, QCryptoBlockOpenOptionsBranch, format, QCryptoBlockFormat { Qcow, Luks });
 
 /// QAPI struct `QCryptoBlockOptionsBase`.
 ///
@@ -12786,13 +12499,7 @@ pub enum RbdEncryptionCreateOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    RbdEncryptionCreateOptions,
-    RbdEncryptionCreateOptionsBase,
-    RbdEncryptionCreateOptionsBranch,
-    format,
-    RbdImageEncryptionFormat { Luks, Luks2 }
-);
+qapi_union!(RbdEncryptionCreateOptions, RbdEncryptionCreateOptionsBase, RbdEncryptionCreateOptionsBranch, format, RbdImageEncryptionFormat { Luks, Luks2 });
 
 /// QAPI struct `RbdEncryptionCreateOptionsLUKS`.
 ///
@@ -12880,13 +12587,7 @@ pub enum RbdEncryptionOptionsBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    RbdEncryptionOptions,
-    RbdEncryptionOptionsBase,
-    RbdEncryptionOptionsBranch,
-    format,
-    RbdImageEncryptionFormat { Luks, Luks2, LuksAny }
-);
+qapi_union!(RbdEncryptionOptions, RbdEncryptionOptionsBase, RbdEncryptionOptionsBranch, format, RbdImageEncryptionFormat { Luks, Luks2, LuksAny });
 
 /// QAPI struct `RbdEncryptionOptionsLUKS`.
 ///
@@ -13599,13 +13300,7 @@ pub enum SchemaInfoBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    SchemaInfo,
-    SchemaInfoBase,
-    SchemaInfoBranch,
-    meta_type,
-    SchemaMetaType { Builtin, Enum, Array, Object, Alternate, Command, Event }
-);
+qapi_union!(SchemaInfo, SchemaInfoBase, SchemaInfoBranch, meta_type, SchemaMetaType { Builtin, Enum, Array, Object, Alternate, Command, Event });
 
 /// QAPI struct `SchemaInfoAlternate`.
 ///
@@ -14443,13 +14138,7 @@ pub enum SocketAddressLegacyBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    SocketAddressLegacy,
-    SocketAddressLegacyBase,
-    SocketAddressLegacyBranch,
-    type_,
-    SocketAddressType { Inet, Unix, Vsock, Fd }
-);
+qapi_union!(SocketAddressLegacy, SocketAddressLegacyBase, SocketAddressLegacyBranch, type_, SocketAddressType { Inet, Unix, Vsock, Fd });
 
 qapi_enum! {
     /// QAPI enum `SocketAddressType`.
@@ -15490,26 +15179,7 @@ pub enum TransactionActionBranch {
     Other(Map<String, Value>),
 }
 
-qapi_union!(
-    TransactionAction,
-    TransactionActionBase,
-    TransactionActionBranch,
-    type_,
-    TransactionActionKind {
-        Abort,
-        BlockDirtyBitmapAdd,
-        BlockDirtyBitmapRemove,
-        BlockDirtyBitmapClear,
-        BlockDirtyBitmapEnable,
-        BlockDirtyBitmapDisable,
-        BlockDirtyBitmapMerge,
-        BlockdevBackup,
-        BlockdevSnapshot,
-        BlockdevSnapshotInternalSync,
-        BlockdevSnapshotSync,
-        DriveBackup
-    }
-);
+qapi_union!(TransactionAction, TransactionActionBase, TransactionActionBranch, type_, TransactionActionKind { Abort, BlockDirtyBitmapAdd, BlockDirtyBitmapRemove, BlockDirtyBitmapClear, BlockDirtyBitmapEnable, BlockDirtyBitmapDisable, BlockDirtyBitmapMerge, BlockdevBackup, BlockdevSnapshot, BlockdevSnapshotInternalSync, BlockdevSnapshotSync, DriveBackup });
 
 qapi_enum! {
     /// QAPI enum `TransactionActionKind`.
@@ -16603,6563 +16273,6320 @@ qapi_enum! {
 pub mod commands {
     use super::*;
 
-    /// QMP command `add-fd`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct AddFd {
-        /// `fdset-id`.
-        #[serde(rename = "fdset-id", default, skip_serializing_if = "Option::is_none")]
-        pub fdset_id: Option<i64>,
-        /// `opaque`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub opaque: Option<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for AddFd {
-        const NAME: &'static str = "add-fd";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::AddfdInfo;
-    }
-
-    /// QMP command `add_client`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct AddClient {
-        /// `protocol`.
-        pub protocol: String,
-        /// `fdname`.
-        pub fdname: String,
-        /// `skipauth`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub skipauth: Option<bool>,
-        /// `tls`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub tls: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for AddClient {
-        const NAME: &'static str = "add_client";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `announce-self`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct AnnounceSelf(pub super::AnnounceParameters);
-
-    impl Command for AnnounceSelf {
-        const NAME: &'static str = "announce-self";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `balloon`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct Balloon {
-        /// `value`.
-        pub value: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Balloon {
-        const NAME: &'static str = "balloon";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-commit`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockCommit {
-        /// `job-id`.
-        #[serde(rename = "job-id", default, skip_serializing_if = "Option::is_none")]
-        pub job_id: Option<String>,
-        /// `device`.
-        pub device: String,
-        /// `base-node`.
-        #[serde(rename = "base-node", default, skip_serializing_if = "Option::is_none")]
-        pub base_node: Option<String>,
-        /// `base`. Features: `deprecated`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub base: Option<String>,
-        /// `top-node`.
-        #[serde(rename = "top-node", default, skip_serializing_if = "Option::is_none")]
-        pub top_node: Option<String>,
-        /// `top`. Features: `deprecated`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub top: Option<String>,
-        /// `backing-file`.
-        #[serde(rename = "backing-file", default, skip_serializing_if = "Option::is_none")]
-        pub backing_file: Option<String>,
-        /// `backing-mask-protocol`. Since 10.0 (not in 7.2).
-        #[serde(rename = "backing-mask-protocol", default, skip_serializing_if = "Option::is_none")]
-        pub backing_mask_protocol: Option<bool>,
-        /// `speed`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub speed: Option<i64>,
-        /// `on-error`.
-        #[serde(rename = "on-error", default, skip_serializing_if = "Option::is_none")]
-        pub on_error: Option<super::BlockdevOnError>,
-        /// `filter-node-name`.
-        #[serde(rename = "filter-node-name", default, skip_serializing_if = "Option::is_none")]
-        pub filter_node_name: Option<String>,
-        /// `auto-finalize`.
-        #[serde(rename = "auto-finalize", default, skip_serializing_if = "Option::is_none")]
-        pub auto_finalize: Option<bool>,
-        /// `auto-dismiss`.
-        #[serde(rename = "auto-dismiss", default, skip_serializing_if = "Option::is_none")]
-        pub auto_dismiss: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockCommit {
-        const NAME: &'static str = "block-commit";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-dirty-bitmap-add`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockDirtyBitmapAdd(pub super::BlockDirtyBitmapAdd);
-
-    impl Command for BlockDirtyBitmapAdd {
-        const NAME: &'static str = "block-dirty-bitmap-add";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-dirty-bitmap-clear`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockDirtyBitmapClear(pub super::BlockDirtyBitmap);
-
-    impl Command for BlockDirtyBitmapClear {
-        const NAME: &'static str = "block-dirty-bitmap-clear";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-dirty-bitmap-disable`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockDirtyBitmapDisable(pub super::BlockDirtyBitmap);
-
-    impl Command for BlockDirtyBitmapDisable {
-        const NAME: &'static str = "block-dirty-bitmap-disable";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-dirty-bitmap-enable`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockDirtyBitmapEnable(pub super::BlockDirtyBitmap);
-
-    impl Command for BlockDirtyBitmapEnable {
-        const NAME: &'static str = "block-dirty-bitmap-enable";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-dirty-bitmap-merge`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockDirtyBitmapMerge(pub super::BlockDirtyBitmapMerge);
-
-    impl Command for BlockDirtyBitmapMerge {
-        const NAME: &'static str = "block-dirty-bitmap-merge";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-dirty-bitmap-remove`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockDirtyBitmapRemove(pub super::BlockDirtyBitmap);
-
-    impl Command for BlockDirtyBitmapRemove {
-        const NAME: &'static str = "block-dirty-bitmap-remove";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-export-add`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockExportAdd(pub super::BlockExportOptions);
-
-    impl Command for BlockExportAdd {
-        const NAME: &'static str = "block-export-add";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-export-del`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockExportDel {
-        /// `id`.
-        pub id: String,
-        /// `mode`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub mode: Option<super::BlockExportRemoveMode>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockExportDel {
-        const NAME: &'static str = "block-export-del";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-job-cancel`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockJobCancel {
-        /// `device`.
-        pub device: String,
-        /// `force`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub force: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockJobCancel {
-        const NAME: &'static str = "block-job-cancel";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-job-change`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockJobChange(pub super::BlockJobChangeOptions);
-
-    impl Command for BlockJobChange {
-        const NAME: &'static str = "block-job-change";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-job-complete`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockJobComplete {
-        /// `device`.
-        pub device: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockJobComplete {
-        const NAME: &'static str = "block-job-complete";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-job-dismiss`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockJobDismiss {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockJobDismiss {
-        const NAME: &'static str = "block-job-dismiss";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-job-finalize`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockJobFinalize {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockJobFinalize {
-        const NAME: &'static str = "block-job-finalize";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-job-pause`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockJobPause {
-        /// `device`.
-        pub device: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockJobPause {
-        const NAME: &'static str = "block-job-pause";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-job-resume`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockJobResume {
-        /// `device`.
-        pub device: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockJobResume {
-        const NAME: &'static str = "block-job-resume";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-job-set-speed`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockJobSetSpeed {
-        /// `device`.
-        pub device: String,
-        /// `speed`.
-        pub speed: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockJobSetSpeed {
-        const NAME: &'static str = "block-job-set-speed";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-latency-histogram-set`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockLatencyHistogramSet {
-        /// `id`.
-        pub id: String,
-        /// `boundaries`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub boundaries: Option<Vec<u64>>,
-        /// `boundaries-read`.
-        #[serde(rename = "boundaries-read", default, skip_serializing_if = "Option::is_none")]
-        pub boundaries_read: Option<Vec<u64>>,
-        /// `boundaries-write`.
-        #[serde(rename = "boundaries-write", default, skip_serializing_if = "Option::is_none")]
-        pub boundaries_write: Option<Vec<u64>>,
-        /// `boundaries-zap`. Since 10.0 (not in 7.2).
-        #[serde(rename = "boundaries-zap", default, skip_serializing_if = "Option::is_none")]
-        pub boundaries_zap: Option<Vec<u64>>,
-        /// `boundaries-flush`.
-        #[serde(rename = "boundaries-flush", default, skip_serializing_if = "Option::is_none")]
-        pub boundaries_flush: Option<Vec<u64>>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockLatencyHistogramSet {
-        const NAME: &'static str = "block-latency-histogram-set";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-set-write-threshold`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockSetWriteThreshold {
-        /// `node-name`.
-        #[serde(rename = "node-name")]
-        pub node_name: String,
-        /// `write-threshold`.
-        #[serde(rename = "write-threshold")]
-        pub write_threshold: u64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockSetWriteThreshold {
-        const NAME: &'static str = "block-set-write-threshold";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block-stream`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockStream {
-        /// `job-id`.
-        #[serde(rename = "job-id", default, skip_serializing_if = "Option::is_none")]
-        pub job_id: Option<String>,
-        /// `device`.
-        pub device: String,
-        /// `base`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub base: Option<String>,
-        /// `base-node`.
-        #[serde(rename = "base-node", default, skip_serializing_if = "Option::is_none")]
-        pub base_node: Option<String>,
-        /// `backing-file`.
-        #[serde(rename = "backing-file", default, skip_serializing_if = "Option::is_none")]
-        pub backing_file: Option<String>,
-        /// `backing-mask-protocol`. Since 10.0 (not in 7.2).
-        #[serde(rename = "backing-mask-protocol", default, skip_serializing_if = "Option::is_none")]
-        pub backing_mask_protocol: Option<bool>,
-        /// `bottom`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub bottom: Option<String>,
-        /// `speed`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub speed: Option<i64>,
-        /// `on-error`.
-        #[serde(rename = "on-error", default, skip_serializing_if = "Option::is_none")]
-        pub on_error: Option<super::BlockdevOnError>,
-        /// `filter-node-name`.
-        #[serde(rename = "filter-node-name", default, skip_serializing_if = "Option::is_none")]
-        pub filter_node_name: Option<String>,
-        /// `auto-finalize`.
-        #[serde(rename = "auto-finalize", default, skip_serializing_if = "Option::is_none")]
-        pub auto_finalize: Option<bool>,
-        /// `auto-dismiss`.
-        #[serde(rename = "auto-dismiss", default, skip_serializing_if = "Option::is_none")]
-        pub auto_dismiss: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockStream {
-        const NAME: &'static str = "block-stream";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block_resize`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockResize {
-        /// `device`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub device: Option<String>,
-        /// `node-name`.
-        #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
-        pub node_name: Option<String>,
-        /// `size`.
-        pub size: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockResize {
-        const NAME: &'static str = "block_resize";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `block_set_io_throttle`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockSetIoThrottle(pub super::BlockIOThrottle);
-
-    impl Command for BlockSetIoThrottle {
-        const NAME: &'static str = "block_set_io_throttle";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-add`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockdevAdd(pub super::BlockdevOptions);
-
-    impl Command for BlockdevAdd {
-        const NAME: &'static str = "blockdev-add";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-backup`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockdevBackup(pub super::BlockdevBackup);
-
-    impl Command for BlockdevBackup {
-        const NAME: &'static str = "blockdev-backup";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-change-medium`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockdevChangeMedium {
-        /// `device`. Features: `deprecated`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub device: Option<String>,
-        /// `id`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub id: Option<String>,
-        /// `filename`.
-        pub filename: String,
-        /// `format`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub format: Option<String>,
-        /// `force`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub force: Option<bool>,
-        /// `read-only-mode`.
-        #[serde(rename = "read-only-mode", default, skip_serializing_if = "Option::is_none")]
-        pub read_only_mode: Option<super::BlockdevChangeReadOnlyMode>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockdevChangeMedium {
-        const NAME: &'static str = "blockdev-change-medium";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-close-tray`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct BlockdevCloseTray {
-        /// `device`. Features: `deprecated`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub device: Option<String>,
-        /// `id`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub id: Option<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockdevCloseTray {
-        const NAME: &'static str = "blockdev-close-tray";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-create`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockdevCreate {
-        /// `job-id`.
-        #[serde(rename = "job-id")]
-        pub job_id: String,
-        /// `options`.
-        pub options: super::BlockdevCreateOptions,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockdevCreate {
-        const NAME: &'static str = "blockdev-create";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-del`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockdevDel {
-        /// `node-name`.
-        #[serde(rename = "node-name")]
-        pub node_name: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockdevDel {
-        const NAME: &'static str = "blockdev-del";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-insert-medium`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockdevInsertMedium {
-        /// `id`.
-        pub id: String,
-        /// `node-name`.
-        #[serde(rename = "node-name")]
-        pub node_name: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockdevInsertMedium {
-        const NAME: &'static str = "blockdev-insert-medium";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-mirror`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockdevMirror {
-        /// `job-id`.
-        #[serde(rename = "job-id", default, skip_serializing_if = "Option::is_none")]
-        pub job_id: Option<String>,
-        /// `device`.
-        pub device: String,
-        /// `target`.
-        pub target: String,
-        /// `replaces`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub replaces: Option<String>,
-        /// `sync`.
-        pub sync: super::MirrorSyncMode,
-        /// `speed`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub speed: Option<i64>,
-        /// `granularity`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub granularity: Option<u32>,
-        /// `buf-size`.
-        #[serde(rename = "buf-size", default, skip_serializing_if = "Option::is_none")]
-        pub buf_size: Option<i64>,
-        /// `on-source-error`.
-        #[serde(rename = "on-source-error", default, skip_serializing_if = "Option::is_none")]
-        pub on_source_error: Option<super::BlockdevOnError>,
-        /// `on-target-error`.
-        #[serde(rename = "on-target-error", default, skip_serializing_if = "Option::is_none")]
-        pub on_target_error: Option<super::BlockdevOnError>,
-        /// `filter-node-name`.
-        #[serde(rename = "filter-node-name", default, skip_serializing_if = "Option::is_none")]
-        pub filter_node_name: Option<String>,
-        /// `copy-mode`.
-        #[serde(rename = "copy-mode", default, skip_serializing_if = "Option::is_none")]
-        pub copy_mode: Option<super::MirrorCopyMode>,
-        /// `auto-finalize`.
-        #[serde(rename = "auto-finalize", default, skip_serializing_if = "Option::is_none")]
-        pub auto_finalize: Option<bool>,
-        /// `auto-dismiss`.
-        #[serde(rename = "auto-dismiss", default, skip_serializing_if = "Option::is_none")]
-        pub auto_dismiss: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockdevMirror {
-        const NAME: &'static str = "blockdev-mirror";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-open-tray`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct BlockdevOpenTray {
-        /// `device`. Features: `deprecated`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub device: Option<String>,
-        /// `id`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub id: Option<String>,
-        /// `force`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub force: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockdevOpenTray {
-        const NAME: &'static str = "blockdev-open-tray";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-remove-medium`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockdevRemoveMedium {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockdevRemoveMedium {
-        const NAME: &'static str = "blockdev-remove-medium";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-reopen`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockdevReopen {
-        /// `options`.
-        pub options: Vec<super::BlockdevOptions>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockdevReopen {
-        const NAME: &'static str = "blockdev-reopen";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-set-active`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockdevSetActive {
-        /// `node-name`. Since 10.0 (not in 7.2).
-        #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
-        pub node_name: Option<String>,
-        /// `active`. Since 10.0 (not in 7.2).
-        pub active: bool,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockdevSetActive {
-        const NAME: &'static str = "blockdev-set-active";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-snapshot`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `allow-write-only-overlay`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockdevSnapshot(pub super::BlockdevSnapshot);
-
-    impl Command for BlockdevSnapshot {
-        const NAME: &'static str = "blockdev-snapshot";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-snapshot-delete-internal-sync`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockdevSnapshotDeleteInternalSync {
-        /// `device`.
-        pub device: String,
-        /// `id`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub id: Option<String>,
-        /// `name`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub name: Option<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for BlockdevSnapshotDeleteInternalSync {
-        const NAME: &'static str = "blockdev-snapshot-delete-internal-sync";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::SnapshotInfo;
-    }
-
-    /// QMP command `blockdev-snapshot-internal-sync`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockdevSnapshotInternalSync(pub super::BlockdevSnapshotInternal);
-
-    impl Command for BlockdevSnapshotInternalSync {
-        const NAME: &'static str = "blockdev-snapshot-internal-sync";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `blockdev-snapshot-sync`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct BlockdevSnapshotSync(pub super::BlockdevSnapshotSync);
-
-    impl Command for BlockdevSnapshotSync {
-        const NAME: &'static str = "blockdev-snapshot-sync";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `calc-dirty-rate`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct CalcDirtyRate {
-        /// `calc-time`.
-        #[serde(rename = "calc-time")]
-        pub calc_time: i64,
-        /// `calc-time-unit`. Since 10.0 (not in 7.2).
-        #[serde(rename = "calc-time-unit", default, skip_serializing_if = "Option::is_none")]
-        pub calc_time_unit: Option<super::TimeUnit>,
-        /// `sample-pages`.
-        #[serde(rename = "sample-pages", default, skip_serializing_if = "Option::is_none")]
-        pub sample_pages: Option<i64>,
-        /// `mode`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub mode: Option<super::DirtyRateMeasureMode>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for CalcDirtyRate {
-        const NAME: &'static str = "calc-dirty-rate";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `cancel-vcpu-dirty-limit`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct CancelVcpuDirtyLimit {
-        /// `cpu-index`.
-        #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
-        pub cpu_index: Option<i64>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for CancelVcpuDirtyLimit {
-        const NAME: &'static str = "cancel-vcpu-dirty-limit";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `change-backing-file`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct ChangeBackingFile {
-        /// `device`.
-        pub device: String,
-        /// `image-node-name`.
-        #[serde(rename = "image-node-name")]
-        pub image_node_name: String,
-        /// `backing-file`.
-        #[serde(rename = "backing-file")]
-        pub backing_file: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for ChangeBackingFile {
-        const NAME: &'static str = "change-backing-file";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `change-vnc-password`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct ChangeVncPassword {
-        /// `password`.
-        pub password: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for ChangeVncPassword {
-        const NAME: &'static str = "change-vnc-password";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `chardev-add`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct ChardevAdd {
-        /// `id`.
-        pub id: String,
-        /// `backend`.
-        pub backend: super::ChardevBackend,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for ChardevAdd {
-        const NAME: &'static str = "chardev-add";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::ChardevReturn;
-    }
-
-    /// QMP command `chardev-change`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct ChardevChange {
-        /// `id`.
-        pub id: String,
-        /// `backend`.
-        pub backend: super::ChardevBackend,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for ChardevChange {
-        const NAME: &'static str = "chardev-change";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::ChardevReturn;
-    }
-
-    /// QMP command `chardev-remove`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct ChardevRemove {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for ChardevRemove {
-        const NAME: &'static str = "chardev-remove";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `chardev-send-break`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct ChardevSendBreak {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for ChardevSendBreak {
-        const NAME: &'static str = "chardev-send-break";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `client_migrate_info`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct ClientMigrateInfo {
-        /// `protocol`.
-        pub protocol: String,
-        /// `hostname`.
-        pub hostname: String,
-        /// `port`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub port: Option<i64>,
-        /// `tls-port`.
-        #[serde(rename = "tls-port", default, skip_serializing_if = "Option::is_none")]
-        pub tls_port: Option<i64>,
-        /// `cert-subject`.
-        #[serde(rename = "cert-subject", default, skip_serializing_if = "Option::is_none")]
-        pub cert_subject: Option<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for ClientMigrateInfo {
-        const NAME: &'static str = "client_migrate_info";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `closefd`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct Closefd {
-        /// `fdname`.
-        pub fdname: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Closefd {
-        const NAME: &'static str = "closefd";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `cont`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct Cont {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Cont {
-        const NAME: &'static str = "cont";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `cxl-add-dynamic-capacity`.
-    ///
-    /// Since 10.0 (not in 7.2). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct CxlAddDynamicCapacity {
-        /// `path`. Since 10.0 (not in 7.2).
-        pub path: String,
-        /// `host-id`. Since 10.0 (not in 7.2).
-        #[serde(rename = "host-id")]
-        pub host_id: u16,
-        /// `selection-policy`. Since 10.0 (not in 7.2).
-        #[serde(rename = "selection-policy")]
-        pub selection_policy: super::CxlExtentSelectionPolicy,
-        /// `region`. Since 10.0 (not in 7.2).
-        pub region: u8,
-        /// `tag`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub tag: Option<String>,
-        /// `extents`. Since 10.0 (not in 7.2).
-        pub extents: Vec<super::CxlDynamicCapacityExtent>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for CxlAddDynamicCapacity {
-        const NAME: &'static str = "cxl-add-dynamic-capacity";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `cxl-inject-correctable-error`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct CxlInjectCorrectableError {
-        /// `path`. Since 10.0 (not in 7.2).
-        pub path: String,
-        /// `type`. Since 10.0 (not in 7.2).
-        #[serde(rename = "type")]
-        pub type_: super::CxlCorErrorType,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for CxlInjectCorrectableError {
-        const NAME: &'static str = "cxl-inject-correctable-error";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `cxl-inject-dram-event`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct CxlInjectDramEvent {
-        /// `path`. Since 10.0 (not in 7.2).
-        pub path: String,
-        /// `log`. Since 10.0 (not in 7.2).
-        pub log: super::CxlEventLog,
-        /// `flags`. Since 10.0 (not in 7.2).
-        pub flags: u8,
-        /// `dpa`. Since 10.0 (not in 7.2).
-        pub dpa: u64,
-        /// `descriptor`. Since 10.0 (not in 7.2).
-        pub descriptor: u8,
-        /// `type`. Since 10.0 (not in 7.2).
-        #[serde(rename = "type")]
-        pub type_: u8,
-        /// `transaction-type`. Since 10.0 (not in 7.2).
-        #[serde(rename = "transaction-type")]
-        pub transaction_type: u8,
-        /// `channel`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub channel: Option<u8>,
-        /// `rank`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub rank: Option<u8>,
-        /// `nibble-mask`. Since 10.0 (not in 7.2).
-        #[serde(rename = "nibble-mask", default, skip_serializing_if = "Option::is_none")]
-        pub nibble_mask: Option<u32>,
-        /// `bank-group`. Since 10.0 (not in 7.2).
-        #[serde(rename = "bank-group", default, skip_serializing_if = "Option::is_none")]
-        pub bank_group: Option<u8>,
-        /// `bank`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub bank: Option<u8>,
-        /// `row`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub row: Option<u32>,
-        /// `column`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub column: Option<u16>,
-        /// `correction-mask`. Since 10.0 (not in 7.2).
-        #[serde(rename = "correction-mask", default, skip_serializing_if = "Option::is_none")]
-        pub correction_mask: Option<Vec<u64>>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for CxlInjectDramEvent {
-        const NAME: &'static str = "cxl-inject-dram-event";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `cxl-inject-general-media-event`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct CxlInjectGeneralMediaEvent {
-        /// `path`. Since 10.0 (not in 7.2).
-        pub path: String,
-        /// `log`. Since 10.0 (not in 7.2).
-        pub log: super::CxlEventLog,
-        /// `flags`. Since 10.0 (not in 7.2).
-        pub flags: u8,
-        /// `dpa`. Since 10.0 (not in 7.2).
-        pub dpa: u64,
-        /// `descriptor`. Since 10.0 (not in 7.2).
-        pub descriptor: u8,
-        /// `type`. Since 10.0 (not in 7.2).
-        #[serde(rename = "type")]
-        pub type_: u8,
-        /// `transaction-type`. Since 10.0 (not in 7.2).
-        #[serde(rename = "transaction-type")]
-        pub transaction_type: u8,
-        /// `channel`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub channel: Option<u8>,
-        /// `rank`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub rank: Option<u8>,
-        /// `device`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub device: Option<u32>,
-        /// `component-id`. Since 10.0 (not in 7.2).
-        #[serde(rename = "component-id", default, skip_serializing_if = "Option::is_none")]
-        pub component_id: Option<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for CxlInjectGeneralMediaEvent {
-        const NAME: &'static str = "cxl-inject-general-media-event";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `cxl-inject-memory-module-event`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct CxlInjectMemoryModuleEvent {
-        /// `path`. Since 10.0 (not in 7.2).
-        pub path: String,
-        /// `log`. Since 10.0 (not in 7.2).
-        pub log: super::CxlEventLog,
-        /// `flags`. Since 10.0 (not in 7.2).
-        pub flags: u8,
-        /// `type`. Since 10.0 (not in 7.2).
-        #[serde(rename = "type")]
-        pub type_: u8,
-        /// `health-status`. Since 10.0 (not in 7.2).
-        #[serde(rename = "health-status")]
-        pub health_status: u8,
-        /// `media-status`. Since 10.0 (not in 7.2).
-        #[serde(rename = "media-status")]
-        pub media_status: u8,
-        /// `additional-status`. Since 10.0 (not in 7.2).
-        #[serde(rename = "additional-status")]
-        pub additional_status: u8,
-        /// `life-used`. Since 10.0 (not in 7.2).
-        #[serde(rename = "life-used")]
-        pub life_used: u8,
-        /// `temperature`. Since 10.0 (not in 7.2).
-        pub temperature: i16,
-        /// `dirty-shutdown-count`. Since 10.0 (not in 7.2).
-        #[serde(rename = "dirty-shutdown-count")]
-        pub dirty_shutdown_count: u32,
-        /// `corrected-volatile-error-count`. Since 10.0 (not in 7.2).
-        #[serde(rename = "corrected-volatile-error-count")]
-        pub corrected_volatile_error_count: u32,
-        /// `corrected-persistent-error-count`. Since 10.0 (not in 7.2).
-        #[serde(rename = "corrected-persistent-error-count")]
-        pub corrected_persistent_error_count: u32,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for CxlInjectMemoryModuleEvent {
-        const NAME: &'static str = "cxl-inject-memory-module-event";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `cxl-inject-poison`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct CxlInjectPoison {
-        /// `path`. Since 10.0 (not in 7.2).
-        pub path: String,
-        /// `start`. Since 10.0 (not in 7.2).
-        pub start: u64,
-        /// `length`. Since 10.0 (not in 7.2).
-        pub length: u64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for CxlInjectPoison {
-        const NAME: &'static str = "cxl-inject-poison";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `cxl-inject-uncorrectable-errors`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct CxlInjectUncorrectableErrors {
-        /// `path`. Since 10.0 (not in 7.2).
-        pub path: String,
-        /// `errors`. Since 10.0 (not in 7.2).
-        pub errors: Vec<super::CXLUncorErrorRecord>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for CxlInjectUncorrectableErrors {
-        const NAME: &'static str = "cxl-inject-uncorrectable-errors";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `cxl-release-dynamic-capacity`.
-    ///
-    /// Since 10.0 (not in 7.2). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct CxlReleaseDynamicCapacity {
-        /// `path`. Since 10.0 (not in 7.2).
-        pub path: String,
-        /// `host-id`. Since 10.0 (not in 7.2).
-        #[serde(rename = "host-id")]
-        pub host_id: u16,
-        /// `removal-policy`. Since 10.0 (not in 7.2).
-        #[serde(rename = "removal-policy")]
-        pub removal_policy: super::CxlExtentRemovalPolicy,
-        /// `forced-removal`. Since 10.0 (not in 7.2).
-        #[serde(rename = "forced-removal", default, skip_serializing_if = "Option::is_none")]
-        pub forced_removal: Option<bool>,
-        /// `sanitize-on-release`. Since 10.0 (not in 7.2).
-        #[serde(rename = "sanitize-on-release", default, skip_serializing_if = "Option::is_none")]
-        pub sanitize_on_release: Option<bool>,
-        /// `region`. Since 10.0 (not in 7.2).
-        pub region: u8,
-        /// `tag`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub tag: Option<String>,
-        /// `extents`. Since 10.0 (not in 7.2).
-        pub extents: Vec<super::CxlDynamicCapacityExtent>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for CxlReleaseDynamicCapacity {
-        const NAME: &'static str = "cxl-release-dynamic-capacity";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `device-list-properties`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct DeviceListProperties {
-        /// `typename`.
-        pub typename: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for DeviceListProperties {
-        const NAME: &'static str = "device-list-properties";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::ObjectPropertyInfo>;
-    }
-
-    /// QMP command `device-sync-config`.
-    ///
-    /// Since 10.0 (not in 7.2). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct DeviceSyncConfig {
-        /// `id`. Since 10.0 (not in 7.2).
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for DeviceSyncConfig {
-        const NAME: &'static str = "device-sync-config";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `device_add`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `json-cli`, `json-cli-hotplug`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct DeviceAdd {
-        /// `driver`.
-        pub driver: String,
-        /// `bus`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub bus: Option<String>,
-        /// `id`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub id: Option<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for DeviceAdd {
-        const NAME: &'static str = "device_add";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `device_del`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct DeviceDel {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for DeviceDel {
-        const NAME: &'static str = "device_del";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `display-reload`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct DisplayReload(pub super::DisplayReloadOptions);
-
-    impl Command for DisplayReload {
-        const NAME: &'static str = "display-reload";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `display-update`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct DisplayUpdate(pub super::DisplayUpdateOptions);
-
-    impl Command for DisplayUpdate {
-        const NAME: &'static str = "display-update";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `drive-backup`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `deprecated`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct DriveBackup(pub super::DriveBackup);
-
-    impl Command for DriveBackup {
-        const NAME: &'static str = "drive-backup";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `drive-mirror`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct DriveMirror(pub super::DriveMirror);
-
-    impl Command for DriveMirror {
-        const NAME: &'static str = "drive-mirror";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `dump-guest-memory`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct DumpGuestMemory {
-        /// `paging`.
-        pub paging: bool,
-        /// `protocol`.
-        pub protocol: String,
-        /// `detach`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub detach: Option<bool>,
-        /// `begin`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub begin: Option<i64>,
-        /// `length`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub length: Option<i64>,
-        /// `format`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub format: Option<super::DumpGuestMemoryFormat>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for DumpGuestMemory {
-        const NAME: &'static str = "dump-guest-memory";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `dump-skeys`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_S390X`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct DumpSkeys {
-        /// `filename`.
-        pub filename: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for DumpSkeys {
-        const NAME: &'static str = "dump-skeys";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `dumpdtb`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_FDT`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct Dumpdtb {
-        /// `filename`.
-        pub filename: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Dumpdtb {
-        const NAME: &'static str = "dumpdtb";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `eject`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct Eject {
-        /// `device`. Features: `deprecated`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub device: Option<String>,
-        /// `id`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub id: Option<String>,
-        /// `force`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub force: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Eject {
-        const NAME: &'static str = "eject";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `expire_password`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct ExpirePassword(pub super::ExpirePasswordOptions);
-
-    impl Command for ExpirePassword {
-        const NAME: &'static str = "expire_password";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `get-win32-socket`.
-    ///
-    /// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_WIN32`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GetWin32Socket {
-        /// `info`. Since 10.0 (not in 7.2).
-        pub info: String,
-        /// `fdname`. Since 10.0 (not in 7.2).
-        pub fdname: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for GetWin32Socket {
-        const NAME: &'static str = "get-win32-socket";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `getfd`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_POSIX`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct Getfd {
-        /// `fdname`.
-        pub fdname: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Getfd {
-        const NAME: &'static str = "getfd";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `human-monitor-command`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `savevm-monitor-nodes`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct HumanMonitorCommand {
-        /// `command-line`.
-        #[serde(rename = "command-line")]
-        pub command_line: String,
-        /// `cpu-index`.
-        #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
-        pub cpu_index: Option<i64>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for HumanMonitorCommand {
-        const NAME: &'static str = "human-monitor-command";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = String;
-    }
-
-    /// QMP command `inject-nmi`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct InjectNmi {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for InjectNmi {
-        const NAME: &'static str = "inject-nmi";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `input-send-event`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct InputSendEvent {
-        /// `device`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub device: Option<String>,
-        /// `head`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub head: Option<i64>,
-        /// `events`.
-        pub events: Vec<super::InputEvent>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for InputSendEvent {
-        const NAME: &'static str = "input-send-event";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `job-cancel`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct JobCancel {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for JobCancel {
-        const NAME: &'static str = "job-cancel";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `job-complete`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct JobComplete {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for JobComplete {
-        const NAME: &'static str = "job-complete";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `job-dismiss`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct JobDismiss {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for JobDismiss {
-        const NAME: &'static str = "job-dismiss";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `job-finalize`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct JobFinalize {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for JobFinalize {
-        const NAME: &'static str = "job-finalize";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `job-pause`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct JobPause {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for JobPause {
-        const NAME: &'static str = "job-pause";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `job-resume`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct JobResume {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for JobResume {
-        const NAME: &'static str = "job-resume";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `memsave`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct Memsave {
-        /// `val`. Its type differs between releases (7.2 `int`, 10.0 `uint64`).
-        pub val: Value,
-        /// `size`. Its type differs between releases (7.2 `int`, 10.0 `size`).
-        pub size: Value,
-        /// `filename`.
-        pub filename: String,
-        /// `cpu-index`.
-        #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
-        pub cpu_index: Option<i64>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Memsave {
-        const NAME: &'static str = "memsave";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `migrate`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct Migrate {
-        /// `uri`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub uri: Option<String>,
-        /// `channels`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub channels: Option<Vec<super::MigrationChannel>>,
-        /// `detach`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub detach: Option<bool>,
-        /// `resume`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub resume: Option<bool>,
-        /// `blk`. Until 7.2 (not in 10.0).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub blk: Option<bool>,
-        /// `inc`. Until 7.2 (not in 10.0).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub inc: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Migrate {
-        const NAME: &'static str = "migrate";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `migrate-continue`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct MigrateContinue {
-        /// `state`.
-        pub state: super::MigrationStatus,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for MigrateContinue {
-        const NAME: &'static str = "migrate-continue";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `migrate-incoming`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct MigrateIncoming {
-        /// `uri`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub uri: Option<String>,
-        /// `channels`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub channels: Option<Vec<super::MigrationChannel>>,
-        /// `exit-on-error`. Since 10.0 (not in 7.2).
-        #[serde(rename = "exit-on-error", default, skip_serializing_if = "Option::is_none")]
-        pub exit_on_error: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for MigrateIncoming {
-        const NAME: &'static str = "migrate-incoming";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `migrate-pause`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct MigratePause {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for MigratePause {
-        const NAME: &'static str = "migrate-pause";
-        const ALLOW_OOB: bool = true;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `migrate-recover`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct MigrateRecover {
-        /// `uri`.
-        pub uri: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for MigrateRecover {
-        const NAME: &'static str = "migrate-recover";
-        const ALLOW_OOB: bool = true;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `migrate-set-capabilities`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct MigrateSetCapabilities {
-        /// `capabilities`.
-        pub capabilities: Vec<super::MigrationCapabilityStatus>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for MigrateSetCapabilities {
-        const NAME: &'static str = "migrate-set-capabilities";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `migrate-set-parameters`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct MigrateSetParameters(pub super::MigrateSetParameters);
-
-    impl Command for MigrateSetParameters {
-        const NAME: &'static str = "migrate-set-parameters";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `migrate-start-postcopy`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct MigrateStartPostcopy {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for MigrateStartPostcopy {
-        const NAME: &'static str = "migrate-start-postcopy";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `migrate_cancel`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct MigrateCancel {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for MigrateCancel {
-        const NAME: &'static str = "migrate_cancel";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `nbd-server-add`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `deprecated`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct NbdServerAdd(pub super::NbdServerAddOptions);
-
-    impl Command for NbdServerAdd {
-        const NAME: &'static str = "nbd-server-add";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `nbd-server-remove`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `deprecated`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct NbdServerRemove {
-        /// `name`.
-        pub name: String,
-        /// `mode`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub mode: Option<super::BlockExportRemoveMode>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for NbdServerRemove {
-        const NAME: &'static str = "nbd-server-remove";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `nbd-server-start`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct NbdServerStart {
-        /// `handshake-max-seconds`. Since 10.0 (not in 7.2).
-        #[serde(rename = "handshake-max-seconds", default, skip_serializing_if = "Option::is_none")]
-        pub handshake_max_seconds: Option<u32>,
-        /// `tls-creds`.
-        #[serde(rename = "tls-creds", default, skip_serializing_if = "Option::is_none")]
-        pub tls_creds: Option<String>,
-        /// `tls-authz`.
-        #[serde(rename = "tls-authz", default, skip_serializing_if = "Option::is_none")]
-        pub tls_authz: Option<String>,
-        /// `max-connections`.
-        #[serde(rename = "max-connections", default, skip_serializing_if = "Option::is_none")]
-        pub max_connections: Option<u32>,
-        /// `addr`.
-        pub addr: super::SocketAddressLegacy,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for NbdServerStart {
-        const NAME: &'static str = "nbd-server-start";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `nbd-server-stop`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct NbdServerStop {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for NbdServerStop {
-        const NAME: &'static str = "nbd-server-stop";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `netdev_add`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct NetdevAdd(pub super::Netdev);
-
-    impl Command for NetdevAdd {
-        const NAME: &'static str = "netdev_add";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `netdev_del`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct NetdevDel {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for NetdevDel {
-        const NAME: &'static str = "netdev_del";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `object-add`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct ObjectAdd(pub super::ObjectOptions);
-
-    impl Command for ObjectAdd {
-        const NAME: &'static str = "object-add";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `object-del`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct ObjectDel {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for ObjectDel {
-        const NAME: &'static str = "object-del";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `pmemsave`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct Pmemsave {
-        /// `val`. Its type differs between releases (7.2 `int`, 10.0 `uint64`).
-        pub val: Value,
-        /// `size`. Its type differs between releases (7.2 `int`, 10.0 `size`).
-        pub size: Value,
-        /// `filename`.
-        pub filename: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Pmemsave {
-        const NAME: &'static str = "pmemsave";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `qmp_capabilities`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QmpCapabilities {
-        /// `enable`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub enable: Option<Vec<super::QMPCapability>>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QmpCapabilities {
-        const NAME: &'static str = "qmp_capabilities";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `qom-get`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QomGet {
-        /// `path`.
-        pub path: String,
-        /// `property`.
-        pub property: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QomGet {
-        const NAME: &'static str = "qom-get";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Value;
-    }
-
-    /// QMP command `qom-list`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QomList {
-        /// `path`.
-        pub path: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QomList {
-        const NAME: &'static str = "qom-list";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::ObjectPropertyInfo>;
-    }
-
-    /// QMP command `qom-list-properties`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QomListProperties {
-        /// `typename`.
-        pub typename: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QomListProperties {
-        const NAME: &'static str = "qom-list-properties";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::ObjectPropertyInfo>;
-    }
-
-    /// QMP command `qom-list-types`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QomListTypes {
-        /// `implements`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub implements: Option<String>,
-        /// `abstract`.
-        #[serde(rename = "abstract", default, skip_serializing_if = "Option::is_none")]
-        pub abstract_: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QomListTypes {
-        const NAME: &'static str = "qom-list-types";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::ObjectTypeInfo>;
-    }
-
-    /// QMP command `qom-set`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QomSet {
-        /// `path`.
-        pub path: String,
-        /// `property`.
-        pub property: String,
-        /// `value`.
-        pub value: Value,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QomSet {
-        const NAME: &'static str = "qom-set";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `query-acpi-ospm-status`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryAcpiOspmStatus {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryAcpiOspmStatus {
-        const NAME: &'static str = "query-acpi-ospm-status";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::ACPIOSTInfo>;
-    }
-
-    /// QMP command `query-audiodevs`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryAudiodevs {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryAudiodevs {
-        const NAME: &'static str = "query-audiodevs";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::Audiodev>;
-    }
-
-    /// QMP command `query-balloon`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryBalloon {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryBalloon {
-        const NAME: &'static str = "query-balloon";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::BalloonInfo;
-    }
-
-    /// QMP command `query-block`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryBlock {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryBlock {
-        const NAME: &'static str = "query-block";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::BlockInfo>;
-    }
-
-    /// QMP command `query-block-exports`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryBlockExports {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryBlockExports {
-        const NAME: &'static str = "query-block-exports";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::BlockExportInfo>;
-    }
-
-    /// QMP command `query-block-jobs`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryBlockJobs {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryBlockJobs {
-        const NAME: &'static str = "query-block-jobs";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::BlockJobInfo>;
-    }
-
-    /// QMP command `query-blockstats`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryBlockstats {
-        /// `query-nodes`.
-        #[serde(rename = "query-nodes", default, skip_serializing_if = "Option::is_none")]
-        pub query_nodes: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryBlockstats {
-        const NAME: &'static str = "query-blockstats";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::BlockStats>;
-    }
-
-    /// QMP command `query-chardev`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryChardev {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryChardev {
-        const NAME: &'static str = "query-chardev";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::ChardevInfo>;
-    }
-
-    /// QMP command `query-chardev-backends`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryChardevBackends {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryChardevBackends {
-        const NAME: &'static str = "query-chardev-backends";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::ChardevBackendInfo>;
-    }
-
-    /// QMP command `query-colo-status`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_REPLICATION`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryColoStatus {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryColoStatus {
-        const NAME: &'static str = "query-colo-status";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::COLOStatus;
-    }
-
-    /// QMP command `query-command-line-options`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryCommandLineOptions {
-        /// `option`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub option: Option<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryCommandLineOptions {
-        const NAME: &'static str = "query-command-line-options";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::CommandLineOptionInfo>;
-    }
-
-    /// QMP command `query-commands`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryCommands {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryCommands {
-        const NAME: &'static str = "query-commands";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::CommandInfo>;
-    }
-
-    /// QMP command `query-cpu-definitions`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(TARGET_PPC, TARGET_ARM, TARGET_I386, TARGET_S390X, TARGET_MIPS, TARGET_LOONGARCH64, TARGET_RISCV)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryCpuDefinitions {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryCpuDefinitions {
-        const NAME: &'static str = "query-cpu-definitions";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::CpuDefinitionInfo>;
-    }
-
-    /// QMP command `query-cpu-model-baseline`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_S390X`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QueryCpuModelBaseline {
-        /// `modela`.
-        pub modela: super::CpuModelInfo,
-        /// `modelb`.
-        pub modelb: super::CpuModelInfo,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryCpuModelBaseline {
-        const NAME: &'static str = "query-cpu-model-baseline";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::CpuModelBaselineInfo;
-    }
-
-    /// QMP command `query-cpu-model-comparison`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_S390X`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QueryCpuModelComparison {
-        /// `modela`.
-        pub modela: super::CpuModelInfo,
-        /// `modelb`.
-        pub modelb: super::CpuModelInfo,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryCpuModelComparison {
-        const NAME: &'static str = "query-cpu-model-comparison";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::CpuModelCompareInfo;
-    }
-
-    /// QMP command `query-cpu-model-expansion`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `any(TARGET_S390X, TARGET_I386, TARGET_ARM, TARGET_LOONGARCH64, TARGET_RISCV)`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QueryCpuModelExpansion {
-        /// `type`.
-        #[serde(rename = "type")]
-        pub type_: super::CpuModelExpansionType,
-        /// `model`.
-        pub model: super::CpuModelInfo,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryCpuModelExpansion {
-        const NAME: &'static str = "query-cpu-model-expansion";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::CpuModelExpansionInfo;
-    }
-
-    /// QMP command `query-cpus-fast`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryCpusFast {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryCpusFast {
-        const NAME: &'static str = "query-cpus-fast";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::CpuInfoFast>;
-    }
-
-    /// QMP command `query-cryptodev`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryCryptodev {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryCryptodev {
-        const NAME: &'static str = "query-cryptodev";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::QCryptodevInfo>;
-    }
-
-    /// QMP command `query-current-machine`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryCurrentMachine {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryCurrentMachine {
-        const NAME: &'static str = "query-current-machine";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::CurrentMachineParams;
-    }
-
-    /// QMP command `query-dirty-rate`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryDirtyRate {
-        /// `calc-time-unit`. Since 10.0 (not in 7.2).
-        #[serde(rename = "calc-time-unit", default, skip_serializing_if = "Option::is_none")]
-        pub calc_time_unit: Option<super::TimeUnit>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryDirtyRate {
-        const NAME: &'static str = "query-dirty-rate";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::DirtyRateInfo;
-    }
-
-    /// QMP command `query-display-options`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryDisplayOptions {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryDisplayOptions {
-        const NAME: &'static str = "query-display-options";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::DisplayOptions;
-    }
-
-    /// QMP command `query-dump`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryDump {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryDump {
-        const NAME: &'static str = "query-dump";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::DumpQueryResult;
-    }
-
-    /// QMP command `query-dump-guest-memory-capability`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryDumpGuestMemoryCapability {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryDumpGuestMemoryCapability {
-        const NAME: &'static str = "query-dump-guest-memory-capability";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::DumpGuestMemoryCapability;
-    }
-
-    /// QMP command `query-fdsets`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryFdsets {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryFdsets {
-        const NAME: &'static str = "query-fdsets";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::FdsetInfo>;
-    }
-
-    /// QMP command `query-gic-capabilities`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_ARM`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryGicCapabilities {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryGicCapabilities {
-        const NAME: &'static str = "query-gic-capabilities";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::GICCapability>;
-    }
-
-    /// QMP command `query-hotpluggable-cpus`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryHotpluggableCpus {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryHotpluggableCpus {
-        const NAME: &'static str = "query-hotpluggable-cpus";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::HotpluggableCPU>;
-    }
-
-    /// QMP command `query-hv-balloon-status-report`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryHvBalloonStatusReport {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryHvBalloonStatusReport {
-        const NAME: &'static str = "query-hv-balloon-status-report";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::HvBalloonInfo;
-    }
-
-    /// QMP command `query-iothreads`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryIothreads {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryIothreads {
-        const NAME: &'static str = "query-iothreads";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::IOThreadInfo>;
-    }
-
-    /// QMP command `query-jobs`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryJobs {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryJobs {
-        const NAME: &'static str = "query-jobs";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::JobInfo>;
-    }
-
-    /// QMP command `query-kvm`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryKvm {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryKvm {
-        const NAME: &'static str = "query-kvm";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::KvmInfo;
-    }
-
-    /// QMP command `query-machines`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryMachines {
-        /// `compat-props`. Since 10.0 (not in 7.2). Features: `unstable`.
-        #[serde(rename = "compat-props", default, skip_serializing_if = "Option::is_none")]
-        pub compat_props: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryMachines {
-        const NAME: &'static str = "query-machines";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::MachineInfo>;
-    }
-
-    /// QMP command `query-memdev`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryMemdev {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryMemdev {
-        const NAME: &'static str = "query-memdev";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::Memdev>;
-    }
-
-    /// QMP command `query-memory-devices`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryMemoryDevices {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryMemoryDevices {
-        const NAME: &'static str = "query-memory-devices";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::MemoryDeviceInfo>;
-    }
-
-    /// QMP command `query-memory-size-summary`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryMemorySizeSummary {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryMemorySizeSummary {
-        const NAME: &'static str = "query-memory-size-summary";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::MemoryInfo;
-    }
-
-    /// QMP command `query-mice`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryMice {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryMice {
-        const NAME: &'static str = "query-mice";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::MouseInfo>;
-    }
-
-    /// QMP command `query-migrate`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryMigrate {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryMigrate {
-        const NAME: &'static str = "query-migrate";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::MigrationInfo;
-    }
-
-    /// QMP command `query-migrate-capabilities`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryMigrateCapabilities {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryMigrateCapabilities {
-        const NAME: &'static str = "query-migrate-capabilities";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::MigrationCapabilityStatus>;
-    }
-
-    /// QMP command `query-migrate-parameters`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryMigrateParameters {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryMigrateParameters {
-        const NAME: &'static str = "query-migrate-parameters";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::MigrationParameters;
-    }
-
-    /// QMP command `query-migrationthreads`.
-    ///
-    /// Since 10.0 (not in 7.2). Features: `deprecated`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryMigrationthreads {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryMigrationthreads {
-        const NAME: &'static str = "query-migrationthreads";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::MigrationThreadInfo>;
-    }
-
-    /// QMP command `query-name`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryName {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryName {
-        const NAME: &'static str = "query-name";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::NameInfo;
-    }
-
-    /// QMP command `query-named-block-nodes`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryNamedBlockNodes {
-        /// `flat`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub flat: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryNamedBlockNodes {
-        const NAME: &'static str = "query-named-block-nodes";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::BlockDeviceInfo>;
-    }
-
-    /// QMP command `query-pci`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryPci {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryPci {
-        const NAME: &'static str = "query-pci";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::PciInfo>;
-    }
-
-    /// QMP command `query-pr-managers`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryPrManagers {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryPrManagers {
-        const NAME: &'static str = "query-pr-managers";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::PRManagerInfo>;
-    }
-
-    /// QMP command `query-qmp-schema`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryQmpSchema {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryQmpSchema {
-        const NAME: &'static str = "query-qmp-schema";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::SchemaInfo>;
-    }
-
-    /// QMP command `query-replay`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryReplay {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryReplay {
-        const NAME: &'static str = "query-replay";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::ReplayInfo;
-    }
-
-    /// QMP command `query-rocker`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QueryRocker {
-        /// `name`.
-        pub name: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryRocker {
-        const NAME: &'static str = "query-rocker";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::RockerSwitch;
-    }
-
-    /// QMP command `query-rocker-of-dpa-flows`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QueryRockerOfDpaFlows {
-        /// `name`.
-        pub name: String,
-        /// `tbl-id`.
-        #[serde(rename = "tbl-id", default, skip_serializing_if = "Option::is_none")]
-        pub tbl_id: Option<u32>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryRockerOfDpaFlows {
-        const NAME: &'static str = "query-rocker-of-dpa-flows";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::RockerOfDpaFlow>;
-    }
-
-    /// QMP command `query-rocker-of-dpa-groups`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QueryRockerOfDpaGroups {
-        /// `name`.
-        pub name: String,
-        /// `type`.
-        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-        pub type_: Option<u8>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryRockerOfDpaGroups {
-        const NAME: &'static str = "query-rocker-of-dpa-groups";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::RockerOfDpaGroup>;
-    }
-
-    /// QMP command `query-rocker-ports`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QueryRockerPorts {
-        /// `name`.
-        pub name: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryRockerPorts {
-        const NAME: &'static str = "query-rocker-ports";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::RockerPort>;
-    }
-
-    /// QMP command `query-rx-filter`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryRxFilter {
-        /// `name`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub name: Option<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryRxFilter {
-        const NAME: &'static str = "query-rx-filter";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::RxFilterInfo>;
-    }
-
-    /// QMP command `query-s390x-cpu-polarization`.
-    ///
-    /// Since 10.0 (not in 7.2). Features: `unstable`. Only when QEMU is built with `all(TARGET_S390X, CONFIG_KVM)`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryS390xCpuPolarization {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryS390xCpuPolarization {
-        const NAME: &'static str = "query-s390x-cpu-polarization";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::CpuPolarizationInfo;
-    }
-
-    /// QMP command `query-sev`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QuerySev {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QuerySev {
-        const NAME: &'static str = "query-sev";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::SevInfo;
-    }
-
-    /// QMP command `query-sev-attestation-report`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QuerySevAttestationReport {
-        /// `mnonce`.
-        pub mnonce: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QuerySevAttestationReport {
-        const NAME: &'static str = "query-sev-attestation-report";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::SevAttestationReport;
-    }
-
-    /// QMP command `query-sev-capabilities`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QuerySevCapabilities {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QuerySevCapabilities {
-        const NAME: &'static str = "query-sev-capabilities";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::SevCapability;
-    }
-
-    /// QMP command `query-sev-launch-measure`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QuerySevLaunchMeasure {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QuerySevLaunchMeasure {
-        const NAME: &'static str = "query-sev-launch-measure";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::SevLaunchMeasureInfo;
-    }
-
-    /// QMP command `query-sgx`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QuerySgx {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QuerySgx {
-        const NAME: &'static str = "query-sgx";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::SGXInfo;
-    }
-
-    /// QMP command `query-sgx-capabilities`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QuerySgxCapabilities {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QuerySgxCapabilities {
-        const NAME: &'static str = "query-sgx-capabilities";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::SGXInfo;
-    }
-
-    /// QMP command `query-spice`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QuerySpice {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QuerySpice {
-        const NAME: &'static str = "query-spice";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::SpiceInfo;
-    }
-
-    /// QMP command `query-stats`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct QueryStats(pub super::StatsFilter);
-
-    impl Command for QueryStats {
-        const NAME: &'static str = "query-stats";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::StatsResult>;
-    }
-
-    /// QMP command `query-stats-schemas`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryStatsSchemas {
-        /// `provider`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub provider: Option<super::StatsProvider>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryStatsSchemas {
-        const NAME: &'static str = "query-stats-schemas";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::StatsSchema>;
-    }
-
-    /// QMP command `query-status`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryStatus {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryStatus {
-        const NAME: &'static str = "query-status";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::StatusInfo;
-    }
-
-    /// QMP command `query-target`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryTarget {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryTarget {
-        const NAME: &'static str = "query-target";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::TargetInfo;
-    }
-
-    /// QMP command `query-tpm`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_TPM`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryTpm {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryTpm {
-        const NAME: &'static str = "query-tpm";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::TPMInfo>;
-    }
-
-    /// QMP command `query-tpm-models`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_TPM`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryTpmModels {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryTpmModels {
-        const NAME: &'static str = "query-tpm-models";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::TpmModel>;
-    }
-
-    /// QMP command `query-tpm-types`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_TPM`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryTpmTypes {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryTpmTypes {
-        const NAME: &'static str = "query-tpm-types";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::TpmType>;
-    }
-
-    /// QMP command `query-uuid`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryUuid {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryUuid {
-        const NAME: &'static str = "query-uuid";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::UuidInfo;
-    }
-
-    /// QMP command `query-vcpu-dirty-limit`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryVcpuDirtyLimit {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryVcpuDirtyLimit {
-        const NAME: &'static str = "query-vcpu-dirty-limit";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::DirtyLimitInfo>;
-    }
-
-    /// QMP command `query-version`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryVersion {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryVersion {
-        const NAME: &'static str = "query-version";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::VersionInfo;
-    }
-
-    /// QMP command `query-vm-generation-id`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryVmGenerationId {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryVmGenerationId {
-        const NAME: &'static str = "query-vm-generation-id";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::GuidInfo;
-    }
-
-    /// QMP command `query-vnc`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryVnc {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryVnc {
-        const NAME: &'static str = "query-vnc";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::VncInfo;
-    }
-
-    /// QMP command `query-vnc-servers`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryVncServers {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryVncServers {
-        const NAME: &'static str = "query-vnc-servers";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::VncInfo2>;
-    }
-
-    /// QMP command `query-xen-replication-status`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_REPLICATION`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryXenReplicationStatus {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryXenReplicationStatus {
-        const NAME: &'static str = "query-xen-replication-status";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::ReplicationStatus;
-    }
-
-    /// QMP command `query-yank`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct QueryYank {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for QueryYank {
-        const NAME: &'static str = "query-yank";
-        const ALLOW_OOB: bool = true;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::YankInstance>;
-    }
-
-    /// QMP command `quit`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct Quit {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Quit {
-        const NAME: &'static str = "quit";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `remove-fd`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct RemoveFd {
-        /// `fdset-id`.
-        #[serde(rename = "fdset-id")]
-        pub fdset_id: i64,
-        /// `fd`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub fd: Option<i64>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for RemoveFd {
-        const NAME: &'static str = "remove-fd";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `replay-break`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct ReplayBreak {
-        /// `icount`.
-        pub icount: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for ReplayBreak {
-        const NAME: &'static str = "replay-break";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `replay-delete-break`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct ReplayDeleteBreak {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for ReplayDeleteBreak {
-        const NAME: &'static str = "replay-delete-break";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `replay-seek`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct ReplaySeek {
-        /// `icount`.
-        pub icount: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for ReplaySeek {
-        const NAME: &'static str = "replay-seek";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `request-ebpf`.
-    ///
-    /// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_EBPF`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct RequestEbpf {
-        /// `id`. Since 10.0 (not in 7.2).
-        pub id: super::EbpfProgramID,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for RequestEbpf {
-        const NAME: &'static str = "request-ebpf";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::EbpfObject;
-    }
-
-    /// QMP command `ringbuf-read`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct RingbufRead {
-        /// `device`.
-        pub device: String,
-        /// `size`.
-        pub size: i64,
-        /// `format`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub format: Option<super::DataFormat>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for RingbufRead {
-        const NAME: &'static str = "ringbuf-read";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = String;
-    }
-
-    /// QMP command `ringbuf-write`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct RingbufWrite {
-        /// `device`.
-        pub device: String,
-        /// `data`.
-        pub data: String,
-        /// `format`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub format: Option<super::DataFormat>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for RingbufWrite {
-        const NAME: &'static str = "ringbuf-write";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `rtc-reset-reinjection`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct RtcResetReinjection {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for RtcResetReinjection {
-        const NAME: &'static str = "rtc-reset-reinjection";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `screendump`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_PIXMAN`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct Screendump {
-        /// `filename`.
-        pub filename: String,
-        /// `device`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub device: Option<String>,
-        /// `head`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub head: Option<i64>,
-        /// `format`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub format: Option<super::ImageFormat>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Screendump {
-        const NAME: &'static str = "screendump";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `send-key`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct SendKey {
-        /// `keys`.
-        pub keys: Vec<super::KeyValue>,
-        /// `hold-time`.
-        #[serde(rename = "hold-time", default, skip_serializing_if = "Option::is_none")]
-        pub hold_time: Option<i64>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for SendKey {
-        const NAME: &'static str = "send-key";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `set-action`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct SetAction {
-        /// `reboot`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub reboot: Option<super::RebootAction>,
-        /// `shutdown`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub shutdown: Option<super::ShutdownAction>,
-        /// `panic`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub panic: Option<super::PanicAction>,
-        /// `watchdog`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub watchdog: Option<super::WatchdogAction>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for SetAction {
-        const NAME: &'static str = "set-action";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `set-cpu-topology`.
-    ///
-    /// Since 10.0 (not in 7.2). Features: `unstable`. Only when QEMU is built with `all(TARGET_S390X, CONFIG_KVM)`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct SetCpuTopology {
-        /// `core-id`. Since 10.0 (not in 7.2).
-        #[serde(rename = "core-id")]
-        pub core_id: u16,
-        /// `socket-id`. Since 10.0 (not in 7.2).
-        #[serde(rename = "socket-id", default, skip_serializing_if = "Option::is_none")]
-        pub socket_id: Option<u16>,
-        /// `book-id`. Since 10.0 (not in 7.2).
-        #[serde(rename = "book-id", default, skip_serializing_if = "Option::is_none")]
-        pub book_id: Option<u16>,
-        /// `drawer-id`. Since 10.0 (not in 7.2).
-        #[serde(rename = "drawer-id", default, skip_serializing_if = "Option::is_none")]
-        pub drawer_id: Option<u16>,
-        /// `entitlement`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub entitlement: Option<super::S390CpuEntitlement>,
-        /// `dedicated`. Since 10.0 (not in 7.2).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub dedicated: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for SetCpuTopology {
-        const NAME: &'static str = "set-cpu-topology";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `set-numa-node`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct SetNumaNode(pub super::NumaOptions);
-
-    impl Command for SetNumaNode {
-        const NAME: &'static str = "set-numa-node";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `set-vcpu-dirty-limit`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct SetVcpuDirtyLimit {
-        /// `cpu-index`.
-        #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
-        pub cpu_index: Option<i64>,
-        /// `dirty-rate`.
-        #[serde(rename = "dirty-rate")]
-        pub dirty_rate: u64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for SetVcpuDirtyLimit {
-        const NAME: &'static str = "set-vcpu-dirty-limit";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `set_link`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct SetLink {
-        /// `name`.
-        pub name: String,
-        /// `up`.
-        pub up: bool,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for SetLink {
-        const NAME: &'static str = "set_link";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `set_password`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct SetPassword(pub super::SetPasswordOptions);
-
-    impl Command for SetPassword {
-        const NAME: &'static str = "set_password";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `sev-inject-launch-secret`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct SevInjectLaunchSecret {
-        /// `packet-header`.
-        #[serde(rename = "packet-header")]
-        pub packet_header: String,
-        /// `secret`.
-        pub secret: String,
-        /// `gpa`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub gpa: Option<u64>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for SevInjectLaunchSecret {
-        const NAME: &'static str = "sev-inject-launch-secret";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `snapshot-delete`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct SnapshotDelete {
-        /// `job-id`.
-        #[serde(rename = "job-id")]
-        pub job_id: String,
-        /// `tag`.
-        pub tag: String,
-        /// `devices`.
-        pub devices: Vec<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for SnapshotDelete {
-        const NAME: &'static str = "snapshot-delete";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `snapshot-load`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct SnapshotLoad {
-        /// `job-id`.
-        #[serde(rename = "job-id")]
-        pub job_id: String,
-        /// `tag`.
-        pub tag: String,
-        /// `vmstate`.
-        pub vmstate: String,
-        /// `devices`.
-        pub devices: Vec<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for SnapshotLoad {
-        const NAME: &'static str = "snapshot-load";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `snapshot-save`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct SnapshotSave {
-        /// `job-id`.
-        #[serde(rename = "job-id")]
-        pub job_id: String,
-        /// `tag`.
-        pub tag: String,
-        /// `vmstate`.
-        pub vmstate: String,
-        /// `devices`.
-        pub devices: Vec<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for SnapshotSave {
-        const NAME: &'static str = "snapshot-save";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `stop`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct Stop {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Stop {
-        const NAME: &'static str = "stop";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `system_powerdown`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct SystemPowerdown {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for SystemPowerdown {
-        const NAME: &'static str = "system_powerdown";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `system_reset`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct SystemReset {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for SystemReset {
-        const NAME: &'static str = "system_reset";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `system_wakeup`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct SystemWakeup {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for SystemWakeup {
-        const NAME: &'static str = "system_wakeup";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `trace-event-get-state`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct TraceEventGetState {
-        /// `name`.
-        pub name: String,
-        /// `vcpu`. Until 7.2 (not in 10.0).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub vcpu: Option<i64>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for TraceEventGetState {
-        const NAME: &'static str = "trace-event-get-state";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::TraceEventInfo>;
-    }
-
-    /// QMP command `trace-event-set-state`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct TraceEventSetState {
-        /// `name`.
-        pub name: String,
-        /// `enable`.
-        pub enable: bool,
-        /// `ignore-unavailable`.
-        #[serde(rename = "ignore-unavailable", default, skip_serializing_if = "Option::is_none")]
-        pub ignore_unavailable: Option<bool>,
-        /// `vcpu`. Until 7.2 (not in 10.0).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub vcpu: Option<i64>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for TraceEventSetState {
-        const NAME: &'static str = "trace-event-set-state";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `transaction`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct Transaction {
-        /// `actions`.
-        pub actions: Vec<super::TransactionAction>,
-        /// `properties`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub properties: Option<super::TransactionProperties>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Transaction {
-        const NAME: &'static str = "transaction";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `watchdog-set-action`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct WatchdogSetAction {
-        /// `action`.
-        pub action: super::WatchdogAction,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for WatchdogSetAction {
-        const NAME: &'static str = "watchdog-set-action";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `x-blockdev-amend`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct XBlockdevAmend {
-        /// `job-id`.
-        #[serde(rename = "job-id")]
-        pub job_id: String,
-        /// `node-name`.
-        #[serde(rename = "node-name")]
-        pub node_name: String,
-        /// `options`.
-        pub options: super::BlockdevAmendOptions,
-        /// `force`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub force: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XBlockdevAmend {
-        const NAME: &'static str = "x-blockdev-amend";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `x-blockdev-change`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct XBlockdevChange {
-        /// `parent`.
-        pub parent: String,
-        /// `child`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub child: Option<String>,
-        /// `node`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub node: Option<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XBlockdevChange {
-        const NAME: &'static str = "x-blockdev-change";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `x-blockdev-set-iothread`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct XBlockdevSetIothread {
-        /// `node-name`.
-        #[serde(rename = "node-name")]
-        pub node_name: String,
-        /// `iothread`.
-        pub iothread: super::StrOrNull,
-        /// `force`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub force: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XBlockdevSetIothread {
-        const NAME: &'static str = "x-blockdev-set-iothread";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `x-colo-lost-heartbeat`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`. Only when QEMU is built with `CONFIG_REPLICATION`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XColoLostHeartbeat {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XColoLostHeartbeat {
-        const NAME: &'static str = "x-colo-lost-heartbeat";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `x-debug-block-dirty-bitmap-sha256`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct XDebugBlockDirtyBitmapSha256(pub super::BlockDirtyBitmap);
-
-    impl Command for XDebugBlockDirtyBitmapSha256 {
-        const NAME: &'static str = "x-debug-block-dirty-bitmap-sha256";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::BlockDirtyBitmapSha256;
-    }
-
-    /// QMP command `x-debug-query-block-graph`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XDebugQueryBlockGraph {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XDebugQueryBlockGraph {
-        const NAME: &'static str = "x-debug-query-block-graph";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::XDbgBlockGraph;
-    }
-
-    /// QMP command `x-exit-preconfig`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XExitPreconfig {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XExitPreconfig {
-        const NAME: &'static str = "x-exit-preconfig";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `x-query-interrupt-controllers`.
-    ///
-    /// Since 10.0 (not in 7.2). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XQueryInterruptControllers {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryInterruptControllers {
-        const NAME: &'static str = "x-query-interrupt-controllers";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::HumanReadableText;
-    }
-
-    /// QMP command `x-query-irq`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XQueryIrq {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryIrq {
-        const NAME: &'static str = "x-query-irq";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::HumanReadableText;
-    }
-
-    /// QMP command `x-query-jit`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`. Only when QEMU is built with `CONFIG_TCG`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XQueryJit {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryJit {
-        const NAME: &'static str = "x-query-jit";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::HumanReadableText;
-    }
-
-    /// QMP command `x-query-numa`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XQueryNuma {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryNuma {
-        const NAME: &'static str = "x-query-numa";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::HumanReadableText;
-    }
-
-    /// QMP command `x-query-opcount`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`. Only when QEMU is built with `CONFIG_TCG`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XQueryOpcount {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryOpcount {
-        const NAME: &'static str = "x-query-opcount";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::HumanReadableText;
-    }
-
-    /// QMP command `x-query-profile`.
-    ///
-    /// Until 7.2 (not in 10.0). Features: `unstable`. Only when QEMU is built with `CONFIG_TCG`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XQueryProfile {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryProfile {
-        const NAME: &'static str = "x-query-profile";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::HumanReadableText;
-    }
-
-    /// QMP command `x-query-ramblock`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XQueryRamblock {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryRamblock {
-        const NAME: &'static str = "x-query-ramblock";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::HumanReadableText;
-    }
-
-    /// QMP command `x-query-rdma`.
-    ///
-    /// Until 7.2 (not in 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XQueryRdma {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryRdma {
-        const NAME: &'static str = "x-query-rdma";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::HumanReadableText;
-    }
-
-    /// QMP command `x-query-roms`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XQueryRoms {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryRoms {
-        const NAME: &'static str = "x-query-roms";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::HumanReadableText;
-    }
-
-    /// QMP command `x-query-usb`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XQueryUsb {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryUsb {
-        const NAME: &'static str = "x-query-usb";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::HumanReadableText;
-    }
-
-    /// QMP command `x-query-virtio`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XQueryVirtio {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryVirtio {
-        const NAME: &'static str = "x-query-virtio";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::VirtioInfo>;
-    }
-
-    /// QMP command `x-query-virtio-queue-element`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct XQueryVirtioQueueElement {
-        /// `path`.
-        pub path: String,
-        /// `queue`.
-        pub queue: u16,
-        /// `index`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub index: Option<u16>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryVirtioQueueElement {
-        const NAME: &'static str = "x-query-virtio-queue-element";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::VirtioQueueElement;
-    }
-
-    /// QMP command `x-query-virtio-queue-status`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct XQueryVirtioQueueStatus {
-        /// `path`.
-        pub path: String,
-        /// `queue`.
-        pub queue: u16,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryVirtioQueueStatus {
-        const NAME: &'static str = "x-query-virtio-queue-status";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::VirtQueueStatus;
-    }
-
-    /// QMP command `x-query-virtio-status`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct XQueryVirtioStatus {
-        /// `path`.
-        pub path: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryVirtioStatus {
-        const NAME: &'static str = "x-query-virtio-status";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::VirtioStatus;
-    }
-
-    /// QMP command `x-query-virtio-vhost-queue-status`.
-    ///
-    /// In every input release (7.2, 10.0). Features: `unstable`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct XQueryVirtioVhostQueueStatus {
-        /// `path`.
-        pub path: String,
-        /// `queue`.
-        pub queue: u16,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XQueryVirtioVhostQueueStatus {
-        const NAME: &'static str = "x-query-virtio-vhost-queue-status";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = super::VirtVhostQueueStatus;
-    }
-
-    /// QMP command `xen-colo-do-checkpoint`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_REPLICATION`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XenColoDoCheckpoint {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XenColoDoCheckpoint {
-        const NAME: &'static str = "xen-colo-do-checkpoint";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `xen-event-inject`.
-    ///
-    /// Since 10.0 (not in 7.2). Only when QEMU is built with `TARGET_I386`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct XenEventInject {
-        /// `port`. Since 10.0 (not in 7.2).
-        pub port: u32,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XenEventInject {
-        const NAME: &'static str = "xen-event-inject";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `xen-event-list`.
-    ///
-    /// Since 10.0 (not in 7.2). Only when QEMU is built with `TARGET_I386`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct XenEventList {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XenEventList {
-        const NAME: &'static str = "xen-event-list";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Vec<super::EvtchnInfo>;
-    }
-
-    /// QMP command `xen-load-devices-state`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct XenLoadDevicesState {
-        /// `filename`.
-        pub filename: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XenLoadDevicesState {
-        const NAME: &'static str = "xen-load-devices-state";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `xen-save-devices-state`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct XenSaveDevicesState {
-        /// `filename`.
-        pub filename: String,
-        /// `live`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub live: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XenSaveDevicesState {
-        const NAME: &'static str = "xen-save-devices-state";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `xen-set-global-dirty-log`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct XenSetGlobalDirtyLog {
-        /// `enable`.
-        pub enable: bool,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XenSetGlobalDirtyLog {
-        const NAME: &'static str = "xen-set-global-dirty-log";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `xen-set-replication`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_REPLICATION`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct XenSetReplication {
-        /// `enable`.
-        pub enable: bool,
-        /// `primary`.
-        pub primary: bool,
-        /// `failover`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub failover: Option<bool>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for XenSetReplication {
-        const NAME: &'static str = "xen-set-replication";
-        const ALLOW_OOB: bool = false;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
-
-    /// QMP command `yank`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct Yank {
-        /// `instances`.
-        pub instances: Vec<super::YankInstance>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl Command for Yank {
-        const NAME: &'static str = "yank";
-        const ALLOW_OOB: bool = true;
-        const SUCCESS_RESPONSE: bool = true;
-        type Ok = Empty;
-    }
+/// QMP command `add-fd`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct AddFd {
+    /// `fdset-id`.
+    #[serde(rename = "fdset-id", default, skip_serializing_if = "Option::is_none")]
+    pub fdset_id: Option<i64>,
+    /// `opaque`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opaque: Option<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for AddFd {
+    const NAME: &'static str = "add-fd";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::AddfdInfo;
+}
+
+/// QMP command `add_client`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddClient {
+    /// `protocol`.
+    pub protocol: String,
+    /// `fdname`.
+    pub fdname: String,
+    /// `skipauth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipauth: Option<bool>,
+    /// `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for AddClient {
+    const NAME: &'static str = "add_client";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `announce-self`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AnnounceSelf(pub super::AnnounceParameters);
+
+impl Command for AnnounceSelf {
+    const NAME: &'static str = "announce-self";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `balloon`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Balloon {
+    /// `value`.
+    pub value: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Balloon {
+    const NAME: &'static str = "balloon";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-commit`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockCommit {
+    /// `job-id`.
+    #[serde(rename = "job-id", default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// `device`.
+    pub device: String,
+    /// `base-node`.
+    #[serde(rename = "base-node", default, skip_serializing_if = "Option::is_none")]
+    pub base_node: Option<String>,
+    /// `base`. Features: `deprecated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// `top-node`.
+    #[serde(rename = "top-node", default, skip_serializing_if = "Option::is_none")]
+    pub top_node: Option<String>,
+    /// `top`. Features: `deprecated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<String>,
+    /// `backing-file`.
+    #[serde(rename = "backing-file", default, skip_serializing_if = "Option::is_none")]
+    pub backing_file: Option<String>,
+    /// `backing-mask-protocol`. Since 10.0 (not in 7.2).
+    #[serde(rename = "backing-mask-protocol", default, skip_serializing_if = "Option::is_none")]
+    pub backing_mask_protocol: Option<bool>,
+    /// `speed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<i64>,
+    /// `on-error`.
+    #[serde(rename = "on-error", default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<super::BlockdevOnError>,
+    /// `filter-node-name`.
+    #[serde(rename = "filter-node-name", default, skip_serializing_if = "Option::is_none")]
+    pub filter_node_name: Option<String>,
+    /// `auto-finalize`.
+    #[serde(rename = "auto-finalize", default, skip_serializing_if = "Option::is_none")]
+    pub auto_finalize: Option<bool>,
+    /// `auto-dismiss`.
+    #[serde(rename = "auto-dismiss", default, skip_serializing_if = "Option::is_none")]
+    pub auto_dismiss: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockCommit {
+    const NAME: &'static str = "block-commit";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-dirty-bitmap-add`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockDirtyBitmapAdd(pub super::BlockDirtyBitmapAdd);
+
+impl Command for BlockDirtyBitmapAdd {
+    const NAME: &'static str = "block-dirty-bitmap-add";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-dirty-bitmap-clear`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockDirtyBitmapClear(pub super::BlockDirtyBitmap);
+
+impl Command for BlockDirtyBitmapClear {
+    const NAME: &'static str = "block-dirty-bitmap-clear";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-dirty-bitmap-disable`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockDirtyBitmapDisable(pub super::BlockDirtyBitmap);
+
+impl Command for BlockDirtyBitmapDisable {
+    const NAME: &'static str = "block-dirty-bitmap-disable";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-dirty-bitmap-enable`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockDirtyBitmapEnable(pub super::BlockDirtyBitmap);
+
+impl Command for BlockDirtyBitmapEnable {
+    const NAME: &'static str = "block-dirty-bitmap-enable";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-dirty-bitmap-merge`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockDirtyBitmapMerge(pub super::BlockDirtyBitmapMerge);
+
+impl Command for BlockDirtyBitmapMerge {
+    const NAME: &'static str = "block-dirty-bitmap-merge";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-dirty-bitmap-remove`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockDirtyBitmapRemove(pub super::BlockDirtyBitmap);
+
+impl Command for BlockDirtyBitmapRemove {
+    const NAME: &'static str = "block-dirty-bitmap-remove";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-export-add`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockExportAdd(pub super::BlockExportOptions);
+
+impl Command for BlockExportAdd {
+    const NAME: &'static str = "block-export-add";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-export-del`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockExportDel {
+    /// `id`.
+    pub id: String,
+    /// `mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<super::BlockExportRemoveMode>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockExportDel {
+    const NAME: &'static str = "block-export-del";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-job-cancel`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockJobCancel {
+    /// `device`.
+    pub device: String,
+    /// `force`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockJobCancel {
+    const NAME: &'static str = "block-job-cancel";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-job-change`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockJobChange(pub super::BlockJobChangeOptions);
+
+impl Command for BlockJobChange {
+    const NAME: &'static str = "block-job-change";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-job-complete`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockJobComplete {
+    /// `device`.
+    pub device: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockJobComplete {
+    const NAME: &'static str = "block-job-complete";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-job-dismiss`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockJobDismiss {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockJobDismiss {
+    const NAME: &'static str = "block-job-dismiss";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-job-finalize`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockJobFinalize {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockJobFinalize {
+    const NAME: &'static str = "block-job-finalize";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-job-pause`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockJobPause {
+    /// `device`.
+    pub device: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockJobPause {
+    const NAME: &'static str = "block-job-pause";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-job-resume`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockJobResume {
+    /// `device`.
+    pub device: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockJobResume {
+    const NAME: &'static str = "block-job-resume";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-job-set-speed`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockJobSetSpeed {
+    /// `device`.
+    pub device: String,
+    /// `speed`.
+    pub speed: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockJobSetSpeed {
+    const NAME: &'static str = "block-job-set-speed";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-latency-histogram-set`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockLatencyHistogramSet {
+    /// `id`.
+    pub id: String,
+    /// `boundaries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boundaries: Option<Vec<u64>>,
+    /// `boundaries-read`.
+    #[serde(rename = "boundaries-read", default, skip_serializing_if = "Option::is_none")]
+    pub boundaries_read: Option<Vec<u64>>,
+    /// `boundaries-write`.
+    #[serde(rename = "boundaries-write", default, skip_serializing_if = "Option::is_none")]
+    pub boundaries_write: Option<Vec<u64>>,
+    /// `boundaries-zap`. Since 10.0 (not in 7.2).
+    #[serde(rename = "boundaries-zap", default, skip_serializing_if = "Option::is_none")]
+    pub boundaries_zap: Option<Vec<u64>>,
+    /// `boundaries-flush`.
+    #[serde(rename = "boundaries-flush", default, skip_serializing_if = "Option::is_none")]
+    pub boundaries_flush: Option<Vec<u64>>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockLatencyHistogramSet {
+    const NAME: &'static str = "block-latency-histogram-set";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-set-write-threshold`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockSetWriteThreshold {
+    /// `node-name`.
+    #[serde(rename = "node-name")]
+    pub node_name: String,
+    /// `write-threshold`.
+    #[serde(rename = "write-threshold")]
+    pub write_threshold: u64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockSetWriteThreshold {
+    const NAME: &'static str = "block-set-write-threshold";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block-stream`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockStream {
+    /// `job-id`.
+    #[serde(rename = "job-id", default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// `device`.
+    pub device: String,
+    /// `base`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// `base-node`.
+    #[serde(rename = "base-node", default, skip_serializing_if = "Option::is_none")]
+    pub base_node: Option<String>,
+    /// `backing-file`.
+    #[serde(rename = "backing-file", default, skip_serializing_if = "Option::is_none")]
+    pub backing_file: Option<String>,
+    /// `backing-mask-protocol`. Since 10.0 (not in 7.2).
+    #[serde(rename = "backing-mask-protocol", default, skip_serializing_if = "Option::is_none")]
+    pub backing_mask_protocol: Option<bool>,
+    /// `bottom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bottom: Option<String>,
+    /// `speed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<i64>,
+    /// `on-error`.
+    #[serde(rename = "on-error", default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<super::BlockdevOnError>,
+    /// `filter-node-name`.
+    #[serde(rename = "filter-node-name", default, skip_serializing_if = "Option::is_none")]
+    pub filter_node_name: Option<String>,
+    /// `auto-finalize`.
+    #[serde(rename = "auto-finalize", default, skip_serializing_if = "Option::is_none")]
+    pub auto_finalize: Option<bool>,
+    /// `auto-dismiss`.
+    #[serde(rename = "auto-dismiss", default, skip_serializing_if = "Option::is_none")]
+    pub auto_dismiss: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockStream {
+    const NAME: &'static str = "block-stream";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block_resize`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockResize {
+    /// `device`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `node-name`.
+    #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// `size`.
+    pub size: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockResize {
+    const NAME: &'static str = "block_resize";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `block_set_io_throttle`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockSetIoThrottle(pub super::BlockIOThrottle);
+
+impl Command for BlockSetIoThrottle {
+    const NAME: &'static str = "block_set_io_throttle";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-add`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockdevAdd(pub super::BlockdevOptions);
+
+impl Command for BlockdevAdd {
+    const NAME: &'static str = "blockdev-add";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-backup`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockdevBackup(pub super::BlockdevBackup);
+
+impl Command for BlockdevBackup {
+    const NAME: &'static str = "blockdev-backup";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-change-medium`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockdevChangeMedium {
+    /// `device`. Features: `deprecated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `filename`.
+    pub filename: String,
+    /// `format`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// `force`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    /// `read-only-mode`.
+    #[serde(rename = "read-only-mode", default, skip_serializing_if = "Option::is_none")]
+    pub read_only_mode: Option<super::BlockdevChangeReadOnlyMode>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockdevChangeMedium {
+    const NAME: &'static str = "blockdev-change-medium";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-close-tray`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct BlockdevCloseTray {
+    /// `device`. Features: `deprecated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockdevCloseTray {
+    const NAME: &'static str = "blockdev-close-tray";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-create`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockdevCreate {
+    /// `job-id`.
+    #[serde(rename = "job-id")]
+    pub job_id: String,
+    /// `options`.
+    pub options: super::BlockdevCreateOptions,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockdevCreate {
+    const NAME: &'static str = "blockdev-create";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-del`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockdevDel {
+    /// `node-name`.
+    #[serde(rename = "node-name")]
+    pub node_name: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockdevDel {
+    const NAME: &'static str = "blockdev-del";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-insert-medium`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockdevInsertMedium {
+    /// `id`.
+    pub id: String,
+    /// `node-name`.
+    #[serde(rename = "node-name")]
+    pub node_name: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockdevInsertMedium {
+    const NAME: &'static str = "blockdev-insert-medium";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-mirror`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockdevMirror {
+    /// `job-id`.
+    #[serde(rename = "job-id", default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// `device`.
+    pub device: String,
+    /// `target`.
+    pub target: String,
+    /// `replaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    /// `sync`.
+    pub sync: super::MirrorSyncMode,
+    /// `speed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<i64>,
+    /// `granularity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granularity: Option<u32>,
+    /// `buf-size`.
+    #[serde(rename = "buf-size", default, skip_serializing_if = "Option::is_none")]
+    pub buf_size: Option<i64>,
+    /// `on-source-error`.
+    #[serde(rename = "on-source-error", default, skip_serializing_if = "Option::is_none")]
+    pub on_source_error: Option<super::BlockdevOnError>,
+    /// `on-target-error`.
+    #[serde(rename = "on-target-error", default, skip_serializing_if = "Option::is_none")]
+    pub on_target_error: Option<super::BlockdevOnError>,
+    /// `filter-node-name`.
+    #[serde(rename = "filter-node-name", default, skip_serializing_if = "Option::is_none")]
+    pub filter_node_name: Option<String>,
+    /// `copy-mode`.
+    #[serde(rename = "copy-mode", default, skip_serializing_if = "Option::is_none")]
+    pub copy_mode: Option<super::MirrorCopyMode>,
+    /// `auto-finalize`.
+    #[serde(rename = "auto-finalize", default, skip_serializing_if = "Option::is_none")]
+    pub auto_finalize: Option<bool>,
+    /// `auto-dismiss`.
+    #[serde(rename = "auto-dismiss", default, skip_serializing_if = "Option::is_none")]
+    pub auto_dismiss: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockdevMirror {
+    const NAME: &'static str = "blockdev-mirror";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-open-tray`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct BlockdevOpenTray {
+    /// `device`. Features: `deprecated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `force`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockdevOpenTray {
+    const NAME: &'static str = "blockdev-open-tray";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-remove-medium`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockdevRemoveMedium {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockdevRemoveMedium {
+    const NAME: &'static str = "blockdev-remove-medium";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-reopen`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockdevReopen {
+    /// `options`.
+    pub options: Vec<super::BlockdevOptions>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockdevReopen {
+    const NAME: &'static str = "blockdev-reopen";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-set-active`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockdevSetActive {
+    /// `node-name`. Since 10.0 (not in 7.2).
+    #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// `active`. Since 10.0 (not in 7.2).
+    pub active: bool,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockdevSetActive {
+    const NAME: &'static str = "blockdev-set-active";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-snapshot`.
+///
+/// In every input release (7.2, 10.0). Features: `allow-write-only-overlay`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockdevSnapshot(pub super::BlockdevSnapshot);
+
+impl Command for BlockdevSnapshot {
+    const NAME: &'static str = "blockdev-snapshot";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-snapshot-delete-internal-sync`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockdevSnapshotDeleteInternalSync {
+    /// `device`.
+    pub device: String,
+    /// `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for BlockdevSnapshotDeleteInternalSync {
+    const NAME: &'static str = "blockdev-snapshot-delete-internal-sync";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::SnapshotInfo;
+}
+
+/// QMP command `blockdev-snapshot-internal-sync`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockdevSnapshotInternalSync(pub super::BlockdevSnapshotInternal);
+
+impl Command for BlockdevSnapshotInternalSync {
+    const NAME: &'static str = "blockdev-snapshot-internal-sync";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `blockdev-snapshot-sync`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockdevSnapshotSync(pub super::BlockdevSnapshotSync);
+
+impl Command for BlockdevSnapshotSync {
+    const NAME: &'static str = "blockdev-snapshot-sync";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `calc-dirty-rate`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CalcDirtyRate {
+    /// `calc-time`.
+    #[serde(rename = "calc-time")]
+    pub calc_time: i64,
+    /// `calc-time-unit`. Since 10.0 (not in 7.2).
+    #[serde(rename = "calc-time-unit", default, skip_serializing_if = "Option::is_none")]
+    pub calc_time_unit: Option<super::TimeUnit>,
+    /// `sample-pages`.
+    #[serde(rename = "sample-pages", default, skip_serializing_if = "Option::is_none")]
+    pub sample_pages: Option<i64>,
+    /// `mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<super::DirtyRateMeasureMode>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for CalcDirtyRate {
+    const NAME: &'static str = "calc-dirty-rate";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `cancel-vcpu-dirty-limit`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct CancelVcpuDirtyLimit {
+    /// `cpu-index`.
+    #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
+    pub cpu_index: Option<i64>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for CancelVcpuDirtyLimit {
+    const NAME: &'static str = "cancel-vcpu-dirty-limit";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `change-backing-file`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeBackingFile {
+    /// `device`.
+    pub device: String,
+    /// `image-node-name`.
+    #[serde(rename = "image-node-name")]
+    pub image_node_name: String,
+    /// `backing-file`.
+    #[serde(rename = "backing-file")]
+    pub backing_file: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for ChangeBackingFile {
+    const NAME: &'static str = "change-backing-file";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `change-vnc-password`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeVncPassword {
+    /// `password`.
+    pub password: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for ChangeVncPassword {
+    const NAME: &'static str = "change-vnc-password";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `chardev-add`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChardevAdd {
+    /// `id`.
+    pub id: String,
+    /// `backend`.
+    pub backend: super::ChardevBackend,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for ChardevAdd {
+    const NAME: &'static str = "chardev-add";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::ChardevReturn;
+}
+
+/// QMP command `chardev-change`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChardevChange {
+    /// `id`.
+    pub id: String,
+    /// `backend`.
+    pub backend: super::ChardevBackend,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for ChardevChange {
+    const NAME: &'static str = "chardev-change";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::ChardevReturn;
+}
+
+/// QMP command `chardev-remove`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChardevRemove {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for ChardevRemove {
+    const NAME: &'static str = "chardev-remove";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `chardev-send-break`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChardevSendBreak {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for ChardevSendBreak {
+    const NAME: &'static str = "chardev-send-break";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `client_migrate_info`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientMigrateInfo {
+    /// `protocol`.
+    pub protocol: String,
+    /// `hostname`.
+    pub hostname: String,
+    /// `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    /// `tls-port`.
+    #[serde(rename = "tls-port", default, skip_serializing_if = "Option::is_none")]
+    pub tls_port: Option<i64>,
+    /// `cert-subject`.
+    #[serde(rename = "cert-subject", default, skip_serializing_if = "Option::is_none")]
+    pub cert_subject: Option<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for ClientMigrateInfo {
+    const NAME: &'static str = "client_migrate_info";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `closefd`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Closefd {
+    /// `fdname`.
+    pub fdname: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Closefd {
+    const NAME: &'static str = "closefd";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `cont`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Cont {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Cont {
+    const NAME: &'static str = "cont";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `cxl-add-dynamic-capacity`.
+///
+/// Since 10.0 (not in 7.2). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CxlAddDynamicCapacity {
+    /// `path`. Since 10.0 (not in 7.2).
+    pub path: String,
+    /// `host-id`. Since 10.0 (not in 7.2).
+    #[serde(rename = "host-id")]
+    pub host_id: u16,
+    /// `selection-policy`. Since 10.0 (not in 7.2).
+    #[serde(rename = "selection-policy")]
+    pub selection_policy: super::CxlExtentSelectionPolicy,
+    /// `region`. Since 10.0 (not in 7.2).
+    pub region: u8,
+    /// `tag`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// `extents`. Since 10.0 (not in 7.2).
+    pub extents: Vec<super::CxlDynamicCapacityExtent>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for CxlAddDynamicCapacity {
+    const NAME: &'static str = "cxl-add-dynamic-capacity";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `cxl-inject-correctable-error`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CxlInjectCorrectableError {
+    /// `path`. Since 10.0 (not in 7.2).
+    pub path: String,
+    /// `type`. Since 10.0 (not in 7.2).
+    #[serde(rename = "type")]
+    pub type_: super::CxlCorErrorType,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for CxlInjectCorrectableError {
+    const NAME: &'static str = "cxl-inject-correctable-error";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `cxl-inject-dram-event`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CxlInjectDramEvent {
+    /// `path`. Since 10.0 (not in 7.2).
+    pub path: String,
+    /// `log`. Since 10.0 (not in 7.2).
+    pub log: super::CxlEventLog,
+    /// `flags`. Since 10.0 (not in 7.2).
+    pub flags: u8,
+    /// `dpa`. Since 10.0 (not in 7.2).
+    pub dpa: u64,
+    /// `descriptor`. Since 10.0 (not in 7.2).
+    pub descriptor: u8,
+    /// `type`. Since 10.0 (not in 7.2).
+    #[serde(rename = "type")]
+    pub type_: u8,
+    /// `transaction-type`. Since 10.0 (not in 7.2).
+    #[serde(rename = "transaction-type")]
+    pub transaction_type: u8,
+    /// `channel`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<u8>,
+    /// `rank`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<u8>,
+    /// `nibble-mask`. Since 10.0 (not in 7.2).
+    #[serde(rename = "nibble-mask", default, skip_serializing_if = "Option::is_none")]
+    pub nibble_mask: Option<u32>,
+    /// `bank-group`. Since 10.0 (not in 7.2).
+    #[serde(rename = "bank-group", default, skip_serializing_if = "Option::is_none")]
+    pub bank_group: Option<u8>,
+    /// `bank`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank: Option<u8>,
+    /// `row`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<u32>,
+    /// `column`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u16>,
+    /// `correction-mask`. Since 10.0 (not in 7.2).
+    #[serde(rename = "correction-mask", default, skip_serializing_if = "Option::is_none")]
+    pub correction_mask: Option<Vec<u64>>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for CxlInjectDramEvent {
+    const NAME: &'static str = "cxl-inject-dram-event";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `cxl-inject-general-media-event`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CxlInjectGeneralMediaEvent {
+    /// `path`. Since 10.0 (not in 7.2).
+    pub path: String,
+    /// `log`. Since 10.0 (not in 7.2).
+    pub log: super::CxlEventLog,
+    /// `flags`. Since 10.0 (not in 7.2).
+    pub flags: u8,
+    /// `dpa`. Since 10.0 (not in 7.2).
+    pub dpa: u64,
+    /// `descriptor`. Since 10.0 (not in 7.2).
+    pub descriptor: u8,
+    /// `type`. Since 10.0 (not in 7.2).
+    #[serde(rename = "type")]
+    pub type_: u8,
+    /// `transaction-type`. Since 10.0 (not in 7.2).
+    #[serde(rename = "transaction-type")]
+    pub transaction_type: u8,
+    /// `channel`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<u8>,
+    /// `rank`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<u8>,
+    /// `device`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<u32>,
+    /// `component-id`. Since 10.0 (not in 7.2).
+    #[serde(rename = "component-id", default, skip_serializing_if = "Option::is_none")]
+    pub component_id: Option<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for CxlInjectGeneralMediaEvent {
+    const NAME: &'static str = "cxl-inject-general-media-event";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `cxl-inject-memory-module-event`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CxlInjectMemoryModuleEvent {
+    /// `path`. Since 10.0 (not in 7.2).
+    pub path: String,
+    /// `log`. Since 10.0 (not in 7.2).
+    pub log: super::CxlEventLog,
+    /// `flags`. Since 10.0 (not in 7.2).
+    pub flags: u8,
+    /// `type`. Since 10.0 (not in 7.2).
+    #[serde(rename = "type")]
+    pub type_: u8,
+    /// `health-status`. Since 10.0 (not in 7.2).
+    #[serde(rename = "health-status")]
+    pub health_status: u8,
+    /// `media-status`. Since 10.0 (not in 7.2).
+    #[serde(rename = "media-status")]
+    pub media_status: u8,
+    /// `additional-status`. Since 10.0 (not in 7.2).
+    #[serde(rename = "additional-status")]
+    pub additional_status: u8,
+    /// `life-used`. Since 10.0 (not in 7.2).
+    #[serde(rename = "life-used")]
+    pub life_used: u8,
+    /// `temperature`. Since 10.0 (not in 7.2).
+    pub temperature: i16,
+    /// `dirty-shutdown-count`. Since 10.0 (not in 7.2).
+    #[serde(rename = "dirty-shutdown-count")]
+    pub dirty_shutdown_count: u32,
+    /// `corrected-volatile-error-count`. Since 10.0 (not in 7.2).
+    #[serde(rename = "corrected-volatile-error-count")]
+    pub corrected_volatile_error_count: u32,
+    /// `corrected-persistent-error-count`. Since 10.0 (not in 7.2).
+    #[serde(rename = "corrected-persistent-error-count")]
+    pub corrected_persistent_error_count: u32,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for CxlInjectMemoryModuleEvent {
+    const NAME: &'static str = "cxl-inject-memory-module-event";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `cxl-inject-poison`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CxlInjectPoison {
+    /// `path`. Since 10.0 (not in 7.2).
+    pub path: String,
+    /// `start`. Since 10.0 (not in 7.2).
+    pub start: u64,
+    /// `length`. Since 10.0 (not in 7.2).
+    pub length: u64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for CxlInjectPoison {
+    const NAME: &'static str = "cxl-inject-poison";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `cxl-inject-uncorrectable-errors`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CxlInjectUncorrectableErrors {
+    /// `path`. Since 10.0 (not in 7.2).
+    pub path: String,
+    /// `errors`. Since 10.0 (not in 7.2).
+    pub errors: Vec<super::CXLUncorErrorRecord>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for CxlInjectUncorrectableErrors {
+    const NAME: &'static str = "cxl-inject-uncorrectable-errors";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `cxl-release-dynamic-capacity`.
+///
+/// Since 10.0 (not in 7.2). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CxlReleaseDynamicCapacity {
+    /// `path`. Since 10.0 (not in 7.2).
+    pub path: String,
+    /// `host-id`. Since 10.0 (not in 7.2).
+    #[serde(rename = "host-id")]
+    pub host_id: u16,
+    /// `removal-policy`. Since 10.0 (not in 7.2).
+    #[serde(rename = "removal-policy")]
+    pub removal_policy: super::CxlExtentRemovalPolicy,
+    /// `forced-removal`. Since 10.0 (not in 7.2).
+    #[serde(rename = "forced-removal", default, skip_serializing_if = "Option::is_none")]
+    pub forced_removal: Option<bool>,
+    /// `sanitize-on-release`. Since 10.0 (not in 7.2).
+    #[serde(rename = "sanitize-on-release", default, skip_serializing_if = "Option::is_none")]
+    pub sanitize_on_release: Option<bool>,
+    /// `region`. Since 10.0 (not in 7.2).
+    pub region: u8,
+    /// `tag`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// `extents`. Since 10.0 (not in 7.2).
+    pub extents: Vec<super::CxlDynamicCapacityExtent>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for CxlReleaseDynamicCapacity {
+    const NAME: &'static str = "cxl-release-dynamic-capacity";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `device-list-properties`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceListProperties {
+    /// `typename`.
+    pub typename: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for DeviceListProperties {
+    const NAME: &'static str = "device-list-properties";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::ObjectPropertyInfo>;
+}
+
+/// QMP command `device-sync-config`.
+///
+/// Since 10.0 (not in 7.2). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceSyncConfig {
+    /// `id`. Since 10.0 (not in 7.2).
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for DeviceSyncConfig {
+    const NAME: &'static str = "device-sync-config";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `device_add`.
+///
+/// In every input release (7.2, 10.0). Features: `json-cli`, `json-cli-hotplug`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceAdd {
+    /// `driver`.
+    pub driver: String,
+    /// `bus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
+    /// `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for DeviceAdd {
+    const NAME: &'static str = "device_add";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `device_del`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceDel {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for DeviceDel {
+    const NAME: &'static str = "device_del";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `display-reload`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DisplayReload(pub super::DisplayReloadOptions);
+
+impl Command for DisplayReload {
+    const NAME: &'static str = "display-reload";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `display-update`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DisplayUpdate(pub super::DisplayUpdateOptions);
+
+impl Command for DisplayUpdate {
+    const NAME: &'static str = "display-update";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `drive-backup`.
+///
+/// In every input release (7.2, 10.0). Features: `deprecated`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DriveBackup(pub super::DriveBackup);
+
+impl Command for DriveBackup {
+    const NAME: &'static str = "drive-backup";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `drive-mirror`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DriveMirror(pub super::DriveMirror);
+
+impl Command for DriveMirror {
+    const NAME: &'static str = "drive-mirror";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `dump-guest-memory`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DumpGuestMemory {
+    /// `paging`.
+    pub paging: bool,
+    /// `protocol`.
+    pub protocol: String,
+    /// `detach`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detach: Option<bool>,
+    /// `begin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub begin: Option<i64>,
+    /// `length`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<i64>,
+    /// `format`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<super::DumpGuestMemoryFormat>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for DumpGuestMemory {
+    const NAME: &'static str = "dump-guest-memory";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `dump-skeys`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_S390X`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DumpSkeys {
+    /// `filename`.
+    pub filename: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for DumpSkeys {
+    const NAME: &'static str = "dump-skeys";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `dumpdtb`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_FDT`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dumpdtb {
+    /// `filename`.
+    pub filename: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Dumpdtb {
+    const NAME: &'static str = "dumpdtb";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `eject`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Eject {
+    /// `device`. Features: `deprecated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `force`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Eject {
+    const NAME: &'static str = "eject";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `expire_password`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExpirePassword(pub super::ExpirePasswordOptions);
+
+impl Command for ExpirePassword {
+    const NAME: &'static str = "expire_password";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `get-win32-socket`.
+///
+/// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_WIN32`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GetWin32Socket {
+    /// `info`. Since 10.0 (not in 7.2).
+    pub info: String,
+    /// `fdname`. Since 10.0 (not in 7.2).
+    pub fdname: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for GetWin32Socket {
+    const NAME: &'static str = "get-win32-socket";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `getfd`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_POSIX`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Getfd {
+    /// `fdname`.
+    pub fdname: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Getfd {
+    const NAME: &'static str = "getfd";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `human-monitor-command`.
+///
+/// In every input release (7.2, 10.0). Features: `savevm-monitor-nodes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanMonitorCommand {
+    /// `command-line`.
+    #[serde(rename = "command-line")]
+    pub command_line: String,
+    /// `cpu-index`.
+    #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
+    pub cpu_index: Option<i64>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for HumanMonitorCommand {
+    const NAME: &'static str = "human-monitor-command";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = String;
+}
+
+/// QMP command `inject-nmi`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct InjectNmi {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for InjectNmi {
+    const NAME: &'static str = "inject-nmi";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `input-send-event`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputSendEvent {
+    /// `device`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `head`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<i64>,
+    /// `events`.
+    pub events: Vec<super::InputEvent>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for InputSendEvent {
+    const NAME: &'static str = "input-send-event";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `job-cancel`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobCancel {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for JobCancel {
+    const NAME: &'static str = "job-cancel";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `job-complete`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobComplete {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for JobComplete {
+    const NAME: &'static str = "job-complete";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `job-dismiss`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobDismiss {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for JobDismiss {
+    const NAME: &'static str = "job-dismiss";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `job-finalize`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobFinalize {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for JobFinalize {
+    const NAME: &'static str = "job-finalize";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `job-pause`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobPause {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for JobPause {
+    const NAME: &'static str = "job-pause";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `job-resume`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobResume {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for JobResume {
+    const NAME: &'static str = "job-resume";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `memsave`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Memsave {
+    /// `val`. Its type differs between releases (7.2 `int`, 10.0 `uint64`).
+    pub val: Value,
+    /// `size`. Its type differs between releases (7.2 `int`, 10.0 `size`).
+    pub size: Value,
+    /// `filename`.
+    pub filename: String,
+    /// `cpu-index`.
+    #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
+    pub cpu_index: Option<i64>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Memsave {
+    const NAME: &'static str = "memsave";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `migrate`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Migrate {
+    /// `uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// `channels`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<super::MigrationChannel>>,
+    /// `detach`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detach: Option<bool>,
+    /// `resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<bool>,
+    /// `blk`. Until 7.2 (not in 10.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blk: Option<bool>,
+    /// `inc`. Until 7.2 (not in 10.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inc: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Migrate {
+    const NAME: &'static str = "migrate";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `migrate-continue`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MigrateContinue {
+    /// `state`.
+    pub state: super::MigrationStatus,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for MigrateContinue {
+    const NAME: &'static str = "migrate-continue";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `migrate-incoming`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct MigrateIncoming {
+    /// `uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// `channels`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<super::MigrationChannel>>,
+    /// `exit-on-error`. Since 10.0 (not in 7.2).
+    #[serde(rename = "exit-on-error", default, skip_serializing_if = "Option::is_none")]
+    pub exit_on_error: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for MigrateIncoming {
+    const NAME: &'static str = "migrate-incoming";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `migrate-pause`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct MigratePause {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for MigratePause {
+    const NAME: &'static str = "migrate-pause";
+    const ALLOW_OOB: bool = true;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `migrate-recover`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MigrateRecover {
+    /// `uri`.
+    pub uri: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for MigrateRecover {
+    const NAME: &'static str = "migrate-recover";
+    const ALLOW_OOB: bool = true;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `migrate-set-capabilities`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MigrateSetCapabilities {
+    /// `capabilities`.
+    pub capabilities: Vec<super::MigrationCapabilityStatus>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for MigrateSetCapabilities {
+    const NAME: &'static str = "migrate-set-capabilities";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `migrate-set-parameters`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MigrateSetParameters(pub super::MigrateSetParameters);
+
+impl Command for MigrateSetParameters {
+    const NAME: &'static str = "migrate-set-parameters";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `migrate-start-postcopy`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct MigrateStartPostcopy {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for MigrateStartPostcopy {
+    const NAME: &'static str = "migrate-start-postcopy";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `migrate_cancel`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct MigrateCancel {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for MigrateCancel {
+    const NAME: &'static str = "migrate_cancel";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `nbd-server-add`.
+///
+/// In every input release (7.2, 10.0). Features: `deprecated`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NbdServerAdd(pub super::NbdServerAddOptions);
+
+impl Command for NbdServerAdd {
+    const NAME: &'static str = "nbd-server-add";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `nbd-server-remove`.
+///
+/// In every input release (7.2, 10.0). Features: `deprecated`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NbdServerRemove {
+    /// `name`.
+    pub name: String,
+    /// `mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<super::BlockExportRemoveMode>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for NbdServerRemove {
+    const NAME: &'static str = "nbd-server-remove";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `nbd-server-start`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NbdServerStart {
+    /// `handshake-max-seconds`. Since 10.0 (not in 7.2).
+    #[serde(rename = "handshake-max-seconds", default, skip_serializing_if = "Option::is_none")]
+    pub handshake_max_seconds: Option<u32>,
+    /// `tls-creds`.
+    #[serde(rename = "tls-creds", default, skip_serializing_if = "Option::is_none")]
+    pub tls_creds: Option<String>,
+    /// `tls-authz`.
+    #[serde(rename = "tls-authz", default, skip_serializing_if = "Option::is_none")]
+    pub tls_authz: Option<String>,
+    /// `max-connections`.
+    #[serde(rename = "max-connections", default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// `addr`.
+    pub addr: super::SocketAddressLegacy,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for NbdServerStart {
+    const NAME: &'static str = "nbd-server-start";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `nbd-server-stop`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct NbdServerStop {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for NbdServerStop {
+    const NAME: &'static str = "nbd-server-stop";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `netdev_add`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NetdevAdd(pub super::Netdev);
+
+impl Command for NetdevAdd {
+    const NAME: &'static str = "netdev_add";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `netdev_del`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetdevDel {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for NetdevDel {
+    const NAME: &'static str = "netdev_del";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `object-add`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ObjectAdd(pub super::ObjectOptions);
+
+impl Command for ObjectAdd {
+    const NAME: &'static str = "object-add";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `object-del`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectDel {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for ObjectDel {
+    const NAME: &'static str = "object-del";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `pmemsave`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pmemsave {
+    /// `val`. Its type differs between releases (7.2 `int`, 10.0 `uint64`).
+    pub val: Value,
+    /// `size`. Its type differs between releases (7.2 `int`, 10.0 `size`).
+    pub size: Value,
+    /// `filename`.
+    pub filename: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Pmemsave {
+    const NAME: &'static str = "pmemsave";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `qmp_capabilities`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QmpCapabilities {
+    /// `enable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable: Option<Vec<super::QMPCapability>>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QmpCapabilities {
+    const NAME: &'static str = "qmp_capabilities";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `qom-get`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QomGet {
+    /// `path`.
+    pub path: String,
+    /// `property`.
+    pub property: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QomGet {
+    const NAME: &'static str = "qom-get";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Value;
+}
+
+/// QMP command `qom-list`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QomList {
+    /// `path`.
+    pub path: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QomList {
+    const NAME: &'static str = "qom-list";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::ObjectPropertyInfo>;
+}
+
+/// QMP command `qom-list-properties`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QomListProperties {
+    /// `typename`.
+    pub typename: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QomListProperties {
+    const NAME: &'static str = "qom-list-properties";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::ObjectPropertyInfo>;
+}
+
+/// QMP command `qom-list-types`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QomListTypes {
+    /// `implements`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implements: Option<String>,
+    /// `abstract`.
+    #[serde(rename = "abstract", default, skip_serializing_if = "Option::is_none")]
+    pub abstract_: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QomListTypes {
+    const NAME: &'static str = "qom-list-types";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::ObjectTypeInfo>;
+}
+
+/// QMP command `qom-set`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QomSet {
+    /// `path`.
+    pub path: String,
+    /// `property`.
+    pub property: String,
+    /// `value`.
+    pub value: Value,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QomSet {
+    const NAME: &'static str = "qom-set";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `query-acpi-ospm-status`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryAcpiOspmStatus {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryAcpiOspmStatus {
+    const NAME: &'static str = "query-acpi-ospm-status";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::ACPIOSTInfo>;
+}
+
+/// QMP command `query-audiodevs`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryAudiodevs {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryAudiodevs {
+    const NAME: &'static str = "query-audiodevs";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::Audiodev>;
+}
+
+/// QMP command `query-balloon`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryBalloon {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryBalloon {
+    const NAME: &'static str = "query-balloon";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::BalloonInfo;
+}
+
+/// QMP command `query-block`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryBlock {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryBlock {
+    const NAME: &'static str = "query-block";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::BlockInfo>;
+}
+
+/// QMP command `query-block-exports`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryBlockExports {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryBlockExports {
+    const NAME: &'static str = "query-block-exports";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::BlockExportInfo>;
+}
+
+/// QMP command `query-block-jobs`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryBlockJobs {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryBlockJobs {
+    const NAME: &'static str = "query-block-jobs";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::BlockJobInfo>;
+}
+
+/// QMP command `query-blockstats`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryBlockstats {
+    /// `query-nodes`.
+    #[serde(rename = "query-nodes", default, skip_serializing_if = "Option::is_none")]
+    pub query_nodes: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryBlockstats {
+    const NAME: &'static str = "query-blockstats";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::BlockStats>;
+}
+
+/// QMP command `query-chardev`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryChardev {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryChardev {
+    const NAME: &'static str = "query-chardev";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::ChardevInfo>;
+}
+
+/// QMP command `query-chardev-backends`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryChardevBackends {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryChardevBackends {
+    const NAME: &'static str = "query-chardev-backends";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::ChardevBackendInfo>;
+}
+
+/// QMP command `query-colo-status`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_REPLICATION`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryColoStatus {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryColoStatus {
+    const NAME: &'static str = "query-colo-status";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::COLOStatus;
+}
+
+/// QMP command `query-command-line-options`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryCommandLineOptions {
+    /// `option`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub option: Option<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryCommandLineOptions {
+    const NAME: &'static str = "query-command-line-options";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::CommandLineOptionInfo>;
+}
+
+/// QMP command `query-commands`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryCommands {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryCommands {
+    const NAME: &'static str = "query-commands";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::CommandInfo>;
+}
+
+/// QMP command `query-cpu-definitions`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(TARGET_PPC, TARGET_ARM, TARGET_I386, TARGET_S390X, TARGET_MIPS, TARGET_LOONGARCH64, TARGET_RISCV)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryCpuDefinitions {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryCpuDefinitions {
+    const NAME: &'static str = "query-cpu-definitions";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::CpuDefinitionInfo>;
+}
+
+/// QMP command `query-cpu-model-baseline`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_S390X`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryCpuModelBaseline {
+    /// `modela`.
+    pub modela: super::CpuModelInfo,
+    /// `modelb`.
+    pub modelb: super::CpuModelInfo,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryCpuModelBaseline {
+    const NAME: &'static str = "query-cpu-model-baseline";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::CpuModelBaselineInfo;
+}
+
+/// QMP command `query-cpu-model-comparison`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_S390X`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryCpuModelComparison {
+    /// `modela`.
+    pub modela: super::CpuModelInfo,
+    /// `modelb`.
+    pub modelb: super::CpuModelInfo,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryCpuModelComparison {
+    const NAME: &'static str = "query-cpu-model-comparison";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::CpuModelCompareInfo;
+}
+
+/// QMP command `query-cpu-model-expansion`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `any(TARGET_S390X, TARGET_I386, TARGET_ARM, TARGET_LOONGARCH64, TARGET_RISCV)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryCpuModelExpansion {
+    /// `type`.
+    #[serde(rename = "type")]
+    pub type_: super::CpuModelExpansionType,
+    /// `model`.
+    pub model: super::CpuModelInfo,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryCpuModelExpansion {
+    const NAME: &'static str = "query-cpu-model-expansion";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::CpuModelExpansionInfo;
+}
+
+/// QMP command `query-cpus-fast`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryCpusFast {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryCpusFast {
+    const NAME: &'static str = "query-cpus-fast";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::CpuInfoFast>;
+}
+
+/// QMP command `query-cryptodev`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryCryptodev {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryCryptodev {
+    const NAME: &'static str = "query-cryptodev";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::QCryptodevInfo>;
+}
+
+/// QMP command `query-current-machine`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryCurrentMachine {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryCurrentMachine {
+    const NAME: &'static str = "query-current-machine";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::CurrentMachineParams;
+}
+
+/// QMP command `query-dirty-rate`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryDirtyRate {
+    /// `calc-time-unit`. Since 10.0 (not in 7.2).
+    #[serde(rename = "calc-time-unit", default, skip_serializing_if = "Option::is_none")]
+    pub calc_time_unit: Option<super::TimeUnit>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryDirtyRate {
+    const NAME: &'static str = "query-dirty-rate";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::DirtyRateInfo;
+}
+
+/// QMP command `query-display-options`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryDisplayOptions {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryDisplayOptions {
+    const NAME: &'static str = "query-display-options";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::DisplayOptions;
+}
+
+/// QMP command `query-dump`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryDump {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryDump {
+    const NAME: &'static str = "query-dump";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::DumpQueryResult;
+}
+
+/// QMP command `query-dump-guest-memory-capability`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryDumpGuestMemoryCapability {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryDumpGuestMemoryCapability {
+    const NAME: &'static str = "query-dump-guest-memory-capability";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::DumpGuestMemoryCapability;
+}
+
+/// QMP command `query-fdsets`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryFdsets {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryFdsets {
+    const NAME: &'static str = "query-fdsets";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::FdsetInfo>;
+}
+
+/// QMP command `query-gic-capabilities`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_ARM`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryGicCapabilities {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryGicCapabilities {
+    const NAME: &'static str = "query-gic-capabilities";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::GICCapability>;
+}
+
+/// QMP command `query-hotpluggable-cpus`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryHotpluggableCpus {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryHotpluggableCpus {
+    const NAME: &'static str = "query-hotpluggable-cpus";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::HotpluggableCPU>;
+}
+
+/// QMP command `query-hv-balloon-status-report`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryHvBalloonStatusReport {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryHvBalloonStatusReport {
+    const NAME: &'static str = "query-hv-balloon-status-report";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::HvBalloonInfo;
+}
+
+/// QMP command `query-iothreads`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryIothreads {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryIothreads {
+    const NAME: &'static str = "query-iothreads";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::IOThreadInfo>;
+}
+
+/// QMP command `query-jobs`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryJobs {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryJobs {
+    const NAME: &'static str = "query-jobs";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::JobInfo>;
+}
+
+/// QMP command `query-kvm`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryKvm {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryKvm {
+    const NAME: &'static str = "query-kvm";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::KvmInfo;
+}
+
+/// QMP command `query-machines`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryMachines {
+    /// `compat-props`. Since 10.0 (not in 7.2). Features: `unstable`.
+    #[serde(rename = "compat-props", default, skip_serializing_if = "Option::is_none")]
+    pub compat_props: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryMachines {
+    const NAME: &'static str = "query-machines";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::MachineInfo>;
+}
+
+/// QMP command `query-memdev`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryMemdev {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryMemdev {
+    const NAME: &'static str = "query-memdev";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::Memdev>;
+}
+
+/// QMP command `query-memory-devices`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryMemoryDevices {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryMemoryDevices {
+    const NAME: &'static str = "query-memory-devices";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::MemoryDeviceInfo>;
+}
+
+/// QMP command `query-memory-size-summary`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryMemorySizeSummary {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryMemorySizeSummary {
+    const NAME: &'static str = "query-memory-size-summary";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::MemoryInfo;
+}
+
+/// QMP command `query-mice`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryMice {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryMice {
+    const NAME: &'static str = "query-mice";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::MouseInfo>;
+}
+
+/// QMP command `query-migrate`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryMigrate {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryMigrate {
+    const NAME: &'static str = "query-migrate";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::MigrationInfo;
+}
+
+/// QMP command `query-migrate-capabilities`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryMigrateCapabilities {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryMigrateCapabilities {
+    const NAME: &'static str = "query-migrate-capabilities";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::MigrationCapabilityStatus>;
+}
+
+/// QMP command `query-migrate-parameters`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryMigrateParameters {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryMigrateParameters {
+    const NAME: &'static str = "query-migrate-parameters";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::MigrationParameters;
+}
+
+/// QMP command `query-migrationthreads`.
+///
+/// Since 10.0 (not in 7.2). Features: `deprecated`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryMigrationthreads {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryMigrationthreads {
+    const NAME: &'static str = "query-migrationthreads";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::MigrationThreadInfo>;
+}
+
+/// QMP command `query-name`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryName {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryName {
+    const NAME: &'static str = "query-name";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::NameInfo;
+}
+
+/// QMP command `query-named-block-nodes`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryNamedBlockNodes {
+    /// `flat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flat: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryNamedBlockNodes {
+    const NAME: &'static str = "query-named-block-nodes";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::BlockDeviceInfo>;
+}
+
+/// QMP command `query-pci`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryPci {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryPci {
+    const NAME: &'static str = "query-pci";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::PciInfo>;
+}
+
+/// QMP command `query-pr-managers`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryPrManagers {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryPrManagers {
+    const NAME: &'static str = "query-pr-managers";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::PRManagerInfo>;
+}
+
+/// QMP command `query-qmp-schema`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryQmpSchema {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryQmpSchema {
+    const NAME: &'static str = "query-qmp-schema";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::SchemaInfo>;
+}
+
+/// QMP command `query-replay`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryReplay {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryReplay {
+    const NAME: &'static str = "query-replay";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::ReplayInfo;
+}
+
+/// QMP command `query-rocker`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryRocker {
+    /// `name`.
+    pub name: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryRocker {
+    const NAME: &'static str = "query-rocker";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::RockerSwitch;
+}
+
+/// QMP command `query-rocker-of-dpa-flows`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryRockerOfDpaFlows {
+    /// `name`.
+    pub name: String,
+    /// `tbl-id`.
+    #[serde(rename = "tbl-id", default, skip_serializing_if = "Option::is_none")]
+    pub tbl_id: Option<u32>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryRockerOfDpaFlows {
+    const NAME: &'static str = "query-rocker-of-dpa-flows";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::RockerOfDpaFlow>;
+}
+
+/// QMP command `query-rocker-of-dpa-groups`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryRockerOfDpaGroups {
+    /// `name`.
+    pub name: String,
+    /// `type`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<u8>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryRockerOfDpaGroups {
+    const NAME: &'static str = "query-rocker-of-dpa-groups";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::RockerOfDpaGroup>;
+}
+
+/// QMP command `query-rocker-ports`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryRockerPorts {
+    /// `name`.
+    pub name: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryRockerPorts {
+    const NAME: &'static str = "query-rocker-ports";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::RockerPort>;
+}
+
+/// QMP command `query-rx-filter`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryRxFilter {
+    /// `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryRxFilter {
+    const NAME: &'static str = "query-rx-filter";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::RxFilterInfo>;
+}
+
+/// QMP command `query-s390x-cpu-polarization`.
+///
+/// Since 10.0 (not in 7.2). Features: `unstable`. Only when QEMU is built with `all(TARGET_S390X, CONFIG_KVM)`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryS390xCpuPolarization {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryS390xCpuPolarization {
+    const NAME: &'static str = "query-s390x-cpu-polarization";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::CpuPolarizationInfo;
+}
+
+/// QMP command `query-sev`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QuerySev {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QuerySev {
+    const NAME: &'static str = "query-sev";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::SevInfo;
+}
+
+/// QMP command `query-sev-attestation-report`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuerySevAttestationReport {
+    /// `mnonce`.
+    pub mnonce: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QuerySevAttestationReport {
+    const NAME: &'static str = "query-sev-attestation-report";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::SevAttestationReport;
+}
+
+/// QMP command `query-sev-capabilities`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QuerySevCapabilities {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QuerySevCapabilities {
+    const NAME: &'static str = "query-sev-capabilities";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::SevCapability;
+}
+
+/// QMP command `query-sev-launch-measure`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QuerySevLaunchMeasure {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QuerySevLaunchMeasure {
+    const NAME: &'static str = "query-sev-launch-measure";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::SevLaunchMeasureInfo;
+}
+
+/// QMP command `query-sgx`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QuerySgx {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QuerySgx {
+    const NAME: &'static str = "query-sgx";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::SGXInfo;
+}
+
+/// QMP command `query-sgx-capabilities`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QuerySgxCapabilities {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QuerySgxCapabilities {
+    const NAME: &'static str = "query-sgx-capabilities";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::SGXInfo;
+}
+
+/// QMP command `query-spice`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QuerySpice {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QuerySpice {
+    const NAME: &'static str = "query-spice";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::SpiceInfo;
+}
+
+/// QMP command `query-stats`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct QueryStats(pub super::StatsFilter);
+
+impl Command for QueryStats {
+    const NAME: &'static str = "query-stats";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::StatsResult>;
+}
+
+/// QMP command `query-stats-schemas`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryStatsSchemas {
+    /// `provider`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<super::StatsProvider>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryStatsSchemas {
+    const NAME: &'static str = "query-stats-schemas";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::StatsSchema>;
+}
+
+/// QMP command `query-status`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryStatus {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryStatus {
+    const NAME: &'static str = "query-status";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::StatusInfo;
+}
+
+/// QMP command `query-target`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryTarget {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryTarget {
+    const NAME: &'static str = "query-target";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::TargetInfo;
+}
+
+/// QMP command `query-tpm`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_TPM`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryTpm {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryTpm {
+    const NAME: &'static str = "query-tpm";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::TPMInfo>;
+}
+
+/// QMP command `query-tpm-models`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_TPM`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryTpmModels {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryTpmModels {
+    const NAME: &'static str = "query-tpm-models";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::TpmModel>;
+}
+
+/// QMP command `query-tpm-types`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_TPM`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryTpmTypes {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryTpmTypes {
+    const NAME: &'static str = "query-tpm-types";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::TpmType>;
+}
+
+/// QMP command `query-uuid`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryUuid {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryUuid {
+    const NAME: &'static str = "query-uuid";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::UuidInfo;
+}
+
+/// QMP command `query-vcpu-dirty-limit`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryVcpuDirtyLimit {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryVcpuDirtyLimit {
+    const NAME: &'static str = "query-vcpu-dirty-limit";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::DirtyLimitInfo>;
+}
+
+/// QMP command `query-version`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryVersion {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryVersion {
+    const NAME: &'static str = "query-version";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::VersionInfo;
+}
+
+/// QMP command `query-vm-generation-id`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryVmGenerationId {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryVmGenerationId {
+    const NAME: &'static str = "query-vm-generation-id";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::GuidInfo;
+}
+
+/// QMP command `query-vnc`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryVnc {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryVnc {
+    const NAME: &'static str = "query-vnc";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::VncInfo;
+}
+
+/// QMP command `query-vnc-servers`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryVncServers {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryVncServers {
+    const NAME: &'static str = "query-vnc-servers";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::VncInfo2>;
+}
+
+/// QMP command `query-xen-replication-status`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_REPLICATION`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryXenReplicationStatus {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryXenReplicationStatus {
+    const NAME: &'static str = "query-xen-replication-status";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::ReplicationStatus;
+}
+
+/// QMP command `query-yank`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryYank {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for QueryYank {
+    const NAME: &'static str = "query-yank";
+    const ALLOW_OOB: bool = true;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::YankInstance>;
+}
+
+/// QMP command `quit`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Quit {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Quit {
+    const NAME: &'static str = "quit";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `remove-fd`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoveFd {
+    /// `fdset-id`.
+    #[serde(rename = "fdset-id")]
+    pub fdset_id: i64,
+    /// `fd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i64>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for RemoveFd {
+    const NAME: &'static str = "remove-fd";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `replay-break`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplayBreak {
+    /// `icount`.
+    pub icount: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for ReplayBreak {
+    const NAME: &'static str = "replay-break";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `replay-delete-break`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct ReplayDeleteBreak {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for ReplayDeleteBreak {
+    const NAME: &'static str = "replay-delete-break";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `replay-seek`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplaySeek {
+    /// `icount`.
+    pub icount: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for ReplaySeek {
+    const NAME: &'static str = "replay-seek";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `request-ebpf`.
+///
+/// Since 10.0 (not in 7.2). Only when QEMU is built with `CONFIG_EBPF`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestEbpf {
+    /// `id`. Since 10.0 (not in 7.2).
+    pub id: super::EbpfProgramID,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for RequestEbpf {
+    const NAME: &'static str = "request-ebpf";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::EbpfObject;
+}
+
+/// QMP command `ringbuf-read`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RingbufRead {
+    /// `device`.
+    pub device: String,
+    /// `size`.
+    pub size: i64,
+    /// `format`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<super::DataFormat>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for RingbufRead {
+    const NAME: &'static str = "ringbuf-read";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = String;
+}
+
+/// QMP command `ringbuf-write`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RingbufWrite {
+    /// `device`.
+    pub device: String,
+    /// `data`.
+    pub data: String,
+    /// `format`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<super::DataFormat>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for RingbufWrite {
+    const NAME: &'static str = "ringbuf-write";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `rtc-reset-reinjection`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct RtcResetReinjection {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for RtcResetReinjection {
+    const NAME: &'static str = "rtc-reset-reinjection";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `screendump`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_PIXMAN`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Screendump {
+    /// `filename`.
+    pub filename: String,
+    /// `device`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `head`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<i64>,
+    /// `format`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<super::ImageFormat>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Screendump {
+    const NAME: &'static str = "screendump";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `send-key`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SendKey {
+    /// `keys`.
+    pub keys: Vec<super::KeyValue>,
+    /// `hold-time`.
+    #[serde(rename = "hold-time", default, skip_serializing_if = "Option::is_none")]
+    pub hold_time: Option<i64>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for SendKey {
+    const NAME: &'static str = "send-key";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `set-action`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct SetAction {
+    /// `reboot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<super::RebootAction>,
+    /// `shutdown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<super::ShutdownAction>,
+    /// `panic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic: Option<super::PanicAction>,
+    /// `watchdog`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog: Option<super::WatchdogAction>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for SetAction {
+    const NAME: &'static str = "set-action";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `set-cpu-topology`.
+///
+/// Since 10.0 (not in 7.2). Features: `unstable`. Only when QEMU is built with `all(TARGET_S390X, CONFIG_KVM)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SetCpuTopology {
+    /// `core-id`. Since 10.0 (not in 7.2).
+    #[serde(rename = "core-id")]
+    pub core_id: u16,
+    /// `socket-id`. Since 10.0 (not in 7.2).
+    #[serde(rename = "socket-id", default, skip_serializing_if = "Option::is_none")]
+    pub socket_id: Option<u16>,
+    /// `book-id`. Since 10.0 (not in 7.2).
+    #[serde(rename = "book-id", default, skip_serializing_if = "Option::is_none")]
+    pub book_id: Option<u16>,
+    /// `drawer-id`. Since 10.0 (not in 7.2).
+    #[serde(rename = "drawer-id", default, skip_serializing_if = "Option::is_none")]
+    pub drawer_id: Option<u16>,
+    /// `entitlement`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entitlement: Option<super::S390CpuEntitlement>,
+    /// `dedicated`. Since 10.0 (not in 7.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedicated: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for SetCpuTopology {
+    const NAME: &'static str = "set-cpu-topology";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `set-numa-node`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SetNumaNode(pub super::NumaOptions);
+
+impl Command for SetNumaNode {
+    const NAME: &'static str = "set-numa-node";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `set-vcpu-dirty-limit`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SetVcpuDirtyLimit {
+    /// `cpu-index`.
+    #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
+    pub cpu_index: Option<i64>,
+    /// `dirty-rate`.
+    #[serde(rename = "dirty-rate")]
+    pub dirty_rate: u64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for SetVcpuDirtyLimit {
+    const NAME: &'static str = "set-vcpu-dirty-limit";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `set_link`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SetLink {
+    /// `name`.
+    pub name: String,
+    /// `up`.
+    pub up: bool,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for SetLink {
+    const NAME: &'static str = "set_link";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `set_password`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SetPassword(pub super::SetPasswordOptions);
+
+impl Command for SetPassword {
+    const NAME: &'static str = "set_password";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `sev-inject-launch-secret`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `TARGET_I386`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SevInjectLaunchSecret {
+    /// `packet-header`.
+    #[serde(rename = "packet-header")]
+    pub packet_header: String,
+    /// `secret`.
+    pub secret: String,
+    /// `gpa`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpa: Option<u64>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for SevInjectLaunchSecret {
+    const NAME: &'static str = "sev-inject-launch-secret";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `snapshot-delete`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotDelete {
+    /// `job-id`.
+    #[serde(rename = "job-id")]
+    pub job_id: String,
+    /// `tag`.
+    pub tag: String,
+    /// `devices`.
+    pub devices: Vec<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for SnapshotDelete {
+    const NAME: &'static str = "snapshot-delete";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `snapshot-load`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotLoad {
+    /// `job-id`.
+    #[serde(rename = "job-id")]
+    pub job_id: String,
+    /// `tag`.
+    pub tag: String,
+    /// `vmstate`.
+    pub vmstate: String,
+    /// `devices`.
+    pub devices: Vec<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for SnapshotLoad {
+    const NAME: &'static str = "snapshot-load";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `snapshot-save`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotSave {
+    /// `job-id`.
+    #[serde(rename = "job-id")]
+    pub job_id: String,
+    /// `tag`.
+    pub tag: String,
+    /// `vmstate`.
+    pub vmstate: String,
+    /// `devices`.
+    pub devices: Vec<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for SnapshotSave {
+    const NAME: &'static str = "snapshot-save";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `stop`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Stop {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Stop {
+    const NAME: &'static str = "stop";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `system_powerdown`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct SystemPowerdown {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for SystemPowerdown {
+    const NAME: &'static str = "system_powerdown";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `system_reset`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct SystemReset {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for SystemReset {
+    const NAME: &'static str = "system_reset";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `system_wakeup`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct SystemWakeup {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for SystemWakeup {
+    const NAME: &'static str = "system_wakeup";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `trace-event-get-state`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraceEventGetState {
+    /// `name`.
+    pub name: String,
+    /// `vcpu`. Until 7.2 (not in 10.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpu: Option<i64>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for TraceEventGetState {
+    const NAME: &'static str = "trace-event-get-state";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::TraceEventInfo>;
+}
+
+/// QMP command `trace-event-set-state`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraceEventSetState {
+    /// `name`.
+    pub name: String,
+    /// `enable`.
+    pub enable: bool,
+    /// `ignore-unavailable`.
+    #[serde(rename = "ignore-unavailable", default, skip_serializing_if = "Option::is_none")]
+    pub ignore_unavailable: Option<bool>,
+    /// `vcpu`. Until 7.2 (not in 10.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpu: Option<i64>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for TraceEventSetState {
+    const NAME: &'static str = "trace-event-set-state";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `transaction`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transaction {
+    /// `actions`.
+    pub actions: Vec<super::TransactionAction>,
+    /// `properties`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<super::TransactionProperties>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Transaction {
+    const NAME: &'static str = "transaction";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `watchdog-set-action`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WatchdogSetAction {
+    /// `action`.
+    pub action: super::WatchdogAction,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for WatchdogSetAction {
+    const NAME: &'static str = "watchdog-set-action";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `x-blockdev-amend`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XBlockdevAmend {
+    /// `job-id`.
+    #[serde(rename = "job-id")]
+    pub job_id: String,
+    /// `node-name`.
+    #[serde(rename = "node-name")]
+    pub node_name: String,
+    /// `options`.
+    pub options: super::BlockdevAmendOptions,
+    /// `force`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XBlockdevAmend {
+    const NAME: &'static str = "x-blockdev-amend";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `x-blockdev-change`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XBlockdevChange {
+    /// `parent`.
+    pub parent: String,
+    /// `child`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
+    /// `node`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XBlockdevChange {
+    const NAME: &'static str = "x-blockdev-change";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `x-blockdev-set-iothread`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XBlockdevSetIothread {
+    /// `node-name`.
+    #[serde(rename = "node-name")]
+    pub node_name: String,
+    /// `iothread`.
+    pub iothread: super::StrOrNull,
+    /// `force`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XBlockdevSetIothread {
+    const NAME: &'static str = "x-blockdev-set-iothread";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `x-colo-lost-heartbeat`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`. Only when QEMU is built with `CONFIG_REPLICATION`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XColoLostHeartbeat {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XColoLostHeartbeat {
+    const NAME: &'static str = "x-colo-lost-heartbeat";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `x-debug-block-dirty-bitmap-sha256`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct XDebugBlockDirtyBitmapSha256(pub super::BlockDirtyBitmap);
+
+impl Command for XDebugBlockDirtyBitmapSha256 {
+    const NAME: &'static str = "x-debug-block-dirty-bitmap-sha256";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::BlockDirtyBitmapSha256;
+}
+
+/// QMP command `x-debug-query-block-graph`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XDebugQueryBlockGraph {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XDebugQueryBlockGraph {
+    const NAME: &'static str = "x-debug-query-block-graph";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::XDbgBlockGraph;
+}
+
+/// QMP command `x-exit-preconfig`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XExitPreconfig {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XExitPreconfig {
+    const NAME: &'static str = "x-exit-preconfig";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `x-query-interrupt-controllers`.
+///
+/// Since 10.0 (not in 7.2). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XQueryInterruptControllers {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryInterruptControllers {
+    const NAME: &'static str = "x-query-interrupt-controllers";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::HumanReadableText;
+}
+
+/// QMP command `x-query-irq`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XQueryIrq {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryIrq {
+    const NAME: &'static str = "x-query-irq";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::HumanReadableText;
+}
+
+/// QMP command `x-query-jit`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`. Only when QEMU is built with `CONFIG_TCG`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XQueryJit {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryJit {
+    const NAME: &'static str = "x-query-jit";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::HumanReadableText;
+}
+
+/// QMP command `x-query-numa`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XQueryNuma {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryNuma {
+    const NAME: &'static str = "x-query-numa";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::HumanReadableText;
+}
+
+/// QMP command `x-query-opcount`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`. Only when QEMU is built with `CONFIG_TCG`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XQueryOpcount {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryOpcount {
+    const NAME: &'static str = "x-query-opcount";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::HumanReadableText;
+}
+
+/// QMP command `x-query-profile`.
+///
+/// Until 7.2 (not in 10.0). Features: `unstable`. Only when QEMU is built with `CONFIG_TCG`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XQueryProfile {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryProfile {
+    const NAME: &'static str = "x-query-profile";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::HumanReadableText;
+}
+
+/// QMP command `x-query-ramblock`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XQueryRamblock {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryRamblock {
+    const NAME: &'static str = "x-query-ramblock";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::HumanReadableText;
+}
+
+/// QMP command `x-query-rdma`.
+///
+/// Until 7.2 (not in 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XQueryRdma {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryRdma {
+    const NAME: &'static str = "x-query-rdma";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::HumanReadableText;
+}
+
+/// QMP command `x-query-roms`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XQueryRoms {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryRoms {
+    const NAME: &'static str = "x-query-roms";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::HumanReadableText;
+}
+
+/// QMP command `x-query-usb`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XQueryUsb {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryUsb {
+    const NAME: &'static str = "x-query-usb";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::HumanReadableText;
+}
+
+/// QMP command `x-query-virtio`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XQueryVirtio {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryVirtio {
+    const NAME: &'static str = "x-query-virtio";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::VirtioInfo>;
+}
+
+/// QMP command `x-query-virtio-queue-element`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XQueryVirtioQueueElement {
+    /// `path`.
+    pub path: String,
+    /// `queue`.
+    pub queue: u16,
+    /// `index`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u16>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryVirtioQueueElement {
+    const NAME: &'static str = "x-query-virtio-queue-element";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::VirtioQueueElement;
+}
+
+/// QMP command `x-query-virtio-queue-status`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XQueryVirtioQueueStatus {
+    /// `path`.
+    pub path: String,
+    /// `queue`.
+    pub queue: u16,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryVirtioQueueStatus {
+    const NAME: &'static str = "x-query-virtio-queue-status";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::VirtQueueStatus;
+}
+
+/// QMP command `x-query-virtio-status`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XQueryVirtioStatus {
+    /// `path`.
+    pub path: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryVirtioStatus {
+    const NAME: &'static str = "x-query-virtio-status";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::VirtioStatus;
+}
+
+/// QMP command `x-query-virtio-vhost-queue-status`.
+///
+/// In every input release (7.2, 10.0). Features: `unstable`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XQueryVirtioVhostQueueStatus {
+    /// `path`.
+    pub path: String,
+    /// `queue`.
+    pub queue: u16,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XQueryVirtioVhostQueueStatus {
+    const NAME: &'static str = "x-query-virtio-vhost-queue-status";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = super::VirtVhostQueueStatus;
+}
+
+/// QMP command `xen-colo-do-checkpoint`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_REPLICATION`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XenColoDoCheckpoint {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XenColoDoCheckpoint {
+    const NAME: &'static str = "xen-colo-do-checkpoint";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `xen-event-inject`.
+///
+/// Since 10.0 (not in 7.2). Only when QEMU is built with `TARGET_I386`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XenEventInject {
+    /// `port`. Since 10.0 (not in 7.2).
+    pub port: u32,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XenEventInject {
+    const NAME: &'static str = "xen-event-inject";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `xen-event-list`.
+///
+/// Since 10.0 (not in 7.2). Only when QEMU is built with `TARGET_I386`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct XenEventList {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XenEventList {
+    const NAME: &'static str = "xen-event-list";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Vec<super::EvtchnInfo>;
+}
+
+/// QMP command `xen-load-devices-state`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XenLoadDevicesState {
+    /// `filename`.
+    pub filename: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XenLoadDevicesState {
+    const NAME: &'static str = "xen-load-devices-state";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `xen-save-devices-state`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XenSaveDevicesState {
+    /// `filename`.
+    pub filename: String,
+    /// `live`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XenSaveDevicesState {
+    const NAME: &'static str = "xen-save-devices-state";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `xen-set-global-dirty-log`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XenSetGlobalDirtyLog {
+    /// `enable`.
+    pub enable: bool,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XenSetGlobalDirtyLog {
+    const NAME: &'static str = "xen-set-global-dirty-log";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `xen-set-replication`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_REPLICATION`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XenSetReplication {
+    /// `enable`.
+    pub enable: bool,
+    /// `primary`.
+    pub primary: bool,
+    /// `failover`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<bool>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for XenSetReplication {
+    const NAME: &'static str = "xen-set-replication";
+    const ALLOW_OOB: bool = false;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
+/// QMP command `yank`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Yank {
+    /// `instances`.
+    pub instances: Vec<super::YankInstance>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl Command for Yank {
+    const NAME: &'static str = "yank";
+    const ALLOW_OOB: bool = true;
+    const SUCCESS_RESPONSE: bool = true;
+    type Ok = Empty;
+}
+
 }
 
 /// Calls `$m! { "wire-name" => path::to::Command, ... }` with every qmp command, for code that
 /// dispatches on a command's name (a proxy, a logger, a test over every command).
 #[macro_export]
 macro_rules! qmp_commands {
-    ($m:ident) => {
-        $m! {
-            "add-fd" => $crate::qmp::commands::AddFd,
-            "add_client" => $crate::qmp::commands::AddClient,
-            "announce-self" => $crate::qmp::commands::AnnounceSelf,
-            "balloon" => $crate::qmp::commands::Balloon,
-            "block-commit" => $crate::qmp::commands::BlockCommit,
-            "block-dirty-bitmap-add" => $crate::qmp::commands::BlockDirtyBitmapAdd,
-            "block-dirty-bitmap-clear" => $crate::qmp::commands::BlockDirtyBitmapClear,
-            "block-dirty-bitmap-disable" => $crate::qmp::commands::BlockDirtyBitmapDisable,
-            "block-dirty-bitmap-enable" => $crate::qmp::commands::BlockDirtyBitmapEnable,
-            "block-dirty-bitmap-merge" => $crate::qmp::commands::BlockDirtyBitmapMerge,
-            "block-dirty-bitmap-remove" => $crate::qmp::commands::BlockDirtyBitmapRemove,
-            "block-export-add" => $crate::qmp::commands::BlockExportAdd,
-            "block-export-del" => $crate::qmp::commands::BlockExportDel,
-            "block-job-cancel" => $crate::qmp::commands::BlockJobCancel,
-            "block-job-change" => $crate::qmp::commands::BlockJobChange,
-            "block-job-complete" => $crate::qmp::commands::BlockJobComplete,
-            "block-job-dismiss" => $crate::qmp::commands::BlockJobDismiss,
-            "block-job-finalize" => $crate::qmp::commands::BlockJobFinalize,
-            "block-job-pause" => $crate::qmp::commands::BlockJobPause,
-            "block-job-resume" => $crate::qmp::commands::BlockJobResume,
-            "block-job-set-speed" => $crate::qmp::commands::BlockJobSetSpeed,
-            "block-latency-histogram-set" => $crate::qmp::commands::BlockLatencyHistogramSet,
-            "block-set-write-threshold" => $crate::qmp::commands::BlockSetWriteThreshold,
-            "block-stream" => $crate::qmp::commands::BlockStream,
-            "block_resize" => $crate::qmp::commands::BlockResize,
-            "block_set_io_throttle" => $crate::qmp::commands::BlockSetIoThrottle,
-            "blockdev-add" => $crate::qmp::commands::BlockdevAdd,
-            "blockdev-backup" => $crate::qmp::commands::BlockdevBackup,
-            "blockdev-change-medium" => $crate::qmp::commands::BlockdevChangeMedium,
-            "blockdev-close-tray" => $crate::qmp::commands::BlockdevCloseTray,
-            "blockdev-create" => $crate::qmp::commands::BlockdevCreate,
-            "blockdev-del" => $crate::qmp::commands::BlockdevDel,
-            "blockdev-insert-medium" => $crate::qmp::commands::BlockdevInsertMedium,
-            "blockdev-mirror" => $crate::qmp::commands::BlockdevMirror,
-            "blockdev-open-tray" => $crate::qmp::commands::BlockdevOpenTray,
-            "blockdev-remove-medium" => $crate::qmp::commands::BlockdevRemoveMedium,
-            "blockdev-reopen" => $crate::qmp::commands::BlockdevReopen,
-            "blockdev-set-active" => $crate::qmp::commands::BlockdevSetActive,
-            "blockdev-snapshot" => $crate::qmp::commands::BlockdevSnapshot,
-            "blockdev-snapshot-delete-internal-sync" => $crate::qmp::commands::BlockdevSnapshotDeleteInternalSync,
-            "blockdev-snapshot-internal-sync" => $crate::qmp::commands::BlockdevSnapshotInternalSync,
-            "blockdev-snapshot-sync" => $crate::qmp::commands::BlockdevSnapshotSync,
-            "calc-dirty-rate" => $crate::qmp::commands::CalcDirtyRate,
-            "cancel-vcpu-dirty-limit" => $crate::qmp::commands::CancelVcpuDirtyLimit,
-            "change-backing-file" => $crate::qmp::commands::ChangeBackingFile,
-            "change-vnc-password" => $crate::qmp::commands::ChangeVncPassword,
-            "chardev-add" => $crate::qmp::commands::ChardevAdd,
-            "chardev-change" => $crate::qmp::commands::ChardevChange,
-            "chardev-remove" => $crate::qmp::commands::ChardevRemove,
-            "chardev-send-break" => $crate::qmp::commands::ChardevSendBreak,
-            "client_migrate_info" => $crate::qmp::commands::ClientMigrateInfo,
-            "closefd" => $crate::qmp::commands::Closefd,
-            "cont" => $crate::qmp::commands::Cont,
-            "cxl-add-dynamic-capacity" => $crate::qmp::commands::CxlAddDynamicCapacity,
-            "cxl-inject-correctable-error" => $crate::qmp::commands::CxlInjectCorrectableError,
-            "cxl-inject-dram-event" => $crate::qmp::commands::CxlInjectDramEvent,
-            "cxl-inject-general-media-event" => $crate::qmp::commands::CxlInjectGeneralMediaEvent,
-            "cxl-inject-memory-module-event" => $crate::qmp::commands::CxlInjectMemoryModuleEvent,
-            "cxl-inject-poison" => $crate::qmp::commands::CxlInjectPoison,
-            "cxl-inject-uncorrectable-errors" => $crate::qmp::commands::CxlInjectUncorrectableErrors,
-            "cxl-release-dynamic-capacity" => $crate::qmp::commands::CxlReleaseDynamicCapacity,
-            "device-list-properties" => $crate::qmp::commands::DeviceListProperties,
-            "device-sync-config" => $crate::qmp::commands::DeviceSyncConfig,
-            "device_add" => $crate::qmp::commands::DeviceAdd,
-            "device_del" => $crate::qmp::commands::DeviceDel,
-            "display-reload" => $crate::qmp::commands::DisplayReload,
-            "display-update" => $crate::qmp::commands::DisplayUpdate,
-            "drive-backup" => $crate::qmp::commands::DriveBackup,
-            "drive-mirror" => $crate::qmp::commands::DriveMirror,
-            "dump-guest-memory" => $crate::qmp::commands::DumpGuestMemory,
-            "dump-skeys" => $crate::qmp::commands::DumpSkeys,
-            "dumpdtb" => $crate::qmp::commands::Dumpdtb,
-            "eject" => $crate::qmp::commands::Eject,
-            "expire_password" => $crate::qmp::commands::ExpirePassword,
-            "get-win32-socket" => $crate::qmp::commands::GetWin32Socket,
-            "getfd" => $crate::qmp::commands::Getfd,
-            "human-monitor-command" => $crate::qmp::commands::HumanMonitorCommand,
-            "inject-nmi" => $crate::qmp::commands::InjectNmi,
-            "input-send-event" => $crate::qmp::commands::InputSendEvent,
-            "job-cancel" => $crate::qmp::commands::JobCancel,
-            "job-complete" => $crate::qmp::commands::JobComplete,
-            "job-dismiss" => $crate::qmp::commands::JobDismiss,
-            "job-finalize" => $crate::qmp::commands::JobFinalize,
-            "job-pause" => $crate::qmp::commands::JobPause,
-            "job-resume" => $crate::qmp::commands::JobResume,
-            "memsave" => $crate::qmp::commands::Memsave,
-            "migrate" => $crate::qmp::commands::Migrate,
-            "migrate-continue" => $crate::qmp::commands::MigrateContinue,
-            "migrate-incoming" => $crate::qmp::commands::MigrateIncoming,
-            "migrate-pause" => $crate::qmp::commands::MigratePause,
-            "migrate-recover" => $crate::qmp::commands::MigrateRecover,
-            "migrate-set-capabilities" => $crate::qmp::commands::MigrateSetCapabilities,
-            "migrate-set-parameters" => $crate::qmp::commands::MigrateSetParameters,
-            "migrate-start-postcopy" => $crate::qmp::commands::MigrateStartPostcopy,
-            "migrate_cancel" => $crate::qmp::commands::MigrateCancel,
-            "nbd-server-add" => $crate::qmp::commands::NbdServerAdd,
-            "nbd-server-remove" => $crate::qmp::commands::NbdServerRemove,
-            "nbd-server-start" => $crate::qmp::commands::NbdServerStart,
-            "nbd-server-stop" => $crate::qmp::commands::NbdServerStop,
-            "netdev_add" => $crate::qmp::commands::NetdevAdd,
-            "netdev_del" => $crate::qmp::commands::NetdevDel,
-            "object-add" => $crate::qmp::commands::ObjectAdd,
-            "object-del" => $crate::qmp::commands::ObjectDel,
-            "pmemsave" => $crate::qmp::commands::Pmemsave,
-            "qmp_capabilities" => $crate::qmp::commands::QmpCapabilities,
-            "qom-get" => $crate::qmp::commands::QomGet,
-            "qom-list" => $crate::qmp::commands::QomList,
-            "qom-list-properties" => $crate::qmp::commands::QomListProperties,
-            "qom-list-types" => $crate::qmp::commands::QomListTypes,
-            "qom-set" => $crate::qmp::commands::QomSet,
-            "query-acpi-ospm-status" => $crate::qmp::commands::QueryAcpiOspmStatus,
-            "query-audiodevs" => $crate::qmp::commands::QueryAudiodevs,
-            "query-balloon" => $crate::qmp::commands::QueryBalloon,
-            "query-block" => $crate::qmp::commands::QueryBlock,
-            "query-block-exports" => $crate::qmp::commands::QueryBlockExports,
-            "query-block-jobs" => $crate::qmp::commands::QueryBlockJobs,
-            "query-blockstats" => $crate::qmp::commands::QueryBlockstats,
-            "query-chardev" => $crate::qmp::commands::QueryChardev,
-            "query-chardev-backends" => $crate::qmp::commands::QueryChardevBackends,
-            "query-colo-status" => $crate::qmp::commands::QueryColoStatus,
-            "query-command-line-options" => $crate::qmp::commands::QueryCommandLineOptions,
-            "query-commands" => $crate::qmp::commands::QueryCommands,
-            "query-cpu-definitions" => $crate::qmp::commands::QueryCpuDefinitions,
-            "query-cpu-model-baseline" => $crate::qmp::commands::QueryCpuModelBaseline,
-            "query-cpu-model-comparison" => $crate::qmp::commands::QueryCpuModelComparison,
-            "query-cpu-model-expansion" => $crate::qmp::commands::QueryCpuModelExpansion,
-            "query-cpus-fast" => $crate::qmp::commands::QueryCpusFast,
-            "query-cryptodev" => $crate::qmp::commands::QueryCryptodev,
-            "query-current-machine" => $crate::qmp::commands::QueryCurrentMachine,
-            "query-dirty-rate" => $crate::qmp::commands::QueryDirtyRate,
-            "query-display-options" => $crate::qmp::commands::QueryDisplayOptions,
-            "query-dump" => $crate::qmp::commands::QueryDump,
-            "query-dump-guest-memory-capability" => $crate::qmp::commands::QueryDumpGuestMemoryCapability,
-            "query-fdsets" => $crate::qmp::commands::QueryFdsets,
-            "query-gic-capabilities" => $crate::qmp::commands::QueryGicCapabilities,
-            "query-hotpluggable-cpus" => $crate::qmp::commands::QueryHotpluggableCpus,
-            "query-hv-balloon-status-report" => $crate::qmp::commands::QueryHvBalloonStatusReport,
-            "query-iothreads" => $crate::qmp::commands::QueryIothreads,
-            "query-jobs" => $crate::qmp::commands::QueryJobs,
-            "query-kvm" => $crate::qmp::commands::QueryKvm,
-            "query-machines" => $crate::qmp::commands::QueryMachines,
-            "query-memdev" => $crate::qmp::commands::QueryMemdev,
-            "query-memory-devices" => $crate::qmp::commands::QueryMemoryDevices,
-            "query-memory-size-summary" => $crate::qmp::commands::QueryMemorySizeSummary,
-            "query-mice" => $crate::qmp::commands::QueryMice,
-            "query-migrate" => $crate::qmp::commands::QueryMigrate,
-            "query-migrate-capabilities" => $crate::qmp::commands::QueryMigrateCapabilities,
-            "query-migrate-parameters" => $crate::qmp::commands::QueryMigrateParameters,
-            "query-migrationthreads" => $crate::qmp::commands::QueryMigrationthreads,
-            "query-name" => $crate::qmp::commands::QueryName,
-            "query-named-block-nodes" => $crate::qmp::commands::QueryNamedBlockNodes,
-            "query-pci" => $crate::qmp::commands::QueryPci,
-            "query-pr-managers" => $crate::qmp::commands::QueryPrManagers,
-            "query-qmp-schema" => $crate::qmp::commands::QueryQmpSchema,
-            "query-replay" => $crate::qmp::commands::QueryReplay,
-            "query-rocker" => $crate::qmp::commands::QueryRocker,
-            "query-rocker-of-dpa-flows" => $crate::qmp::commands::QueryRockerOfDpaFlows,
-            "query-rocker-of-dpa-groups" => $crate::qmp::commands::QueryRockerOfDpaGroups,
-            "query-rocker-ports" => $crate::qmp::commands::QueryRockerPorts,
-            "query-rx-filter" => $crate::qmp::commands::QueryRxFilter,
-            "query-s390x-cpu-polarization" => $crate::qmp::commands::QueryS390xCpuPolarization,
-            "query-sev" => $crate::qmp::commands::QuerySev,
-            "query-sev-attestation-report" => $crate::qmp::commands::QuerySevAttestationReport,
-            "query-sev-capabilities" => $crate::qmp::commands::QuerySevCapabilities,
-            "query-sev-launch-measure" => $crate::qmp::commands::QuerySevLaunchMeasure,
-            "query-sgx" => $crate::qmp::commands::QuerySgx,
-            "query-sgx-capabilities" => $crate::qmp::commands::QuerySgxCapabilities,
-            "query-spice" => $crate::qmp::commands::QuerySpice,
-            "query-stats" => $crate::qmp::commands::QueryStats,
-            "query-stats-schemas" => $crate::qmp::commands::QueryStatsSchemas,
-            "query-status" => $crate::qmp::commands::QueryStatus,
-            "query-target" => $crate::qmp::commands::QueryTarget,
-            "query-tpm" => $crate::qmp::commands::QueryTpm,
-            "query-tpm-models" => $crate::qmp::commands::QueryTpmModels,
-            "query-tpm-types" => $crate::qmp::commands::QueryTpmTypes,
-            "query-uuid" => $crate::qmp::commands::QueryUuid,
-            "query-vcpu-dirty-limit" => $crate::qmp::commands::QueryVcpuDirtyLimit,
-            "query-version" => $crate::qmp::commands::QueryVersion,
-            "query-vm-generation-id" => $crate::qmp::commands::QueryVmGenerationId,
-            "query-vnc" => $crate::qmp::commands::QueryVnc,
-            "query-vnc-servers" => $crate::qmp::commands::QueryVncServers,
-            "query-xen-replication-status" => $crate::qmp::commands::QueryXenReplicationStatus,
-            "query-yank" => $crate::qmp::commands::QueryYank,
-            "quit" => $crate::qmp::commands::Quit,
-            "remove-fd" => $crate::qmp::commands::RemoveFd,
-            "replay-break" => $crate::qmp::commands::ReplayBreak,
-            "replay-delete-break" => $crate::qmp::commands::ReplayDeleteBreak,
-            "replay-seek" => $crate::qmp::commands::ReplaySeek,
-            "request-ebpf" => $crate::qmp::commands::RequestEbpf,
-            "ringbuf-read" => $crate::qmp::commands::RingbufRead,
-            "ringbuf-write" => $crate::qmp::commands::RingbufWrite,
-            "rtc-reset-reinjection" => $crate::qmp::commands::RtcResetReinjection,
-            "screendump" => $crate::qmp::commands::Screendump,
-            "send-key" => $crate::qmp::commands::SendKey,
-            "set-action" => $crate::qmp::commands::SetAction,
-            "set-cpu-topology" => $crate::qmp::commands::SetCpuTopology,
-            "set-numa-node" => $crate::qmp::commands::SetNumaNode,
-            "set-vcpu-dirty-limit" => $crate::qmp::commands::SetVcpuDirtyLimit,
-            "set_link" => $crate::qmp::commands::SetLink,
-            "set_password" => $crate::qmp::commands::SetPassword,
-            "sev-inject-launch-secret" => $crate::qmp::commands::SevInjectLaunchSecret,
-            "snapshot-delete" => $crate::qmp::commands::SnapshotDelete,
-            "snapshot-load" => $crate::qmp::commands::SnapshotLoad,
-            "snapshot-save" => $crate::qmp::commands::SnapshotSave,
-            "stop" => $crate::qmp::commands::Stop,
-            "system_powerdown" => $crate::qmp::commands::SystemPowerdown,
-            "system_reset" => $crate::qmp::commands::SystemReset,
-            "system_wakeup" => $crate::qmp::commands::SystemWakeup,
-            "trace-event-get-state" => $crate::qmp::commands::TraceEventGetState,
-            "trace-event-set-state" => $crate::qmp::commands::TraceEventSetState,
-            "transaction" => $crate::qmp::commands::Transaction,
-            "watchdog-set-action" => $crate::qmp::commands::WatchdogSetAction,
-            "x-blockdev-amend" => $crate::qmp::commands::XBlockdevAmend,
-            "x-blockdev-change" => $crate::qmp::commands::XBlockdevChange,
-            "x-blockdev-set-iothread" => $crate::qmp::commands::XBlockdevSetIothread,
-            "x-colo-lost-heartbeat" => $crate::qmp::commands::XColoLostHeartbeat,
-            "x-debug-block-dirty-bitmap-sha256" => $crate::qmp::commands::XDebugBlockDirtyBitmapSha256,
-            "x-debug-query-block-graph" => $crate::qmp::commands::XDebugQueryBlockGraph,
-            "x-exit-preconfig" => $crate::qmp::commands::XExitPreconfig,
-            "x-query-interrupt-controllers" => $crate::qmp::commands::XQueryInterruptControllers,
-            "x-query-irq" => $crate::qmp::commands::XQueryIrq,
-            "x-query-jit" => $crate::qmp::commands::XQueryJit,
-            "x-query-numa" => $crate::qmp::commands::XQueryNuma,
-            "x-query-opcount" => $crate::qmp::commands::XQueryOpcount,
-            "x-query-profile" => $crate::qmp::commands::XQueryProfile,
-            "x-query-ramblock" => $crate::qmp::commands::XQueryRamblock,
-            "x-query-rdma" => $crate::qmp::commands::XQueryRdma,
-            "x-query-roms" => $crate::qmp::commands::XQueryRoms,
-            "x-query-usb" => $crate::qmp::commands::XQueryUsb,
-            "x-query-virtio" => $crate::qmp::commands::XQueryVirtio,
-            "x-query-virtio-queue-element" => $crate::qmp::commands::XQueryVirtioQueueElement,
-            "x-query-virtio-queue-status" => $crate::qmp::commands::XQueryVirtioQueueStatus,
-            "x-query-virtio-status" => $crate::qmp::commands::XQueryVirtioStatus,
-            "x-query-virtio-vhost-queue-status" => $crate::qmp::commands::XQueryVirtioVhostQueueStatus,
-            "xen-colo-do-checkpoint" => $crate::qmp::commands::XenColoDoCheckpoint,
-            "xen-event-inject" => $crate::qmp::commands::XenEventInject,
-            "xen-event-list" => $crate::qmp::commands::XenEventList,
-            "xen-load-devices-state" => $crate::qmp::commands::XenLoadDevicesState,
-            "xen-save-devices-state" => $crate::qmp::commands::XenSaveDevicesState,
-            "xen-set-global-dirty-log" => $crate::qmp::commands::XenSetGlobalDirtyLog,
-            "xen-set-replication" => $crate::qmp::commands::XenSetReplication,
-            "yank" => $crate::qmp::commands::Yank,
-        }
-    };
+    ($m:ident) => { $m! {
+        "add-fd" => $crate::qmp::commands::AddFd,
+        "add_client" => $crate::qmp::commands::AddClient,
+        "announce-self" => $crate::qmp::commands::AnnounceSelf,
+        "balloon" => $crate::qmp::commands::Balloon,
+        "block-commit" => $crate::qmp::commands::BlockCommit,
+        "block-dirty-bitmap-add" => $crate::qmp::commands::BlockDirtyBitmapAdd,
+        "block-dirty-bitmap-clear" => $crate::qmp::commands::BlockDirtyBitmapClear,
+        "block-dirty-bitmap-disable" => $crate::qmp::commands::BlockDirtyBitmapDisable,
+        "block-dirty-bitmap-enable" => $crate::qmp::commands::BlockDirtyBitmapEnable,
+        "block-dirty-bitmap-merge" => $crate::qmp::commands::BlockDirtyBitmapMerge,
+        "block-dirty-bitmap-remove" => $crate::qmp::commands::BlockDirtyBitmapRemove,
+        "block-export-add" => $crate::qmp::commands::BlockExportAdd,
+        "block-export-del" => $crate::qmp::commands::BlockExportDel,
+        "block-job-cancel" => $crate::qmp::commands::BlockJobCancel,
+        "block-job-change" => $crate::qmp::commands::BlockJobChange,
+        "block-job-complete" => $crate::qmp::commands::BlockJobComplete,
+        "block-job-dismiss" => $crate::qmp::commands::BlockJobDismiss,
+        "block-job-finalize" => $crate::qmp::commands::BlockJobFinalize,
+        "block-job-pause" => $crate::qmp::commands::BlockJobPause,
+        "block-job-resume" => $crate::qmp::commands::BlockJobResume,
+        "block-job-set-speed" => $crate::qmp::commands::BlockJobSetSpeed,
+        "block-latency-histogram-set" => $crate::qmp::commands::BlockLatencyHistogramSet,
+        "block-set-write-threshold" => $crate::qmp::commands::BlockSetWriteThreshold,
+        "block-stream" => $crate::qmp::commands::BlockStream,
+        "block_resize" => $crate::qmp::commands::BlockResize,
+        "block_set_io_throttle" => $crate::qmp::commands::BlockSetIoThrottle,
+        "blockdev-add" => $crate::qmp::commands::BlockdevAdd,
+        "blockdev-backup" => $crate::qmp::commands::BlockdevBackup,
+        "blockdev-change-medium" => $crate::qmp::commands::BlockdevChangeMedium,
+        "blockdev-close-tray" => $crate::qmp::commands::BlockdevCloseTray,
+        "blockdev-create" => $crate::qmp::commands::BlockdevCreate,
+        "blockdev-del" => $crate::qmp::commands::BlockdevDel,
+        "blockdev-insert-medium" => $crate::qmp::commands::BlockdevInsertMedium,
+        "blockdev-mirror" => $crate::qmp::commands::BlockdevMirror,
+        "blockdev-open-tray" => $crate::qmp::commands::BlockdevOpenTray,
+        "blockdev-remove-medium" => $crate::qmp::commands::BlockdevRemoveMedium,
+        "blockdev-reopen" => $crate::qmp::commands::BlockdevReopen,
+        "blockdev-set-active" => $crate::qmp::commands::BlockdevSetActive,
+        "blockdev-snapshot" => $crate::qmp::commands::BlockdevSnapshot,
+        "blockdev-snapshot-delete-internal-sync" => $crate::qmp::commands::BlockdevSnapshotDeleteInternalSync,
+        "blockdev-snapshot-internal-sync" => $crate::qmp::commands::BlockdevSnapshotInternalSync,
+        "blockdev-snapshot-sync" => $crate::qmp::commands::BlockdevSnapshotSync,
+        "calc-dirty-rate" => $crate::qmp::commands::CalcDirtyRate,
+        "cancel-vcpu-dirty-limit" => $crate::qmp::commands::CancelVcpuDirtyLimit,
+        "change-backing-file" => $crate::qmp::commands::ChangeBackingFile,
+        "change-vnc-password" => $crate::qmp::commands::ChangeVncPassword,
+        "chardev-add" => $crate::qmp::commands::ChardevAdd,
+        "chardev-change" => $crate::qmp::commands::ChardevChange,
+        "chardev-remove" => $crate::qmp::commands::ChardevRemove,
+        "chardev-send-break" => $crate::qmp::commands::ChardevSendBreak,
+        "client_migrate_info" => $crate::qmp::commands::ClientMigrateInfo,
+        "closefd" => $crate::qmp::commands::Closefd,
+        "cont" => $crate::qmp::commands::Cont,
+        "cxl-add-dynamic-capacity" => $crate::qmp::commands::CxlAddDynamicCapacity,
+        "cxl-inject-correctable-error" => $crate::qmp::commands::CxlInjectCorrectableError,
+        "cxl-inject-dram-event" => $crate::qmp::commands::CxlInjectDramEvent,
+        "cxl-inject-general-media-event" => $crate::qmp::commands::CxlInjectGeneralMediaEvent,
+        "cxl-inject-memory-module-event" => $crate::qmp::commands::CxlInjectMemoryModuleEvent,
+        "cxl-inject-poison" => $crate::qmp::commands::CxlInjectPoison,
+        "cxl-inject-uncorrectable-errors" => $crate::qmp::commands::CxlInjectUncorrectableErrors,
+        "cxl-release-dynamic-capacity" => $crate::qmp::commands::CxlReleaseDynamicCapacity,
+        "device-list-properties" => $crate::qmp::commands::DeviceListProperties,
+        "device-sync-config" => $crate::qmp::commands::DeviceSyncConfig,
+        "device_add" => $crate::qmp::commands::DeviceAdd,
+        "device_del" => $crate::qmp::commands::DeviceDel,
+        "display-reload" => $crate::qmp::commands::DisplayReload,
+        "display-update" => $crate::qmp::commands::DisplayUpdate,
+        "drive-backup" => $crate::qmp::commands::DriveBackup,
+        "drive-mirror" => $crate::qmp::commands::DriveMirror,
+        "dump-guest-memory" => $crate::qmp::commands::DumpGuestMemory,
+        "dump-skeys" => $crate::qmp::commands::DumpSkeys,
+        "dumpdtb" => $crate::qmp::commands::Dumpdtb,
+        "eject" => $crate::qmp::commands::Eject,
+        "expire_password" => $crate::qmp::commands::ExpirePassword,
+        "get-win32-socket" => $crate::qmp::commands::GetWin32Socket,
+        "getfd" => $crate::qmp::commands::Getfd,
+        "human-monitor-command" => $crate::qmp::commands::HumanMonitorCommand,
+        "inject-nmi" => $crate::qmp::commands::InjectNmi,
+        "input-send-event" => $crate::qmp::commands::InputSendEvent,
+        "job-cancel" => $crate::qmp::commands::JobCancel,
+        "job-complete" => $crate::qmp::commands::JobComplete,
+        "job-dismiss" => $crate::qmp::commands::JobDismiss,
+        "job-finalize" => $crate::qmp::commands::JobFinalize,
+        "job-pause" => $crate::qmp::commands::JobPause,
+        "job-resume" => $crate::qmp::commands::JobResume,
+        "memsave" => $crate::qmp::commands::Memsave,
+        "migrate" => $crate::qmp::commands::Migrate,
+        "migrate-continue" => $crate::qmp::commands::MigrateContinue,
+        "migrate-incoming" => $crate::qmp::commands::MigrateIncoming,
+        "migrate-pause" => $crate::qmp::commands::MigratePause,
+        "migrate-recover" => $crate::qmp::commands::MigrateRecover,
+        "migrate-set-capabilities" => $crate::qmp::commands::MigrateSetCapabilities,
+        "migrate-set-parameters" => $crate::qmp::commands::MigrateSetParameters,
+        "migrate-start-postcopy" => $crate::qmp::commands::MigrateStartPostcopy,
+        "migrate_cancel" => $crate::qmp::commands::MigrateCancel,
+        "nbd-server-add" => $crate::qmp::commands::NbdServerAdd,
+        "nbd-server-remove" => $crate::qmp::commands::NbdServerRemove,
+        "nbd-server-start" => $crate::qmp::commands::NbdServerStart,
+        "nbd-server-stop" => $crate::qmp::commands::NbdServerStop,
+        "netdev_add" => $crate::qmp::commands::NetdevAdd,
+        "netdev_del" => $crate::qmp::commands::NetdevDel,
+        "object-add" => $crate::qmp::commands::ObjectAdd,
+        "object-del" => $crate::qmp::commands::ObjectDel,
+        "pmemsave" => $crate::qmp::commands::Pmemsave,
+        "qmp_capabilities" => $crate::qmp::commands::QmpCapabilities,
+        "qom-get" => $crate::qmp::commands::QomGet,
+        "qom-list" => $crate::qmp::commands::QomList,
+        "qom-list-properties" => $crate::qmp::commands::QomListProperties,
+        "qom-list-types" => $crate::qmp::commands::QomListTypes,
+        "qom-set" => $crate::qmp::commands::QomSet,
+        "query-acpi-ospm-status" => $crate::qmp::commands::QueryAcpiOspmStatus,
+        "query-audiodevs" => $crate::qmp::commands::QueryAudiodevs,
+        "query-balloon" => $crate::qmp::commands::QueryBalloon,
+        "query-block" => $crate::qmp::commands::QueryBlock,
+        "query-block-exports" => $crate::qmp::commands::QueryBlockExports,
+        "query-block-jobs" => $crate::qmp::commands::QueryBlockJobs,
+        "query-blockstats" => $crate::qmp::commands::QueryBlockstats,
+        "query-chardev" => $crate::qmp::commands::QueryChardev,
+        "query-chardev-backends" => $crate::qmp::commands::QueryChardevBackends,
+        "query-colo-status" => $crate::qmp::commands::QueryColoStatus,
+        "query-command-line-options" => $crate::qmp::commands::QueryCommandLineOptions,
+        "query-commands" => $crate::qmp::commands::QueryCommands,
+        "query-cpu-definitions" => $crate::qmp::commands::QueryCpuDefinitions,
+        "query-cpu-model-baseline" => $crate::qmp::commands::QueryCpuModelBaseline,
+        "query-cpu-model-comparison" => $crate::qmp::commands::QueryCpuModelComparison,
+        "query-cpu-model-expansion" => $crate::qmp::commands::QueryCpuModelExpansion,
+        "query-cpus-fast" => $crate::qmp::commands::QueryCpusFast,
+        "query-cryptodev" => $crate::qmp::commands::QueryCryptodev,
+        "query-current-machine" => $crate::qmp::commands::QueryCurrentMachine,
+        "query-dirty-rate" => $crate::qmp::commands::QueryDirtyRate,
+        "query-display-options" => $crate::qmp::commands::QueryDisplayOptions,
+        "query-dump" => $crate::qmp::commands::QueryDump,
+        "query-dump-guest-memory-capability" => $crate::qmp::commands::QueryDumpGuestMemoryCapability,
+        "query-fdsets" => $crate::qmp::commands::QueryFdsets,
+        "query-gic-capabilities" => $crate::qmp::commands::QueryGicCapabilities,
+        "query-hotpluggable-cpus" => $crate::qmp::commands::QueryHotpluggableCpus,
+        "query-hv-balloon-status-report" => $crate::qmp::commands::QueryHvBalloonStatusReport,
+        "query-iothreads" => $crate::qmp::commands::QueryIothreads,
+        "query-jobs" => $crate::qmp::commands::QueryJobs,
+        "query-kvm" => $crate::qmp::commands::QueryKvm,
+        "query-machines" => $crate::qmp::commands::QueryMachines,
+        "query-memdev" => $crate::qmp::commands::QueryMemdev,
+        "query-memory-devices" => $crate::qmp::commands::QueryMemoryDevices,
+        "query-memory-size-summary" => $crate::qmp::commands::QueryMemorySizeSummary,
+        "query-mice" => $crate::qmp::commands::QueryMice,
+        "query-migrate" => $crate::qmp::commands::QueryMigrate,
+        "query-migrate-capabilities" => $crate::qmp::commands::QueryMigrateCapabilities,
+        "query-migrate-parameters" => $crate::qmp::commands::QueryMigrateParameters,
+        "query-migrationthreads" => $crate::qmp::commands::QueryMigrationthreads,
+        "query-name" => $crate::qmp::commands::QueryName,
+        "query-named-block-nodes" => $crate::qmp::commands::QueryNamedBlockNodes,
+        "query-pci" => $crate::qmp::commands::QueryPci,
+        "query-pr-managers" => $crate::qmp::commands::QueryPrManagers,
+        "query-qmp-schema" => $crate::qmp::commands::QueryQmpSchema,
+        "query-replay" => $crate::qmp::commands::QueryReplay,
+        "query-rocker" => $crate::qmp::commands::QueryRocker,
+        "query-rocker-of-dpa-flows" => $crate::qmp::commands::QueryRockerOfDpaFlows,
+        "query-rocker-of-dpa-groups" => $crate::qmp::commands::QueryRockerOfDpaGroups,
+        "query-rocker-ports" => $crate::qmp::commands::QueryRockerPorts,
+        "query-rx-filter" => $crate::qmp::commands::QueryRxFilter,
+        "query-s390x-cpu-polarization" => $crate::qmp::commands::QueryS390xCpuPolarization,
+        "query-sev" => $crate::qmp::commands::QuerySev,
+        "query-sev-attestation-report" => $crate::qmp::commands::QuerySevAttestationReport,
+        "query-sev-capabilities" => $crate::qmp::commands::QuerySevCapabilities,
+        "query-sev-launch-measure" => $crate::qmp::commands::QuerySevLaunchMeasure,
+        "query-sgx" => $crate::qmp::commands::QuerySgx,
+        "query-sgx-capabilities" => $crate::qmp::commands::QuerySgxCapabilities,
+        "query-spice" => $crate::qmp::commands::QuerySpice,
+        "query-stats" => $crate::qmp::commands::QueryStats,
+        "query-stats-schemas" => $crate::qmp::commands::QueryStatsSchemas,
+        "query-status" => $crate::qmp::commands::QueryStatus,
+        "query-target" => $crate::qmp::commands::QueryTarget,
+        "query-tpm" => $crate::qmp::commands::QueryTpm,
+        "query-tpm-models" => $crate::qmp::commands::QueryTpmModels,
+        "query-tpm-types" => $crate::qmp::commands::QueryTpmTypes,
+        "query-uuid" => $crate::qmp::commands::QueryUuid,
+        "query-vcpu-dirty-limit" => $crate::qmp::commands::QueryVcpuDirtyLimit,
+        "query-version" => $crate::qmp::commands::QueryVersion,
+        "query-vm-generation-id" => $crate::qmp::commands::QueryVmGenerationId,
+        "query-vnc" => $crate::qmp::commands::QueryVnc,
+        "query-vnc-servers" => $crate::qmp::commands::QueryVncServers,
+        "query-xen-replication-status" => $crate::qmp::commands::QueryXenReplicationStatus,
+        "query-yank" => $crate::qmp::commands::QueryYank,
+        "quit" => $crate::qmp::commands::Quit,
+        "remove-fd" => $crate::qmp::commands::RemoveFd,
+        "replay-break" => $crate::qmp::commands::ReplayBreak,
+        "replay-delete-break" => $crate::qmp::commands::ReplayDeleteBreak,
+        "replay-seek" => $crate::qmp::commands::ReplaySeek,
+        "request-ebpf" => $crate::qmp::commands::RequestEbpf,
+        "ringbuf-read" => $crate::qmp::commands::RingbufRead,
+        "ringbuf-write" => $crate::qmp::commands::RingbufWrite,
+        "rtc-reset-reinjection" => $crate::qmp::commands::RtcResetReinjection,
+        "screendump" => $crate::qmp::commands::Screendump,
+        "send-key" => $crate::qmp::commands::SendKey,
+        "set-action" => $crate::qmp::commands::SetAction,
+        "set-cpu-topology" => $crate::qmp::commands::SetCpuTopology,
+        "set-numa-node" => $crate::qmp::commands::SetNumaNode,
+        "set-vcpu-dirty-limit" => $crate::qmp::commands::SetVcpuDirtyLimit,
+        "set_link" => $crate::qmp::commands::SetLink,
+        "set_password" => $crate::qmp::commands::SetPassword,
+        "sev-inject-launch-secret" => $crate::qmp::commands::SevInjectLaunchSecret,
+        "snapshot-delete" => $crate::qmp::commands::SnapshotDelete,
+        "snapshot-load" => $crate::qmp::commands::SnapshotLoad,
+        "snapshot-save" => $crate::qmp::commands::SnapshotSave,
+        "stop" => $crate::qmp::commands::Stop,
+        "system_powerdown" => $crate::qmp::commands::SystemPowerdown,
+        "system_reset" => $crate::qmp::commands::SystemReset,
+        "system_wakeup" => $crate::qmp::commands::SystemWakeup,
+        "trace-event-get-state" => $crate::qmp::commands::TraceEventGetState,
+        "trace-event-set-state" => $crate::qmp::commands::TraceEventSetState,
+        "transaction" => $crate::qmp::commands::Transaction,
+        "watchdog-set-action" => $crate::qmp::commands::WatchdogSetAction,
+        "x-blockdev-amend" => $crate::qmp::commands::XBlockdevAmend,
+        "x-blockdev-change" => $crate::qmp::commands::XBlockdevChange,
+        "x-blockdev-set-iothread" => $crate::qmp::commands::XBlockdevSetIothread,
+        "x-colo-lost-heartbeat" => $crate::qmp::commands::XColoLostHeartbeat,
+        "x-debug-block-dirty-bitmap-sha256" => $crate::qmp::commands::XDebugBlockDirtyBitmapSha256,
+        "x-debug-query-block-graph" => $crate::qmp::commands::XDebugQueryBlockGraph,
+        "x-exit-preconfig" => $crate::qmp::commands::XExitPreconfig,
+        "x-query-interrupt-controllers" => $crate::qmp::commands::XQueryInterruptControllers,
+        "x-query-irq" => $crate::qmp::commands::XQueryIrq,
+        "x-query-jit" => $crate::qmp::commands::XQueryJit,
+        "x-query-numa" => $crate::qmp::commands::XQueryNuma,
+        "x-query-opcount" => $crate::qmp::commands::XQueryOpcount,
+        "x-query-profile" => $crate::qmp::commands::XQueryProfile,
+        "x-query-ramblock" => $crate::qmp::commands::XQueryRamblock,
+        "x-query-rdma" => $crate::qmp::commands::XQueryRdma,
+        "x-query-roms" => $crate::qmp::commands::XQueryRoms,
+        "x-query-usb" => $crate::qmp::commands::XQueryUsb,
+        "x-query-virtio" => $crate::qmp::commands::XQueryVirtio,
+        "x-query-virtio-queue-element" => $crate::qmp::commands::XQueryVirtioQueueElement,
+        "x-query-virtio-queue-status" => $crate::qmp::commands::XQueryVirtioQueueStatus,
+        "x-query-virtio-status" => $crate::qmp::commands::XQueryVirtioStatus,
+        "x-query-virtio-vhost-queue-status" => $crate::qmp::commands::XQueryVirtioVhostQueueStatus,
+        "xen-colo-do-checkpoint" => $crate::qmp::commands::XenColoDoCheckpoint,
+        "xen-event-inject" => $crate::qmp::commands::XenEventInject,
+        "xen-event-list" => $crate::qmp::commands::XenEventList,
+        "xen-load-devices-state" => $crate::qmp::commands::XenLoadDevicesState,
+        "xen-save-devices-state" => $crate::qmp::commands::XenSaveDevicesState,
+        "xen-set-global-dirty-log" => $crate::qmp::commands::XenSetGlobalDirtyLog,
+        "xen-set-replication" => $crate::qmp::commands::XenSetReplication,
+        "yank" => $crate::qmp::commands::Yank,
+    } };
 }
 
 /// The wire names of every command of the merged schema, sorted.
-pub const COMMANDS: &[&str] = &[
-    "add-fd",
-    "add_client",
-    "announce-self",
-    "balloon",
-    "block-commit",
-    "block-dirty-bitmap-add",
-    "block-dirty-bitmap-clear",
-    "block-dirty-bitmap-disable",
-    "block-dirty-bitmap-enable",
-    "block-dirty-bitmap-merge",
-    "block-dirty-bitmap-remove",
-    "block-export-add",
-    "block-export-del",
-    "block-job-cancel",
-    "block-job-change",
-    "block-job-complete",
-    "block-job-dismiss",
-    "block-job-finalize",
-    "block-job-pause",
-    "block-job-resume",
-    "block-job-set-speed",
-    "block-latency-histogram-set",
-    "block-set-write-threshold",
-    "block-stream",
-    "block_resize",
-    "block_set_io_throttle",
-    "blockdev-add",
-    "blockdev-backup",
-    "blockdev-change-medium",
-    "blockdev-close-tray",
-    "blockdev-create",
-    "blockdev-del",
-    "blockdev-insert-medium",
-    "blockdev-mirror",
-    "blockdev-open-tray",
-    "blockdev-remove-medium",
-    "blockdev-reopen",
-    "blockdev-set-active",
-    "blockdev-snapshot",
-    "blockdev-snapshot-delete-internal-sync",
-    "blockdev-snapshot-internal-sync",
-    "blockdev-snapshot-sync",
-    "calc-dirty-rate",
-    "cancel-vcpu-dirty-limit",
-    "change-backing-file",
-    "change-vnc-password",
-    "chardev-add",
-    "chardev-change",
-    "chardev-remove",
-    "chardev-send-break",
-    "client_migrate_info",
-    "closefd",
-    "cont",
-    "cxl-add-dynamic-capacity",
-    "cxl-inject-correctable-error",
-    "cxl-inject-dram-event",
-    "cxl-inject-general-media-event",
-    "cxl-inject-memory-module-event",
-    "cxl-inject-poison",
-    "cxl-inject-uncorrectable-errors",
-    "cxl-release-dynamic-capacity",
-    "device-list-properties",
-    "device-sync-config",
-    "device_add",
-    "device_del",
-    "display-reload",
-    "display-update",
-    "drive-backup",
-    "drive-mirror",
-    "dump-guest-memory",
-    "dump-skeys",
-    "dumpdtb",
-    "eject",
-    "expire_password",
-    "get-win32-socket",
-    "getfd",
-    "human-monitor-command",
-    "inject-nmi",
-    "input-send-event",
-    "job-cancel",
-    "job-complete",
-    "job-dismiss",
-    "job-finalize",
-    "job-pause",
-    "job-resume",
-    "memsave",
-    "migrate",
-    "migrate-continue",
-    "migrate-incoming",
-    "migrate-pause",
-    "migrate-recover",
-    "migrate-set-capabilities",
-    "migrate-set-parameters",
-    "migrate-start-postcopy",
-    "migrate_cancel",
-    "nbd-server-add",
-    "nbd-server-remove",
-    "nbd-server-start",
-    "nbd-server-stop",
-    "netdev_add",
-    "netdev_del",
-    "object-add",
-    "object-del",
-    "pmemsave",
-    "qmp_capabilities",
-    "qom-get",
-    "qom-list",
-    "qom-list-properties",
-    "qom-list-types",
-    "qom-set",
-    "query-acpi-ospm-status",
-    "query-audiodevs",
-    "query-balloon",
-    "query-block",
-    "query-block-exports",
-    "query-block-jobs",
-    "query-blockstats",
-    "query-chardev",
-    "query-chardev-backends",
-    "query-colo-status",
-    "query-command-line-options",
-    "query-commands",
-    "query-cpu-definitions",
-    "query-cpu-model-baseline",
-    "query-cpu-model-comparison",
-    "query-cpu-model-expansion",
-    "query-cpus-fast",
-    "query-cryptodev",
-    "query-current-machine",
-    "query-dirty-rate",
-    "query-display-options",
-    "query-dump",
-    "query-dump-guest-memory-capability",
-    "query-fdsets",
-    "query-gic-capabilities",
-    "query-hotpluggable-cpus",
-    "query-hv-balloon-status-report",
-    "query-iothreads",
-    "query-jobs",
-    "query-kvm",
-    "query-machines",
-    "query-memdev",
-    "query-memory-devices",
-    "query-memory-size-summary",
-    "query-mice",
-    "query-migrate",
-    "query-migrate-capabilities",
-    "query-migrate-parameters",
-    "query-migrationthreads",
-    "query-name",
-    "query-named-block-nodes",
-    "query-pci",
-    "query-pr-managers",
-    "query-qmp-schema",
-    "query-replay",
-    "query-rocker",
-    "query-rocker-of-dpa-flows",
-    "query-rocker-of-dpa-groups",
-    "query-rocker-ports",
-    "query-rx-filter",
-    "query-s390x-cpu-polarization",
-    "query-sev",
-    "query-sev-attestation-report",
-    "query-sev-capabilities",
-    "query-sev-launch-measure",
-    "query-sgx",
-    "query-sgx-capabilities",
-    "query-spice",
-    "query-stats",
-    "query-stats-schemas",
-    "query-status",
-    "query-target",
-    "query-tpm",
-    "query-tpm-models",
-    "query-tpm-types",
-    "query-uuid",
-    "query-vcpu-dirty-limit",
-    "query-version",
-    "query-vm-generation-id",
-    "query-vnc",
-    "query-vnc-servers",
-    "query-xen-replication-status",
-    "query-yank",
-    "quit",
-    "remove-fd",
-    "replay-break",
-    "replay-delete-break",
-    "replay-seek",
-    "request-ebpf",
-    "ringbuf-read",
-    "ringbuf-write",
-    "rtc-reset-reinjection",
-    "screendump",
-    "send-key",
-    "set-action",
-    "set-cpu-topology",
-    "set-numa-node",
-    "set-vcpu-dirty-limit",
-    "set_link",
-    "set_password",
-    "sev-inject-launch-secret",
-    "snapshot-delete",
-    "snapshot-load",
-    "snapshot-save",
-    "stop",
-    "system_powerdown",
-    "system_reset",
-    "system_wakeup",
-    "trace-event-get-state",
-    "trace-event-set-state",
-    "transaction",
-    "watchdog-set-action",
-    "x-blockdev-amend",
-    "x-blockdev-change",
-    "x-blockdev-set-iothread",
-    "x-colo-lost-heartbeat",
-    "x-debug-block-dirty-bitmap-sha256",
-    "x-debug-query-block-graph",
-    "x-exit-preconfig",
-    "x-query-interrupt-controllers",
-    "x-query-irq",
-    "x-query-jit",
-    "x-query-numa",
-    "x-query-opcount",
-    "x-query-profile",
-    "x-query-ramblock",
-    "x-query-rdma",
-    "x-query-roms",
-    "x-query-usb",
-    "x-query-virtio",
-    "x-query-virtio-queue-element",
-    "x-query-virtio-queue-status",
-    "x-query-virtio-status",
-    "x-query-virtio-vhost-queue-status",
-    "xen-colo-do-checkpoint",
-    "xen-event-inject",
-    "xen-event-list",
-    "xen-load-devices-state",
-    "xen-save-devices-state",
-    "xen-set-global-dirty-log",
-    "xen-set-replication",
-    "yank",
-];
+pub const COMMANDS: &[&str] = &["add-fd", "add_client", "announce-self", "balloon", "block-commit", "block-dirty-bitmap-add", "block-dirty-bitmap-clear", "block-dirty-bitmap-disable", "block-dirty-bitmap-enable", "block-dirty-bitmap-merge", "block-dirty-bitmap-remove", "block-export-add", "block-export-del", "block-job-cancel", "block-job-change", "block-job-complete", "block-job-dismiss", "block-job-finalize", "block-job-pause", "block-job-resume", "block-job-set-speed", "block-latency-histogram-set", "block-set-write-threshold", "block-stream", "block_resize", "block_set_io_throttle", "blockdev-add", "blockdev-backup", "blockdev-change-medium", "blockdev-close-tray", "blockdev-create", "blockdev-del", "blockdev-insert-medium", "blockdev-mirror", "blockdev-open-tray", "blockdev-remove-medium", "blockdev-reopen", "blockdev-set-active", "blockdev-snapshot", "blockdev-snapshot-delete-internal-sync", "blockdev-snapshot-internal-sync", "blockdev-snapshot-sync", "calc-dirty-rate", "cancel-vcpu-dirty-limit", "change-backing-file", "change-vnc-password", "chardev-add", "chardev-change", "chardev-remove", "chardev-send-break", "client_migrate_info", "closefd", "cont", "cxl-add-dynamic-capacity", "cxl-inject-correctable-error", "cxl-inject-dram-event", "cxl-inject-general-media-event", "cxl-inject-memory-module-event", "cxl-inject-poison", "cxl-inject-uncorrectable-errors", "cxl-release-dynamic-capacity", "device-list-properties", "device-sync-config", "device_add", "device_del", "display-reload", "display-update", "drive-backup", "drive-mirror", "dump-guest-memory", "dump-skeys", "dumpdtb", "eject", "expire_password", "get-win32-socket", "getfd", "human-monitor-command", "inject-nmi", "input-send-event", "job-cancel", "job-complete", "job-dismiss", "job-finalize", "job-pause", "job-resume", "memsave", "migrate", "migrate-continue", "migrate-incoming", "migrate-pause", "migrate-recover", "migrate-set-capabilities", "migrate-set-parameters", "migrate-start-postcopy", "migrate_cancel", "nbd-server-add", "nbd-server-remove", "nbd-server-start", "nbd-server-stop", "netdev_add", "netdev_del", "object-add", "object-del", "pmemsave", "qmp_capabilities", "qom-get", "qom-list", "qom-list-properties", "qom-list-types", "qom-set", "query-acpi-ospm-status", "query-audiodevs", "query-balloon", "query-block", "query-block-exports", "query-block-jobs", "query-blockstats", "query-chardev", "query-chardev-backends", "query-colo-status", "query-command-line-options", "query-commands", "query-cpu-definitions", "query-cpu-model-baseline", "query-cpu-model-comparison", "query-cpu-model-expansion", "query-cpus-fast", "query-cryptodev", "query-current-machine", "query-dirty-rate", "query-display-options", "query-dump", "query-dump-guest-memory-capability", "query-fdsets", "query-gic-capabilities", "query-hotpluggable-cpus", "query-hv-balloon-status-report", "query-iothreads", "query-jobs", "query-kvm", "query-machines", "query-memdev", "query-memory-devices", "query-memory-size-summary", "query-mice", "query-migrate", "query-migrate-capabilities", "query-migrate-parameters", "query-migrationthreads", "query-name", "query-named-block-nodes", "query-pci", "query-pr-managers", "query-qmp-schema", "query-replay", "query-rocker", "query-rocker-of-dpa-flows", "query-rocker-of-dpa-groups", "query-rocker-ports", "query-rx-filter", "query-s390x-cpu-polarization", "query-sev", "query-sev-attestation-report", "query-sev-capabilities", "query-sev-launch-measure", "query-sgx", "query-sgx-capabilities", "query-spice", "query-stats", "query-stats-schemas", "query-status", "query-target", "query-tpm", "query-tpm-models", "query-tpm-types", "query-uuid", "query-vcpu-dirty-limit", "query-version", "query-vm-generation-id", "query-vnc", "query-vnc-servers", "query-xen-replication-status", "query-yank", "quit", "remove-fd", "replay-break", "replay-delete-break", "replay-seek", "request-ebpf", "ringbuf-read", "ringbuf-write", "rtc-reset-reinjection", "screendump", "send-key", "set-action", "set-cpu-topology", "set-numa-node", "set-vcpu-dirty-limit", "set_link", "set_password", "sev-inject-launch-secret", "snapshot-delete", "snapshot-load", "snapshot-save", "stop", "system_powerdown", "system_reset", "system_wakeup", "trace-event-get-state", "trace-event-set-state", "transaction", "watchdog-set-action", "x-blockdev-amend", "x-blockdev-change", "x-blockdev-set-iothread", "x-colo-lost-heartbeat", "x-debug-block-dirty-bitmap-sha256", "x-debug-query-block-graph", "x-exit-preconfig", "x-query-interrupt-controllers", "x-query-irq", "x-query-jit", "x-query-numa", "x-query-opcount", "x-query-profile", "x-query-ramblock", "x-query-rdma", "x-query-roms", "x-query-usb", "x-query-virtio", "x-query-virtio-queue-element", "x-query-virtio-queue-status", "x-query-virtio-status", "x-query-virtio-vhost-queue-status", "xen-colo-do-checkpoint", "xen-event-inject", "xen-event-list", "xen-load-devices-state", "xen-save-devices-state", "xen-set-global-dirty-log", "xen-set-replication", "yank"];
 
 /// One struct per event: its `data`.
 pub mod events {
     use super::*;
 
-    /// The `data` of event `ACPI_DEVICE_OST`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct AcpiDeviceOst {
-        /// `info`.
-        pub info: super::ACPIOSTInfo,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for AcpiDeviceOst {
-        const NAME: &'static str = "ACPI_DEVICE_OST";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `BALLOON_CHANGE`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BalloonChange {
-        /// `actual`.
-        pub actual: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for BalloonChange {
-        const NAME: &'static str = "BALLOON_CHANGE";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `BLOCK_EXPORT_DELETED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockExportDeleted {
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for BlockExportDeleted {
-        const NAME: &'static str = "BLOCK_EXPORT_DELETED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `BLOCK_IMAGE_CORRUPTED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockImageCorrupted {
-        /// `device`.
-        pub device: String,
-        /// `node-name`.
-        #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
-        pub node_name: Option<String>,
-        /// `msg`.
-        pub msg: String,
-        /// `offset`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub offset: Option<i64>,
-        /// `size`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub size: Option<i64>,
-        /// `fatal`.
-        pub fatal: bool,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for BlockImageCorrupted {
-        const NAME: &'static str = "BLOCK_IMAGE_CORRUPTED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `BLOCK_IO_ERROR`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockIoError {
-        /// `qom-path`. Since 10.0 (not in 7.2).
-        #[serde(rename = "qom-path", default, skip_serializing_if = "Option::is_none")]
-        pub qom_path: Option<String>,
-        /// `device`.
-        pub device: String,
-        /// `node-name`.
-        #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
-        pub node_name: Option<String>,
-        /// `operation`.
-        pub operation: super::IoOperationType,
-        /// `action`.
-        pub action: super::BlockErrorAction,
-        /// `nospace`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub nospace: Option<bool>,
-        /// `reason`.
-        pub reason: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for BlockIoError {
-        const NAME: &'static str = "BLOCK_IO_ERROR";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `BLOCK_JOB_CANCELLED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockJobCancelled {
-        /// `type`.
-        #[serde(rename = "type")]
-        pub type_: super::JobType,
-        /// `device`.
-        pub device: String,
-        /// `len`.
-        pub len: i64,
-        /// `offset`.
-        pub offset: i64,
-        /// `speed`.
-        pub speed: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for BlockJobCancelled {
-        const NAME: &'static str = "BLOCK_JOB_CANCELLED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `BLOCK_JOB_COMPLETED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockJobCompleted {
-        /// `type`.
-        #[serde(rename = "type")]
-        pub type_: super::JobType,
-        /// `device`.
-        pub device: String,
-        /// `len`.
-        pub len: i64,
-        /// `offset`.
-        pub offset: i64,
-        /// `speed`.
-        pub speed: i64,
-        /// `error`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub error: Option<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for BlockJobCompleted {
-        const NAME: &'static str = "BLOCK_JOB_COMPLETED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `BLOCK_JOB_ERROR`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockJobError {
-        /// `device`.
-        pub device: String,
-        /// `operation`.
-        pub operation: super::IoOperationType,
-        /// `action`.
-        pub action: super::BlockErrorAction,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for BlockJobError {
-        const NAME: &'static str = "BLOCK_JOB_ERROR";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `BLOCK_JOB_PENDING`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockJobPending {
-        /// `type`.
-        #[serde(rename = "type")]
-        pub type_: super::JobType,
-        /// `id`.
-        pub id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for BlockJobPending {
-        const NAME: &'static str = "BLOCK_JOB_PENDING";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `BLOCK_JOB_READY`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockJobReady {
-        /// `type`.
-        #[serde(rename = "type")]
-        pub type_: super::JobType,
-        /// `device`.
-        pub device: String,
-        /// `len`.
-        pub len: i64,
-        /// `offset`.
-        pub offset: i64,
-        /// `speed`.
-        pub speed: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for BlockJobReady {
-        const NAME: &'static str = "BLOCK_JOB_READY";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `BLOCK_WRITE_THRESHOLD`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct BlockWriteThreshold {
-        /// `node-name`.
-        #[serde(rename = "node-name")]
-        pub node_name: String,
-        /// `amount-exceeded`.
-        #[serde(rename = "amount-exceeded")]
-        pub amount_exceeded: u64,
-        /// `write-threshold`.
-        #[serde(rename = "write-threshold")]
-        pub write_threshold: u64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for BlockWriteThreshold {
-        const NAME: &'static str = "BLOCK_WRITE_THRESHOLD";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `COLO_EXIT`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct ColoExit {
-        /// `mode`.
-        pub mode: super::COLOMode,
-        /// `reason`.
-        pub reason: super::COLOExitReason,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for ColoExit {
-        const NAME: &'static str = "COLO_EXIT";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `CPU_POLARIZATION_CHANGE`.
-    ///
-    /// Since 10.0 (not in 7.2). Features: `unstable`. Only when QEMU is built with `all(TARGET_S390X, CONFIG_KVM)`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct CpuPolarizationChange {
-        /// `polarization`. Since 10.0 (not in 7.2).
-        pub polarization: super::S390CpuPolarization,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for CpuPolarizationChange {
-        const NAME: &'static str = "CPU_POLARIZATION_CHANGE";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `DEVICE_DELETED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct DeviceDeleted {
-        /// `device`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub device: Option<String>,
-        /// `path`.
-        pub path: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for DeviceDeleted {
-        const NAME: &'static str = "DEVICE_DELETED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `DEVICE_TRAY_MOVED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct DeviceTrayMoved {
-        /// `device`.
-        pub device: String,
-        /// `id`.
-        pub id: String,
-        /// `tray-open`.
-        #[serde(rename = "tray-open")]
-        pub tray_open: bool,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for DeviceTrayMoved {
-        const NAME: &'static str = "DEVICE_TRAY_MOVED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `DEVICE_UNPLUG_GUEST_ERROR`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct DeviceUnplugGuestError {
-        /// `device`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub device: Option<String>,
-        /// `path`.
-        pub path: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for DeviceUnplugGuestError {
-        const NAME: &'static str = "DEVICE_UNPLUG_GUEST_ERROR";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `DUMP_COMPLETED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct DumpCompleted {
-        /// `result`.
-        pub result: super::DumpQueryResult,
-        /// `error`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub error: Option<String>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for DumpCompleted {
-        const NAME: &'static str = "DUMP_COMPLETED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `FAILOVER_NEGOTIATED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct FailoverNegotiated {
-        /// `device-id`.
-        #[serde(rename = "device-id")]
-        pub device_id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for FailoverNegotiated {
-        const NAME: &'static str = "FAILOVER_NEGOTIATED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `GUEST_CRASHLOADED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestCrashloaded {
-        /// `action`.
-        pub action: super::GuestPanicAction,
-        /// `info`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub info: Option<super::GuestPanicInformation>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for GuestCrashloaded {
-        const NAME: &'static str = "GUEST_CRASHLOADED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `GUEST_PANICKED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct GuestPanicked {
-        /// `action`.
-        pub action: super::GuestPanicAction,
-        /// `info`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub info: Option<super::GuestPanicInformation>,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for GuestPanicked {
-        const NAME: &'static str = "GUEST_PANICKED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `GUEST_PVSHUTDOWN`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct GuestPvshutdown {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for GuestPvshutdown {
-        const NAME: &'static str = "GUEST_PVSHUTDOWN";
-        const HAS_MEMBERS: bool = false;
-    }
-
-    /// The `data` of event `HV_BALLOON_STATUS_REPORT`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    #[serde(transparent)]
-    pub struct HvBalloonStatusReport(pub super::HvBalloonInfo);
-
-    impl EventData for HvBalloonStatusReport {
-        const NAME: &'static str = "HV_BALLOON_STATUS_REPORT";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `JOB_STATUS_CHANGE`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct JobStatusChange {
-        /// `id`.
-        pub id: String,
-        /// `status`.
-        pub status: super::JobStatus,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for JobStatusChange {
-        const NAME: &'static str = "JOB_STATUS_CHANGE";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `MEMORY_DEVICE_SIZE_CHANGE`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct MemoryDeviceSizeChange {
-        /// `id`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub id: Option<String>,
-        /// `size`.
-        pub size: u64,
-        /// `qom-path`.
-        #[serde(rename = "qom-path")]
-        pub qom_path: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for MemoryDeviceSizeChange {
-        const NAME: &'static str = "MEMORY_DEVICE_SIZE_CHANGE";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `MEMORY_FAILURE`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct MemoryFailure {
-        /// `recipient`.
-        pub recipient: super::MemoryFailureRecipient,
-        /// `action`.
-        pub action: super::MemoryFailureAction,
-        /// `flags`.
-        pub flags: super::MemoryFailureFlags,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for MemoryFailure {
-        const NAME: &'static str = "MEMORY_FAILURE";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `MEM_UNPLUG_ERROR`.
-    ///
-    /// Until 7.2 (not in 10.0). Features: `deprecated`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct MemUnplugError {
-        /// `device`. Until 7.2 (not in 10.0).
-        pub device: String,
-        /// `msg`. Until 7.2 (not in 10.0).
-        pub msg: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for MemUnplugError {
-        const NAME: &'static str = "MEM_UNPLUG_ERROR";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `MIGRATION`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct Migration {
-        /// `status`.
-        pub status: super::MigrationStatus,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for Migration {
-        const NAME: &'static str = "MIGRATION";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `MIGRATION_PASS`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct MigrationPass {
-        /// `pass`.
-        pub pass: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for MigrationPass {
-        const NAME: &'static str = "MIGRATION_PASS";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `NETDEV_STREAM_CONNECTED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct NetdevStreamConnected {
-        /// `netdev-id`.
-        #[serde(rename = "netdev-id")]
-        pub netdev_id: String,
-        /// `addr`.
-        pub addr: super::SocketAddress,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for NetdevStreamConnected {
-        const NAME: &'static str = "NETDEV_STREAM_CONNECTED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `NETDEV_STREAM_DISCONNECTED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct NetdevStreamDisconnected {
-        /// `netdev-id`.
-        #[serde(rename = "netdev-id")]
-        pub netdev_id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for NetdevStreamDisconnected {
-        const NAME: &'static str = "NETDEV_STREAM_DISCONNECTED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `NETDEV_VHOST_USER_CONNECTED`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct NetdevVhostUserConnected {
-        /// `netdev-id`. Since 10.0 (not in 7.2).
-        #[serde(rename = "netdev-id")]
-        pub netdev_id: String,
-        /// `chardev-id`. Since 10.0 (not in 7.2).
-        #[serde(rename = "chardev-id")]
-        pub chardev_id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for NetdevVhostUserConnected {
-        const NAME: &'static str = "NETDEV_VHOST_USER_CONNECTED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `NETDEV_VHOST_USER_DISCONNECTED`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct NetdevVhostUserDisconnected {
-        /// `netdev-id`. Since 10.0 (not in 7.2).
-        #[serde(rename = "netdev-id")]
-        pub netdev_id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for NetdevVhostUserDisconnected {
-        const NAME: &'static str = "NETDEV_VHOST_USER_DISCONNECTED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `NIC_RX_FILTER_CHANGED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct NicRxFilterChanged {
-        /// `name`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub name: Option<String>,
-        /// `path`.
-        pub path: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for NicRxFilterChanged {
-        const NAME: &'static str = "NIC_RX_FILTER_CHANGED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `POWERDOWN`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct Powerdown {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for Powerdown {
-        const NAME: &'static str = "POWERDOWN";
-        const HAS_MEMBERS: bool = false;
-    }
-
-    /// The `data` of event `PR_MANAGER_STATUS_CHANGED`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct PrManagerStatusChanged {
-        /// `id`.
-        pub id: String,
-        /// `connected`.
-        pub connected: bool,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for PrManagerStatusChanged {
-        const NAME: &'static str = "PR_MANAGER_STATUS_CHANGED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `QUORUM_FAILURE`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QuorumFailure {
-        /// `reference`.
-        pub reference: String,
-        /// `sector-num`.
-        #[serde(rename = "sector-num")]
-        pub sector_num: i64,
-        /// `sectors-count`.
-        #[serde(rename = "sectors-count")]
-        pub sectors_count: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for QuorumFailure {
-        const NAME: &'static str = "QUORUM_FAILURE";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `QUORUM_REPORT_BAD`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct QuorumReportBad {
-        /// `type`.
-        #[serde(rename = "type")]
-        pub type_: super::QuorumOpType,
-        /// `error`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub error: Option<String>,
-        /// `node-name`.
-        #[serde(rename = "node-name")]
-        pub node_name: String,
-        /// `sector-num`.
-        #[serde(rename = "sector-num")]
-        pub sector_num: i64,
-        /// `sectors-count`.
-        #[serde(rename = "sectors-count")]
-        pub sectors_count: i64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for QuorumReportBad {
-        const NAME: &'static str = "QUORUM_REPORT_BAD";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `RDMA_GID_STATUS_CHANGED`.
-    ///
-    /// Until 7.2 (not in 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct RdmaGidStatusChanged {
-        /// `netdev`. Until 7.2 (not in 10.0).
-        pub netdev: String,
-        /// `gid-status`. Until 7.2 (not in 10.0).
-        #[serde(rename = "gid-status")]
-        pub gid_status: bool,
-        /// `subnet-prefix`. Until 7.2 (not in 10.0).
-        #[serde(rename = "subnet-prefix")]
-        pub subnet_prefix: u64,
-        /// `interface-id`. Until 7.2 (not in 10.0).
-        #[serde(rename = "interface-id")]
-        pub interface_id: u64,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for RdmaGidStatusChanged {
-        const NAME: &'static str = "RDMA_GID_STATUS_CHANGED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `RESET`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct Reset {
-        /// `guest`.
-        pub guest: bool,
-        /// `reason`.
-        pub reason: super::ShutdownCause,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for Reset {
-        const NAME: &'static str = "RESET";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `RESUME`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct Resume {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for Resume {
-        const NAME: &'static str = "RESUME";
-        const HAS_MEMBERS: bool = false;
-    }
-
-    /// The `data` of event `RTC_CHANGE`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct RtcChange {
-        /// `offset`.
-        pub offset: i64,
-        /// `qom-path`.
-        #[serde(rename = "qom-path")]
-        pub qom_path: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for RtcChange {
-        const NAME: &'static str = "RTC_CHANGE";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `SHUTDOWN`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct Shutdown {
-        /// `guest`.
-        pub guest: bool,
-        /// `reason`.
-        pub reason: super::ShutdownCause,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for Shutdown {
-        const NAME: &'static str = "SHUTDOWN";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `SPICE_CONNECTED`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct SpiceConnected {
-        /// `server`.
-        pub server: super::SpiceBasicInfo,
-        /// `client`.
-        pub client: super::SpiceBasicInfo,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for SpiceConnected {
-        const NAME: &'static str = "SPICE_CONNECTED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `SPICE_DISCONNECTED`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct SpiceDisconnected {
-        /// `server`.
-        pub server: super::SpiceBasicInfo,
-        /// `client`.
-        pub client: super::SpiceBasicInfo,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for SpiceDisconnected {
-        const NAME: &'static str = "SPICE_DISCONNECTED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `SPICE_INITIALIZED`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct SpiceInitialized {
-        /// `server`.
-        pub server: super::SpiceServerInfo,
-        /// `client`.
-        pub client: super::SpiceChannel,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for SpiceInitialized {
-        const NAME: &'static str = "SPICE_INITIALIZED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `SPICE_MIGRATE_COMPLETED`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct SpiceMigrateCompleted {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for SpiceMigrateCompleted {
-        const NAME: &'static str = "SPICE_MIGRATE_COMPLETED";
-        const HAS_MEMBERS: bool = false;
-    }
-
-    /// The `data` of event `STOP`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct Stop {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for Stop {
-        const NAME: &'static str = "STOP";
-        const HAS_MEMBERS: bool = false;
-    }
-
-    /// The `data` of event `SUSPEND`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct Suspend {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for Suspend {
-        const NAME: &'static str = "SUSPEND";
-        const HAS_MEMBERS: bool = false;
-    }
-
-    /// The `data` of event `SUSPEND_DISK`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct SuspendDisk {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for SuspendDisk {
-        const NAME: &'static str = "SUSPEND_DISK";
-        const HAS_MEMBERS: bool = false;
-    }
-
-    /// The `data` of event `UNPLUG_PRIMARY`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct UnplugPrimary {
-        /// `device-id`.
-        #[serde(rename = "device-id")]
-        pub device_id: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for UnplugPrimary {
-        const NAME: &'static str = "UNPLUG_PRIMARY";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `VFIO_MIGRATION`.
-    ///
-    /// Since 10.0 (not in 7.2).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct VfioMigration {
-        /// `device-id`. Since 10.0 (not in 7.2).
-        #[serde(rename = "device-id")]
-        pub device_id: String,
-        /// `qom-path`. Since 10.0 (not in 7.2).
-        #[serde(rename = "qom-path")]
-        pub qom_path: String,
-        /// `device-state`. Since 10.0 (not in 7.2).
-        #[serde(rename = "device-state")]
-        pub device_state: super::QapiVfioMigrationState,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for VfioMigration {
-        const NAME: &'static str = "VFIO_MIGRATION";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `VFU_CLIENT_HANGUP`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct VfuClientHangup {
-        /// `vfu-id`.
-        #[serde(rename = "vfu-id")]
-        pub vfu_id: String,
-        /// `vfu-qom-path`.
-        #[serde(rename = "vfu-qom-path")]
-        pub vfu_qom_path: String,
-        /// `dev-id`.
-        #[serde(rename = "dev-id")]
-        pub dev_id: String,
-        /// `dev-qom-path`.
-        #[serde(rename = "dev-qom-path")]
-        pub dev_qom_path: String,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for VfuClientHangup {
-        const NAME: &'static str = "VFU_CLIENT_HANGUP";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `VNC_CONNECTED`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct VncConnected {
-        /// `server`.
-        pub server: super::VncServerInfo,
-        /// `client`.
-        pub client: super::VncBasicInfo,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for VncConnected {
-        const NAME: &'static str = "VNC_CONNECTED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `VNC_DISCONNECTED`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct VncDisconnected {
-        /// `server`.
-        pub server: super::VncServerInfo,
-        /// `client`.
-        pub client: super::VncClientInfo,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for VncDisconnected {
-        const NAME: &'static str = "VNC_DISCONNECTED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `VNC_INITIALIZED`.
-    ///
-    /// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct VncInitialized {
-        /// `server`.
-        pub server: super::VncServerInfo,
-        /// `client`.
-        pub client: super::VncClientInfo,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for VncInitialized {
-        const NAME: &'static str = "VNC_INITIALIZED";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `VSERPORT_CHANGE`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct VserportChange {
-        /// `id`.
-        pub id: String,
-        /// `open`.
-        pub open: bool,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for VserportChange {
-        const NAME: &'static str = "VSERPORT_CHANGE";
-        const HAS_MEMBERS: bool = true;
-    }
-
-    /// The `data` of event `WAKEUP`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-    pub struct Wakeup {
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for Wakeup {
-        const NAME: &'static str = "WAKEUP";
-        const HAS_MEMBERS: bool = false;
-    }
-
-    /// The `data` of event `WATCHDOG`.
-    ///
-    /// In every input release (7.2, 10.0).
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct Watchdog {
-        /// `action`.
-        pub action: super::WatchdogAction,
-        /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
-        #[serde(flatten)]
-        pub extra_members: Map<String, Value>,
-    }
-
-    impl EventData for Watchdog {
-        const NAME: &'static str = "WATCHDOG";
-        const HAS_MEMBERS: bool = true;
-    }
+/// The `data` of event `ACPI_DEVICE_OST`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AcpiDeviceOst {
+    /// `info`.
+    pub info: super::ACPIOSTInfo,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for AcpiDeviceOst {
+    const NAME: &'static str = "ACPI_DEVICE_OST";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `BALLOON_CHANGE`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BalloonChange {
+    /// `actual`.
+    pub actual: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for BalloonChange {
+    const NAME: &'static str = "BALLOON_CHANGE";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `BLOCK_EXPORT_DELETED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockExportDeleted {
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for BlockExportDeleted {
+    const NAME: &'static str = "BLOCK_EXPORT_DELETED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `BLOCK_IMAGE_CORRUPTED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockImageCorrupted {
+    /// `device`.
+    pub device: String,
+    /// `node-name`.
+    #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// `msg`.
+    pub msg: String,
+    /// `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    /// `size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    /// `fatal`.
+    pub fatal: bool,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for BlockImageCorrupted {
+    const NAME: &'static str = "BLOCK_IMAGE_CORRUPTED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `BLOCK_IO_ERROR`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockIoError {
+    /// `qom-path`. Since 10.0 (not in 7.2).
+    #[serde(rename = "qom-path", default, skip_serializing_if = "Option::is_none")]
+    pub qom_path: Option<String>,
+    /// `device`.
+    pub device: String,
+    /// `node-name`.
+    #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// `operation`.
+    pub operation: super::IoOperationType,
+    /// `action`.
+    pub action: super::BlockErrorAction,
+    /// `nospace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nospace: Option<bool>,
+    /// `reason`.
+    pub reason: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for BlockIoError {
+    const NAME: &'static str = "BLOCK_IO_ERROR";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `BLOCK_JOB_CANCELLED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockJobCancelled {
+    /// `type`.
+    #[serde(rename = "type")]
+    pub type_: super::JobType,
+    /// `device`.
+    pub device: String,
+    /// `len`.
+    pub len: i64,
+    /// `offset`.
+    pub offset: i64,
+    /// `speed`.
+    pub speed: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for BlockJobCancelled {
+    const NAME: &'static str = "BLOCK_JOB_CANCELLED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `BLOCK_JOB_COMPLETED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockJobCompleted {
+    /// `type`.
+    #[serde(rename = "type")]
+    pub type_: super::JobType,
+    /// `device`.
+    pub device: String,
+    /// `len`.
+    pub len: i64,
+    /// `offset`.
+    pub offset: i64,
+    /// `speed`.
+    pub speed: i64,
+    /// `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for BlockJobCompleted {
+    const NAME: &'static str = "BLOCK_JOB_COMPLETED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `BLOCK_JOB_ERROR`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockJobError {
+    /// `device`.
+    pub device: String,
+    /// `operation`.
+    pub operation: super::IoOperationType,
+    /// `action`.
+    pub action: super::BlockErrorAction,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for BlockJobError {
+    const NAME: &'static str = "BLOCK_JOB_ERROR";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `BLOCK_JOB_PENDING`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockJobPending {
+    /// `type`.
+    #[serde(rename = "type")]
+    pub type_: super::JobType,
+    /// `id`.
+    pub id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for BlockJobPending {
+    const NAME: &'static str = "BLOCK_JOB_PENDING";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `BLOCK_JOB_READY`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockJobReady {
+    /// `type`.
+    #[serde(rename = "type")]
+    pub type_: super::JobType,
+    /// `device`.
+    pub device: String,
+    /// `len`.
+    pub len: i64,
+    /// `offset`.
+    pub offset: i64,
+    /// `speed`.
+    pub speed: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for BlockJobReady {
+    const NAME: &'static str = "BLOCK_JOB_READY";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `BLOCK_WRITE_THRESHOLD`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockWriteThreshold {
+    /// `node-name`.
+    #[serde(rename = "node-name")]
+    pub node_name: String,
+    /// `amount-exceeded`.
+    #[serde(rename = "amount-exceeded")]
+    pub amount_exceeded: u64,
+    /// `write-threshold`.
+    #[serde(rename = "write-threshold")]
+    pub write_threshold: u64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for BlockWriteThreshold {
+    const NAME: &'static str = "BLOCK_WRITE_THRESHOLD";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `COLO_EXIT`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColoExit {
+    /// `mode`.
+    pub mode: super::COLOMode,
+    /// `reason`.
+    pub reason: super::COLOExitReason,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for ColoExit {
+    const NAME: &'static str = "COLO_EXIT";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `CPU_POLARIZATION_CHANGE`.
+///
+/// Since 10.0 (not in 7.2). Features: `unstable`. Only when QEMU is built with `all(TARGET_S390X, CONFIG_KVM)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CpuPolarizationChange {
+    /// `polarization`. Since 10.0 (not in 7.2).
+    pub polarization: super::S390CpuPolarization,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for CpuPolarizationChange {
+    const NAME: &'static str = "CPU_POLARIZATION_CHANGE";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `DEVICE_DELETED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceDeleted {
+    /// `device`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `path`.
+    pub path: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for DeviceDeleted {
+    const NAME: &'static str = "DEVICE_DELETED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `DEVICE_TRAY_MOVED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceTrayMoved {
+    /// `device`.
+    pub device: String,
+    /// `id`.
+    pub id: String,
+    /// `tray-open`.
+    #[serde(rename = "tray-open")]
+    pub tray_open: bool,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for DeviceTrayMoved {
+    const NAME: &'static str = "DEVICE_TRAY_MOVED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `DEVICE_UNPLUG_GUEST_ERROR`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceUnplugGuestError {
+    /// `device`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `path`.
+    pub path: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for DeviceUnplugGuestError {
+    const NAME: &'static str = "DEVICE_UNPLUG_GUEST_ERROR";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `DUMP_COMPLETED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DumpCompleted {
+    /// `result`.
+    pub result: super::DumpQueryResult,
+    /// `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for DumpCompleted {
+    const NAME: &'static str = "DUMP_COMPLETED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `FAILOVER_NEGOTIATED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailoverNegotiated {
+    /// `device-id`.
+    #[serde(rename = "device-id")]
+    pub device_id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for FailoverNegotiated {
+    const NAME: &'static str = "FAILOVER_NEGOTIATED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `GUEST_CRASHLOADED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestCrashloaded {
+    /// `action`.
+    pub action: super::GuestPanicAction,
+    /// `info`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<super::GuestPanicInformation>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for GuestCrashloaded {
+    const NAME: &'static str = "GUEST_CRASHLOADED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `GUEST_PANICKED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestPanicked {
+    /// `action`.
+    pub action: super::GuestPanicAction,
+    /// `info`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<super::GuestPanicInformation>,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for GuestPanicked {
+    const NAME: &'static str = "GUEST_PANICKED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `GUEST_PVSHUTDOWN`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct GuestPvshutdown {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for GuestPvshutdown {
+    const NAME: &'static str = "GUEST_PVSHUTDOWN";
+    const HAS_MEMBERS: bool = false;
+}
+
+/// The `data` of event `HV_BALLOON_STATUS_REPORT`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HvBalloonStatusReport(pub super::HvBalloonInfo);
+
+impl EventData for HvBalloonStatusReport {
+    const NAME: &'static str = "HV_BALLOON_STATUS_REPORT";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `JOB_STATUS_CHANGE`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobStatusChange {
+    /// `id`.
+    pub id: String,
+    /// `status`.
+    pub status: super::JobStatus,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for JobStatusChange {
+    const NAME: &'static str = "JOB_STATUS_CHANGE";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `MEMORY_DEVICE_SIZE_CHANGE`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryDeviceSizeChange {
+    /// `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `size`.
+    pub size: u64,
+    /// `qom-path`.
+    #[serde(rename = "qom-path")]
+    pub qom_path: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for MemoryDeviceSizeChange {
+    const NAME: &'static str = "MEMORY_DEVICE_SIZE_CHANGE";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `MEMORY_FAILURE`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryFailure {
+    /// `recipient`.
+    pub recipient: super::MemoryFailureRecipient,
+    /// `action`.
+    pub action: super::MemoryFailureAction,
+    /// `flags`.
+    pub flags: super::MemoryFailureFlags,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for MemoryFailure {
+    const NAME: &'static str = "MEMORY_FAILURE";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `MEM_UNPLUG_ERROR`.
+///
+/// Until 7.2 (not in 10.0). Features: `deprecated`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemUnplugError {
+    /// `device`. Until 7.2 (not in 10.0).
+    pub device: String,
+    /// `msg`. Until 7.2 (not in 10.0).
+    pub msg: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for MemUnplugError {
+    const NAME: &'static str = "MEM_UNPLUG_ERROR";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `MIGRATION`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Migration {
+    /// `status`.
+    pub status: super::MigrationStatus,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for Migration {
+    const NAME: &'static str = "MIGRATION";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `MIGRATION_PASS`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MigrationPass {
+    /// `pass`.
+    pub pass: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for MigrationPass {
+    const NAME: &'static str = "MIGRATION_PASS";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `NETDEV_STREAM_CONNECTED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetdevStreamConnected {
+    /// `netdev-id`.
+    #[serde(rename = "netdev-id")]
+    pub netdev_id: String,
+    /// `addr`.
+    pub addr: super::SocketAddress,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for NetdevStreamConnected {
+    const NAME: &'static str = "NETDEV_STREAM_CONNECTED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `NETDEV_STREAM_DISCONNECTED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetdevStreamDisconnected {
+    /// `netdev-id`.
+    #[serde(rename = "netdev-id")]
+    pub netdev_id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for NetdevStreamDisconnected {
+    const NAME: &'static str = "NETDEV_STREAM_DISCONNECTED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `NETDEV_VHOST_USER_CONNECTED`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetdevVhostUserConnected {
+    /// `netdev-id`. Since 10.0 (not in 7.2).
+    #[serde(rename = "netdev-id")]
+    pub netdev_id: String,
+    /// `chardev-id`. Since 10.0 (not in 7.2).
+    #[serde(rename = "chardev-id")]
+    pub chardev_id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for NetdevVhostUserConnected {
+    const NAME: &'static str = "NETDEV_VHOST_USER_CONNECTED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `NETDEV_VHOST_USER_DISCONNECTED`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetdevVhostUserDisconnected {
+    /// `netdev-id`. Since 10.0 (not in 7.2).
+    #[serde(rename = "netdev-id")]
+    pub netdev_id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for NetdevVhostUserDisconnected {
+    const NAME: &'static str = "NETDEV_VHOST_USER_DISCONNECTED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `NIC_RX_FILTER_CHANGED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NicRxFilterChanged {
+    /// `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `path`.
+    pub path: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for NicRxFilterChanged {
+    const NAME: &'static str = "NIC_RX_FILTER_CHANGED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `POWERDOWN`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Powerdown {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for Powerdown {
+    const NAME: &'static str = "POWERDOWN";
+    const HAS_MEMBERS: bool = false;
+}
+
+/// The `data` of event `PR_MANAGER_STATUS_CHANGED`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrManagerStatusChanged {
+    /// `id`.
+    pub id: String,
+    /// `connected`.
+    pub connected: bool,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for PrManagerStatusChanged {
+    const NAME: &'static str = "PR_MANAGER_STATUS_CHANGED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `QUORUM_FAILURE`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuorumFailure {
+    /// `reference`.
+    pub reference: String,
+    /// `sector-num`.
+    #[serde(rename = "sector-num")]
+    pub sector_num: i64,
+    /// `sectors-count`.
+    #[serde(rename = "sectors-count")]
+    pub sectors_count: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for QuorumFailure {
+    const NAME: &'static str = "QUORUM_FAILURE";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `QUORUM_REPORT_BAD`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuorumReportBad {
+    /// `type`.
+    #[serde(rename = "type")]
+    pub type_: super::QuorumOpType,
+    /// `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `node-name`.
+    #[serde(rename = "node-name")]
+    pub node_name: String,
+    /// `sector-num`.
+    #[serde(rename = "sector-num")]
+    pub sector_num: i64,
+    /// `sectors-count`.
+    #[serde(rename = "sectors-count")]
+    pub sectors_count: i64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for QuorumReportBad {
+    const NAME: &'static str = "QUORUM_REPORT_BAD";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `RDMA_GID_STATUS_CHANGED`.
+///
+/// Until 7.2 (not in 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RdmaGidStatusChanged {
+    /// `netdev`. Until 7.2 (not in 10.0).
+    pub netdev: String,
+    /// `gid-status`. Until 7.2 (not in 10.0).
+    #[serde(rename = "gid-status")]
+    pub gid_status: bool,
+    /// `subnet-prefix`. Until 7.2 (not in 10.0).
+    #[serde(rename = "subnet-prefix")]
+    pub subnet_prefix: u64,
+    /// `interface-id`. Until 7.2 (not in 10.0).
+    #[serde(rename = "interface-id")]
+    pub interface_id: u64,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for RdmaGidStatusChanged {
+    const NAME: &'static str = "RDMA_GID_STATUS_CHANGED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `RESET`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reset {
+    /// `guest`.
+    pub guest: bool,
+    /// `reason`.
+    pub reason: super::ShutdownCause,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for Reset {
+    const NAME: &'static str = "RESET";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `RESUME`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Resume {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for Resume {
+    const NAME: &'static str = "RESUME";
+    const HAS_MEMBERS: bool = false;
+}
+
+/// The `data` of event `RTC_CHANGE`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RtcChange {
+    /// `offset`.
+    pub offset: i64,
+    /// `qom-path`.
+    #[serde(rename = "qom-path")]
+    pub qom_path: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for RtcChange {
+    const NAME: &'static str = "RTC_CHANGE";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `SHUTDOWN`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Shutdown {
+    /// `guest`.
+    pub guest: bool,
+    /// `reason`.
+    pub reason: super::ShutdownCause,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for Shutdown {
+    const NAME: &'static str = "SHUTDOWN";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `SPICE_CONNECTED`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpiceConnected {
+    /// `server`.
+    pub server: super::SpiceBasicInfo,
+    /// `client`.
+    pub client: super::SpiceBasicInfo,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for SpiceConnected {
+    const NAME: &'static str = "SPICE_CONNECTED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `SPICE_DISCONNECTED`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpiceDisconnected {
+    /// `server`.
+    pub server: super::SpiceBasicInfo,
+    /// `client`.
+    pub client: super::SpiceBasicInfo,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for SpiceDisconnected {
+    const NAME: &'static str = "SPICE_DISCONNECTED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `SPICE_INITIALIZED`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpiceInitialized {
+    /// `server`.
+    pub server: super::SpiceServerInfo,
+    /// `client`.
+    pub client: super::SpiceChannel,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for SpiceInitialized {
+    const NAME: &'static str = "SPICE_INITIALIZED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `SPICE_MIGRATE_COMPLETED`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_SPICE`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct SpiceMigrateCompleted {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for SpiceMigrateCompleted {
+    const NAME: &'static str = "SPICE_MIGRATE_COMPLETED";
+    const HAS_MEMBERS: bool = false;
+}
+
+/// The `data` of event `STOP`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Stop {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for Stop {
+    const NAME: &'static str = "STOP";
+    const HAS_MEMBERS: bool = false;
+}
+
+/// The `data` of event `SUSPEND`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Suspend {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for Suspend {
+    const NAME: &'static str = "SUSPEND";
+    const HAS_MEMBERS: bool = false;
+}
+
+/// The `data` of event `SUSPEND_DISK`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct SuspendDisk {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for SuspendDisk {
+    const NAME: &'static str = "SUSPEND_DISK";
+    const HAS_MEMBERS: bool = false;
+}
+
+/// The `data` of event `UNPLUG_PRIMARY`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnplugPrimary {
+    /// `device-id`.
+    #[serde(rename = "device-id")]
+    pub device_id: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for UnplugPrimary {
+    const NAME: &'static str = "UNPLUG_PRIMARY";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `VFIO_MIGRATION`.
+///
+/// Since 10.0 (not in 7.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VfioMigration {
+    /// `device-id`. Since 10.0 (not in 7.2).
+    #[serde(rename = "device-id")]
+    pub device_id: String,
+    /// `qom-path`. Since 10.0 (not in 7.2).
+    #[serde(rename = "qom-path")]
+    pub qom_path: String,
+    /// `device-state`. Since 10.0 (not in 7.2).
+    #[serde(rename = "device-state")]
+    pub device_state: super::QapiVfioMigrationState,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for VfioMigration {
+    const NAME: &'static str = "VFIO_MIGRATION";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `VFU_CLIENT_HANGUP`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VfuClientHangup {
+    /// `vfu-id`.
+    #[serde(rename = "vfu-id")]
+    pub vfu_id: String,
+    /// `vfu-qom-path`.
+    #[serde(rename = "vfu-qom-path")]
+    pub vfu_qom_path: String,
+    /// `dev-id`.
+    #[serde(rename = "dev-id")]
+    pub dev_id: String,
+    /// `dev-qom-path`.
+    #[serde(rename = "dev-qom-path")]
+    pub dev_qom_path: String,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for VfuClientHangup {
+    const NAME: &'static str = "VFU_CLIENT_HANGUP";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `VNC_CONNECTED`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VncConnected {
+    /// `server`.
+    pub server: super::VncServerInfo,
+    /// `client`.
+    pub client: super::VncBasicInfo,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for VncConnected {
+    const NAME: &'static str = "VNC_CONNECTED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `VNC_DISCONNECTED`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VncDisconnected {
+    /// `server`.
+    pub server: super::VncServerInfo,
+    /// `client`.
+    pub client: super::VncClientInfo,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for VncDisconnected {
+    const NAME: &'static str = "VNC_DISCONNECTED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `VNC_INITIALIZED`.
+///
+/// In every input release (7.2, 10.0). Only when QEMU is built with `CONFIG_VNC`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VncInitialized {
+    /// `server`.
+    pub server: super::VncServerInfo,
+    /// `client`.
+    pub client: super::VncClientInfo,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for VncInitialized {
+    const NAME: &'static str = "VNC_INITIALIZED";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `VSERPORT_CHANGE`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VserportChange {
+    /// `id`.
+    pub id: String,
+    /// `open`.
+    pub open: bool,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for VserportChange {
+    const NAME: &'static str = "VSERPORT_CHANGE";
+    const HAS_MEMBERS: bool = true;
+}
+
+/// The `data` of event `WAKEUP`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Wakeup {
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for Wakeup {
+    const NAME: &'static str = "WAKEUP";
+    const HAS_MEMBERS: bool = false;
+}
+
+/// The `data` of event `WATCHDOG`.
+///
+/// In every input release (7.2, 10.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Watchdog {
+    /// `action`.
+    pub action: super::WatchdogAction,
+    /// Members this schema does not know (a newer QEMU's), kept so that encoding returns them.
+    #[serde(flatten)]
+    pub extra_members: Map<String, Value>,
+}
+
+impl EventData for Watchdog {
+    const NAME: &'static str = "WATCHDOG";
+    const HAS_MEMBERS: bool = true;
+}
+
 }
 
 qapi_events! {
