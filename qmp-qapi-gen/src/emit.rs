@@ -325,7 +325,7 @@ impl<'a> Emitter<'a> {
                     }
                     let rust = self.rust_type(&TypeRef::Named(branch_ty.clone()), "", Some(name));
                     let _ = writeln!(self.out, "    /// {doc}\n    {variant}({rust}),");
-                    arms.push(format!("{variant}"));
+                    arms.push(variant.clone());
                 }
                 let _ = writeln!(
                     self.out,

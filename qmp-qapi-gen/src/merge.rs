@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 
 use crate::model::{Args, EnumValue, Member, Operation, Schema, Shape, TypeDef, TypeRef};
 
+/// A union of one release: (release index, base members, branches).
+type UnionParts<'a> = (usize, &'a Vec<Member>, &'a Vec<(String, String)>);
+
 /// The names of every enum type of any release.
 pub type Enums = std::collections::BTreeSet<String>;
 
@@ -191,7 +194,7 @@ fn merge_type(defs: &[(usize, &TypeDef)], n: usize, enums: &Enums) -> MType {
             enums,
         )),
         Shape::Union { discriminator, .. } => {
-            let unions: Vec<(usize, &Vec<Member>, &Vec<(String, String)>)> = same_kind
+            let unions: Vec<UnionParts> = same_kind
                 .iter()
                 .filter_map(|(i, d)| match &d.shape {
                     Shape::Union { base, branches, .. } => Some((*i, base, branches)),
