@@ -46,6 +46,33 @@
 //! A type that exists in the merged schema may be missing from the server at hand. [`ServerSchema`] reads the
 //! server's `query-qmp-schema` once and answers "does it have command X, argument member Y, enum value Z".
 //!
+//! # Checked against real servers
+//! `tests/tests/qapi/drift.rs` runs every read-only query (`query-*`, `x-query-*`; qemu-ga's `guest-info`,
+//! `guest-ping`, `guest-fsfreeze-status`, `guest-get-*`, `guest-network-get-*`) that takes no required argument,
+//! decodes the reply and encodes it again, comparing the JSON values; it also does so for every event the servers
+//! emitted, and fails if anything landed in `extra_members` or `Other`:
+//!
+//! | server | queries tried | answered | decoded | re-encoded equal | events seen/decoded/equal |
+//! |---|---|---|---|---|---|
+//! | qemu-system-x86_64 7.2 `-M none` | 68 | 58 | 58 | 58 | 2/2/2 |
+//! | qemu-system-x86_64 7.2 `-M q35 -S`, a virtio-blk drive, an e1000 NIC, qcow2 and LUKS nodes | 68 | 60 | 60 | 60 | 12/12/12 |
+//! | qemu-storage-daemon 10.0 with raw, qcow2, LUKS and null nodes and an NBD export | 11 | 11 | 11 | 11 | 12/12/12 |
+//! | qemu-storage-daemon 7.2, the same nodes | 11 | 11 | 11 | 11 | 12/12/12 |
+//! | qemu-ga 7.2 | 16 | 16 | 16 | 16 | - |
+//!
+//! ("Answered": the others are refused by the server itself on this host, e.g. `query-sgx` without SGX.)
+//! `tests/tests/qapi/schema_walk.rs` walks the live `query-qmp-schema` of qsd 10.0 and qemu-system 7.2 and
+//! builds values that use every member, enum value and branch of every command's arguments and result and every
+//! event's data (1880 and 2449 values): each decodes with nothing unknown and encodes back unchanged.
+//!
+//! One documented gap: `SevInfo` was a struct in 7.2 and is a union on `sev-type` in 10.0; a 7.2 reply has no
+//! discriminator, so its `handle` and `policy` stay (kept, untyped) in `SevInfoBranch::Other`.
+//!
+//! # Compile time
+//! The generated code is about 22,500 lines for QMP and 1,900 for the guest agent. A debug build of this crate
+//! took 64 s of CPU with feature `qmp` alone and 6 s with `qga` alone (measured on a shared, loaded 2-core
+//! machine); depend on it with `default-features = false` and the one you need to pay for one.
+//!
 //! # Where the schema comes from, and its licence
 //! QEMU's QAPI schema files (`qapi/*.json`, `qga/qapi-schema.json`) are GPL-2.0-or-later. The generator's
 //! inputs, `qmp-qapi-gen/schema/<release>/{qmp,qga}.json`, are extracts of them taken from Debian's source
