@@ -35,8 +35,9 @@
 //!   [`Error::Connection`] (over, sticky).
 //! - Logging through `tracing`: wire traffic at TRACE (target `qmp_async::wire`), connection lifecycle at DEBUG (in a
 //!   `qmp` span per connection); nothing is printed.
-//! - Feature `qapi`: typed commands from the `qapi-qmp` / `qapi-qga` crates (`execute_typed`, re-exported as
-//!   [`qapi`]) and typed events (`EventItem::to_qapi`).
+//! - Feature `qapi`: typed commands with the types of [`qmp_qapi`] (re-exported as [`qapi`]), which hold for
+//!   every QEMU from 7.2 to 10.0 (`execute_typed`), the server's schema (`Qmp::server_schema`) and typed events
+//!   (`EventItem::to_qapi`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -70,8 +71,8 @@ pub use qmp_proto::{
     ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError,
     Version,
 };
-/// Typed commands and events (feature `qapi`): the adapter-neutral [`qmp_qapi`] crate, with `qapi_qmp`,
-/// `qapi_qga` and `qapi_spec` inside.
+/// Typed commands and events (feature `qapi`): the adapter-neutral [`qmp_qapi`] crate (`qmp`, `qga` and
+/// `ServerSchema` inside).
 #[cfg(feature = "qapi")]
 pub use qmp_qapi as qapi;
 pub use runtime::{Net, Runtime, Streams, Timer};

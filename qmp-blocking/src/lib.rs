@@ -23,6 +23,9 @@
 //! # Ok::<(), qmp_blocking::Error>(())
 //! ```
 //!
+//! - Feature `qapi`: typed commands ([`Client::execute_typed`], [`GuestAgent::execute_typed`]) with the types of
+//!   [`qmp_qapi`], which hold for every QEMU from 7.2 to 10.0, and [`Client::server_schema`].
+//!
 //! Errors come in the core's tiers: [`Error::Qmp`] (the server rejected this command), [`Error::Usage`] (the call
 //! was wrong, nothing sent), [`Error::TimedOut`] (this command only), [`Error::Connection`] (over, sticky).
 #![forbid(unsafe_code)]
@@ -34,6 +37,8 @@ mod guest_agent;
 mod job_runner;
 mod pipes;
 mod transport;
+#[cfg(feature = "qapi")]
+mod typed;
 
 pub use client::{Client, Pending};
 pub use guest_agent::GuestAgent;
@@ -54,3 +59,6 @@ pub mod jobs {
         CANCEL_GRACE,
     };
 }
+/// Typed commands and events (feature `qapi`): the adapter-neutral [`qmp_qapi`] crate.
+#[cfg(feature = "qapi")]
+pub use qmp_qapi as qapi;

@@ -108,7 +108,7 @@ mod transport;
 pub use qmp_async::events;
 /// Jobs to the end in one call (`Qmp::run_job`, `Qmp::watch_job`): see [`qmp_async::jobs`].
 pub use qmp_async::jobs;
-/// Typed commands and events (feature `qapi`), with `qapi_qmp`, `qapi_qga` and `qapi_spec` inside.
+/// Typed commands and events (feature `qapi`): `qmp_qapi`, with its `qmp` and `qga` modules inside.
 #[cfg(feature = "qapi")]
 pub use qmp_async::qapi;
 pub use qmp_async::{

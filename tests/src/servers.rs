@@ -399,6 +399,20 @@ impl QemuServer {
         QemuServer::start_binary(kind, &binary)
     }
 
+    /// Starts the binary for `kind` with `extra(dir)` appended to its usual arguments (a later `-M` overrides
+    /// `-M none`); `dir` is the server's private directory, for files the arguments name.
+    pub fn start_with_extra_args(
+        kind: ServerKind,
+        extra: impl FnOnce(&Path) -> Vec<OsString>,
+    ) -> Result<QemuServer, StartError> {
+        let binary = locate(kind)?;
+        launch(kind, &binary, START_TIMEOUT, |socket, dir| {
+            let mut args = kind.args(socket, dir);
+            args.extend(extra(dir));
+            args
+        })
+    }
+
     /// Starts `binary` as a server of `kind`, bypassing the lookup (the binary must exist).
     pub fn start_binary(kind: ServerKind, binary: &Path) -> Result<QemuServer, StartError> {
         launch(kind, binary, START_TIMEOUT, |socket, dir| kind.args(socket, dir))
