@@ -484,7 +484,12 @@ impl Server {
     /// Sends an event whose `data` is JSON text (see [`event`](Self::event)). Object members are inserted in
     /// the order written, as QEMU's generated code inserts them in schema order: where two keys share a hash
     /// bucket, that order decides which QEMU writes first.
-    pub fn event_json(&mut self, name: &str, data: Option<&str>, timestamp: Timestamp) -> Result<EventOutcome, ServerUsageError> {
+    pub fn event_json(
+        &mut self,
+        name: &str,
+        data: Option<&str>,
+        timestamp: Timestamp,
+    ) -> Result<EventOutcome, ServerUsageError> {
         let data = data.map(parse_text).transpose()?;
         Ok(self.event_object(name, data, timestamp))
     }

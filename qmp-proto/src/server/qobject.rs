@@ -138,9 +138,7 @@ impl QObject {
             QObject::Double(d) => serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number),
             QObject::String(s) => Value::String(rust_string(s)),
             QObject::List(items) => Value::Array(items.iter().map(QObject::to_json).collect()),
-            QObject::Dict(dict) => {
-                Value::Object(dict.iter().map(|(k, v)| (rust_string(k), v.to_json())).collect())
-            }
+            QObject::Dict(dict) => Value::Object(dict.iter().map(|(k, v)| (rust_string(k), v.to_json())).collect()),
         }
     }
 
@@ -282,7 +280,7 @@ pub(crate) fn format_g17(d: f64) -> String {
     let sci = format!("{:.*e}", (P - 1) as usize, d);
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    if exp < -4 || exp >= P {
+    if !(-4..P).contains(&exp) {
         let mantissa = trim_fraction(mantissa);
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{mantissa}e{sign}{:02}", exp.abs())
