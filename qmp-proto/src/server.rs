@@ -545,6 +545,12 @@ impl Server {
         let name = String::from_utf8_lossy(&name).into_owned();
         match self.config.mode {
             Mode::Qmp => {
+                if name == "qmp_capabilities" && oob {
+                    // QEMU 10's schema does not mark qmp_capabilities allow-oob.
+                    let desc = b"The command qmp_capabilities does not support OOB";
+                    self.write_error("GenericError", desc, id);
+                    return None;
+                }
                 if name == "qmp_capabilities" {
                     self.qmp_capabilities(args, id);
                     return None;

@@ -13,8 +13,8 @@ pub(crate) fn check_command_object(dict: &QDict, allow_oob: bool) -> Result<(Vec
             if !matches!(value, QObject::String(_)) {
                 return Err(format!("QMP input member '{name}' must be a string"));
             }
-            if exec.is_some() {
-                return Err(format!("QMP input member '{name}' is unexpected"));
+            if let Some((first, _)) = exec {
+                return Err(format!("QMP input member '{name}' clashes with '{}'", String::from_utf8_lossy(first)));
             }
             exec = Some((key, value));
         } else if key == b"arguments" {
