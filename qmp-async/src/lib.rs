@@ -27,6 +27,8 @@
 //!   the first subscriber gets every event since the connection started, a slow one gets an
 //!   [`EventItem::Lagged`] marker instead of unbounded memory, and the reader never waits for anyone (see
 //!   [`events`]).
+//! - [`serve`]: the server side: [`qmp_proto::Server`] on any runtime, a handler per command, events
+//!   broadcast to every client, graceful shutdown.
 //! - [`GuestAgent`]: qemu-ga, synchronised with `guest-sync-delimited` on connect.
 //! - Errors come in the core's tiers, the same in every adapter: [`Error::Qmp`] (the server rejected this
 //!   command), [`Error::Usage`] (the call was wrong, nothing sent), [`Error::TimedOut`] (this command only),
@@ -49,6 +51,7 @@ mod handle;
 mod mailbox;
 mod qmp;
 mod runtime;
+pub mod serve;
 mod shared;
 mod transport;
 #[cfg(feature = "qapi")]

@@ -109,6 +109,7 @@ pub use qmp_async::events;
 /// Typed commands and events (feature `qapi`), with `qapi_qmp`, `qapi_qga` and `qapi_spec` inside.
 #[cfg(feature = "qapi")]
 pub use qmp_async::qapi;
+pub use qmp_async::serve;
 pub use qmp_async::{
     AddFdInfo, Connecting, ConnectionError, Driver, Error, EventItem, Events, Greeting, Options, ProtocolViolation,
     QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError, Version,
@@ -137,10 +138,29 @@ pub type GuestAgent = qmp_async::GuestAgent<DefaultRuntime>;
 #[cfg(any(feature = "smol", feature = "async-std"))]
 pub type Listener = qmp_async::Listener<DefaultRuntime>;
 
+/// Serves `service` on the unix socket `path` on the default runtime: see [`qmp_async::serve::serve_unix`].
+#[cfg(any(feature = "smol", feature = "async-std"))]
+pub fn serve_unix(
+    path: impl AsRef<std::path::Path>,
+    service: serve::Service,
+    options: serve::ServeOptions,
+) -> std::io::Result<(serve::ServerHandle, serve::Serving)> {
+    serve::serve_unix(DefaultRuntime::default(), path, service, options)
+}
+
 /// The handles on async-std (feature `async-std`).
 #[cfg(feature = "async-std")]
 pub mod async_std {
     use super::AsyncStd;
+
+    /// Serves `service` on the unix socket `path` on async-std: see [`qmp_async::serve::serve_unix`].
+    pub fn serve_unix(
+        path: impl AsRef<std::path::Path>,
+        service: super::serve::Service,
+        options: super::serve::ServeOptions,
+    ) -> std::io::Result<(super::serve::ServerHandle, super::serve::Serving)> {
+        super::serve::serve_unix(AsyncStd::default(), path, service, options)
+    }
 
     /// A QMP connection ([`qmp_async::Qmp`]) on async-std.
     pub type Qmp = qmp_async::Qmp<AsyncStd>;
