@@ -7,6 +7,8 @@
 //! - [`Client`]: QMP over a unix socket ([`Client::connect_unix`]), TCP ([`Client::connect_tcp`]) or any
 //!   [`Transport`] ([`Client::from_stream`]).
 //! - [`GuestAgent`]: the guest agent, synchronised with `guest-sync-delimited` on connect.
+//! - [`serve`]: the server side over `std::io` (one client at a time, as QEMU), and [`fake_qemu`]: a fake
+//!   qemu-storage-daemon 10 for tests and demos without QEMU (what `qmp serve` runs).
 //! - Events are buffered (bounded, see [`Options::event_buffer`]) while you run commands, and taken with
 //!   [`Client::next_event`].
 //!
@@ -28,7 +30,9 @@
 
 mod client;
 mod driver;
+pub mod fake_qemu;
 mod guest_agent;
+pub mod serve;
 mod transport;
 
 pub use client::{Client, Pending};

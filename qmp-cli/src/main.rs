@@ -7,6 +7,7 @@
 //! qmp -s /run/vm.qmp events --name JOB_STATUS_CHANGE --count 4
 //! qmp -s /run/vm.qmp shell
 //! qmp --ga -s /run/vm.qga exec guest-info
+//! qmp serve -s /tmp/fake.qmp --script answers.json
 //! qmp demo
 //! ```
 //!
@@ -15,6 +16,7 @@
 mod args;
 mod demo;
 mod output;
+mod serve;
 mod session;
 mod shell;
 
@@ -76,7 +78,17 @@ enum Command {
     /// Interactive shell: one command per line (`name key=value ...` or a JSON object); events are shown as
     /// they arrive between commands. End with Ctrl-D.
     Shell,
-    /// Start a throwaway qemu-storage-daemon and show a short session with it.
+    /// Be a fake QEMU on --socket until killed: qmp-rs's server answering query-version, query-status,
+    /// stop/cont, query-commands, query-qmp-schema (qemu-storage-daemon 10's) and quit, plus a script;
+    /// arguments are checked against the schema with QEMU's error texts.
+    Serve {
+        /// JSON answers per command: {"NAME": {"return": V} or {"error": {"class": C, "desc": D}},
+        /// optionally "events": [{"event": E, "data": D}]}.
+        #[arg(long)]
+        script: Option<PathBuf>,
+    },
+    /// Start a throwaway qemu-storage-daemon (or, without one, the fake of `qmp serve`) and show a short
+    /// session with it.
     Demo,
 }
 
@@ -98,6 +110,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let timeout = Duration::from_secs_f64(cli.timeout);
     if let Command::Demo = cli.command {
         return demo::run(timeout);
+    }
+    if let Command::Serve { script } = &cli.command {
+        let Some(socket) = &cli.socket else {
+            return Err(Failure::Usage("give the socket to serve on with -s PATH".into()));
+        };
+        return serve::run(socket, script.as_deref());
     }
     let target = match (&cli.socket, &cli.tcp) {
         (Some(path), _) => Target::Unix(path.clone()),
@@ -131,6 +149,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Shell => shell::run(&mut session, cli.compact),
-        Command::Demo => unreachable!("handled above"),
+        Command::Demo | Command::Serve { .. } => unreachable!("handled above"),
     }
 }
