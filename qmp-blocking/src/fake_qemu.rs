@@ -25,8 +25,9 @@ use crate::serve::{Responder, Response};
 pub const QSD_10_SCHEMA: &str = include_str!("../data/qsd-10.0.2-schema.json");
 
 /// Canned answers per command, read from JSON:
-/// `{"NAME": {"return": VALUE} | {"error": {"class": C, "desc": D}}, "events": [{"event": E, "data": D}]}`.
-/// Events go out before the reply, as a command's own events do in QEMU.
+/// `{"NAME": {"return": VALUE} | {"error": {"class": C, "desc": D}}, "events": [{"event": E, "data": D}],
+/// "oob": true}`. Events go out before the reply, as a command's own events do in QEMU; `oob` lets the command
+/// run out of band (`exec-oob`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(transparent)]
 pub struct Script {
@@ -41,6 +42,9 @@ struct Scripted {
     error: Option<ScriptedError>,
     #[serde(default)]
     events: Vec<ScriptedEvent>,
+    /// The command may run out of band (`exec-oob`).
+    #[serde(default)]
+    oob: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,12 +221,20 @@ impl FakeQemu {
 impl Responder for FakeQemu {
     fn config(&self) -> ServerConfig {
         let oob_commands = self.schema.iter().filter(|e| e["meta-type"] == "command" && e["allow-oob"] == true);
+        let scripted_oob = self.script.commands.iter().filter(|(_, s)| s.oob).map(|(name, _)| name.as_str());
         oob_commands
             .filter_map(|e| e["name"].as_str())
+            .chain(scripted_oob)
             .fold(ServerConfig::qmp().version(10, 0, 2, "qmp serve (fake QEMU)"), |cfg, name| cfg.oob_command(name))
     }
 
     fn respond(&mut self, command: &Command) -> Response {
+        let listed_oob = self.config().command_info_of(&command.name).is_some_and(|i| i.allow_oob);
+        // QEMU looks the command up first: an unknown one is CommandNotFound even out of band.
+        if command.oob && !listed_oob && self.command_names().contains(&command.name) {
+            let desc = format!("The command {} does not support OOB", command.name);
+            return Response::reply(Err(Failure::generic(desc)));
+        }
         if let Err(desc) = self.check_arguments(&command.name, &command.arguments) {
             return Response::reply(Err(Failure::generic(desc)));
         }
