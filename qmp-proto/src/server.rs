@@ -307,12 +307,17 @@ impl Server {
         }
     }
 
-    /// Feeds bytes the client sent. Input that arrives while the server does not want it is kept (up to
-    /// [`ServerConfig::max_held_input`] bytes) and read when it does again.
+    /// Feeds bytes the client sent. What the server cannot read yet (it stopped, as QEMU stops reading a busy
+    /// monitor) is kept and read when it can; input fed while [`wants_input`](Self::wants_input) was already
+    /// false may bring the kept bytes to at most [`ServerConfig::max_held_input`], beyond which the session
+    /// closes ([`CloseReason::InputOverflow`]).
     pub fn handle_input(&mut self, input: &[u8]) {
         if self.closed {
             return;
         }
+        // What one call brings is kept whole (the caller's read buffer bounds it); input fed while the server
+        // already did not want any is what the limit is for.
+        let wanted = self.wants_input();
         if self.held.is_empty() {
             let used = self.read(input);
             self.held.extend(&input[used..]);
@@ -320,7 +325,7 @@ impl Server {
             self.held.extend(input);
             self.read_held();
         }
-        if self.held.len() > self.config.max_held_input {
+        if !wanted && self.held.len() > self.config.max_held_input {
             self.close_with(CloseReason::InputOverflow);
         }
     }

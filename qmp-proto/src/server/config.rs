@@ -31,7 +31,7 @@ impl Default for CommandInfo {
 /// |---|---|---|
 /// | [`max_message_size`](Self::max_message_size) | 64 MiB (QEMU's) | QEMU's id-less "JSON token size limit exceeded" |
 /// | [`max_queued_commands`](Self::max_queued_commands) | 8 (QEMU's) | the server stops reading ([`Server::wants_input`](super::Server::wants_input) is false) |
-/// | [`max_held_input`](Self::max_held_input) | 1 MiB | input fed while not wanted beyond it closes the session ([`CloseReason::InputOverflow`](super::CloseReason::InputOverflow)) |
+/// | [`max_held_input`](Self::max_held_input) | 1 MiB | input fed while not wanted, beyond it, closes the session ([`CloseReason::InputOverflow`](super::CloseReason::InputOverflow)) |
 /// | [`max_queued_output`](Self::max_queued_output) | 16 MiB | events are dropped and counted ([`EventOutcome::Dropped`](super::EventOutcome::Dropped)); replies are never dropped |
 ///
 /// ```
