@@ -29,6 +29,8 @@
 //!   [`events`]).
 //! - Jobs: [`Qmp::run_job`] starts a QEMU job and follows it to its end (status, progress, complete or cancel,
 //!   error, dismissal) in one call; [`Qmp::watch_job`] follows someone else's (see [`jobs`]).
+//! - [`serve`]: the server side: [`qmp_proto::Server`] on any runtime, a handler per command, events
+//!   broadcast to every client, graceful shutdown.
 //! - [`GuestAgent`]: qemu-ga, synchronised with `guest-sync-delimited` on connect.
 //! - Errors come in the core's tiers, the same in every adapter: [`Error::Qmp`] (the server rejected this
 //!   command), [`Error::Usage`] (the call was wrong, nothing sent), [`Error::TimedOut`] (this command only),
@@ -53,6 +55,7 @@ pub mod jobs;
 mod mailbox;
 mod qmp;
 mod runtime;
+pub mod serve;
 mod session;
 mod shared;
 mod transport;

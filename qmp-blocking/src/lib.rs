@@ -9,6 +9,8 @@
 //! - [`GuestAgent`]: the guest agent, synchronised with `guest-sync-delimited` on connect.
 //! - Jobs: [`Client::run_job`] starts a QEMU job and follows it to its end in one call; [`Client::watch_job`]
 //!   follows someone else's (see [`jobs`]).
+//! - [`serve`]: the server side over `std::io` (one client at a time, as QEMU), and [`fake_qemu`]: a fake
+//!   qemu-storage-daemon 10 for tests and demos without QEMU (what `qmp serve` runs).
 //! - Events are buffered (bounded, see [`Options::event_buffer`]) while you run commands, and taken with
 //!   [`Client::next_event`].
 //!
@@ -33,9 +35,11 @@
 
 mod client;
 mod driver;
+pub mod fake_qemu;
 mod guest_agent;
 mod job_runner;
 mod pipes;
+pub mod serve;
 mod transport;
 #[cfg(feature = "qapi")]
 mod typed;

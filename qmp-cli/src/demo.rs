@@ -2,6 +2,7 @@
 //!
 //! The daemon is `$QMP_DEMO_QSD`, else `/usr/local/bin/qemu-storage-daemon-10` when present, else
 //! `qemu-storage-daemon` from `PATH`; it runs on a socket in a fresh temporary directory and is killed at the end.
+//! Without any (or with `QMP_DEMO_FAKE=1`) the demo talks to the fake QEMU of `qmp serve` instead, in a thread.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +23,46 @@ const SCRIPT: &[&str] = &[
     "quit",
 ];
 
+/// The lines typed at the fake QEMU (`qmp serve`): its built-in commands, QEMU's argument checks and errors.
+const FAKE_SCRIPT: &[&str] = &[
+    "query-version",
+    "query-status",
+    "stop",
+    "query-status",
+    "cont",
+    "blockdev-del",
+    "blockdev-del node-name=5",
+    "query-version x=1",
+    "no-such-command",
+    "quit",
+];
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts the fake QEMU of `qmp serve` on a socket in a fresh temporary directory, in a thread.
+fn start_fake() -> Result<(TempDir, PathBuf), Failure> {
+    let dir = std::env::temp_dir().join(format!("qmp-cli-demo-fake-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Failure::Connection(format!("{}: {e}", dir.display())))?;
+    let socket = dir.join("qmp.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket)
+        .map_err(|e| Failure::Connection(format!("{}: {e}", socket.display())))?;
+    let mut fake = crate::serve::fake_qemu(None)?;
+    std::thread::spawn(move || qmp_blocking::serve::serve_listener(&listener, &mut fake));
+    Ok((TempDir(dir), socket))
+}
+
+/// True when `name` is an executable file in a directory of `PATH`.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+}
+
 /// A child process killed, and its directory removed, on drop.
 struct Daemon {
     child: Child,
@@ -36,15 +77,21 @@ impl Drop for Daemon {
     }
 }
 
-fn daemon_binary() -> String {
+/// The daemon to run, or `None` when there is none (or `QMP_DEMO_FAKE=1` asks for the fake).
+fn daemon_binary() -> Option<String> {
+    if std::env::var_os("QMP_DEMO_FAKE").is_some_and(|v| v == "1") {
+        return None;
+    }
     if let Ok(path) = std::env::var("QMP_DEMO_QSD") {
-        return path;
+        return Some(path);
     }
     let v10 = "/usr/local/bin/qemu-storage-daemon-10";
     if Path::new(v10).exists() {
-        v10.into()
+        Some(v10.into())
+    } else if on_path("qemu-storage-daemon") {
+        Some("qemu-storage-daemon".into())
     } else {
-        "qemu-storage-daemon".into()
+        None
     }
 }
 
@@ -70,12 +117,21 @@ fn start(binary: &str, timeout: Duration) -> Result<(Daemon, PathBuf), Failure> 
 }
 
 pub fn run(timeout: Duration) -> Result<(), Failure> {
-    let binary = daemon_binary();
-    let (_daemon, socket) = start(&binary, timeout)?;
-    println!("# started {binary} on {}", socket.display());
+    let (_guard, socket, script): (Box<dyn std::any::Any>, PathBuf, &[&str]) = match daemon_binary() {
+        Some(binary) => {
+            let (daemon, socket) = start(&binary, timeout)?;
+            println!("# started {binary} on {}", socket.display());
+            (Box::new(daemon), socket, SCRIPT)
+        }
+        None => {
+            let (dir, socket) = start_fake()?;
+            println!("# no qemu-storage-daemon found: using the fake QEMU of `qmp serve` on {}", socket.display());
+            (Box::new(dir), socket, FAKE_SCRIPT)
+        }
+    };
     let mut session = Session::connect(&Target::Unix(socket.clone()), false, timeout)?;
     println!("# connected to {} (qmp -s {} shell)", session.describe(), socket.display());
-    for line in SCRIPT {
+    for line in script {
         println!("(qmp) {line}");
         let mut words = crate::args::split_words(line).map_err(Failure::Usage)?;
         let name = words.remove(0);

@@ -9,6 +9,7 @@
 //! qmp -s /run/vm.qmp job run blockdev-backup job-id=j0 device=n0 target=n1 sync=full
 //! qmp -s /run/vm.qmp job list
 //! qmp --ga -s /run/vm.qga exec guest-info
+//! qmp serve -s /tmp/fake.qmp --script answers.json
 //! qmp demo
 //! ```
 //!
@@ -20,6 +21,7 @@ mod demo;
 mod job;
 mod job_display;
 mod output;
+mod serve;
 mod session;
 mod shell;
 
@@ -84,7 +86,17 @@ enum Command {
     /// QEMU jobs: run one to its end with a progress bar, list, watch, cancel, complete.
     #[command(subcommand)]
     Job(job::JobCommand),
-    /// Start a throwaway qemu-storage-daemon and show a short session with it.
+    /// Be a fake QEMU on --socket until killed: qmp-rs's server answering query-version, query-status,
+    /// stop/cont, query-commands, query-qmp-schema (qemu-storage-daemon 10's) and quit, plus a script;
+    /// arguments are checked against the schema with QEMU's error texts.
+    Serve {
+        /// JSON answers per command: {"NAME": {"return": V} or {"error": {"class": C, "desc": D}},
+        /// optionally "events": [{"event": E, "data": D}]}.
+        #[arg(long)]
+        script: Option<PathBuf>,
+    },
+    /// Start a throwaway qemu-storage-daemon (or, without one, the fake of `qmp serve`) and show a short
+    /// session with it.
     Demo,
 }
 
@@ -106,6 +118,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let timeout = Duration::from_secs_f64(cli.timeout);
     if let Command::Demo = cli.command {
         return demo::run(timeout);
+    }
+    if let Command::Serve { script } = &cli.command {
+        let Some(socket) = &cli.socket else {
+            return Err(Failure::Usage("give the socket to serve on with -s PATH".into()));
+        };
+        return serve::run(socket, script.as_deref());
     }
     let target = match (&cli.socket, &cli.tcp) {
         (Some(path), _) => Target::Unix(path.clone()),
@@ -140,6 +158,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Shell => shell::run(&mut session, cli.compact),
         Command::Job(command) => job::run(&mut session, command, cli.compact),
-        Command::Demo => unreachable!("handled above"),
+        Command::Demo | Command::Serve { .. } => unreachable!("handled above"),
     }
 }

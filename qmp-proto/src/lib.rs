@@ -125,6 +125,7 @@ pub mod error;
 pub mod framer;
 pub mod message;
 mod raw;
+pub mod server;
 mod timers;
 
 pub use client::{Client, ClientEvent, RequestId};
@@ -132,3 +133,4 @@ pub use config::{Config, ExecuteOptions, Mode, DEFAULT_NO_REPLY_GRACE};
 pub use error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
 pub use message::{Greeting, ServerEvent, Timestamp, Version};
 pub use raw::RawJson;
+pub use server::{Server, ServerConfig};
