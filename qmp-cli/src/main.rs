@@ -97,9 +97,9 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
-    /// Interactive shell: one command per line (`name key=value ...` or a JSON object); events are shown as
-    /// they arrive between commands. End with Ctrl-D.
-    Shell,
+    /// Interactive shell: one command per line (`name key=value ...`, a JSON object, `!hmp command`), Tab
+    /// completion, history, events shown live, reconnects. `help` inside it lists the syntax. End with Ctrl-D.
+    Shell(shell::Settings),
     /// Start a throwaway qemu-storage-daemon and show a short session with it.
     Demo,
     /// Print a shell completion script for `qmp` (bash, zsh, fish, elvish, powershell).
@@ -151,6 +151,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             return Err(Failure::Usage("give the monitor's socket with -s PATH (or --tcp HOST:PORT)".into()))
         }
     };
+    if let Command::Shell(settings) = cli.command {
+        return shell::run(&target, cli.ga, timeout, cli.compact, settings);
+    }
     let mut session = Session::connect(&target, cli.ga, timeout)?;
     match cli.command {
         Command::Exec { name, args, oob } => {
@@ -185,7 +188,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Shell => shell::run(&mut session, cli.compact),
-        Command::Demo | Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Shell(_) | Command::Demo | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled above")
+        }
     }
 }
