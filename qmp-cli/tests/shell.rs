@@ -229,3 +229,27 @@ fn the_guest_agent_in_the_shell() {
     expect(&mut pty, "4242\r\n");
     quit(pty);
 }
+
+#[test]
+fn ctrl_c_stops_waiting_for_a_command_that_does_not_answer() {
+    // A server that takes a command and never answers: real QEMU answers too fast to interrupt reliably.
+    use qmp_tests::fake_server::{FakeServer, Step};
+    let server = FakeServer::spawn(vec![
+        Step::SendGreeting,
+        Step::AnswerNegotiation,
+        Step::ReplyTo { ret: r#"[{"name": "slow-command"}]"#.into() }, // query-commands
+        Step::ReplyTo { ret: "[]".into() },                            // query-qmp-schema
+        Step::ReadMessage,                                             // slow-command: no answer
+        Step::Silence,
+    ]);
+    let dir = TempDir::new("cancel");
+    let mut pty = shell(server.socket_path().to_str().expect("utf-8"), &[], &["-v"], &dir.path().join("h"));
+    expect(&mut pty, PROMPT);
+    type_keys(&mut pty, "slow-command");
+    pty.send("\r").expect("send");
+    // Sent: the editor has returned the line and given the terminal back to cooked mode, where Ctrl-C is SIGINT.
+    expect(&mut pty, r#"> {"execute":"slow-command""#);
+    pty.send(CTRL_C).expect("send Ctrl-C");
+    expect(&mut pty, "^C: stopped waiting");
+    quit(pty);
+}

@@ -59,6 +59,9 @@ commands:  NAME [key=value ...]    values are JSON when they parse (size=1024, o
 keys:      Tab completes commands, arguments, nested keys and values; Up/Down and Ctrl-R search history;
            Ctrl-C clears the line or stops waiting for a command; Ctrl-D quits";
 
+/// How long Ctrl-D waits for the session thread to finish (it may still wait for a cancelled command).
+const QUIT_WAIT: Duration = Duration::from_secs(1);
+
 /// How often the editor checks for Ctrl-C while a command runs.
 const INTERRUPT_CHECK: Duration = Duration::from_millis(50);
 
@@ -134,6 +137,17 @@ pub fn run(
         None => piped(&mut interpreter, &printer, &requests, &done),
     };
     let _ = requests.send(Request::Quit);
+    if interactive {
+        // A cancelled command may still hold the session thread (until its reply or its timeout): do not wait
+        // for it longer than a moment.
+        let deadline = std::time::Instant::now() + QUIT_WAIT;
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !thread.is_finished() {
+            return outcome;
+        }
+    }
     let ended = thread.join().unwrap_or(Ok(()));
     outcome.and(ended)
 }
