@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::output::{event_json, print_value, Failure};
+use crate::output::{emit, event_json, print_value, Failure};
 use crate::session::{Session, Target};
 
 /// The lines the demo "types", as a user of `qmp shell` would.
@@ -120,34 +120,37 @@ pub fn run(timeout: Duration) -> Result<(), Failure> {
     let (_guard, socket, script): (Box<dyn std::any::Any>, PathBuf, &[&str]) = match daemon_binary() {
         Some(binary) => {
             let (daemon, socket) = start(&binary, timeout)?;
-            println!("# started {binary} on {}", socket.display());
+            emit(format_args!("# started {binary} on {}", socket.display()));
             (Box::new(daemon), socket, SCRIPT)
         }
         None => {
             let (dir, socket) = start_fake()?;
-            println!("# no qemu-storage-daemon found: using the fake QEMU of `qmp serve` on {}", socket.display());
+            emit(format_args!(
+                "# no qemu-storage-daemon found: using the fake QEMU of `qmp serve` on {}",
+                socket.display()
+            ));
             (Box::new(dir), socket, FAKE_SCRIPT)
         }
     };
     let mut session = Session::connect(&Target::Unix(socket.clone()), false, timeout)?;
-    println!("# connected to {} (qmp -s {} shell)", session.describe(), socket.display());
+    emit(format_args!("# connected to {} (qmp -s {} shell)", session.describe(), socket.display()));
     for line in script {
-        println!("(qmp) {line}");
+        emit(format_args!("(qmp) {line}"));
         let mut words = crate::args::split_words(line).map_err(Failure::Usage)?;
         let name = words.remove(0);
         let args = crate::args::parse_arguments(&words).map_err(Failure::Usage)?;
         match session.execute(&name, args.as_ref(), false) {
             Ok(value) => print_value(&value, true),
-            Err(Failure::Server(e)) => println!("error: {}: {}", e.class, e.desc),
+            Err(Failure::Server(e)) => emit(format_args!("error: {}: {}", e.class, e.desc)),
             Err(other) => return Err(other),
         }
         // Events that came with the command (block jobs report their progress this way).
         loop {
             match session.next_event(Some(Duration::from_millis(50))) {
-                Ok(Some(event)) => println!("{}", event_json(&event)),
+                Ok(Some(event)) => emit(format_args!("{}", event_json(&event))),
                 Ok(None) => break,
                 Err(Failure::Connection(cause)) if name == "quit" => {
-                    println!("# {cause}");
+                    emit(format_args!("# {cause}"));
                     return Ok(());
                 }
                 Err(other) => return Err(other),

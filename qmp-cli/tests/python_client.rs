@@ -31,9 +31,9 @@ fn serve() -> Served {
     let script = dir.path().join("script.json");
     std::fs::write(&script, r#"{"x-ping": {"return": {"pong": true}, "oob": true}}"#).expect("script");
     let child = Command::new(env!("CARGO_BIN_EXE_qmp"))
-        .arg("serve")
         .arg("-s")
         .arg(&socket)
+        .arg("serve")
         .arg("--script")
         .arg(&script)
         .stdin(Stdio::null())

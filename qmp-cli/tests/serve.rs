@@ -28,7 +28,7 @@ fn serve(script: Option<&str>) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("fake.sock");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_qmp"));
-    cmd.arg("serve").arg("-s").arg(&socket).stdin(Stdio::null()).stderr(Stdio::null());
+    cmd.arg("-s").arg(&socket).arg("serve").stdin(Stdio::null()).stderr(Stdio::null());
     if let Some(script) = script {
         let path = dir.path().join("script.json");
         std::fs::write(&path, script).expect("script");
