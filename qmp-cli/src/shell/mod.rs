@@ -3,7 +3,7 @@
 //! At a terminal: line editing and persistent history ([`editor`]), Tab completion of command names, argument
 //! names, nested keys and enum values ([`complete`], from [`schema`]), `help COMMAND` from the schema, events
 //! printed live above the prompt without disturbing the line being typed ([`printer`]), HMP with `-H` or a `!`
-//! prefix ([`hmp`]), qmp-shell's `key=value` syntax with JSON values and transactions ([`line`]), the wire
+//! prefix ([`hmp`]), qmp-shell's `key=value` syntax with JSON values and transactions ([`mod@line`]), the wire
 //! traffic with `-v` ([`wire`]) and a record with `--log FILE`. Ctrl-C clears the line, or stops waiting for a
 //! running command; Ctrl-D ends the shell. When the server goes away the shell says so and reconnects with
 //! backoff ([`link`], which also explains the threading).
