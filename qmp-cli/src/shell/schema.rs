@@ -232,9 +232,11 @@ fn push_new(all: &mut Vec<Member>, more: Vec<Member>) {
 
 #[cfg(test)]
 pub(crate) fn corpus_schema() -> Schema {
-    // The recorded corpus, where qmp-proto's corpus test finds it too.
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/qsd-query-qmp-schema.json");
-    let text = std::fs::read_to_string(path).expect("the shared corpus next to the workspace");
+    // The recorded corpus, where qmp-proto's corpus test finds it too (or QMP_CORPUS_DIR).
+    let dir = std::env::var("QMP_CORPUS_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus").to_owned());
+    let text = std::fs::read_to_string(format!("{dir}/qsd-query-qmp-schema.json"))
+        .expect("the shared corpus next to the workspace (or QMP_CORPUS_DIR)");
     let capture: Value = serde_json::from_str(&text).expect("corpus json");
     let steps = capture["steps"].as_array().expect("steps");
     let reply = steps.iter().filter_map(|s| s["recv"].as_str()).find(|r| r.contains("\"meta-type\"")).expect("schema");
