@@ -182,12 +182,11 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
         progress
     }
 
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<()> {
         if self.phase != Phase::Running {
             return Poll::Pending;
         }
-        let mut buf = [0u8; READ_CHUNK];
-        match self.io.poll_read(cx, &mut buf) {
+        match self.io.poll_read(cx, buf) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(0)) => {
                 tracing::debug!("server closed the connection");
@@ -352,7 +351,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
 
     /// After the end: finish the batch being written (local close), shut the write half down, then read and
     /// discard until the server closes too (or [`CLOSE_LINGER`] passes).
-    fn poll_closing(&mut self, cx: &mut Context<'_>, flush: bool) -> bool {
+    fn poll_closing(&mut self, cx: &mut Context<'_>, buf: &mut [u8], flush: bool) -> bool {
         if flush && self.written < self.out.len() && self.write_error.is_none() {
             self.poll_write(cx);
             if self.written < self.out.len() && self.write_error.is_none() {
@@ -366,9 +365,8 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             tracing::trace!("write half shut down");
             self.shut_down = true;
         }
-        let mut buf = [0u8; READ_CHUNK];
         for _ in 0..TURNS_PER_POLL {
-            match self.io.poll_read(cx, &mut buf) {
+            match self.io.poll_read(cx, buf) {
                 Poll::Ready(Ok(n)) if n > 0 => {
                     tracing::trace!(target: WIRE, bytes = n, "<- (discarded) {}", excerpt(&buf[..n]));
                 }
@@ -396,20 +394,22 @@ impl<T: Transport, R: Runtime> Future for Conn<T, R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        // Input goes through the stack: the core keeps what it needs, so an idle connection holds no read buffer.
+        let mut buf = [0u8; READ_CHUNK];
         for _ in 0..TURNS_PER_POLL {
             let progress = match this.phase {
                 Phase::Running => {
                     let write_failed = this.write_error.is_some();
                     // `|`, not `||`: every source is polled, so every source has registered its waker.
                     let progress = this.poll_mailbox(cx);
-                    let read = this.poll_read(cx);
+                    let read = this.poll_read(cx, &mut buf);
                     if write_failed && read.is_pending() {
                         // A write failed last turn and reading since has not ended the session.
                         this.report_write_error();
                     }
                     progress | read.is_ready() | write_failed | this.poll_timer(cx) | this.poll_write(cx)
                 }
-                Phase::Closing { flush } => this.poll_closing(cx, flush),
+                Phase::Closing { flush } => this.poll_closing(cx, &mut buf, flush),
                 Phase::Done => {
                     tracing::debug!("driver finished");
                     this.shared.set_finished();

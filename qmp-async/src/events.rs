@@ -1,5 +1,5 @@
 //! [`Events`]: a subscriber's stream of server events, with [`EventItem::Lagged`] markers where it fell behind,
-//! and the driver's side of it ([`Publisher`]).
+//! and the driver's side of it (`Publisher`).
 //!
 //! # Delivery
 //! Events travel on one bounded broadcast channel (`async-broadcast` in overflow mode, at most

@@ -27,14 +27,19 @@
 //!   the first subscriber gets every event since the connection started, a slow one gets an
 //!   [`EventItem::Lagged`] marker instead of unbounded memory, and the reader never waits for anyone (see
 //!   [`events`]).
+//! - Jobs: [`Qmp::run_job`] starts a QEMU job and follows it to its end (status, progress, complete or cancel,
+//!   error, dismissal) in one call; [`Qmp::watch_job`] follows someone else's (see [`jobs`]).
+//! - [`serve`]: the server side: [`qmp_proto::Server`] on any runtime, a handler per command, events
+//!   broadcast to every client, graceful shutdown.
 //! - [`GuestAgent`]: qemu-ga, synchronised with `guest-sync-delimited` on connect.
 //! - Errors come in the core's tiers, the same in every adapter: [`Error::Qmp`] (the server rejected this
 //!   command), [`Error::Usage`] (the call was wrong, nothing sent), [`Error::TimedOut`] (this command only),
 //!   [`Error::Connection`] (over, sticky).
 //! - Logging through `tracing`: wire traffic at TRACE (target `qmp_async::wire`), connection lifecycle at DEBUG (in a
 //!   `qmp` span per connection); nothing is printed.
-//! - Feature `qapi`: typed commands from the `qapi-qmp` / `qapi-qga` crates (`execute_typed`, re-exported as
-//!   [`qapi`]) and typed events (`EventItem::to_qapi`).
+//! - Feature `qapi`: typed commands with the types of [`qmp_qapi`] (re-exported as [`qapi`]), which hold for
+//!   every QEMU from 7.2 to 10.0 (`execute_typed`), the server's schema (`Qmp::server_schema`) and typed events
+//!   (`EventItem::to_qapi`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -46,9 +51,11 @@ mod driver;
 pub mod events;
 mod guest_agent;
 mod handle;
+pub mod jobs;
 mod mailbox;
 mod qmp;
 mod runtime;
+pub mod serve;
 mod session;
 mod shared;
 mod transport;
@@ -67,8 +74,8 @@ pub use qmp_proto::{
     ConnectionError, Greeting, ProtocolViolation, QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError,
     Version,
 };
-/// Typed commands and events (feature `qapi`): the adapter-neutral [`qmp_qapi`] crate, with `qapi_qmp`,
-/// `qapi_qga` and `qapi_spec` inside.
+/// Typed commands and events (feature `qapi`): the adapter-neutral [`qmp_qapi`] crate (`qmp`, `qga` and
+/// `ServerSchema` inside).
 #[cfg(feature = "qapi")]
 pub use qmp_qapi as qapi;
 pub use runtime::{Net, Runtime, Streams, Timer};

@@ -6,12 +6,15 @@
 //!
 //! Shows the greeting and version, a few commands (one typed, one raw), events from a block job arriving
 //! around its reply, and a typed server error. The binary is `$QMP_TEST_QSD`, else
-//! `/usr/local/bin/qemu-storage-daemon-10` when present, else `qemu-storage-daemon` from `PATH`.
+//! `/usr/local/bin/qemu-storage-daemon-10` when present, else `qemu-storage-daemon` from `PATH`. Without any
+//! (or with `QMP_DEMO_FAKE=1`), the demo talks to [`FakeQemu`] instead: our own server
+//! (`qmp_proto::Server`) playing qemu-storage-daemon 10 in a thread, with a script for the block-job part.
 
 use std::time::Duration;
 
+use qmp_blocking::fake_qemu::{FakeQemu, Script};
 use qmp_blocking::{Client, Error, Options};
-use qmp_tests::servers::QemuServer;
+use qmp_tests::servers::{QemuServer, StartError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -31,9 +34,23 @@ struct Triple {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A throwaway daemon on a socket in a fresh temporary directory, killed when `daemon` is dropped (the
     // workspace's test support starts it; any qemu-storage-daemon with a QMP monitor would do).
-    let daemon = QemuServer::storage_daemon()?;
-    let socket = daemon.socket_path().to_owned();
-    println!("started {} on {}", daemon.binary().display(), socket.display());
+    let fake = std::env::var_os("QMP_DEMO_FAKE").is_some_and(|v| v == "1");
+    let started = if fake { None } else { Some(QemuServer::storage_daemon()) };
+    let _dir; // the fake's socket directory, removed at the end
+    let (_daemon, socket) = match started {
+        Some(Ok(daemon)) => {
+            let socket = daemon.socket_path().to_owned();
+            println!("started {} on {}", daemon.binary().display(), socket.display());
+            (Some(daemon), socket)
+        }
+        Some(Err(StartError::Failed(failure))) => return Err(failure.into()),
+        Some(Err(StartError::Unavailable(_))) | None => {
+            let (dir, socket) = start_fake()?;
+            _dir = dir;
+            println!("no qemu-storage-daemon: talking to qmp-rs's fake QEMU on {}", socket.display());
+            (None, socket)
+        }
+    };
     let mut qmp = Client::connect_unix(&socket, Options::default())?;
     let greeting = qmp.greeting();
     println!("greeting: QEMU {}, capabilities {:?}", greeting.version_string(), greeting.capabilities);
@@ -88,4 +105,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// Starts [`FakeQemu`] on a socket in a fresh temporary directory, in a thread, with canned answers for the
+/// block-job part of the demo (a real daemon really runs the job).
+fn start_fake() -> Result<(RemoveOnDrop, std::path::PathBuf), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("qmp-demo-fake-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let socket = dir.join("qmp.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket)?;
+    let job = |status: &str| json!({"event": "JOB_STATUS_CHANGE", "data": {"status": status, "id": "job0"}});
+    let script = Script::from_json(
+        &json!({
+            "blockdev-add": {"return": {}},
+            "blockdev-create": {"return": {}, "events": [job("created"), job("running"), job("concluded")]},
+            "query-jobs": {"return": [{"id": "job0", "type": "create", "status": "concluded",
+                                        "current-progress": 1, "total-progress": 1,
+                                        "error": "Could not write qcow2 header: Invalid argument"}]},
+            "job-dismiss": {"return": {}, "events": [job("null")]},
+            "query-block-jobs": {"return": []},
+        })
+        .to_string(),
+    )?;
+    let mut fake = FakeQemu::new().with_script(script);
+    std::thread::spawn(move || qmp_blocking::serve::serve_listener(&listener, &mut fake));
+    Ok((RemoveOnDrop(dir), socket))
+}
+
+/// A directory removed when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

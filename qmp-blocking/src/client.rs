@@ -42,7 +42,7 @@ pub struct Pending(RequestId);
 /// ```
 #[derive(Debug)]
 pub struct Client<S = UnixStream> {
-    driver: Driver<S>,
+    pub(crate) driver: Driver<S>,
     options: Options,
 }
 

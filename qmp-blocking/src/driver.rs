@@ -196,6 +196,24 @@ impl<S: Transport> Driver<S> {
         }
     }
 
+    /// The first buffered event that `wanted` picks, reading for up to `timeout` if there is none; the other
+    /// events stay buffered, in order, for [`next_event`](Self::next_event).
+    pub(crate) fn next_event_where(
+        &mut self,
+        mut wanted: impl FnMut(&ServerEvent) -> bool,
+        timeout: Option<Duration>,
+    ) -> Result<Option<ServerEvent>, Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.run_until(deadline, |d| d.events.iter().any(&mut wanted));
+        match self.events.iter().position(&mut wanted) {
+            Some(at) => Ok(self.events.remove(at)),
+            None => match &self.closed {
+                Some(cause) => Err(Error::Connection(cause.clone())),
+                None => Ok(None),
+            },
+        }
+    }
+
     pub(crate) fn close(&mut self) {
         self.core.close();
         self.drain();

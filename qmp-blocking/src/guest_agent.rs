@@ -62,6 +62,19 @@ impl<S: Transport> GuestAgent<S> {
         Ok(self.driver.wait(id)?.deserialize()?)
     }
 
+    /// Runs a command with its own timeout (`None`: wait forever) instead of the command timeout. On timeout it
+    /// fails with [`Error::TimedOut`] and its late reply is swallowed.
+    pub fn execute_with_timeout<T: DeserializeOwned>(
+        &mut self,
+        command: &str,
+        args: impl Serialize,
+        timeout: Option<Duration>,
+    ) -> Result<T, Error> {
+        let opts = ExecuteOptions::new().deadline_opt(timeout.map(|t| Instant::now() + t));
+        let id = self.driver.core.execute(command, Some(&args), opts)?;
+        Ok(self.driver.wait(id)?.deserialize()?)
+    }
+
     /// Runs a command with raw JSON arguments and returns the raw `return` value.
     pub fn execute_raw(&mut self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
         let opts = self.options_for(command);

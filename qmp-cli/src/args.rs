@@ -47,7 +47,9 @@ fn insert_dotted(object: &mut Map<String, Value>, key: &str, value: Value) -> Re
     }
 }
 
-/// Splits a shell line into words, honouring single and double quotes (no escapes inside single quotes).
+/// Splits a shell line into words, honouring single and double quotes (no escapes inside single quotes). A JSON
+/// array or object that starts a word or a value (`ids=["a", "b"]`, `{"a": 1}`) is kept whole, quotes and
+/// spaces included, up to its closing bracket.
 pub fn split_words(line: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut word = String::new();
@@ -55,6 +57,10 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
         match c {
+            '[' | '{' if word.is_empty() || word.ends_with('=') => {
+                in_word = true;
+                take_json(c, &mut chars, &mut word)?;
+            }
             ' ' | '\t' => {
                 if in_word {
                     words.push(std::mem::take(&mut word));
@@ -82,6 +88,25 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
         words.push(word);
     }
     Ok(words)
+}
+
+/// Copies a JSON array or object that starts with `open` into `word`, up to its matching close.
+fn take_json(open: char, chars: &mut std::str::Chars<'_>, word: &mut String) -> Result<(), String> {
+    word.push(open);
+    let mut depth = 1;
+    let mut in_string = false;
+    while depth > 0 {
+        let c = chars.next().ok_or("unterminated JSON value")?;
+        word.push(c);
+        match c {
+            '\\' if in_string => word.push(chars.next().ok_or("dangling backslash")?),
+            '"' => in_string = !in_string,
+            '[' | '{' if !in_string => depth += 1,
+            ']' | '}' if !in_string => depth -= 1,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -123,5 +148,9 @@ mod tests {
             words(&["blockdev-add", "driver=null-co", "node-name=a b", "x=\"q\""])
         );
         assert!(split_words("a 'b").is_err());
+        assert_eq!(
+            split_words(r#"x ids=["a b", "c\"]"] {"k": {"n": 1}} q="s""#).unwrap(),
+            words(&["x", r#"ids=["a b", "c\"]"]"#, r#"{"k": {"n": 1}}"#, "q=s"])
+        );
     }
 }

@@ -6,15 +6,22 @@
 //! qmp -s /run/vm.qmp exec device_del '{"id": "nic0"}'
 //! qmp -s /run/vm.qmp events --name JOB_STATUS_CHANGE --count 4
 //! qmp -s /run/vm.qmp shell
+//! qmp -s /run/vm.qmp job run blockdev-backup job-id=j0 device=n0 target=n1 sync=full
+//! qmp -s /run/vm.qmp job list
 //! qmp --ga -s /run/vm.qga exec guest-info
+//! qmp -s /tmp/fake.qmp serve --script answers.json
 //! qmp demo
 //! ```
 //!
-//! Exit status: 0 success, 1 the server rejected the command, 2 usage error, 3 connection error or timeout.
+//! Exit status: see [`EXIT_STATUS`] (also in `qmp --help` and `qmp man`).
 
 mod args;
 mod demo;
+mod generate;
+mod job;
+mod job_display;
 mod output;
+mod serve;
 mod session;
 mod shell;
 
@@ -27,23 +34,46 @@ use clap::{Parser, Subcommand};
 use crate::output::{print_event, print_value, Failure};
 use crate::session::{Session, Target};
 
+/// Examples shown by `qmp --help` and in the man page.
+const EXAMPLES: &str = "\
+Examples:
+  qmp -s /run/vm.qmp shell                         interactive shell (Tab completes, history, live events)
+  qmp -s /run/vm.qmp exec query-status             one command, its result as JSON
+  qmp -s /run/vm.qmp exec blockdev-add driver=null-co node-name=n0 size=1048576
+  qmp -s /run/vm.qmp exec device_del '{\"id\": \"nic0\"}'
+  qmp -s /run/vm.qmp events --name JOB_STATUS_CHANGE --count 4
+  qmp -s /run/vm.qmp -c exec query-block | jq '.[].device'
+  qmp --ga -s /run/vm.qga exec guest-info           the guest agent instead of QMP
+  qmp completions bash > ~/.local/share/bash-completion/completions/qmp
+  qmp man > qmp.1";
+
+/// The exit statuses, shown by `qmp --help` and in the man page.
+pub const EXIT_STATUS: &str = "\
+Exit status:
+  0  success; also when the reader of stdout went away (qmp ... | head -1), and when `events` ends
+     because the server closed the connection normally (QEMU quit)
+  1  the server rejected the command (its error class and description are on stderr)
+  2  usage error (bad option, bad key=value, bad JSON)
+  3  connection error: cannot connect, no greeting, not a QMP server or agent, connection lost, timed out";
+
 #[derive(Debug, Parser)]
 #[command(name = "qmp", version, about = "Talk to QEMU over QMP or to its guest agent", long_about = None)]
+#[command(after_help = format!("{EXAMPLES}\n\n{EXIT_STATUS}"))]
 struct Cli {
     /// Unix socket of the QMP monitor (or of the guest agent with --ga).
-    #[arg(short, long, global = true, env = "QMP_SOCKET")]
+    #[arg(short, long, env = "QMP_SOCKET")]
     socket: Option<PathBuf>,
     /// TCP address (host:port) of the monitor, instead of a unix socket.
-    #[arg(long, global = true, conflicts_with = "socket")]
+    #[arg(long, conflicts_with = "socket")]
     tcp: Option<String>,
     /// Speak the guest-agent protocol (qemu-ga) instead of QMP.
-    #[arg(long, global = true)]
+    #[arg(long)]
     ga: bool,
     /// Seconds to wait for the connection and for each command.
-    #[arg(short, long, global = true, default_value_t = 30.0)]
+    #[arg(short, long, default_value_t = 30.0)]
     timeout: f64,
-    /// Print JSON on one line instead of indented.
-    #[arg(short, long, global = true)]
+    /// Print JSON results on one line instead of indented (exec, shell).
+    #[arg(short, long)]
     compact: bool,
     #[command(subcommand)]
     command: Command,
@@ -73,11 +103,39 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
-    /// Interactive shell: one command per line (`name key=value ...` or a JSON object); events are shown as
-    /// they arrive between commands. End with Ctrl-D.
-    Shell,
-    /// Start a throwaway qemu-storage-daemon and show a short session with it.
+    /// Interactive shell: one command per line (`name key=value ...`, a JSON object, `!hmp command`), Tab
+    /// completion, history, events shown live, reconnects. `help` inside it lists the syntax. End with Ctrl-D.
+    Shell(shell::Settings),
+    /// QEMU jobs: run one to its end with a progress bar, list, watch, cancel, complete.
+    #[command(subcommand)]
+    Job(job::JobCommand),
+    /// Be a fake QEMU on --socket until killed: qmp-rs's server answering query-version, query-status,
+    /// stop/cont, query-commands, query-qmp-schema (qemu-storage-daemon 10's) and quit, plus a script;
+    /// arguments are checked against the schema with QEMU's error texts.
+    Serve {
+        /// JSON answers per command: {"NAME": {"return": V} or {"error": {"class": C, "desc": D}},
+        /// optionally "events": [{"event": E, "data": D}]}.
+        #[arg(long)]
+        script: Option<PathBuf>,
+    },
+    /// Start a throwaway qemu-storage-daemon (or, without one, the fake of `qmp serve`) and show a short
+    /// session with it.
     Demo,
+    /// Print a shell completion script for `qmp` (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), made from the same definitions as --help.
+    Man,
+}
+
+/// How often `events` checks, while it waits, whether the reader of stdout went away.
+const STDOUT_CHECK: Duration = Duration::from_millis(200);
+
+/// The command-line definition, for the completion scripts and the man page.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 fn main() -> ExitCode {
@@ -96,8 +154,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
         return Err(Failure::Usage("--timeout must be a positive number of seconds".into()));
     }
     let timeout = Duration::from_secs_f64(cli.timeout);
-    if let Command::Demo = cli.command {
-        return demo::run(timeout);
+    match &cli.command {
+        Command::Completions { shell } => return generate::completions(*shell),
+        Command::Man => return generate::man(),
+        Command::Demo if cli.socket.is_some() || cli.tcp.is_some() || cli.ga => {
+            return Err(Failure::Usage("demo starts its own daemon: -s, --tcp and --ga do not apply".into()))
+        }
+        Command::Demo => return demo::run(timeout),
+        _ => {}
+    }
+    if let Command::Serve { script } = &cli.command {
+        let Some(socket) = &cli.socket else {
+            return Err(Failure::Usage("give the socket to serve on with -s PATH".into()));
+        };
+        return serve::run(socket, script.as_deref());
     }
     let target = match (&cli.socket, &cli.tcp) {
         (Some(path), _) => Target::Unix(path.clone()),
@@ -106,6 +176,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             return Err(Failure::Usage("give the monitor's socket with -s PATH (or --tcp HOST:PORT)".into()))
         }
     };
+    if let Command::Shell(settings) = cli.command {
+        return shell::run(&target, cli.ga, timeout, cli.compact, settings);
+    }
     let mut session = Session::connect(&target, cli.ga, timeout)?;
     match cli.command {
         Command::Exec { name, args, oob } => {
@@ -122,7 +195,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 if wait.is_some_and(|w| w.is_zero()) {
                     break;
                 }
-                let Some(event) = session.next_event(wait)? else { continue };
+                // Wait in slices, so that a reader of stdout that went away ends the command promptly.
+                if output::stdout_closed() {
+                    return Ok(());
+                }
+                let slice = wait.map_or(STDOUT_CHECK, |w| w.min(STDOUT_CHECK));
+                let event = match session.next_event(Some(slice)) {
+                    Ok(Some(event)) => event,
+                    Ok(None) => continue,
+                    Err(_) if session.closed_normally() => return Ok(()),
+                    Err(failure) => return Err(failure),
+                };
                 if names.is_empty() || names.contains(&event.name) {
                     print_event(&event);
                     seen += 1;
@@ -130,7 +213,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Shell => shell::run(&mut session, cli.compact),
-        Command::Demo => unreachable!("handled above"),
+        Command::Job(command) => job::run(&mut session, command, cli.compact),
+        Command::Shell(_) | Command::Demo | Command::Serve { .. } | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled above")
+        }
     }
 }

@@ -96,7 +96,7 @@ impl Options {
     ///
     /// - `qmp-blocking`: events kept until `Client::next_event` takes them; newer ones are dropped and counted.
     /// - `qmp-tokio`, `qmp-smol`: events each subscriber of `Qmp::events` may fall behind by; beyond that its oldest
-    ///   unread events are dropped and it gets [`EventItem::Lagged`].
+    ///   unread events are dropped and it gets `EventItem::Lagged`.
     pub fn event_buffer(mut self, events: usize) -> Self {
         self.event_buffer = events.max(1);
         self

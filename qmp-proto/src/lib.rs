@@ -139,6 +139,7 @@ pub mod framer;
 mod ids;
 pub mod message;
 mod raw;
+pub mod server;
 mod timers;
 
 pub use client::{Client, ClientEvent, RequestId};
@@ -146,3 +147,4 @@ pub use config::{Config, ExecuteOptions, Mode, DEFAULT_NO_REPLY_GRACE};
 pub use error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
 pub use message::{Greeting, ServerEvent, Timestamp, Version};
 pub use raw::RawJson;
+pub use server::{Server, ServerConfig};

@@ -106,9 +106,12 @@ mod runtime;
 mod transport;
 
 pub use qmp_async::events;
-/// Typed commands and events (feature `qapi`), with `qapi_qmp`, `qapi_qga` and `qapi_spec` inside.
+/// Jobs to the end in one call (`Qmp::run_job`, `Qmp::watch_job`): see [`qmp_async::jobs`].
+pub use qmp_async::jobs;
+/// Typed commands and events (feature `qapi`): `qmp_qapi`, with its `qmp` and `qga` modules inside.
 #[cfg(feature = "qapi")]
 pub use qmp_async::qapi;
+pub use qmp_async::serve;
 pub use qmp_async::{
     AddFdInfo, Connecting, ConnectionError, Driver, Duplex, Error, EventItem, Events, Greeting, Io, Options,
     ProtocolViolation, QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError, Version,
@@ -137,10 +140,29 @@ pub type GuestAgent = qmp_async::GuestAgent<DefaultRuntime>;
 #[cfg(any(feature = "smol", feature = "async-std"))]
 pub type Listener = qmp_async::Listener<DefaultRuntime>;
 
+/// Serves `service` on the unix socket `path` on the default runtime: see [`qmp_async::serve::serve_unix`].
+#[cfg(any(feature = "smol", feature = "async-std"))]
+pub fn serve_unix(
+    path: impl AsRef<std::path::Path>,
+    service: serve::Service,
+    options: serve::ServeOptions,
+) -> std::io::Result<(serve::ServerHandle, serve::Serving)> {
+    serve::serve_unix(DefaultRuntime::default(), path, service, options)
+}
+
 /// The handles on async-std (feature `async-std`).
 #[cfg(feature = "async-std")]
 pub mod async_std {
     use super::AsyncStd;
+
+    /// Serves `service` on the unix socket `path` on async-std: see [`qmp_async::serve::serve_unix`].
+    pub fn serve_unix(
+        path: impl AsRef<std::path::Path>,
+        service: super::serve::Service,
+        options: super::serve::ServeOptions,
+    ) -> std::io::Result<(super::serve::ServerHandle, super::serve::Serving)> {
+        super::serve::serve_unix(AsyncStd::default(), path, service, options)
+    }
 
     /// A QMP connection ([`qmp_async::Qmp`]) on async-std.
     pub type Qmp = qmp_async::Qmp<AsyncStd>;

@@ -97,9 +97,12 @@ mod runtime;
 mod transport;
 
 pub use qmp_async::events;
-/// Typed commands and events (feature `qapi`), with `qapi_qmp`, `qapi_qga` and `qapi_spec` inside.
+/// Jobs to the end in one call (`Qmp::run_job`, `Qmp::watch_job`): see [`qmp_async::jobs`].
+pub use qmp_async::jobs;
+/// Typed commands and events (feature `qapi`): `qmp_qapi`, with its `qmp` and `qga` modules inside.
 #[cfg(feature = "qapi")]
 pub use qmp_async::qapi;
+pub use qmp_async::serve;
 pub use qmp_async::{
     AddFdInfo, Connecting, ConnectionError, Driver, Error, EventItem, Events, Greeting, Options, ProtocolViolation,
     QmpError, RawJson, RequestError, ServerEvent, Timestamp, UsageError, Version,
@@ -113,3 +116,14 @@ pub type Qmp = qmp_async::Qmp<Tokio>;
 pub type GuestAgent = qmp_async::GuestAgent<Tokio>;
 /// A unix socket QEMU connects to, on tokio ([`qmp_async::Listener`]).
 pub type Listener = qmp_async::Listener<Tokio>;
+
+/// Serves `service` (a fake QEMU, a VMM's monitor) on the unix socket `path`, on tokio: see
+/// [`qmp_async::serve::serve_unix`]. Spawn or await the returned future; the handle broadcasts events and
+/// shuts the server down.
+pub fn serve_unix(
+    path: impl AsRef<std::path::Path>,
+    service: serve::Service,
+    options: serve::ServeOptions,
+) -> std::io::Result<(serve::ServerHandle, serve::Serving)> {
+    serve::serve_unix(Tokio, path, service, options)
+}

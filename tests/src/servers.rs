@@ -335,6 +335,30 @@ impl QemuServer {
         QemuServer::start(ServerKind::StorageDaemon)
     }
 
+    /// Like [`storage_daemon`](Self::storage_daemon) with a second QMP monitor on its own socket,
+    /// [`second_monitor_path`](Self::second_monitor_path) (`--chardev socket,...,id=c1 --monitor chardev=c1`):
+    /// two clients at once, each with its own session (both get every event).
+    pub fn storage_daemon_two_monitors() -> Result<QemuServer, StartError> {
+        let kind = ServerKind::StorageDaemon;
+        let binary = locate(kind)?;
+        launch(kind, &binary, START_TIMEOUT, |socket, dir| {
+            let mut args = kind.args(socket, dir);
+            let second = qemu_opt_escape(&dir.join(SECOND_MONITOR));
+            args.extend(
+                ["--chardev".into(), format!("socket,path={second},server=on,wait=off,id=c1")]
+                    .into_iter()
+                    .chain(["--monitor".into(), "chardev=c1".into()])
+                    .map(OsString::from),
+            );
+            args
+        })
+    }
+
+    /// The second monitor's socket of [`storage_daemon_two_monitors`](Self::storage_daemon_two_monitors).
+    pub fn second_monitor_path(&self) -> PathBuf {
+        self.dir().join(SECOND_MONITOR)
+    }
+
     /// Like [`storage_daemon`](Self::storage_daemon) with `--monitor chardev=c0,pretty=on`.
     pub fn storage_daemon_pretty() -> Result<QemuServer, StartError> {
         QemuServer::start(ServerKind::StorageDaemonPretty)
@@ -373,6 +397,20 @@ impl QemuServer {
     pub fn start(kind: ServerKind) -> Result<QemuServer, StartError> {
         let binary = locate(kind)?;
         QemuServer::start_binary(kind, &binary)
+    }
+
+    /// Starts the binary for `kind` with `extra(dir)` appended to its usual arguments (a later `-M` overrides
+    /// `-M none`); `dir` is the server's private directory, for files the arguments name.
+    pub fn start_with_extra_args(
+        kind: ServerKind,
+        extra: impl FnOnce(&Path) -> Vec<OsString>,
+    ) -> Result<QemuServer, StartError> {
+        let binary = locate(kind)?;
+        launch(kind, &binary, START_TIMEOUT, |socket, dir| {
+            let mut args = kind.args(socket, dir);
+            args.extend(extra(dir));
+            args
+        })
     }
 
     /// Starts `binary` as a server of `kind`, bypassing the lookup (the binary must exist).
@@ -729,6 +767,9 @@ fn make_temp_dir() -> io::Result<TempDir> {
 }
 
 /// Escapes a path for a QEMU option value (`,` is doubled).
+/// The socket name of the second monitor of [`QemuServer::storage_daemon_two_monitors`].
+const SECOND_MONITOR: &str = "qmp2.sock";
+
 fn qemu_opt_escape(path: &Path) -> String {
     path.to_string_lossy().replace(',', ",,")
 }

@@ -4,7 +4,7 @@
 //! - `behaviour/harness.rs`: the [`Adapter`](harness::Adapter) trait the scenarios drive, and the normalized
 //!   results they assert on.
 //! - `behaviour/blocking_adapter.rs`, `behaviour/async_adapters.rs`: the trait implemented for each crate and runtime.
-//! - `behaviour/real.rs` (real QEMU), `behaviour/scripted.rs` (the scripted misbehaving server),
+//! - `behaviour/jobs.rs` (`run_job` / `watch_job` against a real storage daemon), `behaviour/real.rs` (real QEMU), `behaviour/scripted.rs` (the scripted misbehaving server),
 //!   `behaviour/cancel.rs` (randomized cancellation): the scenarios, each a function generic over the adapter.
 //!
 //! [`behaviour_suite!`] turns every scenario into a `#[test]` in a module per adapter, so
@@ -20,6 +20,8 @@ mod blocking_adapter;
 mod cancel;
 #[path = "behaviour/harness.rs"]
 mod harness;
+#[path = "behaviour/jobs.rs"]
+mod jobs;
 #[path = "behaviour/real.rs"]
 mod real;
 #[path = "behaviour/scripted.rs"]
@@ -30,6 +32,14 @@ macro_rules! behaviour_suite {
     ($name:ident, $adapter:ty $(; $($extra_module:ident :: $extra:ident),* $(,)?)?) => {
         behaviour_suite!(@tests $name, $adapter;
             $($($extra_module::$extra,)*)?
+            jobs::job_blockdev_create_succeeds,
+            jobs::job_blockdev_create_fails,
+            jobs::job_backup_progress_rises_to_total,
+            jobs::job_mirror_ready_then_completed,
+            jobs::job_mirror_cancelled,
+            jobs::job_watched_from_a_second_monitor,
+            jobs::job_deadline_cancels_the_job,
+            jobs::job_connection_loss_ends_the_runner,
             real::qsd10_query_version_typed,
             real::qsd10_events_interleaved_with_replies,
             real::qsd10_many_tasks_every_reply_to_its_caller,
@@ -72,10 +82,14 @@ macro_rules! behaviour_suite {
 }
 
 behaviour_suite!(blocking, crate::blocking_adapter::Blocking);
-// Async only: a blocking `submit` beyond `max_pending` fails at once (QueueFull) instead of waiting for room.
+// Async only: a blocking `submit` beyond `max_pending` fails at once (QueueFull) instead of waiting for room, and
+// a blocking `close` hands the stream back instead of lingering.
 behaviour_suite!(tokio, crate::async_adapters::Async<crate::async_adapters::Tokio>;
-    scripted::held_back_call_keeps_its_deadline);
+    scripted::held_back_call_keeps_its_deadline, real::qga_close_with_a_reply_unread_keeps_the_agent,
+    jobs::job_dropped_runner_cancels_the_job);
 behaviour_suite!(smol, crate::async_adapters::Async<crate::async_adapters::Smol>;
-    scripted::held_back_call_keeps_its_deadline);
+    scripted::held_back_call_keeps_its_deadline, real::qga_close_with_a_reply_unread_keeps_the_agent,
+    jobs::job_dropped_runner_cancels_the_job);
 behaviour_suite!(async_std, crate::async_adapters::Async<crate::async_adapters::AsyncStd>;
-    scripted::held_back_call_keeps_its_deadline);
+    scripted::held_back_call_keeps_its_deadline, real::qga_close_with_a_reply_unread_keeps_the_agent,
+    jobs::job_dropped_runner_cancels_the_job);

@@ -559,28 +559,29 @@ pub fn with_driver_spawned_by_hand<R: Rt>() {
 }
 
 pub fn typed_commands_and_events<R: Rt>() {
-    use qmp_smol::qapi::qapi_qmp;
+    use qmp_smol::qapi::qmp::{self, commands::*};
     let qsd = require!(QemuServer::storage_daemon());
     let system = require!(QemuServer::system());
     let ga = require!(QemuServer::guest_agent());
     run::<R, _>(LIMIT, async move {
         let qmp = Qmp::<R>::connect_unix(qsd.socket_path(), R::options()).await.expect("connect");
-        let version = qmp.execute_typed(qapi_qmp::query_version {}).await.expect("typed query-version");
+        let version = qmp.execute_typed(QueryVersion::default()).await.expect("typed query-version");
         assert_eq!(version.qemu.major, 10);
         qmp.close().await;
 
         let qmp = Qmp::<R>::connect_unix(system.socket_path(), R::options()).await.expect("connect");
-        let status = qmp.execute_typed(&qapi_qmp::query_status {}).await.expect("typed query-status");
+        let status = qmp.execute_typed(QueryStatus::default()).await.expect("typed query-status");
         assert!(status.running);
         let mut events = qmp.events();
-        qmp.execute_typed(qapi_qmp::stop {}).await.expect("typed stop");
-        qmp.execute_typed_oob(qapi_qmp::query_yank {}).await.expect("typed OOB query-yank");
+        qmp.execute_typed(Stop::default()).await.expect("typed stop");
+        qmp.execute_typed_oob(QueryYank::default()).await.expect("typed OOB query-yank");
         let item = events.next().await.expect("STOP");
-        assert!(matches!(item.to_qapi(), Some(Ok(qapi_qmp::Event::STOP { .. }))), "{item:?}");
+        assert!(matches!(item.to_qapi(), Some(Ok(qmp::Event::Stop(_)))), "{item:?}");
         qmp.close().await;
 
         let agent = GuestAgent::<R>::connect_unix(ga.socket_path(), R::options()).await.expect("connect");
-        let info = agent.execute_typed(qmp_smol::qapi::qapi_qga::guest_info {}).await.expect("typed guest-info");
+        let info =
+            agent.execute_typed(qmp_smol::qapi::qga::commands::GuestInfo::default()).await.expect("typed guest-info");
         assert!(info.version.starts_with('7'));
         agent.close().await;
     });

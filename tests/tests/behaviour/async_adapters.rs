@@ -24,7 +24,9 @@ use qmp_proto::{ConnectionError, Greeting, ProtocolViolation, ServerEvent};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::harness::{Adapter, Call, Done, DropAt, Failure, Next, SuiteOpts, Timeout, OP_LIMIT};
+use qmp_blocking::jobs::{JobError, JobOptions, JobOutcome};
+
+use crate::harness::{Adapter, Call, Done, DropAt, Failure, JobCallback, Next, SuiteOpts, Timeout, OP_LIMIT};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -65,6 +67,29 @@ pub trait Flavor: 'static {
     fn connection_error(qmp: &Self::Qmp) -> Option<ConnectionError>;
     fn closed(qmp: &Self::Qmp) -> BoxFuture<ConnectionError>;
     fn close(qmp: &Self::Qmp) -> BoxFuture<()>;
+    /// `run_job` to its end, on the runtime.
+    fn run_job(
+        qmp: &Self::Qmp,
+        command: &str,
+        args: Value,
+        opts: JobOptions,
+        on_update: &mut JobCallback<'_>,
+    ) -> Result<JobOutcome, JobError>;
+    /// `watch_job` to its end, on the runtime.
+    fn watch_job(
+        qmp: &Self::Qmp,
+        id: &str,
+        opts: JobOptions,
+        on_update: &mut JobCallback<'_>,
+    ) -> Result<JobOutcome, JobError>;
+    /// `run_job`, dropped after `after` unless it ended first.
+    fn run_job_dropped_after(
+        qmp: &Self::Qmp,
+        command: &str,
+        args: Value,
+        opts: JobOptions,
+        after: Duration,
+    ) -> Option<Result<JobOutcome, JobError>>;
     fn agent_connect(path: PathBuf, opts: SuiteOpts) -> BoxFuture<Result<Self::Agent, Failure>>;
     fn agent_execute<T: DeserializeOwned + Send + 'static>(
         agent: &Self::Agent,
@@ -237,12 +262,47 @@ impl<F: Flavor> Adapter for Async<F> {
         run::<F, _>("close", F::close(&conn));
     }
 
+    fn run_job(
+        conn: &F::Qmp,
+        command: &str,
+        args: Value,
+        opts: JobOptions,
+        on_update: &mut JobCallback<'_>,
+    ) -> Result<JobOutcome, JobError> {
+        F::run_job(conn, command, args, opts, on_update)
+    }
+
+    fn watch_job(
+        conn: &F::Qmp,
+        id: &str,
+        opts: JobOptions,
+        on_update: &mut JobCallback<'_>,
+    ) -> Result<JobOutcome, JobError> {
+        F::watch_job(conn, id, opts, on_update)
+    }
+
+    fn run_job_dropped_after(
+        conn: &F::Qmp,
+        command: &str,
+        args: Value,
+        opts: JobOptions,
+        after: Duration,
+    ) -> Option<Result<JobOutcome, JobError>> {
+        F::run_job_dropped_after(conn, command, args, opts, after)
+    }
+
     fn agent_connect(path: &Path, opts: &SuiteOpts) -> Result<F::Agent, Failure> {
         run::<F, _>("guest agent connect", F::agent_connect(path.to_owned(), opts.clone()))
     }
 
     fn agent_execute<T: DeserializeOwned + Send + 'static>(agent: &F::Agent, call: Call) -> Result<T, Failure> {
         run::<F, _>(&call.command.clone(), F::agent_execute(agent, &call))
+    }
+
+    fn agent_give_up(agent: &F::Agent, call: Call) {
+        let mut call_future = F::agent_execute::<Value>(agent, &call);
+        let first_poll = run::<F, _>("first poll", future::poll_once(&mut call_future));
+        assert!(first_poll.is_none(), "{}: the reply cannot have come yet", F::NAME);
     }
 
     fn agent_close(agent: F::Agent) {
@@ -279,6 +339,41 @@ macro_rules! crate_methods {
                 };
                 result.map_err($types::failure)
             })
+        }
+
+        fn run_job(
+            qmp: &$krate::Qmp,
+            command: &str,
+            args: Value,
+            opts: JobOptions,
+            on_update: &mut JobCallback<'_>,
+        ) -> Result<JobOutcome, JobError> {
+            Self::block_on(qmp.run_job(command, args, opts, on_update))
+        }
+
+        fn watch_job(
+            qmp: &$krate::Qmp,
+            id: &str,
+            opts: JobOptions,
+            on_update: &mut JobCallback<'_>,
+        ) -> Result<JobOutcome, JobError> {
+            Self::block_on(qmp.watch_job(id, opts, on_update))
+        }
+
+        fn run_job_dropped_after(
+            qmp: &$krate::Qmp,
+            command: &str,
+            args: Value,
+            opts: JobOptions,
+            after: Duration,
+        ) -> Option<Result<JobOutcome, JobError>> {
+            Self::block_on(future::or(
+                async { Some(qmp.run_job(command, args, opts, |_| qmp_blocking::jobs::JobAction::Continue).await) },
+                async {
+                    Self::sleep(after).await;
+                    None
+                },
+            ))
         }
 
         fn events(qmp: &$krate::Qmp) -> Box<dyn Subscription> {

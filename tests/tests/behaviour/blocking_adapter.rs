@@ -18,12 +18,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use qmp_blocking::jobs::{JobError, JobOptions, JobOutcome};
 use qmp_blocking::{Client, Error, GuestAgent, Options, Pending, Pipes, Transport};
 use qmp_proto::{ConnectionError, Greeting, ProtocolViolation, ServerEvent};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::harness::{Adapter, Call, Done, DropAt, Failure, Next, SuiteOpts, Timeout};
+use crate::harness::{Adapter, Call, Done, DropAt, Failure, JobCallback, Next, SuiteOpts, Timeout};
 
 /// The error as a [`Failure`]. (A function, not a `From` impl: the adapters may share one error type.)
 fn failure(e: Error) -> Failure {
@@ -277,6 +278,35 @@ impl Adapter for Blocking {
         drop(state.client.close());
     }
 
+    fn run_job(
+        conn: &Conn,
+        command: &str,
+        args: Value,
+        opts: JobOptions,
+        on_update: &mut JobCallback<'_>,
+    ) -> Result<JobOutcome, JobError> {
+        conn.lock().client.run_job(command, args, opts, on_update)
+    }
+
+    fn watch_job(
+        conn: &Conn,
+        id: &str,
+        opts: JobOptions,
+        on_update: &mut JobCallback<'_>,
+    ) -> Result<JobOutcome, JobError> {
+        conn.lock().client.watch_job(id, opts, on_update)
+    }
+
+    fn run_job_dropped_after(
+        _conn: &Conn,
+        _command: &str,
+        _args: Value,
+        _opts: JobOptions,
+        _after: Duration,
+    ) -> Option<Result<JobOutcome, JobError>> {
+        unreachable!("a blocking call has no future to drop")
+    }
+
     fn agent_connect(path: &Path, opts: &SuiteOpts) -> Result<Mutex<GuestAgent>, Failure> {
         Ok(Mutex::new(GuestAgent::connect_unix(path, options(opts)).map_err(failure)?))
     }
@@ -288,6 +318,12 @@ impl Adapter for Blocking {
         assert!(!call.oob && matches!(call.timeout, Timeout::Default), "qmp-blocking's GuestAgent: plain calls only");
         let mut agent = agent.lock().unwrap_or_else(|p| p.into_inner());
         agent.execute(&call.command, &call.args).map_err(failure)
+    }
+
+    fn agent_give_up(agent: &Mutex<GuestAgent>, call: Call) {
+        let mut agent = agent.lock().unwrap_or_else(|p| p.into_inner());
+        let given_up = agent.execute_with_timeout::<Value>(&call.command, &call.args, Some(Duration::ZERO));
+        assert!(matches!(given_up, Err(Error::TimedOut)), "{given_up:?}");
     }
 
     fn agent_close(agent: Mutex<GuestAgent>) {

@@ -16,6 +16,7 @@ use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use qmp_blocking::jobs::{JobAction, JobError, JobOptions, JobOutcome, JobUpdate};
 use qmp_proto::{ConnectionError, Greeting, ProtocolViolation, QmpError, RequestError, ServerEvent, UsageError};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -193,6 +194,9 @@ pub enum Next {
     Ended(Option<ConnectionError>),
 }
 
+/// A job runner's callback, as the scenarios pass it.
+pub type JobCallback<'a> = dyn FnMut(&JobUpdate) -> JobAction + Send + 'a;
+
 /// One client crate (and runtime), as the scenarios drive it.
 pub trait Adapter: 'static {
     /// For messages.
@@ -234,8 +238,36 @@ pub trait Adapter: 'static {
     /// Closes the connection gracefully.
     fn close(conn: Self::Conn);
 
+    /// `run_job`: starts a job and follows it to its end.
+    fn run_job(
+        conn: &Self::Conn,
+        command: &str,
+        args: Value,
+        opts: JobOptions,
+        on_update: &mut JobCallback<'_>,
+    ) -> Result<JobOutcome, JobError>;
+    /// `watch_job`: follows job `id` to its end.
+    fn watch_job(
+        conn: &Self::Conn,
+        id: &str,
+        opts: JobOptions,
+        on_update: &mut JobCallback<'_>,
+    ) -> Result<JobOutcome, JobError>;
+
+    /// Async adapters: `run_job`, its future dropped after `after` unless it ended first (`Some`: it did).
+    fn run_job_dropped_after(
+        conn: &Self::Conn,
+        command: &str,
+        args: Value,
+        opts: JobOptions,
+        after: Duration,
+    ) -> Option<Result<JobOutcome, JobError>>;
+
     fn agent_connect(path: &Path, opts: &SuiteOpts) -> Result<Self::Agent, Failure>;
     fn agent_execute<T: DeserializeOwned + Send + 'static>(agent: &Self::Agent, call: Call) -> Result<T, Failure>;
+    /// Starts a call on the agent and gives up on it at once (async: the future is dropped after its first poll,
+    /// so the command is on the wire and its reply will come unread; blocking: a zero timeout).
+    fn agent_give_up(agent: &Self::Agent, call: Call);
     fn agent_close(agent: Self::Agent);
 }
 

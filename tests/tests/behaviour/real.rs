@@ -328,6 +328,27 @@ pub fn qsys_monitor_on_fifos<A: Adapter>() {
     query_then_quit::<A>(conn, &mut child, "-qmp pipe:");
 }
 
+/// Closing while a reply is still on its way (its caller gave up): the adapter shuts its write half and reads
+/// until the agent closes too, so the kernel never resets the connection, and qemu-ga 7.2 (which exits on such a
+/// reset) is still there for the next client. Async adapters only: a blocking `close` hands the stream back.
+pub fn qga_close_with_a_reply_unread_keeps_the_agent<A: Adapter>() {
+    let server = require!(QemuServer::guest_agent());
+    for round in 0..3 {
+        let agent = A::agent_connect(server.socket_path(), &SuiteOpts::default()).expect("connect and sync");
+        A::agent_give_up(&agent, Call::new("guest-info"));
+        A::agent_close(agent);
+        assert!(
+            std::path::Path::new(&format!("/proc/{}", server.pid())).exists(),
+            "{}: round {round}: the agent exited",
+            A::NAME
+        );
+    }
+    let agent = A::agent_connect(server.socket_path(), &SuiteOpts::default()).expect("the agent is still there");
+    let pong: Value = A::agent_execute(&agent, Call::new("guest-ping")).expect("guest-ping");
+    assert_eq!(pong, json!({}));
+    A::agent_close(agent);
+}
+
 /// QEMU greets a second client only once the first has gone: the second one's connect timeout fires
 /// (GreetingTimeout), the first is unaffected, and after it leaves a new client connects at once.
 pub fn second_client_gets_no_greeting<A: Adapter>() {

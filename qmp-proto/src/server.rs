@@ -1,0 +1,685 @@
+//! The server role: a sans-IO QMP or guest-agent server that reads and answers like QEMU.
+//!
+//! [`Server`] is driven like [`Client`](crate::Client): feed it the bytes a client sent, take back events
+//! (commands to answer) and the bytes to write. It handles the protocol itself, the way qemu-storage-daemon 10
+//! does, byte for byte:
+//!
+//! - the greeting (version and capabilities configurable) and `qmp_capabilities` negotiation (with
+//!   `enable: ["oob"]`); `CommandNotFound` for anything else before it, and for a second one after it;
+//! - QEMU's JSON reader: its parse errors (`JSON parse error, invalid keyword 'garbage'`, `stray '\u0001'`,
+//!   `duplicate key`, ...), its recovery (a control character or 0xFF resets the parser), its limits
+//!   (nesting 1024, 2,097,152 tokens, 64 MiB), all id-less as QEMU sends them;
+//! - malformed command objects (`QMP input lacks member 'execute'`, `... must be a string`, `... is
+//!   unexpected`, `arguments` not an object), with the id echoed;
+//! - ids of any JSON type echoed as QEMU re-writes them (`1e3` as `1000`, non-ASCII as `\uXXXX`);
+//! - ordering: in-band commands are handed over one at a time and answered in order; without OOB nothing more
+//!   is read while one is being processed, with OOB up to 8 wait, then reading stops
+//!   ([`Server::wants_input`]); `exec-oob` commands are handed over at once and may be answered first;
+//! - guest-agent mode: no greeting, LF line endings, `guest-sync` and `guest-sync-delimited` (0xFF before the
+//!   reply) answered by the server, commands that reply only when they fail.
+//!
+//! What it leaves to you: every other command, through [`Event::Command`] and [`Server::reply`], and events
+//! through [`Server::event`] (with your timestamp: the server never reads a clock).
+//!
+//! # The driving contract
+//! After every input ([`Server::handle_input`], [`Server::handle_eof`], [`Server::handle_timeout`]) and every
+//! call ([`Server::reply`], [`Server::event`], [`Server::close`]):
+//! 1. drain [`Server::poll_event`] until it returns `None`, answering commands (now or later);
+//! 2. call [`Server::poll_transmit`] and write everything it gave you;
+//! 3. read more input only while [`Server::wants_input`] is true (QEMU stops reading its socket meanwhile).
+//!
+//! The server keeps no deadlines: [`Server::poll_timeout`] is always `None` and [`Server::handle_timeout`] does
+//! nothing; they exist so that one loop drives both roles.
+//!
+//! # Example: our client against our server, in memory
+//! ```
+//! use std::time::Instant;
+//! use qmp_proto::{Client, ClientEvent, Config, ExecuteOptions};
+//! use qmp_proto::server::{Event, Server, ServerConfig};
+//!
+//! let now = Instant::now();
+//! let mut server = Server::new(ServerConfig::qmp().version(10, 0, 2, "demo"));
+//! let mut client = Client::new(Config::qmp(), now);
+//! let (mut to_client, mut to_server) = (Vec::new(), Vec::new());
+//! let mut status = None;
+//! for _ in 0..10 {
+//!     server.poll_transmit(&mut to_client);
+//!     client.handle_input(&std::mem::take(&mut to_client));
+//!     while let Some(event) = client.poll_event() {
+//!         match event {
+//!             ClientEvent::Ready { .. } => {
+//!                 client.execute("query-status", None::<&()>, ExecuteOptions::new())?;
+//!             }
+//!             ClientEvent::Reply { result, .. } => status = Some(result?.as_value()?),
+//!             _ => {}
+//!         }
+//!     }
+//!     client.poll_transmit(&mut to_server);
+//!     server.handle_input(&std::mem::take(&mut to_server));
+//!     while let Some(event) = server.poll_event() {
+//!         if let Event::Command(cmd) = event {
+//!             assert_eq!(cmd.name, "query-status");
+//!             server.reply(cmd.token, Ok(serde_json::json!({"status": "running", "running": true})))?;
+//!         }
+//!     }
+//! }
+//! assert_eq!(status.unwrap()["status"], "running");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod builtin;
+mod config;
+mod lexer;
+mod parser;
+mod qobject;
+
+use std::collections::{HashMap, VecDeque};
+
+use serde_json::Value;
+
+pub use config::{CommandInfo, ServerConfig, DEFAULT_SERVER_MAX_MESSAGE_SIZE, QMP_REQ_QUEUE_LEN_MAX};
+
+use crate::config::Mode;
+use crate::message::Timestamp;
+use lexer::{Lexer, Parsed};
+use qobject::{QDict, QObject};
+
+/// Identifies a command handed to the caller, to [`Server::reply`] to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(u64);
+
+/// A command for the caller to answer with [`Server::reply`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Command {
+    /// Pass it to [`Server::reply`].
+    pub token: Token,
+    /// The command name (`execute` or `exec-oob`).
+    pub name: String,
+    /// The `arguments` object (empty when there were none). Numbers beyond f64 (`1e400`) read as `null`.
+    pub arguments: serde_json::Map<String, Value>,
+    /// True for `exec-oob`: it may be answered before in-band commands handed over earlier.
+    pub oob: bool,
+    /// The command's id, for logging (the reply echoes the original exactly; `1e400` reads as `null` here).
+    pub id: Option<Value>,
+}
+
+/// Why the session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client hung up.
+    Eof,
+    /// More than [`ServerConfig::max_held_input`] bytes were fed while the server did not want input.
+    InputOverflow,
+    /// [`Server::close`] was called.
+    Local,
+}
+
+/// What the server tells its caller.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A command to answer.
+    Command(Command),
+    /// `qmp_capabilities` succeeded; events may now be sent.
+    Negotiated {
+        /// Out-of-band execution was enabled.
+        oob: bool,
+    },
+    /// The session ended; nothing more will be read. Output queued before it may still be transmitted.
+    Closed(CloseReason),
+}
+
+/// A failed command, as the caller reports it in [`Server::reply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The error class (`GenericError`, `CommandNotFound`, `DeviceNotFound`, ...).
+    pub class: String,
+    /// The description.
+    pub desc: String,
+}
+
+impl Failure {
+    /// A failure of any class.
+    pub fn new(class: impl Into<String>, desc: impl Into<String>) -> Self {
+        Failure { class: class.into(), desc: desc.into() }
+    }
+
+    /// A `GenericError`, the class of most QEMU errors.
+    pub fn generic(desc: impl Into<String>) -> Self {
+        Failure::new("GenericError", desc)
+    }
+
+    /// QEMU's answer to an unknown command: `CommandNotFound`, "The command NAME has not been found".
+    pub fn command_not_found(name: &str) -> Self {
+        Failure::new("CommandNotFound", format!("The command {name} has not been found"))
+    }
+}
+
+/// What became of an event passed to [`Server::event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventOutcome {
+    /// Queued for transmission.
+    Sent,
+    /// Not sent: QEMU sends events only once `qmp_capabilities` has succeeded.
+    NotNegotiated,
+    /// Not sent: the guest agent protocol has no events.
+    GuestAgent,
+    /// Not sent: the session is closed.
+    Closed,
+    /// Not sent: more than [`ServerConfig::max_queued_output`] bytes wait to be transmitted. Counted in
+    /// [`Server::dropped_events`].
+    Dropped,
+}
+
+/// The caller misused the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerUsageError {
+    /// The token does not belong to a command waiting for its reply (answered already, or from another session).
+    #[error("no command is waiting for a reply with this token")]
+    UnknownToken,
+    /// JSON text passed to [`Server::reply_json`] or [`Server::event_json`] is not one JSON value.
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+}
+
+/// Parses one JSON value from text with QEMU's parser.
+fn parse_text(text: &str) -> Result<QObject, ServerUsageError> {
+    let mut lexer = Lexer::new(usize::MAX);
+    let mut values = Vec::new();
+    // The trailing space ends a bare number or keyword.
+    for &b in text.as_bytes().iter().chain(b" ") {
+        lexer.feed(b, &mut |p| values.push(p));
+    }
+    let invalid = |e: String| ServerUsageError::InvalidJson(e);
+    match values.pop() {
+        Some(Ok(value)) if values.is_empty() => Ok(value),
+        Some(Err(e)) => Err(invalid(String::from_utf8_lossy(&e).into_owned())),
+        _ => Err(invalid(format!("expected one value: {}", text.chars().take(40).collect::<String>()))),
+    }
+}
+
+/// A command handed to the caller and not answered yet.
+#[derive(Debug)]
+struct Pending {
+    id: Option<QObject>,
+    oob: bool,
+    silent_on_success: bool,
+}
+
+/// A sans-IO QMP / guest-agent server. See the [module docs](self).
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    lexer: Lexer,
+    /// Input fed while the server did not want it, processed when it does again.
+    held: VecDeque<u8>,
+    /// In-band requests read and not yet handed over or answered.
+    queue: VecDeque<Parsed>,
+    /// The in-band command handed to the caller, if any.
+    current: Option<Token>,
+    pending: HashMap<Token, Pending>,
+    /// Out-of-band commands handed over and not answered.
+    oob_outstanding: usize,
+    next_token: u64,
+    negotiated: bool,
+    oob_enabled: bool,
+    events: VecDeque<Event>,
+    out: Vec<u8>,
+    closed: bool,
+    dropped_events: u64,
+}
+
+impl Server {
+    /// A server for one client connection. In QMP mode the greeting is ready to transmit at once.
+    pub fn new(config: ServerConfig) -> Self {
+        let mut server = Server {
+            lexer: Lexer::new(config.max_message_size),
+            config,
+            held: VecDeque::new(),
+            queue: VecDeque::new(),
+            current: None,
+            pending: HashMap::new(),
+            oob_outstanding: 0,
+            next_token: 0,
+            negotiated: false,
+            oob_enabled: false,
+            events: VecDeque::new(),
+            out: Vec::new(),
+            closed: false,
+            dropped_events: 0,
+        };
+        if server.config.mode == Mode::Qmp {
+            server.write_greeting();
+        }
+        server
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// True once `qmp_capabilities` succeeded (always true in guest-agent mode, which has no negotiation).
+    pub fn is_negotiated(&self) -> bool {
+        self.negotiated || self.config.mode == Mode::GuestAgent
+    }
+
+    /// True when OOB was enabled by the client.
+    pub fn oob_enabled(&self) -> bool {
+        self.oob_enabled
+    }
+
+    /// True once the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Events dropped because output was not transmitted fast enough.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_events
+    }
+
+    /// Bytes waiting in [`poll_transmit`](Self::poll_transmit).
+    pub fn queued_output(&self) -> usize {
+        self.out.len()
+    }
+
+    /// True when the server wants more input: not closed, and not stopped the way QEMU suspends its monitor
+    /// (without OOB while a command is being processed; with OOB while [`ServerConfig::max_queued_commands`]
+    /// in-band commands wait or that many out-of-band commands are unanswered).
+    pub fn wants_input(&self) -> bool {
+        !self.closed && self.held.is_empty() && !self.suspended()
+    }
+
+    fn suspended(&self) -> bool {
+        let max = self.config.max_queued_commands;
+        if self.oob_outstanding >= max {
+            return true;
+        }
+        if self.oob_enabled {
+            self.queue.len() >= max
+        } else {
+            !self.queue.is_empty() || self.current.is_some()
+        }
+    }
+
+    /// Feeds bytes the client sent. What the server cannot read yet (it stopped, as QEMU stops reading a busy
+    /// monitor) is kept and read when it can; input fed while [`wants_input`](Self::wants_input) was already
+    /// false may bring the kept bytes to at most [`ServerConfig::max_held_input`], beyond which the session
+    /// closes ([`CloseReason::InputOverflow`]).
+    pub fn handle_input(&mut self, input: &[u8]) {
+        if self.closed {
+            return;
+        }
+        // What one call brings is kept whole (the caller's read buffer bounds it); input fed while the server
+        // already did not want any is what the limit is for.
+        let wanted = self.wants_input();
+        if self.held.is_empty() {
+            let used = self.read(input);
+            self.held.extend(&input[used..]);
+        } else {
+            self.held.extend(input);
+            self.read_held();
+        }
+        if !wanted && self.held.len() > self.config.max_held_input {
+            self.close_with(CloseReason::InputOverflow);
+        }
+    }
+
+    /// Reads `input` until the server stops wanting input; returns the bytes used.
+    fn read(&mut self, input: &[u8]) -> usize {
+        let mut parsed = Vec::new();
+        for (i, &b) in input.iter().enumerate() {
+            if self.suspended() || self.closed {
+                return i;
+            }
+            self.lexer.feed(b, &mut |p| parsed.push(p));
+            for p in parsed.drain(..) {
+                self.on_request(p);
+            }
+        }
+        input.len()
+    }
+
+    /// Reads held input while the server wants it.
+    fn read_held(&mut self) {
+        while !self.held.is_empty() && !self.suspended() && !self.closed {
+            let (front, _) = self.held.as_slices();
+            let chunk = front[..front.len().min(4096)].to_vec();
+            let used = self.read(&chunk);
+            self.held.drain(..used);
+        }
+    }
+
+    /// The client hung up. Commands not answered yet are forgotten, as QEMU forgets them.
+    pub fn handle_eof(&mut self) {
+        self.close_with(CloseReason::Eof);
+    }
+
+    /// Ends the session from this side (after `quit`, say): nothing more is read; output already queued,
+    /// replies included, can still be transmitted.
+    pub fn close(&mut self) {
+        self.close_with(CloseReason::Local);
+    }
+
+    fn close_with(&mut self, reason: CloseReason) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.held = VecDeque::new();
+        self.queue.clear();
+        self.pending.clear();
+        self.current = None;
+        self.oob_outstanding = 0;
+        self.events.push_back(Event::Closed(reason));
+    }
+
+    /// Does nothing: the server keeps no deadlines. Here so one loop can drive both roles.
+    pub fn handle_timeout(&mut self, _now: std::time::Instant) {}
+
+    /// Always `None`: the server keeps no deadlines.
+    pub fn poll_timeout(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Appends everything waiting to be written to `out`; returns the number of bytes appended.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
+        let n = self.out.len();
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.out);
+        } else {
+            out.append(&mut self.out);
+        }
+        n
+    }
+
+    /// Answers a command handed over in [`Event::Command`]. The reply echoes the command's id; a command that
+    /// replies only on failure writes nothing on success. Answering the in-band command in progress lets the
+    /// server read on (drain events afterwards: a waiting command may be handed over).
+    ///
+    /// Object members are inserted in the map's iteration order (alphabetical with serde_json's default
+    /// map); see [`reply_json`](Self::reply_json) to write them in QEMU's exact order.
+    pub fn reply(&mut self, token: Token, result: Result<Value, Failure>) -> Result<(), ServerUsageError> {
+        self.reply_object(token, result.map(|v| QObject::from_json(&v)))
+    }
+
+    /// Answers a command with a return value given as JSON text (QEMU's extensions accepted: single quotes).
+    /// Object members are inserted in the order written, as QEMU's generated code inserts them in schema
+    /// order, so `{"major": 10, "minor": 0, "micro": 2}` comes out as QEMU writes a version. Invalid text is
+    /// refused ([`ServerUsageError::InvalidJson`]) and the command stays unanswered.
+    pub fn reply_json(&mut self, token: Token, result: Result<&str, Failure>) -> Result<(), ServerUsageError> {
+        if !self.pending.contains_key(&token) {
+            return Err(ServerUsageError::UnknownToken);
+        }
+        let result = match result {
+            Ok(text) => Ok(parse_text(text)?),
+            Err(failure) => Err(failure),
+        };
+        self.reply_object(token, result)
+    }
+
+    fn reply_object(&mut self, token: Token, result: Result<QObject, Failure>) -> Result<(), ServerUsageError> {
+        let pending = self.pending.remove(&token).ok_or(ServerUsageError::UnknownToken)?;
+        if pending.oob {
+            self.oob_outstanding -= 1;
+        }
+        match result {
+            Ok(_) if pending.silent_on_success => {}
+            Ok(value) => self.write_return(value, pending.id, false),
+            Err(failure) => {
+                self.write_error(&failure.class, failure.desc.as_bytes(), pending.id);
+            }
+        }
+        if self.current == Some(token) {
+            self.current = None;
+            self.pump();
+        }
+        self.read_held();
+        Ok(())
+    }
+
+    /// Sends an event to the client, with the caller's timestamp. Dropped, as QEMU drops them, before
+    /// negotiation; dropped and counted when output is not being transmitted.
+    ///
+    /// Object members are inserted in the map's iteration order (alphabetical with serde_json's default
+    /// map): where two keys share a bucket of QEMU's hash table, that order decides which is written first.
+    /// Use [`event_json`](Self::event_json) to control it.
+    pub fn event(&mut self, name: &str, data: Option<&Value>, timestamp: Timestamp) -> EventOutcome {
+        self.event_object(name, data.map(QObject::from_json), timestamp)
+    }
+
+    fn event_object(&mut self, name: &str, data: Option<QObject>, timestamp: Timestamp) -> EventOutcome {
+        if self.closed {
+            return EventOutcome::Closed;
+        }
+        if self.config.mode == Mode::GuestAgent {
+            return EventOutcome::GuestAgent;
+        }
+        if !self.negotiated {
+            return EventOutcome::NotNegotiated;
+        }
+        if self.out.len() > self.config.max_queued_output {
+            self.dropped_events += 1;
+            return EventOutcome::Dropped;
+        }
+        let mut ts = QDict::new();
+        ts.put("seconds", QObject::Int(timestamp.seconds));
+        ts.put("microseconds", QObject::Int(timestamp.microseconds));
+        // qmp_event_build_dict(): event, timestamp, then the generated code adds data.
+        let mut dict = QDict::new();
+        dict.put("event", QObject::str(name));
+        dict.put("timestamp", QObject::Dict(ts));
+        if let Some(data) = data {
+            dict.put("data", data);
+        }
+        self.write_message(&QObject::Dict(dict), false);
+        EventOutcome::Sent
+    }
+
+    /// Sends an event whose `data` is JSON text (see [`event`](Self::event)). Object members are inserted in
+    /// the order written, as QEMU's generated code inserts them in schema order: where two keys share a hash
+    /// bucket, that order decides which QEMU writes first.
+    pub fn event_json(
+        &mut self,
+        name: &str,
+        data: Option<&str>,
+        timestamp: Timestamp,
+    ) -> Result<EventOutcome, ServerUsageError> {
+        let data = data.map(parse_text).transpose()?;
+        Ok(self.event_object(name, data, timestamp))
+    }
+
+    /// A request read in full: out-of-band ones are dispatched at once, others wait their turn.
+    fn on_request(&mut self, request: Parsed) {
+        // QEMU's qmp_is_oob(): exec-oob without execute jumps the queue, negotiated or not.
+        let oob = matches!(&request, Ok(QObject::Dict(d)) if d.contains(b"exec-oob") && !d.contains(b"execute"));
+        if oob && self.config.mode == Mode::Qmp {
+            self.dispatch(request, true);
+        } else {
+            self.queue.push_back(request);
+            self.pump();
+        }
+    }
+
+    /// Hands over or answers waiting in-band requests while no in-band command is in progress.
+    fn pump(&mut self) {
+        while self.current.is_none() && !self.closed {
+            let Some(request) = self.queue.pop_front() else { break };
+            if let Some(token) = self.dispatch(request, false) {
+                self.current = Some(token);
+            }
+        }
+    }
+
+    /// QEMU's `qmp_dispatch` (and the guest agent's): answers what the protocol answers, hands over the rest.
+    fn dispatch(&mut self, request: Parsed, oob_path: bool) -> Option<Token> {
+        let dict = match request {
+            Err(desc) => {
+                self.write_error("GenericError", &desc, None);
+                return None;
+            }
+            Ok(QObject::Dict(dict)) => dict,
+            Ok(_) => {
+                self.write_error("GenericError", b"QMP input must be a JSON object", None);
+                return None;
+            }
+        };
+        let id = dict.get("id").cloned();
+        let (name, oob) = match builtin::check_command_object(&dict, self.oob_enabled) {
+            Ok(found) => found,
+            Err(desc) => {
+                self.write_error("GenericError", desc.as_bytes(), id);
+                return None;
+            }
+        };
+        debug_assert!(oob == oob_path || !self.oob_enabled);
+        let args = match dict.get("arguments") {
+            Some(QObject::Dict(args)) => Some(args),
+            _ => None,
+        };
+        let name = String::from_utf8_lossy(&name).into_owned();
+        match self.config.mode {
+            Mode::Qmp => {
+                if name == "qmp_capabilities" && oob {
+                    // QEMU 10's schema does not mark qmp_capabilities allow-oob.
+                    let desc = b"The command qmp_capabilities does not support OOB";
+                    self.write_error("GenericError", desc, id);
+                    return None;
+                }
+                if name == "qmp_capabilities" {
+                    self.qmp_capabilities(args, id);
+                    return None;
+                }
+                if !self.negotiated {
+                    let desc = b"Expecting capabilities negotiation with 'qmp_capabilities'";
+                    self.write_error("CommandNotFound", desc, id);
+                    return None;
+                }
+            }
+            Mode::GuestAgent => {
+                if name == "guest-sync" || name == "guest-sync-delimited" {
+                    match builtin::guest_sync_id(args) {
+                        Ok(value) => self.write_return(value, id, name == "guest-sync-delimited"),
+                        Err(desc) => self.write_error("GenericError", desc.as_bytes(), id),
+                    }
+                    return None;
+                }
+            }
+        }
+        let info = self.config.commands.get(&name).copied();
+        if self.config.reject_unlisted {
+            match info {
+                None => {
+                    let failure = Failure::command_not_found(&name);
+                    self.write_error(&failure.class, failure.desc.as_bytes(), id);
+                    return None;
+                }
+                Some(info) if oob && !info.allow_oob => {
+                    let desc = format!("The command {name} does not support OOB");
+                    self.write_error("GenericError", desc.as_bytes(), id);
+                    return None;
+                }
+                Some(_) => {}
+            }
+        }
+        let info = info.unwrap_or_default();
+        self.next_token += 1;
+        let token = Token(self.next_token);
+        let json_id = id.as_ref().map(QObject::to_json);
+        self.pending.insert(token, Pending { id, oob, silent_on_success: !info.success_response });
+        if oob {
+            self.oob_outstanding += 1;
+        }
+        let arguments = match args.map(|a| QObject::Dict(a.clone()).to_json()) {
+            Some(Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        self.events.push_back(Event::Command(Command { token, name, arguments, oob, id: json_id }));
+        Some(token)
+    }
+
+    /// QEMU's `qmp_capabilities`.
+    fn qmp_capabilities(&mut self, args: Option<&QDict>, id: Option<QObject>) {
+        let enable = match builtin::capabilities_to_enable(args) {
+            Ok(enable) => enable,
+            Err(desc) => return self.write_error("GenericError", desc.as_bytes(), id),
+        };
+        if self.negotiated {
+            let desc = b"Capabilities negotiation is already complete, command ignored";
+            return self.write_error("CommandNotFound", desc, id);
+        }
+        let mut unavailable: Vec<&str> = Vec::new();
+        for cap in &enable {
+            if !self.config.capabilities.iter().any(|c| c == cap) {
+                unavailable.push(cap);
+            }
+        }
+        if !unavailable.is_empty() {
+            let desc = format!("Capability {} not available", unavailable.join(", "));
+            return self.write_error("GenericError", desc.as_bytes(), id);
+        }
+        self.negotiated = true;
+        self.oob_enabled = enable.iter().any(|c| c == "oob");
+        self.write_return(QObject::Dict(QDict::new()), id, false);
+        self.events.push_back(Event::Negotiated { oob: self.oob_enabled });
+    }
+
+    fn write_greeting(&mut self) {
+        let mut qemu = QDict::new();
+        // QAPI's output visitor inserts members in schema order; QDict iteration order follows from it.
+        qemu.put("major", QObject::UInt(self.config.version.0));
+        qemu.put("minor", QObject::UInt(self.config.version.1));
+        qemu.put("micro", QObject::UInt(self.config.version.2));
+        let mut version = QDict::new();
+        version.put("qemu", QObject::Dict(qemu));
+        version.put("package", QObject::str(&self.config.package));
+        let caps = self.config.capabilities.iter().map(|c| QObject::str(c)).collect();
+        let mut body = QDict::new();
+        body.put("version", QObject::Dict(version));
+        body.put("capabilities", QObject::List(caps));
+        let mut greeting = QDict::new();
+        greeting.put("QMP", QObject::Dict(body));
+        self.write_message(&QObject::Dict(greeting), false);
+    }
+
+    fn write_return(&mut self, value: QObject, id: Option<QObject>, delimited: bool) {
+        let mut rsp = QDict::new();
+        rsp.put("return", value);
+        if let Some(id) = id {
+            rsp.put("id", id);
+        }
+        self.write_message(&QObject::Dict(rsp), delimited);
+    }
+
+    fn write_error(&mut self, class: &str, desc: &[u8], id: Option<QObject>) {
+        let mut error = QDict::new();
+        error.put("class", QObject::str(class));
+        error.put("desc", QObject::String(desc.to_vec()));
+        let mut rsp = QDict::new();
+        rsp.put("error", QObject::Dict(error));
+        if let Some(id) = id {
+            rsp.put("id", id);
+        }
+        self.write_message(&QObject::Dict(rsp), false);
+    }
+
+    /// Writes one message with the mode's line ending (QMP `\r\n`, guest agent `\n`), after a 0xFF when
+    /// `delimited`.
+    fn write_message(&mut self, message: &QObject, delimited: bool) {
+        if delimited {
+            self.out.push(0xFF);
+        }
+        message.write(&mut self.out);
+        self.out.extend_from_slice(if self.config.mode == Mode::Qmp { b"\r\n" } else { b"\n" });
+    }
+}
