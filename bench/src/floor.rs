@@ -1,7 +1,8 @@
 //! The floors: minimal hand-written QMP loops over each socket type, with no framing, routing or timers.
 //!
-//! They send the same bytes as the adapters (`{"execute":"query-version","id":N}`, N counting up from 2 as the
-//! adapters' ids do after `qmp_capabilities`, since QEMU's cost grows with every command byte), enable OOB as
+//! They send the same bytes as the adapters (`{"execute":"query-version","id":N}`, N the smallest id free as the
+//! core picks it: 1 sequentially, 1 to 8 with 8 in flight, since QEMU's cost grows with every command byte;
+//! [`std_floor_ids`] can add a fixed offset to every id, to show what long ids cost), enable OOB as
 //! the adapters do, and count replies by their CRLF ends (every `query-version` reply is one line). The pacing
 //! lives in [`Pacer`]; each floor is only its socket's read and write calls around it.
 
@@ -16,6 +17,8 @@ const NEGOTIATE: &[u8] = br#"{"execute":"qmp_capabilities","arguments":{"enable"
 struct Pacer {
     n: usize,
     window: usize,
+    /// Added to every id.
+    id_base: usize,
     sent: usize,
     lines: usize,
     prev_cr: bool,
@@ -24,7 +27,7 @@ struct Pacer {
 
 impl Pacer {
     fn new(n: usize, window: usize) -> Self {
-        Pacer { n, window, sent: 0, lines: 0, prev_cr: false, start: None }
+        Pacer { n, window, id_base: 0, sent: 0, lines: 0, prev_cr: false, start: None }
     }
 
     /// Takes in what was read; returns the bytes to write next (empty: nothing yet, keep reading).
@@ -54,7 +57,9 @@ impl Pacer {
     }
 
     fn push(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(format!(r#"{{"execute":"query-version","id":{}}}"#, self.sent + 2).as_bytes());
+        // Replies come in order, so the command answered last had id `sent % window + 1`: that id is free.
+        let id = self.id_base + self.sent % self.window + 1;
+        out.extend_from_slice(format!(r#"{{"execute":"query-version","id":{id}}}"#).as_bytes());
         self.sent += 1;
     }
 
@@ -69,8 +74,14 @@ impl Pacer {
 
 /// Round trips over a std `UnixStream`, `window` in flight; returns the seconds `n` of them took.
 pub fn std_floor(path: &Path, n: usize, window: usize) -> f64 {
+    std_floor_ids(path, n, window, 0)
+}
+
+/// Like [`std_floor`], with `id_base` added to every id (1,000,000: the 7-digit ids a counter reaches after a
+/// million commands).
+pub fn std_floor_ids(path: &Path, n: usize, window: usize, id_base: usize) -> f64 {
     let mut s = UnixStream::connect(path).expect("connect");
-    let (mut buf, mut pacer) = (vec![0u8; 64 * 1024], Pacer::new(n, window));
+    let (mut buf, mut pacer) = (vec![0u8; 64 * 1024], Pacer { id_base, ..Pacer::new(n, window) });
     s.write_all(NEGOTIATE).expect("write");
     while !pacer.finished() {
         let k = s.read(&mut buf).expect("read");
@@ -117,8 +128,8 @@ mod tests {
         let mut p = Pacer::new(3, 2);
         assert!(p.on_read(b"{greeting}\r").is_empty());
         let first = p.on_read(b"\n{negotiated}\r\n");
-        assert_eq!(first, br#"{"execute":"query-version","id":2}{"execute":"query-version","id":3}"#);
-        assert_eq!(p.on_read(b"{r}\r\n"), br#"{"execute":"query-version","id":4}"#);
+        assert_eq!(first, br#"{"execute":"query-version","id":1}{"execute":"query-version","id":2}"#);
+        assert_eq!(p.on_read(b"{r}\r\n"), br#"{"execute":"query-version","id":1}"#);
         assert!(p.on_read(b"{r}\r\n{r}\r").is_empty());
         assert!(!p.finished());
         assert!(p.on_read(b"\n").is_empty());

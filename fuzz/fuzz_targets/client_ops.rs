@@ -7,7 +7,10 @@
 //! - a deadline never fires early, and every deadline at or before `now` has fired after `handle_timeout(now)`;
 //! - nothing happens after `Closed`, which comes once, last, and ends every request;
 //! - transmitted bytes are whole JSON commands, each written once, in-band ones in the order they were issued,
-//!   never one that was cancelled or timed out before it went out.
+//!   never one that was cancelled or timed out before it went out;
+//! - wire ids are reused, but a new request's id is never one of a live request, nor one a cancelled or timed-out
+//!   command may still be answered with (until a reply with that id, a resync or the end of the session), and
+//!   never more than `max_pending + 2` (the smallest free id).
 //!
 //! Input: a `Setup`, then operations decoded with `Arbitrary` until the input runs out; `Op::Input { len }`
 //! takes the next `len` bytes as server input. `scripts/gen-fuzz-seeds` writes this format: keep the variant
@@ -98,6 +101,8 @@ enum Op {
 
 #[derive(Debug)]
 struct Open {
+    /// `RequestId::serial`: the issue order (wire ids are reused).
+    serial: u64,
     deadline: Option<Instant>,
     expect_reply: bool,
 }
@@ -107,19 +112,26 @@ struct Harness {
     mode: Mode,
     base: Instant,
     max_in_flight: usize,
-    /// Requests issued and not ended, by id.
+    /// Requests issued and not ended, by wire id.
     open: BTreeMap<u64, Open>,
+    /// Wire ids of written requests that ended without their reply (cancelled, timed out, a grace period
+    /// passed): a late reply may still carry them, so no new request may take them. Cleared conservatively: when
+    /// input that could answer them goes in, when a resync goes out, at the end.
+    late: BTreeSet<u64>,
+    max_pending: u64,
     /// Every request id issued, in order.
     issued: Vec<RequestId>,
     /// Nonces of the sync requests, by id.
     syncs: BTreeMap<u64, u16>,
     /// Ids written so far, in order (qmp_capabilities included).
     written: Vec<u64>,
+    /// Wire ids written in their current request's life.
     written_set: BTreeSet<u64>,
-    /// Requests that ended before they were written: they must never be.
+    /// Requests that ended before they were written (wire ids, until reused): they must never be.
     never_written: BTreeSet<u64>,
+    /// The serial of the last in-band command written.
     last_in_band: u64,
-    /// Requests that pass a file descriptor, and the last of them written.
+    /// Requests that pass a file descriptor (wire ids, current lives), and the serial of the last written.
     fd_requests: BTreeSet<u64>,
     last_fd_written: Option<u64>,
     handshake: Option<Instant>,
@@ -139,10 +151,18 @@ impl Harness {
         match result {
             Ok(id) => {
                 assert!(!self.closed, "a closed client accepted a command");
-                assert!(self.issued.last().is_none_or(|last| *last < id), "ids must increase");
-                assert!(!self.written_set.contains(&id.as_u64()), "id {id} reused");
+                assert!(self.issued.last().is_none_or(|last| *last < id), "request ids must increase");
+                let wire = id.as_u64();
+                assert!(!self.open.contains_key(&wire), "id {id} taken while a live request has it");
+                assert!(!self.late.contains(&wire), "id {id} taken while a late reply may still carry it");
+                assert!(wire <= self.max_pending + 2, "id {id} is not the smallest free one");
+                // A new life for this wire id.
+                self.written_set.remove(&wire);
+                self.never_written.remove(&wire);
+                self.fd_requests.remove(&wire);
+                self.syncs.remove(&wire);
                 self.issued.push(id);
-                self.open.insert(id.as_u64(), Open { deadline, expect_reply });
+                self.open.insert(wire, Open { serial: id.serial(), deadline, expect_reply });
             }
             Err(UsageError::Closed(_)) => assert!(self.closed, "Closed error on an open client"),
             Err(UsageError::OobNotNegotiated) => assert!(self.mode == Mode::Qmp && !self.client.oob_enabled()),
@@ -157,6 +177,7 @@ impl Harness {
 
     fn ended(&mut self, id: RequestId, now: Option<Instant>) -> Open {
         let open = self.open.remove(&id.as_u64()).unwrap_or_else(|| panic!("request {id} ended twice or never began"));
+        assert_eq!(open.serial, id.serial(), "request {id} ended, but its wire id belongs to a newer request");
         if let Some(now) = now {
             assert!(open.deadline.is_some_and(|d| d <= now), "request {id} timed out early");
         }
@@ -176,22 +197,39 @@ impl Harness {
         // Each descriptor rides on a space byte right before its command.
         let mut fd_at = fds.iter().map(|(at, id)| (*at, id.as_u64())).collect::<BTreeMap<_, _>>();
         let mut fd_written = Vec::new();
+        let mut sync_written = false;
         for cmd in parse_commands(&out, self.mode == Mode::GuestAgent) {
+            if cmd.name == "qmp_capabilities" {
+                assert!(!self.ready && self.mode == Mode::Qmp, "qmp_capabilities out of place");
+                // The client's own request takes the smallest free id when the greeting comes: a new life.
+                assert!(!self.open.contains_key(&cmd.id), "qmp_capabilities took live id {}", cmd.id);
+                assert!(!self.late.contains(&cmd.id), "qmp_capabilities took id {} a late reply may carry", cmd.id);
+                self.never_written.remove(&cmd.id);
+                self.written_set.remove(&cmd.id);
+                self.fd_requests.remove(&cmd.id);
+            }
             if let Some(at) = cmd.start.checked_sub(1) {
                 assert_eq!(fd_at.remove(&at), cmd.space.then_some(cmd.id), "descriptor offsets");
             }
             assert_eq!(cmd.space, self.fd_requests.contains(&cmd.id), "a space byte exactly before fd commands");
             if cmd.space {
-                fd_written.push(cmd.id);
+                fd_written.push(self.open.get(&cmd.id).map_or(0, |o| o.serial));
             }
             if cmd.oob {
                 assert!(self.client.oob_enabled(), "exec-oob written without oob negotiated");
-            } else if cmd.name != "qmp_capabilities" {
-                assert!(cmd.id > self.last_in_band, "in-band command {} overtook {}", self.last_in_band, cmd.id);
-                self.last_in_band = cmd.id;
+            } else if let Some(open) = self.open.get(&cmd.id) {
+                let serial = open.serial;
+                assert!(serial > self.last_in_band, "in-band command {} overtook an earlier one", cmd.id);
+                self.last_in_band = serial;
+            } else {
+                // Only the client's own handshake request is written without the harness issuing it.
+                assert!(cmd.name == "qmp_capabilities" || (cmd.name == "guest-sync-delimited" && cmd.id == 1));
             }
-            if cmd.name == "qmp_capabilities" {
-                assert!(!self.ready && self.mode == Mode::Qmp, "qmp_capabilities out of place");
+            if cmd.name == "guest-sync-delimited" {
+                // It goes out alone, after every abandoned reply came or was given up on: the agent answers
+                // them before it reads the sync, so their ids are free from here on (cleared after this step's
+                // events: a command that timed out in this step, before the sync went out, is among them).
+                sync_written = true;
             }
             assert!(!self.never_written.contains(&cmd.id), "command {} written after it ended", cmd.id);
             assert!(self.written_set.insert(cmd.id), "command {} written twice", cmd.id);
@@ -201,14 +239,22 @@ impl Harness {
         while let Some(ev) = self.client.poll_event() {
             assert!(!self.closed, "event after Closed: {ev:?}");
             match ev {
-                ClientEvent::Reply { id, .. } => {
+                ClientEvent::Reply { id, result } => {
                     let open = self.ended(id, None);
-                    assert!(open.expect_reply || self.written_set.contains(&id.as_u64()), "{id} ended unwritten");
+                    let written = self.written_set.contains(&id.as_u64());
+                    assert!(open.expect_reply || written, "{id} ended unwritten");
+                    if !open.expect_reply && result.is_ok() && now.is_some() {
+                        // Its grace period passed: a late error may still come.
+                        self.late.insert(id.as_u64());
+                    }
                 }
                 ClientEvent::TimedOut { id } => {
                     let open = self.ended(id, now);
                     let written = self.written_set.contains(&id.as_u64());
                     assert!(open.expect_reply || !written, "written no-reply command {id} timed out");
+                    if written {
+                        self.late.insert(id.as_u64());
+                    }
                 }
                 ClientEvent::Failed { id, .. } => {
                     self.ended(id, None);
@@ -227,6 +273,7 @@ impl Harness {
                         assert_eq!(silent.count(), 0, "a written no-reply command outlived the server");
                     }
                     self.closed = true;
+                    self.late.clear();
                     for id in std::mem::take(&mut self.open).into_keys() {
                         if !self.written_set.contains(&id) {
                             self.never_written.insert(id);
@@ -236,13 +283,17 @@ impl Harness {
                 _ => {}
             }
         }
+        if sync_written {
+            self.late.clear();
+        }
         // One descriptor-passing command on the wire at a time: each written one has ended before the next
         // (one that expects no reply ends as it is written).
-        for id in fd_written {
+        for serial in fd_written {
             if let Some(prev) = self.last_fd_written {
-                assert!(!self.open.contains_key(&prev), "fd command {id} written while {prev} is pending");
+                let pending = self.open.values().any(|o| o.serial == prev);
+                assert!(!pending, "fd command #{serial} written while #{prev} is pending");
             }
-            self.last_fd_written = Some(id);
+            self.last_fd_written = Some(serial);
         }
         if self.closed {
             assert_eq!(self.client.poll_timeout(), None, "a deadline after Closed");
@@ -299,6 +350,7 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
     // Without a connect-time sync, guest-agent mode has no handshake.
     let handshake = at(base, setup.handshake_ms).filter(|_| !setup.guest_agent || sync_on_connect);
     let max_in_flight = config.get_max_in_flight();
+    let config_max_pending = config.get_max_pending() as u64;
     let mode = config.mode();
     let mut h = Harness {
         client: Client::new(config, base),
@@ -306,6 +358,8 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
         base,
         max_in_flight,
         open: BTreeMap::new(),
+        late: BTreeSet::new(),
+        max_pending: config_max_pending,
         issued: Vec::new(),
         syncs: BTreeMap::new(),
         written: Vec::new(),
@@ -354,12 +408,13 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                 let expect = expect_reply.unwrap_or(!(mode == Mode::GuestAgent && name == "guest-shutdown"));
                 let arguments = serde_json::json!({"a": [1, "\u{1F600}", null], "b": {}});
                 let r = h.client.execute(name, args.then_some(&arguments), opts);
-                if let Ok(id) = r {
+                let ok = r.as_ref().ok().copied();
+                h.issue(r, deadline, expect);
+                if let Some(id) = ok {
                     if pass_fd {
                         h.fd_requests.insert(id.as_u64());
                     }
                 }
-                h.issue(r, deadline, expect);
             }
             Op::ExecuteOob { deadline_ms } => {
                 let deadline = at(h.base, deadline_ms);
@@ -372,23 +427,30 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
             Op::GuestSync { nonce, deadline_ms } => {
                 let deadline = at(h.base, deadline_ms);
                 let r = h.client.guest_sync(nonce.into(), ExecuteOptions::new().deadline_opt(deadline));
-                if let Ok(id) = r {
+                let ok = r.as_ref().ok().copied();
+                h.issue(r, deadline, true);
+                if let Some(id) = ok {
                     h.syncs.insert(id.as_u64(), nonce);
                 }
-                h.issue(r, deadline, true);
             }
             Op::Cancel { which } => {
                 if !h.issued.is_empty() {
                     let id = h.issued[usize::from(which) % h.issued.len()];
-                    let was_open = h.open.contains_key(&id.as_u64());
+                    let was_open = h.open.get(&id.as_u64()).is_some_and(|o| o.serial == id.serial());
                     assert_eq!(h.client.cancel(id), was_open, "cancel({id}) disagrees with the request's life");
                     if was_open {
                         h.ended(id, None);
+                        if h.written_set.contains(&id.as_u64()) {
+                            h.late.insert(id.as_u64());
+                        }
                     }
                 }
             }
             Op::Input { len } => {
                 let bytes = u.bytes(usize::from(len).min(u.len()))?;
+                // Any id these bytes could spell may have been answered.
+                let text = String::from_utf8_lossy(bytes);
+                h.late.retain(|id| !text.contains(&id.to_string()));
                 h.client.handle_input(bytes);
             }
             Op::Greeting { oob } => {
@@ -400,6 +462,7 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
             }
             Op::Reply { which, error, split } => {
                 let id = h.reply_id(which);
+                h.late.remove(&id);
                 let msg = if error {
                     format!(r#"{{"id": {id}, "error": {{"class": "GenericError", "desc": "no"}}}}"#)
                 } else {
@@ -411,6 +474,7 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                 let syncs: Vec<_> = h.syncs.iter().map(|(id, n)| (*id, *n)).collect();
                 let (id, nonce) = if syncs.is_empty() { (999, 0) } else { syncs[usize::from(which) % syncs.len()] };
                 let value = if stale { u64::from(nonce) + 70_000 } else { u64::from(nonce) };
+                h.late.remove(&id);
                 h.client.handle_input(format!("\u{1}\n\u{ff}{{\"return\": {value}, \"id\": {id}}}\n").as_bytes());
             }
             Op::Event => {

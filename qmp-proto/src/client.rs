@@ -40,24 +40,42 @@ use crate::config::{Config, ExecuteOptions, Mode};
 use crate::encode::{encode_arguments, encode_command};
 use crate::error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
 use crate::framer::{Frame, Framer, KEEP_CAPACITY};
+use crate::ids::IdPool;
 use crate::message::{classify, Greeting, Message, ServerEvent};
 use crate::raw::RawJson;
 use crate::timers::{Timer, TimerTable};
 
-/// Identifies one command sent through [`Client::execute`]. Unique for the life of a [`Client`].
+/// Identifies one command sent through [`Client::execute`]. Unique for the life of a [`Client`] (equality,
+/// hashing and order go by the order commands were issued), so it can key a map of callers safely.
+///
+/// Its wire id ([`as_u64`](Self::as_u64)) is unique only among the requests whose reply may still come: the
+/// client reuses the smallest free one, so that ids stay short (see [`Client::abandoned`] for when an id is
+/// free again).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RequestId(pub(crate) u64);
+pub struct RequestId {
+    /// Issue order, from 1: unique for the life of the client.
+    serial: u64,
+    /// The id on the wire.
+    wire: u64,
+}
 
 impl RequestId {
-    /// The id as it goes on the wire.
+    /// The id as it goes on the wire: unique among the requests whose reply may still come, and reused after.
     pub fn as_u64(self) -> u64 {
-        self.0
+        self.wire
+    }
+
+    /// The place of this request in the order the client issued them (its own handshake request included),
+    /// from 1. Unique for the life of the client.
+    pub fn serial(self) -> u64 {
+        self.serial
     }
 }
 
 impl std::fmt::Display for RequestId {
+    /// The wire id, as it appears in the protocol (and in QEMU's traces).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        self.wire.fmt(f)
     }
 }
 
@@ -149,6 +167,8 @@ impl Purpose {
 
 #[derive(Debug)]
 struct Request {
+    /// Its [`RequestId`] (the wire id is the key of the request table).
+    rid: RequestId,
     stage: Stage,
     purpose: Purpose,
     oob: bool,
@@ -230,7 +250,12 @@ pub struct Client {
     framer: Framer,
     greeting: Option<Greeting>,
     oob_enabled: bool,
-    next_id: u64,
+    /// Wire ids in use: the keys of `requests`.
+    ids: IdPool,
+    /// Requests issued so far (the serial of the last one).
+    issued: u64,
+    /// [`Client::close_gracefully`] was called: no new commands; closes once the pending ones have ended.
+    closing: bool,
     requests: HashMap<u64, Request, BuildHasherDefault<IdHasher>>,
     /// In-band requests in send order (ids whose request is gone or no longer queued are skipped lazily).
     queue: VecDeque<u64>,
@@ -248,7 +273,7 @@ pub struct Client {
     /// The last command written that passes a file descriptor: the next waits while it is pending.
     fd_in_flight: Option<u64>,
     /// Offsets in `transmit` of the bytes that carry a file descriptor, and their commands.
-    transmit_fds: Vec<(usize, u64)>,
+    transmit_fds: Vec<(usize, RequestId)>,
 }
 
 impl Client {
@@ -261,7 +286,9 @@ impl Client {
             phase: Phase::AwaitGreeting,
             greeting: None,
             oob_enabled: false,
-            next_id: 1,
+            ids: IdPool::default(),
+            issued: 0,
+            closing: false,
             requests: HashMap::default(),
             queue: VecDeque::new(),
             in_flight: 0,
@@ -298,7 +325,13 @@ impl Client {
 
     // ----- inputs -------------------------------------------------------------------------------------------
 
-    /// Feeds bytes read from the server. Any split of the stream into calls gives the same events.
+    /// Feeds bytes read from the server. Any split of the stream into calls gives the same events, so the read
+    /// buffer may have any size (one byte works; 64 KiB is a good size: the client keeps a message split
+    /// across reads itself, bounded by [`Config::max_message_size`]).
+    ///
+    /// Several calls may come before the events are drained: replies wait in order (at most one per pending
+    /// command), server events and violation reports up to [`Config::max_queued_events`], past which they are
+    /// dropped and counted ([`ClientEvent::EventsDropped`]). Drain after each read to lose none.
     pub fn handle_input(&mut self, bytes: &[u8]) {
         if self.phase == Phase::Closed {
             return;
@@ -306,6 +339,7 @@ impl Client {
         let mut framer = std::mem::replace(&mut self.framer, Framer::new(1));
         framer.feed(bytes, |frame| self.on_frame(frame));
         self.framer = framer;
+        self.finish_closing();
     }
 
     /// The server closed its side of the stream. Closes the session (`Eof` or `EofMidMessage`).
@@ -338,24 +372,29 @@ impl Client {
                 }
                 Timer::Command(id) => self.expire(id),
             }
+            self.finish_closing();
         }
     }
 
     // ----- commands ------------------------------------------------------------------------------------------
 
-    /// Queues a command. `args` is anything that serializes to a JSON object, or `None::<()>` / `()` for none.
+    /// Queues a command. `args` is `Some(&value)` for anything that serializes to a JSON object; for a command
+    /// without arguments use [`execute_no_args`](Self::execute_no_args) (or pass `None::<&()>`).
     ///
     /// Returns at once; the command goes on the wire when the session is ready and a slot is free (or at once
-    /// for OOB). Errors are the caller's ([`UsageError`]): nothing was queued.
+    /// for OOB). Errors are the caller's ([`UsageError`]): nothing was queued. It may be called at any time,
+    /// also while bytes from an earlier [`poll_transmit`](Self::poll_transmit) are still unwritten.
     ///
     /// ```
     /// # use std::time::Instant;
     /// # use qmp_proto::{Client, Config, ExecuteOptions};
     /// let mut client = Client::new(Config::guest_agent(), Instant::now());
     /// let id = client.execute("guest-sync", Some(&serde_json::json!({"id": 7})), ExecuteOptions::new()).unwrap();
+    /// let ping = client.execute_no_args("guest-ping", ExecuteOptions::new()).unwrap();
     /// let mut out = Vec::new();
     /// client.poll_transmit(&mut out);
-    /// assert_eq!(out, format!(r#"{{"execute":"guest-sync","arguments":{{"id":7}},"id":{id}}}"#).as_bytes());
+    /// let expected = format!(r#"{{"execute":"guest-sync","arguments":{{"id":7}},"id":{id}}}{{"execute":"guest-ping","id":{ping}}}"#);
+    /// assert_eq!(out, expected.as_bytes());
     /// ```
     pub fn execute<A: Serialize + ?Sized>(
         &mut self,
@@ -368,6 +407,11 @@ impl Client {
             None => None,
         };
         self.execute_encoded(command, args.as_deref(), opts)
+    }
+
+    /// [`execute`](Self::execute) for a command without arguments.
+    pub fn execute_no_args(&mut self, command: &str, opts: ExecuteOptions) -> Result<RequestId, UsageError> {
+        self.execute_encoded(command, None, opts)
     }
 
     /// Like [`execute`](Self::execute), with arguments already serialized as a JSON object (or `None`).
@@ -414,15 +458,16 @@ impl Client {
             return Err(UsageError::InvalidArguments("a command passing a file descriptor runs in-band".into()));
         }
         self.check_room()?;
+        let opts = self.default_deadline(opts)?;
         let expect_reply = opts.expect_reply.unwrap_or_else(|| !self.config.replies_only_on_failure(command));
-        let id = self.take_id();
+        let rid = self.take_id();
         let mut wire = Vec::with_capacity(command.len() + args.map_or(0, <[u8]>::len) + 40);
         if opts.pass_fd {
             wire.push(b' '); // QEMU skips whitespace; this byte carries the descriptor
         }
-        encode_command(&mut wire, command, args, id, opts.oob);
-        self.add_request(id, Purpose::User, opts, expect_reply, wire);
-        Ok(RequestId(id))
+        encode_command(&mut wire, command, args, rid.wire, opts.oob);
+        self.add_request(rid, Purpose::User, opts, expect_reply, wire);
+        Ok(rid)
     }
 
     /// Guest-agent mode: resynchronises the stream with `guest-sync-delimited`.
@@ -439,35 +484,38 @@ impl Client {
             return Err(UsageError::NotGuestAgent);
         }
         self.check_room()?;
-        let id = self.take_id();
+        let opts = self.default_deadline(opts)?;
+        let rid = self.take_id();
         let mut wire = Vec::new();
-        encode_sync(&mut wire, nonce, id);
-        self.add_request(id, Purpose::Sync(nonce), ExecuteOptions { oob: false, pass_fd: false, ..opts }, true, wire);
-        Ok(RequestId(id))
+        encode_sync(&mut wire, nonce, rid.wire);
+        self.add_request(rid, Purpose::Sync(nonce), ExecuteOptions { oob: false, pass_fd: false, ..opts }, true, wire);
+        Ok(rid)
     }
 
     /// Gives up on a command. If it was still queued, it is never sent; if it is on the wire, its reply will
-    /// be swallowed. Returns false if the request had already ended (no event is produced either way).
+    /// be swallowed (and its wire id stays reserved until then: see [`abandoned`](Self::abandoned)). Returns
+    /// false if the request had already ended (no event is produced either way).
     pub fn cancel(&mut self, id: RequestId) -> bool {
-        let Some(req) = self.requests.get_mut(&id.0) else {
+        let key = id.wire;
+        let Some(req) = self.requests.get_mut(&key).filter(|r| r.rid == id) else {
             return false;
         };
         if let Some(at) = req.deadline.take() {
-            self.timers.cancel(at, Timer::Command(id.0));
+            self.timers.cancel(at, Timer::Command(key));
         }
         match req.stage {
             Stage::Abandoned => return false,
-            // Not written yet; or written and answered only on failure, so there is nothing to wait for (a
-            // late error reply is reported as an unknown id).
+            // Not written yet: nothing can answer it.
             Stage::Queued => {
-                self.requests.remove(&id.0);
+                self.forget(key);
             }
-            Stage::InFlight if !req.expect_reply => {
-                self.requests.remove(&id.0);
-            }
+            // Written: its reply (for a command answered only on failure, a late error) is swallowed.
             Stage::InFlight => {
                 req.stage = Stage::Abandoned;
-                if self.resync.map(|r| r.id) == Some(id.0) {
+                if !req.expect_reply && self.fd_in_flight == Some(key) {
+                    self.fd_in_flight = None; // it holds nothing back, as when it ends by its grace period
+                }
+                if self.resync.map(|r| r.id) == Some(key) {
                     self.resync = None;
                 }
             }
@@ -475,12 +523,45 @@ impl Client {
         // What this command held back may go now: a resync waits for the pipe to empty and blocks the queue
         // behind it, whether it is on the wire or waiting at the head of the queue.
         self.pump();
+        self.finish_closing();
         true
     }
 
-    /// Closes the session locally (cause [`ConnectionError::Local`]). Pending commands end with it.
+    /// Closes the session locally, at once (cause [`ConnectionError::Local`]): every command not ended yet ends
+    /// with [`ClientEvent::Closed`], and bytes not yet taken by [`poll_transmit`](Self::poll_transmit) are
+    /// dropped (commands accepted but not written never go out). Bytes already taken are yours: write them or
+    /// not. To send a last command and then close, use [`close_gracefully`](Self::close_gracefully).
     pub fn close(&mut self) {
         self.close_with(ConnectionError::Local);
+    }
+
+    /// Closes the session once every command accepted so far has ended: new commands are refused
+    /// ([`UsageError::Closing`]); queued ones still go out; their replies, deadlines and cancellations end them
+    /// as usual, events keep coming; when no command is left, the session closes with
+    /// [`ConnectionError::Local`] (at once if none is pending). Then write what `poll_transmit` gave you and
+    /// close the socket. A server that never answers holds it open: give commands deadlines
+    /// ([`Config::command_timeout`]), or call [`close`](Self::close) to stop waiting.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use qmp_proto::{Client, ClientEvent, Config, ConnectionError, ExecuteOptions, UsageError};
+    /// let mut client = Client::new(Config::guest_agent(), Instant::now());
+    /// let id = client.execute_no_args("guest-ping", ExecuteOptions::new()).unwrap();
+    /// client.close_gracefully();
+    /// assert!(matches!(client.execute_no_args("guest-info", ExecuteOptions::new()), Err(UsageError::Closing)));
+    /// let mut out = Vec::new();
+    /// client.poll_transmit(&mut out); // the ping still goes out
+    /// assert!(out.starts_with(br#"{"execute":"guest-ping""#));
+    /// client.handle_input(format!("{{\"return\": {{}}, \"id\": {id}}}\n").as_bytes());
+    /// assert!(matches!(client.poll_event(), Some(ClientEvent::Ready { .. })));
+    /// assert!(matches!(client.poll_event(), Some(ClientEvent::Reply { result: Ok(_), .. })));
+    /// assert!(matches!(client.poll_event(), Some(ClientEvent::Closed(ConnectionError::Local))));
+    /// ```
+    pub fn close_gracefully(&mut self) {
+        if self.phase != Phase::Closed {
+            self.closing = true;
+            self.finish_closing();
+        }
     }
 
     // ----- outputs -------------------------------------------------------------------------------------------
@@ -499,6 +580,24 @@ impl Client {
 
     /// Appends every whole command ready to go to `out`. Returns the number of bytes appended.
     /// Commands sent with [`ExecuteOptions::pass_fd`] need [`poll_transmit_with_fds`](Self::poll_transmit_with_fds).
+    ///
+    /// When `out` is empty the client swaps buffers instead of copying: you get its buffer, it keeps yours (and
+    /// its capacity, up to 64 KiB). Partial writes are fine: keep the unwritten tail at the front of `out` and
+    /// go on calling `execute` and `poll_transmit`; new commands are appended behind it, whole.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use qmp_proto::{Client, Config, ExecuteOptions};
+    /// let mut client = Client::new(Config::guest_agent(), Instant::now());
+    /// let mut out = Vec::new();
+    /// client.execute_no_args("guest-ping", ExecuteOptions::new()).unwrap();
+    /// client.poll_transmit(&mut out);
+    /// let written = 10; // the socket took only 10 bytes
+    /// out.drain(..written);
+    /// client.execute_no_args("guest-info", ExecuteOptions::new()).unwrap();
+    /// client.poll_transmit(&mut out); // appended behind the unwritten tail
+    /// assert_eq!(out, br#":"guest-ping","id":1}{"execute":"guest-info","id":2}"#);
+    /// ```
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
         self.poll_transmit_with_fds(out, &mut Vec::new())
     }
@@ -508,7 +607,7 @@ impl Client {
     /// (write everything before it, then that byte with the descriptor attached, then the rest).
     pub fn poll_transmit_with_fds(&mut self, out: &mut Vec<u8>, fds: &mut Vec<(usize, RequestId)>) -> usize {
         let base = out.len();
-        fds.extend(self.transmit_fds.drain(..).map(|(at, id)| (base + at, RequestId(id))));
+        fds.extend(self.transmit_fds.drain(..).map(|(at, id)| (base + at, id)));
         let n = self.transmit.len();
         if out.is_empty() {
             std::mem::swap(out, &mut self.transmit);
@@ -560,9 +659,18 @@ impl Client {
         self.requests.values().filter(|r| r.stage != Stage::Abandoned && !r.purpose.is_handshake()).count()
     }
 
-    /// Commands cancelled or timed out on the wire whose reply has not come yet. Until it does, each still
-    /// holds one of the [`max_pending`](Config::max_pending) places (and, in-band, an in-flight slot): QEMU is
-    /// still working on it.
+    /// Commands cancelled or timed out on the wire whose reply has not come yet (and commands answered only on
+    /// failure that were cancelled after they were written, or ended by their grace period: a late error may
+    /// still come). Until the reply does, each keeps its wire id reserved, so that the reply is swallowed
+    /// rather than routed to a newer command, and holds one of the [`max_pending`](Config::max_pending) places
+    /// (and, in-band and answered, an in-flight slot: QEMU is still working on it).
+    ///
+    /// The bound: when abandoned and pending commands together reach `max_pending`, [`execute`](Self::execute)
+    /// returns [`UsageError::QueueFull`] until late replies free places; a server that never answers them
+    /// leaves the connection to be closed (what the adapters do once a command times out is theirs to
+    /// decide). In guest-agent mode a [`guest_sync`](Self::guest_sync) frees them all as it goes out (the agent
+    /// answers everything it read before the sync, and the client discards it up to the sync's marker);
+    /// closing frees everything.
     pub fn abandoned(&self) -> usize {
         self.requests.values().filter(|r| r.stage == Stage::Abandoned).count()
     }
@@ -604,7 +712,25 @@ impl Client {
     fn check_open(&self) -> Result<(), UsageError> {
         match &self.closed {
             Some(cause) => Err(UsageError::Closed(cause.clone())),
+            None if self.closing => Err(UsageError::Closing),
             None => Ok(()),
+        }
+    }
+
+    /// After a graceful close: closes once no accepted command is left (abandoned ones are not waited for).
+    fn finish_closing(&mut self) {
+        if self.closing && self.phase != Phase::Closed && self.pending() == 0 {
+            self.close_with(ConnectionError::Local);
+        }
+    }
+
+    /// Applies [`Config::command_timeout`] to options without a deadline.
+    fn default_deadline(&self, opts: ExecuteOptions) -> Result<ExecuteOptions, UsageError> {
+        match (opts.from_now, opts.deadline, self.config.command_timeout) {
+            (true, Some(now), Some(timeout)) => Ok(opts.deadline(now.checked_add(timeout).unwrap_or(now))),
+            (true, _, None) => Ok(ExecuteOptions { deadline: None, from_now: false, ..opts }),
+            (false, None, Some(_)) => Err(UsageError::NoClock),
+            _ => Ok(opts),
         }
     }
 
@@ -618,18 +744,44 @@ impl Client {
         Ok(())
     }
 
-    fn take_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
+    /// A new request's id: the next serial, and the smallest free wire id.
+    fn take_id(&mut self) -> RequestId {
+        self.issued += 1;
+        RequestId { serial: self.issued, wire: self.ids.take() }
     }
 
-    fn add_request(&mut self, id: u64, purpose: Purpose, opts: ExecuteOptions, expect_reply: bool, wire: Vec<u8>) {
+    /// Removes a request and frees its wire id: only once no reply can carry that id any more (it was never
+    /// written, its reply came, a resync passed it, or the session ended). The caller has disarmed its timer.
+    fn forget(&mut self, key: u64) -> Option<Request> {
+        let req = self.requests.remove(&key)?;
+        self.ids.release(key);
+        if req.stage == Stage::Queued && !req.oob {
+            // Eagerly, so that a newer request taking this id is not sent in its place.
+            if let Some(at) = self.queue.iter().position(|&q| q == key) {
+                self.queue.remove(at);
+            }
+        }
+        if self.fd_in_flight == Some(key) {
+            self.fd_in_flight = None;
+        }
+        Some(req)
+    }
+
+    fn add_request(
+        &mut self,
+        rid: RequestId,
+        purpose: Purpose,
+        opts: ExecuteOptions,
+        expect_reply: bool,
+        wire: Vec<u8>,
+    ) {
+        let id = rid.wire;
         if let Some(at) = opts.deadline {
             self.timers.set(at, Timer::Command(id));
         }
         let (oob, deadline, pass_fd) = (opts.oob, opts.deadline, opts.pass_fd);
-        self.requests.insert(id, Request { stage: Stage::Queued, purpose, oob, deadline, expect_reply, wire, pass_fd });
+        let stage = Stage::Queued;
+        self.requests.insert(id, Request { rid, stage, purpose, oob, deadline, expect_reply, wire, pass_fd });
         if opts.oob {
             self.send(id);
         } else {
@@ -644,21 +796,17 @@ impl Client {
             return;
         }
         while let Some(&id) = self.queue.front() {
-            let Some(req) = self.requests.get(&id) else {
+            let Some(req) = self.requests.get(&id).filter(|r| r.stage == Stage::Queued) else {
                 self.queue.pop_front();
                 continue;
             };
-            if req.stage != Stage::Queued {
-                self.queue.pop_front();
-                continue;
-            }
             let sync = matches!(req.purpose, Purpose::Sync(_));
             let pass_fd = req.pass_fd;
             if sync && self.in_flight > 0 && self.resync.is_none() {
                 self.forget_abandoned();
             }
             // One descriptor-passing command at a time: QEMU would hand the next descriptor to this one.
-            if pass_fd && self.fd_in_flight.is_some_and(|f| self.requests.contains_key(&f)) {
+            if pass_fd && self.fd_in_flight.is_some() {
                 return;
             }
             // A resync runs alone: it waits for an empty pipe, and nothing follows it until it ends.
@@ -678,8 +826,19 @@ impl Client {
         if self.requests.values().any(|r| r.stage == Stage::InFlight && r.holds_slot()) {
             return;
         }
-        self.requests.retain(|_, r| r.stage != Stage::Abandoned);
+        self.release_abandoned();
         self.in_flight = 0;
+    }
+
+    /// Frees every abandoned request and its id. Only when a resync goes out: the agent answers what it read
+    /// before the sync's 0xFF before it reads the 0xFF, and the client discards everything up to the agent's
+    /// marker, so no reply after it carries one of these ids.
+    fn release_abandoned(&mut self) {
+        let abandoned: Vec<u64> =
+            self.requests.iter().filter(|(_, r)| r.stage == Stage::Abandoned).map(|(id, _)| *id).collect();
+        for id in abandoned {
+            self.forget(id);
+        }
     }
 
     /// Writes one command.
@@ -688,7 +847,7 @@ impl Client {
             return;
         };
         if req.pass_fd {
-            self.transmit_fds.push((self.transmit.len(), id));
+            self.transmit_fds.push((self.transmit.len(), req.rid));
             self.fd_in_flight = Some(id);
         }
         self.transmit.append(&mut req.wire);
@@ -698,6 +857,8 @@ impl Client {
         }
         if let Purpose::Sync(_) = req.purpose {
             self.resync = Some(Resync { id, seen_delimiter: false });
+            // Cancelled commands answered only on failure: their late error comes before the marker, if at all.
+            self.release_abandoned();
         }
     }
 
@@ -714,10 +875,12 @@ impl Client {
     /// Answers the greeting with `qmp_capabilities`, enabling `oob` when configured and offered.
     fn negotiate(&mut self, greeting: &Greeting) {
         self.oob_requested = self.config.enable_oob && greeting.capabilities.iter().any(|c| c == "oob");
-        let id = self.take_id();
+        let rid = self.take_id();
+        let id = rid.wire;
         let args: Option<&[u8]> = if self.oob_requested { Some(br#"{"enable":["oob"]}"#) } else { None };
         encode_command(&mut self.transmit, "qmp_capabilities", args, id, false);
         let req = Request {
+            rid,
             stage: Stage::InFlight,
             purpose: Purpose::Negotiation,
             oob: false,
@@ -733,9 +896,11 @@ impl Client {
 
     /// Guest agent: writes the connect-time `guest-sync-delimited`; `Ready` waits for its reply.
     fn sync_on_connect(&mut self, nonce: u32) {
-        let id = self.take_id();
+        let rid = self.take_id();
+        let id = rid.wire;
         encode_sync(&mut self.transmit, nonce, id);
         let req = Request {
+            rid,
             stage: Stage::InFlight,
             purpose: Purpose::ConnectSync(nonce),
             oob: false,
@@ -798,9 +963,9 @@ impl Client {
                         let why = format!("its reply of {len} bytes is over the {limit}-byte limit");
                         self.close_with(ConnectionError::SyncFailed(why));
                     }
-                    Some((key, req)) if req.stage == Stage::InFlight => {
+                    Some((_, req)) if req.stage == Stage::InFlight => {
                         let error = RequestError::ReplyTooLarge { len, limit };
-                        self.events.push_back(ClientEvent::Failed { id: RequestId(key), error });
+                        self.events.push_back(ClientEvent::Failed { id: req.rid, error });
                         self.pump();
                     }
                     Some(_) => self.pump(),
@@ -882,7 +1047,7 @@ impl Client {
                 return;
             }
         }
-        let Some((key, req)) = self.take_sent(key) else {
+        let Some((_, req)) = self.take_sent(key) else {
             return;
         };
         match (req.stage, req.purpose) {
@@ -906,7 +1071,7 @@ impl Client {
                 return;
             }
             (_, Purpose::User | Purpose::Sync(_)) => {
-                self.events.push_back(ClientEvent::Reply { id: RequestId(key), result });
+                self.events.push_back(ClientEvent::Reply { id: req.rid, result });
             }
         }
         self.pump();
@@ -914,12 +1079,11 @@ impl Client {
 
     /// Removes a request that is on the wire (answered now), freeing its slot, timer and resync state.
     fn take_sent(&mut self, key: u64) -> Option<(u64, Request)> {
-        let req = self.requests.remove(&key)?;
-        if req.stage == Stage::Queued {
-            // Not sent, so not answered: a bogus id (rare). Put it back untouched.
-            self.requests.insert(key, req);
+        if self.requests.get(&key)?.stage == Stage::Queued {
+            // Not sent, so not answered: a bogus id (rare).
             return None;
         }
+        let req = self.forget(key)?;
         if req.holds_slot() {
             self.in_flight -= 1;
         }
@@ -942,14 +1106,23 @@ impl Client {
             Stage::Abandoned => return,
             // For a command answered only on failure, the deadline is the grace period: no error by then
             // means it succeeded.
+            // means it succeeded. A late error may still come: the id stays reserved (abandoned) until then.
             Stage::InFlight if !req.expect_reply => {
-                self.requests.remove(&id);
-                self.events.push_back(ClientEvent::Reply { id: RequestId(id), result: Ok(empty_object()) });
+                req.stage = Stage::Abandoned;
+                let rid = req.rid;
+                if self.fd_in_flight == Some(id) {
+                    self.fd_in_flight = None;
+                }
+                self.events.push_back(ClientEvent::Reply { id: rid, result: Ok(empty_object()) });
                 self.pump(); // a descriptor-passing command may have waited for it
                 return;
             }
             Stage::Queued => {
-                self.requests.remove(&id);
+                let rid = req.rid;
+                self.forget(id);
+                self.events.push_back(ClientEvent::TimedOut { id: rid });
+                self.pump();
+                return;
             }
             Stage::InFlight => {
                 req.stage = Stage::Abandoned;
@@ -958,7 +1131,8 @@ impl Client {
                 }
             }
         }
-        self.events.push_back(ClientEvent::TimedOut { id: RequestId(id) });
+        let rid = req.rid;
+        self.events.push_back(ClientEvent::TimedOut { id: rid });
         self.pump();
     }
 
@@ -984,14 +1158,16 @@ impl Client {
         if matches!(cause, ConnectionError::Eof | ConnectionError::EofMidMessage { .. } | ConnectionError::Transport(_))
         {
             // The agent went away (it powers off or suspends) without reporting a failure: success.
-            let mut succeeded: Vec<u64> =
-                self.requests.iter().filter(|(_, r)| r.awaits_failure()).map(|(id, _)| *id).collect();
+            let mut succeeded: Vec<RequestId> =
+                self.requests.values().filter(|r| r.awaits_failure()).map(|r| r.rid).collect();
             succeeded.sort_unstable();
             for id in succeeded {
-                self.events.push_back(ClientEvent::Reply { id: RequestId(id), result: Ok(empty_object()) });
+                self.events.push_back(ClientEvent::Reply { id, result: Ok(empty_object()) });
             }
         }
         self.requests.clear();
+        self.ids.clear();
+        self.fd_in_flight = None;
         self.queue.clear();
         self.timers.clear();
         self.in_flight = 0;

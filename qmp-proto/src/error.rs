@@ -71,6 +71,15 @@ pub enum UsageError {
     /// The connection is closed; the cause is the sticky [`ConnectionError`].
     #[error("connection closed: {0}")]
     Closed(ConnectionError),
+    /// [`Client::close_gracefully`](crate::Client::close_gracefully) was called: the commands accepted before
+    /// it still run, new ones are refused.
+    #[error("the connection is closing: no new commands")]
+    Closing,
+    /// [`Config::command_timeout`](crate::Config::command_timeout) is set, but the command carries neither a
+    /// deadline nor the current time ([`ExecuteOptions::now`](crate::ExecuteOptions::now)) to start it from:
+    /// the core has no clock of its own.
+    #[error("a default command timeout is configured: pass ExecuteOptions::now(now) or a deadline")]
+    NoClock,
 }
 
 /// A single request failed on the client side; the session goes on. Arrives in

@@ -11,8 +11,10 @@
 //! - **Negotiation**: the greeting is answered with `qmp_capabilities` (enabling `oob` when offered and
 //!   configured); commands you issue earlier wait until it succeeds; events that arrive before its reply are
 //!   delivered as events.
-//! - **Ids and routing**: every command gets a small integer id (cheap for QEMU to read); replies are routed by
-//!   id; replies nobody waits for (cancelled, timed out) are swallowed; unknown ones are reported.
+//! - **Ids and routing**: every command gets the smallest integer id not in use (cheap for QEMU to read: one
+//!   digit while fewer than 10 commands are alive, however long the connection lives); replies are routed by
+//!   id; replies nobody waits for (cancelled, timed out) are swallowed, and their ids stay reserved until they
+//!   come ([`Client::abandoned`]); unknown ones are reported. A [`RequestId`] stays unique for the client's life.
 //! - **Flow control**: at most 8 in-band commands on the wire (QEMU's own queue length), OOB bypasses it.
 //! - **Deadlines** for the handshake (greeting and negotiation, or the guest agent's connect-time sync) and for
 //!   each command, on the caller's clock.
@@ -34,6 +36,17 @@
 //! 3. re-arm your timer from [`Client::poll_timeout`], and call `handle_timeout` when it fires.
 //!
 //! Nothing happens between calls: the client never blocks, reads a clock or allocates without bound.
+//!
+//! What the contract allows (the example `examples/mio_many.rs` in this crate does all of it, for many
+//! connections on one thread):
+//! - a read buffer of any size: input may be split anywhere;
+//! - several `handle_input` calls before draining, up to [`Config::max_queued_events`] server events;
+//! - `execute` and `poll_transmit` while bytes of an earlier `poll_transmit` are still unwritten (after a
+//!   partial write): keep the tail in front, new commands are appended behind it;
+//! - one deadline set for many clients: each client's [`Client::poll_timeout`] is its earliest deadline;
+//! - a default command deadline: [`Config::command_timeout`] with [`ExecuteOptions::now`];
+//! - two closes: [`Client::close`] now (unwritten commands are dropped), [`Client::close_gracefully`] once the
+//!   commands accepted so far have ended.
 //!
 //! # Errors
 //! Three tiers (see [`error`]): [`QmpError`] arrives in a [`ClientEvent::Reply`] when the server rejects one
@@ -57,9 +70,9 @@
 //!                     \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n")?;
 //!     qemu.read(&mut buf)?; // {"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":1}
 //!     qemu.write_all(b"{\"return\": {}, \"id\": 1}\r\n")?;
-//!     qemu.read(&mut buf)?; // {"execute":"query-status","id":2}
+//!     qemu.read(&mut buf)?; // {"execute":"query-status","id":1}: qmp_capabilities' id is free again
 //!     qemu.write_all(b"{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": \"RESUME\"}\r\n\
-//!                      {\"return\": {\"status\": \"running\", \"running\": true}, \"id\": 2}\r\n")?;
+//!                      {\"return\": {\"status\": \"running\", \"running\": true}, \"id\": 1}\r\n")?;
 //!     Ok(()) // dropping the socket is EOF
 //! });
 //!
@@ -73,7 +86,7 @@
 //!             ClientEvent::Ready { oob } => {
 //!                 assert!(oob);
 //!                 let opts = ExecuteOptions::new().deadline(Instant::now() + Duration::from_secs(5));
-//!                 query = Some(client.execute("query-status", None::<&()>, opts)?);
+//!                 query = Some(client.execute_no_args("query-status", opts)?);
 //!             }
 //!             ClientEvent::Event(ev) => assert_eq!(ev.name, "RESUME"),
 //!             ClientEvent::Reply { id, result } => {
@@ -123,6 +136,7 @@ mod config;
 pub mod encode;
 pub mod error;
 pub mod framer;
+mod ids;
 pub mod message;
 mod raw;
 pub mod server;

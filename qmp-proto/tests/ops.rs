@@ -117,11 +117,12 @@ struct Model {
     max_in_flight: usize,
     offer_oob: bool,
     greeted: bool,
-    /// Requests issued by the test, by id.
+    max_pending: usize,
+    /// Requests issued by the test, by wire id: the life of the latest request with that id (ids are reused).
     life: HashMap<u64, Life>,
-    /// Issued ids in order, for picking.
-    issued: Vec<u64>,
-    /// The `RequestId`s the client returned (it has no public constructor).
+    /// Issued requests in order, for picking.
+    issued: Vec<qmp_proto::RequestId>,
+    /// The latest `RequestId` with each wire id.
     ids: HashMap<u64, qmp_proto::RequestId>,
     /// Ids of `guest_sync` requests.
     syncs: Vec<u64>,
@@ -169,6 +170,7 @@ impl Model {
             d: Driver::new(config),
             mode,
             max_in_flight,
+            max_pending,
             offer_oob,
             greeted: false,
             life: HashMap::new(),
@@ -204,6 +206,14 @@ impl Model {
         let mut before_resync = Vec::new();
         for cmd in new_sent {
             assert!(self.closed.is_none(), "transmitted after Closed: {cmd:?}");
+            if cmd.name == "qmp_capabilities" {
+                // The client's own request: it takes the smallest free id when the greeting comes.
+                assert_ne!(self.life.get(&cmd.id), Some(&Life::Open), "qmp_capabilities took a live id");
+                self.transmitted.remove(&cmd.id);
+                self.ended_unsent.retain(|&x| x != cmd.id);
+                self.answered.retain(|&x| x != cmd.id);
+                self.life.insert(cmd.id, Life::Ended); // not the test's: no event ends it
+            }
             let n = self.transmitted.entry(cmd.id).or_insert(0);
             *n += 1;
             assert_eq!(*n, 1, "command {} transmitted twice", cmd.id);
@@ -312,8 +322,13 @@ impl Model {
     /// or, for a resync, a live command on the wire).
     fn check_progress(&self) {
         let c = &self.d.client;
-        let Some(&head) =
-            self.issued.iter().find(|id| self.life[*id] == Life::Open && !self.transmitted.contains_key(*id))
+        let current = |rid: &&qmp_proto::RequestId| self.ids.get(&rid.as_u64()) == Some(*rid);
+        let Some(head) = self
+            .issued
+            .iter()
+            .filter(current)
+            .map(|rid| rid.as_u64())
+            .find(|id| self.life[id] == Life::Open && !self.transmitted.contains_key(id))
         else {
             return;
         };
@@ -339,8 +354,9 @@ impl Model {
             Ok(id) => {
                 let id = *id;
                 assert!(self.closed.is_none());
-                assert!(self.life.insert(id.as_u64(), Life::Open).is_none(), "id {id} reused");
-                self.issued.push(id.as_u64());
+                assert!(self.issued.last().is_none_or(|last| *last < id), "request ids increase");
+                self.life.insert(id.as_u64(), Life::Open);
+                self.issued.push(id);
                 self.ids.insert(id.as_u64(), id);
             }
             Err(UsageError::Closed(cause)) => assert_eq!(Some(cause), self.closed.as_ref(), "sticky cause"),
@@ -361,6 +377,26 @@ impl Model {
         self.observe();
     }
 
+    /// A request took wire id `id.as_u64()`: checks that no reply can still carry it, and forgets what the
+    /// model knew about the id's earlier lives.
+    fn new_life(&mut self, id: qmp_proto::RequestId) {
+        let wire = id.as_u64();
+        assert_ne!(self.life.get(&wire), Some(&Life::Open), "id {wire} taken while a live request has it");
+        // The server still holds an abandoned command with that id (unless a resync passed it): its reply would
+        // be taken for the new command's.
+        let held = self.held.iter().any(|h| h.id == wire && !h.stale);
+        assert!(!held, "id {wire} taken while the server may still answer it: {:?}", self.held);
+        // The smallest free id: at most every place taken, plus the client's own handshake request.
+        assert!(wire as usize <= self.max_pending + 2, "id {wire} is not the smallest free one");
+        self.held.retain(|h| h.id != wire); // answered before a resync's marker, discarded
+        self.transmitted.remove(&wire);
+        self.ended_unsent.retain(|&x| x != wire);
+        self.answered.retain(|&x| x != wire);
+        self.silent.retain(|(x, _)| *x != wire);
+        self.silent_issued.remove(&wire);
+        self.syncs.retain(|&x| x != wire);
+    }
+
     fn feed(&mut self, bytes: &[u8], cut: Option<usize>) {
         let at = cut.map_or(bytes.len(), |c| c % (bytes.len() + 1));
         self.d.input(&bytes[..at]);
@@ -377,10 +413,16 @@ impl Model {
         match op {
             Op::Execute { deadline } => {
                 let r = self.d.client.execute("query-status", None::<&()>, self.deadline(*deadline));
+                if let Ok(id) = r {
+                    self.new_life(id);
+                }
                 self.issue(r, false);
             }
             Op::ExecuteOob { deadline } => {
                 let r = self.d.client.execute("query-yank", None::<&()>, self.deadline(*deadline).oob());
+                if let Ok(id) = r {
+                    self.new_life(id);
+                }
                 self.issue(r, true);
             }
             Op::ExecuteNoReply { deadline } => {
@@ -391,6 +433,7 @@ impl Model {
                 };
                 let r = self.d.client.execute(name, None::<&()>, opts);
                 if let Ok(id) = &r {
+                    self.new_life(*id);
                     self.silent_issued.insert(id.as_u64(), opts.get_deadline());
                 }
                 self.issue(r, false);
@@ -409,6 +452,7 @@ impl Model {
                 let nonce = 1000 + self.issued.len() as u32;
                 let r = self.d.client.guest_sync(nonce, self.deadline(*deadline));
                 if let Ok(id) = &r {
+                    self.new_life(*id);
                     self.syncs.push(id.as_u64());
                 }
                 self.issue(r, false);
@@ -417,9 +461,9 @@ impl Model {
                 if self.issued.is_empty() {
                     return;
                 }
-                let id = self.issued[ix % self.issued.len()];
-                let rid = self.ids[&id];
-                let was_open = self.life[&id] == Life::Open;
+                let rid = self.issued[ix % self.issued.len()];
+                let id = rid.as_u64();
+                let was_open = self.life[&id] == Life::Open && self.ids[&id] == rid;
                 let cancelled = self.d.client.cancel(rid);
                 assert_eq!(cancelled, was_open, "cancel({id}) returns whether the request was still open");
                 if cancelled {

@@ -51,10 +51,10 @@ fn greeting_is_answered_with_capabilities_enabling_oob() {
     assert!(d.client.is_ready() && d.client.oob_enabled());
     // The handshake deadline is disarmed once ready.
     assert_eq!(d.timeout, None);
-    // The next command gets id 2.
+    // qmp_capabilities was answered: the next command takes its id, the smallest free one.
     let id = d.exec("query-status", opts());
-    assert_eq!(id.as_u64(), 2);
-    assert_eq!(&d.wire[d.wire.len() - 33..], br#"{"execute":"query-status","id":2}"#);
+    assert_eq!(id.as_u64(), 1);
+    assert_eq!(&d.wire[d.wire.len() - 33..], br#"{"execute":"query-status","id":1}"#);
 }
 
 #[test]
@@ -716,7 +716,9 @@ fn queue_full_at_max_pending() {
     assert_eq!(d.client.pending(), 3, "b, c2, d");
     assert!(matches!(d.client.execute("e", None::<&()>, opts()), Err(UsageError::QueueFull { limit: 3 })));
     assert_eq!(d.sent.last().map(|cmd| cmd.id), Some(d.sent[1].id), "b is on the wire, c2 waits");
-    assert!(c2.as_u64() > c.as_u64());
+    // c never went out: c2 takes its wire id, yet the two requests stay distinct.
+    assert_eq!(c2.as_u64(), c.as_u64());
+    assert!(c2 != c && c2.serial() > c.serial());
 }
 
 #[test]
@@ -874,8 +876,13 @@ fn guest_shutdown_deadline_is_the_grace_period() {
     assert!(d.at(1_999).is_empty());
     assert_eq!(d.at(2_000), [ok(s, "{}")]);
     assert!(!d.cancel(s), "already ended");
-    // A late error for it is a reply nobody waits for.
-    assert_eq!(d.input(ga_err(s, "late")), [Ev::UnknownId { id: s.as_u64().to_string() }]);
+    // Its id stays reserved for a late error, which is swallowed when it comes (then the id is free again).
+    assert_eq!(d.client.abandoned(), 1);
+    let other = d.exec("guest-ping", opts());
+    assert_ne!(other.as_u64(), s.as_u64(), "a newer command never takes an id a late reply may carry");
+    assert!(d.input(ga_err(s, "late")).is_empty());
+    assert_eq!(d.client.abandoned(), 0);
+    assert_eq!(d.input(ret(other.as_u64(), "{}")), [ok(other, "{}")]);
     assert!(d.at(1_000_000).is_empty(), "no deadline: waits for an error or EOF");
     assert_eq!(d.client.pending(), 1);
     assert!(d.cancel(forever), "cancel ends it");
@@ -1347,4 +1354,95 @@ fn every_event_is_reachable_through_the_public_enum() {
     let mut c = Client::new(Config::guest_agent(), std::time::Instant::now());
     let ev = c.poll_event().expect("Ready");
     assert!(matches!(ev, ClientEvent::Ready { oob: false }));
+}
+
+// ----- wire ids ------------------------------------------------------------------------------------------------
+
+/// However many commands a connection carries, sequential ones go out with id 1 and 8 pipelined ones with 1..=8.
+#[test]
+fn ids_stay_small_on_a_long_connection() {
+    let mut d = qmp_ready();
+    for n in 0..10_000u64 {
+        let id = d.exec("query-status", opts());
+        assert_eq!(id.as_u64(), 1);
+        assert_eq!(id.serial(), n + 2, "serials count every request, qmp_capabilities first");
+        assert_eq!(d.input(ret(1, "{}")), [ok(id, "{}")]);
+    }
+    for _ in 0..1_000 {
+        let ids: Vec<RequestId> = (0..8).map(|_| d.exec("query-status", opts())).collect();
+        assert_eq!(ids.iter().map(|id| id.as_u64()).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+        for id in ids.iter().rev() {
+            assert_eq!(d.input(ret(id.as_u64(), "{}")), [ok(*id, "{}")]);
+        }
+    }
+    assert!(d.wire.len() < 40 * 18_001, "every command carries a one-digit id");
+}
+
+/// A command cancelled or timed out on the wire keeps its id until its late reply comes, which is swallowed;
+/// only then is the id free. A command cancelled before it was written frees its id at once.
+#[test]
+fn an_abandoned_command_keeps_its_id_until_its_late_reply() {
+    let mut d = qmp_ready();
+    let slow = d.exec("query-block", opts().deadline(d.deadline(100)));
+    let cancelled = d.exec("query-status", opts());
+    assert_eq!((slow.as_u64(), cancelled.as_u64()), (1, 2));
+    assert_eq!(d.at(100), [Ev::TimedOut { id: 1 }]);
+    assert!(d.cancel(cancelled));
+    assert_eq!(d.client.abandoned(), 2);
+    let next = d.exec("query-name", opts());
+    assert_eq!(next.as_u64(), 3, "1 and 2 may still be answered");
+    // The late replies are swallowed, not taken for a newer command's; then their ids are free.
+    assert!(d.input(ret(2, r#"{"late": true}"#)).is_empty());
+    assert_eq!(d.exec("query-uuid", opts()).as_u64(), 2);
+    assert!(d.input(err(1, "GenericError", "late")).is_empty());
+    assert_eq!(d.client.abandoned(), 0);
+    assert_eq!(d.exec("query-kvm", opts()).as_u64(), 1);
+    // Cancelled in the queue (one in flight at most): never written, so its id is free at once.
+    let mut d = Driver::new(Config::qmp().max_in_flight(1));
+    d.handshake(false);
+    let first = d.exec("a", opts());
+    let queued = d.exec("b", opts());
+    assert!(d.cancel(queued));
+    assert_eq!(d.exec("c", opts()).as_u64(), queued.as_u64());
+    assert_eq!(first.as_u64(), 1);
+}
+
+/// The bound on reserved ids: abandoned commands hold their `max_pending` places until their late replies come;
+/// at the bound `execute` returns `QueueFull`, and a late reply frees one place (and its id) again.
+#[test]
+fn reserved_ids_are_bounded_by_max_pending() {
+    let mut d = Driver::new(Config::qmp().max_pending(3));
+    d.handshake(false);
+    let ids: Vec<RequestId> = (0..3).map(|_| d.exec("query-status", opts().deadline(d.deadline(10)))).collect();
+    assert_eq!(d.at(10).len(), 3, "all three timed out");
+    assert_eq!((d.client.pending(), d.client.abandoned()), (0, 3));
+    let full = d.client.execute("query-status", None::<&()>, opts());
+    assert!(matches!(full, Err(UsageError::QueueFull { limit: 3 })), "{full:?}");
+    assert!(d.input(ret(ids[1].as_u64(), "{}")).is_empty());
+    let again = d.exec("query-status", opts());
+    assert_eq!(again.as_u64(), ids[1].as_u64(), "the freed id, the smallest free one");
+    assert_eq!(d.input(ret(again.as_u64(), "{}")), [ok(again, "{}")]);
+    // Closing frees everything.
+    d.client.close();
+    d.pump();
+    assert_eq!(d.client.abandoned(), 0);
+}
+
+/// Guest agent: a resync frees the ids of abandoned commands, since the agent answers everything it read before
+/// the sync first, and the client discards that up to the sync's marker.
+#[test]
+fn a_resync_frees_abandoned_ids() {
+    let mut d = ga();
+    let lost = d.exec("guest-info", opts().deadline(d.deadline(10)));
+    let shutdown = d.exec("guest-shutdown", opts());
+    assert!(d.cancel(shutdown), "written, answered only on failure: cancelled");
+    assert_eq!(d.at(10), [Ev::TimedOut { id: lost.as_u64() }]);
+    assert_eq!(d.client.abandoned(), 2);
+    let sync = d.client.guest_sync(77, opts()).expect("sync");
+    d.pump();
+    assert_eq!(d.client.abandoned(), 0);
+    assert_eq!(sync.as_u64(), 3, "taken while 1 and 2 were reserved");
+    let evs = d.input(b"\xff{\"return\": 77, \"id\": 3}\n");
+    assert!(matches!(evs.as_slice(), [Ev::ReplyOk { id: 3, .. }]), "{evs:?}");
+    assert_eq!(d.exec("guest-ping", opts()).as_u64(), 1);
 }
