@@ -1,0 +1,75 @@
+//! A scripted fake QEMU for testing code that speaks QMP, without a QEMU binary.
+//!
+//! You write a [`Script`]: per command, an [`Answer`] (a value, an error, or a handler closure), events before
+//! and after it, a delay, and faults ([`Fault`]): silence, a disconnect mid-reply, garbage bytes, a message over
+//! the client's limit. [`FakeQemu`] serves it on a unix socket from a thread, so the code under test connects
+//! to [`FakeQemu::path`] with any client: `qmp-blocking`, `qmp-tokio`, `qmp-smol`, or another library.
+//! Events can also be injected at any moment with [`FakeQemu::event`], and the commands the fake received are
+//! listed by [`FakeQemu::commands`].
+//!
+//! The protocol itself is [`qmp_proto::Server`]'s, byte for byte what qemu-storage-daemon 10 sends: the
+//! greeting, `qmp_capabilities` (and QEMU's errors before it), JSON parse errors, malformed commands, id echo,
+//! in-order replies, events only after negotiation. The script and its faults live in one sans-IO place,
+//! [`FakeSession`] (bytes and time in, bytes out, a deadline and a "close now"); [`FakeQemu`] only carries its
+//! bytes, so you can drive a [`FakeSession`] from your own event loop or in memory too.
+//!
+//! # Blocking
+//! ```
+//! use std::time::Duration;
+//! use qmp_blocking::{Client, Error, Options};
+//! use qmp_test_kit::{Answer, FakeQemu, Fault, Script};
+//! use serde_json::{json, Value};
+//!
+//! let script = Script::new()
+//!     .on("query-status", Answer::value(json!({"status": "running", "running": true})))
+//!     .on("stop", Answer::value(json!({})).event_before("STOP", None))
+//!     .on("query-jobs", Answer::value(json!([])).fault(Fault::Silence));
+//! let fake = FakeQemu::start(script)?;
+//!
+//! let mut qmp = Client::connect_unix(fake.path(), Options::default())?;
+//! let status: Value = qmp.execute("query-status", ())?;
+//! assert_eq!(status["status"], "running");
+//! qmp.execute::<Value>("stop", ())?;
+//! assert_eq!(qmp.next_event(Some(Duration::ZERO))?.unwrap().name, "STOP");
+//! // A hung QEMU: the command times out, the connection is still there.
+//! let hung = qmp.execute_with_timeout::<Value>("query-jobs", (), Some(Duration::from_millis(50)));
+//! assert!(matches!(hung, Err(Error::TimedOut)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # tokio
+//! ```
+//! use qmp_test_kit::{Answer, FakeQemu, Fault, Script};
+//! use qmp_tokio::{ConnectionError, Error, Options, Qmp};
+//! use serde_json::{json, Value};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let script = Script::new()
+//!     .once("blockdev-add", Answer::error("GenericError", "Duplicate nodes with node-name='n0'"))
+//!     .on("query-block", Answer::value(json!([])).fault(Fault::DisconnectMidReply));
+//! let fake = FakeQemu::start(script)?;
+//!
+//! let qmp = Qmp::connect_unix(fake.path(), Options::default()).await?;
+//! let added = qmp.execute::<Value>("blockdev-add", json!({"node-name": "n0"})).await;
+//! assert!(matches!(added, Err(Error::Qmp(e)) if e.class == "GenericError"));
+//! let cut = qmp.execute::<Value>("query-block", ()).await;
+//! assert!(matches!(cut, Err(Error::Connection(ConnectionError::EofMidMessage { .. }))));
+//! # Ok(()) }
+//! ```
+//!
+//! # Why a crate of its own
+//! It sits above `qmp-proto` (whose [`Server`](qmp_proto::Server) it drives) and below nothing: a test
+//! dependency that brings neither a runtime nor an adapter, so a user of any adapter (or of none) adds it to
+//! `[dev-dependencies]` alone, and the library crates stay free of test-only code.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod fake;
+mod script;
+mod session;
+
+pub use fake::FakeQemu;
+pub use qmp_proto::server::{Command, Failure};
+pub use script::{Answer, Fault, OnConnect, Script};
+pub use session::{FakeSession, RECORDED_COMMANDS};
