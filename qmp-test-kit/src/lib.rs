@@ -13,6 +13,12 @@
 //! [`FakeSession`] (bytes and time in, bytes out, a deadline and a "close now"); [`FakeQemu`] only carries its
 //! bytes, so you can drive a [`FakeSession`] from your own event loop or in memory too.
 //!
+//! # Record and replay
+//! [`RecordingProxy`] records a real session (your code against a real QEMU, through a socket of the proxy's)
+//! as a [`Transcript`], in the format of qmp-rs's corpus of real QEMU conversations; [`ReplayServer`] plays
+//! it back as a server, checking that the client writes the same bytes, so the code can be tested again
+//! without QEMU and a change in what it sends is caught ([`ReplayError::Mismatch`]).
+//!
 //! # Blocking
 //! ```
 //! use std::time::Duration;
@@ -65,11 +71,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod carrier;
 mod fake;
+mod record;
+mod replay;
 mod script;
 mod session;
+mod transcript;
 
 pub use fake::FakeQemu;
 pub use qmp_proto::server::{Command, Failure};
+pub use record::RecordingProxy;
+pub use replay::{Mismatch, ReplayError, ReplayServer, ReplaySession};
 pub use script::{Answer, Fault, OnConnect, Script};
 pub use session::{FakeSession, RECORDED_COMMANDS};
+pub use transcript::{Step, Transcript, TranscriptError};
