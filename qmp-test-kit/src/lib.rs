@@ -19,6 +19,12 @@
 //! it back as a server, checking that the client writes the same bytes, so the code can be tested again
 //! without QEMU and a change in what it sends is caught ([`ReplayError::Mismatch`]).
 //!
+//! # Property tests and fuzzing
+//! Feature `arbitrary`: module `generate`, generators of valid and malformed QMP messages
+//! (commands, replies, events, greetings; bad JSON, wrong shapes, huge, deeply nested) and whole streams, plus
+//! `Arbitrary` types for fuzz targets. Feature `proptest`: module `strategies`, the same
+//! generators as proptest strategies.
+//!
 //! # Blocking
 //! ```
 //! use std::time::Duration;
@@ -73,10 +79,14 @@
 
 mod carrier;
 mod fake;
+#[cfg(feature = "arbitrary")]
+pub mod generate;
 mod record;
 mod replay;
 mod script;
 mod session;
+#[cfg(feature = "proptest")]
+pub mod strategies;
 mod transcript;
 
 pub use fake::FakeQemu;
