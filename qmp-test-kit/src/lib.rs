@@ -70,10 +70,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # On an async runtime's clock
+//! [`serve_stream`] carries the same [`FakeSession`] on the runtime itself (tokio, smol or async-std, through
+//! `qmp-async`'s runtime traits) over one connection, a socket pair say: its delays are the runtime's timers,
+//! so with tokio's paused time a test of a 30-second timeout against a silent fake takes no time at all. It
+//! returns a [`FakeHandle`] to inject events and list commands.
+//!
 //! # Why a crate of its own
-//! It sits above `qmp-proto` (whose [`Server`](qmp_proto::Server) it drives) and below nothing: a test
-//! dependency that brings neither a runtime nor an adapter, so a user of any adapter (or of none) adds it to
-//! `[dev-dependencies]` alone, and the library crates stay free of test-only code.
+//! It sits above `qmp-proto` (whose [`Server`](qmp_proto::Server) it drives) and `qmp-async` (whose runtime
+//! and transport traits carry [`serve_stream`]; it brings no runtime), and below nothing: a user of any adapter
+//! (or of none) adds it to `[dev-dependencies]` alone, and the library crates stay free of test-only code.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -84,6 +90,7 @@ pub mod generate;
 mod record;
 mod replay;
 mod script;
+mod serve_async;
 mod session;
 #[cfg(feature = "proptest")]
 pub mod strategies;
@@ -94,5 +101,6 @@ pub use qmp_proto::server::{Command, Failure};
 pub use record::RecordingProxy;
 pub use replay::{Mismatch, ReplayError, ReplayServer, ReplaySession};
 pub use script::{Answer, Fault, OnConnect, Script};
+pub use serve_async::{serve_connection, serve_stream, FakeHandle};
 pub use session::{FakeSession, RECORDED_COMMANDS};
 pub use transcript::{Step, Transcript, TranscriptError};

@@ -164,17 +164,22 @@ fn blocking_client_against_each_fault() {
         let result = qmp.execute::<Value>("query-x", ());
         (case.check)(&result);
         let then = qmp.execute_with_timeout::<Value>("query-ok", (), Some(Duration::from_secs(2)));
-        if case.then_ok {
-            assert_eq!(then.unwrap(), json!({"fine": true}), "{}", case.name);
-        } else if let Err(Error::Connection(_)) = &result {
-            // Sticky: the same cause again.
-            assert_eq!(format!("{then:?}"), format!("{result:?}"), "{}", case.name);
-        } else {
-            assert!(then.is_err(), "{}", case.name);
-        }
-        if let Some(violation) = case.violation {
-            assert!(qmp.take_violations().iter().any(violation), "{}", case.name);
-        }
+        check_after(&case, &result, then, qmp.take_violations());
+    }
+}
+
+/// Checks what followed the faulty command: the next command, and the violations recorded.
+fn check_after(case: &Case, result: &Result<Value, Error>, then: Result<Value, Error>, seen: Vec<ProtocolViolation>) {
+    if case.then_ok {
+        assert_eq!(then.unwrap(), json!({"fine": true}), "{}", case.name);
+    } else if let Err(Error::Connection(_)) = result {
+        // Sticky: the same cause again.
+        assert_eq!(format!("{then:?}"), format!("{result:?}"), "{}", case.name);
+    } else {
+        assert!(then.is_err(), "{}", case.name);
+    }
+    if let Some(violation) = case.violation {
+        assert!(seen.iter().any(violation), "{}: {seen:?}", case.name);
     }
 }
 
@@ -189,18 +194,64 @@ fn tokio_client_against_each_fault() {
             let result = qmp.execute::<Value>("query-x", ()).await;
             (case.check)(&result);
             let then = qmp.execute_with_timeout::<Value>("query-ok", (), Some(Duration::from_secs(2))).await;
-            if case.then_ok {
-                assert_eq!(then.unwrap(), json!({"fine": true}), "{}", case.name);
-            } else if let Err(Error::Connection(_)) = &result {
-                assert_eq!(format!("{then:?}"), format!("{result:?}"), "{}", case.name);
-            } else {
-                assert!(then.is_err(), "{}", case.name);
-            }
-            if let Some(violation) = case.violation {
-                assert!(qmp.take_violations().iter().any(violation), "{}", case.name);
-            }
+            check_after(&case, &result, then, qmp.take_violations());
         }
     });
+}
+
+/// The same cases with the fake on the runtime itself (serve_stream over a socket pair), in paused time.
+#[test]
+fn tokio_client_against_each_fault_with_the_fake_on_the_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    rt.block_on(async {
+        for case in cases() {
+            eprintln!("case: {}", case.name);
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            let (_fake, serving) = qmp_test_kit::serve_stream(qmp_tokio::Tokio, theirs, (case.script)());
+            tokio::spawn(serving);
+            let qmp = qmp_tokio::Qmp::from_stream(ours, (case.options)()).await.unwrap();
+            let result = qmp.execute::<Value>("query-x", ()).await;
+            (case.check)(&result);
+            let then = qmp.execute_with_timeout::<Value>("query-ok", (), Some(Duration::from_secs(2))).await;
+            check_after(&case, &result, then, qmp.take_violations());
+        }
+        for case in greeting_cases() {
+            eprintln!("case: {}", case.name);
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            let script = Script::new().greeting_fault(case.fault);
+            tokio::spawn(qmp_test_kit::serve_stream(qmp_tokio::Tokio, theirs, script).1);
+            let result = qmp_tokio::Qmp::from_stream(ours, quick().max_message_size(1024)).await;
+            (case.check)(&result.expect_err(case.name));
+        }
+    });
+}
+
+#[test]
+fn injected_events_and_commands_with_the_fake_on_the_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    rt.block_on(async {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let script = ok_script().on("stop", Answer::value(json!({})).event_before("STOP", None));
+        let (fake, serving) = qmp_test_kit::serve_stream(qmp_tokio::Tokio, theirs, script);
+        tokio::spawn(serving);
+        let qmp = qmp_tokio::Qmp::from_stream(ours, quick()).await.unwrap();
+        let mut events = qmp.events();
+        qmp.execute::<Value>("stop", ()).await.unwrap();
+        fake.event("RESUME", Some(json!({"reason": "test"})));
+        let mut names = Vec::new();
+        while names.len() < 2 {
+            match tokio_stream_next(&mut events).await {
+                Some(qmp_tokio::EventItem::Event(e)) => names.push(e.name.clone()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(names, ["STOP", "RESUME"]);
+        assert_eq!(fake.commands().iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["stop"]);
+    });
+}
+
+async fn tokio_stream_next<S: futures_core::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
 }
 
 #[test]
