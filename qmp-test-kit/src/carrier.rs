@@ -151,8 +151,8 @@ impl Drop for TempDir {
     }
 }
 
-/// The system clock as an event timestamp.
-fn wall_clock() -> Timestamp {
+/// The system clock as an event timestamp (-1/-1 before 1970, as QEMU writes it).
+pub(crate) fn wall_clock() -> Timestamp {
     match SystemTime::now().duration_since(UNIX_EPOCH) {
         Ok(d) => Timestamp { seconds: d.as_secs() as i64, microseconds: i64::from(d.subsec_micros()) },
         Err(_) => Timestamp { seconds: -1, microseconds: -1 },
@@ -215,16 +215,27 @@ impl Carrier {
                 return stop;
             }
             let timeout = session.poll_timeout().map(|at| at.saturating_duration_since(Instant::now()));
-            let readable = {
-                let mut fds = [PollFd::new(&self.woken, PollFlags::IN), PollFd::new(&stream, PollFlags::IN)];
-                let watched = if session.wants_input() { 2 } else { 1 };
+            let wants_input = session.wants_input();
+            let (readable, hung_up) = {
+                // Not reading (a command in progress, as QEMU stops reading), the socket is still watched for
+                // the client hanging up.
+                let interest = if wants_input { PollFlags::IN } else { PollFlags::empty() };
+                let mut fds = [PollFd::new(&self.woken, PollFlags::IN), PollFd::new(&stream, interest)];
                 let timeout = timeout.map(|t| Timespec::try_from(t).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 }));
-                if poll_retrying(&mut fds[..watched], timeout.as_ref()).is_err() {
+                if poll_retrying(&mut fds, timeout.as_ref()).is_err() {
                     session.handle_eof();
                     continue;
                 }
-                watched == 2 && !fds[1].revents().is_empty()
+                let revents = fds[1].revents();
+                (
+                    wants_input && !revents.is_empty(),
+                    !wants_input && revents.intersects(PollFlags::HUP | PollFlags::ERR),
+                )
             };
+            if hung_up {
+                session.handle_eof();
+                continue;
+            }
             let now = Instant::now();
             if let Woken::Stop = self.take_controls(|name, data| session.event(name, data.as_ref(), now)) {
                 stop = true;

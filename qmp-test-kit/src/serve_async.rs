@@ -8,14 +8,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use futures_core::Stream;
 use qmp_async::{Runtime, Streams, Timer, Transport};
 use qmp_proto::server::Command;
-use qmp_proto::Timestamp;
 use serde_json::Value;
 
+use crate::carrier::wall_clock;
 use crate::script::Script;
 use crate::session::{FakeSession, RECORDED_COMMANDS};
 
@@ -90,11 +90,7 @@ pub fn serve_connection<R: Runtime, T: Transport>(
     let (events_tx, events_rx) = async_channel::unbounded();
     let commands = Arc::new(Mutex::new(VecDeque::new()));
     let handle = FakeHandle { events: events_tx, commands: commands.clone() };
-    let wall = match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => Timestamp { seconds: d.as_secs() as i64, microseconds: i64::from(d.subsec_micros()) },
-        Err(_) => Timestamp { seconds: -1, microseconds: -1 },
-    };
-    let session = FakeSession::new(script, runtime.now(), wall);
+    let session = FakeSession::new(script, runtime.now(), wall_clock());
     let mut connection = Connection {
         runtime,
         io,

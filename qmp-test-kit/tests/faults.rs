@@ -326,6 +326,18 @@ fn once_answers_then_the_standing_one_then_command_not_found() {
 }
 
 #[test]
+fn a_client_leaving_a_silent_fake_frees_it_for_the_next() {
+    let script = ok_script().once("query-x", Answer::value(json!(1)).fault(Fault::Silence));
+    let fake = FakeQemu::start(script).unwrap();
+    let mut qmp = qmp_blocking::Client::connect_unix(fake.path(), quick()).unwrap();
+    assert!(matches!(qmp.execute::<Value>("query-x", ()), Err(Error::TimedOut)));
+    drop(qmp);
+    let mut qmp = qmp_blocking::Client::connect_unix(fake.path(), quick()).unwrap();
+    assert_eq!(qmp.execute::<Value>("query-ok", ()).unwrap(), json!({"fine": true}));
+    assert_eq!(fake.connections(), 2);
+}
+
+#[test]
 fn the_script_lives_on_across_connections() {
     let script = Script::new()
         .once("query-x", Answer::value(json!(1)).fault(Fault::Disconnect))
