@@ -16,8 +16,8 @@ type Handler = Box<dyn FnMut(&Command) -> Result<Value, Failure> + Send>;
 #[non_exhaustive]
 pub enum Fault {
     /// Nothing is ever written for this command, and the connection stays open until the client leaves: a hung
-    /// QEMU. Without OOB,
-    /// QEMU reads nothing more while a command runs, and neither does the fake, so later commands hang too.
+    /// QEMU. Without OOB, QEMU reads nothing more while a command runs, and neither does the fake, so later
+    /// commands hang too.
     Silence,
     /// The first half of the reply's bytes is written, then the connection closes.
     DisconnectMidReply,
