@@ -5,7 +5,8 @@
 //! the client's limit. [`FakeQemu`] serves it on a unix socket from a thread, so the code under test connects
 //! to [`FakeQemu::path`] with any client: `qmp-blocking`, `qmp-tokio`, `qmp-smol`, or another library.
 //! Events can also be injected at any moment with [`FakeQemu::event`], and the commands the fake received are
-//! listed by [`FakeQemu::commands`].
+//! listed by [`FakeQemu::commands`]. [`Script::guest_agent`] plays a guest agent instead (no greeting, LF
+//! endings, `guest-sync-delimited` answered as qemu-ga answers it).
 //!
 //! The protocol itself is [`qmp_proto::Server`]'s, byte for byte what qemu-storage-daemon 10 sends: the
 //! greeting, `qmp_capabilities` (and QEMU's errors before it), JSON parse errors, malformed commands, id echo,

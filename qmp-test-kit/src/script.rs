@@ -157,6 +157,7 @@ pub struct Script {
     pub(crate) on_connect: OnConnect,
     pub(crate) version: Option<(u64, u64, u64, String)>,
     pub(crate) oob_commands: Vec<String>,
+    pub(crate) guest_agent: bool,
 }
 
 impl Script {
@@ -187,6 +188,13 @@ impl Script {
     /// X does not support OOB" once the client has enabled OOB.
     pub fn oob_command(mut self, command: impl Into<String>) -> Self {
         self.oob_commands.push(command.into());
+        self
+    }
+
+    /// Plays a guest agent instead of QEMU's monitor: no greeting, LF line endings, `guest-sync` and
+    /// `guest-sync-delimited` answered by the server itself (as qemu-ga does), no events.
+    pub fn guest_agent(mut self) -> Self {
+        self.guest_agent = true;
         self
     }
 

@@ -79,7 +79,8 @@ impl FakeSession {
     /// A session for a client that just connected at `now` (wall-clock time `wall`, from which event timestamps
     /// are counted: the session reads no clock). The greeting is ready, or due, at once.
     pub fn new(script: Script, now: Instant, wall: Timestamp) -> Self {
-        let mut config = ServerConfig::qmp().version(10, 0, 2, "qmp-test-kit");
+        let base = if script.guest_agent { ServerConfig::guest_agent() } else { ServerConfig::qmp() };
+        let mut config = base.version(10, 0, 2, "qmp-test-kit");
         if let Some((major, minor, micro, package)) = &script.version {
             config = config.version(*major, *minor, *micro, package.clone());
         }

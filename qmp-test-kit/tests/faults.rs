@@ -338,6 +338,22 @@ fn a_client_leaving_a_silent_fake_frees_it_for_the_next() {
 }
 
 #[test]
+fn a_fake_guest_agent() {
+    let script = Script::new()
+        .guest_agent()
+        .on("guest-info", Answer::value(json!({"version": "7.2.22"})))
+        .on("guest-get-time", Answer::value(json!(0)).fault(Fault::DisconnectMidReply));
+    let fake = FakeQemu::start(script).unwrap();
+    // Connecting synchronises with guest-sync-delimited, which the server answers itself.
+    let mut ga = qmp_blocking::GuestAgent::connect_unix(fake.path(), quick()).unwrap();
+    assert_eq!(ga.execute::<Value>("guest-info", ()).unwrap(), json!({"version": "7.2.22"}));
+    let cut = ga.execute::<Value>("guest-get-time", ());
+    assert!(matches!(cut, Err(Error::Connection(ConnectionError::EofMidMessage { .. }))), "{cut:?}");
+    let names: Vec<String> = fake.commands().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["guest-info", "guest-get-time"]);
+}
+
+#[test]
 fn the_script_lives_on_across_connections() {
     let script = Script::new()
         .once("query-x", Answer::value(json!(1)).fault(Fault::Disconnect))
