@@ -72,7 +72,7 @@
 //! ```
 //!
 //! # On an async runtime's clock
-//! [`serve_stream`] carries the same [`FakeSession`] on the runtime itself (tokio, smol or async-std, through
+//! [`serve_stream`] (feature `async`, on by default) carries the same [`FakeSession`] on the runtime itself (tokio, smol or async-std, through
 //! `qmp-async`'s runtime traits) over one connection, a socket pair say: its delays are the runtime's timers,
 //! so with tokio's paused time a test of a 30-second timeout against a silent fake takes no time at all. It
 //! returns a [`FakeHandle`] to inject events and list commands.
@@ -91,6 +91,7 @@ pub mod generate;
 mod record;
 mod replay;
 mod script;
+#[cfg(feature = "async")]
 mod serve_async;
 mod session;
 #[cfg(feature = "proptest")]
@@ -102,6 +103,7 @@ pub use qmp_proto::server::{Command, Failure};
 pub use record::RecordingProxy;
 pub use replay::{Mismatch, ReplayError, ReplayServer, ReplaySession};
 pub use script::{Answer, Fault, OnConnect, Script};
+#[cfg(feature = "async")]
 pub use serve_async::{serve_connection, serve_stream, FakeHandle};
 pub use session::{FakeSession, RECORDED_COMMANDS};
 pub use transcript::{Step, Transcript, TranscriptError};
