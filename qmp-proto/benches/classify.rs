@@ -45,7 +45,8 @@
 //! at least 2x `Value` on events and on replies; O(n) one byte at a time (taken as a per-byte cost that grows
 //! less than 2x from 1 to 4 MiB).
 //!
-//! The first and last lines give the machine's load average: other work slows both sides, not always alike
+//! Times are the thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so that a busy machine, which takes the CPU
+//! away, slows the figures less than wall time would. The first and last lines give the machine's load average: other work slows both sides, not always alike
 //! (allocation-heavy `Value` parsing tends to suffer more), so compare runs made on a quiet machine.
 
 use std::hint::black_box;
@@ -75,15 +76,23 @@ struct Opts {
 /// A contender: given `n`, prepares `n` runs (not timed), times them, and returns the time they took.
 type Contender<'a> = Box<dyn FnMut(usize) -> Duration + 'a>;
 
+/// The CPU time this thread has used: every figure is CPU time, not wall time, so that other work on a busy
+/// machine (which takes the CPU away, and with wall time would be counted against whoever was running) changes
+/// the figures less. It still disturbs caches: compare runs made on a quiet machine.
+fn cpu_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 /// A contender that times `run(setup())`.
 fn timed<'a, S, R>(mut setup: impl FnMut() -> S + 'a, mut run: impl FnMut(S) -> R + 'a) -> Contender<'a> {
     Box::new(move |n| {
         let states: Vec<S> = (0..n).map(|_| setup()).collect();
-        let t = Instant::now();
+        let t = cpu_now();
         for s in states {
             black_box(run(s));
         }
-        t.elapsed()
+        cpu_now() - t
     })
 }
 
@@ -199,9 +208,9 @@ fn client_contender<'a>(rounds: &'a [&'a [u8]], commands: usize, max: usize) -> 
         for _ in 0..n {
             for round in rounds {
                 let client = ready_client(commands, max);
-                let t = Instant::now();
+                let t = cpu_now();
                 black_box(drive_client(client, round));
-                total += t.elapsed();
+                total += cpu_now() - t;
             }
         }
         total
