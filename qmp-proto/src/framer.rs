@@ -806,30 +806,6 @@ mod tests {
         assert_eq!(frames(1024, &bytes), whole);
     }
 
-    /// The layout by the definition: the offset past the close bracket that first brings the depth from 2
-    /// to 1, scanning `message` byte by byte.
-    fn layout_by_hand(message: &[u8]) -> Option<usize> {
-        let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
-        for (k, &b) in message.iter().enumerate() {
-            match (in_string, escaped, b) {
-                (true, true, _) => escaped = false,
-                (true, false, b'\\') => escaped = true,
-                (true, false, b'"') => in_string = false,
-                (true, ..) => {}
-                (false, _, b'"') => in_string = true,
-                (false, _, b'{' | b'[') => depth += 1,
-                (false, _, b'}' | b']') => {
-                    depth -= 1;
-                    if depth == 1 {
-                        return Some(k + 1);
-                    }
-                }
-                _ => {}
-            }
-        }
-        None
-    }
-
     /// Every message's layout is the first nested value's end, whatever the chunking: through the block
     /// scanner (long runs), the bytewise one (blocks with backslashes, the last bytes), messages that start in
     /// the block where the previous one ended, and values split across calls.
@@ -852,12 +828,17 @@ mod tests {
             out
         };
         let whole = collect(input.len());
-        assert_eq!(whole.len(), 9, "{whole:?}");
-        for (frame, end) in &whole {
+        // Counted by hand (the fuzz target framer_vs_serde checks every message against a bytewise scan).
+        let want = [Some(186), Some(22), None, Some(47), Some(180), Some(15), Some(4), None, None];
+        assert_eq!(whole.iter().map(|(_, end)| *end).collect::<Vec<_>>(), want, "{whole:?}");
+        // What follows each end, from its closing bracket on.
+        let rest = ["], \"id\": 3}", "}}", "", "}, \"event\"", "], \"id\": 5}", "]}", "], 2]"];
+        for ((frame, end), rest) in whole.iter().zip(rest) {
             let Frame::Message(m) = frame else { panic!("{frame:?}") };
-            assert_eq!(*end, layout_by_hand(m), "{}", String::from_utf8_lossy(m));
+            if let Some(end) = end {
+                assert!(m[end - 1..].starts_with(rest.as_bytes()), "{}", String::from_utf8_lossy(m));
+            }
         }
-        assert!(whole.iter().filter(|(_, end)| end.is_some()).count() >= 5);
         for chunk in [1, 2, 7, 63, 64, 65, 100] {
             assert_eq!(collect(chunk), whole, "chunks of {chunk}");
         }
