@@ -35,7 +35,8 @@ pub enum Message {
     Return {
         /// The echoed id, exactly as sent back; `None` when the member was absent (`null` is `Some`).
         id: Option<RawJson>,
-        /// The `return` payload.
+        /// The `return` payload: valid JSON from [`classify`]; from [`classify_framed`] (the client), an object
+        /// or array is validated only when parsed.
         value: RawJson,
     },
     /// An error reply: `{"error": {"class": ..., "desc": ...}, "id": ...}`.
