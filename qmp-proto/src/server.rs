@@ -336,15 +336,12 @@ impl Server {
 
     /// Reads `input` until the server stops wanting input; returns the bytes used.
     fn read(&mut self, input: &[u8]) -> usize {
-        // The lexer hands over at most two requests per byte: a buffer kept across calls, not one per call.
+        // The lexer hands over at most two requests at a time: a buffer kept across calls, not one per call.
         let mut parsed = std::mem::take(&mut self.parsed);
-        let mut used = input.len();
-        for (i, &b) in input.iter().enumerate() {
-            if self.suspended() || self.closed {
-                used = i;
-                break;
-            }
-            self.lexer.feed(b, &mut |p| parsed.push(p));
+        let mut used = 0;
+        // Only a request read can make the server stop: the check is made between requests, not per byte.
+        while used < input.len() && !self.suspended() && !self.closed {
+            used += self.lexer.feed_until_message(&input[used..], &mut |p| parsed.push(p));
             for p in parsed.drain(..) {
                 self.on_request(p);
             }
