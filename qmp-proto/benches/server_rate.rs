@@ -54,17 +54,18 @@ fn commands(volume: usize) -> Vec<u8> {
     out
 }
 
-/// Replies as QEMU writes them to the client's commands `2..`, in rounds of [`ROUND`] ids (one client per round).
-fn replies(volume: usize) -> Vec<Vec<u8>> {
+/// Replies as QEMU writes them to the commands of [`ready_client`] (whose ids are `ids`), in rounds of at most
+/// [`ROUND`] (one client per round).
+fn replies(volume: usize, ids: &[u64]) -> Vec<Vec<u8>> {
     let mut rounds = Vec::new();
     let mut total = 0;
     while total < volume {
         let mut round = Vec::new();
-        for i in 0..ROUND as u64 {
+        for id in ids {
             if total + round.len() >= volume {
                 break;
             }
-            round.extend_from_slice(format!("{{\"return\": {{}}, \"id\": {}}}\r\n", 2 + i).as_bytes());
+            round.extend_from_slice(format!("{{\"return\": {{}}, \"id\": {id}}}\r\n").as_bytes());
         }
         total += round.len();
         rounds.push(round);
@@ -104,9 +105,9 @@ fn drive_server(input: &[u8], read: usize) -> (Duration, usize) {
     (cpu_time() - start, answered)
 }
 
-/// A negotiated client with [`ROUND`] commands executed, its transmit buffer drained.
-fn ready_client() -> Client {
-    let config = Config::qmp().max_pending(ROUND + 16);
+/// A negotiated client with [`ROUND`] commands executed, and the ids it wrote.
+fn ready_client() -> (Client, Vec<u64>) {
+    let config = Config::qmp().max_pending(ROUND + 16).max_in_flight(ROUND);
     let mut client = Client::new(config, Instant::now());
     client.handle_input(GREETING);
     while client.poll_event().is_some() {}
@@ -115,7 +116,13 @@ fn ready_client() -> Client {
     }
     let mut out = Vec::new();
     client.poll_transmit(&mut out);
-    client
+    let ids = serde_json::Deserializer::from_slice(&out)
+        .into_iter::<serde_json::Value>()
+        .map(|command| command.expect("a command"))
+        .filter(|command| command["execute"] == "query-status")
+        .map(|command| command["id"].as_u64().expect("an id"))
+        .collect();
+    (client, ids)
 }
 
 /// Feeds each round of replies to a fresh client (made untimed) in reads of [`READ`] bytes. Returns the CPU
@@ -125,7 +132,7 @@ fn drive_clients(rounds: &[Vec<u8>]) -> (Duration, usize) {
     let mut delivered = 0;
     let mut out = Vec::new();
     for round in rounds {
-        let mut client = ready_client();
+        let (mut client, _) = ready_client();
         let start = cpu_time();
         for piece in round.chunks(READ) {
             client.handle_input(piece);
@@ -165,7 +172,7 @@ fn main() {
     println!("server_rate: load average {}", load());
 
     let cmds = commands(VOLUME);
-    let rounds = replies(cmds.len());
+    let rounds = replies(cmds.len(), &ready_client().1);
     let reply_bytes: usize = rounds.iter().map(Vec::len).sum();
     let (_, n_commands) = drive_server(&cmds, READ); // warm-up, and the counts
     let (_, n_replies) = drive_clients(&rounds);

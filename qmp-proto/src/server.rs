@@ -69,6 +69,7 @@
 
 mod builtin;
 mod config;
+mod held;
 mod lexer;
 mod parser;
 mod qobject;
@@ -82,6 +83,7 @@ pub use config::{CommandInfo, ServerConfig, DEFAULT_SERVER_MAX_MESSAGE_SIZE, QMP
 
 use crate::config::Mode;
 use crate::message::Timestamp;
+use held::Held;
 use lexer::{Lexer, Parsed};
 use qobject::{QDict, QObject};
 
@@ -217,7 +219,7 @@ pub struct Server {
     config: ServerConfig,
     lexer: Lexer,
     /// Input fed while the server did not want it, processed when it does again.
-    held: VecDeque<u8>,
+    held: Held,
     /// In-band requests read and not yet handed over or answered.
     queue: VecDeque<Parsed>,
     /// The requests the lexer completed with the byte being read (kept to reuse its allocation).
@@ -242,7 +244,7 @@ impl Server {
         let mut server = Server {
             lexer: Lexer::new(config.max_message_size),
             config,
-            held: VecDeque::new(),
+            held: Held::default(),
             queue: VecDeque::new(),
             parsed: Vec::new(),
             current: None,
@@ -355,8 +357,8 @@ impl Server {
     fn read_held(&mut self) {
         let mut held = std::mem::take(&mut self.held);
         while !held.is_empty() && !self.suspended() && !self.closed {
-            let used = self.read(held.as_slices().0);
-            held.drain(..used);
+            let used = self.read(held.as_slice());
+            held.consume(used);
         }
         // `close_with` forgets held input: a session closed meanwhile keeps none.
         if !self.closed {
@@ -380,7 +382,7 @@ impl Server {
             return;
         }
         self.closed = true;
-        self.held = VecDeque::new();
+        self.held.clear();
         self.queue.clear();
         self.pending.clear();
         self.current = None;
