@@ -1,6 +1,8 @@
 //! Property tests on qmp-test-kit's generated messages (its `strategies`, the generators users get too): the
 //! core's client and server, fed a generated stream whole, one byte at a time, and in generated chunks, see
-//! the same events and write the same bytes.
+//! the same events and write the same bytes (the client: the same events, and what it writes differs only in
+//! how far it got: a stream that closes the client in the chunk that greeted it leaves no time to write
+//! `qmp_capabilities`, so one feeding's bytes are a prefix of another's).
 
 use std::time::Instant;
 
@@ -42,6 +44,8 @@ fn server_outcome(chunks: &[&[u8]]) -> (Vec<String>, Vec<u8>) {
         }
         server.poll_transmit(&mut out);
     }
+    // The greeting is there before any input: a feeding of no chunks must write it too.
+    server.poll_transmit(&mut out);
     (events, out)
 }
 
@@ -64,8 +68,12 @@ proptest! {
             client_outcome(&chunks, now)
         });
         prop_assert!(!whole.0.is_empty());
-        prop_assert_eq!(&whole, &bytewise);
-        prop_assert_eq!(&whole, &chunked);
+        prop_assert_eq!(&whole.0, &bytewise.0);
+        prop_assert_eq!(&whole.0, &chunked.0);
+        for other in [&bytewise.1, &chunked.1] {
+            let (short, long) = if whole.1.len() <= other.len() { (&whole.1, other) } else { (other, &whole.1) };
+            prop_assert!(long.starts_with(short), "writes differ beyond how far each feeding got");
+        }
     }
 
     #[test]
