@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod connection;
 mod service;
 mod session;
 
@@ -65,11 +66,17 @@ pub(crate) struct Shutdown {
 }
 
 impl Shutdown {
-    fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.set.load(Ordering::SeqCst)
     }
 
-    fn listen(&self) -> event_listener::EventListener {
+    /// Sets the flag and wakes every waiter.
+    pub(crate) fn request(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        self.event.notify(usize::MAX);
+    }
+
+    pub(crate) fn listen(&self) -> event_listener::EventListener {
         self.event.listen()
     }
 
@@ -149,8 +156,7 @@ impl ServerHandle {
 
     /// Stops accepting connections and closes every session once its queued output is written.
     pub fn shutdown(&self) {
-        self.shutdown.set.store(true, Ordering::SeqCst);
-        self.shutdown.event.notify(usize::MAX);
+        self.shutdown.request();
     }
 
     /// Sessions running now.
@@ -210,6 +216,23 @@ pub fn serve_unix<R: Net>(
 /// session has closed.
 pub type Serving = std::pin::Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
+/// Waits for the next connection on `listener`, or `None` once `shutdown` is requested.
+pub(crate) async fn accept_until<R: Net>(
+    runtime: &R,
+    listener: &R::UnixListener,
+    shutdown: &Shutdown,
+) -> Option<io::Result<R::UnixStream>> {
+    let mut accept = pin!(runtime.accept_unix(listener));
+    let mut stop = pin!(shutdown.wait());
+    std::future::poll_fn(|cx| {
+        if stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        accept.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
 async fn accept_loop<R: Net>(
     runtime: R,
     listener: R::UnixListener,
@@ -218,18 +241,7 @@ async fn accept_loop<R: Net>(
     handle: ServerHandle,
 ) -> io::Result<()> {
     loop {
-        let accepted = {
-            let mut accept = pin!(runtime.accept_unix(&listener));
-            let mut stop = pin!(handle.shutdown.wait());
-            std::future::poll_fn(|cx| {
-                if stop.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                accept.as_mut().poll(cx).map(Some)
-            })
-            .await
-        };
-        let stream = match accepted {
+        let stream = match accept_until(&runtime, &listener, &handle.shutdown).await {
             None => break,
             Some(Ok(stream)) => stream,
             // A client that went away before accept() completed: keep serving the others.

@@ -41,6 +41,28 @@ pub trait Transport: Send + Unpin + 'static {
         let _ = (cx, byte, fd);
         Poll::Ready(Err(fd_passing_unsupported()))
     }
+
+    /// The unix socket under the stream, if it is one (for its peer's credentials). `None` by default.
+    fn unix_socket(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+}
+
+/// The credentials of a unix socket's peer (SO_PEERCRED), taken when it connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// Its user id.
+    pub uid: u32,
+    /// Its group id.
+    pub gid: u32,
+    /// Its process id.
+    pub pid: i32,
+}
+
+/// The credentials of the peer of the unix socket `socket` (SO_PEERCRED).
+pub fn peer_credentials(socket: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
+    let cred = rustix::net::sockopt::socket_peercred(socket)?;
+    Ok(PeerCredentials { uid: cred.uid.as_raw(), gid: cred.gid.as_raw(), pid: cred.pid.as_raw_nonzero().get() })
 }
 
 /// The error of passing a file descriptor over a transport that cannot ([`io::ErrorKind::Unsupported`]), for
@@ -57,6 +79,12 @@ pub trait SendFd<S>: Send + Unpin + 'static {
 
     /// Writes `byte` with `fd` attached on `stream` (see [`Transport::poll_write_with_fd`]).
     fn poll_send(stream: &mut S, cx: &mut Context<'_>, byte: u8, fd: BorrowedFd<'_>) -> Poll<io::Result<usize>>;
+
+    /// The unix socket under `stream` (see [`Transport::unix_socket`]). `None` by default.
+    fn socket(stream: &S) -> Option<BorrowedFd<'_>> {
+        let _ = stream;
+        None
+    }
 }
 
 /// The policy of streams that cannot pass descriptors.
@@ -122,6 +150,10 @@ where
 
     fn poll_write_with_fd(&mut self, cx: &mut Context<'_>, byte: u8, fd: BorrowedFd<'_>) -> Poll<io::Result<usize>> {
         F::poll_send(&mut self.stream, cx, byte, fd)
+    }
+
+    fn unix_socket(&self) -> Option<BorrowedFd<'_>> {
+        F::socket(&self.stream)
     }
 }
 

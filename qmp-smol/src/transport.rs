@@ -33,6 +33,10 @@ impl SendFd<Socket> for UnixFds {
             }
         }
     }
+
+    fn socket(sock: &Socket) -> Option<BorrowedFd<'_>> {
+        Some(sock.as_fd())
+    }
 }
 
 /// Joins two pipes, registered with the reactor.

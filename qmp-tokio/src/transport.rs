@@ -42,6 +42,10 @@ impl SendFd<Compat<UnixStream>> for UnixFds {
             }
         }
     }
+
+    fn socket(io: &Compat<UnixStream>) -> Option<BorrowedFd<'_>> {
+        Some(io.get_ref().as_fd())
+    }
 }
 
 /// A tokio stream as a transport.
