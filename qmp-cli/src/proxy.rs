@@ -37,7 +37,7 @@ pub struct Settings {
     /// Unix socket to serve clients on (created; removed first if it is a stale socket).
     #[arg(long, value_name = "PATH")]
     listen: PathBuf,
-    /// TOML policy file ([[rule]] tables; see `qmp proxy --help` and the README).
+    /// TOML policy file: `[[rule]]` tables (see the README).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
     /// Events a client may fall behind by before it is disconnected.
