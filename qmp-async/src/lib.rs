@@ -83,5 +83,6 @@ pub use qmp_proto::{
 pub use qmp_qapi as qapi;
 pub use runtime::{Net, Runtime, Streams, Timer};
 pub use transport::{
-    fd_passing_unsupported, peer_credentials, send_byte_with_fd, Duplex, Io, NoFds, PeerCredentials, SendFd, Transport,
+    fd_passing_unsupported, peer_credentials, recv_with_fds, send_byte_with_fd, Duplex, Io, NoFds, PeerCredentials,
+    SendFd, Transport,
 };

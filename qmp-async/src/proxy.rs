@@ -8,6 +8,8 @@
 //! - **Routing**: a client's command goes to QEMU under an id of the proxy's (a small integer of the upstream
 //!   connection); the reply goes back to that client only, with the client's own id restored exactly, whatever
 //!   its JSON type (the client's server kept it). Id-less commands work. `exec-oob` stays out of band.
+//! - **File descriptors** a client passes over its unix socket (SCM_RIGHTS) are held, in order, for its next
+//!   commands that take one (`getfd`, `add-fd`), and reach QEMU with that command and no other.
 //! - **Fairness**: QEMU's in-band queue (8 commands) is shared round-robin between clients ([`Router`]): a
 //!   client that floods commands cannot starve the others.
 //! - **Events** fan out to every negotiated client through a bounded queue per client

@@ -7,15 +7,17 @@
 //! these (tokio's through `tokio-util`'s compat layer) and writes only how its unix socket sends a descriptor,
 //! around [`send_byte_with_fd`].
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_io::{AsyncRead, AsyncWrite};
-use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+};
 
 /// A byte stream the driver owns. Every method follows the `poll` contract: `Pending` registers the waker.
 pub trait Transport: Send + Unpin + 'static {
@@ -46,6 +48,42 @@ pub trait Transport: Send + Unpin + 'static {
     fn unix_socket(&self) -> Option<BorrowedFd<'_>> {
         None
     }
+
+    /// Reads into `buf` like [`poll_read`](Self::poll_read), and appends the file descriptors that came with
+    /// those bytes (SCM_RIGHTS) to `fds`. Transports that cannot receive descriptors just read.
+    fn poll_read_with_fds(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+    ) -> Poll<io::Result<usize>> {
+        let _ = fds;
+        self.poll_read(cx, buf)
+    }
+}
+
+/// Descriptors taken from one read at most; more are closed by the kernel (MSG_CTRUNC).
+const MAX_FDS_PER_READ: usize = 16;
+
+/// Reads into `buf` from the unix socket `socket` without blocking, appending the descriptors received with
+/// the bytes (SCM_RIGHTS, close-on-exec) to `fds`: the one system call every adapter's unix [`SendFd`] policy
+/// makes to receive. `WouldBlock` means: wait until the socket is readable and try again.
+pub fn recv_with_fds(socket: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_READ))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let flags = RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC;
+    let received = loop {
+        match rustix::net::recvmsg(socket, &mut [IoSliceMut::new(buf)], &mut control, flags) {
+            Err(rustix::io::Errno::INTR) => continue,
+            result => break result.map_err(io::Error::from)?,
+        }
+    };
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received_fds) = message {
+            fds.extend(received_fds);
+        }
+    }
+    Ok(received.bytes)
 }
 
 /// The credentials of a unix socket's peer (SO_PEERCRED), taken when it connected.
@@ -83,6 +121,18 @@ pub trait SendFd<S>: Send + Unpin + 'static {
     /// The unix socket under `stream` (see [`Transport::unix_socket`]). `None` by default.
     fn socket(stream: &S) -> Option<BorrowedFd<'_>> {
         let _ = stream;
+        None
+    }
+
+    /// Reads from `stream` with the descriptors that came along (see [`Transport::poll_read_with_fds`]);
+    /// `None` (the default) when the policy cannot receive them: the stream is read as usual.
+    fn poll_recv(
+        stream: &mut S,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+    ) -> Option<Poll<io::Result<usize>>> {
+        let _ = (stream, cx, buf, fds);
         None
     }
 }
@@ -154,6 +204,18 @@ where
 
     fn unix_socket(&self) -> Option<BorrowedFd<'_>> {
         F::socket(&self.stream)
+    }
+
+    fn poll_read_with_fds(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+    ) -> Poll<io::Result<usize>> {
+        match F::poll_recv(&mut self.stream, cx, buf, fds) {
+            Some(read) => read,
+            None => Pin::new(&mut self.stream).poll_read(cx, buf),
+        }
     }
 }
 

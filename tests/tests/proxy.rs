@@ -381,3 +381,29 @@ async fn a_client_that_stops_reading_events_is_disconnected_and_the_others_go_on
     let read = tokio::time::timeout(Duration::from_secs(10), slow_end).await.expect("EOF in time").expect("task");
     assert!(read.expect("read") < 4 << 20, "the slow client's backlog stays bounded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_descriptor_reaches_qemu_with_its_command_and_no_other() {
+    // qemu-storage-daemon has neither getfd nor add-fd: qemu-system-x86_64 (-M none) has both.
+    let server = require!(QemuServer::system());
+    let path = server.dir().join("proxy.sock");
+    let _proxy = start_proxy(server.socket_path(), everyone(), &[&path]).await;
+    let (passer, other) = (
+        Qmp::connect_unix(&path, Options::default()).await.expect("passer"),
+        Qmp::connect_unix(&path, Options::default()).await.expect("other"),
+    );
+    let file = tempfile::tempfile().expect("a file to pass");
+    passer.send_fd("passed", &file).await.expect("getfd through the proxy");
+    // QEMU filed it under that name: closefd finds it (once).
+    let _: Value = other.execute("closefd", json!({"fdname": "passed"})).await.expect("QEMU has the descriptor");
+    let (class, desc) = qmp_error(other.execute("closefd", json!({"fdname": "passed"})).await);
+    assert_eq!((class.as_str(), desc.as_str()), ("GenericError", "File descriptor named 'passed' not found"));
+    // A getfd without a descriptor of its own gets QEMU's error: no other command's descriptor leaked to it.
+    passer.send_fd("second", &file).await.expect("second getfd");
+    let (_, desc) = qmp_error(other.execute("getfd", json!({"fdname": "stolen"})).await);
+    assert_eq!(desc, "No file descriptor supplied via SCM_RIGHTS");
+    let info = passer.add_fd(&file, None, Some("proxied")).await.expect("add-fd through the proxy");
+    let sets: Value = other.execute("query-fdsets", ()).await.expect("query-fdsets");
+    let set = sets.as_array().expect("sets").iter().find(|s| s["fdset-id"] == info.fdset_id).expect("the new set");
+    assert_eq!(set["fds"][0]["opaque"], "proxied");
+}

@@ -6,6 +6,8 @@
 //! It closes when it is kicked for not reading its events, or when the proxy stops (asked to, or QEMU gone) once
 //! every command it passed on has been answered (with QEMU's reply, or an error when QEMU went away).
 
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +40,16 @@ pub(crate) struct Downstream<R: Runtime> {
     stop: ShutdownWatch,
     /// Commands passed on to QEMU and not answered yet.
     outstanding: usize,
+    /// Descriptors the client passed, for its next commands that take one (at most [`MAX_HELD_FDS`]).
+    fds: VecDeque<OwnedFd>,
+}
+
+/// Descriptors a client may have passed ahead of the commands that take them; more are closed.
+const MAX_HELD_FDS: usize = 16;
+
+/// The commands that take the descriptor passed with them, as QEMU's monitor does.
+fn takes_fd(command: &str) -> bool {
+    matches!(command, "getfd" | "add-fd")
 }
 
 impl<R: Runtime> Downstream<R> {
@@ -56,6 +68,7 @@ impl<R: Runtime> Downstream<R> {
             lost,
             stop,
             outstanding: 0,
+            fds: VecDeque::new(),
         }
     }
 
@@ -79,8 +92,10 @@ impl<R: Runtime> Downstream<R> {
             let text = serde_json::to_string(&args).unwrap_or_else(|_| "{}".into());
             RawJson::from_json(&text).ok()
         };
+        // A descriptor goes with the command that takes it, and with no other.
+        let fd = if takes_fd(&name) { self.fds.pop_front() } else { None };
         self.outstanding += 1;
-        self.hub.submit(self.client, token, Forward { name, args, oob });
+        self.hub.submit(self.client, token, Forward { name, args, oob, fd });
     }
 }
 
@@ -116,6 +131,19 @@ impl<R: Runtime> Backend for Downstream<R> {
             Event::Negotiated { oob } => tracing::debug!(client = self.client.get(), oob, "client negotiated"),
             Event::Closed(reason) => tracing::info!(client = self.client.get(), ?reason, "client session closed"),
             _ => {}
+        }
+    }
+
+    fn on_fds(&mut self, fds: Vec<OwnedFd>) {
+        for fd in fds {
+            if self.fds.len() < MAX_HELD_FDS {
+                self.fds.push_back(fd);
+            } else {
+                tracing::warn!(
+                    client = self.client.get(),
+                    "too many descriptors passed ahead of their commands: closed"
+                );
+            }
         }
     }
 

@@ -2,6 +2,8 @@
 //! connection (a [`Qmp`] on the shared driver, which gives it a small integer id of its own, keeps QEMU's
 //! in-band limit and routes the reply back).
 
+use std::os::fd::OwnedFd;
+
 use qmp_proto::server::{Failure, ServerConfig, QMP_REQ_QUEUE_LEN_MAX};
 use qmp_proto::{ExecuteOptions, RawJson};
 
@@ -16,6 +18,8 @@ pub(crate) struct Forward {
     /// The arguments, `None` when there were none (QEMU reads fewer bytes).
     pub(crate) args: Option<RawJson>,
     pub(crate) oob: bool,
+    /// A descriptor the client passed with it (`getfd`, `add-fd`): passed to QEMU with this command only.
+    pub(crate) fd: Option<OwnedFd>,
 }
 
 /// What a client's command came to: QEMU's `return` value (as QEMU wrote it) or its error.
@@ -41,9 +45,12 @@ pub(crate) fn client_config<R: Runtime>(upstream: &Qmp<R>) -> ServerConfig {
 /// Runs `command` on QEMU (no deadline: the client decides how long it waits) and maps the result to what the
 /// client is answered: QEMU's error as QEMU sent it, or a `GenericError` when QEMU went away.
 pub(crate) async fn run<R: Runtime>(upstream: &Qmp<R>, command: Forward) -> Outcome {
-    let opts = if command.oob { ExecuteOptions::new().oob() } else { ExecuteOptions::new() };
+    let mut opts = if command.oob { ExecuteOptions::new().oob() } else { ExecuteOptions::new() };
+    if command.fd.is_some() {
+        opts = opts.pass_fd();
+    }
     let call = Command::raw(&command.name, command.args.as_ref(), opts);
-    match upstream.handle().call(call).await {
+    match upstream.handle().call_with_fd(call, command.fd).await {
         Ok(value) => Ok(value),
         Err(Error::Qmp(e)) => Err(Failure::new(e.class, e.desc)),
         Err(Error::Connection(e)) => Err(Failure::generic(format!("QEMU is gone: {e}"))),

@@ -7,6 +7,7 @@
 //! way QEMU stops reading a busy monitor). The connection ends when the client hangs up or the core is closed,
 //! once everything queued is written.
 
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -28,6 +29,12 @@ pub(crate) trait Backend: Unpin {
 
     /// Handles an event of the core (a command to answer, the negotiation, the end).
     fn on_event(&mut self, server: &mut Server, event: Event);
+
+    /// File descriptors the client passed (SCM_RIGHTS) with the bytes about to be fed to the core; they belong
+    /// to the commands those bytes hold. Closed by default.
+    fn on_fds(&mut self, fds: Vec<OwnedFd>) {
+        drop(fds);
+    }
 
     /// Whether the connection must close now; registers for a wake-up while it stays [`Close::No`].
     fn poll_close(&mut self, cx: &mut Context<'_>, server: &Server) -> Close;
@@ -89,7 +96,12 @@ impl<T: Transport, B: Backend> Connection<T, B> {
             }
             if self.server.wants_input() {
                 let mut buf = [0u8; READ_CHUNK];
-                match self.io.poll_read(cx, &mut buf) {
+                let mut fds = Vec::new();
+                let read = self.io.poll_read_with_fds(cx, &mut buf, &mut fds);
+                if !fds.is_empty() {
+                    self.backend.on_fds(fds);
+                }
+                match read {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                         self.server.handle_eof();
                         progress = true;
