@@ -19,6 +19,7 @@
 //!   peer uid/gid, TLS subject); no rule, no greeting. A denied command gets an error naming the rule and never
 //!   reaches QEMU. `qmp_capabilities` is the client's own negotiation with the proxy; `quit` needs
 //!   [`Rule::allow_quit`].
+//! - **Audit**: with [`Proxy::with_audit`], one JSON line per command ([`AuditLog`]).
 //! - **Faults**: when QEMU goes away every command passed on ends with a `GenericError` ("QEMU is gone: ..."),
 //!   then every client is closed and the proxy stops. A client that disconnects mid-command leaves QEMU
 //!   consistent: the command runs, its reply is swallowed.
@@ -39,6 +40,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 mod downstream;
 mod fanout;
 mod hub;
@@ -52,6 +54,7 @@ use std::sync::Arc;
 
 use qmp_proto::server::ServerConfig;
 
+pub use audit::AuditLog;
 pub use policy::{glob_matches, Identity, Policy, PolicyError, Profile, Rule};
 pub use routing::{ClientId, Dispatch, Router, Ticket, QMP_REQ_QUEUE_LEN_MAX};
 
@@ -94,6 +97,7 @@ pub struct Proxy<R: Runtime> {
     hub: Arc<hub::Hub<R>>,
     policy: Arc<Policy>,
     config: ServerConfig,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl<R: Runtime> std::fmt::Debug for Proxy<R> {
@@ -109,7 +113,14 @@ impl<R: Runtime> Proxy<R> {
         let config = upstream::client_config(&upstream);
         let hub = hub::Hub::new(upstream, options.window, options.event_queue);
         fanout::spawn(hub.clone());
-        Proxy { hub, policy: Arc::new(policy), config }
+        Proxy { hub, policy: Arc::new(policy), config, audit: None }
+    }
+
+    /// Records every client command to `audit` (JSON lines: identity, rule, command, arguments if asked for,
+    /// result class, duration). Set it before serving: clients served by earlier clones are not recorded.
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(Arc::new(audit));
+        self
     }
 
     /// The connection to QEMU.
@@ -153,7 +164,8 @@ impl<R: Runtime> Proxy<R> {
         if self.is_stopped() {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "the proxy has stopped"));
         }
-        let backend = downstream::Downstream::new(self.hub.clone(), rule.clone(), Arc::new(identity));
+        let backend =
+            downstream::Downstream::new(self.hub.clone(), rule.clone(), Arc::new(identity), self.audit.clone());
         connection::run(self.config.clone(), io, backend).await;
         Ok(())
     }

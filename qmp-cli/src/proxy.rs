@@ -17,13 +17,15 @@
 //! allow = ["query-*", "qom-get"]
 //! ```
 //!
+//! `--audit FILE` appends one JSON line per client command (`--audit-arguments` adds the arguments).
+//!
 //! Without `--policy`, only the user running the proxy may connect, to every command but `quit`. The socket is
 //! created owner-only (0600) unless a rule admits other users (a rule without a uid, or with another uid):
 //! then it is 0666 and the policy alone decides, from each peer's SO_PEERCRED credentials.
 
 use std::path::{Path, PathBuf};
 
-use qmp_async::proxy::{self, Policy, Proxy, ProxyOptions};
+use qmp_async::proxy::{self, AuditLog, Policy, Proxy, ProxyOptions};
 use qmp_tokio::{Options, Qmp, Tokio};
 
 use crate::output::Failure;
@@ -43,6 +45,12 @@ pub struct Settings {
     /// Events a client may fall behind by before it is disconnected.
     #[arg(long, default_value_t = 1024)]
     event_queue: usize,
+    /// Append one JSON line per client command to FILE (identity, rule, command, result class, duration).
+    #[arg(long, value_name = "FILE")]
+    audit: Option<PathBuf>,
+    /// Record the commands' arguments in the audit log too (they may hold secrets).
+    #[arg(long, requires = "audit")]
+    audit_arguments: bool,
 }
 
 /// Reads and checks the policy file.
@@ -66,6 +74,17 @@ pub fn run(settings: Settings, timeout: std::time::Duration) -> Result<(), Failu
         None => Policy::owner_only(owner),
     };
     let mode = if admits_others(&policy, owner) { 0o666 } else { 0o600 };
+    let audit = match &settings.audit {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| Failure::Usage(format!("audit log {}: {e}", path.display())))?;
+            Some(AuditLog::new(file).with_arguments(settings.audit_arguments))
+        }
+        None => None,
+    };
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -79,7 +98,10 @@ pub fn run(settings: Settings, timeout: std::time::Duration) -> Result<(), Failu
             .map_err(|e| Failure::Connection(format!("{}: {e}", settings.upstream.display())))?;
         let version = qemu.greeting().version_string();
         let options = ProxyOptions::default().event_queue(settings.event_queue);
-        let proxy = Proxy::new(qemu, policy, options);
+        let mut proxy = Proxy::new(qemu, policy, options);
+        if let Some(audit) = audit {
+            proxy = proxy.with_audit(audit);
+        }
         remove_stale_socket(&settings.listen)?;
         let serving = bind(&proxy, &settings.listen, mode)?;
         eprintln!(

@@ -39,7 +39,7 @@ impl Drop for ProxyProcess {
     }
 }
 
-fn start_proxy(upstream: &Path, listen: &Path, policy: &str) -> ProxyProcess {
+fn start_proxy(upstream: &Path, listen: &Path, policy: &str, extra: &[&str]) -> ProxyProcess {
     let policy_path = listen.with_extension("toml");
     std::fs::write(&policy_path, policy).expect("policy");
     let child = qmp()
@@ -49,6 +49,7 @@ fn start_proxy(upstream: &Path, listen: &Path, policy: &str) -> ProxyProcess {
         .arg(listen)
         .arg("--policy")
         .arg(&policy_path)
+        .args(extra)
         .stderr(Stdio::null())
         .spawn()
         .expect("qmp proxy");
@@ -77,7 +78,7 @@ fn the_policy_decides_per_peer_uid() {
          [[rule]]\nname = \"other-user\"\nuid = {}\nprofile = \"read-only\"\n",
         NOBODY - 1
     );
-    let _proxy = start_proxy(server.socket_path(), &listen, &policy);
+    let _proxy = start_proxy(server.socket_path(), &listen, &policy, &[]);
     let mode = std::fs::metadata(&listen).expect("socket").permissions().mode() & 0o777;
     assert_eq!(mode, 0o666, "a policy admitting other users opens the socket to them");
 
@@ -95,7 +96,9 @@ fn a_read_only_user_runs_queries_and_nothing_else() {
     let dir = shared_dir();
     let listen = dir.path().join("proxy.sock");
     let policy = format!("[[rule]]\nname = \"viewer\"\nuid = {NOBODY}\nprofile = \"read-only\"\n");
-    let _proxy = start_proxy(server.socket_path(), &listen, &policy);
+    let audit = dir.path().join("audit.jsonl");
+    let audit_arg = audit.to_str().expect("utf-8 path");
+    let _proxy = start_proxy(server.socket_path(), &listen, &policy, &["--audit", audit_arg, "--audit-arguments"]);
     let query = as_nobody(&listen, &["exec", "query-named-block-nodes"]);
     assert!(query.status.success(), "{}", String::from_utf8_lossy(&query.stderr));
     let add = as_nobody(&listen, &["exec", "blockdev-add", "driver=null-co", "node-name=n0"]);
@@ -106,6 +109,28 @@ fn a_read_only_user_runs_queries_and_nothing_else() {
         "{}",
         String::from_utf8_lossy(&add.stderr)
     );
+    let missing = as_nobody(&listen, &["exec", "query-no-such-thing"]);
+    assert_eq!(missing.status.code(), Some(1));
+    // One audit line per command: who, which rule, what, how it ended.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let summary: Vec<(&str, &str)> =
+        lines.iter().map(|l| (l["command"].as_str().unwrap_or(""), l["result"].as_str().unwrap_or(""))).collect();
+    assert_eq!(
+        summary,
+        [("query-named-block-nodes", "ok"), ("blockdev-add", "denied"), ("query-no-such-thing", "CommandNotFound")]
+    );
+    for line in &lines {
+        assert_eq!(
+            (line["identity"]["uid"].as_u64(), line["rule"].as_str()),
+            (Some(u64::from(NOBODY)), Some("viewer"))
+        );
+        assert!(line["duration_us"].is_u64() && line["time"].is_f64(), "{line}");
+    }
+    assert_eq!(lines[1]["arguments"], serde_json::json!({"driver": "null-co", "node-name": "n0"}));
 }
 
 #[test]

@@ -6,17 +6,19 @@
 //! It closes when it is kicked for not reading its events, or when the proxy stops (asked to, or QEMU gone) once
 //! every command it passed on has been answered (with QEMU's reply, or an error when QEMU went away).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 use qmp_proto::server::{Event, Server, Token};
 use qmp_proto::{RawJson, ServerEvent, Timestamp};
 
+use super::audit::{AuditLog, Entry};
 use super::hub::{Attached, Hub};
 use super::policy::{Identity, Rule};
 use super::routing::ClientId;
@@ -42,6 +44,17 @@ pub(crate) struct Downstream<R: Runtime> {
     outstanding: usize,
     /// Descriptors the client passed, for its next commands that take one (at most [`MAX_HELD_FDS`]).
     fds: VecDeque<OwnedFd>,
+    audit: Option<Arc<AuditLog>>,
+    /// What the audit log needs of each command passed on, until its reply.
+    audited: HashMap<Token, Audited>,
+}
+
+/// A command passed on, as the audit log will record it.
+struct Audited {
+    name: String,
+    arguments: serde_json::Map<String, serde_json::Value>,
+    oob: bool,
+    started: Instant,
 }
 
 /// Descriptors a client may have passed ahead of the commands that take them; more are closed.
@@ -53,7 +66,7 @@ fn takes_fd(command: &str) -> bool {
 }
 
 impl<R: Runtime> Downstream<R> {
-    pub(crate) fn new(hub: Arc<Hub<R>>, rule: Rule, identity: Arc<Identity>) -> Self {
+    pub(crate) fn new(hub: Arc<Hub<R>>, rule: Rule, identity: Arc<Identity>, audit: Option<Arc<AuditLog>>) -> Self {
         let Attached { client, replies, events, kicked, lost } = hub.attach();
         let stop = ShutdownWatch::new(hub.shutdown.clone());
         tracing::info!(client = client.get(), %identity, rule = rule.name(), "client connected");
@@ -69,6 +82,8 @@ impl<R: Runtime> Downstream<R> {
             stop,
             outstanding: 0,
             fds: VecDeque::new(),
+            audit,
+            audited: HashMap::new(),
         }
     }
 
@@ -83,8 +98,11 @@ impl<R: Runtime> Downstream<R> {
         if let Err(denied) = self.rule.check(&name) {
             tracing::info!(client = self.client.get(), identity = %self.identity, command = name, "denied by policy");
             let _ = server.reply(token, Err(denied));
+            self.audit(&name, &args, oob, "denied", Duration::ZERO);
             return;
         }
+        let started = self.hub.upstream.handle().runtime.now();
+        let args_for_audit = if self.audit.is_some() { args.clone() } else { serde_json::Map::new() };
         let args = if args.is_empty() {
             None
         } else {
@@ -92,10 +110,37 @@ impl<R: Runtime> Downstream<R> {
             let text = serde_json::to_string(&args).unwrap_or_else(|_| "{}".into());
             RawJson::from_json(&text).ok()
         };
+        if self.audit.is_some() {
+            let audited = Audited { name: name.clone(), arguments: args_for_audit, oob, started };
+            self.audited.insert(token, audited);
+        }
         // A descriptor goes with the command that takes it, and with no other.
         let fd = if takes_fd(&name) { self.fds.pop_front() } else { None };
         self.outstanding += 1;
         self.hub.submit(self.client, token, Forward { name, args, oob, fd });
+    }
+}
+
+impl<R: Runtime> Downstream<R> {
+    fn audit(
+        &self,
+        command: &str,
+        arguments: &serde_json::Map<String, serde_json::Value>,
+        oob: bool,
+        result: &str,
+        duration: Duration,
+    ) {
+        let Some(audit) = &self.audit else { return };
+        audit.record(&Entry {
+            client: self.client.get(),
+            identity: &self.identity,
+            rule: self.rule.name(),
+            command,
+            arguments,
+            oob,
+            result,
+            duration,
+        });
     }
 }
 
@@ -104,6 +149,14 @@ impl<R: Runtime> Backend for Downstream<R> {
         let mut progress = false;
         while let Poll::Ready(Some((token, outcome))) = self.replies.as_mut().poll_next(cx) {
             self.outstanding -= 1;
+            if let Some(audited) = self.audited.remove(&token) {
+                let result = match &outcome {
+                    Ok(_) => "ok",
+                    Err(failure) => failure.class.as_str(),
+                };
+                let took = self.hub.upstream.handle().runtime.now().saturating_duration_since(audited.started);
+                self.audit(&audited.name, &audited.arguments, audited.oob, result, took);
+            }
             let reply = match &outcome {
                 Ok(value) => server.reply_json(token, Ok(value.raw_str())),
                 Err(failure) => server.reply(token, Err(failure.clone())),
