@@ -349,7 +349,11 @@ async fn a_client_that_stops_reading_events_is_disconnected_and_the_others_go_on
         .command("query-status", |_| async { Ok(json!({"status": "running", "running": true})) });
     let (events, serving) = qmp_tokio::serve_unix(&fake, service, ServeOptions::default()).expect("fake upstream");
     tokio::spawn(serving);
-    let _proxy = start_proxy(&fake, everyone(), &[&path]).await;
+    // The flood comes in bursts of 500 events: a client that reads drains each burst well within its queue of
+    // 4,096 even on a loaded machine; one that does not read is cut off once 4,096 wait for it.
+    let qemu = Qmp::connect_unix(&fake, upstream_options().event_buffer(1 << 17)).await.expect("connect");
+    let proxy = Proxy::new(qemu, everyone(), ProxyOptions::default().event_queue(4096));
+    tokio::spawn(proxy::serve_unix(Tokio, &proxy, &path).expect("bind"));
 
     // The slow client negotiates, then never reads.
     let mut slow = Raw::connect(&path);
@@ -362,6 +366,9 @@ async fn a_client_that_stops_reading_events_is_disconnected_and_the_others_go_on
         for n in 0..100_000 {
             while events.event("FLOOD", Some(json!({"n": n}))) == 0 {
                 std::thread::yield_now();
+            }
+            if n % 500 == 499 {
+                std::thread::sleep(Duration::from_millis(2));
             }
         }
     });
