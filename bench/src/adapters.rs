@@ -2,12 +2,13 @@
 //! calling at once for the async adapters, a window of 8 `submit`s for the blocking one).
 
 use std::path::Path;
-use std::time::Instant;
 
-/// Round trips through `qmp-blocking`; returns the seconds `n` of them took.
-pub fn blocking(path: &Path, n: usize, window: usize) -> f64 {
+use crate::measure::{Cost, Meter};
+
+/// Round trips through `qmp-blocking`; returns what `n` of them cost.
+pub fn blocking(path: &Path, n: usize, window: usize) -> Cost {
     let mut qmp = qmp_blocking::Client::connect_unix(path, Default::default()).expect("connect");
-    let start = Instant::now();
+    let meter = Meter::start();
     if window == 1 {
         for _ in 0..n {
             qmp.execute_raw("query-version", None).expect("query-version");
@@ -24,15 +25,15 @@ pub fn blocking(path: &Path, n: usize, window: usize) -> f64 {
             qmp.wait(p).expect("reply");
         }
     }
-    let secs = start.elapsed().as_secs_f64();
+    let cost = meter.stop();
     qmp.close();
-    secs
+    cost
 }
 
 /// Round trips through `qmp-tokio`, `tasks` callers at once, on the current runtime.
-pub async fn tokio(path: &Path, n: usize, tasks: usize) -> f64 {
+pub async fn tokio(path: &Path, n: usize, tasks: usize) -> Cost {
     let qmp = qmp_tokio::Qmp::connect_unix(path, Default::default()).await.expect("connect");
-    let start = Instant::now();
+    let meter = Meter::start();
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let qmp = qmp.clone();
@@ -47,9 +48,9 @@ pub async fn tokio(path: &Path, n: usize, tasks: usize) -> f64 {
     for h in handles {
         h.await.expect("task");
     }
-    let secs = start.elapsed().as_secs_f64();
+    let cost = meter.stop();
     qmp.close().await;
-    secs
+    cost
 }
 
 /// A caller's work, to spawn.
@@ -66,12 +67,12 @@ pub async fn smol<S: qmp_smol::Spawn>(
     tasks: usize,
     runtime: qmp_smol::OnAsyncIo<S>,
     spawn: Spawn<'_>,
-) -> f64 {
+) -> Cost {
     let stream = async_io::Async::new(std::os::unix::net::UnixStream::connect(path).expect("connect")).expect("async");
     let qmp = qmp_async::Qmp::from_transport(qmp_smol::Unix::new(stream), Default::default(), runtime)
         .await
         .expect("connect");
-    let start = Instant::now();
+    let meter = Meter::start();
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let qmp = qmp.clone();
@@ -86,9 +87,9 @@ pub async fn smol<S: qmp_smol::Spawn>(
     for h in handles {
         h.await;
     }
-    let secs = start.elapsed().as_secs_f64();
+    let cost = meter.stop();
     qmp.close().await;
-    secs
+    cost
 }
 
 /// How many of `n` calls task `t` of `tasks` makes.

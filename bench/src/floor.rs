@@ -9,7 +9,8 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Instant;
+
+use crate::measure::{Cost, Meter};
 
 const NEGOTIATE: &[u8] = br#"{"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":1}"#;
 
@@ -22,7 +23,7 @@ struct Pacer {
     sent: usize,
     lines: usize,
     prev_cr: bool,
-    start: Option<Instant>,
+    start: Option<Meter>,
 }
 
 impl Pacer {
@@ -42,7 +43,7 @@ impl Pacer {
         self.lines += got;
         let mut out = Vec::new();
         if before < 2 && self.lines >= 2 {
-            self.start = Some(Instant::now());
+            self.start = Some(Meter::start());
             while self.sent < self.window.min(self.n) {
                 self.push(&mut out);
             }
@@ -67,19 +68,19 @@ impl Pacer {
         self.lines >= self.n + 2
     }
 
-    fn seconds(&self) -> f64 {
-        self.start.map_or(0.0, |s| s.elapsed().as_secs_f64())
+    fn cost(&self) -> Cost {
+        self.start.map_or(Cost { secs: 0.0, cpu: 0.0 }, Meter::stop)
     }
 }
 
-/// Round trips over a std `UnixStream`, `window` in flight; returns the seconds `n` of them took.
-pub fn std_floor(path: &Path, n: usize, window: usize) -> f64 {
+/// Round trips over a std `UnixStream`, `window` in flight; returns what `n` of them cost.
+pub fn std_floor(path: &Path, n: usize, window: usize) -> Cost {
     std_floor_ids(path, n, window, 0)
 }
 
 /// Like [`std_floor`], with `id_base` added to every id (1,000,000: the 7-digit ids a counter reaches after a
 /// million commands).
-pub fn std_floor_ids(path: &Path, n: usize, window: usize, id_base: usize) -> f64 {
+pub fn std_floor_ids(path: &Path, n: usize, window: usize, id_base: usize) -> Cost {
     let mut s = UnixStream::connect(path).expect("connect");
     let (mut buf, mut pacer) = (vec![0u8; 64 * 1024], Pacer { id_base, ..Pacer::new(n, window) });
     s.write_all(NEGOTIATE).expect("write");
@@ -88,11 +89,11 @@ pub fn std_floor_ids(path: &Path, n: usize, window: usize, id_base: usize) -> f6
         assert!(k > 0, "EOF");
         s.write_all(&pacer.on_read(&buf[..k])).expect("write");
     }
-    pacer.seconds()
+    pacer.cost()
 }
 
 /// The same loop over tokio's `UnixStream`.
-pub async fn tokio_floor(path: &Path, n: usize, window: usize) -> f64 {
+pub async fn tokio_floor(path: &Path, n: usize, window: usize) -> Cost {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::UnixStream::connect(path).await.expect("connect");
     let (mut buf, mut pacer) = (vec![0u8; 64 * 1024], Pacer::new(n, window));
@@ -102,11 +103,11 @@ pub async fn tokio_floor(path: &Path, n: usize, window: usize) -> f64 {
         assert!(k > 0, "EOF");
         s.write_all(&pacer.on_read(&buf[..k])).await.expect("write");
     }
-    pacer.seconds()
+    pacer.cost()
 }
 
 /// The same loop over async-io's `Async<UnixStream>` (the socket qmp-smol uses under smol and async-std).
-pub async fn async_io_floor(path: &Path, n: usize, window: usize) -> f64 {
+pub async fn async_io_floor(path: &Path, n: usize, window: usize) -> Cost {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     let mut s = async_io::Async::<UnixStream>::connect(path).await.expect("connect");
     let (mut buf, mut pacer) = (vec![0u8; 64 * 1024], Pacer::new(n, window));
@@ -116,7 +117,7 @@ pub async fn async_io_floor(path: &Path, n: usize, window: usize) -> f64 {
         assert!(k > 0, "EOF");
         s.write_all(&pacer.on_read(&buf[..k])).await.expect("write");
     }
-    pacer.seconds()
+    pacer.cost()
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Round trips of `query-version` on one qemu-storage-daemon, sequential and with 8 in flight, through every
 //! adapter and through a raw-socket floor of the same socket type, in the same run. Prints commands/s and the
-//! ratio of each adapter to its floor.
+//! ratio of each adapter to its floor, and the client CPU per command of each (process CPU time over the
+//! measured loop, divided by the commands; see `measure.rs`) with how far the adapter is above its floor
+//! (issue 12's target: at most 3 us).
 //!
 //! ```sh
 //! cargo run --release -p qmp-bench --bin roundtrip -- [ROUND_TRIPS [ROUNDS]]   # defaults: 4000 5
@@ -10,13 +12,16 @@
 
 mod adapters;
 mod floor;
+mod measure;
+
+use measure::Cost;
 
 use std::path::Path;
 
 use qmp_tests::servers::QemuServer;
 
-/// One timed run: the seconds `n` round trips took.
-type Run<'a> = Box<dyn Fn() -> f64 + 'a>;
+/// One timed run: what `n` round trips cost.
+type Run<'a> = Box<dyn Fn() -> Cost + 'a>;
 
 /// One row of the table: what, and its best seconds for `n` round trips.
 struct Row {
@@ -25,6 +30,9 @@ struct Row {
     window: usize,
     best: f64,
     floor_best: f64,
+    /// Least CPU seconds of the rounds, adapter and floor.
+    cpu: f64,
+    floor_cpu: f64,
 }
 
 fn main() {
@@ -89,19 +97,36 @@ fn main() {
             ),
         ];
         for (name, floor_name, adapter, floor) in cases {
-            let (mut best, mut floor_best) = (f64::MAX, f64::MAX);
+            let (mut best, mut floor_best, mut cpu, mut floor_cpu) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
             for _ in 0..rounds {
-                floor_best = floor_best.min(floor());
-                best = best.min(adapter());
+                let f = floor();
+                let a = adapter();
+                (floor_best, floor_cpu) = (floor_best.min(f.secs), floor_cpu.min(f.cpu));
+                (best, cpu) = (best.min(a.secs), cpu.min(a.cpu));
             }
-            rows.push(Row { name, floor: floor_name, window, best, floor_best });
+            rows.push(Row { name, floor: floor_name, window, best, floor_best, cpu, floor_cpu });
         }
     }
 
-    println!("\n| adapter | in flight | adapter cmds/s | floor | floor cmds/s | ratio |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "\n| adapter | in flight | adapter cmds/s | floor | floor cmds/s | ratio | adapter CPU us/cmd | floor CPU \
+         us/cmd | above floor |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut worst: f64 = 0.0;
     for r in &rows {
         let (a, f) = (n as f64 / r.best, n as f64 / r.floor_best);
-        println!("| {} | {} | {a:.0} | {} | {f:.0} | {:.2}x |", r.name, r.window, r.floor, a / f);
+        let (ac, fc) = (r.cpu / n as f64 * 1e6, r.floor_cpu / n as f64 * 1e6);
+        worst = worst.max(ac - fc);
+        println!(
+            "| {} | {} | {a:.0} | {} | {f:.0} | {:.2}x | {ac:.1} | {fc:.1} | {:+.1} us |",
+            r.name,
+            r.window,
+            r.floor,
+            a / f,
+            ac - fc
+        );
     }
+    let verdict = if worst <= 3.0 { "met" } else { "NOT met" };
+    println!("\nclient CPU: at most 3 us per command above the floor on every row: {verdict} (worst {worst:+.1} us)");
 }

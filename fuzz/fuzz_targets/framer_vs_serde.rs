@@ -8,6 +8,9 @@
 //! input has no terminator yet, so the framer must still be waiting for it (it emerges after one more space),
 //! while serde takes it at EOF.
 //!
+//! Every message's [`Layout`](qmp_proto::framer::Layout) (where its first nested value ends, what the client's
+//! classification relies on) is checked against the same end found byte by byte, whatever the chunking.
+//!
 //! Input: `[limit, chunk_seed, bytes...]`. When the bytes are such a concatenation already (recorded server
 //! output is), they are used as they are; otherwise a concatenation is generated from them.
 #![no_main]
@@ -172,16 +175,47 @@ fn serde_values(bytes: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
     (0..bytes.len()).all(|i| bytes[i] != 0xFF || !inside(i)).then_some(ranges)
 }
 
+/// The offset past the close bracket that first brings the depth of `message` from 2 back to 1, found byte by
+/// byte: what the framer's [`Layout`](qmp_proto::framer::Layout) must say.
+fn first_nested_end(message: &[u8]) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
+    for (k, &b) in message.iter().enumerate() {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, ..) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{' | b'[') => depth += 1,
+            (false, _, b'}' | b']') => {
+                depth = depth.saturating_sub(1);
+                if depth == 1 {
+                    return Some(k + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The frames of `bytes` fed in chunks; each message's layout is checked against [`first_nested_end`].
 fn frames(bytes: &[u8], max: usize, seed: u8, finish: bool) -> (Vec<Frame>, bool) {
     let mut framer = Framer::new(max);
     let mut out = Vec::new();
+    let mut push = |f: Frame, layout: qmp_proto::framer::Layout| {
+        if let Frame::Message(m) = &f {
+            assert_eq!(layout.first_nested_end(), first_nested_end(m), "layout of {:?}", String::from_utf8_lossy(m));
+        }
+        out.push(f);
+    };
     for cut in chunks(seed, bytes.len()) {
-        framer.feed(&bytes[cut], |f| out.push(f));
+        framer.feed_framed(&bytes[cut], &mut push);
         assert!(framer.buffered() <= max, "{} bytes buffered over a {max}-byte limit", framer.buffered());
     }
     let waiting = framer.in_message();
     if finish {
-        framer.feed(b" ", |f| out.push(f));
+        framer.feed_framed(b" ", &mut push);
     }
     assert!(!framer.in_message() || !finish);
     (out, waiting)

@@ -434,11 +434,11 @@ impl<T, R: Runtime> Drop for Conn<T, R> {
             let cause = qmp_proto::ConnectionError::Transport("the connection's driver was dropped".into());
             self.shared.set_closed(cause.clone());
             for reply in self.calls.drain() {
-                let _ = reply.try_send(Err(crate::Error::Connection(cause.clone())));
+                let _ = reply.send(Err(crate::Error::Connection(cause.clone())));
             }
             let queued = self.shared.mailbox.close();
             for req in self.waiting.drain(..).chain(queued) {
-                let _ = req.reply.try_send(Err(crate::Error::Connection(cause.clone())));
+                let _ = req.reply.send(Err(crate::Error::Connection(cause.clone())));
             }
             self.events.close();
         }

@@ -46,7 +46,7 @@ impl<R: Runtime> Handle<R> {
     /// Like [`call`](Self::call), with a descriptor to pass with the command.
     pub(crate) async fn call_with_fd(&self, command: Command, fd: Option<OwnedFd>) -> Result<RawJson, Error> {
         let ticket = self.shared.ticket();
-        let (reply, rx) = async_channel::bounded(1);
+        let (reply, rx) = futures_channel::oneshot::channel();
         if self.shared.mailbox.send(Request { command, fd, ticket, reply }).is_err() {
             return Err(self.shared.gone());
         }
@@ -94,7 +94,7 @@ impl<R> Drop for Handle<R> {
 
 /// Lives across the wait for one reply; dropped before the reply came, it cancels the command.
 struct Waiter<'a> {
-    rx: async_channel::Receiver<Result<RawJson, Error>>,
+    rx: futures_channel::oneshot::Receiver<Result<RawJson, Error>>,
     ticket: u64,
     shared: &'a Shared,
     armed: bool,
@@ -102,7 +102,7 @@ struct Waiter<'a> {
 
 impl Waiter<'_> {
     async fn wait(mut self) -> Result<RawJson, Error> {
-        let answer = self.rx.recv().await;
+        let answer = (&mut self.rx).await;
         self.armed = false;
         // The driver answers every request it accepted; a closed channel means the driver itself is gone.
         answer.unwrap_or_else(|_| Err(self.shared.gone()))

@@ -59,7 +59,7 @@ pub use policy::{glob_matches, Identity, Policy, PolicyError, Profile, Rule};
 pub use routing::{ClientId, Dispatch, Router, Ticket, QMP_REQ_QUEUE_LEN_MAX};
 
 use crate::runtime::{Net, Runtime};
-use crate::serve::{accept_until, connection, Serving};
+use crate::serve::{accept_until, connection, Serving, UnixAccept};
 use crate::transport::{peer_credentials, Transport};
 use crate::Qmp;
 
@@ -179,7 +179,7 @@ impl<R: Runtime> Proxy<R> {
 /// The socket is created with the process's umask: set the permissions you want on `path` (the `qmp proxy`
 /// command makes it owner-only unless its policy names other users or groups).
 pub fn serve_unix<R: Net>(runtime: R, proxy: &Proxy<R>, path: impl AsRef<Path>) -> io::Result<Serving> {
-    let listener = runtime.bind_unix(path.as_ref())?;
+    let listener = UnixAccept::<R>(runtime.bind_unix(path.as_ref())?);
     let name = path.as_ref().display().to_string();
     let proxy = proxy.clone();
     Ok(Box::pin(async move {

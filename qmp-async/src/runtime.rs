@@ -73,6 +73,8 @@ pub trait Net: Runtime + Default {
     type TcpStream: Transport;
     /// A listening unix socket.
     type UnixListener: Send + Sync + fmt::Debug + 'static;
+    /// A listening TCP socket.
+    type TcpListener: Send + Sync + fmt::Debug + 'static;
     /// A read pipe and a write pipe joined (a child's stdout and stdin, the two FIFOs of `-qmp pipe:NAME`).
     type Pipes: Transport;
 
@@ -100,6 +102,14 @@ pub trait Net: Runtime + Default {
 
     /// Waits for a connection on `listener`. Cancel safe: dropped while waiting, no connection is lost.
     fn accept_unix(&self, listener: &Self::UnixListener) -> impl Future<Output = io::Result<Self::UnixStream>> + Send;
+
+    /// Registers a bound std TCP listener with the runtime (made non-blocking). Binding stays the caller's
+    /// (`std::net::TcpListener::bind`), so that the address a port 0 got is known before serving.
+    fn tcp_listener_from_std(&self, listener: std::net::TcpListener) -> io::Result<Self::TcpListener>;
+
+    /// Waits for a connection on `listener`, with `TCP_NODELAY` set on it. Cancel safe: dropped while waiting,
+    /// no connection is lost.
+    fn accept_tcp(&self, listener: &Self::TcpListener) -> impl Future<Output = io::Result<Self::TcpStream>> + Send;
 }
 
 /// How a runtime turns its own byte streams into a [`Transport`]: `S` is any stream of that runtime (a TLS

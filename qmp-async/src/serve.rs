@@ -1,8 +1,8 @@
 //! Serving QMP: [`qmp_proto::Server`] on any runtime, one session per connection.
 //!
 //! A [`Service`] says what the server answers (a handler per command); [`serve_unix`] accepts clients on a unix
-//! socket and runs a session for each (one at a time by default, as QEMU serves its monitor, or several with
-//! [`ServeOptions::concurrent`]); [`serve_connection`] runs one session over any [`Transport`] (a TCP stream,
+//! socket, [`serve_tcp`] (or [`serve_tcp_listener`]) on a TCP one, and runs a session for each (one at a time by
+//! default, as QEMU serves its monitor, or several with [`ServeOptions::concurrent`]); [`serve_connection`] runs one session over any [`Transport`] (a TCP stream,
 //! a pipe). A [`ServerHandle`] broadcasts events to every connected client and shuts the server down
 //! gracefully: no new connection is accepted, each session writes what it has queued and closes.
 //!
@@ -29,6 +29,7 @@ mod session;
 
 use std::future::Future;
 use std::io;
+use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -206,10 +207,76 @@ pub fn serve_unix<R: Net>(
     service: Service,
     options: ServeOptions,
 ) -> io::Result<(ServerHandle, Serving)> {
-    let listener = runtime.bind_unix(path.as_ref())?;
+    let listener = UnixAccept::<R>(runtime.bind_unix(path.as_ref())?);
+    Ok(serve_on(runtime, listener, service, options))
+}
+
+/// Binds a TCP socket at `addr` (with `std::net::TcpListener::bind`: a host name is resolved on the calling
+/// thread) and serves it as [`serve_unix`] serves a unix socket. QEMU's `-qmp tcp:HOST:PORT,server=on` is the
+/// same protocol over TCP.
+///
+/// # Cancel safety
+/// As [`serve_unix`].
+pub fn serve_tcp<R: Net>(
+    runtime: R,
+    addr: impl ToSocketAddrs,
+    service: Service,
+    options: ServeOptions,
+) -> io::Result<(ServerHandle, Serving)> {
+    serve_tcp_listener(runtime, std::net::TcpListener::bind(addr)?, service, options)
+}
+
+/// Serves a TCP socket already bound (to port 0, say, whose port `listener.local_addr()` tells), as
+/// [`serve_tcp`] does.
+pub fn serve_tcp_listener<R: Net>(
+    runtime: R,
+    listener: std::net::TcpListener,
+    service: Service,
+    options: ServeOptions,
+) -> io::Result<(ServerHandle, Serving)> {
+    let listener = TcpAccept::<R>(runtime.tcp_listener_from_std(listener)?);
+    Ok(serve_on(runtime, listener, service, options))
+}
+
+/// The handle and the accept loop over any kind of listener.
+fn serve_on<R: Net, L: Accept<R>>(
+    runtime: R,
+    listener: L,
+    service: Service,
+    options: ServeOptions,
+) -> (ServerHandle, Serving) {
     let handle = ServerHandle::new();
     let serving = Box::pin(accept_loop(runtime, listener, Arc::new(service), options, handle.clone()));
-    Ok((handle, serving))
+    (handle, serving)
+}
+
+/// A listening socket of runtime `R`: unix or TCP.
+pub(crate) trait Accept<R: Net>: Send + Sync + 'static {
+    /// A connection accepted on it.
+    type Stream: Transport;
+
+    /// Waits for the next connection (cancel safe, as [`Net::accept_unix`] is).
+    fn accept<'a>(&'a self, runtime: &'a R) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'a;
+}
+
+pub(crate) struct UnixAccept<R: Net>(pub(crate) R::UnixListener);
+
+impl<R: Net> Accept<R> for UnixAccept<R> {
+    type Stream = R::UnixStream;
+
+    fn accept<'a>(&'a self, runtime: &'a R) -> impl Future<Output = io::Result<R::UnixStream>> + Send + 'a {
+        runtime.accept_unix(&self.0)
+    }
+}
+
+struct TcpAccept<R: Net>(R::TcpListener);
+
+impl<R: Net> Accept<R> for TcpAccept<R> {
+    type Stream = R::TcpStream;
+
+    fn accept<'a>(&'a self, runtime: &'a R) -> impl Future<Output = io::Result<R::TcpStream>> + Send + 'a {
+        runtime.accept_tcp(&self.0)
+    }
 }
 
 /// The future of a server: it accepts clients until [`ServerHandle::shutdown`] and resolves once every
@@ -217,12 +284,12 @@ pub fn serve_unix<R: Net>(
 pub type Serving = std::pin::Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
 /// Waits for the next connection on `listener`, or `None` once `shutdown` is requested.
-pub(crate) async fn accept_until<R: Net>(
+pub(crate) async fn accept_until<R: Net, L: Accept<R>>(
     runtime: &R,
-    listener: &R::UnixListener,
+    listener: &L,
     shutdown: &Shutdown,
-) -> Option<io::Result<R::UnixStream>> {
-    let mut accept = pin!(runtime.accept_unix(listener));
+) -> Option<io::Result<L::Stream>> {
+    let mut accept = pin!(listener.accept(runtime));
     let mut stop = pin!(shutdown.wait());
     std::future::poll_fn(|cx| {
         if stop.as_mut().poll(cx).is_ready() {
@@ -233,9 +300,9 @@ pub(crate) async fn accept_until<R: Net>(
     .await
 }
 
-async fn accept_loop<R: Net>(
+async fn accept_loop<R: Net, L: Accept<R>>(
     runtime: R,
-    listener: R::UnixListener,
+    listener: L,
     service: Arc<Service>,
     options: ServeOptions,
     handle: ServerHandle,

@@ -20,7 +20,7 @@ use crate::mailbox::Mailbox;
 use crate::Error;
 
 /// Where a call's outcome goes: a bounded(1) channel used as a one-shot.
-pub(crate) type ReplyTx = async_channel::Sender<Result<RawJson, Error>>;
+pub(crate) type ReplyTx = futures_channel::oneshot::Sender<Result<RawJson, Error>>;
 
 /// One call: the command (with the descriptor that rides on the byte the core marks for it), the caller's ticket
 /// (to cancel it by), and where the answer goes.

@@ -41,6 +41,9 @@ pub(crate) struct Driver<S> {
     pub(crate) dropped_events: u64,
     pub(crate) violations: Violations,
     pub(crate) closed: Option<ConnectionError>,
+    /// The read timeout set on the stream, once one was: it is changed only when it no longer fits (a system
+    /// call saved on almost every read).
+    read_timeout: Option<Option<Duration>>,
 }
 
 impl<S: Transport> Driver<S> {
@@ -56,6 +59,7 @@ impl<S: Transport> Driver<S> {
             dropped_events: 0,
             violations: Violations::default(),
             closed: None,
+            read_timeout: None,
         }
     }
 
@@ -146,9 +150,15 @@ impl<S: Transport> Driver<S> {
     fn read_once(&mut self, timeout: Option<Duration>) {
         // A zero timeout means "block forever" to std; never pass one.
         let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
-        if let Err(e) = self.stream.set_read_timeout(timeout) {
-            self.core.handle_transport_error(e.to_string());
-            return;
+        if !self.read_timeout.is_some_and(|set| timeout_fits(set, timeout)) {
+            // Somewhat shorter than asked, so that it still fits the next reads, whose deadlines come a little
+            // closer each time: waking early is harmless (the loop reads again), waking late is not.
+            let set = timeout.map(|t| (t * 3 / 4).max(Duration::from_millis(1)));
+            if let Err(e) = self.stream.set_read_timeout(set) {
+                self.core.handle_transport_error(e.to_string());
+                return;
+            }
+            self.read_timeout = Some(set);
         }
         let mut buf = [0u8; READ_CHUNK];
         match self.stream.read(&mut buf) {
@@ -220,9 +230,37 @@ impl<S: Transport> Driver<S> {
     }
 }
 
+/// Whether a read timeout already `set` on the stream serves a read that must end within `wanted`: never later,
+/// and not much earlier (at least half of it), so that early wake-ups stay few.
+fn timeout_fits(set: Option<Duration>, wanted: Option<Duration>) -> bool {
+    match (set, wanted) {
+        (None, None) => true,
+        (Some(set), Some(wanted)) => set <= wanted && set >= wanted / 2,
+        _ => false,
+    }
+}
+
 /// A fresh nonce for `guest-sync-delimited`: std's per-process random hasher keys (each hasher differs). The core
 /// takes the nonce it is given; randomness is the caller's, as the clock is.
 pub(crate) fn random_nonce() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     (std::collections::hash_map::RandomState::new().build_hasher().finish() >> 32) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timeout_fits;
+    use std::time::Duration;
+
+    #[test]
+    fn a_set_timeout_fits_when_never_later_and_not_much_earlier() {
+        let ms = Duration::from_millis;
+        assert!(timeout_fits(None, None));
+        assert!(!timeout_fits(None, Some(ms(10))), "blocking forever would wake late");
+        assert!(!timeout_fits(Some(ms(10)), None), "a timeout would wake needlessly");
+        assert!(timeout_fits(Some(ms(10)), Some(ms(10))));
+        assert!(timeout_fits(Some(ms(10)), Some(ms(20))));
+        assert!(!timeout_fits(Some(ms(10)), Some(ms(21))), "too early");
+        assert!(!timeout_fits(Some(ms(10)), Some(ms(9))), "too late");
+    }
 }

@@ -1,10 +1,12 @@
 //! Serving QMP over `std::io`: [`serve_stream`] runs one session of [`qmp_proto::Server`] on a blocking
-//! stream, [`serve_unix`] accepts clients on a unix socket one at a time, as QEMU serves a monitor.
+//! stream; [`serve_unix`] and [`serve_tcp`] accept clients on a unix or TCP socket one at a time, as QEMU serves
+//! a monitor.
 //!
 //! Each command is answered by a [`Responder`] on the spot (no threads); it may also emit events, which go
 //! out before the reply, the order QEMU uses for a command's own events (`stop` writes `STOP`, then its reply).
 
 use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -95,8 +97,38 @@ pub fn serve_unix(path: impl AsRef<Path>, responder: &mut impl Responder) -> io:
 
 /// Serves clients of `listener` one at a time, forever (or until accepting fails).
 pub fn serve_listener(listener: &UnixListener, responder: &mut impl Responder) -> io::Result<()> {
+    serve_accepted(|| listener.accept().map(|(stream, _)| stream), responder)
+}
+
+/// Binds `addr` and serves one client at a time, forever (or until accepting fails). QEMU's
+/// `-qmp tcp:HOST:PORT,server=on` is the same protocol over TCP.
+pub fn serve_tcp(addr: impl ToSocketAddrs, responder: &mut impl Responder) -> io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    serve_tcp_listener(&listener, responder)
+}
+
+/// Serves clients of a bound TCP `listener` (to port 0, say, whose port `local_addr()` tells) one at a time,
+/// forever (or until accepting fails). Replies go out with `TCP_NODELAY`: commands are small and
+/// latency-bound.
+pub fn serve_tcp_listener(listener: &TcpListener, responder: &mut impl Responder) -> io::Result<()> {
+    serve_accepted(
+        || {
+            let (stream, _) = listener.accept()?;
+            // Only latency is at stake: a client gone already fails its session, not the server.
+            let _ = stream.set_nodelay(true);
+            Ok::<TcpStream, io::Error>(stream)
+        },
+        responder,
+    )
+}
+
+/// Serves the connections `accept` returns, one at a time.
+fn serve_accepted<S: Read + Write>(
+    mut accept: impl FnMut() -> io::Result<S>,
+    responder: &mut impl Responder,
+) -> io::Result<()> {
     loop {
-        let (mut stream, _) = listener.accept()?;
+        let mut stream = accept()?;
         // A client's I/O error ends its session, not the server.
         let _ = serve_stream(&mut stream, responder);
     }

@@ -11,6 +11,7 @@
 //! qmp --ga -s /run/vm.qga exec guest-info
 //! qmp -s /tmp/fake.qmp serve --script answers.json
 //! qmp proxy --upstream /run/vm.qmp --listen /run/vm-shared.qmp --policy policy.toml
+//! qmp --tcp 127.0.0.1:4444 serve
 //! qmp demo
 //! ```
 //!
@@ -48,6 +49,7 @@ Examples:
   qmp -s /run/vm.qmp -c exec query-block | jq '.[].device'
   qmp --ga -s /run/vm.qga exec guest-info           the guest agent instead of QMP
   qmp proxy --upstream /run/vm.qmp --listen /run/vm-shared.qmp --policy policy.toml
+  qmp --tcp 127.0.0.1:4444 serve                   a fake QEMU on TCP (-s PATH: on a unix socket)
   qmp completions bash > ~/.local/share/bash-completion/completions/qmp
   qmp man > qmp.1";
 
@@ -67,7 +69,8 @@ struct Cli {
     /// Unix socket of the QMP monitor (or of the guest agent with --ga).
     #[arg(short, long, env = "QMP_SOCKET")]
     socket: Option<PathBuf>,
-    /// TCP address (host:port) of the monitor, instead of a unix socket.
+    /// TCP address (host:port) of the monitor, instead of a unix socket. For `serve`: the address to listen on
+    /// (port 0 picks a free port; the address is printed on stderr).
     #[arg(long, conflicts_with = "socket")]
     tcp: Option<String>,
     /// Speak the guest-agent protocol (qemu-ga) instead of QMP.
@@ -113,9 +116,10 @@ enum Command {
     /// QEMU jobs: run one to its end with a progress bar, list, watch, cancel, complete.
     #[command(subcommand)]
     Job(job::JobCommand),
-    /// Be a fake QEMU on --socket until killed: qmp-rs's server answering query-version, query-status,
-    /// stop/cont, query-commands, query-qmp-schema (qemu-storage-daemon 10's) and quit, plus a script;
-    /// arguments are checked against the schema with QEMU's error texts.
+    /// Be a fake QEMU on -s PATH (a unix socket) or --tcp HOST:PORT until killed: qmp-rs's server answering
+    /// query-version, query-status, stop/cont, query-commands, query-qmp-schema (qemu-storage-daemon 10's) and
+    /// quit, plus a script; arguments are checked against the schema with QEMU's error texts. One client at a
+    /// time, as QEMU serves a monitor.
     Serve {
         /// JSON answers per command: {"NAME": {"return": V} or {"error": {"class": C, "desc": D}},
         /// optionally "events": [{"event": E, "data": D}]}.
@@ -180,10 +184,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
         return proxy::run(settings, timeout);
     }
     if let Command::Serve { script } = &cli.command {
-        let Some(socket) = &cli.socket else {
-            return Err(Failure::Usage("give the socket to serve on with -s PATH".into()));
+        let on = match (&cli.socket, &cli.tcp) {
+            (Some(path), _) => serve::On::Unix(path),
+            (None, Some(addr)) => serve::On::Tcp(addr),
+            (None, None) => {
+                return Err(Failure::Usage("give the socket to serve on with -s PATH or --tcp HOST:PORT".into()))
+            }
         };
-        return serve::run(socket, script.as_deref());
+        if cli.ga {
+            return Err(Failure::Usage("serve is a QMP server: --ga does not apply".into()));
+        }
+        return serve::run(on, script.as_deref());
     }
     let target = match (&cli.socket, &cli.tcp) {
         (Some(path), _) => Target::Unix(path.clone()),

@@ -3,9 +3,10 @@
 //! The virtualenv holding qemu.qmp is found through `$QMP_TEST_PYTHON_VENV` (`.ci/run` creates it in
 //! `target/venv`). Without it the test prints `SKIPPED:`, or fails under `QMP_TEST_REQUIRE_ALL=1`.
 //! `tests/python/qemu_qmp_client.py` connects, negotiates (qemu.qmp enables oob), runs commands, receives
-//! STOP/RESUME events and QEMU's errors, and runs an OOB command; `qmp-shell` runs a few commands through a pipe.
+//! STOP/RESUME events and QEMU's errors, and runs an OOB command, over a unix socket and over TCP
+//! (`qmp --tcp 127.0.0.1:0 serve`); `qmp-shell` runs a few commands through a pipe.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +15,8 @@ const VENV_ENV: &str = "QMP_TEST_PYTHON_VENV";
 
 struct Served {
     child: Child,
-    socket: PathBuf,
+    /// The unix socket's path, or `tcp:HOST:PORT`.
+    address: String,
     _dir: tempfile::TempDir,
 }
 
@@ -25,27 +27,34 @@ impl Drop for Served {
     }
 }
 
-fn serve() -> Served {
+/// `qmp serve` with a script, on a unix socket in a temporary directory or, with `tcp`, on a free port of
+/// 127.0.0.1 (read from the address it prints on stderr).
+fn serve(tcp: bool) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("fake.sock");
     let script = dir.path().join("script.json");
     std::fs::write(&script, r#"{"x-ping": {"return": {"pong": true}, "oob": true}}"#).expect("script");
-    let child = Command::new(env!("CARGO_BIN_EXE_qmp"))
-        .arg("-s")
-        .arg(&socket)
-        .arg("serve")
-        .arg("--script")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn qmp serve");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_qmp"));
+    if tcp {
+        command.args(["--tcp", "127.0.0.1:0"]).stderr(Stdio::piped());
+    } else {
+        command.arg("-s").arg(&socket).stderr(Stdio::null());
+    }
+    let mut child =
+        command.arg("serve").arg("--script").arg(&script).stdin(Stdio::null()).spawn().expect("spawn qmp serve");
+    if tcp {
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().expect("stderr")).read_line(&mut line).expect("read stderr");
+        let address = line.trim().rsplit_once(" on ").map(|(_, a)| a.to_owned());
+        let address = address.filter(|a| a.starts_with("tcp:")).unwrap_or_else(|| panic!("no address in {line:?}"));
+        return Served { child, address, _dir: dir };
+    }
     let start = Instant::now();
     while !socket.exists() {
         assert!(start.elapsed() < Duration::from_secs(10), "qmp serve made no socket");
         std::thread::sleep(Duration::from_millis(10));
     }
-    Served { child, socket, _dir: dir }
+    Served { child, address: socket.to_str().expect("utf-8 path").to_owned(), _dir: dir }
 }
 
 /// The virtualenv with qemu.qmp, or `None` after a loud skip (a failure under QMP_TEST_REQUIRE_ALL=1).
@@ -59,26 +68,43 @@ fn venv() -> Option<PathBuf> {
     found
 }
 
-#[test]
-fn qemu_qmp_connects_negotiates_runs_commands_events_errors_and_oob() {
+/// Runs tests/python/qemu_qmp_client.py against `qmp serve` and checks what it printed.
+fn run_python_client(tcp: bool) {
     let Some(venv) = venv() else { return };
-    let served = serve();
+    let served = serve(tcp);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/qemu_qmp_client.py");
-    let out = Command::new(venv.join("bin/python")).arg(script).arg(&served.socket).output().expect("run python");
+    let out = Command::new(venv.join("bin/python")).arg(script).arg(&served.address).output().expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "qemu.qmp client failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for line in ["events: STOP, RESUME", "Parameter 'node-name' is missing", "oob: x-ping answered out of band", "ok"] {
+    let transport = if tcp { "transport: tcp" } else { "transport: unix" };
+    for line in [
+        transport,
+        "events: STOP, RESUME",
+        "Parameter 'node-name' is missing",
+        "oob: x-ping answered out of band",
+        "ok",
+    ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
 }
 
 #[test]
+fn qemu_qmp_connects_negotiates_runs_commands_events_errors_and_oob() {
+    run_python_client(false);
+}
+
+#[test]
+fn qemu_qmp_over_tcp_against_qmp_serve_tcp() {
+    run_python_client(true);
+}
+
+#[test]
 fn qmp_shell_runs_commands_through_a_pipe() {
     let Some(venv) = venv() else { return };
-    let served = serve();
+    let served = serve(false);
     let mut shell = Command::new(venv.join("bin/python"))
         .arg(venv.join("bin/qmp-shell"))
-        .arg(&served.socket)
+        .arg(&served.address)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -39,9 +39,9 @@ use serde::Serialize;
 use crate::config::{Config, ExecuteOptions, Mode};
 use crate::encode::{encode_arguments, encode_command};
 use crate::error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
-use crate::framer::{Frame, Framer, KEEP_CAPACITY};
+use crate::framer::{Frame, Framer, Layout, KEEP_CAPACITY};
 use crate::ids::IdPool;
-use crate::message::{classify, Greeting, Message, ServerEvent};
+use crate::message::{classify_framed, Greeting, Message, ServerEvent};
 use crate::raw::RawJson;
 use crate::timers::{Timer, TimerTable};
 
@@ -95,7 +95,8 @@ pub enum ClientEvent {
     Reply {
         /// The command.
         id: RequestId,
-        /// `Ok(return)` or `Err(error)`.
+        /// `Ok(return)` or `Err(error)`. An object or array `return` is validated when you parse it, not
+        /// before ([`classify_framed`](crate::message::classify_framed)).
         result: Result<RawJson, QmpError>,
     },
     /// The request failed on this side (for example its reply was over the size limit). Ends the request.
@@ -337,7 +338,7 @@ impl Client {
             return;
         }
         let mut framer = std::mem::replace(&mut self.framer, Framer::new(1));
-        framer.feed(bytes, |frame| self.on_frame(frame));
+        framer.feed_framed(bytes, |frame, layout| self.on_frame(frame, layout));
         self.framer = framer;
         self.finish_closing();
     }
@@ -915,7 +916,7 @@ impl Client {
         self.phase = Phase::Syncing;
     }
 
-    fn on_frame(&mut self, frame: Frame) {
+    fn on_frame(&mut self, frame: Frame, layout: Layout) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -929,12 +930,12 @@ impl Client {
             Frame::Message(bytes) if discarding => {
                 // Only a command answered on failure makes a discarded message worth reading.
                 if self.requests.values().any(Request::awaits_failure) {
-                    self.on_discarded(classify(bytes));
+                    self.on_discarded(classify_framed(bytes, layout));
                 }
             }
             _ if discarding => {}
             Frame::Message(bytes) => {
-                let msg = classify(bytes);
+                let msg = classify_framed(bytes, layout);
                 if let Some(r) = self.resync.as_mut() {
                     // After a marker, anything but a reply to the sync is stale (an earlier client's delimited
                     // reply): discard it and wait for the next marker.

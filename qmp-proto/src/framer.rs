@@ -52,6 +52,28 @@ pub enum Frame {
     },
 }
 
+/// What the framer learned of a message's structure while cutting it out, for
+/// [`classify_framed`](crate::message::classify_framed): where the first object or array nested in the
+/// top-level value ends. Given with every frame by [`Framer::feed_framed`]; it describes that frame's message
+/// and no other (the default describes nothing).
+///
+/// That end is where the depth first fell back to 1: the brackets between the start of that nested value and
+/// it are balanced (brackets inside strings aside, whatever their kind), its strings are closed and it holds no
+/// 0xFF byte. Nothing else is checked: not its tokens, not its UTF-8.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// Offset in the message just past the bracket that closed its first nested object or array.
+    first_nested_end: Option<usize>,
+}
+
+impl Layout {
+    /// Offset in the message just past the bracket that closed the first object or array nested in the
+    /// top-level value, when there is one.
+    pub fn first_nested_end(&self) -> Option<usize> {
+        self.first_nested_end
+    }
+}
+
 /// Where the scanner is, between bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -104,6 +126,8 @@ pub struct Framer {
     max_message_size: usize,
     /// The last bytes of a value being discarded, to find a trailing `"id": N` member.
     tail: Vec<u8>,
+    /// Offset in the unfinished value just past the bracket that brought the depth from 2 back to 1 first.
+    first_nested_end: Option<u64>,
 }
 
 /// Bytes of an oversized value's end kept to find its id.
@@ -124,6 +148,7 @@ impl Framer {
             discarding: false,
             max_message_size: max_message_size.max(1),
             tail: Vec::new(),
+            first_nested_end: None,
         }
     }
 
@@ -155,6 +180,13 @@ impl Framer {
     /// Scans `input` and calls `emit` for every frame that ends in it, in order. Whatever is left of an
     /// unfinished value is kept (or counted, when it is over the limit) for the next call.
     pub fn feed(&mut self, input: &[u8], mut emit: impl FnMut(Frame)) {
+        self.feed_framed(input, |frame, _| emit(frame));
+    }
+
+    /// [`feed`](Self::feed), giving with each frame the [`Layout`] of its message, which lets
+    /// [`classify_framed`](crate::message::classify_framed) skip what the framer already scanned. The frames
+    /// are the same; the layout costs nothing measurable.
+    pub fn feed_framed(&mut self, input: &[u8], mut emit: impl FnMut(Frame, Layout)) {
         let mut i = 0;
         // Start (in `input`) of the current value's bytes not yet copied into `partial`.
         let mut start = 0;
@@ -177,7 +209,7 @@ impl Framer {
                             continue;
                         }
                         DELIM => {
-                            emit(Frame::Delimiter);
+                            emit(Frame::Delimiter, Layout::default());
                             i += 1;
                             continue;
                         }
@@ -196,6 +228,7 @@ impl Framer {
                     }
                     start = i;
                     self.value_len = 0;
+                    self.first_nested_end = None;
                     i += 1;
                 }
                 State::Structure => {
@@ -219,6 +252,9 @@ impl Framer {
                         CLOSE => {
                             self.depth -= 1;
                             i += 1;
+                            if self.depth == 1 && self.first_nested_end.is_none() {
+                                self.first_nested_end = Some(self.value_len + (i - start) as u64);
+                            }
                             if self.depth == 0 {
                                 self.finish(input, start, i, &mut emit);
                             }
@@ -289,7 +325,13 @@ impl Framer {
     /// Stops, with the state and depth updated to `*i`, when less than a block is left; at a block holding a
     /// backslash or 0xFF (returns `true`: scan it bytewise); or between values, at the end of a block or at the
     /// start of a value that is not an object or array.
-    fn scan_blocks(&mut self, input: &[u8], i: &mut usize, start: &mut usize, emit: &mut impl FnMut(Frame)) -> bool {
+    fn scan_blocks(
+        &mut self,
+        input: &[u8],
+        i: &mut usize,
+        start: &mut usize,
+        emit: &mut impl FnMut(Frame, Layout),
+    ) -> bool {
         let mut in_string = self.state == State::String;
         let mut depth = self.depth;
         let mut special = false;
@@ -302,7 +344,12 @@ impl Framer {
             let inside = prefix_xor(m.quote) ^ if in_string { !0 } else { 0 };
             let (mut open, mut close) = (m.open & !inside, m.close & !inside);
             loop {
-                match depth_zero(open, close, depth) {
+                // The first fall back to depth 1 ends the first nested value.
+                let (one, end) = depth_falls(open, close, depth, self.first_nested_end.is_none());
+                if let Some(k) = one {
+                    self.first_nested_end = Some(self.value_len + (*i + k + 1 - *start) as u64);
+                }
+                match end {
                     Err(after) => {
                         depth = after;
                         break;
@@ -321,6 +368,8 @@ impl Framer {
                         // The quote parity is even here (whitespace after a value): `inside` holds for the rest.
                         *start = *i + q;
                         self.state = State::Structure;
+                        self.value_len = 0;
+                        self.first_nested_end = None;
                         depth = 1;
                         let after = (!0u64 << q) << 1;
                         open &= after;
@@ -337,9 +386,10 @@ impl Framer {
     }
 
     /// Called at the end of a value: `input[start..end]` is its last part.
-    fn finish(&mut self, input: &[u8], start: usize, end: usize, emit: &mut impl FnMut(Frame)) {
+    fn finish(&mut self, input: &[u8], start: usize, end: usize, emit: &mut impl FnMut(Frame, Layout)) {
         self.state = State::Between;
         self.depth = 0;
+        let first_nested_end = self.first_nested_end.take();
         let len = self.value_len + (end - start) as u64;
         let too_long = self.discarding || len > self.max_message_size as u64;
         if too_long && !self.discarding {
@@ -350,7 +400,7 @@ impl Framer {
         self.value_len = 0;
         self.discarding = false;
         if too_long {
-            emit(Frame::Oversized { len, id: trailing_id(&self.tail) });
+            emit(Frame::Oversized { len, id: trailing_id(&self.tail) }, Layout::default());
             self.tail.clear();
             return;
         }
@@ -366,11 +416,12 @@ impl Framer {
                 self.partial.split().freeze()
             }
         };
-        emit(Frame::Message(frame));
+        let first_nested_end = first_nested_end.and_then(|end| usize::try_from(end).ok());
+        emit(Frame::Message(frame), Layout { first_nested_end });
     }
 
     /// Called when a 0xFF byte at `input[at]` cuts the current value short. Leaves the 0xFF to `Between`.
-    fn truncate(&mut self, start: usize, at: usize, emit: &mut impl FnMut(Frame)) {
+    fn truncate(&mut self, start: usize, at: usize, emit: &mut impl FnMut(Frame, Layout)) {
         let len = self.value_len + (at - start) as u64;
         self.state = State::Between;
         self.depth = 0;
@@ -378,7 +429,7 @@ impl Framer {
         self.discarding = false;
         self.drop_partial();
         self.tail.clear();
-        emit(Frame::Truncated { len });
+        emit(Frame::Truncated { len }, Layout::default());
     }
 
     /// Switches to discarding when the unfinished value has grown past the limit.
@@ -541,27 +592,36 @@ fn prefix_xor(mut x: u64) -> u64 {
 }
 
 /// Given the brackets of a block outside strings (bit k: byte k) and the depth before it: `Ok(k)` when the
-/// close bracket at byte k brings the depth to 0 (the first one that does), else `Err(depth after the block)`.
+/// close bracket at byte k brings the depth to 0 (the first one that does), else `Err(depth after the block)`;
+/// and, when `to_one` asks for it, the first close bracket before that which brings the depth to 1.
 #[inline]
-fn depth_zero(open: u64, close: u64, depth: u32) -> Result<usize, u32> {
+fn depth_falls(open: u64, close: u64, depth: u32, to_one: bool) -> (Option<usize>, Result<usize, u32>) {
     let (opens, closes) = (open.count_ones(), close.count_ones());
-    // The depth can reach 0 in the first half only with `depth` closes there, in the second only with as many
-    // closes in the block as `depth` plus the opens of the first half.
+    // Falling to the lowest level asked for takes `fall` more closes than opens in some prefix: in the first
+    // half only with `fall` closes there, in the second only with as many closes in the block as `fall` plus
+    // the opens of the first half.
+    let fall = depth - u32::from(to_one && depth > 0);
     let (opens_lo, closes_lo) = ((open as u32).count_ones(), (close as u32).count_ones());
-    if closes_lo < depth && closes < depth + opens_lo {
-        return Err(depth + opens - closes);
+    if closes_lo < fall && closes < fall + opens_lo {
+        return (None, Err(depth + opens - closes));
     }
+    let mut one = None;
     let mut rest = close;
     let mut seen = 0;
     while rest != 0 {
         seen += 1;
-        // The opens up to the lowest close left.
-        if depth + (open & (rest ^ (rest - 1))).count_ones() == seen {
-            return Ok(rest.trailing_zeros() as usize);
+        let k = rest.trailing_zeros() as usize;
+        // The depth after this close: the opens up to it, less the closes (never below 0: it stops there).
+        let level = depth + (open & (rest ^ (rest - 1))).count_ones() - seen;
+        if level == 0 {
+            return (one, Ok(k));
+        }
+        if level == 1 && to_one && one.is_none() {
+            one = Some(k);
         }
         rest &= rest - 1;
     }
-    Err(depth + opens - closes)
+    (one, Err(depth + opens - closes))
 }
 
 #[cfg(test)]
@@ -744,5 +804,43 @@ mod tests {
         let whole = frames(1024, &[input]);
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
         assert_eq!(frames(1024, &bytes), whole);
+    }
+
+    /// Every message's layout is the first nested value's end, whatever the chunking: through the block
+    /// scanner (long runs), the bytewise one (blocks with backslashes, the last bytes), messages that start in
+    /// the block where the previous one ended, and values split across calls.
+    #[test]
+    fn layout_is_the_first_nested_end_whatever_the_chunking() {
+        let pad = "x".repeat(150);
+        let input = format!(
+            "{{\"return\": [{{\"a\": \"{pad}\"}}, [1, [2]], {{}}], \"id\": 3}}\r\n\
+             {{\"id\": 1, \"return\": {{}}}}\r\n{{\"return\": \"]}}{pad}\", \"id\": 4}}\r\n\
+             {{\"timestamp\": {{\"seconds\": 1, \"microseconds\": 2}}, \"event\": \"E\", \"data\": {{\"s\": \"\\\"}}\"}}}}\r\n\
+             {{\"return\": [\"\\\\\", {{\"b\": [{pad:?}]}}], \"id\": 5}}{{\"return\": [[]]}}[[1], 2]\"{pad}\" {{}}"
+        );
+        let input = input.as_bytes();
+        let collect = |chunk: usize| {
+            let mut f = Framer::new(1 << 20);
+            let mut out = Vec::new();
+            for piece in input.chunks(chunk) {
+                f.feed_framed(piece, |frame, layout| out.push((frame, layout.first_nested_end())));
+            }
+            out
+        };
+        let whole = collect(input.len());
+        // Counted by hand (the fuzz target framer_vs_serde checks every message against a bytewise scan).
+        let want = [Some(186), Some(22), None, Some(47), Some(180), Some(15), Some(4), None, None];
+        assert_eq!(whole.iter().map(|(_, end)| *end).collect::<Vec<_>>(), want, "{whole:?}");
+        // What follows each end, from its closing bracket on.
+        let rest = ["], \"id\": 3}", "}}", "", "}, \"event\"", "], \"id\": 5}", "]}", "], 2]"];
+        for ((frame, end), rest) in whole.iter().zip(rest) {
+            let Frame::Message(m) = frame else { panic!("{frame:?}") };
+            if let Some(end) = end {
+                assert!(m[end - 1..].starts_with(rest.as_bytes()), "{}", String::from_utf8_lossy(m));
+            }
+        }
+        for chunk in [1, 2, 7, 63, 64, 65, 100] {
+            assert_eq!(collect(chunk), whole, "chunks of {chunk}");
+        }
     }
 }

@@ -19,6 +19,12 @@
 //! - **Deadlines** for the handshake (greeting and negotiation, or the guest agent's connect-time sync) and for
 //!   each command, on the caller's clock.
 //! - **Bounds** on message size, pending commands and undrained events; overflow is reported, never absorbed.
+//! - **Classification at framing speed**: a reply is routed without parsing its payload into anything. Its
+//!   `return` payload (an object or array, as in every reply QEMU writes) is not even validated when it
+//!   arrives: the framer already found where it ends, and it is validated once, when you parse it
+//!   ([`RawJson::deserialize`]; invalid JSON there is serde_json's syntax error, for the adapters the `Decode`
+//!   error of that one call). Everything else in a message is checked on arrival: a message that is not JSON
+//!   outside that payload is a [`ProtocolViolation`]. The exact guarantee: [`message::classify_framed`].
 //! - **Guest agent**: no greeting; `guest-sync-delimited` resynchronisation, on demand
 //!   ([`Client::guest_sync`]) or first thing ([`Config::sync_on_connect`]: `Ready` once the agent echoed the
 //!   nonce you pass, within the handshake deadline); commands that reply only when they fail (an error ends
@@ -50,7 +56,7 @@
 //!
 //! # Errors
 //! Three tiers (see [`error`]): [`QmpError`] arrives in a [`ClientEvent::Reply`] when the server rejects one
-//! command; [`UsageError`] is returned at once when a call is wrong and nothing was sent; [`ConnectionError`]
+//! command (and a reply whose payload is not valid JSON fails only the parse of that payload); [`UsageError`] is returned at once when a call is wrong and nothing was sent; [`ConnectionError`]
 //! arrives once in [`ClientEvent::Closed`] and is sticky. [`ProtocolViolation`]s (a malformed message, an unknown
 //! id, an id-less error) are reported as events and the session goes on.
 //!

@@ -6,6 +6,10 @@
 //! way QEMU writes them are read by a hand-written fast path (serde still reads the nested payloads); any
 //! other goes through serde, and the two give the same answer.
 //!
+//! [`classify`] validates every payload it hands out. [`classify_framed`], what the client uses, takes a
+//! reply's nested `return` payload whole from the framer's [`Layout`] and leaves its validation to the parse
+//! that needs it: validating it here and again at `deserialize()` cost more than framing the message did.
+//!
 //! Shapes, checked in this order (the member that decides is in brackets):
 //! greeting (`QMP`), event (`event`), success reply (`return`), error reply (`error`). Valid JSON of any other
 //! shape is [`Message::UnknownShape`]; text that is not JSON at all (QEMU can write `"id": inf`) is
@@ -18,6 +22,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::error::QmpError;
+use crate::framer::Layout;
 use crate::raw::RawJson;
 
 /// One message from the server, classified.
@@ -30,7 +35,8 @@ pub enum Message {
     Return {
         /// The echoed id, exactly as sent back; `None` when the member was absent (`null` is `Some`).
         id: Option<RawJson>,
-        /// The `return` payload.
+        /// The `return` payload: valid JSON from [`classify`]; from [`classify_framed`] (the client), an object
+        /// or array is validated only when parsed.
         value: RawJson,
     },
     /// An error reply: `{"error": {"class": ..., "desc": ...}, "id": ...}`.
@@ -190,9 +196,39 @@ struct VersionTriple {
     micro: u64,
 }
 
-/// Classifies one framed message. Never panics, whatever the bytes.
+/// Classifies one framed message, checking every payload it hands out: each [`RawJson`] in the result is one
+/// valid JSON value. Never panics, whatever the bytes.
+///
+/// [`classify_framed`] is the faster form the [`Client`](crate::Client) uses.
 pub fn classify(bytes: Bytes) -> Message {
-    let members = match read_members(&bytes) {
+    classify_with(bytes, Layout::default())
+}
+
+/// Classifies one message cut out by a [`Framer`](crate::framer::Framer), with the [`Layout`] the framer gave
+/// with it ([`Framer::feed_framed`](crate::framer::Framer::feed_framed)). This is what the
+/// [`Client`](crate::Client) does with every message. Never panics, whatever the bytes and layout.
+///
+/// The answer is [`classify`]'s, with one difference, which makes classification run at framing speed: a
+/// reply's `return` payload that is an object or an array, and the first one in the message (as in every
+/// reply QEMU writes, `{"return": ..., "id": N}`), is **not validated here**. Its extent comes from the
+/// framer, which already scanned it; all that is known of it at this point is that its strings are closed, its
+/// brackets balanced and it holds no 0xFF byte. It is validated once, when it is parsed:
+/// [`RawJson::deserialize`] and [`RawJson::as_value`] fail with serde_json's syntax error if it is not valid
+/// JSON (for the adapters, the per-command `Decode` error of the call it answers; the session goes on), and
+/// [`RawJson::raw_str`] is empty if it is not UTF-8. The rest of the message (its other members, the `id`
+/// that routes it) is read and checked exactly as [`classify`] does; so a message that `classify` calls
+/// `NotJson` only because of such a payload is a `Return` here, routed to its command, and every other
+/// message gets the same answer from both.
+///
+/// A layout that does not belong to these bytes yields a wrong answer (the same as for other bytes), never a
+/// panic.
+pub fn classify_framed(bytes: Bytes, layout: Layout) -> Message {
+    classify_with(bytes, layout)
+}
+
+/// [`classify`] when `layout` describes nothing, [`classify_framed`] otherwise.
+fn classify_with(bytes: Bytes, layout: Layout) -> Message {
+    let members = match read_members(&bytes, layout) {
         Some(members) => members,
         None => match serde_json::from_slice::<Envelope<'_>>(&bytes) {
             Ok(env) => Members::from(env),
@@ -267,7 +303,8 @@ fn parse_version(raw: &RawValue) -> Option<Version> {
 // (escaped or non-ASCII keys, repeated members, syntax errors, ...) makes the fast path give up, and the
 // message goes through serde from the start: so when the fast path gives an answer, it is serde's answer.
 
-/// The members a server message may have: the JSON text of each (valid UTF-8), borrowed from the message.
+/// The members a server message may have: the JSON text of each (valid UTF-8, but for a `return` taken
+/// unchecked from the framer's layout), borrowed from the message.
 #[derive(Debug, Default, PartialEq)]
 struct Members<'a> {
     qmp: Option<&'a [u8]>,
@@ -294,10 +331,14 @@ impl<'a> From<Envelope<'a>> for Members<'a> {
     }
 }
 
-/// Reads the members of a message by hand; `None` when it cannot tell them exactly as serde would.
-fn read_members(bytes: &[u8]) -> Option<Members<'_>> {
+/// Reads the members of a message by hand; `None` when it cannot tell them exactly as serde would. With a
+/// layout from the framer, a `return` member that is the message's first object or array is taken whole from
+/// it, unchecked (see [`classify_framed`]).
+fn read_members(bytes: &[u8], layout: Layout) -> Option<Members<'_>> {
     let mut members = Members::default();
     let mut seen = 0u8;
+    // Whether a member value so far was an object or array (the framer's layout tells the end of the first).
+    let mut nested_seen = false;
     let mut p = skip_ws(bytes, 0);
     if bytes.get(p) != Some(&b'{') {
         return None;
@@ -315,7 +356,16 @@ fn read_members(bytes: &[u8]) -> Option<Members<'_>> {
             return None;
         }
         p = skip_ws(bytes, p + 1);
-        let (value, end) = member_value(bytes, p, key == b"timestamp")?;
+        let nested = matches!(bytes.get(p), Some(b'{' | b'['));
+        let known = match layout.first_nested_end() {
+            Some(end) if nested && !nested_seen && key == b"return" => nested_end(bytes, p, end),
+            _ => None,
+        };
+        nested_seen |= nested;
+        let (value, end) = match known {
+            Some(end) => (&bytes[p..end], end),
+            None => member_value(bytes, p, key == b"timestamp")?,
+        };
         p = end;
         // Members that serde reads as `Option<&RawValue>` take `null` for absent; those read with `present`
         // (return, data, id) keep it.
@@ -351,6 +401,13 @@ fn read_members(bytes: &[u8]) -> Option<Members<'_>> {
             _ => return None,
         }
     }
+}
+
+/// `end`, when it can close the object or array that opens at `bytes[p]`: past it, in the message, at a
+/// bracket of the same kind.
+fn nested_end(bytes: &[u8], p: usize, end: usize) -> Option<usize> {
+    let close = bytes[p] + 2; // '{' + 2 = '}', '[' + 2 = ']'
+    (end > p + 1 && bytes.get(end - 1) == Some(&close)).then_some(end)
 }
 
 /// Stores a member and returns its bit.
@@ -598,7 +655,7 @@ mod tests {
             }
             for v in &variants {
                 let serde = serde_json::from_slice::<Envelope<'_>>(v).map(Members::from);
-                if let Some(fast) = read_members(v) {
+                if let Some(fast) = read_members(v, Layout::default()) {
                     checked += 1;
                     assert_eq!(Ok(&fast), serde.as_ref().map_err(|_| ()), "{}", String::from_utf8_lossy(v));
                 }
@@ -621,6 +678,68 @@ mod tests {
         ] {
             assert_eq!(qemu_timestamp(raw.as_bytes()), want, "{raw}");
         }
+    }
+
+    /// Frames `text` and classifies each message both ways.
+    fn both_ways(text: &[u8]) -> Vec<(Message, Message)> {
+        let mut framer = crate::framer::Framer::new(1 << 20);
+        let mut out = Vec::new();
+        framer.feed_framed(text, |frame, layout| {
+            if let crate::framer::Frame::Message(m) = frame {
+                out.push((classify(m.clone()), classify_framed(m, layout)));
+            }
+        });
+        out
+    }
+
+    /// `classify_framed` gives `classify`'s answer, except for a reply whose nested `return` payload is not
+    /// valid JSON: that one is a `Return` (routed by its id) whose payload fails to deserialize.
+    #[test]
+    fn framed_classification_agrees_but_for_invalid_return_payloads() {
+        let bases: &[&str] = &[
+            r#"{"return": [{"a": 1}, [2, "x"], {}], "id": 12}"#,
+            r#"{"id": "x", "return": {"k": [1, 2.5e3, null, "\u00e9"]}}"#,
+            r#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "E", "data": {"a": [1]}, "return": [1]}"#,
+            "{\r\n    \"return\": {\r\n    }\r\n}",
+            r#"{"return": [1], "x": [2], "id": 3}"#,
+            r#"{"error": {"class": "C", "desc": "d"}, "return": [[]], "id": 1}"#,
+        ];
+        let alphabet: &[&[u8]] =
+            &[b"", b" ", b"\"", b"\\", b"{", b"}", b"[", b"]", b",", b":", b"0", b"x", b"\xff", b"\xc3"];
+        let (mut agreed, mut deferred) = (0, 0);
+        for base in bases {
+            let base = base.as_bytes();
+            for at in 0..=base.len() {
+                for piece in alphabet {
+                    for cut in 0..2 {
+                        let mut v = base[..at].to_vec();
+                        v.extend_from_slice(piece);
+                        v.extend_from_slice(&base[(at + cut).min(base.len())..]);
+                        for (checked, framed) in both_ways(&v) {
+                            let shown = String::from_utf8_lossy(&v);
+                            match (&checked, &framed) {
+                                (Message::NotJson { .. }, Message::Return { value, .. }) => {
+                                    assert!(value.as_value().is_err(), "{shown}: {value:?} is valid");
+                                    deferred += 1;
+                                }
+                                _ => {
+                                    assert_eq!(format!("{checked:?}"), format!("{framed:?}"), "{shown}");
+                                    agreed += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(agreed > 1000 && deferred > 100, "{agreed} agreed, {deferred} deferred");
+        // QEMU's shape with garbage inside: routed, and the payload fails when parsed.
+        let [(checked, Message::Return { id, value })] = &both_ways(br#"{"return": [1, garbage], "id": 2}"#)[..] else {
+            panic!()
+        };
+        assert!(matches!(checked, Message::NotJson { .. }));
+        assert_eq!(id.as_ref().map(RawJson::raw_str), Some("2"));
+        assert!(value.deserialize::<serde_json::Value>().unwrap_err().is_syntax());
     }
 
     #[test]

@@ -7,7 +7,13 @@
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-/// A JSON value received from the server, kept unparsed: the bytes of exactly one valid JSON value.
+/// A JSON value received from the server, kept unparsed: the bytes of one JSON value.
+///
+/// Every `RawJson` holds valid JSON, with one exception that is checked later: the payload of a reply the
+/// [`Client`](crate::Client) routed (`return`, when it is an object or array) is validated when it is parsed,
+/// not when it arrives (see [`classify_framed`](crate::message::classify_framed)); until then it is known only
+/// to be balanced (strings closed, brackets matched). Parsing it ([`deserialize`](Self::deserialize),
+/// [`as_value`](Self::as_value)) returns serde_json's syntax error if it is not valid JSON.
 ///
 /// Cheap to clone (reference-counted). Parse it with [`deserialize`](Self::deserialize) or
 /// [`as_value`](Self::as_value), or read the text with [`raw_str`](Self::raw_str).
@@ -24,7 +30,7 @@ use serde::de::DeserializeOwned;
 pub struct RawJson(Bytes);
 
 impl RawJson {
-    /// Wraps bytes already known to be one valid JSON value (checked by the classifier).
+    /// Wraps the bytes of one JSON value as the classifier found it (valid, or balanced and checked when parsed).
     pub(crate) fn from_valid(bytes: Bytes) -> Self {
         RawJson(bytes)
     }
@@ -35,10 +41,9 @@ impl RawJson {
         Ok(RawJson(Bytes::copy_from_slice(raw.get().as_bytes())))
     }
 
-    /// The JSON text, exactly as the server sent it (escapes and spacing included).
+    /// The JSON text, exactly as the server sent it (escapes and spacing included); empty if the bytes are not
+    /// UTF-8, which only a reply payload not yet validated can be (see the type's docs; QEMU writes ASCII).
     pub fn raw_str(&self) -> &str {
-        // The bytes passed serde_json's UTF-8 validation when the message was classified; a failure here is
-        // impossible, and an empty string is a safe answer if it ever were.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
@@ -52,7 +57,8 @@ impl RawJson {
         self.0.clone()
     }
 
-    /// Parses the payload into `T`.
+    /// Parses the payload into `T`. This is also where a reply payload is validated: text that is not valid JSON
+    /// fails here with serde_json's syntax error.
     ///
     /// Commands without a return value answer `{}`: deserialize those into [`serde::de::IgnoredAny`] or a
     /// struct with no fields, not `()` (which expects `null`).
@@ -69,7 +75,7 @@ impl RawJson {
 impl std::fmt::Debug for RawJson {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         const SHOWN: usize = 256;
-        let text = self.raw_str();
+        let text = String::from_utf8_lossy(&self.0);
         if text.len() <= SHOWN {
             write!(f, "RawJson({text})")
         } else {
@@ -84,6 +90,6 @@ impl std::fmt::Debug for RawJson {
 
 impl std::fmt::Display for RawJson {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.raw_str())
+        f.write_str(&String::from_utf8_lossy(&self.0))
     }
 }

@@ -69,9 +69,11 @@
 
 mod builtin;
 mod config;
+mod held;
 mod lexer;
 mod parser;
 mod qobject;
+mod response;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -81,6 +83,7 @@ pub use config::{CommandInfo, ServerConfig, DEFAULT_SERVER_MAX_MESSAGE_SIZE, QMP
 
 use crate::config::Mode;
 use crate::message::Timestamp;
+use held::Held;
 use lexer::{Lexer, Parsed};
 use qobject::{QDict, QObject};
 
@@ -216,9 +219,11 @@ pub struct Server {
     config: ServerConfig,
     lexer: Lexer,
     /// Input fed while the server did not want it, processed when it does again.
-    held: VecDeque<u8>,
+    held: Held,
     /// In-band requests read and not yet handed over or answered.
     queue: VecDeque<Parsed>,
+    /// The requests the lexer completed with the byte being read (kept to reuse its allocation).
+    parsed: Vec<Parsed>,
     /// The in-band command handed to the caller, if any.
     current: Option<Token>,
     pending: HashMap<Token, Pending>,
@@ -239,8 +244,9 @@ impl Server {
         let mut server = Server {
             lexer: Lexer::new(config.max_message_size),
             config,
-            held: VecDeque::new(),
+            held: Held::default(),
             queue: VecDeque::new(),
+            parsed: Vec::new(),
             current: None,
             pending: HashMap::new(),
             oob_outstanding: 0,
@@ -332,26 +338,31 @@ impl Server {
 
     /// Reads `input` until the server stops wanting input; returns the bytes used.
     fn read(&mut self, input: &[u8]) -> usize {
-        let mut parsed = Vec::new();
-        for (i, &b) in input.iter().enumerate() {
-            if self.suspended() || self.closed {
-                return i;
-            }
-            self.lexer.feed(b, &mut |p| parsed.push(p));
+        // The lexer hands over at most two requests at a time: a buffer kept across calls, not one per call.
+        let mut parsed = std::mem::take(&mut self.parsed);
+        let mut used = 0;
+        // Only a request read can make the server stop: the check is made between requests, not per byte.
+        while used < input.len() && !self.suspended() && !self.closed {
+            used += self.lexer.feed_until_message(&input[used..], &mut |p| parsed.push(p));
             for p in parsed.drain(..) {
                 self.on_request(p);
             }
         }
-        input.len()
+        self.parsed = parsed;
+        used
     }
 
-    /// Reads held input while the server wants it.
+    /// Reads held input while the server wants it, in place: each command read costs its own bytes, not a
+    /// copy of what is held.
     fn read_held(&mut self) {
-        while !self.held.is_empty() && !self.suspended() && !self.closed {
-            let (front, _) = self.held.as_slices();
-            let chunk = front[..front.len().min(4096)].to_vec();
-            let used = self.read(&chunk);
-            self.held.drain(..used);
+        let mut held = std::mem::take(&mut self.held);
+        while !held.is_empty() && !self.suspended() && !self.closed {
+            let used = self.read(held.as_slice());
+            held.consume(used);
+        }
+        // `close_with` forgets held input: a session closed meanwhile keeps none.
+        if !self.closed {
+            self.held = held;
         }
     }
 
@@ -371,7 +382,7 @@ impl Server {
             return;
         }
         self.closed = true;
-        self.held = VecDeque::new();
+        self.held.clear();
         self.queue.clear();
         self.pending.clear();
         self.current = None;
@@ -482,7 +493,7 @@ impl Server {
         if let Some(data) = data {
             dict.put("data", data);
         }
-        self.write_message(&QObject::Dict(dict), false);
+        self.write_message(&QObject::Dict(dict));
         EventOutcome::Sent
     }
 
@@ -649,37 +660,30 @@ impl Server {
         body.put("capabilities", QObject::List(caps));
         let mut greeting = QDict::new();
         greeting.put("QMP", QObject::Dict(body));
-        self.write_message(&QObject::Dict(greeting), false);
+        self.write_message(&QObject::Dict(greeting));
     }
 
     fn write_return(&mut self, value: QObject, id: Option<QObject>, delimited: bool) {
-        let mut rsp = QDict::new();
-        rsp.put("return", value);
-        if let Some(id) = id {
-            rsp.put("id", id);
-        }
-        self.write_message(&QObject::Dict(rsp), delimited);
-    }
-
-    fn write_error(&mut self, class: &str, desc: &[u8], id: Option<QObject>) {
-        let mut error = QDict::new();
-        error.put("class", QObject::str(class));
-        error.put("desc", QObject::String(desc.to_vec()));
-        let mut rsp = QDict::new();
-        rsp.put("error", QObject::Dict(error));
-        if let Some(id) = id {
-            rsp.put("id", id);
-        }
-        self.write_message(&QObject::Dict(rsp), false);
-    }
-
-    /// Writes one message with the mode's line ending (QMP `\r\n`, guest agent `\n`), after a 0xFF when
-    /// `delimited`.
-    fn write_message(&mut self, message: &QObject, delimited: bool) {
         if delimited {
             self.out.push(0xFF);
         }
+        response::write_return(&mut self.out, &value, id.as_ref());
+        self.end_line();
+    }
+
+    fn write_error(&mut self, class: &str, desc: &[u8], id: Option<QObject>) {
+        response::write_error(&mut self.out, class, desc, id.as_ref());
+        self.end_line();
+    }
+
+    /// Writes one message with the mode's line ending.
+    fn write_message(&mut self, message: &QObject) {
         message.write(&mut self.out);
+        self.end_line();
+    }
+
+    /// The mode's line ending: QMP `\r\n`, guest agent `\n`.
+    fn end_line(&mut self) {
         self.out.extend_from_slice(if self.config.mode == Mode::Qmp { b"\r\n" } else { b"\n" });
     }
 }

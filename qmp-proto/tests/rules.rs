@@ -320,6 +320,26 @@ fn id_inf_is_not_json_and_the_session_survives() {
     assert_eq!(d.input(ret(a.as_u64(), "{}")), [ok(a, "{}")]);
 }
 
+/// A reply in QEMU's shape whose `return` payload is not valid JSON inside is routed to its command (whatever
+/// the split of the input); the payload fails when parsed, and the session goes on. Invalid JSON outside the
+/// payload is still reported as not JSON.
+#[test]
+fn invalid_json_inside_a_return_fails_its_parse_not_the_session() {
+    for chunk in [usize::MAX, 1, 5] {
+        let mut d = qmp_ready();
+        let a = d.exec("query-block", opts());
+        let bad = format!("{{\"return\": [{{\"x\": garbage}}], \"id\": {}}}\r\n", a.as_u64());
+        let evs: Vec<Ev> = bad.as_bytes().chunks(chunk.min(bad.len())).flat_map(|piece| d.input(piece)).collect();
+        let [Ev::ReplyOk { id, raw }] = evs.as_slice() else { panic!("{evs:?}") };
+        assert_eq!(*id, a.as_u64());
+        assert_eq!(raw, "[{\"x\": garbage}]");
+        let parsed = qmp_proto::RawJson::from_json(raw);
+        assert!(parsed.is_err(), "the payload is not JSON");
+        let b = d.exec("query-version", opts());
+        assert_eq!(d.input(ret(b.as_u64(), "{}")), [ok(b, "{}")]);
+    }
+}
+
 /// Text that is not JSON and JSON of an unknown shape are told apart (the latter with its id), whatever the
 /// split of the input, and the session goes on.
 #[test]

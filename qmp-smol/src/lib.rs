@@ -150,6 +150,16 @@ pub fn serve_unix(
     serve::serve_unix(DefaultRuntime::default(), path, service, options)
 }
 
+/// Serves `service` on the TCP address `addr` on the default runtime: see [`qmp_async::serve::serve_tcp`].
+#[cfg(any(feature = "smol", feature = "async-std"))]
+pub fn serve_tcp(
+    addr: impl std::net::ToSocketAddrs,
+    service: serve::Service,
+    options: serve::ServeOptions,
+) -> std::io::Result<(serve::ServerHandle, serve::Serving)> {
+    serve::serve_tcp(DefaultRuntime::default(), addr, service, options)
+}
+
 /// The handles on async-std (feature `async-std`).
 #[cfg(feature = "async-std")]
 pub mod async_std {
@@ -162,6 +172,15 @@ pub mod async_std {
         options: super::serve::ServeOptions,
     ) -> std::io::Result<(super::serve::ServerHandle, super::serve::Serving)> {
         super::serve::serve_unix(AsyncStd::default(), path, service, options)
+    }
+
+    /// Serves `service` on the TCP address `addr` on async-std: see [`qmp_async::serve::serve_tcp`].
+    pub fn serve_tcp(
+        addr: impl std::net::ToSocketAddrs,
+        service: super::serve::Service,
+        options: super::serve::ServeOptions,
+    ) -> std::io::Result<(super::serve::ServerHandle, super::serve::Serving)> {
+        super::serve::serve_tcp(AsyncStd::default(), addr, service, options)
     }
 
     /// A QMP connection ([`qmp_async::Qmp`]) on async-std.

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -97,6 +97,7 @@ impl<S: Spawn + Default> Net for OnAsyncIo<S> {
     type UnixStream = Unix;
     type TcpStream = Io<Async<TcpStream>>;
     type UnixListener = Async<UnixListener>;
+    type TcpListener = Async<TcpListener>;
     type Pipes = Pipes;
 
     async fn connect_unix(&self, path: &Path) -> io::Result<Unix> {
@@ -127,6 +128,16 @@ impl<S: Spawn + Default> Net for OnAsyncIo<S> {
 
     async fn accept_unix(&self, listener: &Async<UnixListener>) -> io::Result<Unix> {
         let (stream, _) = listener.accept().await?;
+        Ok(Io::new(stream))
+    }
+
+    fn tcp_listener_from_std(&self, listener: TcpListener) -> io::Result<Async<TcpListener>> {
+        Async::new(listener)
+    }
+
+    async fn accept_tcp(&self, listener: &Async<TcpListener>) -> io::Result<Io<Async<TcpStream>>> {
+        let (stream, _) = listener.accept().await?;
+        stream.get_ref().set_nodelay(true)?;
         Ok(Io::new(stream))
     }
 }

@@ -127,3 +127,13 @@ pub fn serve_unix(
 ) -> std::io::Result<(serve::ServerHandle, serve::Serving)> {
     serve::serve_unix(Tokio, path, service, options)
 }
+
+/// Serves `service` on the TCP address `addr` on the current tokio runtime: see
+/// [`qmp_async::serve::serve_tcp`].
+pub fn serve_tcp(
+    addr: impl std::net::ToSocketAddrs,
+    service: serve::Service,
+    options: serve::ServeOptions,
+) -> std::io::Result<(serve::ServerHandle, serve::Serving)> {
+    serve::serve_tcp(Tokio, addr, service, options)
+}

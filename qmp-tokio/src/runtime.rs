@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use qmp_async::{Net, Runtime, Streams, Timer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::transport::{io, pipes, unix, Io, Pipes, Unix};
 
@@ -54,6 +54,7 @@ impl Net for Tokio {
     type UnixStream = Unix;
     type TcpStream = Io<TcpStream>;
     type UnixListener = UnixListener;
+    type TcpListener = TcpListener;
     type Pipes = Pipes;
 
     async fn connect_unix(&self, path: &Path) -> io::Result<Unix> {
@@ -85,6 +86,17 @@ impl Net for Tokio {
 
     async fn accept_unix(&self, listener: &UnixListener) -> io::Result<Unix> {
         listener.accept().await.map(|(stream, _)| unix(stream))
+    }
+
+    fn tcp_listener_from_std(&self, listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        listener.set_nonblocking(true)?;
+        TcpListener::from_std(listener)
+    }
+
+    async fn accept_tcp(&self, listener: &TcpListener) -> io::Result<Io<TcpStream>> {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok(io(stream))
     }
 }
 

@@ -79,7 +79,8 @@ async fn schema_of_older_and_newer_qemu() {
         let qmp = Qmp::connect_unix(server.socket_path(), options()).await.unwrap();
         let schema = qmp.execute_typed(QueryQmpSchema::default()).await;
         let schema = schema.unwrap_or_else(|e| panic!("{:?}: {e}", server.kind()));
-        assert!(schema.len() > 500, "{}", schema.len());
+        // 494 entities on qemu-storage-daemon 7.2, 1,000 and more on qemu-system and on qsd 10.
+        assert!(schema.len() > 400, "{}", schema.len());
         let commands = qmp.execute_typed(QueryCommands::default()).await.unwrap();
         assert!(commands.len() > 50);
         let known = qmp.server_schema().await.unwrap();
@@ -91,9 +92,15 @@ async fn schema_of_older_and_newer_qemu() {
         assert!(known.has_result_member("query-version", &["qemu", "major"]));
         assert!(known.has_event("JOB_STATUS_CHANGE"));
         assert!(known.has_event_member("JOB_STATUS_CHANGE", &["status"]));
-        // Drift between the two servers: LUKS's detached `header` arrived in 9.0.
-        let is_10 = server.kind() == qmp_tests::servers::ServerKind::StorageDaemon;
-        assert_eq!(known.has_argument("blockdev-add", &["header"]), is_10, "{:?}", server.kind());
+        // Drift between versions: LUKS's detached `header` arrived in 9.0.
+        let since_9 = server.version().major >= 9;
+        assert_eq!(
+            known.has_argument("blockdev-add", &["header"]),
+            since_9,
+            "{:?} {}",
+            server.kind(),
+            server.version()
+        );
     }
 }
 
@@ -102,7 +109,7 @@ async fn storage_daemon_10() {
     let server = require!(QemuServer::storage_daemon());
     let qmp = Qmp::connect_unix(server.socket_path(), options()).await.unwrap();
     let version = qmp.execute_typed(QueryVersion::default()).await.unwrap();
-    assert_eq!(version.qemu.major, 10);
+    assert_eq!(u64::try_from(version.qemu.major).ok(), Some(server.version().major));
     qmp.execute::<serde_json::Value>(
         "blockdev-add",
         serde_json::json!({"driver": "null-co", "node-name": "null0", "size": 1048576}),

@@ -1,6 +1,6 @@
 """Python's qemu.qmp (a QMP client we did not write) against `qmp serve`.
 
-Usage: python qemu_qmp_client.py SOCKET
+Usage: python qemu_qmp_client.py SOCKET | tcp:HOST:PORT
 Connects, negotiates (qemu.qmp enables oob when offered), runs commands, receives events and errors, and runs an
 OOB command. Prints one line per check; exits non-zero on the first failure.
 """
@@ -10,9 +10,18 @@ import sys
 from qemu.qmp import ExecuteError, QMPClient
 
 
-async def main(path: str) -> None:
+def address(arg: str):
+    """A unix socket path, or (host, port) for tcp:HOST:PORT."""
+    if arg.startswith("tcp:"):
+        host, port = arg[len("tcp:"):].rsplit(":", 1)
+        return (host, int(port))
+    return arg
+
+
+async def main(arg: str) -> None:
     qmp = QMPClient("qmp-rs-test")
-    await qmp.connect(path)
+    await qmp.connect(address(arg))
+    print(f"transport: {'tcp' if arg.startswith('tcp:') else 'unix'}")
     greeting = qmp.greeting
     assert greeting is not None
     version = greeting.QMP.version["qemu"]

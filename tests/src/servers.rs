@@ -31,6 +31,13 @@
 //!   negotiating probe means a constructor returns only after the monitor has served a client.
 //! - Children are killed on drop, but not when the test process itself is killed (no `PR_SET_PDEATHSIG`
 //!   without unsafe code): a hard-killed test run can leave QEMU processes behind.
+//!
+//! **Versions.** [`ServerKind::StorageDaemon`] is the newest storage daemon found: QEMU 10 where it is installed
+//! (CI keeps a copy at [`QSD10_DEFAULT`]), else whatever `qemu-storage-daemon` is on `PATH` (QEMU 7.2 on Debian
+//! bookworm, whose `qemu-utils` the README's set-up names). Tests assert what holds for the version they meet:
+//! [`QemuServer::version`] is what the server itself announced in its greeting. A test that truly needs a newer
+//! QEMU says so with [`QemuServer::needs_major`], which turns an older server into [`Unavailable`]: a loud
+//! `SKIPPED:` line, or a failure under `QMP_TEST_REQUIRE_ALL=1` (which means "nothing may be skipped").
 
 use std::{
     env,
@@ -55,7 +62,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Read and write timeout set on the streams returned by [`QemuServer::connect`].
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Environment variable that turns a missing binary from a skip into a test failure (CI sets it to `1`).
+/// Environment variable that turns a skip (a binary that is missing, or older than a test needs) into a test
+/// failure (CI sets it to `1`).
 pub const REQUIRE_ALL_ENV: &str = "QMP_TEST_REQUIRE_ALL";
 
 /// Where the QEMU 10 storage daemon is looked for first (CI copies it there before installing QEMU 7.2,
@@ -74,9 +82,10 @@ pub const POWER_COMMANDS: [&str; 4] =
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ServerKind {
-    /// qemu-storage-daemon 10.x, QMP monitor on a socket chardev.
+    /// The newest qemu-storage-daemon found (10.x where installed, else the one on `PATH`, e.g. 7.2), QMP
+    /// monitor on a socket chardev.
     StorageDaemon,
-    /// qemu-storage-daemon 10.x with `pretty=on`: every message spans many lines.
+    /// [`StorageDaemon`](Self::StorageDaemon) with `pretty=on`: every message spans many lines.
     StorageDaemonPretty,
     /// qemu-storage-daemon 7.x, QMP monitor on a socket chardev.
     StorageDaemon72,
@@ -106,7 +115,7 @@ impl ServerKind {
     /// Human-readable name of the program, as used in skip messages (`"qemu-ga"`, ...).
     pub fn program(self) -> &'static str {
         match self {
-            ServerKind::StorageDaemon | ServerKind::StorageDaemonPretty => "qemu-storage-daemon 10",
+            ServerKind::StorageDaemon | ServerKind::StorageDaemonPretty => "qemu-storage-daemon",
             ServerKind::StorageDaemon72 => "qemu-storage-daemon 7.x",
             ServerKind::System | ServerKind::SystemPretty => "qemu-system-x86_64",
             ServerKind::GuestAgent | ServerKind::GuestAgentPowerDisabled => "qemu-ga",
@@ -142,10 +151,10 @@ impl ServerKind {
         }
     }
 
-    /// The QEMU major version this kind is expected to report, where the kind pins one.
-    pub fn expected_major(self) -> Option<u32> {
+    /// The QEMU major version this kind is expected to report, where the kind pins one (only
+    /// [`StorageDaemon72`](Self::StorageDaemon72) does: the other kinds run whatever version is installed).
+    pub fn expected_major(self) -> Option<u64> {
         match self {
-            ServerKind::StorageDaemon | ServerKind::StorageDaemonPretty => Some(10),
             ServerKind::StorageDaemon72 => Some(7),
             _ => None,
         }
@@ -231,8 +240,8 @@ impl ServerKind {
 impl fmt::Display for ServerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
-            ServerKind::StorageDaemon => "qemu-storage-daemon 10",
-            ServerKind::StorageDaemonPretty => "qemu-storage-daemon 10 (pretty)",
+            ServerKind::StorageDaemon => "qemu-storage-daemon",
+            ServerKind::StorageDaemonPretty => "qemu-storage-daemon (pretty)",
             ServerKind::StorageDaemon72 => "qemu-storage-daemon 7.x",
             ServerKind::System => "qemu-system-x86_64",
             ServerKind::SystemPretty => "qemu-system-x86_64 (pretty)",
@@ -243,7 +252,7 @@ impl fmt::Display for ServerKind {
     }
 }
 
-/// The binary for a [`ServerKind`] is not installed (or is the wrong version): the test should be skipped.
+/// The binary for a [`ServerKind`] is not installed, or is older than the test needs: the test should be skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unavailable {
     /// The server that could not be found.
@@ -254,7 +263,7 @@ pub struct Unavailable {
 
 impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} not installed: {} (set {})", self.kind.program(), self.reason, self.kind.env_var())
+        write!(f, "{} unavailable: {} (set {})", self.kind.program(), self.reason, self.kind.env_var())
     }
 }
 
@@ -291,7 +300,7 @@ impl std::error::Error for StartFailure {}
 /// Why a [`QemuServer`] constructor returned no server.
 #[derive(Debug, Clone)]
 pub enum StartError {
-    /// The binary is missing: skip the test (or fail it under `QMP_TEST_REQUIRE_ALL=1`).
+    /// The binary is missing or too old: skip the test (or fail it under `QMP_TEST_REQUIRE_ALL=1`).
     Unavailable(Unavailable),
     /// The binary exists but the server did not start: fail the test.
     Failed(StartFailure),
@@ -314,6 +323,23 @@ impl From<Unavailable> for StartError {
     }
 }
 
+/// A QEMU version: what a server announced in its greeting, or what its binary's `--version` printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QemuVersion {
+    /// `10` in 10.0.2.
+    pub major: u64,
+    /// `0` in 10.0.2.
+    pub minor: u64,
+    /// `2` in 10.0.2.
+    pub micro: u64,
+}
+
+impl fmt::Display for QemuVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.micro)
+    }
+}
+
 /// A running QEMU process listening on a unix socket in its own temporary directory.
 ///
 /// Dropping it kills the process, waits for it, and removes the directory.
@@ -321,6 +347,8 @@ impl From<Unavailable> for StartError {
 pub struct QemuServer {
     kind: ServerKind,
     binary: PathBuf,
+    /// The version in the greeting the startup probe read (`None` for qemu-ga, which has no greeting).
+    greeted_as: Option<QemuVersion>,
     child: Child,
     socket: PathBuf,
     stderr_path: PathBuf,
@@ -329,8 +357,9 @@ pub struct QemuServer {
 }
 
 impl QemuServer {
-    /// Starts qemu-storage-daemon 10 (`QMP_TEST_QSD`, else [`QSD10_DEFAULT`], else `qemu-storage-daemon` on
-    /// `PATH`): `--chardev socket,path=S,server=on,wait=off,id=c0 --monitor chardev=c0`.
+    /// Starts the newest qemu-storage-daemon found (`QMP_TEST_QSD`, else [`QSD10_DEFAULT`], else
+    /// `qemu-storage-daemon` on `PATH`, which may be 7.2: see [`version`](Self::version) and
+    /// [`needs_major`](Self::needs_major)): `--chardev socket,path=S,server=on,wait=off,id=c0 --monitor chardev=c0`.
     pub fn storage_daemon() -> Result<QemuServer, StartError> {
         QemuServer::start(ServerKind::StorageDaemon)
     }
@@ -428,6 +457,49 @@ impl QemuServer {
         self.kind
     }
 
+    /// The QEMU version of this server: what its greeting announced (QMP), or what `--version` prints (qemu-ga,
+    /// which has no greeting). Tests compare what they get against this rather than a fixed number, so they hold
+    /// on whatever QEMU is installed.
+    ///
+    /// # Panics
+    ///
+    /// For a qemu-ga binary whose `--version` prints no version.
+    pub fn version(&self) -> QemuVersion {
+        self.greeted_as
+            .or_else(|| binary_version(&self.binary))
+            .unwrap_or_else(|| panic!("{}: `{} --version` printed no version", self.kind, self.binary.display()))
+    }
+
+    /// This server if it is QEMU `major` or later; otherwise it is stopped and the result is
+    /// [`StartError::Unavailable`], saying what was found and `why` the test needs more. With
+    /// [`require!`](crate::require) the test is then skipped with a loud `SKIPPED:` line, or fails under
+    /// `QMP_TEST_REQUIRE_ALL=1` (where CI runs, with QEMU 10 installed, nothing may be skipped):
+    ///
+    /// ```no_run
+    /// # use qmp_tests::{require, servers::QemuServer};
+    /// # fn test() {
+    /// let qsd = require!(QemuServer::storage_daemon()
+    ///     .and_then(|s| s.needs_major(10, "compares its error texts with QEMU 10's")));
+    /// # drop(qsd);
+    /// # }
+    /// ```
+    ///
+    /// Use it only where no version-neutral assertion exists: most tests can compare against
+    /// [`version`](Self::version) instead.
+    pub fn needs_major(self, major: u64, why: &str) -> Result<QemuServer, StartError> {
+        let found = self.version();
+        if found.major >= major {
+            return Ok(self);
+        }
+        Err(StartError::Unavailable(Unavailable {
+            kind: self.kind,
+            reason: format!(
+                "{} is QEMU {found}, and this test needs QEMU {major} or later: {why}",
+                self.binary.display()
+            ),
+        }))
+    }
+
     /// The binary that was started.
     pub fn binary(&self) -> &Path {
         &self.binary
@@ -519,7 +591,7 @@ fn decide(
         Err(StartError::Failed(failure)) => panic!("{failure}"),
         Err(StartError::Unavailable(missing)) => {
             if require_all {
-                panic!("{missing}, and {REQUIRE_ALL_ENV}=1 makes a missing server a failure");
+                panic!("{missing}, and {REQUIRE_ALL_ENV}=1 makes an unavailable server a failure");
             }
             let test = thread::current().name().unwrap_or("<unnamed>").to_owned();
             report_skip(&format!("SKIPPED: {test}: {missing}"));
@@ -580,8 +652,8 @@ fn locate_with(kind: ServerKind, configured: Option<OsString>) -> Result<PathBuf
         ServerKind::StorageDaemon72 => {
             let path = find_program(Path::new(QSD72_DEFAULT)).ok_or_else(|| missing(format!("no {QSD72_DEFAULT}")))?;
             match binary_version(&path) {
-                Some(v) if v.0 == 7 => Ok(path),
-                Some(v) => Err(missing(format!("{} is version {}.{}.{}, not 7.x", path.display(), v.0, v.1, v.2))),
+                Some(v) if v.major == 7 => Ok(path),
+                Some(v) => Err(missing(format!("{} is version {v}, not 7.x", path.display()))),
                 None => Err(missing(format!("`{} --version` did not report a version", path.display()))),
             }
         }
@@ -626,14 +698,13 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Runs `binary --version` and returns the first `major.minor[.micro]` found on its first line, e.g.
-/// `(10, 0, 2)` for "qemu-storage-daemon version 10.0.2 (Debian ...)" or `(7, 2, 22)` for
-/// "QEMU Guest Agent 7.2.22".
-pub fn binary_version(binary: &Path) -> Option<(u32, u32, u32)> {
+/// 10.0.2 for "qemu-storage-daemon version 10.0.2 (Debian ...)" or 7.2.22 for "QEMU Guest Agent 7.2.22".
+pub fn binary_version(binary: &Path) -> Option<QemuVersion> {
     let out = Command::new(binary).arg("--version").stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
     parse_version(String::from_utf8_lossy(&out.stdout).lines().next()?)
 }
 
-fn parse_version(line: &str) -> Option<(u32, u32, u32)> {
+fn parse_version(line: &str) -> Option<QemuVersion> {
     line.split_whitespace().find_map(|word| {
         let mut parts = word.split('.');
         let major = parts.next()?.parse().ok()?;
@@ -642,7 +713,7 @@ fn parse_version(line: &str) -> Option<(u32, u32, u32)> {
             Some(p) => p.parse().ok()?,
             None => 0,
         };
-        parts.next().is_none().then_some((major, minor, micro))
+        parts.next().is_none().then_some(QemuVersion { major, minor, micro })
     })
 }
 
@@ -695,7 +766,10 @@ fn launch(
         };
         if socket.exists() && marked {
             match probe(kind, &socket) {
-                Ok(()) => return Ok(QemuServer { kind, binary: binary.to_owned(), child, socket, stderr_path, dir }),
+                Ok(greeted_as) => {
+                    let binary = binary.to_owned();
+                    return Ok(QemuServer { kind, binary, greeted_as, child, socket, stderr_path, dir });
+                }
                 Err(e) => last_error = format!("probe: {e}"),
             }
         } else if socket.exists() {
@@ -711,27 +785,33 @@ fn launch(
 }
 
 /// One readiness probe; the connection is closed before it returns, since QEMU serves one client at a time.
+/// Returns the version the greeting announced (`None` for qemu-ga).
 ///
 /// qemu-ga: a bare connect. QMP: read the greeting, negotiate, read the reply (see the module docs for why:
 /// early connect-and-leave crashed QEMU now and then; the pidfile wait for storage daemons plus this full
 /// negotiation for qemu-system took both to 0 failures in 3,000 starts).
-fn probe(kind: ServerKind, socket: &Path) -> io::Result<()> {
+fn probe(kind: ServerKind, socket: &Path) -> io::Result<Option<QemuVersion>> {
     let mut stream = UnixStream::connect(socket)?;
     if kind.is_guest_agent() {
-        return Ok(());
+        return Ok(None);
     }
     stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
     stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
     let greeting = read_json(&mut stream)?;
-    if greeting.get("QMP").is_none() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("not a QMP greeting: {greeting}")));
-    }
+    let qemu = &greeting["QMP"]["version"]["qemu"];
+    let number = |key: &str| qemu[key].as_u64();
+    let (Some(major), Some(minor), Some(micro)) = (number("major"), number("minor"), number("micro")) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a QMP greeting with a version: {greeting}"),
+        ));
+    };
     stream.write_all(br#"{"execute":"qmp_capabilities"}"#)?;
     let reply = read_json(&mut stream)?;
     if reply.get("return").is_none() {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("negotiation failed: {reply}")));
     }
-    Ok(())
+    Ok(Some(QemuVersion { major, minor, micro }))
 }
 
 /// Reads exactly one JSON value that arrives on its own (a greeting, a reply): enough for the probe.
@@ -806,12 +886,15 @@ mod tests {
     fn parses_qemu_version_lines() {
         assert_eq!(
             parse_version("qemu-storage-daemon version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)"),
-            Some((10, 0, 2))
+            Some(QemuVersion { major: 10, minor: 0, micro: 2 })
         );
-        assert_eq!(parse_version("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"), Some((7, 2, 22)));
-        assert_eq!(parse_version("QEMU Guest Agent 7.2.22"), Some((7, 2, 22)));
-        assert_eq!(parse_version("something 8.1"), Some((8, 1, 0)));
+        let v = |major, minor, micro| Some(QemuVersion { major, minor, micro });
+        assert_eq!(parse_version("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"), v(7, 2, 22));
+        assert_eq!(parse_version("QEMU Guest Agent 7.2.22"), v(7, 2, 22));
+        assert_eq!(parse_version("something 8.1"), v(8, 1, 0));
         assert_eq!(parse_version("no version here"), None);
+        assert_eq!(v(10, 0, 2).map(|v| v.to_string()).as_deref(), Some("10.0.2"));
+        assert!(v(7, 2, 22) < v(10, 0, 0));
     }
 
     #[test]
@@ -870,7 +953,7 @@ mod tests {
         let err = locate_with(ServerKind::GuestAgent, Some("/nonexistent/qemu-ga".into())).unwrap_err();
         assert_eq!(err.kind, ServerKind::GuestAgent);
         let text = err.to_string();
-        assert!(text.starts_with("qemu-ga not installed"), "{text}");
+        assert!(text.starts_with("qemu-ga unavailable: QMP_TEST_QGA=/nonexistent/qemu-ga does not name"), "{text}");
         assert!(text.contains("(set QMP_TEST_QGA)"), "{text}");
         let err = locate_with(ServerKind::System, Some("no-such-program-qmp-tests".into())).unwrap_err();
         assert!(err.to_string().contains("QMP_TEST_QEMU_SYSTEM"));
@@ -897,12 +980,12 @@ mod tests {
         assert!(decide(Err(missing.into()), false, |l| line = l.to_owned()).is_none());
         assert_eq!(
             line,
-            "SKIPPED: servers::tests::skip_when_missing_returns_none: qemu-ga not installed: test (set QMP_TEST_QGA)"
+            "SKIPPED: servers::tests::skip_when_missing_returns_none: qemu-ga unavailable: test (set QMP_TEST_QGA)"
         );
     }
 
     #[test]
-    #[should_panic(expected = "QMP_TEST_REQUIRE_ALL=1 makes a missing server a failure")]
+    #[should_panic(expected = "QMP_TEST_REQUIRE_ALL=1 makes an unavailable server a failure")]
     fn require_all_turns_a_skip_into_a_failure() {
         let missing = Unavailable { kind: ServerKind::GuestAgent, reason: "test".into() };
         decide(Err(missing.into()), true, |_| panic!("must not skip"));

@@ -6,6 +6,10 @@
 //! - `behaviour/blocking_adapter.rs`, `behaviour/async_adapters.rs`: the trait implemented for each crate and runtime.
 //! - `behaviour/jobs.rs` (`run_job` / `watch_job` against a real storage daemon), `behaviour/real.rs` (real QEMU), `behaviour/scripted.rs` (the scripted misbehaving server),
 //!   `behaviour/cancel.rs` (randomized cancellation): the scenarios, each a function generic over the adapter.
+//! - `behaviour/peers.rs`: where the happy-path scenarios' server comes from ([`Peer`](peers::Peer)): real
+//!   QEMU, or our own server (`qmp_proto::Server` answering as `qmp serve` does). Those scenarios run against
+//!   both: `<adapter>::<scenario>` against QEMU, `<adapter>::ours::<scenario>` against our server, so
+//!   `cargo test -p qmp-tests --test behaviour ours::` is our client against our server everywhere.
 //!
 //! [`behaviour_suite!`] turns every scenario into a `#[test]` in a module per adapter, so
 //! `cargo test -p qmp-tests --test behaviour smol::` runs one adapter and `cargo test -p qmp-tests --test
@@ -22,12 +26,16 @@ mod cancel;
 mod harness;
 #[path = "behaviour/jobs.rs"]
 mod jobs;
+#[path = "behaviour/peers.rs"]
+mod peers;
 #[path = "behaviour/real.rs"]
 mod real;
 #[path = "behaviour/scripted.rs"]
 mod scripted;
 
-/// Generates, in module `$name`, one `#[test]` per scenario for the adapter `$adapter`.
+/// Generates, in module `$name`, one `#[test]` per scenario for the adapter `$adapter`; each scenario generic
+/// over a [`Peer`](peers::Peer) (the list after `served:`) once against real QEMU and once, in module
+/// `$name::ours`, against our own server.
 macro_rules! behaviour_suite {
     ($name:ident, $adapter:ty $(; $($extra_module:ident :: $extra:ident),* $(,)?)?) => {
         behaviour_suite!(@tests $name, $adapter;
@@ -40,17 +48,11 @@ macro_rules! behaviour_suite {
             jobs::job_watched_from_a_second_monitor,
             jobs::job_deadline_cancels_the_job,
             jobs::job_connection_loss_ends_the_runner,
-            real::qsd10_query_version_typed,
             real::qsd10_events_interleaved_with_replies,
-            real::qsd10_many_tasks_every_reply_to_its_caller,
-            real::qsys_oob_overtakes_in_band,
-            real::qsys_without_oob_exec_oob_is_a_usage_error,
-            real::qsys_pretty_monitor,
             real::qga_sync_info_ping,
             real::qsys_monitor_on_stdio,
             real::qsys_monitor_on_fifos,
             real::qga_power_commands_refused_are_errors,
-            real::second_client_gets_no_greeting,
             scripted::garbage_bytes_session_survives,
             scripted::old_greetings_are_accepted,
             scripted::message_cut_off_by_eof,
@@ -62,11 +64,19 @@ macro_rules! behaviour_suite {
             scripted::silence_negotiation_timeout,
             scripted::silence_command_timeout_late_reply_swallowed,
             scripted::line_of_64_mib_over_the_limit,
-            scripted::connect_waits_while_the_backlog_is_full,
+            scripted::connect_waits_while_the_backlog_is_full;
+            served:
+            real::qsd10_query_version_typed,
+            real::qsd10_many_tasks_every_reply_to_its_caller,
+            real::qsys_oob_overtakes_in_band,
+            real::qsys_without_oob_exec_oob_is_a_usage_error,
+            real::qsys_pretty_monitor,
+            real::second_client_gets_no_greeting,
             cancel::dropped_calls_never_tear_or_misroute,
         );
     };
-    (@tests $name:ident, $adapter:ty; $($module:ident :: $scenario:ident),* $(,)?) => {
+    (@tests $name:ident, $adapter:ty; $($module:ident :: $scenario:ident),* $(,)?;
+        served: $($served_module:ident :: $served:ident),* $(,)?) => {
         mod $name {
             $(
                 #[test]
@@ -77,6 +87,28 @@ macro_rules! behaviour_suite {
                     );
                 }
             )*
+            $(
+                #[test]
+                fn $served() {
+                    crate::harness::run_scenario::<$adapter>(
+                        stringify!($served),
+                        crate::$served_module::$served::<$adapter, crate::peers::Real>,
+                    );
+                }
+            )*
+
+            /// The scenarios generic over the server, against our own server.
+            mod ours {
+                $(
+                    #[test]
+                    fn $served() {
+                        crate::harness::run_scenario::<$adapter>(
+                            concat!("ours::", stringify!($served)),
+                            crate::$served_module::$served::<$adapter, crate::peers::Ours>,
+                        );
+                    }
+                )*
+            }
         }
     };
 }

@@ -1,15 +1,17 @@
 //! Our clients against our server (`qmp_async::serve` on the shared driver), on every runtime: tokio, smol and
-//! async-std serving their own async clients, and the blocking client against a tokio server.
+//! async-std serving their own async clients, and the blocking client against a tokio server; over TCP too:
+//! smol serving its client, and the blocking client against the blocking server (`qmp_blocking::serve`).
 //!
 //! Each run checks negotiation (OOB enabled), handlers (in-band and OOB, success and failure, arguments),
 //! `CommandNotFound` for a command without a handler, events broadcast to every connected client, two
 //! concurrent sessions, and a graceful shutdown that closes the clients and ends the serving future.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_lite::StreamExt;
-use qmp_async::serve::{serve_unix, Failure, ServeOptions, ServerConfig, Service};
+use qmp_async::serve::{serve_tcp_listener, serve_unix, Failure, ServeOptions, ServerConfig, Service};
 use qmp_async::{EventItem, Net, Options, Qmp};
 use serde_json::{json, Value};
 
@@ -21,8 +23,23 @@ fn service() -> Service {
         .command("fail", |_| async { Err(Failure::new("DeviceNotFound", "Device 'x' not found")) })
 }
 
-async fn client_part<R: Net>(path: &Path, handle: qmp_async::serve::ServerHandle) {
-    let qmp = Qmp::<R>::connect_unix(path, Options::default()).await.expect("connect");
+/// Where the server listens.
+#[derive(Debug, Clone)]
+enum Addr {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+async fn connect<R: Net>(addr: &Addr) -> Qmp<R> {
+    match addr {
+        Addr::Unix(path) => Qmp::<R>::connect_unix(path, Options::default()).await,
+        Addr::Tcp(addr) => Qmp::<R>::connect_tcp(*addr, Options::default()).await,
+    }
+    .expect("connect")
+}
+
+async fn client_part<R: Net>(addr: &Addr, handle: qmp_async::serve::ServerHandle) {
+    let qmp = connect::<R>(addr).await;
     assert!(qmp.oob_enabled());
     assert_eq!(qmp.greeting().version.as_ref().expect("version").major, 10);
     let status: Value = qmp.execute("query-status", ()).await.expect("query-status");
@@ -47,7 +64,7 @@ async fn client_part<R: Net>(path: &Path, handle: qmp_async::serve::ServerHandle
         other => panic!("{other:?}"),
     }
     // A second session at the same time, and an event reaching both.
-    let other = Qmp::<R>::connect_unix(path, Options::default()).await.expect("second client");
+    let other = connect::<R>(addr).await;
     let _: Value = other.execute("query-status", ()).await.expect("second client's command");
     let (mut ev1, mut ev2) = (qmp.events_named(&["RESUME"]), other.events_named(&["RESUME"]));
     assert_eq!(handle.sessions(), 2);
@@ -71,7 +88,19 @@ async fn scenario<R: Net>(dir: &Path) {
     let path = dir.join("serve.sock");
     let (handle, serving) =
         serve_unix(R::default(), &path, service(), ServeOptions::default().concurrent(true)).expect("bind");
-    let (served, ()) = futures_lite::future::zip(serving, client_part::<R>(&path, handle.clone())).await;
+    let addr = Addr::Unix(path);
+    let (served, ()) = futures_lite::future::zip(serving, client_part::<R>(&addr, handle.clone())).await;
+    served.expect("serving ends cleanly after shutdown");
+    assert_eq!(handle.sessions(), 0);
+}
+
+/// The same over TCP, on a free port of 127.0.0.1.
+async fn tcp_scenario<R: Net>() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = Addr::Tcp(listener.local_addr().expect("local address"));
+    let (handle, serving) =
+        serve_tcp_listener(R::default(), listener, service(), ServeOptions::default().concurrent(true)).expect("serve");
+    let (served, ()) = futures_lite::future::zip(serving, client_part::<R>(&addr, handle.clone())).await;
     served.expect("serving ends cleanly after shutdown");
     assert_eq!(handle.sessions(), 0);
 }
@@ -84,6 +113,40 @@ fn tokio_client_against_tokio_server() {
         tokio::time::timeout(Duration::from_secs(20), scenario::<qmp_tokio::Tokio>(dir.path())).await
     })
     .expect("timed out");
+}
+
+#[test]
+fn smol_client_against_smol_server_over_tcp() {
+    smol::block_on(tcp_scenario::<qmp_smol::Smol>());
+}
+
+#[test]
+fn blocking_client_against_blocking_server_over_tcp() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    // The blocking server serves until the process ends: its thread is left blocked in accept().
+    std::thread::spawn(move || {
+        let mut fake = qmp_blocking::fake_qemu::FakeQemu::new();
+        qmp_blocking::serve::serve_tcp_listener(&listener, &mut fake)
+    });
+    let connect = || qmp_blocking::Client::connect_tcp(addr, Options::default()).expect("connect over TCP");
+    let mut client = connect();
+    assert_eq!(client.greeting().version.as_ref().expect("version").major, 10);
+    let status: Value = client.execute("query-status", ()).expect("query-status");
+    assert_eq!(status["status"], "running");
+    let _: Value = client.execute("stop", ()).expect("stop");
+    match client.execute::<Value>("blockdev-del", ()) {
+        Err(qmp_blocking::Error::Qmp(e)) => assert_eq!(e.desc, "Parameter 'node-name' is missing"),
+        other => panic!("{other:?}"),
+    }
+    drop(client);
+    // The next client gets a session of its own, and the fake's state, which outlives sessions as a VM's does.
+    let mut client = connect();
+    let status: Value = client.execute("query-status", ()).expect("query-status");
+    assert_eq!(status["status"], "paused");
+    let _: Value = client.execute("cont", ()).expect("cont");
+    let status: Value = client.execute("query-status", ()).expect("query-status");
+    assert_eq!(status["status"], "running");
 }
 
 #[test]

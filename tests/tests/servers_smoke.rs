@@ -10,7 +10,7 @@ use std::{
 
 use qmp_tests::{
     require,
-    servers::{QemuServer, ServerKind},
+    servers::{self, QemuServer, ServerKind, StartError},
 };
 use serde_json::{json, Value};
 
@@ -83,8 +83,12 @@ fn qmp_smoke(server: &QemuServer) -> Wire {
     assert!(greeting["QMP"]["capabilities"].is_array(), "{text}");
     let major = greeting["QMP"]["version"]["qemu"]["major"].as_u64().expect("greeting has a major version");
     if let Some(expected) = kind.expected_major() {
-        assert_eq!(major, u64::from(expected), "{kind}: {text}");
+        assert_eq!(major, expected, "{kind}: {text}");
     }
+    // The greeting is the binary's own version: the server is the binary that was located.
+    let installed = servers::binary_version(server.binary()).expect("the binary prints its version");
+    assert_eq!(server.version(), installed, "{kind}: {text}");
+    assert_eq!(greeting["QMP"]["version"]["qemu"]["minor"], installed.minor, "{kind}: {text}");
     assert_eq!(text.contains('\n'), kind.is_pretty(), "{kind}: multi-line iff pretty: {text:?}");
 
     wire.send(br#"{"execute":"qmp_capabilities"}"#);
@@ -109,9 +113,13 @@ fn assert_gone(pid: u32) {
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} still exists after drop");
 }
 
+/// The storage daemon the suite prefers is QEMU 10 ([`servers::QSD10_DEFAULT`], which `.ci/run` installs). Every
+/// other test passes with 7.2 as well (`storage_daemon_72` is the same smoke test for it), so this one turns a CI
+/// machine that lost its QEMU 10 into a failure under `QMP_TEST_REQUIRE_ALL=1`; elsewhere it is a loud skip.
 #[test]
 fn storage_daemon_10() {
-    let server = require!(QemuServer::storage_daemon());
+    let why = "it checks that the suite runs against the newest QEMU where it is installed (CI)";
+    let server = require!(QemuServer::storage_daemon().and_then(|s| s.needs_major(10, why)));
     assert_eq!(server.kind(), ServerKind::StorageDaemon);
     qmp_smoke(&server);
 }
@@ -126,6 +134,25 @@ fn storage_daemon_10_pretty() {
 fn storage_daemon_72() {
     let server = require!(QemuServer::storage_daemon_72());
     qmp_smoke(&server);
+}
+
+/// `needs_major` passes a new enough server through and turns an older one into a skip that says what was
+/// found and why more is needed (qemu-storage-daemon 7.2 is the older server every CI machine has).
+#[test]
+fn needs_major_skips_an_older_server_with_its_reason() {
+    let server = require!(QemuServer::storage_daemon_72());
+    let pid = server.pid();
+    let server = server.needs_major(7, "the test's own reason").expect("7.2 is at least 7");
+    assert_eq!(server.version().major, 7);
+    let Err(StartError::Unavailable(skip)) = server.needs_major(10, "its error texts are QEMU 10's") else {
+        panic!("7.2 is not 10");
+    };
+    assert_eq!(skip.kind, ServerKind::StorageDaemon72);
+    let text = skip.to_string();
+    assert!(text.starts_with("qemu-storage-daemon 7.x unavailable: "), "{text}");
+    assert!(text.contains(" is QEMU 7.2."), "{text}");
+    assert!(text.contains("needs QEMU 10 or later: its error texts are QEMU 10's (set QMP_TEST_QSD72)"), "{text}");
+    assert_gone(pid);
 }
 
 #[test]

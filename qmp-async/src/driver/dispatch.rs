@@ -81,7 +81,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
     fn answer(&mut self, id: RequestId, result: Result<RawJson, Error>) {
         if let Some(reply) = self.calls.answer(id) {
             // A caller that left in the meantime is fine: the core has ended the request either way.
-            let _ = reply.try_send(result);
+            let _ = reply.send(result);
         }
     }
 
@@ -89,12 +89,12 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
         tracing::debug!(%cause, pending = self.calls.len(), "connection closed");
         self.shared.set_closed(cause.clone());
         for reply in self.calls.drain() {
-            let _ = reply.try_send(Err(Error::Connection(cause.clone())));
+            let _ = reply.send(Err(Error::Connection(cause.clone())));
         }
         // Later calls fail at once; requests already queued are refused here.
         let queued = self.shared.mailbox.close();
         for req in self.waiting.drain(..).chain(queued) {
-            let _ = req.reply.try_send(Err(Error::Connection(cause.clone())));
+            let _ = req.reply.send(Err(Error::Connection(cause.clone())));
         }
         self.events.close();
         let flush = cause == ConnectionError::Local;
@@ -113,7 +113,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
 
     /// Gives a request to the core, or keeps it waiting (in order) when the core has no room.
     pub(super) fn submit(&mut self, req: Request) {
-        if req.reply.is_closed() {
+        if req.reply.is_canceled() {
             tracing::trace!(ticket = req.ticket, "request dropped by its caller before it was taken");
             return;
         }
@@ -130,7 +130,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
                 return;
             }
             Err(e) => {
-                let _ = req.reply.try_send(Err(e.into()));
+                let _ = req.reply.send(Err(e.into()));
             }
         }
         self.after_core();
@@ -157,15 +157,17 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
     /// Ends the waiting requests whose deadline passed with [`Error::TimedOut`]: a request never handed to the
     /// core keeps its deadline all the same.
     pub(super) fn expire_waiting(&mut self, now: Instant) {
-        self.waiting.retain(|req| {
+        if !self.waiting.iter().any(|req| req.deadline().is_some_and(|at| at <= now)) {
+            return;
+        }
+        for req in std::mem::take(&mut self.waiting) {
             if req.deadline().is_some_and(|at| at <= now) {
                 tracing::debug!(ticket = req.ticket, "command timed out before the connection had room for it");
-                let _ = req.reply.try_send(Err(Error::TimedOut));
-                false
+                let _ = req.reply.send(Err(Error::TimedOut));
             } else {
-                true
+                self.waiting.push_back(req);
             }
-        });
+        }
     }
 
     pub(super) fn on_control(&mut self, control: Control) {

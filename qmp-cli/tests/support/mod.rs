@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use qmp_tests::servers::{locate_or_skip, ServerKind};
+use qmp_tests::servers::{binary_version, locate_or_skip, QemuVersion, ServerKind};
 
 /// Runs `qmp` with `args` and collects its output.
 pub fn qmp(args: &[&str]) -> Output {
@@ -44,43 +44,50 @@ impl Drop for TempDir {
 pub struct Qemu {
     pub child: Child,
     pub sockets: Vec<PathBuf>,
+    binary: PathBuf,
 }
 
 impl Qemu {
-    /// qemu-storage-daemon 10 with a monitor on each of `sockets`; `None` (after a SKIPPED line) when absent.
+    /// The newest qemu-storage-daemon found (see `ServerKind::StorageDaemon`) with a monitor on each of
+    /// `sockets`; `None` (after a SKIPPED line) when absent.
     pub fn storage_daemon(sockets: &[PathBuf]) -> Option<Qemu> {
         let binary = locate_or_skip(ServerKind::StorageDaemon)?;
-        let mut cmd = Command::new(binary);
+        let mut cmd = Command::new(&binary);
         for (i, socket) in sockets.iter().enumerate() {
             cmd.arg("--chardev").arg(format!("socket,path={},server=on,wait=off,id=m{i}", socket.display()));
             cmd.arg("--monitor").arg(format!("chardev=m{i}"));
         }
-        Some(Qemu::spawn(cmd, sockets))
+        Some(Qemu::spawn(cmd, sockets, binary))
     }
 
     /// `qemu-system-x86_64 -M none` with a QMP monitor on each of `sockets`.
     pub fn system(sockets: &[PathBuf]) -> Option<Qemu> {
         let binary = locate_or_skip(ServerKind::System)?;
-        let mut cmd = Command::new(binary);
+        let mut cmd = Command::new(&binary);
         cmd.args(["-M", "none", "-display", "none", "-nodefaults"]);
         for socket in sockets {
             cmd.arg("-qmp").arg(format!("unix:{},server=on,wait=off", socket.display()));
         }
-        Some(Qemu::spawn(cmd, sockets))
+        Some(Qemu::spawn(cmd, sockets, binary))
     }
 
-    fn spawn(mut cmd: Command, sockets: &[PathBuf]) -> Qemu {
+    fn spawn(mut cmd: Command, sockets: &[PathBuf], binary: PathBuf) -> Qemu {
         for socket in sockets {
             let _ = std::fs::remove_file(socket);
         }
         let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("start QEMU");
-        let qemu = Qemu { child, sockets: sockets.to_vec() };
+        let qemu = Qemu { child, sockets: sockets.to_vec(), binary };
         let start = Instant::now();
         while !sockets.iter().all(|s| s.exists()) {
             assert!(start.elapsed() < Duration::from_secs(30), "QEMU made no sockets within 30 s");
             std::thread::sleep(Duration::from_millis(10));
         }
         qemu
+    }
+
+    /// The QEMU version of the binary (its `--version`).
+    pub fn version(&self) -> QemuVersion {
+        binary_version(&self.binary).expect("QEMU prints its version")
     }
 
     pub fn socket(&self, i: usize) -> &str {

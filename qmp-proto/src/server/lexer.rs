@@ -157,6 +157,18 @@ fn step(state: State, b: u8) -> Step {
     }
 }
 
+/// The bytes that stay inside a string in either quote style: what `step` sends from `DqString` or `SqString` back
+/// to the same state, but the quote itself (the caller excludes its own) and the backslash.
+const IN_STRING: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x20;
+    while b <= 0xFD {
+        table[b] = b != b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
 /// One parsed input: a value, or the description of QEMU's id-less parse error.
 pub(crate) type Parsed = Result<QObject, Vec<u8>>;
 
@@ -185,6 +197,55 @@ impl Lexer {
             braces: 0,
             brackets: 0,
             max_size: max_size.max(1),
+        }
+    }
+
+    /// Feeds bytes until one completes a message (or an error), and returns how many it used: the caller can
+    /// stop reading between messages (as the server does when it is busy) without paying a check per byte.
+    /// The same as [`feed`](Self::feed) byte by byte, with the runs that need no state change (the plain bytes
+    /// of a string, whitespace between tokens) taken at once.
+    pub(crate) fn feed_until_message(&mut self, input: &[u8], emit: &mut impl FnMut(Parsed)) -> usize {
+        let mut emitted = false;
+        let mut at = 0;
+        while at < input.len() && !emitted {
+            let run = self.plain_run(&input[at..]);
+            if run > 0 {
+                at += run;
+                if self.token.len() > self.max_size {
+                    self.token_too_long(&mut |p| {
+                        emitted = true;
+                        emit(p)
+                    });
+                }
+                continue;
+            }
+            self.feed(input[at], &mut |p| {
+                emitted = true;
+                emit(p)
+            });
+            at += 1;
+        }
+        at
+    }
+
+    /// Takes the bytes at the start of `input` that only extend the current string or skip whitespace (no
+    /// more than would bring the token over the size limit, which the caller then reports), and returns how
+    /// many.
+    fn plain_run(&mut self, input: &[u8]) -> usize {
+        match self.state {
+            State::DqString | State::SqString => {
+                let quote = if self.state == State::DqString { b'"' } else { b'\'' };
+                let room = self.max_size.saturating_add(1).saturating_sub(self.token.len());
+                let limit = input.len().min(room);
+                let run =
+                    input[..limit].iter().position(|&b| !IN_STRING[usize::from(b)] || b == quote).unwrap_or(limit);
+                self.token.extend_from_slice(&input[..run]);
+                run
+            }
+            State::Start => {
+                input.iter().position(|&b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')).unwrap_or(input.len())
+            }
+            _ => 0,
         }
     }
 
@@ -230,12 +291,16 @@ impl Lexer {
             }
         }
         if self.token.len() > self.max_size {
-            // QEMU hands an over-long token to the streamer, whose size check rejects it.
-            self.token.clear();
-            self.state = State::Start;
-            self.reset_message();
-            emit(Err(b"JSON token size limit exceeded".to_vec()));
+            self.token_too_long(emit);
         }
+    }
+
+    /// QEMU hands an over-long token to the streamer, whose size check rejects it.
+    fn token_too_long(&mut self, emit: &mut impl FnMut(Parsed)) {
+        self.token.clear();
+        self.state = State::Start;
+        self.reset_message();
+        emit(Err(b"JSON token size limit exceeded".to_vec()));
     }
 
     /// The streamer: queues a finished token (in `self.token`) and parses the message when its brackets close.
@@ -285,6 +350,58 @@ impl Lexer {
             self.tokens = Vec::new();
         } else {
             self.text.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn byte_by_byte(max: usize, input: &[u8]) -> Vec<Parsed> {
+        let mut lexer = Lexer::new(max);
+        let mut out = Vec::new();
+        input.iter().for_each(|&b| lexer.feed(b, &mut |p| out.push(p)));
+        out
+    }
+
+    /// `feed_until_message` over `input` cut at `cut`, stopping after every message as the server may.
+    fn in_runs(max: usize, input: &[u8], cut: usize) -> Vec<Parsed> {
+        let mut lexer = Lexer::new(max);
+        let mut out = Vec::new();
+        for piece in [&input[..cut.min(input.len())], &input[cut.min(input.len())..]] {
+            let mut at = 0;
+            while at < piece.len() {
+                at += lexer.feed_until_message(&piece[at..], &mut |p| out.push(p));
+            }
+        }
+        out
+    }
+
+    fn pieces() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(&b"\"plain string text\""[..]),
+            Just(&b"'single \"quoted\"'"[..]),
+            Just(&b"\"esc \\\" \\u00e9 '\""[..]),
+            Just(&b"\"unterminated "[..]),
+            Just(&b"   \t\r\n  "[..]),
+            Just(&b"{\"execute\": \"x\", \"id\": 12}"[..]),
+            Just(&b"[1, 2.5e3, true, null]"[..]),
+            Just(&b"\x01\xff\xfe"[..]),
+            Just(&b"\"\xc3\xa9\xfd\x7f\""[..]),
+        ]
+        .prop_map(<[u8]>::to_vec);
+        prop::collection::vec(prop_oneof![piece, prop::collection::vec(any::<u8>(), 0..6)], 0..10)
+            .prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        /// Taking plain runs at once changes nothing, the token size limit included.
+        #[test]
+        fn runs_lex_as_bytes_do(max in prop_oneof![1usize..40, Just(usize::MAX)], input in pieces(), cut in 0usize..200) {
+            prop_assert_eq!(in_runs(max, &input, cut), byte_by_byte(max, &input));
         }
     }
 }

@@ -223,14 +223,25 @@ pub(crate) fn mod_utf8_codepoint(s: &[u8]) -> (Option<u32>, usize) {
     (if invalid { None } else { Some(cp) }, used)
 }
 
+/// The bytes QEMU writes as they are: printable ASCII but the quote and the backslash.
+const PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7F {
+        table[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
 /// Appends `s` (a C string: it ends at a NUL) as QEMU writes a string: ASCII only, `\uXXXX` in upper case.
 pub(crate) fn write_string(out: &mut Vec<u8>, s: &[u8]) {
-    let s = &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())];
+    let s = &s[..memchr::memchr(0, s).unwrap_or(s.len())];
     out.push(b'"');
     let mut rest = s;
     while !rest.is_empty() {
         // Fast path: a run of plain printable ASCII.
-        let plain = rest.iter().take_while(|&&b| (0x20..0x7F).contains(&b) && b != b'"' && b != b'\\').count();
+        let plain = rest.iter().position(|&b| !PLAIN[usize::from(b)]).unwrap_or(rest.len());
         if plain > 0 {
             out.extend_from_slice(&rest[..plain]);
             rest = &rest[plain..];

@@ -210,7 +210,9 @@ fn storage_daemon(server: QemuServer, label: &str) {
 
 #[test]
 fn storage_daemon_10() {
-    storage_daemon(require!(QemuServer::storage_daemon()), "qemu-storage-daemon 10.0");
+    let server = require!(QemuServer::storage_daemon());
+    let label = format!("qemu-storage-daemon {}", server.version());
+    storage_daemon(server, &label);
 }
 
 #[test]

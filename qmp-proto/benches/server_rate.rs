@@ -1,0 +1,221 @@
+//! The server frames and dispatches at no less than the client's rate: the same volume of bytes, commands into a
+//! [`Server`] versus replies into a [`Client`], timed in the same run, printed as a ratio.
+//!
+//! ```text
+//! cargo bench -p qmp-proto --bench server_rate             # about 10 s
+//! cargo bench -p qmp-proto --bench server_rate -- --quick  # fewer samples
+//! ```
+//!
+//! A plain `harness = false` binary. Both sides are driven the way an adapter drives them, in 8 KiB reads (what
+//! `qmp_async::serve` reads at once), draining events and output after every read:
+//!
+//! - `server`: a negotiated QMP server fed `{"execute":"query-status","id":N}` commands as our client writes
+//!   them; each command handed over is answered at once with `{}` (in-band commands are handed over one at a
+//!   time, so the next is read only once this one is answered), and its reply taken from `poll_transmit`;
+//! - `client`: a negotiated QMP client with 1 000 commands executed (untimed, just before) fed the replies
+//!   `{"return": {}, "id": N}\r\n` QEMU writes, each routed to its command and delivered as a reply event.
+//!
+//! The two inputs are cut to the same number of bytes (1 MiB). Time is the thread's CPU time
+//! (`CLOCK_THREAD_CPUTIME_ID`), not the wall clock, so other work on the machine slows neither side; samples
+//! are taken in turns (server, client, server, ...) and each side's median is reported, with the spread
+//! (fastest and slowest sample). Then the same for the server fed one byte per call, at 1 MiB and 4 MiB of
+//! commands: the same cost per byte at both sizes is O(n).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use qmp_proto::server::{Event, Server, ServerConfig};
+use qmp_proto::{Client, ClientEvent, Config, ExecuteOptions};
+use rustix::time::{clock_gettime, ClockId};
+
+/// Bytes of input per measured run, for each side.
+const VOLUME: usize = 1 << 20;
+/// Read size: what `qmp_async::serve` reads at once.
+const READ: usize = 8 * 1024;
+/// Commands each client has pending (replies are routed among them).
+const ROUND: usize = 1000;
+const GREETING: &[u8] = b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n{\"return\": {}, \"id\": 1}\r\n";
+
+/// The thread's CPU time so far.
+fn cpu_time() -> Duration {
+    let t = clock_gettime(ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Commands as our client writes them, at least `volume` bytes, cut back to exactly `volume` at a message end
+/// (the last message may be shorter by a few bytes; the byte counts are printed).
+fn commands(volume: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(volume + 64);
+    let mut id = 2u64;
+    while out.len() < volume {
+        out.extend_from_slice(format!(r#"{{"execute":"query-status","id":{id}}}"#).as_bytes());
+        id += 1;
+    }
+    out
+}
+
+/// Replies as QEMU writes them to the commands of [`ready_client`] (whose ids are `ids`), in rounds of at most
+/// [`ROUND`] (one client per round).
+fn replies(volume: usize, ids: &[u64]) -> Vec<Vec<u8>> {
+    let mut rounds = Vec::new();
+    let mut total = 0;
+    while total < volume {
+        let mut round = Vec::new();
+        for id in ids {
+            if total + round.len() >= volume {
+                break;
+            }
+            round.extend_from_slice(format!("{{\"return\": {{}}, \"id\": {id}}}\r\n").as_bytes());
+        }
+        total += round.len();
+        rounds.push(round);
+    }
+    rounds
+}
+
+fn negotiated_server() -> Server {
+    let mut server = Server::new(ServerConfig::qmp());
+    server.handle_input(br#"{"execute":"qmp_capabilities"}"#);
+    while server.poll_event().is_some() {}
+    let mut out = Vec::new();
+    server.poll_transmit(&mut out);
+    server
+}
+
+/// Feeds `input` to a negotiated server in pieces of `read` bytes, answering every command as it is handed over.
+/// Returns the CPU time and the number of commands answered.
+fn drive_server(input: &[u8], read: usize) -> (Duration, usize) {
+    let mut server = negotiated_server();
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut answered = 0;
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let start = cpu_time();
+    for piece in input.chunks(read) {
+        server.handle_input(piece);
+        while let Some(event) = server.poll_event() {
+            if let Event::Command(cmd) = black_box(event) {
+                server.reply(cmd.token, Ok(empty.clone())).expect("reply");
+                answered += 1;
+            }
+        }
+        server.poll_transmit(&mut out);
+        black_box(&out);
+        out.clear();
+    }
+    (cpu_time() - start, answered)
+}
+
+/// A negotiated client with [`ROUND`] commands executed, and the ids it wrote.
+fn ready_client() -> (Client, Vec<u64>) {
+    let config = Config::qmp().max_pending(ROUND + 16).max_in_flight(ROUND);
+    let mut client = Client::new(config, Instant::now());
+    client.handle_input(GREETING);
+    while client.poll_event().is_some() {}
+    for _ in 0..ROUND {
+        client.execute("query-status", None::<&()>, ExecuteOptions::new()).expect("execute");
+    }
+    let mut out = Vec::new();
+    client.poll_transmit(&mut out);
+    let ids = serde_json::Deserializer::from_slice(&out)
+        .into_iter::<serde_json::Value>()
+        .map(|command| command.expect("a command"))
+        .filter(|command| command["execute"] == "query-status")
+        .map(|command| command["id"].as_u64().expect("an id"))
+        .collect();
+    (client, ids)
+}
+
+/// Feeds each round of replies to a fresh client (made untimed) in reads of [`READ`] bytes. Returns the CPU
+/// time of the feeding and the number of replies delivered.
+fn drive_clients(rounds: &[Vec<u8>]) -> (Duration, usize) {
+    let mut total = Duration::ZERO;
+    let mut delivered = 0;
+    let mut out = Vec::new();
+    for round in rounds {
+        let (mut client, _) = ready_client();
+        let start = cpu_time();
+        for piece in round.chunks(READ) {
+            client.handle_input(piece);
+            while let Some(event) = client.poll_event() {
+                match black_box(event) {
+                    ClientEvent::Reply { result: Ok(_), .. } => delivered += 1,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            client.poll_transmit(&mut out);
+            out.clear();
+        }
+        total += cpu_time() - start;
+    }
+    (total, delivered)
+}
+
+/// Median, fastest and slowest of the samples.
+fn summary(mut samples: Vec<Duration>) -> (Duration, Duration, Duration) {
+    samples.sort();
+    (samples[samples.len() / 2], samples[0], samples[samples.len() - 1])
+}
+
+fn mb_s(bytes: usize, t: Duration) -> f64 {
+    bytes as f64 / t.as_secs_f64() / 1e6
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let samples = if quick { 5 } else { 21 };
+    println!("server_rate: load average {}", load());
+
+    let cmds = commands(VOLUME);
+    let rounds = replies(cmds.len(), &ready_client().1);
+    let reply_bytes: usize = rounds.iter().map(Vec::len).sum();
+    let (_, n_commands) = drive_server(&cmds, READ); // warm-up, and the counts
+    let (_, n_replies) = drive_clients(&rounds);
+    let (mut server_times, mut client_times) = (Vec::new(), Vec::new());
+    for _ in 0..samples {
+        server_times.push(drive_server(&cmds, READ).0);
+        client_times.push(drive_clients(&rounds).0);
+    }
+    let (server, s_min, s_max) = summary(server_times);
+    let (client, c_min, c_max) = summary(client_times);
+    let server_rate = mb_s(cmds.len(), server);
+    let client_rate = mb_s(reply_bytes, client);
+    println!("{samples} samples each, in turns, CPU time, medians (fastest .. slowest):");
+    println!(
+        "  server: {:>8} B of commands ({n_commands} commands) in {:>8.2?} ({s_min:.2?} .. {s_max:.2?}): {server_rate:>7.1} MB/s, {:>5.2} M commands/s",
+        cmds.len(),
+        server,
+        n_commands as f64 / server.as_secs_f64() / 1e6
+    );
+    println!(
+        "  client: {:>8} B of replies  ({n_replies} replies)  in {:>8.2?} ({c_min:.2?} .. {c_max:.2?}): {client_rate:>7.1} MB/s, {:>5.2} M replies/s",
+        reply_bytes,
+        client,
+        n_replies as f64 / client.as_secs_f64() / 1e6
+    );
+    let ratio = server_rate / client_rate;
+    println!(
+        "  server / client rate (bytes per CPU second): {ratio:.2}x {}",
+        if ratio >= 1.0 { "(met: >= 1)" } else { "(NOT met: < 1)" }
+    );
+
+    // O(n) one byte at a time: cost per byte at 1 MiB and at 4 MiB of commands.
+    let big = commands(4 * VOLUME);
+    let per_byte = |input: &[u8]| {
+        let times: Vec<Duration> = (0..if quick { 3 } else { 5 }).map(|_| drive_server(input, 1).0).collect();
+        summary(times).0.as_secs_f64() * 1e9 / input.len() as f64
+    };
+    let (small_cost, big_cost) = (per_byte(&cmds), per_byte(&big));
+    let whole_cost = server.as_secs_f64() * 1e9 / cmds.len() as f64;
+    println!(
+        "server fed one byte per call: {small_cost:.1} ns/byte at 1 MiB, {big_cost:.1} ns/byte at 4 MiB ({:.2}x; O(n) is 1x), {:.2}x the cost of 8 KiB reads",
+        big_cost / small_cost,
+        small_cost / whole_cost
+    );
+    println!("server_rate: load average {}", load());
+}
