@@ -349,8 +349,10 @@ async fn a_client_that_stops_reading_events_is_disconnected_and_the_others_go_on
         .command("query-status", |_| async { Ok(json!({"status": "running", "running": true})) });
     let (events, serving) = qmp_tokio::serve_unix(&fake, service, ServeOptions::default()).expect("fake upstream");
     tokio::spawn(serving);
-    // The flood comes in bursts of 500 events: a client that reads drains each burst well within its queue of
-    // 4,096 even on a loaded machine; one that does not read is cut off once 4,096 wait for it.
+    // The flood comes in bursts of 200 events, each sent once the reading client has received the one before:
+    // however slow the machine, the fake upstream (which drops the oldest of more than 256 queued events) and a
+    // client that reads never have more than 200 waiting, while a client that does not read is cut off once
+    // 4,096 wait for it.
     let qemu = Qmp::connect_unix(&fake, upstream_options().event_buffer(1 << 17)).await.expect("connect");
     let proxy = Proxy::new(qemu, everyone(), ProxyOptions::default().event_queue(4096));
     tokio::spawn(proxy::serve_unix(Tokio, &proxy, &path).expect("bind"));
@@ -361,14 +363,31 @@ async fn a_client_that_stops_reading_events_is_disconnected_and_the_others_go_on
     slow.send(r#"{"execute":"qmp_capabilities"}"#);
     assert_eq!(slow.line(), "{\"return\": {}}\r\n");
     let good = Qmp::connect_unix(&path, Options::default().event_buffer(1 << 17)).await.expect("good");
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut good_events = good.events_named(&["FLOOD"]);
+    let counter = received.clone();
+    tokio::spawn(async move {
+        while let Some(item) = good_events.next().await {
+            // A lag marker counts what the subscriber missed: the flood goes on either way.
+            let n = match item {
+                EventItem::Lagged(n) => n as usize,
+                _ => 1,
+            };
+            counter.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
 
     let flood = tokio::task::spawn_blocking(move || {
         for n in 0..100_000 {
             while events.event("FLOOD", Some(json!({"n": n}))) == 0 {
                 std::thread::yield_now();
             }
-            if n % 500 == 499 {
-                std::thread::sleep(Duration::from_millis(2));
+            if n % 200 == 199 {
+                let burst = Instant::now();
+                while received.load(std::sync::atomic::Ordering::SeqCst) <= n {
+                    assert!(burst.elapsed() < Duration::from_secs(30), "the reading client got {n} events late");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
         }
     });
