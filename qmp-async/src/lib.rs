@@ -31,6 +31,8 @@
 //!   error, dismissal) in one call; [`Qmp::watch_job`] follows someone else's (see [`jobs`]).
 //! - [`serve`]: the server side: [`qmp_proto::Server`] on any runtime, a handler per command, events
 //!   broadcast to every client, graceful shutdown.
+//! - [`proxy`]: many clients on one QEMU monitor, each with its own policy (allow-list, deny-list, read-only),
+//!   replies routed to their sender, events fanned out, QEMU's queue shared round-robin.
 //! - [`GuestAgent`]: qemu-ga, synchronised with `guest-sync-delimited` on connect.
 //! - Errors come in the core's tiers, the same in every adapter: [`Error::Qmp`] (the server rejected this
 //!   command), [`Error::Usage`] (the call was wrong, nothing sent), [`Error::TimedOut`] (this command only),
@@ -53,6 +55,7 @@ mod guest_agent;
 mod handle;
 pub mod jobs;
 mod mailbox;
+pub mod proxy;
 mod qmp;
 mod runtime;
 pub mod serve;
@@ -79,4 +82,7 @@ pub use qmp_proto::{
 #[cfg(feature = "qapi")]
 pub use qmp_qapi as qapi;
 pub use runtime::{Net, Runtime, Streams, Timer};
-pub use transport::{fd_passing_unsupported, send_byte_with_fd, Duplex, Io, NoFds, SendFd, Transport};
+pub use transport::{
+    fd_passing_unsupported, peer_credentials, recv_with_fds, send_byte_with_fd, Duplex, Io, NoFds, PeerCredentials,
+    SendFd, Transport,
+};

@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod connection;
 mod service;
 mod session;
 
@@ -66,11 +67,17 @@ pub(crate) struct Shutdown {
 }
 
 impl Shutdown {
-    fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.set.load(Ordering::SeqCst)
     }
 
-    fn listen(&self) -> event_listener::EventListener {
+    /// Sets the flag and wakes every waiter.
+    pub(crate) fn request(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        self.event.notify(usize::MAX);
+    }
+
+    pub(crate) fn listen(&self) -> event_listener::EventListener {
         self.event.listen()
     }
 
@@ -150,8 +157,7 @@ impl ServerHandle {
 
     /// Stops accepting connections and closes every session once its queued output is written.
     pub fn shutdown(&self) {
-        self.shutdown.set.store(true, Ordering::SeqCst);
-        self.shutdown.event.notify(usize::MAX);
+        self.shutdown.request();
     }
 
     /// Sessions running now.
@@ -245,7 +251,7 @@ fn serve_on<R: Net, L: Accept<R>>(
 }
 
 /// A listening socket of runtime `R`: unix or TCP.
-trait Accept<R: Net>: Send + Sync + 'static {
+pub(crate) trait Accept<R: Net>: Send + Sync + 'static {
     /// A connection accepted on it.
     type Stream: Transport;
 
@@ -253,7 +259,7 @@ trait Accept<R: Net>: Send + Sync + 'static {
     fn accept<'a>(&'a self, runtime: &'a R) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'a;
 }
 
-struct UnixAccept<R: Net>(R::UnixListener);
+pub(crate) struct UnixAccept<R: Net>(pub(crate) R::UnixListener);
 
 impl<R: Net> Accept<R> for UnixAccept<R> {
     type Stream = R::UnixStream;
@@ -277,6 +283,23 @@ impl<R: Net> Accept<R> for TcpAccept<R> {
 /// session has closed.
 pub type Serving = std::pin::Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
+/// Waits for the next connection on `listener`, or `None` once `shutdown` is requested.
+pub(crate) async fn accept_until<R: Net, L: Accept<R>>(
+    runtime: &R,
+    listener: &L,
+    shutdown: &Shutdown,
+) -> Option<io::Result<L::Stream>> {
+    let mut accept = pin!(listener.accept(runtime));
+    let mut stop = pin!(shutdown.wait());
+    std::future::poll_fn(|cx| {
+        if stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        accept.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
 async fn accept_loop<R: Net, L: Accept<R>>(
     runtime: R,
     listener: L,
@@ -285,18 +308,7 @@ async fn accept_loop<R: Net, L: Accept<R>>(
     handle: ServerHandle,
 ) -> io::Result<()> {
     loop {
-        let accepted = {
-            let mut accept = pin!(listener.accept(&runtime));
-            let mut stop = pin!(handle.shutdown.wait());
-            std::future::poll_fn(|cx| {
-                if stop.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                accept.as_mut().poll(cx).map(Some)
-            })
-            .await
-        };
-        let stream = match accepted {
+        let stream = match accept_until(&runtime, &listener, &handle.shutdown).await {
             None => break,
             Some(Ok(stream)) => stream,
             // A client that went away before accept() completed: keep serving the others.

@@ -7,15 +7,17 @@
 //! these (tokio's through `tokio-util`'s compat layer) and writes only how its unix socket sends a descriptor,
 //! around [`send_byte_with_fd`].
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_io::{AsyncRead, AsyncWrite};
-use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+};
 
 /// A byte stream the driver owns. Every method follows the `poll` contract: `Pending` registers the waker.
 pub trait Transport: Send + Unpin + 'static {
@@ -41,6 +43,64 @@ pub trait Transport: Send + Unpin + 'static {
         let _ = (cx, byte, fd);
         Poll::Ready(Err(fd_passing_unsupported()))
     }
+
+    /// The unix socket under the stream, if it is one (for its peer's credentials). `None` by default.
+    fn unix_socket(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// Reads into `buf` like [`poll_read`](Self::poll_read), and appends the file descriptors that came with
+    /// those bytes (SCM_RIGHTS) to `fds`. Transports that cannot receive descriptors just read.
+    fn poll_read_with_fds(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+    ) -> Poll<io::Result<usize>> {
+        let _ = fds;
+        self.poll_read(cx, buf)
+    }
+}
+
+/// Descriptors taken from one read at most; more are closed by the kernel (MSG_CTRUNC).
+const MAX_FDS_PER_READ: usize = 16;
+
+/// Reads into `buf` from the unix socket `socket` without blocking, appending the descriptors received with
+/// the bytes (SCM_RIGHTS, close-on-exec) to `fds`: the one system call every adapter's unix [`SendFd`] policy
+/// makes to receive. `WouldBlock` means: wait until the socket is readable and try again.
+pub fn recv_with_fds(socket: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_READ))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let flags = RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC;
+    let received = loop {
+        match rustix::net::recvmsg(socket, &mut [IoSliceMut::new(buf)], &mut control, flags) {
+            Err(rustix::io::Errno::INTR) => continue,
+            result => break result.map_err(io::Error::from)?,
+        }
+    };
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received_fds) = message {
+            fds.extend(received_fds);
+        }
+    }
+    Ok(received.bytes)
+}
+
+/// The credentials of a unix socket's peer (SO_PEERCRED), taken when it connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// Its user id.
+    pub uid: u32,
+    /// Its group id.
+    pub gid: u32,
+    /// Its process id.
+    pub pid: i32,
+}
+
+/// The credentials of the peer of the unix socket `socket` (SO_PEERCRED).
+pub fn peer_credentials(socket: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
+    let cred = rustix::net::sockopt::socket_peercred(socket)?;
+    Ok(PeerCredentials { uid: cred.uid.as_raw(), gid: cred.gid.as_raw(), pid: cred.pid.as_raw_nonzero().get() })
 }
 
 /// The error of passing a file descriptor over a transport that cannot ([`io::ErrorKind::Unsupported`]), for
@@ -57,6 +117,24 @@ pub trait SendFd<S>: Send + Unpin + 'static {
 
     /// Writes `byte` with `fd` attached on `stream` (see [`Transport::poll_write_with_fd`]).
     fn poll_send(stream: &mut S, cx: &mut Context<'_>, byte: u8, fd: BorrowedFd<'_>) -> Poll<io::Result<usize>>;
+
+    /// The unix socket under `stream` (see [`Transport::unix_socket`]). `None` by default.
+    fn socket(stream: &S) -> Option<BorrowedFd<'_>> {
+        let _ = stream;
+        None
+    }
+
+    /// Reads from `stream` with the descriptors that came along (see [`Transport::poll_read_with_fds`]);
+    /// `None` (the default) when the policy cannot receive them: the stream is read as usual.
+    fn poll_recv(
+        stream: &mut S,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+    ) -> Option<Poll<io::Result<usize>>> {
+        let _ = (stream, cx, buf, fds);
+        None
+    }
 }
 
 /// The policy of streams that cannot pass descriptors.
@@ -122,6 +200,22 @@ where
 
     fn poll_write_with_fd(&mut self, cx: &mut Context<'_>, byte: u8, fd: BorrowedFd<'_>) -> Poll<io::Result<usize>> {
         F::poll_send(&mut self.stream, cx, byte, fd)
+    }
+
+    fn unix_socket(&self) -> Option<BorrowedFd<'_>> {
+        F::socket(&self.stream)
+    }
+
+    fn poll_read_with_fds(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+    ) -> Poll<io::Result<usize>> {
+        match F::poll_recv(&mut self.stream, cx, buf, fds) {
+            Some(read) => read,
+            None => Pin::new(&mut self.stream).poll_read(cx, buf),
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! qmp -s /run/vm.qmp job list
 //! qmp --ga -s /run/vm.qga exec guest-info
 //! qmp -s /tmp/fake.qmp serve --script answers.json
+//! qmp proxy --upstream /run/vm.qmp --listen /run/vm-shared.qmp --policy policy.toml
 //! qmp --tcp 127.0.0.1:4444 serve
 //! qmp demo
 //! ```
@@ -22,6 +23,8 @@ mod generate;
 mod job;
 mod job_display;
 mod output;
+#[cfg(feature = "proxy")]
+mod proxy;
 mod serve;
 mod session;
 mod shell;
@@ -45,6 +48,7 @@ Examples:
   qmp -s /run/vm.qmp events --name JOB_STATUS_CHANGE --count 4
   qmp -s /run/vm.qmp -c exec query-block | jq '.[].device'
   qmp --ga -s /run/vm.qga exec guest-info           the guest agent instead of QMP
+  qmp proxy --upstream /run/vm.qmp --listen /run/vm-shared.qmp --policy policy.toml
   qmp --tcp 127.0.0.1:4444 serve                   a fake QEMU on TCP (-s PATH: on a unix socket)
   qmp completions bash > ~/.local/share/bash-completion/completions/qmp
   qmp man > qmp.1";
@@ -122,6 +126,10 @@ enum Command {
         #[arg(long)]
         script: Option<PathBuf>,
     },
+    /// Share one QEMU monitor between many clients, each under its rule of a TOML policy (allow-list,
+    /// deny-list, read-only, by peer uid/gid or listener); replies go to their sender, events to everyone.
+    #[cfg(feature = "proxy")]
+    Proxy(proxy::Settings),
     /// Start a throwaway qemu-storage-daemon (or, without one, the fake of `qmp serve`) and show a short
     /// session with it.
     Demo,
@@ -166,6 +174,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Demo => return demo::run(timeout),
         _ => {}
+    }
+    #[cfg(feature = "proxy")]
+    if let Command::Proxy(_) = &cli.command {
+        if cli.socket.is_some() || cli.tcp.is_some() || cli.ga {
+            return Err(Failure::Usage("proxy takes --upstream and --listen: -s, --tcp and --ga do not apply".into()));
+        }
+        let Command::Proxy(settings) = cli.command else { unreachable!("matched above") };
+        return proxy::run(settings, timeout);
     }
     if let Command::Serve { script } = &cli.command {
         let on = match (&cli.socket, &cli.tcp) {
@@ -228,5 +244,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Shell(_) | Command::Demo | Command::Serve { .. } | Command::Completions { .. } | Command::Man => {
             unreachable!("handled above")
         }
+        #[cfg(feature = "proxy")]
+        Command::Proxy(_) => unreachable!("handled above"),
     }
 }

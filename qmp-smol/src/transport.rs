@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::task::{ready, Context, Poll};
 
 use async_io::Async;
-use qmp_async::{send_byte_with_fd, Duplex, Io, SendFd};
+use qmp_async::{recv_with_fds, send_byte_with_fd, Duplex, Io, SendFd};
 
 /// How an async-io unix socket sends a byte with a descriptor: try, and on `WouldBlock` wait until it is
 /// writable.
@@ -32,6 +32,28 @@ impl SendFd<Socket> for UnixFds {
                 sent => return Poll::Ready(sent),
             }
         }
+    }
+
+    fn socket(sock: &Socket) -> Option<BorrowedFd<'_>> {
+        Some(sock.as_fd())
+    }
+
+    fn poll_recv(
+        sock: &mut Socket,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+    ) -> Option<Poll<io::Result<usize>>> {
+        Some(loop {
+            match recv_with_fds(sock.as_fd(), buf, fds) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match sock.poll_readable(cx) {
+                    Poll::Pending => break Poll::Pending,
+                    Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
+                },
+                read => break Poll::Ready(read),
+            }
+        })
     }
 }
 

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::task::{ready, Context, Poll};
 
-use qmp_async::{send_byte_with_fd, Duplex, SendFd};
+use qmp_async::{recv_with_fds, send_byte_with_fd, Duplex, SendFd};
 use tokio::io::Interest;
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
@@ -41,6 +41,30 @@ impl SendFd<Compat<UnixStream>> for UnixFds {
                 sent => return Poll::Ready(sent),
             }
         }
+    }
+
+    fn socket(io: &Compat<UnixStream>) -> Option<BorrowedFd<'_>> {
+        Some(io.get_ref().as_fd())
+    }
+
+    fn poll_recv(
+        io: &mut Compat<UnixStream>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+    ) -> Option<Poll<io::Result<usize>>> {
+        let sock = io.get_ref();
+        Some(loop {
+            match sock.poll_read_ready(cx) {
+                Poll::Pending => break Poll::Pending,
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            match sock.try_io(Interest::READABLE, || recv_with_fds(sock.as_fd(), buf, fds)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                read => break Poll::Ready(read),
+            }
+        })
     }
 }
 

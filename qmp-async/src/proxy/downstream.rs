@@ -1,0 +1,221 @@
+//! One client of the proxy: the [`Backend`] of its served connection. Its commands are checked against its
+//! policy rule (a denied one is answered here, and nothing reaches QEMU), then submitted to the [`Hub`]; QEMU's
+//! replies come back as QEMU wrote them (the client's own id restored by its [`Server`], which kept it), and
+//! QEMU's events from the client's bounded queue, taken only while the client reads what it was sent.
+//!
+//! It closes when it is kicked for not reading its events, or when the proxy stops (asked to, or QEMU gone) once
+//! every command it passed on has been answered (with QEMU's reply, or an error when QEMU went away).
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_core::Stream;
+use qmp_proto::server::{Event, Server, Token};
+use qmp_proto::{RawJson, ServerEvent, Timestamp};
+
+use super::audit::{AuditLog, Entry};
+use super::hub::{Attached, Hub};
+use super::policy::{Identity, Rule};
+use super::routing::ClientId;
+use super::upstream::{Forward, Outcome};
+use crate::runtime::Runtime;
+use crate::serve::connection::{Backend, Close, ShutdownWatch};
+
+/// Unwritten output beyond which no more events are taken from the client's queue.
+const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
+/// See the [module docs](self).
+pub(crate) struct Downstream<R: Runtime> {
+    hub: Arc<Hub<R>>,
+    client: ClientId,
+    rule: Rule,
+    identity: Arc<Identity>,
+    replies: Pin<Box<async_channel::Receiver<(Token, Outcome)>>>,
+    events: Pin<Box<async_channel::Receiver<Arc<ServerEvent>>>>,
+    kicked: ShutdownWatch,
+    lost: Arc<AtomicU64>,
+    stop: ShutdownWatch,
+    /// Commands passed on to QEMU and not answered yet.
+    outstanding: usize,
+    /// Descriptors the client passed, for its next commands that take one (at most [`MAX_HELD_FDS`]).
+    fds: VecDeque<OwnedFd>,
+    audit: Option<Arc<AuditLog>>,
+    /// What the audit log needs of each command passed on, until its reply.
+    audited: HashMap<Token, Audited>,
+}
+
+/// A command passed on, as the audit log will record it.
+struct Audited {
+    name: String,
+    arguments: serde_json::Map<String, serde_json::Value>,
+    oob: bool,
+    started: Instant,
+}
+
+/// Descriptors a client may have passed ahead of the commands that take them; more are closed.
+const MAX_HELD_FDS: usize = 16;
+
+/// The commands that take the descriptor passed with them, as QEMU's monitor does.
+fn takes_fd(command: &str) -> bool {
+    matches!(command, "getfd" | "add-fd")
+}
+
+impl<R: Runtime> Downstream<R> {
+    pub(crate) fn new(hub: Arc<Hub<R>>, rule: Rule, identity: Arc<Identity>, audit: Option<Arc<AuditLog>>) -> Self {
+        let Attached { client, replies, events, kicked, lost } = hub.attach();
+        let stop = ShutdownWatch::new(hub.shutdown.clone());
+        tracing::info!(client = client.get(), %identity, rule = rule.name(), "client connected");
+        Downstream {
+            hub,
+            client,
+            rule,
+            identity,
+            replies: Box::pin(replies),
+            events: Box::pin(events),
+            kicked: ShutdownWatch::new(kicked),
+            lost,
+            stop,
+            outstanding: 0,
+            fds: VecDeque::new(),
+            audit,
+            audited: HashMap::new(),
+        }
+    }
+
+    fn forward(
+        &mut self,
+        server: &mut Server,
+        token: Token,
+        name: String,
+        args: serde_json::Map<String, serde_json::Value>,
+        oob: bool,
+    ) {
+        if let Err(denied) = self.rule.check(&name) {
+            tracing::info!(client = self.client.get(), identity = %self.identity, command = name, "denied by policy");
+            let _ = server.reply(token, Err(denied));
+            self.audit(&name, &args, oob, "denied", Duration::ZERO);
+            return;
+        }
+        let started = self.hub.upstream.handle().runtime.now();
+        let args_for_audit = if self.audit.is_some() { args.clone() } else { serde_json::Map::new() };
+        let args = if args.is_empty() {
+            None
+        } else {
+            // A map of JSON values always serializes.
+            let text = serde_json::to_string(&args).unwrap_or_else(|_| "{}".into());
+            RawJson::from_json(&text).ok()
+        };
+        if self.audit.is_some() {
+            let audited = Audited { name: name.clone(), arguments: args_for_audit, oob, started };
+            self.audited.insert(token, audited);
+        }
+        // A descriptor goes with the command that takes it, and with no other.
+        let fd = if takes_fd(&name) { self.fds.pop_front() } else { None };
+        self.outstanding += 1;
+        self.hub.submit(self.client, token, Forward { name, args, oob, fd });
+    }
+}
+
+impl<R: Runtime> Downstream<R> {
+    fn audit(
+        &self,
+        command: &str,
+        arguments: &serde_json::Map<String, serde_json::Value>,
+        oob: bool,
+        result: &str,
+        duration: Duration,
+    ) {
+        let Some(audit) = &self.audit else { return };
+        audit.record(&Entry {
+            client: self.client.get(),
+            identity: &self.identity,
+            rule: self.rule.name(),
+            command,
+            arguments,
+            oob,
+            result,
+            duration,
+        });
+    }
+}
+
+impl<R: Runtime> Backend for Downstream<R> {
+    fn poll_feed(&mut self, cx: &mut Context<'_>, server: &mut Server, unwritten: usize) -> bool {
+        let mut progress = false;
+        while let Poll::Ready(Some((token, outcome))) = self.replies.as_mut().poll_next(cx) {
+            self.outstanding -= 1;
+            if let Some(audited) = self.audited.remove(&token) {
+                let result = match &outcome {
+                    Ok(_) => "ok",
+                    Err(failure) => failure.class.as_str(),
+                };
+                let took = self.hub.upstream.handle().runtime.now().saturating_duration_since(audited.started);
+                self.audit(&audited.name, &audited.arguments, audited.oob, result, took);
+            }
+            let reply = match &outcome {
+                Ok(value) => server.reply_json(token, Ok(value.raw_str())),
+                Err(failure) => server.reply(token, Err(failure.clone())),
+            };
+            if let Err(e) = reply {
+                tracing::debug!(client = self.client.get(), %e, "reply for a command the client no longer waits for");
+            }
+            progress = true;
+        }
+        while unwritten + server.queued_output() < OUTPUT_HIGH_WATER {
+            let Poll::Ready(Some(event)) = self.events.as_mut().poll_next(cx) else { break };
+            let timestamp = event.timestamp.unwrap_or(Timestamp { seconds: -1, microseconds: -1 });
+            let data = event.data.as_ref().map(RawJson::raw_str);
+            if let Err(e) = server.event_json(&event.name, data, timestamp) {
+                tracing::warn!(client = self.client.get(), %e, event = event.name, "event not passed on");
+            }
+            progress = true;
+        }
+        progress
+    }
+
+    fn on_event(&mut self, server: &mut Server, event: Event) {
+        match event {
+            Event::Command(cmd) => self.forward(server, cmd.token, cmd.name, cmd.arguments, cmd.oob),
+            Event::Negotiated { oob } => tracing::debug!(client = self.client.get(), oob, "client negotiated"),
+            Event::Closed(reason) => tracing::info!(client = self.client.get(), ?reason, "client session closed"),
+            _ => {}
+        }
+    }
+
+    fn on_fds(&mut self, fds: Vec<OwnedFd>) {
+        for fd in fds {
+            if self.fds.len() < MAX_HELD_FDS {
+                self.fds.push_back(fd);
+            } else {
+                tracing::warn!(
+                    client = self.client.get(),
+                    "too many descriptors passed ahead of their commands: closed"
+                );
+            }
+        }
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>, _server: &Server) -> Close {
+        if self.kicked.poll(cx) {
+            let lost = self.lost.load(Ordering::SeqCst);
+            tracing::warn!(client = self.client.get(), identity = %self.identity, lost, "client disconnected: it lost {lost} events");
+            return Close::Now;
+        }
+        if self.stop.poll(cx) && self.outstanding == 0 {
+            Close::Gracefully
+        } else {
+            Close::No
+        }
+    }
+}
+
+impl<R: Runtime> Drop for Downstream<R> {
+    fn drop(&mut self) {
+        self.hub.detach(self.client);
+    }
+}

@@ -1,0 +1,190 @@
+//! `qmp proxy --upstream QEMU_SOCKET --listen PATH [--policy FILE]`: many clients on one QEMU monitor, each
+//! under its policy rule (the library is `qmp_async::proxy`, run here on tokio).
+//!
+//! The policy is TOML, a list of `[[rule]]` tables tried in order; a client matching none is refused before any
+//! greeting:
+//!
+//! ```toml
+//! [[rule]]
+//! name = "admin"            # named in denials and logs
+//! uid = 0                   # conditions, all optional: uid, gid (unix peer credentials), listener (socket path)
+//! profile = "full"          # one of: profile = "full" | "read-only", allow = [...], deny = [...]
+//! allow_quit = true         # `quit` is never allowed by a glob or profile
+//!
+//! [[rule]]
+//! name = "monitoring"
+//! gid = 1001
+//! allow = ["query-*", "qom-get"]
+//! ```
+//!
+//! `--audit FILE` appends one JSON line per client command (`--audit-arguments` adds the arguments).
+//!
+//! Without `--policy`, only the user running the proxy may connect, to every command but `quit`. The socket is
+//! created owner-only (0600) unless a rule admits other users (a rule without a uid, or with another uid):
+//! then it is 0666 and the policy alone decides, from each peer's SO_PEERCRED credentials.
+
+use std::path::{Path, PathBuf};
+
+use qmp_async::proxy::{self, AuditLog, Policy, Proxy, ProxyOptions};
+use qmp_tokio::{Options, Qmp, Tokio};
+
+use crate::output::Failure;
+
+/// The arguments of `qmp proxy`.
+#[derive(Debug, clap::Args)]
+pub struct Settings {
+    /// QEMU's QMP monitor socket (the one connection the proxy holds).
+    #[arg(long, value_name = "QEMU_SOCKET")]
+    upstream: PathBuf,
+    /// Unix socket to serve clients on (created; removed first if it is a stale socket).
+    #[arg(long, value_name = "PATH")]
+    listen: PathBuf,
+    /// TOML policy file: `[[rule]]` tables (see the README).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Events a client may fall behind by before it is disconnected.
+    #[arg(long, default_value_t = 1024)]
+    event_queue: usize,
+    /// Append one JSON line per client command to FILE (identity, rule, command, result class, duration).
+    #[arg(long, value_name = "FILE")]
+    audit: Option<PathBuf>,
+    /// Record the commands' arguments in the audit log too (they may hold secrets).
+    #[arg(long, requires = "audit")]
+    audit_arguments: bool,
+}
+
+/// Reads and checks the policy file.
+pub fn load_policy(path: &Path) -> Result<Policy, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| Failure::Usage(format!("policy {}: {e}", path.display())))?;
+    let policy: Policy = toml::from_str(&text)
+        .map_err(|e| Failure::Usage(format!("policy {}: {}", path.display(), e.to_string().trim_end())))?;
+    policy.validate().map_err(|e| Failure::Usage(format!("policy {}: {e}", path.display())))
+}
+
+/// Whether `policy` admits anyone but `owner` (then the socket must be reachable by others).
+fn admits_others(policy: &Policy, owner: u32) -> bool {
+    policy.rules().iter().any(|rule| rule.get_uid() != Some(owner))
+}
+
+/// Runs the proxy until QEMU goes away.
+pub fn run(settings: Settings, timeout: std::time::Duration) -> Result<(), Failure> {
+    let owner = rustix::process::geteuid().as_raw();
+    let policy = match &settings.policy {
+        Some(path) => load_policy(path)?,
+        None => Policy::owner_only(owner),
+    };
+    let mode = if admits_others(&policy, owner) { 0o666 } else { 0o600 };
+    let audit = match &settings.audit {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| Failure::Usage(format!("audit log {}: {e}", path.display())))?;
+            Some(AuditLog::new(file).with_arguments(settings.audit_arguments))
+        }
+        None => None,
+    };
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Connection(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async {
+        let options = Options::default().connect_timeout(timeout).command_timeout(None);
+        let qemu = Qmp::connect_unix(&settings.upstream, options)
+            .await
+            .map_err(|e| Failure::Connection(format!("{}: {e}", settings.upstream.display())))?;
+        let version = qemu.greeting().version_string();
+        let options = ProxyOptions::default().event_queue(settings.event_queue);
+        let mut proxy = Proxy::new(qemu, policy, options);
+        if let Some(audit) = audit {
+            proxy = proxy.with_audit(audit);
+        }
+        remove_stale_socket(&settings.listen)?;
+        let serving = bind(&proxy, &settings.listen, mode)?;
+        eprintln!(
+            "qmp proxy: QEMU {version} at {} served on {} (mode {mode:o}, {} policy rule(s))",
+            settings.upstream.display(),
+            settings.listen.display(),
+            proxy.policy().rules().len()
+        );
+        let result = serving.await;
+        let _ = std::fs::remove_file(&settings.listen);
+        result.map_err(|e| Failure::Connection(format!("accepting on {}: {e}", settings.listen.display())))?;
+        match proxy.upstream().connection_error() {
+            Some(why) => Err(Failure::Connection(format!("QEMU's connection is over: {why}"))),
+            None => Ok(()),
+        }
+    })
+}
+
+/// Binds the listening socket with `mode` from the start (through the umask: no moment when others could
+/// connect).
+fn bind(proxy: &Proxy<Tokio>, path: &Path, mode: u32) -> Result<qmp_async::serve::Serving, Failure> {
+    let mask = rustix::fs::Mode::from_bits_truncate(!mode & 0o777);
+    let old = rustix::process::umask(mask);
+    let bound = proxy::serve_unix(Tokio, proxy, path);
+    rustix::process::umask(old);
+    bound.map_err(|e| Failure::Connection(format!("cannot listen on {}: {e}", path.display())))
+}
+
+/// Removes `path` if it is a socket nobody listens on (left by a proxy that was killed).
+fn remove_stale_socket(path: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    if !meta.file_type().is_socket() {
+        return Err(Failure::Usage(format!("{} exists and is not a socket", path.display())));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(Failure::Usage(format!("{} is in use by another server", path.display())));
+    }
+    std::fs::remove_file(path).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))
+}
+
+/// Logs the proxy's lifecycle (clients, denials, disconnections) to stderr; `RUST_LOG`-style levels through
+/// `QMP_LOG` (default `info`).
+fn init_logging() {
+    let level = std::env::var("QMP_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> Result<Policy, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, text).expect("write");
+        load_policy(&path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_policy_file_reads_and_decides() {
+        let policy = policy(
+            "[[rule]]\nname = \"admin\"\nuid = 0\nprofile = \"full\"\nallow_quit = true\n\n\
+             [[rule]]\nname = \"metrics\"\ngid = 1001\nallow = [\"query-*\"]\n",
+        )
+        .expect("valid");
+        let metrics = policy.rule_for(&qmp_async::proxy::Identity::unix("s", 1000, 1001)).expect("metrics");
+        assert_eq!(metrics.name(), "metrics");
+        assert!(metrics.check("query-status").is_ok() && metrics.check("stop").is_err());
+        assert!(admits_others(&policy, 0), "the metrics rule admits other users");
+        assert!(!admits_others(&Policy::owner_only(0), 0));
+    }
+
+    #[test]
+    fn an_invalid_policy_is_refused_with_a_clear_message() {
+        for (text, why) in [
+            ("[[rule]]\nname = \"x\"\nprofile = \"everything\"\n", "unknown variant `everything`"),
+            ("[[rule]]\nname = \"x\"\nallow = [\"a\"]\ndeny = [\"b\"]\n", "give only one of profile, allow and deny"),
+            ("[[rule]]\nname = \"x\"\nuid = 0\nprofile = \"full\"\ncolour = 1\n", "unknown field `colour`"),
+            ("", "no rule"),
+        ] {
+            let err = policy(text).expect_err(why);
+            assert!(err.contains(why) && err.contains("policy.toml"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! The proxy (`qmp_async::proxy`) on tokio, against a real qemu-storage-daemon 10 and against our own server
+//! flooding events: replies routed to their sender whatever the ids, the greeting and ids exactly as QEMU
+//! writes them, events to every client, policy denials that never reach QEMU, a client killed mid-command,
+//! QEMU killed, and a client that stops reading events disconnected while the others go on.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use qmp_async::proxy::{self, Policy, Profile, Proxy, ProxyOptions, Rule};
+use qmp_tests::require;
+use qmp_tests::servers::QemuServer;
+use qmp_tokio::{Error, EventItem, Options, Qmp, Tokio};
+use serde_json::{json, Value};
+
+fn upstream_options() -> Options {
+    Options::default().command_timeout(None)
+}
+
+/// A proxy on `upstream` serving `listeners` (socket paths) until the test ends.
+async fn start_proxy(upstream: &Path, policy: Policy, listeners: &[&Path]) -> Proxy<Tokio> {
+    let qemu = Qmp::connect_unix(upstream, upstream_options()).await.expect("connect to QEMU");
+    let proxy = Proxy::new(qemu, policy.validate().expect("valid policy"), ProxyOptions::default());
+    for path in listeners {
+        let serving = proxy::serve_unix(Tokio, &proxy, path).expect("bind");
+        tokio::spawn(serving);
+    }
+    proxy
+}
+
+fn everyone() -> Policy {
+    Policy::new(vec![Rule::new("all").profile(Profile::Full)])
+}
+
+fn qmp_error(result: Result<Value, Error>) -> (String, String) {
+    match result {
+        Err(Error::Qmp(e)) => (e.class, e.desc),
+        other => panic!("expected a QMP error, got {other:?}"),
+    }
+}
+
+/// A plain client: reads one CRLF line at a time.
+struct Raw {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Raw {
+    fn connect(path: &Path) -> Raw {
+        let stream = UnixStream::connect(path).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        Raw { reader: BufReader::new(stream.try_clone().expect("clone")), stream }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("read");
+        line
+    }
+
+    fn send(&mut self, text: &str) {
+        self.stream.write_all(text.as_bytes()).expect("write");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_clients_with_colliding_ids_get_only_their_own_replies() {
+    let server = require!(QemuServer::storage_daemon());
+    let path = server.dir().join("proxy.sock");
+    let proxy = start_proxy(server.socket_path(), everyone(), &[&path]).await;
+    let clients: Vec<Qmp> = futures_lite::stream::iter(0..3)
+        .then(|_| Qmp::connect_unix(&path, Options::default()))
+        .map(|c| c.expect("client"))
+        .collect()
+        .await;
+    assert_eq!(proxy.clients(), 3);
+    let mut tasks = Vec::new();
+    for (n, qmp) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            // Every client uses ids 1..=8 at once: they collide upstream unless the proxy rewrites them. Each
+            // command's error names the client's own node, so a reply routed to the wrong client shows.
+            for round in 0..25 {
+                let calls = (0..8).map(|i| {
+                    let qmp = qmp.clone();
+                    let node = format!("c{n}-r{round}-i{i}");
+                    async move { (node.clone(), qmp.execute::<Value>("blockdev-del", json!({"node-name": node})).await) }
+                });
+                for (node, result) in join_all(calls).await {
+                    let (class, desc) = qmp_error(result);
+                    assert_eq!(class, "GenericError");
+                    assert_eq!(desc, format!("Failed to find node with node-name='{node}'"));
+                }
+                let version: Value = qmp.execute("query-version", ()).await.expect("query-version");
+                assert_eq!(version["qemu"]["major"], 10);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client task");
+    }
+}
+
+/// qemu.qmp (Python): 25 rounds of 8 concurrent `blockdev-del` of nodes named after the client, each error
+/// checked to name the client's own node; prints how many were right.
+const PYTHON_CLIENT: &str = r#"
+import asyncio, sys
+from qemu.qmp import QMPClient, ExecuteError
+
+async def main(path, name, rounds):
+    qmp = QMPClient(name)
+    await qmp.connect(path)
+    async def one(i):
+        node = f"{name}-{i}"
+        try:
+            await qmp.execute("blockdev-del", {"node-name": node})
+        except ExecuteError as e:
+            assert str(e) == f"Failed to find node with node-name='{node}'", str(e)
+            return 1
+        raise AssertionError("blockdev-del succeeded")
+    ok = 0
+    for r in range(rounds):
+        ok += sum(await asyncio.gather(*(one(r * 8 + i) for i in range(8))))
+    await qmp.disconnect()
+    print(ok)
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"#;
+
+/// The virtualenv with qemu.qmp and qmp-shell (`QMP_TEST_PYTHON_VENV`, else the main tree's), if present.
+fn python_venv() -> Option<std::path::PathBuf> {
+    let venv: std::path::PathBuf =
+        std::env::var_os("QMP_TEST_PYTHON_VENV").map_or_else(|| "/work/main/target/venv".into(), Into::into);
+    if venv.join("bin/qmp-shell").exists() {
+        return Some(venv);
+    }
+    assert!(std::env::var_os("QMP_TEST_REQUIRE_ALL").is_none(), "no Python venv with qemu.qmp at {}", venv.display());
+    eprintln!("SKIPPED: no Python venv with qemu.qmp at {} (QMP_TEST_PYTHON_VENV)", venv.display());
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_qmp_qmp_shell_and_ours_at_once() {
+    use std::process::{Command, Stdio};
+    let Some(venv) = python_venv() else { return };
+    let server = require!(QemuServer::storage_daemon());
+    let path = server.dir().join("proxy.sock");
+    let _proxy = start_proxy(server.socket_path(), everyone(), &[&path]).await;
+    let python = Command::new(venv.join("bin/python3"))
+        .args(["-c", PYTHON_CLIENT])
+        .arg(&path)
+        .args(["py", "25"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    // qmp-shell reads commands from a pipe and sends them without ids.
+    let mut shell = Command::new(venv.join("bin/qmp-shell"))
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qmp-shell");
+    let mut stdin = shell.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        for i in 0..200 {
+            writeln!(stdin, "blockdev-del node-name=shell-{i}").expect("to qmp-shell");
+        }
+    });
+    let ours = Qmp::connect_unix(&path, Options::default()).await.expect("ours");
+    for round in 0..25 {
+        let calls = (0..8).map(|i| {
+            let (qmp, node) = (ours.clone(), format!("ours-{}", round * 8 + i));
+            async move { (node.clone(), qmp.execute::<Value>("blockdev-del", json!({"node-name": node})).await) }
+        });
+        for (node, result) in join_all(calls).await {
+            assert_eq!(qmp_error(result).1, format!("Failed to find node with node-name='{node}'"));
+        }
+    }
+    feeder.join().expect("feeder");
+    let python = tokio::task::spawn_blocking(move || python.wait_with_output()).await.expect("join").expect("python");
+    assert!(python.status.success(), "{}", String::from_utf8_lossy(&python.stderr));
+    assert_eq!(String::from_utf8_lossy(&python.stdout).trim(), "200");
+    let shell = tokio::task::spawn_blocking(move || shell.wait_with_output()).await.expect("join").expect("shell");
+    let out = String::from_utf8_lossy(&shell.stdout);
+    for i in 0..200 {
+        let expected = format!("Failed to find node with node-name='shell-{i}'");
+        assert_eq!(out.matches(&expected).count(), 1, "qmp-shell's reply {i} in:\n{out}");
+    }
+    assert_eq!(out.matches("Failed to find node").count(), 200, "{out}");
+}
+
+/// Runs the futures concurrently and returns their outputs in order.
+async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = handles.iter().map(|_| None).collect();
+    let mut handles: Vec<Option<_>> = handles.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in handles.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(fut) = slot {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("ready")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greeting_and_ids_come_back_exactly_as_qemu_writes_them() {
+    let server = require!(QemuServer::storage_daemon_two_monitors());
+    let path = server.dir().join("proxy.sock");
+    let _proxy = start_proxy(server.socket_path(), everyone(), &[&path]).await;
+    let second = server.second_monitor_path();
+    let script = concat!(
+        r#"{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}"#,
+        r#"{"execute":"query-version","id":{"a":[1,"x",null],"b":1.5}}"#,
+        r#"{"execute":"query-version","id":1e3}"#,
+        r#"{"execute":"query-version"}"#,
+        r#"{"execute":"query-version","id":null}"#,
+        r#"{"execute":"query-version","id":"caf\u00e9"}"#,
+        r#"{"execute":"no-such-command","id":[7]}"#,
+        r#"{"exec-oob":"query-version","id":"oob"}"#,
+        r#"{"execute":"blockdev-del","arguments":{"node-name":"x"},"id":-3}"#,
+        r#"{"execute":"qmp_capabilities","id":"again"}"#,
+    );
+    let transcript = |path: &Path| {
+        let mut client = Raw::connect(path);
+        let greeting = client.line();
+        client.send(script);
+        let replies: Vec<Value> = (0..9).map(|_| serde_json::from_str(&client.line()).expect("a JSON reply")).collect();
+        // OOB overtakes in-band replies when it can: timing, not order, decides where it lands.
+        let (oob, in_band): (Vec<Value>, Vec<Value>) = replies.into_iter().partition(|r| r["id"] == "oob");
+        (greeting, in_band, oob)
+    };
+    let direct = tokio::task::spawn_blocking(move || transcript(&second)).await.expect("direct");
+    let proxied = tokio::task::spawn_blocking(move || transcript(&path)).await.expect("proxied");
+    assert_eq!(proxied.0, direct.0, "the greeting is QEMU's, byte for byte");
+    assert_eq!(proxied.1, direct.1, "in-band replies in order, ids exactly as QEMU echoes them");
+    assert_eq!(proxied.2, direct.2, "the OOB reply");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_events_reach_every_client_and_denied_commands_never_reach_qemu() {
+    let server = require!(QemuServer::storage_daemon());
+    let (admin_path, viewer_path) = (server.dir().join("admin.sock"), server.dir().join("viewer.sock"));
+    let policy = Policy::new(vec![
+        Rule::new("admin").listener(admin_path.display().to_string()).profile(Profile::Full),
+        Rule::new("viewer").listener(viewer_path.display().to_string()).profile(Profile::ReadOnly),
+    ]);
+    let _proxy = start_proxy(server.socket_path(), policy, &[&admin_path, &viewer_path]).await;
+    let admin = Qmp::connect_unix(&admin_path, Options::default()).await.expect("admin");
+    let viewer = Qmp::connect_unix(&viewer_path, Options::default()).await.expect("viewer");
+    let (mut admin_events, mut viewer_events) =
+        (admin.events_named(&["JOB_STATUS_CHANGE"]), viewer.events_named(&["JOB_STATUS_CHANGE"]));
+
+    let denied = viewer.execute::<Value>("blockdev-add", json!({"driver": "null-co", "node-name": "v0"})).await;
+    assert_eq!(
+        qmp_error(denied),
+        ("GenericError".into(), "The command blockdev-add is denied by the proxy policy 'viewer'".into())
+    );
+    let nodes: Value = viewer.execute("query-named-block-nodes", ()).await.expect("a query is read-only");
+    assert_eq!(nodes, json!([]), "the denied command never reached QEMU");
+
+    let _: Value = admin
+        .execute("blockdev-add", json!({"driver": "null-co", "node-name": "n0", "size": 1 << 20}))
+        .await
+        .expect("add");
+    let create = json!({"job-id": "j1", "options": {"driver": "qcow2", "file": "n0", "size": 1 << 20}});
+    let _: Value = admin.execute("blockdev-create", create).await.expect("create");
+    for events in [&mut admin_events, &mut viewer_events] {
+        let mut statuses = Vec::new();
+        while statuses.last().map(String::as_str) != Some("concluded") {
+            let item = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("in time");
+            let Some(EventItem::Event(event)) = item else { panic!("{item:?}") };
+            let data = event.data.expect("data").as_value().expect("json");
+            assert_eq!(data["id"], "j1");
+            statuses.push(data["status"].as_str().expect("status").to_owned());
+        }
+        assert_eq!(statuses[..2], ["created", "running"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_mid_command_then_qemu_killed() {
+    let mut server = require!(QemuServer::storage_daemon());
+    let path = server.dir().join("proxy.sock");
+    let proxy = start_proxy(server.socket_path(), everyone(), &[&path]).await;
+    let survivor = Qmp::connect_unix(&path, Options::default()).await.expect("survivor");
+
+    // A client sends eight commands and goes away before reading any reply: the replies are swallowed.
+    let killed = path.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut client = Raw::connect(&killed);
+        client.line();
+        client.send(r#"{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}"#);
+        for i in 0..8 {
+            client.send(&format!(r#"{{"execute":"query-named-block-nodes","id":{i}}}"#));
+        }
+    })
+    .await
+    .expect("killed client");
+    for _ in 0..50 {
+        let version: Value = survivor.execute("query-version", ()).await.expect("the proxy goes on");
+        assert_eq!(version["qemu"]["major"], 10);
+    }
+
+    // QEMU goes away with commands in flight: each ends with an error, then the client is closed.
+    let calls: Vec<_> = (0..16)
+        .map(|i| {
+            let qmp = survivor.clone();
+            tokio::spawn(
+                async move { qmp.execute::<Value>("blockdev-del", json!({"node-name": format!("n{i}")})).await },
+            )
+        })
+        .collect();
+    server.kill().expect("kill QEMU");
+    for call in calls {
+        match call.await.expect("task") {
+            Err(Error::Qmp(e)) => assert_eq!(e.class, "GenericError", "{e:?}"),
+            Err(Error::Connection(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(5), survivor.closed()).await.expect("the client is closed");
+    assert!(proxy.is_stopped());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_events_is_disconnected_and_the_others_go_on() {
+    use qmp_async::serve::{ServeOptions, ServerConfig, Service};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fake, path) = (dir.path().join("fake.sock"), dir.path().join("proxy.sock"));
+    let service = Service::new(ServerConfig::qmp().version(10, 0, 2, "fake"))
+        .command("query-status", |_| async { Ok(json!({"status": "running", "running": true})) });
+    let (events, serving) = qmp_tokio::serve_unix(&fake, service, ServeOptions::default()).expect("fake upstream");
+    tokio::spawn(serving);
+    // The flood comes in bursts of 200 events, each sent once the reading client has received the one before:
+    // however slow the machine, the fake upstream (which drops the oldest of more than 256 queued events) and a
+    // client that reads never have more than 200 waiting, while a client that does not read is cut off once
+    // 4,096 wait for it.
+    let qemu = Qmp::connect_unix(&fake, upstream_options().event_buffer(1 << 17)).await.expect("connect");
+    let proxy = Proxy::new(qemu, everyone(), ProxyOptions::default().event_queue(4096));
+    tokio::spawn(proxy::serve_unix(Tokio, &proxy, &path).expect("bind"));
+
+    // The slow client negotiates, then never reads.
+    let mut slow = Raw::connect(&path);
+    slow.line();
+    slow.send(r#"{"execute":"qmp_capabilities"}"#);
+    assert_eq!(slow.line(), "{\"return\": {}}\r\n");
+    let good = Qmp::connect_unix(&path, Options::default().event_buffer(1 << 17)).await.expect("good");
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut good_events = good.events_named(&["FLOOD"]);
+    let counter = received.clone();
+    tokio::spawn(async move {
+        while let Some(item) = good_events.next().await {
+            // A lag marker counts what the subscriber missed: the flood goes on either way.
+            let n = match item {
+                EventItem::Lagged(n) => n as usize,
+                _ => 1,
+            };
+            counter.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+
+    let flood = tokio::task::spawn_blocking(move || {
+        for n in 0..100_000 {
+            while events.event("FLOOD", Some(json!({"n": n}))) == 0 {
+                std::thread::yield_now();
+            }
+            if n % 200 == 199 {
+                let burst = Instant::now();
+                while received.load(std::sync::atomic::Ordering::SeqCst) <= n {
+                    assert!(burst.elapsed() < Duration::from_secs(30), "the reading client got {n} events late");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut round_trips = 0;
+    while !flood.is_finished() || round_trips < 100 {
+        let _: Value = good.execute("query-status", ()).await.expect("the good client goes on");
+        round_trips += 1;
+    }
+    flood.await.expect("flood");
+    eprintln!("{round_trips} round trips during the flood in {:?}", started.elapsed());
+    // The slow client was cut off: what it reads ends (after what the kernel had buffered).
+    let slow_end = tokio::task::spawn_blocking(move || {
+        let mut sink = Vec::new();
+        slow.stream.read_to_end(&mut sink).map(|_| sink.len())
+    });
+    let read = tokio::time::timeout(Duration::from_secs(10), slow_end).await.expect("EOF in time").expect("task");
+    assert!(read.expect("read") < 4 << 20, "the slow client's backlog stays bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_descriptor_reaches_qemu_with_its_command_and_no_other() {
+    // qemu-storage-daemon has neither getfd nor add-fd: qemu-system-x86_64 (-M none) has both.
+    let server = require!(QemuServer::system());
+    let path = server.dir().join("proxy.sock");
+    let _proxy = start_proxy(server.socket_path(), everyone(), &[&path]).await;
+    let (passer, other) = (
+        Qmp::connect_unix(&path, Options::default()).await.expect("passer"),
+        Qmp::connect_unix(&path, Options::default()).await.expect("other"),
+    );
+    let file = tempfile::tempfile().expect("a file to pass");
+    passer.send_fd("passed", &file).await.expect("getfd through the proxy");
+    // QEMU filed it under that name: closefd finds it (once).
+    let _: Value = other.execute("closefd", json!({"fdname": "passed"})).await.expect("QEMU has the descriptor");
+    let (class, desc) = qmp_error(other.execute("closefd", json!({"fdname": "passed"})).await);
+    assert_eq!((class.as_str(), desc.as_str()), ("GenericError", "File descriptor named 'passed' not found"));
+    // A getfd without a descriptor of its own gets QEMU's error: no other command's descriptor leaked to it.
+    passer.send_fd("second", &file).await.expect("second getfd");
+    let (_, desc) = qmp_error(other.execute("getfd", json!({"fdname": "stolen"})).await);
+    assert_eq!(desc, "No file descriptor supplied via SCM_RIGHTS");
+    let info = passer.add_fd(&file, None, Some("proxied")).await.expect("add-fd through the proxy");
+    let sets: Value = other.execute("query-fdsets", ()).await.expect("query-fdsets");
+    let set = sets.as_array().expect("sets").iter().find(|s| s["fdset-id"] == info.fdset_id).expect("the new set");
+    assert_eq!(set["fds"][0]["opaque"], "proxied");
+}
