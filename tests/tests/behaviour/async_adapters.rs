@@ -302,7 +302,12 @@ impl<F: Flavor> Adapter for Async<F> {
     fn agent_give_up(agent: &F::Agent, call: Call) {
         let mut call_future = F::agent_execute::<Value>(agent, &call);
         let first_poll = run::<F, _>("first poll", future::poll_once(&mut call_future));
-        assert!(first_poll.is_none(), "{}: the reply cannot have come yet", F::NAME);
+        // Normally the reply cannot have come yet. On a loaded machine a multi-thread runtime's driver can get
+        // the agent's reply in before this first poll returns (the polling thread preempted after handing the
+        // call over): that round then leaves no reply unread, which is no fault of the adapter. An error is.
+        if let Some(Err(e)) = first_poll {
+            panic!("{}: {} failed on its first poll: {e:?}", F::NAME, call.command);
+        }
     }
 
     fn agent_close(agent: F::Agent) {
