@@ -7,7 +7,6 @@
 use std::time::Instant;
 
 use qmp_async::jobs::{JobAction, JobError, JobOptions, JobOutcome, JobStep, JobTracker, JobUpdate};
-use qmp_proto::UsageError;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -46,8 +45,6 @@ impl<S: Transport> Client<S> {
     where
         F: FnMut(&JobUpdate) -> JobAction,
     {
-        let args = serde_json::to_value(args)
-            .map_err(|e| JobError::Start(Error::Usage(UsageError::InvalidArguments(e.to_string()))))?;
         let tracker = JobTracker::run(command, args, options, Instant::now())?;
         // Buffered events about this id came before the start command: an older job's.
         self.driver.events.retain(|e| !tracker.concerns(e));

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use qmp_proto::UsageError;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -58,8 +57,6 @@ impl<R: Runtime> Qmp<R> {
     where
         F: FnMut(&JobUpdate) -> JobAction,
     {
-        let args = serde_json::to_value(args)
-            .map_err(|e| JobError::Start(Error::Usage(UsageError::InvalidArguments(e.to_string()))))?;
         let tracker = JobTracker::run(command, args, options.clone(), self.handle().runtime.now())?;
         // Subscribe before sending: "created" and "running" come before the start command's reply.
         let mut events = self.events_named(JOB_EVENTS);

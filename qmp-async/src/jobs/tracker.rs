@@ -29,7 +29,8 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use qmp_proto::adapter::Error;
-use qmp_proto::ServerEvent;
+use qmp_proto::{ServerEvent, UsageError};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::options::{JobOptions, CANCEL_GRACE};
@@ -104,9 +105,12 @@ pub struct JobTracker {
 
 impl JobTracker {
     /// A job to start with `command` and `args` (a JSON object naming the job with `job-id`, or `device` for a
-    /// block job without one). Fails with [`JobError::NoJobId`] when the arguments name no job, or are not an
+    /// block job without one). Fails with [`JobError::Start`] carrying [`UsageError::InvalidArguments`] when
+    /// `args` does not serialize, and with [`JobError::NoJobId`] when the arguments name no job, or are not an
     /// object.
-    pub fn run(command: &str, args: Value, opts: JobOptions, now: Instant) -> Result<JobTracker, JobError> {
+    pub fn run(command: &str, args: impl Serialize, opts: JobOptions, now: Instant) -> Result<JobTracker, JobError> {
+        let args = serde_json::to_value(args)
+            .map_err(|e| JobError::Start(Error::Usage(UsageError::InvalidArguments(e.to_string()))))?;
         let Value::Object(mut args) = args else { return Err(JobError::NoJobId(command.to_owned())) };
         let id = job_id(&args).ok_or_else(|| JobError::NoJobId(command.to_owned()))?;
         if opts.dismiss && AUTO_DISMISS_COMMANDS.contains(&command) && !args.contains_key("auto-dismiss") {
