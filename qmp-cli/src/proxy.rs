@@ -55,7 +55,7 @@ pub struct Settings {
     /// Unix socket to serve clients on (created; removed first if it is a stale socket).
     #[arg(long, value_name = "PATH", required_unless_present = "listen_tcp")]
     listen: Option<PathBuf>,
-    /// TCP address to serve clients on too (HOST:PORT), with TLS: each client must present a certificate that
+    /// TCP address to serve clients on (HOST:PORT; besides --listen or instead), with TLS: each client must present a certificate that
     /// chains to --tls-client-ca, and is known to the policy by its subject or common name. Needs --policy.
     #[arg(long, value_name = "ADDR", requires = "policy")]
     listen_tcp: Option<String>,

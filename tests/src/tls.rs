@@ -49,6 +49,7 @@ pub fn client_config(client: Option<&str>) -> Arc<ClientConfig> {
 }
 
 /// A blocking TLS client of the server at `addr` (as `localhost`), reading lines with a 10 s timeout.
+#[derive(Debug)]
 pub struct TlsClient {
     reader: BufReader<StreamOwned<ClientConnection, TcpStream>>,
 }
