@@ -77,7 +77,7 @@ use qmp_proto::server::ServerConfig;
 pub use audit::AuditLog;
 #[cfg(feature = "tls")]
 pub use listen::serve_tls;
-pub use listen::{check_loopback, serve_tcp_insecure, serve_unix, TLS_HANDSHAKE_TIMEOUT};
+pub use listen::{check_loopback, serve_tcp_insecure, serve_unix};
 pub use policy::{glob_matches, Identity, Policy, PolicyError, Profile, Rule};
 pub use routing::{ClientId, Dispatch, Router, Ticket, QMP_REQ_QUEUE_LEN_MAX};
 

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_io::{AsyncRead, AsyncWrite};
 use rustls::pki_types::pem::PemObject;
@@ -92,15 +93,20 @@ impl ClientCertificate {
     }
 }
 
+/// How long a client has to complete its handshake, unless told otherwise
+/// ([`TlsAcceptor::with_handshake_timeout`]).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Accepts TLS clients that present a certificate chaining to a given CA. Cheap to clone.
 #[derive(Clone)]
 pub struct TlsAcceptor {
     acceptor: futures_rustls::TlsAcceptor,
+    handshake_timeout: Duration,
 }
 
 impl fmt::Debug for TlsAcceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsAcceptor").finish_non_exhaustive()
+        f.debug_struct("TlsAcceptor").field("handshake_timeout", &self.handshake_timeout).finish_non_exhaustive()
     }
 }
 
@@ -134,14 +140,31 @@ impl TlsAcceptor {
     /// An acceptor with a rustls configuration of your own. A configuration that does not require client
     /// certificates admits anonymous clients: [`accept`](Self::accept) then gives no [`ClientCertificate`].
     pub fn new(config: Arc<ServerConfig>) -> Self {
-        TlsAcceptor { acceptor: futures_rustls::TlsAcceptor::from(config) }
+        TlsAcceptor {
+            acceptor: futures_rustls::TlsAcceptor::from(config),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+
+    /// How long a client may take to complete its handshake before a listener (the proxy's `serve_tls`)
+    /// disconnects it. Default [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to complete its handshake (see
+    /// [`with_handshake_timeout`](Self::with_handshake_timeout)).
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
     }
 
     /// Runs the server's side of the handshake over `io`, and gives the encrypted stream and the client's
     /// verified certificate. A client that fails the handshake (no certificate, one from another CA, an
     /// expired one, not TLS at all) gets an error: [`io::ErrorKind::InvalidData`] with rustls' reason.
     ///
-    /// Not bounded in time: a client that sends nothing keeps it waiting (the proxy gives it a deadline).
+    /// Not bounded in time here: a client that sends nothing keeps it waiting. A listener bounds it with
+    /// [`handshake_timeout`](Self::handshake_timeout), as the proxy's `serve_tls` does.
     ///
     /// # Cancel safety
     /// Dropping it drops the connection.

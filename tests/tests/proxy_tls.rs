@@ -1,8 +1,8 @@
 //! Who may connect to the proxy over TCP (`qmp_async::proxy::serve_tls`, `serve_tcp_insecure`), on smol, with a
 //! real qemu-storage-daemon 10 upstream: a client with a certificate of the trusted CA gets a greeting and runs
 //! what the rule naming its subject allows; a verified client that no rule names, one whose certificate comes
-//! from another CA, and one with no certificate get no greeting; plain TCP works on loopback and is refused
-//! anywhere else.
+//! from another CA, one with no certificate, one that says nothing and one that does not speak TLS get no
+//! greeting; plain TCP works on loopback and is refused anywhere else.
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -87,6 +87,38 @@ fn tls_clients_are_known_by_their_certificate_and_refused_without_a_good_one() {
         }
         assert_eq!(proxy.clients(), 1, "only alice is connected");
         alice.close().await;
+    });
+}
+
+#[test]
+fn a_silent_client_and_a_plain_one_on_the_tls_port_get_no_greeting() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let server = require!(QemuServer::storage_daemon());
+    smol::block_on(async {
+        let proxy = start_proxy(&server, Policy::new(vec![Rule::new("all").profile(Profile::Full)])).await;
+        let (listener, addr) = loopback_listener();
+        let acceptor = acceptor().with_handshake_timeout(Duration::from_millis(300));
+        smol::spawn(proxy::serve_tls(Smol::default(), &proxy, listener, acceptor).expect("serve")).detach();
+        smol::unblock(move || {
+            // Says nothing: disconnected once the handshake timeout has passed.
+            let mut silent = std::net::TcpStream::connect(addr).expect("connect");
+            silent.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            let started = Instant::now();
+            let mut got = Vec::new();
+            silent.read_to_end(&mut got).expect("the end of the stream");
+            assert!(got.is_empty(), "{got:?}");
+            assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+            // Speaks plain QMP: a TLS alert at most, never QMP.
+            let mut plain = std::net::TcpStream::connect(addr).expect("connect");
+            plain.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            plain.write_all(b"{\"execute\": \"qmp_capabilities\"}\r\n").expect("write");
+            let mut got = Vec::new();
+            let _ = plain.read_to_end(&mut got);
+            assert!(!got.contains(&b'{'), "{}", String::from_utf8_lossy(&got));
+        })
+        .await;
+        assert_eq!(proxy.clients(), 0);
     });
 }
 

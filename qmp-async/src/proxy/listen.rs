@@ -10,23 +10,19 @@
 //!
 //! Every listener names its clients' listener: the socket path, or the TCP address bound (`127.0.0.1:4444`,
 //! `[::1]:4444`), which a rule's `listener` condition matches. A client whose TLS handshake fails (no
-//! certificate, one from another CA, none within [`TLS_HANDSHAKE_TIMEOUT`]) or that no rule admits is closed
-//! without a greeting. Each client is served in a task of its own, handshake included: a slow one delays no
-//! other.
+//! certificate, one from another CA, none within the acceptor's handshake timeout, 10 s by default) or that no
+//! rule admits is closed without a greeting. Each client is served in a task of its own, handshake included: a
+//! slow one delays no other.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use super::{Identity, Proxy};
 use crate::runtime::Net;
 use crate::serve::{accept_until, Accept, Serving, TcpAccept, UnixAccept};
 use crate::transport::{peer_credentials, Transport};
-
-/// How long a TCP client has to complete its TLS handshake before it is disconnected.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds a unix socket at `path` and returns the future that serves `proxy` on it: each client is identified by
 /// its peer credentials (SO_PEERCRED) and the listener name `path`, admitted or refused by the policy, and
@@ -50,8 +46,9 @@ pub fn serve_unix<R: Net>(runtime: R, proxy: &Proxy<R>, path: impl AsRef<Path>) 
 /// Serves `proxy` over TLS on the bound TCP `listener` (to port 0, say, whose port `listener.local_addr()`
 /// tells): every client must present a certificate that `acceptor` verifies (chaining to its client CA), and
 /// is known by that certificate's subject and common name (see the [policy docs](super::policy)). A client
-/// that fails the handshake or sends nothing for [`TLS_HANDSHAKE_TIMEOUT`] is disconnected, logged, and never
-/// greeted. The future resolves as [`serve_unix`]'s does.
+/// that fails the handshake or does not complete it within the acceptor's
+/// [`handshake_timeout`](crate::tls::TlsAcceptor::handshake_timeout) is disconnected, logged, and never greeted.
+/// The future resolves as [`serve_unix`]'s does.
 #[cfg(feature = "tls")]
 pub fn serve_tls<R: Net>(
     runtime: R,
@@ -65,7 +62,8 @@ pub fn serve_tls<R: Net>(
     Ok(serve_clients(runtime, proxy.clone(), accept, move |stream: R::TcpStream| {
         let (acceptor, name, runtime) = (acceptor.clone(), name.clone(), timer.clone());
         async move {
-            let deadline = runtime.timer(runtime.now() + TLS_HANDSHAKE_TIMEOUT);
+            let limit = acceptor.handshake_timeout();
+            let deadline = runtime.timer(runtime.now() + limit);
             match crate::runtime::until(deadline, acceptor.accept(stream)).await {
                 Some(Ok((stream, Some(certificate)))) => {
                     let mut identity = Identity::tls(name, certificate.subject);
@@ -79,7 +77,7 @@ pub fn serve_tls<R: Net>(
                     None
                 }
                 None => {
-                    tracing::warn!(listener = %name, "TLS client refused: no handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
+                    tracing::warn!(listener = %name, "TLS client refused: no handshake within {limit:?}");
                     None
                 }
             }
