@@ -33,6 +33,8 @@
 //!   broadcast to every client, graceful shutdown.
 //! - [`proxy`]: many clients on one QEMU monitor, each with its own policy (allow-list, deny-list, read-only),
 //!   replies routed to their sender, events fanned out, QEMU's queue shared round-robin.
+//! - [`proxy`] listens on unix sockets, and with feature `tls` on TCP with TLS and client certificates
+//!   (`tls`: rustls with the `ring` provider, `futures-rustls`, `x509-cert` for the certificates' subjects).
 //! - [`GuestAgent`]: qemu-ga, synchronised with `guest-sync-delimited` on connect.
 //! - Errors come in the core's tiers, the same in every adapter: [`Error::Qmp`] (the server rejected this
 //!   command), [`Error::Usage`] (the call was wrong, nothing sent), [`Error::TimedOut`] (this command only),
@@ -61,6 +63,8 @@ mod runtime;
 pub mod serve;
 mod session;
 mod shared;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 #[cfg(feature = "qapi")]
 mod typed;

@@ -19,6 +19,10 @@
 //!   peer uid/gid, TLS subject); no rule, no greeting. A denied command gets an error naming the rule and never
 //!   reaches QEMU. `qmp_capabilities` is the client's own negotiation with the proxy; `quit` needs
 //!   [`Rule::allow_quit`].
+//! - **Who may connect**: [`serve_unix`] knows each client by its peer credentials (SO_PEERCRED);
+//!   `serve_tls` (feature `tls`) listens on TCP with TLS and requires a client certificate chaining to a CA of
+//!   yours, whose subject the policy matches; [`serve_tcp_insecure`] serves plain TCP on a loopback address
+//!   only. A client refused by any of these never gets a greeting.
 //! - **Audit**: with [`Proxy::with_audit`], one JSON line per command ([`AuditLog`]).
 //! - **Faults**: when QEMU goes away every command passed on ends with a `GenericError` ("QEMU is gone: ..."),
 //!   then every client is closed and the proxy stops. A client that disconnects mid-command leaves QEMU
@@ -39,28 +43,47 @@
 //! serve_unix(R::default(), &proxy, "/run/vm0/qmp-proxy.sock")?.await?; // until QEMU goes or proxy.shutdown()
 //! # Ok(()) }
 //! ```
+//!
+//! Over TCP with TLS (feature `tls`): clients present a certificate from your CA, and rules name them by its
+//! subject or common name.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # async fn example<R: qmp_async::Net>(proxy: qmp_async::proxy::Proxy<R>) -> Result<(), Box<dyn std::error::Error>> {
+//! use qmp_async::proxy::serve_tls;
+//! use qmp_async::tls::TlsAcceptor;
+//!
+//! // The proxy's policy names TLS clients: Rule::new("alice").common_name("alice").profile(Profile::Full)
+//! let acceptor = TlsAcceptor::from_pem_files("server.pem", "server.key", "clients-ca.pem")?;
+//! let listener = std::net::TcpListener::bind("0.0.0.0:4444")?;
+//! serve_tls(R::default(), &proxy, listener, acceptor)?.await?;
+//! # Ok(()) }
+//! ```
 
 pub mod audit;
 mod downstream;
 mod fanout;
 mod hub;
+mod listen;
 pub mod policy;
 pub mod routing;
 mod upstream;
 
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 
 use qmp_proto::server::ServerConfig;
 
 pub use audit::AuditLog;
+#[cfg(feature = "tls")]
+pub use listen::serve_tls;
+pub use listen::{check_loopback, serve_tcp_insecure, serve_unix};
 pub use policy::{glob_matches, Identity, Policy, PolicyError, Profile, Rule};
 pub use routing::{ClientId, Dispatch, Router, Ticket, QMP_REQ_QUEUE_LEN_MAX};
 
-use crate::runtime::{Net, Runtime};
-use crate::serve::{accept_until, connection, Serving, UnixAccept};
-use crate::transport::{peer_credentials, Transport};
+use crate::runtime::Runtime;
+use crate::serve::connection;
+use crate::transport::Transport;
 use crate::Qmp;
 
 /// Settings of a [`Proxy`].
@@ -150,15 +173,17 @@ impl<R: Runtime> Proxy<R> {
     }
 
     /// Serves one client over `io` until it leaves or the proxy stops. A client that no rule of the policy
-    /// admits is refused: the stream is closed before any greeting, and this returns
+    /// admits is refused: the stream is shut down and closed before any greeting, and this returns
     /// [`io::ErrorKind::PermissionDenied`].
     ///
     /// # Cancel safety
     /// Dropping it disconnects the client at once; its commands already passed on run and their replies are
     /// swallowed.
-    pub async fn serve_client<T: Transport>(&self, io: T, identity: Identity) -> io::Result<()> {
+    pub async fn serve_client<T: Transport>(&self, mut io: T, identity: Identity) -> io::Result<()> {
         let Some(rule) = self.policy.rule_for(&identity) else {
             tracing::warn!(%identity, "client refused: no rule of the policy admits it");
+            // An orderly end (a TLS client gets close_notify); nothing but the handshake was written before.
+            let _ = std::future::poll_fn(|cx| io.poll_shutdown(cx)).await;
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("no policy rule admits {identity}")));
         };
         if self.is_stopped() {
@@ -169,35 +194,4 @@ impl<R: Runtime> Proxy<R> {
         connection::run(self.config.clone(), io, backend).await;
         Ok(())
     }
-}
-
-/// Binds a unix socket at `path` and returns the future that serves `proxy` on it: each client is identified by
-/// its peer credentials (SO_PEERCRED) and the listener name `path`, admitted or refused by the policy, and
-/// served in a task of its own. The future resolves when the proxy stops (QEMU gone, or
-/// [`Proxy::shutdown`]); clients still connected are closed by the proxy on their own.
-///
-/// The socket is created with the process's umask: set the permissions you want on `path` (the `qmp proxy`
-/// command makes it owner-only unless its policy names other users or groups).
-pub fn serve_unix<R: Net>(runtime: R, proxy: &Proxy<R>, path: impl AsRef<Path>) -> io::Result<Serving> {
-    let listener = UnixAccept::<R>(runtime.bind_unix(path.as_ref())?);
-    let name = path.as_ref().display().to_string();
-    let proxy = proxy.clone();
-    Ok(Box::pin(async move {
-        loop {
-            let stream = match accept_until(&runtime, &listener, &proxy.hub.shutdown).await {
-                None => return Ok(()),
-                Some(Ok(stream)) => stream,
-                Some(Err(e)) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Some(Err(e)) => return Err(e),
-            };
-            let mut identity = Identity::anonymous(name.clone());
-            if let Some(creds) = stream.unix_socket().and_then(|fd| peer_credentials(fd).ok()) {
-                identity = Identity::unix(name.clone(), creds.uid, creds.gid).with_pid(creds.pid);
-            }
-            let proxy = proxy.clone();
-            runtime.spawn(async move {
-                let _ = proxy.serve_client(stream, identity).await;
-            });
-        }
-    }))
 }

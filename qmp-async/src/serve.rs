@@ -269,7 +269,7 @@ impl<R: Net> Accept<R> for UnixAccept<R> {
     }
 }
 
-struct TcpAccept<R: Net>(R::TcpListener);
+pub(crate) struct TcpAccept<R: Net>(pub(crate) R::TcpListener);
 
 impl<R: Net> Accept<R> for TcpAccept<R> {
     type Stream = R::TcpStream;

@@ -49,6 +49,8 @@ Examples:
   qmp -s /run/vm.qmp -c exec query-block | jq '.[].device'
   qmp --ga -s /run/vm.qga exec guest-info           the guest agent instead of QMP
   qmp proxy --upstream /run/vm.qmp --listen /run/vm-shared.qmp --policy policy.toml
+  qmp proxy --upstream /run/vm.qmp --listen-tcp 0.0.0.0:4444 --tls-cert proxy.pem --tls-key proxy.key \\
+      --tls-client-ca clients-ca.pem --policy policy.toml     TCP: TLS clients known by their certificate
   qmp --tcp 127.0.0.1:4444 serve                   a fake QEMU on TCP (-s PATH: on a unix socket)
   qmp completions bash > ~/.local/share/bash-completion/completions/qmp
   qmp man > qmp.1";
@@ -127,7 +129,8 @@ enum Command {
         script: Option<PathBuf>,
     },
     /// Share one QEMU monitor between many clients, each under its rule of a TOML policy (allow-list,
-    /// deny-list, read-only, by peer uid/gid or listener); replies go to their sender, events to everyone.
+    /// deny-list, read-only, by peer uid/gid, listener or TLS client certificate); replies go to their sender,
+    /// events to everyone. Listens on a unix socket, and on TCP with TLS and client certificates.
     #[cfg(feature = "proxy")]
     Proxy(proxy::Settings),
     /// Start a throwaway qemu-storage-daemon (or, without one, the fake of `qmp serve`) and show a short

@@ -1,5 +1,7 @@
 //! `qmp proxy --upstream QEMU_SOCKET --listen PATH [--policy FILE]`: many clients on one QEMU monitor, each
-//! under its policy rule (the library is `qmp_async::proxy`, run here on tokio).
+//! under its policy rule (the library is `qmp_async::proxy`, run here on tokio). `--listen-tcp ADDR` serves
+//! TCP too, with TLS and client certificates (`--tls-cert`, `--tls-key`, `--tls-client-ca`), or plain on a
+//! loopback address with `--insecure-tcp`.
 //!
 //! The policy is TOML, a list of `[[rule]]` tables tried in order; a client matching none is refused before any
 //! greeting:
@@ -7,7 +9,8 @@
 //! ```toml
 //! [[rule]]
 //! name = "admin"            # named in denials and logs
-//! uid = 0                   # conditions, all optional: uid, gid (unix peer credentials), listener (socket path)
+//! uid = 0                   # conditions, all optional: uid, gid (unix peer credentials), listener (socket path
+//!                           # or TCP address), subject or common_name (TLS client certificate)
 //! profile = "full"          # one of: profile = "full" | "read-only", allow = [...], deny = [...]
 //! allow_quit = true         # `quit` is never allowed by a glob or profile
 //!
@@ -15,17 +18,30 @@
 //! name = "monitoring"
 //! gid = 1001
 //! allow = ["query-*", "qom-get"]
+//!
+//! [[rule]]
+//! name = "alice"
+//! common_name = "alice"     # or subject = "CN=alice,OU=operators,O=example" (RFC 4514, as openssl prints it
+//! profile = "full"          # with -nameopt RFC2253)
 //! ```
 //!
 //! `--audit FILE` appends one JSON line per client command (`--audit-arguments` adds the arguments).
 //!
 //! Without `--policy`, only the user running the proxy may connect, to every command but `quit`. The socket is
 //! created owner-only (0600) unless a rule admits other users (a rule without a uid, or with another uid):
-//! then it is 0666 and the policy alone decides, from each peer's SO_PEERCRED credentials.
+//! then it is 0666 and the policy alone decides, from each peer's SO_PEERCRED credentials. Rules that only TLS
+//! clients can match (a subject or common name) or that name another listener do not open the socket.
+//!
+//! TCP needs `--policy` (its clients match no uid), and TLS: the client must present a certificate that chains
+//! to `--tls-client-ca`. Plain TCP (`--insecure-tcp`) is refused off loopback before anything starts, and
+//! warned about on loopback.
 
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use qmp_async::proxy::{self, AuditLog, Policy, Proxy, ProxyOptions};
+use qmp_async::serve::Serving;
+use qmp_async::tls::TlsAcceptor;
 use qmp_tokio::{Options, Qmp, Tokio};
 
 use crate::output::Failure;
@@ -37,8 +53,25 @@ pub struct Settings {
     #[arg(long, value_name = "QEMU_SOCKET")]
     upstream: PathBuf,
     /// Unix socket to serve clients on (created; removed first if it is a stale socket).
-    #[arg(long, value_name = "PATH")]
-    listen: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "listen_tcp")]
+    listen: Option<PathBuf>,
+    /// TCP address to serve clients on (HOST:PORT; besides --listen or instead), with TLS: each client must present a certificate that
+    /// chains to --tls-client-ca, and is known to the policy by its subject or common name. Needs --policy.
+    #[arg(long, value_name = "ADDR", requires = "policy")]
+    listen_tcp: Option<String>,
+    /// The proxy's TLS certificate chain (PEM) for --listen-tcp.
+    #[arg(long, value_name = "FILE", requires_all = ["listen_tcp", "tls_key", "tls_client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA certificates (PEM) that clients' certificates must chain to.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve --listen-tcp without TLS: allowed on a loopback address only (127.0.0.1, ::1), where any local user
+    /// can connect and the policy alone decides. Warned about.
+    #[arg(long, requires = "listen_tcp", conflicts_with = "tls_cert")]
+    insecure_tcp: bool,
     /// TOML policy file: `[[rule]]` tables (see the README).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
@@ -61,9 +94,45 @@ pub fn load_policy(path: &Path) -> Result<Policy, Failure> {
     policy.validate().map_err(|e| Failure::Usage(format!("policy {}: {e}", path.display())))
 }
 
-/// Whether `policy` admits anyone but `owner` (then the socket must be reachable by others).
-fn admits_others(policy: &Policy, owner: u32) -> bool {
-    policy.rules().iter().any(|rule| rule.get_uid() != Some(owner))
+/// Whether `policy` admits anyone but `owner` on the unix socket `listener` (then it must be reachable by
+/// others): a rule for another uid, or for no uid, that a unix client of `listener` can match.
+fn admits_others(policy: &Policy, owner: u32, listener: &str) -> bool {
+    policy.rules().iter().any(|rule| {
+        rule.get_uid() != Some(owner)
+            && !rule.needs_certificate()
+            && rule.get_listener().is_none_or(|name| name == listener)
+    })
+}
+
+/// The TCP listener of `--listen-tcp`, bound, and how it admits clients.
+struct TcpSettings {
+    listener: TcpListener,
+    address: SocketAddr,
+    /// `None`: plain TCP (`--insecure-tcp`, on loopback).
+    tls: Option<TlsAcceptor>,
+}
+
+/// Binds `--listen-tcp` and reads its TLS files, or checks that plain TCP is on loopback: before anything starts.
+fn tcp_settings(settings: &Settings) -> Result<Option<TcpSettings>, Failure> {
+    let Some(addr) = &settings.listen_tcp else { return Ok(None) };
+    let tls = match (&settings.tls_cert, &settings.tls_key, &settings.tls_client_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            Some(TlsAcceptor::from_pem_files(cert, key, ca).map_err(|e| Failure::Usage(e.to_string()))?)
+        }
+        _ if settings.insecure_tcp => None,
+        _ => {
+            return Err(Failure::Usage(format!(
+                "--listen-tcp {addr} needs TLS: --tls-cert, --tls-key and --tls-client-ca (or --insecure-tcp, \
+                 on a loopback address only)"
+            )))
+        }
+    };
+    let listener = TcpListener::bind(addr).map_err(|e| Failure::Usage(format!("cannot listen on {addr}: {e}")))?;
+    let address = listener.local_addr().map_err(|e| Failure::Usage(format!("{addr}: {e}")))?;
+    if tls.is_none() {
+        proxy::check_loopback(address).map_err(|e| Failure::Usage(format!("--insecure-tcp: {e}")))?;
+    }
+    Ok(Some(TcpSettings { listener, address, tls }))
 }
 
 /// Runs the proxy until QEMU goes away.
@@ -73,7 +142,9 @@ pub fn run(settings: Settings, timeout: std::time::Duration) -> Result<(), Failu
         Some(path) => load_policy(path)?,
         None => Policy::owner_only(owner),
     };
-    let mode = if admits_others(&policy, owner) { 0o666 } else { 0o600 };
+    let unix_name = settings.listen.as_ref().map(|path| path.display().to_string()).unwrap_or_default();
+    let mode = if admits_others(&policy, owner, &unix_name) { 0o666 } else { 0o600 };
+    let tcp = tcp_settings(&settings)?;
     let audit = match &settings.audit {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -102,22 +173,72 @@ pub fn run(settings: Settings, timeout: std::time::Duration) -> Result<(), Failu
         if let Some(audit) = audit {
             proxy = proxy.with_audit(audit);
         }
-        remove_stale_socket(&settings.listen)?;
-        let serving = bind(&proxy, &settings.listen, mode)?;
+        let mut listeners: Vec<(String, Serving)> = Vec::new();
+        let mut served_on = Vec::new();
+        if let Some(path) = &settings.listen {
+            remove_stale_socket(path)?;
+            listeners.push((path.display().to_string(), bind(&proxy, path, mode)?));
+            served_on.push(format!("{} (mode {mode:o})", path.display()));
+        }
+        if let Some(tcp) = tcp {
+            let serving = match tcp.tls {
+                Some(acceptor) => proxy::serve_tls(Tokio, &proxy, tcp.listener, acceptor),
+                None => proxy::serve_tcp_insecure(Tokio, &proxy, tcp.listener),
+            }
+            .map_err(|e| Failure::Connection(format!("cannot listen on {}: {e}", tcp.address)))?;
+            let kind = if settings.insecure_tcp { "plain TCP" } else { "TLS, client certificates required" };
+            served_on.push(format!("{} ({kind})", tcp.address));
+            listeners.push((tcp.address.to_string(), serving));
+        }
         eprintln!(
-            "qmp proxy: QEMU {version} at {} served on {} (mode {mode:o}, {} policy rule(s))",
+            "qmp proxy: QEMU {version} at {} served on {} with {} policy rule(s)",
             settings.upstream.display(),
-            settings.listen.display(),
+            served_on.join(" and "),
             proxy.policy().rules().len()
         );
-        let result = serving.await;
-        let _ = std::fs::remove_file(&settings.listen);
-        result.map_err(|e| Failure::Connection(format!("accepting on {}: {e}", settings.listen.display())))?;
+        if settings.insecure_tcp {
+            eprintln!(
+                "qmp proxy: WARNING: plain TCP without TLS (--insecure-tcp): any local user or process can connect \
+                 to {}, and only the policy decides what it may run",
+                served_on.last().map_or("", String::as_str)
+            );
+        }
+        let result = serve_all(&proxy, listeners).await;
+        if let Some(path) = &settings.listen {
+            let _ = std::fs::remove_file(path);
+        }
+        result?;
         match proxy.upstream().connection_error() {
             Some(why) => Err(Failure::Connection(format!("QEMU's connection is over: {why}"))),
             None => Ok(()),
         }
     })
+}
+
+/// Serves every listener until the proxy stops; one that fails stops the proxy, and its error is returned.
+async fn serve_all(proxy: &Proxy<Tokio>, listeners: Vec<(String, Serving)>) -> Result<(), Failure> {
+    let tasks: Vec<_> = listeners
+        .into_iter()
+        .map(|(name, serving)| {
+            let proxy = proxy.clone();
+            let task = tokio::spawn(async move {
+                let result = serving.await;
+                if result.is_err() {
+                    proxy.shutdown();
+                }
+                result
+            });
+            (name, task)
+        })
+        .collect();
+    let mut failure = None;
+    for (name, task) in tasks {
+        let result = task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = result {
+            failure.get_or_insert(Failure::Connection(format!("accepting on {name}: {e}")));
+        }
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 /// Binds the listening socket with `mode` from the start (through the umask: no moment when others could
@@ -171,8 +292,23 @@ mod tests {
         let metrics = policy.rule_for(&qmp_async::proxy::Identity::unix("s", 1000, 1001)).expect("metrics");
         assert_eq!(metrics.name(), "metrics");
         assert!(metrics.check("query-status").is_ok() && metrics.check("stop").is_err());
-        assert!(admits_others(&policy, 0), "the metrics rule admits other users");
-        assert!(!admits_others(&Policy::owner_only(0), 0));
+        assert!(admits_others(&policy, 0, "s"), "the metrics rule admits other users");
+        assert!(!admits_others(&Policy::owner_only(0), 0, "s"));
+    }
+
+    #[test]
+    fn rules_that_no_unix_client_can_match_keep_the_socket_owner_only() {
+        let policy = policy(
+            "[[rule]]\nname = \"owner\"\nuid = 0\nprofile = \"full\"\n\n\
+             [[rule]]\nname = \"alice\"\ncommon_name = \"alice\"\nprofile = \"full\"\n\n\
+             [[rule]]\nname = \"tls\"\nsubject = \"CN=bob,O=example\"\nprofile = \"read-only\"\n\n\
+             [[rule]]\nname = \"local-tcp\"\nlistener = \"127.0.0.1:4444\"\nprofile = \"read-only\"\n",
+        )
+        .expect("valid");
+        assert!(!admits_others(&policy, 0, "/run/p.sock"));
+        assert!(admits_others(&policy, 0, "127.0.0.1:4444"), "a rule naming the listener opens it");
+        let bob = qmp_async::proxy::Identity::tls("127.0.0.1:5555", "CN=bob,O=example").with_common_name("bob");
+        assert_eq!(policy.rule_for(&bob).map(|r| r.name()), Some("tls"));
     }
 
     #[test]

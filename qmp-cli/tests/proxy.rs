@@ -1,6 +1,8 @@
 //! `qmp proxy` against a real qemu-storage-daemon 10: the policy decides per unix peer uid (a client of another
 //! uid, run with setpriv as `nobody`, is refused before any greeting; an admitted one is limited to its rule),
-//! the socket's mode follows the policy, and an invalid policy stops the proxy before it starts.
+//! the socket's mode follows the policy, and an invalid policy stops the proxy before it starts. Over TCP:
+//! TLS clients need a certificate of the client CA (and a rule naming it), plain TCP works on loopback with a
+//! warning, and is refused anywhere else before anything starts.
 #![cfg(feature = "proxy")]
 
 use std::os::unix::fs::PermissionsExt;
@@ -174,4 +176,137 @@ fn an_invalid_policy_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.toml") && stderr.contains("rule 'x'") && stderr.contains("only one of"), "{stderr}");
     assert!(!dir.path().join("p.sock").exists());
+}
+
+/// A proxy child serving TCP (`--listen-tcp 127.0.0.1:0` and `args`), its address read from its start-up line,
+/// and its stderr collected (the lines before the address, then the rest as the proxy writes them).
+struct TcpProxy {
+    _process: ProxyProcess,
+    addr: std::net::SocketAddr,
+    startup: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+fn start_tcp_proxy(upstream: &Path, policy: &str, args: &[&str]) -> (tempfile::TempDir, TcpProxy) {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(&policy_path, policy).expect("policy");
+    let mut child = qmp()
+        .args(["proxy", "--upstream"])
+        .arg(upstream)
+        .args(["--listen-tcp", "127.0.0.1:0", "--policy"])
+        .arg(&policy_path)
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qmp proxy");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let process = ProxyProcess(child);
+    let mut startup = String::new();
+    let addr = loop {
+        let line = lines.next().and_then(Result::ok).unwrap_or_else(|| panic!("the proxy stopped: {startup}"));
+        startup.push_str(&line);
+        startup.push('\n');
+        if let Some(rest) = line.split(" served on ").nth(1) {
+            break rest.split(' ').next().and_then(|a| a.parse().ok()).expect("an address");
+        }
+    };
+    // The warning (if any) comes right after the start-up line.
+    if args.contains(&"--insecure-tcp") {
+        startup.push_str(&lines.next().and_then(Result::ok).unwrap_or_default());
+    }
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut all = sink.lock().expect("lock");
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
+    (dir, TcpProxy { _process: process, addr, startup, stderr })
+}
+
+#[test]
+fn tcp_clients_need_a_certificate_of_the_client_ca() {
+    use qmp_tests::tls::{self, TlsClient};
+    let server = require!(QemuServer::storage_daemon());
+    let policy = "[[rule]]\nname = \"alice\"\ncommon_name = \"alice\"\nallow = [\"query-*\"]\n";
+    let (cert, key, ca) = (tls::data("server.pem"), tls::data("server.key"), tls::data("ca.pem"));
+    let tls_args = ["--tls-cert", path_str(&cert), "--tls-key", path_str(&key), "--tls-client-ca", path_str(&ca)];
+    let (_dir, proxy) = start_tcp_proxy(server.socket_path(), policy, &tls_args);
+    assert!(proxy.startup.contains("(TLS, client certificates required)"), "{}", proxy.startup);
+
+    // alice's certificate: QEMU's greeting, then what her rule allows.
+    let mut alice = TlsClient::connect(proxy.addr, Some("client"));
+    let greeting = alice.line().expect("a greeting");
+    assert!(greeting.starts_with("{\"QMP\": {\"version\": {\"qemu\":"), "{greeting}");
+    alice.send("{\"execute\": \"qmp_capabilities\"}\r\n").expect("send");
+    assert_eq!(alice.line().expect("negotiated"), "{\"return\": {}}\r\n");
+    alice.send("{\"execute\": \"query-version\", \"id\": \"v\"}\r\n").expect("send");
+    let version: serde_json::Value = serde_json::from_str(&alice.line().expect("reply")).expect("JSON");
+    assert!(version["return"]["qemu"]["major"].is_u64() && version["id"] == "v", "{version}");
+    alice.send("{\"execute\": \"stop\", \"id\": 2}\r\n").expect("send");
+    assert_eq!(
+        alice.line().expect("reply"),
+        "{\"id\": 2, \"error\": {\"class\": \"GenericError\", \"desc\": \"The command stop is denied by the proxy \
+         policy 'alice'\"}}\r\n"
+    );
+
+    // A certificate of another CA: refused during the handshake, never greeted.
+    let mut other = TlsClient::connect(proxy.addr, Some("other-client"));
+    let err = other.read_to_end().expect_err("refused");
+    assert!(err.to_string().contains("UnknownCA"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.stderr.lock().expect("lock").contains("TLS client refused") {
+        assert!(Instant::now() < deadline, "no log line for the refusal");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn plain_tcp_on_loopback_works_and_is_warned_about() {
+    let server = require!(QemuServer::storage_daemon());
+    let policy = "[[rule]]\nname = \"local\"\nprofile = \"read-only\"\n";
+    let (_dir, proxy) = start_tcp_proxy(server.socket_path(), policy, &["--insecure-tcp"]);
+    assert!(proxy.startup.contains("(plain TCP)"), "{}", proxy.startup);
+    assert!(
+        proxy
+            .startup
+            .contains("WARNING: plain TCP without TLS (--insecure-tcp): any local user or process can connect"),
+        "{}",
+        proxy.startup
+    );
+    let out = qmp().args(["-t", "5", "--tcp", &proxy.addr.to_string(), "exec", "query-version"]).output().expect("qmp");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"qemu\""));
+}
+
+#[test]
+fn tcp_without_tls_off_loopback_or_without_tls_files_refuses_to_start() {
+    // The upstream does not exist: the proxy must refuse before it tries to connect (exit 2, not 3).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[[rule]]\nname = \"all\"\nprofile = \"read-only\"\n").expect("write");
+    let proxy = |args: &[&str]| {
+        qmp()
+            .args(["proxy", "--upstream", "/nonexistent/qmp.sock", "--policy", path_str(&policy)])
+            .args(args)
+            .output()
+            .expect("qmp proxy")
+    };
+    for (args, why) in [
+        (&["--listen-tcp", "0.0.0.0:0", "--insecure-tcp"][..], "plain TCP is served on a loopback address only"),
+        (&["--listen-tcp", "127.0.0.1:0"][..], "--listen-tcp 127.0.0.1:0 needs TLS: --tls-cert, --tls-key"),
+    ] {
+        let out = proxy(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
 }

@@ -11,6 +11,7 @@
 //! - **A scripted fake server** ([`fake_server`]) that plays a fixed list of steps — greet, answer, flood,
 //!   go silent, hang up mid-message — and records what the client sent, for behaviour no real QEMU shows on
 //!   demand.
+//! - **TLS clients** ([`tls`]) with the test certificates of `data/tls/`, for the proxy's TCP listener.
 //!
 //! This library depends on nothing from the workspace itself, so the support code builds and its own tests run
 //! even while the protocol crates change.
@@ -40,6 +41,7 @@
 
 pub mod fake_server;
 pub mod servers;
+pub mod tls;
 
 /// The README's examples, compiled as doc tests of this crate so that they cannot rot (they are `no_run`: they
 /// need a QEMU listening on the paths they name).

@@ -1,10 +1,17 @@
 //! [`Policy`]: who may connect to the proxy and which commands each client may run.
 //!
 //! A policy is a list of [`Rule`]s. A client's [`Identity`] (the listener it came through, its unix peer uid and
-//! gid, the subject of its TLS certificate) picks the **first** rule whose conditions all hold; a client that
-//! matches no rule is refused before it gets a greeting. The rule then decides command by command: an
+//! gid, the subject of its TLS client certificate) picks the **first** rule whose conditions all hold; a client
+//! that matches no rule is refused before it gets a greeting. The rule then decides command by command: an
 //! allow-list, a deny-list, or a [`Profile`] (`full`, or `read-only`: queries only), with patterns that are
 //! command names or globs (`query-*`: `*` matches any run of characters).
+//!
+//! A TLS client (`proxy::serve_tls`, feature `tls`) is known by the subject of its verified certificate: a rule
+//! matches either the whole subject (`subject = "CN=alice,OU=operators,O=example"`: the distinguished name in the
+//! string form of RFC 4514, most specific part first, exactly as `openssl x509 -noout -subject -nameopt
+//! RFC2253` prints it) or only its common name (`common_name = "alice"`), compared exactly. A rule with a uid or
+//! a gid never applies to a TCP client, nor one with a subject or a common name to a unix one; a rule with none
+//! of these applies to every client, plain TCP ones included.
 //!
 //! Two commands are special. `qmp_capabilities` never reaches QEMU: every client negotiates with the proxy on
 //! its own. `quit` ends QEMU for every client, so no glob and no profile allows it: only a rule with
@@ -50,8 +57,10 @@ pub struct Identity {
     pub gid: Option<u32>,
     /// Its process id (SO_PEERCRED), on a unix socket; for logs only.
     pub pid: Option<i32>,
-    /// The subject of its TLS client certificate.
+    /// The subject of its TLS client certificate (RFC 4514: `CN=alice,OU=operators,O=example`).
     pub subject: Option<String>,
+    /// The common name of that subject (`alice`).
+    pub common_name: Option<String>,
 }
 
 impl Identity {
@@ -71,9 +80,15 @@ impl Identity {
         self
     }
 
-    /// A TLS client of `listener` whose certificate has `subject`.
+    /// A TLS client of `listener` whose certificate has `subject` (RFC 4514).
     pub fn tls(listener: impl Into<String>, subject: impl Into<String>) -> Self {
         Identity { listener: listener.into(), subject: Some(subject.into()), ..Identity::default() }
+    }
+
+    /// With the common name of its certificate's subject.
+    pub fn with_common_name(mut self, common_name: impl Into<String>) -> Self {
+        self.common_name = Some(common_name.into());
+        self
     }
 }
 
@@ -88,6 +103,9 @@ impl fmt::Display for Identity {
         }
         if let Some(subject) = &self.subject {
             write!(f, " subject={subject:?}")?;
+        }
+        if let Some(common_name) = &self.common_name {
+            write!(f, " common_name={common_name:?}")?;
         }
         Ok(())
     }
@@ -131,6 +149,8 @@ pub struct Rule {
     #[serde(default)]
     subject: Option<String>,
     #[serde(default)]
+    common_name: Option<String>,
+    #[serde(default)]
     profile: Option<Profile>,
     #[serde(default)]
     allow: Option<Vec<String>>,
@@ -150,6 +170,7 @@ impl Rule {
             uid: None,
             gid: None,
             subject: None,
+            common_name: None,
             profile: None,
             allow: None,
             deny: None,
@@ -175,9 +196,16 @@ impl Rule {
         self
     }
 
-    /// Only for TLS clients whose certificate subject is `subject`.
+    /// Only for TLS clients whose certificate's subject is `subject`, in the string form of RFC 4514
+    /// (`CN=alice,OU=operators,O=example`; see the [module docs](self)).
     pub fn subject(mut self, subject: impl Into<String>) -> Self {
         self.subject = Some(subject.into());
+        self
+    }
+
+    /// Only for TLS clients whose certificate's subject has the common name `common_name`.
+    pub fn common_name(mut self, common_name: impl Into<String>) -> Self {
+        self.common_name = Some(common_name.into());
         self
     }
 
@@ -220,6 +248,16 @@ impl Rule {
         self.gid
     }
 
+    /// The listener it is limited to, if any.
+    pub fn get_listener(&self) -> Option<&str> {
+        self.listener.as_deref()
+    }
+
+    /// Whether it applies only to TLS clients (it names a certificate subject or common name).
+    pub fn needs_certificate(&self) -> bool {
+        self.subject.is_some() || self.common_name.is_some()
+    }
+
     /// Whether the rule applies to `identity`: every condition it sets holds.
     pub fn applies_to(&self, identity: &Identity) -> bool {
         fn holds<T: PartialEq>(want: &Option<T>, have: &Option<T>) -> bool {
@@ -229,6 +267,7 @@ impl Rule {
             && holds(&self.uid, &identity.uid)
             && holds(&self.gid, &identity.gid)
             && holds(&self.subject, &identity.subject)
+            && holds(&self.common_name, &identity.common_name)
     }
 
     /// Whether a client under this rule may run `command`; the error to answer it with if not.
@@ -391,6 +430,7 @@ mod tests {
         let policy = Policy::new(vec![
             Rule::new("root").uid(0).profile(Profile::Full),
             Rule::new("tls-admin").subject("CN=admin").profile(Profile::Full),
+            Rule::new("tls-alice").common_name("alice").profile(Profile::ReadOnly),
             Rule::new("socket-b").listener("b.sock").profile(Profile::ReadOnly),
         ])
         .validate()
@@ -401,6 +441,10 @@ mod tests {
         assert_eq!(name(&Identity::unix("b.sock", 1000, 1000)), Some("socket-b"));
         assert_eq!(name(&Identity::tls("tcp", "CN=admin")), Some("tls-admin"));
         assert_eq!(name(&Identity::tls("tcp", "CN=other")), None);
+        let alice = Identity::tls("tcp", "CN=alice,O=example").with_common_name("alice");
+        assert_eq!(name(&alice), Some("tls-alice"));
+        assert_eq!(name(&Identity::tls("tcp", "CN=alice,O=example")), None, "no common name, no match");
+        assert_eq!(name(&Identity::anonymous("tcp")), None);
     }
 
     #[test]
