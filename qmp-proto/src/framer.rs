@@ -12,9 +12,12 @@
 //!   scanned and one [`Frame::Oversized`] is reported when it ends. The framer never holds more than the
 //!   maximum message size.
 //! - **Small when idle.** The buffer for a value split across [`Framer::feed`] calls starts empty (no
-//!   allocation) and grows on demand. A message that ends within one call is copied out without it. Once a
-//!   message that needed more than [`KEEP_CAPACITY`] of buffer is out, the buffer goes with it (the message
-//!   owns it), so a 9 MiB reply does not pin 9 MiB for the life of the connection; smaller buffers are reused.
+//!   allocation) and grows on demand. A message that ends within one call is copied out without it, unless it
+//!   is long: a value is moved into the buffer every 32 KiB as it is scanned, while those bytes are still in
+//!   the cache (the buffer then reserves the rest of the input at once, never more than the maximum message
+//!   size). Once a message that needed more than [`KEEP_CAPACITY`] of buffer is out, the buffer goes with it
+//!   (the message owns it), so a 9 MiB reply does not pin 9 MiB for the life of the connection; smaller buffers
+//!   are reused.
 //! - **0xFF resynchronises.** 0xFF never occurs in QEMU's JSON output. Anywhere in the stream it yields
 //!   [`Frame::Delimiter`]; an unfinished value before it is reported as [`Frame::Truncated`].
 //! - **Garbage is framed too.** A top-level token that does not start an object, array or string (QEMU never
@@ -22,11 +25,15 @@
 //!   message so that classification can report it as not JSON.
 //!
 //! Speed: inside objects and arrays the input is scanned 64 bytes at a time. One pass over a block (which
-//! the compiler vectorizes) marks its quotes and brackets as bits of three words; a prefix XOR of the quote
-//! bits tells which bytes are inside strings; population counts of the brackets outside them tell whether the
-//! depth can fall to zero in the block, and only then are its closing brackets visited one by one. A block
-//! holding a backslash or 0xFF (rare in QEMU's output) goes through the bytewise scanner instead, as does
-//! everything between top-level values and the last bytes of each input.
+//! the compiler vectorizes) marks its quotes, opening and closing brackets as bytes of three arrays, and
+//! checks it for backslashes and 0xFF; one multiplication per 8 bytes gathers each array into a word of bits.
+//! A prefix XOR of the quote bits tells which bytes are inside strings; the number of closing brackets
+//! outside them tells whether the depth can fall to zero (or to one, for the [`Layout`]) in the block, and
+//! only then are its closing brackets visited one by one. A block holding a backslash or 0xFF (rare in QEMU's
+//! output) goes through the bytewise scanner instead, as does everything between top-level values and the
+//! last bytes of each input. Everything is plain safe Rust for any target: no `unsafe`, no target features
+//! (without `popcnt` the population counts are a few instructions each, so the code counts as little as it
+//! can).
 
 use bytes::{Bytes, BytesMut};
 
@@ -335,7 +342,7 @@ impl Framer {
         let mut in_string = self.state == State::String;
         let mut depth = self.depth;
         let mut special = false;
-        while let Some(block) = input.get(*i..*i + BLOCK) {
+        while let Some(block) = input.get(*i..).and_then(<[u8]>::first_chunk::<BLOCK>) {
             let Some(m) = block_masks(block) else {
                 special = true;
                 break;
@@ -379,10 +386,32 @@ impl Framer {
             }
             in_string = inside >> 63 != 0;
             *i += BLOCK;
+            if *i - *start >= FLUSH && !self.discarding {
+                self.flush(input, start, *i);
+            }
         }
         self.depth = depth;
         self.state = if in_string { State::String } else { State::Structure };
         special
+    }
+
+    /// Moves the scanned part `input[*start..i]` of a long unfinished value into the buffer while those bytes
+    /// are still in the cache, or starts discarding the value when it has grown past the limit. The first move
+    /// reserves the rest of the input at once (at most up to the limit), so that a long value in one input is
+    /// copied once, not once per doubling of the buffer.
+    fn flush(&mut self, input: &[u8], start: &mut usize, i: usize) {
+        let len = self.value_len + (i - *start) as u64;
+        if len > self.max_message_size as u64 {
+            self.begin_discard(&input[*start..i]);
+        } else {
+            if self.partial.is_empty() {
+                let room = self.max_message_size - self.value_len as usize;
+                self.partial.reserve((input.len() - *start).min(room));
+            }
+            self.partial.extend_from_slice(&input[*start..i]);
+        }
+        self.value_len = len;
+        *start = i;
     }
 
     /// Called at the end of a value: `input[start..end]` is its last part.
@@ -408,7 +437,13 @@ impl Framer {
             copy(&input[start..end])
         } else {
             self.partial.extend_from_slice(&input[start..end]);
-            if self.partial.capacity() > KEEP_CAPACITY {
+            if self.partial.capacity() > KEEP_CAPACITY && self.partial.capacity() / 2 > self.partial.len() {
+                // Reserved for more input than the message took (see `flush`): a copy of the right size
+                // leaves, and the buffer is freed.
+                let message = Bytes::copy_from_slice(&self.partial);
+                self.drop_partial();
+                message
+            } else if self.partial.capacity() > KEEP_CAPACITY {
                 // A big buffer leaves with its message: the framer starts again from nothing.
                 std::mem::take(&mut self.partial).freeze()
             } else {
@@ -536,6 +571,12 @@ impl AsRef<[u8]> for Inline {
 /// Bytes scanned at once by the block scanner.
 const BLOCK: usize = 64;
 
+/// A long value is moved into the buffer every this many bytes scanned (see [`Framer::flush`]): small enough
+/// for them to be still in the cache (L1 or L2). Unit tests and fuzzing (whose inputs are at most 1 KiB) use
+/// a small value, so that the moves happen in the inputs they try (`cargo fuzz` sets `--cfg fuzzing`).
+#[allow(unexpected_cfgs)]
+const FLUSH: usize = if cfg!(any(test, fuzzing)) { 256 } else { 32 * 1024 };
+
 /// Bit masks of one block: bit k stands for byte k.
 struct Masks {
     quote: u64,
@@ -545,38 +586,39 @@ struct Masks {
 
 /// The masks of `block` (BLOCK bytes), or `None` when it holds a backslash or 0xFF.
 #[inline]
-fn block_masks(block: &[u8]) -> Option<Masks> {
-    // One flag byte per input byte (a loop the compiler vectorizes): 1 quote, 2 open, 4 close, 8 special.
-    let mut flags = [0u8; BLOCK];
-    for (f, &b) in flags.iter_mut().zip(block) {
+fn block_masks(block: &[u8; BLOCK]) -> Option<Masks> {
+    // One byte (0 or 1) per input byte and class, and one test of the whole block for the bytes that need the
+    // bytewise scanner: a loop the compiler turns into vector comparisons.
+    let mut quote = [0u8; BLOCK];
+    let mut open = [0u8; BLOCK];
+    let mut close = [0u8; BLOCK];
+    let mut special = 0u8;
+    for (k, &b) in block.iter().enumerate() {
         let folded = b | 0x20; // '[' -> '{', ']' -> '}'
-        *f = u8::from(b == b'"')
-            | u8::from(folded == b'{') << 1
-            | u8::from(folded == b'}') << 2
-            | u8::from(b == b'\\' || b == 0xFF) << 3;
+        quote[k] = u8::from(b == b'"');
+        open[k] = u8::from(folded == b'{');
+        close[k] = u8::from(folded == b'}');
+        // A `u8` and `|`: a `bool` and `||` here kept the loop from being vectorized (4x slower).
+        special |= u8::from(b == b'\\') | u8::from(b == 0xFF);
     }
-    let (mut quote, mut open, mut close, mut special) = (0u64, 0u64, 0u64, 0u64);
-    for (k, w) in flags.chunks_exact(8).enumerate() {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(w);
-        let w = u64::from_le_bytes(a);
-        quote |= gather(w & LSB) << (8 * k);
-        open |= gather(w >> 1 & LSB) << (8 * k);
-        close |= gather(w >> 2 & LSB) << (8 * k);
-        special |= w;
-    }
-    if special & (LSB << 3) != 0 {
+    if special != 0 {
         return None;
     }
-    Some(Masks { quote, open, close })
+    Some(Masks { quote: gather(&quote), open: gather(&open), close: gather(&close) })
 }
 
-const LSB: u64 = 0x0101_0101_0101_0101;
-
-/// Gathers bits 0, 8, ..., 56 of `x` (the only ones that may be set) into bits 0..8.
+/// The bits of `flags` (bytes 0 or 1): bit k is `flags[k]`. One multiplication per 8 bytes moves their low
+/// bits to the top byte of the product, in order (the products of the other bits stay below it).
 #[inline]
-fn gather(x: u64) -> u64 {
-    x.wrapping_mul(0x0102_0408_1020_4080) >> 56
+fn gather(flags: &[u8; BLOCK]) -> u64 {
+    let mut bits = 0u64;
+    for word in flags.chunks_exact(8) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let top = u64::from_le_bytes(bytes).wrapping_mul(0x0102_0408_1020_4080) & 0xFF00_0000_0000_0000;
+        bits = (bits >> 8) | top;
+    }
+    bits
 }
 
 /// Bit k of the result is the parity of bits 0..=k of `x`.
@@ -601,6 +643,9 @@ fn depth_falls(open: u64, close: u64, depth: u32, to_one: bool) -> (Option<usize
     // half only with `fall` closes there, in the second only with as many closes in the block as `fall` plus
     // the opens of the first half.
     let fall = depth - u32::from(to_one && depth > 0);
+    if closes < fall {
+        return (None, Err(depth + opens - closes));
+    }
     let (opens_lo, closes_lo) = ((open as u32).count_ones(), (close as u32).count_ones());
     if closes_lo < fall && closes < fall + opens_lo {
         return (None, Err(depth + opens - closes));
@@ -796,6 +841,67 @@ mod tests {
             f.feed(chunk, |_| {});
         }
         assert!(f.capacity() <= KEEP_CAPACITY, "{} while discarding", f.capacity());
+    }
+
+    /// Values longer than [`FLUSH`], moved into the buffer as they are scanned, frame exactly as fed a byte
+    /// at a time, with every limit around their lengths and the flush points (the limit crossed inside a
+    /// flush, at one, at the end): the same messages, the exact lengths of oversized ones with their trailing
+    /// ids, never more than the limit buffered.
+    #[test]
+    fn long_values_match_bytewise() {
+        let entry = |k: usize| format!("{{\"name\": \"n{k}\", \"s\": \"]}}[{{\", \"v\": [1, {k}, {{}}]}}");
+        let long = |n: usize, id: usize| {
+            let entries: Vec<String> = (0..n).map(entry).collect();
+            format!("{{\"return\": [{}], \"id\": {id}}}", entries.join(", "))
+        };
+        let (a, b) = (long(60, 7), long(25, 8));
+        assert!(a.len() > 4 * FLUSH && b.len() > 2 * FLUSH, "{} {}", a.len(), b.len());
+        // A backslash in the middle of the second sends a block bytewise, between flushes.
+        let b = b.replacen("n12", "n\\\"12", 1);
+        let input = format!("{a}\r\n{{\"return\": {{}}, \"id\": 1}}\r\n{b}\r\n {{\"event\": \"E\"}}");
+        let input = input.as_bytes();
+        let run = |max: usize, chunks: &[&[u8]]| {
+            let mut f = Framer::new(max);
+            let mut out = Vec::new();
+            for c in chunks {
+                f.feed(c, |fr| out.push(fr));
+                assert!(f.buffered() <= max, "{} buffered, limit {max}", f.buffered());
+                // At most one doubling past the limit: what `flush` reserves is bounded by it.
+                assert!(f.capacity() <= 2 * max.max(KEEP_CAPACITY), "{} of buffer, limit {max}", f.capacity());
+            }
+            (out, f.in_message())
+        };
+        let bytewise: Vec<&[u8]> = input.chunks(1).collect();
+        for max in [input.len(), a.len(), a.len() - 1, b.len(), FLUSH, FLUSH + 64, 2 * FLUSH + 1, 100] {
+            let want = run(max, &bytewise);
+            let oversized = want.0.iter().filter(|f| matches!(f, Frame::Oversized { .. })).count();
+            assert_eq!(oversized, usize::from(a.len() > max) + usize::from(b.len() > max), "limit {max}");
+            if a.len() > max {
+                assert_eq!(want.0[0], Frame::Oversized { len: a.len() as u64, id: Some(7) });
+            }
+            for size in [input.len(), 1024, 700, 97] {
+                let chunks: Vec<&[u8]> = input.chunks(size).collect();
+                assert_eq!(run(max, &chunks), want, "limit {max}, chunks of {size}");
+            }
+        }
+    }
+
+    /// A long message moved into the buffer while later input follows it in the same call: the buffer
+    /// reserved for the rest of the input does not stay with the message, nor with the framer.
+    #[test]
+    fn a_long_message_does_not_keep_what_was_reserved_for_the_rest() {
+        let long = format!("{{\"return\": \"{}\"}}", "x".repeat(3 * FLUSH));
+        let small = "{\"return\": {}, \"id\": 1}\r\n".repeat(3000);
+        let input = format!("{long}\r\n{small}");
+        let mut f = Framer::new(16 << 20);
+        let mut out = Vec::new();
+        f.feed(input.as_bytes(), |fr| out.push(fr));
+        assert_eq!(out.len(), 3001);
+        assert_eq!(out[0], msg(&long));
+        let Frame::Message(first) = out.swap_remove(0) else { unreachable!() };
+        let capacity = first.try_into_mut().expect("the only reference to the message").capacity();
+        assert!(capacity < 2 * long.len(), "the message holds {capacity} bytes for {}", long.len());
+        assert_eq!(f.capacity(), 0);
     }
 
     #[test]
