@@ -1,6 +1,15 @@
 //! `qmp proxy --upstream QEMU_SOCKET --listen PATH [--policy FILE]`: many clients on one QEMU monitor, each
 //! under its policy rule (the library is `qmp_async::proxy`, run here on tokio).
 //!
+//! `--upstream` is a unix socket path or a TCP address `HOST:PORT` (`unix:PATH` and `tcp:HOST:PORT` say which
+//! when a name could be either, as QEMU's `-qmp` spells them).
+//!
+//! When QEMU goes away, `--on-upstream-loss close` (the default) ends every pending command with an error, closes
+//! the clients and exits (status 3); `--on-upstream-loss hold` keeps the clients connected, answers their
+//! commands with an error while QEMU is away, and reconnects to the same address: after
+//! `--reconnect-min-delay` seconds (0.1), then pausing twice as long after each failed attempt, up to
+//! `--reconnect-max-delay` (5); SIGHUP makes it try at once (after restarting QEMU, say).
+//!
 //! The policy is TOML, a list of `[[rule]]` tables tried in order; a client matching none is refused before any
 //! greeting:
 //!
@@ -25,17 +34,31 @@
 
 use std::path::{Path, PathBuf};
 
-use qmp_async::proxy::{self, AuditLog, Policy, Proxy, ProxyOptions};
-use qmp_tokio::{Options, Qmp, Tokio};
+use std::time::Duration;
+
+use qmp_async::proxy::{self, AuditLog, Policy, Proxy, ProxyOptions, Upstream, UpstreamLoss};
+use qmp_tokio::{Options, Tokio};
 
 use crate::output::Failure;
 
 /// The arguments of `qmp proxy`.
 #[derive(Debug, clap::Args)]
 pub struct Settings {
-    /// QEMU's QMP monitor socket (the one connection the proxy holds).
+    /// QEMU's QMP monitor (the one connection the proxy holds): a unix socket path, or HOST:PORT for TCP
+    /// (`unix:PATH`, `tcp:HOST:PORT` to say which).
     #[arg(long, value_name = "QEMU_SOCKET")]
-    upstream: PathBuf,
+    upstream: Upstream,
+    /// When QEMU goes away: close every client and exit, or hold them connected (their commands get an error
+    /// meanwhile) and reconnect; SIGHUP makes a holding proxy reconnect at once.
+    #[arg(long, value_enum, default_value_t = OnLoss::Close)]
+    on_upstream_loss: OnLoss,
+    /// Pause, in seconds, before the first attempt to reconnect (with `--on-upstream-loss hold`); each next
+    /// attempt waits twice as long as the one before, up to --reconnect-max-delay.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.1)]
+    reconnect_min_delay: f64,
+    /// Longest pause, in seconds, between attempts to reconnect.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    reconnect_max_delay: f64,
     /// Unix socket to serve clients on (created; removed first if it is a stale socket).
     #[arg(long, value_name = "PATH")]
     listen: PathBuf,
@@ -53,6 +76,15 @@ pub struct Settings {
     audit_arguments: bool,
 }
 
+/// `--on-upstream-loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnLoss {
+    /// Close every client and exit.
+    Close,
+    /// Keep the clients and reconnect.
+    Hold,
+}
+
 /// Reads and checks the policy file.
 pub fn load_policy(path: &Path) -> Result<Policy, Failure> {
     let text = std::fs::read_to_string(path).map_err(|e| Failure::Usage(format!("policy {}: {e}", path.display())))?;
@@ -67,7 +99,15 @@ fn admits_others(policy: &Policy, owner: u32) -> bool {
 }
 
 /// Runs the proxy until QEMU goes away.
-pub fn run(settings: Settings, timeout: std::time::Duration) -> Result<(), Failure> {
+pub fn run(settings: Settings, timeout: Duration) -> Result<(), Failure> {
+    for (option, seconds) in [
+        ("--reconnect-min-delay", settings.reconnect_min_delay),
+        ("--reconnect-max-delay", settings.reconnect_max_delay),
+    ] {
+        if !(seconds > 0.0 && seconds.is_finite()) {
+            return Err(Failure::Usage(format!("{option} must be a positive number of seconds")));
+        }
+    }
     let owner = rustix::process::geteuid().as_raw();
     let policy = match &settings.policy {
         Some(path) => load_policy(path)?,
@@ -92,13 +132,21 @@ pub fn run(settings: Settings, timeout: std::time::Duration) -> Result<(), Failu
         .build()
         .map_err(|e| Failure::Connection(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
-        let options = Options::default().connect_timeout(timeout).command_timeout(None);
-        let qemu = Qmp::connect_unix(&settings.upstream, options)
+        let upstream_options = Options::default().connect_timeout(timeout).command_timeout(None);
+        let loss = match settings.on_upstream_loss {
+            OnLoss::Close => UpstreamLoss::Close,
+            OnLoss::Hold => UpstreamLoss::Hold,
+        };
+        let options = ProxyOptions::default().event_queue(settings.event_queue).on_upstream_loss(loss).reconnect_delay(
+            Duration::from_secs_f64(settings.reconnect_min_delay),
+            Duration::from_secs_f64(settings.reconnect_max_delay),
+        );
+        let upstream = settings.upstream.clone();
+        let mut proxy = Proxy::<Tokio>::connect(upstream, upstream_options, policy, options)
             .await
-            .map_err(|e| Failure::Connection(format!("{}: {e}", settings.upstream.display())))?;
-        let version = qemu.greeting().version_string();
-        let options = ProxyOptions::default().event_queue(settings.event_queue);
-        let mut proxy = Proxy::new(qemu, policy, options);
+            .map_err(|e| Failure::Connection(format!("{}: {e}", settings.upstream)))?;
+        let version = proxy.upstream().greeting().version_string();
+        reconnect_on_sighup(&proxy)?;
         if let Some(audit) = audit {
             proxy = proxy.with_audit(audit);
         }
@@ -106,7 +154,7 @@ pub fn run(settings: Settings, timeout: std::time::Duration) -> Result<(), Failu
         let serving = bind(&proxy, &settings.listen, mode)?;
         eprintln!(
             "qmp proxy: QEMU {version} at {} served on {} (mode {mode:o}, {} policy rule(s))",
-            settings.upstream.display(),
+            settings.upstream,
             settings.listen.display(),
             proxy.policy().rules().len()
         );
@@ -118,6 +166,20 @@ pub fn run(settings: Settings, timeout: std::time::Duration) -> Result<(), Failu
             None => Ok(()),
         }
     })
+}
+
+/// SIGHUP asks a proxy that holds its clients to reconnect now (a thread waits for it).
+fn reconnect_on_sighup(proxy: &Proxy<Tokio>) -> Result<(), Failure> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| Failure::Connection(format!("cannot handle SIGHUP: {e}")))?;
+    let proxy = proxy.clone();
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            tracing::info!(connected = proxy.is_upstream_connected(), "SIGHUP: reconnecting if QEMU is away");
+            proxy.reconnect();
+        }
+    });
+    Ok(())
 }
 
 /// Binds the listening socket with `mode` from the start (through the umask: no moment when others could
