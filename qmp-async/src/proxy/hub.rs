@@ -1,6 +1,7 @@
 //! The proxy's shared state: the [`Router`], the connection to QEMU (replaced when the proxy reconnects), the
 //! greeting new clients get, and, for each client, the channels to its session. Sessions submit commands here;
-//! the commands the router releases are run upstream, each in its own task, and their outcomes routed back;
+//! the commands the router releases are sent upstream, and their outcomes routed back from the upstream
+//! connection's driver task;
 //! QEMU's events are fanned out here to every client's bounded queue.
 //!
 //! While QEMU is away (in [`UpstreamLoss::Hold`] mode) a command is answered at once with an error in QEMU's
@@ -198,14 +199,11 @@ impl<R: Runtime> Hub<R> {
         self.send(released, upstream);
     }
 
-    /// Runs each released command on `upstream` in a task of its own, which routes the outcome back.
+    /// Sends each released command to `upstream`; its outcome is routed back by [`finish`](Self::finish).
     fn send(self: &Arc<Self>, released: Vec<Dispatch<Forward>>, upstream: Qmp<R>) {
         for dispatch in released {
-            let (hub, upstream) = (self.clone(), upstream.clone());
-            self.runtime.spawn(async move {
-                let outcome = upstream::run(&upstream, dispatch.payload).await;
-                hub.finish(dispatch.ticket, outcome);
-            });
+            let (hub, ticket) = (self.clone(), dispatch.ticket);
+            upstream::send(&upstream, dispatch.payload, move |outcome| hub.finish(ticket, outcome));
         }
     }
 
