@@ -102,8 +102,12 @@ impl<R: Runtime> Downstream<R> {
             self.audit(&name, &args, oob, "denied", Duration::ZERO);
             return;
         }
-        let started = self.hub.runtime.now();
-        let args_for_audit = if self.audit.is_some() { args.clone() } else { serde_json::Map::new() };
+        let audited = self.audit.is_some().then(|| Audited {
+            name: name.clone(),
+            arguments: args.clone(),
+            oob,
+            started: self.hub.runtime.now(),
+        });
         let args = if args.is_empty() {
             None
         } else {
@@ -111,8 +115,7 @@ impl<R: Runtime> Downstream<R> {
             let text = serde_json::to_string(&args).unwrap_or_else(|_| "{}".into());
             RawJson::from_json(&text).ok()
         };
-        if self.audit.is_some() {
-            let audited = Audited { name: name.clone(), arguments: args_for_audit, oob, started };
+        if let Some(audited) = audited {
             self.audited.insert(token, audited);
         }
         // A descriptor goes with the command that takes it, and with no other.
