@@ -1,20 +1,5 @@
 //! [`Upstream`]: where QEMU's monitor listens, a unix socket or a TCP address, as the proxy connects (and
-//! reconnects) to it.
-//!
-//! Written the way the `qmp` command line takes it: `unix:PATH` and `tcp:HOST:PORT` (QEMU's own spelling, as in
-//! `-qmp tcp:127.0.0.1:4444,server=on`), or without a prefix, `HOST:PORT` (a port number after the last colon,
-//! no `/`) for TCP and anything else for a unix socket path.
-//!
-//! ```
-//! use qmp_async::proxy::Upstream;
-//!
-//! assert_eq!("/run/vm0/qmp.sock".parse(), Ok(Upstream::Unix("/run/vm0/qmp.sock".into())));
-//! assert_eq!("127.0.0.1:4444".parse(), Ok(Upstream::Tcp("127.0.0.1:4444".into())));
-//! assert_eq!("[::1]:4444".parse(), Ok(Upstream::Tcp("[::1]:4444".into())));
-//! assert_eq!("unix:qmp:4444".parse(), Ok(Upstream::Unix("qmp:4444".into())));
-//! assert_eq!("tcp:vmhost:4444".parse::<Upstream>().map(|u| u.to_string()), Ok("tcp:vmhost:4444".to_string()));
-//! assert!("tcp:vmhost".parse::<Upstream>().is_err());
-//! ```
+//! reconnects) to it, and how the `qmp` command line writes it.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -25,7 +10,22 @@ use qmp_proto::adapter::Options;
 use crate::runtime::Net;
 use crate::{Error, Qmp};
 
-/// Where QEMU's QMP monitor listens. See the [module docs](self).
+/// Where QEMU's QMP monitor listens.
+///
+/// Parsed from text the way the `qmp` command line takes it: `unix:PATH` and `tcp:HOST:PORT` (QEMU's own
+/// spelling, as in `-qmp tcp:127.0.0.1:4444,server=on`), or without a prefix, `HOST:PORT` (a port number after
+/// the last colon, no `/`) for TCP and anything else for a unix socket path.
+///
+/// ```
+/// use qmp_async::proxy::Upstream;
+///
+/// assert_eq!("/run/vm0/qmp.sock".parse(), Ok(Upstream::Unix("/run/vm0/qmp.sock".into())));
+/// assert_eq!("127.0.0.1:4444".parse(), Ok(Upstream::Tcp("127.0.0.1:4444".into())));
+/// assert_eq!("[::1]:4444".parse(), Ok(Upstream::Tcp("[::1]:4444".into())));
+/// assert_eq!("unix:qmp:4444".parse(), Ok(Upstream::Unix("qmp:4444".into())));
+/// assert_eq!("tcp:vmhost:4444".parse::<Upstream>().map(|u| u.to_string()), Ok("tcp:vmhost:4444".to_string()));
+/// assert!("tcp:vmhost".parse::<Upstream>().is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Upstream {
     /// A unix socket (`-qmp unix:PATH,server=on,wait=off`): file descriptors can be passed over it.
