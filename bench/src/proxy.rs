@@ -24,23 +24,7 @@ use serde_json::Value;
 
 /// `n` round trips of query-version on `qmp`, `window` in flight; seconds and CPU seconds taken.
 async fn run(qmp: &Qmp, n: usize, window: usize) -> (f64, f64) {
-    let meter = Meter::start();
-    let per_task = n / window;
-    let tasks: Vec<_> = (0..window)
-        .map(|_| {
-            let qmp = qmp.clone();
-            tokio::spawn(async move {
-                for _ in 0..per_task {
-                    let _: Value = qmp.execute("query-version", ()).await.expect("query-version");
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("task");
-    }
-    let cost = meter.stop();
-    (cost.secs, cost.cpu)
+    run_clients(&vec![qmp.clone(); window], n).await
 }
 
 /// `n` round trips shared by `clients`, each one at a time; seconds and CPU seconds taken.
