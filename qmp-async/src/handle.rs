@@ -22,7 +22,7 @@ use crate::command::Command;
 use crate::driver::{Conn, Driver};
 use crate::events::{Events, Publisher};
 use crate::runtime::Runtime;
-use crate::shared::{Control, Request, Shared};
+use crate::shared::{Control, ReplyTx, Request, Shared};
 use crate::transport::Transport;
 use crate::Error;
 
@@ -47,10 +47,25 @@ impl<R: Runtime> Handle<R> {
     pub(crate) async fn call_with_fd(&self, command: Command, fd: Option<OwnedFd>) -> Result<RawJson, Error> {
         let ticket = self.shared.ticket();
         let (reply, rx) = futures_channel::oneshot::channel();
-        if self.shared.mailbox.send(Request { command, fd, ticket, reply }).is_err() {
+        if self.shared.mailbox.send(Request { command, fd, ticket, reply: ReplyTx::Caller(reply) }).is_err() {
             return Err(self.shared.gone());
         }
         Waiter { rx, ticket, shared: &self.shared, armed: true }.wait().await
+    }
+
+    /// Sends `command` to the driver, which calls `sink` with its outcome (in the driver task), or calls `sink`
+    /// here at once when the connection is over. No task and no one-shot per call: for the proxy, which routes
+    /// outcomes on. It cannot be cancelled; the command has no deadline unless `command` has one.
+    pub(crate) fn submit_with_sink(
+        &self,
+        command: Command,
+        fd: Option<OwnedFd>,
+        sink: Box<dyn FnOnce(Result<RawJson, Error>) + Send>,
+    ) {
+        let ticket = self.shared.ticket();
+        if let Err(refused) = self.shared.mailbox.send(Request { command, fd, ticket, reply: ReplyTx::Sink(sink) }) {
+            let _ = refused.reply.send(Err(self.shared.gone()));
+        }
     }
 
     /// Options for one command with a timeout from now on (the runtime's clock).

@@ -8,6 +8,10 @@
 //! - **Routing**: a client's command goes to QEMU under an id of the proxy's (a small integer of the upstream
 //!   connection); the reply goes back to that client only, with the client's own id restored exactly, whatever
 //!   its JSON type (the client's server kept it). Id-less commands work. `exec-oob` stays out of band.
+//! - **Replies are QEMU's bytes**: a reply's `return` value or `error` object reaches the client byte for byte
+//!   as QEMU wrote it (member order, spacing, numbers), only the id being the client's
+//!   ([`Server::reply_raw`](qmp_proto::Server::reply_raw)). A `pretty=on` monitor's replies, spread over lines,
+//!   are written on one line, so that line-based clients (qemu.qmp, qmp-shell) keep working.
 //! - **File descriptors** a client passes over its unix socket (SCM_RIGHTS) are held, in order, for its next
 //!   commands that take one (`getfd`, `add-fd`), and reach QEMU with that command and no other.
 //! - **Fairness**: QEMU's in-band queue (8 commands) is shared round-robin between clients ([`Router`]): a
@@ -24,9 +28,16 @@
 //!   yours, whose subject the policy matches; [`serve_tcp_insecure`] serves plain TCP on a loopback address
 //!   only. A client refused by any of these never gets a greeting.
 //! - **Audit**: with [`Proxy::with_audit`], one JSON line per command ([`AuditLog`]).
+//! - **Upstream**: a unix socket or a TCP address ([`Upstream`]); [`Proxy::connect`] connects to it (and knows
+//!   where to reconnect), [`Proxy::new`] takes a connection made by the caller.
 //! - **Faults**: when QEMU goes away every command passed on ends with a `GenericError` ("QEMU is gone: ..."),
-//!   then every client is closed and the proxy stops. A client that disconnects mid-command leaves QEMU
-//!   consistent: the command runs, its reply is swallowed.
+//!   then, by default ([`UpstreamLoss::Close`]), every client is closed and the proxy stops. With
+//!   [`UpstreamLoss::Hold`] (and a proxy made by [`Proxy::connect`]) the clients stay connected: a command
+//!   sent while QEMU is away gets a `GenericError` at once ("QEMU is not connected: ..."), and the proxy
+//!   reconnects with a bounded backoff ([`ProxyOptions::reconnect_delay`]), at once when told to
+//!   ([`Proxy::reconnect`]; `qmp proxy` does on SIGHUP). The new connection negotiates afresh; new clients get
+//!   the new QEMU's greeting (its version), clients already connected go on with their session. A client that
+//!   disconnects mid-command leaves QEMU consistent: the command runs, its reply is swallowed.
 //!
 //! ```no_run
 //! # async fn example<R: qmp_async::Net>() -> Result<(), Box<dyn std::error::Error>> {
@@ -60,20 +71,24 @@
 //! # Ok(()) }
 //! ```
 
+mod address;
 pub mod audit;
 mod downstream;
 mod fanout;
 mod hub;
 mod listen;
 pub mod policy;
+mod reconnect;
 pub mod routing;
 mod upstream;
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
-use qmp_proto::server::ServerConfig;
+use qmp_proto::adapter::Options;
 
+pub use address::{Upstream, UpstreamParseError};
 pub use audit::AuditLog;
 #[cfg(feature = "tls")]
 pub use listen::serve_tls;
@@ -81,21 +96,41 @@ pub use listen::{check_loopback, serve_tcp_insecure, serve_unix};
 pub use policy::{glob_matches, Identity, Policy, PolicyError, Profile, Rule};
 pub use routing::{ClientId, Dispatch, Router, Ticket, QMP_REQ_QUEUE_LEN_MAX};
 
-use crate::runtime::Runtime;
+use crate::runtime::{Net, Runtime};
 use crate::serve::connection;
 use crate::transport::Transport;
-use crate::Qmp;
+use crate::{Error, Qmp};
+
+/// What the proxy does when QEMU goes away (its connection ends). Either way every command QEMU had not
+/// answered ends with a `GenericError` ("QEMU is gone: ...").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UpstreamLoss {
+    /// Closes every client (once its commands have been answered) and stops. The default.
+    #[default]
+    Close,
+    /// Keeps the clients connected and reconnects (see the [module docs](self)); needs a proxy made by
+    /// [`Proxy::connect`], which knows where QEMU was (one made by [`Proxy::new`] closes).
+    Hold,
+}
 
 /// Settings of a [`Proxy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyOptions {
     event_queue: usize,
     window: usize,
+    on_upstream_loss: UpstreamLoss,
+    reconnect_delay: (Duration, Duration),
 }
 
 impl Default for ProxyOptions {
     fn default() -> Self {
-        ProxyOptions { event_queue: 1024, window: QMP_REQ_QUEUE_LEN_MAX }
+        ProxyOptions {
+            event_queue: 1024,
+            window: QMP_REQ_QUEUE_LEN_MAX,
+            on_upstream_loss: UpstreamLoss::Close,
+            reconnect_delay: (Duration::from_millis(100), Duration::from_secs(5)),
+        }
     }
 }
 
@@ -112,6 +147,19 @@ impl ProxyOptions {
         self.window = commands.max(1);
         self
     }
+
+    /// What to do when QEMU goes away. Default [`UpstreamLoss::Close`].
+    pub fn on_upstream_loss(mut self, loss: UpstreamLoss) -> Self {
+        self.on_upstream_loss = loss;
+        self
+    }
+
+    /// The pauses before each attempt to reconnect ([`UpstreamLoss::Hold`]): `shortest` before the first,
+    /// doubled after each failure up to `longest` (raised to `shortest` if less). Default 100 ms to 5 s.
+    pub fn reconnect_delay(mut self, shortest: Duration, longest: Duration) -> Self {
+        self.reconnect_delay = (shortest, longest.max(shortest));
+        self
+    }
 }
 
 /// A proxy over one QEMU connection. Cheap to clone. See the [module docs](self).
@@ -119,7 +167,6 @@ impl ProxyOptions {
 pub struct Proxy<R: Runtime> {
     hub: Arc<hub::Hub<R>>,
     policy: Arc<Policy>,
-    config: ServerConfig,
     audit: Option<Arc<AuditLog>>,
 }
 
@@ -131,12 +178,17 @@ impl<R: Runtime> std::fmt::Debug for Proxy<R> {
 
 impl<R: Runtime> Proxy<R> {
     /// A proxy for `upstream` (best connected with no command timeout: clients wait as long as they choose)
-    /// under `policy`. Starts passing QEMU's events on at once (on `upstream`'s runtime).
+    /// under `policy`. Starts passing QEMU's events on at once (on `upstream`'s runtime). It cannot reconnect:
+    /// when QEMU goes away it stops, whatever [`ProxyOptions::on_upstream_loss`] says (see
+    /// [`connect`](Self::connect)).
     pub fn new(upstream: Qmp<R>, policy: Policy, options: ProxyOptions) -> Self {
-        let config = upstream::client_config(&upstream);
-        let hub = hub::Hub::new(upstream, options.window, options.event_queue);
+        Proxy::start(upstream, policy, options, None)
+    }
+
+    fn start(upstream: Qmp<R>, policy: Policy, options: ProxyOptions, connector: Option<hub::Connector<R>>) -> Self {
+        let hub = hub::Hub::new(upstream, options, connector);
         fanout::spawn(hub.clone());
-        Proxy { hub, policy: Arc::new(policy), config, audit: None }
+        Proxy { hub, policy: Arc::new(policy), audit: None }
     }
 
     /// Records every client command to `audit` (JSON lines: identity, rule, command, arguments if asked for,
@@ -146,9 +198,21 @@ impl<R: Runtime> Proxy<R> {
         self
     }
 
-    /// The connection to QEMU.
-    pub fn upstream(&self) -> &Qmp<R> {
-        &self.hub.upstream
+    /// The connection to QEMU: the live one, or, while the proxy reconnects, the one that ended.
+    pub fn upstream(&self) -> Qmp<R> {
+        self.hub.upstream()
+    }
+
+    /// True while QEMU is connected (false from the moment the proxy noticed it had gone until it reconnects).
+    pub fn is_upstream_connected(&self) -> bool {
+        self.hub.is_connected()
+    }
+
+    /// While QEMU is away and the proxy holds its clients ([`UpstreamLoss::Hold`]), tries to reconnect now
+    /// rather than after the current pause (an operator restarted QEMU: `qmp proxy` calls this on SIGHUP).
+    /// Does nothing while QEMU is connected.
+    pub fn reconnect(&self) {
+        self.hub.request_reconnect();
     }
 
     /// The policy.
@@ -161,13 +225,14 @@ impl<R: Runtime> Proxy<R> {
         self.hub.clients()
     }
 
-    /// Stops the proxy: no more clients are accepted, and every client is closed once its commands have been
-    /// answered. The upstream connection stays open (close it with [`Qmp::close`]).
+    /// Stops the proxy: no more clients are accepted, every client is closed once its commands have been
+    /// answered, and no reconnection is tried any more. The upstream connection stays open (close it with
+    /// [`Qmp::close`]).
     pub fn shutdown(&self) {
         self.hub.shutdown.request();
     }
 
-    /// True once the proxy stopped (asked to, or QEMU went away).
+    /// True once the proxy stopped (asked to, or QEMU went away and it does not hold its clients).
     pub fn is_stopped(&self) -> bool {
         self.hub.shutdown.is_set()
     }
@@ -191,7 +256,45 @@ impl<R: Runtime> Proxy<R> {
         }
         let backend =
             downstream::Downstream::new(self.hub.clone(), rule.clone(), Arc::new(identity), self.audit.clone());
-        connection::run(self.config.clone(), io, backend).await;
+        connection::run(self.hub.client_config(), io, backend).await;
         Ok(())
+    }
+}
+
+impl<R: Net> Proxy<R> {
+    /// Connects to QEMU at `upstream` with `upstream_options` (best with no command timeout: clients wait as
+    /// long as they choose) and makes a proxy for it, under `policy`; with [`UpstreamLoss::Hold`] it reconnects
+    /// there when QEMU goes away. Fails as the first connection fails.
+    ///
+    /// ```no_run
+    /// # async fn example<R: qmp_async::Net>() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use qmp_async::proxy::{Policy, Proxy, ProxyOptions, UpstreamLoss};
+    /// use qmp_async::Options;
+    ///
+    /// let options = ProxyOptions::default()
+    ///     .on_upstream_loss(UpstreamLoss::Hold)
+    ///     .reconnect_delay(Duration::from_millis(100), Duration::from_secs(5));
+    /// let upstream = "127.0.0.1:4444".parse()?; // or a unix socket path
+    /// let proxy =
+    ///     Proxy::<R>::connect(upstream, Options::default().command_timeout(None), Policy::owner_only(0), options)
+    ///         .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropped before it returns, the half-made connection is closed.
+    pub async fn connect(
+        upstream: Upstream,
+        upstream_options: Options,
+        policy: Policy,
+        options: ProxyOptions,
+    ) -> Result<Self, Error> {
+        let qemu = upstream.connect::<R>(upstream_options.clone()).await?;
+        let connector: hub::Connector<R> = Box::new(move || {
+            let (upstream, upstream_options) = (upstream.clone(), upstream_options.clone());
+            Box::pin(async move { upstream.connect::<R>(upstream_options).await })
+        });
+        Ok(Proxy::start(qemu, policy, options, Some(connector)))
     }
 }

@@ -81,7 +81,7 @@ impl Shutdown {
         self.event.listen()
     }
 
-    async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         loop {
             if self.is_set() {
                 return;

@@ -19,8 +19,47 @@ use crate::events::EventItem;
 use crate::mailbox::Mailbox;
 use crate::Error;
 
-/// Where a call's outcome goes: a bounded(1) channel used as a one-shot.
-pub(crate) type ReplyTx = futures_channel::oneshot::Sender<Result<RawJson, Error>>;
+/// A call's outcome.
+pub(crate) type Outcome = Result<RawJson, Error>;
+
+/// Where a call's outcome goes: the one-shot its caller waits on, or a function the driver calls with it.
+pub(crate) enum ReplyTx {
+    /// A caller waits on the other end (and may go away: its future was dropped).
+    Caller(futures_channel::oneshot::Sender<Outcome>),
+    /// Called once, in the driver task, with the outcome: for a router that passes replies on (the proxy)
+    /// without a task and a one-shot per command. It must not block (it runs in the driver's poll).
+    Sink(Box<dyn FnOnce(Outcome) + Send>),
+}
+
+impl ReplyTx {
+    /// Delivers the outcome; gives it back when the caller went away.
+    pub(crate) fn send(self, outcome: Outcome) -> Result<(), Outcome> {
+        match self {
+            ReplyTx::Caller(tx) => tx.send(outcome),
+            ReplyTx::Sink(sink) => {
+                sink(outcome);
+                Ok(())
+            }
+        }
+    }
+
+    /// The caller went away before the request was taken (a sink never does).
+    pub(crate) fn is_canceled(&self) -> bool {
+        match self {
+            ReplyTx::Caller(tx) => tx.is_canceled(),
+            ReplyTx::Sink(_) => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for ReplyTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplyTx::Caller(_) => f.write_str("ReplyTx::Caller"),
+            ReplyTx::Sink(_) => f.write_str("ReplyTx::Sink"),
+        }
+    }
+}
 
 /// One call: the command (with the descriptor that rides on the byte the core marks for it), the caller's ticket
 /// (to cancel it by), and where the answer goes.

@@ -3,6 +3,15 @@
 //! TCP too, with TLS and client certificates (`--tls-cert`, `--tls-key`, `--tls-client-ca`), or plain on a
 //! loopback address with `--insecure-tcp`.
 //!
+//! `--upstream` is a unix socket path or a TCP address `HOST:PORT` (`unix:PATH` and `tcp:HOST:PORT` say which
+//! when a name could be either, as QEMU's `-qmp` spells them).
+//!
+//! When QEMU goes away, `--on-upstream-loss close` (the default) ends every pending command with an error, closes
+//! the clients and exits (status 3); `--on-upstream-loss hold` keeps the clients connected, answers their
+//! commands with an error while QEMU is away, and reconnects to the same address: after
+//! `--reconnect-min-delay` seconds (0.1), then pausing twice as long after each failed attempt, up to
+//! `--reconnect-max-delay` (5); SIGHUP makes it try at once (after restarting QEMU, say).
+//!
 //! The policy is TOML, a list of `[[rule]]` tables tried in order; a client matching none is refused before any
 //! greeting:
 //!
@@ -39,19 +48,33 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
-use qmp_async::proxy::{self, AuditLog, Policy, Proxy, ProxyOptions};
+use std::time::Duration;
+
+use qmp_async::proxy::{self, AuditLog, Policy, Proxy, ProxyOptions, Upstream, UpstreamLoss};
 use qmp_async::serve::Serving;
 use qmp_async::tls::TlsAcceptor;
-use qmp_tokio::{Options, Qmp, Tokio};
+use qmp_tokio::{Options, Tokio};
 
 use crate::output::Failure;
 
 /// The arguments of `qmp proxy`.
 #[derive(Debug, clap::Args)]
 pub struct Settings {
-    /// QEMU's QMP monitor socket (the one connection the proxy holds).
+    /// QEMU's QMP monitor (the one connection the proxy holds): a unix socket path, or HOST:PORT for TCP
+    /// (`unix:PATH`, `tcp:HOST:PORT` to say which).
     #[arg(long, value_name = "QEMU_SOCKET")]
-    upstream: PathBuf,
+    upstream: Upstream,
+    /// When QEMU goes away: close every client and exit, or hold them connected (their commands get an error
+    /// meanwhile) and reconnect; SIGHUP makes a holding proxy reconnect at once.
+    #[arg(long, value_enum, default_value_t = OnLoss::Close)]
+    on_upstream_loss: OnLoss,
+    /// Pause, in seconds, before the first attempt to reconnect (with `--on-upstream-loss hold`); each next
+    /// attempt waits twice as long as the one before, up to --reconnect-max-delay.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.1)]
+    reconnect_min_delay: f64,
+    /// Longest pause, in seconds, between attempts to reconnect.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    reconnect_max_delay: f64,
     /// Unix socket to serve clients on (created; removed first if it is a stale socket).
     #[arg(long, value_name = "PATH", required_unless_present = "listen_tcp")]
     listen: Option<PathBuf>,
@@ -84,6 +107,15 @@ pub struct Settings {
     /// Record the commands' arguments in the audit log too (they may hold secrets).
     #[arg(long, requires = "audit")]
     audit_arguments: bool,
+}
+
+/// `--on-upstream-loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnLoss {
+    /// Close every client and exit.
+    Close,
+    /// Keep the clients and reconnect.
+    Hold,
 }
 
 /// Reads and checks the policy file.
@@ -136,7 +168,15 @@ fn tcp_settings(settings: &Settings) -> Result<Option<TcpSettings>, Failure> {
 }
 
 /// Runs the proxy until QEMU goes away.
-pub fn run(settings: Settings, timeout: std::time::Duration) -> Result<(), Failure> {
+pub fn run(settings: Settings, timeout: Duration) -> Result<(), Failure> {
+    for (option, seconds) in [
+        ("--reconnect-min-delay", settings.reconnect_min_delay),
+        ("--reconnect-max-delay", settings.reconnect_max_delay),
+    ] {
+        if !(seconds > 0.0 && seconds.is_finite()) {
+            return Err(Failure::Usage(format!("{option} must be a positive number of seconds")));
+        }
+    }
     let owner = rustix::process::geteuid().as_raw();
     let policy = match &settings.policy {
         Some(path) => load_policy(path)?,
@@ -163,13 +203,21 @@ pub fn run(settings: Settings, timeout: std::time::Duration) -> Result<(), Failu
         .build()
         .map_err(|e| Failure::Connection(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
-        let options = Options::default().connect_timeout(timeout).command_timeout(None);
-        let qemu = Qmp::connect_unix(&settings.upstream, options)
+        let upstream_options = Options::default().connect_timeout(timeout).command_timeout(None);
+        let loss = match settings.on_upstream_loss {
+            OnLoss::Close => UpstreamLoss::Close,
+            OnLoss::Hold => UpstreamLoss::Hold,
+        };
+        let options = ProxyOptions::default().event_queue(settings.event_queue).on_upstream_loss(loss).reconnect_delay(
+            Duration::from_secs_f64(settings.reconnect_min_delay),
+            Duration::from_secs_f64(settings.reconnect_max_delay),
+        );
+        let upstream = settings.upstream.clone();
+        let mut proxy = Proxy::<Tokio>::connect(upstream, upstream_options, policy, options)
             .await
-            .map_err(|e| Failure::Connection(format!("{}: {e}", settings.upstream.display())))?;
-        let version = qemu.greeting().version_string();
-        let options = ProxyOptions::default().event_queue(settings.event_queue);
-        let mut proxy = Proxy::new(qemu, policy, options);
+            .map_err(|e| Failure::Connection(format!("{}: {e}", settings.upstream)))?;
+        let version = proxy.upstream().greeting().version_string();
+        reconnect_on_sighup(&proxy)?;
         if let Some(audit) = audit {
             proxy = proxy.with_audit(audit);
         }
@@ -192,7 +240,7 @@ pub fn run(settings: Settings, timeout: std::time::Duration) -> Result<(), Failu
         }
         eprintln!(
             "qmp proxy: QEMU {version} at {} served on {} with {} policy rule(s)",
-            settings.upstream.display(),
+            settings.upstream,
             served_on.join(" and "),
             proxy.policy().rules().len()
         );
@@ -239,6 +287,20 @@ async fn serve_all(proxy: &Proxy<Tokio>, listeners: Vec<(String, Serving)>) -> R
         }
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// SIGHUP asks a proxy that holds its clients to reconnect now (a thread waits for it).
+fn reconnect_on_sighup(proxy: &Proxy<Tokio>) -> Result<(), Failure> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| Failure::Connection(format!("cannot handle SIGHUP: {e}")))?;
+    let proxy = proxy.clone();
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            tracing::info!(connected = proxy.is_upstream_connected(), "SIGHUP: reconnecting if QEMU is away");
+            proxy.reconnect();
+        }
+    });
+    Ok(())
 }
 
 /// Binds the listening socket with `mode` from the start (through the umask: no moment when others could

@@ -41,7 +41,7 @@ impl Drop for ProxyProcess {
     }
 }
 
-fn start_proxy(upstream: &Path, listen: &Path, policy: &str, extra: &[&str]) -> ProxyProcess {
+fn start_proxy(upstream: impl AsRef<std::ffi::OsStr>, listen: &Path, policy: &str, extra: &[&str]) -> ProxyProcess {
     let policy_path = listen.with_extension("toml");
     std::fs::write(&policy_path, policy).expect("policy");
     let child = qmp()
@@ -309,4 +309,73 @@ fn tcp_without_tls_off_loopback_or_without_tls_files_refuses_to_start() {
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
+}
+
+/// A plain client of the proxy: one CRLF line per message.
+struct Line {
+    stream: std::os::unix::net::UnixStream,
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+}
+
+impl Line {
+    fn connect(path: &Path) -> Line {
+        let stream = std::os::unix::net::UnixStream::connect(path).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        Line { reader: std::io::BufReader::new(stream.try_clone().expect("clone")), stream }
+    }
+
+    fn ask(&mut self, text: &str) -> String {
+        use std::io::{BufRead, Write};
+        self.stream.write_all(text.as_bytes()).expect("write");
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("read");
+        line
+    }
+}
+
+#[test]
+fn a_tcp_upstream_held_across_a_restart_and_reconnected_on_sighup() {
+    let mut first = require!(QemuServer::storage_daemon_tcp());
+    let address = first.tcp_monitor_address().expect("the TCP monitor's address");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = dir.path().join("proxy.sock");
+    let policy = "[[rule]]\nname = \"all\"\nprofile = \"full\"\n";
+    // A minute between attempts: only SIGHUP makes it reconnect within the test.
+    let hold = ["--on-upstream-loss", "hold", "--reconnect-min-delay", "60", "--reconnect-max-delay", "60"];
+    let proxy = start_proxy(format!("tcp:{address}"), &listen, policy, &hold);
+    let mut client = Line::connect(&listen);
+    let greeting = client.ask("");
+    assert!(greeting.contains("\"major\": 10"), "QEMU's greeting, over TCP: {greeting}");
+    assert_eq!(client.ask(r#"{"execute":"qmp_capabilities"}"#), "{\"return\": {}}\r\n");
+    assert!(client.ask(r#"{"execute":"query-version","id":1}"#).starts_with("{\"return\": {\"qemu\""));
+
+    first.kill().expect("kill QEMU");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Until the proxy notices, a command meets the dead connection ("QEMU is gone"); then it is refused.
+        let reply = client.ask(r#"{"execute":"query-version","id":2}"#);
+        assert!(reply.starts_with("{\"id\": 2, \"error\": {\"class\": \"GenericError\""), "{reply}");
+        if reply.contains("QEMU is not connected: the proxy is reconnecting") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the proxy did not notice: {reply}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let port = address.rsplit_once(':').expect("HOST:PORT").1.to_owned();
+    let _second = require!(QemuServer::start_with_extra_args(qmp_tests::servers::ServerKind::StorageDaemon, |_| {
+        ["--chardev", &format!("socket,host=127.0.0.1,port={port},server=on,wait=off,id=c1"), "--monitor", "chardev=c1"]
+            .map(Into::into)
+            .to_vec()
+    }));
+    let hangup = Instant::now();
+    rustix::process::kill_process(rustix::process::Pid::from_child(&proxy.0), rustix::process::Signal::HUP)
+        .expect("SIGHUP");
+    loop {
+        let reply = client.ask(r#"{"execute":"query-version","id":3}"#);
+        if reply.starts_with("{\"return\": {\"qemu\"") {
+            break;
+        }
+        assert!(hangup.elapsed() < Duration::from_secs(10), "not reconnected after SIGHUP: {reply}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

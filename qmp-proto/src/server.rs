@@ -83,9 +83,11 @@ pub use config::{CommandInfo, ServerConfig, DEFAULT_SERVER_MAX_MESSAGE_SIZE, QMP
 
 use crate::config::Mode;
 use crate::message::Timestamp;
+use crate::raw::RawJson;
 use held::Held;
 use lexer::{Lexer, Parsed};
 use qobject::{QDict, QObject};
+use response::Body;
 
 /// Identifies a command handed to the caller, to [`Server::reply`] to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -203,6 +205,20 @@ fn parse_text(text: &str) -> Result<QObject, ServerUsageError> {
         Some(Err(e)) => Err(invalid(String::from_utf8_lossy(&e).into_owned())),
         _ => Err(invalid(format!("expected one value: {}", text.chars().take(40).collect::<String>()))),
     }
+}
+
+/// A reply, however the caller gave it.
+enum Answer<'a> {
+    /// A value to write as QEMU would.
+    Return(QObject),
+    /// A `return` value passed on, on one line.
+    ReturnVerbatim(&'a [u8]),
+    /// A failure to write as QEMU writes its errors.
+    Failed(Failure),
+    /// An `error` object passed on, re-written on one line.
+    Error(QObject),
+    /// An `error` object passed on, on one line.
+    ErrorVerbatim(&'a [u8]),
 }
 
 /// A command handed to the caller and not answered yet.
@@ -421,7 +437,10 @@ impl Server {
     /// Object members are inserted in the map's iteration order (alphabetical with serde_json's default
     /// map); see [`reply_json`](Self::reply_json) to write them in QEMU's exact order.
     pub fn reply(&mut self, token: Token, result: Result<Value, Failure>) -> Result<(), ServerUsageError> {
-        self.reply_object(token, result.map(|v| QObject::from_json(&v)))
+        match result {
+            Ok(value) => self.answer(token, Answer::Return(QObject::from_json(&value))),
+            Err(failure) => self.answer(token, Answer::Failed(failure)),
+        }
     }
 
     /// Answers a command with a return value given as JSON text (QEMU's extensions accepted: single quotes).
@@ -432,24 +451,71 @@ impl Server {
         if !self.pending.contains_key(&token) {
             return Err(ServerUsageError::UnknownToken);
         }
-        let result = match result {
-            Ok(text) => Ok(parse_text(text)?),
-            Err(failure) => Err(failure),
-        };
-        self.reply_object(token, result)
+        match result {
+            Ok(text) => self.answer(token, Answer::Return(parse_text(text)?)),
+            Err(failure) => self.answer(token, Answer::Failed(failure)),
+        }
     }
 
-    fn reply_object(&mut self, token: Token, result: Result<QObject, Failure>) -> Result<(), ServerUsageError> {
+    /// Answers a command with a reply another server wrote, passed on **byte for byte**: `Ok` is the `return`
+    /// value, `Err` the whole `error` object (with any member beyond `class` and `desc`), as that server wrote
+    /// them (a [`Client`](crate::Client)'s [`Reply`](crate::ClientEvent::Reply) or
+    /// [`QmpError::raw`](crate::QmpError::raw)); only the id is this session's. This is how a proxy answers:
+    /// the client reads QEMU's member order, spacing and numbers, not a re-encoding of them.
+    ///
+    /// The reply is written `{"return": VALUE, "id": ID}` or `{"id": ID, "error": ERROR}`, as QEMU writes its
+    /// own. One exception keeps one message per line: a value spread over several lines (from a `pretty=on`
+    /// monitor) is re-written on one line, as [`reply_json`](Self::reply_json) would; text that does not parse
+    /// then is refused ([`ServerUsageError::InvalidJson`]) and the command stays unanswered.
+    ///
+    /// ```
+    /// use qmp_proto::server::{Event, Server, ServerConfig};
+    /// use qmp_proto::RawJson;
+    ///
+    /// let mut server = Server::new(ServerConfig::qmp());
+    /// server.handle_input(br#"{"execute":"qmp_capabilities"}{"execute":"query-x","id":[7]}"#);
+    /// let mut out = Vec::new();
+    /// server.poll_transmit(&mut out);
+    /// let Some(Event::Negotiated { .. }) = server.poll_event() else { panic!() };
+    /// let Some(Event::Command(cmd)) = server.poll_event() else { panic!() };
+    /// let qemu_wrote = RawJson::from_json(r#"{"z":1,"a":{"y":2,"b":3}}"#)?;
+    /// server.reply_raw(cmd.token, Ok(&qemu_wrote))?;
+    /// out.clear();
+    /// server.poll_transmit(&mut out);
+    /// assert_eq!(out, b"{\"return\": {\"z\":1,\"a\":{\"y\":2,\"b\":3}}, \"id\": [7]}\r\n");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reply_raw(&mut self, token: Token, result: Result<&RawJson, &RawJson>) -> Result<(), ServerUsageError> {
+        if !self.pending.contains_key(&token) {
+            return Err(ServerUsageError::UnknownToken);
+        }
+        let (raw, failed) = match result {
+            Ok(raw) => (raw, false),
+            Err(raw) => (raw, true),
+        };
+        let bytes = raw.as_bytes();
+        let answer = match (memchr::memchr2(b'\n', b'\r', bytes).is_some(), failed) {
+            (false, false) => Answer::ReturnVerbatim(bytes),
+            (false, true) => Answer::ErrorVerbatim(bytes),
+            (true, false) => Answer::Return(parse_text(raw.raw_str())?),
+            (true, true) => Answer::Error(parse_text(raw.raw_str())?),
+        };
+        self.answer(token, answer)
+    }
+
+    fn answer(&mut self, token: Token, answer: Answer<'_>) -> Result<(), ServerUsageError> {
         let pending = self.pending.remove(&token).ok_or(ServerUsageError::UnknownToken)?;
         if pending.oob {
             self.oob_outstanding -= 1;
         }
-        match result {
-            Ok(_) if pending.silent_on_success => {}
-            Ok(value) => self.write_return(value, pending.id, false),
-            Err(failure) => {
-                self.write_error(&failure.class, failure.desc.as_bytes(), pending.id);
-            }
+        let id = pending.id.as_ref();
+        match answer {
+            Answer::Return(_) | Answer::ReturnVerbatim(_) if pending.silent_on_success => {}
+            Answer::Return(value) => self.write_return(Body::Value(&value), id, false),
+            Answer::ReturnVerbatim(bytes) => self.write_return(Body::Verbatim(bytes), id, false),
+            Answer::Failed(failure) => self.write_error(&failure.class, failure.desc.as_bytes(), pending.id),
+            Answer::Error(error) => self.write_error_object(Body::Value(&error), id),
+            Answer::ErrorVerbatim(bytes) => self.write_error_object(Body::Verbatim(bytes), id),
         }
         if self.current == Some(token) {
             self.current = None;
@@ -580,7 +646,9 @@ impl Server {
             Mode::GuestAgent => {
                 if name == "guest-sync" || name == "guest-sync-delimited" {
                     match builtin::guest_sync_id(args) {
-                        Ok(value) => self.write_return(value, id, name == "guest-sync-delimited"),
+                        Ok(value) => {
+                            self.write_return(Body::Value(&value), id.as_ref(), name == "guest-sync-delimited")
+                        }
                         Err(desc) => self.write_error("GenericError", desc.as_bytes(), id),
                     }
                     return None;
@@ -641,7 +709,7 @@ impl Server {
         }
         self.negotiated = true;
         self.oob_enabled = enable.iter().any(|c| c == "oob");
-        self.write_return(QObject::Dict(QDict::new()), id, false);
+        self.write_return(Body::Value(&QObject::Dict(QDict::new())), id.as_ref(), false);
         self.events.push_back(Event::Negotiated { oob: self.oob_enabled });
     }
 
@@ -663,11 +731,16 @@ impl Server {
         self.write_message(&QObject::Dict(greeting));
     }
 
-    fn write_return(&mut self, value: QObject, id: Option<QObject>, delimited: bool) {
+    fn write_return(&mut self, value: Body<'_>, id: Option<&QObject>, delimited: bool) {
         if delimited {
             self.out.push(0xFF);
         }
-        response::write_return(&mut self.out, &value, id.as_ref());
+        response::write_return(&mut self.out, value, id);
+        self.end_line();
+    }
+
+    fn write_error_object(&mut self, error: Body<'_>, id: Option<&QObject>) {
+        response::write_error_object(&mut self.out, error, id);
         self.end_line();
     }
 

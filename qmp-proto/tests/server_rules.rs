@@ -406,3 +406,90 @@ proptest! {
         prop_assert_eq!(&split(run_pieces(&input, &cuts, oob)), &whole);
     }
 }
+
+/// A reply read by our Client from a server's bytes, its `return` or `error` as the Client keeps it.
+fn read_by_client(server_bytes: &str) -> Result<qmp_proto::RawJson, qmp_proto::QmpError> {
+    let mut client = Client::new(Config::qmp(), Instant::now());
+    let sent_id = |client: &mut Client| {
+        let mut sent = Vec::new();
+        client.poll_transmit(&mut sent);
+        serde_json::from_slice::<Value>(&sent).expect("one command")["id"].to_string()
+    };
+    client.handle_input(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"capabilities\": []}}\r\n");
+    let negotiation = sent_id(&mut client);
+    client.handle_input(format!("{{\"return\": {{}}, \"id\": {negotiation}}}\r\n").as_bytes());
+    while client.poll_event().is_some() {}
+    let id = client.execute("x", None::<&()>, ExecuteOptions::new()).expect("execute");
+    let wire_id = sent_id(&mut client);
+    client.handle_input(server_bytes.replace("ID", &wire_id).as_bytes());
+    loop {
+        match client.poll_event().expect("the reply") {
+            ClientEvent::Reply { id: got, result } if got == id => return result,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn raw_replies_pass_a_servers_return_and_error_on_byte_for_byte() {
+    let mut s = negotiated(ServerConfig::qmp(), false);
+    // QEMU's spacing and member order, a number serde_json would re-write, members beyond class and desc.
+    let cases = [
+        (r#"{"return": {"z": 1, "a": {"y": 2, "b": 3}, "f": 1.0e0}, "id": ID}"#, r#"[{"x": 1}]"#),
+        (r#"{"id": ID, "error": {"class": "GenericError", "desc": "caf\u00e9", "data": {"k": []}}}"#, "\"s\""),
+        (r#"{"return": [], "id": ID}"#, "null"),
+    ];
+    for (qemu_wrote, client_id) in cases {
+        let result = read_by_client(qemu_wrote);
+        s.handle_input(format!(r#"{{"execute":"x","id":{client_id}}}"#).as_bytes());
+        let c = commands(&mut s);
+        match &result {
+            Ok(value) => s.reply_raw(c[0].token, Ok(value)).unwrap(),
+            Err(error) => s.reply_raw(c[0].token, Err(&error.raw)).unwrap(),
+        }
+        assert_eq!(take(&mut s), format!("{}\r\n", qemu_wrote.replace("ID", client_id)), "only the id is ours");
+    }
+    // An id-less command gets an id-less reply.
+    s.handle_input(br#"{"execute":"x"}"#);
+    let c = commands(&mut s);
+    s.reply_raw(c[0].token, Ok(&qmp_proto::RawJson::from_json(r#"{"b":1,"a":2}"#).unwrap())).unwrap();
+    assert_eq!(take(&mut s), "{\"return\": {\"b\":1,\"a\":2}}\r\n");
+}
+
+#[test]
+fn raw_replies_spread_over_lines_are_written_on_one() {
+    let mut s = negotiated(ServerConfig::qmp(), true);
+    // What a pretty=on monitor writes: the value's line breaks would break one-message-per-line clients.
+    let pretty = read_by_client("{\r\n    \"return\": {\r\n        \"b\": 1,\r\n        \"a\": [\r\n        ]\r\n    },\r\n    \"id\": ID\r\n}\r\n")
+        .expect("a return");
+    assert!(pretty.raw_str().contains('\n'));
+    s.handle_input(br#"{"execute":"x","id":1}{"exec-oob":"y","id":2}"#);
+    let c = commands(&mut s);
+    let oob = c.iter().find(|c| c.oob).expect("the oob command").token;
+    // Balanced but not JSON (the Client validates a return only when it is parsed): refused, still unanswered.
+    let broken = read_by_client("{\"return\": {\"a\":\n 1 2}, \"id\": ID}").expect("balanced");
+    assert!(matches!(s.reply_raw(oob, Ok(&broken)), Err(ServerUsageError::InvalidJson(_))));
+    s.reply_raw(oob, Ok(&pretty)).unwrap();
+    let line = take(&mut s);
+    assert_eq!(line.find('\n'), Some(line.len() - 1), "one line: {line:?}");
+    assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), json!({"return": {"a": [], "b": 1}, "id": 2}));
+    let error =
+        read_by_client("{\"id\": ID,\n \"error\": {\"class\": \"X\",\n \"desc\": \"d\"}}").expect_err("an error");
+    s.reply_raw(c[0].token, Err(&error.raw)).unwrap();
+    assert_eq!(take(&mut s), "{\"id\": 1, \"error\": {\"class\": \"X\", \"desc\": \"d\"}}\r\n");
+    assert_eq!(s.reply_raw(c[0].token, Err(&error.raw)), Err(ServerUsageError::UnknownToken));
+}
+
+#[test]
+fn raw_replies_of_the_guest_agent_keep_its_rules() {
+    let mut s = Server::new(ServerConfig::guest_agent());
+    let empty = qmp_proto::RawJson::from_json("{}").unwrap();
+    s.handle_input(br#"{"execute":"guest-shutdown","id":1}"#);
+    let c = commands(&mut s);
+    s.reply_raw(c[0].token, Ok(&empty)).unwrap();
+    assert_eq!(take(&mut s), "", "reply only on failure");
+    s.handle_input(br#"{"execute":"guest-ping","id":2}"#);
+    let c = commands(&mut s);
+    s.reply_raw(c[0].token, Ok(&empty)).unwrap();
+    assert_eq!(take(&mut s), "{\"return\": {}, \"id\": 2}\n");
+}

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use qmp_proto::server::{Command, Failure};
+use qmp_proto::RawJson;
 use serde_json::Value;
 
 /// A handler: computes a command's result from the command.
@@ -52,13 +53,24 @@ pub struct Answer {
 
 enum AnswerResult {
     Fixed(Result<Value, Failure>),
+    Verbatim(RawJson),
     Handler(Handler),
+}
+
+/// A successful result, as the session writes it.
+#[derive(Debug, Clone)]
+pub(crate) enum Returned {
+    /// A value, written as QEMU writes it.
+    Value(Value),
+    /// JSON text, written byte for byte.
+    Verbatim(RawJson),
 }
 
 impl fmt::Debug for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let result: &dyn fmt::Debug = match &self.result {
             AnswerResult::Fixed(r) => r,
+            AnswerResult::Verbatim(raw) => raw,
             AnswerResult::Handler(_) => &"<handler>",
         };
         f.debug_struct("Answer")
@@ -79,6 +91,20 @@ impl Answer {
     /// Succeeds with `value` (`{"return": value}`).
     pub fn value(value: Value) -> Self {
         Answer::new(AnswerResult::Fixed(Ok(value)))
+    }
+
+    /// Succeeds with the return value written byte for byte as `json` has it: member order, spacing and numbers
+    /// as given (a value as some QEMU wrote it), where [`value`](Self::value) writes a `Value` in its map's
+    /// order (text over several lines is written on one, as one message per line requires). Text that is not
+    /// one JSON value is refused with serde_json's error.
+    ///
+    /// ```
+    /// use qmp_test_kit::Answer;
+    /// let answer = Answer::json(r#"{"z": 1, "a": {"y": 2, "b": 3}}"#)?;
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn json(json: &str) -> Result<Self, serde_json::Error> {
+        Ok(Answer::new(AnswerResult::Verbatim(RawJson::from_json(json)?)))
     }
 
     /// Fails with `class` and `desc` (`{"error": {"class": ..., "desc": ...}}`).
@@ -117,10 +143,11 @@ impl Answer {
     }
 
     /// The result for `command`.
-    pub(crate) fn result(&mut self, command: &Command) -> Result<Value, Failure> {
+    pub(crate) fn result(&mut self, command: &Command) -> Result<Returned, Failure> {
         match &mut self.result {
-            AnswerResult::Fixed(result) => result.clone(),
-            AnswerResult::Handler(handler) => handler(command),
+            AnswerResult::Fixed(result) => result.clone().map(Returned::Value),
+            AnswerResult::Verbatim(raw) => Ok(Returned::Verbatim(raw.clone())),
+            AnswerResult::Handler(handler) => handler(command).map(Returned::Value),
         }
     }
 }

@@ -8,7 +8,7 @@ use qmp_proto::server::{Command, Event, EventOutcome, Failure, Server, ServerCon
 use qmp_proto::Timestamp;
 use serde_json::Value;
 
-use crate::script::{Fault, Script};
+use crate::script::{Fault, Returned, Script};
 
 /// Commands kept for [`FakeSession::commands`]; older ones are dropped.
 pub const RECORDED_COMMANDS: usize = 4096;
@@ -17,7 +17,7 @@ pub const RECORDED_COMMANDS: usize = 4096;
 #[derive(Debug)]
 struct Planned {
     token: Token,
-    result: Result<Value, Failure>,
+    result: Result<Returned, Failure>,
     events_before: Vec<(String, Option<Value>)>,
     events_after: Vec<(String, Option<Value>)>,
     fault: Option<Fault>,
@@ -262,11 +262,15 @@ impl FakeSession {
             _ => {}
         }
         let result = match planned.fault {
-            Some(Fault::Oversized(size)) => Ok(Value::String("x".repeat(size))),
+            Some(Fault::Oversized(size)) => Ok(Returned::Value(Value::String("x".repeat(size)))),
             _ => planned.result,
         };
-        // The token was handed over by this session and answered once: it is known.
-        let _ = self.server.reply(planned.token, result);
+        // The token was handed over by this session and answered once: it is known; verbatim text is valid JSON.
+        let _ = match result {
+            Ok(Returned::Value(value)) => self.server.reply(planned.token, Ok(value)),
+            Ok(Returned::Verbatim(raw)) => self.server.reply_raw(planned.token, Ok(&raw)),
+            Err(failure) => self.server.reply(planned.token, Err(failure)),
+        };
         let mut bytes = Vec::new();
         self.server.poll_transmit(&mut bytes);
         // The reply is the first line; what follows was answered by the server on reading on.

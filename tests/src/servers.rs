@@ -43,7 +43,7 @@ use std::{
     env,
     ffi::{OsStr, OsString},
     fmt, fs,
-    io::{self, Read, Write},
+    io::{self, BufRead, Read, Write},
     os::unix::{fs::PermissionsExt, net::UnixStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -386,6 +386,51 @@ impl QemuServer {
     /// The second monitor's socket of [`storage_daemon_two_monitors`](Self::storage_daemon_two_monitors).
     pub fn second_monitor_path(&self) -> PathBuf {
         self.dir().join(SECOND_MONITOR)
+    }
+
+    /// Like [`storage_daemon`](Self::storage_daemon) with a second QMP monitor on TCP, on a port of the
+    /// loopback address the kernel picks (`--chardev socket,host=127.0.0.1,port=0,server=on,wait=off,id=c1
+    /// --monitor chardev=c1`): [`tcp_monitor_address`](Self::tcp_monitor_address) reads which.
+    pub fn storage_daemon_tcp() -> Result<QemuServer, StartError> {
+        let kind = ServerKind::StorageDaemon;
+        let binary = locate(kind)?;
+        launch(kind, &binary, START_TIMEOUT, |socket, dir| {
+            let mut args = kind.args(socket, dir);
+            args.extend(
+                ["--chardev", "socket,host=127.0.0.1,port=0,server=on,wait=off,id=c1", "--monitor", "chardev=c1"]
+                    .map(OsString::from),
+            );
+            args
+        })
+    }
+
+    /// The `HOST:PORT` of the TCP monitor of [`storage_daemon_tcp`](Self::storage_daemon_tcp), as QEMU reports
+    /// it (`query-chardev` on the unix monitor, which must be free: call it before connecting there).
+    pub fn tcp_monitor_address(&self) -> io::Result<String> {
+        let stream = self.connect()?;
+        let mut reader = io::BufReader::new(stream.try_clone()?);
+        let mut writer = stream;
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        writer.write_all(br#"{"execute":"qmp_capabilities"}{"execute":"query-chardev","id":1}"#)?;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no query-chardev reply"));
+            }
+            let reply: serde_json::Value = serde_json::from_str(&line).map_err(io::Error::other)?;
+            if reply["id"] != 1 {
+                continue;
+            }
+            let chardevs = reply["return"].as_array().cloned().unwrap_or_default();
+            // "disconnected:tcp:127.0.0.1:45933,server=on"
+            let filename = chardevs.iter().find(|c| c["label"] == "c1").and_then(|c| c["filename"].as_str());
+            let address = filename
+                .and_then(|f| f.split("tcp:").nth(1))
+                .and_then(|rest| rest.split(',').next())
+                .ok_or_else(|| io::Error::other(format!("no TCP monitor in {line}")))?;
+            return Ok(address.to_owned());
+        }
     }
 
     /// Like [`storage_daemon`](Self::storage_daemon) with `--monitor chardev=c0,pretty=on`.

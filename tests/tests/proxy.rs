@@ -433,3 +433,143 @@ async fn a_passed_descriptor_reaches_qemu_with_its_command_and_no_other() {
     let set = sets.as_array().expect("sets").iter().find(|s| s["fdset-id"] == info.fdset_id).expect("the new set");
     assert_eq!(set["fds"][0]["opaque"], "proxied");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_reach_the_client_byte_for_byte_as_qemu_wrote_them() {
+    use qmp_test_kit::{Answer, FakeQemu, Script};
+    // Members in an order no map would keep, QEMU's spacing nowhere: a re-encoding would show.
+    let script = Script::new()
+        .on("query-odd", Answer::json(r#"{"z":1,"a":{"y":2,"b":3}}"#).expect("valid JSON"))
+        .on("query-float", Answer::json("[1.50, 1e3]").expect("valid JSON"))
+        .on("fail", Answer::error("DeviceNotFound", "Device 'x' not found"));
+    let fake = tokio::task::spawn_blocking(move || FakeQemu::start(script)).await.expect("join").expect("fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("proxy.sock");
+    let _proxy = start_proxy(fake.path(), everyone(), &[&path]).await;
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut client = Raw::connect(&path);
+        client.line();
+        client.send(r#"{"execute":"qmp_capabilities"}"#);
+        client.line();
+        client.send(r#"{"execute":"query-odd","id":"mine"}{"execute":"query-float","id":{"n":[1e3]}}"#);
+        client.send(r#"{"execute":"fail","id":5}{"execute":"query-odd"}"#);
+        (0..4).map(|_| client.line()).collect::<Vec<_>>()
+    })
+    .await
+    .expect("client");
+    assert_eq!(lines[0], "{\"return\": {\"z\":1,\"a\":{\"y\":2,\"b\":3}}, \"id\": \"mine\"}\r\n");
+    assert_eq!(lines[1], "{\"return\": [1.50, 1e3], \"id\": {\"n\": [1000]}}\r\n", "the id as QEMU echoes it");
+    assert_eq!(
+        lines[2],
+        "{\"id\": 5, \"error\": {\"class\": \"DeviceNotFound\", \"desc\": \"Device 'x' not found\"}}\r\n"
+    );
+    assert_eq!(lines[3], "{\"return\": {\"z\":1,\"a\":{\"y\":2,\"b\":3}}}\r\n", "no id, none restored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_upstream() {
+    use qmp_async::proxy::Upstream;
+    let server = require!(QemuServer::storage_daemon_tcp());
+    let address = server.tcp_monitor_address().expect("the TCP monitor's address");
+    let upstream: Upstream = address.parse().expect("HOST:PORT");
+    assert_eq!(upstream, Upstream::Tcp(address.clone()));
+    let path = server.dir().join("proxy.sock");
+    let proxy = Proxy::<Tokio>::connect(upstream, upstream_options(), everyone(), ProxyOptions::default())
+        .await
+        .expect("connect over TCP");
+    tokio::spawn(proxy::serve_unix(Tokio, &proxy, &path).expect("bind"));
+    let client = Qmp::connect_unix(&path, Options::default()).await.expect("client");
+    let version: Value = client.execute("query-version", ()).await.expect("query-version");
+    assert_eq!(version["qemu"]["major"], 10);
+    assert!(client.oob_enabled(), "QEMU's TCP monitor offers OOB, and the proxy passes it on");
+    let _: Value =
+        client.execute("blockdev-add", json!({"driver": "null-co", "node-name": "t0"})).await.expect("blockdev-add");
+    let nodes: Value = client.execute("query-named-block-nodes", ()).await.expect("query");
+    assert_eq!(nodes[0]["node-name"], "t0");
+    let (_, desc) = qmp_error(client.execute("blockdev-del", json!({"node-name": "none"})).await);
+    assert_eq!(desc, "Failed to find node with node-name='none'");
+}
+
+/// Waits (up to 10 s) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "not in time: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holding_the_clients_while_qemu_is_away_then_reconnecting() {
+    use qmp_async::proxy::{Upstream, UpstreamLoss};
+    let mut first = require!(QemuServer::storage_daemon());
+    // The QEMU that comes back is another version: the proxy must greet new clients with ITS version.
+    let second = require!(QemuServer::storage_daemon_72());
+    let socket = first.socket_path().to_owned();
+    let path = first.dir().join("proxy.sock");
+    let options = ProxyOptions::default()
+        .on_upstream_loss(UpstreamLoss::Hold)
+        .reconnect_delay(Duration::from_millis(10), Duration::from_millis(50));
+    let proxy = Proxy::<Tokio>::connect(Upstream::Unix(socket.clone()), upstream_options(), everyone(), options)
+        .await
+        .expect("connect");
+    tokio::spawn(proxy::serve_unix(Tokio, &proxy, &path).expect("bind"));
+    let ours = Qmp::connect_unix(&path, Options::default()).await.expect("ours");
+    let raw_path = path.clone();
+    let mut raw = tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect(&raw_path);
+        raw.line();
+        raw.send(r#"{"execute":"qmp_capabilities"}"#);
+        assert_eq!(raw.line(), "{\"return\": {}}\r\n");
+        raw
+    })
+    .await
+    .expect("raw client");
+
+    // QEMU is killed with commands in flight: each ends with an error in QEMU's format; the clients stay.
+    let calls: Vec<_> = (0..16)
+        .map(|i| {
+            let qmp = ours.clone();
+            tokio::spawn(
+                async move { qmp.execute::<Value>("blockdev-del", json!({"node-name": format!("n{i}")})).await },
+            )
+        })
+        .collect();
+    first.kill().expect("kill QEMU");
+    for call in calls {
+        assert_eq!(qmp_error(call.await.expect("task")).0, "GenericError");
+    }
+    until("the proxy noticed", || !proxy.is_upstream_connected()).await;
+    assert!(!proxy.is_stopped(), "the proxy holds its clients");
+    let (class, desc) = qmp_error(ours.execute::<Value>("query-version", ()).await);
+    assert_eq!(class, "GenericError");
+    assert_eq!(desc, "QEMU is not connected: the proxy is reconnecting; query-version was not run");
+    raw = tokio::task::spawn_blocking(move || {
+        raw.send(r#"{"execute":"query-version","id":[7]}"#);
+        assert_eq!(
+            raw.line(),
+            "{\"id\": [7], \"error\": {\"class\": \"GenericError\", \"desc\": \"QEMU is not connected: the proxy is \
+             reconnecting; query-version was not run\"}}\r\n"
+        );
+        raw
+    })
+    .await
+    .expect("raw client in the gap");
+
+    // Another QEMU on the same socket path: the proxy reconnects, and the same client connections go on.
+    std::fs::rename(second.socket_path(), &socket).expect("the new QEMU's socket at the old path");
+    until("the proxy reconnected", || proxy.is_upstream_connected()).await;
+    let version: Value = ours.execute("query-version", ()).await.expect("the same connection runs commands again");
+    assert_eq!(version["qemu"]["major"], 7);
+    let (_raw, line) = tokio::task::spawn_blocking(move || {
+        raw.send(r#"{"execute":"query-version","id":8}"#);
+        let line = raw.line();
+        (raw, line)
+    })
+    .await
+    .expect("raw client after");
+    assert!(line.starts_with("{\"return\": {\"qemu\": {\"micro\": ") && line.ends_with(", \"id\": 8}\r\n"), "{line}");
+    let late = Qmp::connect_unix(&path, Options::default()).await.expect("a new client");
+    assert_eq!(late.greeting().version.as_ref().map(|v| v.major), Some(7), "the new QEMU's version in the greeting");
+    assert_eq!(proxy.clients(), 3);
+}

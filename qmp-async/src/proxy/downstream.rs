@@ -1,6 +1,7 @@
 //! One client of the proxy: the [`Backend`] of its served connection. Its commands are checked against its
 //! policy rule (a denied one is answered here, and nothing reaches QEMU), then submitted to the [`Hub`]; QEMU's
-//! replies come back as QEMU wrote them (the client's own id restored by its [`Server`], which kept it), and
+//! replies come back byte for byte as QEMU wrote them, only the client's own id restored by its [`Server`]
+//! ([`Server::reply_raw`]), and
 //! QEMU's events from the client's bounded queue, taken only while the client reads what it was sent.
 //!
 //! It closes when it is kicked for not reading its events, or when the proxy stops (asked to, or QEMU gone) once
@@ -15,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
-use qmp_proto::server::{Event, Server, Token};
+use qmp_proto::server::{Event, Failure, Server, ServerUsageError, Token};
 use qmp_proto::{RawJson, ServerEvent, Timestamp};
 
 use super::audit::{AuditLog, Entry};
@@ -101,8 +102,12 @@ impl<R: Runtime> Downstream<R> {
             self.audit(&name, &args, oob, "denied", Duration::ZERO);
             return;
         }
-        let started = self.hub.upstream.handle().runtime.now();
-        let args_for_audit = if self.audit.is_some() { args.clone() } else { serde_json::Map::new() };
+        let audited = self.audit.is_some().then(|| Audited {
+            name: name.clone(),
+            arguments: args.clone(),
+            oob,
+            started: self.hub.runtime.now(),
+        });
         let args = if args.is_empty() {
             None
         } else {
@@ -110,8 +115,7 @@ impl<R: Runtime> Downstream<R> {
             let text = serde_json::to_string(&args).unwrap_or_else(|_| "{}".into());
             RawJson::from_json(&text).ok()
         };
-        if self.audit.is_some() {
-            let audited = Audited { name: name.clone(), arguments: args_for_audit, oob, started };
+        if let Some(audited) = audited {
             self.audited.insert(token, audited);
         }
         // A descriptor goes with the command that takes it, and with no other.
@@ -122,6 +126,28 @@ impl<R: Runtime> Downstream<R> {
 }
 
 impl<R: Runtime> Downstream<R> {
+    /// Answers the client with QEMU's reply byte for byte (only the id is the client's), or with the proxy's
+    /// own error.
+    fn reply(&self, server: &mut Server, token: Token, outcome: Outcome) {
+        let replied = match &outcome {
+            Outcome::Return(value) => server.reply_raw(token, Ok(value)),
+            Outcome::Error(error) => server.reply_raw(token, Err(&error.raw)),
+            Outcome::Failed(failure) => server.reply(token, Err(failure.clone())),
+        };
+        match replied {
+            Ok(()) => {}
+            Err(ServerUsageError::InvalidJson(why)) => {
+                // A reply spread over lines that does not parse: the client still gets an answer.
+                tracing::warn!(client = self.client.get(), why, "QEMU's reply could not be passed on");
+                let failure = Failure::generic(format!("the proxy could not pass QEMU's reply on: {why}"));
+                let _ = server.reply(token, Err(failure));
+            }
+            Err(e) => {
+                tracing::debug!(client = self.client.get(), %e, "reply for a command the client no longer waits for");
+            }
+        }
+    }
+
     fn audit(
         &self,
         command: &str,
@@ -150,20 +176,10 @@ impl<R: Runtime> Backend for Downstream<R> {
         while let Poll::Ready(Some((token, outcome))) = self.replies.as_mut().poll_next(cx) {
             self.outstanding -= 1;
             if let Some(audited) = self.audited.remove(&token) {
-                let result = match &outcome {
-                    Ok(_) => "ok",
-                    Err(failure) => failure.class.as_str(),
-                };
-                let took = self.hub.upstream.handle().runtime.now().saturating_duration_since(audited.started);
-                self.audit(&audited.name, &audited.arguments, audited.oob, result, took);
+                let took = self.hub.runtime.now().saturating_duration_since(audited.started);
+                self.audit(&audited.name, &audited.arguments, audited.oob, outcome.class(), took);
             }
-            let reply = match &outcome {
-                Ok(value) => server.reply_json(token, Ok(value.raw_str())),
-                Err(failure) => server.reply(token, Err(failure.clone())),
-            };
-            if let Err(e) = reply {
-                tracing::debug!(client = self.client.get(), %e, "reply for a command the client no longer waits for");
-            }
+            self.reply(server, token, outcome);
             progress = true;
         }
         while unwritten + server.queued_output() < OUTPUT_HIGH_WATER {

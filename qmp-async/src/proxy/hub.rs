@@ -1,21 +1,33 @@
-//! The proxy's shared state: the [`Router`] and, for each client, the channels to its session. Sessions submit
-//! commands here; the commands the router releases are run upstream, each in its own task, and their outcomes
-//! routed back; QEMU's events are fanned out here to every client's bounded queue.
+//! The proxy's shared state: the [`Router`], the connection to QEMU (replaced when the proxy reconnects), the
+//! greeting new clients get, and, for each client, the channels to its session. Sessions submit commands here;
+//! the commands the router releases are sent upstream, and their outcomes routed back from the upstream
+//! connection's driver task;
+//! QEMU's events are fanned out here to every client's bounded queue.
+//!
+//! While QEMU is away (in [`UpstreamLoss::Hold`] mode) a command is answered at once with an error in QEMU's
+//! format, and nothing waits for the connection to come back.
 //!
 //! The lock is a plain mutex, held only for table updates, never across an await.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use qmp_proto::server::Token;
+use qmp_proto::server::{Failure, ServerConfig, Token};
 use qmp_proto::ServerEvent;
 
-use super::routing::{ClientId, Dispatch, Router};
+use super::routing::{ClientId, Dispatch, Router, Ticket};
 use super::upstream::{self, Forward, Outcome};
+use super::{ProxyOptions, UpstreamLoss};
 use crate::runtime::Runtime;
 use crate::serve::Shutdown;
-use crate::Qmp;
+use crate::{Error, Qmp};
+
+/// Makes a new connection to QEMU, for reconnecting.
+pub(crate) type Connector<R> =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Qmp<R>, Error>> + Send>> + Send + Sync>;
 
 /// What the hub hands a new client's session.
 pub(crate) struct Attached {
@@ -35,29 +47,110 @@ struct Link {
     lost: Arc<AtomicU64>,
 }
 
-struct State {
+struct State<R> {
     router: Router<Token, Forward>,
     links: HashMap<ClientId, Link>,
+    /// The connection to QEMU: the live one, or the last one while the proxy reconnects.
+    upstream: Qmp<R>,
+    /// False from the moment the proxy noticed QEMU had gone until it is connected again.
+    connected: bool,
+    /// What a new client is greeted with (the version of the QEMU connected last).
+    config: ServerConfig,
 }
 
 /// See the [module docs](self).
 pub(crate) struct Hub<R> {
-    pub(crate) upstream: Qmp<R>,
-    state: Mutex<State>,
+    pub(crate) runtime: R,
+    state: Mutex<State<R>>,
     event_queue: usize,
-    /// Set when the proxy stops (asked to, or QEMU went away).
+    /// What to do when QEMU goes away, and how long to wait between attempts to reconnect.
+    pub(crate) options: ProxyOptions,
+    /// How to reconnect (none: the proxy cannot, and stops when QEMU goes away).
+    pub(crate) connector: Option<Connector<R>>,
+    /// Set when the proxy stops (asked to, or QEMU went away and it does not hold its clients).
     pub(crate) shutdown: Arc<Shutdown>,
+    /// Asked to reconnect now rather than after the current pause.
+    reconnect_asked: AtomicBool,
+    reconnect_event: event_listener::Event,
 }
 
 impl<R: Runtime> Hub<R> {
-    pub(crate) fn new(upstream: Qmp<R>, window: usize, event_queue: usize) -> Arc<Self> {
-        let state = State { router: Router::new(window), links: HashMap::new() };
-        Arc::new(Hub { upstream, state: Mutex::new(state), event_queue: event_queue.max(1), shutdown: Arc::default() })
+    pub(crate) fn new(upstream: Qmp<R>, options: ProxyOptions, connector: Option<Connector<R>>) -> Arc<Self> {
+        let config = upstream::client_config(&upstream);
+        let runtime = upstream.handle().runtime.clone();
+        let state =
+            State { router: Router::new(options.window), links: HashMap::new(), upstream, connected: true, config };
+        Arc::new(Hub {
+            runtime,
+            state: Mutex::new(state),
+            event_queue: options.event_queue.max(1),
+            options,
+            connector,
+            shutdown: Arc::default(),
+            reconnect_asked: AtomicBool::new(false),
+            reconnect_event: event_listener::Event::new(),
+        })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<R>> {
         // A panic while the lock was held left the tables consistent (updates are single calls): go on.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The connection to QEMU (the last one, while the proxy reconnects).
+    pub(crate) fn upstream(&self) -> Qmp<R> {
+        self.lock().upstream.clone()
+    }
+
+    /// Whether QEMU is connected now.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.lock().connected
+    }
+
+    /// What a client connecting now is greeted with.
+    pub(crate) fn client_config(&self) -> ServerConfig {
+        self.lock().config.clone()
+    }
+
+    /// Whether the proxy holds its clients when QEMU goes away (it can reconnect and is asked to).
+    pub(crate) fn holds_clients(&self) -> bool {
+        self.options.on_upstream_loss == UpstreamLoss::Hold && self.connector.is_some()
+    }
+
+    /// QEMU has gone: commands are refused until [`reconnected`](Self::reconnected).
+    pub(crate) fn disconnected(&self) {
+        self.lock().connected = false;
+    }
+
+    /// A new connection to QEMU: commands go to it from now on, and new clients get its greeting.
+    pub(crate) fn reconnected(&self, upstream: Qmp<R>) {
+        let mut state = self.lock();
+        state.config = upstream::client_config(&upstream);
+        state.upstream = upstream;
+        state.connected = true;
+    }
+
+    /// Asks the proxy to reconnect now if QEMU is away (see
+    /// [`wait_for_reconnect_request`](Self::wait_for_reconnect_request)); does nothing while it is connected.
+    pub(crate) fn request_reconnect(&self) {
+        if !self.is_connected() {
+            self.reconnect_asked.store(true, Ordering::SeqCst);
+            self.reconnect_event.notify(usize::MAX);
+        }
+    }
+
+    /// Waits until [`request_reconnect`](Self::request_reconnect) is called (or was, since the last wait).
+    pub(crate) async fn wait_for_reconnect_request(&self) {
+        loop {
+            if self.reconnect_asked.swap(false, Ordering::SeqCst) {
+                return;
+            }
+            let listener = self.reconnect_event.listen();
+            if self.reconnect_asked.swap(false, Ordering::SeqCst) {
+                return;
+            }
+            listener.await;
+        }
     }
 
     /// Registers a client.
@@ -85,30 +178,37 @@ impl<R: Runtime> Hub<R> {
         self.lock().links.len()
     }
 
-    /// Queues a client's command and sends what the router releases.
+    /// Queues a client's command and sends what the router releases; while QEMU is away, answers it at once.
     pub(crate) fn submit(self: &Arc<Self>, client: ClientId, token: Token, command: Forward) {
-        let released = {
+        let (released, upstream) = {
             let mut state = self.lock();
+            if !state.connected {
+                if let Some(link) = state.links.get(&client) {
+                    let failure = Failure::generic(format!(
+                        "QEMU is not connected: the proxy is reconnecting; {} was not run",
+                        command.name
+                    ));
+                    let _ = link.replies.try_send((token, Outcome::Failed(failure)));
+                }
+                return;
+            }
             let oob = command.oob;
             state.router.submit(client, token, oob, command);
-            released(&mut state.router)
+            (released(&mut state.router), state.upstream.clone())
         };
-        self.send(released);
+        self.send(released, upstream);
     }
 
-    /// Runs each released command upstream in a task of its own, which routes the outcome back.
-    fn send(self: &Arc<Self>, released: Vec<Dispatch<Forward>>) {
+    /// Sends each released command to `upstream`; its outcome is routed back by [`finish`](Self::finish).
+    fn send(self: &Arc<Self>, released: Vec<Dispatch<Forward>>, upstream: Qmp<R>) {
         for dispatch in released {
-            let hub = self.clone();
-            self.upstream.handle().runtime.spawn(async move {
-                let outcome = upstream::run(&hub.upstream, dispatch.payload).await;
-                hub.finish(dispatch.ticket, outcome);
-            });
+            let (hub, ticket) = (self.clone(), dispatch.ticket);
+            upstream::send(&upstream, dispatch.payload, move |outcome| hub.finish(ticket, outcome));
         }
     }
 
-    fn finish(self: &Arc<Self>, ticket: super::routing::Ticket, outcome: Outcome) {
-        let released = {
+    fn finish(self: &Arc<Self>, ticket: Ticket, outcome: Outcome) {
+        let (released, upstream) = {
             let mut state = self.lock();
             if let Some((client, token)) = state.router.complete(ticket) {
                 if let Some(link) = state.links.get(&client) {
@@ -118,9 +218,9 @@ impl<R: Runtime> Hub<R> {
             } else {
                 tracing::debug!("a reply for a client that has gone was swallowed");
             }
-            released(&mut state.router)
+            (released(&mut state.router), state.upstream.clone())
         };
-        self.send(released);
+        self.send(released, upstream);
     }
 
     /// Puts `event` in every client's queue; a client whose queue is full is kicked, with a count of what it

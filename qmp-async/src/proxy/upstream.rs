@@ -5,7 +5,7 @@
 use std::os::fd::OwnedFd;
 
 use qmp_proto::server::{Failure, ServerConfig, QMP_REQ_QUEUE_LEN_MAX};
-use qmp_proto::{ExecuteOptions, RawJson};
+use qmp_proto::{ExecuteOptions, QmpError, RawJson};
 
 use crate::command::Command;
 use crate::runtime::Runtime;
@@ -22,8 +22,27 @@ pub(crate) struct Forward {
     pub(crate) fd: Option<OwnedFd>,
 }
 
-/// What a client's command came to: QEMU's `return` value (as QEMU wrote it) or its error.
-pub(crate) type Outcome = Result<RawJson, Failure>;
+/// What a client's command came to.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// QEMU's `return` value, as QEMU wrote it.
+    Return(RawJson),
+    /// QEMU's error: the `error` object as QEMU wrote it ([`QmpError::raw`]), its class for the audit log.
+    Error(QmpError),
+    /// The proxy's own failure (QEMU gone, say), written as QEMU writes its errors.
+    Failed(Failure),
+}
+
+impl Outcome {
+    /// The class of the result, for the audit log: `ok`, or the error's class.
+    pub(crate) fn class(&self) -> &str {
+        match self {
+            Outcome::Return(_) => "ok",
+            Outcome::Error(e) => &e.class,
+            Outcome::Failed(f) => &f.class,
+        }
+    }
+}
 
 /// The server settings every client of the proxy gets: QEMU's own version in the greeting, `oob` offered only
 /// when the proxy negotiated it with QEMU (so it can honour it), every command passed on (QEMU decides what
@@ -42,18 +61,25 @@ pub(crate) fn client_config<R: Runtime>(upstream: &Qmp<R>) -> ServerConfig {
         .max_queued_commands(QMP_REQ_QUEUE_LEN_MAX)
 }
 
-/// Runs `command` on QEMU (no deadline: the client decides how long it waits) and maps the result to what the
-/// client is answered: QEMU's error as QEMU sent it, or a `GenericError` when QEMU went away.
-pub(crate) async fn run<R: Runtime>(upstream: &Qmp<R>, command: Forward) -> Outcome {
+/// Sends `command` to QEMU (no deadline: the client decides how long it waits) and calls `done` with what the
+/// client is answered: QEMU's reply as QEMU wrote it, or a `GenericError` when QEMU went away. `done` runs in the
+/// upstream connection's driver task (or here, when the connection is over already): no task and no one-shot
+/// per command, which is most of what the proxy adds to a round trip.
+pub(crate) fn send<R: Runtime>(upstream: &Qmp<R>, command: Forward, done: impl FnOnce(Outcome) + Send + 'static) {
     let mut opts = if command.oob { ExecuteOptions::new().oob() } else { ExecuteOptions::new() };
     if command.fd.is_some() {
         opts = opts.pass_fd();
     }
     let call = Command::raw(&command.name, command.args.as_ref(), opts);
-    match upstream.handle().call_with_fd(call, command.fd).await {
-        Ok(value) => Ok(value),
-        Err(Error::Qmp(e)) => Err(Failure::new(e.class, e.desc)),
-        Err(Error::Connection(e)) => Err(Failure::generic(format!("QEMU is gone: {e}"))),
-        Err(e) => Err(Failure::generic(format!("the proxy could not pass the command on: {e}"))),
+    let sink = Box::new(move |result: Result<RawJson, Error>| done(outcome(result)));
+    upstream.handle().submit_with_sink(call, command.fd, sink);
+}
+
+fn outcome(result: Result<RawJson, Error>) -> Outcome {
+    match result {
+        Ok(value) => Outcome::Return(value),
+        Err(Error::Qmp(e)) => Outcome::Error(e),
+        Err(Error::Connection(e)) => Outcome::Failed(Failure::generic(format!("QEMU is gone: {e}"))),
+        Err(e) => Outcome::Failed(Failure::generic(format!("the proxy could not pass the command on: {e}"))),
     }
 }

@@ -6,11 +6,32 @@
 //! the description and the dictionaries' entries. The member orders are fixed by QEMU's hash of the keys:
 //! `{"return": R, "id": I}`, `{"id": I, "error": {"class": C, "desc": D}}`. The tests check them against the
 //! dictionary model.
+//!
+//! A reply passed on from another server (the proxy's) keeps its `return` value or `error` object as that
+//! server wrote it: [`Body::Verbatim`] bytes are copied as they are, between the members only this server writes.
 
 use super::qobject::{write_string, QObject};
 
+/// A member's value: built here, or passed on as JSON text.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Body<'a> {
+    /// A value to write as QEMU writes it.
+    Value(&'a QObject),
+    /// The bytes of one JSON value on one line, copied as they are.
+    Verbatim(&'a [u8]),
+}
+
+impl Body<'_> {
+    fn write(self, out: &mut Vec<u8>) {
+        match self {
+            Body::Value(value) => value.write(out),
+            Body::Verbatim(bytes) => out.extend_from_slice(bytes),
+        }
+    }
+}
+
 /// Appends `{"return": VALUE, "id": ID}` (the id only when there is one).
-pub(crate) fn write_return(out: &mut Vec<u8>, value: &QObject, id: Option<&QObject>) {
+pub(crate) fn write_return(out: &mut Vec<u8>, value: Body<'_>, id: Option<&QObject>) {
     out.extend_from_slice(b"{\"return\": ");
     value.write(out);
     if let Some(id) = id {
@@ -34,6 +55,19 @@ pub(crate) fn write_error(out: &mut Vec<u8>, class: &str, desc: &[u8], id: Optio
     out.extend_from_slice(b", \"desc\": ");
     write_string(out, desc);
     out.extend_from_slice(b"}}");
+}
+
+/// Appends `{"id": ID, "error": ERROR}` (the id only when there is one), `error` an object passed on as it is.
+pub(crate) fn write_error_object(out: &mut Vec<u8>, error: Body<'_>, id: Option<&QObject>) {
+    out.push(b'{');
+    if let Some(id) = id {
+        out.extend_from_slice(b"\"id\": ");
+        id.write(out);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(b"\"error\": ");
+    error.write(out);
+    out.push(b'}');
 }
 
 #[cfg(test)]
@@ -65,7 +99,7 @@ mod tests {
         value.put("status", QObject::str("running"));
         for id in ids() {
             let mut out = Vec::new();
-            write_return(&mut out, &QObject::Dict(value.clone()), id.as_ref());
+            write_return(&mut out, Body::Value(&QObject::Dict(value.clone())), id.as_ref());
             assert_eq!(out, modelled(("return", QObject::Dict(value.clone())), id.as_ref()));
         }
     }
@@ -79,8 +113,28 @@ mod tests {
                 error.put("desc", QObject::String(desc.to_vec()));
                 let mut out = Vec::new();
                 write_error(&mut out, "GenericError", desc, id.as_ref());
-                assert_eq!(out, modelled(("error", QObject::Dict(error)), id.as_ref()));
+                assert_eq!(out, modelled(("error", QObject::Dict(error.clone())), id.as_ref()));
+                let mut written = Vec::new();
+                QObject::Dict(error).write(&mut written);
+                let mut passed_on = Vec::new();
+                write_error_object(&mut passed_on, Body::Verbatim(&written), id.as_ref());
+                assert_eq!(passed_on, out, "an error object passed on is written where a built one is");
             }
+        }
+    }
+
+    #[test]
+    fn verbatim_bodies_are_copied_as_they_are() {
+        for id in ids() {
+            let mut out = Vec::new();
+            write_return(&mut out, Body::Verbatim(br#"{"z":1,"a":{"y":2,"b":3}}"#), id.as_ref());
+            let mut expected = br#"{"return": {"z":1,"a":{"y":2,"b":3}}"#.to_vec();
+            if let Some(id) = &id {
+                expected.extend_from_slice(b", \"id\": ");
+                id.write(&mut expected);
+            }
+            expected.push(b'}');
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
         }
     }
 }
