@@ -483,10 +483,28 @@ mod tests {
             Just(&b"[1, 2.5e3, true, null]"[..]),
             Just(&b"\x01\xff\xfe"[..]),
             Just(&b"\"\xc3\xa9\xfd\x7f\""[..]),
+            // What the whole-message fast path takes or must leave to the bytewise path.
+            Just(&b"{\"execute\":\"query-status\",\"arguments\":{\"a\":[-1,0,true]},\"id\":7}"[..]),
+            Just(&b"-12 0 -0 01 -01 0e1 7E2 1.5 -x 3"[..]),
+            Just(&b"{\"k\": nul} {] ] [}} {\"a\":{\"b\":[[]]}}"[..]),
         ]
         .prop_map(<[u8]>::to_vec);
         prop::collection::vec(prop_oneof![piece, prop::collection::vec(any::<u8>(), 0..6)], 0..10)
             .prop_map(|v| v.concat())
+    }
+
+    /// The fast path takes whole common messages, and gives up (leaving the bytewise path the same bytes) on
+    /// an incomplete one, an escape, a float, or a limit.
+    #[test]
+    fn whole_messages_take_the_fast_path_and_others_do_not() {
+        let mut lexer = Lexer::new(usize::MAX);
+        let cmd = b"{\"execute\": \"x\", \"id\": -12} ";
+        assert_eq!(lexer.whole_message(cmd).map(|(used, _)| used), Some(cmd.len() - 1));
+        for input in [&b"{\"execute\": \"x\""[..], b"{\"a\\n\": 1}", b"[1.5]", b"[tru", b"42"] {
+            assert!(lexer.whole_message(input).is_none(), "{}", String::from_utf8_lossy(input));
+        }
+        assert!(Lexer::new(cmd.len() - 10).whole_message(cmd).is_none(), "over the size limit");
+        assert_eq!(in_runs(usize::MAX, cmd, cmd.len()), byte_by_byte(usize::MAX, cmd));
     }
 
     proptest! {

@@ -426,6 +426,22 @@ mod tests {
     }
 
     #[test]
+    fn keys_of_any_length_and_strings_with_nul_convert() {
+        let long = "k".repeat(INLINE_KEY + 1);
+        let mut dict = QDict::new();
+        for key in ["", "id", &"k".repeat(INLINE_KEY), &long] {
+            dict.put(key, QObject::String(b"a\xC0\x80b".to_vec()));
+            assert!(dict.contains(key.as_bytes()));
+        }
+        let expected: serde_json::Map<String, Value> =
+            dict.iter().map(|(k, _)| (rust_string(k), Value::from("a\0b"))).collect();
+        assert_eq!(QObject::Dict(dict.clone()).to_json(), Value::Object(expected.clone()));
+        assert_eq!(dict.clone().into_json_map(), expected);
+        assert_eq!(dict.take(&long), Some(QObject::String(b"a\xC0\x80b".to_vec())));
+        assert!(!dict.contains(long.as_bytes()));
+    }
+
+    #[test]
     fn strings_are_written_as_ascii() {
         let mut out = Vec::new();
         write_string(&mut out, "h\u{e9}\u{4e2d}\u{1F600}\"\\\n\t\x01\x7f".as_bytes());
