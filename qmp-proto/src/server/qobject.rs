@@ -173,7 +173,7 @@ impl QObject {
             Value::Object(map) => {
                 let mut dict = QDict::new();
                 for (k, v) in map {
-                    dict.put(k.as_bytes().to_vec(), QObject::from_json(v));
+                    dict.put(k.as_bytes(), QObject::from_json(v));
                 }
                 QObject::Dict(dict)
             }
