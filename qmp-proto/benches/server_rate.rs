@@ -91,13 +91,11 @@ const SESSION_MIX: Workload = Workload {
 /// The workload's commands in turn, at least `volume` bytes (the byte counts are printed).
 fn commands(workload: &Workload, volume: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(volume + 256);
-    let mut id = 2u64;
-    for command in workload.commands.iter().cycle() {
+    for (id, command) in (2u64..).zip(workload.commands.iter().cycle()) {
         if out.len() >= volume {
             break;
         }
         out.extend_from_slice(command.replace("{id}", &id.to_string()).as_bytes());
-        id += 1;
     }
     out
 }
