@@ -2,24 +2,35 @@
 //! [`Server`] versus replies into a [`Client`], timed in the same run, printed as a ratio.
 //!
 //! ```text
-//! cargo bench -p qmp-proto --bench server_rate             # about 10 s
+//! cargo bench -p qmp-proto --bench server_rate             # about 20 s
 //! cargo bench -p qmp-proto --bench server_rate -- --quick  # fewer samples
 //! ```
 //!
 //! A plain `harness = false` binary. Both sides are driven the way an adapter drives them, in 8 KiB reads (what
 //! `qmp_async::serve` reads at once), draining events and output after every read:
 //!
-//! - `server`: a negotiated QMP server fed `{"execute":"query-status","id":N}` commands as our client writes
-//!   them; each command handed over is answered at once with `{}` (in-band commands are handed over one at a
-//!   time, so the next is read only once this one is answered), and its reply taken from `poll_transmit`;
+//! - `server`: a negotiated QMP server fed commands as our client writes them (compact, integer ids); each
+//!   command handed over (its name a `String`, its arguments a `serde_json::Map`, as [`Event::Command`] gives
+//!   them) is answered at once with `{}` (in-band commands are handed over one at a time, so the next is read
+//!   only once this one is answered), and its reply taken from `poll_transmit`. Answering with `{}` keeps the
+//!   caller's own work (building a bigger return value) out of the server's figure;
 //! - `client`: a negotiated QMP client with 1 000 commands executed (untimed, just before) fed the replies
-//!   `{"return": {}, "id": N}\r\n` QEMU writes, each routed to its command and delivered as a reply event.
+//!   QEMU writes to them, each routed to its command and delivered as a reply event (its payload raw, as the
+//!   client delivers it).
 //!
-//! The two inputs are cut to the same number of bytes (1 MiB). Time is the thread's CPU time
-//! (`CLOCK_THREAD_CPUTIME_ID`), not the wall clock, so other work on the machine slows neither side; samples
-//! are taken in turns (server, client, server, ...) and each side's median is reported, with the spread
-//! (fastest and slowest sample). Then the same for the server fed one byte per call, at 1 MiB and 4 MiB of
-//! commands: the same cost per byte at both sizes is O(n).
+//! Two workloads, each side's input cut to the same number of bytes (1 MiB):
+//!
+//! - `query-status`: `{"execute":"query-status","id":N}` against `{"return": {}, "id": N}\r\n`: the smallest
+//!   messages, where the per-message costs weigh most;
+//! - `session mix`: the commands of a block-job session recorded from qemu-storage-daemon 10
+//!   (`qsd-events-block-jobs.json` in the shared corpus: `blockdev-add` and `blockdev-backup` with arguments,
+//!   `query-block-jobs`, `job-complete`, plus `query-status`) against the replies QEMU sent to them (a
+//!   `query-block-jobs` list, `query-status`'s object, `{}`), in turn.
+//!
+//! Time is the thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not the wall clock, so other work on the machine
+//! slows neither side as much; samples are taken in turns (server, client, server, ...) and each side's median
+//! is reported, with the spread (fastest and slowest sample). Then the server fed one byte per call, at 1 MiB
+//! and 4 MiB of `query-status` commands: the same cost per byte at both sizes is O(n).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -42,30 +53,67 @@ fn cpu_time() -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-/// Commands as our client writes them, at least `volume` bytes, cut back to exactly `volume` at a message end
-/// (the last message may be shorter by a few bytes; the byte counts are printed).
-fn commands(volume: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(volume + 64);
-    let mut id = 2u64;
-    while out.len() < volume {
-        out.extend_from_slice(format!(r#"{{"execute":"query-status","id":{id}}}"#).as_bytes());
-        id += 1;
+/// One kind of traffic: the commands our client writes in turn, and the replies QEMU sends to them.
+struct Workload {
+    name: &'static str,
+    /// Commands with `{id}` where the id goes.
+    commands: &'static [&'static str],
+    /// The replies, in the same order, with `{id}` where the id goes.
+    replies: &'static [&'static str],
+}
+
+const QUERY_STATUS: Workload = Workload {
+    name: "query-status",
+    commands: &[r#"{"execute":"query-status","id":{id}}"#],
+    replies: &["{\"return\": {}, \"id\": {id}}\r\n"],
+};
+
+/// Commands and replies of `qsd-events-block-jobs.json` (qemu-storage-daemon 10.0.2), and `query-status`'s
+/// reply as QEMU writes it.
+const SESSION_MIX: Workload = Workload {
+    name: "session mix",
+    commands: &[
+        r#"{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"src","size":67108864},"id":{id}}"#,
+        r#"{"execute":"blockdev-backup","arguments":{"job-id":"bk","device":"src","target":"dst","sync":"full"},"id":{id}}"#,
+        r#"{"execute":"query-block-jobs","id":{id}}"#,
+        r#"{"execute":"job-complete","arguments":{"id":"mr"},"id":{id}}"#,
+        r#"{"execute":"query-status","id":{id}}"#,
+    ],
+    replies: &[
+        "{\"return\": {}, \"id\": {id}}\r\n",
+        "{\"return\": {}, \"id\": {id}}\r\n",
+        "{\"return\": [{\"auto-finalize\": true, \"io-status\": \"ok\", \"device\": \"mr\", \"auto-dismiss\": true, \"busy\": false, \"len\": 67108864, \"offset\": 67108864, \"status\": \"ready\", \"paused\": false, \"speed\": 0, \"ready\": true, \"type\": \"mirror\", \"actively-synced\": false}], \"id\": {id}}\r\n",
+        "{\"return\": {}, \"id\": {id}}\r\n",
+        "{\"return\": {\"status\": \"running\", \"singlestep\": false, \"running\": true}, \"id\": {id}}\r\n",
+    ],
+};
+
+/// The workload's commands in turn, at least `volume` bytes (the byte counts are printed).
+fn commands(workload: &Workload, volume: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(volume + 256);
+    for (id, command) in (2u64..).zip(workload.commands.iter().cycle()) {
+        if out.len() >= volume {
+            break;
+        }
+        out.extend_from_slice(command.replace("{id}", &id.to_string()).as_bytes());
     }
     out
 }
 
-/// Replies as QEMU writes them to the commands of [`ready_client`] (whose ids are `ids`), in rounds of at most
-/// [`ROUND`] (one client per round).
-fn replies(volume: usize, ids: &[u64]) -> Vec<Vec<u8>> {
+/// The workload's replies in turn, to the commands of [`ready_client`] (whose ids are `ids`), in rounds of at
+/// most [`ROUND`] (one client per round), about `volume` bytes in all.
+fn replies(workload: &Workload, volume: usize, ids: &[u64]) -> Vec<Vec<u8>> {
     let mut rounds = Vec::new();
     let mut total = 0;
+    let mut reply = workload.replies.iter().cycle();
     while total < volume {
         let mut round = Vec::new();
         for id in ids {
             if total + round.len() >= volume {
                 break;
             }
-            round.extend_from_slice(format!("{{\"return\": {{}}, \"id\": {id}}}\r\n").as_bytes());
+            let text = reply.next().expect("a cycle never ends");
+            round.extend_from_slice(text.replace("{id}", &id.to_string()).as_bytes());
         }
         total += round.len();
         rounds.push(round);
@@ -166,13 +214,10 @@ fn load() -> String {
         .unwrap_or_default()
 }
 
-fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let samples = if quick { 5 } else { 21 };
-    println!("server_rate: load average {}", load());
-
-    let cmds = commands(VOLUME);
-    let rounds = replies(cmds.len(), &ready_client().1);
+/// Times one workload on both sides; returns the server's median time per byte of 8 KiB reads, in ns.
+fn compare(workload: &Workload, samples: usize) -> f64 {
+    let cmds = commands(workload, VOLUME);
+    let rounds = replies(workload, cmds.len(), &ready_client().1);
     let reply_bytes: usize = rounds.iter().map(Vec::len).sum();
     let (_, n_commands) = drive_server(&cmds, READ); // warm-up, and the counts
     let (_, n_replies) = drive_clients(&rounds);
@@ -185,7 +230,7 @@ fn main() {
     let (client, c_min, c_max) = summary(client_times);
     let server_rate = mb_s(cmds.len(), server);
     let client_rate = mb_s(reply_bytes, client);
-    println!("{samples} samples each, in turns, CPU time, medians (fastest .. slowest):");
+    println!("{}: {samples} samples each, in turns, CPU time, medians (fastest .. slowest):", workload.name);
     println!(
         "  server: {:>8} B of commands ({n_commands} commands) in {:>8.2?} ({s_min:.2?} .. {s_max:.2?}): {server_rate:>7.1} MB/s, {:>5.2} M commands/s",
         cmds.len(),
@@ -203,15 +248,23 @@ fn main() {
         "  server / client rate (bytes per CPU second): {ratio:.2}x {}",
         if ratio >= 1.0 { "(met: >= 1)" } else { "(NOT met: < 1)" }
     );
+    server.as_secs_f64() * 1e9 / cmds.len() as f64
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let samples = if quick { 5 } else { 21 };
+    println!("server_rate: load average {}", load());
+    let whole_cost = compare(&QUERY_STATUS, samples);
+    compare(&SESSION_MIX, samples);
 
     // O(n) one byte at a time: cost per byte at 1 MiB and at 4 MiB of commands.
-    let big = commands(4 * VOLUME);
+    let (small, big) = (commands(&QUERY_STATUS, VOLUME), commands(&QUERY_STATUS, 4 * VOLUME));
     let per_byte = |input: &[u8]| {
         let times: Vec<Duration> = (0..if quick { 3 } else { 5 }).map(|_| drive_server(input, 1).0).collect();
         summary(times).0.as_secs_f64() * 1e9 / input.len() as f64
     };
-    let (small_cost, big_cost) = (per_byte(&cmds), per_byte(&big));
-    let whole_cost = server.as_secs_f64() * 1e9 / cmds.len() as f64;
+    let (small_cost, big_cost) = (per_byte(&small), per_byte(&big));
     println!(
         "server fed one byte per call: {small_cost:.1} ns/byte at 1 MiB, {big_cost:.1} ns/byte at 4 MiB ({:.2}x; O(n) is 1x), {:.2}x the cost of 8 KiB reads",
         big_cost / small_cost,

@@ -4,17 +4,18 @@
 use super::qobject::{QDict, QObject};
 
 /// QEMU's `qmp_dispatch_check_obj`: the members of a command object, checked in QEMU's hash order.
-/// Returns the command name and whether it came as `exec-oob`.
-pub(crate) fn check_command_object(dict: &QDict, allow_oob: bool) -> Result<(Vec<u8>, bool), String> {
+/// Returns the command name, taken out of the dictionary, and whether it came as `exec-oob`.
+pub(crate) fn check_command_object(dict: &mut QDict, allow_oob: bool) -> Result<(Vec<u8>, bool), String> {
     let mut exec: Option<(&[u8], &QObject)> = None;
     for (key, value) in dict.iter() {
         if key == b"execute" || (key == b"exec-oob" && allow_oob) {
-            let name = String::from_utf8_lossy(key);
+            let name = || String::from_utf8_lossy(key);
             if !matches!(value, QObject::String(_)) {
-                return Err(format!("QMP input member '{name}' must be a string"));
+                return Err(format!("QMP input member '{}' must be a string", name()));
             }
             if let Some((first, _)) = exec {
-                return Err(format!("QMP input member '{name}' clashes with '{}'", String::from_utf8_lossy(first)));
+                let first = String::from_utf8_lossy(first);
+                return Err(format!("QMP input member '{}' clashes with '{first}'", name()));
             }
             exec = Some((key, value));
         } else if key == b"arguments" {
@@ -25,8 +26,12 @@ pub(crate) fn check_command_object(dict: &QDict, allow_oob: bool) -> Result<(Vec
             return Err(format!("QMP input member '{}' is unexpected", c_str(key)));
         }
     }
-    match exec {
-        Some((key, QObject::String(name))) => Ok((name.clone(), key == b"exec-oob")),
+    let oob = match exec {
+        Some((key, QObject::String(_))) => key == b"exec-oob",
+        _ => return Err("QMP input lacks member 'execute'".into()),
+    };
+    match dict.take(if oob { "exec-oob" } else { "execute" }) {
+        Some(QObject::String(name)) => Ok((name, oob)),
         _ => Err("QMP input lacks member 'execute'".into()),
     }
 }

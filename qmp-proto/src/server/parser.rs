@@ -3,6 +3,8 @@
 //! The first error wins, as in QEMU: `{"a":}` is "expecting value", not also "Missing value in dict".
 //! Recursion is bounded by the lexer's nesting limit (1024).
 
+use std::borrow::Cow;
+
 use super::lexer::Kind;
 use super::qobject::{mod_utf8_codepoint, QDict, QObject};
 
@@ -25,7 +27,7 @@ pub(crate) fn parse(tokens: &[(Kind, usize, usize)], text: &[u8]) -> Result<QObj
     }
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn fail(&mut self, msg: impl AsRef<[u8]>) {
         if self.error.is_none() {
             let mut e = b"JSON parse error, ".to_vec();
@@ -38,7 +40,7 @@ impl Parser<'_> {
         self.tokens.get(self.next).map(|t| t.0)
     }
 
-    fn pop(&mut self) -> Option<(Kind, &[u8])> {
+    fn pop(&mut self) -> Option<(Kind, &'a [u8])> {
         let &(kind, start, end) = self.tokens.get(self.next)?;
         self.next += 1;
         Some((kind, &self.text[start..end]))
@@ -59,7 +61,7 @@ impl Parser<'_> {
             Kind::String => {
                 let (_, text) = self.pop()?;
                 match parse_string(text) {
-                    Ok(s) => Some(QObject::String(s)),
+                    Ok(s) => Some(QObject::String(s.into_owned())),
                     Err(e) => {
                         self.fail(e);
                         None
@@ -93,12 +95,21 @@ impl Parser<'_> {
             self.fail("premature EOI");
             return false;
         }
-        let key = match self.value() {
-            Some(QObject::String(key)) => key,
-            _ => {
-                self.fail("key is not a string in object");
-                return false;
+        // A string key is decoded without being made a value: most are plain and borrowed from the token.
+        let key = if self.peek() == Some(Kind::String) {
+            let Some((_, text)) = self.pop() else { return false };
+            match parse_string(text) {
+                Ok(key) => key,
+                Err(e) => {
+                    self.fail(e);
+                    return false;
+                }
             }
+        } else {
+            // Not a string: whatever error the value has comes first.
+            self.value();
+            self.fail("key is not a string in object");
+            return false;
         };
         match self.pop() {
             None => {
@@ -240,7 +251,12 @@ fn push_mod_utf8(out: &mut Vec<u8>, cp: u32) {
 }
 
 /// Decodes a string token (quotes included) into QEMU's string bytes, or QEMU's error text.
-fn parse_string(token: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
+fn parse_string(token: &[u8]) -> Result<Cow<'_, [u8]>, Vec<u8>> {
+    // Plain ASCII without escapes (most strings) decodes to itself.
+    let body = &token[1..token.len().saturating_sub(1).max(1)];
+    if body.iter().all(|&b| b.is_ascii() && b != b'\\' && b != 0) {
+        return Ok(Cow::Borrowed(body));
+    }
     let quote = token[0];
     let mut out = Vec::with_capacity(token.len());
     let mut i = 1;
@@ -298,5 +314,5 @@ fn parse_string(token: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
             i += used;
         }
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }

@@ -29,8 +29,50 @@ const BUCKETS: u32 = 512;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct QDict {
     /// (bucket, insertion number, key, value), kept sorted in iteration order.
-    entries: Vec<(u32, u64, Vec<u8>, QObject)>,
+    entries: Vec<(u32, u64, Key, QObject)>,
     inserted: u64,
+}
+
+/// Bytes of a [`Key`] kept inline.
+const INLINE_KEY: usize = 22;
+
+/// A dictionary key: up to [`INLINE_KEY`] bytes kept inline, so that the short keys of QMP (`execute`,
+/// `arguments`, `node-name`, ...) cost no allocation; longer ones on the heap.
+#[derive(Clone)]
+enum Key {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    fn new(key: &[u8]) -> Key {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            Key::Inline { len: key.len() as u8, bytes }
+        } else {
+            Key::Heap(key.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
 }
 
 /// QEMU's `tdb_hash` of a key, reduced to a bucket.
@@ -51,31 +93,42 @@ impl QDict {
 
     /// The value of `key`, if present.
     pub(crate) fn get(&self, key: &str) -> Option<&QObject> {
-        self.entries.iter().find(|e| e.2 == key.as_bytes()).map(|e| &e.3)
+        self.entries.iter().find(|e| e.2.as_bytes() == key.as_bytes()).map(|e| &e.3)
     }
 
     /// True when `key` is a member.
     pub(crate) fn contains(&self, key: &[u8]) -> bool {
-        self.entries.iter().any(|e| e.2 == key)
+        self.entries.iter().any(|e| e.2.as_bytes() == key)
     }
 
     /// Adds a member, or replaces the value of an existing one in place (as `qdict_put_obj` does).
-    pub(crate) fn put(&mut self, key: impl Into<Vec<u8>>, value: QObject) {
-        let key = key.into();
-        if let Some(e) = self.entries.iter_mut().find(|e| e.2 == key) {
+    pub(crate) fn put(&mut self, key: impl AsRef<[u8]>, value: QObject) {
+        let key = key.as_ref();
+        if let Some(e) = self.entries.iter_mut().find(|e| e.2.as_bytes() == key) {
             e.3 = value;
             return;
         }
         self.inserted += 1;
-        let b = bucket(&key);
+        let b = bucket(key);
         let seq = self.inserted;
         let at = self.entries.partition_point(|e| (e.0, u64::MAX - e.1) < (b, u64::MAX - seq));
-        self.entries.insert(at, (b, seq, key, value));
+        self.entries.insert(at, (b, seq, Key::new(key), value));
+    }
+
+    /// Removes `key` and returns its value, if present.
+    pub(crate) fn take(&mut self, key: &str) -> Option<QObject> {
+        let at = self.entries.iter().position(|e| e.2.as_bytes() == key.as_bytes())?;
+        Some(self.entries.remove(at).3)
     }
 
     /// Members in QEMU's iteration order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &QObject)> {
-        self.entries.iter().map(|e| (e.2.as_slice(), &e.3))
+        self.entries.iter().map(|e| (e.2.as_bytes(), &e.3))
+    }
+
+    /// Converts to a serde_json map, consuming the dictionary (see [`QObject::into_json`]).
+    pub(crate) fn into_json_map(self) -> serde_json::Map<String, Value> {
+        self.entries.into_iter().map(|(_, _, k, v)| (rust_string(k.as_bytes()), v.into_json())).collect()
     }
 }
 
@@ -120,7 +173,7 @@ impl QObject {
             Value::Object(map) => {
                 let mut dict = QDict::new();
                 for (k, v) in map {
-                    dict.put(k.as_bytes().to_vec(), QObject::from_json(v));
+                    dict.put(k.as_bytes(), QObject::from_json(v));
                 }
                 QObject::Dict(dict)
             }
@@ -139,6 +192,16 @@ impl QObject {
             QObject::String(s) => Value::String(rust_string(s)),
             QObject::List(items) => Value::Array(items.iter().map(QObject::to_json).collect()),
             QObject::Dict(dict) => Value::Object(dict.iter().map(|(k, v)| (rust_string(k), v.to_json())).collect()),
+        }
+    }
+
+    /// [`to_json`](Self::to_json), consuming the value: strings move into the result instead of being copied.
+    pub(crate) fn into_json(self) -> Value {
+        match self {
+            QObject::String(s) => Value::String(rust_string_owned(s)),
+            QObject::List(items) => Value::Array(items.into_iter().map(QObject::into_json).collect()),
+            QObject::Dict(dict) => Value::Object(dict.into_json_map()),
+            scalar => scalar.to_json(),
         }
     }
 
@@ -180,6 +243,11 @@ impl QObject {
 
 /// A Rust string from modified UTF-8 (`C0 80` is U+0000); anything invalid becomes U+FFFD.
 fn rust_string(bytes: &[u8]) -> String {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        // Valid modified UTF-8 that is valid UTF-8 too (no `C0 80`) reads the same both ways; see
+        // [`rust_string_owned`].
+        return s.to_owned();
+    }
     let mut out = String::with_capacity(bytes.len());
     let mut rest = bytes;
     while !rest.is_empty() {
@@ -188,6 +256,13 @@ fn rust_string(bytes: &[u8]) -> String {
         rest = &rest[used.max(1)..];
     }
     out
+}
+
+/// [`rust_string`], reusing the allocation when the bytes are UTF-8 already. The parser's strings are valid
+/// modified UTF-8, which differs from UTF-8 only in writing U+0000 as `C0 80` (invalid UTF-8): any that is valid
+/// UTF-8 reads the same both ways.
+pub(crate) fn rust_string_owned(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| rust_string(e.as_bytes()))
 }
 
 /// QEMU's `mod_utf8_codepoint`: the code point at the start of `s` and the bytes it used, or `None` (with the
@@ -348,6 +423,22 @@ mod tests {
             version.put(k, QObject::Int(0));
         }
         assert_eq!(json(&QObject::Dict(version)), r#"{"micro": 0, "minor": 0, "major": 0}"#);
+    }
+
+    #[test]
+    fn keys_of_any_length_and_strings_with_nul_convert() {
+        let long = "k".repeat(INLINE_KEY + 1);
+        let mut dict = QDict::new();
+        for key in ["", "id", &"k".repeat(INLINE_KEY), &long] {
+            dict.put(key, QObject::String(b"a\xC0\x80b".to_vec()));
+            assert!(dict.contains(key.as_bytes()));
+        }
+        let expected: serde_json::Map<String, Value> =
+            dict.iter().map(|(k, _)| (rust_string(k), Value::from("a\0b"))).collect();
+        assert_eq!(QObject::Dict(dict.clone()).to_json(), Value::Object(expected.clone()));
+        assert_eq!(dict.clone().into_json_map(), expected);
+        assert_eq!(dict.take(&long), Some(QObject::String(b"a\xC0\x80b".to_vec())));
+        assert!(!dict.contains(long.as_bytes()));
     }
 
     #[test]
