@@ -44,13 +44,8 @@ pub(crate) fn write_return(out: &mut Vec<u8>, value: Body<'_>, id: Option<&QObje
 /// Appends `{"id": ID, "error": {"class": CLASS, "desc": DESC}}` (the id only when there is one). `desc` is a C
 /// string to QEMU: it ends at a NUL byte.
 pub(crate) fn write_error(out: &mut Vec<u8>, class: &str, desc: &[u8], id: Option<&QObject>) {
-    out.push(b'{');
-    if let Some(id) = id {
-        out.extend_from_slice(b"\"id\": ");
-        id.write(out);
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(b"\"error\": {\"class\": ");
+    write_error_head(out, id);
+    out.extend_from_slice(b"{\"class\": ");
     write_string(out, class.as_bytes());
     out.extend_from_slice(b", \"desc\": ");
     write_string(out, desc);
@@ -59,6 +54,13 @@ pub(crate) fn write_error(out: &mut Vec<u8>, class: &str, desc: &[u8], id: Optio
 
 /// Appends `{"id": ID, "error": ERROR}` (the id only when there is one), `error` an object passed on as it is.
 pub(crate) fn write_error_object(out: &mut Vec<u8>, error: Body<'_>, id: Option<&QObject>) {
+    write_error_head(out, id);
+    error.write(out);
+    out.push(b'}');
+}
+
+/// Appends `{"id": ID, "error": ` (QEMU writes the id first in an error response), or `{"error": ` without one.
+fn write_error_head(out: &mut Vec<u8>, id: Option<&QObject>) {
     out.push(b'{');
     if let Some(id) = id {
         out.extend_from_slice(b"\"id\": ");
@@ -66,8 +68,6 @@ pub(crate) fn write_error_object(out: &mut Vec<u8>, error: Body<'_>, id: Option<
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(b"\"error\": ");
-    error.write(out);
-    out.push(b'}');
 }
 
 #[cfg(test)]
