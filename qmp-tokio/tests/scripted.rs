@@ -83,7 +83,7 @@ async fn default_command_timeout_from_options() {
 async fn replies_in_any_order_reach_their_callers() {
     let (qmp, mut peer) = connected(Options::default()).await;
     let calls = (0..8).map(|i| qmp.execute::<Value>("echo", json!({ "n": i })));
-    let all = futures_join_all(calls.collect());
+    let all = futures_util::future::join_all(calls);
     let script = async {
         let mut cmds = Vec::new();
         for _ in 0..8 {
@@ -97,33 +97,6 @@ async fn replies_in_any_order_reach_their_callers() {
     for (i, r) in results.into_iter().enumerate() {
         assert_eq!(r.unwrap(), json!({ "n": i }));
     }
-}
-
-/// A minimal `join_all` (the crate has no `futures` dependency).
-async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(Box::pin(f));
-    }
-    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, fut) in out.iter_mut().zip(set.iter_mut()) {
-            if slot.is_none() {
-                match fut.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().map(|o| o.expect("every future completed")).collect()
 }
 
 #[tokio::test(start_paused = true)]

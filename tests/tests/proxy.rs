@@ -87,7 +87,7 @@ async fn three_clients_with_colliding_ids_get_only_their_own_replies() {
                     let node = format!("c{n}-r{round}-i{i}");
                     async move { (node.clone(), qmp.execute::<Value>("blockdev-del", json!({"node-name": node})).await) }
                 });
-                for (node, result) in join_all(calls).await {
+                for (node, result) in futures_util::future::join_all(calls).await {
                     let (class, desc) = qmp_error(result);
                     assert_eq!(class, "GenericError");
                     assert_eq!(desc, format!("Failed to find node with node-name='{node}'"));
@@ -175,7 +175,7 @@ async fn qemu_qmp_qmp_shell_and_ours_at_once() {
             let (qmp, node) = (ours.clone(), format!("ours-{}", round * 8 + i));
             async move { (node.clone(), qmp.execute::<Value>("blockdev-del", json!({"node-name": node})).await) }
         });
-        for (node, result) in join_all(calls).await {
+        for (node, result) in futures_util::future::join_all(calls).await {
             assert_eq!(qmp_error(result).1, format!("Failed to find node with node-name='{node}'"));
         }
     }
@@ -190,34 +190,6 @@ async fn qemu_qmp_qmp_shell_and_ours_at_once() {
         assert_eq!(out.matches(&expected).count(), 1, "qmp-shell's reply {i} in:\n{out}");
     }
     assert_eq!(out.matches("Failed to find node").count(), 200, "{out}");
-}
-
-/// Runs the futures concurrently and returns their outputs in order.
-async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = handles.iter().map(|_| None).collect();
-    let mut handles: Vec<Option<_>> = handles.into_iter().map(Some).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, out) in handles.iter_mut().zip(outputs.iter_mut()) {
-            if let Some(fut) = slot {
-                match fut.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *out = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().map(|o| o.expect("ready")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
