@@ -68,7 +68,7 @@ fn takes_fd(command: &str) -> bool {
 
 impl<R: Runtime> Downstream<R> {
     pub(crate) fn new(hub: Arc<Hub<R>>, rule: Rule, identity: Arc<Identity>, audit: Option<Arc<AuditLog>>) -> Self {
-        let Attached { client, replies, events, kicked, lost } = hub.attach();
+        let Attached { client, replies, events, kicked, lost } = hub.attach(&rule);
         let stop = ShutdownWatch::new(hub.shutdown.clone());
         tracing::info!(client = client.get(), %identity, rule = rule.name(), "client connected");
         Downstream {

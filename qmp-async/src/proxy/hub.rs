@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use qmp_proto::server::{Failure, ServerConfig, Token};
 use qmp_proto::ServerEvent;
 
+use super::policy::Rule;
 use super::routing::{ClientId, Dispatch, Router, Ticket};
 use super::upstream::{self, Forward, Outcome};
 use super::{ProxyOptions, UpstreamLoss};
@@ -41,6 +42,8 @@ pub(crate) struct Attached {
 }
 
 struct Link {
+    /// Which events the client takes (its rule's [`Rule::takes_event`]).
+    rule: Rule,
     replies: async_channel::Sender<(Token, Outcome)>,
     events: async_channel::Sender<Arc<ServerEvent>>,
     kicked: Arc<Shutdown>,
@@ -153,15 +156,23 @@ impl<R: Runtime> Hub<R> {
         }
     }
 
-    /// Registers a client.
-    pub(crate) fn attach(&self) -> Attached {
+    /// Registers a client under `rule` (which decides the events it gets).
+    pub(crate) fn attach(&self, rule: &Rule) -> Attached {
         let (replies_tx, replies) = async_channel::unbounded();
-        let (events_tx, events) = async_channel::bounded(self.event_queue);
+        // A client that takes no event needs no room for any.
+        let queue = if rule.takes_no_events() { 1 } else { self.event_queue };
+        let (events_tx, events) = async_channel::bounded(queue);
         let kicked = Arc::<Shutdown>::default();
         let lost = Arc::new(AtomicU64::new(0));
         let mut state = self.lock();
         let client = state.router.add_client();
-        let link = Link { replies: replies_tx, events: events_tx, kicked: kicked.clone(), lost: lost.clone() };
+        let link = Link {
+            rule: rule.clone(),
+            replies: replies_tx,
+            events: events_tx,
+            kicked: kicked.clone(),
+            lost: lost.clone(),
+        };
         state.links.insert(client, link);
         Attached { client, replies, events, kicked, lost }
     }
@@ -223,12 +234,15 @@ impl<R: Runtime> Hub<R> {
         self.send(released, upstream);
     }
 
-    /// Puts `event` in every client's queue; a client whose queue is full is kicked, with a count of what it
-    /// lost. Never waits.
+    /// Puts `event` in the queue of every client that takes it; a client whose queue is full is kicked, with a
+    /// count of what it lost. Never waits.
     pub(crate) fn fan_out(&self, event: ServerEvent) {
         let event = Arc::new(event);
         let state = self.lock();
         for (client, link) in &state.links {
+            if !link.rule.takes_event(&event.name) {
+                continue;
+            }
             if link.kicked.is_set() {
                 link.lost.fetch_add(1, Ordering::SeqCst);
                 continue;
