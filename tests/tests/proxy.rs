@@ -487,8 +487,8 @@ async fn qemu_reads_the_same_bytes_through_the_proxy_as_from_a_direct_client() {
     client.await.expect("proxied client");
     proxy.upstream().close().await;
     let from_proxy = recording.join().expect("proxied recording");
-    let expected = r#"{"execute":"qmp_capabilities","id":0}{"execute":"query-version","id":0}"#.to_owned()
-        + r#"{"execute":"block-job-set-speed","arguments":{"device":"j0","speed":0},"id":0}"#;
+    let expected = r#"{"execute":"qmp_capabilities","id":1}{"execute":"query-version","id":1}"#.to_owned()
+        + r#"{"execute":"block-job-set-speed","arguments":{"device":"j0","speed":0},"id":1}"#;
     assert_eq!(String::from_utf8_lossy(&from_direct), expected, "a direct client's bytes");
     assert_eq!(
         String::from_utf8_lossy(&from_proxy),
