@@ -130,11 +130,12 @@ fn main() {
 /// The flood rows (see [`proxy_flood`]): best of `rounds` interleaved runs.
 async fn flood_rows(quiet_round_trips: usize, rounds: usize, events: usize) {
     let flood = Flood::start().await;
-    let mut best = [Run::default(); 8];
+    let mut best = [Run::default(); 9];
     for _ in 0..rounds {
         let runs = [
-            flood.alone(events, None).await,
-            flood.alone(events, Some(proxy_flood::RATE)).await,
+            flood.alone(events, None, false).await,
+            flood.alone(events, Some(proxy_flood::RATE), false).await,
+            flood.alone(events, Some(proxy_flood::RATE), true).await,
             flood.quiet(&flood.reader, quiet_round_trips).await,
             flood.flooded(&flood.reader, events, false).await,
             flood.flooded(&flood.reader, events, true).await,
@@ -149,7 +150,7 @@ async fn flood_rows(quiet_round_trips: usize, rounds: usize, events: usize) {
                 if best.cpu_per_event == 0.0 { run.cpu_per_event } else { best.cpu_per_event.min(run.cpu_per_event) };
         }
     }
-    let [fastest, steady, quiet, flooded, stalled, quiet_none, flooded_none, stalled_none] = best;
+    let [fastest, steady, steady_stalled, quiet, flooded, stalled, quiet_none, flooded_none, stalled_none] = best;
     println!("\nfloods of {events} events from a fake QEMU (this process) through the proxy to a reading client; best of {rounds}");
     for (what, run) in [("as fast as the reader takes them", fastest), ("at a steady rate", steady)] {
         println!(
@@ -159,6 +160,11 @@ async fn flood_rows(quiet_round_trips: usize, rounds: usize, events: usize) {
             run.events * run.cpu_per_event / 1e6
         );
     }
+    println!(
+        "flood alone, at a steady rate, a stalled client: cpu {:>4.1} us/event: {:.2}x of the flood without it (target 1.0x)",
+        steady_stalled.cpu_per_event,
+        steady_stalled.cpu_per_event / steady.cpu_per_event
+    );
     println!("round trips, at a steady {} events/s:", proxy_flood::RATE);
     println!("client taking events, no flood:          {:>8.0} round trips/s", quiet.round_trips);
     println!(

@@ -110,9 +110,10 @@ impl Flood {
         self.flood(Some(measured), events, stalled, Some(RATE)).await
     }
 
-    /// The flood alone, at `rate` events a second or as fast as the reader takes it: its CPU per event.
-    pub async fn alone(&self, events: usize, rate: Option<u64>) -> Run {
-        self.flood(None, events, false, rate).await
+    /// The flood alone, at `rate` events a second or as fast as the reader takes it (with a client that never
+    /// reads connected first when `stalled`): its CPU per event.
+    pub async fn alone(&self, events: usize, rate: Option<u64>, stalled: bool) -> Run {
+        self.flood(None, events, stalled, rate).await
     }
 
     async fn flood(&self, measured: Option<&Qmp>, events: usize, stalled: bool, rate: Option<u64>) -> Run {

@@ -15,8 +15,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use qmp_proto::server::{Failure, ServerConfig, Token};
-use qmp_proto::ServerEvent;
+use qmp_proto::server::{EncodedEvent, Failure, ServerConfig, Token};
+use qmp_proto::{RawJson, ServerEvent, Timestamp};
 
 use super::policy::Rule;
 use super::routing::{ClientId, Dispatch, Router, Ticket};
@@ -34,7 +34,7 @@ pub(crate) type Connector<R> =
 pub(crate) struct Attached {
     pub(crate) client: ClientId,
     pub(crate) replies: async_channel::Receiver<(Token, Outcome)>,
-    pub(crate) events: async_channel::Receiver<Arc<ServerEvent>>,
+    pub(crate) events: async_channel::Receiver<Arc<EncodedEvent>>,
     /// Set when the client fell too far behind with events: it must be disconnected.
     pub(crate) kicked: Arc<Shutdown>,
     /// Events it lost (when kicked).
@@ -45,7 +45,7 @@ struct Link {
     /// Which events the client takes (its rule's [`Rule::takes_event`]).
     rule: Rule,
     replies: async_channel::Sender<(Token, Outcome)>,
-    events: async_channel::Sender<Arc<ServerEvent>>,
+    events: async_channel::Sender<Arc<EncodedEvent>>,
     kicked: Arc<Shutdown>,
     lost: Arc<AtomicU64>,
 }
@@ -234,15 +234,22 @@ impl<R: Runtime> Hub<R> {
         self.send(released, upstream);
     }
 
-    /// Puts `event` in the queue of every client that takes it; a client whose queue is full is kicked, with a
-    /// count of what it lost. Never waits.
+    /// Puts `event` in the queue of every client that takes it, encoded once for all of them; a client whose
+    /// queue is full is kicked, with a count of what it lost. Never waits.
     pub(crate) fn fan_out(&self, event: ServerEvent) {
-        let event = Arc::new(event);
         let state = self.lock();
+        let mut encoded = None;
         for (client, link) in &state.links {
             if !link.rule.takes_event(&event.name) {
                 continue;
             }
+            let event = match &mut encoded {
+                Some(encoded) => encoded,
+                None => match encode(&event) {
+                    Some(event) => encoded.insert(event),
+                    None => return,
+                },
+            };
             if link.kicked.is_set() {
                 link.lost.fetch_add(1, Ordering::SeqCst);
                 continue;
@@ -258,4 +265,17 @@ impl<R: Runtime> Hub<R> {
 
 fn released(router: &mut Router<Token, Forward>) -> Vec<Dispatch<Forward>> {
     std::iter::from_fn(|| router.poll_dispatch()).collect()
+}
+
+/// `event` as every client gets it (QEMU's layout); `None`, logged, if its data is not JSON (it was parsed from
+/// QEMU's output, so it is).
+fn encode(event: &ServerEvent) -> Option<Arc<EncodedEvent>> {
+    let timestamp = event.timestamp.unwrap_or(Timestamp { seconds: -1, microseconds: -1 });
+    match EncodedEvent::new(&event.name, event.data.as_ref().map(RawJson::raw_str), timestamp) {
+        Ok(encoded) => Some(Arc::new(encoded)),
+        Err(e) => {
+            tracing::warn!(%e, event = event.name, "event not passed on");
+            None
+        }
+    }
 }
