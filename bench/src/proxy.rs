@@ -127,15 +127,19 @@ fn main() {
     });
 }
 
+/// Clients that read (and discard) the flood, besides the reader, for the CPU one more client costs per event.
+const MORE_READERS: usize = 4;
+
 /// The flood rows (see [`proxy_flood`]): best of `rounds` interleaved runs.
 async fn flood_rows(quiet_round_trips: usize, rounds: usize, events: usize) {
     let flood = Flood::start().await;
-    let mut best = [Run::default(); 9];
+    let mut best = [Run::default(); 10];
     for _ in 0..rounds {
         let runs = [
-            flood.alone(events, None, false).await,
-            flood.alone(events, Some(proxy_flood::RATE), false).await,
-            flood.alone(events, Some(proxy_flood::RATE), true).await,
+            flood.alone(events, None, false, 0).await,
+            flood.alone(events, Some(proxy_flood::RATE), false, 0).await,
+            flood.alone(events, Some(proxy_flood::RATE), true, 0).await,
+            flood.alone(events, Some(proxy_flood::RATE), false, MORE_READERS).await,
             flood.quiet(&flood.reader, quiet_round_trips).await,
             flood.flooded(&flood.reader, events, false).await,
             flood.flooded(&flood.reader, events, true).await,
@@ -150,7 +154,8 @@ async fn flood_rows(quiet_round_trips: usize, rounds: usize, events: usize) {
                 if best.cpu_per_event == 0.0 { run.cpu_per_event } else { best.cpu_per_event.min(run.cpu_per_event) };
         }
     }
-    let [fastest, steady, steady_stalled, quiet, flooded, stalled, quiet_none, flooded_none, stalled_none] = best;
+    let [fastest, steady, steady_stalled, steady_readers, quiet, flooded, stalled, quiet_none, flooded_none, stalled_none] =
+        best;
     println!("\nfloods of {events} events from a fake QEMU (this process) through the proxy to a reading client; best of {rounds}");
     for (what, run) in [("as fast as the reader takes them", fastest), ("at a steady rate", steady)] {
         println!(
@@ -164,6 +169,11 @@ async fn flood_rows(quiet_round_trips: usize, rounds: usize, events: usize) {
         "flood alone, at a steady rate, a stalled client: cpu {:>4.1} us/event: {:.2}x of the flood without it (target 1.0x)",
         steady_stalled.cpu_per_event,
         steady_stalled.cpu_per_event / steady.cpu_per_event
+    );
+    println!(
+        "flood alone, at a steady rate, {MORE_READERS} more clients reading: cpu {:>4.1} us/event: +{:.2} us per event and client",
+        steady_readers.cpu_per_event,
+        (steady_readers.cpu_per_event - steady.cpu_per_event) / MORE_READERS as f64
     );
     println!("round trips, at a steady {} events/s:", proxy_flood::RATE);
     println!("client taking events, no flood:          {:>8.0} round trips/s", quiet.round_trips);

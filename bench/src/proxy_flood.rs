@@ -111,9 +111,15 @@ impl Flood {
     }
 
     /// The flood alone, at `rate` events a second or as fast as the reader takes it (with a client that never
-    /// reads connected first when `stalled`): its CPU per event.
-    pub async fn alone(&self, events: usize, rate: Option<u64>, stalled: bool) -> Run {
-        self.flood(None, events, stalled, rate).await
+    /// reads connected first when `stalled`, and `more_readers` clients that read and discard what they get):
+    /// its CPU per event.
+    pub async fn alone(&self, events: usize, rate: Option<u64>, stalled: bool, more_readers: usize) -> Run {
+        let readers: Vec<UnixStream> = (0..more_readers).map(|_| discarding_client(&self.all_events)).collect();
+        let run = self.flood(None, events, stalled, rate).await;
+        for reader in readers {
+            let _ = reader.shutdown(std::net::Shutdown::Both);
+        }
+        run
     }
 
     async fn flood(&self, measured: Option<&Qmp>, events: usize, stalled: bool, rate: Option<u64>) -> Run {
@@ -173,5 +179,13 @@ fn stalled_client(path: &Path) -> UnixStream {
     line.clear();
     reader.read_line(&mut line).expect("negotiated");
     assert_eq!(line, "{\"return\": {}}\r\n");
+    stream
+}
+
+/// A client that negotiates, then reads and discards everything (in a thread of its own) until shut down.
+fn discarding_client(path: &Path) -> UnixStream {
+    let stream = stalled_client(path);
+    let mut reader = stream.try_clone().expect("clone");
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     stream
 }
