@@ -17,8 +17,10 @@
 //! - **Fairness**: QEMU's in-band queue (8 commands) is shared round-robin between clients ([`Router`]): a
 //!   client that floods commands cannot starve the others.
 //! - **Events** fan out to every negotiated client through a bounded queue per client
-//!   ([`ProxyOptions::event_queue`]). A client that stops reading is disconnected, with the count of events it
-//!   lost logged, and never stalls QEMU, the proxy or the other clients.
+//!   ([`ProxyOptions::event_queue`]), each encoded once for all of them
+//!   ([`EncodedEvent`](qmp_proto::server::EncodedEvent)): a client costs a copy per event, not an encoding. A client that stops reading is disconnected, with the count of events it
+//!   lost logged, and never stalls QEMU, the proxy or the other clients. A rule may narrow the events its
+//!   clients get, or give them none ([`Rule::events`]: a metrics collector needs none).
 //! - **Policy**: each client gets the first [`Rule`] of the [`Policy`] matching its [`Identity`] (listener, unix
 //!   peer uid/gid, TLS subject); no rule, no greeting. A denied command gets an error naming the rule and never
 //!   reaches QEMU. `qmp_capabilities` is the client's own negotiation with the proxy; `quit` needs

@@ -27,6 +27,7 @@
 //! name = "monitoring"
 //! gid = 1001
 //! allow = ["query-*", "qom-get"]
+//! events = []               # the events its clients get: names and globs (["BLOCK_JOB_*"]); all when absent
 //!
 //! [[rule]]
 //! name = "alice"
@@ -348,12 +349,13 @@ mod tests {
     fn a_policy_file_reads_and_decides() {
         let policy = policy(
             "[[rule]]\nname = \"admin\"\nuid = 0\nprofile = \"full\"\nallow_quit = true\n\n\
-             [[rule]]\nname = \"metrics\"\ngid = 1001\nallow = [\"query-*\"]\n",
+             [[rule]]\nname = \"metrics\"\ngid = 1001\nallow = [\"query-*\"]\nevents = [\"BLOCK_JOB_*\"]\n",
         )
         .expect("valid");
         let metrics = policy.rule_for(&qmp_async::proxy::Identity::unix("s", 1000, 1001)).expect("metrics");
         assert_eq!(metrics.name(), "metrics");
         assert!(metrics.check("query-status").is_ok() && metrics.check("stop").is_err());
+        assert!(metrics.takes_event("BLOCK_JOB_READY") && !metrics.takes_event("SHUTDOWN"));
         assert!(admits_others(&policy, 0, "s"), "the metrics rule admits other users");
         assert!(!admits_others(&Policy::owner_only(0), 0, "s"));
     }

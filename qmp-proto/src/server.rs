@@ -69,6 +69,7 @@
 
 mod builtin;
 mod config;
+mod event;
 mod held;
 mod lexer;
 mod parser;
@@ -81,6 +82,7 @@ use std::hash::BuildHasherDefault;
 use serde_json::Value;
 
 pub use config::{CommandInfo, ServerConfig, DEFAULT_SERVER_MAX_MESSAGE_SIZE, QMP_REQ_QUEUE_LEN_MAX};
+pub use event::EncodedEvent;
 
 use crate::config::Mode;
 use crate::message::Timestamp;
@@ -559,30 +561,39 @@ impl Server {
     }
 
     fn event_object(&mut self, name: &str, data: Option<QObject>, timestamp: Timestamp) -> EventOutcome {
+        if let Some(refused) = self.event_refused() {
+            return refused;
+        }
+        self.write_message(&event::event_object(name, data, timestamp));
+        EventOutcome::Sent
+    }
+
+    /// Why an event cannot be sent now, if it cannot (a dropped one is counted).
+    fn event_refused(&mut self) -> Option<EventOutcome> {
         if self.closed {
-            return EventOutcome::Closed;
+            return Some(EventOutcome::Closed);
         }
         if self.config.mode == Mode::GuestAgent {
-            return EventOutcome::GuestAgent;
+            return Some(EventOutcome::GuestAgent);
         }
         if !self.negotiated {
-            return EventOutcome::NotNegotiated;
+            return Some(EventOutcome::NotNegotiated);
         }
         if self.out.len() > self.config.max_queued_output {
             self.dropped_events += 1;
-            return EventOutcome::Dropped;
+            return Some(EventOutcome::Dropped);
         }
-        let mut ts = QDict::new();
-        ts.put("seconds", QObject::Int(timestamp.seconds));
-        ts.put("microseconds", QObject::Int(timestamp.microseconds));
-        // qmp_event_build_dict(): event, timestamp, then the generated code adds data.
-        let mut dict = QDict::new();
-        dict.put("event", QObject::str(name));
-        dict.put("timestamp", QObject::Dict(ts));
-        if let Some(data) = data {
-            dict.put("data", data);
+        None
+    }
+
+    /// Sends an event encoded once for many sessions ([`EncodedEvent`]), as [`event_json`](Self::event_json)
+    /// would have sent it, without encoding it again.
+    pub fn event_encoded(&mut self, event: &EncodedEvent) -> EventOutcome {
+        if let Some(refused) = self.event_refused() {
+            return refused;
         }
-        self.write_message(&QObject::Dict(dict));
+        self.out.extend_from_slice(event.as_bytes());
+        self.end_line();
         EventOutcome::Sent
     }
 

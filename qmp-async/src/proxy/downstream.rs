@@ -16,8 +16,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
-use qmp_proto::server::{Event, Failure, Server, ServerUsageError, Token};
-use qmp_proto::{RawJson, ServerEvent, Timestamp};
+use qmp_proto::server::{EncodedEvent, Event, Failure, Server, ServerUsageError, Token};
+use qmp_proto::RawJson;
 
 use super::audit::{AuditLog, Entry};
 use super::hub::{Attached, Hub};
@@ -37,7 +37,7 @@ pub(crate) struct Downstream<R: Runtime> {
     rule: Rule,
     identity: Arc<Identity>,
     replies: Pin<Box<async_channel::Receiver<(Token, Outcome)>>>,
-    events: Pin<Box<async_channel::Receiver<Arc<ServerEvent>>>>,
+    events: Pin<Box<async_channel::Receiver<Arc<EncodedEvent>>>>,
     kicked: ShutdownWatch,
     lost: Arc<AtomicU64>,
     stop: ShutdownWatch,
@@ -68,7 +68,7 @@ fn takes_fd(command: &str) -> bool {
 
 impl<R: Runtime> Downstream<R> {
     pub(crate) fn new(hub: Arc<Hub<R>>, rule: Rule, identity: Arc<Identity>, audit: Option<Arc<AuditLog>>) -> Self {
-        let Attached { client, replies, events, kicked, lost } = hub.attach();
+        let Attached { client, replies, events, kicked, lost } = hub.attach(&rule);
         let stop = ShutdownWatch::new(hub.shutdown.clone());
         tracing::info!(client = client.get(), %identity, rule = rule.name(), "client connected");
         Downstream {
@@ -184,11 +184,7 @@ impl<R: Runtime> Backend for Downstream<R> {
         }
         while unwritten + server.queued_output() < OUTPUT_HIGH_WATER {
             let Poll::Ready(Some(event)) = self.events.as_mut().poll_next(cx) else { break };
-            let timestamp = event.timestamp.unwrap_or(Timestamp { seconds: -1, microseconds: -1 });
-            let data = event.data.as_ref().map(RawJson::raw_str);
-            if let Err(e) = server.event_json(&event.name, data, timestamp) {
-                tracing::warn!(client = self.client.get(), %e, event = event.name, "event not passed on");
-            }
+            server.event_encoded(&event);
             progress = true;
         }
         progress

@@ -15,9 +15,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use qmp_proto::server::{Failure, ServerConfig, Token};
-use qmp_proto::ServerEvent;
+use qmp_proto::server::{EncodedEvent, Failure, ServerConfig, Token};
+use qmp_proto::{RawJson, ServerEvent, Timestamp};
 
+use super::policy::Rule;
 use super::routing::{ClientId, Dispatch, Router, Ticket};
 use super::upstream::{self, Forward, Outcome};
 use super::{ProxyOptions, UpstreamLoss};
@@ -33,7 +34,7 @@ pub(crate) type Connector<R> =
 pub(crate) struct Attached {
     pub(crate) client: ClientId,
     pub(crate) replies: async_channel::Receiver<(Token, Outcome)>,
-    pub(crate) events: async_channel::Receiver<Arc<ServerEvent>>,
+    pub(crate) events: async_channel::Receiver<Arc<EncodedEvent>>,
     /// Set when the client fell too far behind with events: it must be disconnected.
     pub(crate) kicked: Arc<Shutdown>,
     /// Events it lost (when kicked).
@@ -41,8 +42,10 @@ pub(crate) struct Attached {
 }
 
 struct Link {
+    /// Which events the client takes (its rule's [`Rule::takes_event`]).
+    rule: Rule,
     replies: async_channel::Sender<(Token, Outcome)>,
-    events: async_channel::Sender<Arc<ServerEvent>>,
+    events: async_channel::Sender<Arc<EncodedEvent>>,
     kicked: Arc<Shutdown>,
     lost: Arc<AtomicU64>,
 }
@@ -153,15 +156,23 @@ impl<R: Runtime> Hub<R> {
         }
     }
 
-    /// Registers a client.
-    pub(crate) fn attach(&self) -> Attached {
+    /// Registers a client under `rule` (which decides the events it gets).
+    pub(crate) fn attach(&self, rule: &Rule) -> Attached {
         let (replies_tx, replies) = async_channel::unbounded();
-        let (events_tx, events) = async_channel::bounded(self.event_queue);
+        // A client that takes no event needs no room for any.
+        let queue = if rule.takes_no_events() { 1 } else { self.event_queue };
+        let (events_tx, events) = async_channel::bounded(queue);
         let kicked = Arc::<Shutdown>::default();
         let lost = Arc::new(AtomicU64::new(0));
         let mut state = self.lock();
         let client = state.router.add_client();
-        let link = Link { replies: replies_tx, events: events_tx, kicked: kicked.clone(), lost: lost.clone() };
+        let link = Link {
+            rule: rule.clone(),
+            replies: replies_tx,
+            events: events_tx,
+            kicked: kicked.clone(),
+            lost: lost.clone(),
+        };
         state.links.insert(client, link);
         Attached { client, replies, events, kicked, lost }
     }
@@ -223,12 +234,22 @@ impl<R: Runtime> Hub<R> {
         self.send(released, upstream);
     }
 
-    /// Puts `event` in every client's queue; a client whose queue is full is kicked, with a count of what it
-    /// lost. Never waits.
+    /// Puts `event` in the queue of every client that takes it, encoded once for all of them; a client whose
+    /// queue is full is kicked, with a count of what it lost. Never waits.
     pub(crate) fn fan_out(&self, event: ServerEvent) {
-        let event = Arc::new(event);
         let state = self.lock();
+        let mut encoded = None;
         for (client, link) in &state.links {
+            if !link.rule.takes_event(&event.name) {
+                continue;
+            }
+            let event = match &mut encoded {
+                Some(encoded) => encoded,
+                None => match encode(&event) {
+                    Some(event) => encoded.insert(event),
+                    None => return,
+                },
+            };
             if link.kicked.is_set() {
                 link.lost.fetch_add(1, Ordering::SeqCst);
                 continue;
@@ -244,4 +265,17 @@ impl<R: Runtime> Hub<R> {
 
 fn released(router: &mut Router<Token, Forward>) -> Vec<Dispatch<Forward>> {
     std::iter::from_fn(|| router.poll_dispatch()).collect()
+}
+
+/// `event` as every client gets it (QEMU's layout); `None`, logged, if its data is not JSON (it was parsed from
+/// QEMU's output, so it is).
+fn encode(event: &ServerEvent) -> Option<Arc<EncodedEvent>> {
+    let timestamp = event.timestamp.unwrap_or(Timestamp { seconds: -1, microseconds: -1 });
+    match EncodedEvent::new(&event.name, event.data.as_ref().map(RawJson::raw_str), timestamp) {
+        Ok(encoded) => Some(Arc::new(encoded)),
+        Err(e) => {
+            tracing::warn!(%e, event = event.name, "event not passed on");
+            None
+        }
+    }
 }

@@ -13,6 +13,11 @@
 //! a gid never applies to a TCP client, nor one with a subject or a common name to a unix one; a rule with none
 //! of these applies to every client, plain TCP ones included.
 //!
+//! A rule may also choose which of QEMU's events its clients get: `events = ["BLOCK_JOB_*", "JOB_STATUS_CHANGE"]`
+//! (names or globs), or `events = []` for none (a metrics collector that only queries: it costs the proxy no
+//! event queue, and no flood of events can fall on it). Without `events`, a client gets every event. QMP has no
+//! subscription of its own, so this is the proxy's filter, decided per rule ([`Rule::events`]).
+//!
 //! Two commands are special. `qmp_capabilities` never reaches QEMU: every client negotiates with the proxy on
 //! its own. `quit` ends QEMU for every client, so no glob and no profile allows it: only a rule with
 //! `allow_quit = true` does.
@@ -158,6 +163,8 @@ pub struct Rule {
     deny: Option<Vec<String>>,
     #[serde(default)]
     allow_quit: bool,
+    #[serde(default)]
+    events: Option<Vec<String>>,
 }
 
 impl Rule {
@@ -175,6 +182,7 @@ impl Rule {
             allow: None,
             deny: None,
             allow_quit: false,
+            events: None,
         }
     }
 
@@ -231,6 +239,23 @@ impl Rule {
     pub fn allow_quit(mut self, allow: bool) -> Self {
         self.allow_quit = allow;
         self
+    }
+
+    /// Its clients get only the events named here (names or globs: `BLOCK_JOB_*`); none when empty. Without
+    /// it they get every event.
+    pub fn events<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+        self.events = Some(patterns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether its clients get the event `name` (see [`events`](Self::events)).
+    pub fn takes_event(&self, name: &str) -> bool {
+        self.events.as_ref().is_none_or(|patterns| patterns.iter().any(|p| glob_matches(p, name)))
+    }
+
+    /// Whether its clients get no event at all (`events = []`).
+    pub fn takes_no_events(&self) -> bool {
+        self.events.as_ref().is_some_and(Vec::is_empty)
     }
 
     /// The rule's name.
@@ -303,12 +328,19 @@ impl Rule {
             0 => return err("give one of profile, allow or deny".into()),
             _ => return err("give only one of profile, allow and deny".into()),
         }
-        for pattern in self.allow.iter().chain(&self.deny).flatten() {
+        for (what, pattern) in self
+            .allow
+            .iter()
+            .chain(&self.deny)
+            .flatten()
+            .map(|p| ("command", p))
+            .chain(self.events.iter().flatten().map(|p| ("event", p)))
+        {
             let valid = !pattern.is_empty()
                 && pattern.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*');
             if !valid {
                 return err(format!(
-                    "invalid command pattern {pattern:?} (command names, '*' for any run of characters)"
+                    "invalid {what} pattern {pattern:?} ({what} names, '*' for any run of characters)"
                 ));
             }
         }
@@ -426,6 +458,20 @@ mod tests {
     }
 
     #[test]
+    fn event_filters() {
+        let all = Rule::new("all").profile(Profile::Full);
+        assert!(all.takes_event("SHUTDOWN") && !all.takes_no_events());
+        let jobs = all.clone().events(["BLOCK_JOB_*", "JOB_STATUS_CHANGE"]);
+        assert!(jobs.takes_event("BLOCK_JOB_COMPLETED") && jobs.takes_event("JOB_STATUS_CHANGE"));
+        assert!(!jobs.takes_event("SHUTDOWN") && !jobs.takes_no_events());
+        let none = all.events(Vec::<String>::new());
+        assert!(!none.takes_event("SHUTDOWN") && none.takes_no_events());
+        let toml_like: Rule =
+            serde_json::from_str(r#"{"name": "m", "allow": ["query-*"], "events": []}"#).expect("deserializes");
+        assert!(toml_like.takes_no_events());
+    }
+
+    #[test]
     fn identities_pick_the_first_matching_rule() {
         let policy = Policy::new(vec![
             Rule::new("root").uid(0).profile(Profile::Full),
@@ -454,6 +500,7 @@ mod tests {
             (Policy::new(vec![Rule::new("x")]), "give one of"),
             (Policy::new(vec![Rule::new("x").allow(["a"]).deny(["b"])]), "only one of"),
             (Policy::new(vec![Rule::new("x").allow(["que ry"])]), "invalid command pattern"),
+            (Policy::new(vec![Rule::new("x").allow(["a"]).events(["BLOCK JOB"])]), "invalid event pattern"),
             (Policy::new(vec![Rule::new("x").allow(["a"]), Rule::new("x").deny(["b"])]), "two rules"),
         ];
         for (policy, why) in cases {

@@ -70,6 +70,8 @@ struct Connection<T, B> {
 
 impl<T: Transport, B: Backend> Connection<T, B> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Zeroed once per poll, not once per turn.
+        let mut buf = [0u8; READ_CHUNK];
         loop {
             let unwritten = self.out.len() - self.written;
             let mut progress = self.backend.poll_feed(cx, &mut self.server, unwritten);
@@ -95,7 +97,6 @@ impl<T: Transport, B: Backend> Connection<T, B> {
                 return Poll::Ready(());
             }
             if self.server.wants_input() {
-                let mut buf = [0u8; READ_CHUNK];
                 let mut fds = Vec::new();
                 let read = self.io.poll_read_with_fds(cx, &mut buf, &mut fds);
                 if !fds.is_empty() {
