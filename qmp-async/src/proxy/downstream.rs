@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
-use qmp_proto::server::{Event, Failure, Server, ServerUsageError, Token};
+use qmp_proto::server::{Arguments, Event, Failure, Server, ServerUsageError, Token};
 use qmp_proto::{RawJson, ServerEvent, Timestamp};
 
 use super::audit::{AuditLog, Entry};
@@ -53,7 +53,7 @@ pub(crate) struct Downstream<R: Runtime> {
 /// A command passed on, as the audit log will record it.
 struct Audited {
     name: String,
-    arguments: serde_json::Map<String, serde_json::Value>,
+    arguments: Arguments,
     oob: bool,
     started: Instant,
 }
@@ -93,7 +93,7 @@ impl<R: Runtime> Downstream<R> {
         server: &mut Server,
         token: Token,
         name: String,
-        args: serde_json::Map<String, serde_json::Value>,
+        args: Arguments,
         oob: bool,
     ) {
         if let Err(denied) = self.rule.check(&name) {
@@ -108,13 +108,9 @@ impl<R: Runtime> Downstream<R> {
             oob,
             started: self.hub.runtime.now(),
         });
-        let args = if args.is_empty() {
-            None
-        } else {
-            // A map of JSON values always serializes.
-            let text = serde_json::to_string(&args).unwrap_or_else(|_| "{}".into());
-            RawJson::from_json(&text).ok()
-        };
+        // The client's arguments go on as the text it wrote (QEMU's own reading of them where it differs from
+        // standard JSON: see `Arguments`), never parsed here.
+        let args = (!args.is_empty()).then(|| args.raw().clone());
         if let Some(audited) = audited {
             self.audited.insert(token, audited);
         }
@@ -151,7 +147,7 @@ impl<R: Runtime> Downstream<R> {
     fn audit(
         &self,
         command: &str,
-        arguments: &serde_json::Map<String, serde_json::Value>,
+        arguments: &Arguments,
         oob: bool,
         result: &str,
         duration: Duration,
