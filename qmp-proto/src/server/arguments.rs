@@ -4,8 +4,10 @@
 //! arguments become ([`Arguments::deserialize`] into its own type, [`Arguments::map`] for a
 //! `serde_json::Map`), or passes them on as they are ([`Arguments::raw`], what the proxy does).
 //!
-//! The text is what the client wrote, byte for byte, in all but a few cases where what QEMU reads is not the
-//! text in standard JSON. Then the text is QEMU's reading of it, re-encoded as JSON (the rare, slow path):
+//! The text is the tokens the client wrote, byte for byte, without the whitespace between them (so it is one
+//! line, and the same however the client's bytes arrived), in all but a few cases where what QEMU reads is not
+//! the text in standard JSON. Then the text is QEMU's reading of it, re-encoded as compact JSON (the rare, slow
+//! path):
 //!
 //! | the client wrote | QEMU reads | the handler sees |
 //! |---|---|---|
@@ -15,8 +17,8 @@
 //! | `-0` | the integer 0 | `0` |
 //! | a number beyond `f64` (`1e400`) | infinity | `null` |
 //!
-//! Everything else QEMU accepts is standard JSON already and reaches the handler untouched (spacing, member
-//! order and escapes included).
+//! Everything else QEMU accepts is standard JSON already and reaches the handler as written (member order,
+//! escapes and number forms included: `1.5e3` stays `1.5e3`).
 
 use std::ops::Index;
 use std::sync::OnceLock;

@@ -23,7 +23,7 @@ pub(crate) const MAX_DEPTH: usize = 16;
 /// Reads a command object whole at the start of `input` (after any whitespace). Returns the bytes it used
 /// (up to the closing brace) and its top-level members, or `None` when the lexer must read it.
 pub(crate) fn read_command(input: &[u8], max_size: usize) -> Option<(usize, Members)> {
-    let mut scan = Scan { input, at: 0 };
+    let mut scan = Scan { input, at: 0, spaces: 0 };
     scan.skip_whitespace();
     let first = scan.at;
     if scan.next()? != b'{' {
@@ -51,6 +51,8 @@ const PLAIN: [bool; 256] = {
 struct Scan<'a> {
     input: &'a [u8],
     at: usize,
+    /// Runs of whitespace skipped so far (a value without any between its tokens is copied as it is).
+    spaces: usize,
 }
 
 impl Scan<'_> {
@@ -65,8 +67,11 @@ impl Scan<'_> {
     }
 
     fn skip_whitespace(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
-            self.at += 1;
+        if matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.spaces += 1;
+            while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+                self.at += 1;
+            }
         }
     }
 
@@ -97,10 +102,11 @@ impl Scan<'_> {
                 return None;
             }
             self.skip_whitespace();
-            let start = self.at;
+            let (start, spaces) = (self.at, self.spaces);
             let shape = self.value(depth)?;
             if let Some(top) = top.as_deref_mut() {
-                let found = Found { seq: count as u32 - 1, start, end: self.at, shape, json: true };
+                let compact = self.spaces == spaces;
+                let found = Found { seq: count as u32 - 1, start, end: self.at, shape, json: true, compact };
                 top.record(&self.input[key.0..key.1], key_start, key.1 + 1, found);
             }
             self.skip_whitespace();
@@ -146,6 +152,7 @@ impl Scan<'_> {
     /// The rest of a string after its opening quote, up to and with its closing one.
     fn string_body(&mut self) -> Option<()> {
         let rest = &self.input[self.at..];
+        // Strings are short here: a plain loop beats memchr's set-up.
         let len = rest.iter().position(|&b| !PLAIN[usize::from(b)])?;
         (rest[len] == b'"').then(|| self.at += len + 1)
     }
@@ -180,6 +187,7 @@ mod tests {
     use super::super::request::{read_request, Request};
     use super::*;
     use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
 
     /// What the lexer and QEMU's parser read at the start of `input`: the bytes used and the request.
     fn by_the_lexer(input: &[u8]) -> Option<(usize, Result<Request, Vec<u8>>)> {
@@ -239,9 +247,35 @@ mod tests {
 
     /// Parts of messages near the common ones: valid, and broken in the ways the fast path must notice.
     const PARTS: &[&[u8]] = &[
-        b"{", b"}", b"[", b"]", b":", b",", b" ", b"\r\n", b"\"execute\"", b"\"exec-oob\"", b"\"arguments\"", b"\"id\"",
-        b"\"query-status\"", b"\"node-name\"", b"\"a\\u0062\"", b"'x'", b"\"\xc3\xa9\"", b"\"\x7f\"", b"0", b"-0", b"-12",
-        b"007", b"1.5", b"2e3", b"12345678901234567890", b"true", b"nul", b"x", b"\x01",
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b":",
+        b",",
+        b" ",
+        b"\r\n",
+        b"\"execute\"",
+        b"\"exec-oob\"",
+        b"\"arguments\"",
+        b"\"id\"",
+        b"\"query-status\"",
+        b"\"node-name\"",
+        b"\"a\\u0062\"",
+        b"'x'",
+        b"\"\xc3\xa9\"",
+        b"\"\x7f\"",
+        b"0",
+        b"-0",
+        b"-12",
+        b"007",
+        b"1.5",
+        b"2e3",
+        b"12345678901234567890",
+        b"true",
+        b"nul",
+        b"x",
+        b"\x01",
     ];
 
     fn messages() -> impl Strategy<Value = Vec<u8>> {
@@ -255,7 +289,41 @@ mod tests {
             };
             [head.as_bytes(), &extra, tail.as_bytes()].concat()
         });
-        prop_oneof![command, parts()]
+        prop_oneof![1 => command, 1 => parts(), 2 => valid_command()]
+    }
+
+    /// JSON values, mostly of the fast path's kinds, some of other kinds, some with a key twice.
+    fn value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            8 => prop::sample::select(&["0", "-12", "true", "null", "\"s t\"", "\"\""][..]),
+            1 => prop::sample::select(&["1.5", "-0", "'q'", "\"\\u0041\"", "\"\u{e9}\"", "nul"][..]),
+        ];
+        leaf.prop_map(String::from).prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(|items| format!("[{}]", items.join(","))),
+                prop::collection::vec(("[a-d]", inner), 0..4).prop_map(|members| {
+                    let members: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+                    format!("{{ {} }}", members.join(" ,"))
+                }),
+            ]
+        })
+    }
+
+    /// Commands whose arguments and id are any [`value`].
+    fn valid_command() -> impl Strategy<Value = Vec<u8>> {
+        (value(), value()).prop_map(|(arguments, id)| {
+            format!(r#"{{"execute": "q", "arguments":{arguments},"id":{id}}}"#).into_bytes()
+        })
+    }
+
+    /// The generated messages test something: many take the fast path, many do not.
+    #[test]
+    fn generated_messages_take_both_paths() {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let inputs: Vec<Vec<u8>> =
+            (0..1000).map(|_| messages().new_tree(&mut runner).expect("a message").current()).collect();
+        let fast = inputs.iter().filter(|input| read_command(input, usize::MAX).is_some()).count();
+        assert!((100..900).contains(&fast), "{fast} of 1000 took the fast path");
     }
 
     proptest! {

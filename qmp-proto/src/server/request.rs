@@ -24,8 +24,8 @@ use serde_json::Value;
 use super::arguments::Arguments;
 use super::builtin::c_str;
 use super::lexer::Kind;
-use super::parser::{parse_string, parse_with, Decoded, Keyword, Sink, Token};
 use super::parse_bytes;
+use super::parser::{parse_string, parse_with, Decoded, Keyword, Sink, Token};
 use super::qobject::{bucket, QDict, QObject};
 use super::short::ShortBytes;
 
@@ -195,6 +195,8 @@ pub(crate) struct Found {
     pub(crate) shape: Shape,
     /// The text is standard JSON for what QEMU reads (see [`Arguments`]).
     pub(crate) json: bool,
+    /// No whitespace between the value's tokens.
+    pub(crate) compact: bool,
 }
 
 /// What a value is, as far as dispatch cares.
@@ -285,18 +287,37 @@ fn decode_name(token: &[u8]) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// The `arguments` object: its text copied, or QEMU's reading of it re-encoded when they differ.
+/// The `arguments` object: its tokens' text copied (without whitespace between them), or QEMU's reading of
+/// it re-encoded when they differ.
 fn read_arguments(text: &[u8], found: Found) -> Arguments {
     let text = &text[found.start..found.end];
     if found.json {
-        // `{` then, after any whitespace, `}`: no member.
-        let empty = text[1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
-        return Arguments::from_checked(Bytes::copy_from_slice(text), empty);
+        let text = if found.compact { Bytes::copy_from_slice(text) } else { Bytes::from(without_whitespace(text)) };
+        // `{}`: no member.
+        let empty = text.len() == 2;
+        return Arguments::from_checked(text, empty);
     }
     // Valid JSON was read already: it parses again. A JSON value always serializes.
     let value = parse_bytes(text).unwrap_or(QObject::Null);
     let empty = matches!(&value, QObject::Dict(dict) if dict.iter().next().is_none());
     Arguments::from_checked(Bytes::from(serde_json::to_vec(&value.into_json()).unwrap_or_default()), empty)
+}
+
+/// Standard JSON text without the whitespace between its tokens.
+fn without_whitespace(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            (in_string, escaped) = (escaped || b != b'"', !escaped && b == b'\\');
+        } else if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            continue;
+        } else {
+            in_string = b == b'"';
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// The id, from its text: as QEMU will write it in the reply, and as JSON.
@@ -460,6 +481,8 @@ impl<'t> Sink<'t> for Summary<'_, 't> {
                 end: self.tokens[value.end - 1].2,
                 shape: value.shape,
                 json: value.json,
+                // The lexer's text has no whitespace, but for messages it read whole from the input.
+                compact: self.tokens[value.at..value.end].windows(2).all(|pair| pair[0].2 == pair[1].1),
             };
             self.top.record(&key.bytes, key_start, key_end, found);
         }
