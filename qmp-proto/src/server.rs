@@ -19,7 +19,10 @@
 //!   reply) answered by the server, commands that reply only when they fail.
 //!
 //! What it leaves to you: every other command, through [`Event::Command`] and [`Server::reply`], and events
-//! through [`Server::event`] (with your timestamp: the server never reads a clock).
+//! through [`Server::event`] (with your timestamp: the server never reads a clock). A command's arguments come
+//! as JSON text ([`Arguments`]): the server checks them as QEMU's parser does but builds no value from them,
+//! so reading a command costs about what routing a reply costs the [`Client`](crate::Client); you parse them
+//! into your own type, or pass them on as they are.
 //!
 //! # The driving contract
 //! After every input ([`Server::handle_input`], [`Server::handle_eof`], [`Server::handle_timeout`]) and every

@@ -4,21 +4,7 @@
 //! arguments become ([`Arguments::deserialize`] into its own type, [`Arguments::map`] for a
 //! `serde_json::Map`), or passes them on as they are ([`Arguments::raw`], what the proxy does).
 //!
-//! The text is the tokens the client wrote, byte for byte, without the whitespace between them (so it is one
-//! line, and the same however the client's bytes arrived), in all but a few cases where what QEMU reads is not
-//! the text in standard JSON. Then the text is QEMU's reading of it, re-encoded as compact JSON (the rare, slow
-//! path):
-//!
-//! | the client wrote | QEMU reads | the handler sees |
-//! |---|---|---|
-//! | `'single quotes'` | a string | `"single quotes"` |
-//! | `"it\'s"` (an escape JSON lacks) | `it's` | `"it's"` |
-//! | the bytes `C0 80` in a string (QEMU's U+0000) | U+0000 | `"\u0000"` |
-//! | `-0` | the integer 0 | `0` |
-//! | a number beyond `f64` (`1e400`) | infinity | `null` |
-//!
-//! Everything else QEMU accepts is standard JSON already and reaches the handler as written (member order,
-//! escapes and number forms included: `1.5e3` stays `1.5e3`).
+//! The text it holds is documented on the type.
 
 use std::ops::Index;
 use std::sync::OnceLock;
@@ -29,7 +15,23 @@ use serde_json::{Map, Value};
 
 use crate::raw::RawJson;
 
-/// A command's `arguments`: one JSON object, as text. See the [module docs](self) for the text.
+/// A command's `arguments`: one JSON object, as text.
+///
+/// The text is the tokens the client wrote, byte for byte, without the whitespace between them (so it is one
+/// line, and the same however the client's bytes arrived), in all but a few cases where what QEMU reads is not
+/// the text in standard JSON. Then the text is QEMU's reading of it, re-encoded as compact JSON (the rare, slow
+/// path):
+///
+/// | the client wrote | QEMU reads | the handler sees |
+/// |---|---|---|
+/// | `'single quotes'` | a string | `"single quotes"` |
+/// | `"it\'s"` (an escape JSON lacks) | `it's` | `"it's"` |
+/// | the bytes `C0 80` in a string (QEMU's U+0000) | U+0000 | `"\u0000"` |
+/// | `-0` | the integer 0 | `0` |
+/// | a number beyond `f64` (`1e400`) | infinity | `null` |
+///
+/// Everything else QEMU accepts is standard JSON already and reaches the handler as written (member order,
+/// escapes and number forms included: `1.5e3` stays `1.5e3`).
 ///
 /// Read it as you need it: into your own type ([`deserialize`](Self::deserialize)), as a `serde_json` map
 /// built on first use and kept ([`map`](Self::map), [`get`](Self::get), indexing), or as text
