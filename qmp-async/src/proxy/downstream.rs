@@ -88,14 +88,7 @@ impl<R: Runtime> Downstream<R> {
         }
     }
 
-    fn forward(
-        &mut self,
-        server: &mut Server,
-        token: Token,
-        name: String,
-        args: Arguments,
-        oob: bool,
-    ) {
+    fn forward(&mut self, server: &mut Server, token: Token, name: String, args: Arguments, oob: bool) {
         if let Err(denied) = self.rule.check(&name) {
             tracing::info!(client = self.client.get(), identity = %self.identity, command = name, "denied by policy");
             let _ = server.reply(token, Err(denied));
@@ -144,14 +137,7 @@ impl<R: Runtime> Downstream<R> {
         }
     }
 
-    fn audit(
-        &self,
-        command: &str,
-        arguments: &Arguments,
-        oob: bool,
-        result: &str,
-        duration: Duration,
-    ) {
+    fn audit(&self, command: &str, arguments: &Arguments, oob: bool, result: &str, duration: Duration) {
         let Some(audit) = &self.audit else { return };
         audit.record(&Entry {
             client: self.client.get(),
