@@ -13,6 +13,8 @@
 //! limits (checked), and nests far less deep than 1024.
 
 use super::lexer::MAX_TOKEN_COUNT;
+// What a string may hold on this path: the bytes QEMU writes as they are.
+use super::qobject::PLAIN;
 use super::request::{Found, Members, Shape};
 
 /// Members an object may have on this path (the duplicate check compares each key with the ones before it).
@@ -35,17 +37,6 @@ pub(crate) fn read_command(input: &[u8], max_size: usize) -> Option<(usize, Memb
     let len = scan.at - first;
     (len < max_size && len < MAX_TOKEN_COUNT).then_some((scan.at, members))
 }
-
-/// Printable ASCII but the quote and the backslash: what a string may hold on this path.
-const PLAIN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0x20;
-    while b < 0x7F {
-        table[b] = b != b'"' as usize && b != b'\\' as usize;
-        b += 1;
-    }
-    table
-};
 
 /// Where the scan is.
 struct Scan<'a> {

@@ -258,7 +258,7 @@ pub(crate) fn mod_utf8_codepoint(s: &[u8]) -> (Option<u32>, usize) {
 }
 
 /// The bytes QEMU writes as they are: printable ASCII but the quote and the backslash.
-const PLAIN: [bool; 256] = {
+pub(crate) const PLAIN: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0x20;
     while b < 0x7F {

@@ -26,7 +26,7 @@ use super::builtin::c_str;
 use super::lexer::Kind;
 use super::parse_bytes;
 use super::parser::{parse_string, parse_with, Decoded, Keyword, Sink, Token};
-use super::qobject::{bucket, QDict, QObject};
+use super::qobject::{bucket, QDict, QObject, PLAIN};
 use super::short::ShortBytes;
 
 /// A message read in full.
@@ -338,7 +338,7 @@ fn written_as_read(text: &[u8]) -> Option<Value> {
     match text.first()? {
         b'"' => {
             let body = &text[1..text.len() - 1];
-            let plain = body.iter().all(|&b| (0x20..0x7F).contains(&b) && b != b'\\' && b != b'"');
+            let plain = body.iter().all(|&b| PLAIN[usize::from(b)]);
             // Printable ASCII is UTF-8.
             plain.then(|| Value::String(body.iter().map(|&b| char::from(b)).collect()))
         }
