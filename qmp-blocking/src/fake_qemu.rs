@@ -235,7 +235,7 @@ impl Responder for FakeQemu {
             let desc = format!("The command {} does not support OOB", command.name);
             return Response::reply(Err(Failure::generic(desc)));
         }
-        if let Err(desc) = self.check_arguments(&command.name, &command.arguments) {
+        if let Err(desc) = self.check_arguments(&command.name, command.arguments.map()) {
             return Response::reply(Err(Failure::generic(desc)));
         }
         if let Some(scripted) = self.script.commands.get(&command.name) {

@@ -19,7 +19,10 @@
 //!   reply) answered by the server, commands that reply only when they fail.
 //!
 //! What it leaves to you: every other command, through [`Event::Command`] and [`Server::reply`], and events
-//! through [`Server::event`] (with your timestamp: the server never reads a clock).
+//! through [`Server::event`] (with your timestamp: the server never reads a clock). A command's arguments come
+//! as JSON text ([`Arguments`]): the server checks them as QEMU's parser does but builds no value from them,
+//! so reading a command costs about what routing a reply costs the [`Client`](crate::Client); you parse them
+//! into your own type, or pass them on as they are.
 //!
 //! # The driving contract
 //! After every input ([`Server::handle_input`], [`Server::handle_eof`], [`Server::handle_timeout`]) and every
@@ -67,20 +70,25 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod arguments;
 mod builtin;
 mod config;
 mod event;
+mod fast;
 mod held;
 mod lexer;
 mod parser;
 mod qobject;
+mod request;
 mod response;
+mod short;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
 use serde_json::Value;
 
+pub use arguments::Arguments;
 pub use config::{CommandInfo, ServerConfig, DEFAULT_SERVER_MAX_MESSAGE_SIZE, QMP_REQ_QUEUE_LEN_MAX};
 pub use event::EncodedEvent;
 
@@ -88,9 +96,12 @@ use crate::config::Mode;
 use crate::message::Timestamp;
 use crate::raw::RawJson;
 use held::Held;
-use lexer::{Lexer, Parsed};
+use lexer::{Lexed, Lexer};
+use parser::parse;
 use qobject::{QDict, QObject};
+use request::{read_request, Checked, Id, KeyRef, Request};
 use response::Body;
+use short::ShortBytes;
 
 /// Identifies a command handed to the caller, to [`Server::reply`] to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,8 +115,10 @@ pub struct Command {
     pub token: Token,
     /// The command name (`execute` or `exec-oob`).
     pub name: String,
-    /// The `arguments` object (empty when there were none). Numbers beyond f64 (`1e400`) read as `null`.
-    pub arguments: serde_json::Map<String, Value>,
+    /// The `arguments` object as JSON text (`{}` when there were none): what the client wrote, unless QEMU
+    /// reads it differently from standard JSON (single quotes, `-0`, `1e400` read as `null`: see
+    /// [`Arguments`]). Parse it into your type with [`Arguments::deserialize`], or read it as a map.
+    pub arguments: Arguments,
     /// True for `exec-oob`: it may be answered before in-band commands handed over earlier.
     pub oob: bool,
     /// The command's id, for logging (the reply echoes the original exactly; `1e400` reads as `null` here).
@@ -194,19 +207,32 @@ pub enum ServerUsageError {
     InvalidJson(String),
 }
 
+/// One message read: a request, or the description of QEMU's id-less parse error.
+type Read = Result<Request, Vec<u8>>;
+
 /// Parses one JSON value from text with QEMU's parser.
 fn parse_text(text: &str) -> Result<QObject, ServerUsageError> {
+    parse_bytes(text.as_bytes())
+}
+
+/// Parses one JSON value from bytes (QEMU's strings may hold bytes that are not UTF-8) with QEMU's parser.
+fn parse_bytes(text: &[u8]) -> Result<QObject, ServerUsageError> {
     let mut lexer = Lexer::new(usize::MAX);
     let mut values = Vec::new();
     // The trailing space ends a bare number or keyword.
-    for &b in text.as_bytes().iter().chain(b" ") {
-        lexer.feed(b, &mut |p| values.push(p));
+    for &b in text.iter().chain(b" ") {
+        lexer.feed(b, &mut |lexed| {
+            values.push(match lexed {
+                Lexed::Message { tokens, text } => parse(tokens, text),
+                Lexed::Error(desc) => Err(desc),
+            })
+        });
     }
     let invalid = |e: String| ServerUsageError::InvalidJson(e);
     match values.pop() {
         Some(Ok(value)) if values.is_empty() => Ok(value),
         Some(Err(e)) => Err(invalid(String::from_utf8_lossy(&e).into_owned())),
-        _ => Err(invalid(format!("expected one value: {}", text.chars().take(40).collect::<String>()))),
+        _ => Err(invalid(format!("expected one value: {}", String::from_utf8_lossy(&text[..text.len().min(40)])))),
     }
 }
 
@@ -249,7 +275,8 @@ impl std::hash::Hasher for TokenHasher {
 /// A command handed to the caller and not answered yet.
 #[derive(Debug)]
 struct Pending {
-    id: Option<QObject>,
+    /// The id as the reply echoes it.
+    id: Option<ShortBytes>,
     oob: bool,
     silent_on_success: bool,
 }
@@ -262,9 +289,11 @@ pub struct Server {
     /// Input fed while the server did not want it, processed when it does again.
     held: Held,
     /// In-band requests read and not yet handed over or answered.
-    queue: VecDeque<Parsed>,
+    queue: VecDeque<Read>,
     /// The requests the lexer completed with the byte being read (kept to reuse its allocation).
-    parsed: Vec<Parsed>,
+    parsed: Vec<Read>,
+    /// The reader's scratch space for the keys of the objects being read (kept to reuse its allocation).
+    keys: Vec<KeyRef>,
     /// The in-band command handed to the caller, if any.
     current: Option<Token>,
     pending: HashMap<Token, Pending, BuildHasherDefault<TokenHasher>>,
@@ -288,6 +317,7 @@ impl Server {
             held: Held::default(),
             queue: VecDeque::new(),
             parsed: Vec::new(),
+            keys: Vec::new(),
             current: None,
             pending: HashMap::default(),
             oob_outstanding: 0,
@@ -381,15 +411,30 @@ impl Server {
     fn read(&mut self, input: &[u8]) -> usize {
         // The lexer hands over at most two requests at a time: a buffer kept across calls, not one per call.
         let mut parsed = std::mem::take(&mut self.parsed);
+        let mut keys = std::mem::take(&mut self.keys);
         let mut used = 0;
         // Only a request read can make the server stop: the check is made between requests, not per byte.
         while used < input.len() && !self.suspended() && !self.closed {
-            used += self.lexer.feed_until_message(&input[used..], &mut |p| parsed.push(p));
+            if self.lexer.at_message_start() {
+                let rest = &input[used..];
+                if let Some((n, members)) = fast::read_command(rest, self.config.max_message_size) {
+                    used += n;
+                    self.on_request(Ok(Request::Object(members.into_command(&rest[..n]))));
+                    continue;
+                }
+            }
+            used += self.lexer.feed_until_message(&input[used..], &mut |lexed| {
+                parsed.push(match lexed {
+                    Lexed::Message { tokens, text } => read_request(tokens, text, &mut keys),
+                    Lexed::Error(desc) => Err(desc),
+                })
+            });
             for p in parsed.drain(..) {
                 self.on_request(p);
             }
         }
         self.parsed = parsed;
+        self.keys = keys;
         used
     }
 
@@ -533,12 +578,12 @@ impl Server {
         if pending.oob {
             self.oob_outstanding -= 1;
         }
-        let id = pending.id.as_ref();
+        let id = pending.id.as_ref().map(ShortBytes::as_bytes);
         match answer {
             Answer::Return(_) | Answer::ReturnVerbatim(_) if pending.silent_on_success => {}
             Answer::Return(value) => self.write_return(Body::Value(&value), id, false),
             Answer::ReturnVerbatim(bytes) => self.write_return(Body::Verbatim(bytes), id, false),
-            Answer::Failed(failure) => self.write_error(&failure.class, failure.desc.as_bytes(), pending.id),
+            Answer::Failed(failure) => self.write_error(&failure.class, failure.desc.as_bytes(), id),
             Answer::Error(error) => self.write_error_object(Body::Value(&error), id),
             Answer::ErrorVerbatim(bytes) => self.write_error_object(Body::Verbatim(bytes), id),
         }
@@ -611,11 +656,14 @@ impl Server {
     }
 
     /// A request read in full: out-of-band ones are dispatched at once, others wait their turn.
-    fn on_request(&mut self, request: Parsed) {
+    fn on_request(&mut self, request: Read) {
         // QEMU's qmp_is_oob(): exec-oob without execute jumps the queue, negotiated or not.
-        let oob = matches!(&request, Ok(QObject::Dict(d)) if d.contains(b"exec-oob") && !d.contains(b"execute"));
+        let oob = matches!(&request, Ok(Request::Object(object)) if object.is_oob());
         if oob && self.config.mode == Mode::Qmp {
             self.dispatch(request, true);
+        } else if self.queue.is_empty() && self.current.is_none() && !self.closed {
+            // Its turn already: what `pump` would do, without the trip through the queue.
+            self.current = self.dispatch(request, false);
         } else {
             self.queue.push_back(request);
             self.pump();
@@ -633,58 +681,55 @@ impl Server {
     }
 
     /// QEMU's `qmp_dispatch` (and the guest agent's): answers what the protocol answers, hands over the rest.
-    fn dispatch(&mut self, request: Parsed, oob_path: bool) -> Option<Token> {
-        let mut dict = match request {
+    fn dispatch(&mut self, request: Read, oob_path: bool) -> Option<Token> {
+        let mut object = match request {
             Err(desc) => {
                 self.write_error("GenericError", &desc, None);
                 return None;
             }
-            Ok(QObject::Dict(dict)) => dict,
-            Ok(_) => {
+            Ok(Request::Object(object)) => object,
+            Ok(Request::NotObject) => {
                 self.write_error("GenericError", b"QMP input must be a JSON object", None);
                 return None;
             }
         };
         // The id never fails the check below: it can be taken out first.
-        let id = dict.take("id");
-        let (name, oob) = match builtin::check_command_object(&mut dict, self.oob_enabled) {
-            Ok(found) => found,
+        let id = object.take_id();
+        let echo = id.as_ref().map(|id| id.echo.as_bytes());
+        let Checked { name, oob, arguments, builtin_arguments } = match object.check(self.oob_enabled) {
+            Ok(checked) => checked,
             Err(desc) => {
-                self.write_error("GenericError", desc.as_bytes(), id);
+                self.write_error("GenericError", desc.as_bytes(), echo);
                 return None;
             }
         };
         debug_assert!(oob == oob_path || !self.oob_enabled);
-        let args = match dict.take("arguments") {
-            Some(QObject::Dict(args)) => Some(args),
-            _ => None,
-        };
-        let name = String::from_utf8(name).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         match self.config.mode {
             Mode::Qmp => {
                 if name == "qmp_capabilities" && oob {
                     // QEMU 10's schema does not mark qmp_capabilities allow-oob.
                     let desc = b"The command qmp_capabilities does not support OOB";
-                    self.write_error("GenericError", desc, id);
+                    self.write_error("GenericError", desc, echo);
                     return None;
                 }
                 if name == "qmp_capabilities" {
-                    self.qmp_capabilities(args.as_ref(), id);
+                    self.qmp_capabilities(builtin_arguments.as_deref(), echo);
                     return None;
                 }
                 if !self.negotiated {
                     let desc = b"Expecting capabilities negotiation with 'qmp_capabilities'";
-                    self.write_error("CommandNotFound", desc, id);
+                    self.write_error("CommandNotFound", desc, echo);
                     return None;
                 }
             }
             Mode::GuestAgent => {
                 if name == "guest-sync" || name == "guest-sync-delimited" {
-                    match builtin::guest_sync_id(args.as_ref()) {
+                    match builtin::guest_sync_id(builtin_arguments.as_deref()) {
                         Ok(value) => {
-                            self.write_return(Body::Value(&value), id.as_ref(), name == "guest-sync-delimited")
+                            let delimited = name == "guest-sync-delimited";
+                            self.write_return(Body::Value(&value), echo, delimited)
                         }
-                        Err(desc) => self.write_error("GenericError", desc.as_bytes(), id),
+                        Err(desc) => self.write_error("GenericError", desc.as_bytes(), echo),
                     }
                     return None;
                 }
@@ -695,12 +740,12 @@ impl Server {
             match info {
                 None => {
                     let failure = Failure::command_not_found(&name);
-                    self.write_error(&failure.class, failure.desc.as_bytes(), id);
+                    self.write_error(&failure.class, failure.desc.as_bytes(), echo);
                     return None;
                 }
                 Some(info) if oob && !info.allow_oob => {
                     let desc = format!("The command {name} does not support OOB");
-                    self.write_error("GenericError", desc.as_bytes(), id);
+                    self.write_error("GenericError", desc.as_bytes(), echo);
                     return None;
                 }
                 Some(_) => {}
@@ -709,18 +754,21 @@ impl Server {
         let info = info.unwrap_or_default();
         self.next_token += 1;
         let token = Token(self.next_token);
-        let json_id = id.as_ref().map(QObject::to_json);
-        self.pending.insert(token, Pending { id, oob, silent_on_success: !info.success_response });
+        let (echo, id) = match id {
+            Some(Id { echo, value }) => (Some(echo), Some(value)),
+            None => (None, None),
+        };
+        self.pending.insert(token, Pending { id: echo, oob, silent_on_success: !info.success_response });
         if oob {
             self.oob_outstanding += 1;
         }
-        let arguments = args.map(QDict::into_json_map).unwrap_or_default();
-        self.events.push_back(Event::Command(Command { token, name, arguments, oob, id: json_id }));
+        let arguments = arguments.unwrap_or_default();
+        self.events.push_back(Event::Command(Command { token, name, arguments, oob, id }));
         Some(token)
     }
 
     /// QEMU's `qmp_capabilities`.
-    fn qmp_capabilities(&mut self, args: Option<&QDict>, id: Option<QObject>) {
+    fn qmp_capabilities(&mut self, args: Option<&QDict>, id: Option<&[u8]>) {
         let enable = match builtin::capabilities_to_enable(args) {
             Ok(enable) => enable,
             Err(desc) => return self.write_error("GenericError", desc.as_bytes(), id),
@@ -741,7 +789,7 @@ impl Server {
         }
         self.negotiated = true;
         self.oob_enabled = enable.iter().any(|c| c == "oob");
-        self.write_return(Body::Value(&QObject::Dict(QDict::new())), id.as_ref(), false);
+        self.write_return(Body::Value(&QObject::Dict(QDict::new())), id, false);
         self.events.push_back(Event::Negotiated { oob: self.oob_enabled });
     }
 
@@ -763,7 +811,7 @@ impl Server {
         self.write_message(&QObject::Dict(greeting));
     }
 
-    fn write_return(&mut self, value: Body<'_>, id: Option<&QObject>, delimited: bool) {
+    fn write_return(&mut self, value: Body<'_>, id: Option<&[u8]>, delimited: bool) {
         if delimited {
             self.out.push(0xFF);
         }
@@ -771,13 +819,13 @@ impl Server {
         self.end_line();
     }
 
-    fn write_error_object(&mut self, error: Body<'_>, id: Option<&QObject>) {
+    fn write_error_object(&mut self, error: Body<'_>, id: Option<&[u8]>) {
         response::write_error_object(&mut self.out, error, id);
         self.end_line();
     }
 
-    fn write_error(&mut self, class: &str, desc: &[u8], id: Option<QObject>) {
-        response::write_error(&mut self.out, class, desc, id.as_ref());
+    fn write_error(&mut self, class: &str, desc: &[u8], id: Option<&[u8]>) {
+        response::write_error(&mut self.out, class, desc, id);
         self.end_line();
     }
 

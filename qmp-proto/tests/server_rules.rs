@@ -493,3 +493,91 @@ fn raw_replies_of_the_guest_agent_keep_its_rules() {
     s.reply_raw(c[0].token, Ok(&empty)).unwrap();
     assert_eq!(take(&mut s), "{\"return\": {}, \"id\": 2}\n");
 }
+
+/// The handler gets the arguments' tokens as the client wrote them, byte for byte (without the whitespace
+/// between them), when that is standard JSON for what QEMU reads; where QEMU reads them differently (its
+/// extensions, `-0`, numbers beyond f64) it gets QEMU's reading as standard JSON. Fed whole or byte by byte.
+#[test]
+fn arguments_are_the_text_written_or_qemus_reading_of_it() {
+    let as_written = [
+        (r#"{}"#, r#"{}"#),
+        (r#"{ }"#, r#"{}"#),
+        (r#"{"a":1,"b":[true,null,-7,{"c":"d e"}]}"#, r#"{"a":1,"b":[true,null,-7,{"c":"d e"}]}"#),
+        (r#"{ "a" : 1, "b": [ true ], "c": " \" {} " }"#, r#"{"a":1,"b":[true],"c":" \" {} "}"#),
+        (r#"{"a": 1, "b" : [1.5e3, "\u00e9\n\"x\"/"]}"#, r#"{"a":1,"b":[1.5e3,"\u00e9\n\"x\"/"]}"#),
+        ("{\"pretty\":\r\n  {\"x\": \"caf\u{e9} \u{1F600}\"}}", "{\"pretty\":{\"x\":\"caf\u{e9} \u{1F600}\"}}"),
+        (
+            r#"{"big": 18446744073709551616, "neg": -9223372036854775809, "f": -0.0}"#,
+            r#"{"big":18446744073709551616,"neg":-9223372036854775809,"f":-0.0}"#,
+        ),
+        (r#"{"nul": "\u0000"}"#, r#"{"nul":"\u0000"}"#),
+    ];
+    for bytewise in [false, true] {
+        let mut s = negotiated(ServerConfig::qmp(), false);
+        for (i, (text, handed_over)) in as_written.iter().enumerate() {
+            let input = format!(r#"{{"execute":"x","arguments":{text},"id":{i}}}"#);
+            if bytewise {
+                input.bytes().for_each(|b| s.handle_input(&[b]));
+            } else {
+                s.handle_input(input.as_bytes());
+            }
+            let cmd = commands(&mut s).pop().expect("a command");
+            assert_eq!(cmd.arguments.raw_str(), *handed_over, "bytewise: {bytewise}");
+            assert_eq!(cmd.arguments.is_empty(), i < 2);
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(cmd.arguments.deserialize::<Value>().unwrap(), value);
+            s.reply(cmd.token, Ok(json!({}))).unwrap();
+        }
+    }
+    let mut s = negotiated(ServerConfig::qmp(), false);
+    let normalised: [(&[u8], Value); 6] = [
+        (br#"{'a': 'it''s'}"#, json!(null)), // not valid QEMU JSON either: checked below to fail
+        (br#"{'a': 'b', "c": "it\'s"}"#, json!({"a": "b", "c": "it's"})),
+        (br#"{"z": -0, "a": [-0]}"#, json!({"z": 0, "a": [0]})),
+        (br#"{"inf": 1e400, "ninf": -1e400}"#, json!({"inf": null, "ninf": null})),
+        (b"{\"nul\": \"a\xc0\x80b\"}", json!({"nul": "a\u{0}b"})),
+        (br#"{"long": 100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000}"#, json!({"long": null})),
+    ];
+    for (text, expected) in normalised {
+        let mut input = br#"{"execute":"x","arguments":"#.to_vec();
+        input.extend_from_slice(text);
+        input.push(b'}');
+        s.handle_input(&input);
+        let out = take(&mut s);
+        let Some(cmd) = commands(&mut s).pop() else {
+            assert!(expected.is_null() && out.contains("JSON parse error"), "{out}");
+            continue;
+        };
+        assert_eq!(cmd.arguments.deserialize::<Value>().unwrap(), expected, "{}", String::from_utf8_lossy(text));
+        assert_eq!(Value::Object(cmd.arguments.map().clone()), expected);
+        assert_eq!(cmd.arguments.raw_str(), serde_json::to_string(&expected).unwrap(), "re-encoded compactly");
+        s.reply(cmd.token, Ok(json!({}))).unwrap();
+        take(&mut s);
+    }
+}
+
+/// Ids are echoed as QEMU writes them (the text when QEMU writes it unchanged, QEMU's re-writing otherwise),
+/// and shown to the caller as JSON.
+#[test]
+fn ids_are_echoed_as_qemu_writes_them() {
+    let mut s = negotiated(ServerConfig::qmp(), false);
+    let ids: [(&str, &str, Value); 10] = [
+        ("7", "7", json!(7)),
+        ("-9223372036854775808", "-9223372036854775808", json!(i64::MIN)),
+        ("18446744073709551615", "18446744073709551615", json!(u64::MAX)),
+        ("18446744073709551616", "1.8446744073709552e+19", json!(18446744073709551616.0)),
+        ("-0", "0", json!(0)),
+        ("1e3", "1000", json!(1000.0)),
+        ("1e400", "inf", json!(null)),
+        (r#""a b""#, r#""a b""#, json!("a b")),
+        (r#"'x\u00e9'"#, r#""x\u00E9""#, json!("x\u{e9}")),
+        (r#"{"b":[1,2],"a":null}"#, r#"{"a": null, "b": [1, 2]}"#, json!({"a": null, "b": [1, 2]})),
+    ];
+    for (id, echo, value) in ids {
+        s.handle_input(format!(r#"{{"execute":"x","id":{id}}}"#).as_bytes());
+        let cmd = commands(&mut s).pop().expect("a command");
+        assert_eq!(cmd.id, Some(value), "{id}");
+        s.reply(cmd.token, Ok(json!({}))).unwrap();
+        assert_eq!(take(&mut s), format!("{{\"return\": {{}}, \"id\": {echo}}}\r\n"), "{id}");
+    }
+}

@@ -173,7 +173,7 @@ pub struct OnConnect {
 ///     .on("query-status", Answer::value(json!({"status": "running", "running": true})))
 ///     .once("blockdev-del", Answer::error("GenericError", "Node 'disk0' is busy"))
 ///     .on("blockdev-del", Answer::value(json!({})))
-///     .on("query-block", Answer::handler(|cmd| Ok(json!([{"device": cmd.arguments.len()}]))))
+///     .on("query-block", Answer::handler(|cmd| Ok(json!([{"device": cmd.arguments.map().len()}]))))
 ///     .on("query-jobs", Answer::value(json!([])).fault(Fault::Silence));
 /// ```
 #[derive(Debug, Default)]

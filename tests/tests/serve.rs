@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 fn service() -> Service {
     Service::new(ServerConfig::qmp().version(10, 0, 2, "qmp-rs test"))
         .command("query-status", |_| async { Ok(json!({"status": "running", "running": true})) })
-        .command("echo", |req| async move { Ok(Value::Object(req.arguments)) })
+        .command("echo", |req| async move { Ok(Value::Object(req.arguments.into_map())) })
         .oob_command("query-yank", |req| async move { Ok(json!([{"oob": req.oob}])) })
         .command("fail", |_| async { Err(Failure::new("DeviceNotFound", "Device 'x' not found")) })
 }

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use qmp_proto::server::Arguments;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -66,7 +67,8 @@ pub(crate) struct Entry<'a> {
     pub(crate) identity: &'a Identity,
     pub(crate) rule: &'a str,
     pub(crate) command: &'a str,
-    pub(crate) arguments: &'a Map<String, Value>,
+    /// Read (as a map, one line) only when the log records arguments.
+    pub(crate) arguments: &'a Arguments,
     pub(crate) oob: bool,
     /// `ok`, QEMU's error class, or `denied`.
     pub(crate) result: &'a str,
@@ -100,7 +102,7 @@ impl AuditLog {
             identity,
             rule: entry.rule,
             command: entry.command,
-            arguments: self.arguments.then_some(entry.arguments),
+            arguments: self.arguments.then(|| entry.arguments.map()),
             oob: entry.oob,
             result: entry.result,
             duration_us: u64::try_from(entry.duration.as_micros()).unwrap_or(u64::MAX),

@@ -16,8 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
-use qmp_proto::server::{EncodedEvent, Event, Failure, Server, ServerUsageError, Token};
-use qmp_proto::RawJson;
+use qmp_proto::server::{Arguments, EncodedEvent, Event, Failure, Server, ServerUsageError, Token};
 
 use super::audit::{AuditLog, Entry};
 use super::hub::{Attached, Hub};
@@ -53,7 +52,7 @@ pub(crate) struct Downstream<R: Runtime> {
 /// A command passed on, as the audit log will record it.
 struct Audited {
     name: String,
-    arguments: serde_json::Map<String, serde_json::Value>,
+    arguments: Arguments,
     oob: bool,
     started: Instant,
 }
@@ -88,14 +87,7 @@ impl<R: Runtime> Downstream<R> {
         }
     }
 
-    fn forward(
-        &mut self,
-        server: &mut Server,
-        token: Token,
-        name: String,
-        args: serde_json::Map<String, serde_json::Value>,
-        oob: bool,
-    ) {
+    fn forward(&mut self, server: &mut Server, token: Token, name: String, args: Arguments, oob: bool) {
         if let Err(denied) = self.rule.check(&name) {
             tracing::info!(client = self.client.get(), identity = %self.identity, command = name, "denied by policy");
             let _ = server.reply(token, Err(denied));
@@ -108,13 +100,9 @@ impl<R: Runtime> Downstream<R> {
             oob,
             started: self.hub.runtime.now(),
         });
-        let args = if args.is_empty() {
-            None
-        } else {
-            // A map of JSON values always serializes.
-            let text = serde_json::to_string(&args).unwrap_or_else(|_| "{}".into());
-            RawJson::from_json(&text).ok()
-        };
+        // The client's arguments go on as the text it wrote (QEMU's own reading of them where it differs from
+        // standard JSON: see `Arguments`), never parsed here.
+        let args = (!args.is_empty()).then(|| args.raw().clone());
         if let Some(audited) = audited {
             self.audited.insert(token, audited);
         }
@@ -148,14 +136,7 @@ impl<R: Runtime> Downstream<R> {
         }
     }
 
-    fn audit(
-        &self,
-        command: &str,
-        arguments: &serde_json::Map<String, serde_json::Value>,
-        oob: bool,
-        result: &str,
-        duration: Duration,
-    ) {
+    fn audit(&self, command: &str, arguments: &Arguments, oob: bool, result: &str, duration: Duration) {
         let Some(audit) = &self.audit else { return };
         audit.record(&Entry {
             client: self.client.get(),

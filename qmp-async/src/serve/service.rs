@@ -8,8 +8,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use qmp_proto::server::{Failure, ServerConfig};
-use serde_json::{Map, Value};
+use qmp_proto::server::{Arguments, Failure, ServerConfig};
+use serde_json::Value;
 
 /// What a handler returns: the command's `return` value, or a failure (`class`, `desc`).
 pub type Reply = Result<Value, Failure>;
@@ -25,8 +25,9 @@ type BoxHandler = Arc<dyn Fn(Request) -> HandlerFuture + Send + Sync>;
 pub struct Request {
     /// The command name.
     pub name: String,
-    /// Its `arguments` (empty when there were none).
-    pub arguments: Map<String, Value>,
+    /// Its `arguments`, as JSON text (`{}` when there were none): deserialize them into the command's type,
+    /// or read them as a map ([`Arguments::map`], `req.arguments["name"]`).
+    pub arguments: Arguments,
     /// True when it came as `exec-oob`.
     pub oob: bool,
 }

@@ -1,43 +1,11 @@
-//! What the server answers by itself: the shape of a command object, `qmp_capabilities`, and the guest
-//! agent's `guest-sync` / `guest-sync-delimited`, each with QEMU's texts.
+//! What the server answers by itself: `qmp_capabilities` and the guest agent's `guest-sync` /
+//! `guest-sync-delimited`, each with QEMU's texts. (The shape of a command object is checked by
+//! [`request`](super::request).)
 
 use super::qobject::{QDict, QObject};
 
-/// QEMU's `qmp_dispatch_check_obj`: the members of a command object, checked in QEMU's hash order.
-/// Returns the command name, taken out of the dictionary, and whether it came as `exec-oob`.
-pub(crate) fn check_command_object(dict: &mut QDict, allow_oob: bool) -> Result<(Vec<u8>, bool), String> {
-    let mut exec: Option<(&[u8], &QObject)> = None;
-    for (key, value) in dict.iter() {
-        if key == b"execute" || (key == b"exec-oob" && allow_oob) {
-            let name = || String::from_utf8_lossy(key);
-            if !matches!(value, QObject::String(_)) {
-                return Err(format!("QMP input member '{}' must be a string", name()));
-            }
-            if let Some((first, _)) = exec {
-                let first = String::from_utf8_lossy(first);
-                return Err(format!("QMP input member '{}' clashes with '{first}'", name()));
-            }
-            exec = Some((key, value));
-        } else if key == b"arguments" {
-            if !matches!(value, QObject::Dict(_)) {
-                return Err("QMP input member 'arguments' must be an object".into());
-            }
-        } else if key != b"id" {
-            return Err(format!("QMP input member '{}' is unexpected", c_str(key)));
-        }
-    }
-    let oob = match exec {
-        Some((key, QObject::String(_))) => key == b"exec-oob",
-        _ => return Err("QMP input lacks member 'execute'".into()),
-    };
-    match dict.take(if oob { "exec-oob" } else { "execute" }) {
-        Some(QObject::String(name)) => Ok((name, oob)),
-        _ => Err("QMP input lacks member 'execute'".into()),
-    }
-}
-
 /// A key as C's `%s` prints it (up to a NUL), lossily as text.
-fn c_str(key: &[u8]) -> String {
+pub(crate) fn c_str(key: &[u8]) -> String {
     String::from_utf8_lossy(&key[..key.iter().position(|&b| b == 0).unwrap_or(key.len())]).into_owned()
 }
 

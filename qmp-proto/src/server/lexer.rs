@@ -6,13 +6,13 @@
 //! an ASCII control character or 0xFF is a "stray" error that resets the parser; a bare `42` is answered only
 //! when the next byte ends the number; nesting beyond 1024 is an error. So this is QEMU's lexer state table
 //! (`qobject/json-lexer.c`) and token streamer (`qobject/json-streamer.c`), rewritten: it cuts input into
-//! tokens, counts brackets, and hands each complete token list to the [`parser`](super::parser).
+//! tokens, counts brackets, and hands each complete token list on, for its caller to
+//! [parse](super::parser) into what it needs.
 //!
 //! Resumable (one byte at a time costs the same as a whole buffer) and bounded: one message's tokens take at
 //! most the configured maximum message size (QEMU: 64 MiB), at most 2,097,152 tokens, nesting at most 1024.
 
-use super::parser::parse;
-use super::qobject::QObject;
+use super::parser::Token;
 
 /// QEMU's limit on tokens per message (`MAX_TOKEN_COUNT`).
 pub(crate) const MAX_TOKEN_COUNT: usize = 2 << 20;
@@ -171,7 +171,7 @@ const IN_STRING: [bool; 256] = {
 
 /// The lexing of [`Lexer::whole_message`]: fills `tokens` (ranges in `input`) and returns where the message
 /// ends, or `None` when the bytewise path must read it.
-fn scan_whole_message(input: &[u8], max_size: usize, tokens: &mut Vec<(Kind, usize, usize)>) -> Option<usize> {
+fn scan_whole_message(input: &[u8], max_size: usize, tokens: &mut Vec<Token>) -> Option<usize> {
     let (mut braces, mut brackets, mut size) = (0i64, 0i64, 0usize);
     let mut at = 0;
     loop {
@@ -228,8 +228,12 @@ fn scan_whole_message(input: &[u8], max_size: usize, tokens: &mut Vec<(Kind, usi
     }
 }
 
-/// One parsed input: a value, or the description of QEMU's id-less parse error.
-pub(crate) type Parsed = Result<QObject, Vec<u8>>;
+/// One input lexed: the tokens of a message (ranges in its text), or the description of QEMU's id-less error.
+#[derive(Debug)]
+pub(crate) enum Lexed<'a> {
+    Message { tokens: &'a [Token], text: &'a [u8] },
+    Error(Vec<u8>),
+}
 
 /// QEMU's lexer and streamer. See the [module docs](self).
 #[derive(Debug)]
@@ -238,13 +242,13 @@ pub(crate) struct Lexer {
     /// Text of the token being lexed.
     token: Vec<u8>,
     /// Tokens of the message so far: kind and range in `text`.
-    tokens: Vec<(Kind, usize, usize)>,
+    tokens: Vec<Token>,
     text: Vec<u8>,
     braces: i64,
     brackets: i64,
     max_size: usize,
     /// The tokens of [`whole_message`](Self::whole_message), kept to reuse the allocation.
-    fast_tokens: Vec<(Kind, usize, usize)>,
+    fast_tokens: Vec<Token>,
 }
 
 impl Lexer {
@@ -266,10 +270,9 @@ impl Lexer {
     /// stop reading between messages (as the server does when it is busy) without paying a check per byte.
     /// The same as [`feed`](Self::feed) byte by byte, with the runs that need no state change (the plain bytes
     /// of a string, whitespace between tokens) taken at once.
-    pub(crate) fn feed_until_message(&mut self, input: &[u8], emit: &mut impl FnMut(Parsed)) -> usize {
+    pub(crate) fn feed_until_message(&mut self, input: &[u8], emit: &mut impl FnMut(Lexed<'_>)) -> usize {
         if self.at_message_start() {
-            if let Some((used, parsed)) = self.whole_message(input) {
-                emit(parsed);
+            if let Some(used) = self.whole_message(input, emit) {
                 return used;
             }
         }
@@ -297,14 +300,14 @@ impl Lexer {
     }
 
     /// True between messages: nothing of a message lexed yet, not recovering from an error.
-    fn at_message_start(&self) -> bool {
+    pub(crate) fn at_message_start(&self) -> bool {
         self.state == State::Start && self.tokens.is_empty()
     }
 
     /// The fast path of [`feed_until_message`](Self::feed_until_message) at the start of a message: when
     /// `input` holds a whole message made only of the common tokens (brackets, colons, commas, strings without
     /// escapes or control bytes, integers, keywords), lexes it in one pass, with the tokens pointing into
-    /// `input` (no copy), and parses it. Returns the bytes used and the message.
+    /// `input` (no copy), and hands it on. Returns the bytes used.
     ///
     /// It gives up (`None`, having changed nothing) on anything else: an escape, a float, a single quote, a
     /// byte the lexer rejects, a limit reached, or the input ending before the message; the bytewise path then
@@ -312,13 +315,11 @@ impl Lexer {
     /// the bytewise path makes: a number or keyword ends before the first byte that cannot extend it (which
     /// must be in `input`: at its end, more might follow), and the message ends on the token whose brackets
     /// close it, as [`process`](Self::process) decides.
-    fn whole_message(&mut self, input: &[u8]) -> Option<(usize, Parsed)> {
-        let mut tokens = std::mem::take(&mut self.fast_tokens);
-        tokens.clear();
-        let found = scan_whole_message(input, self.max_size, &mut tokens);
-        let result = found.map(|end| (end, parse(&tokens, input)));
-        self.fast_tokens = tokens;
-        result
+    fn whole_message(&mut self, input: &[u8], emit: &mut impl FnMut(Lexed<'_>)) -> Option<usize> {
+        self.fast_tokens.clear();
+        let end = scan_whole_message(input, self.max_size, &mut self.fast_tokens)?;
+        emit(Lexed::Message { tokens: &self.fast_tokens, text: &input[..end] });
+        Some(end)
     }
 
     /// Takes the bytes at the start of `input` that only extend the current string or skip whitespace (no
@@ -344,7 +345,7 @@ impl Lexer {
 
     /// Feeds one byte and hands on the messages it completes: none, one, or two (`1}` ends the number `1`,
     /// then `}` is a message of its own).
-    pub(crate) fn feed(&mut self, b: u8, emit: &mut impl FnMut(Parsed)) {
+    pub(crate) fn feed(&mut self, b: u8, emit: &mut impl FnMut(Lexed<'_>)) {
         loop {
             match step(self.state, b) {
                 Step::Go(next) => {
@@ -376,7 +377,7 @@ impl Lexer {
                     self.token.clear();
                     self.reset_message();
                     self.state = State::Recovery;
-                    emit(Err(desc));
+                    emit(Lexed::Error(desc));
                     break;
                 }
                 Step::Discard => break,
@@ -389,15 +390,15 @@ impl Lexer {
     }
 
     /// QEMU hands an over-long token to the streamer, whose size check rejects it.
-    fn token_too_long(&mut self, emit: &mut impl FnMut(Parsed)) {
+    fn token_too_long(&mut self, emit: &mut impl FnMut(Lexed<'_>)) {
         self.token.clear();
         self.state = State::Start;
         self.reset_message();
-        emit(Err(b"JSON token size limit exceeded".to_vec()));
+        emit(Lexed::Error(b"JSON token size limit exceeded".to_vec()));
     }
 
     /// The streamer: queues a finished token (in `self.token`) and parses the message when its brackets close.
-    fn process(&mut self, kind: Kind, emit: &mut impl FnMut(Parsed)) {
+    fn process(&mut self, kind: Kind, emit: &mut impl FnMut(Lexed<'_>)) {
         match kind {
             Kind::LCurly => self.braces += 1,
             Kind::RCurly => self.braces -= 1,
@@ -418,7 +419,7 @@ impl Lexer {
         if let Some(desc) = limit {
             self.token.clear();
             self.reset_message();
-            emit(Err(desc.to_vec()));
+            emit(Lexed::Error(desc.to_vec()));
             return;
         }
         let start = self.text.len();
@@ -428,9 +429,8 @@ impl Lexer {
         if (self.braces > 0 || self.brackets > 0) && self.braces >= 0 && self.brackets >= 0 {
             return;
         }
-        let parsed = parse(&self.tokens, &self.text);
+        emit(Lexed::Message { tokens: &self.tokens, text: &self.text });
         self.reset_message();
-        emit(parsed);
     }
 
     /// Forgets the message under way (not the lexer state).
@@ -449,13 +449,25 @@ impl Lexer {
 
 #[cfg(test)]
 mod tests {
+    use super::super::parser::parse;
+    use super::super::qobject::QObject;
     use super::*;
     use proptest::prelude::*;
+
+    /// A message lexed and parsed into a value, or the error.
+    type Parsed = Result<QObject, Vec<u8>>;
+
+    fn parsed(lexed: Lexed<'_>) -> Parsed {
+        match lexed {
+            Lexed::Message { tokens, text } => parse(tokens, text),
+            Lexed::Error(desc) => Err(desc),
+        }
+    }
 
     fn byte_by_byte(max: usize, input: &[u8]) -> Vec<Parsed> {
         let mut lexer = Lexer::new(max);
         let mut out = Vec::new();
-        input.iter().for_each(|&b| lexer.feed(b, &mut |p| out.push(p)));
+        input.iter().for_each(|&b| lexer.feed(b, &mut |l| out.push(parsed(l))));
         out
     }
 
@@ -466,7 +478,7 @@ mod tests {
         for piece in [&input[..cut.min(input.len())], &input[cut.min(input.len())..]] {
             let mut at = 0;
             while at < piece.len() {
-                at += lexer.feed_until_message(&piece[at..], &mut |p| out.push(p));
+                at += lexer.feed_until_message(&piece[at..], &mut |l| out.push(parsed(l)));
             }
         }
         out
@@ -499,11 +511,13 @@ mod tests {
     fn whole_messages_take_the_fast_path_and_others_do_not() {
         let mut lexer = Lexer::new(usize::MAX);
         let cmd = b"{\"execute\": \"x\", \"id\": -12} ";
-        assert_eq!(lexer.whole_message(cmd).map(|(used, _)| used), Some(cmd.len() - 1));
+        let mut emitted = 0;
+        assert_eq!(lexer.whole_message(cmd, &mut |_| emitted += 1), Some(cmd.len() - 1));
         for input in [&b"{\"execute\": \"x\""[..], b"{\"a\\n\": 1}", b"[1.5]", b"[tru", b"42"] {
-            assert!(lexer.whole_message(input).is_none(), "{}", String::from_utf8_lossy(input));
+            assert!(lexer.whole_message(input, &mut |_| emitted += 1).is_none(), "{}", String::from_utf8_lossy(input));
         }
-        assert!(Lexer::new(cmd.len() - 10).whole_message(cmd).is_none(), "over the size limit");
+        assert!(Lexer::new(cmd.len() - 10).whole_message(cmd, &mut |_| emitted += 1).is_none(), "over the size limit");
+        assert_eq!(emitted, 1, "only the message taken is handed on");
         assert_eq!(in_runs(usize::MAX, cmd, cmd.len()), byte_by_byte(usize::MAX, cmd));
     }
 

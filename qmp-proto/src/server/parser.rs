@@ -2,23 +2,80 @@
 //!
 //! The first error wins, as in QEMU: `{"a":}` is "expecting value", not also "Missing value in dict".
 //! Recursion is bounded by the lexer's nesting limit (1024).
+//!
+//! One grammar, and a [`Sink`] that decides what is made of the values read: [`QObject`]s (the values the
+//! server needs whole: ids QEMU re-writes, the arguments of the commands it answers itself, JSON text the
+//! caller passes), or nothing but what dispatch needs (the [`summary`](super::request) of a command, the hot
+//! path). Either way the same input is accepted and the same error reported: the sink only builds.
 
 use std::borrow::Cow;
 
 use super::lexer::Kind;
 use super::qobject::{mod_utf8_codepoint, QDict, QObject};
 
-/// The tokens of one message, and where the parser is.
-struct Parser<'a> {
-    tokens: &'a [(Kind, usize, usize)],
-    text: &'a [u8],
-    next: usize,
-    error: Option<Vec<u8>>,
+/// A token: its kind and its range in the message text.
+pub(crate) type Token = (Kind, usize, usize);
+
+/// A string token decoded.
+pub(crate) struct Decoded<'t> {
+    /// The string as QEMU holds it (modified UTF-8): borrowed from the token when it has no escape.
+    pub(crate) bytes: Cow<'t, [u8]>,
+    /// The token is this string in standard JSON as well: double quotes, no `\'` escape, no `C0 80` (QEMU's
+    /// U+0000, invalid UTF-8).
+    pub(crate) json: bool,
 }
 
-/// Parses the tokens of one message into a value, or QEMU's error description.
-pub(crate) fn parse(tokens: &[(Kind, usize, usize)], text: &[u8]) -> Result<QObject, Vec<u8>> {
-    let mut p = Parser { tokens, text, next: 0, error: None };
+/// `true`, `false` or `null`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keyword {
+    True,
+    False,
+    Null,
+}
+
+/// What the parser makes of the values it reads. Each call names the value's first token (`at`, an index in
+/// the token list) and, for objects and lists, the end of its tokens.
+pub(crate) trait Sink<'t> {
+    /// A value read.
+    type Value;
+    /// An object being read.
+    type Object;
+    /// A list being read.
+    type List;
+    /// A number token (`Integer` or `Float`).
+    fn number(&mut self, kind: Kind, text: &'t [u8], at: usize) -> Self::Value;
+    /// A string token, decoded.
+    fn string(&mut self, string: Decoded<'t>, at: usize) -> Self::Value;
+    /// A keyword.
+    fn keyword(&mut self, keyword: Keyword, at: usize) -> Self::Value;
+    /// An object starts.
+    fn object(&mut self, at: usize) -> Self::Object;
+    /// True when `object` has the member `key` already (QEMU's "duplicate key").
+    fn has_key(&self, object: &Self::Object, key: &[u8]) -> bool;
+    /// A member read in full; its key is the string token at `key_at`.
+    fn put(&mut self, object: &mut Self::Object, key: Decoded<'t>, key_at: usize, value: Self::Value);
+    /// The object ends before token `end`.
+    fn end_object(&mut self, object: Self::Object, end: usize) -> Self::Value;
+    /// A list starts.
+    fn list(&mut self, at: usize) -> Self::List;
+    /// An item read in full.
+    fn push(&mut self, list: &mut Self::List, item: Self::Value);
+    /// The list ends before token `end`.
+    fn end_list(&mut self, list: Self::List, end: usize) -> Self::Value;
+}
+
+/// The tokens of one message, and where the parser is.
+struct Parser<'a, 't, S> {
+    tokens: &'a [Token],
+    text: &'t [u8],
+    next: usize,
+    error: Option<Vec<u8>>,
+    sink: &'a mut S,
+}
+
+/// Parses the tokens of one message into what `sink` makes of it, or QEMU's error description.
+pub(crate) fn parse_with<'t, S: Sink<'t>>(tokens: &[Token], text: &'t [u8], sink: &mut S) -> Result<S::Value, Vec<u8>> {
+    let mut p = Parser { tokens, text, next: 0, error: None, sink };
     let value = p.value();
     match (value, p.error) {
         (_, Some(e)) => Err(e),
@@ -27,7 +84,12 @@ pub(crate) fn parse(tokens: &[(Kind, usize, usize)], text: &[u8]) -> Result<QObj
     }
 }
 
-impl<'a> Parser<'a> {
+/// Parses the tokens of one message into a value, or QEMU's error description.
+pub(crate) fn parse(tokens: &[Token], text: &[u8]) -> Result<QObject, Vec<u8>> {
+    parse_with(tokens, text, &mut Values)
+}
+
+impl<'a, 't, S: Sink<'t>> Parser<'a, 't, S> {
     fn fail(&mut self, msg: impl AsRef<[u8]>) {
         if self.error.is_none() {
             let mut e = b"JSON parse error, ".to_vec();
@@ -40,28 +102,29 @@ impl<'a> Parser<'a> {
         self.tokens.get(self.next).map(|t| t.0)
     }
 
-    fn pop(&mut self) -> Option<(Kind, &'a [u8])> {
+    fn pop(&mut self) -> Option<(Kind, &'t [u8])> {
         let &(kind, start, end) = self.tokens.get(self.next)?;
         self.next += 1;
         Some((kind, &self.text[start..end]))
     }
 
-    fn value(&mut self) -> Option<QObject> {
+    fn value(&mut self) -> Option<S::Value> {
         let Some(kind) = self.peek() else {
             self.fail("premature EOI");
             return None;
         };
+        let at = self.next;
         match kind {
             Kind::LCurly => self.object(),
             Kind::LSquare => self.array(),
             Kind::Integer | Kind::Float => {
                 let (kind, text) = self.pop()?;
-                Some(number(kind, text))
+                Some(self.sink.number(kind, text, at))
             }
             Kind::String => {
                 let (_, text) = self.pop()?;
                 match parse_string(text) {
-                    Ok(s) => Some(QObject::String(s.into_owned())),
+                    Ok(s) => Some(self.sink.string(s, at)),
                     Err(e) => {
                         self.fail(e);
                         None
@@ -70,18 +133,19 @@ impl<'a> Parser<'a> {
             }
             Kind::Keyword => {
                 let (_, text) = self.pop()?;
-                match text {
-                    b"true" => Some(QObject::Bool(true)),
-                    b"false" => Some(QObject::Bool(false)),
-                    b"null" => Some(QObject::Null),
+                let keyword = match text {
+                    b"true" => Keyword::True,
+                    b"false" => Keyword::False,
+                    b"null" => Keyword::Null,
                     other => {
                         let mut msg = b"invalid keyword '".to_vec();
                         msg.extend_from_slice(other);
                         msg.push(b'\'');
                         self.fail(msg);
-                        None
+                        return None;
                     }
-                }
+                };
+                Some(self.sink.keyword(keyword, at))
             }
             _ => {
                 self.fail("expecting value");
@@ -90,12 +154,13 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn pair(&mut self, dict: &mut QDict) -> bool {
+    fn pair(&mut self, object: &mut S::Object) -> bool {
         if self.peek().is_none() {
             self.fail("premature EOI");
             return false;
         }
         // A string key is decoded without being made a value: most are plain and borrowed from the token.
+        let key_at = self.next;
         let key = if self.peek() == Some(Kind::String) {
             let Some((_, text)) = self.pop() else { return false };
             match parse_string(text) {
@@ -126,17 +191,18 @@ impl<'a> Parser<'a> {
             self.fail("Missing value in dict");
             return false;
         };
-        if dict.contains(&key) {
+        if self.sink.has_key(object, &key.bytes) {
             self.fail("duplicate key");
             return false;
         }
-        dict.put(key, value);
+        self.sink.put(object, key, key_at, value);
         true
     }
 
-    fn object(&mut self) -> Option<QObject> {
+    fn object(&mut self) -> Option<S::Value> {
+        let at = self.next;
         self.pop(); // {
-        let mut dict = QDict::new();
+        let mut object = self.sink.object(at);
         match self.peek() {
             None => {
                 self.fail("premature EOI");
@@ -144,11 +210,11 @@ impl<'a> Parser<'a> {
             }
             Some(Kind::RCurly) => {
                 self.pop();
-                return Some(QObject::Dict(dict));
+                return Some(self.sink.end_object(object, self.next));
             }
             Some(_) => {}
         }
-        if !self.pair(&mut dict) {
+        if !self.pair(&mut object) {
             return None;
         }
         loop {
@@ -157,9 +223,9 @@ impl<'a> Parser<'a> {
                     self.fail("premature EOI");
                     return None;
                 }
-                Some(Kind::RCurly) => return Some(QObject::Dict(dict)),
+                Some(Kind::RCurly) => return Some(self.sink.end_object(object, self.next)),
                 Some(Kind::Comma) => {
-                    if !self.pair(&mut dict) {
+                    if !self.pair(&mut object) {
                         return None;
                     }
                 }
@@ -171,9 +237,10 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn array(&mut self) -> Option<QObject> {
+    fn array(&mut self) -> Option<S::Value> {
+        let at = self.next;
         self.pop(); // [
-        let mut list = Vec::new();
+        let mut list = self.sink.list(at);
         match self.peek() {
             None => {
                 self.fail("premature EOI");
@@ -181,7 +248,7 @@ impl<'a> Parser<'a> {
             }
             Some(Kind::RSquare) => {
                 self.pop();
-                return Some(QObject::List(list));
+                return Some(self.sink.end_list(list, self.next));
             }
             Some(_) => {}
         }
@@ -189,20 +256,20 @@ impl<'a> Parser<'a> {
             self.fail("expecting value");
             return None;
         };
-        list.push(first);
+        self.sink.push(&mut list, first);
         loop {
             match self.pop().map(|t| t.0) {
                 None => {
                     self.fail("premature EOI");
                     return None;
                 }
-                Some(Kind::RSquare) => return Some(QObject::List(list)),
+                Some(Kind::RSquare) => return Some(self.sink.end_list(list, self.next)),
                 Some(Kind::Comma) => {
                     let Some(item) = self.value() else {
                         self.fail("expecting value");
                         return None;
                     };
-                    list.push(item);
+                    self.sink.push(&mut list, item);
                 }
                 Some(_) => {
                     self.fail("expected separator in list");
@@ -210,6 +277,59 @@ impl<'a> Parser<'a> {
                 }
             }
         }
+    }
+}
+
+/// The sink that builds [`QObject`]s.
+pub(crate) struct Values;
+
+impl<'t> Sink<'t> for Values {
+    type Value = QObject;
+    type Object = QDict;
+    type List = Vec<QObject>;
+
+    fn number(&mut self, kind: Kind, text: &'t [u8], _at: usize) -> QObject {
+        number(kind, text)
+    }
+
+    fn string(&mut self, string: Decoded<'t>, _at: usize) -> QObject {
+        QObject::String(string.bytes.into_owned())
+    }
+
+    fn keyword(&mut self, keyword: Keyword, _at: usize) -> QObject {
+        match keyword {
+            Keyword::True => QObject::Bool(true),
+            Keyword::False => QObject::Bool(false),
+            Keyword::Null => QObject::Null,
+        }
+    }
+
+    fn object(&mut self, _at: usize) -> QDict {
+        QDict::new()
+    }
+
+    fn has_key(&self, object: &QDict, key: &[u8]) -> bool {
+        object.contains(key)
+    }
+
+    fn put(&mut self, object: &mut QDict, key: Decoded<'t>, _key_at: usize, value: QObject) {
+        object.put(key.bytes, value);
+    }
+
+    fn end_object(&mut self, object: QDict, _end: usize) -> QObject {
+        QObject::Dict(object)
+    }
+
+    fn list(&mut self, _at: usize) -> Vec<QObject> {
+        Vec::new()
+    }
+
+    fn push(&mut self, list: &mut Vec<QObject>, item: QObject) {
+        list.push(item);
+    }
+
+    fn end_list(&mut self, list: Vec<QObject>, _end: usize) -> QObject {
+        QObject::List(list)
     }
 }
 
@@ -251,13 +371,14 @@ fn push_mod_utf8(out: &mut Vec<u8>, cp: u32) {
 }
 
 /// Decodes a string token (quotes included) into QEMU's string bytes, or QEMU's error text.
-fn parse_string(token: &[u8]) -> Result<Cow<'_, [u8]>, Vec<u8>> {
+pub(crate) fn parse_string(token: &[u8]) -> Result<Decoded<'_>, Vec<u8>> {
+    let quote = token[0];
     // Plain ASCII without escapes (most strings) decodes to itself.
     let body = &token[1..token.len().saturating_sub(1).max(1)];
     if body.iter().all(|&b| b.is_ascii() && b != b'\\' && b != 0) {
-        return Ok(Cow::Borrowed(body));
+        return Ok(Decoded { bytes: Cow::Borrowed(body), json: quote == b'"' });
     }
-    let quote = token[0];
+    let mut json = quote == b'"';
     let mut out = Vec::with_capacity(token.len());
     let mut i = 1;
     while i < token.len() && token[i] != quote {
@@ -268,7 +389,11 @@ fn parse_string(token: &[u8]) -> Result<Cow<'_, [u8]>, Vec<u8>> {
             i += 1;
             let plain = match c {
                 b'"' => Some(b'"'),
-                b'\'' => Some(b'\''),
+                b'\'' => {
+                    // QEMU's extension: JSON has no such escape.
+                    json = false;
+                    Some(b'\'')
+                }
                 b'\\' => Some(b'\\'),
                 b'/' => Some(b'/'),
                 b'b' => Some(8),
@@ -310,9 +435,11 @@ fn parse_string(token: &[u8]) -> Result<Cow<'_, [u8]>, Vec<u8>> {
             if cp.is_none() {
                 return Err(b"invalid UTF-8 sequence in string".to_vec());
             }
+            // QEMU's U+0000 (`C0 80`) is not UTF-8.
+            json &= cp != Some(0);
             out.extend_from_slice(&token[i..i + used]);
             i += used;
         }
     }
-    Ok(Cow::Owned(out))
+    Ok(Decoded { bytes: Cow::Owned(out), json })
 }

@@ -8,6 +8,8 @@
 
 use serde_json::Value;
 
+use super::short::ShortBytes;
+
 /// A JSON value as QEMU holds it. Strings are byte strings in QEMU's modified UTF-8.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum QObject {
@@ -29,59 +31,22 @@ const BUCKETS: u32 = 512;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct QDict {
     /// (bucket, insertion number, key, value), kept sorted in iteration order.
-    entries: Vec<(u32, u64, Key, QObject)>,
+    entries: Vec<(u32, u64, ShortBytes, QObject)>,
     inserted: u64,
 }
 
-/// Bytes of a [`Key`] kept inline.
-const INLINE_KEY: usize = 22;
-
-/// A dictionary key: up to [`INLINE_KEY`] bytes kept inline, so that the short keys of QMP (`execute`,
-/// `arguments`, `node-name`, ...) cost no allocation; longer ones on the heap.
-#[derive(Clone)]
-enum Key {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Heap(Box<[u8]>),
-}
-
-impl Key {
-    fn new(key: &[u8]) -> Key {
-        if key.len() <= INLINE_KEY {
-            let mut bytes = [0; INLINE_KEY];
-            bytes[..key.len()].copy_from_slice(key);
-            Key::Inline { len: key.len() as u8, bytes }
-        } else {
-            Key::Heap(key.into())
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Key::Heap(bytes) => bytes,
-        }
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
-    }
-}
-
 /// QEMU's `tdb_hash` of a key, reduced to a bucket.
-fn bucket(key: &[u8]) -> u32 {
-    // A key is a C string: it ends at the first NUL.
-    let key = &key[..key.iter().position(|&b| b == 0).unwrap_or(key.len())];
-    let mut value = 0x238F_13AFu32.wrapping_mul(key.len() as u32);
-    for (i, &b) in key.iter().enumerate() {
-        value = value.wrapping_add(u32::from(b) << ((i * 5) % 24));
+pub(crate) const fn bucket(key: &[u8]) -> u32 {
+    // A key is a C string: it ends at the first NUL. (A `const fn`, for the buckets of known keys.)
+    let mut len = 0;
+    while len < key.len() && key[len] != 0 {
+        len += 1;
+    }
+    let mut value = 0x238F_13AFu32.wrapping_mul(len as u32);
+    let mut i = 0;
+    while i < len {
+        value = value.wrapping_add((key[i] as u32) << ((i * 5) % 24));
+        i += 1;
     }
     1_103_515_243u32.wrapping_mul(value).wrapping_add(12345) % BUCKETS
 }
@@ -112,13 +77,7 @@ impl QDict {
         let b = bucket(key);
         let seq = self.inserted;
         let at = self.entries.partition_point(|e| (e.0, u64::MAX - e.1) < (b, u64::MAX - seq));
-        self.entries.insert(at, (b, seq, Key::new(key), value));
-    }
-
-    /// Removes `key` and returns its value, if present.
-    pub(crate) fn take(&mut self, key: &str) -> Option<QObject> {
-        let at = self.entries.iter().position(|e| e.2.as_bytes() == key.as_bytes())?;
-        Some(self.entries.remove(at).3)
+        self.entries.insert(at, (b, seq, ShortBytes::new(key), value));
     }
 
     /// Members in QEMU's iteration order.
@@ -299,7 +258,7 @@ pub(crate) fn mod_utf8_codepoint(s: &[u8]) -> (Option<u32>, usize) {
 }
 
 /// The bytes QEMU writes as they are: printable ASCII but the quote and the backslash.
-const PLAIN: [bool; 256] = {
+pub(crate) const PLAIN: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0x20;
     while b < 0x7F {
@@ -427,9 +386,9 @@ mod tests {
 
     #[test]
     fn keys_of_any_length_and_strings_with_nul_convert() {
-        let long = "k".repeat(INLINE_KEY + 1);
+        let long = "k".repeat(64);
         let mut dict = QDict::new();
-        for key in ["", "id", &"k".repeat(INLINE_KEY), &long] {
+        for key in ["", "id", &"k".repeat(22), &long] {
             dict.put(key, QObject::String(b"a\xC0\x80b".to_vec()));
             assert!(dict.contains(key.as_bytes()));
         }
@@ -437,8 +396,6 @@ mod tests {
             dict.iter().map(|(k, _)| (rust_string(k), Value::from("a\0b"))).collect();
         assert_eq!(QObject::Dict(dict.clone()).to_json(), Value::Object(expected.clone()));
         assert_eq!(dict.clone().into_json_map(), expected);
-        assert_eq!(dict.take(&long), Some(QObject::String(b"a\xC0\x80b".to_vec())));
-        assert!(!dict.contains(long.as_bytes()));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!
 //! A reply passed on from another server (the proxy's) keeps its `return` value or `error` object as that
 //! server wrote it: [`Body::Verbatim`] bytes are copied as they are, between the members only this server writes.
+//! Ids come as the bytes QEMU writes for them (see [`Id`](super::request::Id)).
 
 use super::qobject::{write_string, QObject};
 
@@ -31,19 +32,19 @@ impl Body<'_> {
 }
 
 /// Appends `{"return": VALUE, "id": ID}` (the id only when there is one).
-pub(crate) fn write_return(out: &mut Vec<u8>, value: Body<'_>, id: Option<&QObject>) {
+pub(crate) fn write_return(out: &mut Vec<u8>, value: Body<'_>, id: Option<&[u8]>) {
     out.extend_from_slice(b"{\"return\": ");
     value.write(out);
     if let Some(id) = id {
         out.extend_from_slice(b", \"id\": ");
-        id.write(out);
+        out.extend_from_slice(id);
     }
     out.push(b'}');
 }
 
 /// Appends `{"id": ID, "error": {"class": CLASS, "desc": DESC}}` (the id only when there is one). `desc` is a C
 /// string to QEMU: it ends at a NUL byte.
-pub(crate) fn write_error(out: &mut Vec<u8>, class: &str, desc: &[u8], id: Option<&QObject>) {
+pub(crate) fn write_error(out: &mut Vec<u8>, class: &str, desc: &[u8], id: Option<&[u8]>) {
     write_error_head(out, id);
     out.extend_from_slice(b"{\"class\": ");
     write_string(out, class.as_bytes());
@@ -53,18 +54,18 @@ pub(crate) fn write_error(out: &mut Vec<u8>, class: &str, desc: &[u8], id: Optio
 }
 
 /// Appends `{"id": ID, "error": ERROR}` (the id only when there is one), `error` an object passed on as it is.
-pub(crate) fn write_error_object(out: &mut Vec<u8>, error: Body<'_>, id: Option<&QObject>) {
+pub(crate) fn write_error_object(out: &mut Vec<u8>, error: Body<'_>, id: Option<&[u8]>) {
     write_error_head(out, id);
     error.write(out);
     out.push(b'}');
 }
 
 /// Appends `{"id": ID, "error": ` (QEMU writes the id first in an error response), or `{"error": ` without one.
-fn write_error_head(out: &mut Vec<u8>, id: Option<&QObject>) {
+fn write_error_head(out: &mut Vec<u8>, id: Option<&[u8]>) {
     out.push(b'{');
     if let Some(id) = id {
         out.extend_from_slice(b"\"id\": ");
-        id.write(out);
+        out.extend_from_slice(id);
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(b"\"error\": ");
@@ -93,13 +94,22 @@ mod tests {
         vec![None, Some(QObject::Int(-7)), Some(QObject::str("x\"y")), Some(QObject::Dict(dict))]
     }
 
+    /// An id as the server keeps it: the bytes QEMU writes for it.
+    fn echo(id: &Option<QObject>) -> Option<Vec<u8>> {
+        id.as_ref().map(|id| {
+            let mut out = Vec::new();
+            id.write(&mut out);
+            out
+        })
+    }
+
     #[test]
     fn returns_are_written_as_the_dictionary_model_writes_them() {
         let mut value = QDict::new();
         value.put("status", QObject::str("running"));
         for id in ids() {
             let mut out = Vec::new();
-            write_return(&mut out, Body::Value(&QObject::Dict(value.clone())), id.as_ref());
+            write_return(&mut out, Body::Value(&QObject::Dict(value.clone())), echo(&id).as_deref());
             assert_eq!(out, modelled(("return", QObject::Dict(value.clone())), id.as_ref()));
         }
     }
@@ -112,12 +122,12 @@ mod tests {
                 error.put("class", QObject::str("GenericError"));
                 error.put("desc", QObject::String(desc.to_vec()));
                 let mut out = Vec::new();
-                write_error(&mut out, "GenericError", desc, id.as_ref());
+                write_error(&mut out, "GenericError", desc, echo(&id).as_deref());
                 assert_eq!(out, modelled(("error", QObject::Dict(error.clone())), id.as_ref()));
                 let mut written = Vec::new();
                 QObject::Dict(error).write(&mut written);
                 let mut passed_on = Vec::new();
-                write_error_object(&mut passed_on, Body::Verbatim(&written), id.as_ref());
+                write_error_object(&mut passed_on, Body::Verbatim(&written), echo(&id).as_deref());
                 assert_eq!(passed_on, out, "an error object passed on is written where a built one is");
             }
         }
@@ -127,7 +137,7 @@ mod tests {
     fn verbatim_bodies_are_copied_as_they_are() {
         for id in ids() {
             let mut out = Vec::new();
-            write_return(&mut out, Body::Verbatim(br#"{"z":1,"a":{"y":2,"b":3}}"#), id.as_ref());
+            write_return(&mut out, Body::Verbatim(br#"{"z":1,"a":{"y":2,"b":3}}"#), echo(&id).as_deref());
             let mut expected = br#"{"return": {"z":1,"a":{"y":2,"b":3}}"#.to_vec();
             if let Some(id) = &id {
                 expected.extend_from_slice(b", \"id\": ");

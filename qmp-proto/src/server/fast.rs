@@ -1,0 +1,328 @@
+//! The fast path of reading a command: one pass over a whole message that finds its top-level [`Members`]
+//! without tokens, values or allocations, for the messages clients send nearly always.
+//!
+//! It reads only a command object whole in the input and made of the common parts: strings of printable
+//! ASCII without escapes, integers that are standard JSON (not `-0`, fewer than 20 characters), `true`,
+//! `false`, `null`, and objects (at most [`MAX_MEMBERS`] members, no key twice) and lists nested at most
+//! [`MAX_DEPTH`] deep. On anything else (an escape, a float, a single quote, non-ASCII, a syntax error, a
+//! duplicate key, the input ending first) it gives up having changed nothing, and the lexer and QEMU's parser
+//! read the same bytes: they accept every message this path accepts, and find the same members in it (the
+//! property test below checks it), so only the cost differs.
+//!
+//! QEMU's limits cannot be reached here: a message this path reads has fewer bytes than the size and token
+//! limits (checked), and nests far less deep than 1024.
+
+use super::lexer::MAX_TOKEN_COUNT;
+// What a string may hold on this path: the bytes QEMU writes as they are.
+use super::qobject::PLAIN;
+use super::request::{Found, Members, Shape};
+
+/// Members an object may have on this path (the duplicate check compares each key with the ones before it).
+pub(crate) const MAX_MEMBERS: usize = 16;
+/// Nesting this path reads.
+pub(crate) const MAX_DEPTH: usize = 16;
+
+/// Reads a command object whole at the start of `input` (after any whitespace). Returns the bytes it used
+/// (up to the closing brace) and its top-level members, or `None` when the lexer must read it.
+pub(crate) fn read_command(input: &[u8], max_size: usize) -> Option<(usize, Members)> {
+    let mut scan = Scan { input, at: 0, spaces: 0 };
+    scan.skip_whitespace();
+    let first = scan.at;
+    if scan.next()? != b'{' {
+        return None;
+    }
+    let mut members = Members::default();
+    scan.object(Some(&mut members), 1)?;
+    // Tokens take no more bytes than the message: within the limits, whatever the tokens are.
+    let len = scan.at - first;
+    (len < max_size && len < MAX_TOKEN_COUNT).then_some((scan.at, members))
+}
+
+/// Where the scan is.
+struct Scan<'a> {
+    input: &'a [u8],
+    at: usize,
+    /// Runs of whitespace skipped so far (a value without any between its tokens is copied as it is).
+    spaces: usize,
+}
+
+impl Scan<'_> {
+    fn next(&mut self) -> Option<u8> {
+        let b = *self.input.get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.input.get(self.at).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        if matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.spaces += 1;
+            while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+                self.at += 1;
+            }
+        }
+    }
+
+    /// An object after its `{`; records its members in `top` when it is the message's own object.
+    fn object(&mut self, mut top: Option<&mut Members>, depth: usize) -> Option<()> {
+        self.skip_whitespace();
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Some(());
+        }
+        let mut keys = [(0, 0); MAX_MEMBERS];
+        let mut count = 0;
+        loop {
+            let key_start = self.at;
+            if self.next()? != b'"' {
+                return None;
+            }
+            self.string_body()?;
+            let key = (key_start + 1, self.at - 1);
+            let bytes = |(start, end): (usize, usize)| &self.input[start..end];
+            if count == MAX_MEMBERS || keys[..count].iter().any(|&k| bytes(k) == bytes(key)) {
+                return None;
+            }
+            keys[count] = key;
+            count += 1;
+            self.skip_whitespace();
+            if self.next()? != b':' {
+                return None;
+            }
+            self.skip_whitespace();
+            let (start, spaces) = (self.at, self.spaces);
+            let shape = self.value(depth)?;
+            if let Some(top) = top.as_deref_mut() {
+                let compact = self.spaces == spaces;
+                let found = Found { seq: count as u32 - 1, start, end: self.at, shape, json: true, compact };
+                top.record(&self.input[key.0..key.1], key_start, key.1 + 1, found);
+            }
+            self.skip_whitespace();
+            match self.next()? {
+                b',' => self.skip_whitespace(),
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A list after its `[`.
+    fn list(&mut self, depth: usize) -> Option<()> {
+        self.skip_whitespace();
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            self.value(depth)?;
+            self.skip_whitespace();
+            match self.next()? {
+                b',' => self.skip_whitespace(),
+                b']' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A value inside an object or list at `depth`.
+    fn value(&mut self, depth: usize) -> Option<Shape> {
+        let b = self.next()?;
+        match b {
+            b'"' => self.string_body().map(|()| Shape::String),
+            b'{' if depth < MAX_DEPTH => self.object(None, depth + 1).map(|()| Shape::Object),
+            b'[' if depth < MAX_DEPTH => self.list(depth + 1).map(|()| Shape::List),
+            b'-' | b'0'..=b'9' => self.integer(b).map(|()| Shape::Scalar),
+            b't' | b'f' | b'n' => self.keyword().map(|()| Shape::Scalar),
+            _ => None,
+        }
+    }
+
+    /// The rest of a string after its opening quote, up to and with its closing one.
+    fn string_body(&mut self) -> Option<()> {
+        let rest = &self.input[self.at..];
+        // Strings are short here: a plain loop beats memchr's set-up.
+        let len = rest.iter().position(|&b| !PLAIN[usize::from(b)])?;
+        (rest[len] == b'"').then(|| self.at += len + 1)
+    }
+
+    /// The rest of an integer after its first byte `first`: a token the lexer makes an integer (and standard
+    /// JSON reads as one), ended by a byte that cannot extend it.
+    fn integer(&mut self, first: u8) -> Option<()> {
+        let start = self.at - 1;
+        let digits_at = if first == b'-' { self.at } else { start };
+        let digits = self.input[digits_at..].iter().position(|b| !b.is_ascii_digit())?;
+        let end = digits_at + digits;
+        // No digits; a leading zero; a fraction or exponent; `-0`; 20 characters or more (maybe beyond 64 bits).
+        let leading_zero = self.input[digits_at] == b'0' && (digits > 1 || first == b'-');
+        if digits == 0 || leading_zero || matches!(self.input[end], b'.' | b'e' | b'E') || end - start >= 20 {
+            return None;
+        }
+        self.at = end;
+        Some(())
+    }
+
+    /// The rest of `true`, `false` or `null` after its first byte, ended by a byte that is not a letter.
+    fn keyword(&mut self) -> Option<()> {
+        let start = self.at - 1;
+        let len = self.input[start..].iter().position(|b| !b.is_ascii_lowercase())?;
+        matches!(&self.input[start..start + len], b"true" | b"false" | b"null").then(|| self.at = start + len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::lexer::{Lexed, Lexer};
+    use super::super::request::{read_request, Request};
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+
+    /// What the lexer and QEMU's parser read at the start of `input`: the bytes used and the request.
+    fn by_the_lexer(input: &[u8]) -> Option<(usize, Result<Request, Vec<u8>>)> {
+        let mut lexer = Lexer::new(usize::MAX);
+        let mut keys = Vec::new();
+        let mut read = None;
+        let mut used = 0;
+        while read.is_none() && used < input.len() {
+            used += lexer.feed_until_message(&input[used..], &mut |lexed| {
+                read = Some(match lexed {
+                    Lexed::Message { tokens, text } => read_request(tokens, text, &mut keys),
+                    Lexed::Error(desc) => Err(desc),
+                })
+            });
+        }
+        read.map(|r| (used, r))
+    }
+
+    fn agree(input: &[u8]) -> Result<(), TestCaseError> {
+        if let Some((used, members)) = read_command(input, usize::MAX) {
+            let fast = Request::Object(members.into_command(&input[..used]));
+            let (lexer_used, lexed) = by_the_lexer(input).expect("the lexer reads what the fast path reads");
+            prop_assert_eq!(used, lexer_used, "{}", String::from_utf8_lossy(input));
+            prop_assert_eq!(Ok(fast), lexed, "{}", String::from_utf8_lossy(input));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn common_commands_take_the_fast_path() {
+        for input in [
+            &br#"{"execute":"query-status","id":7}"#[..],
+            br#" {"execute": "blockdev-add", "arguments": {"driver": "null-co", "size": 67108864, "x": [true, null, -1, {}]}, "id": "a b"}"#,
+            br#"{"exec-oob":"x","id":0,"extra":false,"execute":1}"#,
+            br#"{}"#,
+        ] {
+            assert!(read_command(input, usize::MAX).is_some(), "{}", String::from_utf8_lossy(input));
+            agree(input).unwrap();
+        }
+        for input in [
+            &br#"{"execute":"x","id":1.5}"#[..],
+            br#"{"execute":"x","id":-0}"#,
+            br#"{"execute":"x\n"}"#,
+            br#"{"execute":'x'}"#,
+            br#"{"a":1,"a":2}"#,
+            br#"{"a":01}"#,
+            br#"{"a":truex}"#,
+            br#"{"a":1"#,
+            br#"[1]"#,
+            br#"{"a":12345678901234567890}"#,
+        ] {
+            assert!(read_command(input, usize::MAX).is_none(), "{}", String::from_utf8_lossy(input));
+        }
+        assert!(read_command(br#"{"execute":"x"}"#, 15).is_none(), "at the size limit");
+        assert!(read_command(br#"{"execute":"x"}"#, 16).is_some());
+    }
+
+    /// Parts of messages near the common ones: valid, and broken in the ways the fast path must notice.
+    const PARTS: &[&[u8]] = &[
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b":",
+        b",",
+        b" ",
+        b"\r\n",
+        b"\"execute\"",
+        b"\"exec-oob\"",
+        b"\"arguments\"",
+        b"\"id\"",
+        b"\"query-status\"",
+        b"\"node-name\"",
+        b"\"a\\u0062\"",
+        b"'x'",
+        b"\"\xc3\xa9\"",
+        b"\"\x7f\"",
+        b"0",
+        b"-0",
+        b"-12",
+        b"007",
+        b"1.5",
+        b"2e3",
+        b"12345678901234567890",
+        b"true",
+        b"nul",
+        b"x",
+        b"\x01",
+    ];
+
+    fn messages() -> impl Strategy<Value = Vec<u8>> {
+        let parts = || prop::collection::vec(prop::sample::select(PARTS), 0..12).prop_map(|p| p.concat());
+        let command = (0..4usize, any::<i32>(), parts()).prop_map(|(shape, id, extra)| {
+            let (head, tail) = match shape {
+                0 => (r#"{"execute":"q","arguments":{"a":["#.to_string(), format!(r#"]}},"id":{id}}}"#)),
+                1 => (format!(r#"{{"execute":"q","id":{id},"#), "}".to_string()),
+                2 => (r#"{"exec-oob":"q","#.to_string(), r#""arguments":{}}"#.to_string()),
+                _ => ("{".to_string(), "}".to_string()),
+            };
+            [head.as_bytes(), &extra, tail.as_bytes()].concat()
+        });
+        prop_oneof![1 => command, 1 => parts(), 2 => valid_command()]
+    }
+
+    /// JSON values, mostly of the fast path's kinds, some of other kinds, some with a key twice.
+    fn value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            8 => prop::sample::select(&["0", "-12", "true", "null", "\"s t\"", "\"\""][..]),
+            1 => prop::sample::select(&["1.5", "-0", "'q'", "\"\\u0041\"", "\"\u{e9}\"", "nul"][..]),
+        ];
+        leaf.prop_map(String::from).prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(|items| format!("[{}]", items.join(","))),
+                prop::collection::vec(("[a-d]", inner), 0..4).prop_map(|members| {
+                    let members: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+                    format!("{{ {} }}", members.join(" ,"))
+                }),
+            ]
+        })
+    }
+
+    /// Commands whose arguments and id are any [`value`].
+    fn valid_command() -> impl Strategy<Value = Vec<u8>> {
+        (value(), value()).prop_map(|(arguments, id)| {
+            format!(r#"{{"execute": "q", "arguments":{arguments},"id":{id}}}"#).into_bytes()
+        })
+    }
+
+    /// The generated messages test something: many take the fast path, many do not.
+    #[test]
+    fn generated_messages_take_both_paths() {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let inputs: Vec<Vec<u8>> =
+            (0..1000).map(|_| messages().new_tree(&mut runner).expect("a message").current()).collect();
+        let fast = inputs.iter().filter(|input| read_command(input, usize::MAX).is_some()).count();
+        assert!((100..900).contains(&fast), "{fast} of 1000 took the fast path");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Whatever the fast path reads, the lexer and QEMU's parser read the same way.
+        #[test]
+        fn the_fast_path_reads_as_the_lexer_does(input in messages()) {
+            agree(&input)?;
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! [`ShortBytes`]: a byte string kept inline when it is short, so that the short texts the server keeps per
+//! member or per command (QMP's keys: `execute`, `arguments`, `node-name`; ids such as `7`) cost no allocation.
+
+/// Bytes kept inline.
+const INLINE: usize = 22;
+
+/// A byte string: up to 22 bytes inline, longer ones on the heap.
+#[derive(Clone)]
+pub(crate) enum ShortBytes {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl ShortBytes {
+    pub(crate) fn new(text: &[u8]) -> ShortBytes {
+        if text.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..text.len()].copy_from_slice(text);
+            ShortBytes::Inline { len: text.len() as u8, bytes }
+        } else {
+            ShortBytes::Heap(text.into())
+        }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            ShortBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            ShortBytes::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl PartialEq for ShortBytes {
+    fn eq(&self, other: &ShortBytes) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for ShortBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_long_texts_read_back() {
+        for len in [0, 1, INLINE, INLINE + 1, 1000] {
+            let text: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let kept = ShortBytes::new(&text);
+            assert_eq!(kept.as_bytes(), &text[..]);
+            assert_eq!(matches!(kept, ShortBytes::Inline { .. }), len <= INLINE);
+        }
+    }
+}
