@@ -339,7 +339,7 @@ async fn a_client_that_stops_reading_events_is_disconnected_and_the_others_go_on
     let (fake, path, metrics) =
         (dir.path().join("fake.sock"), dir.path().join("proxy.sock"), dir.path().join("metrics.sock"));
     let service = Service::new(ServerConfig::qmp().version(10, 0, 2, "fake"))
-        .command("echo", |req| async move { Ok(Value::Object(req.arguments)) });
+        .command("echo", |req| async move { Ok(Value::Object(req.arguments.into_map())) });
     let (events, serving) = qmp_tokio::serve_unix(&fake, service, ServeOptions::default()).expect("fake upstream");
     tokio::spawn(serving);
     // The flood comes in bursts of 200 events, each sent once the reading client has received the one before:

@@ -30,6 +30,10 @@ use super::qobject::{bucket, QDict, QObject, PLAIN};
 use super::short::ShortBytes;
 
 /// A message read in full.
+// Lives only on the stack between reading a command and dispatching it: boxing the object would cost an
+// allocation per command for nothing (the lint fires when serde_json's `preserve_order`, enabled elsewhere in the
+// workspace, makes the lazily built map larger).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 pub(crate) enum Request {
     /// Valid JSON, but not an object.
