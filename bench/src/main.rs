@@ -9,6 +9,10 @@
 //! ```
 //! Rounds interleave floor and adapter runs and the best of each is kept: on a shared machine noise only ever
 //! slows a run down. The daemon comes from `qmp-tests` (`QMP_TEST_QSD`, default qemu-storage-daemon 10).
+//!
+//! To look at one row under `strace -c -f` or `perf stat`: `QMP_BENCH_ONLY=TEXT` runs only the rows whose
+//! `adapter xWINDOW` contains TEXT (`QMP_BENCH_ONLY="smol (smol) x1"`), and `QMP_BENCH_SIDE=adapter` (or
+//! `floor`) runs only that side of them (the other side's columns are then empty).
 
 mod adapters;
 mod floor;
@@ -38,6 +42,8 @@ struct Row {
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(4000);
     let rounds: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let only = std::env::var("QMP_BENCH_ONLY").ok();
+    let side = std::env::var("QMP_BENCH_SIDE").ok();
     let server = QemuServer::storage_daemon().expect("start qemu-storage-daemon");
     let path = server.socket_path().to_owned();
     println!("{} round trips of query-version per run, best of {rounds} rounds, {}", n, server.binary().display());
@@ -97,12 +103,19 @@ fn main() {
             ),
         ];
         for (name, floor_name, adapter, floor) in cases {
-            let (mut best, mut floor_best, mut cpu, mut floor_cpu) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+            if !only.as_deref().is_none_or(|only| format!("{name} x{window}").contains(only)) {
+                continue;
+            }
+            let (mut best, mut floor_best, mut cpu, mut floor_cpu) = (f64::NAN, f64::NAN, f64::NAN, f64::NAN);
             for _ in 0..rounds {
-                let f = floor();
-                let a = adapter();
-                (floor_best, floor_cpu) = (floor_best.min(f.secs), floor_cpu.min(f.cpu));
-                (best, cpu) = (best.min(a.secs), cpu.min(a.cpu));
+                if side.as_deref() != Some("adapter") {
+                    let f = floor();
+                    (floor_best, floor_cpu) = (floor_best.min(f.secs), floor_cpu.min(f.cpu));
+                }
+                if side.as_deref() != Some("floor") {
+                    let a = adapter();
+                    (best, cpu) = (best.min(a.secs), cpu.min(a.cpu));
+                }
             }
             rows.push(Row { name, floor: floor_name, window, best, floor_best, cpu, floor_cpu });
         }
@@ -117,7 +130,9 @@ fn main() {
     for r in &rows {
         let (a, f) = (n as f64 / r.best, n as f64 / r.floor_best);
         let (ac, fc) = (r.cpu / n as f64 * 1e6, r.floor_cpu / n as f64 * 1e6);
-        worst = worst.max(ac - fc);
+        if (ac - fc).is_finite() {
+            worst = worst.max(ac - fc);
+        }
         println!(
             "| {} | {} | {a:.0} | {} | {f:.0} | {:.2}x | {ac:.1} | {fc:.1} | {:+.1} us |",
             r.name,
