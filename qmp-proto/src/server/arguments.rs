@@ -20,7 +20,8 @@ use crate::raw::RawJson;
 /// The text is the tokens the client wrote, byte for byte, without the whitespace between them (so it is one
 /// line, and the same however the client's bytes arrived), in all but a few cases where what QEMU reads is not
 /// the text in standard JSON. Then the text is QEMU's reading of it, re-encoded as compact JSON (the rare, slow
-/// path):
+/// path), its members sorted by key or in QEMU's dictionary order (as serde_json's `preserve_order` feature is
+/// off or on in the build), not necessarily the client's order:
 ///
 /// | the client wrote | QEMU reads | the handler sees |
 /// |---|---|---|
