@@ -43,6 +43,23 @@ fn serve(script: Option<&str>) -> Served {
     Served { child, socket, _dir: dir }
 }
 
+/// Connects to `qmp serve`'s socket. The socket file appears when it is bound, a moment before the server
+/// listens on it: a connection refused in that moment is tried again.
+fn connect(socket: &Path) -> UnixStream {
+    let start = Instant::now();
+    loop {
+        match UnixStream::connect(socket) {
+            Ok(stream) => return stream,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused && start.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+}
+
 /// Reads until `want` bytes arrived (or a second passed with nothing).
 fn read_n(stream: &mut UnixStream, want: usize) -> Vec<u8> {
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
@@ -82,7 +99,7 @@ fn corpus(name: &str) -> Vec<(String, String)> {
 #[test]
 fn recorded_command_errors_are_answered_like_qsd_10() {
     let served = serve(None);
-    let mut stream = UnixStream::connect(&served.socket).expect("connect");
+    let mut stream = connect(&served.socket);
     let greeting = read_n(&mut stream, 1);
     assert!(greeting.starts_with(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}"));
     let mut compared = 0;
@@ -105,7 +122,7 @@ fn script_answers_events_quit_and_the_next_client() {
                      "eject": {"error": {"class": "DeviceNotFound", "desc": "Device 'd0' not found"}}}"#;
     let served = serve(Some(script));
     for _ in 0..2 {
-        let mut stream = UnixStream::connect(&served.socket).expect("connect");
+        let mut stream = connect(&served.socket);
         read_n(&mut stream, 1);
         stream.write_all(br#"{"execute":"qmp_capabilities"}{"execute":"query-block","id":1}"#).expect("write");
         let got = String::from_utf8(read_n(&mut stream, 120)).expect("utf8");
