@@ -269,6 +269,19 @@ async fn job_events_reach_every_client_and_denied_commands_never_reach_qemu() {
     }
 }
 
+/// `n` commands sent at once through `qmp` (`blockdev-del` of nodes that do not exist: QEMU answers each with
+/// an error, unless it goes away first), each awaited by its own task.
+fn commands_in_flight(qmp: &Qmp, n: usize) -> Vec<tokio::task::JoinHandle<Result<Value, Error>>> {
+    (0..n)
+        .map(|i| {
+            let qmp = qmp.clone();
+            tokio::spawn(
+                async move { qmp.execute::<Value>("blockdev-del", json!({"node-name": format!("n{i}")})).await },
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_killed_mid_command_then_qemu_killed() {
     let mut server = require!(QemuServer::storage_daemon());
@@ -294,14 +307,7 @@ async fn a_client_killed_mid_command_then_qemu_killed() {
     }
 
     // QEMU goes away with commands in flight: each ends with an error, then the client is closed.
-    let calls: Vec<_> = (0..16)
-        .map(|i| {
-            let qmp = survivor.clone();
-            tokio::spawn(
-                async move { qmp.execute::<Value>("blockdev-del", json!({"node-name": format!("n{i}")})).await },
-            )
-        })
-        .collect();
+    let calls = commands_in_flight(&survivor, 16);
     server.kill().expect("kill QEMU");
     for call in calls {
         match call.await.expect("task") {
@@ -616,14 +622,7 @@ async fn holding_the_clients_while_qemu_is_away_then_reconnecting() {
     .expect("raw client");
 
     // QEMU is killed with commands in flight: each ends with an error in QEMU's format; the clients stay.
-    let calls: Vec<_> = (0..16)
-        .map(|i| {
-            let qmp = ours.clone();
-            tokio::spawn(
-                async move { qmp.execute::<Value>("blockdev-del", json!({"node-name": format!("n{i}")})).await },
-            )
-        })
-        .collect();
+    let calls = commands_in_flight(&ours, 16);
     first.kill().expect("kill QEMU");
     for call in calls {
         assert_eq!(qmp_error(call.await.expect("task")).0, "GenericError");
