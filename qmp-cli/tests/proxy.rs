@@ -55,11 +55,7 @@ fn start_proxy(upstream: impl AsRef<std::ffi::OsStr>, listen: &Path, policy: &st
         .stderr(Stdio::null())
         .spawn()
         .expect("qmp proxy");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !listen.exists() {
-        assert!(Instant::now() < deadline, "the proxy did not listen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    qmp_tests::listening::wait_listening(&listen, Duration::from_secs(10), "the proxy");
     ProxyProcess(child)
 }
 
@@ -150,11 +146,7 @@ fn without_a_policy_the_socket_is_owner_only() {
             .spawn()
             .expect("qmp proxy"),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !listen.exists() {
-        assert!(Instant::now() < deadline, "the proxy did not listen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    qmp_tests::listening::wait_listening(&listen, Duration::from_secs(10), "the proxy");
     assert_eq!(std::fs::metadata(&listen).expect("socket").permissions().mode() & 0o777, 0o600);
     let out = qmp().arg("-s").arg(&listen).args(["exec", "query-version"]).output().expect("qmp");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const VENV_ENV: &str = "QMP_TEST_PYTHON_VENV";
 
@@ -49,11 +49,7 @@ fn serve(tcp: bool) -> Served {
         let address = address.filter(|a| a.starts_with("tcp:")).unwrap_or_else(|| panic!("no address in {line:?}"));
         return Served { child, address, _dir: dir };
     }
-    let start = Instant::now();
-    while !socket.exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "qmp serve made no socket");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    qmp_tests::listening::wait_listening(&socket, Duration::from_secs(10), "qmp serve");
     Served { child, address: socket.to_str().expect("utf-8 path").to_owned(), _dir: dir }
 }
 

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -35,29 +35,13 @@ fn serve(script: Option<&str>) -> Served {
         cmd.arg("--script").arg(path);
     }
     let child = cmd.spawn().expect("spawn qmp serve");
-    let start = Instant::now();
-    while !socket.exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "qmp serve made no socket");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    qmp_tests::listening::wait_listening(&socket, Duration::from_secs(10), "qmp serve");
     Served { child, socket, _dir: dir }
 }
 
-/// Connects to `qmp serve`'s socket. The socket file appears when it is bound, a moment before the server
-/// listens on it: a connection refused in that moment is tried again.
+/// Connects to `qmp serve`'s socket (it listens: [`serve`] waited for that).
 fn connect(socket: &Path) -> UnixStream {
-    let start = Instant::now();
-    loop {
-        match UnixStream::connect(socket) {
-            Ok(stream) => return stream,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::ConnectionRefused && start.elapsed() < Duration::from_secs(10) =>
-            {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("connect: {e}"),
-        }
-    }
+    UnixStream::connect(socket).expect("connect")
 }
 
 /// Reads until `want` bytes arrived (or a second passed with nothing).

@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub mod fake_server;
+pub mod listening;
 pub mod servers;
 pub mod tls;
 

@@ -77,10 +77,8 @@ impl Qemu {
         }
         let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("start QEMU");
         let qemu = Qemu { child, sockets: sockets.to_vec(), binary };
-        let start = Instant::now();
-        while !sockets.iter().all(|s| s.exists()) {
-            assert!(start.elapsed() < Duration::from_secs(30), "QEMU made no sockets within 30 s");
-            std::thread::sleep(Duration::from_millis(10));
+        for socket in sockets {
+            qmp_tests::listening::wait_listening(socket, Duration::from_secs(30), "QEMU");
         }
         qemu
     }
