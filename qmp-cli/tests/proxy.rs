@@ -55,7 +55,7 @@ fn start_proxy(upstream: impl AsRef<std::ffi::OsStr>, listen: &Path, policy: &st
         .stderr(Stdio::null())
         .spawn()
         .expect("qmp proxy");
-    qmp_tests::listening::wait_listening(&listen, Duration::from_secs(10), "the proxy");
+    qmp_tests::listening::wait_listening(listen, Duration::from_secs(10), "the proxy");
     ProxyProcess(child)
 }
 
