@@ -175,11 +175,15 @@ pub fn held_back_call_keeps_its_deadline<A: Adapter>() {
     let mut server = FakeServer::spawn(script(vec![Step::Silence]));
     let opts = SuiteOpts { command_timeout: None, ..SuiteOpts::default() }.max_in_flight(1).max_pending(1);
     let conn = A::connect(server.socket_path(), &opts).expect("connect");
-    let never = |name: &str| Call::new(name.to_owned()).drop_at(DropAt::After(Duration::from_secs(4)));
+    let never = |name: &str| Call::new(name.to_owned()).drop_at(DropAt::After(Duration::from_millis(2000)));
     let start = Instant::now();
     let results = A::tasks(
         &conn,
-        vec![vec![never("ahead-1")], vec![never("ahead-2")], vec![Call::new("held").timeout(Duration::from_secs(1))]],
+        vec![
+            vec![never("ahead-1")],
+            vec![never("ahead-2")],
+            vec![Call::new("held").timeout(Duration::from_millis(500))],
+        ],
     );
     let held = results.iter().flatten().find(|d| d.result.as_ref().is_some_and(|r| r.is_err()));
     match held.and_then(|d| d.result.as_ref()) {
@@ -188,7 +192,7 @@ pub fn held_back_call_keeps_its_deadline<A: Adapter>() {
     }
     let given_up = results.iter().flatten().filter(|d| d.result.is_none()).count();
     assert_eq!(given_up, 2, "{}: the two calls ahead wait for the silent server: {results:?}", A::NAME);
-    assert!(start.elapsed() >= Duration::from_secs(4), "the calls ahead were given up after 4 s");
+    assert!(start.elapsed() >= Duration::from_millis(2000), "the calls ahead were given up after 2 s");
     A::close(conn);
     server.join().expect("script ran to its end");
 }
