@@ -10,8 +10,8 @@
 //! `qmp_async::serve` reads at once), draining events and output after every read:
 //!
 //! - `server`: a negotiated QMP server fed commands as our client writes them (compact, integer ids); each
-//!   command handed over (its name a `String`, its arguments a `serde_json::Map`, as [`Event::Command`] gives
-//!   them) is answered at once with `{}` (in-band commands are handed over one at a time, so the next is read
+//!   command handed over (its arguments JSON text, as [`Event::Command`] gives them) has its name read and is
+//!   answered at once with `{}` (in-band commands are handed over one at a time, so the next is read
 //!   only once this one is answered), and its reply taken from `poll_transmit`. Answering with `{}` keeps the
 //!   caller's own work (building a bigger return value) out of the server's figure;
 //! - `client`: a negotiated QMP client with 1 000 commands executed (untimed, just before) fed the replies
@@ -31,6 +31,10 @@
 //! slows neither side as much; samples are taken in turns (server, client, server, ...) and each side's median
 //! is reported, with the spread (fastest and slowest sample). Then the server fed one byte per call, at 1 MiB
 //! and 4 MiB of `query-status` commands: the same cost per byte at both sizes is O(n).
+//!
+//! To look at one part under `perf record`: `QMP_BENCH_ONLY=TEXT` runs only the workloads whose name contains
+//! TEXT (`QMP_BENCH_ONLY="session mix"`; `one byte` for the byte-at-a-time part), and `QMP_BENCH_SIDE=server`
+//! (or `client`) only that side of them (no ratio is printed then).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -142,6 +146,8 @@ fn drive_server(input: &[u8], read: usize) -> (Duration, usize) {
         server.handle_input(piece);
         while let Some(event) = server.poll_event() {
             if let Event::Command(cmd) = black_box(event) {
+                // What a handler reads first, to know what to do.
+                black_box(cmd.name());
                 server.reply(cmd.token, Ok(empty.clone())).expect("reply");
                 answered += 1;
             }
@@ -214,61 +220,103 @@ fn load() -> String {
         .unwrap_or_default()
 }
 
-/// Times one workload on both sides; returns the server's median time per byte of 8 KiB reads, in ns.
-fn compare(workload: &Workload, samples: usize) -> f64 {
+/// Which parts to run: `QMP_BENCH_ONLY` and `QMP_BENCH_SIDE` (see the module docs).
+struct Only {
+    text: Option<String>,
+    side: Option<String>,
+}
+
+impl Only {
+    fn from_env() -> Self {
+        Only { text: std::env::var("QMP_BENCH_ONLY").ok(), side: std::env::var("QMP_BENCH_SIDE").ok() }
+    }
+
+    fn runs(&self, part: &str) -> bool {
+        self.text.as_deref().is_none_or(|text| part.contains(text))
+    }
+
+    fn side(&self, side: &str) -> bool {
+        self.side.as_deref().is_none_or(|s| s == side)
+    }
+}
+
+/// Times one workload on both sides (or the one `only` names); returns the server's median time per byte of
+/// 8 KiB reads, in ns (`None` when the server side was not run).
+fn compare(workload: &Workload, samples: usize, only: &Only) -> Option<f64> {
     let cmds = commands(workload, VOLUME);
     let rounds = replies(workload, cmds.len(), &ready_client().1);
     let reply_bytes: usize = rounds.iter().map(Vec::len).sum();
-    let (_, n_commands) = drive_server(&cmds, READ); // warm-up, and the counts
-    let (_, n_replies) = drive_clients(&rounds);
+    let (run_server, run_client) = (only.side("server"), only.side("client"));
+    // Warm-up, and the counts.
+    let n_commands = if run_server { drive_server(&cmds, READ).1 } else { 0 };
+    let n_replies = if run_client { drive_clients(&rounds).1 } else { 0 };
     let (mut server_times, mut client_times) = (Vec::new(), Vec::new());
     for _ in 0..samples {
-        server_times.push(drive_server(&cmds, READ).0);
-        client_times.push(drive_clients(&rounds).0);
+        if run_server {
+            server_times.push(drive_server(&cmds, READ).0);
+        }
+        if run_client {
+            client_times.push(drive_clients(&rounds).0);
+        }
     }
-    let (server, s_min, s_max) = summary(server_times);
-    let (client, c_min, c_max) = summary(client_times);
-    let server_rate = mb_s(cmds.len(), server);
-    let client_rate = mb_s(reply_bytes, client);
     println!("{}: {samples} samples each, in turns, CPU time, medians (fastest .. slowest):", workload.name);
-    println!(
-        "  server: {:>8} B of commands ({n_commands} commands) in {:>8.2?} ({s_min:.2?} .. {s_max:.2?}): {server_rate:>7.1} MB/s, {:>5.2} M commands/s",
-        cmds.len(),
-        server,
-        n_commands as f64 / server.as_secs_f64() / 1e6
-    );
-    println!(
-        "  client: {:>8} B of replies  ({n_replies} replies)  in {:>8.2?} ({c_min:.2?} .. {c_max:.2?}): {client_rate:>7.1} MB/s, {:>5.2} M replies/s",
-        reply_bytes,
-        client,
-        n_replies as f64 / client.as_secs_f64() / 1e6
-    );
-    let ratio = server_rate / client_rate;
-    println!(
-        "  server / client rate (bytes per CPU second): {ratio:.2}x {}",
-        if ratio >= 1.0 { "(met: >= 1)" } else { "(NOT met: < 1)" }
-    );
-    server.as_secs_f64() * 1e9 / cmds.len() as f64
+    let server = run_server.then(|| {
+        let (server, s_min, s_max) = summary(server_times);
+        println!(
+            "  server: {:>8} B of commands ({n_commands} commands) in {:>8.2?} ({s_min:.2?} .. {s_max:.2?}): {:>7.1} MB/s, {:>5.2} M commands/s",
+            cmds.len(),
+            server,
+            mb_s(cmds.len(), server),
+            n_commands as f64 / server.as_secs_f64() / 1e6
+        );
+        server
+    });
+    let client = run_client.then(|| {
+        let (client, c_min, c_max) = summary(client_times);
+        println!(
+            "  client: {:>8} B of replies  ({n_replies} replies)  in {:>8.2?} ({c_min:.2?} .. {c_max:.2?}): {:>7.1} MB/s, {:>5.2} M replies/s",
+            reply_bytes,
+            client,
+            mb_s(reply_bytes, client),
+            n_replies as f64 / client.as_secs_f64() / 1e6
+        );
+        client
+    });
+    if let (Some(server), Some(client)) = (server, client) {
+        let ratio = mb_s(cmds.len(), server) / mb_s(reply_bytes, client);
+        println!(
+            "  server / client rate (bytes per CPU second): {ratio:.2}x {}",
+            if ratio >= 1.0 { "(met: >= 1)" } else { "(NOT met: < 1)" }
+        );
+    }
+    server.map(|server| server.as_secs_f64() * 1e9 / cmds.len() as f64)
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let samples = if quick { 5 } else { 21 };
+    let only = Only::from_env();
     println!("server_rate: load average {}", load());
-    let whole_cost = compare(&QUERY_STATUS, samples);
-    compare(&SESSION_MIX, samples);
+    // The server's cost per byte of `query-status` in 8 KiB reads, to compare one byte per call with.
+    let whole_cost = only.runs(QUERY_STATUS.name).then(|| compare(&QUERY_STATUS, samples, &only)).flatten();
+    if only.runs(SESSION_MIX.name) {
+        compare(&SESSION_MIX, samples, &only);
+    }
 
     // O(n) one byte at a time: cost per byte at 1 MiB and at 4 MiB of commands.
-    let (small, big) = (commands(&QUERY_STATUS, VOLUME), commands(&QUERY_STATUS, 4 * VOLUME));
-    let per_byte = |input: &[u8]| {
-        let times: Vec<Duration> = (0..if quick { 3 } else { 5 }).map(|_| drive_server(input, 1).0).collect();
-        summary(times).0.as_secs_f64() * 1e9 / input.len() as f64
-    };
-    let (small_cost, big_cost) = (per_byte(&small), per_byte(&big));
-    println!(
-        "server fed one byte per call: {small_cost:.1} ns/byte at 1 MiB, {big_cost:.1} ns/byte at 4 MiB ({:.2}x; O(n) is 1x), {:.2}x the cost of 8 KiB reads",
-        big_cost / small_cost,
-        small_cost / whole_cost
-    );
+    if only.runs("one byte") && only.side("server") {
+        let (small, big) = (commands(&QUERY_STATUS, VOLUME), commands(&QUERY_STATUS, 4 * VOLUME));
+        let per_byte = |input: &[u8]| {
+            let times: Vec<Duration> = (0..if quick { 3 } else { 5 }).map(|_| drive_server(input, 1).0).collect();
+            summary(times).0.as_secs_f64() * 1e9 / input.len() as f64
+        };
+        let (small_cost, big_cost) = (per_byte(&small), per_byte(&big));
+        let against_reads =
+            whole_cost.map(|whole| format!(", {:.2}x the cost of 8 KiB reads", small_cost / whole)).unwrap_or_default();
+        println!(
+            "server fed one byte per call: {small_cost:.1} ns/byte at 1 MiB, {big_cost:.1} ns/byte at 4 MiB ({:.2}x; O(n) is 1x){against_reads}",
+            big_cost / small_cost,
+        );
+    }
     println!("server_rate: load average {}", load());
 }

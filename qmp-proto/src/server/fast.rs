@@ -199,7 +199,7 @@ mod tests {
 
     fn agree(input: &[u8]) -> Result<(), TestCaseError> {
         if let Some((used, members)) = read_command(input, usize::MAX) {
-            let fast = Request::Object(members.into_command(&input[..used]));
+            let fast = Request::Object(members.into_command_copied(&input[..used]));
             let (lexer_used, lexed) = by_the_lexer(input).expect("the lexer reads what the fast path reads");
             prop_assert_eq!(used, lexer_used, "{}", String::from_utf8_lossy(input));
             prop_assert_eq!(Ok(fast), lexed, "{}", String::from_utf8_lossy(input));
