@@ -526,6 +526,8 @@ impl Server {
     /// map); see [`reply_json`](Self::reply_json) to write them in QEMU's exact order.
     pub fn reply(&mut self, token: Token, result: Result<Value, Failure>) -> Result<(), ServerUsageError> {
         match result {
+            // The most common reply: written at once.
+            Ok(Value::Object(map)) if map.is_empty() => self.answer(token, Answer::ReturnVerbatim(b"{}")),
             Ok(value) => self.answer(token, Answer::Return(QObject::from_json(&value))),
             Err(failure) => self.answer(token, Answer::Failed(failure)),
         }
@@ -755,10 +757,13 @@ impl Server {
                 }
             }
         }
-        // Valid UTF-8 (see `Checked`).
-        let name_str = std::str::from_utf8(name_bytes).unwrap_or_default();
-        let info = self.config.commands.get(name_str).copied();
+        let info = match self.config.commands.is_empty() {
+            true => None,
+            // Valid UTF-8 (see `Checked`).
+            false => self.config.commands.get(std::str::from_utf8(name_bytes).unwrap_or_default()).copied(),
+        };
         if self.config.reject_unlisted {
+            let name_str = std::str::from_utf8(name_bytes).unwrap_or_default();
             match info {
                 None => {
                     let failure = Failure::command_not_found(name_str);

@@ -369,7 +369,12 @@ fn written_as_read(text: &[u8]) -> bool {
     match text.first() {
         Some(b'"') => text[1..text.len() - 1].iter().all(|&b| PLAIN[usize::from(b)]),
         Some(b't' | b'f' | b'n') => matches!(text, b"true" | b"false" | b"null"),
-        Some(b'-' | b'0'..=b'9') => text != b"-0" && integer(text).is_some(),
+        Some(b'-' | b'0'..=b'9') => {
+            let digits = text.strip_prefix(b"-").unwrap_or(text);
+            // Up to 18 digits always fit 64 bits, whatever the sign: no need to compute the value.
+            let short = digits.len() <= 18 && !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
+            text != b"-0" && (short || integer(text).is_some())
+        }
         _ => false,
     }
 }
