@@ -16,7 +16,11 @@
 //!   caller's own work (building a bigger return value) out of the server's figure;
 //! - `client`: a negotiated QMP client with 1 000 commands executed (untimed, just before) fed the replies
 //!   QEMU writes to them, each routed to its command and delivered as a reply event (its payload raw, as the
-//!   client delivers it).
+//!   client delivers it);
+//! - `client+w`: the same, but the client's writing of the commands is timed too (the workload's commands,
+//!   executed with their arguments as JSON text, taken from `poll_transmit`), as the server's writing of the
+//!   replies is: each side then reads the other's messages and writes its own. The first ratio leaves the
+//!   client's writing out and so asks more of the server; both are printed.
 //!
 //! Two workloads, each side's input cut to the same number of bytes (1 MiB):
 //!
@@ -40,7 +44,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use qmp_proto::server::{Event, Server, ServerConfig};
-use qmp_proto::{Client, ClientEvent, Config, ExecuteOptions};
+use qmp_proto::{Client, ClientEvent, Config, ExecuteOptions, RawJson};
 use rustix::time::{clock_gettime, ClockId};
 
 /// Bytes of input per measured run, for each side.
@@ -106,21 +110,22 @@ fn commands(workload: &Workload, volume: usize) -> Vec<u8> {
 
 /// The workload's replies in turn, to the commands of [`ready_client`] (whose ids are `ids`), in rounds of at
 /// most [`ROUND`] (one client per round), about `volume` bytes in all.
-fn replies(workload: &Workload, volume: usize, ids: &[u64]) -> Vec<Vec<u8>> {
+fn replies(workload: &Workload, volume: usize, ids: &[u64]) -> Vec<(Vec<u8>, usize)> {
     let mut rounds = Vec::new();
     let mut total = 0;
     let mut reply = workload.replies.iter().cycle();
     while total < volume {
-        let mut round = Vec::new();
+        let (mut round, mut count) = (Vec::new(), 0);
         for id in ids {
             if total + round.len() >= volume {
                 break;
             }
             let text = reply.next().expect("a cycle never ends");
             round.extend_from_slice(text.replace("{id}", &id.to_string()).as_bytes());
+            count += 1;
         }
         total += round.len();
-        rounds.push(round);
+        rounds.push((round, count));
     }
     rounds
 }
@@ -179,15 +184,45 @@ fn ready_client() -> (Client, Vec<u64>) {
     (client, ids)
 }
 
-/// Feeds each round of replies to a fresh client (made untimed) in reads of [`READ`] bytes. Returns the CPU
-/// time of the feeding and the number of replies delivered.
-fn drive_clients(rounds: &[Vec<u8>]) -> (Duration, usize) {
+/// A workload's commands as a client executes them: the name, and the arguments as JSON text.
+fn parsed_commands(workload: &Workload) -> Vec<(String, Option<RawJson>)> {
+    let parse = |template: &&str| {
+        let command: serde_json::Value = serde_json::from_str(&template.replace("{id}", "0")).expect("a command");
+        let name = command["execute"].as_str().expect("a name").to_owned();
+        let arguments = command.get("arguments").map(|a| RawJson::from_json(&a.to_string()).expect("an object"));
+        (name, arguments)
+    };
+    workload.commands.iter().map(parse).collect()
+}
+
+/// A negotiated client, no command executed.
+fn negotiated_client() -> Client {
+    let config = Config::qmp().max_pending(ROUND + 16).max_in_flight(ROUND);
+    let mut client = Client::new(config, Instant::now());
+    client.handle_input(GREETING);
+    while client.poll_event().is_some() {}
+    client
+}
+
+/// Feeds each round of replies to a fresh client (made untimed) in reads of [`READ`] bytes. With `writing`,
+/// the client executes the commands they answer first (the `commands` in turn, one per reply; their ids are
+/// those [`ready_client`] gives), timed too; without, [`ready_client`] executed them untimed. Returns the CPU
+/// time and the number of replies delivered.
+fn drive_clients(rounds: &[(Vec<u8>, usize)], writing: Option<&[(String, Option<RawJson>)]>) -> (Duration, usize) {
     let mut total = Duration::ZERO;
     let mut delivered = 0;
     let mut out = Vec::new();
-    for round in rounds {
-        let (mut client, _) = ready_client();
+    for (round, count) in rounds {
+        let mut client = if writing.is_some() { negotiated_client() } else { ready_client().0 };
         let start = cpu_time();
+        if let Some(commands) = writing {
+            for (name, arguments) in commands.iter().cycle().take(*count) {
+                client.execute_raw(name, arguments.as_ref(), ExecuteOptions::new()).expect("execute");
+            }
+            client.poll_transmit(&mut out);
+            black_box(&out);
+            out.clear();
+        }
         for piece in round.chunks(READ) {
             client.handle_input(piece);
             while let Some(event) = client.poll_event() {
@@ -245,18 +280,23 @@ impl Only {
 fn compare(workload: &Workload, samples: usize, only: &Only) -> Option<f64> {
     let cmds = commands(workload, VOLUME);
     let rounds = replies(workload, cmds.len(), &ready_client().1);
-    let reply_bytes: usize = rounds.iter().map(Vec::len).sum();
+    let reply_bytes: usize = rounds.iter().map(|(round, _)| round.len()).sum();
+    let written = parsed_commands(workload);
     let (run_server, run_client) = (only.side("server"), only.side("client"));
     // Warm-up, and the counts.
     let n_commands = if run_server { drive_server(&cmds, READ).1 } else { 0 };
-    let n_replies = if run_client { drive_clients(&rounds).1 } else { 0 };
-    let (mut server_times, mut client_times) = (Vec::new(), Vec::new());
+    let n_replies = if run_client { drive_clients(&rounds, None).1 } else { 0 };
+    if run_client {
+        assert_eq!(drive_clients(&rounds, Some(&written)).1, n_replies, "every reply delivered");
+    }
+    let (mut server_times, mut client_times, mut writing_times) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..samples {
         if run_server {
             server_times.push(drive_server(&cmds, READ).0);
         }
         if run_client {
-            client_times.push(drive_clients(&rounds).0);
+            client_times.push(drive_clients(&rounds, None).0);
+            writing_times.push(drive_clients(&rounds, Some(&written)).0);
         }
     }
     println!("{}: {samples} samples each, in turns, CPU time, medians (fastest .. slowest):", workload.name);
@@ -280,14 +320,22 @@ fn compare(workload: &Workload, samples: usize, only: &Only) -> Option<f64> {
             mb_s(reply_bytes, client),
             n_replies as f64 / client.as_secs_f64() / 1e6
         );
-        client
-    });
-    if let (Some(server), Some(client)) = (server, client) {
-        let ratio = mb_s(cmds.len(), server) / mb_s(reply_bytes, client);
+        let (writing, w_min, w_max) = summary(writing_times);
         println!(
-            "  server / client rate (bytes per CPU second): {ratio:.2}x {}",
-            if ratio >= 1.0 { "(met: >= 1)" } else { "(NOT met: < 1)" }
+            "  client+w: {:>6} B of replies  ({n_replies} replies)  in {:>8.2?} ({w_min:.2?} .. {w_max:.2?}): {:>7.1} MB/s, {:>5.2} M replies/s (commands written too)",
+            reply_bytes,
+            writing,
+            mb_s(reply_bytes, writing),
+            n_replies as f64 / writing.as_secs_f64() / 1e6
         );
+        (client, writing)
+    });
+    if let (Some(server), Some((client, writing))) = (server, client) {
+        let verdict = |ratio: f64| if ratio >= 1.0 { "(met: >= 1)" } else { "(NOT met: < 1)" };
+        let ratio = mb_s(cmds.len(), server) / mb_s(reply_bytes, client);
+        println!("  server / client rate (bytes per CPU second): {ratio:.2}x {}", verdict(ratio));
+        let ratio = mb_s(cmds.len(), server) / mb_s(reply_bytes, writing);
+        println!("  server / client+w rate (each side reading and writing): {ratio:.2}x {}", verdict(ratio));
     }
     server.map(|server| server.as_secs_f64() * 1e9 / cmds.len() as f64)
 }

@@ -77,13 +77,13 @@ mod event;
 mod fast;
 mod lexer;
 mod parser;
+mod pending;
 mod qobject;
 mod request;
 mod response;
 mod short;
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
+use std::collections::VecDeque;
 
 use bytes::{Buf, BytesMut};
 use serde_json::Value;
@@ -97,6 +97,7 @@ use crate::message::Timestamp;
 use crate::raw::RawJson;
 use lexer::{Lexed, Lexer};
 use parser::parse;
+use pending::{Pending, PendingTable};
 use qobject::{QDict, QObject};
 use request::{read_request, Checked, KeyRef, Request};
 use response::Body;
@@ -275,37 +276,6 @@ enum Answer<'a> {
     ErrorVerbatim(&'a [u8]),
 }
 
-/// Hashes [`Token`]s for the table of commands waiting for a reply. Tokens are the server's own sequential
-/// numbers, not chosen by the client, so a multiplication spreads them well enough and SipHash's defence
-/// against chosen keys (a cost on every command) buys nothing.
-#[derive(Default)]
-struct TokenHasher(u64);
-
-impl std::hash::Hasher for TokenHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// A command handed to the caller and not answered yet.
-#[derive(Debug)]
-struct Pending {
-    /// The id as the reply echoes it.
-    id: Option<ShortBytes>,
-    oob: bool,
-    silent_on_success: bool,
-}
-
 /// A sans-IO QMP / guest-agent server. See the [module docs](self).
 #[derive(Debug)]
 pub struct Server {
@@ -322,7 +292,7 @@ pub struct Server {
     keys: Vec<KeyRef>,
     /// The in-band command handed to the caller, if any.
     current: Option<Token>,
-    pending: HashMap<Token, Pending, BuildHasherDefault<TokenHasher>>,
+    pending: PendingTable,
     /// Out-of-band commands handed over and not answered.
     oob_outstanding: usize,
     next_token: u64,
@@ -345,7 +315,7 @@ impl Server {
             parsed: Vec::new(),
             keys: Vec::new(),
             current: None,
-            pending: HashMap::default(),
+            pending: PendingTable::default(),
             oob_outstanding: 0,
             next_token: 0,
             negotiated: false,
@@ -538,7 +508,7 @@ impl Server {
     /// order, so `{"major": 10, "minor": 0, "micro": 2}` comes out as QEMU writes a version. Invalid text is
     /// refused ([`ServerUsageError::InvalidJson`]) and the command stays unanswered.
     pub fn reply_json(&mut self, token: Token, result: Result<&str, Failure>) -> Result<(), ServerUsageError> {
-        if !self.pending.contains_key(&token) {
+        if !self.pending.contains(token) {
             return Err(ServerUsageError::UnknownToken);
         }
         match result {
@@ -576,7 +546,7 @@ impl Server {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn reply_raw(&mut self, token: Token, result: Result<&RawJson, &RawJson>) -> Result<(), ServerUsageError> {
-        if !self.pending.contains_key(&token) {
+        if !self.pending.contains(token) {
             return Err(ServerUsageError::UnknownToken);
         }
         let (raw, failed) = match result {
@@ -594,7 +564,7 @@ impl Server {
     }
 
     fn answer(&mut self, token: Token, answer: Answer<'_>) -> Result<(), ServerUsageError> {
-        let pending = self.pending.remove(&token).ok_or(ServerUsageError::UnknownToken)?;
+        let pending = self.pending.remove(token).ok_or(ServerUsageError::UnknownToken)?;
         if pending.oob {
             self.oob_outstanding -= 1;
         }
@@ -714,8 +684,7 @@ impl Server {
             }
         };
         // The id never fails the check below: it can be taken out first.
-        let id = object.take_id();
-        let echo = id.as_ref().map(request::echo);
+        let (id, echo) = object.take_id().unzip();
         let echo_bytes = echo.as_ref().map(ShortBytes::as_bytes);
         let Checked { name, oob, arguments, builtin_arguments } = match object.check(self.oob_enabled) {
             Ok(checked) => checked,

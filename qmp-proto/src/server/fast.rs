@@ -85,7 +85,11 @@ impl Scan<'_> {
             let key = (key_start + 1, self.at - 1);
             let bytes = |(start, end): (u32, u32)| &self.input[start as usize..end as usize];
             let short = (u32::try_from(key.0).ok()?, u32::try_from(key.1).ok()?);
-            if count == MAX_MEMBERS || keys[..count].iter().any(|&k| bytes(k) == bytes(short)) {
+            // Keys of another length, or another first byte, are told apart without comparing them whole.
+            let same = |k: (u32, u32)| {
+                k.1 - k.0 == short.1 - short.0 && self.input.get(k.0 as usize) == self.input.get(short.0 as usize)
+            };
+            if count == MAX_MEMBERS || keys[..count].iter().any(|&k| same(k) && bytes(k) == bytes(short)) {
                 return None;
             }
             keys[count] = short;
@@ -99,7 +103,10 @@ impl Scan<'_> {
             let shape = self.value(depth)?;
             if let Some(top) = top.as_deref_mut() {
                 let compact = self.spaces == spaces;
-                let found = Found { seq: count as u32 - 1, start, end: self.at, shape, json: true, compact };
+                // A string here is printable ASCII without escapes, a scalar an integer that fits 64 bits (fewer
+                // than 20 characters, not `-0`) or a keyword: QEMU writes them back as they are.
+                let plain = matches!(shape, Shape::String | Shape::Scalar);
+                let found = Found { seq: count as u32 - 1, start, end: self.at, shape, json: true, compact, plain };
                 top.record(&self.input[key.0..key.1], key_start, key.1 + 1, found);
             }
             self.skip_whitespace();

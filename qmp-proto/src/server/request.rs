@@ -60,8 +60,8 @@ pub(crate) struct CommandObject {
     arguments_seq: Option<(u32, bool)>,
     /// The `arguments` object.
     arguments: Option<Arguments>,
-    /// The id's text, as the client wrote it (see [`echo`]).
-    id: Option<ShortBytes>,
+    /// The id: its text as the client wrote it, and the bytes QEMU writes for it (see [`echo`]).
+    id: Option<(ShortBytes, ShortBytes)>,
     /// The first other member in QEMU's order: its key's bucket, its insertion number, its key.
     unexpected: Option<Box<(u32, u32, Vec<u8>)>>,
     /// The `arguments` as QEMU's values, for the commands the server answers itself (see [`BUILTIN`]).
@@ -99,8 +99,8 @@ impl CommandObject {
         self.exec_oob.is_some() && self.execute.is_none()
     }
 
-    /// Takes the id's text out (it never fails the check).
-    pub(crate) fn take_id(&mut self) -> Option<ShortBytes> {
+    /// Takes the id out (it never fails the check): its text, and the bytes the reply echoes.
+    pub(crate) fn take_id(&mut self) -> Option<(ShortBytes, ShortBytes)> {
         self.id.take()
     }
 
@@ -113,7 +113,8 @@ impl CommandObject {
 
     /// QEMU's `qmp_dispatch_check_obj`: the members checked in QEMU's hash order, the first fault reported.
     /// Returns the command name (and whether it came as `exec-oob`) and the arguments.
-    pub(crate) fn check(self, allow_oob: bool) -> Result<Checked, String> {
+    /// Takes what it returns out of the object (`&mut`: the object is not moved whole on the hot path).
+    pub(crate) fn check(&mut self, allow_oob: bool) -> Result<Checked, String> {
         // Without a fault, the order of the members does not matter: the common case needs no walk.
         let one_exec = match (self.execute, self.exec_oob) {
             (Some((_, true)), None) => Some(false),
@@ -123,14 +124,15 @@ impl CommandObject {
         let arguments_ok = self.arguments_seq.is_none_or(|a| a.1);
         if let (Some(oob), true, None) = (one_exec, arguments_ok, &self.unexpected) {
             // One `execute` or `exec-oob`, a string: the name is there.
-            let name = self.name.ok_or_else(|| String::from("QMP input lacks member 'execute'"))?;
-            return Ok(Checked { name, oob, arguments: self.arguments, builtin_arguments: self.builtin_arguments });
+            let name = self.name.take().ok_or_else(|| String::from("QMP input lacks member 'execute'"))?;
+            let (arguments, builtin_arguments) = (self.arguments.take(), self.builtin_arguments.take());
+            return Ok(Checked { name, oob, arguments, builtin_arguments });
         }
         self.check_in_order(allow_oob)
     }
 
     /// [`check`](Self::check) the long way: in QEMU's order, for the first fault.
-    fn check_in_order(self, allow_oob: bool) -> Result<Checked, String> {
+    fn check_in_order(&mut self, allow_oob: bool) -> Result<Checked, String> {
         const EXECUTE: u32 = bucket(b"execute");
         const EXEC_OOB: u32 = bucket(b"exec-oob");
         const ARGUMENTS: u32 = bucket(b"arguments");
@@ -180,12 +182,12 @@ impl CommandObject {
             }
             exec = Some(member);
         }
-        match (exec, self.name) {
+        match (exec, self.name.take()) {
             (Some(member), Some(name)) => Ok(Checked {
                 name,
                 oob: member == Member::ExecOob,
-                arguments: self.arguments,
-                builtin_arguments: self.builtin_arguments,
+                arguments: self.arguments.take(),
+                builtin_arguments: self.builtin_arguments.take(),
             }),
             _ => Err("QMP input lacks member 'execute'".into()),
         }
@@ -204,6 +206,10 @@ pub(crate) struct Found {
     pub(crate) json: bool,
     /// No whitespace between the value's tokens.
     pub(crate) compact: bool,
+    /// A one-token value QEMU writes back as it was written: a double-quoted string of printable ASCII
+    /// without escapes, an integer that fits 64 bits but `-0`, a keyword (known to the fast path; the
+    /// parser's sink leaves it false, and the text is then looked at when needed).
+    pub(crate) plain: bool,
 }
 
 /// What a value is, as far as dispatch cares.
@@ -253,9 +259,7 @@ impl Members {
         let is_string = |found: Found| (found.seq, found.shape == Shape::String);
         let (execute, exec_oob) = (self.execute.map(is_string), self.exec_oob.map(is_string));
         let name = match (self.execute, self.exec_oob) {
-            (Some(found), None) | (None, Some(found)) if found.shape == Shape::String => {
-                Some(decode_name(&text[found.start..found.end]))
-            }
+            (Some(found), None) | (None, Some(found)) if found.shape == Shape::String => Some(decode_name(text, found)),
             _ => None,
         };
         let arguments = self.arguments.filter(|found| found.shape == Shape::Object);
@@ -275,7 +279,11 @@ impl Members {
             name,
             arguments_seq: self.arguments.map(|found| (found.seq, found.shape == Shape::Object)),
             arguments: arguments.filter(|_| verbatim.is_none()).map(|found| read_arguments(text, found)),
-            id: self.id.map(|found| ShortBytes::new(&text[found.start..found.end])),
+            id: self.id.map(|found| {
+                let id = ShortBytes::from_range(text, found.start, found.end);
+                let echo = if found.plain { id.clone() } else { echo(&id) };
+                (id, echo)
+            }),
             unexpected: self.unexpected.map(|(bucket, seq, start, end)| {
                 let key = parse_string(&text[start..end]).map(|k| k.bytes.into_owned()).unwrap_or_default();
                 Box::new((bucket, seq, key))
@@ -295,9 +303,13 @@ impl Members {
     }
 }
 
-/// A command name: QEMU's string, as Rust text (U+FFFD for what is not UTF-8).
-fn decode_name(token: &[u8]) -> ShortBytes {
+/// A command name (the string `found` in `text`): QEMU's string, as Rust text (U+FFFD for what is not UTF-8).
+fn decode_name(text: &[u8], found: Found) -> ShortBytes {
+    let token = &text[found.start..found.end];
     let body = &token[1..token.len() - 1];
+    if found.plain {
+        return ShortBytes::from_range(text, found.start + 1, found.end - 1);
+    }
     if token[0] == b'"' && body.is_ascii() && memchr::memchr(b'\\', body).is_none() {
         // No escape, ASCII: the name as written.
         return ShortBytes::new(body);
@@ -341,7 +353,7 @@ fn without_whitespace(json: &[u8]) -> Vec<u8> {
 
 /// The bytes QEMU writes for an id whose text the client wrote `text` (`1e3` as `1000`, non-ASCII as
 /// `\uXXXX`, `1e400` as `inf`): the text itself for the common ids.
-pub(crate) fn echo(text: &ShortBytes) -> ShortBytes {
+fn echo(text: &ShortBytes) -> ShortBytes {
     if written_as_read(text.as_bytes()) {
         return text.clone();
     }
@@ -529,6 +541,7 @@ impl<'t> Sink<'t> for Summary<'_, 't> {
                 json: value.json,
                 // The lexer's text has no whitespace, but for messages it read whole from the input.
                 compact: self.tokens[value.at..value.end].windows(2).all(|pair| pair[0].2 == pair[1].1),
+                plain: false,
             };
             self.top.record(&key.bytes, key_start, key_end, found);
         }
