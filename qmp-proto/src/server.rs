@@ -125,7 +125,7 @@ pub struct Command {
     pub oob: bool,
     /// Valid UTF-8.
     name: ShortBytes,
-    /// The id's text as the client wrote it.
+    /// The id's tokens as the client wrote them, without whitespace between them.
     id: Option<ShortBytes>,
 }
 
@@ -142,7 +142,8 @@ impl Command {
         self.id.as_ref().map(|text| request::id_value(text.as_bytes()))
     }
 
-    /// The id's text, as the client wrote it (QEMU's extensions included: `'single quotes'`), for logging.
+    /// The id's text, for logging: its tokens as the client wrote them (QEMU's extensions included: `'single
+    /// quotes'`), without the whitespace between them (so the same however the input arrived).
     pub fn id_text(&self) -> Option<&[u8]> {
         self.id.as_ref().map(ShortBytes::as_bytes)
     }

@@ -584,3 +584,28 @@ fn ids_are_echoed_as_qemu_writes_them() {
         assert_eq!(take(&mut s), format!("{{\"return\": {{}}, \"id\": {echo}}}\r\n"), "{id}");
     }
 }
+
+/// A command's id text is its tokens without the whitespace between them, so a command reads the same
+/// whether its bytes come at once (the fast path) or one at a time (the lexer).
+#[test]
+fn id_text_is_the_same_however_the_input_arrives() {
+    let input = br#"{"execute":"x","id":{ "a" : [1, 2], "b":'c d' }}"#;
+    let whole = {
+        let mut s = negotiated(ServerConfig::qmp(), false);
+        s.handle_input(input);
+        commands(&mut s)
+    };
+    let bytewise = {
+        let mut s = negotiated(ServerConfig::qmp(), false);
+        input.iter().for_each(|b| s.handle_input(std::slice::from_ref(b)));
+        commands(&mut s)
+    };
+    assert_eq!(whole, bytewise);
+    assert_eq!(whole[0].id_text(), Some(&br#"{"a":[1,2],"b":'c d'}"#[..]));
+    let plain = br#"{"execute":"x","id":{ "a" : [1, 2] }}"#;
+    let mut s = negotiated(ServerConfig::qmp(), false);
+    s.handle_input(plain);
+    let cmd = commands(&mut s).pop().expect("a command");
+    assert_eq!(cmd.id_text(), Some(&br#"{"a":[1,2]}"#[..]), "the fast path's reading");
+    assert_eq!(cmd.id(), Some(json!({"a": [1, 2]})));
+}

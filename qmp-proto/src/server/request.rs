@@ -60,7 +60,8 @@ pub(crate) struct CommandObject {
     arguments_seq: Option<(u32, bool)>,
     /// The `arguments` object.
     arguments: Option<Arguments>,
-    /// The id: its text as the client wrote it, and the bytes QEMU writes for it (see [`echo`]).
+    /// The id: its tokens as the client wrote them (without whitespace between them), and the bytes QEMU
+    /// writes for it (see [`echo`]).
     id: Option<(ShortBytes, ShortBytes)>,
     /// The first other member in QEMU's order: its key's bucket, its insertion number, its key.
     unexpected: Option<Box<(u32, u32, Vec<u8>)>>,
@@ -280,7 +281,12 @@ impl Members {
             arguments_seq: self.arguments.map(|found| (found.seq, found.shape == Shape::Object)),
             arguments: arguments.filter(|_| verbatim.is_none()).map(|found| read_arguments(text, found)),
             id: self.id.map(|found| {
-                let id = ShortBytes::from_range(text, found.start, found.end);
+                // The tokens without whitespace between them, as the lexer keeps them: the same however the
+                // input came (only the fast path reads an id with whitespace, and its strings have none).
+                let id = match found.compact {
+                    true => ShortBytes::from_range(text, found.start, found.end),
+                    false => ShortBytes::new(&without_whitespace(&text[found.start..found.end])),
+                };
                 let echo = if found.plain { id.clone() } else { echo(&id) };
                 (id, echo)
             }),
@@ -539,7 +545,7 @@ impl<'t> Sink<'t> for Summary<'_, 't> {
                 end: self.tokens[value.end - 1].2,
                 shape: value.shape,
                 json: value.json,
-                // The lexer's text has no whitespace, but for messages it read whole from the input.
+                // The lexer keeps no whitespace between tokens: checked here rather than assumed.
                 compact: self.tokens[value.at..value.end].windows(2).all(|pair| pair[0].2 == pair[1].1),
                 plain: false,
             };
