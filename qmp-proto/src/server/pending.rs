@@ -43,6 +43,10 @@ impl PendingTable {
     }
 
     pub(crate) fn remove(&mut self, token: Token) -> Option<Pending> {
+        // Answers come in order, nearly always: the oldest first.
+        if self.entries.front().is_some_and(|(first, _)| *first == token) {
+            return self.entries.pop_front().map(|(_, pending)| pending);
+        }
         let at = self.find(token)?;
         self.entries.remove(at).map(|(_, pending)| pending)
     }
