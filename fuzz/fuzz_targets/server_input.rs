@@ -28,8 +28,8 @@ fn answer(server: &mut Server, closed: &mut u32) {
             Event::Command(c) => {
                 let reply = if c.oob {
                     Ok(json!("oob-reply"))
-                } else if c.name.len() % 3 == 0 {
-                    Err(Failure::generic(format!("no {}", c.name)))
+                } else if c.name().len() % 3 == 0 {
+                    Err(Failure::generic(format!("no {}", c.name())))
                 } else {
                     // The arguments are always a standard JSON object (QEMU's extensions normalised); only
                     // serde_json's nesting limit (128, QEMU's is 1024) may refuse them.
@@ -37,7 +37,7 @@ fn answer(server: &mut Server, closed: &mut u32) {
                     if let Err(e) = &parsed {
                         assert!(e.to_string().contains("recursion limit"), "arguments not JSON: {e}: {}", c.arguments);
                     }
-                    Ok(json!({"name": c.name, "args": c.arguments.map()}))
+                    Ok(json!({"name": c.name(), "args": c.arguments.map()}))
                 };
                 server.reply(c.token, reply).expect("the token was just handed over");
             }

@@ -229,16 +229,17 @@ impl Responder for FakeQemu {
     }
 
     fn respond(&mut self, command: &Command) -> Response {
-        let listed_oob = self.config().command_info_of(&command.name).is_some_and(|i| i.allow_oob);
+        let name = command.name();
+        let listed_oob = self.config().command_info_of(name).is_some_and(|i| i.allow_oob);
         // QEMU looks the command up first: an unknown one is CommandNotFound even out of band.
-        if command.oob && !listed_oob && self.command_names().contains(&command.name) {
-            let desc = format!("The command {} does not support OOB", command.name);
+        if command.oob && !listed_oob && self.command_names().iter().any(|n| n == name) {
+            let desc = format!("The command {name} does not support OOB");
             return Response::reply(Err(Failure::generic(desc)));
         }
-        if let Err(desc) = self.check_arguments(&command.name, command.arguments.map()) {
+        if let Err(desc) = self.check_arguments(name, command.arguments.map()) {
             return Response::reply(Err(Failure::generic(desc)));
         }
-        if let Some(scripted) = self.script.commands.get(&command.name) {
+        if let Some(scripted) = self.script.commands.get(name) {
             let reply = match (&scripted.ret, &scripted.error) {
                 (_, Some(e)) => Err(Failure::new(e.class.clone(), e.desc.clone())),
                 (Some(v), None) => Ok(v.clone()),
@@ -247,15 +248,14 @@ impl Responder for FakeQemu {
             let events = scripted.events.iter().map(|e| (e.event.clone(), e.data.clone())).collect();
             return Response { events, reply, close: false };
         }
-        if let Some(response) = self.built_in(&command.name) {
+        if let Some(response) = self.built_in(name) {
             return response;
         }
-        if self.types.get(&command.name).is_some_and(|c| c["meta-type"] == "command") {
+        if self.types.get(name).is_some_and(|c| c["meta-type"] == "command") {
             return Response::reply(Err(Failure::generic(format!(
-                "qmp serve: {} is a real command but not scripted (give it an answer with --script)",
-                command.name
+                "qmp serve: {name} is a real command but not scripted (give it an answer with --script)"
             ))));
         }
-        Response::reply(Err(Failure::command_not_found(&command.name)))
+        Response::reply(Err(Failure::command_not_found(name)))
     }
 }

@@ -10,13 +10,17 @@
 //! `qmp_async::serve` reads at once), draining events and output after every read:
 //!
 //! - `server`: a negotiated QMP server fed commands as our client writes them (compact, integer ids); each
-//!   command handed over (its name a `String`, its arguments a `serde_json::Map`, as [`Event::Command`] gives
-//!   them) is answered at once with `{}` (in-band commands are handed over one at a time, so the next is read
+//!   command handed over (its arguments JSON text, as [`Event::Command`] gives them) has its name read and is
+//!   answered at once with `{}` (in-band commands are handed over one at a time, so the next is read
 //!   only once this one is answered), and its reply taken from `poll_transmit`. Answering with `{}` keeps the
 //!   caller's own work (building a bigger return value) out of the server's figure;
 //! - `client`: a negotiated QMP client with 1 000 commands executed (untimed, just before) fed the replies
 //!   QEMU writes to them, each routed to its command and delivered as a reply event (its payload raw, as the
-//!   client delivers it).
+//!   client delivers it);
+//! - `client+w`: the same, but the client's writing of the commands is timed too (the workload's commands,
+//!   executed with their arguments as JSON text, taken from `poll_transmit`), as the server's writing of the
+//!   replies is: each side then reads the other's messages and writes its own. The first ratio leaves the
+//!   client's writing out and so asks more of the server; both are printed.
 //!
 //! Two workloads, each side's input cut to the same number of bytes (1 MiB):
 //!
@@ -31,12 +35,16 @@
 //! slows neither side as much; samples are taken in turns (server, client, server, ...) and each side's median
 //! is reported, with the spread (fastest and slowest sample). Then the server fed one byte per call, at 1 MiB
 //! and 4 MiB of `query-status` commands: the same cost per byte at both sizes is O(n).
+//!
+//! To look at one part under `perf record`: `QMP_BENCH_ONLY=TEXT` runs only the workloads whose name contains
+//! TEXT (`QMP_BENCH_ONLY="session mix"`; `one byte` for the byte-at-a-time part), and `QMP_BENCH_SIDE=server`
+//! (or `client`) only that side of them (no ratio is printed then).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use qmp_proto::server::{Event, Server, ServerConfig};
-use qmp_proto::{Client, ClientEvent, Config, ExecuteOptions};
+use qmp_proto::{Client, ClientEvent, Config, ExecuteOptions, RawJson};
 use rustix::time::{clock_gettime, ClockId};
 
 /// Bytes of input per measured run, for each side.
@@ -102,21 +110,22 @@ fn commands(workload: &Workload, volume: usize) -> Vec<u8> {
 
 /// The workload's replies in turn, to the commands of [`ready_client`] (whose ids are `ids`), in rounds of at
 /// most [`ROUND`] (one client per round), about `volume` bytes in all.
-fn replies(workload: &Workload, volume: usize, ids: &[u64]) -> Vec<Vec<u8>> {
+fn replies(workload: &Workload, volume: usize, ids: &[u64]) -> Vec<(Vec<u8>, usize)> {
     let mut rounds = Vec::new();
     let mut total = 0;
     let mut reply = workload.replies.iter().cycle();
     while total < volume {
-        let mut round = Vec::new();
+        let (mut round, mut count) = (Vec::new(), 0);
         for id in ids {
             if total + round.len() >= volume {
                 break;
             }
             let text = reply.next().expect("a cycle never ends");
             round.extend_from_slice(text.replace("{id}", &id.to_string()).as_bytes());
+            count += 1;
         }
         total += round.len();
-        rounds.push(round);
+        rounds.push((round, count));
     }
     rounds
 }
@@ -142,6 +151,8 @@ fn drive_server(input: &[u8], read: usize) -> (Duration, usize) {
         server.handle_input(piece);
         while let Some(event) = server.poll_event() {
             if let Event::Command(cmd) = black_box(event) {
+                // What a handler reads first, to know what to do.
+                black_box(cmd.name());
                 server.reply(cmd.token, Ok(empty.clone())).expect("reply");
                 answered += 1;
             }
@@ -173,15 +184,45 @@ fn ready_client() -> (Client, Vec<u64>) {
     (client, ids)
 }
 
-/// Feeds each round of replies to a fresh client (made untimed) in reads of [`READ`] bytes. Returns the CPU
-/// time of the feeding and the number of replies delivered.
-fn drive_clients(rounds: &[Vec<u8>]) -> (Duration, usize) {
+/// A workload's commands as a client executes them: the name, and the arguments as JSON text.
+fn parsed_commands(workload: &Workload) -> Vec<(String, Option<RawJson>)> {
+    let parse = |template: &&str| {
+        let command: serde_json::Value = serde_json::from_str(&template.replace("{id}", "0")).expect("a command");
+        let name = command["execute"].as_str().expect("a name").to_owned();
+        let arguments = command.get("arguments").map(|a| RawJson::from_json(&a.to_string()).expect("an object"));
+        (name, arguments)
+    };
+    workload.commands.iter().map(parse).collect()
+}
+
+/// A negotiated client, no command executed.
+fn negotiated_client() -> Client {
+    let config = Config::qmp().max_pending(ROUND + 16).max_in_flight(ROUND);
+    let mut client = Client::new(config, Instant::now());
+    client.handle_input(GREETING);
+    while client.poll_event().is_some() {}
+    client
+}
+
+/// Feeds each round of replies to a fresh client (made untimed) in reads of [`READ`] bytes. With `writing`,
+/// the client executes the commands they answer first (the `commands` in turn, one per reply; their ids are
+/// those [`ready_client`] gives), timed too; without, [`ready_client`] executed them untimed. Returns the CPU
+/// time and the number of replies delivered.
+fn drive_clients(rounds: &[(Vec<u8>, usize)], writing: Option<&[(String, Option<RawJson>)]>) -> (Duration, usize) {
     let mut total = Duration::ZERO;
     let mut delivered = 0;
     let mut out = Vec::new();
-    for round in rounds {
-        let (mut client, _) = ready_client();
+    for (round, count) in rounds {
+        let mut client = if writing.is_some() { negotiated_client() } else { ready_client().0 };
         let start = cpu_time();
+        if let Some(commands) = writing {
+            for (name, arguments) in commands.iter().cycle().take(*count) {
+                client.execute_raw(name, arguments.as_ref(), ExecuteOptions::new()).expect("execute");
+            }
+            client.poll_transmit(&mut out);
+            black_box(&out);
+            out.clear();
+        }
         for piece in round.chunks(READ) {
             client.handle_input(piece);
             while let Some(event) = client.poll_event() {
@@ -214,61 +255,116 @@ fn load() -> String {
         .unwrap_or_default()
 }
 
-/// Times one workload on both sides; returns the server's median time per byte of 8 KiB reads, in ns.
-fn compare(workload: &Workload, samples: usize) -> f64 {
+/// Which parts to run: `QMP_BENCH_ONLY` and `QMP_BENCH_SIDE` (see the module docs).
+struct Only {
+    text: Option<String>,
+    side: Option<String>,
+}
+
+impl Only {
+    fn from_env() -> Self {
+        Only { text: std::env::var("QMP_BENCH_ONLY").ok(), side: std::env::var("QMP_BENCH_SIDE").ok() }
+    }
+
+    fn runs(&self, part: &str) -> bool {
+        self.text.as_deref().is_none_or(|text| part.contains(text))
+    }
+
+    fn side(&self, side: &str) -> bool {
+        self.side.as_deref().is_none_or(|s| s == side)
+    }
+}
+
+/// Times one workload on both sides (or the one `only` names); returns the server's median time per byte of
+/// 8 KiB reads, in ns (`None` when the server side was not run).
+fn compare(workload: &Workload, samples: usize, only: &Only) -> Option<f64> {
     let cmds = commands(workload, VOLUME);
     let rounds = replies(workload, cmds.len(), &ready_client().1);
-    let reply_bytes: usize = rounds.iter().map(Vec::len).sum();
-    let (_, n_commands) = drive_server(&cmds, READ); // warm-up, and the counts
-    let (_, n_replies) = drive_clients(&rounds);
-    let (mut server_times, mut client_times) = (Vec::new(), Vec::new());
-    for _ in 0..samples {
-        server_times.push(drive_server(&cmds, READ).0);
-        client_times.push(drive_clients(&rounds).0);
+    let reply_bytes: usize = rounds.iter().map(|(round, _)| round.len()).sum();
+    let written = parsed_commands(workload);
+    let (run_server, run_client) = (only.side("server"), only.side("client"));
+    // Warm-up, and the counts.
+    let n_commands = if run_server { drive_server(&cmds, READ).1 } else { 0 };
+    let n_replies = if run_client { drive_clients(&rounds, None).1 } else { 0 };
+    if run_client {
+        assert_eq!(drive_clients(&rounds, Some(&written)).1, n_replies, "every reply delivered");
     }
-    let (server, s_min, s_max) = summary(server_times);
-    let (client, c_min, c_max) = summary(client_times);
-    let server_rate = mb_s(cmds.len(), server);
-    let client_rate = mb_s(reply_bytes, client);
+    let (mut server_times, mut client_times, mut writing_times) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..samples {
+        if run_server {
+            server_times.push(drive_server(&cmds, READ).0);
+        }
+        if run_client {
+            client_times.push(drive_clients(&rounds, None).0);
+            writing_times.push(drive_clients(&rounds, Some(&written)).0);
+        }
+    }
     println!("{}: {samples} samples each, in turns, CPU time, medians (fastest .. slowest):", workload.name);
-    println!(
-        "  server: {:>8} B of commands ({n_commands} commands) in {:>8.2?} ({s_min:.2?} .. {s_max:.2?}): {server_rate:>7.1} MB/s, {:>5.2} M commands/s",
-        cmds.len(),
-        server,
-        n_commands as f64 / server.as_secs_f64() / 1e6
-    );
-    println!(
-        "  client: {:>8} B of replies  ({n_replies} replies)  in {:>8.2?} ({c_min:.2?} .. {c_max:.2?}): {client_rate:>7.1} MB/s, {:>5.2} M replies/s",
-        reply_bytes,
-        client,
-        n_replies as f64 / client.as_secs_f64() / 1e6
-    );
-    let ratio = server_rate / client_rate;
-    println!(
-        "  server / client rate (bytes per CPU second): {ratio:.2}x {}",
-        if ratio >= 1.0 { "(met: >= 1)" } else { "(NOT met: < 1)" }
-    );
-    server.as_secs_f64() * 1e9 / cmds.len() as f64
+    let server = run_server.then(|| {
+        let (server, s_min, s_max) = summary(server_times);
+        println!(
+            "  server: {:>8} B of commands ({n_commands} commands) in {:>8.2?} ({s_min:.2?} .. {s_max:.2?}): {:>7.1} MB/s, {:>5.2} M commands/s",
+            cmds.len(),
+            server,
+            mb_s(cmds.len(), server),
+            n_commands as f64 / server.as_secs_f64() / 1e6
+        );
+        server
+    });
+    let client = run_client.then(|| {
+        let (client, c_min, c_max) = summary(client_times);
+        println!(
+            "  client: {:>8} B of replies  ({n_replies} replies)  in {:>8.2?} ({c_min:.2?} .. {c_max:.2?}): {:>7.1} MB/s, {:>5.2} M replies/s",
+            reply_bytes,
+            client,
+            mb_s(reply_bytes, client),
+            n_replies as f64 / client.as_secs_f64() / 1e6
+        );
+        let (writing, w_min, w_max) = summary(writing_times);
+        println!(
+            "  client+w: {:>6} B of replies  ({n_replies} replies)  in {:>8.2?} ({w_min:.2?} .. {w_max:.2?}): {:>7.1} MB/s, {:>5.2} M replies/s (commands written too)",
+            reply_bytes,
+            writing,
+            mb_s(reply_bytes, writing),
+            n_replies as f64 / writing.as_secs_f64() / 1e6
+        );
+        (client, writing)
+    });
+    if let (Some(server), Some((client, writing))) = (server, client) {
+        let verdict = |ratio: f64| if ratio >= 1.0 { "(met: >= 1)" } else { "(NOT met: < 1)" };
+        let ratio = mb_s(cmds.len(), server) / mb_s(reply_bytes, client);
+        println!("  server / client rate (bytes per CPU second): {ratio:.2}x {}", verdict(ratio));
+        let ratio = mb_s(cmds.len(), server) / mb_s(reply_bytes, writing);
+        println!("  server / client+w rate (each side reading and writing): {ratio:.2}x {}", verdict(ratio));
+    }
+    server.map(|server| server.as_secs_f64() * 1e9 / cmds.len() as f64)
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let samples = if quick { 5 } else { 21 };
+    let only = Only::from_env();
     println!("server_rate: load average {}", load());
-    let whole_cost = compare(&QUERY_STATUS, samples);
-    compare(&SESSION_MIX, samples);
+    // The server's cost per byte of `query-status` in 8 KiB reads, to compare one byte per call with.
+    let whole_cost = only.runs(QUERY_STATUS.name).then(|| compare(&QUERY_STATUS, samples, &only)).flatten();
+    if only.runs(SESSION_MIX.name) {
+        compare(&SESSION_MIX, samples, &only);
+    }
 
     // O(n) one byte at a time: cost per byte at 1 MiB and at 4 MiB of commands.
-    let (small, big) = (commands(&QUERY_STATUS, VOLUME), commands(&QUERY_STATUS, 4 * VOLUME));
-    let per_byte = |input: &[u8]| {
-        let times: Vec<Duration> = (0..if quick { 3 } else { 5 }).map(|_| drive_server(input, 1).0).collect();
-        summary(times).0.as_secs_f64() * 1e9 / input.len() as f64
-    };
-    let (small_cost, big_cost) = (per_byte(&small), per_byte(&big));
-    println!(
-        "server fed one byte per call: {small_cost:.1} ns/byte at 1 MiB, {big_cost:.1} ns/byte at 4 MiB ({:.2}x; O(n) is 1x), {:.2}x the cost of 8 KiB reads",
-        big_cost / small_cost,
-        small_cost / whole_cost
-    );
+    if only.runs("one byte") && only.side("server") {
+        let (small, big) = (commands(&QUERY_STATUS, VOLUME), commands(&QUERY_STATUS, 4 * VOLUME));
+        let per_byte = |input: &[u8]| {
+            let times: Vec<Duration> = (0..if quick { 3 } else { 5 }).map(|_| drive_server(input, 1).0).collect();
+            summary(times).0.as_secs_f64() * 1e9 / input.len() as f64
+        };
+        let (small_cost, big_cost) = (per_byte(&small), per_byte(&big));
+        let against_reads =
+            whole_cost.map(|whole| format!(", {:.2}x the cost of 8 KiB reads", small_cost / whole)).unwrap_or_default();
+        println!(
+            "server fed one byte per call: {small_cost:.1} ns/byte at 1 MiB, {big_cost:.1} ns/byte at 4 MiB ({:.2}x; O(n) is 1x){against_reads}",
+            big_cost / small_cost,
+        );
+    }
     println!("server_rate: load average {}", load());
 }

@@ -61,7 +61,7 @@
 //!     server.handle_input(&std::mem::take(&mut to_server));
 //!     while let Some(event) = server.poll_event() {
 //!         if let Event::Command(cmd) = event {
-//!             assert_eq!(cmd.name, "query-status");
+//!             assert_eq!(cmd.name(), "query-status");
 //!             server.reply(cmd.token, Ok(serde_json::json!({"status": "running", "running": true})))?;
 //!         }
 //!     }
@@ -75,17 +75,17 @@ mod builtin;
 mod config;
 mod event;
 mod fast;
-mod held;
 mod lexer;
 mod parser;
+mod pending;
 mod qobject;
 mod request;
 mod response;
 mod short;
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
+use std::collections::VecDeque;
 
+use bytes::{Buf, BytesMut};
 use serde_json::Value;
 
 pub use arguments::Arguments;
@@ -95,11 +95,11 @@ pub use event::EncodedEvent;
 use crate::config::Mode;
 use crate::message::Timestamp;
 use crate::raw::RawJson;
-use held::Held;
 use lexer::{Lexed, Lexer};
 use parser::parse;
+use pending::{Pending, PendingTable};
 use qobject::{QDict, QObject};
-use request::{read_request, Checked, Id, KeyRef, Request};
+use request::{read_request, Checked, KeyRef, Request};
 use response::Body;
 use short::ShortBytes;
 
@@ -108,21 +108,45 @@ use short::ShortBytes;
 pub struct Token(u64);
 
 /// A command for the caller to answer with [`Server::reply`].
+///
+/// Reading one costs no allocation: its name and id are short texts kept in it, and its [`Arguments`] share
+/// the server's input buffer (the bytes of that read stay allocated while any command from it lives: copy the
+/// arguments, `Bytes::copy_from_slice(cmd.arguments.raw().as_bytes())`, to keep them long without that).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Command {
     /// Pass it to [`Server::reply`].
     pub token: Token,
-    /// The command name (`execute` or `exec-oob`).
-    pub name: String,
     /// The `arguments` object as JSON text (`{}` when there were none): what the client wrote, unless QEMU
     /// reads it differently from standard JSON (single quotes, `-0`, `1e400` read as `null`: see
     /// [`Arguments`]). Parse it into your type with [`Arguments::deserialize`], or read it as a map.
     pub arguments: Arguments,
     /// True for `exec-oob`: it may be answered before in-band commands handed over earlier.
     pub oob: bool,
-    /// The command's id, for logging (the reply echoes the original exactly; `1e400` reads as `null` here).
-    pub id: Option<Value>,
+    /// Valid UTF-8.
+    name: ShortBytes,
+    /// The id's tokens as the client wrote them, without whitespace between them.
+    id: Option<ShortBytes>,
+}
+
+impl Command {
+    /// The command name (`execute` or `exec-oob`; what is not UTF-8 in it reads as U+FFFD).
+    pub fn name(&self) -> &str {
+        // The server keeps only valid UTF-8 here.
+        std::str::from_utf8(self.name.as_bytes()).unwrap_or_default()
+    }
+
+    /// The command's id as JSON, built on each call (the reply echoes the original exactly, whatever this
+    /// gives; `1e400` reads as `null` here), or `None` without one.
+    pub fn id(&self) -> Option<Value> {
+        self.id.as_ref().map(|text| request::id_value(text.as_bytes()))
+    }
+
+    /// The id's text, for logging: its tokens as the client wrote them (QEMU's extensions included: `'single
+    /// quotes'`), without the whitespace between them (so the same however the input arrived).
+    pub fn id_text(&self) -> Option<&[u8]> {
+        self.id.as_ref().map(ShortBytes::as_bytes)
+    }
 }
 
 /// Why the session ended.
@@ -207,6 +231,9 @@ pub enum ServerUsageError {
     InvalidJson(String),
 }
 
+/// Input buffer capacity freed once the buffer is empty, rather than kept for the session's life.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
 /// One message read: a request, or the description of QEMU's id-less parse error.
 type Read = Result<Request, Vec<u8>>;
 
@@ -250,44 +277,14 @@ enum Answer<'a> {
     ErrorVerbatim(&'a [u8]),
 }
 
-/// Hashes [`Token`]s for the table of commands waiting for a reply. Tokens are the server's own sequential
-/// numbers, not chosen by the client, so a multiplication spreads them well enough and SipHash's defence
-/// against chosen keys (a cost on every command) buys nothing.
-#[derive(Default)]
-struct TokenHasher(u64);
-
-impl std::hash::Hasher for TokenHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// A command handed to the caller and not answered yet.
-#[derive(Debug)]
-struct Pending {
-    /// The id as the reply echoes it.
-    id: Option<ShortBytes>,
-    oob: bool,
-    silent_on_success: bool,
-}
-
 /// A sans-IO QMP / guest-agent server. See the [module docs](self).
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
     lexer: Lexer,
-    /// Input fed while the server did not want it, processed when it does again.
-    held: Held,
+    /// Input fed and not read yet: kept while the server does not want it (as QEMU stops reading a busy
+    /// monitor), and read from here. Commands' arguments are slices of it (no copy).
+    input: BytesMut,
     /// In-band requests read and not yet handed over or answered.
     queue: VecDeque<Read>,
     /// The requests the lexer completed with the byte being read (kept to reuse its allocation).
@@ -296,7 +293,7 @@ pub struct Server {
     keys: Vec<KeyRef>,
     /// The in-band command handed to the caller, if any.
     current: Option<Token>,
-    pending: HashMap<Token, Pending, BuildHasherDefault<TokenHasher>>,
+    pending: PendingTable,
     /// Out-of-band commands handed over and not answered.
     oob_outstanding: usize,
     next_token: u64,
@@ -314,12 +311,12 @@ impl Server {
         let mut server = Server {
             lexer: Lexer::new(config.max_message_size),
             config,
-            held: Held::default(),
+            input: BytesMut::new(),
             queue: VecDeque::new(),
             parsed: Vec::new(),
             keys: Vec::new(),
             current: None,
-            pending: HashMap::default(),
+            pending: PendingTable::default(),
             oob_outstanding: 0,
             next_token: 0,
             negotiated: false,
@@ -369,7 +366,7 @@ impl Server {
     /// (without OOB while a command is being processed; with OOB while [`ServerConfig::max_queued_commands`]
     /// in-band commands wait or that many out-of-band commands are unanswered).
     pub fn wants_input(&self) -> bool {
-        !self.closed && self.held.is_empty() && !self.suspended()
+        !self.closed && self.input.is_empty() && !self.suspended()
     }
 
     fn suspended(&self) -> bool {
@@ -395,60 +392,52 @@ impl Server {
         // What one call brings is kept whole (the caller's read buffer bounds it); input fed while the server
         // already did not want any is what the limit is for.
         let wanted = self.wants_input();
-        if self.held.is_empty() {
-            let used = self.read(input);
-            self.held.extend(&input[used..]);
-        } else {
-            self.held.extend(input);
-            self.read_held();
-        }
-        if !wanted && self.held.len() > self.config.max_held_input {
+        self.input.extend_from_slice(input);
+        self.read_input();
+        if !wanted && self.input.len() > self.config.max_held_input {
             self.close_with(CloseReason::InputOverflow);
         }
     }
 
-    /// Reads `input` until the server stops wanting input; returns the bytes used.
-    fn read(&mut self, input: &[u8]) -> usize {
+    /// Reads kept input until the server stops wanting input or none is left. A command read whole from the
+    /// buffer takes its arguments' bytes out of it without a copy.
+    fn read_input(&mut self) {
         // The lexer hands over at most two requests at a time: a buffer kept across calls, not one per call.
         let mut parsed = std::mem::take(&mut self.parsed);
         let mut keys = std::mem::take(&mut self.keys);
-        let mut used = 0;
         // Only a request read can make the server stop: the check is made between requests, not per byte.
-        while used < input.len() && !self.suspended() && !self.closed {
+        while !self.input.is_empty() && !self.suspended() && !self.closed {
             if self.lexer.at_message_start() {
-                let rest = &input[used..];
-                if let Some((n, members)) = fast::read_command(rest, self.config.max_message_size) {
-                    used += n;
-                    self.on_request(Ok(Request::Object(members.into_command(&rest[..n]))));
+                if let Some((n, members)) = fast::read_command(&self.input, self.config.max_message_size) {
+                    let (mut object, verbatim) = members.into_command(&self.input[..n]);
+                    match verbatim {
+                        Some(arguments) => {
+                            self.input.advance(arguments.start);
+                            object.set_arguments(self.input.split_to(arguments.len()).freeze());
+                            self.input.advance(n - arguments.end);
+                        }
+                        None => self.input.advance(n),
+                    }
+                    self.on_request(Ok(Request::Object(object)));
                     continue;
                 }
             }
-            used += self.lexer.feed_until_message(&input[used..], &mut |lexed| {
+            let used = self.lexer.feed_until_message(&self.input, &mut |lexed| {
                 parsed.push(match lexed {
                     Lexed::Message { tokens, text } => read_request(tokens, text, &mut keys),
                     Lexed::Error(desc) => Err(desc),
                 })
             });
+            self.input.advance(used);
             for p in parsed.drain(..) {
                 self.on_request(p);
             }
         }
         self.parsed = parsed;
         self.keys = keys;
-        used
-    }
-
-    /// Reads held input while the server wants it, in place: each command read costs its own bytes, not a
-    /// copy of what is held.
-    fn read_held(&mut self) {
-        let mut held = std::mem::take(&mut self.held);
-        while !held.is_empty() && !self.suspended() && !self.closed {
-            let used = self.read(held.as_slice());
-            held.consume(used);
-        }
-        // `close_with` forgets held input: a session closed meanwhile keeps none.
-        if !self.closed {
-            self.held = held;
+        if self.input.is_empty() && self.input.capacity() > KEEP_CAPACITY {
+            // A burst's buffer is not kept for the session's life.
+            self.input = BytesMut::new();
         }
     }
 
@@ -468,7 +457,7 @@ impl Server {
             return;
         }
         self.closed = true;
-        self.held.clear();
+        self.input = BytesMut::new();
         self.queue.clear();
         self.pending.clear();
         self.current = None;
@@ -508,6 +497,8 @@ impl Server {
     /// map); see [`reply_json`](Self::reply_json) to write them in QEMU's exact order.
     pub fn reply(&mut self, token: Token, result: Result<Value, Failure>) -> Result<(), ServerUsageError> {
         match result {
+            // The most common reply: written at once.
+            Ok(Value::Object(map)) if map.is_empty() => self.answer(token, Answer::ReturnVerbatim(b"{}")),
             Ok(value) => self.answer(token, Answer::Return(QObject::from_json(&value))),
             Err(failure) => self.answer(token, Answer::Failed(failure)),
         }
@@ -518,7 +509,7 @@ impl Server {
     /// order, so `{"major": 10, "minor": 0, "micro": 2}` comes out as QEMU writes a version. Invalid text is
     /// refused ([`ServerUsageError::InvalidJson`]) and the command stays unanswered.
     pub fn reply_json(&mut self, token: Token, result: Result<&str, Failure>) -> Result<(), ServerUsageError> {
-        if !self.pending.contains_key(&token) {
+        if !self.pending.contains(token) {
             return Err(ServerUsageError::UnknownToken);
         }
         match result {
@@ -556,7 +547,7 @@ impl Server {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn reply_raw(&mut self, token: Token, result: Result<&RawJson, &RawJson>) -> Result<(), ServerUsageError> {
-        if !self.pending.contains_key(&token) {
+        if !self.pending.contains(token) {
             return Err(ServerUsageError::UnknownToken);
         }
         let (raw, failed) = match result {
@@ -574,7 +565,7 @@ impl Server {
     }
 
     fn answer(&mut self, token: Token, answer: Answer<'_>) -> Result<(), ServerUsageError> {
-        let pending = self.pending.remove(&token).ok_or(ServerUsageError::UnknownToken)?;
+        let pending = self.pending.remove(token).ok_or(ServerUsageError::UnknownToken)?;
         if pending.oob {
             self.oob_outstanding -= 1;
         }
@@ -591,7 +582,7 @@ impl Server {
             self.current = None;
             self.pump();
         }
-        self.read_held();
+        self.read_input();
         Ok(())
     }
 
@@ -694,58 +685,64 @@ impl Server {
             }
         };
         // The id never fails the check below: it can be taken out first.
-        let id = object.take_id();
-        let echo = id.as_ref().map(|id| id.echo.as_bytes());
+        let (id, echo) = object.take_id().unzip();
+        let echo_bytes = echo.as_ref().map(ShortBytes::as_bytes);
         let Checked { name, oob, arguments, builtin_arguments } = match object.check(self.oob_enabled) {
             Ok(checked) => checked,
             Err(desc) => {
-                self.write_error("GenericError", desc.as_bytes(), echo);
+                self.write_error("GenericError", desc.as_bytes(), echo_bytes);
                 return None;
             }
         };
+        let name_bytes = name.as_bytes();
         debug_assert!(oob == oob_path || !self.oob_enabled);
         match self.config.mode {
             Mode::Qmp => {
-                if name == "qmp_capabilities" && oob {
+                if name_bytes == b"qmp_capabilities" && oob {
                     // QEMU 10's schema does not mark qmp_capabilities allow-oob.
                     let desc = b"The command qmp_capabilities does not support OOB";
-                    self.write_error("GenericError", desc, echo);
+                    self.write_error("GenericError", desc, echo_bytes);
                     return None;
                 }
-                if name == "qmp_capabilities" {
-                    self.qmp_capabilities(builtin_arguments.as_deref(), echo);
+                if name_bytes == b"qmp_capabilities" {
+                    self.qmp_capabilities(builtin_arguments.as_deref(), echo_bytes);
                     return None;
                 }
                 if !self.negotiated {
                     let desc = b"Expecting capabilities negotiation with 'qmp_capabilities'";
-                    self.write_error("CommandNotFound", desc, echo);
+                    self.write_error("CommandNotFound", desc, echo_bytes);
                     return None;
                 }
             }
             Mode::GuestAgent => {
-                if name == "guest-sync" || name == "guest-sync-delimited" {
+                if name_bytes == b"guest-sync" || name_bytes == b"guest-sync-delimited" {
                     match builtin::guest_sync_id(builtin_arguments.as_deref()) {
                         Ok(value) => {
-                            let delimited = name == "guest-sync-delimited";
-                            self.write_return(Body::Value(&value), echo, delimited)
+                            let delimited = name_bytes == b"guest-sync-delimited";
+                            self.write_return(Body::Value(&value), echo_bytes, delimited)
                         }
-                        Err(desc) => self.write_error("GenericError", desc.as_bytes(), echo),
+                        Err(desc) => self.write_error("GenericError", desc.as_bytes(), echo_bytes),
                     }
                     return None;
                 }
             }
         }
-        let info = self.config.commands.get(&name).copied();
+        let info = match self.config.commands.is_empty() {
+            true => None,
+            // Valid UTF-8 (see `Checked`).
+            false => self.config.commands.get(std::str::from_utf8(name_bytes).unwrap_or_default()).copied(),
+        };
         if self.config.reject_unlisted {
+            let name_str = std::str::from_utf8(name_bytes).unwrap_or_default();
             match info {
                 None => {
-                    let failure = Failure::command_not_found(&name);
-                    self.write_error(&failure.class, failure.desc.as_bytes(), echo);
+                    let failure = Failure::command_not_found(name_str);
+                    self.write_error(&failure.class, failure.desc.as_bytes(), echo_bytes);
                     return None;
                 }
                 Some(info) if oob && !info.allow_oob => {
-                    let desc = format!("The command {name} does not support OOB");
-                    self.write_error("GenericError", desc.as_bytes(), echo);
+                    let desc = format!("The command {name_str} does not support OOB");
+                    self.write_error("GenericError", desc.as_bytes(), echo_bytes);
                     return None;
                 }
                 Some(_) => {}
@@ -754,10 +751,6 @@ impl Server {
         let info = info.unwrap_or_default();
         self.next_token += 1;
         let token = Token(self.next_token);
-        let (echo, id) = match id {
-            Some(Id { echo, value }) => (Some(echo), Some(value)),
-            None => (None, None),
-        };
         self.pending.insert(token, Pending { id: echo, oob, silent_on_success: !info.success_response });
         if oob {
             self.oob_outstanding += 1;

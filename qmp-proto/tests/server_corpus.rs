@@ -176,7 +176,7 @@ struct Waiting {
 fn collect(server: &mut Server, waiting: &mut Vec<Waiting>) {
     while let Some(ev) = server.poll_event() {
         if let Event::Command(cmd) = ev {
-            waiting.push(Waiting { token: cmd.token, id: cmd.id });
+            waiting.push(Waiting { token: cmd.token, id: cmd.id() });
         }
     }
 }

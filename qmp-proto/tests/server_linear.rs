@@ -109,7 +109,7 @@ fn shapes() -> Vec<Shape> {
 fn answer_all(server: &mut Server) {
     while let Some(event) = server.poll_event() {
         if let Event::Command(cmd) = event {
-            let reply = if cmd.name == "echo" { Err(Failure::generic("no")) } else { Ok(json!({"ok": true})) };
+            let reply = if cmd.name() == "echo" { Err(Failure::generic("no")) } else { Ok(json!({"ok": true})) };
             server.reply(cmd.token, reply).expect("just handed over");
         }
     }

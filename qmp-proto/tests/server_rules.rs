@@ -106,7 +106,7 @@ fn message_size_limit_is_qemus_token_size_error() {
     // The session goes on.
     s.handle_input(b"\x01{\"execute\":\"y\",\"id\":1}");
     let cmds = commands(&mut s);
-    assert_eq!(cmds.last().map(|c| c.name.as_str()), Some("y"));
+    assert_eq!(cmds.last().map(|c| c.name()), Some("y"));
 }
 
 #[test]
@@ -114,12 +114,12 @@ fn without_oob_one_command_at_a_time_and_reading_stops() {
     let mut s = negotiated(ServerConfig::qmp(), false);
     s.handle_input(br#"{"execute":"a","id":1}{"execute":"b","id":2}{"exec-oob":"c","id":3}"#);
     let first = commands(&mut s);
-    assert_eq!(first.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(first.iter().map(|c| c.name()).collect::<Vec<_>>(), ["a"]);
     assert!(!s.wants_input(), "QEMU reads nothing while a command is processed without OOB");
     assert_eq!(take(&mut s), "");
     s.reply(first[0].token, Ok(json!(1))).unwrap();
     let second = commands(&mut s);
-    assert_eq!(second.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["b"]);
+    assert_eq!(second.iter().map(|c| c.name()).collect::<Vec<_>>(), ["b"]);
     s.reply(second[0].token, Err(Failure::generic("nope"))).unwrap();
     // The exec-oob was read only now, and refused as QEMU refuses it without OOB.
     assert_eq!(
@@ -150,7 +150,7 @@ fn with_oob_eight_wait_and_oob_overtakes() {
     while let Some(t) = tokens.pop() {
         s.reply(t, Ok(json!({}))).unwrap();
         for c in commands(&mut s) {
-            order.push(c.name.clone());
+            order.push(c.name().to_owned());
             if c.oob {
                 fast = Some(c.token);
             } else {
@@ -193,7 +193,7 @@ fn listed_commands_get_qemus_errors() {
     let cmds = commands(&mut s);
     assert_eq!(cmds.len(), 1);
     assert!(cmds[0].oob);
-    assert_eq!(cmds[0].id, Some(json!(3)));
+    assert_eq!(cmds[0].id(), Some(json!(3)));
 }
 
 #[test]
@@ -579,8 +579,33 @@ fn ids_are_echoed_as_qemu_writes_them() {
     for (id, echo, value) in ids {
         s.handle_input(format!(r#"{{"execute":"x","id":{id}}}"#).as_bytes());
         let cmd = commands(&mut s).pop().expect("a command");
-        assert_eq!(cmd.id, Some(value), "{id}");
+        assert_eq!(cmd.id(), Some(value), "{id}");
         s.reply(cmd.token, Ok(json!({}))).unwrap();
         assert_eq!(take(&mut s), format!("{{\"return\": {{}}, \"id\": {echo}}}\r\n"), "{id}");
     }
+}
+
+/// A command's id text is its tokens without the whitespace between them, so a command reads the same
+/// whether its bytes come at once (the fast path) or one at a time (the lexer).
+#[test]
+fn id_text_is_the_same_however_the_input_arrives() {
+    let input = br#"{"execute":"x","id":{ "a" : [1, 2], "b":'c d' }}"#;
+    let whole = {
+        let mut s = negotiated(ServerConfig::qmp(), false);
+        s.handle_input(input);
+        commands(&mut s)
+    };
+    let bytewise = {
+        let mut s = negotiated(ServerConfig::qmp(), false);
+        input.iter().for_each(|b| s.handle_input(std::slice::from_ref(b)));
+        commands(&mut s)
+    };
+    assert_eq!(whole, bytewise);
+    assert_eq!(whole[0].id_text(), Some(&br#"{"a":[1,2],"b":'c d'}"#[..]));
+    let plain = br#"{"execute":"x","id":{ "a" : [1, 2] }}"#;
+    let mut s = negotiated(ServerConfig::qmp(), false);
+    s.handle_input(plain);
+    let cmd = commands(&mut s).pop().expect("a command");
+    assert_eq!(cmd.id_text(), Some(&br#"{"a":[1,2]}"#[..]), "the fast path's reading");
+    assert_eq!(cmd.id(), Some(json!({"a": [1, 2]})));
 }

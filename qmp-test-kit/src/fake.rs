@@ -25,7 +25,7 @@ use crate::session::FakeSession;
 /// let mut qmp = qmp_blocking::Client::connect_unix(fake.path(), Default::default())?;
 /// let status: Value = qmp.execute("query-status", ())?;
 /// assert_eq!(status["running"], true);
-/// assert_eq!(fake.commands()[0].name, "query-status");
+/// assert_eq!(fake.commands()[0].name(), "query-status");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]

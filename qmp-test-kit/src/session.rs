@@ -208,7 +208,7 @@ impl FakeSession {
     fn take_commands_from_server(&mut self, now: Instant) {
         while let Some(event) = self.server.poll_event() {
             let Event::Command(command) = event else { continue };
-            let planned = match self.script.answer_for(&command.name) {
+            let planned = match self.script.answer_for(command.name()) {
                 Some(mut lent) => {
                     let answer = lent.get();
                     let delay = answer.delay;
@@ -222,7 +222,7 @@ impl FakeSession {
                     (delay, planned)
                 }
                 None => {
-                    let result = Err(Failure::command_not_found(&command.name));
+                    let result = Err(Failure::command_not_found(command.name()));
                     let planned = Planned {
                         token: command.token,
                         result,

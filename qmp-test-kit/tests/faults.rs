@@ -246,7 +246,7 @@ fn injected_events_and_commands_with_the_fake_on_the_runtime() {
             }
         }
         assert_eq!(names, ["STOP", "RESUME"]);
-        assert_eq!(fake.commands().iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["stop"]);
+        assert_eq!(fake.commands().iter().map(|c| c.name()).collect::<Vec<_>>(), ["stop"]);
     });
 }
 
@@ -320,7 +320,7 @@ fn once_answers_then_the_standing_one_then_command_not_found() {
     let unknown = qmp.execute::<Value>("query-nothing", ());
     assert!(matches!(unknown, Err(Error::Qmp(e)) if e.class == "CommandNotFound"
         && e.desc == "The command query-nothing has not been found"));
-    let names: Vec<String> = fake.commands().into_iter().map(|c| c.name).collect();
+    let names: Vec<String> = fake.commands().into_iter().map(|c| c.name().to_owned()).collect();
     assert_eq!(names, ["blockdev-del", "blockdev-del", "blockdev-del", "blockdev-del", "query-nothing"]);
     assert_eq!(fake.commands()[0].arguments["node-name"], "n0");
 }
@@ -349,7 +349,7 @@ fn a_fake_guest_agent() {
     assert_eq!(ga.execute::<Value>("guest-info", ()).unwrap(), json!({"version": "7.2.22"}));
     let cut = ga.execute::<Value>("guest-get-time", ());
     assert!(matches!(cut, Err(Error::Connection(ConnectionError::EofMidMessage { .. }))), "{cut:?}");
-    let names: Vec<String> = fake.commands().into_iter().map(|c| c.name).collect();
+    let names: Vec<String> = fake.commands().into_iter().map(|c| c.name().to_owned()).collect();
     assert_eq!(names, ["guest-info", "guest-get-time"]);
 }
 

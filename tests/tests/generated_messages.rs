@@ -38,7 +38,7 @@ fn server_outcome(chunks: &[&[u8]]) -> (Vec<String>, Vec<u8>) {
         server.handle_input(chunk);
         while let Some(event) = server.poll_event() {
             if let Event::Command(command) = &event {
-                server.reply(command.token, Ok(json!({"name": command.name}))).unwrap();
+                server.reply(command.token, Ok(json!({"name": command.name()}))).unwrap();
             }
             events.push(format!("{event:?}"));
         }

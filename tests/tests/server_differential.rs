@@ -182,7 +182,7 @@ fn ours(server: &mut Server, input: &[u8], version: &str) -> Vec<u8> {
         let mut answered = false;
         while let Some(ev) = server.poll_event() {
             if let Event::Command(cmd) = ev {
-                assert_eq!(cmd.name, "query-version", "only listed commands reach the caller");
+                assert_eq!(cmd.name(), "query-version", "only listed commands reach the caller");
                 server.reply_json(cmd.token, Ok(version)).expect("reply");
                 answered = true;
             }

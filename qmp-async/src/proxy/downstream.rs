@@ -173,7 +173,7 @@ impl<R: Runtime> Backend for Downstream<R> {
 
     fn on_event(&mut self, server: &mut Server, event: Event) {
         match event {
-            Event::Command(cmd) => self.forward(server, cmd.token, cmd.name, cmd.arguments, cmd.oob),
+            Event::Command(cmd) => self.forward(server, cmd.token, cmd.name().to_owned(), cmd.arguments, cmd.oob),
             Event::Negotiated { oob } => tracing::debug!(client = self.client.get(), oob, "client negotiated"),
             Event::Closed(reason) => tracing::info!(client = self.client.get(), ?reason, "client session closed"),
             _ => {}

@@ -63,7 +63,7 @@ impl<R: Runtime> Backend for Handlers<R> {
     fn on_event(&mut self, _server: &mut Server, event: Event) {
         match event {
             Event::Command(cmd) => {
-                let request = Request { name: cmd.name, arguments: cmd.arguments, oob: cmd.oob };
+                let request = Request { name: cmd.name().to_owned(), arguments: cmd.arguments, oob: cmd.oob };
                 let reply = self.service.call(request);
                 let results = self.results_tx.clone();
                 let token = cmd.token;

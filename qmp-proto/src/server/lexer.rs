@@ -169,65 +169,6 @@ const IN_STRING: [bool; 256] = {
     table
 };
 
-/// The lexing of [`Lexer::whole_message`]: fills `tokens` (ranges in `input`) and returns where the message
-/// ends, or `None` when the bytewise path must read it.
-fn scan_whole_message(input: &[u8], max_size: usize, tokens: &mut Vec<Token>) -> Option<usize> {
-    let (mut braces, mut brackets, mut size) = (0i64, 0i64, 0usize);
-    let mut at = 0;
-    loop {
-        let b = *input.get(at)?;
-        let (kind, end) = match b {
-            b' ' | b'\t' | b'\r' | b'\n' => {
-                at += 1;
-                continue;
-            }
-            b'{' => (Kind::LCurly, at + 1),
-            b'}' => (Kind::RCurly, at + 1),
-            b'[' => (Kind::LSquare, at + 1),
-            b']' => (Kind::RSquare, at + 1),
-            b',' => (Kind::Comma, at + 1),
-            b':' => (Kind::Colon, at + 1),
-            b'"' => {
-                let body = &input[at + 1..];
-                let run = body.iter().position(|&c| !IN_STRING[usize::from(c)] || c == b'"')?;
-                if body[run] != b'"' {
-                    return None;
-                }
-                (Kind::String, at + run + 2)
-            }
-            b'-' | b'0'..=b'9' => {
-                let digits_at = at + usize::from(b == b'-');
-                let digits = input.get(digits_at..)?.iter().position(|c| !c.is_ascii_digit())?;
-                let next = input[digits_at + digits];
-                // No digits, a leading zero, or a fraction or exponent: the bytewise path decides.
-                if digits == 0 || (input[digits_at] == b'0' && digits > 1) || matches!(next, b'.' | b'e' | b'E') {
-                    return None;
-                }
-                (Kind::Integer, digits_at + digits)
-            }
-            b'a'..=b'z' => (Kind::Keyword, at + input[at..].iter().position(|c| !c.is_ascii_lowercase())?),
-            _ => return None,
-        };
-        match kind {
-            Kind::LCurly => braces += 1,
-            Kind::RCurly => braces -= 1,
-            Kind::LSquare => brackets += 1,
-            Kind::RSquare => brackets -= 1,
-            _ => {}
-        }
-        size += end - at;
-        tokens.push((kind, at, end));
-        // The streamer's limits: where one would be reached, the bytewise path reports it.
-        if size + 1 > max_size || tokens.len() > MAX_TOKEN_COUNT || braces + brackets > MAX_NESTING {
-            return None;
-        }
-        at = end;
-        if !((braces > 0 || brackets > 0) && braces >= 0 && brackets >= 0) {
-            return Some(end);
-        }
-    }
-}
-
 /// One input lexed: the tokens of a message (ranges in its text), or the description of QEMU's id-less error.
 #[derive(Debug)]
 pub(crate) enum Lexed<'a> {
@@ -247,8 +188,6 @@ pub(crate) struct Lexer {
     braces: i64,
     brackets: i64,
     max_size: usize,
-    /// The tokens of [`whole_message`](Self::whole_message), kept to reuse the allocation.
-    fast_tokens: Vec<Token>,
 }
 
 impl Lexer {
@@ -262,7 +201,6 @@ impl Lexer {
             braces: 0,
             brackets: 0,
             max_size: max_size.max(1),
-            fast_tokens: Vec::new(),
         }
     }
 
@@ -271,11 +209,6 @@ impl Lexer {
     /// The same as [`feed`](Self::feed) byte by byte, with the runs that need no state change (the plain bytes
     /// of a string, whitespace between tokens) taken at once.
     pub(crate) fn feed_until_message(&mut self, input: &[u8], emit: &mut impl FnMut(Lexed<'_>)) -> usize {
-        if self.at_message_start() {
-            if let Some(used) = self.whole_message(input, emit) {
-                return used;
-            }
-        }
         let mut emitted = false;
         let mut at = 0;
         while at < input.len() && !emitted {
@@ -302,24 +235,6 @@ impl Lexer {
     /// True between messages: nothing of a message lexed yet, not recovering from an error.
     pub(crate) fn at_message_start(&self) -> bool {
         self.state == State::Start && self.tokens.is_empty()
-    }
-
-    /// The fast path of [`feed_until_message`](Self::feed_until_message) at the start of a message: when
-    /// `input` holds a whole message made only of the common tokens (brackets, colons, commas, strings without
-    /// escapes or control bytes, integers, keywords), lexes it in one pass, with the tokens pointing into
-    /// `input` (no copy), and hands it on. Returns the bytes used.
-    ///
-    /// It gives up (`None`, having changed nothing) on anything else: an escape, a float, a single quote, a
-    /// byte the lexer rejects, a limit reached, or the input ending before the message; the bytewise path then
-    /// reads the same bytes and reaches the same result, errors and limits included. The tokens are the ones
-    /// the bytewise path makes: a number or keyword ends before the first byte that cannot extend it (which
-    /// must be in `input`: at its end, more might follow), and the message ends on the token whose brackets
-    /// close it, as [`process`](Self::process) decides.
-    fn whole_message(&mut self, input: &[u8], emit: &mut impl FnMut(Lexed<'_>)) -> Option<usize> {
-        self.fast_tokens.clear();
-        let end = scan_whole_message(input, self.max_size, &mut self.fast_tokens)?;
-        emit(Lexed::Message { tokens: &self.fast_tokens, text: &input[..end] });
-        Some(end)
     }
 
     /// Takes the bytes at the start of `input` that only extend the current string or skip whitespace (no
@@ -495,7 +410,7 @@ mod tests {
             Just(&b"[1, 2.5e3, true, null]"[..]),
             Just(&b"\x01\xff\xfe"[..]),
             Just(&b"\"\xc3\xa9\xfd\x7f\""[..]),
-            // What the whole-message fast path takes or must leave to the bytewise path.
+            // Common messages, and tokens near them.
             Just(&b"{\"execute\":\"query-status\",\"arguments\":{\"a\":[-1,0,true]},\"id\":7}"[..]),
             Just(&b"-12 0 -0 01 -01 0e1 7E2 1.5 -x 3"[..]),
             Just(&b"{\"k\": nul} {] ] [}} {\"a\":{\"b\":[[]]}}"[..]),
@@ -503,22 +418,6 @@ mod tests {
         .prop_map(<[u8]>::to_vec);
         prop::collection::vec(prop_oneof![piece, prop::collection::vec(any::<u8>(), 0..6)], 0..10)
             .prop_map(|v| v.concat())
-    }
-
-    /// The fast path takes whole common messages, and gives up (leaving the bytewise path the same bytes) on
-    /// an incomplete one, an escape, a float, or a limit.
-    #[test]
-    fn whole_messages_take_the_fast_path_and_others_do_not() {
-        let mut lexer = Lexer::new(usize::MAX);
-        let cmd = b"{\"execute\": \"x\", \"id\": -12} ";
-        let mut emitted = 0;
-        assert_eq!(lexer.whole_message(cmd, &mut |_| emitted += 1), Some(cmd.len() - 1));
-        for input in [&b"{\"execute\": \"x\""[..], b"{\"a\\n\": 1}", b"[1.5]", b"[tru", b"42"] {
-            assert!(lexer.whole_message(input, &mut |_| emitted += 1).is_none(), "{}", String::from_utf8_lossy(input));
-        }
-        assert!(Lexer::new(cmd.len() - 10).whole_message(cmd, &mut |_| emitted += 1).is_none(), "over the size limit");
-        assert_eq!(emitted, 1, "only the message taken is handed on");
-        assert_eq!(in_runs(usize::MAX, cmd, cmd.len()), byte_by_byte(usize::MAX, cmd));
     }
 
     proptest! {

@@ -2,10 +2,12 @@
 //! `execute` / `exec-oob` name, the `arguments` as JSON text ([`Arguments`]), the id as the bytes QEMU will echo,
 //! and the first member that has no business there.
 //!
-//! This is the server's hot path. No value tree is built for the arguments (they stay text), nor for the
-//! common ids (an integer, a plain string, a keyword: QEMU writes those back as they came); a command costs its
-//! name, one copy of its arguments' text, and nothing per member. What QEMU reads differently from standard JSON
-//! takes the slow path through [`QObject`]s ([`Arguments`] has the table).
+//! This is the server's hot path. No value tree is built for the arguments (they stay text), nor for the ids
+//! (kept as the text the client wrote; QEMU writes the common ones, an integer, a plain string, a keyword, back
+//! as they came). A command read whole by the fast path costs no allocation: its name and id are short texts
+//! kept inline, and its arguments are a slice of the server's input buffer ([`Members::into_command`] leaves
+//! them to the caller, who owns that buffer). What QEMU reads differently from standard JSON takes the slow
+//! path through [`QObject`]s ([`Arguments`] has the table).
 //!
 //! Two readers find the members ([`Members`]): the [`Summary`] sink of QEMU's parser, which reads any message
 //! and reports every error QEMU reports, and the [`fast`](super::fast) path, which reads only the common
@@ -17,6 +19,7 @@
 //! reports is reported.
 
 use std::cmp::Reverse;
+use std::ops::Range;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -51,13 +54,15 @@ pub(crate) struct CommandObject {
     execute: Option<(u32, bool)>,
     /// `exec-oob`: insertion number, and whether it is a string.
     exec_oob: Option<(u32, bool)>,
-    /// The name, when exactly one of `execute` and `exec-oob` is present, as a string.
-    name: Option<String>,
+    /// The name (valid UTF-8), when exactly one of `execute` and `exec-oob` is present, as a string.
+    name: Option<ShortBytes>,
     /// `arguments`: insertion number, and whether it is an object.
     arguments_seq: Option<(u32, bool)>,
     /// The `arguments` object.
     arguments: Option<Arguments>,
-    id: Option<Id>,
+    /// The id: its tokens as the client wrote them (without whitespace between them), and the bytes QEMU
+    /// writes for it (see [`echo`]).
+    id: Option<(ShortBytes, ShortBytes)>,
     /// The first other member in QEMU's order: its key's bucket, its insertion number, its key.
     unexpected: Option<Box<(u32, u32, Vec<u8>)>>,
     /// The `arguments` as QEMU's values, for the commands the server answers itself (see [`BUILTIN`]).
@@ -68,19 +73,11 @@ pub(crate) struct CommandObject {
 /// them, in its member order), not as text.
 const BUILTIN: [&str; 3] = ["qmp_capabilities", "guest-sync", "guest-sync-delimited"];
 
-/// A command's id: what the reply echoes, and what the caller is shown.
-#[derive(Debug, PartialEq)]
-pub(crate) struct Id {
-    /// The bytes QEMU writes for it (`1e3` as `1000`, non-ASCII as `\uXXXX`, `1e400` as `inf`).
-    pub(crate) echo: ShortBytes,
-    /// The id as JSON (`1e400` as `null`).
-    pub(crate) value: Value,
-}
-
 /// A command that passed QEMU's checks.
 #[derive(Debug)]
 pub(crate) struct Checked {
-    pub(crate) name: String,
+    /// Valid UTF-8.
+    pub(crate) name: ShortBytes,
     pub(crate) oob: bool,
     /// The `arguments` object, if there was one.
     pub(crate) arguments: Option<Arguments>,
@@ -103,14 +100,22 @@ impl CommandObject {
         self.exec_oob.is_some() && self.execute.is_none()
     }
 
-    /// Takes the id out (it never fails the check).
-    pub(crate) fn take_id(&mut self) -> Option<Id> {
+    /// Takes the id out (it never fails the check): its text, and the bytes the reply echoes.
+    pub(crate) fn take_id(&mut self) -> Option<(ShortBytes, ShortBytes)> {
         self.id.take()
+    }
+
+    /// Gives the command the text of its `arguments` when [`Members::into_command`] left it to the caller.
+    pub(crate) fn set_arguments(&mut self, text: Bytes) {
+        // `{}`: no member.
+        let empty = text.len() == 2;
+        self.arguments = Some(Arguments::from_checked(text, empty));
     }
 
     /// QEMU's `qmp_dispatch_check_obj`: the members checked in QEMU's hash order, the first fault reported.
     /// Returns the command name (and whether it came as `exec-oob`) and the arguments.
-    pub(crate) fn check(self, allow_oob: bool) -> Result<Checked, String> {
+    /// Takes what it returns out of the object (`&mut`: the object is not moved whole on the hot path).
+    pub(crate) fn check(&mut self, allow_oob: bool) -> Result<Checked, String> {
         // Without a fault, the order of the members does not matter: the common case needs no walk.
         let one_exec = match (self.execute, self.exec_oob) {
             (Some((_, true)), None) => Some(false),
@@ -120,14 +125,15 @@ impl CommandObject {
         let arguments_ok = self.arguments_seq.is_none_or(|a| a.1);
         if let (Some(oob), true, None) = (one_exec, arguments_ok, &self.unexpected) {
             // One `execute` or `exec-oob`, a string: the name is there.
-            let name = self.name.ok_or_else(|| String::from("QMP input lacks member 'execute'"))?;
-            return Ok(Checked { name, oob, arguments: self.arguments, builtin_arguments: self.builtin_arguments });
+            let name = self.name.take().ok_or_else(|| String::from("QMP input lacks member 'execute'"))?;
+            let (arguments, builtin_arguments) = (self.arguments.take(), self.builtin_arguments.take());
+            return Ok(Checked { name, oob, arguments, builtin_arguments });
         }
         self.check_in_order(allow_oob)
     }
 
     /// [`check`](Self::check) the long way: in QEMU's order, for the first fault.
-    fn check_in_order(self, allow_oob: bool) -> Result<Checked, String> {
+    fn check_in_order(&mut self, allow_oob: bool) -> Result<Checked, String> {
         const EXECUTE: u32 = bucket(b"execute");
         const EXEC_OOB: u32 = bucket(b"exec-oob");
         const ARGUMENTS: u32 = bucket(b"arguments");
@@ -177,12 +183,12 @@ impl CommandObject {
             }
             exec = Some(member);
         }
-        match (exec, self.name) {
+        match (exec, self.name.take()) {
             (Some(member), Some(name)) => Ok(Checked {
                 name,
                 oob: member == Member::ExecOob,
-                arguments: self.arguments,
-                builtin_arguments: self.builtin_arguments,
+                arguments: self.arguments.take(),
+                builtin_arguments: self.builtin_arguments.take(),
             }),
             _ => Err("QMP input lacks member 'execute'".into()),
         }
@@ -201,6 +207,10 @@ pub(crate) struct Found {
     pub(crate) json: bool,
     /// No whitespace between the value's tokens.
     pub(crate) compact: bool,
+    /// A one-token value QEMU writes back as it was written: a double-quoted string of printable ASCII
+    /// without escapes, an integer that fits 64 bits but `-0`, a keyword (known to the fast path; the
+    /// parser's sink leaves it false, and the text is then looked at when needed).
+    pub(crate) plain: bool,
 }
 
 /// What a value is, as far as dispatch cares.
@@ -242,20 +252,20 @@ impl Members {
         *slot = Some(value);
     }
 
-    /// The owned command object: the name decoded, the arguments copied (or normalised), the id made ready to
-    /// echo.
-    pub(crate) fn into_command(self, text: &[u8]) -> CommandObject {
+    /// The owned command object: the name decoded, the id's text kept, the arguments normalised when they
+    /// are not the client's text as it is. When they are (standard JSON without whitespace between its
+    /// tokens, nearly always), they are left out, and their place in `text` returned: the caller takes them
+    /// from the buffer `text` came from ([`CommandObject::set_arguments`]), without copying them.
+    pub(crate) fn into_command(self, text: &[u8]) -> (CommandObject, Option<Range<usize>>) {
         let is_string = |found: Found| (found.seq, found.shape == Shape::String);
         let (execute, exec_oob) = (self.execute.map(is_string), self.exec_oob.map(is_string));
         let name = match (self.execute, self.exec_oob) {
-            (Some(found), None) | (None, Some(found)) if found.shape == Shape::String => {
-                Some(decode_name(&text[found.start..found.end]))
-            }
+            (Some(found), None) | (None, Some(found)) if found.shape == Shape::String => Some(decode_name(text, found)),
             _ => None,
         };
         let arguments = self.arguments.filter(|found| found.shape == Shape::Object);
         let builtin_arguments = match (&name, arguments) {
-            (Some(name), Some(found)) if BUILTIN.contains(&name.as_str()) => {
+            (Some(name), Some(found)) if BUILTIN.iter().any(|b| b.as_bytes() == name.as_bytes()) => {
                 match parse_bytes(&text[found.start..found.end]) {
                     Ok(QObject::Dict(dict)) => Some(Box::new(dict)),
                     _ => None,
@@ -263,40 +273,63 @@ impl Members {
             }
             _ => None,
         };
-        CommandObject {
+        let verbatim = arguments.filter(|found| found.json && found.compact).map(|found| found.start..found.end);
+        let object = CommandObject {
             execute,
             exec_oob,
             name,
             arguments_seq: self.arguments.map(|found| (found.seq, found.shape == Shape::Object)),
-            arguments: arguments.map(|found| read_arguments(text, found)),
-            id: self.id.map(|found| read_id(&text[found.start..found.end])),
+            arguments: arguments.filter(|_| verbatim.is_none()).map(|found| read_arguments(text, found)),
+            id: self.id.map(|found| {
+                // The tokens without whitespace between them, as the lexer keeps them: the same however the
+                // input came (only the fast path reads an id with whitespace, and its strings have none).
+                let id = match found.compact {
+                    true => ShortBytes::from_range(text, found.start, found.end),
+                    false => ShortBytes::new(&without_whitespace(&text[found.start..found.end])),
+                };
+                let echo = if found.plain { id.clone() } else { echo(&id) };
+                (id, echo)
+            }),
             unexpected: self.unexpected.map(|(bucket, seq, start, end)| {
                 let key = parse_string(&text[start..end]).map(|k| k.bytes.into_owned()).unwrap_or_default();
                 Box::new((bucket, seq, key))
             }),
             builtin_arguments,
+        };
+        (object, verbatim)
+    }
+
+    /// [`into_command`](Self::into_command), the arguments copied out of `text`.
+    pub(crate) fn into_command_copied(self, text: &[u8]) -> CommandObject {
+        let (mut object, verbatim) = self.into_command(text);
+        if let Some(range) = verbatim {
+            object.set_arguments(Bytes::copy_from_slice(&text[range]));
         }
+        object
     }
 }
 
-/// A command name: QEMU's string, as Rust text (U+FFFD for what is not UTF-8).
-fn decode_name(token: &[u8]) -> String {
+/// A command name (the string `found` in `text`): QEMU's string, as Rust text (U+FFFD for what is not UTF-8).
+fn decode_name(text: &[u8], found: Found) -> ShortBytes {
+    let token = &text[found.start..found.end];
     let body = &token[1..token.len() - 1];
-    let bytes = if token[0] == b'"' && memchr::memchr(b'\\', body).is_none() {
-        // No escape: the name as written.
-        body.to_vec()
-    } else {
-        parse_string(token).map(|s| s.bytes.into_owned()).unwrap_or_default()
-    };
-    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    if found.plain {
+        return ShortBytes::from_range(text, found.start + 1, found.end - 1);
+    }
+    if token[0] == b'"' && body.is_ascii() && memchr::memchr(b'\\', body).is_none() {
+        // No escape, ASCII: the name as written.
+        return ShortBytes::new(body);
+    }
+    let bytes = parse_string(token).map(|s| s.bytes.into_owned()).unwrap_or_default();
+    ShortBytes::new(String::from_utf8_lossy(&bytes).as_bytes())
 }
 
-/// The `arguments` object: its tokens' text copied (without whitespace between them), or QEMU's reading of
-/// it re-encoded when they differ.
+/// The `arguments` object QEMU reads differently from its text, or with whitespace between its tokens: the
+/// tokens' text without it, or QEMU's reading of it re-encoded.
 fn read_arguments(text: &[u8], found: Found) -> Arguments {
     let text = &text[found.start..found.end];
     if found.json {
-        let text = if found.compact { Bytes::copy_from_slice(text) } else { Bytes::from(without_whitespace(text)) };
+        let text = Bytes::from(without_whitespace(text));
         // `{}`: no member.
         let empty = text.len() == 2;
         return Arguments::from_checked(text, empty);
@@ -324,21 +357,48 @@ fn without_whitespace(json: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The id, from its text: as QEMU will write it in the reply, and as JSON.
-fn read_id(text: &[u8]) -> Id {
-    if let Some(value) = written_as_read(text) {
-        return Id { echo: ShortBytes::new(text), value };
+/// The bytes QEMU writes for an id whose text the client wrote `text` (`1e3` as `1000`, non-ASCII as
+/// `\uXXXX`, `1e400` as `inf`): the text itself for the common ids.
+fn echo(text: &ShortBytes) -> ShortBytes {
+    if written_as_read(text.as_bytes()) {
+        return text.clone();
     }
     // Valid JSON was read already: it parses again.
-    let value = parse_bytes(text).unwrap_or(QObject::Null);
+    let value = parse_bytes(text.as_bytes()).unwrap_or(QObject::Null);
     let mut echo = Vec::new();
     value.write(&mut echo);
-    Id { echo: ShortBytes::new(&echo), value: value.into_json() }
+    ShortBytes::new(&echo)
 }
 
-/// The value of a one-token id that QEMU writes back exactly as it came (a keyword, an integer that fits 64
-/// bits but `-0`, a double-quoted string of printable ASCII without escapes); `None` for any other.
-fn written_as_read(text: &[u8]) -> Option<Value> {
+/// An id as JSON, from the text the client wrote (`1e400` as `null`).
+pub(crate) fn id_value(text: &[u8]) -> Value {
+    if written_as_read(text) {
+        if let Some(value) = plain_value(text) {
+            return value;
+        }
+    }
+    // Valid JSON was read already: it parses again.
+    parse_bytes(text).unwrap_or(QObject::Null).into_json()
+}
+
+/// True for a one-token id that QEMU writes back exactly as it came (a keyword, an integer that fits 64 bits
+/// but `-0`, a double-quoted string of printable ASCII without escapes).
+fn written_as_read(text: &[u8]) -> bool {
+    match text.first() {
+        Some(b'"') => text[1..text.len() - 1].iter().all(|&b| PLAIN[usize::from(b)]),
+        Some(b't' | b'f' | b'n') => matches!(text, b"true" | b"false" | b"null"),
+        Some(b'-' | b'0'..=b'9') => {
+            let digits = text.strip_prefix(b"-").unwrap_or(text);
+            // Up to 18 digits always fit 64 bits, whatever the sign: no need to compute the value.
+            let short = digits.len() <= 18 && !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
+            text != b"-0" && (short || integer(text).is_some())
+        }
+        _ => false,
+    }
+}
+
+/// The value of an id [`written_as_read`]; `None` for any other.
+fn plain_value(text: &[u8]) -> Option<Value> {
     match text.first()? {
         b'"' => {
             let body = &text[1..text.len() - 1];
@@ -385,7 +445,7 @@ pub(crate) fn read_request(tokens: &[Token], text: &[u8], keys: &mut Vec<KeyRef>
     if value.shape != Shape::Object {
         return Ok(Request::NotObject);
     }
-    Ok(Request::Object(sink.top.into_command(text)))
+    Ok(Request::Object(sink.top.into_command_copied(text)))
 }
 
 /// What a value read is: the sink's value.
@@ -485,8 +545,9 @@ impl<'t> Sink<'t> for Summary<'_, 't> {
                 end: self.tokens[value.end - 1].2,
                 shape: value.shape,
                 json: value.json,
-                // The lexer's text has no whitespace, but for messages it read whole from the input.
+                // The lexer keeps no whitespace between tokens: checked here rather than assumed.
                 compact: self.tokens[value.at..value.end].windows(2).all(|pair| pair[0].2 == pair[1].1),
+                plain: false,
             };
             self.top.record(&key.bytes, key_start, key_end, found);
         }

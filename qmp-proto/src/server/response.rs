@@ -9,7 +9,7 @@
 //!
 //! A reply passed on from another server (the proxy's) keeps its `return` value or `error` object as that
 //! server wrote it: [`Body::Verbatim`] bytes are copied as they are, between the members only this server writes.
-//! Ids come as the bytes QEMU writes for them (see [`Id`](super::request::Id)).
+//! Ids come as the bytes QEMU writes for them (see `request::echo`).
 
 use super::qobject::{write_string, QObject};
 

@@ -22,6 +22,20 @@ impl ShortBytes {
         }
     }
 
+    /// `text[start..end]`, copied as a fixed-size block when `text` has [`INLINE`] bytes from `start` (no
+    /// call to copy a variable length; the bytes past `end` kept with it are never read).
+    pub(crate) fn from_range(text: &[u8], start: usize, end: usize) -> ShortBytes {
+        let len = end - start;
+        match text.get(start..start + INLINE) {
+            Some(window) if len <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes.copy_from_slice(window);
+                ShortBytes::Inline { len: len as u8, bytes }
+            }
+            _ => ShortBytes::new(&text[start..end]),
+        }
+    }
+
     pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
             ShortBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
@@ -53,6 +67,11 @@ mod tests {
             let kept = ShortBytes::new(&text);
             assert_eq!(kept.as_bytes(), &text[..]);
             assert_eq!(matches!(kept, ShortBytes::Inline { .. }), len <= INLINE);
+            let padded = [b"x".as_slice(), &text, &[7; 40]].concat();
+            let from_range = ShortBytes::from_range(&padded, 1, 1 + len);
+            assert_eq!(from_range.as_bytes(), &text[..]);
+            assert_eq!(from_range, kept);
+            assert_eq!(ShortBytes::from_range(&text, 0, len), kept, "without bytes to spare");
         }
     }
 }
