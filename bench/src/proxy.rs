@@ -194,17 +194,19 @@ async fn flood_rows(quiet_round_trips: usize, rounds: usize, events: usize) {
             runs[i].push(run);
         }
     }
-    let spread = |i: usize, f: fn(&Run) -> f64| {
+    let spread = |i: usize, f: Figure| {
         let mut s = Spread::default();
         runs[i].iter().for_each(|r| s.push(f(r)));
         s
     };
-    let ratio = |a: usize, b: usize, f: fn(&Run) -> f64| {
+    let ratio = |a: usize, b: usize, f: Figure| {
         let mut s = Spread::default();
         runs[a].iter().zip(&runs[b]).for_each(|(a, b)| s.push(f(a) / f(b)));
         s
     };
-    let (events_per_s, cpu, round_trips): (fn(&Run) -> f64, fn(&Run) -> f64, fn(&Run) -> f64) =
+    /// One figure of a run.
+    type Figure = fn(&Run) -> f64;
+    let (events_per_s, cpu, round_trips): (Figure, Figure, Figure) =
         (|r| r.events, |r| r.cpu_per_event, |r| r.round_trips);
     println!(
         "\nfloods of {events} events from a fake QEMU (this process) through the proxy to a reading client; \
