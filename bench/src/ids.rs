@@ -5,8 +5,11 @@
 //! bytes of a fresh one and runs at its rate (issue 12's target: at least 0.98x).
 //!
 //! ```sh
-//! cargo run --release -p qmp-bench --bin ids -- [ROUND_TRIPS [ROUNDS [COMMANDS]]]   # defaults: 2000 15 1000000
+//! cargo run --release -p qmp-bench --bin ids -- [ROUND_TRIPS [ROUNDS [COMMANDS]]]   # defaults: 500 61 1000000
 //! ```
+//! Rounds are short (500 round trips, a fifth of a second) and many: the shorter a round, the likelier both
+//! sides of it see the same machine, and the more rounds, the steadier their median.
+//!
 //! First the **aged** connection (monitor 1, `qmp-blocking`) runs COMMANDS commands, 8 in flight. Then, 1 in
 //! flight and 8 in flight, ROUNDS paired rounds (see `paired.rs`: each round runs every side once, ROUND_TRIPS
 //! round trips of `query-version`, in an order that alternates ABBA) of four sides:
@@ -212,7 +215,7 @@ fn measure(aged: &mut Client, server: &QemuServer, n: usize, rounds: usize, wind
 
 fn main() {
     let arg = |i: usize, default: usize| std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default);
-    let (n, rounds, total) = (arg(1, 2000), arg(2, 15), arg(3, 1_000_000));
+    let (n, rounds, total) = (arg(1, 500), arg(2, 61), arg(3, 1_000_000));
     let ticks = paired::cpu_ticks();
     let server = QemuServer::storage_daemon_two_monitors().expect("start qemu-storage-daemon");
     println!("{}; {}", server.binary().display(), paired::machine(None));
