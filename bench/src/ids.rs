@@ -20,12 +20,13 @@
 //!
 //! **What the verdict rests on**: the median over the rounds of (aged rate / fresh rate), measured a second
 //! apart on the same daemon, not the rate at the connection's start against its rate minutes later (the
-//! machine's speed drifts by more than the 2% the target allows in that time). The 7-digit / 1-digit floor
-//! ratio, from the same rounds, is the bench's resolution check: it is what ids that grew would cost, and the
-//! middle half of the aged / fresh ratios must span less than that for the verdict to mean anything. When
-//! other work loads the machine (other builds on its 2 cores), the wall-clock ratios of single rounds scatter
-//! too widely for that; the verdict then rests on the same ratio of the CPU-bound rate, commands per second of
-//! CPU (QEMU's and this process's, per command), which such load disturbs far less, and says so. Beside both,
+//! machine's speed drifts by more than the 2% the target allows in that time), judged by its 95% confidence
+//! interval (`paired.rs`): met when all of it is at or above 0.98, NOT met when all of it is below, else
+//! undecided. When the wall-clock ratio is undecided (other builds on the machine's 2 cores scatter single
+//! rounds widely), the same ratio of the CPU-bound rate decides, commands per second of CPU (QEMU's and this
+//! process's, per command), which such load disturbs far less; the output says which one decided. The 7-digit
+//! / 1-digit floor ratio, from the same rounds, is the resolution check: what ids that grew would cost, which
+//! the interval must exclude for the bench to have shown anything at all. Beside both,
 //! the bytes per command and the largest id on the wire show whether the aged connection sends what a fresh
 //! one does.
 //!
@@ -271,36 +272,31 @@ fn main() {
     }
     aged.close();
 
-    println!("Verdict (issue 12: the rate after {total} commands >= 0.98x that of a connection at its start).");
+    println!("Verdict (issue 12: the rate after {total} commands >= 0.98x that of a connection at its start), from");
     println!(
-        "A ratio is resolved when the middle half of its rounds spans less than what 7-digit ids cost the floor in"
+        "the 95% confidence interval of the median per-round ratio aged / fresh: met when all of it is at or above"
     );
+    println!("0.98, NOT met when all of it is below, else undecided. Judged on the wall-clock rate; when that is");
     println!(
-        "the same rounds; the verdict rests on the wall-clock rate when that is resolved, else on the CPU-bound rate"
+        "undecided, on the CPU-bound rate (commands per second of QEMU's and this process's CPU, which other load"
     );
-    println!(
-        "(commands per second of QEMU's and this process's CPU, which other load on the machine disturbs far less):"
-    );
+    println!("on the machine disturbs far less). Resolution: what 7-digit ids cost the floor in the same rounds.");
     for (window, same_wire, ratios, floors) in verdicts {
-        let resolved: Vec<bool> =
-            ratios.iter().zip(&floors).map(|(r, f)| r.quantile(0.75) - r.quantile(0.25) < 1.0 - f.median()).collect();
-        let judged = resolved.iter().position(|&r| r);
-        let what = |i: usize| ["wall-clock rate", "CPU-bound rate"][i];
+        let what = ["wall-clock rate", "CPU-bound rate"];
         for (i, r) in ratios.iter().enumerate() {
+            let ((lo, hi), grown) = (r.median_ci95(), floors[i].median());
             println!(
-                "  {window} in flight, {:<15} {:.3}x (IQR {:.3}-{:.3}; 7-digit ids cost {:.3}): {}",
-                what(i),
+                "  {window} in flight, {:<15} {:.3}x (95% CI {lo:.3}-{hi:.3}): {}; 7-digit ids would give {grown:.3}x: {}",
+                what[i],
                 r.median(),
-                r.quantile(0.25),
-                r.quantile(0.75),
-                1.0 - floors[i].median(),
-                if resolved[i] { "resolved" } else { "NOT resolved (too noisy to judge)" }
+                r.judge(0.98),
+                if lo > grown { "ruled out" } else { "NOT ruled out" }
             );
         }
+        let judged = ratios.iter().position(|r| !r.judge(0.98).starts_with("undecided"));
         let verdict = match judged {
-            Some(i) if ratios[i].median() >= 0.98 => format!("met (from the {})", what(i)),
-            Some(i) => format!("NOT met (from the {})", what(i)),
-            None => "not judged: neither ratio resolved in this run".to_owned(),
+            Some(i) => format!("{} (from the {})", ratios[i].judge(0.98), what[i]),
+            None => "undecided at 2% on this machine's noise".to_owned(),
         };
         println!(
             "  {window} in flight: {verdict}; the aged connection sends {} bytes per command as a fresh one does",

@@ -6,7 +6,9 @@
 //! in an order that alternates from round to round (ABBA: A B, then B A, so that neither side always runs
 //! first, into whatever the one before left behind), and gives one ratio per round. The verdict rests on the
 //! **median of the per-round ratios**; the spread of those ratios (min, max and the middle half) says how far
-//! one round can be trusted. A best-of-N rate, which the benches printed before, mixes the luckiest round of
+//! one round can be trusted, and a 95% confidence interval of the median (from order statistics, so without
+//! assuming a distribution) says how far the median can: a target inside it is reported as undecided rather
+//! than met or missed by chance. A best-of-N rate, which the benches printed before, mixes the luckiest round of
 //! one side with the luckiest of the other, and those need not be the same round.
 
 /// The per-round values of one ratio (or one measure), and what sums them up.
@@ -40,6 +42,29 @@ impl Spread {
     /// The median of the rounds.
     pub fn median(&self) -> f64 {
         self.quantile(0.5)
+    }
+
+    /// A 95% confidence interval of the median: the order statistics whose ranks bracket half the rounds by
+    /// 1.96 standard deviations of a binomial count (distribution-free: it assumes only that rounds are
+    /// independent). With 61 rounds, the 23rd and 39th values.
+    pub fn median_ci95(&self) -> (f64, f64) {
+        let v = self.sorted();
+        let n = v.len() as f64;
+        if v.is_empty() {
+            return (f64::NAN, f64::NAN);
+        }
+        let k = ((n - 1.96 * n.sqrt()) / 2.0).floor().max(0.0) as usize;
+        (v[k], v[v.len() - 1 - k])
+    }
+
+    /// How the median compares with `target`: at least it, below it, or undecided (the target inside the 95%
+    /// confidence interval of the median, so another run may well judge the other way).
+    pub fn judge(&self, target: f64) -> &'static str {
+        match self.median_ci95() {
+            (lo, _) if lo >= target => "met",
+            (_, hi) if hi < target => "NOT met",
+            _ => "undecided (the target is inside the 95% confidence interval)",
+        }
     }
 
     /// `median (middle half lo-hi, all lo-hi)` with `decimals` decimals, e.g. `1.01 (0.99-1.03, 0.95-1.08)`.
@@ -145,6 +170,21 @@ mod tests {
         s.push(6.0);
         assert_eq!(s.median(), 3.5);
         assert_eq!(s.show(1), "3.5 (IQR 2.2-4.8, all 1.0-6.0)");
+        // 6 rounds: k = floor((6 - 1.96 * 2.449) / 2) = 0, the extremes.
+        assert_eq!(s.median_ci95(), (1.0, 6.0));
+        assert_eq!(s.judge(0.5), "met");
+        assert_eq!(s.judge(7.0), "NOT met");
+        assert!(s.judge(3.0).starts_with("undecided"));
+    }
+
+    #[test]
+    fn the_confidence_interval_narrows_with_rounds() {
+        let mut s = Spread::default();
+        for v in 1..=61 {
+            s.push(f64::from(v));
+        }
+        // k = floor((61 - 1.96 * 7.81) / 2) = 22: the 23rd and the 39th values.
+        assert_eq!(s.median_ci95(), (23.0, 39.0));
     }
 
     #[test]
