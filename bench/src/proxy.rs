@@ -1,28 +1,43 @@
 //! Round trips through the proxy against round trips straight to QEMU, on two monitors of ONE
 //! qemu-storage-daemon (a monitor serves one client at a time): the proxy holds monitor 1, the direct client
-//! monitor 2. Two comparisons, each interleaved and best of ROUNDS runs:
+//! monitor 2. Two claims (issue 11):
 //! - one client, one command at a time: through the proxy vs direct (target: at least 0.8x);
 //! - total rate of 4 clients through the proxy (each one command at a time, then each two: QEMU's queue of 8
 //!   full, shared round-robin) vs ONE direct client with 8 commands in flight (target: at least 1.0x).
 //!
+//! **What the verdict rests on**: ROUNDS short paired rounds (see `paired.rs`): every round runs each of the five
+//! loops once, ROUND_TRIPS round trips each, back to back in an order that alternates (ABBA), and gives one
+//! ratio per claim; the verdict is the median of those per-round ratios, judged by its 95% confidence interval
+//! (met, NOT met, or undecided when the target lies inside it) and printed with their spread. Earlier
+//! versions compared the best run of each side: the direct rate moved by 25% between runs of the bench, and a
+//! best-of-5 of each side paired rounds that need not have seen the same machine. Rounds are short (500 round
+//! trips) and many: the shorter a round, the likelier both sides of it see the same machine.
+//!
+//! Printed beside the rates, to explain them: QEMU's CPU and read system calls per command (see `paired.rs`:
+//! QEMU reads its monitor a byte per call, so the calls count the bytes the proxy or the client sent, and the
+//! CPU is what they cost QEMU; with 8 in flight QEMU's main loop is what limits the rate) and this process's CPU per command
+//! (`measure.rs`: direct, it is the client's; through the proxy, the clients' and the proxy's, so the
+//! difference is what the proxy spends on a command). On 2 cores QEMU takes one; whatever the clients and the
+//! proxy need beyond the other shows as a lower rate.
+//!
 //! Then the flood rows ([`proxy_flood`]): what a flood of events from a fake QEMU costs (CPU per event, as
 //! fast as a reading client takes it and at a steady rate), and round trips through the proxy during a steady
 //! flood, with and without a client that stops reading (target: 1.0x, it costs the others nothing), for a
-//! client that reads the flood and for one that takes no events.
+//! client that reads the flood and for one that takes no events; paired rounds as well.
 //!
 //! ```sh
-//! cargo run --release -p qmp-bench --bin proxy -- [ROUND_TRIPS [ROUNDS [FLOOD_EVENTS]]]   # 4000 5 20000
+//! cargo run --release -p qmp-bench --bin proxy -- [ROUND_TRIPS [ROUNDS [FLOOD_EVENTS [FLOOD_ROUNDS]]]]   # 500 41 10000 11
 //! FLOOD_ONLY=1 cargo run --release -p qmp-bench --bin proxy     # the flood rows only (no QEMU needed)
 //! ```
-//! Everything runs in this process (the proxy too) on a 2-thread tokio runtime. Besides the rates it prints
-//! the process's CPU time per command (best of the rounds): direct, it is the client's; through the proxy, the
-//! client's and the proxy's, so the difference is what the proxy spends on a command (QEMU, another process,
-//! is not counted). CPU time is disturbed less than wall time by other work on the machine.
+//! Everything runs in this process (the proxy too) on a 2-thread tokio runtime.
 
 mod measure;
+#[allow(dead_code)] // what the ids bench uses as well
+mod paired;
 mod proxy_flood;
 
 use measure::Meter;
+use paired::{Daemon, Spread};
 use proxy_flood::{Flood, Run};
 
 use qmp_async::proxy::{self, Policy, Profile, Proxy, ProxyOptions, Rule};
@@ -58,15 +73,30 @@ async fn run_clients(clients: &[Qmp], window: usize, n: usize) -> (f64, f64) {
     (cost.secs, cost.cpu)
 }
 
+/// The five loops of a round, in the order a round runs them forwards: each claim's two sides are neighbours.
+const LOOPS: [&str; 5] = [
+    "direct, 1 in flight",
+    "proxy, 1 client, 1 in flight",
+    "proxy, 4 clients, 1 in flight each",
+    "direct, 8 in flight",
+    "proxy, 4 clients, 2 in flight each",
+];
+
+/// The claims: (loop, the loop it is compared with, the target ratio).
+const CLAIMS: [(usize, usize, f64); 3] = [(1, 0, 0.8), (2, 3, 1.0), (4, 3, 1.0)];
+
 fn main() {
     let arg = |i: usize, default: usize| std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default);
-    let (n, rounds, flood_events) = (arg(1, 4000), arg(2, 5), arg(3, 20_000));
+    let (n, rounds, flood_events, flood_rounds) = (arg(1, 500), arg(2, 41), arg(3, 10_000), arg(4, 11));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let ticks = paired::cpu_ticks();
+    let started = std::time::Instant::now();
     if std::env::var("FLOOD_ONLY").is_ok() {
-        runtime.block_on(flood_rows(n.min(2000), rounds, flood_events));
+        runtime.block_on(flood_rows(n, flood_rounds, flood_events));
         return;
     }
     let server = QemuServer::storage_daemon_two_monitors().expect("start qemu-storage-daemon");
+    let pid = server.pid();
     runtime.block_on(async {
         let upstream = Qmp::connect_unix(server.socket_path(), Options::default().command_timeout(None))
             .await
@@ -80,122 +110,154 @@ fn main() {
         for _ in 0..4 {
             clients.push(Qmp::connect_unix(&path, Options::default()).await.expect("proxied client"));
         }
-        println!("{n} round trips of query-version per run, best of {rounds} rounds, {}", server.binary().display());
-        let mut best = [f64::MAX; 5];
-        let mut cpu = [f64::MAX; 5];
-        for _ in 0..rounds {
-            let runs = [
-                run(&direct, n, 1).await,
-                run(&clients[0], n, 1).await,
-                run(&direct, n, 8).await,
-                run_clients(&clients, 1, n).await,
-                run_clients(&clients, 2, n).await,
-            ];
-            for (i, (secs, cpu_secs)) in runs.into_iter().enumerate() {
-                best[i] = best[i].min(secs);
-                cpu[i] = cpu[i].min(cpu_secs);
+        println!("{}; {}", server.binary().display(), paired::machine(None));
+        println!(
+            "{rounds} paired rounds (ABBA) of {n} round trips of query-version per loop; per-round median (IQR, all)\n"
+        );
+        let (mut rate, mut qemu_us, mut qemu_reads, mut cpu_us) =
+            (<[Spread; 5]>::default(), <[Spread; 5]>::default(), <[Spread; 5]>::default(), <[Spread; 5]>::default());
+        let mut ratios = <[Spread; 3]>::default();
+        for round in 0..rounds {
+            let mut secs = [0.0; 5];
+            for i in paired::abba(round, LOOPS.len()) {
+                let qemu = Daemon::now(pid);
+                let (s, cpu) = match i {
+                    0 => run(&direct, n, 1).await,
+                    1 => run(&clients[0], n, 1).await,
+                    2 => run_clients(&clients, 1, n).await,
+                    3 => run(&direct, n, 8).await,
+                    _ => run_clients(&clients, 2, n).await,
+                };
+                secs[i] = s;
+                rate[i].push(n as f64 / s);
+                let (us, reads) = Daemon::per_command_since(pid, qemu, n);
+                qemu_us[i].push(us);
+                qemu_reads[i].push(reads);
+                cpu_us[i].push(cpu * 1e6 / n as f64);
+            }
+            for (ratio, (a, b, _)) in ratios.iter_mut().zip(CLAIMS) {
+                ratio.push(secs[b] / secs[a]);
             }
         }
-        let rate = best.map(|secs| n as f64 / secs);
-        let us = cpu.map(|secs| secs / n as f64 * 1e6);
-        println!("direct, 1 in flight:               {:>8.0} commands/s  cpu {:>5.1} us/command", rate[0], us[0]);
         println!(
-            "proxy, 1 client, 1 in flight:      {:>8.0} commands/s  cpu {:>5.1} us/command  {:.2}x of direct (target 0.8x)",
-            rate[1],
-            us[1],
-            rate[1] / rate[0]
+            "| loop | commands/s | QEMU CPU us/command | QEMU read calls/command | this process's CPU us/command |"
         );
-        println!("direct, 8 in flight:               {:>8.0} commands/s  cpu {:>5.1} us/command", rate[2], us[2]);
+        println!("|---|---|---|---|---|");
+        for (i, name) in LOOPS.iter().enumerate() {
+            let (r, q, c) = (rate[i].show(0), qemu_us[i].show(1), cpu_us[i].show(1));
+            println!("| {name} | {r} | {q} | {:.1} | {c} |", qemu_reads[i].median());
+        }
         println!(
-            "proxy, 4 clients, 1 in flight each: {:>7.0} commands/s  cpu {:>5.1} us/command  {:.2}x of direct with 8 in flight (target 1.0x)",
-            rate[3],
-            us[3],
-            rate[3] / rate[2]
+            "the proxy's own CPU per command (medians): {:.1} us (1 client), {:.1} us (4 clients, 2 each, against \
+             direct with 8 in flight)",
+            cpu_us[1].median() - cpu_us[0].median(),
+            cpu_us[4].median() - cpu_us[3].median()
         );
-        println!(
-            "proxy, 4 clients, 2 in flight each: {:>7.0} commands/s  cpu {:>5.1} us/command  {:.2}x of direct with 8 in flight (target 1.0x)",
-            rate[4],
-            us[4],
-            rate[4] / rate[2]
-        );
-        println!(
-            "the proxy's own CPU per command: {:.1} us (1 client), {:.1} us (4 clients, 2 each, against direct with 8 in flight)",
-            us[1] - us[0],
-            us[4] - us[2]
-        );
-        flood_rows(n.min(2000), rounds, flood_events).await;
+        println!("\nVerdict (issue 11), from the 95% confidence interval of the median per-round ratio: met when all");
+        println!("of it is at or above the target, NOT met when all of it is below, else undecided:");
+        for (ratio, (a, b, target)) in ratios.iter().zip(CLAIMS) {
+            let (lo, hi) = ratio.median_ci95();
+            println!(
+                "  {} / {}: {:.3}x (95% CI {lo:.3}-{hi:.3}; target {target:.1}x): {}; per round {}",
+                LOOPS[a],
+                LOOPS[b],
+                ratio.median(),
+                ratio.judge(target),
+                ratio.show(3)
+            );
+        }
+        flood_rows(n, flood_rounds, flood_events).await;
     });
+    println!("({:.0} s in all; {})", started.elapsed().as_secs_f64(), paired::machine(ticks));
 }
 
 /// Clients that read (and discard) the flood, besides the reader, for the CPU one more client costs per event.
 const MORE_READERS: usize = 4;
 
-/// The flood rows (see [`proxy_flood`]): best of `rounds` interleaved runs.
+/// The flood rows (see [`proxy_flood`]): paired rounds, medians of each loop and of the per-round ratios.
 async fn flood_rows(quiet_round_trips: usize, rounds: usize, events: usize) {
     let flood = Flood::start().await;
-    let mut best = [Run::default(); 10];
-    for _ in 0..rounds {
-        let runs = [
-            flood.alone(events, None, false, 0).await,
-            flood.alone(events, Some(proxy_flood::RATE), false, 0).await,
-            flood.alone(events, Some(proxy_flood::RATE), true, 0).await,
-            flood.alone(events, Some(proxy_flood::RATE), false, MORE_READERS).await,
-            flood.quiet(&flood.reader, quiet_round_trips).await,
-            flood.flooded(&flood.reader, events, false).await,
-            flood.flooded(&flood.reader, events, true).await,
-            flood.quiet(&flood.no_events, quiet_round_trips).await,
-            flood.flooded(&flood.no_events, events, false).await,
-            flood.flooded(&flood.no_events, events, true).await,
-        ];
-        for (best, run) in best.iter_mut().zip(runs) {
-            best.round_trips = best.round_trips.max(run.round_trips);
-            best.events = best.events.max(run.events);
-            best.cpu_per_event =
-                if best.cpu_per_event == 0.0 { run.cpu_per_event } else { best.cpu_per_event.min(run.cpu_per_event) };
+    let mut runs: [Vec<Run>; 10] = Default::default();
+    for round in 0..rounds {
+        for i in paired::abba(round, runs.len()) {
+            let run = match i {
+                0 => flood.alone(events, None, false, 0).await,
+                1 => flood.alone(events, Some(proxy_flood::RATE), false, 0).await,
+                2 => flood.alone(events, Some(proxy_flood::RATE), true, 0).await,
+                3 => flood.alone(events, Some(proxy_flood::RATE), false, MORE_READERS).await,
+                4 => flood.quiet(&flood.reader, quiet_round_trips).await,
+                5 => flood.flooded(&flood.reader, events, false).await,
+                6 => flood.flooded(&flood.reader, events, true).await,
+                7 => flood.quiet(&flood.no_events, quiet_round_trips).await,
+                8 => flood.flooded(&flood.no_events, events, false).await,
+                _ => flood.flooded(&flood.no_events, events, true).await,
+            };
+            runs[i].push(run);
         }
     }
-    let [fastest, steady, steady_stalled, steady_readers, quiet, flooded, stalled, quiet_none, flooded_none, stalled_none] =
-        best;
-    println!("\nfloods of {events} events from a fake QEMU (this process) through the proxy to a reading client; best of {rounds}");
-    for (what, run) in [("as fast as the reader takes them", fastest), ("at a steady rate", steady)] {
+    let spread = |i: usize, f: Figure| {
+        let mut s = Spread::default();
+        runs[i].iter().for_each(|r| s.push(f(r)));
+        s
+    };
+    let ratio = |a: usize, b: usize, f: Figure| {
+        let mut s = Spread::default();
+        runs[a].iter().zip(&runs[b]).for_each(|(a, b)| s.push(f(a) / f(b)));
+        s
+    };
+    /// One figure of a run.
+    type Figure = fn(&Run) -> f64;
+    let (events_per_s, cpu, round_trips): (Figure, Figure, Figure) =
+        (|r| r.events, |r| r.cpu_per_event, |r| r.round_trips);
+    println!(
+        "\nfloods of {events} events from a fake QEMU (this process) through the proxy to a reading client; \
+         {rounds} paired rounds, median (IQR, all)"
+    );
+    for (what, i) in [("as fast as the reader takes them", 0), ("at a steady rate", 1)] {
+        let (e, c) = (spread(i, events_per_s), spread(i, cpu));
         println!(
-            "flood alone, {what:<33} {:>7.0} events/s  cpu {:>4.1} us/event: {:.2} cores (fake QEMU, proxy, reader)",
-            run.events,
-            run.cpu_per_event,
-            run.events * run.cpu_per_event / 1e6
+            "flood alone, {what:<33} {:>7.0} events/s  cpu {} us/event: {:.2} cores (fake QEMU, proxy, reader)",
+            e.median(),
+            c.show(1),
+            e.median() * c.median() / 1e6
         );
     }
     println!(
-        "flood alone, at a steady rate, a stalled client: cpu {:>4.1} us/event: {:.2}x of the flood without it (target 1.0x)",
-        steady_stalled.cpu_per_event,
-        steady_stalled.cpu_per_event / steady.cpu_per_event
+        "flood alone, at a steady rate, a stalled client: cpu {} us/event: ratio {} to the flood without it (target 1.0x)",
+        spread(2, cpu).show(1),
+        ratio(2, 1, cpu).show(2)
     );
+    let mut per_reader = Spread::default();
+    runs[3]
+        .iter()
+        .zip(&runs[1])
+        .for_each(|(a, b)| per_reader.push((a.cpu_per_event - b.cpu_per_event) / MORE_READERS as f64));
     println!(
-        "flood alone, at a steady rate, {MORE_READERS} more clients reading: cpu {:>4.1} us/event: +{:.2} us per event and client",
-        steady_readers.cpu_per_event,
-        (steady_readers.cpu_per_event - steady.cpu_per_event) / MORE_READERS as f64
+        "flood alone, at a steady rate, {MORE_READERS} more clients reading: cpu {} us/event: +{} us per event and client",
+        spread(3, cpu).show(1),
+        per_reader.show(2)
     );
     println!("round trips, at a steady {} events/s:", proxy_flood::RATE);
-    println!("client taking events, no flood:          {:>8.0} round trips/s", quiet.round_trips);
+    println!("client taking events, no flood:          {} round trips/s", spread(4, round_trips).show(0));
     println!(
-        "  during the flood (it reads it):        {:>8.0} round trips/s  {:.2}x of no flood",
-        flooded.round_trips,
-        flooded.round_trips / quiet.round_trips
+        "  during the flood (it reads it):        {} round trips/s  ratio {} to no flood",
+        spread(5, round_trips).show(0),
+        ratio(5, 4, round_trips).show(2)
     );
     println!(
-        "  during the flood, a stalled client:    {:>8.0} round trips/s  {:.2}x of the flood without it (target 1.0x)",
-        stalled.round_trips,
-        stalled.round_trips / flooded.round_trips
+        "  during the flood, a stalled client:    {} round trips/s  ratio {} to the flood without it (target 1.0x)",
+        spread(6, round_trips).show(0),
+        ratio(6, 5, round_trips).show(2)
     );
-    println!("client taking no events (events = []):  {:>8.0} round trips/s", quiet_none.round_trips);
+    println!("client taking no events (events = []):  {} round trips/s", spread(7, round_trips).show(0));
     println!(
-        "  during the flood:                      {:>8.0} round trips/s  {:.2}x of no flood",
-        flooded_none.round_trips,
-        flooded_none.round_trips / quiet_none.round_trips
+        "  during the flood:                      {} round trips/s  ratio {} to no flood",
+        spread(8, round_trips).show(0),
+        ratio(8, 7, round_trips).show(2)
     );
     println!(
-        "  during the flood, a stalled client:    {:>8.0} round trips/s  {:.2}x of the flood without it (target 1.0x)",
-        stalled_none.round_trips,
-        stalled_none.round_trips / flooded_none.round_trips
+        "  during the flood, a stalled client:    {} round trips/s  ratio {} to the flood without it (target 1.0x)",
+        spread(9, round_trips).show(0),
+        ratio(9, 8, round_trips).show(2)
     );
 }
