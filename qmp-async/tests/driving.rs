@@ -275,7 +275,7 @@ fn each_command_takes_one_read_that_finds_its_reply_and_one_that_finds_nothing()
 
 #[test]
 fn a_reply_readable_at_once_after_its_deadline_passed_is_a_timeout() {
-    let (qmp, server) = connect(false);
+    let (qmp, _server) = connect(false);
     for _ in 0..3 {
         let late = block_on_within(
             qmp.execute_with_timeout::<serde_json::Value>("query-status", (), Some(Duration::ZERO)),
