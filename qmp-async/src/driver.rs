@@ -2,10 +2,16 @@
 //! between them. Handles only send it requests; it holds no protocol logic and never waits on a subscriber.
 //!
 //! Each turn takes, in this order: cancellations and close requests (so a dropped caller's queued command is
-//! withdrawn before it can be written), new requests, input, the timer, and then writes what the core wants
-//! written. After **every** call into the core it follows the core's contract: drain `poll_event` (replies to
-//! their callers, events to the subscribers), take `poll_transmit_with_fds` into the output buffer, and re-arm
-//! the timer from `poll_timeout` (and from the deadlines of requests waiting for room in the core).
+//! withdrawn before it can be written), new requests, then writes what the core wants written, then the timer,
+//! then input. Writing comes before reading: a command written in a turn needs no turn of its own. The timer
+//! comes before the input: the core learns the time only from `handle_timeout`, so a reply read after its
+//! command's deadline passed finds the deadline fired. Input is read only when there may be some
+//! ([`wake::ReadWake`]), and the loop goes round again only after a read, a fired timer, a failed write or the
+//! end of the session, so a command costs one read that finds its reply and one that finds nothing, as a raw
+//! loop over the socket does. After **every** call into the core it follows the core's contract: drain
+//! `poll_event` (replies to their callers, events to the subscribers), take `poll_transmit_with_fds` into the
+//! output buffer, and re-arm the timer from `poll_timeout` (and from the deadlines of requests waiting for room
+//! in the core).
 //!
 //! Writes go out whole: a command is either not on the wire at all or entirely on it (a local close finishes the
 //! batch being written before shutting the write half down). File descriptors ride on the one byte the core
@@ -24,7 +30,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use qmp_proto::RequestId;
@@ -37,6 +43,9 @@ use crate::shared::{ReplyTx, Request, Shared};
 use crate::transport::Transport;
 
 mod dispatch;
+mod wake;
+
+use wake::ReadWake;
 
 /// The future that runs a connection: it owns the transport and the protocol state, and ends when the session
 /// does. The convenience constructors spawn it for you; with [`Qmp::with_driver`](crate::Qmp::with_driver) you
@@ -68,6 +77,9 @@ impl Driver {
 
 /// Bytes read at once, through a buffer on the stack.
 const READ_CHUNK: usize = 16 * 1024;
+/// The read buffer of one poll: on the stack, and zeroed only when the poll reads (a poll woken by a caller's
+/// command writes and returns; zeroing 16 KiB for it was the driver's largest user-space cost per command).
+type ReadBuf = Option<[u8; READ_CHUNK]>;
 /// An output buffer larger than this is given back once written.
 const KEEP_OUTPUT: usize = 16 * 1024;
 /// Turns of the loop in one poll before yielding to other tasks.
@@ -121,6 +133,9 @@ pub(crate) struct Conn<T, R: Runtime> {
     phase: Phase,
     shut_down: bool,
     linger: Option<Pin<Box<R::Timer>>>,
+    /// Whether there may be input, and the waker reads register (it notes the wake-up, then wakes the task).
+    read_wake: Arc<ReadWake>,
+    read_waker: Waker,
 }
 
 impl<T, R: Runtime> fmt::Debug for Conn<T, R> {
@@ -131,6 +146,7 @@ impl<T, R: Runtime> fmt::Debug for Conn<T, R> {
 
 impl<T: Transport, R: Runtime> Conn<T, R> {
     pub(crate) fn new(io: T, core: qmp_proto::Client, shared: Arc<Shared>, events: Publisher, runtime: R) -> Self {
+        let (read_wake, read_waker) = ReadWake::new();
         let mut conn = Conn {
             io,
             core,
@@ -152,6 +168,8 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             phase: Phase::Running,
             shut_down: false,
             linger: None,
+            read_wake,
+            read_waker,
         };
         // The core may already have something to say (guest-agent mode without a handshake is ready at once).
         conn.after_core();
@@ -161,9 +179,9 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
     // ----- one turn ----------------------------------------------------------------------------------------
 
     /// Takes what the handles sent: control messages first (so a dropped caller's queued command is withdrawn
-    /// before it can be written), then requests in order.
-    fn poll_mailbox(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = self.submit_waiting();
+    /// before it can be written), then requests in order. Whatever it gives the core is written in the same turn.
+    fn poll_mailbox(&mut self, cx: &mut Context<'_>) {
+        self.submit_waiting();
         while self.phase == Phase::Running {
             match self.shared.mailbox.poll_next(cx) {
                 Poll::Ready(Mail::Control(control)) => self.on_control(control),
@@ -177,16 +195,24 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
                 }
                 Poll::Pending => break,
             }
-            progress = true;
         }
-        progress
     }
 
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<()> {
+    /// Reads once, if there may be input (a failed write always looks: the server may have said why it went).
+    fn poll_read(&mut self, buf: &mut ReadBuf) -> Poll<()> {
         if self.phase != Phase::Running {
             return Poll::Pending;
         }
-        match self.io.poll_read(cx, buf) {
+        if !self.read_wake.take() && self.write_error.is_none() {
+            // The last read found nothing and registered the read waker, which has not fired since.
+            return Poll::Pending;
+        }
+        let buf = buf.get_or_insert_with(|| [0; READ_CHUNK]);
+        let result = self.io.poll_read(&mut Context::from_waker(&self.read_waker), buf);
+        if result.is_ready() {
+            self.read_wake.set();
+        }
+        match result {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(0)) => {
                 tracing::debug!("server closed the connection");
@@ -351,7 +377,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
 
     /// After the end: finish the batch being written (local close), shut the write half down, then read and
     /// discard until the server closes too (or [`CLOSE_LINGER`] passes).
-    fn poll_closing(&mut self, cx: &mut Context<'_>, buf: &mut [u8], flush: bool) -> bool {
+    fn poll_closing(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf, flush: bool) -> bool {
         if flush && self.written < self.out.len() && self.write_error.is_none() {
             self.poll_write(cx);
             if self.written < self.out.len() && self.write_error.is_none() {
@@ -365,6 +391,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             tracing::trace!("write half shut down");
             self.shut_down = true;
         }
+        let buf = buf.get_or_insert_with(|| [0; READ_CHUNK]);
         for _ in 0..TURNS_PER_POLL {
             match self.io.poll_read(cx, buf) {
                 Poll::Ready(Ok(n)) if n > 0 => {
@@ -394,20 +421,26 @@ impl<T: Transport, R: Runtime> Future for Conn<T, R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        this.read_wake.register(cx.waker());
         // Input goes through the stack: the core keeps what it needs, so an idle connection holds no read buffer.
-        let mut buf = [0u8; READ_CHUNK];
+        let mut buf: ReadBuf = None;
         for _ in 0..TURNS_PER_POLL {
             let progress = match this.phase {
                 Phase::Running => {
                     let write_failed = this.write_error.is_some();
-                    // `|`, not `||`: every source is polled, so every source has registered its waker.
-                    let progress = this.poll_mailbox(cx);
-                    let read = this.poll_read(cx, &mut buf);
+                    // Every source is polled (the input: unless nothing woke it since it registered), so every
+                    // source has registered its waker. What the mailbox brought is written in this turn; a
+                    // finished write makes no input, so neither takes a further turn (each would read again).
+                    this.poll_mailbox(cx);
+                    let wrote = this.poll_write(cx);
+                    let fired = this.poll_timer(cx);
+                    let read = this.poll_read(&mut buf);
                     if write_failed && read.is_pending() {
                         // A write failed last turn and reading since has not ended the session.
                         this.report_write_error();
                     }
-                    progress | read.is_ready() | write_failed | this.poll_timer(cx) | this.poll_write(cx)
+                    let ended = this.phase != Phase::Running;
+                    ended | read.is_ready() | write_failed | fired | (wrote && this.write_error.is_some())
                 }
                 Phase::Closing { flush } => this.poll_closing(cx, &mut buf, flush),
                 Phase::Done => {

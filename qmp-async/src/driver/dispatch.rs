@@ -136,9 +136,8 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
         self.after_core();
     }
 
-    /// Submits waiting requests while the core has room. Returns whether any was taken.
-    pub(super) fn submit_waiting(&mut self) -> bool {
-        let mut progress = false;
+    /// Submits waiting requests while the core has room.
+    pub(super) fn submit_waiting(&mut self) {
         while self.phase == Phase::Running {
             let Some(req) = self.waiting.pop_front() else {
                 break;
@@ -149,9 +148,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
                 // Put back in front: still no room.
                 break;
             }
-            progress = true;
         }
-        progress
     }
 
     /// Ends the waiting requests whose deadline passed with [`Error::TimedOut`]: a request never handed to the

@@ -1,0 +1,299 @@
+//! How the driver takes its turns, checked over an in-memory transport whose server answers exactly when the
+//! reader has just registered for input (the moment an epoll-based reactor's wake-up races with the task that
+//! polled), so nothing here depends on an executor's timing:
+//!
+//! - a turn writes before it reads, and reads only when there may be input: one read finds the reply, one finds
+//!   nothing and registers for the next, per command (each read is a system call on async-io);
+//! - the timer comes before the input: a reply readable at once after its command's deadline passed is a timeout;
+//! - the server's reply to `qmp_capabilities` becomes readable as the driver's first turn registers for it:
+//!   negotiation must still complete.
+//!
+//! The runtime is a minimal one of the test's own (timers are threads).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use qmp_async::{EventItem, Options, Qmp, Runtime, Timer, Transport};
+
+/// Longer than any turn may take; far shorter than the default command timeout (30 s), which would mask a stall
+/// by failing the stuck call.
+const PATIENCE: Duration = Duration::from_secs(3);
+
+// ----- a minimal runtime ------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Default)]
+struct ThreadRuntime;
+
+/// A timer whose deadline a thread waits for.
+struct ThreadTimer {
+    state: Arc<Mutex<TimerState>>,
+}
+
+#[derive(Default)]
+struct TimerState {
+    at: Option<Instant>,
+    waker: Option<Waker>,
+    generation: u64,
+}
+
+impl ThreadTimer {
+    fn start(state: &Arc<Mutex<TimerState>>, at: Instant) {
+        let generation = {
+            let mut s = state.lock().unwrap();
+            s.at = Some(at);
+            s.generation += 1;
+            s.generation
+        };
+        let state = Arc::clone(state);
+        std::thread::spawn(move || {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            let waker = {
+                let s = state.lock().unwrap();
+                if s.generation != generation {
+                    return;
+                }
+                s.waker.clone()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        });
+    }
+}
+
+impl Timer for ThreadTimer {
+    fn reset(self: Pin<&mut Self>, at: Instant) {
+        ThreadTimer::start(&self.state, at);
+    }
+
+    fn poll_fire(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.state.lock().unwrap();
+        match s.at {
+            Some(at) if at <= Instant::now() => Poll::Ready(()),
+            _ => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Runtime for ThreadRuntime {
+    type Timer = ThreadTimer;
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn timer(&self, at: Instant) -> ThreadTimer {
+        let state = Arc::new(Mutex::new(TimerState::default()));
+        ThreadTimer::start(&state, at);
+        ThreadTimer { state }
+    }
+
+    fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        std::thread::spawn(move || futures_lite::future::block_on(future));
+    }
+}
+
+// ----- a scripted server behind an in-memory transport ------------------------------------------------------------
+
+/// The server's side of the in-memory connection: what it wrote but the client may not read yet (`held`),
+/// what the client can read, and the reader's waker.
+#[derive(Default)]
+struct Wire {
+    readable: VecDeque<u8>,
+    /// Released into `readable` (and the reader woken) when the reader next finds nothing to read: the server
+    /// answers right after the client registered for input.
+    held: Vec<u8>,
+    reader: Option<Waker>,
+    /// Bytes the client wrote, not yet a whole command.
+    line: Vec<u8>,
+    /// Replies are held until the reader next finds nothing to read (instead of readable as soon as their
+    /// command is written, with the reader woken).
+    hold_replies: bool,
+    /// Reads the client made: those that returned bytes, and those that found nothing.
+    reads: usize,
+    empty_reads: usize,
+}
+
+#[derive(Clone, Default)]
+struct Server(Arc<Mutex<Wire>>);
+
+impl Server {
+    fn wire(&self) -> MutexGuard<'_, Wire> {
+        self.0.lock().unwrap()
+    }
+
+    /// Makes `bytes` readable at once and wakes the reader (outside the lock).
+    fn send_now(&self, bytes: &str) {
+        let waker = {
+            let mut wire = self.wire();
+            wire.readable.extend(bytes.as_bytes());
+            wire.reader.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Reads so far: (with bytes, empty).
+    fn reads(&self) -> (usize, usize) {
+        let wire = self.wire();
+        (wire.reads, wire.empty_reads)
+    }
+}
+
+struct Pipe(Server);
+
+impl Transport for Pipe {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut wire = self.0.wire();
+        if wire.readable.is_empty() {
+            wire.empty_reads += 1;
+            wire.reader = Some(cx.waker().clone());
+            if wire.held.is_empty() {
+                return Poll::Pending;
+            }
+            // The answer comes just after the registration: the reader is woken, and must not lose it.
+            let held = std::mem::take(&mut wire.held);
+            wire.readable.extend(held);
+            let waker = wire.reader.take();
+            drop(wire);
+            if let Some(w) = waker {
+                w.wake();
+            }
+            return Poll::Pending;
+        }
+        wire.reads += 1;
+        let n = buf.len().min(wire.readable.len());
+        for (slot, byte) in buf.iter_mut().zip(wire.readable.drain(..n)) {
+            *slot = byte;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write(&mut self, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut guard = self.0.wire();
+        let wire = &mut *guard;
+        wire.line.extend_from_slice(buf);
+        // Commands come without separators: one JSON value after another.
+        let pending = std::mem::take(&mut wire.line);
+        let mut commands = serde_json::Deserializer::from_slice(&pending).into_iter::<serde_json::Value>();
+        let mut used = 0;
+        while let Some(Ok(command)) = commands.next() {
+            used = commands.byte_offset();
+            let reply = format!("{}\r\n", serde_json::json!({"return": {}, "id": command["id"]}));
+            if wire.hold_replies {
+                wire.held.extend(reply.bytes());
+            } else {
+                wire.readable.extend(reply.bytes());
+            }
+        }
+        wire.line = pending[used..].to_vec();
+        let waker = if wire.readable.is_empty() { None } else { wire.reader.take() };
+        drop(guard);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+const GREETING: &str =
+    "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"capabilities\": []}}\r\n";
+
+/// A connection to a scripted server that greets at once (and holds its replies until the reader next finds
+/// nothing, if `hold_replies`); its driver runs on a thread of its own.
+fn connect(hold_replies: bool) -> (Qmp<ThreadRuntime>, Server) {
+    let server = Server::default();
+    server.wire().hold_replies = hold_replies;
+    server.send_now(GREETING);
+    let options = Options::default().connect_timeout(PATIENCE);
+    let (connecting, driver) = Qmp::with_driver(Pipe(server.clone()), options, ThreadRuntime);
+    ThreadRuntime.spawn(driver);
+    let qmp = block_on_within(connecting, "the handshake").expect("negotiated");
+    (qmp, server)
+}
+
+/// Runs `future` to completion on this thread, failing the test if it takes longer than [`PATIENCE`].
+fn block_on_within<F: Future>(future: F, what: &str) -> F::Output {
+    let deadline = ThreadRuntime.timer(Instant::now() + PATIENCE);
+    let mut deadline = std::pin::pin!(deadline);
+    let mut future = std::pin::pin!(future);
+    futures_lite::future::block_on(std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = future.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        if deadline.as_mut().poll_fire(cx).is_ready() {
+            panic!("{what} stalled for {PATIENCE:?}");
+        }
+        Poll::Pending
+    }))
+}
+
+#[test]
+fn negotiation_completes_when_the_reply_comes_as_the_driver_registers_for_it() {
+    for _ in 0..20 {
+        let (qmp, _server) = connect(true);
+        assert_eq!(qmp.greeting().version.as_ref().map(|v| v.major), Some(10));
+    }
+}
+
+#[test]
+fn each_command_takes_one_read_that_finds_its_reply_and_one_that_finds_nothing() {
+    let (qmp, server) = connect(false);
+    const CALLS: usize = 50;
+    let (reads_before, empty_before) = server.reads();
+    for _ in 0..CALLS {
+        let reply = block_on_within(qmp.execute_raw("query-status", None), "a call");
+        assert_eq!(reply.expect("answered").raw_str(), "{}");
+    }
+    let (reads, empty) = server.reads();
+    assert_eq!(reads - reads_before, CALLS, "one read with bytes per reply");
+    // The read after the reply finds nothing and registers for the next input (unless the caller's next command
+    // was written first, and its reply is what that read finds). Another empty read (right after the command is
+    // written, before a wake-up said there may be input; or after a finished write) is a system call wasted on
+    // async-io, which reads before it registers.
+    let empty = empty - empty_before;
+    assert!(empty <= CALLS, "at most one empty read per command: {empty} for {CALLS} commands");
+}
+
+#[test]
+fn a_reply_readable_at_once_after_its_deadline_passed_is_a_timeout() {
+    let (qmp, _server) = connect(false);
+    for _ in 0..3 {
+        let late = block_on_within(
+            qmp.execute_with_timeout::<serde_json::Value>("query-status", (), Some(Duration::ZERO)),
+            "a call",
+        );
+        assert!(matches!(late, Err(qmp_async::Error::TimedOut)), "got {late:?}");
+        let reply = block_on_within(qmp.execute_raw("query-status", None), "the next call");
+        assert_eq!(reply.expect("its own reply").raw_str(), "{}");
+    }
+}
+
+#[test]
+fn an_event_arriving_while_no_call_runs_is_delivered() {
+    let (qmp, server) = connect(false);
+    let mut events = qmp.events();
+    let reply = block_on_within(qmp.execute_raw("query-status", None), "a call");
+    assert!(reply.is_ok());
+    server.send_now("{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n");
+    let item = block_on_within(events.next(), "an event while idle");
+    assert!(matches!(item, Some(EventItem::Event(ref ev)) if ev.name == "STOP"), "got {item:?}");
+}
