@@ -42,8 +42,13 @@ impl Command {
 
     /// `command` with raw JSON arguments (an object, or `None`), for [`Client::execute_raw`].
     pub(crate) fn raw(command: &str, args: Option<&RawJson>, opts: ExecuteOptions) -> Self {
-        let args = args.map_or(Args::None, |a| Args::Raw(a.clone()));
-        Command(Call::Execute { name: command.to_owned(), args, opts })
+        Self::raw_owned(command.to_owned(), args.cloned(), opts)
+    }
+
+    /// [`raw`](Self::raw), taking the name and arguments it is given instead of copying them (the proxy, which
+    /// owns both already).
+    pub(crate) fn raw_owned(command: String, args: Option<RawJson>, opts: ExecuteOptions) -> Self {
+        Command(Call::Execute { name: command, args: args.map_or(Args::None, Args::Raw), opts })
     }
 
     /// `guest-sync-delimited` with `nonce`, for [`Client::guest_sync`].

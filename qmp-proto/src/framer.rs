@@ -25,15 +25,17 @@
 //!   message so that classification can report it as not JSON.
 //!
 //! Speed: inside objects and arrays the input is scanned 64 bytes at a time. One pass over a block (which
-//! the compiler vectorizes) marks its quotes, opening and closing brackets as bytes of three arrays, and
-//! checks it for backslashes and 0xFF; one multiplication per 8 bytes gathers each array into a word of bits.
-//! A prefix XOR of the quote bits tells which bytes are inside strings; the number of closing brackets
-//! outside them tells whether the depth can fall to zero (or to one, for the [`Layout`]) in the block, and
-//! only then are its closing brackets visited one by one. A block holding a backslash or 0xFF (rare in QEMU's
-//! output) goes through the bytewise scanner instead, as does everything between top-level values and the
-//! last bytes of each input. Everything is plain safe Rust for any target: no `unsafe`, no target features
-//! (without `popcnt` the population counts are a few instructions each, so the code counts as little as it
-//! can).
+//! the compiler vectorizes) marks its quotes and brackets as bytes of two arrays, counts its opening and
+//! closing brackets, and checks it for backslashes and 0xFF; one multiplication per 8 bytes gathers each array
+//! into a word of bits. A prefix XOR of the quote bits tells which bytes are inside strings. In most blocks no
+//! bracket is inside a string and there are fewer closing brackets than it would take for the depth to fall to
+//! zero (or to one, for the [`Layout`]): the counts give the depth after the block, and that is all. Only in
+//! the others are the opening and closing brackets gathered apart, counted outside strings, and the closing
+//! ones visited one by one when the depth can fall that far. A block holding a backslash or 0xFF (rare in
+//! QEMU's output) goes through the bytewise scanner instead, as does everything between top-level values and
+//! the last bytes of each input. Everything is plain safe Rust for any target: no `unsafe`, no target
+//! features (without `popcnt` the population counts are a few instructions each, so the code counts as little
+//! as it can).
 
 use bytes::{Bytes, BytesMut};
 
@@ -349,7 +351,21 @@ impl Framer {
             };
             // Bit k set: byte k is inside a string (its opening quote included, its closing quote not).
             let inside = prefix_xor(m.quote) ^ if in_string { !0 } else { 0 };
-            let (mut open, mut close) = (m.open & !inside, m.close & !inside);
+            // The common block: no bracket inside a string, and fewer closing brackets than it takes to fall to
+            // the lowest level asked for (0, or 1 while the first nested value has not ended): the counts give
+            // the depth after it.
+            let fall = depth.saturating_sub(u32::from(self.first_nested_end.is_none()));
+            if m.bracket & inside == 0 && m.closes < fall {
+                depth = depth + m.opens - m.closes;
+                in_string = inside >> 63 != 0;
+                *i += BLOCK;
+                if *i - *start >= FLUSH && !self.discarding {
+                    self.flush(input, start, *i);
+                }
+                continue;
+            }
+            let (open, close) = bracket_masks(block);
+            let (mut open, mut close) = (open & !inside, close & !inside);
             loop {
                 // The first fall back to depth 1 ends the first nested value.
                 let (one, end) = depth_falls(open, close, depth, self.first_nested_end.is_none());
@@ -577,34 +593,53 @@ const BLOCK: usize = 64;
 #[allow(unexpected_cfgs)]
 const FLUSH: usize = if cfg!(any(test, fuzzing)) { 256 } else { 32 * 1024 };
 
-/// Bit masks of one block: bit k stands for byte k.
+/// What the block scanner needs of most blocks: where their quotes and brackets are (bit k stands for byte k),
+/// and how many of the brackets open and how many close.
 struct Masks {
     quote: u64,
-    open: u64,
-    close: u64,
+    bracket: u64,
+    opens: u32,
+    closes: u32,
 }
 
 /// The masks of `block` (BLOCK bytes), or `None` when it holds a backslash or 0xFF.
 #[inline]
 fn block_masks(block: &[u8; BLOCK]) -> Option<Masks> {
-    // One byte (0 or 1) per input byte and class, and one test of the whole block for the bytes that need the
-    // bytewise scanner: a loop the compiler turns into vector comparisons.
+    // One byte (0 or 1) per input byte and class, byte counts, and one test of the whole block for the bytes
+    // that need the bytewise scanner: a loop the compiler turns into vector comparisons and sums. Opening and
+    // closing brackets are only counted: their positions (two more gathers) are needed only in the blocks
+    // where the depth may fall far enough to end a value (see `bracket_masks`).
     let mut quote = [0u8; BLOCK];
-    let mut open = [0u8; BLOCK];
-    let mut close = [0u8; BLOCK];
+    let mut bracket = [0u8; BLOCK];
+    let (mut opens, mut closes) = (0u8, 0u8);
     let mut special = 0u8;
     for (k, &b) in block.iter().enumerate() {
         let folded = b | 0x20; // '[' -> '{', ']' -> '}'
+        let (open, close) = (u8::from(folded == b'{'), u8::from(folded == b'}'));
         quote[k] = u8::from(b == b'"');
-        open[k] = u8::from(folded == b'{');
-        close[k] = u8::from(folded == b'}');
+        bracket[k] = open | close;
+        opens += open;
+        closes += close;
         // A `u8` and `|`: a `bool` and `||` here kept the loop from being vectorized (4x slower).
         special |= u8::from(b == b'\\') | u8::from(b == 0xFF);
     }
     if special != 0 {
         return None;
     }
-    Some(Masks { quote: gather(&quote), open: gather(&open), close: gather(&close) })
+    Some(Masks { quote: gather(&quote), bracket: gather(&bracket), opens: opens.into(), closes: closes.into() })
+}
+
+/// The opening and closing brackets of `block` (bit k stands for byte k), strings not taken into account.
+#[inline]
+fn bracket_masks(block: &[u8; BLOCK]) -> (u64, u64) {
+    let mut open = [0u8; BLOCK];
+    let mut close = [0u8; BLOCK];
+    for (k, &b) in block.iter().enumerate() {
+        let folded = b | 0x20;
+        open[k] = u8::from(folded == b'{');
+        close[k] = u8::from(folded == b'}');
+    }
+    (gather(&open), gather(&close))
 }
 
 /// The bits of `flags` (bytes 0 or 1): bit k is `flags[k]`. One multiplication per 8 bytes moves their low
@@ -902,6 +937,24 @@ mod tests {
         let capacity = first.try_into_mut().expect("the only reference to the message").capacity();
         assert!(capacity < 2 * long.len(), "the message holds {capacity} bytes for {}", long.len());
         assert_eq!(f.capacity(), 0);
+    }
+
+    /// Brackets inside strings, deep in a value, in blocks the scanner takes whole: they do not count, however
+    /// many there are (the fast path counts the brackets of a block only when none is inside a string).
+    #[test]
+    fn brackets_in_strings_deep_in_long_values_do_not_count() {
+        for filler in ["}", "]", "{", "[", "}]{[", " "] {
+            let s = filler.repeat(200);
+            let deep = format!("{{\"return\": [[[[{{\"a\": \"{s}\", \"b\": [\"{s}\", {{}}]}}]]]], \"id\": 9}}");
+            let input = format!("{deep}\r\n{deep}\n{{\"return\": {{}}}}");
+            let bytewise: Vec<&[u8]> = input.as_bytes().chunks(1).collect();
+            let want = frames(1 << 20, &bytewise);
+            assert_eq!(want, vec![msg(&deep), msg(&deep), msg("{\"return\": {}}")], "{filler}");
+            for size in [input.len(), 64, 100] {
+                let chunks: Vec<&[u8]> = input.as_bytes().chunks(size).collect();
+                assert_eq!(frames(1 << 20, &chunks), want, "{filler}, chunks of {size}");
+            }
+        }
     }
 
     #[test]

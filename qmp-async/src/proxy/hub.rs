@@ -191,7 +191,7 @@ impl<R: Runtime> Hub<R> {
 
     /// Queues a client's command and sends what the router releases; while QEMU is away, answers it at once.
     pub(crate) fn submit(self: &Arc<Self>, client: ClientId, token: Token, command: Forward) {
-        let (released, upstream) = {
+        let released = {
             let mut state = self.lock();
             if !state.connected {
                 if let Some(link) = state.links.get(&client) {
@@ -205,21 +205,22 @@ impl<R: Runtime> Hub<R> {
             }
             let oob = command.oob;
             state.router.submit(client, token, oob, command);
-            (released(&mut state.router), state.upstream.clone())
+            Released::take(&mut state)
         };
-        self.send(released, upstream);
+        self.send(released);
     }
 
-    /// Sends each released command to `upstream`; its outcome is routed back by [`finish`](Self::finish).
-    fn send(self: &Arc<Self>, released: Vec<Dispatch<Forward>>, upstream: Qmp<R>) {
-        for dispatch in released {
+    /// Sends each released command upstream; its outcome is routed back by [`finish`](Self::finish).
+    fn send(self: &Arc<Self>, released: Option<Released<R>>) {
+        let Some(Released { first, rest, upstream }) = released else { return };
+        for dispatch in std::iter::once(first).chain(rest) {
             let (hub, ticket) = (self.clone(), dispatch.ticket);
             upstream::send(&upstream, dispatch.payload, move |outcome| hub.finish(ticket, outcome));
         }
     }
 
     fn finish(self: &Arc<Self>, ticket: Ticket, outcome: Outcome) {
-        let (released, upstream) = {
+        let released = {
             let mut state = self.lock();
             if let Some((client, token)) = state.router.complete(ticket) {
                 if let Some(link) = state.links.get(&client) {
@@ -229,9 +230,9 @@ impl<R: Runtime> Hub<R> {
             } else {
                 tracing::debug!("a reply for a client that has gone was swallowed");
             }
-            (released(&mut state.router), state.upstream.clone())
+            Released::take(&mut state)
         };
-        self.send(released, upstream);
+        self.send(released);
     }
 
     /// Puts `event` in the queue of every client that takes it, encoded once for all of them; a client whose
@@ -263,8 +264,21 @@ impl<R: Runtime> Hub<R> {
     }
 }
 
-fn released(router: &mut Router<Token, Forward>) -> Vec<Dispatch<Forward>> {
-    std::iter::from_fn(|| router.poll_dispatch()).collect()
+/// The commands the router released, taken under the lock and sent after it is released, with the connection
+/// they go to. A command is released per command submitted or answered, most of the time one: it needs no
+/// allocation, nor does an empty release (no clone of the connection either).
+struct Released<R> {
+    first: Dispatch<Forward>,
+    rest: Vec<Dispatch<Forward>>,
+    upstream: Qmp<R>,
+}
+
+impl<R: Runtime> Released<R> {
+    fn take(state: &mut State<R>) -> Option<Self> {
+        let first = state.router.poll_dispatch()?;
+        let rest = std::iter::from_fn(|| state.router.poll_dispatch()).collect();
+        Some(Released { first, rest, upstream: state.upstream.clone() })
+    }
 }
 
 /// `event` as every client gets it (QEMU's layout); `None`, logged, if its data is not JSON (it was parsed from

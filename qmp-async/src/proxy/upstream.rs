@@ -70,9 +70,10 @@ pub(crate) fn send<R: Runtime>(upstream: &Qmp<R>, command: Forward, done: impl F
     if command.fd.is_some() {
         opts = opts.pass_fd();
     }
-    let call = Command::raw(&command.name, command.args.as_ref(), opts);
+    let Forward { name, args, fd, .. } = command;
+    let call = Command::raw_owned(name, args, opts);
     let sink = Box::new(move |result: Result<RawJson, Error>| done(outcome(result)));
-    upstream.handle().submit_with_sink(call, command.fd, sink);
+    upstream.handle().submit_with_sink(call, fd, sink);
 }
 
 fn outcome(result: Result<RawJson, Error>) -> Outcome {
