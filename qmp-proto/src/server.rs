@@ -78,6 +78,7 @@ mod fast;
 mod lexer;
 mod parser;
 mod pending;
+mod plain;
 mod qobject;
 mod request;
 mod response;
@@ -99,7 +100,7 @@ use lexer::{Lexed, Lexer};
 use parser::parse;
 use pending::{Pending, PendingTable};
 use qobject::{QDict, QObject};
-use request::{read_request, Checked, KeyRef, Request};
+use request::{read_request, KeyRef, ReadCommand, Request};
 use response::Body;
 use short::ShortBytes;
 
@@ -409,6 +410,21 @@ impl Server {
         while !self.input.is_empty() && !self.suspended() && !self.closed {
             if self.lexer.at_message_start() {
                 if let Some((n, members)) = fast::read_command(&self.input, self.config.max_message_size) {
+                    // A plain command whose turn it is goes straight to dispatch (in-band: it has `execute`).
+                    let turn = self.queue.is_empty() && self.current.is_none();
+                    if let Some(plain) = members.plain(&self.input[..n]).filter(|_| turn) {
+                        let arguments = plain.arguments.clone().map(|arguments| {
+                            self.input.advance(arguments.start);
+                            let text = self.input.split_to(arguments.len()).freeze();
+                            self.input.advance(n - arguments.end);
+                            Arguments::from_verbatim(text)
+                        });
+                        if arguments.is_none() {
+                            self.input.advance(n);
+                        }
+                        self.current = self.dispatch_command(plain.with_arguments(arguments), false);
+                        continue;
+                    }
                     let (mut object, verbatim) = members.into_command(&self.input[..n]);
                     match verbatim {
                         Some(arguments) => {
@@ -647,14 +663,14 @@ impl Server {
     }
 
     /// A request read in full: out-of-band ones are dispatched at once, others wait their turn.
-    fn on_request(&mut self, request: Read) {
+    fn on_request(&mut self, mut request: Read) {
         // QEMU's qmp_is_oob(): exec-oob without execute jumps the queue, negotiated or not.
         let oob = matches!(&request, Ok(Request::Object(object)) if object.is_oob());
         if oob && self.config.mode == Mode::Qmp {
-            self.dispatch(request, true);
+            self.dispatch(&mut request, true);
         } else if self.queue.is_empty() && self.current.is_none() && !self.closed {
             // Its turn already: what `pump` would do, without the trip through the queue.
-            self.current = self.dispatch(request, false);
+            self.current = self.dispatch(&mut request, false);
         } else {
             self.queue.push_back(request);
             self.pump();
@@ -664,100 +680,112 @@ impl Server {
     /// Hands over or answers waiting in-band requests while no in-band command is in progress.
     fn pump(&mut self) {
         while self.current.is_none() && !self.closed {
-            let Some(request) = self.queue.pop_front() else { break };
-            if let Some(token) = self.dispatch(request, false) {
+            let Some(mut request) = self.queue.pop_front() else { break };
+            if let Some(token) = self.dispatch(&mut request, false) {
                 self.current = Some(token);
             }
         }
     }
 
     /// QEMU's `qmp_dispatch` (and the guest agent's): answers what the protocol answers, hands over the rest.
-    fn dispatch(&mut self, request: Read, oob_path: bool) -> Option<Token> {
-        let mut object = match request {
+    /// Takes the request by reference: what a command keeps is moved out of it straight into the command.
+    fn dispatch(&mut self, request: &mut Read, oob_path: bool) -> Option<Token> {
+        match request {
             Err(desc) => {
-                self.write_error("GenericError", &desc, None);
-                return None;
+                self.write_error("GenericError", desc, None);
+                None
             }
-            Ok(Request::Object(object)) => object,
+            Ok(Request::Object(object)) => self.dispatch_command(object, oob_path),
             Ok(Request::NotObject) => {
                 self.write_error("GenericError", b"QMP input must be a JSON object", None);
-                return None;
+                None
             }
-        };
-        // The id never fails the check below: it can be taken out first.
-        let (id, echo) = object.take_id().unzip();
-        let echo_bytes = echo.as_ref().map(ShortBytes::as_bytes);
-        let Checked { name, oob, arguments, builtin_arguments } = match object.check(self.oob_enabled) {
-            Ok(checked) => checked,
+        }
+    }
+
+    /// [`dispatch`](Self::dispatch) of a command object, however it was read.
+    fn dispatch_command(&mut self, object: impl ReadCommand, oob_path: bool) -> Option<Token> {
+        let echo = object.echo();
+        let oob = match object.check(self.oob_enabled) {
+            Ok(oob) => oob,
             Err(desc) => {
-                self.write_error("GenericError", desc.as_bytes(), echo_bytes);
+                self.write_error("GenericError", desc.as_bytes(), echo);
                 return None;
             }
         };
-        let name_bytes = name.as_bytes();
+        let name_bytes = object.name();
         debug_assert!(oob == oob_path || !self.oob_enabled);
         match self.config.mode {
             Mode::Qmp => {
                 if name_bytes == b"qmp_capabilities" && oob {
                     // QEMU 10's schema does not mark qmp_capabilities allow-oob.
                     let desc = b"The command qmp_capabilities does not support OOB";
-                    self.write_error("GenericError", desc, echo_bytes);
+                    self.write_error("GenericError", desc, echo);
                     return None;
                 }
                 if name_bytes == b"qmp_capabilities" {
-                    self.qmp_capabilities(builtin_arguments.as_deref(), echo_bytes);
+                    self.qmp_capabilities(object.builtin_arguments(), echo);
                     return None;
                 }
                 if !self.negotiated {
                     let desc = b"Expecting capabilities negotiation with 'qmp_capabilities'";
-                    self.write_error("CommandNotFound", desc, echo_bytes);
+                    self.write_error("CommandNotFound", desc, echo);
                     return None;
                 }
             }
             Mode::GuestAgent => {
                 if name_bytes == b"guest-sync" || name_bytes == b"guest-sync-delimited" {
-                    match builtin::guest_sync_id(builtin_arguments.as_deref()) {
+                    match builtin::guest_sync_id(object.builtin_arguments()) {
                         Ok(value) => {
                             let delimited = name_bytes == b"guest-sync-delimited";
-                            self.write_return(Body::Value(&value), echo_bytes, delimited)
+                            self.write_return(Body::Value(&value), echo, delimited)
                         }
-                        Err(desc) => self.write_error("GenericError", desc.as_bytes(), echo_bytes),
+                        Err(desc) => self.write_error("GenericError", desc.as_bytes(), echo),
                     }
                     return None;
                 }
             }
         }
-        let info = match self.config.commands.is_empty() {
-            true => None,
-            // Valid UTF-8 (see `Checked`).
-            false => self.config.commands.get(std::str::from_utf8(name_bytes).unwrap_or_default()).copied(),
-        };
-        if self.config.reject_unlisted {
+        let mut info = None;
+        if !self.config.commands.is_empty() {
+            // Valid UTF-8 (see `ReadCommand::name`): checked once, for both uses.
             let name_str = std::str::from_utf8(name_bytes).unwrap_or_default();
-            match info {
-                None => {
-                    let failure = Failure::command_not_found(name_str);
-                    self.write_error(&failure.class, failure.desc.as_bytes(), echo_bytes);
-                    return None;
-                }
-                Some(info) if oob && !info.allow_oob => {
-                    let desc = format!("The command {name_str} does not support OOB");
-                    self.write_error("GenericError", desc.as_bytes(), echo_bytes);
-                    return None;
-                }
-                Some(_) => {}
+            info = self.config.commands.get(name_str).copied();
+            if let Some(refused) = self.refused(name_str, info, oob) {
+                self.write_error(&refused.class, refused.desc.as_bytes(), echo);
+                return None;
             }
+        } else if self.config.reject_unlisted {
+            let refused = Failure::command_not_found(std::str::from_utf8(name_bytes).unwrap_or_default());
+            self.write_error(&refused.class, refused.desc.as_bytes(), echo);
+            return None;
         }
         let info = info.unwrap_or_default();
         self.next_token += 1;
         let token = Token(self.next_token);
-        self.pending.insert(token, Pending { id: echo, oob, silent_on_success: !info.success_response });
+        let pending = Pending { id: object.echo_owned(), oob, silent_on_success: !info.success_response };
+        self.pending.insert(token, pending);
         if oob {
             self.oob_outstanding += 1;
         }
-        let arguments = arguments.unwrap_or_default();
+        let (name, arguments, id) = object.into_parts();
         self.events.push_back(Event::Command(Command { token, name, arguments, oob, id }));
         Some(token)
+    }
+
+    /// Why a command the configuration lists (`info`) or not is refused, if it is: with
+    /// [`ServerConfig::reject_unlisted`], an unlisted command, or one run out-of-band that does not allow it.
+    fn refused(&self, name: &str, info: Option<CommandInfo>, oob: bool) -> Option<Failure> {
+        if !self.config.reject_unlisted {
+            return None;
+        }
+        match info {
+            None => Some(Failure::command_not_found(name)),
+            Some(info) if oob && !info.allow_oob => {
+                Some(Failure::generic(format!("The command {name} does not support OOB")))
+            }
+            Some(_) => None,
+        }
     }
 
     /// QEMU's `qmp_capabilities`.

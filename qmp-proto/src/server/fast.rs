@@ -233,9 +233,12 @@ const fn not_digit(word: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::arguments::Arguments;
     use super::super::lexer::{Lexed, Lexer};
-    use super::super::request::{read_request, Request};
+    use super::super::plain::Plain;
+    use super::super::request::{read_request, CommandObject, ReadCommand, Request};
     use super::*;
+    use bytes::Bytes;
     use proptest::prelude::*;
     use proptest::strategy::ValueTree;
 
@@ -258,11 +261,30 @@ mod tests {
 
     fn agree(input: &[u8]) -> Result<(), TestCaseError> {
         if let Some((used, members)) = read_command(input, usize::MAX) {
+            if let Some(plain) = members.plain(&input[..used]) {
+                plain_agrees(plain, members.clone().into_command_copied(&input[..used]), &input[..used])?;
+            }
             let fast = Request::Object(members.into_command_copied(&input[..used]));
             let (lexer_used, lexed) = by_the_lexer(input).expect("the lexer reads what the fast path reads");
             prop_assert_eq!(used, lexer_used, "{}", String::from_utf8_lossy(input));
             prop_assert_eq!(Ok(fast), lexed, "{}", String::from_utf8_lossy(input));
         }
+        Ok(())
+    }
+
+    /// A plain command reaches dispatch as the command object read from the same text does.
+    fn plain_agrees(plain: Plain, mut object: CommandObject, text: &[u8]) -> Result<(), TestCaseError> {
+        let arguments = plain.arguments.clone().map(|at| Arguments::from_verbatim(Bytes::copy_from_slice(&text[at])));
+        let plain = plain.with_arguments(arguments);
+        let object = &mut object;
+        for allow_oob in [false, true] {
+            prop_assert_eq!(plain.check(allow_oob), object.check(allow_oob));
+        }
+        prop_assert_eq!(plain.name(), ReadCommand::name(&object));
+        prop_assert_eq!(plain.echo(), object.echo());
+        prop_assert_eq!(plain.echo_owned(), object.echo_owned());
+        prop_assert!(plain.builtin_arguments().is_none() && object.builtin_arguments().is_none());
+        prop_assert_eq!(plain.into_parts(), object.into_parts());
         Ok(())
     }
 
@@ -358,7 +380,38 @@ mod tests {
             };
             [head.as_bytes(), &extra, tail.as_bytes()].concat()
         });
-        prop_oneof![1 => command, 1 => parts(), 2 => valid_command()]
+        prop_oneof![1 => command, 1 => parts(), 2 => valid_command(), 2 => compact_command()]
+    }
+
+    /// Commands as clients write them (no whitespace between tokens), mostly plain, with or without arguments
+    /// and id, some named as the commands the server answers itself.
+    fn compact_command() -> impl Strategy<Value = Vec<u8>> {
+        let names = prop::sample::select(&["q", "query-status", "qmp_capabilities", "guest-sync", r"a\u0062"][..]);
+        (names, prop::option::of(value()), prop::option::of(value())).prop_map(|(name, arguments, id)| {
+            let mut command = format!(r#"{{"execute":"{name}""#);
+            if let Some(arguments) = arguments {
+                command += &format!(r#","arguments":{{"a":{}}}"#, without_spaces(&arguments));
+            }
+            if let Some(id) = id {
+                command += &format!(r#","id":{}"#, without_spaces(&id));
+            }
+            (command + "}").into_bytes()
+        })
+    }
+
+    /// JSON text without the spaces between tokens ([`value`]'s strings have no quote inside).
+    fn without_spaces(json: &str) -> String {
+        let mut in_string = None;
+        json.chars()
+            .filter(|&c| {
+                match in_string {
+                    Some(quote) if c == quote => in_string = None,
+                    None if c == '"' || c == '\'' => in_string = Some(c),
+                    _ => {}
+                }
+                c != ' ' || in_string.is_some()
+            })
+            .collect()
     }
 
     /// JSON values, mostly of the fast path's kinds, some of other kinds, some with a key twice.
@@ -391,8 +444,12 @@ mod tests {
         let mut runner = proptest::test_runner::TestRunner::deterministic();
         let inputs: Vec<Vec<u8>> =
             (0..1000).map(|_| messages().new_tree(&mut runner).expect("a message").current()).collect();
-        let fast = inputs.iter().filter(|input| read_command(input, usize::MAX).is_some()).count();
-        assert!((100..900).contains(&fast), "{fast} of 1000 took the fast path");
+        let fast = inputs.iter().filter_map(|input| read_command(input, usize::MAX)).collect::<Vec<_>>();
+        assert!((100..900).contains(&fast.len()), "{} of 1000 took the fast path", fast.len());
+        let plain =
+            inputs.iter().filter_map(|input| read_command(input, usize::MAX).map(|(n, m)| m.plain(&input[..n])));
+        let plain = plain.filter(Option::is_some).count();
+        assert!((50..fast.len() - 50).contains(&plain), "{plain} of the {} were plain commands", fast.len());
     }
 
     proptest! {
