@@ -85,8 +85,9 @@ mod response;
 mod short;
 
 use std::collections::VecDeque;
+use std::ops::Range;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde_json::Value;
 
 pub use arguments::Arguments;
@@ -393,19 +394,32 @@ impl Server {
         // What one call brings is kept whole (the caller's read buffer bounds it); input fed while the server
         // already did not want any is what the limit is for.
         let wanted = self.wants_input();
-        self.input.extend_from_slice(input);
-        self.read_input();
+        // With nothing kept, the bytes of a message under way go to the lexer straight from the caller's slice:
+        // one byte per call then costs no trip through the buffer. A message's first bytes still go through it,
+        // for the fast path to take the message whole, without a copy of its arguments.
+        let direct = if wanted { self.lex_directly(input) } else { 0 };
+        if direct < input.len() {
+            self.input.extend_from_slice(&input[direct..]);
+            self.read_input();
+        }
         if !wanted && self.input.len() > self.config.max_held_input {
             self.close_with(CloseReason::InputOverflow);
         }
     }
 
+    /// Feeds the lexer from `input` while a message is under way and the server reads; returns the bytes used.
+    fn lex_directly(&mut self, input: &[u8]) -> usize {
+        let mut used = 0;
+        while used < input.len() && !self.lexer.at_message_start() && !self.suspended() && !self.closed {
+            used += Self::lex(&mut self.lexer, &input[used..], &mut self.parsed, &mut self.keys);
+            self.dispatch_parsed();
+        }
+        used
+    }
+
     /// Reads kept input until the server stops wanting input or none is left. A command read whole from the
     /// buffer takes its arguments' bytes out of it without a copy.
     fn read_input(&mut self) {
-        // The lexer hands over at most two requests at a time: a buffer kept across calls, not one per call.
-        let mut parsed = std::mem::take(&mut self.parsed);
-        let mut keys = std::mem::take(&mut self.keys);
         // Only a request read can make the server stop: the check is made between requests, not per byte.
         while !self.input.is_empty() && !self.suspended() && !self.closed {
             if self.lexer.at_message_start() {
@@ -413,48 +427,65 @@ impl Server {
                     // A plain command whose turn it is goes straight to dispatch (in-band: it has `execute`).
                     let turn = self.queue.is_empty() && self.current.is_none();
                     if let Some(plain) = members.plain(&self.input[..n]).filter(|_| turn) {
-                        let arguments = plain.arguments.clone().map(|arguments| {
-                            self.input.advance(arguments.start);
-                            let text = self.input.split_to(arguments.len()).freeze();
-                            self.input.advance(n - arguments.end);
-                            Arguments::from_verbatim(text)
-                        });
-                        if arguments.is_none() {
-                            self.input.advance(n);
-                        }
-                        self.current = self.dispatch_command(plain.with_arguments(arguments), false);
+                        let arguments = self.take_message(n, plain.arguments.clone());
+                        let command = plain.with_arguments(arguments.map(Arguments::from_verbatim));
+                        self.current = self.dispatch_command(command, false);
                         continue;
                     }
                     let (mut object, verbatim) = members.into_command(&self.input[..n]);
-                    match verbatim {
-                        Some(arguments) => {
-                            self.input.advance(arguments.start);
-                            object.set_arguments(self.input.split_to(arguments.len()).freeze());
-                            self.input.advance(n - arguments.end);
-                        }
-                        None => self.input.advance(n),
+                    if let Some(arguments) = self.take_message(n, verbatim) {
+                        object.set_arguments(arguments);
                     }
                     self.on_request(Ok(Request::Object(object)));
                     continue;
                 }
             }
-            let used = self.lexer.feed_until_message(&self.input, &mut |lexed| {
-                parsed.push(match lexed {
-                    Lexed::Message { tokens, text } => read_request(tokens, text, &mut keys),
-                    Lexed::Error(desc) => Err(desc),
-                })
-            });
+            let used = Self::lex(&mut self.lexer, &self.input, &mut self.parsed, &mut self.keys);
             self.input.advance(used);
-            for p in parsed.drain(..) {
-                self.on_request(p);
-            }
+            self.dispatch_parsed();
         }
-        self.parsed = parsed;
-        self.keys = keys;
         if self.input.is_empty() && self.input.capacity() > KEEP_CAPACITY {
             // A burst's buffer is not kept for the session's life.
             self.input = BytesMut::new();
         }
+    }
+
+    /// Takes a message of `n` bytes the fast path read out of the input, and returns its `arguments`' text
+    /// (at `arguments` in the message, if the caller wants it), shared with the input buffer, not copied.
+    fn take_message(&mut self, n: usize, arguments: Option<Range<usize>>) -> Option<Bytes> {
+        let Some(at) = arguments else {
+            self.input.advance(n);
+            return None;
+        };
+        self.input.advance(at.start);
+        let text = self.input.split_to(at.len()).freeze();
+        self.input.advance(n - at.end);
+        Some(text)
+    }
+
+    /// Feeds `bytes` to the lexer until they complete a message or an error, kept in `parsed` (read with QEMU's
+    /// parser; `keys` is its scratch space); returns the bytes used. (Fields, not `self`: the bytes may be the
+    /// server's own input buffer.)
+    fn lex(lexer: &mut Lexer, bytes: &[u8], parsed: &mut Vec<Read>, keys: &mut Vec<KeyRef>) -> usize {
+        lexer.feed_until_message(bytes, &mut |lexed| {
+            parsed.push(match lexed {
+                Lexed::Message { tokens, text } => read_request(tokens, text, keys),
+                Lexed::Error(desc) => Err(desc),
+            })
+        })
+    }
+
+    /// Dispatches the requests [`lex`](Self::lex) completed, in order.
+    fn dispatch_parsed(&mut self) {
+        if self.parsed.is_empty() {
+            return;
+        }
+        // The lexer hands over at most two requests at a time: a buffer kept across calls, not one per call.
+        let mut parsed = std::mem::take(&mut self.parsed);
+        for request in parsed.drain(..) {
+            self.on_request(request);
+        }
+        self.parsed = parsed;
     }
 
     /// The client hung up. Commands not answered yet are forgotten, as QEMU forgets them.
