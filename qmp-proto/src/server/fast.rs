@@ -156,21 +156,11 @@ impl Scan<'_> {
         (self.input[end] == b'"').then(|| self.at = end + 1)
     }
 
-    /// Where the first byte from `at` on that `stops` is, `None` if the input ends first. Sixteen bytes at a
-    /// time (`in_word` marks the bytes that stop in a little-endian word; two words are looked at together, and
-    /// the first mark found without a branch), so that a string or number shorter than that, nearly all of them,
-    /// costs one step, not one unpredictable branch per byte or per word; the last bytes eight, then one at a
-    /// time.
+    /// Where the first byte from `at` on that `stops` is, `None` if the input ends first. Eight bytes at a time
+    /// (`in_word` marks the bytes that stop in a little-endian word), so that a short string or number costs
+    /// one step, not one unpredictable branch per byte; the last bytes one at a time.
     #[inline]
     fn first_in_words(&self, mut at: usize, in_word: fn(u64) -> u64, stops: impl Fn(u8) -> bool) -> Option<usize> {
-        while let Some(pair) = self.input.get(at..at + 16).and_then(|w| <[u8; 16]>::try_from(w).ok()) {
-            let marks = u128::from(in_word(u64::from_le_bytes(pair[..8].try_into().ok()?)))
-                | u128::from(in_word(u64::from_le_bytes(pair[8..].try_into().ok()?))) << 64;
-            if marks != 0 {
-                return Some(at + (marks.trailing_zeros() / 8) as usize);
-            }
-            at += 16;
-        }
         while let Some(word) = self.input.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
             let marks = in_word(u64::from_le_bytes(word));
             if marks != 0 {
