@@ -616,7 +616,8 @@ impl Server {
         if pending.oob {
             self.oob_outstanding -= 1;
         }
-        let id = pending.id.as_ref().map(ShortBytes::as_bytes);
+        let mut scratch = Default::default();
+        let id = pending.id.bytes(&mut scratch);
         match answer {
             Answer::Return(_) | Answer::ReturnVerbatim(_) if pending.silent_on_success => {}
             Answer::Return(value) => self.write_return(Body::Value(&value), id, false),

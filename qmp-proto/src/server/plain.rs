@@ -11,6 +11,7 @@
 use std::ops::Range;
 
 use super::arguments::Arguments;
+use super::pending::Echo;
 use super::qobject::QDict;
 use super::request::{Members, ReadCommand, Shape, BUILTIN};
 use super::short::ShortBytes;
@@ -20,6 +21,8 @@ use super::short::ShortBytes;
 pub(crate) struct Plain {
     name: ShortBytes,
     id: Option<ShortBytes>,
+    /// The id again, as the server keeps it: read from the text, not copied from `id` just written.
+    echo: Echo,
     /// Where the `arguments` object's text is in the message, if it has one.
     pub(crate) arguments: Option<Range<usize>>,
 }
@@ -27,7 +30,7 @@ pub(crate) struct Plain {
 impl Plain {
     /// The command, given its `arguments` text (`None` without any).
     pub(crate) fn with_arguments(self, arguments: Option<Arguments>) -> PlainCommand {
-        PlainCommand { name: self.name, arguments: arguments.unwrap_or_default(), id: self.id }
+        PlainCommand { name: self.name, arguments: arguments.unwrap_or_default(), id: self.id, echo: self.echo }
     }
 }
 
@@ -38,6 +41,7 @@ pub(crate) struct PlainCommand {
     arguments: Arguments,
     /// Written back as it came.
     id: Option<ShortBytes>,
+    echo: Echo,
 }
 
 impl Members {
@@ -52,17 +56,20 @@ impl Members {
             Some(found) if found.shape == Shape::Object && found.json && found.compact => Some(found.start..found.end),
             Some(_) => return None,
         };
-        let id = match self.id {
-            None => None,
+        let (id, echo) = match self.id {
+            None => (None, Echo::None),
             // One token: compact.
-            Some(found) if found.plain => Some(ShortBytes::from_range(text, found.start, found.end)),
+            Some(found) if found.plain => (
+                Some(ShortBytes::from_range(text, found.start, found.end)),
+                Echo::from_range(text, found.start, found.end),
+            ),
             Some(_) => return None,
         };
         let (start, end) = (execute.start + 1, execute.end - 1);
         if BUILTIN.iter().any(|builtin| builtin.as_bytes() == &text[start..end]) {
             return None;
         }
-        Some(Plain { name: ShortBytes::from_range(text, start, end), id, arguments })
+        Some(Plain { name: ShortBytes::from_range(text, start, end), id, echo, arguments })
     }
 }
 
@@ -80,8 +87,8 @@ impl ReadCommand for PlainCommand {
         self.id.as_ref().map(ShortBytes::as_bytes)
     }
 
-    fn echo_owned(&self) -> Option<ShortBytes> {
-        self.id.clone()
+    fn echo_owned(&self) -> Echo {
+        self.echo.clone()
     }
 
     fn builtin_arguments(&self) -> Option<&QDict> {

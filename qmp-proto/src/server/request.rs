@@ -30,6 +30,7 @@ use super::lexer::Kind;
 use super::parse_bytes;
 use super::parser::{parse_string, parse_with, Decoded, Keyword, Sink, Token};
 use super::qobject::{bucket, QDict, QObject, PLAIN};
+use super::pending::Echo;
 use super::short::ShortBytes;
 
 /// A message read in full.
@@ -86,7 +87,7 @@ pub(crate) trait ReadCommand {
     /// The bytes the reply echoes for the id (it never fails the check: usable whatever the check finds).
     fn echo(&self) -> Option<&[u8]>;
     /// [`echo`](Self::echo), owned: what the server keeps until the reply.
-    fn echo_owned(&self) -> Option<ShortBytes>;
+    fn echo_owned(&self) -> Echo;
     /// The `arguments` as values, for the commands the server answers itself (see [`BUILTIN`]).
     fn builtin_arguments(&self) -> Option<&QDict>;
     /// What a command handed to the caller keeps: its name, its arguments (`{}` without any), its id. Taken
@@ -107,11 +108,8 @@ impl ReadCommand for &mut CommandObject {
         self.echo.as_deref().or(self.id.as_ref().map(ShortBytes::as_bytes))
     }
 
-    fn echo_owned(&self) -> Option<ShortBytes> {
-        match &self.echo {
-            Some(echo) => Some(ShortBytes::new(echo)),
-            None => self.id.clone(),
-        }
+    fn echo_owned(&self) -> Echo {
+        Echo::new(self.echo())
     }
 
     fn builtin_arguments(&self) -> Option<&QDict> {
