@@ -261,13 +261,15 @@ pub(crate) struct Members {
 impl Members {
     /// Records member number `seq`, whose key is `key` (decoded; its token at `key_start..key_end`).
     pub(crate) fn record(&mut self, key: &[u8], key_start: usize, key_end: usize, value: Found) {
-        let slot = match key {
-            b"execute" => &mut self.execute,
-            b"exec-oob" => &mut self.exec_oob,
-            b"arguments" => &mut self.arguments,
-            b"id" => &mut self.id,
-            other => {
-                let order = (bucket(other), Reverse(value.seq));
+        // Told apart by their first byte (three values: compared, not a jump table on the length, whose target
+        // changes from member to member and is mispredicted), then compared whole.
+        let slot = match key.first() {
+            Some(b'e') if key == b"execute" => &mut self.execute,
+            Some(b'a') if key == b"arguments" => &mut self.arguments,
+            Some(b'i') if key == b"id" => &mut self.id,
+            Some(b'e') if key == b"exec-oob" => &mut self.exec_oob,
+            _ => {
+                let order = (bucket(key), Reverse(value.seq));
                 if self.unexpected.is_none_or(|(b, s, ..)| order < (b, Reverse(s))) {
                     self.unexpected = Some((order.0, value.seq, key_start, key_end));
                 }
