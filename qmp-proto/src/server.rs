@@ -102,7 +102,7 @@ use parser::parse;
 use pending::{Pending, PendingTable};
 use qobject::{QDict, QObject};
 use request::{read_request, KeyRef, ReadCommand, Request};
-use response::Body;
+use response::{Body, Id};
 use short::ShortBytes;
 
 /// Identifies a command handed to the caller, to [`Server::reply`] to it.
@@ -236,6 +236,9 @@ pub enum ServerUsageError {
 /// Input buffer capacity freed once the buffer is empty, rather than kept for the session's life.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// No id: QEMU's parse errors are id-less.
+const NO_ID: Option<&[u8]> = None;
+
 /// One message read: a request, or the description of QEMU's id-less parse error.
 type Read = Result<Request, Vec<u8>>;
 
@@ -271,6 +274,8 @@ enum Answer<'a> {
     Return(QObject),
     /// A `return` value passed on, on one line.
     ReturnVerbatim(&'a [u8]),
+    /// `{}`.
+    ReturnEmpty,
     /// A failure to write as QEMU writes its errors.
     Failed(Failure),
     /// An `error` object passed on, re-written on one line.
@@ -545,7 +550,7 @@ impl Server {
     pub fn reply(&mut self, token: Token, result: Result<Value, Failure>) -> Result<(), ServerUsageError> {
         match result {
             // The most common reply: written at once.
-            Ok(Value::Object(map)) if map.is_empty() => self.answer(token, Answer::ReturnVerbatim(b"{}")),
+            Ok(Value::Object(map)) if map.is_empty() => self.answer(token, Answer::ReturnEmpty),
             Ok(value) => self.answer(token, Answer::Return(QObject::from_json(&value))),
             Err(failure) => self.answer(token, Answer::Failed(failure)),
         }
@@ -616,10 +621,10 @@ impl Server {
         if pending.oob {
             self.oob_outstanding -= 1;
         }
-        let mut scratch = Default::default();
-        let id = pending.id.bytes(&mut scratch);
+        let id = pending.id.as_id();
         match answer {
-            Answer::Return(_) | Answer::ReturnVerbatim(_) if pending.silent_on_success => {}
+            Answer::Return(_) | Answer::ReturnVerbatim(_) | Answer::ReturnEmpty if pending.silent_on_success => {}
+            Answer::ReturnEmpty => self.write_return(Body::EmptyObject, id, false),
             Answer::Return(value) => self.write_return(Body::Value(&value), id, false),
             Answer::ReturnVerbatim(bytes) => self.write_return(Body::Verbatim(bytes), id, false),
             Answer::Failed(failure) => self.write_error(&failure.class, failure.desc.as_bytes(), id),
@@ -724,12 +729,12 @@ impl Server {
     fn dispatch(&mut self, request: &mut Read, oob_path: bool) -> Option<Token> {
         match request {
             Err(desc) => {
-                self.write_error("GenericError", desc, None);
+                self.write_error("GenericError", desc, NO_ID);
                 None
             }
             Ok(Request::Object(object)) => self.dispatch_command(object, oob_path),
             Ok(Request::NotObject) => {
-                self.write_error("GenericError", b"QMP input must be a JSON object", None);
+                self.write_error("GenericError", b"QMP input must be a JSON object", NO_ID);
                 None
             }
         }
@@ -864,7 +869,7 @@ impl Server {
         self.write_message(&QObject::Dict(greeting));
     }
 
-    fn write_return(&mut self, value: Body<'_>, id: Option<&[u8]>, delimited: bool) {
+    fn write_return(&mut self, value: Body<'_>, id: Option<impl Id>, delimited: bool) {
         if delimited {
             self.out.push(0xFF);
         }
@@ -872,12 +877,12 @@ impl Server {
         self.end_line();
     }
 
-    fn write_error_object(&mut self, error: Body<'_>, id: Option<&[u8]>) {
+    fn write_error_object(&mut self, error: Body<'_>, id: Option<impl Id>) {
         response::write_error_object(&mut self.out, error, id);
         self.end_line();
     }
 
-    fn write_error(&mut self, class: &str, desc: &[u8], id: Option<&[u8]>) {
+    fn write_error(&mut self, class: &str, desc: &[u8], id: Option<impl Id>) {
         response::write_error(&mut self.out, class, desc, id);
         self.end_line();
     }

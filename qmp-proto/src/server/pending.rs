@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use super::response::Id;
 use super::Token;
 
 /// A command handed to the caller and not answered yet.
@@ -26,7 +27,10 @@ pub(crate) enum Echo {
     /// The command had no id.
     None,
     /// The bytes, little-endian in the word; the bytes past `len` are zero.
-    Short { word: u128, len: u8 },
+    Short {
+        word: u128,
+        len: u8,
+    },
     Long(Box<[u8]>),
 }
 
@@ -60,15 +64,33 @@ impl Echo {
         }
     }
 
-    /// The bytes (`scratch` holds a short id's), or `None` without an id.
-    pub(crate) fn bytes<'a>(&'a self, scratch: &'a mut [u8; SHORT]) -> Option<&'a [u8]> {
+    /// The id, `None` without one.
+    pub(crate) fn as_id(&self) -> Option<&Echo> {
+        (*self != Echo::None).then_some(self)
+    }
+
+    /// The bytes, `None` without an id.
+    #[cfg(test)]
+    fn to_vec(&self) -> Option<Vec<u8>> {
+        self.as_id().map(|id| {
+            let mut out = Vec::new();
+            id.append_to(&mut out);
+            out
+        })
+    }
+}
+
+impl Id for &Echo {
+    fn append_to(&self, out: &mut Vec<u8>) {
         match self {
-            Echo::None => None,
+            Echo::None => {}
             Echo::Short { word, len } => {
-                *scratch = word.to_le_bytes();
-                Some(&scratch[..usize::from(*len)])
+                // All sixteen bytes, then the ones past the id cut: a copy of a fixed size (no call).
+                let end = out.len() + usize::from(*len);
+                out.extend_from_slice(&word.to_le_bytes());
+                out.truncate(end);
             }
-            Echo::Long(bytes) => Some(bytes),
+            Echo::Long(bytes) => out.extend_from_slice(bytes),
         }
     }
 }
@@ -119,12 +141,11 @@ mod tests {
 
     #[test]
     fn ids_read_back_whatever_their_length_and_place() {
-        let mut scratch = [0; SHORT];
-        assert_eq!(Echo::new(None).bytes(&mut scratch), None);
+        assert_eq!(Echo::new(None).to_vec(), None);
         for len in [0, 1, 15, SHORT, SHORT + 1, 100] {
             let id: Vec<u8> = (1..=len).map(|i| i as u8).collect();
             let kept = Echo::new(Some(&id));
-            assert_eq!(kept.bytes(&mut scratch), Some(&id[..]));
+            assert_eq!(kept.to_vec().as_deref(), Some(&id[..]));
             assert_eq!(matches!(kept, Echo::Short { .. }), len <= SHORT);
             let padded = [b"x".as_slice(), &id, &[7; 40]].concat();
             assert_eq!(Echo::from_range(&padded, 1, 1 + len), kept, "from a window");

@@ -29,8 +29,8 @@ use super::builtin::c_str;
 use super::lexer::Kind;
 use super::parse_bytes;
 use super::parser::{parse_string, parse_with, Decoded, Keyword, Sink, Token};
-use super::qobject::{bucket, QDict, QObject, PLAIN};
 use super::pending::Echo;
+use super::qobject::{bucket, QDict, QObject, PLAIN};
 use super::short::ShortBytes;
 
 /// A message read in full.
