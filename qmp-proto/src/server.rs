@@ -429,9 +429,11 @@ impl Server {
         while !self.input.is_empty() && !self.suspended() && !self.closed {
             if self.lexer.at_message_start() {
                 if let Some((n, members)) = fast::read_command(&self.input, self.config.max_message_size) {
-                    // A plain command whose turn it is goes straight to dispatch (in-band: it has `execute`).
+                    // A plain command whose turn it is goes straight to dispatch (in-band: it has `execute`). Its
+                    // short texts are copied in fixed-size blocks, which may reach past the message: the whole
+                    // input, not the message, is what they are copied from.
                     let turn = self.queue.is_empty() && self.current.is_none();
-                    if let Some(plain) = members.plain(&self.input[..n]).filter(|_| turn) {
+                    if let Some(plain) = members.plain(&self.input).filter(|_| turn) {
                         let arguments = self.take_message(n, plain.arguments.clone());
                         let command = plain.with_arguments(arguments.map(Arguments::from_verbatim));
                         self.current = self.dispatch_command(command, false);

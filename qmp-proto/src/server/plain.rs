@@ -45,7 +45,8 @@ pub(crate) struct PlainCommand {
 }
 
 impl Members {
-    /// The plain command these members (found by the fast path in `text`) make, if they make one.
+    /// The plain command these members (found by the fast path in `text`) make, if they make one. `text` may
+    /// go on past the message: the bytes after it let the short texts be copied in fixed-size blocks.
     pub(crate) fn plain(&self, text: &[u8]) -> Option<Plain> {
         let execute = self.execute.filter(|found| found.shape == Shape::String && found.plain)?;
         if self.exec_oob.is_some() || self.unexpected.is_some() {
