@@ -78,14 +78,16 @@ mod fast;
 mod lexer;
 mod parser;
 mod pending;
+mod plain;
 mod qobject;
 mod request;
 mod response;
 mod short;
 
 use std::collections::VecDeque;
+use std::ops::Range;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde_json::Value;
 
 pub use arguments::Arguments;
@@ -99,8 +101,8 @@ use lexer::{Lexed, Lexer};
 use parser::parse;
 use pending::{Pending, PendingTable};
 use qobject::{QDict, QObject};
-use request::{read_request, Checked, KeyRef, Request};
-use response::Body;
+use request::{read_request, KeyRef, ReadCommand, Request};
+use response::{Body, Id};
 use short::ShortBytes;
 
 /// Identifies a command handed to the caller, to [`Server::reply`] to it.
@@ -234,6 +236,9 @@ pub enum ServerUsageError {
 /// Input buffer capacity freed once the buffer is empty, rather than kept for the session's life.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// No id: QEMU's parse errors are id-less.
+const NO_ID: Option<&[u8]> = None;
+
 /// One message read: a request, or the description of QEMU's id-less parse error.
 type Read = Result<Request, Vec<u8>>;
 
@@ -269,6 +274,8 @@ enum Answer<'a> {
     Return(QObject),
     /// A `return` value passed on, on one line.
     ReturnVerbatim(&'a [u8]),
+    /// `{}`.
+    ReturnEmpty,
     /// A failure to write as QEMU writes its errors.
     Failed(Failure),
     /// An `error` object passed on, re-written on one line.
@@ -392,53 +399,100 @@ impl Server {
         // What one call brings is kept whole (the caller's read buffer bounds it); input fed while the server
         // already did not want any is what the limit is for.
         let wanted = self.wants_input();
-        self.input.extend_from_slice(input);
-        self.read_input();
+        // With nothing kept, the bytes of a message under way go to the lexer straight from the caller's slice:
+        // one byte per call then costs no trip through the buffer. A message's first bytes still go through it,
+        // for the fast path to take the message whole, without a copy of its arguments.
+        let direct = if wanted { self.lex_directly(input) } else { 0 };
+        if direct < input.len() {
+            self.input.extend_from_slice(&input[direct..]);
+            self.read_input();
+        }
         if !wanted && self.input.len() > self.config.max_held_input {
             self.close_with(CloseReason::InputOverflow);
         }
     }
 
+    /// Feeds the lexer from `input` while a message is under way and the server reads; returns the bytes used.
+    fn lex_directly(&mut self, input: &[u8]) -> usize {
+        let mut used = 0;
+        while used < input.len() && !self.lexer.at_message_start() && !self.suspended() && !self.closed {
+            used += Self::lex(&mut self.lexer, &input[used..], &mut self.parsed, &mut self.keys);
+            self.dispatch_parsed();
+        }
+        used
+    }
+
     /// Reads kept input until the server stops wanting input or none is left. A command read whole from the
     /// buffer takes its arguments' bytes out of it without a copy.
     fn read_input(&mut self) {
-        // The lexer hands over at most two requests at a time: a buffer kept across calls, not one per call.
-        let mut parsed = std::mem::take(&mut self.parsed);
-        let mut keys = std::mem::take(&mut self.keys);
         // Only a request read can make the server stop: the check is made between requests, not per byte.
         while !self.input.is_empty() && !self.suspended() && !self.closed {
             if self.lexer.at_message_start() {
                 if let Some((n, members)) = fast::read_command(&self.input, self.config.max_message_size) {
+                    // A plain command whose turn it is goes straight to dispatch (in-band: it has `execute`). Its
+                    // short texts are copied in fixed-size blocks, which may reach past the message: the whole
+                    // input, not the message, is what they are copied from.
+                    let turn = self.queue.is_empty() && self.current.is_none();
+                    if let Some(plain) = members.plain(&self.input).filter(|_| turn) {
+                        let arguments = self.take_message(n, plain.arguments.clone());
+                        let command = plain.with_arguments(arguments.map(Arguments::from_verbatim));
+                        self.current = self.dispatch_command(command, false);
+                        continue;
+                    }
                     let (mut object, verbatim) = members.into_command(&self.input[..n]);
-                    match verbatim {
-                        Some(arguments) => {
-                            self.input.advance(arguments.start);
-                            object.set_arguments(self.input.split_to(arguments.len()).freeze());
-                            self.input.advance(n - arguments.end);
-                        }
-                        None => self.input.advance(n),
+                    if let Some(arguments) = self.take_message(n, verbatim) {
+                        object.set_arguments(arguments);
                     }
                     self.on_request(Ok(Request::Object(object)));
                     continue;
                 }
             }
-            let used = self.lexer.feed_until_message(&self.input, &mut |lexed| {
-                parsed.push(match lexed {
-                    Lexed::Message { tokens, text } => read_request(tokens, text, &mut keys),
-                    Lexed::Error(desc) => Err(desc),
-                })
-            });
+            let used = Self::lex(&mut self.lexer, &self.input, &mut self.parsed, &mut self.keys);
             self.input.advance(used);
-            for p in parsed.drain(..) {
-                self.on_request(p);
-            }
+            self.dispatch_parsed();
         }
-        self.parsed = parsed;
-        self.keys = keys;
         if self.input.is_empty() && self.input.capacity() > KEEP_CAPACITY {
             // A burst's buffer is not kept for the session's life.
             self.input = BytesMut::new();
         }
+    }
+
+    /// Takes a message of `n` bytes the fast path read out of the input, and returns its `arguments`' text
+    /// (at `arguments` in the message, if the caller wants it), shared with the input buffer, not copied.
+    fn take_message(&mut self, n: usize, arguments: Option<Range<usize>>) -> Option<Bytes> {
+        let Some(at) = arguments else {
+            self.input.advance(n);
+            return None;
+        };
+        self.input.advance(at.start);
+        let text = self.input.split_to(at.len()).freeze();
+        self.input.advance(n - at.end);
+        Some(text)
+    }
+
+    /// Feeds `bytes` to the lexer until they complete a message or an error, kept in `parsed` (read with QEMU's
+    /// parser; `keys` is its scratch space); returns the bytes used. (Fields, not `self`: the bytes may be the
+    /// server's own input buffer.)
+    fn lex(lexer: &mut Lexer, bytes: &[u8], parsed: &mut Vec<Read>, keys: &mut Vec<KeyRef>) -> usize {
+        lexer.feed_until_message(bytes, &mut |lexed| {
+            parsed.push(match lexed {
+                Lexed::Message { tokens, text } => read_request(tokens, text, keys),
+                Lexed::Error(desc) => Err(desc),
+            })
+        })
+    }
+
+    /// Dispatches the requests [`lex`](Self::lex) completed, in order.
+    fn dispatch_parsed(&mut self) {
+        if self.parsed.is_empty() {
+            return;
+        }
+        // The lexer hands over at most two requests at a time: a buffer kept across calls, not one per call.
+        let mut parsed = std::mem::take(&mut self.parsed);
+        for request in parsed.drain(..) {
+            self.on_request(request);
+        }
+        self.parsed = parsed;
     }
 
     /// The client hung up. Commands not answered yet are forgotten, as QEMU forgets them.
@@ -498,7 +552,7 @@ impl Server {
     pub fn reply(&mut self, token: Token, result: Result<Value, Failure>) -> Result<(), ServerUsageError> {
         match result {
             // The most common reply: written at once.
-            Ok(Value::Object(map)) if map.is_empty() => self.answer(token, Answer::ReturnVerbatim(b"{}")),
+            Ok(Value::Object(map)) if map.is_empty() => self.answer(token, Answer::ReturnEmpty),
             Ok(value) => self.answer(token, Answer::Return(QObject::from_json(&value))),
             Err(failure) => self.answer(token, Answer::Failed(failure)),
         }
@@ -569,9 +623,10 @@ impl Server {
         if pending.oob {
             self.oob_outstanding -= 1;
         }
-        let id = pending.id.as_ref().map(ShortBytes::as_bytes);
+        let id = pending.id.as_id();
         match answer {
-            Answer::Return(_) | Answer::ReturnVerbatim(_) if pending.silent_on_success => {}
+            Answer::Return(_) | Answer::ReturnVerbatim(_) | Answer::ReturnEmpty if pending.silent_on_success => {}
+            Answer::ReturnEmpty => self.write_return(Body::EmptyObject, id, false),
             Answer::Return(value) => self.write_return(Body::Value(&value), id, false),
             Answer::ReturnVerbatim(bytes) => self.write_return(Body::Verbatim(bytes), id, false),
             Answer::Failed(failure) => self.write_error(&failure.class, failure.desc.as_bytes(), id),
@@ -647,14 +702,14 @@ impl Server {
     }
 
     /// A request read in full: out-of-band ones are dispatched at once, others wait their turn.
-    fn on_request(&mut self, request: Read) {
+    fn on_request(&mut self, mut request: Read) {
         // QEMU's qmp_is_oob(): exec-oob without execute jumps the queue, negotiated or not.
         let oob = matches!(&request, Ok(Request::Object(object)) if object.is_oob());
         if oob && self.config.mode == Mode::Qmp {
-            self.dispatch(request, true);
+            self.dispatch(&mut request, true);
         } else if self.queue.is_empty() && self.current.is_none() && !self.closed {
             // Its turn already: what `pump` would do, without the trip through the queue.
-            self.current = self.dispatch(request, false);
+            self.current = self.dispatch(&mut request, false);
         } else {
             self.queue.push_back(request);
             self.pump();
@@ -664,100 +719,112 @@ impl Server {
     /// Hands over or answers waiting in-band requests while no in-band command is in progress.
     fn pump(&mut self) {
         while self.current.is_none() && !self.closed {
-            let Some(request) = self.queue.pop_front() else { break };
-            if let Some(token) = self.dispatch(request, false) {
+            let Some(mut request) = self.queue.pop_front() else { break };
+            if let Some(token) = self.dispatch(&mut request, false) {
                 self.current = Some(token);
             }
         }
     }
 
     /// QEMU's `qmp_dispatch` (and the guest agent's): answers what the protocol answers, hands over the rest.
-    fn dispatch(&mut self, request: Read, oob_path: bool) -> Option<Token> {
-        let mut object = match request {
+    /// Takes the request by reference: what a command keeps is moved out of it straight into the command.
+    fn dispatch(&mut self, request: &mut Read, oob_path: bool) -> Option<Token> {
+        match request {
             Err(desc) => {
-                self.write_error("GenericError", &desc, None);
-                return None;
+                self.write_error("GenericError", desc, NO_ID);
+                None
             }
-            Ok(Request::Object(object)) => object,
+            Ok(Request::Object(object)) => self.dispatch_command(object, oob_path),
             Ok(Request::NotObject) => {
-                self.write_error("GenericError", b"QMP input must be a JSON object", None);
-                return None;
+                self.write_error("GenericError", b"QMP input must be a JSON object", NO_ID);
+                None
             }
-        };
-        // The id never fails the check below: it can be taken out first.
-        let (id, echo) = object.take_id().unzip();
-        let echo_bytes = echo.as_ref().map(ShortBytes::as_bytes);
-        let Checked { name, oob, arguments, builtin_arguments } = match object.check(self.oob_enabled) {
-            Ok(checked) => checked,
+        }
+    }
+
+    /// [`dispatch`](Self::dispatch) of a command object, however it was read.
+    fn dispatch_command(&mut self, object: impl ReadCommand, oob_path: bool) -> Option<Token> {
+        let echo = object.echo();
+        let oob = match object.check(self.oob_enabled) {
+            Ok(oob) => oob,
             Err(desc) => {
-                self.write_error("GenericError", desc.as_bytes(), echo_bytes);
+                self.write_error("GenericError", desc.as_bytes(), echo);
                 return None;
             }
         };
-        let name_bytes = name.as_bytes();
+        let name_bytes = object.name();
         debug_assert!(oob == oob_path || !self.oob_enabled);
         match self.config.mode {
             Mode::Qmp => {
                 if name_bytes == b"qmp_capabilities" && oob {
                     // QEMU 10's schema does not mark qmp_capabilities allow-oob.
                     let desc = b"The command qmp_capabilities does not support OOB";
-                    self.write_error("GenericError", desc, echo_bytes);
+                    self.write_error("GenericError", desc, echo);
                     return None;
                 }
                 if name_bytes == b"qmp_capabilities" {
-                    self.qmp_capabilities(builtin_arguments.as_deref(), echo_bytes);
+                    self.qmp_capabilities(object.builtin_arguments(), echo);
                     return None;
                 }
                 if !self.negotiated {
                     let desc = b"Expecting capabilities negotiation with 'qmp_capabilities'";
-                    self.write_error("CommandNotFound", desc, echo_bytes);
+                    self.write_error("CommandNotFound", desc, echo);
                     return None;
                 }
             }
             Mode::GuestAgent => {
                 if name_bytes == b"guest-sync" || name_bytes == b"guest-sync-delimited" {
-                    match builtin::guest_sync_id(builtin_arguments.as_deref()) {
+                    match builtin::guest_sync_id(object.builtin_arguments()) {
                         Ok(value) => {
                             let delimited = name_bytes == b"guest-sync-delimited";
-                            self.write_return(Body::Value(&value), echo_bytes, delimited)
+                            self.write_return(Body::Value(&value), echo, delimited)
                         }
-                        Err(desc) => self.write_error("GenericError", desc.as_bytes(), echo_bytes),
+                        Err(desc) => self.write_error("GenericError", desc.as_bytes(), echo),
                     }
                     return None;
                 }
             }
         }
-        let info = match self.config.commands.is_empty() {
-            true => None,
-            // Valid UTF-8 (see `Checked`).
-            false => self.config.commands.get(std::str::from_utf8(name_bytes).unwrap_or_default()).copied(),
-        };
-        if self.config.reject_unlisted {
+        let mut info = None;
+        if !self.config.commands.is_empty() {
+            // Valid UTF-8 (see `ReadCommand::name`): checked once, for both uses.
             let name_str = std::str::from_utf8(name_bytes).unwrap_or_default();
-            match info {
-                None => {
-                    let failure = Failure::command_not_found(name_str);
-                    self.write_error(&failure.class, failure.desc.as_bytes(), echo_bytes);
-                    return None;
-                }
-                Some(info) if oob && !info.allow_oob => {
-                    let desc = format!("The command {name_str} does not support OOB");
-                    self.write_error("GenericError", desc.as_bytes(), echo_bytes);
-                    return None;
-                }
-                Some(_) => {}
+            info = self.config.commands.get(name_str).copied();
+            if let Some(refused) = self.refused(name_str, info, oob) {
+                self.write_error(&refused.class, refused.desc.as_bytes(), echo);
+                return None;
             }
+        } else if self.config.reject_unlisted {
+            let refused = Failure::command_not_found(std::str::from_utf8(name_bytes).unwrap_or_default());
+            self.write_error(&refused.class, refused.desc.as_bytes(), echo);
+            return None;
         }
         let info = info.unwrap_or_default();
         self.next_token += 1;
         let token = Token(self.next_token);
-        self.pending.insert(token, Pending { id: echo, oob, silent_on_success: !info.success_response });
+        let pending = Pending { id: object.echo_owned(), oob, silent_on_success: !info.success_response };
+        self.pending.insert(token, pending);
         if oob {
             self.oob_outstanding += 1;
         }
-        let arguments = arguments.unwrap_or_default();
+        let (name, arguments, id) = object.into_parts();
         self.events.push_back(Event::Command(Command { token, name, arguments, oob, id }));
         Some(token)
+    }
+
+    /// Why a command the configuration lists (`info`) or not is refused, if it is: with
+    /// [`ServerConfig::reject_unlisted`], an unlisted command, or one run out-of-band that does not allow it.
+    fn refused(&self, name: &str, info: Option<CommandInfo>, oob: bool) -> Option<Failure> {
+        if !self.config.reject_unlisted {
+            return None;
+        }
+        match info {
+            None => Some(Failure::command_not_found(name)),
+            Some(info) if oob && !info.allow_oob => {
+                Some(Failure::generic(format!("The command {name} does not support OOB")))
+            }
+            Some(_) => None,
+        }
     }
 
     /// QEMU's `qmp_capabilities`.
@@ -804,7 +871,7 @@ impl Server {
         self.write_message(&QObject::Dict(greeting));
     }
 
-    fn write_return(&mut self, value: Body<'_>, id: Option<&[u8]>, delimited: bool) {
+    fn write_return(&mut self, value: Body<'_>, id: Option<impl Id>, delimited: bool) {
         if delimited {
             self.out.push(0xFF);
         }
@@ -812,12 +879,12 @@ impl Server {
         self.end_line();
     }
 
-    fn write_error_object(&mut self, error: Body<'_>, id: Option<&[u8]>) {
+    fn write_error_object(&mut self, error: Body<'_>, id: Option<impl Id>) {
         response::write_error_object(&mut self.out, error, id);
         self.end_line();
     }
 
-    fn write_error(&mut self, class: &str, desc: &[u8], id: Option<&[u8]>) {
+    fn write_error(&mut self, class: &str, desc: &[u8], id: Option<impl Id>) {
         response::write_error(&mut self.out, class, desc, id);
         self.end_line();
     }

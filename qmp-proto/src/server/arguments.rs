@@ -75,6 +75,13 @@ impl Arguments {
         Arguments { raw: RawJson::from_valid(text), empty, map: OnceLock::new() }
     }
 
+    /// Arguments from the client's text of an object, as it is (standard JSON without whitespace).
+    pub(crate) fn from_verbatim(text: Bytes) -> Self {
+        // `{}`: no member.
+        let empty = text.len() == 2;
+        Arguments::from_checked(text, empty)
+    }
+
     /// The arguments of a command that has none: `{}`.
     pub fn none() -> Self {
         Arguments::from_checked(Bytes::from_static(EMPTY), true)

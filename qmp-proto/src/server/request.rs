@@ -29,6 +29,7 @@ use super::builtin::c_str;
 use super::lexer::Kind;
 use super::parse_bytes;
 use super::parser::{parse_string, parse_with, Decoded, Keyword, Sink, Token};
+use super::pending::Echo;
 use super::qobject::{bucket, QDict, QObject, PLAIN};
 use super::short::ShortBytes;
 
@@ -60,9 +61,10 @@ pub(crate) struct CommandObject {
     arguments_seq: Option<(u32, bool)>,
     /// The `arguments` object.
     arguments: Option<Arguments>,
-    /// The id: its tokens as the client wrote them (without whitespace between them), and the bytes QEMU
-    /// writes for it (see [`echo`]).
-    id: Option<(ShortBytes, ShortBytes)>,
+    /// The id: its tokens as the client wrote them (without whitespace between them).
+    id: Option<ShortBytes>,
+    /// The bytes QEMU writes for the id (see [`echo`]) when they are not the id's text (rare: `1e3`).
+    echo: Option<Box<[u8]>>,
     /// The first other member in QEMU's order: its key's bucket, its insertion number, its key.
     unexpected: Option<Box<(u32, u32, Vec<u8>)>>,
     /// The `arguments` as QEMU's values, for the commands the server answers itself (see [`BUILTIN`]).
@@ -71,18 +73,53 @@ pub(crate) struct CommandObject {
 
 /// The commands the server may answer itself. Their arguments are read as QEMU's values (as QEMU checks
 /// them, in its member order), not as text.
-const BUILTIN: [&str; 3] = ["qmp_capabilities", "guest-sync", "guest-sync-delimited"];
+pub(crate) const BUILTIN: [&str; 3] = ["qmp_capabilities", "guest-sync", "guest-sync-delimited"];
 
-/// A command that passed QEMU's checks.
-#[derive(Debug)]
-pub(crate) struct Checked {
-    /// Valid UTF-8.
-    pub(crate) name: ShortBytes,
-    pub(crate) oob: bool,
-    /// The `arguments` object, if there was one.
-    pub(crate) arguments: Option<Arguments>,
-    /// The `arguments` as values, for the commands in [`BUILTIN`].
-    pub(crate) builtin_arguments: Option<Box<QDict>>,
+/// What dispatch needs of a command read, whichever reader read it: a [`CommandObject`] (any command object),
+/// or a [`PlainCommand`](super::plain::PlainCommand) (a common command taken straight from the input).
+pub(crate) trait ReadCommand {
+    /// QEMU's `qmp_dispatch_check_obj`: Ok with whether the command came as `exec-oob`, or the first fault
+    /// QEMU reports. The name and arguments stay in place, for [`name`](Self::name) and
+    /// [`into_parts`](Self::into_parts).
+    fn check(&self, allow_oob: bool) -> Result<bool, String>;
+    /// The command name (valid UTF-8), once [`check`](Self::check) passed; empty before.
+    fn name(&self) -> &[u8];
+    /// The bytes the reply echoes for the id (it never fails the check: usable whatever the check finds).
+    fn echo(&self) -> Option<&[u8]>;
+    /// [`echo`](Self::echo), owned: what the server keeps until the reply.
+    fn echo_owned(&self) -> Echo;
+    /// The `arguments` as values, for the commands the server answers itself (see [`BUILTIN`]).
+    fn builtin_arguments(&self) -> Option<&QDict>;
+    /// What a command handed to the caller keeps: its name, its arguments (`{}` without any), its id. Taken
+    /// once [`check`](Self::check) passed, and moved straight to where they go.
+    fn into_parts(self) -> (ShortBytes, Arguments, Option<ShortBytes>);
+}
+
+impl ReadCommand for &mut CommandObject {
+    fn check(&self, allow_oob: bool) -> Result<bool, String> {
+        CommandObject::check(self, allow_oob)
+    }
+
+    fn name(&self) -> &[u8] {
+        self.name.as_ref().map_or(&[][..], ShortBytes::as_bytes)
+    }
+
+    fn echo(&self) -> Option<&[u8]> {
+        self.echo.as_deref().or(self.id.as_ref().map(ShortBytes::as_bytes))
+    }
+
+    fn echo_owned(&self) -> Echo {
+        Echo::new(self.echo())
+    }
+
+    fn builtin_arguments(&self) -> Option<&QDict> {
+        self.builtin_arguments.as_deref()
+    }
+
+    fn into_parts(self) -> (ShortBytes, Arguments, Option<ShortBytes>) {
+        let name = self.name.take().unwrap_or_else(|| ShortBytes::new(b""));
+        (name, self.arguments.take().unwrap_or_default(), self.id.take())
+    }
 }
 
 /// The members [`CommandObject::check`] walks.
@@ -100,22 +137,14 @@ impl CommandObject {
         self.exec_oob.is_some() && self.execute.is_none()
     }
 
-    /// Takes the id out (it never fails the check): its text, and the bytes the reply echoes.
-    pub(crate) fn take_id(&mut self) -> Option<(ShortBytes, ShortBytes)> {
-        self.id.take()
-    }
-
     /// Gives the command the text of its `arguments` when [`Members::into_command`] left it to the caller.
     pub(crate) fn set_arguments(&mut self, text: Bytes) {
-        // `{}`: no member.
-        let empty = text.len() == 2;
-        self.arguments = Some(Arguments::from_checked(text, empty));
+        self.arguments = Some(Arguments::from_verbatim(text));
     }
 
     /// QEMU's `qmp_dispatch_check_obj`: the members checked in QEMU's hash order, the first fault reported.
-    /// Returns the command name (and whether it came as `exec-oob`) and the arguments.
-    /// Takes what it returns out of the object (`&mut`: the object is not moved whole on the hot path).
-    pub(crate) fn check(&mut self, allow_oob: bool) -> Result<Checked, String> {
+    /// Returns whether the command came as `exec-oob` (see [`ReadCommand::check`]).
+    pub(crate) fn check(&self, allow_oob: bool) -> Result<bool, String> {
         // Without a fault, the order of the members does not matter: the common case needs no walk.
         let one_exec = match (self.execute, self.exec_oob) {
             (Some((_, true)), None) => Some(false),
@@ -125,15 +154,16 @@ impl CommandObject {
         let arguments_ok = self.arguments_seq.is_none_or(|a| a.1);
         if let (Some(oob), true, None) = (one_exec, arguments_ok, &self.unexpected) {
             // One `execute` or `exec-oob`, a string: the name is there.
-            let name = self.name.take().ok_or_else(|| String::from("QMP input lacks member 'execute'"))?;
-            let (arguments, builtin_arguments) = (self.arguments.take(), self.builtin_arguments.take());
-            return Ok(Checked { name, oob, arguments, builtin_arguments });
+            return match self.name {
+                Some(_) => Ok(oob),
+                None => Err("QMP input lacks member 'execute'".into()),
+            };
         }
         self.check_in_order(allow_oob)
     }
 
     /// [`check`](Self::check) the long way: in QEMU's order, for the first fault.
-    fn check_in_order(&mut self, allow_oob: bool) -> Result<Checked, String> {
+    fn check_in_order(&self, allow_oob: bool) -> Result<bool, String> {
         const EXECUTE: u32 = bucket(b"execute");
         const EXEC_OOB: u32 = bucket(b"exec-oob");
         const ARGUMENTS: u32 = bucket(b"arguments");
@@ -183,13 +213,8 @@ impl CommandObject {
             }
             exec = Some(member);
         }
-        match (exec, self.name.take()) {
-            (Some(member), Some(name)) => Ok(Checked {
-                name,
-                oob: member == Member::ExecOob,
-                arguments: self.arguments.take(),
-                builtin_arguments: self.builtin_arguments.take(),
-            }),
+        match (exec, &self.name) {
+            (Some(member), Some(_)) => Ok(member == Member::ExecOob),
             _ => Err("QMP input lacks member 'execute'".into()),
         }
     }
@@ -223,7 +248,7 @@ pub(crate) enum Shape {
 }
 
 /// The top-level members of a command object read, as places in the message text.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct Members {
     pub(crate) execute: Option<Found>,
     pub(crate) exec_oob: Option<Found>,
@@ -236,13 +261,15 @@ pub(crate) struct Members {
 impl Members {
     /// Records member number `seq`, whose key is `key` (decoded; its token at `key_start..key_end`).
     pub(crate) fn record(&mut self, key: &[u8], key_start: usize, key_end: usize, value: Found) {
-        let slot = match key {
-            b"execute" => &mut self.execute,
-            b"exec-oob" => &mut self.exec_oob,
-            b"arguments" => &mut self.arguments,
-            b"id" => &mut self.id,
-            other => {
-                let order = (bucket(other), Reverse(value.seq));
+        // Told apart by their first byte (three values: compared, not a jump table on the length, whose target
+        // changes from member to member and is mispredicted), then compared whole.
+        let slot = match key.first() {
+            Some(b'e') if key == b"execute" => &mut self.execute,
+            Some(b'a') if key == b"arguments" => &mut self.arguments,
+            Some(b'i') if key == b"id" => &mut self.id,
+            Some(b'e') if key == b"exec-oob" => &mut self.exec_oob,
+            _ => {
+                let order = (bucket(key), Reverse(value.seq));
                 if self.unexpected.is_none_or(|(b, s, ..)| order < (b, Reverse(s))) {
                     self.unexpected = Some((order.0, value.seq, key_start, key_end));
                 }
@@ -274,22 +301,24 @@ impl Members {
             _ => None,
         };
         let verbatim = arguments.filter(|found| found.json && found.compact).map(|found| found.start..found.end);
+        let id = self.id.map(|found| match found.compact {
+            // The tokens without whitespace between them, as the lexer keeps them: the same however the input
+            // came (only the fast path reads an id with whitespace, and its strings have none).
+            true => ShortBytes::from_range(text, found.start, found.end),
+            false => ShortBytes::new(&without_whitespace(&text[found.start..found.end])),
+        });
+        let echo = match (&id, self.id) {
+            (Some(id), Some(found)) if !found.plain => echo(id.as_bytes()),
+            _ => None,
+        };
         let object = CommandObject {
             execute,
             exec_oob,
             name,
             arguments_seq: self.arguments.map(|found| (found.seq, found.shape == Shape::Object)),
             arguments: arguments.filter(|_| verbatim.is_none()).map(|found| read_arguments(text, found)),
-            id: self.id.map(|found| {
-                // The tokens without whitespace between them, as the lexer keeps them: the same however the
-                // input came (only the fast path reads an id with whitespace, and its strings have none).
-                let id = match found.compact {
-                    true => ShortBytes::from_range(text, found.start, found.end),
-                    false => ShortBytes::new(&without_whitespace(&text[found.start..found.end])),
-                };
-                let echo = if found.plain { id.clone() } else { echo(&id) };
-                (id, echo)
-            }),
+            id,
+            echo,
             unexpected: self.unexpected.map(|(bucket, seq, start, end)| {
                 let key = parse_string(&text[start..end]).map(|k| k.bytes.into_owned()).unwrap_or_default();
                 Box::new((bucket, seq, key))
@@ -358,16 +387,16 @@ fn without_whitespace(json: &[u8]) -> Vec<u8> {
 }
 
 /// The bytes QEMU writes for an id whose text the client wrote `text` (`1e3` as `1000`, non-ASCII as
-/// `\uXXXX`, `1e400` as `inf`): the text itself for the common ids.
-fn echo(text: &ShortBytes) -> ShortBytes {
-    if written_as_read(text.as_bytes()) {
-        return text.clone();
+/// `\uXXXX`, `1e400` as `inf`) when they are not the text itself (`None` for the common ids).
+fn echo(text: &[u8]) -> Option<Box<[u8]>> {
+    if written_as_read(text) {
+        return None;
     }
     // Valid JSON was read already: it parses again.
-    let value = parse_bytes(text.as_bytes()).unwrap_or(QObject::Null);
+    let value = parse_bytes(text).unwrap_or(QObject::Null);
     let mut echo = Vec::new();
     value.write(&mut echo);
-    ShortBytes::new(&echo)
+    (echo != text).then(|| echo.into_boxed_slice())
 }
 
 /// An id as JSON, from the text the client wrote (`1e400` as `null`).

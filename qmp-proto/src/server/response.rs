@@ -20,6 +20,8 @@ pub(crate) enum Body<'a> {
     Value(&'a QObject),
     /// The bytes of one JSON value on one line, copied as they are.
     Verbatim(&'a [u8]),
+    /// `{}`, the most common return value (written as a constant, not copied from a slice).
+    EmptyObject,
 }
 
 impl Body<'_> {
@@ -27,24 +29,37 @@ impl Body<'_> {
         match self {
             Body::Value(value) => value.write(out),
             Body::Verbatim(bytes) => out.extend_from_slice(bytes),
+            Body::EmptyObject => out.extend_from_slice(b"{}"),
         }
     }
 }
 
+/// An id's bytes, however they are kept.
+pub(crate) trait Id {
+    /// Appends the bytes.
+    fn append_to(&self, out: &mut Vec<u8>);
+}
+
+impl Id for &[u8] {
+    fn append_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+}
+
 /// Appends `{"return": VALUE, "id": ID}` (the id only when there is one).
-pub(crate) fn write_return(out: &mut Vec<u8>, value: Body<'_>, id: Option<&[u8]>) {
+pub(crate) fn write_return(out: &mut Vec<u8>, value: Body<'_>, id: Option<impl Id>) {
     out.extend_from_slice(b"{\"return\": ");
     value.write(out);
     if let Some(id) = id {
         out.extend_from_slice(b", \"id\": ");
-        out.extend_from_slice(id);
+        id.append_to(out);
     }
     out.push(b'}');
 }
 
 /// Appends `{"id": ID, "error": {"class": CLASS, "desc": DESC}}` (the id only when there is one). `desc` is a C
 /// string to QEMU: it ends at a NUL byte.
-pub(crate) fn write_error(out: &mut Vec<u8>, class: &str, desc: &[u8], id: Option<&[u8]>) {
+pub(crate) fn write_error(out: &mut Vec<u8>, class: &str, desc: &[u8], id: Option<impl Id>) {
     write_error_head(out, id);
     out.extend_from_slice(b"{\"class\": ");
     write_string(out, class.as_bytes());
@@ -54,18 +69,18 @@ pub(crate) fn write_error(out: &mut Vec<u8>, class: &str, desc: &[u8], id: Optio
 }
 
 /// Appends `{"id": ID, "error": ERROR}` (the id only when there is one), `error` an object passed on as it is.
-pub(crate) fn write_error_object(out: &mut Vec<u8>, error: Body<'_>, id: Option<&[u8]>) {
+pub(crate) fn write_error_object(out: &mut Vec<u8>, error: Body<'_>, id: Option<impl Id>) {
     write_error_head(out, id);
     error.write(out);
     out.push(b'}');
 }
 
 /// Appends `{"id": ID, "error": ` (QEMU writes the id first in an error response), or `{"error": ` without one.
-fn write_error_head(out: &mut Vec<u8>, id: Option<&[u8]>) {
+fn write_error_head(out: &mut Vec<u8>, id: Option<impl Id>) {
     out.push(b'{');
     if let Some(id) = id {
         out.extend_from_slice(b"\"id\": ");
-        out.extend_from_slice(id);
+        id.append_to(out);
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(b"\"error\": ");
