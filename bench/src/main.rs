@@ -52,6 +52,8 @@ struct Row {
     rate: [Spread; 2],
     /// Client CPU microseconds per command, adapter and floor.
     cpu_us: [Spread; 2],
+    /// Context switches of this process per command, adapter and floor.
+    switches: [Spread; 2],
     /// Per round: adapter CPU per command minus floor CPU per command, microseconds.
     above: Spread,
 }
@@ -61,13 +63,13 @@ const ADAPTER: usize = 0;
 const FLOOR: usize = 1;
 
 /// Runs `rounds` paired rounds of `sides` (adapter, floor), `n` round trips each; `side` limits them to one.
-fn measure(n: usize, rounds: usize, sides: [&Run<'_>; 2], side: Option<&str>) -> ([Spread; 2], [Spread; 2], Spread) {
+fn measure(n: usize, rounds: usize, sides: [&Run<'_>; 2], side: Option<&str>) -> Measured {
     let wanted = |i: usize| match side {
         Some("adapter") => i == ADAPTER,
         Some("floor") => i == FLOOR,
         _ => true,
     };
-    let (mut rate, mut cpu_us, mut above) = (<[Spread; 2]>::default(), <[Spread; 2]>::default(), Spread::default());
+    let mut m = Measured::default();
     for round in 0..rounds {
         let mut costs: [Option<Cost>; 2] = [None; 2];
         for i in paired::abba(round, 2).filter(|&i| wanted(i)) {
@@ -75,15 +77,25 @@ fn measure(n: usize, rounds: usize, sides: [&Run<'_>; 2], side: Option<&str>) ->
         }
         for (i, cost) in costs.iter().enumerate() {
             if let Some(c) = cost {
-                rate[i].push(n as f64 / c.secs);
-                cpu_us[i].push(c.cpu * 1e6 / n as f64);
+                m.rate[i].push(n as f64 / c.secs);
+                m.cpu_us[i].push(c.cpu * 1e6 / n as f64);
+                m.switches[i].push(c.switches as f64 / n as f64);
             }
         }
         if let [Some(a), Some(f)] = costs {
-            above.push((a.cpu - f.cpu) * 1e6 / n as f64);
+            m.above.push((a.cpu - f.cpu) * 1e6 / n as f64);
         }
     }
-    (rate, cpu_us, above)
+    m
+}
+
+/// What [`measure()`] found: per side, and the per-round differences.
+#[derive(Default)]
+struct Measured {
+    rate: [Spread; 2],
+    cpu_us: [Spread; 2],
+    switches: [Spread; 2],
+    above: Spread,
 }
 
 fn main() {
@@ -159,27 +171,28 @@ fn main() {
             if !only.as_deref().is_none_or(|only| format!("{name} x{window}").contains(only)) {
                 continue;
             }
-            let (rate, cpu_us, above) = measure(n, rounds, [&adapter, &floor], side.as_deref());
+            let Measured { rate, cpu_us, switches, above } = measure(n, rounds, [&adapter, &floor], side.as_deref());
             eprintln!(
                 "{name} x{window}: {} us above the floor ({:.0} s so far)",
                 above.show(1),
                 started.elapsed().as_secs_f64()
             );
-            rows.push(Row { name, floor: floor_name, window, rate, cpu_us, above });
+            rows.push(Row { name, floor: floor_name, window, rate, cpu_us, switches, above });
         }
     }
 
     println!(
         "\n| adapter | in flight | adapter cmds/s | floor | floor cmds/s | adapter CPU us/cmd | floor CPU us/cmd | \
-         above floor, us/cmd (per round) | 95% CI | verdict (<= {TARGET_US} us) |"
+         above floor, us/cmd (per round) | 95% CI | verdict (<= {TARGET_US} us) | context switches/cmd, adapter / \
+         floor |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut verdicts = Vec::new();
     for r in &rows {
         let (lo, hi) = r.above.median_ci95();
         let verdict = r.above.judge_at_most(TARGET_US);
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {lo:+.1} to {hi:+.1} | {verdict} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {lo:+.1} to {hi:+.1} | {verdict} | {:.2} / {:.2} |",
             r.name,
             r.window,
             r.rate[ADAPTER].show(0),
@@ -188,6 +201,8 @@ fn main() {
             r.cpu_us[ADAPTER].show(1),
             r.cpu_us[FLOOR].show(1),
             r.above.show(1),
+            r.switches[ADAPTER].median(),
+            r.switches[FLOOR].median(),
         );
         verdicts.push(verdict);
     }
