@@ -13,10 +13,6 @@
 //! output buffer, and re-arm the timer from `poll_timeout` (and from the deadlines of requests waiting for room
 //! in the core).
 //!
-//! The future lives in an [`Engine`]: when the connection is idle, a caller polls it in place (with the driver
-//! task's waker) to write its command, instead of waking the task for it (see [`engine`]); what needs the
-//! runtime's context (making a timer, closing) is then left to the task.
-//!
 //! Writes go out whole: a command is either not on the wire at all or entirely on it (a local close finishes the
 //! batch being written before shutting the write half down). File descriptors ride on the one byte the core
 //! marks for them: everything before it is written first, then that byte with the descriptor attached, then the
@@ -47,11 +43,7 @@ use crate::shared::{ReplyTx, Request, Shared};
 use crate::transport::Transport;
 
 mod dispatch;
-pub(crate) mod engine;
 mod wake;
-
-use engine::Drive;
-pub(crate) use engine::Engine;
 
 use wake::ReadWake;
 
@@ -60,7 +52,7 @@ use wake::ReadWake;
 /// spawn it yourself, on any executor. Dropping it ends the session (every pending call fails).
 #[must_use = "the connection makes no progress unless its driver is polled (spawn it)"]
 pub struct Driver {
-    engine: Arc<Engine>,
+    inner: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl fmt::Debug for Driver {
@@ -72,40 +64,14 @@ impl fmt::Debug for Driver {
 impl Future for Driver {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.engine.poll_task(cx)
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.engine.stop();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.inner.as_mut().poll(cx)
     }
 }
 
 impl Driver {
-    /// The driver of `conn`, and the engine its handles poll it through when it is idle (see [`engine`]).
-    pub(crate) fn new<T: Transport, R: Runtime>(conn: Conn<T, R>, span: tracing::Span) -> (Self, Arc<Engine>) {
-        let engine = Arc::new(Engine::new(Box::pin(tracing::Instrument::instrument(conn, span))));
-        (Driver { engine: Arc::clone(&engine) }, engine)
-    }
-}
-
-impl<T: Transport, R: Runtime> Drive for tracing::instrument::Instrumented<Conn<T, R>> {
-    fn poll_inline(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.as_mut().inner_pin_mut().get_mut().inline = true;
-        let polled = self.as_mut().poll(cx);
-        self.inner_pin_mut().get_mut().inline = false;
-        polled
-    }
-
-    fn is_idle(&self) -> bool {
-        let conn = self.inner();
-        conn.phase == Phase::Running
-            && conn.calls.len() == 0
-            && conn.waiting.is_empty()
-            && conn.written == conn.out.len()
-            && conn.write_error.is_none()
+    pub(crate) fn new<T: Transport, R: Runtime>(conn: Conn<T, R>, span: tracing::Span) -> Self {
+        Driver { inner: Box::pin(tracing::Instrument::instrument(conn, span)) }
     }
 }
 
@@ -170,9 +136,6 @@ pub(crate) struct Conn<T, R: Runtime> {
     /// Whether there may be input, and the waker reads register (it notes the wake-up, then wakes the task).
     read_wake: Arc<ReadWake>,
     read_waker: Waker,
-    /// Polled by a caller in place (see [`engine`]): what needs the runtime's context (a new timer, the close
-    /// after the session ends) is left to the driver's task, woken for it.
-    inline: bool,
 }
 
 impl<T, R: Runtime> fmt::Debug for Conn<T, R> {
@@ -207,7 +170,6 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             linger: None,
             read_wake,
             read_waker,
-            inline: false,
         };
         // The core may already have something to say (guest-agent mode without a handshake is ready at once).
         conn.after_core();
@@ -305,11 +267,6 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             (_, Some(timer)) => {
                 timer.as_mut().reset(at);
                 at
-            }
-            (_, None) if self.inline => {
-                // A timer is made in the runtime's context: by the driver's task.
-                cx.waker().wake_by_ref();
-                return false;
             }
             (_, None) => {
                 self.timer = Some(Box::pin(self.runtime.timer(at)));
@@ -484,11 +441,6 @@ impl<T: Transport, R: Runtime> Future for Conn<T, R> {
                     }
                     let ended = this.phase != Phase::Running;
                     ended | read.is_ready() | write_failed | fired | (wrote && this.write_error.is_some())
-                }
-                Phase::Closing { .. } if this.inline => {
-                    // Closing makes a timer (the linger): the driver's task does it.
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
                 }
                 Phase::Closing { flush } => this.poll_closing(cx, &mut buf, flush),
                 Phase::Done => {

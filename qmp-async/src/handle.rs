@@ -2,9 +2,6 @@
 //! It never touches the socket, which is what makes every call cancel safe.
 //!
 //! A call puts a [`Request`] (with a one-shot for the reply) in the connection's mailbox and waits on a [`Waiter`].
-//! When the connection is idle (nothing in flight), the call queues it without waking the driver's task and
-//! polls the driver once itself, so the command is written before the call first waits (`driver/engine.rs`):
-//! the handle still never touches the socket, the driver does, in the caller's poll.
 //! When the waiting future is dropped, the waiter closes its one-shot (a driver that has not taken the request
 //! yet then skips it unseen) and sends [`Control::Cancel`], which the driver reads before any new request: the
 //! command is withdrawn from the core if still queued, and its reply swallowed if it was on the wire.
@@ -22,7 +19,7 @@ use qmp_proto::adapter::Options;
 use qmp_proto::{ConnectionError, ExecuteOptions, Mode, RawJson};
 
 use crate::command::Command;
-use crate::driver::{Conn, Driver, Engine};
+use crate::driver::{Conn, Driver};
 use crate::events::{Events, Publisher};
 use crate::runtime::Runtime;
 use crate::shared::{Control, ReplyTx, Request, Shared};
@@ -38,8 +35,6 @@ pub(crate) struct Handle<R> {
     config: qmp_proto::Config,
     pub(crate) fd_passing: bool,
     pub(crate) runtime: R,
-    /// The driver, to poll in place when it is idle.
-    engine: Arc<Engine>,
 }
 
 impl<R: Runtime> Handle<R> {
@@ -52,14 +47,8 @@ impl<R: Runtime> Handle<R> {
     pub(crate) async fn call_with_fd(&self, command: Command, fd: Option<OwnedFd>) -> Result<RawJson, Error> {
         let ticket = self.shared.ticket();
         let (reply, rx) = futures_channel::oneshot::channel();
-        let request = Request { command, fd, ticket, reply: ReplyTx::Caller(reply) };
-        // An idle connection: queue quietly and write it from here (see `driver/engine.rs`); else through the
-        // driver's task. A refused request drops its one-shot: the wait below reports the connection gone.
-        let mailbox = &self.shared.mailbox;
-        if let Err(request) = self.engine.drive_if_idle(request, |r| mailbox.send_quietly(r).is_ok()) {
-            if mailbox.send(request).is_err() {
-                return Err(self.shared.gone());
-            }
+        if self.shared.mailbox.send(Request { command, fd, ticket, reply: ReplyTx::Caller(reply) }).is_err() {
+            return Err(self.shared.gone());
         }
         Waiter { rx, ticket, shared: &self.shared, armed: true }.wait().await
     }
@@ -170,6 +159,6 @@ pub(crate) fn start<T: Transport, R: Runtime>(
         tracing::debug!(fd_passing, "starting connection driver");
         Conn::new(io, core, Arc::clone(&shared), publisher, runtime.clone())
     });
-    let (driver, engine) = Driver::new(conn, span);
-    (Handle { shared, options, config, fd_passing, runtime, engine }, driver)
+    let handle = Handle { shared, options, config, fd_passing, runtime };
+    (handle, Driver::new(conn, span))
 }
