@@ -5,9 +5,9 @@
 //! ```sh
 //! cargo run --release -p qmp-bench --bin roundtrip -- [ROUND_TRIPS [ROUNDS]]   # defaults: 500 61
 //! ```
-//! All twelve rows take about 2.5 minutes on a quiet machine (732,000 round trips at about 5,000/s), and
-//! longer when other work slows the daemon down (10.5 minutes at load average 6). Each row's result goes to
-//! stderr as soon as it is known; the table comes at the end.
+//! All twelve rows take about 3 minutes 15 s at load average 3.5 (732,000 round trips at 3,300-4,400/s, plus a
+//! connection per run), longer when other work slows the daemon down. Each row's result goes to stderr as soon
+//! as it is known; the table comes at the end.
 //! **What the verdict rests on**: ROUNDS short paired rounds per row (see `paired.rs`): each round runs the
 //! floor and the adapter once, ROUND_TRIPS round trips each, back to back in an order that alternates (ABBA),
 //! and gives one difference, adapter CPU per command minus floor CPU per command (this process's CPU time over
