@@ -69,7 +69,7 @@ impl Pacer {
     }
 
     fn cost(&self) -> Cost {
-        self.start.map_or(Cost { secs: 0.0, cpu: 0.0 }, Meter::stop)
+        self.start.map_or(Cost { secs: 0.0, cpu: 0.0, switches: 0 }, Meter::stop)
     }
 }
 

@@ -11,6 +11,9 @@
 //! than met or missed by chance. A best-of-N rate, which the benches printed before, mixes the luckiest round of
 //! one side with the luckiest of the other, and those need not be the same round.
 
+/// The verdict when the target lies inside the 95% confidence interval of the median.
+pub const UNDECIDED: &str = "undecided (the target is inside the 95% confidence interval)";
+
 /// The per-round values of one ratio (or one measure), and what sums them up.
 #[derive(Debug, Clone, Default)]
 pub struct Spread(Vec<f64>);
@@ -63,7 +66,17 @@ impl Spread {
         match self.median_ci95() {
             (lo, _) if lo >= target => "met",
             (_, hi) if hi < target => "NOT met",
-            _ => "undecided (the target is inside the 95% confidence interval)",
+            _ => UNDECIDED,
+        }
+    }
+
+    /// How the median compares with a ceiling `target`: at most it, above it, or undecided (the mirror of
+    /// [`judge`](Self::judge), for measures where less is better, such as CPU above a floor).
+    pub fn judge_at_most(&self, target: f64) -> &'static str {
+        match self.median_ci95() {
+            (_, hi) if hi <= target => "met",
+            (lo, _) if lo > target => "NOT met",
+            _ => UNDECIDED,
         }
     }
 
@@ -175,6 +188,9 @@ mod tests {
         assert_eq!(s.judge(0.5), "met");
         assert_eq!(s.judge(7.0), "NOT met");
         assert!(s.judge(3.0).starts_with("undecided"));
+        assert_eq!(s.judge_at_most(7.0), "met");
+        assert_eq!(s.judge_at_most(0.5), "NOT met");
+        assert_eq!(s.judge_at_most(3.0), super::UNDECIDED);
     }
 
     #[test]

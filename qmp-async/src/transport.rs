@@ -191,7 +191,17 @@ where
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_close(cx)
+        std::task::ready!(Pin::new(&mut self.stream).poll_close(cx))?;
+        // async-io's `poll_close` only flushes: without shutting the write half down the server never reads
+        // the end of its input, and the driver lingers a second for a close that does not come. On a unix
+        // socket that is already shut down (tokio's `poll_close` does it), this finds it so.
+        if let Some(socket) = F::socket(&self.stream) {
+            match rustix::net::shutdown(socket, rustix::net::Shutdown::Write) {
+                Ok(()) | Err(rustix::io::Errno::NOTCONN) => {}
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn can_pass_fds(&self) -> bool {

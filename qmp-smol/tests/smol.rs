@@ -21,3 +21,45 @@ fn smol_native_unix_stream() {
         qmp.close().await;
     });
 }
+
+/// `close` shuts the write half of a unix socket down, so the server reads the end of its input and closes too,
+/// and `close` returns once it has (async-io's `poll_close` only flushes: without the shutdown the driver waited
+/// the whole `CLOSE_LINGER` for a server that was still waiting for input, and the server read the end only
+/// when the client dropped the socket, after `close` returned).
+#[test]
+fn close_shuts_the_write_half_of_a_unix_socket_down() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let (client, server) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+    let server_read_the_end = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let read_the_end = server_read_the_end.clone();
+    let server = std::thread::spawn(move || {
+        server.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+        let mut writer = server.try_clone().expect("clone");
+        writer.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n").expect("greeting");
+        let mut reader = BufReader::new(server);
+        // The negotiation command ends with `}`; answer it with its id.
+        let mut command = Vec::new();
+        reader.read_until(b'}', &mut command).expect("read the negotiation");
+        reader.read_until(b'}', &mut command).expect("read the negotiation");
+        let command: serde_json::Value = serde_json::from_slice(&command).expect("one JSON command");
+        let reply = serde_json::json!({"return": {}, "id": command["id"]});
+        writer.write_all(format!("{reply}\r\n").as_bytes()).expect("reply");
+        let mut rest = Vec::new();
+        let read = reader.read_to_end(&mut rest).map(|_| rest);
+        read_the_end.store(read.is_ok(), std::sync::atomic::Ordering::SeqCst);
+        // The server's side closes here, which ends the client's wait.
+        read
+    });
+    common::run::<common::Smol, _>(std::time::Duration::from_secs(30), async move {
+        let stream = async_io::Async::new(client).expect("register");
+        let transport = qmp_smol::Unix::new(stream);
+        let qmp = qmp_smol::Qmp::from_transport(transport, qmp_smol::Options::default(), qmp_smol::Smol::default())
+            .await
+            .expect("handshake");
+        qmp.close().await;
+        let seen = server_read_the_end.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(seen, "close returned before the server read the end of its input");
+    });
+    let rest = server.join().expect("server thread");
+    assert!(rest.is_ok(), "the server never read the end of its input: {rest:?}");
+}
