@@ -124,6 +124,14 @@ pub trait SendFd<S>: Send + Unpin + 'static {
         None
     }
 
+    /// The socket whose write half [`Io`] shuts down when it closes, after flushing: a stream whose
+    /// `poll_close` only flushes (async-io's) never tells the server that its input ended otherwise. The unix
+    /// socket of [`socket`](Self::socket) by default; a TCP policy that passes no descriptors returns its socket
+    /// here only.
+    fn write_half(stream: &S) -> Option<BorrowedFd<'_>> {
+        Self::socket(stream)
+    }
+
     /// Reads from `stream` with the descriptors that came along (see [`Transport::poll_read_with_fds`]);
     /// `None` (the default) when the policy cannot receive them: the stream is read as usual.
     fn poll_recv(
@@ -193,9 +201,9 @@ where
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         std::task::ready!(Pin::new(&mut self.stream).poll_close(cx))?;
         // async-io's `poll_close` only flushes: without shutting the write half down the server never reads
-        // the end of its input, and the driver lingers a second for a close that does not come. On a unix
-        // socket that is already shut down (tokio's `poll_close` does it), this finds it so.
-        if let Some(socket) = F::socket(&self.stream) {
+        // the end of its input, and the driver lingers a second for a close that does not come. On a socket
+        // that is already shut down (tokio's `poll_close` does it), this finds it so.
+        if let Some(socket) = F::write_half(&self.stream) {
             match rustix::net::shutdown(socket, rustix::net::Shutdown::Write) {
                 Ok(()) | Err(rustix::io::Errno::NOTCONN) => {}
                 Err(e) => return Poll::Ready(Err(e.into())),

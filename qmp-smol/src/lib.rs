@@ -121,7 +121,7 @@ pub use runtime::{AsyncIoTimer, OnAsyncIo, Spawn};
 pub use runtime::{AsyncStd, AsyncStdExecutor};
 #[cfg(feature = "smol")]
 pub use runtime::{Smol, SmolExecutor};
-pub use transport::{Pipes, Unix, UnixFds};
+pub use transport::{Pipes, Tcp, TcpFds, Unix, UnixFds};
 
 /// The runtime of the top-level handles: smol when its feature is on, else async-std.
 #[cfg(feature = "smol")]

@@ -17,7 +17,7 @@ use async_io::Async;
 use futures_io::{AsyncRead, AsyncWrite};
 use qmp_async::{Io, Net, Runtime, Streams, Timer};
 
-use crate::transport::{pipes, Pipes, Unix};
+use crate::transport::{pipes, Pipes, Tcp, Unix};
 
 /// How an executor over async-io runs the connection's driver. With `Default` too, the runtime has the socket
 /// helpers (`connect_unix`, ...); without, connect yourself and use `Qmp::from_transport`.
@@ -95,7 +95,7 @@ impl Timer for AsyncIoTimer {
 
 impl<S: Spawn + Default> Net for OnAsyncIo<S> {
     type UnixStream = Unix;
-    type TcpStream = Io<Async<TcpStream>>;
+    type TcpStream = Tcp;
     type UnixListener = Async<UnixListener>;
     type TcpListener = Async<TcpListener>;
     type Pipes = Pipes;
@@ -108,7 +108,7 @@ impl<S: Spawn + Default> Net for OnAsyncIo<S> {
         blocking::unblock(move || addr.to_socket_addrs().map(Vec::from_iter)).await
     }
 
-    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<Io<Async<TcpStream>>> {
+    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<Tcp> {
         let stream = Async::<TcpStream>::connect(addr).await?;
         stream.get_ref().set_nodelay(true)?;
         Ok(Io::new(stream))
@@ -135,7 +135,7 @@ impl<S: Spawn + Default> Net for OnAsyncIo<S> {
         Async::new(listener)
     }
 
-    async fn accept_tcp(&self, listener: &Async<TcpListener>) -> io::Result<Io<Async<TcpStream>>> {
+    async fn accept_tcp(&self, listener: &Async<TcpListener>) -> io::Result<Tcp> {
         let (stream, _) = listener.accept().await?;
         stream.get_ref().set_nodelay(true)?;
         Ok(Io::new(stream))

@@ -1,15 +1,17 @@
 //! qmp-async's transports on the async-io reactor: any futures-io stream is a [`qmp_async::Io`] as it is; a unix
 //! socket ([`Unix`]) also passes file descriptors ([`UnixFds`]: SCM_RIGHTS, waiting for writability with
-//! async-io); two pipes join into [`Pipes`].
+//! async-io); a TCP socket ([`Tcp`]) passes none but has its write half shut down on close ([`TcpFds`]); two
+//! pipes join into [`Pipes`].
 
 use std::fs::File;
 use std::io;
+use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::task::{ready, Context, Poll};
 
 use async_io::Async;
-use qmp_async::{recv_with_fds, send_byte_with_fd, Duplex, Io, SendFd};
+use qmp_async::{fd_passing_unsupported, recv_with_fds, send_byte_with_fd, Duplex, Io, SendFd};
 
 /// How an async-io unix socket sends a byte with a descriptor: try, and on `WouldBlock` wait until it is
 /// writable.
@@ -18,6 +20,27 @@ pub struct UnixFds;
 
 /// A unix socket on the async-io reactor, with descriptor passing.
 pub type Unix = Io<Socket, UnixFds>;
+
+/// How an async-io TCP socket passes descriptors: it cannot. It names its socket so that closing shuts the write
+/// half down (async-io's `poll_close` only flushes: QEMU would not read the end of its input, and `close` would
+/// wait its whole linger).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpFds;
+
+/// A TCP socket on the async-io reactor.
+pub type Tcp = Io<Async<TcpStream>, TcpFds>;
+
+impl SendFd<Async<TcpStream>> for TcpFds {
+    const CAN_PASS_FDS: bool = false;
+
+    fn poll_send(_: &mut Async<TcpStream>, _: &mut Context<'_>, _: u8, _: BorrowedFd<'_>) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(fd_passing_unsupported()))
+    }
+
+    fn write_half(sock: &Async<TcpStream>) -> Option<BorrowedFd<'_>> {
+        Some(sock.as_fd())
+    }
+}
 
 /// A pipe to read from and a pipe to write to.
 pub type Pipes = Duplex<Async<File>, Async<File>>;

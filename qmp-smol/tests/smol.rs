@@ -28,15 +28,65 @@ fn smol_native_unix_stream() {
 /// when the client dropped the socket, after `close` returned).
 #[test]
 fn close_shuts_the_write_half_of_a_unix_socket_down() {
-    use std::io::{BufRead, BufReader, Read, Write};
     let (client, server) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+    server.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    let writer = server.try_clone().expect("clone");
+    let (server, server_read_the_end) = server_waiting_for_the_end(server, writer);
+    common::run::<common::Smol, _>(std::time::Duration::from_secs(30), async move {
+        let stream = async_io::Async::new(client).expect("register");
+        let transport = qmp_smol::Unix::new(stream);
+        let qmp = qmp_smol::Qmp::from_transport(transport, qmp_smol::Options::default(), qmp_smol::Smol::default())
+            .await
+            .expect("handshake");
+        qmp.close().await;
+        let seen = server_read_the_end.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(seen, "close returned before the server read the end of its input");
+    });
+    let rest = server.join().expect("server thread");
+    assert!(rest.is_ok(), "the server never read the end of its input: {rest:?}");
+}
+
+/// The same over TCP (`connect_tcp`): async-io's TCP stream only flushes on close too.
+#[test]
+fn close_shuts_the_write_half_of_a_tcp_socket_down() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let addr = listener.local_addr().expect("address");
+    let accept = std::thread::spawn(move || listener.accept().expect("accept").0);
+    common::run::<common::Smol, _>(std::time::Duration::from_secs(30), async move {
+        let connecting = qmp_smol::Qmp::connect_tcp(addr, qmp_smol::Options::default());
+        let serving = async {
+            let server = blocking::unblock(move || accept.join().expect("accept thread")).await;
+            server.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+            let writer = server.try_clone().expect("clone");
+            server_waiting_for_the_end(server, writer)
+        };
+        let (qmp, (server, server_read_the_end)) = futures_lite::future::zip(connecting, serving).await;
+        let qmp = qmp.expect("handshake");
+        qmp.close().await;
+        let seen = server_read_the_end.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(seen, "close returned before the server read the end of its input");
+        let rest = blocking::unblock(move || server.join().expect("server thread")).await;
+        assert!(rest.is_ok(), "the server never read the end of its input: {rest:?}");
+    });
+}
+
+type ServerThread = std::thread::JoinHandle<std::io::Result<Vec<u8>>>;
+
+/// A server thread that greets, answers the negotiation, then reads until the end of its input (and says so)
+/// before it closes its side.
+fn server_waiting_for_the_end<S>(
+    reader: S,
+    mut writer: S,
+) -> (ServerThread, std::sync::Arc<std::sync::atomic::AtomicBool>)
+where
+    S: std::io::Read + std::io::Write + Send + 'static,
+{
+    use std::io::{BufRead, BufReader, Read};
     let server_read_the_end = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let read_the_end = server_read_the_end.clone();
     let server = std::thread::spawn(move || {
-        server.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
-        let mut writer = server.try_clone().expect("clone");
         writer.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 0, \"major\": 10}, \"package\": \"\"}, \"capabilities\": [\"oob\"]}}\r\n").expect("greeting");
-        let mut reader = BufReader::new(server);
+        let mut reader = BufReader::new(reader);
         // The negotiation command ends with `}`; answer it with its id.
         let mut command = Vec::new();
         reader.read_until(b'}', &mut command).expect("read the negotiation");
@@ -50,16 +100,5 @@ fn close_shuts_the_write_half_of_a_unix_socket_down() {
         // The server's side closes here, which ends the client's wait.
         read
     });
-    common::run::<common::Smol, _>(std::time::Duration::from_secs(30), async move {
-        let stream = async_io::Async::new(client).expect("register");
-        let transport = qmp_smol::Unix::new(stream);
-        let qmp = qmp_smol::Qmp::from_transport(transport, qmp_smol::Options::default(), qmp_smol::Smol::default())
-            .await
-            .expect("handshake");
-        qmp.close().await;
-        let seen = server_read_the_end.load(std::sync::atomic::Ordering::SeqCst);
-        assert!(seen, "close returned before the server read the end of its input");
-    });
-    let rest = server.join().expect("server thread");
-    assert!(rest.is_ok(), "the server never read the end of its input: {rest:?}");
+    (server, server_read_the_end)
 }
