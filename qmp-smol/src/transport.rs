@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::task::{ready, Context, Poll};
 
 use async_io::Async;
-use qmp_async::{fd_passing_unsupported, recv_with_fds, send_byte_with_fd, Duplex, Io, SendFd};
+use qmp_async::{recv_with_fds, send_byte_with_fd, Duplex, Io, NoFds, SendFd};
 
 /// How an async-io unix socket sends a byte with a descriptor: try, and on `WouldBlock` wait until it is
 /// writable.
@@ -33,8 +33,14 @@ pub type Tcp = Io<Async<TcpStream>, TcpFds>;
 impl SendFd<Async<TcpStream>> for TcpFds {
     const CAN_PASS_FDS: bool = false;
 
-    fn poll_send(_: &mut Async<TcpStream>, _: &mut Context<'_>, _: u8, _: BorrowedFd<'_>) -> Poll<io::Result<usize>> {
-        Poll::Ready(Err(fd_passing_unsupported()))
+    fn poll_send(
+        sock: &mut Async<TcpStream>,
+        cx: &mut Context<'_>,
+        byte: u8,
+        fd: BorrowedFd<'_>,
+    ) -> Poll<io::Result<usize>> {
+        // As every stream that cannot pass descriptors.
+        <NoFds as SendFd<Async<TcpStream>>>::poll_send(sock, cx, byte, fd)
     }
 
     fn write_half(sock: &Async<TcpStream>) -> Option<BorrowedFd<'_>> {
