@@ -100,6 +100,7 @@ use crate::raw::RawJson;
 use lexer::{Lexed, Lexer};
 use parser::parse;
 use pending::{Pending, PendingTable};
+use plain::read_plain;
 use qobject::{QDict, QObject};
 use request::{read_request, KeyRef, ReadCommand, Request};
 use response::{Body, Id};
@@ -425,20 +426,19 @@ impl Server {
     /// Reads kept input until the server stops wanting input or none is left. A command read whole from the
     /// buffer takes its arguments' bytes out of it without a copy.
     fn read_input(&mut self) {
+        let max = self.config.max_message_size;
         // Only a request read can make the server stop: the check is made between requests, not per byte.
         while !self.input.is_empty() && !self.suspended() && !self.closed {
             if self.lexer.at_message_start() {
-                if let Some((n, members)) = fast::read_command(&self.input, self.config.max_message_size) {
-                    // A plain command whose turn it is goes straight to dispatch (in-band: it has `execute`). Its
-                    // short texts are copied in fixed-size blocks, which may reach past the message: the whole
-                    // input, not the message, is what they are copied from.
-                    let turn = self.queue.is_empty() && self.current.is_none();
-                    if let Some(plain) = members.plain(&self.input).filter(|_| turn) {
-                        let arguments = self.take_message(n, plain.arguments.clone());
-                        let command = plain.with_arguments(arguments.map(Arguments::from_verbatim));
-                        self.current = self.dispatch_command(command, false);
-                        continue;
-                    }
+                // A plain command whose turn it is goes straight to dispatch (in-band: it has `execute`).
+                let turn = self.queue.is_empty() && self.current.is_none();
+                if let Some((n, plain)) = turn.then(|| read_plain(&self.input, max)).flatten() {
+                    let arguments = self.take_message(n, plain.arguments.clone());
+                    let command = plain.with_arguments(arguments.map(Arguments::from_verbatim));
+                    self.current = self.dispatch_command(command, false);
+                    continue;
+                }
+                if let Some((n, members)) = fast::read_command(&self.input, max) {
                     let (mut object, verbatim) = members.into_command(&self.input[..n]);
                     if let Some(arguments) = self.take_message(n, verbatim) {
                         object.set_arguments(arguments);
@@ -623,7 +623,7 @@ impl Server {
         if pending.oob {
             self.oob_outstanding -= 1;
         }
-        let id = pending.id.as_id();
+        let id = pending.id.as_ref();
         match answer {
             Answer::Return(_) | Answer::ReturnVerbatim(_) | Answer::ReturnEmpty if pending.silent_on_success => {}
             Answer::ReturnEmpty => self.write_return(Body::EmptyObject, id, false),

@@ -25,7 +25,7 @@ pub(crate) const MAX_DEPTH: usize = 16;
 /// Reads a command object whole at the start of `input` (after any whitespace). Returns the bytes it used
 /// (up to the closing brace) and its top-level members, or `None` when the lexer must read it.
 pub(crate) fn read_command(input: &[u8], max_size: usize) -> Option<(usize, Members)> {
-    let mut scan = Scan { input, at: 0, spaces: 0 };
+    let mut scan = Scan::new(input);
     scan.skip_whitespace();
     let first = scan.at;
     if scan.next()? != b'{' {
@@ -38,16 +38,37 @@ pub(crate) fn read_command(input: &[u8], max_size: usize) -> Option<(usize, Memb
     (len < max_size && len < MAX_TOKEN_COUNT).then_some((scan.at, members))
 }
 
-/// Where the scan is.
-struct Scan<'a> {
+/// Where the scan is (also [`read_plain`](super::plain::read_plain)'s).
+pub(crate) struct Scan<'a> {
     input: &'a [u8],
-    at: usize,
+    pub(crate) at: usize,
     /// Runs of whitespace skipped so far (a value without any between its tokens is copied as it is).
-    spaces: usize,
+    pub(crate) spaces: usize,
 }
 
-impl Scan<'_> {
-    fn next(&mut self) -> Option<u8> {
+impl<'a> Scan<'a> {
+    /// At the start of `input`.
+    pub(crate) fn new(input: &'a [u8]) -> Self {
+        Scan { input, at: 0, spaces: 0 }
+    }
+
+    /// Steps over `bytes` when the input goes on with them.
+    #[inline]
+    pub(crate) fn literal<const N: usize>(&mut self, bytes: &[u8; N]) -> Option<()> {
+        let next = self.input.get(self.at..self.at + N)?;
+        (next == bytes).then(|| self.at += N)
+    }
+
+    /// The `:` after a member's key, and the whitespace around it: what comes before its value.
+    #[inline]
+    pub(crate) fn member_value(&mut self) -> Option<()> {
+        self.skip_whitespace();
+        self.literal(b":")?;
+        self.skip_whitespace();
+        Some(())
+    }
+
+    pub(crate) fn next(&mut self) -> Option<u8> {
         let b = *self.input.get(self.at)?;
         self.at += 1;
         Some(b)
@@ -57,7 +78,7 @@ impl Scan<'_> {
         self.input.get(self.at).copied()
     }
 
-    fn skip_whitespace(&mut self) {
+    pub(crate) fn skip_whitespace(&mut self) {
         if matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
             self.spaces += 1;
             while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
@@ -67,7 +88,7 @@ impl Scan<'_> {
     }
 
     /// An object after its `{`; records its members in `top` when it is the message's own object.
-    fn object(&mut self, mut top: Option<&mut Members>, depth: usize) -> Option<()> {
+    pub(crate) fn object(&mut self, mut top: Option<&mut Members>, depth: usize) -> Option<()> {
         self.skip_whitespace();
         if self.peek()? == b'}' {
             self.at += 1;
@@ -138,7 +159,7 @@ impl Scan<'_> {
     }
 
     /// A value inside an object or list at `depth`.
-    fn value(&mut self, depth: usize) -> Option<Shape> {
+    pub(crate) fn value(&mut self, depth: usize) -> Option<Shape> {
         let b = self.next()?;
         match b {
             b'"' => self.string_body().map(|()| Shape::String),
@@ -152,7 +173,7 @@ impl Scan<'_> {
 
     /// The rest of a string after its opening quote, up to and with its closing one.
     #[inline]
-    fn string_body(&mut self) -> Option<()> {
+    pub(crate) fn string_body(&mut self) -> Option<()> {
         let end = self.first_in_words(self.at, not_plain, |b| !PLAIN[usize::from(b)])?;
         (self.input[end] == b'"').then(|| self.at = end + 1)
     }
@@ -240,7 +261,7 @@ const fn not_digit(word: u64) -> u64 {
 mod tests {
     use super::super::arguments::Arguments;
     use super::super::lexer::{Lexed, Lexer};
-    use super::super::plain::Plain;
+    use super::super::plain::{read_plain, Plain};
     use super::super::request::{read_request, CommandObject, ReadCommand, Request};
     use super::*;
     use bytes::Bytes;
@@ -265,14 +286,22 @@ mod tests {
     }
 
     fn agree(input: &[u8]) -> Result<(), TestCaseError> {
+        let plain = read_plain(input, usize::MAX);
         if let Some((used, members)) = read_command(input, usize::MAX) {
-            if let Some(plain) = members.plain(&input[..used]) {
-                plain_agrees(plain, members.clone().into_command_copied(&input[..used]), &input[..used])?;
+            if let Some((plain_used, plain)) = plain {
+                prop_assert_eq!(plain_used, used, "{}", String::from_utf8_lossy(input));
+                plain_agrees(plain, members.clone().into_command_copied(&input[..used]), input)?;
             }
             let fast = Request::Object(members.into_command_copied(&input[..used]));
             let (lexer_used, lexed) = by_the_lexer(input).expect("the lexer reads what the fast path reads");
             prop_assert_eq!(used, lexer_used, "{}", String::from_utf8_lossy(input));
             prop_assert_eq!(Ok(fast), lexed, "{}", String::from_utf8_lossy(input));
+        } else {
+            prop_assert!(
+                plain.is_none(),
+                "the fast path reads what is read as plain: {}",
+                String::from_utf8_lossy(input)
+            );
         }
         Ok(())
     }
@@ -451,9 +480,7 @@ mod tests {
             (0..1000).map(|_| messages().new_tree(&mut runner).expect("a message").current()).collect();
         let fast = inputs.iter().filter_map(|input| read_command(input, usize::MAX)).collect::<Vec<_>>();
         assert!((100..900).contains(&fast.len()), "{} of 1000 took the fast path", fast.len());
-        let plain =
-            inputs.iter().filter_map(|input| read_command(input, usize::MAX).map(|(n, m)| m.plain(&input[..n])));
-        let plain = plain.filter(Option::is_some).count();
+        let plain = inputs.iter().filter(|input| read_plain(input, usize::MAX).is_some()).count();
         assert!((50..fast.len() - 50).contains(&plain), "{plain} of the {} were plain commands", fast.len());
     }
 

@@ -29,7 +29,6 @@ use super::builtin::c_str;
 use super::lexer::Kind;
 use super::parse_bytes;
 use super::parser::{parse_string, parse_with, Decoded, Keyword, Sink, Token};
-use super::pending::Echo;
 use super::qobject::{bucket, QDict, QObject, PLAIN};
 use super::short::ShortBytes;
 
@@ -87,7 +86,7 @@ pub(crate) trait ReadCommand {
     /// The bytes the reply echoes for the id (it never fails the check: usable whatever the check finds).
     fn echo(&self) -> Option<&[u8]>;
     /// [`echo`](Self::echo), owned: what the server keeps until the reply.
-    fn echo_owned(&self) -> Echo;
+    fn echo_owned(&self) -> Option<ShortBytes>;
     /// The `arguments` as values, for the commands the server answers itself (see [`BUILTIN`]).
     fn builtin_arguments(&self) -> Option<&QDict>;
     /// What a command handed to the caller keeps: its name, its arguments (`{}` without any), its id. Taken
@@ -108,8 +107,8 @@ impl ReadCommand for &mut CommandObject {
         self.echo.as_deref().or(self.id.as_ref().map(ShortBytes::as_bytes))
     }
 
-    fn echo_owned(&self) -> Echo {
-        Echo::new(self.echo())
+    fn echo_owned(&self) -> Option<ShortBytes> {
+        self.echo().map(ShortBytes::new)
     }
 
     fn builtin_arguments(&self) -> Option<&QDict> {
