@@ -102,7 +102,7 @@ use parser::parse;
 use pending::{Pending, PendingTable};
 use plain::read_plain;
 use qobject::{QDict, QObject};
-use request::{read_request, KeyRef, ReadCommand, Request};
+use request::{read_request, KeyRef, Parts, ReadCommand, Request};
 use response::{Body, Id};
 use short::ShortBytes;
 
@@ -374,7 +374,13 @@ impl Server {
     /// (without OOB while a command is being processed; with OOB while [`ServerConfig::max_queued_commands`]
     /// in-band commands wait or that many out-of-band commands are unanswered).
     pub fn wants_input(&self) -> bool {
-        !self.closed && self.input.is_empty() && !self.suspended()
+        self.input.is_empty() && self.reads()
+    }
+
+    /// True while the server reads: not closed, and not stopped as QEMU stops a busy monitor. Checked between
+    /// requests (only a request read can stop it), not per byte.
+    fn reads(&self) -> bool {
+        !self.closed && !self.suspended()
     }
 
     fn suspended(&self) -> bool {
@@ -416,7 +422,7 @@ impl Server {
     /// Feeds the lexer from `input` while a message is under way and the server reads; returns the bytes used.
     fn lex_directly(&mut self, input: &[u8]) -> usize {
         let mut used = 0;
-        while used < input.len() && !self.lexer.at_message_start() && !self.suspended() && !self.closed {
+        while used < input.len() && !self.lexer.at_message_start() && self.reads() {
             used += Self::lex(&mut self.lexer, &input[used..], &mut self.parsed, &mut self.keys);
             self.dispatch_parsed();
         }
@@ -427,8 +433,7 @@ impl Server {
     /// buffer takes its arguments' bytes out of it without a copy.
     fn read_input(&mut self) {
         let max = self.config.max_message_size;
-        // Only a request read can make the server stop: the check is made between requests, not per byte.
-        while !self.input.is_empty() && !self.suspended() && !self.closed {
+        while !self.input.is_empty() && self.reads() {
             if self.lexer.at_message_start() {
                 // A plain command whose turn it is goes straight to dispatch (in-band: it has `execute`).
                 let turn = self.queue.is_empty() && self.current.is_none();
@@ -802,12 +807,12 @@ impl Server {
         let info = info.unwrap_or_default();
         self.next_token += 1;
         let token = Token(self.next_token);
-        let pending = Pending { id: object.echo_owned(), oob, silent_on_success: !info.success_response };
+        let Parts { name, arguments, id, echo } = object.into_parts();
+        let pending = Pending { id: echo, oob, silent_on_success: !info.success_response };
         self.pending.insert(token, pending);
         if oob {
             self.oob_outstanding += 1;
         }
-        let (name, arguments, id) = object.into_parts();
         self.events.push_back(Event::Command(Command { token, name, arguments, oob, id }));
         Some(token)
     }

@@ -316,7 +316,6 @@ mod tests {
         }
         prop_assert_eq!(plain.name(), ReadCommand::name(&object));
         prop_assert_eq!(plain.echo(), object.echo());
-        prop_assert_eq!(plain.echo_owned(), object.echo_owned());
         prop_assert!(plain.builtin_arguments().is_none() && object.builtin_arguments().is_none());
         prop_assert_eq!(plain.into_parts(), object.into_parts());
         Ok(())

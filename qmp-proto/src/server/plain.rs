@@ -22,7 +22,7 @@ use super::arguments::Arguments;
 use super::fast::Scan;
 use super::lexer::MAX_TOKEN_COUNT;
 use super::qobject::QDict;
-use super::request::{ReadCommand, Shape, BUILTIN};
+use super::request::{is_builtin, Parts, ReadCommand, Shape};
 use super::short::ShortBytes;
 
 /// A plain command read from a message's text: its name and id copied, and where its `arguments` are, left in
@@ -31,6 +31,9 @@ use super::short::ShortBytes;
 pub(crate) struct Plain {
     name: ShortBytes,
     id: Option<ShortBytes>,
+    /// The id again, as the server keeps it until the reply: read from the input too, not copied from `id`
+    /// just written (a copy of bytes just stored in pieces waits for the stores).
+    echo: Option<ShortBytes>,
     /// Where the `arguments` object's text is in the input, if it has one.
     pub(crate) arguments: Option<Range<usize>>,
 }
@@ -38,7 +41,7 @@ pub(crate) struct Plain {
 impl Plain {
     /// The command, given its `arguments` text (`None` without any).
     pub(crate) fn with_arguments(self, arguments: Option<Arguments>) -> PlainCommand {
-        PlainCommand { name: self.name, arguments: arguments.unwrap_or_default(), id: self.id }
+        PlainCommand { name: self.name, arguments: arguments.unwrap_or_default(), id: self.id, echo: self.echo }
     }
 }
 
@@ -49,6 +52,7 @@ pub(crate) struct PlainCommand {
     arguments: Arguments,
     /// Written back as it came.
     id: Option<ShortBytes>,
+    echo: Option<ShortBytes>,
 }
 
 /// Reads a plain command whole at the start of `input` (after any whitespace): returns the bytes it used (up
@@ -94,11 +98,11 @@ pub(crate) fn read_plain(input: &[u8], max_size: usize) -> Option<(usize, Plain)
     }
     // Tokens take no more bytes than the message: within the limits, whatever the tokens are.
     let len = scan.at - first;
-    if len >= max_size || len >= MAX_TOKEN_COUNT || BUILTIN.iter().any(|b| b.as_bytes() == &input[name.clone()]) {
+    if len >= max_size || len >= MAX_TOKEN_COUNT || is_builtin(&input[name.clone()]) {
         return None;
     }
     let copy = |at: Range<usize>| ShortBytes::from_range(input, at.start, at.end);
-    Some((scan.at, Plain { name: copy(name), id: id.map(copy), arguments }))
+    Some((scan.at, Plain { name: copy(name), id: id.clone().map(copy), echo: id.map(copy), arguments }))
 }
 
 impl ReadCommand for PlainCommand {
@@ -115,16 +119,12 @@ impl ReadCommand for PlainCommand {
         self.id.as_ref().map(ShortBytes::as_bytes)
     }
 
-    fn echo_owned(&self) -> Option<ShortBytes> {
-        self.id.clone()
-    }
-
     fn builtin_arguments(&self) -> Option<&QDict> {
         None
     }
 
-    fn into_parts(self) -> (ShortBytes, Arguments, Option<ShortBytes>) {
-        (self.name, self.arguments, self.id)
+    fn into_parts(self) -> Parts {
+        Parts { name: self.name, arguments: self.arguments, id: self.id, echo: self.echo }
     }
 }
 
