@@ -97,6 +97,7 @@ pub use event::EncodedEvent;
 use crate::config::Mode;
 use crate::message::Timestamp;
 use crate::raw::RawJson;
+use fast::Miss;
 use lexer::{Lexed, Lexer};
 use parser::parse;
 use pending::{Pending, PendingTable};
@@ -293,6 +294,11 @@ pub struct Server {
     /// Input fed and not read yet: kept while the server does not want it (as QEMU stops reading a busy
     /// monitor), and read from here. Commands' arguments are slices of it (no copy).
     input: BytesMut,
+    /// `input` is the start of a message the last read cut, kept for the next read to complete (the server
+    /// wants input meanwhile).
+    waiting: bool,
+    /// Bytes the last call of `handle_input` brought.
+    last_read: usize,
     /// In-band requests read and not yet handed over or answered.
     queue: VecDeque<Read>,
     /// The requests the lexer completed with the byte being read (kept to reuse its allocation).
@@ -320,6 +326,8 @@ impl Server {
             lexer: Lexer::new(config.max_message_size),
             config,
             input: BytesMut::new(),
+            waiting: false,
+            last_read: 0,
             queue: VecDeque::new(),
             parsed: Vec::new(),
             keys: Vec::new(),
@@ -370,11 +378,12 @@ impl Server {
         self.out.len()
     }
 
-    /// True when the server wants more input: not closed, and not stopped the way QEMU suspends its monitor
+    /// True when the server wants more input: not closed, not stopped the way QEMU suspends its monitor
     /// (without OOB while a command is being processed; with OOB while [`ServerConfig::max_queued_commands`]
-    /// in-band commands wait or that many out-of-band commands are unanswered).
+    /// in-band commands wait or that many out-of-band commands are unanswered), and no input kept but the
+    /// start of a message the last read cut (which the next completes).
     pub fn wants_input(&self) -> bool {
-        self.input.is_empty() && self.reads()
+        (self.input.is_empty() || self.waiting) && self.reads()
     }
 
     /// True while the server reads: not closed, and not stopped as QEMU stops a busy monitor. Checked between
@@ -406,6 +415,8 @@ impl Server {
         // What one call brings is kept whole (the caller's read buffer bounds it); input fed while the server
         // already did not want any is what the limit is for.
         let wanted = self.wants_input();
+        self.waiting = false;
+        self.last_read = input.len();
         // With nothing kept, the bytes of a message under way go to the lexer straight from the caller's slice:
         // one byte per call then costs no trip through the buffer. A message's first bytes still go through it,
         // for the fast path to take the message whole, without a copy of its arguments.
@@ -437,19 +448,36 @@ impl Server {
             if self.lexer.at_message_start() {
                 // A plain command whose turn it is goes straight to dispatch (in-band: it has `execute`).
                 let turn = self.queue.is_empty() && self.current.is_none();
-                if let Some((n, plain)) = turn.then(|| read_plain(&self.input, max)).flatten() {
-                    let arguments = self.take_message(n, plain.arguments.clone());
-                    let command = plain.with_arguments(arguments.map(Arguments::from_verbatim));
-                    self.current = self.dispatch_command(command, false);
-                    continue;
-                }
-                if let Some((n, members)) = fast::read_command(&self.input, max) {
-                    let (mut object, verbatim) = members.into_command(&self.input[..n]);
-                    if let Some(arguments) = self.take_message(n, verbatim) {
-                        object.set_arguments(arguments);
+                let miss = match turn.then(|| read_plain(&self.input, max)) {
+                    Some(Ok((n, plain))) => {
+                        let arguments = self.take_message(n, plain.arguments.clone());
+                        let command = plain.with_arguments(arguments.map(Arguments::from_verbatim));
+                        self.current = self.dispatch_command(command, false);
+                        continue;
                     }
-                    self.on_request(Ok(Request::Object(object)));
-                    continue;
+                    Some(Err(miss)) => miss,
+                    None => Miss::Other,
+                };
+                // What the plain reader reads, the general one does too: it would reach the end as well.
+                let read = if miss == Miss::Incomplete { Err(miss) } else { fast::read_command(&self.input, max) };
+                match read {
+                    Ok((n, members)) => {
+                        let (mut object, verbatim) = members.into_command(&self.input[..n]);
+                        if let Some(arguments) = self.take_message(n, verbatim) {
+                            object.set_arguments(arguments);
+                        }
+                        self.on_request(Ok(Request::Object(object)));
+                        continue;
+                    }
+                    Err(Miss::Incomplete) if self.input.len() < self.last_read.min(max).min(KEEP_CAPACITY) => {
+                        // The last read ended within a message that followed other bytes: its start waits for
+                        // the next read, and the fast path reads it whole then, rather than the lexer byte by
+                        // byte (no error is missed: the lexer would find none in these bytes). Once only: when
+                        // the next read does not complete it either, it is not shorter than that read.
+                        self.waiting = true;
+                        break;
+                    }
+                    Err(_) => {}
                 }
             }
             let used = Self::lex(&mut self.lexer, &self.input, &mut self.parsed, &mut self.keys);
@@ -517,6 +545,7 @@ impl Server {
         }
         self.closed = true;
         self.input = BytesMut::new();
+        self.waiting = false;
         self.queue.clear();
         self.pending.clear();
         self.current = None;

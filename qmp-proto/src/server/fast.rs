@@ -22,20 +22,32 @@ pub(crate) const MAX_MEMBERS: usize = 16;
 /// Nesting this path reads.
 pub(crate) const MAX_DEPTH: usize = 16;
 
+/// Why the fast path did not read a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// The input ends before the message does, and every byte before the end is one this path reads: the
+    /// lexer could not complete the message either (nor find an error in it), and more bytes may let this path
+    /// read it whole.
+    Incomplete,
+    /// Not a message this path reads, or over a limit: the lexer must read it.
+    Other,
+}
+
 /// Reads a command object whole at the start of `input` (after any whitespace). Returns the bytes it used
-/// (up to the closing brace) and its top-level members, or `None` when the lexer must read it.
-pub(crate) fn read_command(input: &[u8], max_size: usize) -> Option<(usize, Members)> {
+/// (up to the closing brace) and its top-level members, or why not (the lexer must read it).
+pub(crate) fn read_command(input: &[u8], max_size: usize) -> Result<(usize, Members), Miss> {
     let mut scan = Scan::new(input);
-    scan.skip_whitespace();
-    let first = scan.at;
-    if scan.next()? != b'{' {
-        return None;
-    }
-    let mut members = Members::default();
-    scan.object(Some(&mut members), 1)?;
-    // Tokens take no more bytes than the message: within the limits, whatever the tokens are.
-    let len = scan.at - first;
-    (len < max_size && len < MAX_TOKEN_COUNT).then_some((scan.at, members))
+    let read = (|| {
+        scan.skip_whitespace();
+        let first = scan.at;
+        scan.literal(b"{")?;
+        let mut members = Members::default();
+        scan.object(Some(&mut members), 1)?;
+        // Tokens take no more bytes than the message: within the limits, whatever the tokens are.
+        let len = scan.at - first;
+        (len < max_size && len < MAX_TOKEN_COUNT).then_some((scan.at, members))
+    })();
+    read.ok_or(scan.miss())
 }
 
 /// Where the scan is (also [`read_plain`](super::plain::read_plain)'s).
@@ -44,23 +56,38 @@ pub(crate) struct Scan<'a> {
     pub(crate) at: usize,
     /// Runs of whitespace skipped so far (a value without any between its tokens is copied as it is).
     pub(crate) spaces: usize,
+    /// The scan reached the end of the input (see [`Miss::Incomplete`]).
+    ended: bool,
 }
 
 impl<'a> Scan<'a> {
     /// At the start of `input`.
     pub(crate) fn new(input: &'a [u8]) -> Self {
-        Scan { input, at: 0, spaces: 0 }
+        Scan { input, at: 0, spaces: 0, ended: false }
+    }
+
+    /// Why the scan failed: it reached the end of the input, or it did not.
+    pub(crate) fn miss(&self) -> Miss {
+        if self.ended {
+            Miss::Incomplete
+        } else {
+            Miss::Other
+        }
     }
 
     /// Steps over `bytes` when the input goes on with them.
     #[inline]
     pub(crate) fn literal<const N: usize>(&mut self, bytes: &[u8; N]) -> Option<()> {
-        let next = self.input.get(self.at..self.at + N)?;
+        let Some(next) = self.input.get(self.at..self.at + N) else {
+            // The input ends within the literal, or differs from it before its end.
+            self.ended |= bytes.starts_with(&self.input[self.at..]);
+            return None;
+        };
         (next == bytes).then(|| self.at += N)
     }
 
     /// The `:` after a member's key, and the whitespace around it: what comes before its value.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn member_value(&mut self) -> Option<()> {
         self.skip_whitespace();
         self.literal(b":")?;
@@ -69,13 +96,23 @@ impl<'a> Scan<'a> {
     }
 
     pub(crate) fn next(&mut self) -> Option<u8> {
-        let b = *self.input.get(self.at)?;
+        let b = self.peek()?;
         self.at += 1;
         Some(b)
     }
 
-    fn peek(&self) -> Option<u8> {
-        self.input.get(self.at).copied()
+    fn peek(&mut self) -> Option<u8> {
+        match self.input.get(self.at) {
+            Some(&b) => Some(b),
+            None => self.end(),
+        }
+    }
+
+    /// Notes that the scan reached the end of the input; `None`, for the caller to return.
+    #[cold]
+    fn end<T>(&mut self) -> Option<T> {
+        self.ended = true;
+        None
     }
 
     pub(crate) fn skip_whitespace(&mut self) {
@@ -182,7 +219,7 @@ impl<'a> Scan<'a> {
     /// (`in_word` marks the bytes that stop in a little-endian word), so that a short string or number costs
     /// one step, not one unpredictable branch per byte; the last bytes one at a time.
     #[inline]
-    fn first_in_words(&self, mut at: usize, in_word: fn(u64) -> u64, stops: impl Fn(u8) -> bool) -> Option<usize> {
+    fn first_in_words(&mut self, mut at: usize, in_word: fn(u64) -> u64, stops: impl Fn(u8) -> bool) -> Option<usize> {
         while let Some(word) = self.input.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
             let marks = in_word(u64::from_le_bytes(word));
             if marks != 0 {
@@ -190,7 +227,10 @@ impl<'a> Scan<'a> {
             }
             at += 8;
         }
-        self.input[at..].iter().position(|&b| stops(b)).map(|i| at + i)
+        match self.input[at..].iter().position(|&b| stops(b)) {
+            Some(i) => Some(at + i),
+            None => self.end(),
+        }
     }
 
     /// The rest of an integer after its first byte `first`: a token the lexer makes an integer (and standard
@@ -198,10 +238,15 @@ impl<'a> Scan<'a> {
     fn integer(&mut self, first: u8) -> Option<()> {
         let start = self.at - 1;
         let digits_at = if first == b'-' { self.at } else { start };
-        let end = self.first_in_words(digits_at, not_digit, |b| !b.is_ascii_digit())?;
-        let digits = end - digits_at;
+        let end = self.first_in_words(digits_at, not_digit, |b| !b.is_ascii_digit());
+        let digits = end.unwrap_or(self.input.len()) - digits_at;
+        if digits > 1 && self.input[digits_at] == b'0' {
+            // A digit after a leading zero: an error to the lexer at once, whatever follows.
+            self.ended = false;
+        }
+        let end = end?;
         // No digits; a leading zero; a fraction or exponent; `-0`; 20 characters or more (maybe beyond 64 bits).
-        let leading_zero = self.input[digits_at] == b'0' && (digits > 1 || first == b'-');
+        let leading_zero = digits > 0 && self.input[digits_at] == b'0' && (digits > 1 || first == b'-');
         if digits == 0 || leading_zero || matches!(self.input[end], b'.' | b'e' | b'E') || end - start >= 20 {
             return None;
         }
@@ -212,7 +257,9 @@ impl<'a> Scan<'a> {
     /// The rest of `true`, `false` or `null` after its first byte, ended by a byte that is not a letter.
     fn keyword(&mut self) -> Option<()> {
         let start = self.at - 1;
-        let len = self.input[start..].iter().position(|b| !b.is_ascii_lowercase())?;
+        let Some(len) = self.input[start..].iter().position(|b| !b.is_ascii_lowercase()) else {
+            return self.end();
+        };
         matches!(&self.input[start..start + len], b"true" | b"false" | b"null").then(|| self.at = start + len)
     }
 }
@@ -287,8 +334,8 @@ mod tests {
 
     fn agree(input: &[u8]) -> Result<(), TestCaseError> {
         let plain = read_plain(input, usize::MAX);
-        if let Some((used, members)) = read_command(input, usize::MAX) {
-            if let Some((plain_used, plain)) = plain {
+        if let Ok((used, members)) = read_command(input, usize::MAX) {
+            if let Ok((plain_used, plain)) = plain {
                 prop_assert_eq!(plain_used, used, "{}", String::from_utf8_lossy(input));
                 plain_agrees(plain, members.clone().into_command_copied(&input[..used]), input)?;
             }
@@ -296,13 +343,32 @@ mod tests {
             let (lexer_used, lexed) = by_the_lexer(input).expect("the lexer reads what the fast path reads");
             prop_assert_eq!(used, lexer_used, "{}", String::from_utf8_lossy(input));
             prop_assert_eq!(Ok(fast), lexed, "{}", String::from_utf8_lossy(input));
+            // Cut short, the message is one to wait for.
+            for end in 0..used {
+                prop_assert_eq!(read_command(&input[..end], usize::MAX).err(), Some(Miss::Incomplete));
+            }
         } else {
             prop_assert!(
-                plain.is_none(),
+                plain.is_err(),
                 "the fast path reads what is read as plain: {}",
                 String::from_utf8_lossy(input)
             );
         }
+        for end in 0..=input.len() {
+            incomplete_is_incomplete(&input[..end])?;
+        }
+        Ok(())
+    }
+
+    /// Where either fast reader says the input ends first, the lexer completes no message and finds no error.
+    fn incomplete_is_incomplete(input: &[u8]) -> Result<(), TestCaseError> {
+        let general = read_command(input, usize::MAX).err() == Some(Miss::Incomplete);
+        let plain = read_plain(input, usize::MAX).err() == Some(Miss::Incomplete);
+        if general || plain {
+            prop_assert!(by_the_lexer(input).is_none(), "{}", String::from_utf8_lossy(input));
+        }
+        // The plain reader's messages are the general one's (the server skips the second when the first ends).
+        prop_assert!(!plain || general, "{}", String::from_utf8_lossy(input));
         Ok(())
     }
 
@@ -329,7 +395,7 @@ mod tests {
             br#"{"exec-oob":"x","id":0,"extra":false,"execute":1}"#,
             br#"{}"#,
         ] {
-            assert!(read_command(input, usize::MAX).is_some(), "{}", String::from_utf8_lossy(input));
+            assert!(read_command(input, usize::MAX).is_ok(), "{}", String::from_utf8_lossy(input));
             agree(input).unwrap();
         }
         for input in [
@@ -340,14 +406,24 @@ mod tests {
             br#"{"a":1,"a":2}"#,
             br#"{"a":01}"#,
             br#"{"a":truex}"#,
-            br#"{"a":1"#,
             br#"[1]"#,
             br#"{"a":12345678901234567890}"#,
         ] {
-            assert!(read_command(input, usize::MAX).is_none(), "{}", String::from_utf8_lossy(input));
+            assert_eq!(read_command(input, usize::MAX).err(), Some(Miss::Other), "{}", String::from_utf8_lossy(input));
         }
-        assert!(read_command(br#"{"execute":"x"}"#, 15).is_none(), "at the size limit");
-        assert!(read_command(br#"{"execute":"x"}"#, 16).is_some());
+        for input in
+            [&br#"{"a":1"#[..], b" ", br#"{"a":[-"#, br#"{"a":"b"#, br#"{"a":tr"#, br#"{"a":12345678901234567890"#]
+        {
+            assert_eq!(
+                read_command(input, usize::MAX).err(),
+                Some(Miss::Incomplete),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        assert_eq!(read_command(br#"{"a":00"#, usize::MAX).err(), Some(Miss::Other), "the lexer's error already");
+        assert_eq!(read_command(br#"{"execute":"x"}"#, 15).err(), Some(Miss::Other), "at the size limit");
+        assert!(read_command(br#"{"execute":"x"}"#, 16).is_ok());
     }
 
     /// The word-at-a-time tests mark exactly the bytes the bytewise ones stop at, whatever the byte and where.
@@ -477,9 +553,9 @@ mod tests {
         let mut runner = proptest::test_runner::TestRunner::deterministic();
         let inputs: Vec<Vec<u8>> =
             (0..1000).map(|_| messages().new_tree(&mut runner).expect("a message").current()).collect();
-        let fast = inputs.iter().filter_map(|input| read_command(input, usize::MAX)).collect::<Vec<_>>();
+        let fast = inputs.iter().filter_map(|input| read_command(input, usize::MAX).ok()).collect::<Vec<_>>();
         assert!((100..900).contains(&fast.len()), "{} of 1000 took the fast path", fast.len());
-        let plain = inputs.iter().filter(|input| read_plain(input, usize::MAX).is_some()).count();
+        let plain = inputs.iter().filter(|input| read_plain(input, usize::MAX).is_ok()).count();
         assert!((50..fast.len() - 50).contains(&plain), "{plain} of the {} were plain commands", fast.len());
     }
 

@@ -19,7 +19,7 @@
 use std::ops::Range;
 
 use super::arguments::Arguments;
-use super::fast::Scan;
+use super::fast::{Miss, Scan};
 use super::lexer::MAX_TOKEN_COUNT;
 use super::qobject::QDict;
 use super::request::{is_builtin, Parts, ReadCommand, Shape};
@@ -56,53 +56,56 @@ pub(crate) struct PlainCommand {
 }
 
 /// Reads a plain command whole at the start of `input` (after any whitespace): returns the bytes it used (up
-/// to the closing brace) and the command, or `None` when the general readers must read it. The short texts
-/// are copied in fixed-size blocks, which may reach past the message: pass the whole input.
-pub(crate) fn read_plain(input: &[u8], max_size: usize) -> Option<(usize, Plain)> {
+/// to the closing brace) and the command, or why not (the general readers must read it). The short texts are
+/// copied in fixed-size blocks, which may reach past the message: pass the whole input.
+pub(crate) fn read_plain(input: &[u8], max_size: usize) -> Result<(usize, Plain), Miss> {
     let mut scan = Scan::new(input);
-    scan.skip_whitespace();
-    let first = scan.at;
-    scan.literal(b"{")?;
-    scan.skip_whitespace();
-    scan.literal(b"\"execute\"")?;
-    scan.member_value()?;
-    scan.literal(b"\"")?;
-    let name = scan.at;
-    scan.string_body()?;
-    let name = name..scan.at - 1;
-    let (mut arguments, mut id) = (None, None);
-    loop {
+    let read = (|| {
         scan.skip_whitespace();
-        match scan.next()? {
-            b'}' => break,
-            b',' => scan.skip_whitespace(),
-            _ => return None,
+        let first = scan.at;
+        scan.literal(b"{")?;
+        scan.skip_whitespace();
+        scan.literal(b"\"execute\"")?;
+        scan.member_value()?;
+        scan.literal(b"\"")?;
+        let name = scan.at;
+        scan.string_body()?;
+        let name = name..scan.at - 1;
+        let (mut arguments, mut id) = (None, None);
+        loop {
+            scan.skip_whitespace();
+            match scan.next()? {
+                b'}' => break,
+                b',' => scan.skip_whitespace(),
+                _ => return None,
+            }
+            if arguments.is_none() && scan.literal(b"\"arguments\"").is_some() {
+                scan.member_value()?;
+                let (start, spaces) = (scan.at, scan.spaces);
+                scan.literal(b"{")?;
+                scan.object(None, 2)?;
+                // Compact: the text is what QEMU would read, as it is.
+                (scan.spaces == spaces).then_some(())?;
+                arguments = Some(start..scan.at);
+            } else if id.is_none() && scan.literal(b"\"id\"").is_some() {
+                scan.member_value()?;
+                let start = scan.at;
+                // One token: printable ASCII without escapes, an integer that fits 64 bits but `-0`, a keyword.
+                let (Shape::String | Shape::Scalar) = scan.value(1)? else { return None };
+                id = Some(start..scan.at);
+            } else {
+                return None;
+            }
         }
-        if arguments.is_none() && scan.literal(b"\"arguments\"").is_some() {
-            scan.member_value()?;
-            let (start, spaces) = (scan.at, scan.spaces);
-            scan.literal(b"{")?;
-            scan.object(None, 2)?;
-            // Compact: the text is what QEMU would read, as it is.
-            (scan.spaces == spaces).then_some(())?;
-            arguments = Some(start..scan.at);
-        } else if id.is_none() && scan.literal(b"\"id\"").is_some() {
-            scan.member_value()?;
-            let start = scan.at;
-            // One token: printable ASCII without escapes, an integer that fits 64 bits but `-0`, a keyword.
-            let (Shape::String | Shape::Scalar) = scan.value(1)? else { return None };
-            id = Some(start..scan.at);
-        } else {
+        // Tokens take no more bytes than the message: within the limits, whatever the tokens are.
+        let len = scan.at - first;
+        if len >= max_size || len >= MAX_TOKEN_COUNT || is_builtin(&input[name.clone()]) {
             return None;
         }
-    }
-    // Tokens take no more bytes than the message: within the limits, whatever the tokens are.
-    let len = scan.at - first;
-    if len >= max_size || len >= MAX_TOKEN_COUNT || is_builtin(&input[name.clone()]) {
-        return None;
-    }
-    let copy = |at: Range<usize>| ShortBytes::from_range(input, at.start, at.end);
-    Some((scan.at, Plain { name: copy(name), id: id.clone().map(copy), echo: id.map(copy), arguments }))
+        let copy = |at: Range<usize>| ShortBytes::from_range(input, at.start, at.end);
+        Some((scan.at, Plain { name: copy(name), id: id.clone().map(copy), echo: id.map(copy), arguments }))
+    })();
+    read.ok_or(scan.miss())
 }
 
 impl ReadCommand for PlainCommand {
@@ -134,7 +137,7 @@ mod tests {
 
     /// The name, id and arguments `read_plain` finds in `input`, as text, or `None`.
     fn read(input: &str) -> Option<(usize, String, Option<String>, Option<String>)> {
-        let (used, plain) = read_plain(input.as_bytes(), usize::MAX)?;
+        let (used, plain) = read_plain(input.as_bytes(), usize::MAX).ok()?;
         let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).expect("ASCII");
         let arguments = plain.arguments.clone().map(|at| input[at].to_string());
         Some((used, text(plain.name.as_bytes()), plain.id.as_ref().map(|id| text(id.as_bytes())), arguments))
@@ -177,7 +180,7 @@ mod tests {
         ] {
             assert_eq!(read(input), None, "{input}");
         }
-        assert!(read_plain(br#"{"execute":"x"}"#, 15).is_none(), "at the size limit");
-        assert!(read_plain(br#"{"execute":"x"}"#, 16).is_some());
+        assert_eq!(read_plain(br#"{"execute":"x"}"#, 15).err(), Some(Miss::Other), "at the size limit");
+        assert!(read_plain(br#"{"execute":"x"}"#, 16).is_ok());
     }
 }
