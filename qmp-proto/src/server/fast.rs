@@ -9,6 +9,11 @@
 //! read the same bytes: they accept every message this path accepts, and find the same members in it (the
 //! property test below checks it), so only the cost differs.
 //!
+//! When it gives up because the input ends first, with every byte before the end one it reads, it says so
+//! ([`Miss::Incomplete`]): the lexer could neither complete that message nor report an error in it yet, so
+//! the server may keep those bytes for the next read to complete, and read the message whole then (the
+//! property test checks this on every prefix of its messages).
+//!
 //! QEMU's limits cannot be reached here: a message this path reads has fewer bytes than the size and token
 //! limits (checked), and nests far less deep than 1024.
 
