@@ -297,7 +297,7 @@ pub struct Server {
     /// `input` is the start of a message the last read cut, kept for the next read to complete (the server
     /// wants input meanwhile).
     waiting: bool,
-    /// Bytes the last call of `handle_input` brought.
+    /// Bytes the last call of `handle_input` that went through `input` brought.
     last_read: usize,
     /// In-band requests read and not yet handed over or answered.
     queue: VecDeque<Read>,
@@ -415,13 +415,14 @@ impl Server {
         // What one call brings is kept whole (the caller's read buffer bounds it); input fed while the server
         // already did not want any is what the limit is for.
         let wanted = self.wants_input();
-        self.waiting = false;
-        self.last_read = input.len();
         // With nothing kept, the bytes of a message under way go to the lexer straight from the caller's slice:
         // one byte per call then costs no trip through the buffer. A message's first bytes still go through it,
         // for the fast path to take the message whole, without a copy of its arguments.
         let direct = if wanted { self.lex_directly(input) } else { 0 };
         if direct < input.len() {
+            // (Set here, not per call: one byte per call mostly goes straight to the lexer.)
+            self.waiting = false;
+            self.last_read = input.len();
             self.input.extend_from_slice(&input[direct..]);
             self.read_input();
         }
