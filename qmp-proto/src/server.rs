@@ -297,7 +297,7 @@ pub struct Server {
     /// `input` is the start of a message the last read cut, kept for the next read to complete (the server
     /// wants input meanwhile).
     waiting: bool,
-    /// Bytes the last call of `handle_input` that went through `input` brought.
+    /// Bytes the last call of `handle_input` brought.
     last_read: usize,
     /// In-band requests read and not yet handed over or answered.
     queue: VecDeque<Read>,
@@ -415,14 +415,13 @@ impl Server {
         // What one call brings is kept whole (the caller's read buffer bounds it); input fed while the server
         // already did not want any is what the limit is for.
         let wanted = self.wants_input();
+        self.waiting = false;
+        self.last_read = input.len();
         // With nothing kept, the bytes of a message under way go to the lexer straight from the caller's slice:
         // one byte per call then costs no trip through the buffer. A message's first bytes still go through it,
         // for the fast path to take the message whole, without a copy of its arguments.
         let direct = if wanted { self.lex_directly(input) } else { 0 };
         if direct < input.len() {
-            // (Set here, not per call: one byte per call mostly goes straight to the lexer.)
-            self.waiting = false;
-            self.last_read = input.len();
             self.input.extend_from_slice(&input[direct..]);
             self.read_input();
         }
@@ -446,7 +445,9 @@ impl Server {
     fn read_input(&mut self) {
         let max = self.config.max_message_size;
         while !self.input.is_empty() && self.reads() {
-            if self.lexer.at_message_start() {
+            // One byte is no message the fast path reads whole, nor one worth keeping: fed one byte per call, the
+            // server gives each message's first byte to the lexer at once.
+            if self.lexer.at_message_start() && self.input.len() > 1 {
                 // A plain command whose turn it is goes straight to dispatch (in-band: it has `execute`).
                 let turn = self.queue.is_empty() && self.current.is_none();
                 let miss = match turn.then(|| read_plain(&self.input, max)) {

@@ -125,8 +125,13 @@ impl ReadCommand for &mut CommandObject {
         self.builtin_arguments.as_deref()
     }
 
+    #[inline]
     fn into_parts(self) -> Parts {
-        let echo = self.echo().map(ShortBytes::new);
+        // Nearly always the id as written: a copy of a fixed size.
+        let echo = match &self.echo {
+            Some(echo) => Some(ShortBytes::new(echo)),
+            None => self.id.clone(),
+        };
         let name = self.name.take().unwrap_or_else(|| ShortBytes::new(b""));
         Parts { name, arguments: self.arguments.take().unwrap_or_default(), id: self.id.take(), echo }
     }
