@@ -41,16 +41,30 @@ pub(crate) enum Miss {
 /// Reads a command object whole at the start of `input` (after any whitespace). Returns the bytes it used
 /// (up to the closing brace) and its top-level members, or why not (the lexer must read it).
 pub(crate) fn read_command(input: &[u8], max_size: usize) -> Result<(usize, Members), Miss> {
+    read_object(input, max_size, |scan| {
+        let mut members = Members::default();
+        scan.object(Some(&mut members), 1)?;
+        Some(members)
+    })
+}
+
+/// Reads an object whole at the start of `input` (after any whitespace), its members read by `members` (from
+/// after the opening brace up to and with the closing one). Returns the bytes used and what `members` gave,
+/// or why not; an object over the size or token limit is not read.
+pub(crate) fn read_object<T>(
+    input: &[u8],
+    max_size: usize,
+    members: impl FnOnce(&mut Scan) -> Option<T>,
+) -> Result<(usize, T), Miss> {
     let mut scan = Scan::new(input);
     let read = (|| {
         scan.skip_whitespace();
         let first = scan.at;
         scan.literal(b"{")?;
-        let mut members = Members::default();
-        scan.object(Some(&mut members), 1)?;
+        let read = members(&mut scan)?;
         // Tokens take no more bytes than the message: within the limits, whatever the tokens are.
         let len = scan.at - first;
-        (len < max_size && len < MAX_TOKEN_COUNT).then_some((scan.at, members))
+        (len < max_size && len < MAX_TOKEN_COUNT).then_some((scan.at, read))
     })();
     read.ok_or(scan.miss())
 }

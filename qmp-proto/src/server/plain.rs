@@ -19,8 +19,7 @@
 use std::ops::Range;
 
 use super::arguments::Arguments;
-use super::fast::{Miss, Scan};
-use super::lexer::MAX_TOKEN_COUNT;
+use super::fast::{read_object, Miss};
 use super::qobject::QDict;
 use super::request::{is_builtin, Parts, ReadCommand, Shape};
 use super::short::ShortBytes;
@@ -59,11 +58,7 @@ pub(crate) struct PlainCommand {
 /// to the closing brace) and the command, or why not (the general readers must read it). The short texts are
 /// copied in fixed-size blocks, which may reach past the message: pass the whole input.
 pub(crate) fn read_plain(input: &[u8], max_size: usize) -> Result<(usize, Plain), Miss> {
-    let mut scan = Scan::new(input);
-    let read = (|| {
-        scan.skip_whitespace();
-        let first = scan.at;
-        scan.literal(b"{")?;
+    let (used, (name, id, arguments)) = read_object(input, max_size, |scan| {
         scan.skip_whitespace();
         scan.literal(b"\"execute\"")?;
         scan.member_value()?;
@@ -75,7 +70,7 @@ pub(crate) fn read_plain(input: &[u8], max_size: usize) -> Result<(usize, Plain)
         loop {
             scan.skip_whitespace();
             match scan.next()? {
-                b'}' => break,
+                b'}' => return Some((name, id, arguments)),
                 b',' => scan.skip_whitespace(),
                 _ => return None,
             }
@@ -97,15 +92,12 @@ pub(crate) fn read_plain(input: &[u8], max_size: usize) -> Result<(usize, Plain)
                 return None;
             }
         }
-        // Tokens take no more bytes than the message: within the limits, whatever the tokens are.
-        let len = scan.at - first;
-        if len >= max_size || len >= MAX_TOKEN_COUNT || is_builtin(&input[name.clone()]) {
-            return None;
-        }
-        let copy = |at: Range<usize>| ShortBytes::from_range(input, at.start, at.end);
-        Some((scan.at, Plain { name: copy(name), id: id.clone().map(copy), echo: id.map(copy), arguments }))
-    })();
-    read.ok_or(scan.miss())
+    })?;
+    if is_builtin(&input[name.clone()]) {
+        return Err(Miss::Other);
+    }
+    let copy = |at: Range<usize>| ShortBytes::from_range(input, at.start, at.end);
+    Ok((used, Plain { name: copy(name), id: id.clone().map(copy), echo: id.map(copy), arguments }))
 }
 
 impl ReadCommand for PlainCommand {
