@@ -97,11 +97,13 @@ pub use event::EncodedEvent;
 use crate::config::Mode;
 use crate::message::Timestamp;
 use crate::raw::RawJson;
+use fast::Miss;
 use lexer::{Lexed, Lexer};
 use parser::parse;
 use pending::{Pending, PendingTable};
+use plain::read_plain;
 use qobject::{QDict, QObject};
-use request::{read_request, KeyRef, ReadCommand, Request};
+use request::{read_request, KeyRef, Parts, ReadCommand, Request};
 use response::{Body, Id};
 use short::ShortBytes;
 
@@ -292,6 +294,11 @@ pub struct Server {
     /// Input fed and not read yet: kept while the server does not want it (as QEMU stops reading a busy
     /// monitor), and read from here. Commands' arguments are slices of it (no copy).
     input: BytesMut,
+    /// `input` is the start of a message the last read cut, kept for the next read to complete (the server
+    /// wants input meanwhile).
+    waiting: bool,
+    /// Bytes the last call of `handle_input` brought.
+    last_read: usize,
     /// In-band requests read and not yet handed over or answered.
     queue: VecDeque<Read>,
     /// The requests the lexer completed with the byte being read (kept to reuse its allocation).
@@ -319,6 +326,8 @@ impl Server {
             lexer: Lexer::new(config.max_message_size),
             config,
             input: BytesMut::new(),
+            waiting: false,
+            last_read: 0,
             queue: VecDeque::new(),
             parsed: Vec::new(),
             keys: Vec::new(),
@@ -369,11 +378,18 @@ impl Server {
         self.out.len()
     }
 
-    /// True when the server wants more input: not closed, and not stopped the way QEMU suspends its monitor
+    /// True when the server wants more input: not closed, not stopped the way QEMU suspends its monitor
     /// (without OOB while a command is being processed; with OOB while [`ServerConfig::max_queued_commands`]
-    /// in-band commands wait or that many out-of-band commands are unanswered).
+    /// in-band commands wait or that many out-of-band commands are unanswered), and no input kept but the
+    /// start of a message the last read cut (which the next completes).
     pub fn wants_input(&self) -> bool {
-        !self.closed && self.input.is_empty() && !self.suspended()
+        (self.input.is_empty() || self.waiting) && self.reads()
+    }
+
+    /// True while the server reads: not closed, and not stopped as QEMU stops a busy monitor. Checked between
+    /// requests (only a request read can stop it), not per byte.
+    fn reads(&self) -> bool {
+        !self.closed && !self.suspended()
     }
 
     fn suspended(&self) -> bool {
@@ -399,6 +415,8 @@ impl Server {
         // What one call brings is kept whole (the caller's read buffer bounds it); input fed while the server
         // already did not want any is what the limit is for.
         let wanted = self.wants_input();
+        self.waiting = false;
+        self.last_read = input.len();
         // With nothing kept, the bytes of a message under way go to the lexer straight from the caller's slice:
         // one byte per call then costs no trip through the buffer. A message's first bytes still go through it,
         // for the fast path to take the message whole, without a copy of its arguments.
@@ -415,7 +433,7 @@ impl Server {
     /// Feeds the lexer from `input` while a message is under way and the server reads; returns the bytes used.
     fn lex_directly(&mut self, input: &[u8]) -> usize {
         let mut used = 0;
-        while used < input.len() && !self.lexer.at_message_start() && !self.suspended() && !self.closed {
+        while used < input.len() && !self.lexer.at_message_start() && self.reads() {
             used += Self::lex(&mut self.lexer, &input[used..], &mut self.parsed, &mut self.keys);
             self.dispatch_parsed();
         }
@@ -425,26 +443,43 @@ impl Server {
     /// Reads kept input until the server stops wanting input or none is left. A command read whole from the
     /// buffer takes its arguments' bytes out of it without a copy.
     fn read_input(&mut self) {
-        // Only a request read can make the server stop: the check is made between requests, not per byte.
-        while !self.input.is_empty() && !self.suspended() && !self.closed {
-            if self.lexer.at_message_start() {
-                if let Some((n, members)) = fast::read_command(&self.input, self.config.max_message_size) {
-                    // A plain command whose turn it is goes straight to dispatch (in-band: it has `execute`). Its
-                    // short texts are copied in fixed-size blocks, which may reach past the message: the whole
-                    // input, not the message, is what they are copied from.
-                    let turn = self.queue.is_empty() && self.current.is_none();
-                    if let Some(plain) = members.plain(&self.input).filter(|_| turn) {
+        let max = self.config.max_message_size;
+        while !self.input.is_empty() && self.reads() {
+            // One byte is no message the fast path reads whole, nor one worth keeping: fed one byte per call, the
+            // server gives each message's first byte to the lexer at once.
+            if self.lexer.at_message_start() && self.input.len() > 1 {
+                // A plain command whose turn it is goes straight to dispatch (in-band: it has `execute`).
+                let turn = self.queue.is_empty() && self.current.is_none();
+                let miss = match turn.then(|| read_plain(&self.input, max)) {
+                    Some(Ok((n, plain))) => {
                         let arguments = self.take_message(n, plain.arguments.clone());
                         let command = plain.with_arguments(arguments.map(Arguments::from_verbatim));
                         self.current = self.dispatch_command(command, false);
                         continue;
                     }
-                    let (mut object, verbatim) = members.into_command(&self.input[..n]);
-                    if let Some(arguments) = self.take_message(n, verbatim) {
-                        object.set_arguments(arguments);
+                    Some(Err(miss)) => miss,
+                    None => Miss::Other,
+                };
+                // What the plain reader reads, the general one does too: it would reach the end as well.
+                let read = if miss == Miss::Incomplete { Err(miss) } else { fast::read_command(&self.input, max) };
+                match read {
+                    Ok((n, members)) => {
+                        let (mut object, verbatim) = members.into_command(&self.input[..n]);
+                        if let Some(arguments) = self.take_message(n, verbatim) {
+                            object.set_arguments(arguments);
+                        }
+                        self.on_request(Ok(Request::Object(object)));
+                        continue;
                     }
-                    self.on_request(Ok(Request::Object(object)));
-                    continue;
+                    Err(Miss::Incomplete) if self.input.len() < self.last_read.min(max).min(KEEP_CAPACITY) => {
+                        // The last read ended within a message that followed other bytes: its start waits for
+                        // the next read, and the fast path reads it whole then, rather than the lexer byte by
+                        // byte (no error is missed: the lexer would find none in these bytes). Once only: when
+                        // the next read does not complete it either, it is not shorter than that read.
+                        self.waiting = true;
+                        break;
+                    }
+                    Err(_) => {}
                 }
             }
             let used = Self::lex(&mut self.lexer, &self.input, &mut self.parsed, &mut self.keys);
@@ -512,6 +547,7 @@ impl Server {
         }
         self.closed = true;
         self.input = BytesMut::new();
+        self.waiting = false;
         self.queue.clear();
         self.pending.clear();
         self.current = None;
@@ -623,7 +659,7 @@ impl Server {
         if pending.oob {
             self.oob_outstanding -= 1;
         }
-        let id = pending.id.as_id();
+        let id = pending.id.as_ref();
         match answer {
             Answer::Return(_) | Answer::ReturnVerbatim(_) | Answer::ReturnEmpty if pending.silent_on_success => {}
             Answer::ReturnEmpty => self.write_return(Body::EmptyObject, id, false),
@@ -802,12 +838,12 @@ impl Server {
         let info = info.unwrap_or_default();
         self.next_token += 1;
         let token = Token(self.next_token);
-        let pending = Pending { id: object.echo_owned(), oob, silent_on_success: !info.success_response };
+        let Parts { name, arguments, id, echo } = object.into_parts();
+        let pending = Pending { id: echo, oob, silent_on_success: !info.success_response };
         self.pending.insert(token, pending);
         if oob {
             self.oob_outstanding += 1;
         }
-        let (name, arguments, id) = object.into_parts();
         self.events.push_back(Event::Command(Command { token, name, arguments, oob, id }));
         Some(token)
     }

@@ -131,6 +131,47 @@ fn without_oob_one_command_at_a_time_and_reading_stops() {
     assert!(s.wants_input());
 }
 
+/// Answers the commands waiting, with `{}`; returns their names.
+fn answer_all(s: &mut Server) -> Vec<String> {
+    let mut names = Vec::new();
+    while let Some(ev) = s.poll_event() {
+        if let Event::Command(c) = ev {
+            names.push(c.name().to_owned());
+            s.reply(c.token, Ok(json!({}))).unwrap();
+        }
+    }
+    names
+}
+
+#[test]
+fn a_command_cut_by_the_end_of_a_read_waits_for_the_next() {
+    let mut s = negotiated(ServerConfig::qmp(), false);
+    // The read ends within the second command: the server still wants input, and reads it once the rest comes.
+    s.handle_input(br#"{"execute":"a","id":1}{"execute":"b","#);
+    assert_eq!(answer_all(&mut s), ["a"]);
+    assert!(s.wants_input(), "the start of a message is kept, and more input wanted");
+    s.handle_input(br#""id":2}"#);
+    assert_eq!(answer_all(&mut s), ["b"]);
+    assert_eq!(take(&mut s), "{\"return\": {}, \"id\": 1}\r\n{\"return\": {}, \"id\": 2}\r\n");
+    // What the lexer reports in the cut bytes is reported at once, as QEMU reports it (`00`); a whole message
+    // the fast path does not read (`1.5`) is answered at once too.
+    s.handle_input(br#"{"execute":"c","id":3}{"execute":"d","id":00"#);
+    assert_eq!(answer_all(&mut s), ["c"]);
+    assert!(take(&mut s).contains("\"error\""), "the parse error without more input");
+    let mut s = negotiated(ServerConfig::qmp(), false);
+    s.handle_input(br#"{"execute":"e","id":1}{"execute":"f","id":1.5}"#);
+    assert_eq!(answer_all(&mut s), ["e", "f"]);
+    assert!(s.wants_input());
+    // A message longer than the read that cut it goes to the lexer, which reads it as it comes.
+    let mut s = negotiated(ServerConfig::qmp(), false);
+    s.handle_input(br#"{"execute":"g","id":1}{"execute":"h","arguments":{"#);
+    s.handle_input(br#""a":1}"#);
+    assert_eq!(answer_all(&mut s), ["g"]);
+    s.handle_input(br#","id":2}"#);
+    assert_eq!(answer_all(&mut s), ["h"]);
+    assert_eq!(take(&mut s), "{\"return\": {}, \"id\": 1}\r\n{\"return\": {}, \"id\": 2}\r\n");
+}
+
 #[test]
 fn with_oob_eight_wait_and_oob_overtakes() {
     let mut s = negotiated(ServerConfig::qmp(), true);

@@ -9,6 +9,11 @@
 //! read the same bytes: they accept every message this path accepts, and find the same members in it (the
 //! property test below checks it), so only the cost differs.
 //!
+//! When it gives up because the input ends first, with every byte before the end one it reads, it says so
+//! ([`Miss::Incomplete`]): the lexer could neither complete that message nor report an error in it yet, so
+//! the server may keep those bytes for the next read to complete, and read the message whole then (the
+//! property test checks this on every prefix of its messages).
+//!
 //! QEMU's limits cannot be reached here: a message this path reads has fewer bytes than the size and token
 //! limits (checked), and nests far less deep than 1024.
 
@@ -22,42 +27,114 @@ pub(crate) const MAX_MEMBERS: usize = 16;
 /// Nesting this path reads.
 pub(crate) const MAX_DEPTH: usize = 16;
 
+/// Why the fast path did not read a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// The input ends before the message does, and every byte before the end is one this path reads: the
+    /// lexer could not complete the message either (nor find an error in it), and more bytes may let this path
+    /// read it whole.
+    Incomplete,
+    /// Not a message this path reads, or over a limit: the lexer must read it.
+    Other,
+}
+
 /// Reads a command object whole at the start of `input` (after any whitespace). Returns the bytes it used
-/// (up to the closing brace) and its top-level members, or `None` when the lexer must read it.
-pub(crate) fn read_command(input: &[u8], max_size: usize) -> Option<(usize, Members)> {
-    let mut scan = Scan { input, at: 0, spaces: 0 };
-    scan.skip_whitespace();
-    let first = scan.at;
-    if scan.next()? != b'{' {
-        return None;
-    }
-    let mut members = Members::default();
-    scan.object(Some(&mut members), 1)?;
-    // Tokens take no more bytes than the message: within the limits, whatever the tokens are.
-    let len = scan.at - first;
-    (len < max_size && len < MAX_TOKEN_COUNT).then_some((scan.at, members))
+/// (up to the closing brace) and its top-level members, or why not (the lexer must read it).
+pub(crate) fn read_command(input: &[u8], max_size: usize) -> Result<(usize, Members), Miss> {
+    read_object(input, max_size, |scan| {
+        let mut members = Members::default();
+        scan.object(Some(&mut members), 1)?;
+        Some(members)
+    })
 }
 
-/// Where the scan is.
-struct Scan<'a> {
+/// Reads an object whole at the start of `input` (after any whitespace), its members read by `members` (from
+/// after the opening brace up to and with the closing one). Returns the bytes used and what `members` gave,
+/// or why not; an object over the size or token limit is not read.
+pub(crate) fn read_object<T>(
+    input: &[u8],
+    max_size: usize,
+    members: impl FnOnce(&mut Scan) -> Option<T>,
+) -> Result<(usize, T), Miss> {
+    let mut scan = Scan::new(input);
+    let read = (|| {
+        scan.skip_whitespace();
+        let first = scan.at;
+        scan.literal(b"{")?;
+        let read = members(&mut scan)?;
+        // Tokens take no more bytes than the message: within the limits, whatever the tokens are.
+        let len = scan.at - first;
+        (len < max_size && len < MAX_TOKEN_COUNT).then_some((scan.at, read))
+    })();
+    read.ok_or(scan.miss())
+}
+
+/// Where the scan is (also [`read_plain`](super::plain::read_plain)'s).
+pub(crate) struct Scan<'a> {
     input: &'a [u8],
-    at: usize,
+    pub(crate) at: usize,
     /// Runs of whitespace skipped so far (a value without any between its tokens is copied as it is).
-    spaces: usize,
+    pub(crate) spaces: usize,
+    /// The scan reached the end of the input (see [`Miss::Incomplete`]).
+    ended: bool,
 }
 
-impl Scan<'_> {
-    fn next(&mut self) -> Option<u8> {
-        let b = *self.input.get(self.at)?;
+impl<'a> Scan<'a> {
+    /// At the start of `input`.
+    pub(crate) fn new(input: &'a [u8]) -> Self {
+        Scan { input, at: 0, spaces: 0, ended: false }
+    }
+
+    /// Why the scan failed: it reached the end of the input, or it did not.
+    pub(crate) fn miss(&self) -> Miss {
+        if self.ended {
+            Miss::Incomplete
+        } else {
+            Miss::Other
+        }
+    }
+
+    /// Steps over `bytes` when the input goes on with them.
+    #[inline]
+    pub(crate) fn literal<const N: usize>(&mut self, bytes: &[u8; N]) -> Option<()> {
+        let Some(next) = self.input.get(self.at..self.at + N) else {
+            // The input ends within the literal, or differs from it before its end.
+            self.ended |= bytes.starts_with(&self.input[self.at..]);
+            return None;
+        };
+        (next == bytes).then(|| self.at += N)
+    }
+
+    /// The `:` after a member's key, and the whitespace around it: what comes before its value.
+    #[inline(always)]
+    pub(crate) fn member_value(&mut self) -> Option<()> {
+        self.skip_whitespace();
+        self.literal(b":")?;
+        self.skip_whitespace();
+        Some(())
+    }
+
+    pub(crate) fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
         self.at += 1;
         Some(b)
     }
 
-    fn peek(&self) -> Option<u8> {
-        self.input.get(self.at).copied()
+    fn peek(&mut self) -> Option<u8> {
+        match self.input.get(self.at) {
+            Some(&b) => Some(b),
+            None => self.end(),
+        }
     }
 
-    fn skip_whitespace(&mut self) {
+    /// Notes that the scan reached the end of the input; `None`, for the caller to return.
+    #[cold]
+    fn end<T>(&mut self) -> Option<T> {
+        self.ended = true;
+        None
+    }
+
+    pub(crate) fn skip_whitespace(&mut self) {
         if matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
             self.spaces += 1;
             while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
@@ -67,7 +144,7 @@ impl Scan<'_> {
     }
 
     /// An object after its `{`; records its members in `top` when it is the message's own object.
-    fn object(&mut self, mut top: Option<&mut Members>, depth: usize) -> Option<()> {
+    pub(crate) fn object(&mut self, mut top: Option<&mut Members>, depth: usize) -> Option<()> {
         self.skip_whitespace();
         if self.peek()? == b'}' {
             self.at += 1;
@@ -138,7 +215,7 @@ impl Scan<'_> {
     }
 
     /// A value inside an object or list at `depth`.
-    fn value(&mut self, depth: usize) -> Option<Shape> {
+    pub(crate) fn value(&mut self, depth: usize) -> Option<Shape> {
         let b = self.next()?;
         match b {
             b'"' => self.string_body().map(|()| Shape::String),
@@ -152,7 +229,7 @@ impl Scan<'_> {
 
     /// The rest of a string after its opening quote, up to and with its closing one.
     #[inline]
-    fn string_body(&mut self) -> Option<()> {
+    pub(crate) fn string_body(&mut self) -> Option<()> {
         let end = self.first_in_words(self.at, not_plain, |b| !PLAIN[usize::from(b)])?;
         (self.input[end] == b'"').then(|| self.at = end + 1)
     }
@@ -161,7 +238,7 @@ impl Scan<'_> {
     /// (`in_word` marks the bytes that stop in a little-endian word), so that a short string or number costs
     /// one step, not one unpredictable branch per byte; the last bytes one at a time.
     #[inline]
-    fn first_in_words(&self, mut at: usize, in_word: fn(u64) -> u64, stops: impl Fn(u8) -> bool) -> Option<usize> {
+    fn first_in_words(&mut self, mut at: usize, in_word: fn(u64) -> u64, stops: impl Fn(u8) -> bool) -> Option<usize> {
         while let Some(word) = self.input.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
             let marks = in_word(u64::from_le_bytes(word));
             if marks != 0 {
@@ -169,7 +246,10 @@ impl Scan<'_> {
             }
             at += 8;
         }
-        self.input[at..].iter().position(|&b| stops(b)).map(|i| at + i)
+        match self.input[at..].iter().position(|&b| stops(b)) {
+            Some(i) => Some(at + i),
+            None => self.end(),
+        }
     }
 
     /// The rest of an integer after its first byte `first`: a token the lexer makes an integer (and standard
@@ -177,10 +257,15 @@ impl Scan<'_> {
     fn integer(&mut self, first: u8) -> Option<()> {
         let start = self.at - 1;
         let digits_at = if first == b'-' { self.at } else { start };
-        let end = self.first_in_words(digits_at, not_digit, |b| !b.is_ascii_digit())?;
-        let digits = end - digits_at;
+        let end = self.first_in_words(digits_at, not_digit, |b| !b.is_ascii_digit());
+        let digits = end.unwrap_or(self.input.len()) - digits_at;
+        if digits > 1 && self.input[digits_at] == b'0' {
+            // A digit after a leading zero: an error to the lexer at once, whatever follows.
+            self.ended = false;
+        }
+        let end = end?;
         // No digits; a leading zero; a fraction or exponent; `-0`; 20 characters or more (maybe beyond 64 bits).
-        let leading_zero = self.input[digits_at] == b'0' && (digits > 1 || first == b'-');
+        let leading_zero = digits > 0 && self.input[digits_at] == b'0' && (digits > 1 || first == b'-');
         if digits == 0 || leading_zero || matches!(self.input[end], b'.' | b'e' | b'E') || end - start >= 20 {
             return None;
         }
@@ -191,7 +276,9 @@ impl Scan<'_> {
     /// The rest of `true`, `false` or `null` after its first byte, ended by a byte that is not a letter.
     fn keyword(&mut self) -> Option<()> {
         let start = self.at - 1;
-        let len = self.input[start..].iter().position(|b| !b.is_ascii_lowercase())?;
+        let Some(len) = self.input[start..].iter().position(|b| !b.is_ascii_lowercase()) else {
+            return self.end();
+        };
         matches!(&self.input[start..start + len], b"true" | b"false" | b"null").then(|| self.at = start + len)
     }
 }
@@ -240,7 +327,7 @@ const fn not_digit(word: u64) -> u64 {
 mod tests {
     use super::super::arguments::Arguments;
     use super::super::lexer::{Lexed, Lexer};
-    use super::super::plain::Plain;
+    use super::super::plain::{read_plain, Plain};
     use super::super::request::{read_request, CommandObject, ReadCommand, Request};
     use super::*;
     use bytes::Bytes;
@@ -265,15 +352,42 @@ mod tests {
     }
 
     fn agree(input: &[u8]) -> Result<(), TestCaseError> {
-        if let Some((used, members)) = read_command(input, usize::MAX) {
-            if let Some(plain) = members.plain(&input[..used]) {
-                plain_agrees(plain, members.clone().into_command_copied(&input[..used]), &input[..used])?;
+        let plain = read_plain(input, usize::MAX);
+        if let Ok((used, members)) = read_command(input, usize::MAX) {
+            if let Ok((plain_used, plain)) = plain {
+                prop_assert_eq!(plain_used, used, "{}", String::from_utf8_lossy(input));
+                plain_agrees(plain, members.clone().into_command_copied(&input[..used]), input)?;
             }
             let fast = Request::Object(members.into_command_copied(&input[..used]));
             let (lexer_used, lexed) = by_the_lexer(input).expect("the lexer reads what the fast path reads");
             prop_assert_eq!(used, lexer_used, "{}", String::from_utf8_lossy(input));
             prop_assert_eq!(Ok(fast), lexed, "{}", String::from_utf8_lossy(input));
+            // Cut short, the message is one to wait for.
+            for end in 0..used {
+                prop_assert_eq!(read_command(&input[..end], usize::MAX).err(), Some(Miss::Incomplete));
+            }
+        } else {
+            prop_assert!(
+                plain.is_err(),
+                "the fast path reads what is read as plain: {}",
+                String::from_utf8_lossy(input)
+            );
         }
+        for end in 0..=input.len() {
+            incomplete_is_incomplete(&input[..end])?;
+        }
+        Ok(())
+    }
+
+    /// Where either fast reader says the input ends first, the lexer completes no message and finds no error.
+    fn incomplete_is_incomplete(input: &[u8]) -> Result<(), TestCaseError> {
+        let general = read_command(input, usize::MAX).err() == Some(Miss::Incomplete);
+        let plain = read_plain(input, usize::MAX).err() == Some(Miss::Incomplete);
+        if general || plain {
+            prop_assert!(by_the_lexer(input).is_none(), "{}", String::from_utf8_lossy(input));
+        }
+        // The plain reader's messages are the general one's (the server skips the second when the first ends).
+        prop_assert!(!plain || general, "{}", String::from_utf8_lossy(input));
         Ok(())
     }
 
@@ -287,7 +401,6 @@ mod tests {
         }
         prop_assert_eq!(plain.name(), ReadCommand::name(&object));
         prop_assert_eq!(plain.echo(), object.echo());
-        prop_assert_eq!(plain.echo_owned(), object.echo_owned());
         prop_assert!(plain.builtin_arguments().is_none() && object.builtin_arguments().is_none());
         prop_assert_eq!(plain.into_parts(), object.into_parts());
         Ok(())
@@ -301,7 +414,7 @@ mod tests {
             br#"{"exec-oob":"x","id":0,"extra":false,"execute":1}"#,
             br#"{}"#,
         ] {
-            assert!(read_command(input, usize::MAX).is_some(), "{}", String::from_utf8_lossy(input));
+            assert!(read_command(input, usize::MAX).is_ok(), "{}", String::from_utf8_lossy(input));
             agree(input).unwrap();
         }
         for input in [
@@ -312,14 +425,24 @@ mod tests {
             br#"{"a":1,"a":2}"#,
             br#"{"a":01}"#,
             br#"{"a":truex}"#,
-            br#"{"a":1"#,
             br#"[1]"#,
             br#"{"a":12345678901234567890}"#,
         ] {
-            assert!(read_command(input, usize::MAX).is_none(), "{}", String::from_utf8_lossy(input));
+            assert_eq!(read_command(input, usize::MAX).err(), Some(Miss::Other), "{}", String::from_utf8_lossy(input));
         }
-        assert!(read_command(br#"{"execute":"x"}"#, 15).is_none(), "at the size limit");
-        assert!(read_command(br#"{"execute":"x"}"#, 16).is_some());
+        for input in
+            [&br#"{"a":1"#[..], b" ", br#"{"a":[-"#, br#"{"a":"b"#, br#"{"a":tr"#, br#"{"a":12345678901234567890"#]
+        {
+            assert_eq!(
+                read_command(input, usize::MAX).err(),
+                Some(Miss::Incomplete),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        assert_eq!(read_command(br#"{"a":00"#, usize::MAX).err(), Some(Miss::Other), "the lexer's error already");
+        assert_eq!(read_command(br#"{"execute":"x"}"#, 15).err(), Some(Miss::Other), "at the size limit");
+        assert!(read_command(br#"{"execute":"x"}"#, 16).is_ok());
     }
 
     /// The word-at-a-time tests mark exactly the bytes the bytewise ones stop at, whatever the byte and where.
@@ -449,11 +572,9 @@ mod tests {
         let mut runner = proptest::test_runner::TestRunner::deterministic();
         let inputs: Vec<Vec<u8>> =
             (0..1000).map(|_| messages().new_tree(&mut runner).expect("a message").current()).collect();
-        let fast = inputs.iter().filter_map(|input| read_command(input, usize::MAX)).collect::<Vec<_>>();
+        let fast = inputs.iter().filter_map(|input| read_command(input, usize::MAX).ok()).collect::<Vec<_>>();
         assert!((100..900).contains(&fast.len()), "{} of 1000 took the fast path", fast.len());
-        let plain =
-            inputs.iter().filter_map(|input| read_command(input, usize::MAX).map(|(n, m)| m.plain(&input[..n])));
-        let plain = plain.filter(Option::is_some).count();
+        let plain = inputs.iter().filter(|input| read_plain(input, usize::MAX).is_ok()).count();
         assert!((50..fast.len() - 50).contains(&plain), "{plain} of the {} were plain commands", fast.len());
     }
 

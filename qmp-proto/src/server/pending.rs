@@ -8,91 +8,16 @@
 
 use std::collections::VecDeque;
 
-use super::response::Id;
+use super::short::ShortBytes;
 use super::Token;
 
 /// A command handed to the caller and not answered yet.
 #[derive(Debug)]
 pub(crate) struct Pending {
-    /// The id as the reply echoes it.
-    pub(crate) id: Echo,
+    /// The bytes the reply echoes for the id, if the command had one.
+    pub(crate) id: Option<ShortBytes>,
     pub(crate) oob: bool,
     pub(crate) silent_on_success: bool,
-}
-
-/// Bytes an id kept until its reply: up to 16 in one 128-bit word (the common ids: copied from the input with
-/// one load and one store, and moved whole, not byte by byte), longer ones on the heap.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Echo {
-    /// The command had no id.
-    None,
-    /// The bytes, little-endian in the word; the bytes past `len` are zero.
-    Short {
-        word: u128,
-        len: u8,
-    },
-    Long(Box<[u8]>),
-}
-
-/// Bytes an [`Echo`] keeps in its word.
-const SHORT: usize = 16;
-
-impl Echo {
-    /// The id's bytes, or none.
-    pub(crate) fn new(bytes: Option<&[u8]>) -> Echo {
-        match bytes {
-            None => Echo::None,
-            Some(bytes) if bytes.len() <= SHORT => {
-                let mut word = [0; SHORT];
-                word[..bytes.len()].copy_from_slice(bytes);
-                Echo::Short { word: u128::from_le_bytes(word), len: bytes.len() as u8 }
-            }
-            Some(bytes) => Echo::Long(bytes.into()),
-        }
-    }
-
-    /// `text[start..end]`, read as one 128-bit word when `text` has 16 bytes from `start`.
-    pub(crate) fn from_range(text: &[u8], start: usize, end: usize) -> Echo {
-        let len = end - start;
-        match text.get(start..start + SHORT).and_then(|window| <[u8; SHORT]>::try_from(window).ok()) {
-            Some(window) if len <= SHORT => {
-                // The bytes past the id are not kept.
-                let mask = u128::MAX.checked_shr(8 * (SHORT - len) as u32).unwrap_or(0);
-                Echo::Short { word: u128::from_le_bytes(window) & mask, len: len as u8 }
-            }
-            _ => Echo::new(Some(&text[start..end])),
-        }
-    }
-
-    /// The id, `None` without one.
-    pub(crate) fn as_id(&self) -> Option<&Echo> {
-        (*self != Echo::None).then_some(self)
-    }
-
-    /// The bytes, `None` without an id.
-    #[cfg(test)]
-    fn to_vec(&self) -> Option<Vec<u8>> {
-        self.as_id().map(|id| {
-            let mut out = Vec::new();
-            id.append_to(&mut out);
-            out
-        })
-    }
-}
-
-impl Id for &Echo {
-    fn append_to(&self, out: &mut Vec<u8>) {
-        match self {
-            Echo::None => {}
-            Echo::Short { word, len } => {
-                // All sixteen bytes, then the ones past the id cut: a copy of a fixed size (no call).
-                let end = out.len() + usize::from(*len);
-                out.extend_from_slice(&word.to_le_bytes());
-                out.truncate(end);
-            }
-            Echo::Long(bytes) => out.extend_from_slice(bytes),
-        }
-    }
 }
 
 /// The commands waiting for a reply. See the [module docs](self).
@@ -136,21 +61,7 @@ mod tests {
     use super::*;
 
     fn pending() -> Pending {
-        Pending { id: Echo::None, oob: false, silent_on_success: false }
-    }
-
-    #[test]
-    fn ids_read_back_whatever_their_length_and_place() {
-        assert_eq!(Echo::new(None).to_vec(), None);
-        for len in [0, 1, 15, SHORT, SHORT + 1, 100] {
-            let id: Vec<u8> = (1..=len).map(|i| i as u8).collect();
-            let kept = Echo::new(Some(&id));
-            assert_eq!(kept.to_vec().as_deref(), Some(&id[..]));
-            assert_eq!(matches!(kept, Echo::Short { .. }), len <= SHORT);
-            let padded = [b"x".as_slice(), &id, &[7; 40]].concat();
-            assert_eq!(Echo::from_range(&padded, 1, 1 + len), kept, "from a window");
-            assert_eq!(Echo::from_range(&id, 0, len), kept, "without bytes to spare");
-        }
+        Pending { id: None, oob: false, silent_on_success: false }
     }
 
     #[test]

@@ -29,7 +29,6 @@ use super::builtin::c_str;
 use super::lexer::Kind;
 use super::parse_bytes;
 use super::parser::{parse_string, parse_with, Decoded, Keyword, Sink, Token};
-use super::pending::Echo;
 use super::qobject::{bucket, QDict, QObject, PLAIN};
 use super::short::ShortBytes;
 
@@ -67,13 +66,16 @@ pub(crate) struct CommandObject {
     echo: Option<Box<[u8]>>,
     /// The first other member in QEMU's order: its key's bucket, its insertion number, its key.
     unexpected: Option<Box<(u32, u32, Vec<u8>)>>,
-    /// The `arguments` as QEMU's values, for the commands the server answers itself (see [`BUILTIN`]).
+    /// The `arguments` as QEMU's values, for the commands the server answers itself (see [`is_builtin`]).
     builtin_arguments: Option<Box<QDict>>,
 }
 
-/// The commands the server may answer itself. Their arguments are read as QEMU's values (as QEMU checks
-/// them, in its member order), not as text.
-pub(crate) const BUILTIN: [&str; 3] = ["qmp_capabilities", "guest-sync", "guest-sync-delimited"];
+/// True for the commands the server may answer itself. Their arguments are read as QEMU's values (as QEMU
+/// checks them, in its member order), not as text. (A match on the bytes: one jump on the length and one
+/// comparison, not a comparison per name.)
+pub(crate) fn is_builtin(name: &[u8]) -> bool {
+    matches!(name, b"qmp_capabilities" | b"guest-sync" | b"guest-sync-delimited")
+}
 
 /// What dispatch needs of a command read, whichever reader read it: a [`CommandObject`] (any command object),
 /// or a [`PlainCommand`](super::plain::PlainCommand) (a common command taken straight from the input).
@@ -86,13 +88,24 @@ pub(crate) trait ReadCommand {
     fn name(&self) -> &[u8];
     /// The bytes the reply echoes for the id (it never fails the check: usable whatever the check finds).
     fn echo(&self) -> Option<&[u8]>;
-    /// [`echo`](Self::echo), owned: what the server keeps until the reply.
-    fn echo_owned(&self) -> Echo;
-    /// The `arguments` as values, for the commands the server answers itself (see [`BUILTIN`]).
+    /// The `arguments` as values, for the commands the server answers itself (see [`is_builtin`]).
     fn builtin_arguments(&self) -> Option<&QDict>;
-    /// What a command handed to the caller keeps: its name, its arguments (`{}` without any), its id. Taken
-    /// once [`check`](Self::check) passed, and moved straight to where they go.
-    fn into_parts(self) -> (ShortBytes, Arguments, Option<ShortBytes>);
+    /// What a command handed to the caller keeps, and the echo the server keeps until the reply. Taken once
+    /// [`check`](Self::check) passed, and moved straight to where they go.
+    fn into_parts(self) -> Parts;
+}
+
+/// A command's parts, as [`ReadCommand::into_parts`] gives them.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Parts {
+    /// The name (valid UTF-8).
+    pub(crate) name: ShortBytes,
+    /// The arguments, `{}` without any.
+    pub(crate) arguments: Arguments,
+    /// The id's text (see [`Command::id_text`](super::Command::id_text)).
+    pub(crate) id: Option<ShortBytes>,
+    /// The bytes the reply echoes for the id ([`ReadCommand::echo`]), a copy of their own.
+    pub(crate) echo: Option<ShortBytes>,
 }
 
 impl ReadCommand for &mut CommandObject {
@@ -108,17 +121,19 @@ impl ReadCommand for &mut CommandObject {
         self.echo.as_deref().or(self.id.as_ref().map(ShortBytes::as_bytes))
     }
 
-    fn echo_owned(&self) -> Echo {
-        Echo::new(self.echo())
-    }
-
     fn builtin_arguments(&self) -> Option<&QDict> {
         self.builtin_arguments.as_deref()
     }
 
-    fn into_parts(self) -> (ShortBytes, Arguments, Option<ShortBytes>) {
+    #[inline]
+    fn into_parts(self) -> Parts {
+        // Nearly always the id as written: a copy of a fixed size.
+        let echo = match &self.echo {
+            Some(echo) => Some(ShortBytes::new(echo)),
+            None => self.id.clone(),
+        };
         let name = self.name.take().unwrap_or_else(|| ShortBytes::new(b""));
-        (name, self.arguments.take().unwrap_or_default(), self.id.take())
+        Parts { name, arguments: self.arguments.take().unwrap_or_default(), id: self.id.take(), echo }
     }
 }
 
@@ -292,7 +307,7 @@ impl Members {
         };
         let arguments = self.arguments.filter(|found| found.shape == Shape::Object);
         let builtin_arguments = match (&name, arguments) {
-            (Some(name), Some(found)) if BUILTIN.iter().any(|b| b.as_bytes() == name.as_bytes()) => {
+            (Some(name), Some(found)) if is_builtin(name.as_bytes()) => {
                 match parse_bytes(&text[found.start..found.end]) {
                     Ok(QObject::Dict(dict)) => Some(Box::new(dict)),
                     _ => None,

@@ -1,5 +1,8 @@
 //! [`ShortBytes`]: a byte string kept inline when it is short, so that the short texts the server keeps per
-//! member or per command (QMP's keys: `execute`, `arguments`, `node-name`; ids such as `7`) cost no allocation.
+//! member or per command (QMP's keys: `execute`, `arguments`, `node-name`; names; ids such as `7`, kept again
+//! until the reply echoes them) cost no allocation.
+
+use super::response::Id;
 
 /// Bytes kept inline.
 const INLINE: usize = 22;
@@ -44,6 +47,21 @@ impl ShortBytes {
     }
 }
 
+impl Id for &ShortBytes {
+    fn append_to(&self, out: &mut Vec<u8>) {
+        match self {
+            ShortBytes::Inline { len, bytes } => {
+                // The whole block, then the bytes past the text cut: a copy of a fixed size (no call to copy a
+                // run-time length).
+                let end = out.len() + usize::from(*len);
+                out.extend_from_slice(bytes);
+                out.truncate(end);
+            }
+            ShortBytes::Heap(bytes) => out.extend_from_slice(bytes),
+        }
+    }
+}
+
 impl PartialEq for ShortBytes {
     fn eq(&self, other: &ShortBytes) -> bool {
         self.as_bytes() == other.as_bytes()
@@ -72,6 +90,9 @@ mod tests {
             assert_eq!(from_range.as_bytes(), &text[..]);
             assert_eq!(from_range, kept);
             assert_eq!(ShortBytes::from_range(&text, 0, len), kept, "without bytes to spare");
+            let mut written = b"{".to_vec();
+            (&from_range).append_to(&mut written);
+            assert_eq!(written, [b"{".as_slice(), &text].concat(), "written back whole, nothing past it");
         }
     }
 }
