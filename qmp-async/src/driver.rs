@@ -5,8 +5,9 @@
 //! withdrawn before it can be written), new requests, then writes what the core wants written, then the timer,
 //! then input. Writing comes before reading: a command written in a turn needs no turn of its own. The timer
 //! comes before the input: the core learns the time only from `handle_timeout`, so a reply read after its
-//! command's deadline passed finds the deadline fired. Input is read only when there may be some
-//! ([`wake::ReadWake`]), and the loop goes round again only after a read, a fired timer, a failed write or the
+//! command's deadline passed finds the deadline fired (the clock is read before input is handed over, in case the
+//! runtime's timer is late). Input is read, and the timer polled, only when there may be something
+//! ([`wake::SourceWake`]), and the loop goes round again only after a read, a fired timer, a failed write or the
 //! end of the session, so a command costs one read that finds its reply and one that finds nothing, as a raw
 //! loop over the socket does. After **every** call into the core it follows the core's contract: drain
 //! `poll_event` (replies to their callers, events to the subscribers), take `poll_transmit_with_fds` into the
@@ -46,7 +47,7 @@ use crate::transport::Transport;
 mod dispatch;
 mod wake;
 
-use wake::ReadWake;
+use wake::SourceWake;
 
 /// The future that runs a connection: it owns the transport and the protocol state, and ends when the session
 /// does. The convenience constructors spawn it for you; with [`Qmp::with_driver`](crate::Qmp::with_driver) you
@@ -162,8 +163,11 @@ pub(crate) struct Conn<T, R: Runtime> {
     shut_down: bool,
     linger: Option<Pin<Box<R::Timer>>>,
     /// Whether there may be input, and the waker reads register (it notes the wake-up, then wakes the task).
-    read_wake: Arc<ReadWake>,
+    read_wake: Arc<SourceWake>,
     read_waker: Waker,
+    /// Whether the timer may have fired (or was re-armed), and the waker it is polled with.
+    timer_wake: Arc<SourceWake>,
+    timer_waker: Waker,
     /// The last read did not fit [`SMALL_READ`] (or filled it): the next reads into [`READ_CHUNK`].
     large_reads: bool,
 }
@@ -176,7 +180,8 @@ impl<T, R: Runtime> fmt::Debug for Conn<T, R> {
 
 impl<T: Transport, R: Runtime> Conn<T, R> {
     pub(crate) fn new(io: T, core: qmp_proto::Client, shared: Arc<Shared>, events: Publisher, runtime: R) -> Self {
-        let (read_wake, read_waker) = ReadWake::new();
+        let (read_wake, read_waker) = SourceWake::new();
+        let (timer_wake, timer_waker) = SourceWake::new();
         let mut conn = Conn {
             io,
             core,
@@ -201,6 +206,8 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             linger: None,
             read_wake,
             read_waker,
+            timer_wake,
+            timer_waker,
             large_reads: false,
         };
         // The core may already have something to say (guest-agent mode without a handshake is ready at once).
@@ -292,7 +299,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
     /// call into the core or a change to the waiting requests, and the clock is read only when the timer fires
     /// (and before input is handed to the core, [`check_deadlines`](Self::check_deadlines)): a command costs no
     /// clock read and no timer reset here.
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+    fn poll_timer(&mut self) -> bool {
         if self.phase != Phase::Running {
             return false;
         }
@@ -303,10 +310,12 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
                     (_, Some(timer)) => {
                         timer.as_mut().reset(at);
                         self.armed = Some(at);
+                        self.timer_wake.set();
                     }
                     (_, None) => {
                         self.timer = Some(Box::pin(self.runtime.timer(at)));
                         self.armed = Some(at);
+                        self.timer_wake.set();
                     }
                 }
             }
@@ -314,7 +323,9 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
         let (Some(target), Some(timer)) = (self.armed, self.timer.as_mut()) else {
             return false;
         };
-        if timer.as_mut().poll_fire(cx).is_pending() {
+        // Polled only when it woke the driver or was re-armed ([`SourceWake`]).
+        if !self.timer_wake.take() || timer.as_mut().poll_fire(&mut Context::from_waker(&self.timer_waker)).is_pending()
+        {
             return false;
         }
         // A fired timer is re-armed before it is polled again; the instant it was armed for has passed.
@@ -473,18 +484,19 @@ impl<T: Transport, R: Runtime> Future for Conn<T, R> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         this.read_wake.register(cx.waker());
+        this.timer_wake.register(cx.waker());
         // Input goes through the stack: the core keeps what it needs, so an idle connection holds no read buffer.
         let mut buf = ReadBuf::default();
         for _ in 0..TURNS_PER_POLL {
             let progress = match this.phase {
                 Phase::Running => {
                     let write_failed = this.write_error.is_some();
-                    // Every source is polled (the input: unless nothing woke it since it registered), so every
-                    // source has registered its waker. What the mailbox brought is written in this turn; a
+                    // Every source is polled (the input and the timer: unless nothing woke them since they
+                    // registered), so every source has registered its waker. What the mailbox brought is written in this turn; a
                     // finished write makes no input, so neither takes a further turn (each would read again).
                     this.poll_mailbox(cx);
                     let wrote = this.poll_write(cx);
-                    let fired = this.poll_timer(cx);
+                    let fired = this.poll_timer();
                     let read = this.poll_read(&mut buf);
                     if write_failed && read.is_pending() {
                         // A write failed last turn and reading since has not ended the session.
