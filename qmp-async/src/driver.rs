@@ -98,6 +98,7 @@ struct ReadBuf {
 
 impl ReadBuf {
     /// The buffer to read into: the large one when the last read filled the small one or did not fit it.
+    #[allow(clippy::unnecessary_lazy_evaluations)] // `get_or_insert` would zero a buffer on every call
     fn get(&mut self, large: bool) -> &mut [u8] {
         if large {
             self.large.get_or_insert_with(|| [0; READ_CHUNK])
