@@ -5,8 +5,9 @@
 //! withdrawn before it can be written), new requests, then writes what the core wants written, then the timer,
 //! then input. Writing comes before reading: a command written in a turn needs no turn of its own. The timer
 //! comes before the input: the core learns the time only from `handle_timeout`, so a reply read after its
-//! command's deadline passed finds the deadline fired. Input is read only when there may be some
-//! ([`wake::ReadWake`]), and the loop goes round again only after a read, a fired timer, a failed write or the
+//! command's deadline passed finds the deadline fired (the clock is read before input is handed over, in case the
+//! runtime's timer is late). Input is read, and the timer polled, only when there may be something
+//! ([`wake::SourceWake`]), and the loop goes round again only after a read, a fired timer, a failed write or the
 //! end of the session, so a command costs one read that finds its reply and one that finds nothing, as a raw
 //! loop over the socket does. After **every** call into the core it follows the core's contract: drain
 //! `poll_event` (replies to their callers, events to the subscribers), take `poll_transmit_with_fds` into the
@@ -20,8 +21,9 @@
 //! closes too, for at most [`CLOSE_LINGER`]: closing with unread input makes the kernel reset the connection,
 //! and qemu-ga 7.2 exits on that reset.
 //!
-//! Memory: nothing is allocated ahead of need. Input is read through a buffer on the stack (the core keeps what
-//! it needs), the output buffer grows with what is written and is given back after a large write.
+//! Memory: nothing is allocated ahead of need. Input is read through a buffer on the stack, a small one unless
+//! the last read did not fit it (the core keeps what it needs); the output buffer grows with what is written and
+//! is given back after a large write.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -45,7 +47,7 @@ use crate::transport::Transport;
 mod dispatch;
 mod wake;
 
-use wake::ReadWake;
+use wake::SourceWake;
 
 /// The future that runs a connection: it owns the transport and the protocol state, and ends when the session
 /// does. The convenience constructors spawn it for you; with [`Qmp::with_driver`](crate::Qmp::with_driver) you
@@ -70,16 +72,41 @@ impl Future for Driver {
 }
 
 impl Driver {
+    /// The driver of `conn`, its polls inside `span` (unless no subscriber wanted the span: then not wrapped, as
+    /// entering a disabled span does nothing but costs a call on every poll).
     pub(crate) fn new<T: Transport, R: Runtime>(conn: Conn<T, R>, span: tracing::Span) -> Self {
+        if span.is_disabled() {
+            return Driver { inner: Box::pin(conn) };
+        }
         Driver { inner: Box::pin(tracing::Instrument::instrument(conn, span)) }
     }
 }
 
-/// Bytes read at once, through a buffer on the stack.
+/// Bytes read at once while reads are small: most replies and events are a few hundred bytes.
+const SMALL_READ: usize = 2 * 1024;
+/// Bytes read at once after a read that did not fit [`SMALL_READ`] (a large reply, a burst of events).
 const READ_CHUNK: usize = 16 * 1024;
-/// The read buffer of one poll: on the stack, and zeroed only when the poll reads (a poll woken by a caller's
-/// command writes and returns; zeroing 16 KiB for it was the driver's largest user-space cost per command).
-type ReadBuf = Option<[u8; READ_CHUNK]>;
+
+/// The read buffers of one poll, on the stack, each zeroed only when the poll first reads into it: a poll woken
+/// by a caller's command writes and returns, and a poll that finds one reply reads into the small one. Zeroing
+/// 16 KiB for every reply was 2% of the tokio adapter's CPU per command (perf, `roundtrip` x1).
+#[derive(Default)]
+struct ReadBuf {
+    small: Option<[u8; SMALL_READ]>,
+    large: Option<[u8; READ_CHUNK]>,
+}
+
+impl ReadBuf {
+    /// The buffer to read into: the large one when the last read filled the small one or did not fit it.
+    #[allow(clippy::unnecessary_lazy_evaluations)] // `get_or_insert` would zero a buffer on every call
+    fn get(&mut self, large: bool) -> &mut [u8] {
+        if large {
+            self.large.get_or_insert_with(|| [0; READ_CHUNK])
+        } else {
+            self.small.get_or_insert_with(|| [0; SMALL_READ])
+        }
+    }
+}
 /// An output buffer larger than this is given back once written.
 const KEEP_OUTPUT: usize = 16 * 1024;
 /// Turns of the loop in one poll before yielding to other tasks.
@@ -113,7 +140,10 @@ pub(crate) struct Conn<T, R: Runtime> {
     events: Publisher,
     runtime: R,
     timer: Option<Pin<Box<R::Timer>>>,
+    /// The instant the timer is armed for: never later than the earliest deadline (`None`: not armed).
     armed: Option<Instant>,
+    /// The core was called or the waiting requests changed since the deadlines were last looked at.
+    deadlines_changed: bool,
     /// Bytes to write; `out[..written]` are on the wire.
     out: Vec<u8>,
     written: usize,
@@ -134,8 +164,13 @@ pub(crate) struct Conn<T, R: Runtime> {
     shut_down: bool,
     linger: Option<Pin<Box<R::Timer>>>,
     /// Whether there may be input, and the waker reads register (it notes the wake-up, then wakes the task).
-    read_wake: Arc<ReadWake>,
+    read_wake: Arc<SourceWake>,
     read_waker: Waker,
+    /// Whether the timer may have fired (or was re-armed), and the waker it is polled with.
+    timer_wake: Arc<SourceWake>,
+    timer_waker: Waker,
+    /// The last read did not fit [`SMALL_READ`] (or filled it): the next reads into [`READ_CHUNK`].
+    large_reads: bool,
 }
 
 impl<T, R: Runtime> fmt::Debug for Conn<T, R> {
@@ -146,7 +181,8 @@ impl<T, R: Runtime> fmt::Debug for Conn<T, R> {
 
 impl<T: Transport, R: Runtime> Conn<T, R> {
     pub(crate) fn new(io: T, core: qmp_proto::Client, shared: Arc<Shared>, events: Publisher, runtime: R) -> Self {
-        let (read_wake, read_waker) = ReadWake::new();
+        let (read_wake, read_waker) = SourceWake::new();
+        let (timer_wake, timer_waker) = SourceWake::new();
         let mut conn = Conn {
             io,
             core,
@@ -156,6 +192,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             runtime,
             timer: None,
             armed: None,
+            deadlines_changed: true,
             out: Vec::new(),
             written: 0,
             batch_ends: VecDeque::new(),
@@ -170,6 +207,9 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             linger: None,
             read_wake,
             read_waker,
+            timer_wake,
+            timer_waker,
+            large_reads: false,
         };
         // The core may already have something to say (guest-agent mode without a handshake is ready at once).
         conn.after_core();
@@ -187,7 +227,10 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
                 Poll::Ready(Mail::Control(control)) => self.on_control(control),
                 Poll::Ready(Mail::Request(req)) if self.waiting.is_empty() => self.submit(req),
                 // Order is kept: behind the ones already waiting for room.
-                Poll::Ready(Mail::Request(req)) => self.waiting.push_back(req),
+                Poll::Ready(Mail::Request(req)) => {
+                    self.waiting.push_back(req);
+                    self.deadlines_changed = true;
+                }
                 Poll::Ready(Mail::Orphaned) => {
                     tracing::debug!("every handle dropped: closing");
                     self.core.close();
@@ -207,10 +250,13 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             // The last read found nothing and registered the read waker, which has not fired since.
             return Poll::Pending;
         }
-        let buf = buf.get_or_insert_with(|| [0; READ_CHUNK]);
+        let buf = buf.get(self.large_reads);
         let result = self.io.poll_read(&mut Context::from_waker(&self.read_waker), buf);
         if result.is_ready() {
             self.read_wake.set();
+        }
+        if let Poll::Ready(Ok(n)) = result {
+            self.large_reads = n > SMALL_READ || n == buf.len();
         }
         match result {
             Poll::Pending => return Poll::Pending,
@@ -222,6 +268,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
                 if tracing::enabled!(tracing::Level::TRACE) {
                     tracing::trace!(target: WIRE, bytes = n, "<- {}", excerpt(&buf[..n]));
                 }
+                self.check_deadlines();
                 self.core.handle_input(&buf[..n]);
             }
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => return Poll::Ready(()),
@@ -249,44 +296,60 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
 
     /// Fires the deadlines that passed. The timer is only moved earlier, never later: command deadlines mostly
     /// arrive in increasing order, so a timer armed for the oldest one fires (harmlessly) early at worst, and is
-    /// then re-armed, instead of being reset for every command.
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+    /// then re-armed, instead of being reset for every command. The deadlines are looked at again only after a
+    /// call into the core or a change to the waiting requests, and the clock is read only when the timer fires
+    /// (and before input is handed to the core, [`check_deadlines`](Self::check_deadlines)): a command costs no
+    /// clock read and no timer reset here.
+    fn poll_timer(&mut self) -> bool {
         if self.phase != Phase::Running {
             return false;
         }
-        let Some(at) = self.next_deadline() else {
-            return false;
-        };
-        let now = self.runtime.now();
-        if at <= now {
-            self.fire(now);
-            return true;
+        if std::mem::take(&mut self.deadlines_changed) {
+            if let Some(at) = self.next_deadline() {
+                match (self.armed, &mut self.timer) {
+                    (Some(armed), Some(_)) if armed <= at => {}
+                    (_, Some(timer)) => {
+                        timer.as_mut().reset(at);
+                        self.armed = Some(at);
+                        self.timer_wake.set();
+                    }
+                    (_, None) => {
+                        self.timer = Some(Box::pin(self.runtime.timer(at)));
+                        self.armed = Some(at);
+                        self.timer_wake.set();
+                    }
+                }
+            }
         }
-        let target = match (self.armed, &mut self.timer) {
-            (Some(armed), Some(_)) if armed <= at => armed,
-            (_, Some(timer)) => {
-                timer.as_mut().reset(at);
-                at
-            }
-            (_, None) => {
-                self.timer = Some(Box::pin(self.runtime.timer(at)));
-                at
-            }
-        };
-        self.armed = Some(target);
-        let Some(timer) = self.timer.as_mut() else {
+        let (Some(target), Some(timer)) = (self.armed, self.timer.as_mut()) else {
             return false;
         };
-        if timer.as_mut().poll_fire(cx).is_pending() {
+        // Polled only when it woke the driver or was re-armed ([`SourceWake`]).
+        if !self.timer_wake.take() || timer.as_mut().poll_fire(&mut Context::from_waker(&self.timer_waker)).is_pending()
+        {
             return false;
         }
         // A fired timer is re-armed before it is polled again; the instant it was armed for has passed.
-        self.armed = None;
         self.fire(self.runtime.now().max(target));
         true
     }
 
+    /// Before input goes to the core: fires the deadlines that have passed though the timer has not fired yet
+    /// (a runtime's timer may fire late by its tick), so a reply read after its command's deadline is a timeout.
+    /// The armed instant is never later than the earliest deadline: nothing can have passed before it.
+    fn check_deadlines(&mut self) {
+        let Some(armed) = self.armed else {
+            return;
+        };
+        let now = self.runtime.now();
+        if armed <= now {
+            self.fire(now);
+        }
+    }
+
     fn fire(&mut self, now: Instant) {
+        self.armed = None;
+        self.deadlines_changed = true;
         self.expire_waiting(now);
         self.core.handle_timeout(now);
         self.after_core();
@@ -391,7 +454,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             tracing::trace!("write half shut down");
             self.shut_down = true;
         }
-        let buf = buf.get_or_insert_with(|| [0; READ_CHUNK]);
+        let buf = buf.get(true);
         for _ in 0..TURNS_PER_POLL {
             match self.io.poll_read(cx, buf) {
                 Poll::Ready(Ok(n)) if n > 0 => {
@@ -422,18 +485,19 @@ impl<T: Transport, R: Runtime> Future for Conn<T, R> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         this.read_wake.register(cx.waker());
+        this.timer_wake.register(cx.waker());
         // Input goes through the stack: the core keeps what it needs, so an idle connection holds no read buffer.
-        let mut buf: ReadBuf = None;
+        let mut buf = ReadBuf::default();
         for _ in 0..TURNS_PER_POLL {
             let progress = match this.phase {
                 Phase::Running => {
                     let write_failed = this.write_error.is_some();
-                    // Every source is polled (the input: unless nothing woke it since it registered), so every
-                    // source has registered its waker. What the mailbox brought is written in this turn; a
+                    // Every source is polled (the input and the timer: unless nothing woke them since they
+                    // registered), so every source has registered its waker. What the mailbox brought is written in this turn; a
                     // finished write makes no input, so neither takes a further turn (each would read again).
                     this.poll_mailbox(cx);
                     let wrote = this.poll_write(cx);
-                    let fired = this.poll_timer(cx);
+                    let fired = this.poll_timer();
                     let read = this.poll_read(&mut buf);
                     if write_failed && read.is_pending() {
                         // A write failed last turn and reading since has not ended the session.

@@ -4,7 +4,8 @@
 //!
 //! - a turn writes before it reads, and reads only when there may be input: one read finds the reply, one finds
 //!   nothing and registers for the next, per command (each read is a system call on async-io);
-//! - the timer comes before the input: a reply readable at once after its command's deadline passed is a timeout;
+//! - the timer comes before the input: a reply readable at once after its command's deadline passed is a timeout,
+//!   also when the runtime's timer fires late;
 //! - the server's reply to `qmp_capabilities` becomes readable as the driver's first turn registers for it:
 //!   negotiation must still complete.
 //!
@@ -99,6 +100,42 @@ impl Runtime for ThreadRuntime {
 
     fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
         std::thread::spawn(move || futures_lite::future::block_on(future));
+    }
+}
+
+/// How late [`LateTimerRuntime`]'s timers fire.
+const LATE: Duration = Duration::from_millis(300);
+
+/// The same runtime with timers that fire [`LATE`] after their instant, as a coarse timer wheel may: a reply
+/// read after its deadline must still be a timeout, though the timer has not fired yet.
+#[derive(Debug, Clone, Default)]
+struct LateTimerRuntime;
+
+struct LateTimer(ThreadTimer);
+
+impl Timer for LateTimer {
+    fn reset(self: Pin<&mut Self>, at: Instant) {
+        Pin::new(&mut self.get_mut().0).reset(at + LATE);
+    }
+
+    fn poll_fire(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.get_mut().0).poll_fire(cx)
+    }
+}
+
+impl Runtime for LateTimerRuntime {
+    type Timer = LateTimer;
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn timer(&self, at: Instant) -> LateTimer {
+        LateTimer(ThreadRuntime.timer(at + LATE))
+    }
+
+    fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        ThreadRuntime.spawn(future);
     }
 }
 
@@ -220,12 +257,17 @@ const GREETING: &str =
 /// A connection to a scripted server that greets at once (and holds its replies until the reader next finds
 /// nothing, if `hold_replies`); its driver runs on a thread of its own.
 fn connect(hold_replies: bool) -> (Qmp<ThreadRuntime>, Server) {
+    connect_on(ThreadRuntime, hold_replies)
+}
+
+/// [`connect`] on `runtime`.
+fn connect_on<R: Runtime>(runtime: R, hold_replies: bool) -> (Qmp<R>, Server) {
     let server = Server::default();
     server.wire().hold_replies = hold_replies;
     server.send_now(GREETING);
     let options = Options::default().connect_timeout(PATIENCE);
-    let (connecting, driver) = Qmp::with_driver(Pipe(server.clone()), options, ThreadRuntime);
-    ThreadRuntime.spawn(driver);
+    let (connecting, driver) = Qmp::with_driver(Pipe(server.clone()), options, runtime.clone());
+    runtime.spawn(driver);
     let qmp = block_on_within(connecting, "the handshake").expect("negotiated");
     (qmp, server)
 }
@@ -282,6 +324,22 @@ fn a_reply_readable_at_once_after_its_deadline_passed_is_a_timeout() {
             "a call",
         );
         assert!(matches!(late, Err(qmp_async::Error::TimedOut)), "got {late:?}");
+        let reply = block_on_within(qmp.execute_raw("query-status", None), "the next call");
+        assert_eq!(reply.expect("its own reply").raw_str(), "{}");
+    }
+}
+
+#[test]
+fn a_reply_read_after_its_deadline_is_a_timeout_though_the_runtime_timer_is_late() {
+    let (qmp, _server) = connect_on(LateTimerRuntime, false);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let late = block_on_within(
+            qmp.execute_with_timeout::<serde_json::Value>("query-status", (), Some(Duration::ZERO)),
+            "a call",
+        );
+        assert!(matches!(late, Err(qmp_async::Error::TimedOut)), "got {late:?}");
+        assert!(started.elapsed() < LATE, "decided when the reply came, not when the late timer fired");
         let reply = block_on_within(qmp.execute_raw("query-status", None), "the next call");
         assert_eq!(reply.expect("its own reply").raw_str(), "{}");
     }

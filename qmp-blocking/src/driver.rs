@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
+use foldhash::fast::FixedState;
 use qmp_proto::adapter::{is_hangup, Violations};
 use qmp_proto::{ClientEvent, ConnectionError, QmpError, RawJson, RequestError, RequestId, ServerEvent};
 
@@ -42,7 +43,9 @@ pub(crate) struct Driver<S> {
     pub(crate) core: qmp_proto::Client,
     write_buf: Vec<u8>,
     pub(crate) ready: bool,
-    pub(crate) outcomes: HashMap<RequestId, Outcome>,
+    /// Replies not yet taken, by request. Looked up two or three times a command: hashed with foldhash's fixed
+    /// seed, not SipHash (the keys are the core's request ids, nothing the server chose).
+    pub(crate) outcomes: HashMap<RequestId, Outcome, FixedState>,
     pub(crate) events: VecDeque<ServerEvent>,
     event_capacity: usize,
     pub(crate) dropped_events: u64,
@@ -60,7 +63,7 @@ impl<S: Transport> Driver<S> {
             core,
             write_buf: Vec::new(),
             ready: false,
-            outcomes: HashMap::new(),
+            outcomes: HashMap::default(),
             events: VecDeque::new(),
             event_capacity,
             dropped_events: 0,

@@ -16,9 +16,11 @@ use crate::Error;
 impl<T: Transport, R: Runtime> Conn<T, R> {
     // ----- the core's outputs -----------------------------------------------------------------------------
 
-    /// The core's contract, after every call into it: drain events, take what to send (the timer is re-armed
-    /// from `poll_timeout` in [`poll_timer`](Self::poll_timer), later in the same turn).
+    /// The core's contract, after every call into it: drain events, take what to send, and note that the
+    /// deadlines may have changed (the timer is re-armed from `poll_timeout` in [`poll_timer`](Self::poll_timer),
+    /// later in the same turn).
     pub(super) fn after_core(&mut self) {
+        self.deadlines_changed = true;
         while let Some(event) = self.core.poll_event() {
             self.on_event(event);
         }
@@ -127,6 +129,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             }
             Err(UsageError::QueueFull { .. }) => {
                 self.waiting.push_front(req);
+                self.deadlines_changed = true;
                 return;
             }
             Err(e) => {
