@@ -149,7 +149,7 @@ pub mod server;
 mod timers;
 
 pub use client::{Client, ClientEvent, RequestId};
-pub use config::{Config, ExecuteOptions, Mode, DEFAULT_NO_REPLY_GRACE};
+pub use config::{Config, ExecuteOptions, Mode, DEFAULT_NO_REPLY_GRACE, ORDERED_COMMAND_MAX};
 pub use error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
 pub use message::{Greeting, ServerEvent, Timestamp, Version};
 pub use raw::RawJson;
