@@ -194,8 +194,9 @@ impl Config {
     /// What you give up: the server's replies to these commands carry no id, so a trace of the wire (QEMU's
     /// `-trace monitor_qmp_*`, a packet capture) no longer pairs commands and replies by id, only by order. And
     /// the client trusts the server to answer every in-band command exactly once, in order, as QEMU does: against
-    /// a server that does not (a broken one, a proxy that reorders), keep the ids. [`RequestId::as_u64`]
-    /// (crate::RequestId::as_u64) is then the client's own key for a command, not something on the wire.
+    /// a server that does not (a broken one, a proxy that reorders), keep the ids.
+    /// [`RequestId::as_u64`](crate::RequestId::as_u64) is then the client's own key for a command, not something
+    /// on the wire ([`RequestId::is_on_wire`](crate::RequestId::is_on_wire)).
     ///
     /// Ignored in guest-agent mode (the setting stays `true` there): qemu-ga has commands that never reply on
     /// success, and `guest-sync-delimited` resynchronisation needs ids.

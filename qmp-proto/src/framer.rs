@@ -835,7 +835,9 @@ mod tests {
             let mut f = Framer::new(100);
             let mut seen = Vec::new();
             for c in input.as_bytes().chunks(chunk) {
-                f.feed_framed(c, |frame, layout| seen.push((matches!(frame, Frame::Oversized { .. }), layout.begins_as_reply())));
+                f.feed_framed(c, |frame, layout| {
+                    seen.push((matches!(frame, Frame::Oversized { .. }), layout.begins_as_reply()))
+                });
             }
             assert_eq!(seen, vec![(true, true), (true, false), (false, false)], "chunk {chunk}");
         }
