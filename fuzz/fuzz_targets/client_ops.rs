@@ -12,12 +12,16 @@
 //!   command may still be answered with (until a reply with that id, a resync or the end of the session), and
 //!   never more than `max_pending + 2` (the smallest free id).
 //!
+//! With `Config::in_band_ids(false)` (QMP, picked by the setup) in-band commands go without an id: the harness
+//! takes each one written to be the oldest such request issued and not ended (in-band commands go out in issue
+//! order), `Reply` sometimes answers without an id, and the same invariants hold on the client's keys.
+//!
 //! Input: a `Setup`, then operations decoded with `Arbitrary` until the input runs out; `Op::Input { len }`
 //! takes the next `len` bytes as server input. `scripts/gen-fuzz-seeds` writes this format: keep the variant
 //! order of `Op` and `Name` in step with it.
 #![no_main]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -30,6 +34,7 @@ struct Setup {
     guest_agent: bool,
     max_in_flight: u8,
     max_pending: u8,
+    /// The event limit modulo 8; 128 and above also matches in-band replies by order (`in_band_ids(false)`).
     max_queued_events: u8,
     enable_oob: bool,
     /// QMP: the handshake deadline. Guest agent: `Some` syncs on connect (nonce 4242) with that deadline.
@@ -137,6 +142,12 @@ struct Harness {
     handshake: Option<Instant>,
     ready: bool,
     closed: bool,
+    /// In-band commands go without an id (`Config::in_band_ids(false)`).
+    by_order: bool,
+    /// Requests issued to go without an id, (key, serial) in issue order, until written or ended.
+    idless_queue: VecDeque<(u64, u64)>,
+    /// Keys of the current lives that go without an id.
+    idless_keys: BTreeSet<u64>,
 }
 
 /// The nonce of the connect-time sync (guest-agent mode with a handshake deadline).
@@ -161,6 +172,12 @@ impl Harness {
                 self.never_written.remove(&wire);
                 self.fd_requests.remove(&wire);
                 self.syncs.remove(&wire);
+                self.idless_keys.remove(&wire);
+                if !id.is_on_wire() {
+                    assert!(self.by_order, "{id} goes without an id, but in-band ids are on");
+                    self.idless_keys.insert(wire);
+                    self.idless_queue.push_back((wire, id.serial()));
+                }
                 self.issued.push(id);
                 self.open.insert(wire, Open { serial: id.serial(), deadline, expect_reply });
             }
@@ -198,7 +215,21 @@ impl Harness {
         let mut fd_at = fds.iter().map(|(at, id)| (*at, id.as_u64())).collect::<BTreeMap<_, _>>();
         let mut fd_written = Vec::new();
         let mut sync_written = false;
-        for cmd in parse_commands(&out, self.mode == Mode::GuestAgent) {
+        for mut cmd in parse_commands(&out, self.mode == Mode::GuestAgent) {
+            if cmd.id == 0 {
+                // In-band without an id: the oldest such request issued that has not ended.
+                assert!(self.by_order, "a command without an id");
+                while let Some(&(key, serial)) = self.idless_queue.front() {
+                    self.idless_queue.pop_front();
+                    if self.open.get(&key).is_some_and(|o| o.serial == serial) {
+                        cmd.id = key;
+                        break;
+                    }
+                }
+                assert_ne!(cmd.id, 0, "a command without an id, but none was issued");
+            } else {
+                assert!(!self.idless_keys.contains(&cmd.id), "{} was to go without an id", cmd.id);
+            }
             if cmd.name == "qmp_capabilities" {
                 assert!(!self.ready && self.mode == Mode::Qmp, "qmp_capabilities out of place");
                 // The client's own request takes the smallest free id when the greeting comes: a new life.
@@ -339,6 +370,8 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
         .max_pending(usize::from(setup.max_pending % 20))
         .max_queued_events(usize::from(setup.max_queued_events % 8))
         .enable_oob(setup.enable_oob);
+    let by_order = !setup.guest_agent && setup.max_queued_events >= 128;
+    config = config.in_band_ids(!by_order);
     if setup.max_message_size != 0 {
         config = config.max_message_size(usize::from(setup.max_message_size) + 16);
     }
@@ -371,6 +404,9 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
         handshake,
         ready: false,
         closed: false,
+        by_order,
+        idless_queue: VecDeque::new(),
+        idless_keys: BTreeSet::new(),
     };
     if sync_on_connect {
         // The client's own sync (id 1): `SyncReply` answers it like the user's.
@@ -450,7 +486,7 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                 let bytes = u.bytes(usize::from(len).min(u.len()))?;
                 // Any id these bytes could spell may have been answered.
                 let text = String::from_utf8_lossy(bytes);
-                h.late.retain(|id| !text.contains(&id.to_string()));
+                h.late.retain(|id| !text.contains(&id.to_string()) && !h.idless_keys.contains(id));
                 h.client.handle_input(bytes);
             }
             Op::Greeting { oob } => {
@@ -459,6 +495,16 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                     r#"{{"QMP": {{"version": {{"qemu": {{"micro": 2, "minor": 0, "major": 10}}, "package": ""}}, "capabilities": {caps}}}}}"#
                 );
                 h.client.handle_input(format!("{g}\r\n").as_bytes());
+            }
+            Op::Reply { which, error, split } if h.by_order && which % 2 == 1 => {
+                // Without an id: the client matches it to the oldest in-band command on the wire.
+                h.late.retain(|id| !h.idless_keys.contains(id));
+                let msg = if error {
+                    r#"{"error": {"class": "GenericError", "desc": "no"}}"#
+                } else {
+                    r#"{"return": {}}"#
+                };
+                input(&mut h.client, format!("{msg}\r\n").as_bytes(), split);
             }
             Op::Reply { which, error, split } => {
                 let id = h.reply_id(which);

@@ -81,7 +81,8 @@ pub fn message_len(ev: &ClientEvent) -> Option<usize> {
 /// One command as a client wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
-    /// Its `id`.
+    /// Its `id`; 0 when it has none (an in-band command of a client that matches replies by order: the client
+    /// never uses 0 as an id).
     pub id: u64,
     /// Its `execute` (or `exec-oob`) name.
     pub name: String,
@@ -96,7 +97,7 @@ pub struct Command {
 }
 
 /// Splits bytes written by a client into its commands, checking that they are whole JSON objects, each with a
-/// string `execute` or `exec-oob` member and an unsigned integer `id`, with a 0xFF byte only directly before a
+/// string `execute` or `exec-oob` member and an unsigned integer `id` (or none, in-band only), with a 0xFF byte only directly before a
 /// `guest-sync-delimited` (and only when `allow_ff`), and at most one space byte before a command (where a file
 /// descriptor is passed). Returns each command in order.
 pub fn parse_commands(mut bytes: &[u8], allow_ff: bool) -> Vec<Command> {
@@ -134,7 +135,13 @@ pub fn parse_commands(mut bytes: &[u8], allow_ff: bool) -> Vec<Command> {
             (None, Some(serde_json::Value::String(n))) => (n.clone(), true),
             _ => panic!("command without exactly one execute/exec-oob: {value}"),
         };
-        let id = obj.get("id").and_then(serde_json::Value::as_u64).expect("command id is a u64");
+        let id = match obj.get("id") {
+            None => {
+                assert!(!oob, "exec-oob without an id");
+                0
+            }
+            Some(id) => id.as_u64().filter(|&id| id != 0).expect("command id is a u64 other than 0"),
+        };
         for key in obj.keys() {
             assert!(matches!(key.as_str(), "execute" | "exec-oob" | "arguments" | "id"), "stray member {key}");
         }
