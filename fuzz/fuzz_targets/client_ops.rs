@@ -13,15 +13,15 @@
 //!   never more than `max_pending + 2` (the smallest free id).
 //!
 //! With `Config::in_band_ids(false)` (QMP, picked by the setup) in-band commands go without an id: the harness
-//! takes each one written to be the oldest such request issued and not ended (in-band commands go out in issue
-//! order), `Reply` sometimes answers without an id, and the same invariants hold on the client's keys.
+//! gives every command a `tag` argument to recognise it on the wire, `Reply` sometimes answers without an id
+//! (the client takes it for the oldest in-band command's), and the same invariants hold on the client's keys.
 //!
 //! Input: a `Setup`, then operations decoded with `Arbitrary` until the input runs out; `Op::Input { len }`
 //! takes the next `len` bytes as server input. `scripts/gen-fuzz-seeds` writes this format: keep the variant
 //! order of `Op` and `Name` in step with it.
 #![no_main]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -144,8 +144,10 @@ struct Harness {
     closed: bool,
     /// In-band commands go without an id (`Config::in_band_ids(false)`).
     by_order: bool,
-    /// Requests issued to go without an id, (key, serial) in issue order, until written or ended.
-    idless_queue: VecDeque<(u64, u64)>,
+    /// Requests issued to go without an id, by the tag in their arguments: (key, serial).
+    idless_tags: BTreeMap<u64, (u64, u64)>,
+    /// The tag of the next command (in-band ids off).
+    next_tag: u64,
     /// Keys of the current lives that go without an id.
     idless_keys: BTreeSet<u64>,
 }
@@ -159,6 +161,7 @@ fn at(base: Instant, ms: Option<u16>) -> Option<Instant> {
 
 impl Harness {
     fn issue(&mut self, result: Result<RequestId, UsageError>, deadline: Option<Instant>, expect_reply: bool) {
+        self.next_tag += 1;
         match result {
             Ok(id) => {
                 assert!(!self.closed, "a closed client accepted a command");
@@ -176,7 +179,7 @@ impl Harness {
                 if !id.is_on_wire() {
                     assert!(self.by_order, "{id} goes without an id, but in-band ids are on");
                     self.idless_keys.insert(wire);
-                    self.idless_queue.push_back((wire, id.serial()));
+                    self.idless_tags.insert(self.next_tag, (wire, id.serial()));
                 }
                 self.issued.push(id);
                 self.open.insert(wire, Open { serial: id.serial(), deadline, expect_reply });
@@ -209,6 +212,9 @@ impl Harness {
     fn check(&mut self, now: Option<Instant>) {
         let (mut out, mut fds) = (Vec::new(), Vec::new());
         self.client.poll_transmit_with_fds(&mut out, &mut fds);
+        if std::env::var_os("QMP_FUZZ_TRACE").is_some() && !out.is_empty() {
+            eprintln!("  wrote {:?} fds {:?}", String::from_utf8_lossy(&out), fds);
+        }
         // Closing drops whatever was not written yet.
         assert!(!self.closed || out.is_empty(), "bytes written after Closed");
         // Each descriptor rides on a space byte right before its command.
@@ -217,18 +223,16 @@ impl Harness {
         let mut sync_written = false;
         for mut cmd in parse_commands(&out, self.mode == Mode::GuestAgent) {
             if cmd.id == 0 {
-                // In-band without an id: the oldest such request issued that has not ended.
+                // In-band without an id: its tag tells which request it is.
                 assert!(self.by_order, "a command without an id");
-                while let Some(&(key, serial)) = self.idless_queue.front() {
-                    self.idless_queue.pop_front();
-                    if self.open.get(&key).is_some_and(|o| o.serial == serial) {
-                        cmd.id = key;
-                        break;
-                    }
-                }
-                assert_ne!(cmd.id, 0, "a command without an id, but none was issued");
+                let tag = cmd.tag.expect("every command of the harness has a tag when ids are off");
+                let (key, serial) = self.idless_tags.remove(&tag).expect("a tag issued to go without an id");
+                assert!(self.open.get(&key).is_some_and(|o| o.serial == serial), "{key} written after it ended");
+                cmd.id = key;
             } else {
-                assert!(!self.idless_keys.contains(&cmd.id), "{} was to go without an id", cmd.id);
+                // (A key whose request ended is free for another life: qmp_capabilities may take it.)
+                let live_idless = self.idless_keys.contains(&cmd.id) && self.open.contains_key(&cmd.id);
+                assert!(!live_idless, "{} was to go without an id", cmd.id);
             }
             if cmd.name == "qmp_capabilities" {
                 assert!(!self.ready && self.mode == Mode::Qmp, "qmp_capabilities out of place");
@@ -238,6 +242,7 @@ impl Harness {
                 self.never_written.remove(&cmd.id);
                 self.written_set.remove(&cmd.id);
                 self.fd_requests.remove(&cmd.id);
+                self.idless_keys.remove(&cmd.id);
             }
             if let Some(at) = cmd.start.checked_sub(1) {
                 assert_eq!(fd_at.remove(&at), cmd.space.then_some(cmd.id), "descriptor offsets");
@@ -405,7 +410,8 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
         ready: false,
         closed: false,
         by_order,
-        idless_queue: VecDeque::new(),
+        idless_tags: BTreeMap::new(),
+        next_tag: 0,
         idless_keys: BTreeSet::new(),
     };
     if sync_on_connect {
@@ -442,8 +448,14 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                     opts = opts.pass_fd();
                 }
                 let expect = expect_reply.unwrap_or(!(mode == Mode::GuestAgent && name == "guest-shutdown"));
-                let arguments = serde_json::json!({"a": [1, "\u{1F600}", null], "b": {}});
-                let r = h.client.execute(name, args.then_some(&arguments), opts);
+                // With ids off, every command has arguments, with a tag to recognise it on the wire.
+                let tag = h.next_tag + 1;
+                let arguments = match (args, h.by_order) {
+                    (_, true) => serde_json::json!({"a": [1, "\u{1F600}", null], "b": {}, "tag": tag}),
+                    (true, false) => serde_json::json!({"a": [1, "\u{1F600}", null], "b": {}}),
+                    (false, false) => serde_json::json!({}),
+                };
+                let r = h.client.execute(name, (args || h.by_order).then_some(&arguments), opts);
                 let ok = r.as_ref().ok().copied();
                 h.issue(r, deadline, expect);
                 if let Some(id) = ok {

@@ -94,6 +94,8 @@ pub struct Command {
     pub space: bool,
     /// Offset of its opening brace in the bytes parsed.
     pub start: usize,
+    /// Its `arguments.tag`, when that is an unsigned integer (a harness's mark to tell commands apart).
+    pub tag: Option<u64>,
 }
 
 /// Splits bytes written by a client into its commands, checking that they are whole JSON objects, each with a
@@ -150,7 +152,8 @@ pub fn parse_commands(mut bytes: &[u8], allow_ff: bool) -> Vec<Command> {
         }
         assert!(!ff || name == "guest-sync-delimited", "0xFF before {name}");
         assert!(!(ff && space), "a sync command carries no file descriptor");
-        out.push(Command { id, name, oob, ff, space, start });
+        let tag = obj.get("arguments").and_then(|a| a.get("tag")).and_then(serde_json::Value::as_u64);
+        out.push(Command { id, name, oob, ff, space, start, tag });
     }
     out
 }
