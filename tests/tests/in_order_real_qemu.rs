@@ -3,7 +3,9 @@
 //! blocking socket, so that the test owns the clock: a command times out on the wire deterministically.
 //!
 //! Each command's reply names it: `x-order-N` is an unknown command, and QEMU's error says
-//! `The command x-order-N has not been found`, so a reply routed to the wrong command shows.
+//! `The command x-order-N has not been found`, so a reply routed to the wrong command shows. The OOB command is
+//! `query-yank`: on qemu-system it runs out of band; qemu-storage-daemon has no OOB-capable command, and its
+//! monitor's I/O thread answers `exec-oob` of an unknown one at once, out of band, with its id (CommandNotFound).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -147,4 +149,35 @@ fn qsd10_replies_matched_by_order() {
 fn qsys72_replies_matched_by_order() {
     let server = require!(QemuServer::system());
     by_order_on_real_qemu(&server);
+}
+
+/// The adapters pass the setting through (`Options::in_band_ids`): qmp-blocking, pipelined, on
+/// qemu-storage-daemon 10. (The proxy's tests run qmp-tokio's upstream with it.)
+#[test]
+fn qsd10_blocking_adapter_without_ids() {
+    use qmp_blocking::{Client as Blocking, Error, Options};
+    let server = require!(QemuServer::storage_daemon());
+    let mut qmp = Blocking::connect_unix(server.socket_path(), Options::default().in_band_ids(false)).expect("connect");
+    let pending: Vec<_> = (0..12)
+        .map(|n| {
+            let name = if n % 3 == 0 { "query-version".to_string() } else { format!("x-order-{n}") };
+            (qmp.submit(&name, ()).expect("submit"), name)
+        })
+        .collect();
+    for (p, name) in pending {
+        match qmp.wait(p) {
+            Ok(raw) => {
+                assert_eq!(name, "query-version");
+                assert!(raw.deserialize::<Value>().expect("JSON")["qemu"]["major"].is_u64());
+            }
+            Err(Error::Qmp(e)) => assert_eq!(e.desc, format!("The command {name} has not been found")),
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+    // qemu-storage-daemon has no OOB-capable command: its monitor answers at once, out of band, with the id.
+    match qmp.execute_oob::<Value>("query-yank", ()) {
+        Err(Error::Qmp(e)) => assert_eq!(e.desc, "The command query-yank has not been found"),
+        other => panic!("query-yank on qemu-storage-daemon: {other:?}"),
+    }
+    let _: Value = qmp.execute("query-version", ()).expect("in-band after it");
 }
