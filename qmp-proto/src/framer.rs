@@ -87,7 +87,8 @@ impl Layout {
     /// For a [`Frame::Oversized`]: whether the dropped value began as a reply does, with a `"return"` or
     /// `"error"` member first (whitespace aside), as QEMU writes replies; its events begin with `"timestamp"`.
     /// Lets a client that matches replies by order ([`Config::in_band_ids`](crate::Config::in_band_ids)) end
-    /// the command an oversized reply without an id answers. False for every other frame.
+    /// the command an oversized reply without an id answers. False for every other frame, and with a maximum
+    /// message size under 24 bytes.
     pub fn begins_as_reply(&self) -> bool {
         self.begins_as_reply
     }
@@ -153,6 +154,9 @@ pub struct Framer {
 
 /// Bytes of an oversized value's end kept to find its id.
 const TAIL: usize = 48;
+
+/// Bytes of an oversized value's start read to tell a reply ([`Layout::begins_as_reply`]).
+const HEAD: usize = 24;
 
 /// The largest buffer the framer keeps for the next message once a message is out (64 KiB): a larger one
 /// leaves with the message it held.
@@ -510,13 +514,16 @@ impl Framer {
     /// Drops the buffered part of the value (`partial` followed by `recent`), keeping only its last bytes.
     fn begin_discard(&mut self, recent: &[u8]) {
         self.discarding = true;
-        // The value starts at `partial` (or at `recent` when nothing of it came in an earlier call).
-        let mut head = [0u8; 24];
+        // The value starts at `partial` (or at `recent` when nothing of it came in an earlier call), and more
+        // than the limit has come: with a limit of at least HEAD bytes, all of the head is there whatever the
+        // chunking. (Below that no QMP session gets past its greeting anyway.)
+        let mut head = [0u8; HEAD];
         let from_partial = self.partial.len().min(head.len());
         head[..from_partial].copy_from_slice(&self.partial[..from_partial]);
         let from_recent = recent.len().min(head.len() - from_partial);
         head[from_partial..from_partial + from_recent].copy_from_slice(&recent[..from_recent]);
-        self.discarding_reply = begins_as_reply(&head[..from_partial + from_recent]);
+        self.discarding_reply =
+            self.max_message_size >= HEAD && begins_as_reply(&head[..from_partial + from_recent]);
         self.tail.clear();
         push_tail(&mut self.tail, &self.partial);
         push_tail(&mut self.tail, recent);
