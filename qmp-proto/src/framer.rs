@@ -522,8 +522,7 @@ impl Framer {
         head[..from_partial].copy_from_slice(&self.partial[..from_partial]);
         let from_recent = recent.len().min(head.len() - from_partial);
         head[from_partial..from_partial + from_recent].copy_from_slice(&recent[..from_recent]);
-        self.discarding_reply =
-            self.max_message_size >= HEAD && begins_as_reply(&head[..from_partial + from_recent]);
+        self.discarding_reply = self.max_message_size >= HEAD && begins_as_reply(&head[..from_partial + from_recent]);
         self.tail.clear();
         push_tail(&mut self.tail, &self.partial);
         push_tail(&mut self.tail, recent);
