@@ -189,7 +189,9 @@ impl Config {
     /// commands answered only on failure ([`ExecuteOptions::expect_reply`]`(false)`), and commands over
     /// [`ORDERED_COMMAND_MAX`] bytes, which go alone (no in-band command follows one until it is answered): only
     /// a command that long can trip QEMU's parser limits (nesting 1024, 2 M tokens), which answer one command
-    /// with many errors without an id.
+    /// with many errors without an id. Should QEMU never answer such a command (its limits tripped, or 64 MiB
+    /// exceeded), the in-band commands behind it wait until their own deadlines: even timed out, it holds its
+    /// place, since a late reply may still come.
     ///
     /// What you give up: the server's replies to these commands carry no id, so a trace of the wire (QEMU's
     /// `-trace monitor_qmp_*`, a packet capture) no longer pairs commands and replies by id, only by order. And
