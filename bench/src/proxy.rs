@@ -5,6 +5,11 @@
 //! - total rate of 4 clients through the proxy (each one command at a time, then each two: QEMU's queue of 8
 //!   full, shared round-robin) vs ONE direct client with 8 commands in flight (target: at least 1.0x).
 //!
+//! The proxy's upstream sends in-band commands without ids (`Options::in_band_ids(false)`, as `qmp proxy`
+//! does): QEMU reads 7+ bytes fewer per command. The direct client of the claims keeps the default (ids); two
+//! more loops run a direct client without ids on a third monitor, to show the same gain is there for any client
+//! (printed as ratios, no target).
+//!
 //! **What the verdict rests on**: ROUNDS short paired rounds (see `paired.rs`): every round runs each of the five
 //! loops once, ROUND_TRIPS round trips each, back to back in an order that alternates (ABBA), and gives one
 //! ratio per claim; the verdict is the median of those per-round ratios, judged by its 95% confidence interval
@@ -28,6 +33,7 @@
 //! ```sh
 //! cargo run --release -p qmp-bench --bin proxy -- [ROUND_TRIPS [ROUNDS [FLOOD_EVENTS [FLOOD_ROUNDS]]]]   # 500 41 10000 11
 //! FLOOD_ONLY=1 cargo run --release -p qmp-bench --bin proxy     # the flood rows only (no QEMU needed)
+//! UPSTREAM_IDS=1 cargo run --release -p qmp-bench --bin proxy   # the proxy's upstream with ids, as before
 //! ```
 //! Everything runs in this process (the proxy too) on a 2-thread tokio runtime.
 
@@ -41,7 +47,9 @@ use paired::{Daemon, Spread};
 use proxy_flood::{Flood, Run};
 
 use qmp_async::proxy::{self, Policy, Profile, Proxy, ProxyOptions, Rule};
-use qmp_tests::servers::QemuServer;
+use std::ffi::OsString;
+
+use qmp_tests::servers::{QemuServer, ServerKind};
 use qmp_tokio::{Options, Qmp, Tokio};
 use serde_json::Value;
 
@@ -74,16 +82,24 @@ async fn run_clients(clients: &[Qmp], window: usize, n: usize) -> (f64, f64) {
 }
 
 /// The five loops of a round, in the order a round runs them forwards: each claim's two sides are neighbours.
-const LOOPS: [&str; 5] = [
+const LOOPS: [&str; 7] = [
     "direct, 1 in flight",
     "proxy, 1 client, 1 in flight",
     "proxy, 4 clients, 1 in flight each",
     "direct, 8 in flight",
     "proxy, 4 clients, 2 in flight each",
+    "direct without ids, 8 in flight",
+    "direct without ids, 1 in flight",
 ];
 
 /// The claims: (loop, the loop it is compared with, the target ratio).
 const CLAIMS: [(usize, usize, f64); 3] = [(1, 0, 0.8), (2, 3, 1.0), (4, 3, 1.0)];
+
+/// What sending in-band commands without ids gains a direct client: (loop, the loop it is compared with).
+const GAINS: [(usize, usize); 2] = [(6, 0), (5, 3)];
+
+/// The third monitor's socket (a direct client without ids), in the daemon's directory.
+const THIRD_MONITOR: &str = "qmp3.sock";
 
 fn main() {
     let arg = |i: usize, default: usize| std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default);
@@ -95,30 +111,56 @@ fn main() {
         runtime.block_on(flood_rows(n, flood_rounds, flood_events));
         return;
     }
-    let server = QemuServer::storage_daemon_two_monitors().expect("start qemu-storage-daemon");
+    // Monitors 2 and 3 for the direct clients (with and without ids); monitor 1 (the usual socket) for the proxy.
+    let server = QemuServer::start_with_extra_args(ServerKind::StorageDaemon, |dir| {
+        ["qmp2.sock", THIRD_MONITOR]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, name)| {
+                let path = dir.join(name).display().to_string();
+                assert!(!path.contains(','), "a comma in {path}");
+                [
+                    "--chardev".to_string(),
+                    format!("socket,path={path},server=on,wait=off,id=m{i}"),
+                    "--monitor".to_string(),
+                    format!("chardev=m{i}"),
+                ]
+            })
+            .map(OsString::from)
+            .collect()
+    })
+    .expect("start qemu-storage-daemon");
     let pid = server.pid();
     runtime.block_on(async {
-        let upstream = Qmp::connect_unix(server.socket_path(), Options::default().command_timeout(None))
-            .await
-            .expect("proxy upstream");
+        // UPSTREAM_IDS=1: the upstream as it was before, with ids (for a before/after on one machine).
+        let upstream_ids = std::env::var_os("UPSTREAM_IDS").is_some();
+        let upstream_options = Options::default().command_timeout(None).in_band_ids(upstream_ids);
+        let upstream = Qmp::connect_unix(server.socket_path(), upstream_options).await.expect("proxy upstream");
         let policy = Policy::new(vec![Rule::new("all").profile(Profile::Full)]);
         let proxy = Proxy::new(upstream, policy, ProxyOptions::default());
         let path = server.dir().join("proxy.sock");
         tokio::spawn(proxy::serve_unix(Tokio, &proxy, &path).expect("bind"));
         let direct = Qmp::connect_unix(server.second_monitor_path(), Options::default()).await.expect("direct");
+        let without_ids = Options::default().in_band_ids(false);
+        let direct_without_ids =
+            Qmp::connect_unix(server.dir().join(THIRD_MONITOR), without_ids).await.expect("direct without ids");
         let mut clients = Vec::new();
         for _ in 0..4 {
             clients.push(Qmp::connect_unix(&path, Options::default()).await.expect("proxied client"));
         }
         println!("{}; {}", server.binary().display(), paired::machine(None));
         println!(
+            "the proxy's upstream sends in-band commands {}",
+            if upstream_ids { "with ids" } else { "without ids" }
+        );
+        println!(
             "{rounds} paired rounds (ABBA) of {n} round trips of query-version per loop; per-round median (IQR, all)\n"
         );
         let (mut rate, mut qemu_us, mut qemu_reads, mut cpu_us) =
-            (<[Spread; 5]>::default(), <[Spread; 5]>::default(), <[Spread; 5]>::default(), <[Spread; 5]>::default());
-        let mut ratios = <[Spread; 3]>::default();
+            (<[Spread; 7]>::default(), <[Spread; 7]>::default(), <[Spread; 7]>::default(), <[Spread; 7]>::default());
+        let (mut ratios, mut gains) = (<[Spread; 3]>::default(), <[Spread; 2]>::default());
         for round in 0..rounds {
-            let mut secs = [0.0; 5];
+            let mut secs = [0.0; 7];
             for i in paired::abba(round, LOOPS.len()) {
                 let qemu = Daemon::now(pid);
                 let (s, cpu) = match i {
@@ -126,7 +168,9 @@ fn main() {
                     1 => run(&clients[0], n, 1).await,
                     2 => run_clients(&clients, 1, n).await,
                     3 => run(&direct, n, 8).await,
-                    _ => run_clients(&clients, 2, n).await,
+                    4 => run_clients(&clients, 2, n).await,
+                    5 => run(&direct_without_ids, n, 8).await,
+                    _ => run(&direct_without_ids, n, 1).await,
                 };
                 secs[i] = s;
                 rate[i].push(n as f64 / s);
@@ -137,6 +181,9 @@ fn main() {
             }
             for (ratio, (a, b, _)) in ratios.iter_mut().zip(CLAIMS) {
                 ratio.push(secs[b] / secs[a]);
+            }
+            for (gain, (a, b)) in gains.iter_mut().zip(GAINS) {
+                gain.push(secs[b] / secs[a]);
             }
         }
         println!(
@@ -164,6 +211,17 @@ fn main() {
                 ratio.median(),
                 ratio.judge(target),
                 ratio.show(3)
+            );
+        }
+        println!("\nWithout in-band ids, for a direct client too (the gain the proxy's upstream has):");
+        for (gain, (a, b)) in gains.iter().zip(GAINS) {
+            let (lo, hi) = gain.median_ci95();
+            println!(
+                "  {} / {}: {:.3}x (95% CI {lo:.3}-{hi:.3}); per round {}",
+                LOOPS[a],
+                LOOPS[b],
+                gain.median(),
+                gain.show(3)
             );
         }
         flood_rows(n, flood_rounds, flood_events).await;

@@ -12,6 +12,10 @@
 //!   command may still be answered with (until a reply with that id, a resync or the end of the session), and
 //!   never more than `max_pending + 2` (the smallest free id).
 //!
+//! With `Config::in_band_ids(false)` (QMP, picked by the setup) in-band commands go without an id: the harness
+//! gives every command a `tag` argument to recognise it on the wire, `Reply` sometimes answers without an id
+//! (the client takes it for the oldest in-band command's), and the same invariants hold on the client's keys.
+//!
 //! Input: a `Setup`, then operations decoded with `Arbitrary` until the input runs out; `Op::Input { len }`
 //! takes the next `len` bytes as server input. `scripts/gen-fuzz-seeds` writes this format: keep the variant
 //! order of `Op` and `Name` in step with it.
@@ -30,6 +34,7 @@ struct Setup {
     guest_agent: bool,
     max_in_flight: u8,
     max_pending: u8,
+    /// The event limit modulo 8; 128 and above also matches in-band replies by order (`in_band_ids(false)`).
     max_queued_events: u8,
     enable_oob: bool,
     /// QMP: the handshake deadline. Guest agent: `Some` syncs on connect (nonce 4242) with that deadline.
@@ -137,6 +142,14 @@ struct Harness {
     handshake: Option<Instant>,
     ready: bool,
     closed: bool,
+    /// In-band commands go without an id (`Config::in_band_ids(false)`).
+    by_order: bool,
+    /// Requests issued to go without an id, by the tag in their arguments: (key, serial).
+    idless_tags: BTreeMap<u64, (u64, u64)>,
+    /// The tag of the next command (in-band ids off).
+    next_tag: u64,
+    /// Keys of the current lives that go without an id.
+    idless_keys: BTreeSet<u64>,
 }
 
 /// The nonce of the connect-time sync (guest-agent mode with a handshake deadline).
@@ -148,6 +161,7 @@ fn at(base: Instant, ms: Option<u16>) -> Option<Instant> {
 
 impl Harness {
     fn issue(&mut self, result: Result<RequestId, UsageError>, deadline: Option<Instant>, expect_reply: bool) {
+        self.next_tag += 1;
         match result {
             Ok(id) => {
                 assert!(!self.closed, "a closed client accepted a command");
@@ -161,6 +175,12 @@ impl Harness {
                 self.never_written.remove(&wire);
                 self.fd_requests.remove(&wire);
                 self.syncs.remove(&wire);
+                self.idless_keys.remove(&wire);
+                if !id.is_on_wire() {
+                    assert!(self.by_order, "{id} goes without an id, but in-band ids are on");
+                    self.idless_keys.insert(wire);
+                    self.idless_tags.insert(self.next_tag, (wire, id.serial()));
+                }
                 self.issued.push(id);
                 self.open.insert(wire, Open { serial: id.serial(), deadline, expect_reply });
             }
@@ -192,13 +212,28 @@ impl Harness {
     fn check(&mut self, now: Option<Instant>) {
         let (mut out, mut fds) = (Vec::new(), Vec::new());
         self.client.poll_transmit_with_fds(&mut out, &mut fds);
+        if std::env::var_os("QMP_FUZZ_TRACE").is_some() && !out.is_empty() {
+            eprintln!("  wrote {:?} fds {:?}", String::from_utf8_lossy(&out), fds);
+        }
         // Closing drops whatever was not written yet.
         assert!(!self.closed || out.is_empty(), "bytes written after Closed");
         // Each descriptor rides on a space byte right before its command.
         let mut fd_at = fds.iter().map(|(at, id)| (*at, id.as_u64())).collect::<BTreeMap<_, _>>();
         let mut fd_written = Vec::new();
         let mut sync_written = false;
-        for cmd in parse_commands(&out, self.mode == Mode::GuestAgent) {
+        for mut cmd in parse_commands(&out, self.mode == Mode::GuestAgent) {
+            if cmd.id == 0 {
+                // In-band without an id: its tag tells which request it is.
+                assert!(self.by_order, "a command without an id");
+                let tag = cmd.tag.expect("every command of the harness has a tag when ids are off");
+                let (key, serial) = self.idless_tags.remove(&tag).expect("a tag issued to go without an id");
+                assert!(self.open.get(&key).is_some_and(|o| o.serial == serial), "{key} written after it ended");
+                cmd.id = key;
+            } else {
+                // (A key whose request ended is free for another life: qmp_capabilities may take it.)
+                let live_idless = self.idless_keys.contains(&cmd.id) && self.open.contains_key(&cmd.id);
+                assert!(!live_idless, "{} was to go without an id", cmd.id);
+            }
             if cmd.name == "qmp_capabilities" {
                 assert!(!self.ready && self.mode == Mode::Qmp, "qmp_capabilities out of place");
                 // The client's own request takes the smallest free id when the greeting comes: a new life.
@@ -207,6 +242,7 @@ impl Harness {
                 self.never_written.remove(&cmd.id);
                 self.written_set.remove(&cmd.id);
                 self.fd_requests.remove(&cmd.id);
+                self.idless_keys.remove(&cmd.id);
             }
             if let Some(at) = cmd.start.checked_sub(1) {
                 assert_eq!(fd_at.remove(&at), cmd.space.then_some(cmd.id), "descriptor offsets");
@@ -339,6 +375,8 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
         .max_pending(usize::from(setup.max_pending % 20))
         .max_queued_events(usize::from(setup.max_queued_events % 8))
         .enable_oob(setup.enable_oob);
+    let by_order = !setup.guest_agent && setup.max_queued_events >= 128;
+    config = config.in_band_ids(!by_order);
     if setup.max_message_size != 0 {
         config = config.max_message_size(usize::from(setup.max_message_size) + 16);
     }
@@ -371,6 +409,10 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
         handshake,
         ready: false,
         closed: false,
+        by_order,
+        idless_tags: BTreeMap::new(),
+        next_tag: 0,
+        idless_keys: BTreeSet::new(),
     };
     if sync_on_connect {
         // The client's own sync (id 1): `SyncReply` answers it like the user's.
@@ -406,8 +448,14 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                     opts = opts.pass_fd();
                 }
                 let expect = expect_reply.unwrap_or(!(mode == Mode::GuestAgent && name == "guest-shutdown"));
-                let arguments = serde_json::json!({"a": [1, "\u{1F600}", null], "b": {}});
-                let r = h.client.execute(name, args.then_some(&arguments), opts);
+                // With ids off, every command has arguments, with a tag to recognise it on the wire.
+                let tag = h.next_tag + 1;
+                let arguments = match (args, h.by_order) {
+                    (_, true) => serde_json::json!({"a": [1, "\u{1F600}", null], "b": {}, "tag": tag}),
+                    (true, false) => serde_json::json!({"a": [1, "\u{1F600}", null], "b": {}}),
+                    (false, false) => serde_json::json!({}),
+                };
+                let r = h.client.execute(name, (args || h.by_order).then_some(&arguments), opts);
                 let ok = r.as_ref().ok().copied();
                 h.issue(r, deadline, expect);
                 if let Some(id) = ok {
@@ -450,7 +498,7 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                 let bytes = u.bytes(usize::from(len).min(u.len()))?;
                 // Any id these bytes could spell may have been answered.
                 let text = String::from_utf8_lossy(bytes);
-                h.late.retain(|id| !text.contains(&id.to_string()));
+                h.late.retain(|id| !text.contains(&id.to_string()) && !h.idless_keys.contains(id));
                 h.client.handle_input(bytes);
             }
             Op::Greeting { oob } => {
@@ -459,6 +507,16 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                     r#"{{"QMP": {{"version": {{"qemu": {{"micro": 2, "minor": 0, "major": 10}}, "package": ""}}, "capabilities": {caps}}}}}"#
                 );
                 h.client.handle_input(format!("{g}\r\n").as_bytes());
+            }
+            Op::Reply { which, error, split } if h.by_order && which % 2 == 1 => {
+                // Without an id: the client matches it to the oldest in-band command on the wire.
+                h.late.retain(|id| !h.idless_keys.contains(id));
+                let msg = if error {
+                    r#"{"error": {"class": "GenericError", "desc": "no"}}"#
+                } else {
+                    r#"{"return": {}}"#
+                };
+                input(&mut h.client, format!("{msg}\r\n").as_bytes(), split);
             }
             Op::Reply { which, error, split } => {
                 let id = h.reply_id(which);

@@ -199,13 +199,21 @@ fn first_nested_end(message: &[u8]) -> Option<usize> {
     None
 }
 
-/// The frames of `bytes` fed in chunks; each message's layout is checked against [`first_nested_end`].
-fn frames(bytes: &[u8], max: usize, seed: u8, finish: bool) -> (Vec<Frame>, bool) {
+/// The frames of `bytes` fed in chunks; each message's layout is checked against [`first_nested_end`]. Also
+/// returns, for each oversized value in order, its layout's `begins_as_reply`.
+fn frames(bytes: &[u8], max: usize, seed: u8, finish: bool) -> (Vec<Frame>, bool, Vec<bool>) {
     let mut framer = Framer::new(max);
     let mut out = Vec::new();
+    let mut replies = Vec::new();
     let mut push = |f: Frame, layout: qmp_proto::framer::Layout| {
-        if let Frame::Message(m) = &f {
-            assert_eq!(layout.first_nested_end(), first_nested_end(m), "layout of {:?}", String::from_utf8_lossy(m));
+        match &f {
+            Frame::Message(m) => {
+                let text = String::from_utf8_lossy(m);
+                assert_eq!(layout.first_nested_end(), first_nested_end(m), "layout of {text:?}");
+                assert!(!layout.begins_as_reply(), "a message's layout says it began as an oversized reply");
+            }
+            Frame::Oversized { .. } => replies.push(layout.begins_as_reply()),
+            _ => {}
         }
         out.push(f);
     };
@@ -218,7 +226,17 @@ fn frames(bytes: &[u8], max: usize, seed: u8, finish: bool) -> (Vec<Frame>, bool
         framer.feed_framed(b" ", &mut push);
     }
     assert!(!framer.in_message() || !finish);
-    (out, waiting)
+    (out, waiting, replies)
+}
+
+/// Whether a value begins as QEMU's replies do: `{`, then a `"return"` or `"error"` key (whitespace aside).
+fn begins_as_reply(text: &[u8]) -> bool {
+    let s = String::from_utf8_lossy(text);
+    let Some(rest) = s.trim_start_matches([' ', '\t', '\r', '\n']).strip_prefix('{') else {
+        return false;
+    };
+    let rest = rest.trim_start_matches([' ', '\t', '\r', '\n']);
+    rest.starts_with("\"return\"") || rest.starts_with("\"error\"")
 }
 
 /// The `id` member of an object as the framer should see it: a non-negative integer, the last one when
@@ -254,7 +272,7 @@ fuzz_target!(|data: &[u8]| {
     expected.sort_by_key(|(at, _)| *at);
 
     // No limit in the way: the same values, byte for byte, and delimiters where the 0xFF bytes are.
-    let (got, waiting) = frames(bytes, bytes.len() + 1, seed, true);
+    let (got, waiting, _) = frames(bytes, bytes.len() + 1, seed, true);
     assert_eq!(waiting, open_end, "the framer should wait exactly for a bare value at the end");
     let want: Vec<Frame> = expected
         .iter()
@@ -267,8 +285,9 @@ fuzz_target!(|data: &[u8]| {
 
     // A small limit: the same boundaries; the values over it oversized, each with the id the framer may see.
     let max = usize::from(limit % 64) + 1;
-    let (got, _) = frames(bytes, max, seed, true);
+    let (got, _, replies) = frames(bytes, max, seed, true);
     assert_eq!(got.len(), want.len());
+    let mut replies = replies.into_iter();
     for (frame, (_, r)) in got.iter().zip(&expected) {
         match (frame, r) {
             (Frame::Delimiter, None) => {}
@@ -276,6 +295,10 @@ fuzz_target!(|data: &[u8]| {
             (Frame::Oversized { len, id }, Some(r)) => {
                 let text = &bytes[r.clone()];
                 assert!(*len == r.len() as u64 && r.len() > max, "oversized {len} for {} bytes", r.len());
+                // Whether it began as a reply, told from its first 24 bytes (and nothing below that limit).
+                let reply = replies.next().expect("a layout for each oversized value");
+                let lossy = String::from_utf8_lossy(text);
+                assert_eq!(reply, max >= 24 && begins_as_reply(&text[..text.len().min(24)]), "reply? {lossy:?}");
                 if id.is_some() {
                     assert_eq!(*id, expected_id(text), "wrong trailing id in {:?}", String::from_utf8_lossy(text));
                 }

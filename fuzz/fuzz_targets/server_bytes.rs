@@ -5,7 +5,8 @@
 //! dropped; only whole commands written.
 //!
 //! Input: `[flags, chunk_seed, server bytes...]`. `flags` picks the limits and how many commands are issued
-//! before any input (see `Setup::new`), so replies can be routed.
+//! before any input (see `Setup::new`), so replies can be routed, and whether the QMP client matches in-band
+//! replies by order (`Config::in_band_ids(false)`: then replies without an id are routed too).
 #![no_main]
 
 use std::time::Instant;
@@ -18,7 +19,7 @@ struct Setup {
     config: Config,
     /// Commands issued before any input (ids 1..=n; in QMP mode `qmp_capabilities` then takes n + 1).
     commands: usize,
-    /// Guest-agent mode: start with `guest_sync(4242)`.
+    /// Guest-agent mode: start with `guest_sync(4242)`. (Its bit, in QMP mode: `in_band_ids(false)`.)
     sync: bool,
 }
 
@@ -32,7 +33,9 @@ impl Setup {
             .max_message_size([10 << 20, 512, 128, 32][usize::from(flags & 3)])
             .max_queued_events(if flags & 4 == 0 { 1024 } else { 3 })
             .enable_oob(flags & 8 == 0)
-            .max_in_flight(if flags & 0x80 == 0 { 8 } else { 1 });
+            .max_in_flight(if flags & 0x80 == 0 { 8 } else { 1 })
+            // The same bit as `sync`: QMP mode matches in-band replies by order (ignored by the guest agent).
+            .in_band_ids(flags & 0x40 == 0);
         Setup { config, commands: usize::from((flags >> 4) & 3), sync: flags & 0x40 != 0 }
     }
 }

@@ -81,7 +81,8 @@ pub fn message_len(ev: &ClientEvent) -> Option<usize> {
 /// One command as a client wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
-    /// Its `id`.
+    /// Its `id`; 0 when it has none (an in-band command of a client that matches replies by order: the client
+    /// never uses 0 as an id).
     pub id: u64,
     /// Its `execute` (or `exec-oob`) name.
     pub name: String,
@@ -93,10 +94,12 @@ pub struct Command {
     pub space: bool,
     /// Offset of its opening brace in the bytes parsed.
     pub start: usize,
+    /// Its `arguments.tag`, when that is an unsigned integer (a harness's mark to tell commands apart).
+    pub tag: Option<u64>,
 }
 
 /// Splits bytes written by a client into its commands, checking that they are whole JSON objects, each with a
-/// string `execute` or `exec-oob` member and an unsigned integer `id`, with a 0xFF byte only directly before a
+/// string `execute` or `exec-oob` member and an unsigned integer `id` (or none, in-band only), with a 0xFF byte only directly before a
 /// `guest-sync-delimited` (and only when `allow_ff`), and at most one space byte before a command (where a file
 /// descriptor is passed). Returns each command in order.
 pub fn parse_commands(mut bytes: &[u8], allow_ff: bool) -> Vec<Command> {
@@ -134,7 +137,13 @@ pub fn parse_commands(mut bytes: &[u8], allow_ff: bool) -> Vec<Command> {
             (None, Some(serde_json::Value::String(n))) => (n.clone(), true),
             _ => panic!("command without exactly one execute/exec-oob: {value}"),
         };
-        let id = obj.get("id").and_then(serde_json::Value::as_u64).expect("command id is a u64");
+        let id = match obj.get("id") {
+            None => {
+                assert!(!oob, "exec-oob without an id");
+                0
+            }
+            Some(id) => id.as_u64().filter(|&id| id != 0).expect("command id is a u64 other than 0"),
+        };
         for key in obj.keys() {
             assert!(matches!(key.as_str(), "execute" | "exec-oob" | "arguments" | "id"), "stray member {key}");
         }
@@ -143,7 +152,8 @@ pub fn parse_commands(mut bytes: &[u8], allow_ff: bool) -> Vec<Command> {
         }
         assert!(!ff || name == "guest-sync-delimited", "0xFF before {name}");
         assert!(!(ff && space), "a sync command carries no file descriptor");
-        out.push(Command { id, name, oob, ff, space, start });
+        let tag = obj.get("arguments").and_then(|a| a.get("tag")).and_then(serde_json::Value::as_u64);
+        out.push(Command { id, name, oob, ff, space, start, tag });
     }
     out
 }

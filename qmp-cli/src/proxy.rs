@@ -204,7 +204,8 @@ pub fn run(settings: Settings, timeout: Duration) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::Connection(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
-        let upstream_options = Options::default().connect_timeout(timeout).command_timeout(None);
+        // QEMU answers in-band commands in order: without ids it reads 7+ bytes fewer per command.
+        let upstream_options = Options::default().connect_timeout(timeout).command_timeout(None).in_band_ids(false);
         let loss = match settings.on_upstream_loss {
             OnLoss::Close => UpstreamLoss::Close,
             OnLoss::Hold => UpstreamLoss::Hold,

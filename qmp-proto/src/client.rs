@@ -25,6 +25,10 @@
 //! Commands wait in a queue until `Ready`; then at most `max_in_flight`
 //! in-band commands are on the wire, the rest wait in order; OOB commands skip the queue.
 //!
+//! Replies are routed by id, or, with [`Config::in_band_ids`]`(false)`, an in-band command goes without one
+//! and a reply without an id answers the oldest such command on the wire (QEMU answers in-band commands in
+//! order). A command of that kind too long to be sure of one reply goes with its id, alone.
+//!
 //! A command answered only on failure (`guest-shutdown`, `guest-suspend-*`, or
 //! [`ExecuteOptions::expect_reply(false)`](crate::ExecuteOptions::expect_reply)) holds no in-flight slot once
 //! written: its error reply ends it as `Err`; EOF, a transport error or its deadline (the grace period) as `Ok({})`.
@@ -36,8 +40,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::config::{Config, ExecuteOptions, Mode};
-use crate::encode::{encode_arguments, encode_command};
+use crate::config::{Config, ExecuteOptions, Mode, ORDERED_COMMAND_MAX};
+use crate::encode::{encode_arguments, encode_command, encode_command_without_id};
 use crate::error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
 use crate::framer::{Frame, Framer, Layout, KEEP_CAPACITY};
 use crate::ids::IdPool;
@@ -50,19 +54,29 @@ use crate::timers::{Timer, TimerTable};
 ///
 /// Its wire id ([`as_u64`](Self::as_u64)) is unique only among the requests whose reply may still come: the
 /// client reuses the smallest free one, so that ids stay short (see [`Client::abandoned`] for when an id is
-/// free again).
+/// free again). With [`Config::in_band_ids`]`(false)` most in-band commands go without an id: theirs is then
+/// only the client's key, taken and freed the same way ([`is_on_wire`](Self::is_on_wire) tells).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId {
     /// Issue order, from 1: unique for the life of the client.
     serial: u64,
-    /// The id on the wire.
+    /// The id on the wire (or the key of a command that goes without one).
     wire: u64,
+    /// Whether the command carries `wire` as its id (false: its reply is matched by order).
+    on_wire: bool,
 }
 
 impl RequestId {
     /// The id as it goes on the wire: unique among the requests whose reply may still come, and reused after.
+    /// For a command sent without an id ([`Config::in_band_ids`]), the client's key for it, unique the same way.
     pub fn as_u64(self) -> u64 {
         self.wire
+    }
+
+    /// Whether the command carries [`as_u64`](Self::as_u64) as its id on the wire: false for an in-band
+    /// command sent without one ([`Config::in_band_ids`]`(false)`), whose reply is matched by order.
+    pub fn is_on_wire(self) -> bool {
+        self.on_wire
     }
 
     /// The place of this request in the order the client issued them (its own handshake request included),
@@ -181,6 +195,11 @@ struct Request {
     wire: Vec<u8>,
     /// Whether a file descriptor goes with it (its wire starts with the space byte that carries it).
     pass_fd: bool,
+    /// Written without an id: its reply is the oldest id-less one ([`Config::in_band_ids`]).
+    idless: bool,
+    /// In-band with its id while others go without: too long to be sure of one reply, so no in-band command
+    /// follows it until it is answered.
+    alone: bool,
 }
 
 impl Request {
@@ -275,6 +294,11 @@ pub struct Client {
     fd_in_flight: Option<u64>,
     /// Offsets in `transmit` of the bytes that carry a file descriptor, and their commands.
     transmit_fds: Vec<(usize, RequestId)>,
+    /// Commands written without an id and not answered yet (abandoned ones included), oldest first: a reply
+    /// without an id answers the first.
+    by_order: VecDeque<u64>,
+    /// A command that goes alone ([`Request::alone`]) is on the wire: no in-band command follows until it ends.
+    alone_on_wire: Option<u64>,
 }
 
 impl Client {
@@ -303,6 +327,8 @@ impl Client {
             closed: None,
             fd_in_flight: None,
             transmit_fds: Vec::new(),
+            by_order: VecDeque::new(),
+            alone_on_wire: None,
             config,
         };
         match (client.config.mode, client.config.sync_on_connect) {
@@ -461,13 +487,24 @@ impl Client {
         self.check_room()?;
         let opts = self.default_deadline(opts)?;
         let expect_reply = opts.expect_reply.unwrap_or_else(|| !self.config.replies_only_on_failure(command));
-        let rid = self.take_id();
+        let mut rid = self.take_id();
         let mut wire = Vec::with_capacity(command.len() + args.map_or(0, <[u8]>::len) + 40);
         if opts.pass_fd {
             wire.push(b' '); // QEMU skips whitespace; this byte carries the descriptor
         }
-        encode_command(&mut wire, command, args, rid.wire, opts.oob);
-        self.add_request(rid, Purpose::User, opts, expect_reply, wire);
+        let by_order = !self.config.in_band_ids && !opts.oob && expect_reply;
+        if by_order {
+            encode_command_without_id(&mut wire, command, args);
+        }
+        let alone = by_order && wire.len() > ORDERED_COMMAND_MAX;
+        if alone {
+            wire.truncate(usize::from(opts.pass_fd));
+        }
+        if !by_order || alone {
+            encode_command(&mut wire, command, args, rid.wire, opts.oob);
+        }
+        rid.on_wire = !by_order || alone;
+        self.add_request(rid, Purpose::User, opts, expect_reply, wire, alone);
         Ok(rid)
     }
 
@@ -489,7 +526,8 @@ impl Client {
         let rid = self.take_id();
         let mut wire = Vec::new();
         encode_sync(&mut wire, nonce, rid.wire);
-        self.add_request(rid, Purpose::Sync(nonce), ExecuteOptions { oob: false, pass_fd: false, ..opts }, true, wire);
+        let opts = ExecuteOptions { oob: false, pass_fd: false, ..opts };
+        self.add_request(rid, Purpose::Sync(nonce), opts, true, wire, false);
         Ok(rid)
     }
 
@@ -705,6 +743,9 @@ impl Client {
         if self.queue.is_empty() && self.queue.capacity() > KEEP_ENTRIES {
             self.queue = VecDeque::new();
         }
+        if self.by_order.is_empty() && self.by_order.capacity() > KEEP_ENTRIES {
+            self.by_order = VecDeque::new();
+        }
         if self.requests.is_empty() && self.requests.capacity() > KEEP_ENTRIES {
             self.requests = HashMap::default();
         }
@@ -748,7 +789,7 @@ impl Client {
     /// A new request's id: the next serial, and the smallest free wire id.
     fn take_id(&mut self) -> RequestId {
         self.issued += 1;
-        RequestId { serial: self.issued, wire: self.ids.take() }
+        RequestId { serial: self.issued, wire: self.ids.take(), on_wire: true }
     }
 
     /// Removes a request and frees its wire id: only once no reply can carry that id any more (it was never
@@ -765,6 +806,9 @@ impl Client {
         if self.fd_in_flight == Some(key) {
             self.fd_in_flight = None;
         }
+        if self.alone_on_wire == Some(key) {
+            self.alone_on_wire = None;
+        }
         Some(req)
     }
 
@@ -775,14 +819,16 @@ impl Client {
         opts: ExecuteOptions,
         expect_reply: bool,
         wire: Vec<u8>,
+        alone: bool,
     ) {
         let id = rid.wire;
         if let Some(at) = opts.deadline {
             self.timers.set(at, Timer::Command(id));
         }
         let (oob, deadline, pass_fd) = (opts.oob, opts.deadline, opts.pass_fd);
-        let stage = Stage::Queued;
-        self.requests.insert(id, Request { rid, stage, purpose, oob, deadline, expect_reply, wire, pass_fd });
+        let (stage, idless) = (Stage::Queued, !rid.on_wire);
+        let req = Request { rid, stage, purpose, oob, deadline, expect_reply, wire, pass_fd, idless, alone };
+        self.requests.insert(id, req);
         if opts.oob {
             self.send(id);
         } else {
@@ -810,8 +856,12 @@ impl Client {
             if pass_fd && self.fd_in_flight.is_some() {
                 return;
             }
-            // A resync runs alone: it waits for an empty pipe, and nothing follows it until it ends.
+            // A resync runs alone: it waits for an empty pipe, and nothing follows it until it ends. So does a
+            // long command among id-less ones (once written: the replies before it are matched by order).
             if self.resync.is_some() || self.in_flight >= self.config.max_in_flight || (sync && self.in_flight > 0) {
+                return;
+            }
+            if self.alone_on_wire.is_some() {
                 return;
             }
             self.queue.pop_front();
@@ -856,6 +906,12 @@ impl Client {
         if req.holds_slot() {
             self.in_flight += 1;
         }
+        if req.idless {
+            self.by_order.push_back(id);
+        }
+        if req.alone {
+            self.alone_on_wire = Some(id);
+        }
         if let Purpose::Sync(_) = req.purpose {
             self.resync = Some(Resync { id, seen_delimiter: false });
             // Cancelled commands answered only on failure: their late error comes before the marker, if at all.
@@ -889,6 +945,8 @@ impl Client {
             expect_reply: true,
             wire: Vec::new(),
             pass_fd: false,
+            idless: false,
+            alone: false,
         };
         self.requests.insert(id, req);
         self.in_flight += 1;
@@ -909,6 +967,8 @@ impl Client {
             expect_reply: true,
             wire: Vec::new(),
             pass_fd: false,
+            idless: false,
+            alone: false,
         };
         self.requests.insert(id, req);
         self.in_flight += 1;
@@ -954,8 +1014,14 @@ impl Client {
             }
             Frame::Oversized { len, id } => {
                 let limit = self.config.max_message_size;
-                // A reply we can attribute ends its command now, rather than at its deadline.
-                match id.and_then(|id| self.take_sent(id)) {
+                // A reply we can attribute ends its command now, rather than at its deadline: by its id, or, when
+                // it has none and begins as a reply, by order.
+                let key = match id {
+                    Some(id) => Some(id).filter(|&k| self.requests.get(&k).is_some_and(|r| !r.idless)),
+                    None if layout.begins_as_reply() => self.by_order.pop_front(),
+                    None => None,
+                };
+                match key.and_then(|key| self.take_sent(key)) {
                     Some((_, req)) if req.purpose == Purpose::Negotiation => {
                         let why = format!("the qmp_capabilities reply of {len} bytes is over the {limit}-byte limit");
                         self.close_with(ConnectionError::BadGreeting(why));
@@ -1022,9 +1088,13 @@ impl Client {
         }
     }
 
-    /// Routes a reply to its request by id.
+    /// Routes a reply to its request: by id, or without one to the oldest command sent without one.
     fn on_reply(&mut self, id: Option<RawJson>, result: Result<RawJson, QmpError>) {
         let Some(raw_id) = id else {
+            if let Some(key) = self.by_order.pop_front() {
+                self.answer(key, result);
+                return;
+            }
             let violation = match result {
                 Ok(value) => ProtocolViolation::IdlessReply { value },
                 Err(e) => ProtocolViolation::IdlessError(e),
@@ -1037,10 +1107,19 @@ impl Client {
             self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::UnknownId { id: raw_id }));
             return;
         };
-        if req.stage == Stage::Queued {
+        // Not sent yet, or sent without this id: the id is not one we sent.
+        if req.stage == Stage::Queued || req.idless {
             self.push_report(ClientEvent::ProtocolViolation(ProtocolViolation::UnknownId { id: raw_id }));
             return;
         }
+        self.answer(key, result);
+    }
+
+    /// Ends the request on the wire that a reply answers.
+    fn answer(&mut self, key: u64, result: Result<RawJson, QmpError>) {
+        let Some(req) = self.requests.get(&key) else {
+            return;
+        };
         if let (Some(nonce), Stage::InFlight, Ok(value)) = (req.purpose.sync_nonce(), req.stage, &result) {
             if value.raw_str().trim().parse::<u64>().ok() != Some(u64::from(nonce)) {
                 // A stale delimited reply (an earlier client's sync): wait for the next marker.
@@ -1170,6 +1249,8 @@ impl Client {
         self.ids.clear();
         self.fd_in_flight = None;
         self.queue.clear();
+        self.by_order.clear();
+        self.alone_on_wire = None;
         self.timers.clear();
         self.in_flight = 0;
         self.resync = None;

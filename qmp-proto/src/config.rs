@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 /// agent closes the connection or when the deadline (this grace period) passes.
 pub const DEFAULT_NO_REPLY_GRACE: Duration = Duration::from_secs(2);
 
+/// With [`Config::in_band_ids`]`(false)`, an in-band command longer than this (in bytes, as written) keeps its
+/// id and goes alone. Below it QEMU's parser limits cannot be reached (a nesting depth over 1024 takes more than
+/// 2048 bytes of brackets, 2 M tokens more still), so QEMU answers such a command exactly once.
+pub const ORDERED_COMMAND_MAX: usize = 2048;
+
 /// Guest-agent commands that send no reply when they succeed (`success-response: false` in qga's schema).
 const REPLY_ONLY_ON_FAILURE: [&str; 4] =
     ["guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"];
@@ -58,6 +63,8 @@ pub struct Config {
     pub(crate) enable_oob: bool,
     /// Guest-agent mode: the nonce of the `guest-sync-delimited` sent first thing.
     pub(crate) sync_on_connect: Option<u32>,
+    /// QMP mode: whether in-band commands carry an id (false: their replies are matched by order).
+    pub(crate) in_band_ids: bool,
 }
 
 impl Config {
@@ -73,6 +80,7 @@ impl Config {
             command_timeout: None,
             enable_oob: true,
             sync_on_connect: None,
+            in_band_ids: true,
         }
     }
 
@@ -164,6 +172,61 @@ impl Config {
     pub fn enable_oob(mut self, enable: bool) -> Self {
         self.enable_oob = enable;
         self
+    }
+
+    /// QMP mode: whether in-band commands carry an id (default: yes). With `false` the client writes in-band
+    /// commands without an id and matches each reply that has none to the oldest in-band command on the wire,
+    /// which is how QEMU answers them: strictly in the order it read them (only `exec-oob` commands may be
+    /// answered out of order, and they keep their ids). `,"id":N` is 7 or more bytes that QEMU reads one at a
+    /// time, about 17 us of QEMU CPU per command on the 150-180 us a round trip costs it.
+    ///
+    /// Everything else holds as with ids: a cancelled or timed-out command keeps its place in the order until its
+    /// late reply comes and is swallowed (bounded by [`max_pending`](Self::max_pending), like the wire ids of
+    /// [`Client::abandoned`](crate::Client::abandoned)); a reply without an id when no in-band command is on the
+    /// wire, or with an id the client did not send, is reported as a
+    /// [`ProtocolViolation`](crate::ProtocolViolation); events, OOB commands, `qmp_capabilities` (sent with its
+    /// id) and file-descriptor passing are unaffected. These in-band commands keep their id all the same:
+    /// commands answered only on failure ([`ExecuteOptions::expect_reply`]`(false)`), and commands over
+    /// [`ORDERED_COMMAND_MAX`] bytes, which go alone (no in-band command follows one until it is answered): only
+    /// a command that long can trip QEMU's parser limits (nesting 1024, 2 M tokens), which answer one command
+    /// with many errors without an id. Should QEMU never answer such a command (its limits tripped, or 64 MiB
+    /// exceeded), the in-band commands behind it wait until their own deadlines: even timed out, it holds its
+    /// place, since a late reply may still come.
+    ///
+    /// What you give up: the server's replies to these commands carry no id, so a trace of the wire (QEMU's
+    /// `-trace monitor_qmp_*`, a packet capture) no longer pairs commands and replies by id, only by order. And
+    /// the client trusts the server to answer every in-band command exactly once, in order, as QEMU does: against
+    /// a server that does not (a broken one, a proxy that reorders), keep the ids.
+    /// [`RequestId::as_u64`](crate::RequestId::as_u64) is then the client's own key for a command, not something
+    /// on the wire ([`RequestId::is_on_wire`](crate::RequestId::is_on_wire)).
+    ///
+    /// Ignored in guest-agent mode (the setting stays `true` there): qemu-ga has commands that never reply on
+    /// success, and `guest-sync-delimited` resynchronisation needs ids.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// use qmp_proto::{Client, Config, ExecuteOptions};
+    /// let mut client = Client::new(Config::qmp().in_band_ids(false), Instant::now());
+    /// client.handle_input(br#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": ""}, "capabilities": ["oob"]}}"#);
+    /// client.handle_input(b"\r\n");
+    /// let mut out = Vec::new();
+    /// client.poll_transmit(&mut out); // qmp_capabilities, with its id
+    /// client.handle_input(b"{\"return\": {}, \"id\": 1}\r\n");
+    /// client.execute_no_args("query-status", ExecuteOptions::new()).unwrap();
+    /// client.execute_no_args("query-yank", ExecuteOptions::new().oob()).unwrap();
+    /// out.clear();
+    /// client.poll_transmit(&mut out);
+    /// assert_eq!(out, br#"{"execute":"query-status"}{"exec-oob":"query-yank","id":2}"#);
+    /// assert!(Config::guest_agent().in_band_ids(false).get_in_band_ids()); // ignored there
+    /// ```
+    pub fn in_band_ids(mut self, with_ids: bool) -> Self {
+        self.in_band_ids = with_ids || self.mode == Mode::GuestAgent;
+        self
+    }
+
+    /// Whether in-band commands carry an id (see [`in_band_ids`](Self::in_band_ids)).
+    pub fn get_in_band_ids(&self) -> bool {
+        self.in_band_ids
     }
 
     /// The protocol mode.

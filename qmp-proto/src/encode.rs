@@ -25,14 +25,26 @@ pub fn encode_arguments<A: Serialize + ?Sized>(args: &A) -> Result<Option<Vec<u8
 /// Appends one command to `out`: `{"execute":NAME[,"arguments":ARGS],"id":ID}` (`exec-oob` when `oob`).
 /// `args` must come from [`encode_arguments`].
 pub fn encode_command(out: &mut Vec<u8>, name: &str, args: Option<&[u8]>, id: u64, oob: bool) {
+    encode(out, name, args, Some(id), oob);
+}
+
+/// Appends one in-band command without an id: `{"execute":NAME[,"arguments":ARGS]}`. Its reply carries no id
+/// either; QEMU answers in-band commands in order (see [`Config::in_band_ids`](crate::Config::in_band_ids)).
+pub fn encode_command_without_id(out: &mut Vec<u8>, name: &str, args: Option<&[u8]>) {
+    encode(out, name, args, None, false);
+}
+
+fn encode(out: &mut Vec<u8>, name: &str, args: Option<&[u8]>, id: Option<u64>, oob: bool) {
     out.extend_from_slice(if oob { b"{\"exec-oob\":" } else { b"{\"execute\":" });
     write_string(out, name);
     if let Some(args) = args {
         out.extend_from_slice(b",\"arguments\":");
         out.extend_from_slice(args);
     }
-    out.extend_from_slice(b",\"id\":");
-    write_u64(out, id);
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        write_u64(out, id);
+    }
     out.push(b'}');
 }
 
@@ -83,6 +95,9 @@ mod tests {
         let args = encode_arguments(&serde_json::json!({"node-name": "n0"})).unwrap();
         assert_eq!(cmd("x", args.as_deref(), 0, false), r#"{"execute":"x","arguments":{"node-name":"n0"},"id":0}"#);
         assert_eq!(cmd("a\"b", None, 1, false), r#"{"execute":"a\"b","id":1}"#);
+        let mut out = Vec::new();
+        encode_command_without_id(&mut out, "x", args.as_deref());
+        assert_eq!(out, br#"{"execute":"x","arguments":{"node-name":"n0"}}"#);
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub enum Frame {
 pub struct Layout {
     /// Offset in the message just past the bracket that closed its first nested object or array.
     first_nested_end: Option<usize>,
+    /// For an oversized value: it began as a reply does.
+    begins_as_reply: bool,
 }
 
 impl Layout {
@@ -80,6 +82,15 @@ impl Layout {
     /// top-level value, when there is one.
     pub fn first_nested_end(&self) -> Option<usize> {
         self.first_nested_end
+    }
+
+    /// For a [`Frame::Oversized`]: whether the dropped value began as a reply does, with a `"return"` or
+    /// `"error"` member first (whitespace aside), as QEMU writes replies; its events begin with `"timestamp"`.
+    /// Lets a client that matches replies by order ([`Config::in_band_ids`](crate::Config::in_band_ids)) end
+    /// the command an oversized reply without an id answers. False for every other frame, and with a maximum
+    /// message size under 24 bytes.
+    pub fn begins_as_reply(&self) -> bool {
+        self.begins_as_reply
     }
 }
 
@@ -137,10 +148,15 @@ pub struct Framer {
     tail: Vec<u8>,
     /// Offset in the unfinished value just past the bracket that brought the depth from 2 back to 1 first.
     first_nested_end: Option<u64>,
+    /// The value being discarded began as a reply does ([`Layout::begins_as_reply`]).
+    discarding_reply: bool,
 }
 
 /// Bytes of an oversized value's end kept to find its id.
 const TAIL: usize = 48;
+
+/// Bytes of an oversized value's start read to tell a reply ([`Layout::begins_as_reply`]).
+const HEAD: usize = 24;
 
 /// The largest buffer the framer keeps for the next message once a message is out (64 KiB): a larger one
 /// leaves with the message it held.
@@ -158,6 +174,7 @@ impl Framer {
             max_message_size: max_message_size.max(1),
             tail: Vec::new(),
             first_nested_end: None,
+            discarding_reply: false,
         }
     }
 
@@ -445,7 +462,8 @@ impl Framer {
         self.value_len = 0;
         self.discarding = false;
         if too_long {
-            emit(Frame::Oversized { len, id: trailing_id(&self.tail) }, Layout::default());
+            let layout = Layout { first_nested_end: None, begins_as_reply: self.discarding_reply };
+            emit(Frame::Oversized { len, id: trailing_id(&self.tail) }, layout);
             self.tail.clear();
             return;
         }
@@ -468,7 +486,7 @@ impl Framer {
             }
         };
         let first_nested_end = first_nested_end.and_then(|end| usize::try_from(end).ok());
-        emit(Frame::Message(frame), Layout { first_nested_end });
+        emit(Frame::Message(frame), Layout { first_nested_end, begins_as_reply: false });
     }
 
     /// Called when a 0xFF byte at `input[at]` cuts the current value short. Leaves the 0xFF to `Between`.
@@ -496,6 +514,15 @@ impl Framer {
     /// Drops the buffered part of the value (`partial` followed by `recent`), keeping only its last bytes.
     fn begin_discard(&mut self, recent: &[u8]) {
         self.discarding = true;
+        // The value starts at `partial` (or at `recent` when nothing of it came in an earlier call), and more
+        // than the limit has come: with a limit of at least HEAD bytes, all of the head is there whatever the
+        // chunking. (Below that no QMP session gets past its greeting anyway.)
+        let mut head = [0u8; HEAD];
+        let from_partial = self.partial.len().min(head.len());
+        head[..from_partial].copy_from_slice(&self.partial[..from_partial]);
+        let from_recent = recent.len().min(head.len() - from_partial);
+        head[from_partial..from_partial + from_recent].copy_from_slice(&recent[..from_recent]);
+        self.discarding_reply = self.max_message_size >= HEAD && begins_as_reply(&head[..from_partial + from_recent]);
         self.tail.clear();
         push_tail(&mut self.tail, &self.partial);
         push_tail(&mut self.tail, recent);
@@ -522,6 +549,16 @@ impl Framer {
             self.partial.extend_from_slice(&input[start..end]);
         }
     }
+}
+
+/// Whether a value starts with `{` and a `"return"` or `"error"` key (whitespace aside).
+fn begins_as_reply(head: &[u8]) -> bool {
+    let skip = |s: &[u8]| -> usize { s.iter().position(|b| !b" \t\r\n".contains(b)).unwrap_or(s.len()) };
+    let Some(rest) = head[skip(head)..].strip_prefix(b"{") else {
+        return false;
+    };
+    let rest = &rest[skip(rest)..];
+    rest.starts_with(b"\"return\"") || rest.starts_with(b"\"error\"")
 }
 
 /// Appends `bytes` to `tail`, keeping only the last [`TAIL`] bytes.
@@ -785,9 +822,31 @@ mod tests {
             );
         }
         assert_eq!(trailing_id(b"{\"id\": 3}"), Some(3));
+        assert!(begins_as_reply(b"{\"return\": 1"));
+        assert!(begins_as_reply(b" {\r\n    \"error\": {"));
+        assert!(!begins_as_reply(b"{\"timestamp\": {"));
+        assert!(!begins_as_reply(b"{\"retu"));
         assert_eq!(trailing_id(b"x\\\"id\": 3}"), None);
         assert_eq!(trailing_id(b"[1, {\"id\": 3}}"), None);
         assert_eq!(trailing_id(b", \"id\": \"3\"}"), None);
+    }
+
+    #[test]
+    fn oversized_frames_tell_replies_from_events() {
+        let reply = format!("{{\"return\": \"{}\"}}", "x".repeat(200));
+        let event = format!("{{\"timestamp\": {{}}, \"event\": \"X\", \"data\": \"{}\"}}", "y".repeat(200));
+        let small = "{\"return\": {}}";
+        let input = format!("{reply}\r\n{event}\r\n{small}\r\n");
+        for chunk in [1usize, 5, 64, 10_000] {
+            let mut f = Framer::new(100);
+            let mut seen = Vec::new();
+            for c in input.as_bytes().chunks(chunk) {
+                f.feed_framed(c, |frame, layout| {
+                    seen.push((matches!(frame, Frame::Oversized { .. }), layout.begins_as_reply()))
+                });
+            }
+            assert_eq!(seen, vec![(true, true), (true, false), (false, false)], "chunk {chunk}");
+        }
     }
 
     /// The block scanner (inputs of 64 bytes and more) frames exactly as the bytewise one (inputs fed a byte at

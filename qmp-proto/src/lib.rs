@@ -15,6 +15,10 @@
 //!   digit while fewer than 10 commands are alive, however long the connection lives); replies are routed by
 //!   id; replies nobody waits for (cancelled, timed out) are swallowed, and their ids stay reserved until they
 //!   come ([`Client::abandoned`]); unknown ones are reported. A [`RequestId`] stays unique for the client's life.
+//!   Opt-in, QMP only: [`Config::in_band_ids`]`(false)` sends in-band commands with no id at all (7+ bytes fewer
+//!   for QEMU to read, ~17 us of its CPU per command) and matches each reply without one to the oldest in-band
+//!   command on the wire, since QEMU answers them in order; OOB commands keep their ids. The price: replies in
+//!   a trace of the wire carry no id.
 //! - **Flow control**: at most 8 in-band commands on the wire (QEMU's own queue length), OOB bypasses it.
 //! - **Deadlines** for the handshake (greeting and negotiation, or the guest agent's connect-time sync) and for
 //!   each command, on the caller's clock.
@@ -149,7 +153,7 @@ pub mod server;
 mod timers;
 
 pub use client::{Client, ClientEvent, RequestId};
-pub use config::{Config, ExecuteOptions, Mode, DEFAULT_NO_REPLY_GRACE};
+pub use config::{Config, ExecuteOptions, Mode, DEFAULT_NO_REPLY_GRACE, ORDERED_COMMAND_MAX};
 pub use error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
 pub use message::{Greeting, ServerEvent, Timestamp, Version};
 pub use raw::RawJson;

@@ -178,6 +178,7 @@ pub struct Cmd {
     pub name: String,
     pub oob: bool,
     pub args: Option<Value>,
+    /// The id; 0 for a command sent without one ([`Config::in_band_ids`](qmp_proto::Config::in_band_ids)).
     pub id: u64,
     /// Preceded by a 0xFF byte.
     pub after_ff: bool,
@@ -197,7 +198,10 @@ pub fn commands(bytes: &[u8]) -> Vec<Cmd> {
                     (None, Some(Value::String(n))) => (n.clone(), true),
                     _ => panic!("command without exactly one of execute/exec-oob: {v}"),
                 };
-                let id = obj.get("id").and_then(Value::as_u64).unwrap_or_else(|| panic!("command without u64 id: {v}"));
+                let id = match obj.get("id") {
+                    None => 0,
+                    Some(id) => id.as_u64().unwrap_or_else(|| panic!("command without u64 id: {v}")),
+                };
                 for k in obj.keys() {
                     assert!(["execute", "exec-oob", "arguments", "id"].contains(&k.as_str()), "unexpected member {k}");
                 }
