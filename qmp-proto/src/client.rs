@@ -929,17 +929,13 @@ impl Client {
         self.pump();
     }
 
-    /// Answers the greeting with `qmp_capabilities`, enabling `oob` when configured and offered.
-    fn negotiate(&mut self, greeting: &Greeting) {
-        self.oob_requested = self.config.enable_oob && greeting.capabilities.iter().any(|c| c == "oob");
-        let rid = self.take_id();
-        let id = rid.wire;
-        let args: Option<&[u8]> = if self.oob_requested { Some(br#"{"enable":["oob"]}"#) } else { None };
-        encode_command(&mut self.transmit, "qmp_capabilities", args, id, false);
+    /// Records the handshake request just written (`qmp_capabilities` or the connect-time sync): in flight with
+    /// its id, no deadline of its own (the handshake timeout covers it).
+    fn start_handshake(&mut self, rid: RequestId, purpose: Purpose) {
         let req = Request {
             rid,
             stage: Stage::InFlight,
-            purpose: Purpose::Negotiation,
+            purpose,
             oob: false,
             deadline: None,
             expect_reply: true,
@@ -948,8 +944,18 @@ impl Client {
             idless: false,
             alone: false,
         };
-        self.requests.insert(id, req);
+        self.requests.insert(rid.wire, req);
         self.in_flight += 1;
+    }
+
+    /// Answers the greeting with `qmp_capabilities`, enabling `oob` when configured and offered.
+    fn negotiate(&mut self, greeting: &Greeting) {
+        self.oob_requested = self.config.enable_oob && greeting.capabilities.iter().any(|c| c == "oob");
+        let rid = self.take_id();
+        let id = rid.wire;
+        let args: Option<&[u8]> = if self.oob_requested { Some(br#"{"enable":["oob"]}"#) } else { None };
+        encode_command(&mut self.transmit, "qmp_capabilities", args, id, false);
+        self.start_handshake(rid, Purpose::Negotiation);
         self.phase = Phase::Negotiating;
     }
 
@@ -958,20 +964,7 @@ impl Client {
         let rid = self.take_id();
         let id = rid.wire;
         encode_sync(&mut self.transmit, nonce, id);
-        let req = Request {
-            rid,
-            stage: Stage::InFlight,
-            purpose: Purpose::ConnectSync(nonce),
-            oob: false,
-            deadline: None,
-            expect_reply: true,
-            wire: Vec::new(),
-            pass_fd: false,
-            idless: false,
-            alone: false,
-        };
-        self.requests.insert(id, req);
-        self.in_flight += 1;
+        self.start_handshake(rid, Purpose::ConnectSync(nonce));
         self.resync = Some(Resync { id, seen_delimiter: false });
         self.phase = Phase::Syncing;
     }
