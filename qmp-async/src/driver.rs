@@ -306,19 +306,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
         }
         if std::mem::take(&mut self.deadlines_changed) {
             if let Some(at) = self.next_deadline() {
-                match (self.armed, &mut self.timer) {
-                    (Some(armed), Some(_)) if armed <= at => {}
-                    (_, Some(timer)) => {
-                        timer.as_mut().reset(at);
-                        self.armed = Some(at);
-                        self.timer_wake.set();
-                    }
-                    (_, None) => {
-                        self.timer = Some(Box::pin(self.runtime.timer(at)));
-                        self.armed = Some(at);
-                        self.timer_wake.set();
-                    }
-                }
+                self.arm_no_later_than(at);
             }
         }
         let (Some(target), Some(timer)) = (self.armed, self.timer.as_mut()) else {
@@ -332,6 +320,20 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
         // A fired timer is re-armed before it is polled again; the instant it was armed for has passed.
         self.fire(self.runtime.now().max(target));
         true
+    }
+
+    /// Arms the timer for `at`, unless it is armed for that instant or an earlier one already (it is only moved
+    /// earlier), and has it polled.
+    fn arm_no_later_than(&mut self, at: Instant) {
+        if self.timer.is_some() && self.armed.is_some_and(|armed| armed <= at) {
+            return;
+        }
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(self.runtime.timer(at))),
+        }
+        self.armed = Some(at);
+        self.timer_wake.set();
     }
 
     /// Before input goes to the core: fires the deadlines that have passed though the timer has not fired yet
