@@ -45,16 +45,23 @@ use crate::shared::{ReplyTx, Request, Shared};
 use crate::transport::Transport;
 
 mod dispatch;
+pub(crate) mod engine;
 mod wake;
 
+pub(crate) use engine::Engine;
+use engine::{Drive, Step};
 use wake::SourceWake;
 
 /// The future that runs a connection: it owns the transport and the protocol state, and ends when the session
 /// does. The convenience constructors spawn it for you; with [`Qmp::with_driver`](crate::Qmp::with_driver) you
 /// spawn it yourself, on any executor. Dropping it ends the session (every pending call fails).
+///
+/// A caller waiting for its reply drives the connection itself (in its own task, see `driver/engine.rs`); this
+/// future does the rest: the handshake, events while no call waits, timers and the close. It must be polled
+/// (spawned) all the same.
 #[must_use = "the connection makes no progress unless its driver is polled (spawn it)"]
 pub struct Driver {
-    inner: Pin<Box<dyn Future<Output = ()> + Send>>,
+    engine: Arc<Engine>,
 }
 
 impl fmt::Debug for Driver {
@@ -66,19 +73,23 @@ impl fmt::Debug for Driver {
 impl Future for Driver {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.inner.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.engine.poll_task(cx)
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.engine.stop();
     }
 }
 
 impl Driver {
-    /// The driver of `conn`, its polls inside `span` (unless no subscriber wanted the span: then not wrapped, as
-    /// entering a disabled span does nothing but costs a call on every poll).
-    pub(crate) fn new<T: Transport, R: Runtime>(conn: Conn<T, R>, span: tracing::Span) -> Self {
-        if span.is_disabled() {
-            return Driver { inner: Box::pin(conn) };
-        }
-        Driver { inner: Box::pin(tracing::Instrument::instrument(conn, span)) }
+    /// The driver of `conn`, polled inside `span` (unless no subscriber wanted the span: entering a disabled span
+    /// does nothing but costs a call on every poll), and the engine its callers drive it through.
+    pub(crate) fn new<T: Transport, R: Runtime>(conn: Conn<T, R>, span: tracing::Span) -> (Self, Arc<Engine>) {
+        let engine = Arc::new(Engine::new(Box::new(conn), span));
+        (Driver { engine: Arc::clone(&engine) }, engine)
     }
 }
 
@@ -171,6 +182,10 @@ pub(crate) struct Conn<T, R: Runtime> {
     timer_waker: Waker,
     /// The last read did not fit [`SMALL_READ`] (or filled it): the next reads into [`READ_CHUNK`].
     large_reads: bool,
+    /// Polled by a caller in place ([`engine`]): what needs the runtime's context is left to the driver's task.
+    in_place: bool,
+    /// Polled in place, the connection needed the driver's task (a timer to make, the close).
+    wants_task: bool,
 }
 
 impl<T, R: Runtime> fmt::Debug for Conn<T, R> {
@@ -210,6 +225,8 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             timer_wake,
             timer_waker,
             large_reads: false,
+            in_place: false,
+            wants_task: false,
         };
         // The core may already have something to say (guest-agent mode without a handshake is ready at once).
         conn.after_core();
@@ -304,9 +321,15 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
         if self.phase != Phase::Running {
             return false;
         }
-        if std::mem::take(&mut self.deadlines_changed) {
-            if let Some(at) = self.next_deadline() {
-                self.arm_no_later_than(at);
+        if self.deadlines_changed {
+            match self.next_deadline() {
+                // A timer is made in the runtime's context, which a caller polling in place may not have.
+                Some(_) if self.timer.is_none() && self.in_place => self.wants_task = true,
+                Some(at) => {
+                    self.deadlines_changed = false;
+                    self.arm_no_later_than(at);
+                }
+                None => self.deadlines_changed = false,
             }
         }
         let (Some(target), Some(timer)) = (self.armed, self.timer.as_mut()) else {
@@ -481,11 +504,23 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
     }
 }
 
-impl<T: Transport, R: Runtime> Future for Conn<T, R> {
-    type Output = ();
+impl<T: Transport, R: Runtime> Drive for Conn<T, R> {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, in_place: bool) -> Step {
+        self.in_place = in_place;
+        let polled = self.poll_turns(cx);
+        self.in_place = false;
+        match polled {
+            Poll::Ready(()) => Step::Finished,
+            Poll::Pending if std::mem::take(&mut self.wants_task) => Step::WantsTask,
+            Poll::Pending => Step::Pending,
+        }
+    }
+}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
+impl<T: Transport, R: Runtime> Conn<T, R> {
+    /// Up to [`TURNS_PER_POLL`] turns: `Ready` once the session is over and the connection has finished.
+    fn poll_turns(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self;
         this.read_wake.register(cx.waker());
         this.timer_wake.register(cx.waker());
         // Input goes through the stack: the core keeps what it needs, so an idle connection holds no read buffer.
@@ -507,6 +542,11 @@ impl<T: Transport, R: Runtime> Future for Conn<T, R> {
                     }
                     let ended = this.phase != Phase::Running;
                     ended | read.is_ready() | write_failed | fired | (wrote && this.write_error.is_some())
+                }
+                Phase::Closing { .. } if this.in_place => {
+                    // Closing makes a timer (the linger): the driver's task does it.
+                    this.wants_task = true;
+                    return Poll::Pending;
                 }
                 Phase::Closing { flush } => this.poll_closing(cx, &mut buf, flush),
                 Phase::Done => {

@@ -1,8 +1,10 @@
 //! [`Handle`]: the part of [`Qmp`](crate::Qmp) and [`GuestAgent`](crate::GuestAgent) that talks to the driver.
 //! It never touches the socket, which is what makes every call cancel safe.
 //!
-//! A call puts a [`Request`] (with a one-shot for the reply) in the connection's mailbox and waits on a [`Waiter`].
-//! When the waiting future is dropped, the waiter closes its one-shot (a driver that has not taken the request
+//! A call puts a [`Request`] (with a one-shot for the reply) in the connection's mailbox and waits on a [`Waiter`],
+//! which drives the connection in place while it waits (through the [`Engine`]: the caller's task writes the
+//! command and reads the reply, without waking the driver's task; the socket is still touched only by the
+//! connection's own code, under its lock). When the waiting future is dropped, the waiter closes its one-shot (a driver that has not taken the request
 //! yet then skips it unseen) and sends [`Control::Cancel`], which the driver reads before any new request: the
 //! command is withdrawn from the core if still queued, and its reply swallowed if it was on the wire.
 //!
@@ -13,14 +15,16 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use qmp_proto::adapter::Options;
 use qmp_proto::{ConnectionError, ExecuteOptions, Mode, RawJson};
 
 use crate::command::Command;
-use crate::driver::{Conn, Driver};
+use crate::driver::{Conn, Driver, Engine};
 use crate::events::{Events, Publisher};
+use crate::reply::{self, Received};
 use crate::runtime::Runtime;
 use crate::shared::{Control, ReplyTx, Request, Shared};
 use crate::transport::Transport;
@@ -35,6 +39,8 @@ pub(crate) struct Handle<R> {
     config: qmp_proto::Config,
     pub(crate) fd_passing: bool,
     pub(crate) runtime: R,
+    /// The connection, for callers to drive while they wait.
+    engine: Arc<Engine>,
 }
 
 impl<R: Runtime> Handle<R> {
@@ -46,11 +52,14 @@ impl<R: Runtime> Handle<R> {
     /// Like [`call`](Self::call), with a descriptor to pass with the command.
     pub(crate) async fn call_with_fd(&self, command: Command, fd: Option<OwnedFd>) -> Result<RawJson, Error> {
         let ticket = self.shared.ticket();
-        let (reply, rx) = futures_channel::oneshot::channel();
-        if self.shared.mailbox.send(Request { command, fd, ticket, reply: ReplyTx::Caller(reply) }).is_err() {
+        let (reply, rx) = reply::channel();
+        // Nobody is woken: the waiter's first poll drives the connection, which takes the request.
+        let request = Request { command, fd, ticket, reply: ReplyTx::Caller(reply) };
+        if self.shared.mailbox.send_quietly(request).is_err() {
             return Err(self.shared.gone());
         }
-        Waiter { rx, ticket, shared: &self.shared, armed: true }.wait().await
+        let mut waiter = Waiter { rx, ticket, shared: &self.shared, engine: &self.engine, armed: true, queued: false };
+        std::future::poll_fn(|cx| waiter.poll_wait(cx)).await
     }
 
     /// Sends `command` to the driver, which calls `sink` with its outcome (in the driver task), or calls `sink`
@@ -109,23 +118,52 @@ impl<R> Drop for Handle<R> {
 
 /// Lives across the wait for one reply; dropped before the reply came, it cancels the command.
 struct Waiter<'a> {
-    rx: futures_channel::oneshot::Receiver<Result<RawJson, Error>>,
+    rx: reply::Receiver<Result<RawJson, Error>>,
     ticket: u64,
     shared: &'a Shared,
+    engine: &'a Engine,
+    /// The reply has not come: dropping the waiter cancels the command.
     armed: bool,
+    /// In the engine's queue of waiting callers.
+    queued: bool,
 }
 
 impl Waiter<'_> {
-    async fn wait(mut self) -> Result<RawJson, Error> {
-        let answer = (&mut self.rx).await;
+    /// The answer if it came; otherwise drives the connection (it may read the answer) and waits for a wake-up:
+    /// the answer, or a source of the connection to poll again.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<RawJson, Error>> {
+        // Not woken by the answer while driving: this task is running already.
+        if let Some(found) = self.rx.take() {
+            return Poll::Ready(self.finish(found));
+        }
+        self.engine.wait_in_place(self.ticket, cx.waker());
+        self.queued = true;
+        match self.rx.poll(cx) {
+            Poll::Ready(found) => Poll::Ready(self.finish(found)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn finish(&mut self, found: Received<Result<RawJson, Error>>) -> Result<RawJson, Error> {
         self.armed = false;
-        // The driver answers every request it accepted; a closed channel means the driver itself is gone.
-        answer.unwrap_or_else(|_| Err(self.shared.gone()))
+        self.leave();
+        match found {
+            Received::Value(answer) => answer,
+            // The driver answers every request it accepted; no answer means the driver itself is gone.
+            Received::Gone => Err(self.shared.gone()),
+        }
+    }
+
+    fn leave(&mut self) {
+        if std::mem::take(&mut self.queued) {
+            self.engine.leave(self.ticket);
+        }
     }
 }
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
+        self.leave();
         if self.armed {
             // Close the one-shot first: a driver that has not taken the request yet then skips it.
             self.rx.close();
@@ -159,6 +197,6 @@ pub(crate) fn start<T: Transport, R: Runtime>(
         tracing::debug!(fd_passing, "starting connection driver");
         Conn::new(io, core, Arc::clone(&shared), publisher, runtime.clone())
     });
-    let handle = Handle { shared, options, config, fd_passing, runtime };
-    (handle, Driver::new(conn, span))
+    let (driver, engine) = Driver::new(conn, span);
+    (Handle { shared, options, config, fd_passing, runtime, engine }, driver)
 }

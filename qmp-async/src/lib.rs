@@ -59,6 +59,7 @@ pub mod jobs;
 mod mailbox;
 pub mod proxy;
 mod qmp;
+mod reply;
 mod runtime;
 pub mod serve;
 mod session;

@@ -71,6 +71,17 @@ impl Mailbox {
         })
     }
 
+    /// Queues a request without waking the driver: for a caller that polls the connection itself right after
+    /// (`driver/engine.rs`). Gives it back when the driver takes nothing more.
+    pub(crate) fn send_quietly(&self, request: Request) -> Result<(), Request> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(request);
+        }
+        inner.requests.push_back(request);
+        Ok(())
+    }
+
     /// Queues a control message (ignored once the driver takes nothing more).
     pub(crate) fn control(&self, control: Control) {
         self.deliver(|inner| {

@@ -25,7 +25,7 @@ pub(crate) type Outcome = Result<RawJson, Error>;
 /// Where a call's outcome goes: the one-shot its caller waits on, or a function the driver calls with it.
 pub(crate) enum ReplyTx {
     /// A caller waits on the other end (and may go away: its future was dropped).
-    Caller(futures_channel::oneshot::Sender<Outcome>),
+    Caller(crate::reply::Sender<Outcome>),
     /// Called once, in the driver task, with the outcome: for a router that passes replies on (the proxy)
     /// without a task and a one-shot per command. It must not block (it runs in the driver's poll).
     Sink(Box<dyn FnOnce(Outcome) + Send>),
