@@ -300,6 +300,11 @@ fn negotiation_completes_when_the_reply_comes_as_the_driver_registers_for_it() {
 fn each_command_takes_one_read_that_finds_its_reply_and_one_that_finds_nothing() {
     let (qmp, server) = connect(false);
     const CALLS: usize = 50;
+    // One call first: the reads of the handshake are over once its reply is read. (Right after `connect`
+    // returns, the driver may still be finishing the poll that read the negotiation's reply, and its last, empty,
+    // read would fall inside the count.)
+    let warm_up = block_on_within(qmp.execute_raw("query-status", None), "the first call");
+    assert_eq!(warm_up.expect("answered").raw_str(), "{}");
     let (reads_before, empty_before) = server.reads();
     for _ in 0..CALLS {
         let reply = block_on_within(qmp.execute_raw("query-status", None), "a call");
@@ -311,8 +316,11 @@ fn each_command_takes_one_read_that_finds_its_reply_and_one_that_finds_nothing()
     // was written first, and its reply is what that read finds). Another empty read (right after the command is
     // written, before a wake-up said there may be input; or after a finished write) is a system call wasted on
     // async-io, which reads before it registers.
+    // The same holds at the edge: a reply reaches its caller before the read that follows it (in the same poll of
+    // the connection, by whoever drives it) is made, so the empty read after the first call's reply may come
+    // after `reads_before` was taken: one more than CALLS, never one more per command.
     let empty = empty - empty_before;
-    assert!(empty <= CALLS, "at most one empty read per command: {empty} for {CALLS} commands");
+    assert!(empty <= CALLS + 1, "at most one empty read per command: {empty} for {CALLS} commands");
 }
 
 #[test]
