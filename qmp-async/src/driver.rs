@@ -1,5 +1,7 @@
-//! The driver: one future that owns the transport and the `qmp-proto` core, and moves bytes, time and requests
-//! between them. Handles only send it requests; it holds no protocol logic and never waits on a subscriber.
+//! The driver: the connection state ([`Conn`]) that owns the transport and the `qmp-proto` core, and moves bytes,
+//! time and requests between them, and the [`Driver`] future. Handles only send it requests; it holds no protocol
+//! logic and never waits on a subscriber. It is polled through an [`Engine`] (`driver/engine.rs`) by whoever
+//! needs it to move: a caller waiting for its reply, in place, or the driver's task.
 //!
 //! Each turn takes, in this order: cancellations and close requests (so a dropped caller's queued command is
 //! withdrawn before it can be written), new requests, then writes what the core wants written, then the timer,

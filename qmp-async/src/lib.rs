@@ -3,9 +3,17 @@
 //!
 //! The protocol (framing, negotiation, ids, flow control, deadlines, the guest agent's rules) lives in the
 //! sans-IO core [`qmp_proto`]; this crate moves bytes, time and requests between a [`Transport`] and it. One
-//! [`Driver`] future per connection owns the transport and the core; the handles ([`Qmp`], [`GuestAgent`], both
-//! `Clone + Send + Sync`) only send it requests and wait for replies, so every call is **cancel safe**: dropping
-//! a future never leaves half a command on the wire and never hands a reply to the wrong caller.
+//! connection state per connection owns the transport and the core; the handles ([`Qmp`], [`GuestAgent`], both
+//! `Clone + Send + Sync`) send it requests and wait for replies, so every call is **cancel safe**: dropping a
+//! future never leaves half a command on the wire and never hands a reply to the wrong caller.
+//!
+//! Who moves it: a call, while it waits for its reply, drives the connection itself in its own task (writes its
+//! command, reads when the socket is readable), as a hand-written loop over the socket would; the [`Driver`]
+//! future (spawned by the connect helpers) does the rest: the handshake, events while no call waits, timers, the
+//! close. A sequential caller costs one task wake-up per command and never a wake-up of another thread. The one
+//! rule this asks of you is the ordinary one for futures: poll a call's future when it is woken, or drop it. A
+//! call future that was polled once and then kept, neither polled nor dropped, while its task waits on something
+//! else, holds up the connection's input (events, other calls' replies) until it is polled again.
 //!
 //! It is generic over two small traits, the way quinn runs on several runtimes: a [`Runtime`] (a clock, a
 //! timer, spawn) and a [`Transport`] (read, write, write with a file descriptor, shut down). [`Net`] adds a

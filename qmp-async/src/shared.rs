@@ -2,8 +2,9 @@
 //! state (greeting, readiness, the sticky close cause, the event subscriptions) with one wake-up [`Event`] for
 //! anyone waiting on it.
 //!
-//! Handles never touch the socket or the core: they put a [`Request`] in the [`Mailbox`] and wait on a one-shot
-//! reply channel; cancellations and close requests go in as [`Control`] messages, which the driver reads first.
+//! Handles never touch the socket or the core directly: they put a [`Request`] in the [`Mailbox`] and wait on a
+//! one-shot reply channel (polling the connection through its engine meanwhile, `driver/engine.rs`); cancellations
+//! and close requests go in as [`Control`] messages, which the connection reads first.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +27,7 @@ pub(crate) type Outcome = Result<RawJson, Error>;
 pub(crate) enum ReplyTx {
     /// A caller waits on the other end (and may go away: its future was dropped).
     Caller(crate::reply::Sender<Outcome>),
-    /// Called once, in the driver task, with the outcome: for a router that passes replies on (the proxy)
+    /// Called once, in the poll of the connection, with the outcome: for a router that passes replies on (the proxy)
     /// without a task and a one-shot per command. It must not block (it runs in the driver's poll).
     Sink(Box<dyn FnOnce(Outcome) + Send>),
 }

@@ -7,7 +7,9 @@
 //! - the timer comes before the input: a reply readable at once after its command's deadline passed is a timeout,
 //!   also when the runtime's timer fires late;
 //! - the server's reply to `qmp_capabilities` becomes readable as the driver's first turn registers for it:
-//!   negotiation must still complete.
+//!   negotiation must still complete;
+//! - a sequential caller writes its commands and reads their replies itself: the driver's task is not polled for
+//!   them; a caller woken for input and dropped instead leaves that input to be read by someone else.
 //!
 //! The runtime is a minimal one of the test's own (timers are threads).
 
@@ -15,6 +17,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -155,6 +158,8 @@ struct Wire {
     /// Replies are held until the reader next finds nothing to read (instead of readable as soon as their
     /// command is written, with the reader woken).
     hold_replies: bool,
+    /// Commands are not answered at all.
+    mute: bool,
     /// Reads the client made: those that returned bytes, and those that found nothing.
     reads: usize,
     empty_reads: usize,
@@ -226,6 +231,9 @@ impl Transport for Pipe {
         let mut used = 0;
         while let Some(Ok(command)) = commands.next() {
             used = commands.byte_offset();
+            if wire.mute {
+                continue;
+            }
             let reply = format!("{}\r\n", serde_json::json!({"return": {}, "id": command["id"]}));
             if wire.hold_replies {
                 wire.held.extend(reply.bytes());
@@ -262,14 +270,26 @@ fn connect(hold_replies: bool) -> (Qmp<ThreadRuntime>, Server) {
 
 /// [`connect`] on `runtime`.
 fn connect_on<R: Runtime>(runtime: R, hold_replies: bool) -> (Qmp<R>, Server) {
+    let (qmp, server, _) = connect_counting(runtime, hold_replies);
+    (qmp, server)
+}
+
+/// [`connect_on`], and how many times the driver's task has been polled so far.
+fn connect_counting<R: Runtime>(runtime: R, hold_replies: bool) -> (Qmp<R>, Server, Arc<AtomicUsize>) {
     let server = Server::default();
     server.wire().hold_replies = hold_replies;
     server.send_now(GREETING);
     let options = Options::default().connect_timeout(PATIENCE);
     let (connecting, driver) = Qmp::with_driver(Pipe(server.clone()), options, runtime.clone());
-    runtime.spawn(driver);
+    let polls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&polls);
+    let mut driver = Box::pin(driver);
+    runtime.spawn(std::future::poll_fn(move |cx| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        driver.as_mut().poll(cx)
+    }));
     let qmp = block_on_within(connecting, "the handshake").expect("negotiated");
-    (qmp, server)
+    (qmp, server, polls)
 }
 
 /// Runs `future` to completion on this thread, failing the test if it takes longer than [`PATIENCE`].
@@ -361,5 +381,39 @@ fn an_event_arriving_while_no_call_runs_is_delivered() {
     assert!(reply.is_ok());
     server.send_now("{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n");
     let item = block_on_within(events.next(), "an event while idle");
+    assert!(matches!(item, Some(EventItem::Event(ref ev)) if ev.name == "STOP"), "got {item:?}");
+}
+
+#[test]
+fn a_sequential_caller_writes_and_reads_its_own_commands_without_the_drivers_task() {
+    let (qmp, _server, task_polls) = connect_counting(ThreadRuntime, false);
+    // The first call makes the timer of the command deadlines, which only the driver's task does.
+    let first = block_on_within(qmp.execute_raw("query-status", None), "the first call");
+    assert_eq!(first.expect("answered").raw_str(), "{}");
+    const CALLS: usize = 50;
+    let before = task_polls.load(Ordering::SeqCst);
+    for _ in 0..CALLS {
+        let reply = block_on_within(qmp.execute_raw("query-status", None), "a call");
+        assert_eq!(reply.expect("answered").raw_str(), "{}");
+    }
+    // The driver's task was polled three times per command when it wrote every command and read every reply.
+    // The handshake's last poll may still be under way when the count starts: a few, never one per command.
+    let task_polls = task_polls.load(Ordering::SeqCst) - before;
+    assert!(task_polls <= 2, "the driver's task was polled {task_polls} times for {CALLS} sequential calls");
+}
+
+#[test]
+fn a_call_woken_for_input_and_dropped_unpolled_leaves_the_input_to_be_read() {
+    let (qmp, server) = connect(false);
+    let mut events = qmp.events();
+    server.wire().mute = true;
+    // The call writes its command and waits: it is the caller the connection's input wakes.
+    let mut call = Box::pin(qmp.execute_raw("query-status", None));
+    let polled = block_on_within(futures_lite::future::poll_once(&mut call), "one poll of the call");
+    assert!(polled.is_none(), "the server does not answer");
+    // Input comes: the call is woken to read it, and is dropped instead. Someone else must read it.
+    server.send_now("{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n");
+    drop(call);
+    let item = block_on_within(events.next(), "the event, read by whoever the wake-up was passed to");
     assert!(matches!(item, Some(EventItem::Event(ref ev)) if ev.name == "STOP"), "got {item:?}");
 }

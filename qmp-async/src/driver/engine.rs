@@ -18,7 +18,9 @@
 //!   none waits, the driver's task.
 //! - A caller puts itself in the queue before it polls the connection, so a wake-up that comes during or after its
 //!   poll reaches it; it leaves the queue when it has its answer (or is dropped), and if it was woken for the
-//!   sources and has not polled since, it passes the wake-up on to the next caller or the task.
+//!   sources and nobody has polled since, it passes the wake-up on to the next caller or the task. A wake-up
+//!   also asks the holder of the lock for one more poll, so one that comes while someone polls is seen by that
+//!   poll: a caller whose own write made its reply readable is not passed on to the task for it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,8 +52,6 @@ pub(crate) trait Drive: Send {
 pub(crate) struct Engine {
     /// `None` once the [`Driver`](super::Driver) was dropped: the connection's state went with it.
     conn: Mutex<Option<Box<dyn Drive>>>,
-    /// A poll was asked for: the holder of the lock polls again before it leaves.
-    wanted: AtomicBool,
     finished: AtomicBool,
     wakeup: Arc<Wakeup>,
     /// The waker of [`Wakeup`], which the connection is always polled with.
@@ -69,16 +69,9 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// An engine for `conn`, polled inside `span`.
     pub(crate) fn new(conn: Box<dyn Drive>, span: tracing::Span) -> Self {
-        let wakeup = Arc::new(Wakeup { state: Mutex::new(Waiting::default()) });
+        let wakeup = Arc::new(Wakeup { wanted: AtomicBool::new(false), state: Mutex::new(Waiting::default()) });
         let waker = Waker::from(Arc::clone(&wakeup));
-        Engine {
-            conn: Mutex::new(Some(conn)),
-            wanted: AtomicBool::new(false),
-            finished: AtomicBool::new(false),
-            wakeup,
-            waker,
-            span,
-        }
+        Engine { conn: Mutex::new(Some(conn)), finished: AtomicBool::new(false), wakeup, waker, span }
     }
 
     /// The driver task's poll: `Ready` once the session is over and the connection has finished.
@@ -101,7 +94,8 @@ impl Engine {
 
     /// Polls the connection, unless someone else is polling it (who then polls again). `Ready` once it finished.
     fn drive(&self, in_place: bool) -> Poll<()> {
-        self.wanted.store(true, Ordering::SeqCst);
+        let wanted = &self.wakeup.wanted;
+        wanted.store(true, Ordering::SeqCst);
         loop {
             if self.finished.load(Ordering::Acquire) {
                 return Poll::Ready(());
@@ -114,7 +108,7 @@ impl Engine {
             let mut wants_task = false;
             {
                 let _entered = (!self.span.is_disabled()).then(|| self.span.enter());
-                while self.wanted.swap(false, Ordering::SeqCst) {
+                while wanted.swap(false, Ordering::SeqCst) {
                     let Some(driving) = conn.as_mut() else {
                         finished = true;
                         break;
@@ -129,6 +123,8 @@ impl Engine {
                     }
                 }
             }
+            // Every wake-up up to the last poll was seen by a poll: nobody woken for them needs to poll again.
+            self.wakeup.serviced();
             drop(conn);
             if finished {
                 self.finished.store(true, Ordering::Release);
@@ -139,7 +135,7 @@ impl Engine {
             if wants_task {
                 self.wakeup.wake_task();
             }
-            if !self.wanted.load(Ordering::SeqCst) {
+            if !wanted.load(Ordering::SeqCst) {
                 return Poll::Pending;
             }
         }
@@ -164,6 +160,9 @@ impl Engine {
 /// The engine's waker, and who it wakes: the oldest waiting caller, else the driver's task.
 #[derive(Debug)]
 struct Wakeup {
+    /// A poll was asked for (by a wake-up, or by someone who wants to poll): whoever holds the lock polls again
+    /// before it leaves.
+    wanted: AtomicBool,
     state: Mutex<Waiting>,
 }
 
@@ -197,14 +196,16 @@ impl Wakeup {
     /// The caller `ticket` is about to poll the connection, and waits (keeping its place if it was waiting).
     fn join(&self, ticket: u64, waker: &Waker) {
         let mut state = self.lock();
-        if state.woken == Some(ticket) {
-            state.woken = None;
-        }
         match state.callers.iter_mut().find(|(t, _)| *t == ticket) {
             Some((_, w)) if w.will_wake(waker) => {}
             Some((_, w)) => *w = waker.clone(),
             None => state.callers.push_back((ticket, waker.clone())),
         }
+    }
+
+    /// The holder of the lock polled after every wake-up so far (none came since its last poll began).
+    fn serviced(&self) {
+        self.lock().woken = None;
     }
 
     fn leave(&self, ticket: u64) {
@@ -240,6 +241,8 @@ impl Wake for Wakeup {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        // Seen by a holder of the lock before it leaves, and by whoever this wakes.
+        self.wanted.store(true, Ordering::SeqCst);
         self.lock().wake_next();
     }
 }
