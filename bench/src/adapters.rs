@@ -1,5 +1,10 @@
 //! The same round trips through each adapter: sequential calls from one caller, and 8 in flight (8 tasks
 //! calling at once for the async adapters, a window of 8 `submit`s for the blocking one).
+//!
+//! The sequential caller runs where the floor's loop runs: in the future given to the runtime's `block_on`, as
+//! the body of `#[tokio::main]` or `#[async_std::main]` does. (Until the connection was driven by its callers,
+//! it ran as a spawned task; on async-std that put it on an executor thread while the floor ran in `block_on`
+//! beside the reactor, so the comparison counted a cross-thread wake-up per command that the floor never made.)
 
 use std::path::Path;
 
@@ -34,6 +39,14 @@ pub fn blocking(path: &Path, n: usize, window: usize) -> Cost {
 pub async fn tokio(path: &Path, n: usize, tasks: usize) -> Cost {
     let qmp = qmp_tokio::Qmp::connect_unix(path, Default::default()).await.expect("connect");
     let meter = Meter::start();
+    if tasks == 1 {
+        for _ in 0..n {
+            qmp.execute_raw("query-version", None).await.expect("query-version");
+        }
+        let cost = meter.stop();
+        qmp.close().await;
+        return cost;
+    }
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let qmp = qmp.clone();
@@ -73,6 +86,14 @@ pub async fn smol<S: qmp_smol::Spawn>(
         .await
         .expect("connect");
     let meter = Meter::start();
+    if tasks == 1 {
+        for _ in 0..n {
+            qmp.execute_raw("query-version", None).await.expect("query-version");
+        }
+        let cost = meter.stop();
+        qmp.close().await;
+        return cost;
+    }
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let qmp = qmp.clone();

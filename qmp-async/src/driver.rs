@@ -87,10 +87,14 @@ impl Drop for Driver {
 }
 
 impl Driver {
-    /// The driver of `conn`, polled inside `span` (unless no subscriber wanted the span: entering a disabled span
-    /// does nothing but costs a call on every poll), and the engine its callers drive it through.
-    pub(crate) fn new<T: Transport, R: Runtime>(conn: Conn<T, R>, span: tracing::Span) -> (Self, Arc<Engine>) {
-        let engine = Arc::new(Engine::new(Box::new(conn), span));
+    /// The driver of the connection `make` builds with the engine's waker, polled inside `span` (unless no
+    /// subscriber wanted the span: entering a disabled span does nothing but costs a call on every poll), and the
+    /// engine its callers drive it through.
+    pub(crate) fn new<T: Transport, R: Runtime>(
+        make: impl FnOnce(&Waker) -> Conn<T, R>,
+        span: tracing::Span,
+    ) -> (Self, Arc<Engine>) {
+        let engine = Arc::new(Engine::new(|waker| Box::new(make(waker)) as Box<dyn Drive>, span));
         (Driver { engine: Arc::clone(&engine) }, engine)
     }
 }
@@ -197,9 +201,17 @@ impl<T, R: Runtime> fmt::Debug for Conn<T, R> {
 }
 
 impl<T: Transport, R: Runtime> Conn<T, R> {
-    pub(crate) fn new(io: T, core: qmp_proto::Client, shared: Arc<Shared>, events: Publisher, runtime: R) -> Self {
-        let (read_wake, read_waker) = SourceWake::new();
-        let (timer_wake, timer_waker) = SourceWake::new();
+    /// The connection over `io`; `engine` is the waker it will always be polled with ([`Engine::waker`]).
+    pub(crate) fn new(
+        io: T,
+        core: qmp_proto::Client,
+        shared: Arc<Shared>,
+        events: Publisher,
+        runtime: R,
+        engine: &Waker,
+    ) -> Self {
+        let (read_wake, read_waker) = SourceWake::new(engine);
+        let (timer_wake, timer_waker) = SourceWake::new(engine);
         let mut conn = Conn {
             io,
             core,
@@ -523,8 +535,6 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
     /// Up to [`TURNS_PER_POLL`] turns: `Ready` once the session is over and the connection has finished.
     fn poll_turns(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let this = self;
-        this.read_wake.register(cx.waker());
-        this.timer_wake.register(cx.waker());
         // Input goes through the stack: the core keeps what it needs, so an idle connection holds no read buffer.
         let mut buf = ReadBuf::default();
         for _ in 0..TURNS_PER_POLL {

@@ -193,10 +193,12 @@ pub(crate) fn start<T: Transport, R: Runtime>(
     let core = qmp_proto::Client::new(config.clone(), runtime.now());
     let id = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let span = tracing::debug_span!("qmp", conn = id, mode);
-    let conn = span.in_scope(|| {
-        tracing::debug!(fd_passing, "starting connection driver");
-        Conn::new(io, core, Arc::clone(&shared), publisher, runtime.clone())
-    });
-    let (driver, engine) = Driver::new(conn, span);
+    let make = |waker: &std::task::Waker| {
+        span.in_scope(|| {
+            tracing::debug!(fd_passing, "starting connection driver");
+            Conn::new(io, core, Arc::clone(&shared), publisher, runtime.clone(), waker)
+        })
+    };
+    let (driver, engine) = Driver::new(make, span.clone());
     (Handle { shared, options, config, fd_passing, runtime, engine }, driver)
 }

@@ -67,11 +67,13 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// An engine for `conn`, polled inside `span`.
-    pub(crate) fn new(conn: Box<dyn Drive>, span: tracing::Span) -> Self {
+    /// An engine for the connection `make` builds with the engine's waker (which its sources wake), polled inside
+    /// `span`.
+    pub(crate) fn new(make: impl FnOnce(&Waker) -> Box<dyn Drive>, span: tracing::Span) -> Self {
         let wakeup = Arc::new(Wakeup { wanted: AtomicBool::new(false), state: Mutex::new(Waiting::default()) });
         let waker = Waker::from(Arc::clone(&wakeup));
-        Engine { conn: Mutex::new(Some(conn)), finished: AtomicBool::new(false), wakeup, waker, span }
+        let conn = Mutex::new(Some(make(&waker)));
+        Engine { conn, finished: AtomicBool::new(false), wakeup, waker, span }
     }
 
     /// The driver task's poll: `Ready` once the session is over and the connection has finished.

@@ -12,27 +12,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Wake, Waker};
 
-use atomic_waker::AtomicWaker;
-
-/// The waker one source is polled with: it notes that the source may have something, then wakes the driver's
-/// task.
+/// The waker one source is polled with: it notes that the source may have something, then wakes the engine
+/// (`engine.rs`), whose waker the connection is always polled with: it never changes, so nothing is registered
+/// per poll.
 #[derive(Debug)]
 pub(super) struct SourceWake {
     may_poll: AtomicBool,
-    task: AtomicWaker,
+    engine: Waker,
 }
 
 impl SourceWake {
-    /// A waker for one source, and its state. The source is to be polled at first.
-    pub(super) fn new() -> (Arc<SourceWake>, Waker) {
-        let wake = Arc::new(SourceWake { may_poll: AtomicBool::new(true), task: AtomicWaker::new() });
+    /// A waker for one source that wakes `engine`, and its state. The source is to be polled at first.
+    pub(super) fn new(engine: &Waker) -> (Arc<SourceWake>, Waker) {
+        let wake = Arc::new(SourceWake { may_poll: AtomicBool::new(true), engine: engine.clone() });
         let waker = Waker::from(Arc::clone(&wake));
         (wake, waker)
-    }
-
-    /// The task to wake from now on (called at the start of every poll of the driver).
-    pub(super) fn register(&self, task: &Waker) {
-        self.task.register(task);
     }
 
     /// Whether to poll the source, forgetting it: cleared before the poll, so a wake-up that comes while the poll
@@ -54,6 +48,6 @@ impl Wake for SourceWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.set();
-        self.task.wake();
+        self.engine.wake_by_ref();
     }
 }
