@@ -27,6 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::task::{Context, Poll, Wake, Waker};
 
+/// Polls of the connection in one [`Engine::drive`] before it yields.
+const POLLS_PER_DRIVE: usize = 4;
+
 /// A queue of waiting callers that grew beyond this is given back once empty.
 const KEEP_CALLERS: usize = 8;
 
@@ -95,9 +98,13 @@ impl Engine {
     }
 
     /// Polls the connection, unless someone else is polling it (who then polls again). `Ready` once it finished.
+    /// At most [`POLLS_PER_DRIVE`] polls: a connection that still wants polling after them (a flood of input: each
+    /// poll yields after a number of turns) is left to whoever the engine's waker wakes next, so a caller's task
+    /// yields to its executor as the driver's task does.
     fn drive(&self, in_place: bool) -> Poll<()> {
         let wanted = &self.wakeup.wanted;
         wanted.store(true, Ordering::SeqCst);
+        let mut polls = 0;
         loop {
             if self.finished.load(Ordering::Acquire) {
                 return Poll::Ready(());
@@ -108,9 +115,16 @@ impl Engine {
             };
             let mut finished = false;
             let mut wants_task = false;
+            let mut yielded = false;
             {
                 let _entered = (!self.span.is_disabled()).then(|| self.span.enter());
                 while wanted.swap(false, Ordering::SeqCst) {
+                    if polls == POLLS_PER_DRIVE {
+                        wanted.store(true, Ordering::SeqCst);
+                        yielded = true;
+                        break;
+                    }
+                    polls += 1;
                     let Some(driving) = conn.as_mut() else {
                         finished = true;
                         break;
@@ -124,9 +138,11 @@ impl Engine {
                         }
                     }
                 }
+                if !yielded {
+                    // Every wake-up up to the last poll was seen by a poll: nobody woken for them must poll again.
+                    self.wakeup.serviced();
+                }
             }
-            // Every wake-up up to the last poll was seen by a poll: nobody woken for them needs to poll again.
-            self.wakeup.serviced();
             drop(conn);
             if finished {
                 self.finished.store(true, Ordering::Release);
@@ -136,6 +152,11 @@ impl Engine {
             }
             if wants_task {
                 self.wakeup.wake_task();
+            }
+            if yielded {
+                // Somebody (perhaps this very caller, through its executor) polls again.
+                self.waker.wake_by_ref();
+                return Poll::Pending;
             }
             if !wanted.load(Ordering::SeqCst) {
                 return Poll::Pending;
