@@ -592,32 +592,38 @@ fn trailing_id(tail: &[u8]) -> Option<u64> {
     std::str::from_utf8(number).ok()?.parse().ok()
 }
 
-/// A copy of a message as `Bytes`. A small one is stored inline in the allocation that also holds the
-/// reference count: one allocation instead of two (the copy, then the count, allocated when classification
-/// takes the first slice of it).
+/// A copy of a message as `Bytes`. One up to 1 KiB (a reply such as `query-version`'s, most events) is
+/// stored inline in the allocation that also holds the reference count, in the smallest of a few sizes that
+/// fits: one allocation instead of two (the copy, then the count, allocated when classification takes the
+/// first slice of it). Longer ones are copied into a buffer of their own.
 fn copy(message: &[u8]) -> Bytes {
-    match u8::try_from(message.len()) {
-        Ok(len) if message.len() <= INLINE => {
-            let mut bytes = [0; INLINE];
-            bytes[..message.len()].copy_from_slice(message);
-            Bytes::from_owner(Inline { len, bytes })
-        }
+    match message.len() {
+        0..=62 => inline::<62>(message),
+        63..=126 => inline::<126>(message),
+        127..=254 => inline::<254>(message),
+        255..=510 => inline::<510>(message),
+        511..=1022 => inline::<1022>(message),
         _ => Bytes::copy_from_slice(message),
     }
 }
 
-/// Messages up to this long (`{"return": {}, "id": 1234}` and the like) are copied inline.
-const INLINE: usize = 62;
-
-/// A small message, owner of its `Bytes`.
-struct Inline {
-    len: u8,
-    bytes: [u8; INLINE],
+/// `message` (at most `N` bytes) copied into an [`Inline`] that owns its `Bytes`.
+fn inline<const N: usize>(message: &[u8]) -> Bytes {
+    let mut bytes = [0; N];
+    bytes[..message.len()].copy_from_slice(message);
+    let len = u16::try_from(message.len()).unwrap_or(u16::MAX);
+    Bytes::from_owner(Inline { len, bytes })
 }
 
-impl AsRef<[u8]> for Inline {
+/// A short message, owner of its `Bytes` (`N` + 2 bytes: 64 to 1 KiB).
+struct Inline<const N: usize> {
+    len: u16,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> AsRef<[u8]> for Inline<N> {
     fn as_ref(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+        &self.bytes[..usize::from(self.len).min(N)]
     }
 }
 
