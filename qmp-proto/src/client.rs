@@ -33,8 +33,7 @@
 //! [`ExecuteOptions::expect_reply(false)`](crate::ExecuteOptions::expect_reply)) holds no in-flight slot once
 //! written: its error reply ends it as `Err`; EOF, a transport error or its deadline (the grace period) as `Ok({})`.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -44,7 +43,7 @@ use crate::config::{Config, ExecuteOptions, Mode, ORDERED_COMMAND_MAX};
 use crate::encode::{append_arguments, encode_command, encode_command_without_id};
 use crate::error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
 use crate::framer::{Frame, Framer, Layout, KEEP_CAPACITY};
-use crate::ids::IdPool;
+use crate::ids::{IdPool, Slots};
 use crate::message::{classify_framed, Greeting, Message, ServerEvent};
 use crate::raw::RawJson;
 use crate::timers::{Timer, TimerTable};
@@ -234,27 +233,6 @@ struct Resync {
 /// The largest argument buffer [`Client::execute`] keeps for the next command.
 const KEEP_ARGS: usize = 1024;
 
-/// Hashes request ids. They are the client's own small counters, not attacker-chosen, so one multiplication
-/// (which spreads them over the high bits the table probes with) replaces SipHash on the reply path.
-#[derive(Debug, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 /// The client state machine. See the [crate docs](crate) for the driving contract and a complete example.
 ///
 /// Methods, by kind (the shape of quinn-proto's `Connection`):
@@ -279,7 +257,7 @@ pub struct Client {
     issued: u64,
     /// [`Client::close_gracefully`] was called: no new commands; closes once the pending ones have ended.
     closing: bool,
-    requests: HashMap<u64, Request, BuildHasherDefault<IdHasher>>,
+    requests: Slots<Request>,
     /// In-band requests in send order (ids whose request is gone or no longer queued are skipped lazily).
     queue: VecDeque<u64>,
     /// In-band requests written and not answered yet, abandoned ones included (QEMU still holds them).
@@ -322,7 +300,7 @@ impl Client {
             ids: IdPool::default(),
             issued: 0,
             closing: false,
-            requests: HashMap::default(),
+            requests: Slots::default(),
             queue: VecDeque::new(),
             in_flight: 0,
             oob_requested: false,
@@ -768,8 +746,9 @@ impl Client {
             self.by_order = VecDeque::new();
         }
         if self.requests.is_empty() && self.requests.capacity() > KEEP_ENTRIES {
-            self.requests = HashMap::default();
+            self.requests = Slots::default();
         }
+        self.timers.release_idle_memory(KEEP_ENTRIES);
     }
 
     fn check_open(&self) -> Result<(), UsageError> {
@@ -927,7 +906,7 @@ impl Client {
     /// marker, so no reply after it carries one of these ids.
     fn release_abandoned(&mut self) {
         let abandoned: Vec<u64> =
-            self.requests.iter().filter(|(_, r)| r.stage == Stage::Abandoned).map(|(id, _)| *id).collect();
+            self.requests.iter().filter(|(_, r)| r.stage == Stage::Abandoned).map(|(id, _)| id).collect();
         for id in abandoned {
             self.forget(id);
         }
