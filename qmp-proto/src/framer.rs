@@ -33,9 +33,10 @@
 //! the others are the opening and closing brackets gathered apart, counted outside strings, and the closing
 //! ones visited one by one when the depth can fall that far. A block holding a backslash or 0xFF (rare in
 //! QEMU's output) goes through the bytewise scanner instead, as does everything between top-level values and
-//! the last bytes of each input. Everything is plain safe Rust for any target: no `unsafe`, no target
-//! features (without `popcnt` the population counts are a few instructions each, so the code counts as little
-//! as it can).
+//! the last few bytes of an input. The last bytes of an input, when there are at least 16 of them but fewer
+//! than a block, are scanned as a block padded with spaces (a short reply is one or two blocks). Everything is
+//! plain safe Rust for any target: no `unsafe`, no target features (without `popcnt` the population counts are a
+//! few instructions each, so the code counts as little as it can).
 
 use bytes::{Bytes, BytesMut};
 
@@ -221,7 +222,7 @@ impl Framer {
         let mut bytewise_until = 0;
         while i < n {
             match self.state {
-                State::Structure | State::String if self.depth > 0 && i >= bytewise_until && n - i >= BLOCK => {
+                State::Structure | State::String if self.depth > 0 && i >= bytewise_until && n - i >= TAIL_BLOCK => {
                     if self.scan_blocks(input, &mut i, &mut start, &mut emit) {
                         bytewise_until = i + BLOCK;
                     }
@@ -348,9 +349,11 @@ impl Framer {
     /// Scans `input` from `*i` a block at a time, inside a container (depth > 0, not after a backslash):
     /// emits the values that end there, and goes on into the objects and arrays that start right after them.
     ///
-    /// Stops, with the state and depth updated to `*i`, when less than a block is left; at a block holding a
-    /// backslash or 0xFF (returns `true`: scan it bytewise); or between values, at the end of a block or at the
-    /// start of a value that is not an object or array.
+    /// The last bytes of the input, fewer than a block, are scanned as a block padded with spaces (which
+    /// change no state: they are neither quotes nor brackets, and never end a value). Stops, with the state and
+    /// depth updated to `*i`, at the end of the input; at a block holding a backslash or 0xFF (returns `true`:
+    /// scan it bytewise); or between values, at the end of a block or at the start of a value that is not an
+    /// object or array.
     fn scan_blocks(
         &mut self,
         input: &[u8],
@@ -361,7 +364,17 @@ impl Framer {
         let mut in_string = self.state == State::String;
         let mut depth = self.depth;
         let mut special = false;
-        while let Some(block) = input.get(*i..).and_then(<[u8]>::first_chunk::<BLOCK>) {
+        let mut padded = [b' '; BLOCK];
+        while *i < input.len() {
+            // `len` bytes of the block are input.
+            let (block, len) = match input[*i..].first_chunk::<BLOCK>() {
+                Some(block) => (block, BLOCK),
+                None => {
+                    let rest = &input[*i..];
+                    padded[..rest.len()].copy_from_slice(rest);
+                    (&padded, rest.len())
+                }
+            };
             let Some(m) = block_masks(block) else {
                 special = true;
                 break;
@@ -375,7 +388,7 @@ impl Framer {
             if m.bracket & inside == 0 && m.closes < fall {
                 depth = depth + m.opens - m.closes;
                 in_string = inside >> 63 != 0;
-                *i += BLOCK;
+                *i += len;
                 if *i - *start >= FLUSH && !self.discarding {
                     self.flush(input, start, *i);
                 }
@@ -398,10 +411,10 @@ impl Framer {
                         self.finish(input, *start, *i + k + 1, emit);
                         // Between values: skip whitespace; go on if an object or array starts in this block.
                         let mut q = k + 1;
-                        while q < BLOCK && CLASS[block[q] as usize] == SPACE {
+                        while q < len && CLASS[block[q] as usize] == SPACE {
                             q += 1;
                         }
-                        if q == BLOCK || CLASS[block[q] as usize] != OPEN {
+                        if q == len || CLASS[block[q] as usize] != OPEN {
                             *i += q;
                             return false;
                         }
@@ -418,7 +431,7 @@ impl Framer {
                 }
             }
             in_string = inside >> 63 != 0;
-            *i += BLOCK;
+            *i += len;
             if *i - *start >= FLUSH && !self.discarding {
                 self.flush(input, start, *i);
             }
@@ -629,6 +642,10 @@ impl<const N: usize> AsRef<[u8]> for Inline<N> {
 
 /// Bytes scanned at once by the block scanner.
 const BLOCK: usize = 64;
+
+/// The fewest bytes left in an input that the block scanner takes (as a block padded with spaces) rather than
+/// the bytewise one.
+const TAIL_BLOCK: usize = 16;
 
 /// A long value is moved into the buffer every this many bytes scanned (see [`Framer::flush`]): small enough
 /// for them to be still in the cache (L1 or L2). Unit tests and fuzzing (whose inputs are at most 1 KiB) use
