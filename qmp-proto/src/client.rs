@@ -231,7 +231,7 @@ struct Resync {
 }
 
 /// The largest argument buffer [`Client::execute`] keeps for the next command.
-const KEEP_ARGS: usize = 1024;
+const KEEP_ARGS: usize = 256;
 
 /// The client state machine. See the [crate docs](crate) for the driving contract and a complete example.
 ///
