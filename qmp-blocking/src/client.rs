@@ -124,9 +124,9 @@ impl<S: Transport> Client<S> {
 
     /// Runs a command with raw JSON arguments and returns the raw `return` value.
     pub fn execute_raw(&mut self, command: &str, args: Option<&RawJson>) -> Result<RawJson, Error> {
-        let opts = self.deadline(ExecuteOptions::new(), self.options.get_command_timeout());
+        let (opts, now) = self.deadline(ExecuteOptions::new(), self.options.get_command_timeout());
         let id = self.driver.core.execute_raw(command, args, opts)?;
-        self.driver.wait(id)
+        self.driver.wait_from(id, now)
     }
 
     /// Runs a command out of band (`exec-oob`); needs OOB negotiated and a command that allows it.
@@ -162,7 +162,7 @@ impl<S: Transport> Client<S> {
     /// # Ok::<(), qmp_blocking::Error>(())
     /// ```
     pub fn submit(&mut self, command: &str, args: impl Serialize) -> Result<Pending, Error> {
-        let opts = self.deadline(ExecuteOptions::new(), self.options.get_command_timeout());
+        let (opts, _) = self.deadline(ExecuteOptions::new(), self.options.get_command_timeout());
         let id = self.driver.core.execute(command, Some(&args), opts)?;
         self.driver.flush();
         Ok(Pending(id))
@@ -188,13 +188,18 @@ impl<S: Transport> Client<S> {
         opts: ExecuteOptions,
         timeout: Option<Duration>,
     ) -> Result<RawJson, Error> {
-        let opts = self.deadline(opts, timeout);
+        let (opts, now) = self.deadline(opts, timeout);
         let id = self.driver.core.execute(command, Some(args), opts)?;
-        self.driver.wait(id)
+        self.driver.wait_from(id, now)
     }
 
-    fn deadline(&self, opts: ExecuteOptions, timeout: Option<Duration>) -> ExecuteOptions {
-        opts.deadline_opt(timeout.map(|t| Instant::now() + t))
+    /// `opts` with the deadline `timeout` from now, and the clock reading it took (none without a timeout).
+    fn deadline(&self, opts: ExecuteOptions, timeout: Option<Duration>) -> (ExecuteOptions, Option<Instant>) {
+        let Some(timeout) = timeout else {
+            return (opts.deadline_opt(None), None);
+        };
+        let now = Instant::now();
+        (opts.deadline(now + timeout), Some(now))
     }
 
     /// The next event: a buffered one at once, else waits up to `timeout` (`None`: forever) for one.

@@ -46,6 +46,9 @@ pub(crate) struct Driver<S> {
     /// Replies not yet taken, by request. Looked up two or three times a command: hashed with foldhash's fixed
     /// seed, not SipHash (the keys are the core's request ids, nothing the server chose).
     pub(crate) outcomes: HashMap<RequestId, Outcome, FixedState>,
+    /// The request [`wait`](Self::wait) is driving for: its outcome goes to `waited`, not through the map.
+    waiting: Option<RequestId>,
+    waited: Option<Outcome>,
     pub(crate) events: VecDeque<ServerEvent>,
     event_capacity: usize,
     pub(crate) dropped_events: u64,
@@ -64,6 +67,8 @@ impl<S: Transport> Driver<S> {
             write_buf: Vec::new(),
             ready: false,
             outcomes: HashMap::default(),
+            waiting: None,
+            waited: None,
             events: VecDeque::new(),
             event_capacity,
             dropped_events: 0,
@@ -74,7 +79,17 @@ impl<S: Transport> Driver<S> {
     }
 
     /// Runs the loop until `done` holds, the connection closes, or `deadline` passes. Returns whether `done` held.
-    pub(crate) fn run_until(&mut self, deadline: Option<Instant>, mut done: impl FnMut(&Self) -> bool) -> bool {
+    ///
+    /// The clock is read only when there is a deadline to read against (the core's or `deadline`). `now`, when
+    /// given, is a reading the caller took just before (the one that set its command's deadline): it serves the
+    /// first read instead of a second reading, whose timeout is then longer by the time since, a few
+    /// microseconds (one write).
+    pub(crate) fn run_until(
+        &mut self,
+        deadline: Option<Instant>,
+        mut now: Option<Instant>,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> bool {
         loop {
             self.drain();
             if done(self) {
@@ -83,21 +98,23 @@ impl<S: Transport> Driver<S> {
             if self.closed.is_some() {
                 return false;
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| d <= now) {
-                return false;
-            }
             let wake = match (self.core.poll_timeout(), deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            if let Some(at) = wake {
-                if at <= now {
-                    self.core.handle_timeout(now);
-                    continue;
-                }
+            let Some(at) = wake else {
+                self.read_once(None);
+                continue;
+            };
+            let now = now.take().unwrap_or_else(Instant::now);
+            if deadline.is_some_and(|d| d <= now) {
+                return false;
             }
-            self.read_once(wake.map(|at| at - now));
+            if at <= now {
+                self.core.handle_timeout(now);
+                continue;
+            }
+            self.read_once(Some(at - now));
         }
     }
 
@@ -112,15 +129,9 @@ impl<S: Transport> Driver<S> {
             match event {
                 ClientEvent::Greeting(_) => {}
                 ClientEvent::Ready { .. } => self.ready = true,
-                ClientEvent::Reply { id, result } => {
-                    self.outcomes.insert(id, Outcome::Reply(result));
-                }
-                ClientEvent::Failed { id, error } => {
-                    self.outcomes.insert(id, Outcome::Failed(error));
-                }
-                ClientEvent::TimedOut { id } => {
-                    self.outcomes.insert(id, Outcome::TimedOut);
-                }
+                ClientEvent::Reply { id, result } => self.settle(id, Outcome::Reply(result)),
+                ClientEvent::Failed { id, error } => self.settle(id, Outcome::Failed(error)),
+                ClientEvent::TimedOut { id } => self.settle(id, Outcome::TimedOut),
                 ClientEvent::Event(ev) => {
                     if self.events.len() < self.event_capacity {
                         self.events.push_back(ev);
@@ -153,6 +164,15 @@ impl<S: Transport> Driver<S> {
                 }
                 self.drain();
             }
+        }
+    }
+
+    /// Keeps how request `id` ended until it is collected.
+    fn settle(&mut self, id: RequestId, outcome: Outcome) {
+        if self.waiting == Some(id) {
+            self.waited = Some(outcome);
+        } else {
+            self.outcomes.insert(id, outcome);
         }
     }
 
@@ -199,7 +219,7 @@ impl<S: Transport> Driver<S> {
 
     /// Drives until the handshake is done.
     pub(crate) fn handshake(&mut self) -> Result<(), Error> {
-        if self.run_until(None, |d| d.ready) {
+        if self.run_until(None, None, |d| d.ready) {
             return Ok(());
         }
         Err(Error::Connection(self.closed.clone().unwrap_or(ConnectionError::Local)))
@@ -207,8 +227,21 @@ impl<S: Transport> Driver<S> {
 
     /// Drives until request `id` ends, and returns its reply.
     pub(crate) fn wait(&mut self, id: RequestId) -> Result<RawJson, Error> {
-        self.run_until(None, |d| d.outcomes.contains_key(&id));
-        match self.outcomes.remove(&id) {
+        self.wait_from(id, None)
+    }
+
+    /// [`wait`](Self::wait), given the clock reading that set the command's deadline, taken just before it was
+    /// issued (see [`run_until`](Self::run_until)).
+    pub(crate) fn wait_from(&mut self, id: RequestId, now: Option<Instant>) -> Result<RawJson, Error> {
+        // Ended while another request was waited for, or not yet: then the loop runs until it ends.
+        let mut outcome = if self.outcomes.is_empty() { None } else { self.outcomes.remove(&id) };
+        if outcome.is_none() {
+            self.waiting = Some(id);
+            self.run_until(None, now, |d| d.waited.is_some());
+            self.waiting = None;
+            outcome = self.waited.take();
+        }
+        match outcome {
             Some(Outcome::Reply(Ok(raw))) => Ok(raw),
             Some(Outcome::Reply(Err(e))) => Err(Error::Qmp(e)),
             Some(Outcome::Failed(e)) => Err(Error::Request(e)),
@@ -220,7 +253,7 @@ impl<S: Transport> Driver<S> {
     /// The next buffered event, reading for up to `timeout` if there is none.
     pub(crate) fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<ServerEvent>, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        self.run_until(deadline, |d| !d.events.is_empty());
+        self.run_until(deadline, None, |d| !d.events.is_empty());
         match self.events.pop_front() {
             Some(ev) => Ok(Some(ev)),
             None => match &self.closed {
@@ -238,7 +271,7 @@ impl<S: Transport> Driver<S> {
         timeout: Option<Duration>,
     ) -> Result<Option<ServerEvent>, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        self.run_until(deadline, |d| d.events.iter().any(&mut wanted));
+        self.run_until(deadline, None, |d| d.events.iter().any(&mut wanted));
         match self.events.iter().position(&mut wanted) {
             Some(at) => Ok(self.events.remove(at)),
             None => match &self.closed {

@@ -33,18 +33,17 @@
 //! [`ExecuteOptions::expect_reply(false)`](crate::ExecuteOptions::expect_reply)) holds no in-flight slot once
 //! written: its error reply ends it as `Err`; EOF, a transport error or its deadline (the grace period) as `Ok({})`.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use crate::config::{Config, ExecuteOptions, Mode, ORDERED_COMMAND_MAX};
-use crate::encode::{encode_arguments, encode_command, encode_command_without_id};
+use crate::encode::{append_arguments, encode_command, encode_command_without_id};
 use crate::error::{ConnectionError, ProtocolViolation, QmpError, RequestError, UsageError};
 use crate::framer::{Frame, Framer, Layout, KEEP_CAPACITY};
-use crate::ids::IdPool;
+use crate::ids::{IdPool, Slots};
 use crate::message::{classify_framed, Greeting, Message, ServerEvent};
 use crate::raw::RawJson;
 use crate::timers::{Timer, TimerTable};
@@ -231,26 +230,8 @@ struct Resync {
     seen_delimiter: bool,
 }
 
-/// Hashes request ids. They are the client's own small counters, not attacker-chosen, so one multiplication
-/// (which spreads them over the high bits the table probes with) replaces SipHash on the reply path.
-#[derive(Debug, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
+/// The largest argument buffer [`Client::execute`] keeps for the next command.
+const KEEP_ARGS: usize = 256;
 
 /// The client state machine. See the [crate docs](crate) for the driving contract and a complete example.
 ///
@@ -276,7 +257,7 @@ pub struct Client {
     issued: u64,
     /// [`Client::close_gracefully`] was called: no new commands; closes once the pending ones have ended.
     closing: bool,
-    requests: HashMap<u64, Request, BuildHasherDefault<IdHasher>>,
+    requests: Slots<Request>,
     /// In-band requests in send order (ids whose request is gone or no longer queued are skipped lazily).
     queue: VecDeque<u64>,
     /// In-band requests written and not answered yet, abandoned ones included (QEMU still holds them).
@@ -289,6 +270,11 @@ pub struct Client {
     events: VecDeque<ClientEvent>,
     queued_server_events: usize,
     transmit: Vec<u8>,
+    /// A request being added whose command is encoded at the end of `transmit`, from this offset: sending it
+    /// leaves its bytes there ([`Client::add_request`]).
+    staged: Option<(u64, usize)>,
+    /// Where [`Client::execute`] serializes arguments (kept between commands, up to [`KEEP_ARGS`] bytes).
+    args_buf: Vec<u8>,
     closed: Option<ConnectionError>,
     /// The last command written that passes a file descriptor: the next waits while it is pending.
     fd_in_flight: Option<u64>,
@@ -314,7 +300,7 @@ impl Client {
             ids: IdPool::default(),
             issued: 0,
             closing: false,
-            requests: HashMap::default(),
+            requests: Slots::default(),
             queue: VecDeque::new(),
             in_flight: 0,
             oob_requested: false,
@@ -324,6 +310,8 @@ impl Client {
             events: VecDeque::new(),
             queued_server_events: 0,
             transmit: Vec::new(),
+            staged: None,
+            args_buf: Vec::new(),
             closed: None,
             fd_in_flight: None,
             transmit_fds: Vec::new(),
@@ -429,11 +417,20 @@ impl Client {
         args: Option<&A>,
         opts: ExecuteOptions,
     ) -> Result<RequestId, UsageError> {
-        let args = match args {
-            Some(args) => encode_arguments(args)?,
-            None => None,
+        let Some(args) = args else {
+            return self.execute_encoded(command, None, opts);
         };
-        self.execute_encoded(command, args.as_deref(), opts)
+        // Serialized into a buffer the client keeps, not a new one per command.
+        let mut buf = std::mem::take(&mut self.args_buf);
+        let result = match append_arguments(&mut buf, args) {
+            Ok(has) => self.execute_encoded(command, has.then_some(&buf[..]), opts),
+            Err(e) => Err(e),
+        };
+        buf.clear();
+        if buf.capacity() <= KEEP_ARGS {
+            self.args_buf = buf;
+        }
+        result
     }
 
     /// [`execute`](Self::execute) for a command without arguments.
@@ -488,23 +485,25 @@ impl Client {
         let opts = self.default_deadline(opts)?;
         let expect_reply = opts.expect_reply.unwrap_or_else(|| !self.config.replies_only_on_failure(command));
         let mut rid = self.take_id();
-        let mut wire = Vec::with_capacity(command.len() + args.map_or(0, <[u8]>::len) + 40);
+        // Encoded where it will most likely go: behind the bytes waiting to be transmitted (see `add_request`).
+        let at = self.transmit.len();
+        let wire = &mut self.transmit;
         if opts.pass_fd {
             wire.push(b' '); // QEMU skips whitespace; this byte carries the descriptor
         }
         let by_order = !self.config.in_band_ids && !opts.oob && expect_reply;
         if by_order {
-            encode_command_without_id(&mut wire, command, args);
+            encode_command_without_id(wire, command, args);
         }
-        let alone = by_order && wire.len() > ORDERED_COMMAND_MAX;
+        let alone = by_order && wire.len() - at > ORDERED_COMMAND_MAX;
         if alone {
-            wire.truncate(usize::from(opts.pass_fd));
+            wire.truncate(at + usize::from(opts.pass_fd));
         }
         if !by_order || alone {
-            encode_command(&mut wire, command, args, rid.wire, opts.oob);
+            encode_command(wire, command, args, rid.wire, opts.oob);
         }
         rid.on_wire = !by_order || alone;
-        self.add_request(rid, Purpose::User, opts, expect_reply, wire, alone);
+        self.add_request(rid, Purpose::User, opts, expect_reply, at, alone);
         Ok(rid)
     }
 
@@ -524,10 +523,10 @@ impl Client {
         self.check_room()?;
         let opts = self.default_deadline(opts)?;
         let rid = self.take_id();
-        let mut wire = Vec::new();
-        encode_sync(&mut wire, nonce, rid.wire);
+        let at = self.transmit.len();
+        encode_sync(&mut self.transmit, nonce, rid.wire);
         let opts = ExecuteOptions { oob: false, pass_fd: false, ..opts };
-        self.add_request(rid, Purpose::Sync(nonce), opts, true, wire, false);
+        self.add_request(rid, Purpose::Sync(nonce), opts, true, at, false);
         Ok(rid)
     }
 
@@ -747,8 +746,9 @@ impl Client {
             self.by_order = VecDeque::new();
         }
         if self.requests.is_empty() && self.requests.capacity() > KEEP_ENTRIES {
-            self.requests = HashMap::default();
+            self.requests = Slots::default();
         }
+        self.timers.release_idle_memory(KEEP_ENTRIES);
     }
 
     fn check_open(&self) -> Result<(), UsageError> {
@@ -812,13 +812,16 @@ impl Client {
         Some(req)
     }
 
+    /// Records a new request whose command was just encoded at the end of `transmit`, from `staged_at`, and
+    /// sends it if it may go now. The bytes stay where they are when it goes at once (no copy, no allocation:
+    /// the common case); a command that has to wait takes them into a buffer of its own.
     fn add_request(
         &mut self,
         rid: RequestId,
         purpose: Purpose,
         opts: ExecuteOptions,
         expect_reply: bool,
-        wire: Vec<u8>,
+        staged_at: usize,
         alone: bool,
     ) {
         let id = rid.wire;
@@ -826,12 +829,29 @@ impl Client {
             self.timers.set(at, Timer::Command(id));
         }
         let (oob, deadline, pass_fd) = (opts.oob, opts.deadline, opts.pass_fd);
-        let (stage, idless) = (Stage::Queued, !rid.on_wire);
+        let (stage, idless, wire) = (Stage::Queued, !rid.on_wire, Vec::new());
         let req = Request { rid, stage, purpose, oob, deadline, expect_reply, wire, pass_fd, idless, alone };
         self.requests.insert(id, req);
-        if opts.oob {
-            self.send(id);
-        } else {
+        // With nothing waiting ahead of it, `pump` sends this command first if it sends anything (an OOB command
+        // goes at once): its bytes may stay in place. Behind waiting commands (which may go first), it waits.
+        let ahead = !oob && !self.queue.is_empty();
+        if !ahead {
+            self.staged = Some((id, staged_at));
+            if oob {
+                self.send(id);
+            } else {
+                self.queue.push_back(id);
+                self.pump();
+            }
+            if self.staged.take().is_none() {
+                return; // sent
+            }
+        }
+        let wire = self.transmit.split_off(staged_at);
+        if let Some(req) = self.requests.get_mut(&id) {
+            req.wire = wire;
+        }
+        if ahead {
             self.queue.push_back(id);
             self.pump();
         }
@@ -886,7 +906,7 @@ impl Client {
     /// marker, so no reply after it carries one of these ids.
     fn release_abandoned(&mut self) {
         let abandoned: Vec<u64> =
-            self.requests.iter().filter(|(_, r)| r.stage == Stage::Abandoned).map(|(id, _)| *id).collect();
+            self.requests.iter().filter(|(_, r)| r.stage == Stage::Abandoned).map(|(id, _)| id).collect();
         for id in abandoned {
             self.forget(id);
         }
@@ -897,11 +917,20 @@ impl Client {
         let Some(req) = self.requests.get_mut(&id) else {
             return;
         };
+        // Its bytes: already at the end of `transmit` when it was just staged there (see `add_request`).
+        let at = match self.staged.take() {
+            Some((staged, at)) if staged == id => at,
+            other => {
+                self.staged = other;
+                let at = self.transmit.len();
+                self.transmit.append(&mut req.wire);
+                at
+            }
+        };
         if req.pass_fd {
-            self.transmit_fds.push((self.transmit.len(), req.rid));
+            self.transmit_fds.push((at, req.rid));
             self.fd_in_flight = Some(id);
         }
-        self.transmit.append(&mut req.wire);
         req.stage = Stage::InFlight;
         if req.holds_slot() {
             self.in_flight += 1;

@@ -12,14 +12,29 @@ use crate::error::UsageError;
 /// Serializes `args` as a command's `arguments`. `None` when there are none (`null`, `()`, `None` or `{}`),
 /// so the member can be omitted; an error when they are not a JSON object.
 pub fn encode_arguments<A: Serialize + ?Sized>(args: &A) -> Result<Option<Vec<u8>>, UsageError> {
-    let bytes = serde_json::to_vec(args).map_err(|e| UsageError::InvalidArguments(e.to_string()))?;
-    match bytes.as_slice() {
-        b"null" | b"{}" => Ok(None),
-        [b'{', ..] => Ok(Some(bytes)),
-        _ => {
-            Err(UsageError::InvalidArguments(format!("got {}", String::from_utf8_lossy(&bytes[..bytes.len().min(40)]))))
-        }
+    let mut bytes = Vec::with_capacity(128);
+    Ok(append_arguments(&mut bytes, args)?.then_some(bytes))
+}
+
+/// [`encode_arguments`] appending to `out` (a buffer the client reuses: no allocation per command). Returns
+/// whether there are arguments; when there are none, or on an error, `out` is left as it was.
+pub(crate) fn append_arguments<A: Serialize + ?Sized>(out: &mut Vec<u8>, args: &A) -> Result<bool, UsageError> {
+    let start = out.len();
+    let verdict = match serde_json::to_writer(&mut *out, args) {
+        Err(e) => Err(UsageError::InvalidArguments(e.to_string())),
+        Ok(()) => match &out[start..] {
+            b"null" | b"{}" => Ok(false),
+            [b'{', ..] => Ok(true),
+            bytes => Err(UsageError::InvalidArguments(format!(
+                "got {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+            ))),
+        },
+    };
+    if !matches!(verdict, Ok(true)) {
+        out.truncate(start);
     }
+    verdict
 }
 
 /// Appends one command to `out`: `{"execute":NAME[,"arguments":ARGS],"id":ID}` (`exec-oob` when `oob`).

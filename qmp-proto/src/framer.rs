@@ -33,9 +33,10 @@
 //! the others are the opening and closing brackets gathered apart, counted outside strings, and the closing
 //! ones visited one by one when the depth can fall that far. A block holding a backslash or 0xFF (rare in
 //! QEMU's output) goes through the bytewise scanner instead, as does everything between top-level values and
-//! the last bytes of each input. Everything is plain safe Rust for any target: no `unsafe`, no target
-//! features (without `popcnt` the population counts are a few instructions each, so the code counts as little
-//! as it can).
+//! the last few bytes of an input. The last bytes of an input, when there are at least 16 of them but fewer
+//! than a block, are scanned as a block padded with spaces (a short reply is one or two blocks). Everything is
+//! plain safe Rust for any target: no `unsafe`, no target features (without `popcnt` the population counts are a
+//! few instructions each, so the code counts as little as it can).
 
 use bytes::{Bytes, BytesMut};
 
@@ -221,7 +222,7 @@ impl Framer {
         let mut bytewise_until = 0;
         while i < n {
             match self.state {
-                State::Structure | State::String if self.depth > 0 && i >= bytewise_until && n - i >= BLOCK => {
+                State::Structure | State::String if self.depth > 0 && i >= bytewise_until && n - i >= TAIL_BLOCK => {
                     if self.scan_blocks(input, &mut i, &mut start, &mut emit) {
                         bytewise_until = i + BLOCK;
                     }
@@ -348,9 +349,11 @@ impl Framer {
     /// Scans `input` from `*i` a block at a time, inside a container (depth > 0, not after a backslash):
     /// emits the values that end there, and goes on into the objects and arrays that start right after them.
     ///
-    /// Stops, with the state and depth updated to `*i`, when less than a block is left; at a block holding a
-    /// backslash or 0xFF (returns `true`: scan it bytewise); or between values, at the end of a block or at the
-    /// start of a value that is not an object or array.
+    /// The last bytes of the input, fewer than a block, are scanned as a block padded with spaces (which
+    /// change no state: they are neither quotes nor brackets, and never end a value). Stops, with the state and
+    /// depth updated to `*i`, at the end of the input; at a block holding a backslash or 0xFF (returns `true`:
+    /// scan it bytewise); or between values, at the end of a block or at the start of a value that is not an
+    /// object or array.
     fn scan_blocks(
         &mut self,
         input: &[u8],
@@ -361,7 +364,17 @@ impl Framer {
         let mut in_string = self.state == State::String;
         let mut depth = self.depth;
         let mut special = false;
-        while let Some(block) = input.get(*i..).and_then(<[u8]>::first_chunk::<BLOCK>) {
+        let mut padded = [b' '; BLOCK];
+        while *i < input.len() {
+            // `len` bytes of the block are input.
+            let (block, len) = match input[*i..].first_chunk::<BLOCK>() {
+                Some(block) => (block, BLOCK),
+                None => {
+                    let rest = &input[*i..];
+                    padded[..rest.len()].copy_from_slice(rest);
+                    (&padded, rest.len())
+                }
+            };
             let Some(m) = block_masks(block) else {
                 special = true;
                 break;
@@ -375,7 +388,7 @@ impl Framer {
             if m.bracket & inside == 0 && m.closes < fall {
                 depth = depth + m.opens - m.closes;
                 in_string = inside >> 63 != 0;
-                *i += BLOCK;
+                *i += len;
                 if *i - *start >= FLUSH && !self.discarding {
                     self.flush(input, start, *i);
                 }
@@ -398,10 +411,10 @@ impl Framer {
                         self.finish(input, *start, *i + k + 1, emit);
                         // Between values: skip whitespace; go on if an object or array starts in this block.
                         let mut q = k + 1;
-                        while q < BLOCK && CLASS[block[q] as usize] == SPACE {
+                        while q < len && CLASS[block[q] as usize] == SPACE {
                             q += 1;
                         }
-                        if q == BLOCK || CLASS[block[q] as usize] != OPEN {
+                        if q == len || CLASS[block[q] as usize] != OPEN {
                             *i += q;
                             return false;
                         }
@@ -418,7 +431,7 @@ impl Framer {
                 }
             }
             in_string = inside >> 63 != 0;
-            *i += BLOCK;
+            *i += len;
             if *i - *start >= FLUSH && !self.discarding {
                 self.flush(input, start, *i);
             }
@@ -592,37 +605,47 @@ fn trailing_id(tail: &[u8]) -> Option<u64> {
     std::str::from_utf8(number).ok()?.parse().ok()
 }
 
-/// A copy of a message as `Bytes`. A small one is stored inline in the allocation that also holds the
-/// reference count: one allocation instead of two (the copy, then the count, allocated when classification
-/// takes the first slice of it).
+/// A copy of a message as `Bytes`. One up to 1 KiB (a reply such as `query-version`'s, most events) is
+/// stored inline in the allocation that also holds the reference count, in the smallest of a few sizes that
+/// fits: one allocation instead of two (the copy, then the count, allocated when classification takes the
+/// first slice of it). Longer ones are copied into a buffer of their own.
 fn copy(message: &[u8]) -> Bytes {
-    match u8::try_from(message.len()) {
-        Ok(len) if message.len() <= INLINE => {
-            let mut bytes = [0; INLINE];
-            bytes[..message.len()].copy_from_slice(message);
-            Bytes::from_owner(Inline { len, bytes })
-        }
+    match message.len() {
+        0..=62 => inline::<62>(message),
+        63..=126 => inline::<126>(message),
+        127..=254 => inline::<254>(message),
+        255..=510 => inline::<510>(message),
+        511..=1022 => inline::<1022>(message),
         _ => Bytes::copy_from_slice(message),
     }
 }
 
-/// Messages up to this long (`{"return": {}, "id": 1234}` and the like) are copied inline.
-const INLINE: usize = 62;
-
-/// A small message, owner of its `Bytes`.
-struct Inline {
-    len: u8,
-    bytes: [u8; INLINE],
+/// `message` (at most `N` bytes) copied into an [`Inline`] that owns its `Bytes`.
+fn inline<const N: usize>(message: &[u8]) -> Bytes {
+    let mut bytes = [0; N];
+    bytes[..message.len()].copy_from_slice(message);
+    let len = u16::try_from(message.len()).unwrap_or(u16::MAX);
+    Bytes::from_owner(Inline { len, bytes })
 }
 
-impl AsRef<[u8]> for Inline {
+/// A short message, owner of its `Bytes` (`N` + 2 bytes: 64 to 1 KiB).
+struct Inline<const N: usize> {
+    len: u16,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> AsRef<[u8]> for Inline<N> {
     fn as_ref(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+        &self.bytes[..usize::from(self.len).min(N)]
     }
 }
 
 /// Bytes scanned at once by the block scanner.
 const BLOCK: usize = 64;
+
+/// The fewest bytes left in an input that the block scanner takes (as a block padded with spaces) rather than
+/// the bytewise one.
+const TAIL_BLOCK: usize = 16;
 
 /// A long value is moved into the buffer every this many bytes scanned (see [`Framer::flush`]): small enough
 /// for them to be still in the cache (L1 or L2). Unit tests and fuzzing (whose inputs are at most 1 KiB) use

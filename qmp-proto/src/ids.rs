@@ -59,6 +59,91 @@ impl IdPool {
     }
 }
 
+/// The requests of a client, by wire id: a vector indexed by `id - 1`. The [`IdPool`] keeps the ids small and
+/// dense, so this is a table lookup where a hash map would hash and probe (several times per command); its
+/// length follows the largest id in use, with the same bound.
+#[derive(Debug)]
+pub(crate) struct Slots<T> {
+    slots: Vec<Option<T>>,
+    len: usize,
+}
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Slots { slots: Vec::new(), len: 0 }
+    }
+}
+
+impl<T> Slots<T> {
+    /// The index of `id`, when it can be one (ids start at 1).
+    fn index(id: u64) -> Option<usize> {
+        usize::try_from(id.checked_sub(1)?).ok()
+    }
+
+    /// The entry of `id`.
+    pub(crate) fn get(&self, id: &u64) -> Option<&T> {
+        self.slots.get(Self::index(*id)?)?.as_ref()
+    }
+
+    /// The entry of `id`, to change it.
+    pub(crate) fn get_mut(&mut self, id: &u64) -> Option<&mut T> {
+        self.slots.get_mut(Self::index(*id)?)?.as_mut()
+    }
+
+    /// Sets the entry of `id` (an id from the pool, so never 0 and never far past the others).
+    pub(crate) fn insert(&mut self, id: u64, value: T) {
+        let Some(k) = Self::index(id) else {
+            return;
+        };
+        if k >= self.slots.len() {
+            self.slots.resize_with(k + 1, || None);
+        }
+        if self.slots[k].replace(value).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// Takes the entry of `id` out.
+    pub(crate) fn remove(&mut self, id: &u64) -> Option<T> {
+        let value = self.slots.get_mut(Self::index(*id)?)?.take()?;
+        self.len -= 1;
+        while matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+        Some(value)
+    }
+
+    /// The entries, by id.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
+        self.slots.iter().enumerate().filter_map(|(k, v)| Some((k as u64 + 1, v.as_ref()?)))
+    }
+
+    /// The entries.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().flatten()
+    }
+
+    /// Entries in use.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Entries there is room for without allocating.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.capacity()
+    }
+
+    /// Removes every entry (keeps the memory).
+    pub(crate) fn clear(&mut self) {
+        self.slots.clear();
+        self.len = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +167,29 @@ mod tests {
     }
 
     proptest! {
+        /// Slots against a model map, ids taken from a pool: same entries; the vector ends at the largest id.
+        #[test]
+        fn slots_match_a_model(ops in proptest::collection::vec(any::<(bool, u8)>(), 0..300)) {
+            let (mut pool, mut slots, mut model) = (IdPool::default(), Slots::default(), std::collections::BTreeMap::new());
+            for (insert, pick) in ops {
+                if insert || model.is_empty() {
+                    let id = pool.take();
+                    slots.insert(id, u32::from(pick));
+                    model.insert(id, u32::from(pick));
+                } else {
+                    let id = *model.keys().nth(usize::from(pick) % model.len()).unwrap();
+                    prop_assert_eq!(slots.remove(&id), model.remove(&id));
+                    pool.release(id);
+                    prop_assert_eq!(slots.remove(&id), None);
+                }
+                prop_assert_eq!(slots.len(), model.len());
+                prop_assert_eq!(slots.iter().map(|(k, v)| (k, *v)).collect::<Vec<_>>(), model.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
+                prop_assert_eq!(slots.slots.len() as u64, model.keys().last().copied().unwrap_or(0));
+                prop_assert_eq!(slots.get(&0), None);
+                prop_assert_eq!(slots.get(&u64::MAX), None);
+            }
+        }
+
         /// Against a model set: every take returns the smallest id not in use, never one in use; the bitmap
         /// never grows past the largest id in use.
         #[test]

@@ -4,7 +4,7 @@
 //! [`TimerTable::expired`]; calling it early, late or twice is harmless: only entries at or before `now` come
 //! out, and each comes out once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 
 /// What a deadline belongs to.
@@ -17,47 +17,80 @@ pub(crate) enum Timer {
 }
 
 /// Deadlines ordered by time, then by owner.
+///
+/// Deadlines mostly arrive in order (every command gets `now` plus the same timeout, and `now` does not go
+/// back), and mostly end in order (replies come in order): those live in a sorted `VecDeque`, appended at the
+/// back and removed from the front, with no allocation once it has its working size and no tree to walk. A
+/// deadline earlier than the last one armed goes to a `BTreeSet` beside it. Either way the pair is ordered by
+/// `(instant, owner)`, so the earliest is the smaller of their two fronts.
 #[derive(Debug, Default)]
 pub(crate) struct TimerTable {
-    entries: BTreeSet<(Instant, Timer)>,
+    /// Armed in order: sorted.
+    in_order: VecDeque<(Instant, Timer)>,
+    /// Armed out of order.
+    others: BTreeSet<(Instant, Timer)>,
 }
 
 impl TimerTable {
     /// Arms a deadline. The caller keeps the instant to [`cancel`](Self::cancel) it later.
     pub(crate) fn set(&mut self, at: Instant, timer: Timer) {
-        self.entries.insert((at, timer));
+        let entry = (at, timer);
+        if self.in_order.back().is_none_or(|last| *last < entry) {
+            self.in_order.push_back(entry);
+        } else {
+            self.others.insert(entry);
+        }
     }
 
     /// Disarms a deadline that was set with the same instant.
     pub(crate) fn cancel(&mut self, at: Instant, timer: Timer) {
-        self.entries.remove(&(at, timer));
+        let entry = (at, timer);
+        if self.in_order.front() == Some(&entry) {
+            self.in_order.pop_front();
+        } else if let Ok(k) = self.in_order.binary_search(&entry) {
+            self.in_order.remove(k);
+        } else {
+            self.others.remove(&entry);
+        }
     }
 
     /// The earliest deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.entries.first().map(|(at, _)| *at)
+        self.earliest().map(|(at, _)| at)
+    }
+
+    /// The earliest entry.
+    fn earliest(&self) -> Option<(Instant, Timer)> {
+        match (self.in_order.front(), self.others.first()) {
+            (Some(a), Some(b)) => Some(*a.min(b)),
+            (a, b) => a.or(b).copied(),
+        }
     }
 
     /// Removes and returns the earliest deadline at or before `now`.
     pub(crate) fn expired(&mut self, now: Instant) -> Option<Timer> {
-        match self.entries.first() {
-            Some(&(at, timer)) if at <= now => {
-                self.entries.remove(&(at, timer));
-                Some(timer)
-            }
-            _ => None,
-        }
+        let (at, timer) = self.earliest().filter(|(at, _)| *at <= now)?;
+        self.cancel(at, timer);
+        Some(timer)
     }
 
     /// Disarms everything.
     pub(crate) fn clear(&mut self) {
-        self.entries.clear();
+        self.in_order.clear();
+        self.others.clear();
+    }
+
+    /// Frees a queue a burst of commands left big, once it is empty.
+    pub(crate) fn release_idle_memory(&mut self, keep: usize) {
+        if self.in_order.is_empty() && self.in_order.capacity() > keep {
+            self.in_order = VecDeque::new();
+        }
     }
 
     /// Armed deadlines.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.in_order.len() + self.others.len()
     }
 }
 
@@ -104,6 +137,45 @@ mod tests {
             expected.sort();
             prop_assert_eq!(fired, expected);
             prop_assert_eq!(table.len(), 0);
+        }
+
+        /// Deadlines mostly in order (the queue) with some earlier ones (the tree), any of them cancelled later
+        /// and ids reused: the table fires what a model set fires, in order, each once.
+        #[test]
+        fn matches_a_model_set(
+            ops in proptest::collection::vec((0u64..4, any::<bool>(), proptest::option::of(any::<u8>())), 0..80),
+            polls in proptest::collection::vec(0u64..300, 0..20),
+        ) {
+            let base = Instant::now();
+            let mut table = TimerTable::default();
+            let mut model = std::collections::BTreeSet::new();
+            let mut last = 0;
+            for (id, (step, earlier, cancel)) in ops.into_iter().enumerate() {
+                let ms = if earlier { last / 2 } else { last + step };
+                last = last.max(ms);
+                let entry = (base + Duration::from_millis(ms), Timer::Command(id as u64 % 8));
+                if model.insert(entry) {
+                    table.set(entry.0, entry.1);
+                }
+                if let Some(pick) = cancel {
+                    let victim = *model.iter().nth(usize::from(pick) % model.len()).unwrap();
+                    model.remove(&victim);
+                    table.cancel(victim.0, victim.1);
+                }
+                prop_assert_eq!(table.len(), model.len());
+                prop_assert_eq!(table.next(), model.first().map(|e| e.0));
+            }
+            let mut polls = polls;
+            polls.sort_unstable();
+            for p in polls {
+                let now = base + Duration::from_millis(p);
+                while let Some(t) = table.expired(now) {
+                    let first = model.pop_first().unwrap();
+                    prop_assert_eq!(first.1, t);
+                    prop_assert!(first.0 <= now);
+                }
+                prop_assert!(model.first().is_none_or(|e| e.0 > now));
+            }
         }
     }
 }
