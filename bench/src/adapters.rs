@@ -1,14 +1,23 @@
 //! The same round trips through each adapter: sequential calls from one caller, and 8 in flight (8 tasks
 //! calling at once for the async adapters, a window of 8 `submit`s for the blocking one).
 //!
-//! The sequential caller runs where the floor's loop runs: in the future given to the runtime's `block_on`, as
-//! the body of `#[tokio::main]` or `#[async_std::main]` does. (Until the connection was driven by its callers,
-//! it ran as a spawned task; on async-std that put it on an executor thread while the floor ran in `block_on`
-//! beside the reactor, so the comparison counted a cross-thread wake-up per command that the floor never made.)
+//! Where the callers run ([`Callers`]): one sequential caller runs where the floor's loop runs, in the future given
+//! to the runtime's `block_on`, as the body of `#[tokio::main]` or `#[async_std::main]` does; the same caller as a
+//! spawned task is measured too (on a multi-threaded executor that puts it on a worker thread while the floor
+//! runs in `block_on`, which changes the wake-ups of both sides); 8 in flight are 8 spawned tasks.
 
 use std::path::Path;
 
 use crate::measure::{Cost, Meter};
+
+/// Where the calls of an async adapter come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Callers {
+    /// One sequential caller, in the `block_on` future (where the floor's loop runs).
+    InBlockOn,
+    /// This many spawned tasks, calling at once.
+    Spawned(usize),
+}
 
 /// Round trips through `qmp-blocking`; returns what `n` of them cost.
 pub fn blocking(path: &Path, n: usize, window: usize) -> Cost {
@@ -35,18 +44,18 @@ pub fn blocking(path: &Path, n: usize, window: usize) -> Cost {
     cost
 }
 
-/// Round trips through `qmp-tokio`, `tasks` callers at once, on the current runtime.
-pub async fn tokio(path: &Path, n: usize, tasks: usize) -> Cost {
+/// Round trips through `qmp-tokio` from `callers`, on the current runtime.
+pub async fn tokio(path: &Path, n: usize, callers: Callers) -> Cost {
     let qmp = qmp_tokio::Qmp::connect_unix(path, Default::default()).await.expect("connect");
     let meter = Meter::start();
-    if tasks == 1 {
+    let Callers::Spawned(tasks) = callers else {
         for _ in 0..n {
             qmp.execute_raw("query-version", None).await.expect("query-version");
         }
         let cost = meter.stop();
         qmp.close().await;
         return cost;
-    }
+    };
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let qmp = qmp.clone();
@@ -73,11 +82,11 @@ pub type Joiner = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>
 /// Spawns a caller on the runtime under test.
 pub type Spawn<'a> = &'a (dyn Fn(Task) -> Joiner + Sync);
 
-/// Round trips through `qmp-smol` on `runtime`, spawning callers with `spawn`.
+/// Round trips through `qmp-smol` on `runtime` from `callers`, spawning them with `spawn`.
 pub async fn smol<S: qmp_smol::Spawn>(
     path: &Path,
     n: usize,
-    tasks: usize,
+    callers: Callers,
     runtime: qmp_smol::OnAsyncIo<S>,
     spawn: Spawn<'_>,
 ) -> Cost {
@@ -86,14 +95,14 @@ pub async fn smol<S: qmp_smol::Spawn>(
         .await
         .expect("connect");
     let meter = Meter::start();
-    if tasks == 1 {
+    let Callers::Spawned(tasks) = callers else {
         for _ in 0..n {
             qmp.execute_raw("query-version", None).await.expect("query-version");
         }
         let cost = meter.stop();
         qmp.close().await;
         return cost;
-    }
+    };
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let qmp = qmp.clone();

@@ -5,8 +5,9 @@
 //! ```sh
 //! cargo run --release -p qmp-bench --bin roundtrip -- [ROUND_TRIPS [ROUNDS]]   # defaults: 500 61
 //! ```
-//! All twelve rows take about 3 minutes 15 s at load average 3.5 (732,000 round trips at 3,300-4,400/s, plus a
-//! connection per run), longer when other work slows the daemon down. Each row's result goes to stderr as soon
+//! Rows: every adapter sequentially (the async adapters' caller in the `block_on` future, where the floor's loop
+//! runs, and again as a spawned task: see `adapters.rs`) and with 8 in flight; seventeen in all, about 4 minutes
+//! 30 s on a quiet machine (plus a connection per run), longer when other work slows the daemon down. Each row's result goes to stderr as soon
 //! as it is known; the table comes at the end.
 //! **What the verdict rests on**: ROUNDS short paired rounds per row (see `paired.rs`): each round runs the
 //! floor and the adapter once, ROUND_TRIPS round trips each, back to back in an order that alternates (ABBA),
@@ -29,6 +30,7 @@ mod measure;
 #[allow(dead_code)] // what the ids and proxy benches use as well
 mod paired;
 
+use adapters::Callers;
 use measure::Cost;
 use paired::Spread;
 
@@ -119,54 +121,70 @@ fn main() {
     let async_std_spawn = |f: adapters::Task| -> adapters::Joiner { Box::pin(async_std::task::spawn(f)) };
 
     let mut rows = Vec::new();
-    for window in [1, 8] {
+    // (in flight, where the async adapters' callers run, the suffix of their rows' names)
+    let runs =
+        [(1, Callers::InBlockOn, ""), (1, Callers::Spawned(1), ", spawned caller"), (8, Callers::Spawned(8), "")];
+    for (window, callers, suffix) in runs {
         let p: &Path = &path;
+        let (current, multi, smol_spawn, async_std_spawn) = (&current, &multi, &smol_spawn, &async_std_spawn);
         let std_floor = || floor::std_floor(p, n, window);
         let tokio_cur_floor = || current.block_on(floor::tokio_floor(p, n, window));
         let tokio_multi_floor = || multi.block_on(floor::tokio_floor(p, n, window));
         let aio_floor = || smol::block_on(floor::async_io_floor(p, n, window));
-        let cases: Vec<(&'static str, &'static str, Run<'_>, Run<'_>)> = vec![
-            ("qmp-blocking", "std UnixStream", Box::new(|| adapters::blocking(p, n, window)), Box::new(std_floor)),
+        let name = |base: &str| -> &'static str { Box::leak(format!("{base}{suffix}").into_boxed_str()) };
+        let mut cases: Vec<(&'static str, &'static str, Run<'_>, Run<'_>)> = vec![
             (
-                "qmp-tokio (current_thread)",
+                name("qmp-tokio (current_thread)"),
                 "tokio UnixStream",
-                Box::new(|| current.block_on(adapters::tokio(p, n, window))),
+                Box::new(move || current.block_on(adapters::tokio(p, n, callers))),
                 Box::new(tokio_cur_floor),
             ),
             (
-                "qmp-tokio (multi_thread, 2)",
+                name("qmp-tokio (multi_thread, 2)"),
                 "tokio UnixStream",
-                Box::new(|| multi.block_on(adapters::tokio(p, n, window))),
+                Box::new(move || multi.block_on(adapters::tokio(p, n, callers))),
                 Box::new(tokio_multi_floor),
             ),
             (
-                "qmp-smol (smol)",
+                name("qmp-smol (smol)"),
                 "async-io UnixStream",
-                Box::new(|| smol::block_on(adapters::smol(p, n, window, qmp_smol::Smol::default(), &smol_spawn))),
+                Box::new(move || smol::block_on(adapters::smol(p, n, callers, qmp_smol::Smol::default(), smol_spawn))),
                 Box::new(aio_floor),
             ),
             (
-                "qmp-smol (smol, one executor)",
+                name("qmp-smol (smol, one executor)"),
                 "async-io UnixStream",
-                Box::new(|| {
+                Box::new(move || {
                     let ex = std::sync::Arc::new(smol::Executor::new());
                     let runtime = qmp_smol::OnAsyncIo(adapters::OneExecutor(ex.clone()));
                     let on_ex = ex.clone();
                     let spawn = move |f: adapters::Task| -> adapters::Joiner { Box::pin(on_ex.spawn(f)) };
-                    smol::block_on(ex.run(adapters::smol(p, n, window, runtime, &spawn)))
+                    smol::block_on(ex.run(adapters::smol(p, n, callers, runtime, &spawn)))
                 }),
                 Box::new(aio_floor),
             ),
             (
-                "qmp-smol (async-std)",
+                name("qmp-smol (async-std)"),
                 "async-io UnixStream",
-                Box::new(|| {
+                Box::new(move || {
                     let runtime = qmp_smol::AsyncStd::default();
-                    async_std::task::block_on(adapters::smol(p, n, window, runtime, &async_std_spawn))
+                    async_std::task::block_on(adapters::smol(p, n, callers, runtime, async_std_spawn))
                 }),
                 Box::new(aio_floor),
             ),
         ];
+        if suffix.is_empty() {
+            // Blocking has no placement to vary: its rows come once per window.
+            cases.insert(
+                0,
+                (
+                    "qmp-blocking",
+                    "std UnixStream",
+                    Box::new(move || adapters::blocking(p, n, window)),
+                    Box::new(std_floor),
+                ),
+            );
+        }
         for (name, floor_name, adapter, floor) in cases {
             if !only.as_deref().is_none_or(|only| format!("{name} x{window}").contains(only)) {
                 continue;
