@@ -47,32 +47,8 @@ pub fn blocking(path: &Path, n: usize, window: usize) -> Cost {
 /// Round trips through `qmp-tokio` from `callers`, on the current runtime.
 pub async fn tokio(path: &Path, n: usize, callers: Callers) -> Cost {
     let qmp = qmp_tokio::Qmp::connect_unix(path, Default::default()).await.expect("connect");
-    let meter = Meter::start();
-    let Callers::Spawned(tasks) = callers else {
-        for _ in 0..n {
-            qmp.execute_raw("query-version", None).await.expect("query-version");
-        }
-        let cost = meter.stop();
-        qmp.close().await;
-        return cost;
-    };
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let qmp = qmp.clone();
-            let count = share(n, tasks, t);
-            tokio::spawn(async move {
-                for _ in 0..count {
-                    qmp.execute_raw("query-version", None).await.expect("query-version");
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.await.expect("task");
-    }
-    let cost = meter.stop();
-    qmp.close().await;
-    cost
+    let spawn = |f: Task| -> Joiner { Box::pin(async move { tokio::spawn(f).await.expect("task") }) };
+    calls(qmp, n, callers, &spawn).await
 }
 
 /// A caller's work, to spawn.
@@ -94,32 +70,37 @@ pub async fn smol<S: qmp_smol::Spawn>(
     let qmp = qmp_async::Qmp::from_transport(qmp_smol::Unix::new(stream), Default::default(), runtime)
         .await
         .expect("connect");
+    calls(qmp, n, callers, spawn).await
+}
+
+/// `n` round trips on `qmp` from `callers` (spawned with `spawn`); closes the connection after measuring.
+async fn calls<R: qmp_async::Runtime>(qmp: qmp_async::Qmp<R>, n: usize, callers: Callers, spawn: Spawn<'_>) -> Cost {
     let meter = Meter::start();
-    let Callers::Spawned(tasks) = callers else {
-        for _ in 0..n {
-            qmp.execute_raw("query-version", None).await.expect("query-version");
+    match callers {
+        Callers::InBlockOn => sequential(&qmp, n).await,
+        Callers::Spawned(tasks) => {
+            let handles: Vec<_> = (0..tasks)
+                .map(|t| {
+                    let qmp = qmp.clone();
+                    let count = share(n, tasks, t);
+                    spawn(Box::pin(async move { sequential(&qmp, count).await }))
+                })
+                .collect();
+            for h in handles {
+                h.await;
+            }
         }
-        let cost = meter.stop();
-        qmp.close().await;
-        return cost;
-    };
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let qmp = qmp.clone();
-            let count = share(n, tasks, t);
-            spawn(Box::pin(async move {
-                for _ in 0..count {
-                    qmp.execute_raw("query-version", None).await.expect("query-version");
-                }
-            }))
-        })
-        .collect();
-    for h in handles {
-        h.await;
     }
     let cost = meter.stop();
     qmp.close().await;
     cost
+}
+
+/// `count` calls, one after the other.
+async fn sequential<R: qmp_async::Runtime>(qmp: &qmp_async::Qmp<R>, count: usize) {
+    for _ in 0..count {
+        qmp.execute_raw("query-version", None).await.expect("query-version");
+    }
 }
 
 /// How many of `n` calls task `t` of `tasks` makes.
