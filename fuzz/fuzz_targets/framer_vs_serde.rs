@@ -244,8 +244,32 @@ fn begins_as_reply(text: &[u8]) -> bool {
 fn expected_id(text: &[u8]) -> Option<u64> {
     let mut de = serde_json::Deserializer::from_slice(text);
     de.disable_recursion_limit();
-    let members: std::collections::HashMap<String, &RawValue> = serde::Deserialize::deserialize(&mut de).ok()?;
-    members.get("id")?.get().parse().ok()
+    let members: std::collections::HashMap<Key, &RawValue> = serde::Deserialize::deserialize(&mut de).ok()?;
+    members.get(&Key(b"id".to_vec()))?.get().parse().ok()
+}
+
+/// A member's name as bytes: JSON allows escapes that are no Unicode text (a lone surrogate, `"\uD811"`),
+/// which serde refuses as a `String` and decodes as bytes (WTF-8); the framer reads such names all the same.
+#[derive(PartialEq, Eq, Hash)]
+struct Key(Vec<u8>);
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Key, E> {
+                Ok(Key(v.to_vec()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                Ok(Key(v.as_bytes().to_vec()))
+            }
+        }
+        deserializer.deserialize_bytes(Bytes)
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
