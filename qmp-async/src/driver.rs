@@ -1,6 +1,6 @@
 //! The driver: the connection state ([`Conn`]) that owns the transport and the `qmp-proto` core, and moves bytes,
-//! time and requests between them, and the [`Driver`] future. Handles only send it requests; it holds no protocol
-//! logic and never waits on a subscriber. It is polled through an [`Engine`] (`driver/engine.rs`) by whoever
+//! time and requests between them, and the [`Driver`] future. Handles send it requests (and poll it while they
+//! wait); it holds no protocol logic and never waits on a subscriber. It is polled through an [`Engine`] (`driver/engine.rs`) by whoever
 //! needs it to move: a caller waiting for its reply, in place, or the driver's task.
 //!
 //! Each turn takes, in this order: cancellations and close requests (so a dropped caller's queued command is
@@ -201,7 +201,7 @@ impl<T, R: Runtime> fmt::Debug for Conn<T, R> {
 }
 
 impl<T: Transport, R: Runtime> Conn<T, R> {
-    /// The connection over `io`; `engine` is the waker it will always be polled with ([`Engine::waker`]).
+    /// The connection over `io`; `engine` is the engine's waker, which it will always be polled with.
     pub(crate) fn new(
         io: T,
         core: qmp_proto::Client,

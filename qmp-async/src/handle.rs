@@ -1,12 +1,13 @@
 //! [`Handle`]: the part of [`Qmp`](crate::Qmp) and [`GuestAgent`](crate::GuestAgent) that talks to the driver.
-//! It never touches the socket, which is what makes every call cancel safe.
+//! It never touches the socket itself, which is what makes every call cancel safe.
 //!
 //! A call puts a [`Request`] (with a one-shot for the reply) in the connection's mailbox and waits on a [`Waiter`],
 //! which drives the connection in place while it waits (through the [`Engine`]: the caller's task writes the
-//! command and reads the reply, without waking the driver's task; the socket is still touched only by the
-//! connection's own code, under its lock). When the waiting future is dropped, the waiter closes its one-shot (a driver that has not taken the request
-//! yet then skips it unseen) and sends [`Control::Cancel`], which the driver reads before any new request: the
-//! command is withdrawn from the core if still queued, and its reply swallowed if it was on the wire.
+//! command and reads the reply without waking the driver's task; the socket is touched only by the connection's
+//! own code, under its lock). When the waiting future is dropped, the waiter closes its one-shot (a driver that
+//! has not taken the request yet then skips it unseen) and sends [`Control::Cancel`], which the driver reads
+//! before any new request: the command is withdrawn from the core if still queued, and its reply swallowed if it
+//! was on the wire.
 //!
 //! The mailbox has no bound of its own on purpose: every request in it belongs to a caller that is waiting for its
 //! answer (there is no fire-and-forget call), so it never holds more than the callers' own futures do. Room in
