@@ -534,36 +534,35 @@ impl<T: Transport, R: Runtime> Drive for Conn<T, R> {
 impl<T: Transport, R: Runtime> Conn<T, R> {
     /// Up to [`TURNS_PER_POLL`] turns: `Ready` once the session is over and the connection has finished.
     fn poll_turns(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self;
         // Input goes through the stack: the core keeps what it needs, so an idle connection holds no read buffer.
         let mut buf = ReadBuf::default();
         for _ in 0..TURNS_PER_POLL {
-            let progress = match this.phase {
+            let progress = match self.phase {
                 Phase::Running => {
-                    let write_failed = this.write_error.is_some();
+                    let write_failed = self.write_error.is_some();
                     // Every source is polled (the input and the timer: unless nothing woke them since they
                     // registered), so every source has registered its waker. What the mailbox brought is written in this turn; a
                     // finished write makes no input, so neither takes a further turn (each would read again).
-                    this.poll_mailbox(cx);
-                    let wrote = this.poll_write(cx);
-                    let fired = this.poll_timer();
-                    let read = this.poll_read(&mut buf);
+                    self.poll_mailbox(cx);
+                    let wrote = self.poll_write(cx);
+                    let fired = self.poll_timer();
+                    let read = self.poll_read(&mut buf);
                     if write_failed && read.is_pending() {
                         // A write failed last turn and reading since has not ended the session.
-                        this.report_write_error();
+                        self.report_write_error();
                     }
-                    let ended = this.phase != Phase::Running;
-                    ended | read.is_ready() | write_failed | fired | (wrote && this.write_error.is_some())
+                    let ended = self.phase != Phase::Running;
+                    ended | read.is_ready() | write_failed | fired | (wrote && self.write_error.is_some())
                 }
-                Phase::Closing { .. } if this.in_place => {
+                Phase::Closing { .. } if self.in_place => {
                     // Closing makes a timer (the linger): the driver's task does it.
-                    this.wants_task = true;
+                    self.wants_task = true;
                     return Poll::Pending;
                 }
-                Phase::Closing { flush } => this.poll_closing(cx, &mut buf, flush),
+                Phase::Closing { flush } => self.poll_closing(cx, &mut buf, flush),
                 Phase::Done => {
                     tracing::debug!("driver finished");
-                    this.shared.set_finished();
+                    self.shared.set_finished();
                     return Poll::Ready(());
                 }
             };

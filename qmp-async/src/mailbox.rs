@@ -34,6 +34,17 @@ struct Inner {
     driver: Option<Waker>,
 }
 
+impl Inner {
+    /// Queues a request; gives it back when the driver takes nothing more.
+    fn queue(&mut self, request: Request) -> Result<(), Request> {
+        if self.closed {
+            return Err(request);
+        }
+        self.requests.push_back(request);
+        Ok(())
+    }
+}
+
 /// What the driver takes from the mailbox in one go.
 #[derive(Debug)]
 pub(crate) enum Mail {
@@ -62,24 +73,13 @@ impl Mailbox {
 
     /// Queues a request; gives it back when the driver takes nothing more.
     pub(crate) fn send(&self, request: Request) -> Result<(), Request> {
-        self.deliver(|inner| {
-            if inner.closed {
-                return Err(request);
-            }
-            inner.requests.push_back(request);
-            Ok(())
-        })
+        self.deliver(|inner| inner.queue(request))
     }
 
     /// Queues a request without waking the driver: for a caller that polls the connection itself right after
     /// (`driver/engine.rs`). Gives it back when the driver takes nothing more.
     pub(crate) fn send_quietly(&self, request: Request) -> Result<(), Request> {
-        let mut inner = self.lock();
-        if inner.closed {
-            return Err(request);
-        }
-        inner.requests.push_back(request);
-        Ok(())
+        self.lock().queue(request)
     }
 
     /// Queues a control message (ignored once the driver takes nothing more).
