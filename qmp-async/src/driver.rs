@@ -41,7 +41,7 @@ use qmp_proto::RequestId;
 
 use crate::callers::Callers;
 use crate::events::Publisher;
-use crate::mailbox::Mail;
+use crate::mailbox::{Mail, Reader};
 use crate::runtime::{Runtime, Timer};
 use crate::shared::{ReplyTx, Request, Shared};
 use crate::transport::Transport;
@@ -100,16 +100,19 @@ impl Driver {
 }
 
 /// Bytes read at once while reads are small: most replies and events are a few hundred bytes.
-const SMALL_READ: usize = 2 * 1024;
+const SMALL_READ: usize = 1024;
 /// Bytes read at once after a read that did not fit [`SMALL_READ`] (a large reply, a burst of events).
 const READ_CHUNK: usize = 16 * 1024;
 
-/// The read buffers of one poll, on the stack, each zeroed only when the poll first reads into it: a poll woken
-/// by a caller's command writes and returns, and a poll that finds one reply reads into the small one. Zeroing
-/// 16 KiB for every reply was 2% of the tokio adapter's CPU per command (perf, `roundtrip` x1).
+/// The read buffers: a small one the connection keeps (zeroed once, when the connection first reads), and a
+/// large one on the stack of one poll, zeroed only when that poll reads into it (after a read that filled the
+/// small one). A poll that finds one reply reads into the small one and zeroes nothing: zeroing a buffer on
+/// the stack for every reply was ~170 instructions and 32 cache lines written per command (callgrind,
+/// `roundtrip` x1), and 16 KiB of it 2% of the tokio adapter's CPU (perf).
 #[derive(Default)]
 struct ReadBuf {
-    small: Option<[u8; SMALL_READ]>,
+    /// Lent by the connection for one poll ([`Conn::small_read`]), given back at its end.
+    small: Option<Box<[u8; SMALL_READ]>>,
     large: Option<[u8; READ_CHUNK]>,
 }
 
@@ -120,7 +123,7 @@ impl ReadBuf {
         if large {
             self.large.get_or_insert_with(|| [0; READ_CHUNK])
         } else {
-            self.small.get_or_insert_with(|| [0; SMALL_READ])
+            &mut self.small.get_or_insert_with(|| Box::new([0; SMALL_READ]))[..]
         }
     }
 }
@@ -180,6 +183,10 @@ pub(crate) struct Conn<T, R: Runtime> {
     phase: Phase,
     shut_down: bool,
     linger: Option<Pin<Box<R::Timer>>>,
+    /// The driver's side of the mailbox.
+    mailbox: Reader,
+    /// The small read buffer ([`ReadBuf`]), made at the first read and kept: a reply read into it is not zeroed.
+    small_read: Option<Box<[u8; SMALL_READ]>>,
     /// Whether there may be input, and the waker reads register (it notes the wake-up, then wakes the task).
     read_wake: Arc<SourceWake>,
     read_waker: Waker,
@@ -234,6 +241,8 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             phase: Phase::Running,
             shut_down: false,
             linger: None,
+            small_read: None,
+            mailbox: Reader::default(),
             read_wake,
             read_waker,
             timer_wake,
@@ -254,7 +263,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
     fn poll_mailbox(&mut self, cx: &mut Context<'_>) {
         self.submit_waiting();
         while self.phase == Phase::Running {
-            match self.shared.mailbox.poll_next(cx) {
+            match self.shared.mailbox.poll_next(&mut self.mailbox, cx) {
                 Poll::Ready(Mail::Control(control)) => self.on_control(control),
                 Poll::Ready(Mail::Request(req)) if self.waiting.is_empty() => self.submit(req),
                 // Order is kept: behind the ones already waiting for room.
@@ -534,8 +543,14 @@ impl<T: Transport, R: Runtime> Drive for Conn<T, R> {
 impl<T: Transport, R: Runtime> Conn<T, R> {
     /// Up to [`TURNS_PER_POLL`] turns: `Ready` once the session is over and the connection has finished.
     fn poll_turns(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        // Input goes through the stack: the core keeps what it needs, so an idle connection holds no read buffer.
-        let mut buf = ReadBuf::default();
+        let mut buf = ReadBuf { small: self.small_read.take(), large: None };
+        let polled = self.poll_turns_with(cx, &mut buf);
+        self.small_read = buf.small;
+        polled
+    }
+
+    /// [`poll_turns`](Self::poll_turns) with the read buffers of this poll.
+    fn poll_turns_with(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf) -> Poll<()> {
         for _ in 0..TURNS_PER_POLL {
             let progress = match self.phase {
                 Phase::Running => {
@@ -546,7 +561,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
                     self.poll_mailbox(cx);
                     let wrote = self.poll_write(cx);
                     let fired = self.poll_timer();
-                    let read = self.poll_read(&mut buf);
+                    let read = self.poll_read(buf);
                     if write_failed && read.is_pending() {
                         // A write failed last turn and reading since has not ended the session.
                         self.report_write_error();
@@ -559,7 +574,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
                     self.wants_task = true;
                     return Poll::Pending;
                 }
-                Phase::Closing { flush } => self.poll_closing(cx, &mut buf, flush),
+                Phase::Closing { flush } => self.poll_closing(cx, buf, flush),
                 Phase::Done => {
                     tracing::debug!("driver finished");
                     self.shared.set_finished();

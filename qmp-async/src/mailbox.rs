@@ -6,9 +6,15 @@
 //! of every idle connection. Here an idle connection holds two empty queues; a queue that grew is given back
 //! once the driver has emptied it. Every request in it belongs to a caller waiting for its answer, so it never
 //! holds more than the callers' own futures do.
+//!
+//! The driver looks at the mailbox on every turn of its loop, a few times per command; most of those looks find
+//! nothing. A flag set by every change ([`Mailbox::mail`]) lets such a look skip the lock: the driver keeps the
+//! waker it registered ([`Reader`]), and while the flag is down nobody has taken that waker out, so it still
+//! stands (every change that takes it raises the flag first, under the lock).
 
 use std::collections::VecDeque;
 use std::mem;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -21,6 +27,15 @@ const KEEP: usize = 8;
 #[derive(Debug, Default)]
 pub(crate) struct Mailbox {
     inner: Mutex<Inner>,
+    /// Something changed since the driver last found the mailbox empty and registered its waker: raised under
+    /// the lock by every change, lowered under the lock by the driver when it registers.
+    mail: AtomicBool,
+}
+
+/// The driver's side of the mailbox: the waker it registered last.
+#[derive(Debug, Default)]
+pub(crate) struct Reader {
+    registered: Option<Waker>,
 }
 
 #[derive(Debug, Default)]
@@ -59,9 +74,16 @@ impl Mailbox {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The lock, to change what the driver reads: raises [`mail`](Self::mail).
+    fn lock_to_change(&self) -> MutexGuard<'_, Inner> {
+        let inner = self.lock();
+        self.mail.store(true, Ordering::Release);
+        inner
+    }
+
     /// Applies `change` and wakes the driver.
     fn deliver<T>(&self, change: impl FnOnce(&mut Inner) -> T) -> T {
-        let mut inner = self.lock();
+        let mut inner = self.lock_to_change();
         let out = change(&mut inner);
         let waker = inner.driver.take();
         drop(inner);
@@ -79,7 +101,7 @@ impl Mailbox {
     /// Queues a request without waking the driver: for a caller that polls the connection itself right after
     /// (`driver/engine.rs`). Gives it back when the driver takes nothing more.
     pub(crate) fn send_quietly(&self, request: Request) -> Result<(), Request> {
-        self.lock().queue(request)
+        self.lock_to_change().queue(request)
     }
 
     /// Queues a control message (ignored once the driver takes nothing more).
@@ -97,8 +119,11 @@ impl Mailbox {
     }
 
     /// The driver's next message: control messages first, then requests in order. `Pending` registers the
-    /// driver's waker.
-    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Mail> {
+    /// driver's waker (`reader` remembers it: while nothing changed, a look with the same waker takes no lock).
+    pub(crate) fn poll_next(&self, reader: &mut Reader, cx: &mut Context<'_>) -> Poll<Mail> {
+        if !self.mail.load(Ordering::Acquire) && reader.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
         let mut inner = self.lock();
         if let Some(control) = inner.controls.pop_front() {
             shrink_if_empty(&mut inner.controls);
@@ -115,12 +140,16 @@ impl Mailbox {
         if !inner.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             inner.driver = Some(cx.waker().clone());
         }
+        if !reader.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            reader.registered = Some(cx.waker().clone());
+        }
+        self.mail.store(false, Ordering::Release);
         Poll::Pending
     }
 
     /// The driver takes nothing more: later sends fail; returns the requests still queued, to refuse.
     pub(crate) fn close(&self) -> VecDeque<Request> {
-        let mut inner = self.lock();
+        let mut inner = self.lock_to_change();
         inner.closed = true;
         inner.controls = VecDeque::new();
         inner.driver = None;
