@@ -8,7 +8,19 @@
 
 use std::path::Path;
 
+use qmp_proto::adapter::Options;
+
 use crate::measure::{Cost, Meter};
+
+/// The adapters' options: the defaults (a 30 s deadline on every command), or, with `QMP_BENCH_NO_DEADLINE=1`,
+/// no command deadline, like the floors (which have none: on tokio and async-io a deadline keeps a runtime
+/// timer registered while a command is in flight, which every park of the runtime pays for).
+pub fn options() -> Options {
+    match std::env::var("QMP_BENCH_NO_DEADLINE").as_deref() {
+        Ok("1") => Options::default().command_timeout(None),
+        _ => Options::default(),
+    }
+}
 
 /// Where the calls of an async adapter come from.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +33,7 @@ pub enum Callers {
 
 /// Round trips through `qmp-blocking`; returns what `n` of them cost.
 pub fn blocking(path: &Path, n: usize, window: usize) -> Cost {
-    let mut qmp = qmp_blocking::Client::connect_unix(path, Default::default()).expect("connect");
+    let mut qmp = qmp_blocking::Client::connect_unix(path, options()).expect("connect");
     let meter = Meter::start();
     if window == 1 {
         for _ in 0..n {
@@ -46,7 +58,7 @@ pub fn blocking(path: &Path, n: usize, window: usize) -> Cost {
 
 /// Round trips through `qmp-tokio` from `callers`, on the current runtime.
 pub async fn tokio(path: &Path, n: usize, callers: Callers) -> Cost {
-    let qmp = qmp_tokio::Qmp::connect_unix(path, Default::default()).await.expect("connect");
+    let qmp = qmp_tokio::Qmp::connect_unix(path, options()).await.expect("connect");
     let spawn = |f: Task| -> Joiner { Box::pin(async move { tokio::spawn(f).await.expect("task") }) };
     calls(qmp, n, callers, &spawn).await
 }
@@ -67,9 +79,7 @@ pub async fn smol<S: qmp_smol::Spawn>(
     spawn: Spawn<'_>,
 ) -> Cost {
     let stream = async_io::Async::new(std::os::unix::net::UnixStream::connect(path).expect("connect")).expect("async");
-    let qmp = qmp_async::Qmp::from_transport(qmp_smol::Unix::new(stream), Default::default(), runtime)
-        .await
-        .expect("connect");
+    let qmp = qmp_async::Qmp::from_transport(qmp_smol::Unix::new(stream), options(), runtime).await.expect("connect");
     calls(qmp, n, callers, spawn).await
 }
 

@@ -23,6 +23,12 @@
 //! To look at one row under `strace -c -f` or `perf stat`: `QMP_BENCH_ONLY=TEXT` runs only the rows whose
 //! `adapter xWINDOW` contains TEXT (`QMP_BENCH_ONLY="smol (smol) x1"`), and `QMP_BENCH_SIDE=adapter` (or
 //! `floor`) runs only that side of them (the other side's columns and the verdict are then empty).
+//!
+//! The adapters run with their default options, which give every command a 30 s deadline; the floors have none.
+//! `QMP_BENCH_NO_DEADLINE=1` runs the adapters without a command deadline, like for like with the floors (the
+//! verdict of issue 12 is taken with the defaults). A deadline keeps a runtime timer registered while a command
+//! is in flight: tokio's park then reads the clock and walks its timer wheel, and async-io's reactor makes a
+//! `timerfd_settime` system call and splits its timer map on every turn.
 
 mod adapters;
 mod floor;
@@ -114,6 +120,8 @@ fn main() {
         "{rounds} paired rounds (ABBA) per row of {n} round trips of query-version per side; per-round median \
          (IQR, all)"
     );
+    let deadline = adapters::options().get_command_timeout();
+    println!("adapters' command deadline: {deadline:?} (the floors have none)");
 
     let current = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");

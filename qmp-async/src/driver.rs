@@ -185,6 +185,8 @@ pub(crate) struct Conn<T, R: Runtime> {
     linger: Option<Pin<Box<R::Timer>>>,
     /// The driver's side of the mailbox.
     mailbox: Reader,
+    /// The handshake ended, and its timer may go once no deadline is left ([`poll_timer`](Self::poll_timer)).
+    handshake_timer: bool,
     /// The small read buffer ([`ReadBuf`]), made at the first read and kept: a reply read into it is not zeroed.
     small_read: Option<Box<[u8; SMALL_READ]>>,
     /// Whether there may be input, and the waker reads register (it notes the wake-up, then wakes the task).
@@ -243,6 +245,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             linger: None,
             small_read: None,
             mailbox: Reader::default(),
+            handshake_timer: false,
             read_wake,
             read_waker,
             timer_wake,
@@ -346,14 +349,35 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
         }
         if self.deadlines_changed {
             match self.next_deadline() {
-                // A timer is made in the runtime's context, which a caller polling in place may not have.
-                Some(_) if self.timer.is_none() && self.in_place => self.wants_task = true,
+                // A timer is made in the runtime's context, which a caller polling in place may not have. Until
+                // the driver's task makes it, input is still checked against the deadline (`check_deadlines`).
+                Some(at) if self.timer.is_none() && self.in_place => {
+                    self.wants_task = true;
+                    self.armed = Some(self.armed.map_or(at, |armed| armed.min(at)));
+                }
                 Some(at) => {
                     self.deadlines_changed = false;
                     self.arm_no_later_than(at);
                 }
+                // The handshake is over and no command has a deadline (`command_timeout(None)`): the timer armed
+                // for the handshake goes, instead of staying registered with the runtime until it fires. While a
+                // runtime has a timer, every park reads the clock and looks at its timers (on async-io, a
+                // `timerfd_settime` system call and a timer map split per turn of the reactor). Only once, and
+                // by the driver's task: a timer dropped whenever no command is in flight would have to be made
+                // again, by that task, for the next command that brings a deadline.
+                None if !self.in_place && std::mem::take(&mut self.handshake_timer) => {
+                    self.deadlines_changed = false;
+                    self.timer = None;
+                    self.armed = None;
+                }
                 None => self.deadlines_changed = false,
             }
+        }
+        if let (None, Some(at), false) = (&self.timer, self.armed, self.in_place) {
+            // A caller polling in place asked for a timer: its deadline may have gone by now (the command was
+            // answered), but the next command will bring one again; the timer fires early at worst, harmlessly.
+            self.timer = Some(Box::pin(self.runtime.timer(at)));
+            self.timer_wake.set();
         }
         let (Some(target), Some(timer)) = (self.armed, self.timer.as_mut()) else {
             return false;

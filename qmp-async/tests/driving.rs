@@ -142,6 +142,45 @@ impl Runtime for LateTimerRuntime {
     }
 }
 
+/// [`ThreadRuntime`], counting the timers alive (made and not dropped).
+#[derive(Debug, Clone, Default)]
+struct CountingTimers(Arc<AtomicUsize>);
+
+struct CountedTimer(ThreadTimer, Arc<AtomicUsize>);
+
+impl Drop for CountedTimer {
+    fn drop(&mut self) {
+        self.1.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Timer for CountedTimer {
+    fn reset(self: Pin<&mut Self>, at: Instant) {
+        Pin::new(&mut self.get_mut().0).reset(at);
+    }
+
+    fn poll_fire(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.get_mut().0).poll_fire(cx)
+    }
+}
+
+impl Runtime for CountingTimers {
+    type Timer = CountedTimer;
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn timer(&self, at: Instant) -> CountedTimer {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        CountedTimer(ThreadRuntime.timer(at), Arc::clone(&self.0))
+    }
+
+    fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        ThreadRuntime.spawn(future);
+    }
+}
+
 // ----- a scripted server behind an in-memory transport ------------------------------------------------------------
 
 /// The server's side of the in-memory connection: what it wrote but the client may not read yet (`held`),
@@ -276,10 +315,15 @@ fn connect_on<R: Runtime>(runtime: R, hold_replies: bool) -> (Qmp<R>, Server) {
 
 /// [`connect_on`], and how many times the driver's task has been polled so far.
 fn connect_counting<R: Runtime>(runtime: R, hold_replies: bool) -> (Qmp<R>, Server, Arc<AtomicUsize>) {
+    connect_with(runtime, hold_replies, Options::default())
+}
+
+/// [`connect_counting`] with `options`.
+fn connect_with<R: Runtime>(runtime: R, hold_replies: bool, options: Options) -> (Qmp<R>, Server, Arc<AtomicUsize>) {
     let server = Server::default();
     server.wire().hold_replies = hold_replies;
     server.send_now(GREETING);
-    let options = Options::default().connect_timeout(PATIENCE);
+    let options = options.connect_timeout(PATIENCE);
     let (connecting, driver) = Qmp::with_driver(Pipe(server.clone()), options, runtime.clone());
     let polls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&polls);
@@ -416,4 +460,36 @@ fn a_call_woken_for_input_and_dropped_unpolled_leaves_the_input_to_be_read() {
     drop(call);
     let item = block_on_within(events.next(), "the event, read by whoever the wake-up was passed to");
     assert!(matches!(item, Some(EventItem::Event(ref ev)) if ev.name == "STOP"), "got {item:?}");
+}
+
+#[test]
+fn a_session_without_deadlines_keeps_no_timer_and_one_with_them_keeps_one() {
+    // Without a command timeout, the handshake's timer goes once the session is ready: a runtime timer left
+    // registered costs every park a clock reading (and async-io a system call per turn of its reactor).
+    let timers = CountingTimers::default();
+    let (qmp, _server, _) = connect_with(timers.clone(), false, Options::default().command_timeout(None));
+    for _ in 0..3 {
+        let reply = block_on_within(qmp.execute_raw("query-status", None), "a call");
+        assert_eq!(reply.expect("answered").raw_str(), "{}");
+    }
+    assert_eq!(timers.0.load(Ordering::SeqCst), 0, "no timer alive without deadlines");
+    // A command with a deadline makes one, through the driver's task (the caller polls in place), and the next
+    // commands keep it: one driver task poll for it, not one per command.
+    let late = block_on_within(
+        qmp.execute_with_timeout::<serde_json::Value>("query-status", (), Some(Duration::ZERO)),
+        "a call with a deadline that has passed",
+    );
+    assert!(matches!(late, Err(qmp_async::Error::TimedOut)), "checked without the timer: got {late:?}");
+    let timers_now = CountingTimers::default();
+    let (qmp, _server, task_polls) = connect_with(timers_now.clone(), false, Options::default());
+    let first = block_on_within(qmp.execute_raw("query-status", None), "the first call");
+    assert_eq!(first.expect("answered").raw_str(), "{}");
+    let before = task_polls.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        let reply = block_on_within(qmp.execute_raw("query-status", None), "a call");
+        assert_eq!(reply.expect("answered").raw_str(), "{}");
+    }
+    assert_eq!(timers_now.0.load(Ordering::SeqCst), 1, "one timer for the command deadlines");
+    let task_polls = task_polls.load(Ordering::SeqCst) - before;
+    assert!(task_polls <= 2, "the driver's task was polled {task_polls} times for 20 calls with deadlines");
 }

@@ -51,6 +51,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
             ClientEvent::Ready { oob } => {
                 tracing::debug!(oob, "session ready");
                 self.shared.set_ready(oob);
+                self.handshake_timer = true;
             }
             ClientEvent::Reply { id, result } => self.answer(id, result.map_err(Error::Qmp)),
             ClientEvent::Failed { id, error } => {
