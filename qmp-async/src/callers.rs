@@ -170,7 +170,8 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (prop_oneof![0..6u64, 0..300u64, Just(u64::MAX)], any::<bool>()).prop_map(|(key, fd)| Op::Insert { key, fd }),
+            4 => (prop_oneof![0..6u64, 0..300u64, Just(u64::MAX)], any::<bool>())
+                .prop_map(|(key, fd)| Op::Insert { key, fd }),
             3 => any::<usize>().prop_map(Op::Answer),
             2 => any::<usize>().prop_map(Op::Cancel),
             1 => Just(Op::Drain),

@@ -1,7 +1,7 @@
 //! The driver: the connection state ([`Conn`]) that owns the transport and the `qmp-proto` core, and moves bytes,
 //! time and requests between them, and the [`Driver`] future. Handles send it requests (and poll it while they
-//! wait); it holds no protocol logic and never waits on a subscriber. It is polled through an [`Engine`] (`driver/engine.rs`) by whoever
-//! needs it to move: a caller waiting for its reply, in place, or the driver's task.
+//! wait); it holds no protocol logic and never waits on a subscriber. It is polled through an [`Engine`]
+//! (`driver/engine.rs`) by whoever needs it to move: a caller waiting for its reply, in place, or the driver's task.
 //!
 //! Each turn takes, in this order: cancellations and close requests (so a dropped caller's queued command is
 //! withdrawn before it can be written), new requests, then writes what the core wants written, then the timer,
@@ -580,8 +580,9 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
                 Phase::Running => {
                     let write_failed = self.write_error.is_some();
                     // Every source is polled (the input and the timer: unless nothing woke them since they
-                    // registered), so every source has registered its waker. What the mailbox brought is written in this turn; a
-                    // finished write makes no input, so neither takes a further turn (each would read again).
+                    // registered), so every source has registered its waker. What the mailbox brought is written
+                    // in this turn; a finished write makes no input, so neither takes a further turn (each would
+                    // read again).
                     self.poll_mailbox(cx);
                     let wrote = self.poll_write(cx);
                     let fired = self.poll_timer();
