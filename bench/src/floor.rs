@@ -5,14 +5,25 @@
 //! [`std_floor_ids`] can add a fixed offset to every id, to show what long ids cost), enable OOB as
 //! the adapters do, and count replies by their CRLF ends (every `query-version` reply is one line). The pacing
 //! lives in [`Pacer`]; each floor is only its socket's read and write calls around it.
+//!
+//! With `QMP_BENCH_FLOOR_DEADLINE=1` ([`deadline`]) each floor waits as the adapters do with their default 30 s
+//! command deadline: the std floor sets a 30 s receive timeout on its socket (as qmp-blocking does), the async
+//! floors keep one 30 s timer registered with their runtime for the whole loop (as the async adapters keep one
+//! armed for the oldest deadline). Without it they have no deadline at all.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::measure::{Cost, Meter};
 
 const NEGOTIATE: &[u8] = br#"{"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":1}"#;
+
+/// The deadline the floors wait under: 30 s with `QMP_BENCH_FLOOR_DEADLINE=1`, else none.
+pub fn deadline() -> Option<Duration> {
+    (std::env::var("QMP_BENCH_FLOOR_DEADLINE").as_deref() == Ok("1")).then_some(Duration::from_secs(30))
+}
 
 /// Keeps `window` commands in flight until `n` have been answered.
 struct Pacer {
@@ -82,6 +93,7 @@ pub fn std_floor(path: &Path, n: usize, window: usize) -> Cost {
 /// million commands).
 pub fn std_floor_ids(path: &Path, n: usize, window: usize, id_base: usize) -> Cost {
     let mut s = UnixStream::connect(path).expect("connect");
+    s.set_read_timeout(deadline()).expect("receive timeout");
     let (mut buf, mut pacer) = (vec![0u8; 64 * 1024], Pacer { id_base, ..Pacer::new(n, window) });
     s.write_all(NEGOTIATE).expect("write");
     while !pacer.finished() {
@@ -96,6 +108,11 @@ pub fn std_floor_ids(path: &Path, n: usize, window: usize, id_base: usize) -> Co
 pub async fn tokio_floor(path: &Path, n: usize, window: usize) -> Cost {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::UnixStream::connect(path).await.expect("connect");
+    // Registered with the runtime at its first poll, and kept until the loop ends.
+    let mut timer = deadline().map(|d| Box::pin(tokio::time::sleep(d)));
+    if let Some(timer) = &mut timer {
+        assert!(futures_lite::future::poll_once(timer.as_mut()).await.is_none(), "30 s have not passed");
+    }
     let (mut buf, mut pacer) = (vec![0u8; 64 * 1024], Pacer::new(n, window));
     s.write_all(NEGOTIATE).await.expect("write");
     while !pacer.finished() {
@@ -110,6 +127,11 @@ pub async fn tokio_floor(path: &Path, n: usize, window: usize) -> Cost {
 pub async fn async_io_floor(path: &Path, n: usize, window: usize) -> Cost {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     let mut s = async_io::Async::<UnixStream>::connect(path).await.expect("connect");
+    // Registered with the reactor at its first poll, and kept until the loop ends.
+    let mut timer = deadline().map(async_io::Timer::after);
+    if let Some(timer) = &mut timer {
+        assert!(futures_lite::future::poll_once(timer).await.is_none(), "30 s have not passed");
+    }
     let (mut buf, mut pacer) = (vec![0u8; 64 * 1024], Pacer::new(n, window));
     s.write_all(NEGOTIATE).await.expect("write");
     while !pacer.finished() {

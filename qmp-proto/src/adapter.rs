@@ -69,14 +69,15 @@ impl Options {
     /// Default deadline of each command (`None`: wait forever). Default 30 s. Override it per call with
     /// `execute_with_timeout`.
     ///
-    /// What a deadline costs: on the async adapters, a runtime timer stays registered while a command with a
-    /// deadline is in flight (one per connection, armed for the oldest deadline, not reset per command). While a
-    /// runtime has a timer, each of its parks reads the clock and looks at its timers, and waits with a timeout
-    /// (tokio's epoll wait; async-io's reactor turn, which also sets its timerfd). On the bench machine that was
-    /// 600-800 more instructions and about 2 us more client CPU per command for a sequential caller
-    /// (`roundtrip` with `QMP_BENCH_NO_DEADLINE=1`). Most programs already keep some timer registered, and then
-    /// pay this anyway; a program that sends many small commands and has none can set `None` and bound its waits
-    /// itself.
+    /// What a deadline costs: while a command with a deadline is in flight, waiting for its reply is a wait with
+    /// a timeout, and the kernel arms a timer for every such wait. qmp-blocking sets the socket's receive timeout
+    /// (kept across commands); the async adapters keep one runtime timer registered (armed for the oldest
+    /// deadline, not reset per command), so their runtime waits in epoll with a timeout, reads the clock and looks
+    /// at its timers on every park (async-io also sets its timerfd on every turn). On the bench machine, a VM,
+    /// that came to about 1.5-2 us of client CPU per command for a sequential caller (`roundtrip` against
+    /// `QMP_BENCH_NO_DEADLINE=1`); a raw tokio loop with one 30 s sleep registered paid 1.7 us more than without.
+    /// A program that already keeps a timer registered pays most of this anyway; one that sends many small
+    /// commands and has none can set `None` and bound its waits itself.
     pub fn command_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.command_timeout = timeout;
         self
