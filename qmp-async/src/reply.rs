@@ -7,17 +7,22 @@
 //! it back ([`Receiver::poll`]) only if the answer is still not there after.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 /// The one-shot of `T`: a sender for the driver, a receiver for the caller.
 pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
-    let slot = Arc::new(Slot { state: Mutex::new(State { value: None, waker: None, sender: true, receiver: true }) });
+    let state = Mutex::new(State { value: None, waker: None, sender: true, receiver: true });
+    let slot = Arc::new(Slot { state, closed: AtomicBool::new(false) });
     (Sender { slot: Some(Arc::clone(&slot)) }, Receiver { slot })
 }
 
 struct Slot<T> {
     state: Mutex<State<T>>,
+    /// The receiver went away: what [`Sender::is_canceled`] reads without the lock (the driver asks it of every
+    /// request it takes; `send` still decides under the lock).
+    closed: AtomicBool,
 }
 
 struct State<T> {
@@ -69,7 +74,7 @@ impl<T> Sender<T> {
 
     /// The receiver went away: nobody wants the value.
     pub(crate) fn is_canceled(&self) -> bool {
-        self.slot.as_ref().is_none_or(|slot| !slot.lock().receiver)
+        self.slot.as_ref().is_none_or(|slot| slot.closed.load(Ordering::Acquire))
     }
 }
 
@@ -139,6 +144,7 @@ impl<T> Receiver<T> {
     /// Nobody waits for the value any more: a sender that has not sent yet sees [`Sender::is_canceled`], and a
     /// later send gives its value back.
     pub(crate) fn close(&mut self) {
+        self.slot.closed.store(true, Ordering::Release);
         let mut state = self.slot.lock();
         state.receiver = false;
         state.waker = None;
