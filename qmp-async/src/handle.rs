@@ -133,9 +133,12 @@ impl Waiter<'_> {
     /// The answer if it came; otherwise drives the connection (it may read the answer) and waits for a wake-up:
     /// the answer, or a source of the connection to poll again.
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<RawJson, Error>> {
-        // Not woken by the answer while driving: this task is running already.
-        if let Some(found) = self.rx.take() {
-            return Poll::Ready(self.finish(found));
+        // Not woken by the answer while driving: this task is running already. (Before the first poll of the
+        // connection, `rx.poll` below finds an answer someone else read as well.)
+        if self.queued {
+            if let Some(found) = self.rx.take() {
+                return Poll::Ready(self.finish(found));
+            }
         }
         self.engine.wait_in_place(self.ticket, cx.waker());
         self.queued = true;

@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let state = Mutex::new(State { value: None, waker: None, sender: true, receiver: true });
     let slot = Arc::new(Slot { state, closed: AtomicBool::new(false) });
-    (Sender { slot: Some(Arc::clone(&slot)) }, Receiver { slot })
+    (Sender { slot: Some(Arc::clone(&slot)) }, Receiver { slot, ended: false })
 }
 
 struct Slot<T> {
@@ -95,6 +95,9 @@ impl<T> Drop for Sender<T> {
 /// The caller's end.
 pub(crate) struct Receiver<T> {
     slot: Arc<Slot<T>>,
+    /// The value, or the news that none will come, was found: the sender is done with the slot, and dropping the
+    /// receiver has nobody to tell.
+    ended: bool,
 }
 
 impl<T> fmt::Debug for Receiver<T> {
@@ -118,13 +121,16 @@ impl<T> Receiver<T> {
     pub(crate) fn take(&mut self) -> Option<Received<T>> {
         let mut state = self.slot.lock();
         state.waker = None;
-        Self::found(&mut state)
+        let found = Self::found(&mut state);
+        self.ended |= found.is_some();
+        found
     }
 
     /// The value if it is there (or will never come); otherwise the task of `cx` is woken when it comes.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Received<T>> {
         let mut state = self.slot.lock();
         if let Some(found) = Self::found(&mut state) {
+            self.ended = true;
             return Poll::Ready(found);
         }
         if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -153,7 +159,9 @@ impl<T> Receiver<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        self.close();
+        if !self.ended {
+            self.close();
+        }
     }
 }
 
