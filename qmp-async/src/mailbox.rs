@@ -131,6 +131,12 @@ impl Mailbox {
         }
         if let Some(request) = inner.requests.pop_front() {
             shrink_if_empty(&mut inner.requests);
+            // The last of the mail, and the driver's waker still stands: the next look needs no lock.
+            let registered = inner.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+                && reader.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+            if registered && inner.requests.is_empty() && inner.controls.is_empty() && !inner.orphaned {
+                self.mail.store(false, Ordering::Release);
+            }
             return Poll::Ready(Mail::Request(request));
         }
         if inner.orphaned && !inner.closed {
@@ -160,5 +166,72 @@ impl Mailbox {
 fn shrink_if_empty<T>(queue: &mut VecDeque<T>) {
     if queue.is_empty() && queue.capacity() > KEEP {
         *queue = VecDeque::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Mail, Mailbox, Reader};
+    use crate::command::Command;
+    use crate::shared::{Control, ReplyTx, Request};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn request(ticket: u64) -> Request {
+        let command = Command::raw("query-status", None, Default::default());
+        Request { command, fd: None, ticket, reply: ReplyTx::Sink(Box::new(|_| {})) }
+    }
+
+    fn next(mailbox: &Mailbox, reader: &mut Reader, waker: &Waker) -> Option<u64> {
+        match mailbox.poll_next(reader, &mut Context::from_waker(waker)) {
+            Poll::Ready(Mail::Request(r)) => Some(r.ticket),
+            Poll::Ready(Mail::Control(Control::Cancel(t))) => Some(1000 + t),
+            Poll::Ready(other) => panic!("unexpected {other:?}"),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Whatever the driver skipped the lock for, every change after it registered is seen, in order, and a
+    /// change that wakes wakes the registered waker.
+    #[test]
+    fn looks_without_the_lock_miss_nothing() {
+        let (mailbox, mut reader) = (Mailbox::default(), Reader::default());
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        assert_eq!(next(&mailbox, &mut reader, &waker), None, "registers");
+        assert_eq!(next(&mailbox, &mut reader, &waker), None, "nothing changed: no lock");
+        assert!(mailbox.send_quietly(request(1)).is_ok());
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "a quiet send wakes nobody");
+        assert_eq!(next(&mailbox, &mut reader, &waker), Some(1));
+        assert_eq!(next(&mailbox, &mut reader, &waker), None, "the last request taken: nothing left");
+        assert!(mailbox.send(request(2)).is_ok());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "a send wakes the registered waker");
+        assert!(mailbox.send_quietly(request(3)).is_ok());
+        mailbox.control(Control::Cancel(7));
+        assert_eq!(next(&mailbox, &mut reader, &waker), Some(1007), "controls first");
+        assert_eq!(next(&mailbox, &mut reader, &waker), Some(2));
+        assert_eq!(next(&mailbox, &mut reader, &waker), Some(3));
+        assert_eq!(next(&mailbox, &mut reader, &waker), None);
+        // A different waker is registered, not skipped.
+        let other = Arc::new(Count(AtomicUsize::new(0)));
+        let other_waker = Waker::from(Arc::clone(&other));
+        assert_eq!(next(&mailbox, &mut reader, &other_waker), None);
+        assert!(mailbox.send(request(4)).is_ok());
+        assert_eq!((count.0.load(Ordering::SeqCst), other.0.load(Ordering::SeqCst)), (1, 1));
+        assert_eq!(next(&mailbox, &mut reader, &other_waker), Some(4));
+        mailbox.orphan();
+        assert!(matches!(
+            mailbox.poll_next(&mut reader, &mut Context::from_waker(&other_waker)),
+            Poll::Ready(Mail::Orphaned)
+        ));
+        assert!(mailbox.send_quietly(request(5)).is_err(), "closed after the orphan was read");
     }
 }
