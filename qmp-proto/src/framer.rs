@@ -394,11 +394,12 @@ impl Framer {
                 }
                 continue;
             }
-            let (open, close) = bracket_masks(block);
-            let (mut open, mut close) = (open & !inside, close & !inside);
+            // Brackets outside strings, and which of them open.
+            let mut brackets = m.bracket & !inside;
+            let open = open_mask(block);
             loop {
                 // The first fall back to depth 1 ends the first nested value.
-                let (one, end) = depth_falls(open, close, depth, self.first_nested_end.is_none());
+                let (one, end) = depth_falls(brackets, open, depth, self.first_nested_end.is_none());
                 if let Some(k) = one {
                     self.first_nested_end = Some(self.value_len + (*i + k + 1 - *start) as u64);
                 }
@@ -424,9 +425,7 @@ impl Framer {
                         self.value_len = 0;
                         self.first_nested_end = None;
                         depth = 1;
-                        let after = (!0u64 << q) << 1;
-                        open &= after;
-                        close &= after;
+                        brackets &= (!0u64 << q) << 1;
                     }
                 }
             }
@@ -666,9 +665,9 @@ struct Masks {
 #[inline]
 fn block_masks(block: &[u8; BLOCK]) -> Option<Masks> {
     // One byte (0 or 1) per input byte and class, byte counts, and one test of the whole block for the bytes
-    // that need the bytewise scanner: a loop the compiler turns into vector comparisons and sums. Opening and
-    // closing brackets are only counted: their positions (two more gathers) are needed only in the blocks
-    // where the depth may fall far enough to end a value (see `bracket_masks`).
+    // that need the bytewise scanner: a loop the compiler turns into vector comparisons and sums. Which
+    // brackets open (one more gather) is needed only in the blocks where the depth may fall far enough to end
+    // a value (see `open_mask`).
     let mut quote = [0u8; BLOCK];
     let mut bracket = [0u8; BLOCK];
     let (mut opens, mut closes) = (0u8, 0u8);
@@ -689,17 +688,14 @@ fn block_masks(block: &[u8; BLOCK]) -> Option<Masks> {
     Some(Masks { quote: gather(&quote), bracket: gather(&bracket), opens: opens.into(), closes: closes.into() })
 }
 
-/// The opening and closing brackets of `block` (bit k stands for byte k), strings not taken into account.
+/// The opening brackets of `block` (bit k stands for byte k), strings not taken into account.
 #[inline]
-fn bracket_masks(block: &[u8; BLOCK]) -> (u64, u64) {
+fn open_mask(block: &[u8; BLOCK]) -> u64 {
     let mut open = [0u8; BLOCK];
-    let mut close = [0u8; BLOCK];
     for (k, &b) in block.iter().enumerate() {
-        let folded = b | 0x20;
-        open[k] = u8::from(folded == b'{');
-        close[k] = u8::from(folded == b'}');
+        open[k] = u8::from(b | 0x20 == b'{'); // '[' | 0x20 == '{'
     }
-    (gather(&open), gather(&close))
+    gather(&open)
 }
 
 /// The bits of `flags` (bytes 0 or 1): bit k is `flags[k]`. One multiplication per 8 bytes moves their low
@@ -728,40 +724,34 @@ fn prefix_xor(mut x: u64) -> u64 {
     x
 }
 
-/// Given the brackets of a block outside strings (bit k: byte k) and the depth before it: `Ok(k)` when the
-/// close bracket at byte k brings the depth to 0 (the first one that does), else `Err(depth after the block)`;
-/// and, when `to_one` asks for it, the first close bracket before that which brings the depth to 1.
+/// Given the brackets of a block outside strings (bit k: byte k), which bytes are opening brackets (only those
+/// bits of `open` that are in `brackets` count) and the depth before the block: `Ok(k)` when the closing
+/// bracket at byte k brings the depth to 0 (the first one that does), else `Err(depth after the block)`; and,
+/// when `to_one` asks for it, the first closing bracket before that which brings the depth to 1.
+///
+/// The brackets are visited one by one, lowest bit first (a trailing-zero count each, one instruction on every
+/// x86_64): this block is here because the depth may fall far enough, and blocks that reach here hold few
+/// brackets, while counting bits without `popcnt` costs a dozen instructions a count.
 #[inline]
-fn depth_falls(open: u64, close: u64, depth: u32, to_one: bool) -> (Option<usize>, Result<usize, u32>) {
-    let (opens, closes) = (open.count_ones(), close.count_ones());
-    // Falling to the lowest level asked for takes `fall` more closes than opens in some prefix: in the first
-    // half only with `fall` closes there, in the second only with as many closes in the block as `fall` plus
-    // the opens of the first half.
-    let fall = depth - u32::from(to_one && depth > 0);
-    if closes < fall {
-        return (None, Err(depth + opens - closes));
-    }
-    let (opens_lo, closes_lo) = ((open as u32).count_ones(), (close as u32).count_ones());
-    if closes_lo < fall && closes < fall + opens_lo {
-        return (None, Err(depth + opens - closes));
-    }
+fn depth_falls(brackets: u64, open: u64, mut depth: u32, to_one: bool) -> (Option<usize>, Result<usize, u32>) {
     let mut one = None;
-    let mut rest = close;
-    let mut seen = 0;
+    let mut rest = brackets;
     while rest != 0 {
-        seen += 1;
         let k = rest.trailing_zeros() as usize;
-        // The depth after this close: the opens up to it, less the closes (never below 0: it stops there).
-        let level = depth + (open & (rest ^ (rest - 1))).count_ones() - seen;
-        if level == 0 {
+        rest &= rest - 1;
+        if open >> k & 1 != 0 {
+            depth += 1;
+            continue;
+        }
+        depth -= 1;
+        if depth == 0 {
             return (one, Ok(k));
         }
-        if level == 1 && to_one && one.is_none() {
+        if depth == 1 && to_one && one.is_none() {
             one = Some(k);
         }
-        rest &= rest - 1;
     }
-    (one, Err(depth + opens - closes))
+    (one, Err(depth))
 }
 
 #[cfg(test)]
