@@ -645,7 +645,9 @@ impl Client {
     /// (write everything before it, then that byte with the descriptor attached, then the rest).
     pub fn poll_transmit_with_fds(&mut self, out: &mut Vec<u8>, fds: &mut Vec<(usize, RequestId)>) -> usize {
         let base = out.len();
-        fds.extend(self.transmit_fds.drain(..).map(|(at, id)| (base + at, id)));
+        if !self.transmit_fds.is_empty() {
+            fds.extend(self.transmit_fds.drain(..).map(|(at, id)| (base + at, id)));
+        }
         let n = self.transmit.len();
         if out.is_empty() {
             std::mem::swap(out, &mut self.transmit);
@@ -736,6 +738,13 @@ impl Client {
     /// are empty now, so that an idle client is small whatever it went through.
     fn release_idle_memory(&mut self) {
         const KEEP_ENTRIES: usize = 64;
+        // One test for the common case, where none of them is big (this runs after every drain).
+        let largest = (self.events.capacity().max(self.queue.capacity()))
+            .max(self.by_order.capacity().max(self.requests.capacity()))
+            .max(self.timers.capacity());
+        if largest <= KEEP_ENTRIES {
+            return;
+        }
         if self.events.capacity() > KEEP_ENTRIES {
             self.events = VecDeque::new();
         }

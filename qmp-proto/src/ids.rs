@@ -61,7 +61,7 @@ impl IdPool {
 
 /// The requests of a client, by wire id: a vector indexed by `id - 1`. The [`IdPool`] keeps the ids small and
 /// dense, so this is a table lookup where a hash map would hash and probe (several times per command); its
-/// length follows the largest id in use, with the same bound.
+/// length follows the largest id in use (at least 1 once used), with the same bound.
 #[derive(Debug)]
 pub(crate) struct Slots<T> {
     slots: Vec<Option<T>>,
@@ -107,7 +107,8 @@ impl<T> Slots<T> {
     pub(crate) fn remove(&mut self, id: &u64) -> Option<T> {
         let value = self.slots.get_mut(Self::index(*id)?)?.take()?;
         self.len -= 1;
-        while matches!(self.slots.last(), Some(None)) {
+        // The first slot stays: one command at a time then reuses it, with no resizing.
+        while self.slots.len() > 1 && matches!(self.slots.last(), Some(None)) {
             self.slots.pop();
         }
         Some(value)
@@ -184,7 +185,8 @@ mod tests {
                 }
                 prop_assert_eq!(slots.len(), model.len());
                 prop_assert_eq!(slots.iter().map(|(k, v)| (k, *v)).collect::<Vec<_>>(), model.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
-                prop_assert_eq!(slots.slots.len() as u64, model.keys().last().copied().unwrap_or(0));
+                // The largest id in use, and the first slot once there was one.
+                prop_assert_eq!(slots.slots.len() as u64, model.keys().last().copied().unwrap_or(0).max(1));
                 prop_assert_eq!(slots.get(&0), None);
                 prop_assert_eq!(slots.get(&u64::MAX), None);
             }
