@@ -248,7 +248,9 @@ const KEEP_ARGS: usize = 256;
 pub struct Client {
     config: Config,
     phase: Phase,
-    framer: Framer,
+    /// Boxed so that [`Client::handle_input`] takes it out (to feed it while frames go to `self`) and puts it
+    /// back by moving a pointer; `None` only while it feeds.
+    framer: Option<Box<Framer>>,
     greeting: Option<Greeting>,
     oob_enabled: bool,
     /// Wire ids in use: the keys of `requests`.
@@ -293,7 +295,7 @@ impl Client {
     /// first event is [`ClientEvent::Ready`].
     pub fn new(config: Config, now: Instant) -> Self {
         let mut client = Client {
-            framer: Framer::new(config.max_message_size),
+            framer: Some(Box::new(Framer::new(config.max_message_size))),
             phase: Phase::AwaitGreeting,
             greeting: None,
             oob_enabled: false,
@@ -351,16 +353,18 @@ impl Client {
         if self.phase == Phase::Closed {
             return;
         }
-        let mut framer = std::mem::replace(&mut self.framer, Framer::new(1));
+        let Some(mut framer) = self.framer.take() else {
+            return; // unreachable: frames go to `on_frame`, which never feeds input
+        };
         framer.feed_framed(bytes, |frame, layout| self.on_frame(frame, layout));
-        self.framer = framer;
+        self.framer = Some(framer);
         self.finish_closing();
     }
 
     /// The server closed its side of the stream. Closes the session (`Eof` or `EofMidMessage`).
     pub fn handle_eof(&mut self) {
-        let cause = if self.framer.in_message() {
-            ConnectionError::EofMidMessage { buffered: self.framer.message_len() }
+        let cause = if let Some(framer) = self.framer.as_ref().filter(|f| f.in_message()) {
+            ConnectionError::EofMidMessage { buffered: framer.message_len() }
         } else {
             ConnectionError::Eof
         };
@@ -724,7 +728,7 @@ impl Client {
     /// until one is, and at most 64 KiB ([`framer::KEEP_CAPACITY`](crate::framer::KEEP_CAPACITY)) between
     /// messages, whatever size the largest message had. For watching memory; there is nothing to tune.
     pub fn buffered_capacity(&self) -> usize {
-        self.framer.capacity()
+        self.framer.as_ref().map_or(0, |f| f.capacity())
     }
 
     /// The configuration.
@@ -1302,7 +1306,15 @@ fn encode_sync(out: &mut Vec<u8>, nonce: u32, id: u64) {
 
 /// The id of a reply, when it is one this client could have sent (a plain integer).
 fn wire_id(id: &RawJson) -> Option<u64> {
-    std::str::from_utf8(id.as_bytes()).ok()?.parse().ok()
+    // `str::parse` without its UTF-8 check and sign handling: a JSON number has no `+`.
+    let digits = id.as_bytes();
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| match d {
+        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(d - b'0')),
+        _ => None,
+    })
 }
 
 /// A short description of an unexpected first message.
@@ -1318,4 +1330,27 @@ fn describe(msg: &Message) -> String {
 
 fn empty_object() -> RawJson {
     RawJson::from_valid(Bytes::from_static(b"{}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The id of a reply reads as `str::parse` reads it, for every text a JSON id can be (no leading `+`).
+        #[test]
+        fn wire_id_reads_as_parse(text in "[0-9]{0,22}|0{18,22}[0-9]{1,3}|-?[0-9]{1,3}|[0-9a-z\".+ ]{0,6}") {
+            let expected = if text.starts_with('+') { None } else { text.parse::<u64>().ok() };
+            proptest::prop_assert_eq!(wire_id(&RawJson::from_valid(Bytes::from(text.clone()))), expected);
+        }
+    }
+
+    #[test]
+    fn wire_id_edges() {
+        let id = |s: &'static str| wire_id(&RawJson::from_valid(Bytes::from_static(s.as_bytes())));
+        assert_eq!(id("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(id("18446744073709551616"), None);
+        assert_eq!(id("00000000000000000000001"), Some(1));
+        assert_eq!((id("0"), id(""), id("1.0"), id("\"1\"")), (Some(0), None, None, None));
+    }
 }
