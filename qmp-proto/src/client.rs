@@ -850,11 +850,12 @@ impl Client {
         let ahead = !oob && !self.queue.is_empty();
         if !ahead {
             self.staged = Some((id, staged_at));
-            if oob {
+            let sync = matches!(purpose, Purpose::Sync(_));
+            // What `pump` would do with a queue of this one command, without queueing it.
+            if oob || (self.phase == Phase::Ready && self.may_send(sync, pass_fd)) {
                 self.send(id);
             } else {
                 self.queue.push_back(id);
-                self.pump();
             }
             if self.staged.take().is_none() {
                 return; // sent
@@ -881,25 +882,28 @@ impl Client {
                 continue;
             };
             let sync = matches!(req.purpose, Purpose::Sync(_));
-            let pass_fd = req.pass_fd;
-            if sync && self.in_flight > 0 && self.resync.is_none() {
-                self.forget_abandoned();
-            }
-            // One descriptor-passing command at a time: QEMU would hand the next descriptor to this one.
-            if pass_fd && self.fd_in_flight.is_some() {
-                return;
-            }
-            // A resync runs alone: it waits for an empty pipe, and nothing follows it until it ends. So does a
-            // long command among id-less ones (once written: the replies before it are matched by order).
-            if self.resync.is_some() || self.in_flight >= self.config.max_in_flight || (sync && self.in_flight > 0) {
-                return;
-            }
-            if self.alone_on_wire.is_some() {
+            if !self.may_send(sync, req.pass_fd) {
                 return;
             }
             self.queue.pop_front();
             self.send(id);
         }
+    }
+
+    /// Whether the flow-control rules let the next in-band command go now (the client being ready): a resync
+    /// (`sync`) or a command passing a file descriptor (`pass_fd`) has rules of its own.
+    fn may_send(&mut self, sync: bool, pass_fd: bool) -> bool {
+        if sync && self.in_flight > 0 && self.resync.is_none() {
+            self.forget_abandoned();
+        }
+        // One descriptor-passing command at a time: QEMU would hand the next descriptor to this one.
+        if pass_fd && self.fd_in_flight.is_some() {
+            return false;
+        }
+        // A resync runs alone: it waits for an empty pipe, and nothing follows it until it ends. So does a
+        // long command among id-less ones (once written: the replies before it are matched by order).
+        let alone = self.resync.is_some() || (sync && self.in_flight > 0) || self.alone_on_wire.is_some();
+        !alone && self.in_flight < self.config.max_in_flight
     }
 
     /// Before a resync: when every in-band command on the wire was abandoned (cancelled or timed out), stops

@@ -42,7 +42,8 @@ impl IdPool {
             debug_assert!(*word & (1 << bit) != 0, "id {id} released twice");
             *word &= !(1 << bit);
         }
-        while self.used.last() == Some(&0) {
+        // The first word stays: one command at a time then takes and gives back id 1 with no push or pop.
+        while self.used.len() > 1 && self.used.last() == Some(&0) {
             self.used.pop();
         }
     }
@@ -163,7 +164,7 @@ mod tests {
         for id in 1..=71 {
             pool.release(id);
         }
-        assert!(pool.used.is_empty(), "an empty pool keeps no words");
+        assert_eq!(pool.used, [0], "an empty pool keeps its first word only");
         assert_eq!(pool.take(), 1);
     }
 
@@ -193,7 +194,7 @@ mod tests {
         }
 
         /// Against a model set: every take returns the smallest id not in use, never one in use; the bitmap
-        /// never grows past the largest id in use.
+        /// never grows past the largest id in use (its first word aside).
         #[test]
         fn matches_a_model(ops in proptest::collection::vec(any::<(bool, u8)>(), 0..400)) {
             let (mut pool, mut model) = (IdPool::default(), BTreeSet::new());
@@ -210,7 +211,7 @@ mod tests {
                 }
                 prop_assert_eq!(pool.len(), model.len());
                 let max = model.last().copied().unwrap_or(0);
-                prop_assert_eq!(pool.used.len() as u64, max.div_ceil(64));
+                prop_assert_eq!(pool.used.len() as u64, max.div_ceil(64).max(1));
             }
         }
     }

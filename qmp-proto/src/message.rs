@@ -231,8 +231,11 @@ pub fn classify_framed(bytes: Bytes, layout: Layout) -> Message {
 /// [`classify`] when `layout` describes nothing, [`classify_framed`] otherwise.
 fn classify_with(bytes: Bytes, layout: Layout) -> Message {
     if let Some((value, id)) = qemu_reply(&bytes, layout) {
-        let slice = |raw: &[u8]| RawJson::from_valid(bytes.slice_ref(raw));
-        return Message::Return { id: Some(slice(id)), value: slice(value) };
+        let id = small_id(id).unwrap_or_else(|| bytes.slice_ref(id));
+        return Message::Return {
+            id: Some(RawJson::from_valid(id)),
+            value: RawJson::from_valid(bytes.slice_ref(value)),
+        };
     }
     let members = match read_members(&bytes, layout) {
         Some(members) => members,
@@ -358,6 +361,28 @@ fn qemu_reply(bytes: &[u8], layout: Layout) -> Option<(&[u8], &[u8])> {
         _ => false,
     };
     integer.then_some((&bytes[start..end], id))
+}
+
+/// An id of one or two digits (what the client's smallest-free ids nearly always are), as static text: the
+/// same bytes as the reply's, without a reference to the message's buffer to count.
+fn small_id(id: &[u8]) -> Option<Bytes> {
+    /// "00", "01", ... "99".
+    static PAIRS: [u8; 200] = {
+        let mut t = [0u8; 200];
+        let mut n = 0;
+        while n < 100 {
+            t[2 * n] = b'0' + (n / 10) as u8;
+            t[2 * n + 1] = b'0' + (n % 10) as u8;
+            n += 1;
+        }
+        t
+    };
+    let at = match *id {
+        [d @ b'0'..=b'9'] => 2 * usize::from(d - b'0') + 1,
+        [t @ b'0'..=b'9', d @ b'0'..=b'9'] => 2 * (10 * usize::from(t - b'0') + usize::from(d - b'0')),
+        _ => return None,
+    };
+    Some(Bytes::from_static(&PAIRS[at..at + id.len()]))
 }
 
 /// Reads the members of a message by hand; `None` when it cannot tell them exactly as serde would. With a
@@ -793,6 +818,11 @@ mod tests {
         let pair = |v: &str, id: &str| Some((v.to_owned(), id.to_owned()));
         assert_eq!(read(r#"{"return": {"a": [1, {}]}, "id": 17}"#), pair(r#"{"a": [1, {}]}"#, "17"));
         assert_eq!(read(r#"{"return": [], "id": 0}"#), pair("[]", "0"));
+        for n in [0, 1, 7, 9, 10, 42, 99, 100, 12345] {
+            let text = format!(r#"{{"return": {{}}, "id": {n}}}"#);
+            let [(_, Message::Return { id: Some(id), .. })] = &both_ways(text.as_bytes())[..] else { panic!("{text}") };
+            assert_eq!(id.raw_str(), n.to_string());
+        }
         assert_eq!(read(r#"{"return": {}, "id": 18446744073709551616}"#), pair("{}", "18446744073709551616"));
         for other in [
             r#"{"return": {}, "id": 07}"#,
