@@ -230,6 +230,9 @@ struct Resync {
     seen_delimiter: bool,
 }
 
+/// Entries the client's queues and tables keep room for while idle (see [`Client::release_idle_memory`]).
+const KEEP_ENTRIES: usize = 64;
+
 /// The largest argument buffer [`Client::execute`] keeps for the next command.
 const KEEP_ARGS: usize = 256;
 
@@ -741,14 +744,20 @@ impl Client {
     /// Once the events are drained: frees the queues and the request table if a burst left them big and they
     /// are empty now, so that an idle client is small whatever it went through.
     fn release_idle_memory(&mut self) {
-        const KEEP_ENTRIES: usize = 64;
         // One test for the common case, where none of them is big (this runs after every drain).
         let largest = (self.events.capacity().max(self.queue.capacity()))
             .max(self.by_order.capacity().max(self.requests.capacity()))
             .max(self.timers.capacity());
-        if largest <= KEEP_ENTRIES {
-            return;
+        if largest > KEEP_ENTRIES {
+            self.release_big_buffers();
         }
+    }
+
+    /// [`release_idle_memory`](Self::release_idle_memory) when some buffer is big: out of line, so that the
+    /// common case stays a few instructions in the caller.
+    #[cold]
+    #[inline(never)]
+    fn release_big_buffers(&mut self) {
         if self.events.capacity() > KEEP_ENTRIES {
             self.events = VecDeque::new();
         }
