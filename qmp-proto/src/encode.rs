@@ -53,7 +53,12 @@ fn encode(out: &mut Vec<u8>, name: &str, args: Option<&[u8]>, id: Option<u64>, o
     const ARGUMENTS: &[u8] = b",\"arguments\":";
     // One reservation for the whole command (a name that needs escapes may still grow it).
     out.reserve(EXEC_OOB.len() + name.len() + 2 + args.map_or(0, |a| ARGUMENTS.len() + a.len()) + ID_TAIL_MAX);
-    out.extend_from_slice(if oob { EXEC_OOB } else { EXECUTE });
+    // Two appends of known length (each a few moves), not one of a length known only here (a `memcpy` call).
+    if oob {
+        out.extend_from_slice(EXEC_OOB);
+    } else {
+        out.extend_from_slice(EXECUTE);
+    }
     write_string(out, name);
     if let Some(args) = args {
         out.extend_from_slice(ARGUMENTS);
@@ -96,22 +101,22 @@ const PLAIN: [bool; 256] = {
     t
 };
 
-/// Writes `,"id":N}`, the end of a command with an id, in one append.
-fn write_id_tail(out: &mut Vec<u8>, mut n: u64) {
+/// Writes `,"id":N}`, the end of a command with an id: the whole buffer in one append of known length (a few
+/// moves; `encode` reserved room for it), then cut to the digits N has.
+fn write_id_tail(out: &mut Vec<u8>, n: u64) {
+    let digits = n.checked_ilog10().map_or(1, |log| log as usize + 1);
     let mut tail = [0u8; ID_TAIL_MAX];
-    let mut i = tail.len() - 1;
-    tail[i] = b'}';
-    loop {
-        i -= 1;
-        tail[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+    tail[..ID.len()].copy_from_slice(ID);
+    let end = ID.len() + digits;
+    tail[end] = b'}';
+    let mut rest = n;
+    for d in tail[ID.len()..end].iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
     }
-    i -= ID.len();
-    tail[i..i + ID.len()].copy_from_slice(ID);
-    out.extend_from_slice(&tail[i..]);
+    let len = out.len() + end + 1;
+    out.extend_from_slice(&tail);
+    out.truncate(len);
 }
 
 #[cfg(test)]
