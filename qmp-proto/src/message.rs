@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -232,10 +232,13 @@ pub fn classify_framed(bytes: Bytes, layout: Layout) -> Message {
 fn classify_with(bytes: Bytes, layout: Layout) -> Message {
     if let Some((value, id)) = qemu_reply(&bytes, layout) {
         let id = small_id(id).unwrap_or_else(|| bytes.slice_ref(id));
-        return Message::Return {
-            id: Some(RawJson::from_valid(id)),
-            value: RawJson::from_valid(bytes.slice_ref(value)),
-        };
+        // The message's own handle narrowed to the payload, rather than a second handle to count and drop.
+        let start = value.as_ptr() as usize - bytes.as_ptr() as usize;
+        let end = start + value.len();
+        let mut value = bytes;
+        value.truncate(end);
+        value.advance(start);
+        return Message::Return { id: Some(RawJson::from_valid(id)), value: RawJson::from_valid(value) };
     }
     let members = match read_members(&bytes, layout) {
         Some(members) => members,
