@@ -651,9 +651,6 @@ impl Client {
     /// [`ExecuteOptions::pass_fd`], the offset in `out` of the one byte its file descriptor must be sent with
     /// (write everything before it, then that byte with the descriptor attached, then the rest).
     pub fn poll_transmit_with_fds(&mut self, out: &mut Vec<u8>, fds: &mut Vec<(usize, RequestId)>) -> usize {
-        if self.transmit.is_empty() {
-            return 0; // (a descriptor always goes with a byte of a command)
-        }
         let base = out.len();
         if !self.transmit_fds.is_empty() {
             fds.extend(self.transmit_fds.drain(..).map(|(at, id)| (base + at, id)));
