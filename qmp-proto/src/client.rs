@@ -230,6 +230,9 @@ struct Resync {
     seen_delimiter: bool,
 }
 
+/// Entries the client's queues and tables keep room for while idle (see [`Client::release_idle_memory`]).
+const KEEP_ENTRIES: usize = 64;
+
 /// The largest argument buffer [`Client::execute`] keeps for the next command.
 const KEEP_ARGS: usize = 256;
 
@@ -248,7 +251,9 @@ const KEEP_ARGS: usize = 256;
 pub struct Client {
     config: Config,
     phase: Phase,
-    framer: Framer,
+    /// Boxed so that [`Client::handle_input`] takes it out (to feed it while frames go to `self`) and puts it
+    /// back by moving a pointer; `None` only while it feeds.
+    framer: Option<Box<Framer>>,
     greeting: Option<Greeting>,
     oob_enabled: bool,
     /// Wire ids in use: the keys of `requests`.
@@ -293,7 +298,7 @@ impl Client {
     /// first event is [`ClientEvent::Ready`].
     pub fn new(config: Config, now: Instant) -> Self {
         let mut client = Client {
-            framer: Framer::new(config.max_message_size),
+            framer: Some(Box::new(Framer::new(config.max_message_size))),
             phase: Phase::AwaitGreeting,
             greeting: None,
             oob_enabled: false,
@@ -351,16 +356,18 @@ impl Client {
         if self.phase == Phase::Closed {
             return;
         }
-        let mut framer = std::mem::replace(&mut self.framer, Framer::new(1));
+        let Some(mut framer) = self.framer.take() else {
+            return; // unreachable: frames go to `on_frame`, which never feeds input
+        };
         framer.feed_framed(bytes, |frame, layout| self.on_frame(frame, layout));
-        self.framer = framer;
+        self.framer = Some(framer);
         self.finish_closing();
     }
 
     /// The server closed its side of the stream. Closes the session (`Eof` or `EofMidMessage`).
     pub fn handle_eof(&mut self) {
-        let cause = if self.framer.in_message() {
-            ConnectionError::EofMidMessage { buffered: self.framer.message_len() }
+        let cause = if let Some(framer) = self.framer.as_ref().filter(|f| f.in_message()) {
+            ConnectionError::EofMidMessage { buffered: framer.message_len() }
         } else {
             ConnectionError::Eof
         };
@@ -645,7 +652,9 @@ impl Client {
     /// (write everything before it, then that byte with the descriptor attached, then the rest).
     pub fn poll_transmit_with_fds(&mut self, out: &mut Vec<u8>, fds: &mut Vec<(usize, RequestId)>) -> usize {
         let base = out.len();
-        fds.extend(self.transmit_fds.drain(..).map(|(at, id)| (base + at, id)));
+        if !self.transmit_fds.is_empty() {
+            fds.extend(self.transmit_fds.drain(..).map(|(at, id)| (base + at, id)));
+        }
         let n = self.transmit.len();
         if out.is_empty() {
             std::mem::swap(out, &mut self.transmit);
@@ -722,7 +731,7 @@ impl Client {
     /// until one is, and at most 64 KiB ([`framer::KEEP_CAPACITY`](crate::framer::KEEP_CAPACITY)) between
     /// messages, whatever size the largest message had. For watching memory; there is nothing to tune.
     pub fn buffered_capacity(&self) -> usize {
-        self.framer.capacity()
+        self.framer.as_ref().map_or(0, |f| f.capacity())
     }
 
     /// The configuration.
@@ -735,7 +744,20 @@ impl Client {
     /// Once the events are drained: frees the queues and the request table if a burst left them big and they
     /// are empty now, so that an idle client is small whatever it went through.
     fn release_idle_memory(&mut self) {
-        const KEEP_ENTRIES: usize = 64;
+        // One test for the common case, where none of them is big (this runs after every drain).
+        let largest = (self.events.capacity().max(self.queue.capacity()))
+            .max(self.by_order.capacity().max(self.requests.capacity()))
+            .max(self.timers.capacity());
+        if largest > KEEP_ENTRIES {
+            self.release_big_buffers();
+        }
+    }
+
+    /// [`release_idle_memory`](Self::release_idle_memory) when some buffer is big: out of line, so that the
+    /// common case stays a few instructions in the caller.
+    #[cold]
+    #[inline(never)]
+    fn release_big_buffers(&mut self) {
         if self.events.capacity() > KEEP_ENTRIES {
             self.events = VecDeque::new();
         }
@@ -837,11 +859,12 @@ impl Client {
         let ahead = !oob && !self.queue.is_empty();
         if !ahead {
             self.staged = Some((id, staged_at));
-            if oob {
+            let sync = matches!(purpose, Purpose::Sync(_));
+            // What `pump` would do with a queue of this one command, without queueing it.
+            if oob || (self.phase == Phase::Ready && self.may_send(sync, pass_fd)) {
                 self.send(id);
             } else {
                 self.queue.push_back(id);
-                self.pump();
             }
             if self.staged.take().is_none() {
                 return; // sent
@@ -868,25 +891,28 @@ impl Client {
                 continue;
             };
             let sync = matches!(req.purpose, Purpose::Sync(_));
-            let pass_fd = req.pass_fd;
-            if sync && self.in_flight > 0 && self.resync.is_none() {
-                self.forget_abandoned();
-            }
-            // One descriptor-passing command at a time: QEMU would hand the next descriptor to this one.
-            if pass_fd && self.fd_in_flight.is_some() {
-                return;
-            }
-            // A resync runs alone: it waits for an empty pipe, and nothing follows it until it ends. So does a
-            // long command among id-less ones (once written: the replies before it are matched by order).
-            if self.resync.is_some() || self.in_flight >= self.config.max_in_flight || (sync && self.in_flight > 0) {
-                return;
-            }
-            if self.alone_on_wire.is_some() {
+            if !self.may_send(sync, req.pass_fd) {
                 return;
             }
             self.queue.pop_front();
             self.send(id);
         }
+    }
+
+    /// Whether the flow-control rules let the next in-band command go now (the client being ready): a resync
+    /// (`sync`) or a command passing a file descriptor (`pass_fd`) has rules of its own.
+    fn may_send(&mut self, sync: bool, pass_fd: bool) -> bool {
+        if sync && self.in_flight > 0 && self.resync.is_none() {
+            self.forget_abandoned();
+        }
+        // One descriptor-passing command at a time: QEMU would hand the next descriptor to this one.
+        if pass_fd && self.fd_in_flight.is_some() {
+            return false;
+        }
+        // A resync runs alone: it waits for an empty pipe, and nothing follows it until it ends. So does a
+        // long command among id-less ones (once written: the replies before it are matched by order).
+        let alone = self.resync.is_some() || (sync && self.in_flight > 0) || self.alone_on_wire.is_some();
+        !alone && self.in_flight < self.config.max_in_flight
     }
 
     /// Before a resync: when every in-band command on the wire was abandoned (cancelled or timed out), stops
@@ -1293,7 +1319,15 @@ fn encode_sync(out: &mut Vec<u8>, nonce: u32, id: u64) {
 
 /// The id of a reply, when it is one this client could have sent (a plain integer).
 fn wire_id(id: &RawJson) -> Option<u64> {
-    std::str::from_utf8(id.as_bytes()).ok()?.parse().ok()
+    // `str::parse` without its UTF-8 check and sign handling: a JSON number has no `+`.
+    let digits = id.as_bytes();
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| match d {
+        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(d - b'0')),
+        _ => None,
+    })
 }
 
 /// A short description of an unexpected first message.
@@ -1309,4 +1343,27 @@ fn describe(msg: &Message) -> String {
 
 fn empty_object() -> RawJson {
     RawJson::from_valid(Bytes::from_static(b"{}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The id of a reply reads as `str::parse` reads it, for every text a JSON id can be (no leading `+`).
+        #[test]
+        fn wire_id_reads_as_parse(text in "[0-9]{0,22}|0{18,22}[0-9]{1,3}|-?[0-9]{1,3}|[0-9a-z\".+ ]{0,6}") {
+            let expected = if text.starts_with('+') { None } else { text.parse::<u64>().ok() };
+            proptest::prop_assert_eq!(wire_id(&RawJson::from_valid(Bytes::from(text.clone()))), expected);
+        }
+    }
+
+    #[test]
+    fn wire_id_edges() {
+        let id = |s: &'static str| wire_id(&RawJson::from_valid(Bytes::from_static(s.as_bytes())));
+        assert_eq!(id("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(id("18446744073709551616"), None);
+        assert_eq!(id("00000000000000000000001"), Some(1));
+        assert_eq!((id("0"), id(""), id("1.0"), id("\"1\"")), (Some(0), None, None, None));
+    }
 }

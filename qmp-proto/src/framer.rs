@@ -29,14 +29,16 @@
 //! closing brackets, and checks it for backslashes and 0xFF; one multiplication per 8 bytes gathers each array
 //! into a word of bits. A prefix XOR of the quote bits tells which bytes are inside strings. In most blocks no
 //! bracket is inside a string and there are fewer closing brackets than it would take for the depth to fall to
-//! zero (or to one, for the [`Layout`]): the counts give the depth after the block, and that is all. Only in
-//! the others are the opening and closing brackets gathered apart, counted outside strings, and the closing
-//! ones visited one by one when the depth can fall that far. A block holding a backslash or 0xFF (rare in
-//! QEMU's output) goes through the bytewise scanner instead, as does everything between top-level values and
-//! the last few bytes of an input. The last bytes of an input, when there are at least 16 of them but fewer
-//! than a block, are scanned as a block padded with spaces (a short reply is one or two blocks). Everything is
-//! plain safe Rust for any target: no `unsafe`, no target features (without `popcnt` the population counts are a
-//! few instructions each, so the code counts as little as it can).
+//! zero (or to one, for the [`Layout`]): the counts give the depth after the block, and that is all. In the
+//! others the brackets outside strings are visited one by one (a trailing-zero count each; the byte tells
+//! whether it opens) up to the one that ends the value; a block known beforehand to be one of those (the first
+//! of every message) is not counted at all. A block holding a backslash or 0xFF (rare in QEMU's output) goes
+//! through the bytewise scanner instead, as does everything between top-level values and the last few bytes
+//! of an input. The last bytes of an input, when there are at least 16 of them but fewer than a block, are
+//! scanned as the block that ends the input, the bytes of it already scanned masked off (in an input shorter
+//! than a block: as a block padded with spaces); a short reply is one or two blocks. Everything is plain safe
+//! Rust for any target: no `unsafe`, no target features (without `popcnt` a population count costs a dozen
+//! instructions, so the code counts none).
 
 use bytes::{Bytes, BytesMut};
 
@@ -364,28 +366,38 @@ impl Framer {
         let mut in_string = self.state == State::String;
         let mut depth = self.depth;
         let mut special = false;
-        let mut padded = [b' '; BLOCK];
+        // For an input shorter than a block only: its bytes, then spaces.
+        let mut padded: [u8; BLOCK];
         while *i < input.len() {
-            // `len` bytes of the block are input.
-            let (block, len) = match input[*i..].first_chunk::<BLOCK>() {
-                Some(block) => (block, BLOCK),
-                None => {
-                    let rest = &input[*i..];
-                    padded[..rest.len()].copy_from_slice(rest);
-                    (&padded, rest.len())
-                }
+            let rest = input.len() - *i;
+            // `len` bytes from `*i` on are input; they start at byte `skip` of the block.
+            let (block, len, skip) = match input[*i..].first_chunk::<BLOCK>() {
+                Some(block) => (block, BLOCK, 0),
+                // The last bytes of a longer input: the block that ends with them (its first bytes were scanned).
+                None => match input.last_chunk::<BLOCK>() {
+                    Some(block) => (block, rest, BLOCK - rest),
+                    None => {
+                        padded = [b' '; BLOCK];
+                        padded[..rest].copy_from_slice(&input[*i..]);
+                        (&padded, rest, 0)
+                    }
+                },
             };
-            let Some(m) = block_masks(block) else {
+            // The lowest level asked for: 0, or 1 while the first nested value has not ended.
+            let fall = depth.saturating_sub(u32::from(self.first_nested_end.is_none()));
+            // Whether the bracket counts may give the depth after this block: not for a block that ends the
+            // input (its counts would include bytes already scanned), nor when any closing bracket may reach the
+            // lowest level (its brackets are then walked, and nothing is counted).
+            let counted = skip == 0 && fall > 0;
+            let Some(m) = (if counted { block_masks::<true>(block) } else { block_masks::<false>(block) }) else {
                 special = true;
                 break;
             };
-            // Bit k set: byte k is inside a string (its opening quote included, its closing quote not).
-            let inside = prefix_xor(m.quote) ^ if in_string { !0 } else { 0 };
+            // Bit k set: byte `*i + k` is inside a string (its opening quote included, its closing quote not).
+            let inside = prefix_xor(m.quote >> skip) ^ if in_string { !0 } else { 0 };
             // The common block: no bracket inside a string, and fewer closing brackets than it takes to fall to
-            // the lowest level asked for (0, or 1 while the first nested value has not ended): the counts give
-            // the depth after it.
-            let fall = depth.saturating_sub(u32::from(self.first_nested_end.is_none()));
-            if m.bracket & inside == 0 && m.closes < fall {
+            // the lowest level: the counts give the depth after it.
+            if counted && m.bracket & inside == 0 && m.closes < fall {
                 depth = depth + m.opens - m.closes;
                 in_string = inside >> 63 != 0;
                 *i += len;
@@ -394,11 +406,12 @@ impl Framer {
                 }
                 continue;
             }
-            let (open, close) = bracket_masks(block);
-            let (mut open, mut close) = (open & !inside, close & !inside);
+            // Brackets outside strings (bit k: byte `*i + k`, which is `bytes[k]`).
+            let mut brackets = (m.bracket >> skip) & !inside;
+            let bytes = &block[skip..];
             loop {
                 // The first fall back to depth 1 ends the first nested value.
-                let (one, end) = depth_falls(open, close, depth, self.first_nested_end.is_none());
+                let (one, end) = depth_falls(brackets, bytes, depth, self.first_nested_end.is_none());
                 if let Some(k) = one {
                     self.first_nested_end = Some(self.value_len + (*i + k + 1 - *start) as u64);
                 }
@@ -411,10 +424,10 @@ impl Framer {
                         self.finish(input, *start, *i + k + 1, emit);
                         // Between values: skip whitespace; go on if an object or array starts in this block.
                         let mut q = k + 1;
-                        while q < len && CLASS[block[q] as usize] == SPACE {
+                        while q < len && CLASS[input[*i + q] as usize] == SPACE {
                             q += 1;
                         }
-                        if q == len || CLASS[block[q] as usize] != OPEN {
+                        if q == len || CLASS[input[*i + q] as usize] != OPEN {
                             *i += q;
                             return false;
                         }
@@ -424,9 +437,7 @@ impl Framer {
                         self.value_len = 0;
                         self.first_nested_end = None;
                         depth = 1;
-                        let after = (!0u64 << q) << 1;
-                        open &= after;
-                        close &= after;
+                        brackets &= (!0u64 << q) << 1;
                     }
                 }
             }
@@ -662,13 +673,13 @@ struct Masks {
     closes: u32,
 }
 
-/// The masks of `block` (BLOCK bytes), or `None` when it holds a backslash or 0xFF.
+/// The masks of `block` (BLOCK bytes), or `None` when it holds a backslash or 0xFF. With `COUNT` false the
+/// brackets are not counted (0): for a block whose brackets are walked.
 #[inline]
-fn block_masks(block: &[u8; BLOCK]) -> Option<Masks> {
+fn block_masks<const COUNT: bool>(block: &[u8; BLOCK]) -> Option<Masks> {
     // One byte (0 or 1) per input byte and class, byte counts, and one test of the whole block for the bytes
-    // that need the bytewise scanner: a loop the compiler turns into vector comparisons and sums. Opening and
-    // closing brackets are only counted: their positions (two more gathers) are needed only in the blocks
-    // where the depth may fall far enough to end a value (see `bracket_masks`).
+    // that need the bytewise scanner: a loop the compiler turns into vector comparisons and sums. Which
+    // brackets open is not gathered: where it matters (`depth_falls`), the byte of each bracket tells.
     let mut quote = [0u8; BLOCK];
     let mut bracket = [0u8; BLOCK];
     let (mut opens, mut closes) = (0u8, 0u8);
@@ -678,8 +689,10 @@ fn block_masks(block: &[u8; BLOCK]) -> Option<Masks> {
         let (open, close) = (u8::from(folded == b'{'), u8::from(folded == b'}'));
         quote[k] = u8::from(b == b'"');
         bracket[k] = open | close;
-        opens += open;
-        closes += close;
+        if COUNT {
+            opens += open;
+            closes += close;
+        }
         // A `u8` and `|`: a `bool` and `||` here kept the loop from being vectorized (4x slower).
         special |= u8::from(b == b'\\') | u8::from(b == 0xFF);
     }
@@ -687,19 +700,6 @@ fn block_masks(block: &[u8; BLOCK]) -> Option<Masks> {
         return None;
     }
     Some(Masks { quote: gather(&quote), bracket: gather(&bracket), opens: opens.into(), closes: closes.into() })
-}
-
-/// The opening and closing brackets of `block` (bit k stands for byte k), strings not taken into account.
-#[inline]
-fn bracket_masks(block: &[u8; BLOCK]) -> (u64, u64) {
-    let mut open = [0u8; BLOCK];
-    let mut close = [0u8; BLOCK];
-    for (k, &b) in block.iter().enumerate() {
-        let folded = b | 0x20;
-        open[k] = u8::from(folded == b'{');
-        close[k] = u8::from(folded == b'}');
-    }
-    (gather(&open), gather(&close))
 }
 
 /// The bits of `flags` (bytes 0 or 1): bit k is `flags[k]`. One multiplication per 8 bytes moves their low
@@ -728,40 +728,36 @@ fn prefix_xor(mut x: u64) -> u64 {
     x
 }
 
-/// Given the brackets of a block outside strings (bit k: byte k) and the depth before it: `Ok(k)` when the
-/// close bracket at byte k brings the depth to 0 (the first one that does), else `Err(depth after the block)`;
-/// and, when `to_one` asks for it, the first close bracket before that which brings the depth to 1.
+/// Given the brackets of a block outside strings (bit k: `bytes[k]`, an opening or closing bracket) and the
+/// depth before the block: `Ok(k)` when the closing bracket at byte k brings the depth to 0 (the first one that
+/// does), else `Err(depth after the block)`; and, when `to_one` asks for it, the first closing bracket before
+/// that which brings the depth to 1.
+///
+/// The brackets are visited one by one, lowest bit first (a trailing-zero count each, one instruction on every
+/// x86_64), and each one's byte tells whether it opens: this block is here because the depth may fall far
+/// enough, and blocks that reach here hold few brackets, while a mask of the opening ones would cost a gather
+/// and counting bits without `popcnt` costs a dozen instructions a count.
 #[inline]
-fn depth_falls(open: u64, close: u64, depth: u32, to_one: bool) -> (Option<usize>, Result<usize, u32>) {
-    let (opens, closes) = (open.count_ones(), close.count_ones());
-    // Falling to the lowest level asked for takes `fall` more closes than opens in some prefix: in the first
-    // half only with `fall` closes there, in the second only with as many closes in the block as `fall` plus
-    // the opens of the first half.
-    let fall = depth - u32::from(to_one && depth > 0);
-    if closes < fall {
-        return (None, Err(depth + opens - closes));
-    }
-    let (opens_lo, closes_lo) = ((open as u32).count_ones(), (close as u32).count_ones());
-    if closes_lo < fall && closes < fall + opens_lo {
-        return (None, Err(depth + opens - closes));
-    }
+fn depth_falls(brackets: u64, bytes: &[u8], mut depth: u32, to_one: bool) -> (Option<usize>, Result<usize, u32>) {
     let mut one = None;
-    let mut rest = close;
-    let mut seen = 0;
+    let mut rest = brackets;
     while rest != 0 {
-        seen += 1;
         let k = rest.trailing_zeros() as usize;
-        // The depth after this close: the opens up to it, less the closes (never below 0: it stops there).
-        let level = depth + (open & (rest ^ (rest - 1))).count_ones() - seen;
-        if level == 0 {
+        rest &= rest - 1;
+        // '{' and '[' (0x7B, 0x5B) open, '}' and ']' (0x7D, 0x5D) close: bit 1 tells them apart.
+        if bytes.get(k).is_some_and(|&b| b & 2 != 0) {
+            depth += 1;
+            continue;
+        }
+        depth -= 1;
+        if depth == 0 {
             return (one, Ok(k));
         }
-        if level == 1 && to_one && one.is_none() {
+        if depth == 1 && to_one && one.is_none() {
             one = Some(k);
         }
-        rest &= rest - 1;
     }
-    (one, Err(depth + opens - closes))
+    (one, Err(depth))
 }
 
 #[cfg(test)]
@@ -873,7 +869,8 @@ mod tests {
     }
 
     /// The block scanner (inputs of 64 bytes and more) frames exactly as the bytewise one (inputs fed a byte at
-    /// a time), whatever the split, limit and content: brackets in strings, escapes, 0xFF, garbage, nesting.
+    /// a time), layouts included, whatever the split, limit and content: brackets in strings, escapes, 0xFF,
+    /// garbage, nesting.
     #[test]
     fn blocks_match_bytewise() {
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
@@ -905,12 +902,14 @@ mod tests {
                     let mut f = Framer::new(max);
                     let mut out = Vec::new();
                     for c in chunks {
-                        f.feed(c, |fr| out.push(fr));
+                        f.feed_framed(c, |fr, layout| out.push((fr, layout)));
                     }
                     (out, f.in_message(), f.buffered(), f.message_len())
                 };
                 let want = run(&bytewise);
-                let size = [input.len().max(1), 64, 65, 97, 200][round % 5];
+                // Whole, one block, and sizes that leave 1, 33, 16, 63 and 8 bytes after their last whole block
+                // (an input's last 16 to 63 bytes are scanned as the block that ends it).
+                let size = [input.len().max(1), 64, 65, 97, 80, 127, 200][round % 7];
                 let chunks: Vec<&[u8]> = input.chunks(size).collect();
                 assert_eq!(run(&chunks), want, "round {round}, max {max}, chunks of {size}");
             }

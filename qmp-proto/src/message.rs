@@ -8,7 +8,9 @@
 //!
 //! [`classify`] validates every payload it hands out. [`classify_framed`], what the client uses, takes a
 //! reply's nested `return` payload whole from the framer's [`Layout`] and leaves its validation to the parse
-//! that needs it: validating it here and again at `deserialize()` cost more than framing the message did.
+//! that needs it: validating it here and again at `deserialize()` cost more than framing the message did. A
+//! reply in the exact shape QEMU writes to this client, `{"return": V, "id": N}`, is then recognised by
+//! comparing the few bytes around V, without reading it member by member.
 //!
 //! Shapes, checked in this order (the member that decides is in brackets):
 //! greeting (`QMP`), event (`event`), success reply (`return`), error reply (`error`). Valid JSON of any other
@@ -17,7 +19,7 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -228,6 +230,16 @@ pub fn classify_framed(bytes: Bytes, layout: Layout) -> Message {
 
 /// [`classify`] when `layout` describes nothing, [`classify_framed`] otherwise.
 fn classify_with(bytes: Bytes, layout: Layout) -> Message {
+    if let Some((value, id)) = qemu_reply(&bytes, layout) {
+        let id = small_id(id).unwrap_or_else(|| bytes.slice_ref(id));
+        // The message's own handle narrowed to the payload, rather than a second handle to count and drop.
+        let start = value.as_ptr() as usize - bytes.as_ptr() as usize;
+        let end = start + value.len();
+        let mut value = bytes;
+        value.truncate(end);
+        value.advance(start);
+        return Message::Return { id: Some(RawJson::from_valid(id)), value: RawJson::from_valid(value) };
+    }
     let members = match read_members(&bytes, layout) {
         Some(members) => members,
         None => match serde_json::from_slice::<Envelope<'_>>(&bytes) {
@@ -329,6 +341,51 @@ impl<'a> From<Envelope<'a>> for Members<'a> {
             id: env.id.map(text),
         }
     }
+}
+
+/// A success reply written exactly as QEMU writes one to this client, `{"return": V, "id": N}`, where V is the
+/// message's first nested object or array (its end from the framer's layout) and N an integer id of ours:
+/// `(V, N)` as text, found by comparing the bytes around V instead of reading member by member. `None` for any
+/// other message, which [`read_members`] then reads; for these it would find the same two members.
+fn qemu_reply(bytes: &[u8], layout: Layout) -> Option<(&[u8], &[u8])> {
+    const RETURN: &[u8] = b"{\"return\": ";
+    const ID: &[u8] = b", \"id\": ";
+    let end = layout.first_nested_end()?;
+    let start = RETURN.len();
+    if !bytes.starts_with(RETURN) || !matches!(bytes.get(start), Some(b'{' | b'[')) {
+        return None;
+    }
+    nested_end(bytes, start, end)?;
+    let id = bytes.get(end..)?.strip_prefix(ID)?.strip_suffix(b"}")?;
+    // A JSON integer without sign: `0`, or digits that do not start with `0`.
+    let integer = match id {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    integer.then_some((&bytes[start..end], id))
+}
+
+/// An id of one or two digits (what the client's smallest-free ids nearly always are), as static text: the
+/// same bytes as the reply's, without a reference to the message's buffer to count.
+fn small_id(id: &[u8]) -> Option<Bytes> {
+    /// "00", "01", ... "99".
+    static PAIRS: [u8; 200] = {
+        let mut t = [0u8; 200];
+        let mut n = 0;
+        while n < 100 {
+            t[2 * n] = b'0' + (n / 10) as u8;
+            t[2 * n + 1] = b'0' + (n % 10) as u8;
+            n += 1;
+        }
+        t
+    };
+    let at = match *id {
+        [d @ b'0'..=b'9'] => 2 * usize::from(d - b'0') + 1,
+        [t @ b'0'..=b'9', d @ b'0'..=b'9'] => 2 * (10 * usize::from(t - b'0') + usize::from(d - b'0')),
+        _ => return None,
+    };
+    Some(Bytes::from_static(&PAIRS[at..at + id.len()]))
 }
 
 /// Reads the members of a message by hand; `None` when it cannot tell them exactly as serde would. With a
@@ -703,6 +760,9 @@ mod tests {
             "{\r\n    \"return\": {\r\n    }\r\n}",
             r#"{"return": [1], "x": [2], "id": 3}"#,
             r#"{"error": {"class": "C", "desc": "d"}, "return": [[]], "id": 1}"#,
+            // QEMU's own shape (read by `qemu_reply`).
+            r#"{"return": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": "v"}, "id": 42}"#,
+            r#"{"return": [], "id": 0}"#,
         ];
         let alphabet: &[&[u8]] =
             &[b"", b" ", b"\"", b"\\", b"{", b"}", b"[", b"]", b",", b":", b"0", b"x", b"\xff", b"\xc3"];
@@ -740,6 +800,59 @@ mod tests {
         assert!(matches!(checked, Message::NotJson { .. }));
         assert_eq!(id.as_ref().map(RawJson::raw_str), Some("2"));
         assert!(value.deserialize::<serde_json::Value>().unwrap_err().is_syntax());
+    }
+
+    /// `qemu_reply` takes QEMU's exact shape only, and then finds what `read_members` finds.
+    #[test]
+    fn qemu_reply_takes_only_the_exact_shape() {
+        let read = |text: &str| {
+            let (framed, _) = &both_ways(text.as_bytes())[0];
+            let mut layout = None;
+            crate::framer::Framer::new(1 << 20).feed_framed(text.as_bytes(), |_, l| layout = Some(l));
+            let layout = layout.unwrap();
+            let fast = qemu_reply(text.as_bytes(), layout);
+            if let Some((value, id)) = fast {
+                let members = read_members(text.as_bytes(), layout).unwrap();
+                assert_eq!((members.ret, members.id), (Some(value), Some(id)), "{text}");
+                assert!(matches!(framed, Message::Return { .. }), "{text}");
+            }
+            fast.map(|(v, id)| (String::from_utf8_lossy(v).into_owned(), String::from_utf8_lossy(id).into_owned()))
+        };
+        let pair = |v: &str, id: &str| Some((v.to_owned(), id.to_owned()));
+        assert_eq!(read(r#"{"return": {"a": [1, {}]}, "id": 17}"#), pair(r#"{"a": [1, {}]}"#, "17"));
+        assert_eq!(read(r#"{"return": [], "id": 0}"#), pair("[]", "0"));
+        for n in [0, 1, 7, 9, 10, 42, 99, 100, 12345] {
+            let text = format!(r#"{{"return": {{}}, "id": {n}}}"#);
+            let [(_, Message::Return { id: Some(id), .. })] = &both_ways(text.as_bytes())[..] else { panic!("{text}") };
+            assert_eq!(id.raw_str(), n.to_string());
+        }
+        assert_eq!(read(r#"{"return": {}, "id": 18446744073709551616}"#), pair("{}", "18446744073709551616"));
+        for other in [
+            r#"{"return": {}, "id": 07}"#,
+            r#"{"return": {}, "id": -1}"#,
+            r#"{"return": {}, "id": 1.0}"#,
+            r#"{"return": {}, "id": "1"}"#,
+            r#"{"return": {}, "id": }"#,
+            r#"{"return": {},  "id": 1}"#,
+            r#"{"return": {}, "id": 1 }"#,
+            r#"{"return":{}, "id": 1}"#,
+            r#"{"return": 5, "id": 1}"#,
+            r#"{"return": {}}"#,
+            r#"{"return": {}, "id": 1, "x": 2}"#,
+            r#"{"error": {}, "id": 1}"#,
+        ] {
+            assert_eq!(read(other), None, "{other}");
+        }
+        // A layout that belongs to other bytes: no answer, no panic.
+        let layout = |text: &str| {
+            let mut layout = Layout::default();
+            crate::framer::Framer::new(1 << 20).feed_framed(text.as_bytes(), |_, l| layout = l);
+            layout
+        };
+        let long = layout(r#"{"return": {"a": [1, 2, 3, 4, 5, 6, 7, 8, 9]}, "id": 1}"#);
+        for short in [r#"{"return": {}, "id": 1}"#, r#"{"return": "#, r#"{"return": {"#] {
+            assert_eq!(qemu_reply(short.as_bytes(), long), None, "{short}");
+        }
     }
 
     #[test]

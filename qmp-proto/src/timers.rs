@@ -80,6 +80,11 @@ impl TimerTable {
         self.others.clear();
     }
 
+    /// Entries the in-order queue has room for (the set of others frees its nodes as they go).
+    pub(crate) fn capacity(&self) -> usize {
+        self.in_order.capacity()
+    }
+
     /// Frees a queue a burst of commands left big, once it is empty.
     pub(crate) fn release_idle_memory(&mut self, keep: usize) {
         if self.in_order.is_empty() && self.in_order.capacity() > keep {
