@@ -72,6 +72,8 @@ mod runtime;
 pub mod serve;
 mod session;
 mod shared;
+#[cfg(test)]
+mod test_waker;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod transport;

@@ -174,16 +174,8 @@ mod tests {
     use super::{Mail, Mailbox, Reader};
     use crate::command::Command;
     use crate::shared::{Control, ReplyTx, Request};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::test_waker::counting;
+    use std::task::{Context, Poll, Waker};
 
     fn request(ticket: u64) -> Request {
         let command = Command::raw("query-status", None, Default::default());
@@ -204,16 +196,15 @@ mod tests {
     #[test]
     fn looks_without_the_lock_miss_nothing() {
         let (mailbox, mut reader) = (Mailbox::default(), Reader::default());
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&count));
+        let (count, waker) = counting();
         assert_eq!(next(&mailbox, &mut reader, &waker), None, "registers");
         assert_eq!(next(&mailbox, &mut reader, &waker), None, "nothing changed: no lock");
         assert!(mailbox.send_quietly(request(1)).is_ok());
-        assert_eq!(count.0.load(Ordering::SeqCst), 0, "a quiet send wakes nobody");
+        assert_eq!(count.get(), 0, "a quiet send wakes nobody");
         assert_eq!(next(&mailbox, &mut reader, &waker), Some(1));
         assert_eq!(next(&mailbox, &mut reader, &waker), None, "the last request taken: nothing left");
         assert!(mailbox.send(request(2)).is_ok());
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "a send wakes the registered waker");
+        assert_eq!(count.get(), 1, "a send wakes the registered waker");
         assert!(mailbox.send_quietly(request(3)).is_ok());
         mailbox.control(Control::Cancel(7));
         assert_eq!(next(&mailbox, &mut reader, &waker), Some(1007), "controls first");
@@ -221,11 +212,10 @@ mod tests {
         assert_eq!(next(&mailbox, &mut reader, &waker), Some(3));
         assert_eq!(next(&mailbox, &mut reader, &waker), None);
         // A different waker is registered, not skipped.
-        let other = Arc::new(Count(AtomicUsize::new(0)));
-        let other_waker = Waker::from(Arc::clone(&other));
+        let (other, other_waker) = counting();
         assert_eq!(next(&mailbox, &mut reader, &other_waker), None);
         assert!(mailbox.send(request(4)).is_ok());
-        assert_eq!((count.0.load(Ordering::SeqCst), other.0.load(Ordering::SeqCst)), (1, 1));
+        assert_eq!((count.get(), other.get()), (1, 1));
         assert_eq!(next(&mailbox, &mut reader, &other_waker), Some(4));
         mailbox.orphan();
         assert!(matches!(

@@ -168,20 +168,7 @@ impl<T> Drop for Receiver<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn waker() -> (Arc<Count>, Waker) {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        (Arc::clone(&count), Waker::from(count))
-    }
+    use crate::test_waker::counting as waker;
 
     #[test]
     fn a_value_sent_after_a_poll_wakes_the_receiver() {
@@ -189,7 +176,7 @@ mod tests {
         let (count, waker) = waker();
         assert!(rx.poll(&mut Context::from_waker(&waker)).is_pending());
         tx.send(7).unwrap();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.get(), 1);
         assert!(matches!(rx.poll(&mut Context::from_waker(&waker)), Poll::Ready(Received::Value(7))));
     }
 
@@ -200,7 +187,7 @@ mod tests {
         assert!(rx.poll(&mut Context::from_waker(&waker)).is_pending());
         assert!(rx.take().is_none());
         tx.send(7).unwrap();
-        assert_eq!(count.0.load(Ordering::SeqCst), 0, "the receiver said it would look itself");
+        assert_eq!(count.get(), 0, "the receiver said it would look itself");
         assert!(matches!(rx.take(), Some(Received::Value(7))));
     }
 
@@ -210,7 +197,7 @@ mod tests {
         let (count, waker) = waker();
         assert!(rx.poll(&mut Context::from_waker(&waker)).is_pending());
         drop(tx);
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.get(), 1);
         assert!(matches!(rx.poll(&mut Context::from_waker(&waker)), Poll::Ready(Received::Gone)));
     }
 
