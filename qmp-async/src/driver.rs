@@ -376,8 +376,7 @@ impl<T: Transport, R: Runtime> Conn<T, R> {
         if let (None, Some(at), false) = (&self.timer, self.armed, self.in_place) {
             // A caller polling in place asked for a timer: its deadline may have gone by now (the command was
             // answered), but the next command will bring one again; the timer fires early at worst, harmlessly.
-            self.timer = Some(Box::pin(self.runtime.timer(at)));
-            self.timer_wake.set();
+            self.arm_no_later_than(at);
         }
         let (Some(target), Some(timer)) = (self.armed, self.timer.as_mut()) else {
             return false;

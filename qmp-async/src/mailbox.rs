@@ -121,7 +121,7 @@ impl Mailbox {
     /// The driver's next message: control messages first, then requests in order. `Pending` registers the
     /// driver's waker (`reader` remembers it: while nothing changed, a look with the same waker takes no lock).
     pub(crate) fn poll_next(&self, reader: &mut Reader, cx: &mut Context<'_>) -> Poll<Mail> {
-        if !self.mail.load(Ordering::Acquire) && reader.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if !self.mail.load(Ordering::Acquire) && holds(&reader.registered, cx.waker()) {
             return Poll::Pending;
         }
         let mut inner = self.lock();
@@ -132,8 +132,7 @@ impl Mailbox {
         if let Some(request) = inner.requests.pop_front() {
             shrink_if_empty(&mut inner.requests);
             // The last of the mail, and the driver's waker still stands: the next look needs no lock.
-            let registered = inner.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
-                && reader.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+            let registered = holds(&inner.driver, cx.waker()) && holds(&reader.registered, cx.waker());
             if registered && inner.requests.is_empty() && inner.controls.is_empty() && !inner.orphaned {
                 self.mail.store(false, Ordering::Release);
             }
@@ -143,12 +142,8 @@ impl Mailbox {
             inner.closed = true;
             return Poll::Ready(Mail::Orphaned);
         }
-        if !inner.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            inner.driver = Some(cx.waker().clone());
-        }
-        if !reader.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            reader.registered = Some(cx.waker().clone());
-        }
+        keep(&mut inner.driver, cx.waker());
+        keep(&mut reader.registered, cx.waker());
         self.mail.store(false, Ordering::Release);
         Poll::Pending
     }
@@ -160,6 +155,18 @@ impl Mailbox {
         inner.controls = VecDeque::new();
         inner.driver = None;
         mem::take(&mut inner.requests)
+    }
+}
+
+/// Whether `slot` holds a waker that wakes what `waker` wakes.
+fn holds(slot: &Option<Waker>, waker: &Waker) -> bool {
+    slot.as_ref().is_some_and(|w| w.will_wake(waker))
+}
+
+/// Puts `waker` in `slot`, unless it holds one that wakes the same already.
+fn keep(slot: &mut Option<Waker>, waker: &Waker) {
+    if !holds(slot, waker) {
+        *slot = Some(waker.clone());
     }
 }
 
